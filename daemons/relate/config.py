@@ -1,0 +1,327 @@
+"""The one typed configuration schema every Relate Mail process shares.
+
+Sources, later ones winning:
+
+1. the defaults below;
+2. one YAML file (``/etc/relate/relate.yaml``, or ``--config PATH`` /
+   ``RELATE_CONFIG``);
+3. environment variables: ``RELATE_`` + the upper-case key path joined by
+   ``__`` (``RELATE_DATABASE__DSN``, ``RELATE_INTERNAL__API_KEY``).
+
+Any string key ``k`` may instead be given as ``k_file`` (in YAML, or
+``RELATE_..._FILE`` in the environment): the file is read and its content,
+stripped of surrounding whitespace, is the value. Secrets are best passed
+that way (systemd credentials, Kubernetes secrets).
+
+Unknown keys and bad values raise :class:`ConfigError` with one line naming
+the key, what is wrong with the value, and where it came from. Nothing is
+ever logged from here: values may be secrets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PATH = Path("/etc/relate/relate.yaml")
+ENV_PREFIX = "RELATE_"
+ENV_CONFIG = "RELATE_CONFIG"
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as one line for the admin."""
+
+
+@dataclass
+class DatabaseConfig:
+    # None means "not configured": daemons refuse to start, `relatectl dev`
+    # and the tests start an embedded PostgreSQL instead.
+    dsn: str | None = None
+    pool_min: int = 1
+    pool_max: int = 10
+    connect_timeout: float = 10.0
+    command_timeout: float = 60.0
+
+
+@dataclass
+class InternalConfig:
+    # The key daemons present to the API's internal endpoints (scope
+    # `internal`); `relatectl setup` generates it.
+    api_key: str | None = None
+    api_socket: Path = Path("/run/relate/api.sock")
+    # When the API runs on another host, daemons call this URL instead.
+    api_url: str | None = None
+    notify_timeout: float = 2.0
+
+
+@dataclass
+class AuthConfig:
+    # Seconds a successful key verification is trusted without bcrypt again;
+    # a revoked key stops working everywhere within this window.
+    cache_seconds: float = 30.0
+    # Failed-login throttle, per client address.
+    max_failures: int = 5
+    failure_window_seconds: float = 900.0
+    lockout_seconds: float = 900.0
+    # bcrypt work factor for new keys. Keys are 190-bit random secrets, so
+    # the factor guards stolen hashes only; 10 keeps logins around 50 ms.
+    bcrypt_rounds: int = 10
+
+
+@dataclass
+class TLSConfig:
+    # Default certificate for every listener; services may override.
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass
+class PushConfig:
+    # VAPID key pair for web push (base64url, raw EC P-256); `relatectl setup`
+    # generates them.
+    vapid_public_key: str | None = None
+    vapid_private_key: str | None = None
+    vapid_subject: str | None = None
+
+
+@dataclass
+class LoggingConfig:
+    level: str = "INFO"
+
+
+@dataclass
+class Config:
+    hostname: str = field(default_factory=socket.getfqdn)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    internal: InternalConfig = field(default_factory=InternalConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    push: PushConfig = field(default_factory=PushConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # Where the file came from, for messages; not a key.
+    source: Path | None = field(default=None, compare=False, metadata={"internal": True})
+
+    def validate(self) -> None:
+        """Cross-field checks that a single value's type cannot express."""
+        checks: list[tuple[str, bool, str]] = [
+            ("database.pool_min", self.database.pool_min >= 0, "must be 0 or more"),
+            (
+                "database.pool_max",
+                self.database.pool_max >= max(1, self.database.pool_min),
+                "must be at least 1 and at least database.pool_min",
+            ),
+            ("auth.max_failures", self.auth.max_failures >= 1, "must be 1 or more"),
+            ("auth.bcrypt_rounds", 4 <= self.auth.bcrypt_rounds <= 31, "must be between 4 and 31"),
+            (
+                "logging.level",
+                self.logging.level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
+                "must be one of DEBUG, INFO, WARNING, ERROR",
+            ),
+        ]
+        for key, ok, problem in checks:
+            if not ok:
+                raise ConfigError(f"{key}: {problem}")
+        if (self.tls.cert is None) != (self.tls.key is None):
+            raise ConfigError("tls.cert and tls.key: give both or neither")
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        f.type = hints[f.name]
+        out[f.name] = f
+    return out
+
+
+def _coerce(key: str, tp: Any, value: Any, origin: str) -> Any:
+    """Turn a YAML or environment value into ``tp`` or raise a one-line error."""
+
+    def bad(problem: str) -> ConfigError:
+        shown = value if not isinstance(value, str) or len(value) < 60 else value[:57] + "..."
+        return ConfigError(f"{key}: {problem}, got {shown!r} (from {origin})")
+
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        empty = value is None or (value == "" and origin.startswith("$"))
+        if empty and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, inner[0], value, origin)
+    from_env = origin.startswith("$")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if from_env and isinstance(value, str):
+            low = value.strip().lower()
+            if low in {"1", "true", "yes", "on"}:
+                return True
+            if low in {"0", "false", "no", "off"}:
+                return False
+        raise bad("expected true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad("expected an integer")
+        if isinstance(value, int):
+            return value
+        if from_env and isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise bad("expected an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_env and isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise bad("expected a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad("expected a string")
+    if tp is Path:
+        if isinstance(value, str) and value:
+            return Path(value)
+        raise bad("expected a path")
+    if typing.get_origin(tp) is list:
+        (item,) = args
+        if from_env and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise bad("expected a list")
+        return [_coerce(f"{key}[{i}]", item, v, origin) for i, v in enumerate(value)]
+    raise ConfigError(f"{key}: unsupported type {tp!r}")  # a bug in the schema itself
+
+
+def _read_secret_file(key: str, path_value: Any, origin: str) -> str:
+    if not isinstance(path_value, str) or not path_value:
+        raise ConfigError(f"{key}_file: expected a path, got {path_value!r} (from {origin})")
+    try:
+        return Path(path_value).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}_file: cannot read {path_value}: {exc.strerror or exc} (from {origin})") from None
+
+
+def _apply_mapping(obj: Any, data: Mapping[str, Any], prefix: str, origin: str) -> None:
+    fields = _fields(type(obj))
+    for raw_name, value in data.items():
+        name = str(raw_name)
+        key = prefix + name
+        if name.endswith("_file") and name[: -len("_file")] in fields:
+            base = name[: -len("_file")]
+            f = fields[base]
+            if str not in (f.type, *typing.get_args(f.type)):
+                raise ConfigError(f"{key}: only string keys have a _file form (from {origin})")
+            setattr(obj, base, _read_secret_file(prefix + base, value, origin))
+            continue
+        if name not in fields:
+            raise ConfigError(f"{key}: unknown key (from {origin})")
+        f = fields[name]
+        if _is_section(f.type):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{key}: expected a section (a mapping), got {value!r} (from {origin})")
+            _apply_mapping(getattr(obj, name), value, key + ".", origin)
+        else:
+            setattr(obj, name, _coerce(key, f.type, value, origin))
+
+
+def _apply_env(cfg: Config, environ: Mapping[str, str]) -> None:
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
+            continue
+        path = var[len(ENV_PREFIX) :].lower().split("__")
+        if not all(path):
+            raise ConfigError(f"${var}: malformed variable name (use __ between levels)")
+        target: Any = cfg
+        for part in path[:-1]:
+            f = _fields(type(target)).get(part)
+            if f is None or not _is_section(f.type):
+                raise ConfigError(f"${var}: unknown key {'.'.join(path)} (from the environment)")
+            target = getattr(target, part)
+        leaf = path[-1]
+        base = leaf[: -len("_file")] if leaf.endswith("_file") else None
+        if base is not None and base in _fields(type(target)):
+            _apply_mapping(target, {leaf: environ[var]}, "".join(f"{p}." for p in path[:-1]), f"${var}")
+            continue
+        f = _fields(type(target)).get(leaf)
+        if f is None or _is_section(f.type):
+            raise ConfigError(f"${var}: unknown key {'.'.join(path)} (from the environment)")
+        setattr(target, leaf, _coerce(".".join(path), f.type, environ[var], f"${var}"))
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The config file in force: ``--config``, then ``$RELATE_CONFIG``, then the default."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG])
+    return DEFAULT_PATH
+
+
+def from_mapping(data: Any, origin: str, *, environ: Mapping[str, str] | None = None) -> Config:
+    """A validated config from already-parsed YAML data plus the environment."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{origin}: the top level must be a mapping of keys")
+    cfg = Config()
+    _apply_mapping(cfg, data, "", origin)
+    _apply_env(cfg, os.environ if environ is None else environ)
+    cfg.validate()
+    return cfg
+
+
+def read_yaml(file: Path) -> Any:
+    """The parsed content of a YAML file, or ConfigError naming the line at fault."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{file}:{where} {problem}") from None
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load and validate the configuration.
+
+    The file must exist when it was named (argument or ``RELATE_CONFIG``);
+    the default path may be absent, leaving defaults and the environment.
+    """
+    env = os.environ if environ is None else environ
+    file = config_path(path, env)
+    if file.exists():
+        cfg = from_mapping(read_yaml(file), str(file), environ=env)
+        cfg.source = file
+        return cfg
+    if path or env.get(ENV_CONFIG):
+        raise ConfigError(f"{file}: no such configuration file")
+    return from_mapping({}, "defaults", environ=env)

@@ -1,0 +1,129 @@
+"""Use cases for domains, users, aliases and keys, shared by relatectl and the API.
+
+Inputs are validated and normalized here (addresses lower-cased, scopes
+checked); the store only runs SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from relate import auth
+from relate.errors import Conflict, Invalid, NotFound
+from relate.mail.address import normalize_address, normalize_domain, split_address
+from relate.store import accounts, keys
+
+
+async def add_domain(pool: asyncpg.Pool, name: str) -> dict[str, Any]:
+    return await accounts.add_domain(pool, normalize_domain(name))
+
+
+async def remove_domain(pool: asyncpg.Pool, name: str) -> None:
+    async with pool.acquire() as conn:
+        await accounts.remove_domain(conn, normalize_domain(name))
+
+
+async def list_domains(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    return await accounts.list_domains(pool)
+
+
+async def _hosted_domain(pool: asyncpg.Pool, address: str) -> tuple[str, dict[str, Any]]:
+    normalized = normalize_address(address)
+    _, domain_name = split_address(normalized)
+    domain = await accounts.get_domain(pool, domain_name)
+    if domain is None:
+        raise NotFound(f"domain {domain_name} is not hosted here: add it with `relatectl domain add {domain_name}`")
+    return normalized, domain
+
+
+async def add_user(pool: asyncpg.Pool, address: str, display_name: str | None = None) -> dict[str, Any]:
+    normalized, domain = await _hosted_domain(pool, address)
+    async with pool.acquire() as conn:
+        return await accounts.add_user(conn, domain["id"], normalized, display_name)
+
+
+async def list_users(pool: asyncpg.Pool, domain: str | None = None) -> list[dict[str, Any]]:
+    return await accounts.list_users(pool, normalize_domain(domain) if domain else None)
+
+
+async def get_user(pool: asyncpg.Pool, address: str) -> dict[str, Any]:
+    user = await accounts.get_user(pool, normalize_address(address))
+    if user is None:
+        raise NotFound(f"no such user: {address}")
+    return user
+
+
+async def show_user(pool: asyncpg.Pool, address: str) -> dict[str, Any]:
+    user = await get_user(pool, address)
+    user.update(await accounts.user_details(pool, user["id"]))
+    user["keys"] = await keys.list_for(pool, user["id"], include_revoked=False)
+    return user
+
+
+async def remove_user(pool: asyncpg.Pool, address: str) -> None:
+    user = await get_user(pool, address)
+    await accounts.remove_user(pool, user["address"])
+
+
+async def add_alias(pool: asyncpg.Pool, alias: str, target: str) -> None:
+    normalized, domain = await _hosted_domain(pool, alias)
+    user = await get_user(pool, target)
+    async with pool.acquire() as conn:
+        await accounts.add_alias(conn, normalized, domain["id"], user["id"])
+
+
+async def list_aliases(pool: asyncpg.Pool, domain: str | None = None) -> list[dict[str, Any]]:
+    return await accounts.list_aliases(pool, normalize_domain(domain) if domain else None)
+
+
+async def remove_alias(pool: asyncpg.Pool, alias: str) -> None:
+    await accounts.remove_alias(pool, normalize_address(alias))
+
+
+async def create_key(
+    pool: asyncpg.Pool,
+    address: str,
+    name: str,
+    scopes: str | list[str],
+    *,
+    expires_at: datetime | None = None,
+    rounds: int = 10,
+) -> tuple[str, dict[str, Any]]:
+    """(the key, shown once; its stored record without secret)."""
+    user = await get_user(pool, address)
+    scope_list = auth.parse_scopes(scopes)
+    if not name.strip():
+        raise Invalid("a key needs a name")
+    key, prefix, hashed = await asyncio.to_thread(auth.new_key, rounds)
+    row = await keys.insert(pool, user["id"], name.strip(), prefix, hashed, scope_list, expires_at)
+    row["user"] = user["address"]
+    return key, row
+
+
+async def list_keys(pool: asyncpg.Pool, address: str | None, *, include_revoked: bool = False) -> list[dict[str, Any]]:
+    user_id = (await get_user(pool, address))["id"] if address else None
+    return await keys.list_for(pool, user_id, include_revoked=include_revoked)
+
+
+async def revoke_key(pool: asyncpg.Pool, key_id: int) -> bool:
+    return await keys.revoke(pool, key_id)
+
+
+async def rotate_key(pool: asyncpg.Pool, key_id: int, *, rounds: int = 10) -> tuple[str, dict[str, Any]]:
+    """A new key with the old one's user, name, scopes and expiry; the old one is revoked."""
+    old = await keys.get(pool, key_id)
+    if old["revoked_at"] is not None:
+        raise Conflict(f"key {key_id} is revoked; create a new one instead")
+    key, prefix, hashed = await asyncio.to_thread(auth.new_key, rounds)
+    async with pool.acquire() as conn, conn.transaction():
+        if not await keys.revoke(conn, key_id):
+            raise Conflict(f"key {key_id} was revoked meanwhile")
+        row = await keys.insert(
+            conn, old["user_id"], old["name"], prefix, hashed, list(old["scopes"]), old["expires_at"]
+        )
+    row["user"] = old["user"]
+    return key, row

@@ -1,0 +1,182 @@
+"""SQL for domains, users and their addresses (aliases included)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from relate.errors import Conflict, NotFound
+from relate.store.db import Queryable
+
+# The folders every user starts with: (name, special-use attribute, RFC 6154).
+DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
+    ("INBOX", None),
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+)
+
+
+async def add_domain(conn: Queryable, name: str) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        "INSERT INTO domains (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id, name, created_at",
+        name,
+    )
+    if row is None:
+        raise Conflict(f"domain {name} already exists")
+    return dict(row)
+
+
+async def get_domain(conn: Queryable, name: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow("SELECT id, name, created_at FROM domains WHERE name = $1", name)
+    return dict(row) if row else None
+
+
+async def list_domains(conn: Queryable) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT d.id, d.name, d.created_at,
+                  (SELECT count(*) FROM users u WHERE u.domain_id = d.id) AS users,
+                  (SELECT count(*) FROM addresses a WHERE a.domain_id = d.id AND NOT a.is_primary) AS aliases
+             FROM domains d ORDER BY d.name"""
+    )
+    return [dict(r) for r in rows]
+
+
+async def remove_domain(conn: asyncpg.Connection, name: str) -> None:
+    async with conn.transaction():
+        domain = await conn.fetchrow("SELECT id FROM domains WHERE name = $1 FOR UPDATE", name)
+        if domain is None:
+            raise NotFound(f"no such domain: {name}")
+        users = await conn.fetch(
+            "SELECT address FROM users WHERE domain_id = $1 ORDER BY address LIMIT 6", domain["id"]
+        )
+        if users:
+            shown = ", ".join(r["address"] for r in users[:5]) + (", ..." if len(users) > 5 else "")
+            raise Conflict(f"domain {name} still has users: {shown}; remove them first")
+        aliases = await conn.fetch(
+            "SELECT address FROM addresses WHERE domain_id = $1 ORDER BY address LIMIT 6", domain["id"]
+        )
+        if aliases:
+            shown = ", ".join(r["address"] for r in aliases[:5]) + (", ..." if len(aliases) > 5 else "")
+            raise Conflict(f"domain {name} still has aliases: {shown}; remove them first")
+        await conn.execute("DELETE FROM domains WHERE id = $1", domain["id"])
+
+
+async def add_user(conn: asyncpg.Connection, domain_id: int, address: str, display_name: str | None) -> dict[str, Any]:
+    """The user, its primary address and its default folders, in one transaction."""
+    async with conn.transaction():
+        taken = await conn.fetchval("SELECT 1 FROM addresses WHERE address = $1", address)
+        if taken:
+            raise Conflict(f"address {address} is already in use")
+        user = await conn.fetchrow(
+            """INSERT INTO users (domain_id, address, display_name) VALUES ($1, $2, $3)
+               RETURNING id, address, display_name, created_at""",
+            domain_id,
+            address,
+            display_name,
+        )
+        assert user is not None
+        await conn.execute(
+            "INSERT INTO addresses (address, domain_id, user_id, is_primary) VALUES ($1, $2, $3, true)",
+            address,
+            domain_id,
+            user["id"],
+        )
+        await conn.executemany(
+            "INSERT INTO mailboxes (user_id, name, special_use) VALUES ($1, $2, $3)",
+            [(user["id"], name, special) for name, special in DEFAULT_MAILBOXES],
+        )
+    return dict(user)
+
+
+async def get_user(conn: Queryable, address: str) -> dict[str, Any] | None:
+    """The user owning ``address`` (primary or alias)."""
+    row = await conn.fetchrow(
+        """SELECT u.id, u.address, u.display_name, u.disabled, u.created_at, d.name AS domain
+             FROM addresses a JOIN users u ON u.id = a.user_id JOIN domains d ON d.id = u.domain_id
+            WHERE a.address = $1""",
+        address,
+    )
+    return dict(row) if row else None
+
+
+async def list_users(conn: Queryable, domain: str | None = None) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT u.id, u.address, u.display_name, u.disabled, u.created_at, d.name AS domain,
+                  (SELECT count(*) FROM addresses a WHERE a.user_id = u.id AND NOT a.is_primary) AS aliases,
+                  (SELECT count(*) FROM api_keys k WHERE k.user_id = u.id AND k.revoked_at IS NULL) AS keys
+             FROM users u JOIN domains d ON d.id = u.domain_id
+            WHERE $1::text IS NULL OR d.name = $1
+            ORDER BY u.address""",
+        domain,
+    )
+    return [dict(r) for r in rows]
+
+
+async def user_details(conn: Queryable, user_id: int) -> dict[str, Any]:
+    """Addresses and folders (with message counts and sizes) of one user."""
+    aliases = await conn.fetch(
+        "SELECT address FROM addresses WHERE user_id = $1 AND NOT is_primary ORDER BY address", user_id
+    )
+    boxes = await conn.fetch(
+        """SELECT b.name, b.special_use, count(m.id) AS messages, coalesce(sum(m.size), 0) AS bytes,
+                  count(m.id) FILTER (WHERE NOT ('\\Seen' = ANY (m.flags))) AS unread
+             FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id
+            WHERE b.user_id = $1 GROUP BY b.id ORDER BY b.id""",
+        user_id,
+    )
+    return {"aliases": [r["address"] for r in aliases], "mailboxes": [dict(r) for r in boxes]}
+
+
+async def remove_user(conn: Queryable, address: str) -> None:
+    """Deletes the user with every folder, message, key and alias it owns."""
+    deleted = await conn.fetchval("DELETE FROM users WHERE address = $1 RETURNING id", address)
+    if deleted is None:
+        raise NotFound(f"no such user: {address}")
+
+
+async def add_alias(conn: asyncpg.Connection, alias: str, domain_id: int, user_id: int) -> None:
+    row = await conn.fetchrow(
+        """INSERT INTO addresses (address, domain_id, user_id) VALUES ($1, $2, $3)
+           ON CONFLICT (address) DO NOTHING RETURNING id""",
+        alias,
+        domain_id,
+        user_id,
+    )
+    if row is None:
+        raise Conflict(f"address {alias} is already in use")
+
+
+async def list_aliases(conn: Queryable, domain: str | None = None) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT a.address AS alias, u.address AS target, a.created_at
+             FROM addresses a JOIN users u ON u.id = a.user_id JOIN domains d ON d.id = a.domain_id
+            WHERE NOT a.is_primary AND ($1::text IS NULL OR d.name = $1)
+            ORDER BY a.address""",
+        domain,
+    )
+    return [dict(r) for r in rows]
+
+
+async def remove_alias(conn: Queryable, alias: str) -> None:
+    row = await conn.fetchrow("SELECT is_primary FROM addresses WHERE address = $1", alias)
+    if row is None:
+        raise NotFound(f"no such alias: {alias}")
+    if row["is_primary"]:
+        raise Conflict(f"{alias} is a user's primary address, not an alias; use `relatectl user remove`")
+    await conn.execute("DELETE FROM addresses WHERE address = $1 AND NOT is_primary", alias)
+
+
+async def resolve_recipient(conn: Queryable, address: str) -> dict[str, Any] | None:
+    """The local user and INBOX an address delivers to, or None."""
+    row = await conn.fetchrow(
+        """SELECT u.id AS user_id, u.address, b.id AS inbox_id
+             FROM addresses a JOIN users u ON u.id = a.user_id
+             JOIN mailboxes b ON b.user_id = u.id AND upper(b.name) = 'INBOX'
+            WHERE a.address = $1 AND NOT u.disabled""",
+        address,
+    )
+    return dict(row) if row else None

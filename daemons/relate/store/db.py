@@ -1,0 +1,79 @@
+"""Connections to the one PostgreSQL database every daemon shares."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import asyncpg
+
+from relate.config import DatabaseConfig
+from relate.errors import RelateError
+from relate.store import migrate
+
+
+class Queryable(Protocol):
+    """What the store needs of a connection or a pool (asyncpg ships no types)."""
+
+    async def execute(self, query: str, *args: Any) -> str: ...
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+
+class DatabaseUnavailable(RelateError):
+    """The database cannot be reached or refused the login."""
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb columns travel as Python objects; the store never hand-encodes JSON.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def _require_dsn(cfg: DatabaseConfig) -> str:
+    if not cfg.dsn:
+        raise DatabaseUnavailable(
+            "database.dsn is not set: set it in the config file or RELATE_DATABASE__DSN "
+            "(or use `relatectl dev` for an embedded database)"
+        )
+    return cfg.dsn
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+async def connect(cfg: DatabaseConfig) -> asyncpg.Connection:
+    """One connection, for short admin work and LISTEN."""
+    dsn = _require_dsn(cfg)
+    try:
+        conn = await asyncpg.connect(dsn, timeout=cfg.connect_timeout, command_timeout=cfg.command_timeout)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {_describe(exc)}") from None
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(cfg: DatabaseConfig, *, check_schema: bool = True) -> asyncpg.Pool:
+    """The process's pool; refuses an out-of-date schema unless told not to check."""
+    dsn = _require_dsn(cfg)
+    try:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            dsn,
+            min_size=cfg.pool_min,
+            max_size=cfg.pool_max,
+            timeout=cfg.connect_timeout,
+            command_timeout=cfg.command_timeout,
+            init=_init_connection,
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {_describe(exc)}") from None
+    if check_schema:
+        try:
+            async with pool.acquire() as conn:
+                await migrate.check_current(conn)
+        except BaseException:
+            await pool.close()
+            raise
+    return pool

@@ -1,0 +1,1 @@
+"""relatectl: set up and run Relate Mail."""

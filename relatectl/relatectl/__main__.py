@@ -1,0 +1,5 @@
+"""``python -m relatectl``."""
+
+from relatectl.main import main
+
+main()

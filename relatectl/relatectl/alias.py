@@ -1,0 +1,54 @@
+"""relatectl alias: extra addresses that deliver to a user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import typer
+
+from relate.services import accounts
+from relatectl.common import JsonOption, console, print_rows, with_pool
+
+app = typer.Typer(help="Aliases: more addresses for a user.", no_args_is_help=True)
+
+
+@app.command("add")
+def add(
+    alias: str = typer.Argument(..., help="The new address, at a hosted domain."),
+    target: str = typer.Argument(..., help="The user it delivers to."),
+) -> None:
+    """Make ALIAS deliver to TARGET's mailbox (and let TARGET send as ALIAS)."""
+
+    async def go(pool: asyncpg.Pool) -> None:
+        await accounts.add_alias(pool, alias, target)
+
+    with_pool(go)
+    console.print(f"added alias {alias.lower()} -> {target.lower()}", highlight=False)
+
+
+@app.command("list")
+def list_cmd(
+    domain: str | None = typer.Option(None, "--domain", help="Only aliases at this domain."),
+    as_json: bool = JsonOption,
+) -> None:
+    """List aliases and the users they deliver to."""
+
+    async def go(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+        return await accounts.list_aliases(pool, domain)
+
+    rows = with_pool(go)
+    print_rows(
+        rows, [("alias", "Alias"), ("target", "User"), ("created_at", "Created")], as_json=as_json, title="Aliases"
+    )
+
+
+@app.command("remove")
+def remove(alias: str = typer.Argument(..., help="The alias address.")) -> None:
+    """Remove an alias (a user's primary address cannot be removed this way)."""
+
+    async def go(pool: asyncpg.Pool) -> None:
+        await accounts.remove_alias(pool, alias)
+
+    with_pool(go)
+    console.print(f"removed alias {alias.lower()}", highlight=False)

@@ -1,0 +1,165 @@
+"""relatectl dev: the one-command run on an embedded PostgreSQL.
+
+Everything lives under the state directory (``./.relate-dev``): the
+database cluster, a self-signed certificate, and ``dev.json`` with the DSN,
+the demo account, its key and the ports, for scripts. A second run reuses
+all of it, the key included while it still authenticates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from relate import auth
+from relate import config as config_mod
+from relate.config import Config
+from relate.errors import Conflict, RelateError
+from relate.runtime import tls
+from relate.runtime.embedded_pg import EmbeddedPostgres
+from relate.services import accounts
+from relate.services import setup as setup_service
+from relate.store import accounts as account_store
+from relate.store import db, migrate
+from relatectl.common import console, fail, run, state
+
+DEMO_DOMAIN = "example.test"
+DEMO_USER = f"demo@{DEMO_DOMAIN}"
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_state(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def dev_config(state_dir: Path, dsn: str, internal_key: str) -> Config:
+    """The dev run's config: the named file (if any) and the environment, then the dev overrides."""
+    cfg = config_mod.load(state.config_path) if state.config_path else config_mod.from_mapping({}, "defaults")
+    cfg.hostname = "localhost"
+    cfg.database.dsn = dsn
+    cfg.internal.api_key = internal_key
+    cfg.internal.api_socket = state_dir / "api.sock"
+    cfg.tls.cert, cfg.tls.key = dev_tls_paths(state_dir)
+    return cfg
+
+
+def dev_tls_paths(state_dir: Path) -> tuple[Path, Path]:
+    """The dev run's self-signed certificate and key."""
+    return state_dir / "tls" / "cert.pem", state_dir / "tls" / "key.pem"
+
+
+async def _prepare(cfg: Config, previous_key: str | None) -> str:
+    """Migrate, make sure the demo domain, user and a working key exist; returns the key."""
+    conn = await db.connect(cfg.database)
+    try:
+        await migrate.migrate(conn)
+    finally:
+        await conn.close()
+    pool = await db.create_pool(cfg.database)
+    try:
+        with contextlib.suppress(Conflict):
+            await accounts.add_domain(pool, DEMO_DOMAIN)
+        if await account_store.get_user(pool, DEMO_USER) is None:
+            await accounts.add_user(pool, DEMO_USER, "Demo User")
+        if previous_key:
+            checker = auth.Authenticator(pool, cfg.auth)
+            try:
+                await checker.authenticate(DEMO_USER, previous_key, "app", client="dev", service="dev")
+                return previous_key
+            except auth.AuthRefused:
+                pass
+        key, _ = await accounts.create_key(
+            pool, DEMO_USER, "dev", list(auth.USER_SCOPES), rounds=cfg.auth.bcrypt_rounds
+        )
+        return key
+    finally:
+        await pool.close()
+
+
+async def _serve(cfg: Config, banner: list[str]) -> None:
+    """Print the banner, then keep the dev run up until SIGINT or SIGTERM.
+
+    The protocol daemons join this loop as they land; until then the dev run
+    serves the database, which relatectl commands reach through the DSN in
+    dev.json (RELATE_DATABASE__DSN).
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    for line in banner:
+        console.print(line, highlight=False)
+    await stop.wait()
+
+
+def dev(
+    state_dir: Path = typer.Option(Path(".relate-dev"), "--state-dir", help="Where the dev run keeps its state."),
+) -> None:
+    """Run Relate Mail for development: embedded PostgreSQL, demo domain, user and key."""
+    # Until the event loop takes over, SIGTERM interrupts like Ctrl-C, so the
+    # embedded PostgreSQL is stopped whenever the dev run is.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_file = state_dir / "dev.json"
+    previous = _read_state(state_file)
+    pg = EmbeddedPostgres(state_dir / "pgdata")
+    try:
+        try:
+            dsn = pg.start()
+        except RelateError as exc:
+            fail(str(exc))
+        cfg = dev_config(state_dir, dsn, previous.get("internal_key") or setup_service.new_internal_key())
+        cert, key_file = dev_tls_paths(state_dir)
+        if not cert.exists() or not key_file.exists():
+            tls.make_self_signed(cert, key_file, "localhost")
+        key = run(_prepare(cfg, previous.get("key")))
+        ports: dict[str, int] = {}
+        _write_state(
+            state_file,
+            {
+                "dsn": dsn,
+                "domain": DEMO_DOMAIN,
+                "user": DEMO_USER,
+                "key": key,
+                "internal_key": cfg.internal.api_key,
+                "ports": ports,
+                "tls": {"cert": str(cert), "key": str(key_file)},
+                "state_dir": str(state_dir),
+            },
+        )
+        banner = [
+            "[bold]Relate Mail dev run[/]",
+            f"  database  {dsn}",
+            f"  domain    {DEMO_DOMAIN}",
+            f"  user      {DEMO_USER}",
+            f"  key       {key}",
+            *(f"  {name:<9} 127.0.0.1:{port}" for name, port in ports.items()),
+            f"  state     {state_file}",
+            "Ctrl-C stops everything.",
+        ]
+        run(_serve(cfg, banner))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pg.stop()
+    console.print("stopped", highlight=False)

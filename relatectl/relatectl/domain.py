@@ -1,0 +1,51 @@
+"""relatectl domain: the domains this server hosts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import typer
+
+from relate.services import accounts
+from relatectl.common import JsonOption, console, print_rows, with_pool
+
+app = typer.Typer(help="Hosted domains.", no_args_is_help=True)
+
+
+@app.command("add")
+def add(name: str = typer.Argument(..., help="Domain name, e.g. example.com.")) -> None:
+    """Host a domain: mail for its known addresses is accepted."""
+
+    async def go(pool: asyncpg.Pool) -> dict[str, Any]:
+        return await accounts.add_domain(pool, name)
+
+    row = with_pool(go)
+    console.print(f"added domain {row['name']}", highlight=False)
+
+
+@app.command("list")
+def list_cmd(as_json: bool = JsonOption) -> None:
+    """List hosted domains with their user and alias counts."""
+
+    async def go(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+        return await accounts.list_domains(pool)
+
+    rows = with_pool(go)
+    print_rows(
+        rows,
+        [("name", "Domain"), ("users", "Users"), ("aliases", "Aliases"), ("created_at", "Created")],
+        as_json=as_json,
+        title="Domains",
+    )
+
+
+@app.command("remove")
+def remove(name: str = typer.Argument(..., help="Domain name.")) -> None:
+    """Stop hosting a domain. Refused while it still has users or aliases."""
+
+    async def go(pool: asyncpg.Pool) -> None:
+        await accounts.remove_domain(pool, name)
+
+    with_pool(go)
+    console.print(f"removed domain {name.lower()}", highlight=False)

@@ -1,0 +1,115 @@
+"""relatectl key: API keys (app passwords) for every protocol and the REST API."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import typer
+
+from relate.auth import USER_SCOPES
+from relate.errors import Invalid
+from relate.services import accounts
+from relatectl.common import JsonOption, console, err_console, load_config, print_json, print_rows, with_pool
+
+app = typer.Typer(help="API keys: the passwords of IMAP, POP3, SMTP and the REST API.", no_args_is_help=True)
+
+_COLUMNS = [
+    ("id", "Id"),
+    ("user", "User"),
+    ("name", "Name"),
+    ("prefix", "Prefix"),
+    ("scopes", "Scopes"),
+    ("created_at", "Created"),
+    ("last_used_at", "Last used"),
+    ("expires_at", "Expires"),
+    ("revoked_at", "Revoked"),
+]
+_DURATION = re.compile(r"^(\d+)([hdw])$")
+
+
+def parse_expiry(text: str | None) -> datetime | None:
+    """``90d``, ``12h``, ``2w`` from now, or an ISO date/time; None for never."""
+    if not text:
+        return None
+    m = _DURATION.match(text.strip())
+    if m:
+        unit = {"h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
+        return datetime.now(UTC) + timedelta(**{unit: int(m.group(1))})
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise Invalid(f"--expires: expected like 90d, 12h, 2w or 2027-01-31, got {text!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _show_new_key(key: str, row: dict[str, Any], as_json: bool, verb: str) -> None:
+    if as_json:
+        print_json({"key": key, **{k: row.get(k) for k, _ in _COLUMNS}})
+        return
+    err_console.print(
+        f"{verb} key {row['id']} for {row['user']} (scopes {','.join(row['scopes'])}); it is shown only this once:",
+        highlight=False,
+    )
+    console.print(key, highlight=False, soft_wrap=True)
+
+
+@app.command("create")
+def create(
+    user: str = typer.Argument(..., help="The user's address (or an alias)."),
+    scope: str = typer.Option(..., "--scope", help=f"Comma list of: {', '.join(USER_SCOPES)}."),
+    name: str = typer.Option("default", "--name", help="A label, e.g. the device that uses it."),
+    expires: str | None = typer.Option(None, "--expires", help="Lifetime (90d, 12h, 2w) or a date; default never."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    cfg = load_config()
+
+    async def go(pool: asyncpg.Pool) -> tuple[str, dict[str, Any]]:
+        return await accounts.create_key(
+            pool, user, name, scope, expires_at=parse_expiry(expires), rounds=cfg.auth.bcrypt_rounds
+        )
+
+    key, row = with_pool(go)
+    _show_new_key(key, row, as_json, "created")
+
+
+@app.command("list")
+def list_cmd(
+    user: str | None = typer.Argument(None, help="Only this user's keys."),
+    include_revoked: bool = typer.Option(False, "--all", help="Include revoked keys."),
+    as_json: bool = JsonOption,
+) -> None:
+    """List keys (never their secrets)."""
+
+    async def go(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+        return await accounts.list_keys(pool, user, include_revoked=include_revoked)
+
+    print_rows(with_pool(go), _COLUMNS, as_json=as_json, title="Keys")
+
+
+@app.command("revoke")
+def revoke(key_id: int = typer.Argument(..., help="The key's id (see `key list`).")) -> None:
+    """Revoke a key; every daemon refuses it within 30 seconds."""
+
+    async def go(pool: asyncpg.Pool) -> bool:
+        return await accounts.revoke_key(pool, key_id)
+
+    if with_pool(go):
+        console.print(f"revoked key {key_id}", highlight=False)
+    else:
+        console.print(f"key {key_id} was already revoked", highlight=False)
+
+
+@app.command("rotate")
+def rotate(key_id: int = typer.Argument(..., help="The key's id."), as_json: bool = JsonOption) -> None:
+    """Replace a key with a new one of the same user, name and scopes; the old one is revoked."""
+    cfg = load_config()
+
+    async def go(pool: asyncpg.Pool) -> tuple[str, dict[str, Any]]:
+        return await accounts.rotate_key(pool, key_id, rounds=cfg.auth.bcrypt_rounds)
+
+    key, row = with_pool(go)
+    _show_new_key(key, row, as_json, f"rotated key {key_id} into")

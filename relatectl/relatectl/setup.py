@@ -1,0 +1,147 @@
+"""relatectl setup: write the config, make the secrets, migrate the database.
+
+Idempotent: a value already in the file is kept, a secret already made is
+never replaced, and a second run with the same flags changes nothing and
+says so.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from relate import config as config_mod
+from relate.errors import Conflict
+from relate.runtime import tls
+from relate.services import accounts
+from relate.services import setup as setup_service
+from relate.store import db, migrate
+from relatectl.common import console, fail, run, state
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    section = data.setdefault(name, {})
+    if not isinstance(section, dict):
+        fail(f"{name}: expected a section (a mapping) in the config file")
+    return section
+
+
+def _write_config(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically, readable by owner (and group, if it was) only: it holds secrets."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = (path.stat().st_mode & 0o640) if path.exists() else 0o600
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("# Relate Mail configuration: see relate.yaml(5). Written by `relatectl setup`.\n")
+        yaml.safe_dump(data, fh, sort_keys=False, default_flow_style=False)
+    os.replace(tmp, path)
+
+
+def setup(
+    hostname: str | None = typer.Option(None, "--hostname", help="This server's public name (HELO, certificates)."),
+    domain: str | None = typer.Option(None, "--domain", help="A first domain to host."),
+    dsn: str | None = typer.Option(None, "--dsn", help="PostgreSQL DSN, e.g. postgresql://relate@/relate."),
+    cert: Path | None = typer.Option(None, "--cert", help="TLS certificate (PEM); default: a self-signed one."),
+    key: Path | None = typer.Option(None, "--key", help="TLS private key (PEM) for --cert."),
+    non_interactive: bool = typer.Option(
+        False, "--non-interactive", help="Never prompt; fail if something is missing."
+    ),
+) -> None:
+    """Set Relate Mail up: config file, internal key, VAPID keys, certificate, schema."""
+    path = config_mod.config_path(state.config_path)
+    data: dict[str, Any] = {}
+    if path.exists():
+        loaded = config_mod.read_yaml(path) if path.stat().st_size else None
+        if loaded is not None and not isinstance(loaded, dict):
+            fail(f"{path}: the top level must be a mapping of keys")
+        data = loaded or {}
+    ask = not non_interactive and sys.stdin.isatty()
+    changes: list[str] = []
+
+    def put(section: dict[str, Any], name: str, value: Any, label: str) -> None:
+        if value is not None and section.get(name) != value:
+            section[name] = value
+            changes.append(label)
+
+    if hostname is None and "hostname" not in data:
+        hostname = typer.prompt("Hostname", default=socket.getfqdn()) if ask else socket.getfqdn()
+    put(data, "hostname", hostname, f"hostname = {hostname}")
+
+    database = _section(data, "database")
+    if dsn is None and not database.get("dsn") and not os.environ.get("RELATE_DATABASE__DSN"):
+        if not ask:
+            fail("no database configured: pass --dsn postgresql://USER@HOST/DB (or set database.dsn)")
+        dsn = typer.prompt("PostgreSQL DSN", default="postgresql://relate@/relate")
+    put(database, "dsn", dsn, "database.dsn")
+
+    internal = _section(data, "internal")
+    if not internal.get("api_key") and not internal.get("api_key_file"):
+        put(internal, "api_key", setup_service.new_internal_key(), "internal.api_key (generated)")
+
+    push = _section(data, "push")
+    if not push.get("vapid_private_key") and not push.get("vapid_private_key_file"):
+        public, private = setup_service.new_vapid_keys()
+        put(push, "vapid_public_key", public, "push.vapid_public_key (generated)")
+        put(push, "vapid_private_key", private, "push.vapid_private_key (generated)")
+
+    tls_section = _section(data, "tls")
+    if (cert is None) != (key is None):
+        fail("--cert and --key go together")
+    if cert is not None and key is not None:
+        try:
+            tls.server_context(cert, key)
+        except (OSError, ValueError) as exc:
+            fail(f"--cert/--key: cannot load the pair: {exc}")
+        put(tls_section, "cert", str(cert.resolve()), f"tls.cert = {cert}")
+        put(tls_section, "key", str(key.resolve()), f"tls.key = {key}")
+    elif not tls_section.get("cert"):
+        tls_dir = path.parent / "tls"
+        cert_path, key_path = tls_dir / "cert.pem", tls_dir / "key.pem"
+        if not cert_path.exists():
+            tls.make_self_signed(cert_path, key_path, str(data.get("hostname") or socket.getfqdn()))
+            changes.append(f"self-signed certificate {cert_path}")
+        put(tls_section, "cert", str(cert_path), f"tls.cert = {cert_path}")
+        put(tls_section, "key", str(key_path), f"tls.key = {key_path}")
+
+    for name in [k for k, v in data.items() if v == {}]:
+        del data[name]
+    cfg = config_mod.from_mapping(data, str(path))
+    if changes:
+        _write_config(path, data)
+
+    async def database_work() -> list[str]:
+        done: list[str] = []
+        conn = await db.connect(cfg.database)
+        try:
+            for mig in await migrate.migrate(conn):
+                done.append(f"migration {mig.version:04d}_{mig.name}")
+        finally:
+            await conn.close()
+        if domain:
+            pool = await db.create_pool(cfg.database)
+            try:
+                row = await accounts.add_domain(pool, domain)
+                done.append(f"domain {row['name']}")
+            except Conflict:
+                pass
+            finally:
+                await pool.close()
+        return done
+
+    changes += run(database_work())
+    if changes:
+        console.print(f"setup wrote {path}:" if path.exists() else "setup:", highlight=False)
+        for change in changes:
+            console.print(f"  + {change}", highlight=False)
+        console.print(
+            "next: relatectl user add USER@DOMAIN, then systemctl enable --now relate.target", highlight=False
+        )
+    else:
+        console.print(f"setup: nothing to change ({path} and the database are already set up)", highlight=False)

@@ -1,0 +1,91 @@
+"""`relatectl dev` as a user runs it: a real process, its own embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from relate.auth import Authenticator
+from relate.config import AuthConfig, DatabaseConfig
+from relate.store import db
+
+
+def start(state_dir: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELATE_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "relatectl", "dev", "--state-dir", str(state_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def wait_ready(proc: subprocess.Popen[str]) -> str:
+    """Read the dev run's output up to its 'Ctrl-C' line; returns what it printed."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C" in line:
+            return "".join(lines)
+    proc.kill()
+    pytest.fail("dev run did not come up:\n" + "".join(lines))
+
+
+def stop(proc: subprocess.Popen[str], sig: int) -> str:
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
+async def authenticates(dsn: str, user: str, key: str) -> bool:
+    pool = await db.create_pool(DatabaseConfig(dsn=dsn, pool_min=1, pool_max=2))
+    try:
+        auth = Authenticator(pool, AuthConfig())
+        principal = await auth.authenticate(user, key, "imap", client="test", service="test")
+        return principal.address == user
+    finally:
+        await pool.close()
+
+
+@pytest.mark.slow
+def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
+    """The dev run prints a working demo key, writes dev.json, stops on SIGINT/SIGTERM and reuses its state."""
+    state = tmp_path / "state"
+    proc = start(state)
+    try:
+        banner = wait_ready(proc)
+        info = json.loads((state / "dev.json").read_text())
+        assert info["domain"] == "example.test"
+        assert info["user"] == "demo@example.test"
+        assert info["key"] in banner
+        assert info["dsn"] in banner
+        assert (state / "dev.json").stat().st_mode & 0o077 == 0
+        assert asyncio.run(authenticates(info["dsn"], info["user"], info["key"]))
+    finally:
+        out = stop(proc, signal.SIGINT)
+    assert proc.returncode == 0, out
+    assert "stopped" in out
+    socket_dir = info["dsn"].split("host=")[1].split("&")[0]
+    assert not list(Path(socket_dir).glob(".s.PGSQL.*")), "the embedded PostgreSQL is still running"
+
+    again = start(state)
+    try:
+        banner = wait_ready(again)
+        assert info["key"] in banner, "a second run reuses the demo key"
+    finally:
+        stop(again, signal.SIGTERM)
+    assert again.returncode == 0

@@ -1,0 +1,204 @@
+"""The one authenticator: keys, scopes, aliases, expiry, revocation, cache and lockout."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from relate.auth import Authenticator, AuthRefused, parse_scopes
+from relate.config import AuthConfig
+from relate.errors import Invalid
+from relate.services import accounts
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def bob(pool: asyncpg.Pool) -> str:
+    """User bob@example.com with alias robert@example.com."""
+    await accounts.add_domain(pool, "example.com")
+    await accounts.add_user(pool, "bob@example.com", "Bob")
+    await accounts.add_alias(pool, "robert@example.com", "bob@example.com")
+    return "bob@example.com"
+
+
+async def new_key(pool: asyncpg.Pool, user: str, scopes: str, **kw: object) -> tuple[str, int]:
+    key, row = await accounts.create_key(pool, user, "test", scopes, rounds=4, **kw)  # type: ignore[arg-type]
+    return key, row["id"]
+
+
+async def refused(auth: Authenticator, login: str, key: str, scope: str, client: str = "192.0.2.1") -> str:
+    with pytest.raises(AuthRefused) as info:
+        await auth.authenticate(login, key, scope, client=client, service="imap")
+    assert str(info.value) == "authentication failed"  # the client never learns why
+    return info.value.reason
+
+
+async def test_key_with_scope_authenticates_by_address_and_alias(
+    pool: asyncpg.Pool, bob: str, auth_config: AuthConfig
+) -> None:
+    """A key logs its user in under the primary address or any alias, in any case."""
+    key, key_id = await new_key(pool, bob, "imap,smtp")
+    auth = Authenticator(pool, auth_config)
+    for login in ["bob@example.com", "Robert@Example.com"]:
+        principal = await auth.authenticate(login, key, "imap", client="192.0.2.1", service="imap")
+        assert principal.address == "bob@example.com"
+        assert principal.key_id == key_id
+    last_used = await pool.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", key_id)
+    assert last_used is not None
+
+
+async def test_missing_scope_is_refused_like_a_bad_password(
+    pool: asyncpg.Pool, bob: str, auth_config: AuthConfig
+) -> None:
+    """A key without the protocol's scope is refused; `app` implies both API scopes."""
+    key, _ = await new_key(pool, bob, "imap")
+    auth = Authenticator(pool, auth_config)
+    assert await refused(auth, bob, key, "smtp") == "missing-scope:smtp"
+    app_key, _ = await new_key(pool, bob, "app")
+    for scope in ["api:read", "api:write", "app"]:
+        await auth.authenticate(bob, app_key, scope, client="192.0.2.2", service="api")
+    assert await refused(auth, bob, app_key, "imap", client="192.0.2.2") == "missing-scope:imap"
+
+
+async def test_wrong_secret_wrong_user_and_garbage(pool: asyncpg.Pool, bob: str, auth_config: AuthConfig) -> None:
+    """A tampered secret, another user's login, an unknown prefix or junk are all refused."""
+    await accounts.add_user(pool, "eve@example.com")
+    key, _ = await new_key(pool, bob, "imap")
+    auth = Authenticator(pool, auth_config)
+    tampered = key[:-1] + ("A" if key[-1] != "A" else "B")
+    assert await refused(auth, bob, tampered, "imap", client="a") == "bad-secret"
+    assert await refused(auth, "eve@example.com", key, "imap", client="b") == "wrong-user"
+    assert await refused(auth, "nobody@example.com", key, "imap", client="c") == "wrong-user"
+    unknown = "relate_000000000000_" + "x" * 32
+    assert await refused(auth, bob, unknown, "imap", client="d") == "unknown-key"
+    for junk in ["", "hunter2", "relate_", "\x00" * 40, "ü" * 500]:
+        assert await refused(auth, bob, junk, "imap", client="e" + junk[:1]) == "malformed-key"
+
+
+async def test_revoked_key_stops_within_cache_window(pool: asyncpg.Pool, bob: str, auth_config: AuthConfig) -> None:
+    """A revoked key keeps working from cache at most cache_seconds, then is refused."""
+    key, key_id = await new_key(pool, bob, "imap")
+    clock = Clock()
+    auth = Authenticator(pool, auth_config, clock=clock)
+    await auth.authenticate(bob, key, "imap", client="192.0.2.1", service="imap")
+    assert await accounts.revoke_key(pool, key_id)
+    clock.now += auth_config.cache_seconds - 1
+    await auth.authenticate(bob, key, "imap", client="192.0.2.1", service="imap")  # still cached
+    clock.now += 2
+    assert await refused(auth, bob, key, "imap") == "revoked"
+
+
+async def test_cache_avoids_the_database(pool: asyncpg.Pool, bob: str, auth_config: AuthConfig) -> None:
+    """A cached verification answers even when the key row is gone, and only within the window."""
+    key, key_id = await new_key(pool, bob, "imap")
+    clock = Clock()
+    auth = Authenticator(pool, auth_config, clock=clock)
+    await auth.authenticate(bob, key, "imap", client="192.0.2.1", service="imap")
+    await pool.execute("DELETE FROM api_keys WHERE id = $1", key_id)
+    await auth.authenticate(bob, key, "imap", client="192.0.2.1", service="imap")
+    clock.now += auth_config.cache_seconds + 1
+    assert await refused(auth, bob, key, "imap") == "unknown-key"
+
+
+async def test_expired_key_is_refused(pool: asyncpg.Pool, bob: str, auth_config: AuthConfig) -> None:
+    """A key past its expiry is refused, cached or not."""
+    key, key_id = await new_key(pool, bob, "imap", expires_at=datetime.now(UTC) + timedelta(hours=1))
+    auth = Authenticator(pool, auth_config)
+    await auth.authenticate(bob, key, "imap", client="192.0.2.1", service="imap")
+    await pool.execute("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1", key_id)
+    fresh = Authenticator(pool, auth_config)
+    assert await refused(fresh, bob, key, "imap") == "expired"
+
+
+async def test_disabled_user_is_refused(pool: asyncpg.Pool, bob: str, auth_config: AuthConfig) -> None:
+    """A disabled user's keys stop working."""
+    key, _ = await new_key(pool, bob, "imap")
+    await pool.execute("UPDATE users SET disabled = true WHERE address = $1", bob)
+    assert await refused(Authenticator(pool, auth_config), bob, key, "imap") == "disabled-user"
+
+
+async def test_lockout_after_five_failures(
+    pool: asyncpg.Pool, bob: str, auth_config: AuthConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Five failures in 15 minutes lock the address out for 15 minutes, even with the right key."""
+    key, _ = await new_key(pool, bob, "imap")
+    clock = Clock()
+    auth = Authenticator(pool, auth_config, clock=clock)
+    caplog.set_level(logging.WARNING, logger="relate.auth")
+    for _ in range(5):
+        await refused(auth, bob, "relate_000000000000_" + "y" * 32, "imap", client="198.51.100.7")
+        clock.now += 60
+    assert await refused(auth, bob, key, "imap", client="198.51.100.7") == "locked-out"
+    # Another address is not affected.
+    await auth.authenticate(bob, key, "imap", client="198.51.100.8", service="imap")
+    clock.now += auth_config.lockout_seconds + 1
+    await auth.authenticate(bob, key, "imap", client="198.51.100.7", service="imap")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("auth-failure")]
+    pattern = re.compile(r'^auth-failure service=imap client=198\.51\.100\.7 user="bob@example\.com" reason=[\w:-]+$')
+    assert len([line for line in lines if pattern.match(line)]) == 6
+    assert any(r.getMessage().startswith("auth-lockout client=198.51.100.7") for r in caplog.records)
+
+
+async def test_failures_spread_over_the_window_do_not_lock(
+    pool: asyncpg.Pool, bob: str, auth_config: AuthConfig
+) -> None:
+    """Failures older than the window are forgotten: four a quarter-hour apart never lock."""
+    key, _ = await new_key(pool, bob, "imap")
+    clock = Clock()
+    auth = Authenticator(pool, auth_config, clock=clock)
+    for _ in range(8):
+        await refused(auth, bob, "bad", "imap", client="203.0.113.5")
+        clock.now += auth_config.failure_window_seconds / 4 + 1
+    await auth.authenticate(bob, key, "imap", client="203.0.113.5", service="imap")
+
+
+async def test_log_line_cannot_be_forged(
+    pool: asyncpg.Pool, bob: str, auth_config: AuthConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A login name with newlines and quotes stays inside one quoted field of one line."""
+    caplog.set_level(logging.WARNING, logger="relate.auth")
+    auth = Authenticator(pool, auth_config)
+    evil = 'x"\nauth-failure service=imap client=10.0.0.1 user="victim" reason=bad-secret'
+    await refused(auth, evil, "bad", "imap", client="203.0.113.9")
+    (line,) = [r.getMessage() for r in caplog.records if "203.0.113.9" in r.getMessage()]
+    assert "\n" not in line
+    assert line.startswith('auth-failure service=imap client=203.0.113.9 user="x\\"\\nauth-failure')
+
+
+async def test_internal_key(pool: asyncpg.Pool, auth_config: AuthConfig) -> None:
+    """Only the configured internal key passes the internal check; none configured means none passes."""
+    auth = Authenticator(pool, auth_config, internal_key="relate_internal_abc")
+    assert auth.check_internal("relate_internal_abc", client="local")
+    assert not auth.check_internal("relate_internal_abd", client="local")
+    assert not Authenticator(pool, auth_config).check_internal("", client="local")
+
+
+def test_scope_parsing() -> None:
+    """Scopes are a comma list of user scopes; internal and unknown ones are refused."""
+    assert parse_scopes("imap, SMTP,imap") == ["imap", "smtp"]
+    for bad in ["", "internal", "imap,admin"]:
+        with pytest.raises(Invalid):
+            parse_scopes(bad)
+
+
+async def test_secret_is_not_stored(pool: asyncpg.Pool, bob: str) -> None:
+    """The database holds a prefix and a bcrypt hash, never the key or its secret."""
+    key, key_id = await new_key(pool, bob, "imap")
+    row = await pool.fetchrow("SELECT * FROM api_keys WHERE id = $1", key_id)
+    assert row is not None
+    secret = key.rsplit("_", 1)[1]
+    assert all(secret not in str(v) for v in row.values())
+    assert row["hash"].startswith("$2b$")

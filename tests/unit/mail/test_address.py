@@ -1,0 +1,59 @@
+"""Address normalization: what counts as an address we host, and what is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from relate.errors import Invalid
+from relate.mail.address import normalize_address, normalize_domain
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("Bob@Example.COM", "bob@example.com"),
+        ("  alice.smith+tag@mail.example.org ", "alice.smith+tag@mail.example.org"),
+        ("o'brien@example.ie", "o'brien@example.ie"),
+        ("jörg@bücher.example", "jörg@bücher.example"),
+    ],
+)
+def test_valid_addresses_are_lower_cased(given: str, expected: str) -> None:
+    """Valid addresses are accepted and compared lower-case."""
+    assert normalize_address(given) == expected
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "",
+        "bob",
+        "@example.com",
+        "bob@",
+        "bob@@example.com",
+        "bob@a@example.com",
+        '"bob@evil"@example.com',
+        "bob%evil.com@example.com",
+        "@relay.example:bob@evil.com",
+        "bob@[127.0.0.1]",
+        "bob@example.com.",
+        "bob.@example.com",
+        ".bob@example.com",
+        "bo..b@example.com",
+        "bob@-example.com",
+        "bob@localhost",
+        "bob smith@example.com",
+        "x" * 65 + "@example.com",
+    ],
+)
+def test_relay_tricks_and_malformed_addresses_are_refused(given: str) -> None:
+    """Quoted locals, % hacks, source routes, literals, trailing dots and junk are refused."""
+    with pytest.raises(Invalid):
+        normalize_address(given)
+
+
+def test_domain_names() -> None:
+    """Domain names are lower-cased; malformed ones are refused."""
+    assert normalize_domain("Example.ORG") == "example.org"
+    for bad in ["", "example", "exa mple.org", "example.org.", "-a.example", "a" * 64 + ".org"]:
+        with pytest.raises(Invalid):
+            normalize_domain(bad)
