@@ -1,0 +1,178 @@
+"""Putting messages into mailboxes: the one ingest function every path uses.
+
+Invariants:
+
+- The raw bytes are stored once per SHA-256 (``blobs``), byte for byte,
+  whatever the parser made of them; parsing is best-effort and never loses a
+  message.
+- A message's UID comes from its mailbox's UIDNEXT and its modseq from
+  HIGHESTMODSEQ, both bumped by one UPDATE that holds the mailbox row lock
+  until commit. Two deliveries to one mailbox therefore commit in UID order,
+  and no session can see UID n+1 before UID n. Mailboxes are locked in id
+  order so concurrent multi-recipient deliveries cannot deadlock; the lock is
+  taken after the blob is written, to hold it for as short a time as can be.
+- ``NOTIFY relate_mail`` is sent inside the transaction, so listeners hear of
+  the message exactly when it is committed, and never of one rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from relate.mail.mime import Address, ParsedMessage, parse_message
+from relate.store.db import Queryable
+
+CHANNEL = "relate_mail"
+# Parse messages above this size in a worker thread, off the event loop.
+_THREADED_PARSE = 256 * 1024
+# Text fed to the full-text vector; PostgreSQL caps a tsvector at 1 MB.
+_SEARCH_TEXT_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    user_id: int
+    mailbox_id: int
+    uid: int
+    modseq: int
+
+
+def _clean(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold NUL; broken mail can."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    return value
+
+
+def _addresses(items: Sequence[Address]) -> list[dict[str, str | None]]:
+    return [{"name": _clean(a.name), "email": _clean(a.email)} for a in items]
+
+
+async def parse(raw: bytes) -> ParsedMessage:
+    """Parse once, in a thread for large messages."""
+    if len(raw) > _THREADED_PARSE:
+        return await asyncio.to_thread(parse_message, raw)
+    return parse_message(raw)
+
+
+async def ingest(
+    conn: asyncpg.Connection,
+    raw: bytes,
+    mailbox_ids: Sequence[int],
+    *,
+    flags: Sequence[str] = (),
+    internal_date: datetime | None = None,
+    parsed: ParsedMessage | None = None,
+) -> list[StoredMessage]:
+    """Store ``raw`` once and add it to each mailbox, in one transaction.
+
+    Runs in a savepoint when the caller already holds a transaction, so a
+    caller can commit the message together with other work (queueing, say).
+    """
+    if parsed is None:
+        parsed = await parse(raw)
+    digest = hashlib.sha256(raw).digest()
+    attachments = [
+        {
+            "part": a.part,
+            "filename": _clean(a.filename),
+            "contentType": _clean(a.content_type),
+            "size": a.size,
+            "contentId": _clean(a.content_id),
+            "inline": a.inline,
+        }
+        for a in parsed.attachments
+    ]
+    people = " ".join(f"{a.name or ''} {a.email}" for a in (*parsed.from_, *parsed.to, *parsed.cc))
+    columns = (
+        _clean(parsed.subject),
+        _addresses(parsed.from_),
+        _addresses(parsed.to),
+        _addresses(parsed.cc),
+        _addresses(parsed.bcc),
+        parsed.date,
+        _clean(parsed.message_id),
+        _clean(parsed.in_reply_to),
+        _clean(parsed.references),
+        _clean(parsed.envelope),
+        _clean(parsed.bodystructure),
+        parsed.header_end,
+        attachments,
+        sum(1 for a in parsed.attachments if not a.inline),
+        _clean(people),
+        _clean(parsed.text[:_SEARCH_TEXT_LIMIT]),
+    )
+    stored: list[StoredMessage] = []
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO blobs (hash, size, data) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING",
+            digest,
+            len(raw),
+            raw,
+        )
+        for mailbox_id in sorted(set(mailbox_ids)):
+            box = await conn.fetchrow(
+                """UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
+                    WHERE id = $1 RETURNING user_id, uidnext - 1 AS uid, highestmodseq AS modseq""",
+                mailbox_id,
+            )
+            if box is None:
+                raise LookupError(f"mailbox {mailbox_id} does not exist")
+            row_id = await conn.fetchval(
+                """INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
+                        subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
+                        in_reply_to, "references", envelope, bodystructure, header_end,
+                        attachments, attachment_count, search)
+                   VALUES ($1, $2, $3, $4, coalesce($5, now()), $6, $7,
+                        $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+                        setweight(to_tsvector('simple', coalesce($8, '')), 'A')
+                        || setweight(to_tsvector('simple', $22), 'B')
+                        || to_tsvector('simple', $23))
+                   RETURNING id""",
+                mailbox_id,
+                box["uid"],
+                box["modseq"],
+                list(dict.fromkeys(flags)),
+                internal_date,
+                len(raw),
+                digest,
+                *columns,
+            )
+            msg = StoredMessage(row_id, box["user_id"], mailbox_id, box["uid"], box["modseq"])
+            stored.append(msg)
+            await conn.execute(
+                "SELECT pg_notify($1, $2)",
+                CHANNEL,
+                json.dumps(
+                    {
+                        "event": "new",
+                        "user": msg.user_id,
+                        "mailbox": msg.mailbox_id,
+                        "id": msg.id,
+                        "uid": msg.uid,
+                        "modseq": msg.modseq,
+                    }
+                ),
+            )
+    return stored
+
+
+async def raw_bytes(conn: Queryable, message_id: int) -> bytes | None:
+    """The stored bytes of one message, exactly as they were received."""
+    data: bytes | None = await conn.fetchval(
+        "SELECT b.data FROM messages m JOIN blobs b ON b.hash = m.blob_hash WHERE m.id = $1", message_id
+    )
+    return data

@@ -1,0 +1,255 @@
+"""The one ingest path: bytes stored exactly once, columns parsed once, UIDs and modseqs, NOTIFY on commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import Any
+
+import asyncpg
+import pytest
+
+from relate.mail.mime import parse_message
+from relate.services import accounts
+from relate.store import messages
+from relate.store.messages import CHANNEL
+
+
+def crlf(*lines: str) -> bytes:
+    return "\r\n".join(lines).encode("utf-8")
+
+
+REAL_WORLD = crlf(
+    "Return-Path: <alice@example.org>",
+    "From: =?UTF-8?Q?Al=C3=AFce_Dupont?= <alice@example.org>",
+    "To: Bob <bob@example.com>, carol@example.com",
+    "Cc: =?ISO-8859-1?Q?J=F6rg?= <jorg@example.net>",
+    "Subject: =?UTF-8?B?UXVhcnRlcmx5IHJlcG9ydCDigJQgZmluYWw=?=",
+    "Date: Tue, 03 Nov 2026 09:15:00 +0100",
+    "Message-ID: <report-7@example.org>",
+    "In-Reply-To: <draft-6@example.org>",
+    "References: <thread-1@example.org> <draft-6@example.org>",
+    "MIME-Version: 1.0",
+    'Content-Type: multipart/mixed; boundary="outer"',
+    "",
+    "This is a multi-part message in MIME format.",
+    "--outer",
+    'Content-Type: multipart/alternative; boundary="alt"',
+    "",
+    "--alt",
+    "Content-Type: text/plain; charset=utf-8",
+    "Content-Transfer-Encoding: quoted-printable",
+    "",
+    "The figures are in the attached spreadsheet. Caf=C3=A9 budget unchanged.",
+    "--alt",
+    "Content-Type: text/html; charset=utf-8",
+    "",
+    "<p>The figures are in the attached <b>spreadsheet</b>.</p>",
+    "--alt--",
+    "--outer",
+    'Content-Type: application/vnd.ms-excel; name="q3.xls"',
+    'Content-Disposition: attachment; filename="q3.xls"',
+    "Content-Transfer-Encoding: base64",
+    "",
+    "UTFfc2hlZXRfZGF0YQ==",
+    "--outer--",
+    "",
+)
+
+BROKEN = (
+    crlf(
+        "From: broken@example.org",
+        "To: bob@example.com",
+        "Subject: broken boundaries",
+        'Content-Type: multipart/mixed; boundary="never-used"',
+        "",
+        "--wrong-boundary",
+        "Content-Type: text/plain",
+        "",
+        "zebra body text survives",
+        "--also-wrong--",
+    )
+    + b"\r\n\xff\xfe 8-bit junk \x00 with a NUL\r\n"
+)
+
+
+@pytest.fixture
+async def inbox(pool: asyncpg.Pool) -> dict[str, Any]:
+    """bob@example.com's INBOX (and the user row)."""
+    await accounts.add_domain(pool, "example.com")
+    user = await accounts.add_user(pool, "bob@example.com")
+    row = await pool.fetchrow("SELECT * FROM mailboxes WHERE user_id = $1 AND name = 'INBOX'", user["id"])
+    return dict(row)
+
+
+async def deliver(pool: asyncpg.Pool, raw: bytes, *mailbox_ids: int) -> list[messages.StoredMessage]:
+    async with pool.acquire() as conn:
+        return await messages.ingest(conn, raw, mailbox_ids)
+
+
+async def test_real_world_message_fills_columns(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:
+    """A nested multipart with encoded headers and an attachment gets every column IMAP and the API read."""
+    (stored,) = await deliver(pool, REAL_WORLD, inbox["id"])
+    row = await pool.fetchrow("SELECT * FROM messages WHERE id = $1", stored.id)
+    assert row["subject"] == "Quarterly report — final"
+    assert row["from_addr"] == [{"name": "Alïce Dupont", "email": "alice@example.org"}]
+    assert [a["email"] for a in row["to_addr"]] == ["bob@example.com", "carol@example.com"]
+    assert row["cc_addr"] == [{"name": "Jörg", "email": "jorg@example.net"}]
+    assert row["message_id"] == "<report-7@example.org>"
+    assert row["in_reply_to"] == "<draft-6@example.org>"
+    assert row["references"] == ["<thread-1@example.org>", "<draft-6@example.org>"]
+    assert row["date_header"].isoformat() == "2026-11-03T08:15:00+00:00"
+    assert row["size"] == len(REAL_WORLD)
+    assert row["attachment_count"] == 1
+    assert row["attachments"][0]["filename"] == "q3.xls"
+    assert row["attachments"][0]["size"] == len(b"Q1_sheet_data")
+    parsed = parse_message(REAL_WORLD)
+    assert row["envelope"] == json.loads(json.dumps(parsed.envelope))
+    assert row["bodystructure"] == json.loads(json.dumps(parsed.bodystructure))
+    assert row["envelope"]["subject"] == "=?UTF-8?B?UXVhcnRlcmx5IHJlcG9ydCDigJQgZmluYWw=?="
+    for word in ["quarterly", "spreadsheet", "café", "dupont"]:
+        hit = await pool.fetchval("SELECT count(*) FROM messages WHERE search @@ plainto_tsquery('simple', $1)", word)
+        assert hit == 1, word
+    assert await messages.raw_bytes(pool, stored.id) == REAL_WORLD
+
+
+async def test_broken_mime_is_stored_byte_for_byte(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:
+    """A message with broken boundaries, 8-bit junk and a NUL ingests, and its bytes come back unchanged."""
+    (stored,) = await deliver(pool, BROKEN, inbox["id"])
+    assert await messages.raw_bytes(pool, stored.id) == BROKEN
+    row = await pool.fetchrow("SELECT subject, size FROM messages WHERE id = $1", stored.id)
+    assert row["subject"] == "broken boundaries"
+    assert row["size"] == len(BROKEN)
+    hit = await pool.fetchval("SELECT count(*) FROM messages WHERE search @@ plainto_tsquery('simple', 'zebra')")
+    assert hit == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"no headers at all, just text",
+        b"Subject: only a header",
+        b"Subject: bare LF\n\nbody\n",
+        b"From: \x00\x00@\x00\r\nSubject: nul \x00 in header\r\n\r\n\x00",
+        bytes(random.Random(7).randrange(256) for _ in range(20_000)),
+    ],
+    ids=["empty", "no-headers", "header-only", "bare-lf", "nul", "binary"],
+)
+async def test_anything_ingests(pool: asyncpg.Pool, inbox: dict[str, Any], raw: bytes) -> None:
+    """Whatever the bytes, ingest stores them and they read back identical."""
+    (stored,) = await deliver(pool, raw, inbox["id"])
+    assert await messages.raw_bytes(pool, stored.id) == raw
+
+
+async def test_one_blob_for_many_mailboxes(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:
+    """One message to two users is stored once and appears in both INBOXes as UID 1."""
+    carol = await accounts.add_user(pool, "carol@example.com")
+    carol_inbox = await pool.fetchval("SELECT id FROM mailboxes WHERE user_id = $1 AND name = 'INBOX'", carol["id"])
+    stored = await deliver(pool, REAL_WORLD, inbox["id"], carol_inbox)
+    assert sorted(s.mailbox_id for s in stored) == sorted([inbox["id"], carol_inbox])
+    assert {s.uid for s in stored} == {1}
+    assert await pool.fetchval("SELECT count(*) FROM blobs") == 1
+    await deliver(pool, REAL_WORLD, inbox["id"])  # the same bytes again: still one blob
+    assert await pool.fetchval("SELECT count(*) FROM blobs") == 1
+
+
+async def test_uids_and_modseqs_ascend(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:
+    """Each delivery takes the mailbox's UIDNEXT and a new modseq, and the mailbox row moves on."""
+    uids = []
+    for i in range(3):
+        (stored,) = await deliver(pool, f"Subject: {i}\r\n\r\nbody {i}\r\n".encode(), inbox["id"])
+        uids.append((stored.uid, stored.modseq))
+    assert uids == [(1, 2), (2, 3), (3, 4)]
+    box = await pool.fetchrow("SELECT uidnext, highestmodseq, uidvalidity FROM mailboxes WHERE id = $1", inbox["id"])
+    assert (box["uidnext"], box["highestmodseq"]) == (4, 4)
+    assert box["uidvalidity"] == inbox["uidvalidity"]
+
+
+async def test_concurrent_deliveries_commit_in_uid_order(pool: asyncpg.Pool, dsn: str, inbox: dict[str, Any]) -> None:
+    """Twenty concurrent deliveries get distinct UIDs, and listeners hear of them in UID order."""
+    listener = await asyncpg.connect(dsn)
+    heard: list[int] = []
+    await listener.add_listener(CHANNEL, lambda *args: heard.append(json.loads(args[3])["uid"]))
+    try:
+        results = await asyncio.gather(
+            *(deliver(pool, f"Subject: n{i}\r\n\r\n{'x' * i}\r\n".encode(), inbox["id"]) for i in range(20))
+        )
+        uids = sorted(r[0].uid for r in results)
+        assert uids == list(range(1, 21))
+        for _ in range(50):
+            if len(heard) == 20:
+                break
+            await asyncio.sleep(0.02)
+        assert heard == list(range(1, 21))
+    finally:
+        await listener.close()
+
+
+async def test_rolled_back_delivery_leaves_nothing(pool: asyncpg.Pool, dsn: str, inbox: dict[str, Any]) -> None:
+    """A delivery inside a transaction that rolls back stores nothing, uses no UID and notifies no one."""
+    listener = await asyncpg.connect(dsn)
+    heard: list[str] = []
+    await listener.add_listener(CHANNEL, lambda *args: heard.append(args[3]))
+    try:
+        async with pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            await messages.ingest(conn, REAL_WORLD, [inbox["id"]])
+            await tx.rollback()
+        await asyncio.sleep(0.2)
+        assert heard == []
+        assert await pool.fetchval("SELECT count(*) FROM messages") == 0
+        assert await pool.fetchval("SELECT count(*) FROM blobs") == 0
+        assert await pool.fetchval("SELECT uidnext FROM mailboxes WHERE id = $1", inbox["id"]) == 1
+        (stored,) = await deliver(pool, REAL_WORLD, inbox["id"])
+        assert stored.uid == 1
+        for _ in range(50):
+            if heard:
+                break
+            await asyncio.sleep(0.02)
+        (payload,) = heard
+        assert json.loads(payload) == {
+            "event": "new",
+            "user": inbox["user_id"],
+            "mailbox": inbox["id"],
+            "id": stored.id,
+            "uid": 1,
+            "modseq": stored.modseq,
+        }
+    finally:
+        await listener.close()
+
+
+async def test_unknown_mailbox_fails_whole_delivery(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:
+    """A delivery naming a mailbox that is gone fails as a whole: no partial copies."""
+    with pytest.raises(LookupError):
+        await deliver(pool, REAL_WORLD, inbox["id"], 999_999)
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 0
+
+
+async def test_large_message(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:
+    """A 20 MB message with a big base64 attachment ingests and reads back exactly."""
+    body = (b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=" * 2 + b"\r\n") * 280_000
+    raw = (
+        crlf(
+            "Subject: big",
+            'Content-Type: multipart/mixed; boundary="b"',
+            "",
+            "--b",
+            "Content-Type: text/plain",
+            "",
+            "see attachment",
+            "--b",
+            'Content-Type: application/octet-stream; name="big.bin"',
+            "Content-Transfer-Encoding: base64",
+            "",
+            "",
+        )
+        + body
+        + b"--b--\r\n"
+    )
+    (stored,) = await deliver(pool, raw, inbox["id"])
+    assert await messages.raw_bytes(pool, stored.id) == raw
+    assert await pool.fetchval("SELECT attachment_count FROM messages WHERE id = $1", stored.id) == 1
