@@ -40,9 +40,9 @@ async def _admin(server_dsn: str, sql: str) -> None:
 def pg_server() -> Iterator[str]:
     """The DSN of the session's server (database `relate`), with a migrated template beside it.
 
-    RELATE_TEST_DSN points the suite at an existing server instead.
+    TEST_POSTGRES_DSN points the suite at an existing server instead.
     """
-    external = os.environ.get("RELATE_TEST_DSN")
+    external = os.environ.get("TEST_POSTGRES_DSN")
     server: EmbeddedPostgres | None = None
     if external:
         dsn = external

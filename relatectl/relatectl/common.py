@@ -18,7 +18,9 @@ from typing import Any, NoReturn, TypeVar
 import asyncpg
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from relate import config as config_mod
 from relate.config import Config, ConfigError
@@ -42,7 +44,7 @@ state = State()
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -121,5 +123,5 @@ def print_rows(
     for _, heading in columns:
         table.add_column(heading)
     for row in rows:
-        table.add_row(*(_cell(row.get(key)) for key, _ in columns))
+        table.add_row(*(Text(_cell(row.get(key))) for key, _ in columns))
     console.print(table)

@@ -17,6 +17,7 @@ import typer
 import yaml
 
 from relate import config as config_mod
+from relate.config import ConfigError
 from relate.errors import Conflict
 from relate.runtime import tls
 from relate.services import accounts
@@ -58,7 +59,10 @@ def setup(
     path = config_mod.config_path(state.config_path)
     data: dict[str, Any] = {}
     if path.exists():
-        loaded = config_mod.read_yaml(path) if path.stat().st_size else None
+        try:
+            loaded = config_mod.read_yaml(path) if path.stat().st_size else None
+        except ConfigError as exc:
+            fail(str(exc))
         if loaded is not None and not isinstance(loaded, dict):
             fail(f"{path}: the top level must be a mapping of keys")
         data = loaded or {}
@@ -92,6 +96,7 @@ def setup(
         put(push, "vapid_private_key", private, "push.vapid_private_key (generated)")
 
     tls_section = _section(data, "tls")
+    self_signed: tuple[Path, Path] | None = None
     if (cert is None) != (key is None):
         fail("--cert and --key go together")
     if cert is not None and key is not None:
@@ -105,14 +110,19 @@ def setup(
         tls_dir = path.parent / "tls"
         cert_path, key_path = tls_dir / "cert.pem", tls_dir / "key.pem"
         if not cert_path.exists():
-            tls.make_self_signed(cert_path, key_path, str(data.get("hostname") or socket.getfqdn()))
-            changes.append(f"self-signed certificate {cert_path}")
+            self_signed = (cert_path, key_path)
         put(tls_section, "cert", str(cert_path), f"tls.cert = {cert_path}")
         put(tls_section, "key", str(key_path), f"tls.key = {key_path}")
 
     for name in [k for k, v in data.items() if v == {}]:
         del data[name]
-    cfg = config_mod.from_mapping(data, str(path))
+    try:
+        cfg = config_mod.from_mapping(data, str(path))
+    except ConfigError as exc:
+        fail(str(exc))
+    if self_signed is not None:
+        tls.make_self_signed(*self_signed, str(data.get("hostname") or socket.getfqdn()))
+        changes.append(f"self-signed certificate {self_signed[0]}")
     if changes:
         _write_config(path, data)
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import asyncpg
 import typer
+from rich.markup import escape
+from rich.text import Text
 
 from relate.services import accounts
 from relatectl.common import JsonOption, console, print_json, print_rows, with_pool
@@ -69,8 +71,8 @@ def show(
     if as_json:
         print_json(user)
         return
-    console.print(f"[bold]{user['address']}[/]  {user['display_name'] or ''}", highlight=False)
-    console.print(f"aliases: {', '.join(user['aliases']) or '-'}", highlight=False)
+    console.print(f"[bold]{escape(user['address'])}[/]  {escape(user['display_name'] or '')}", highlight=False)
+    console.print(Text(f"aliases: {', '.join(user['aliases']) or '-'}"))
     print_rows(
         user["mailboxes"],
         [

@@ -65,8 +65,12 @@ async def show_user(pool: asyncpg.Pool, address: str) -> dict[str, Any]:
 
 
 async def remove_user(pool: asyncpg.Pool, address: str) -> None:
-    user = await get_user(pool, address)
-    await accounts.remove_user(pool, user["address"])
+    """Remove a user by its primary address; an alias is refused, never followed."""
+    normalized = normalize_address(address)
+    user = await get_user(pool, normalized)
+    if user["address"] != normalized:
+        raise Conflict(f"{normalized} is an alias of {user['address']}: remove the alias with `relatectl alias remove`")
+    await accounts.remove_user(pool, normalized)
 
 
 async def add_alias(pool: asyncpg.Pool, alias: str, target: str) -> None:

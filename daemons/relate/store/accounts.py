@@ -122,7 +122,7 @@ async def user_details(conn: Queryable, user_id: int) -> dict[str, Any]:
         "SELECT address FROM addresses WHERE user_id = $1 AND NOT is_primary ORDER BY address", user_id
     )
     boxes = await conn.fetch(
-        """SELECT b.name, b.special_use, count(m.id) AS messages, coalesce(sum(m.size), 0) AS bytes,
+        """SELECT b.name, b.special_use, count(m.id) AS messages, coalesce(sum(m.size), 0)::bigint AS bytes,
                   count(m.id) FILTER (WHERE NOT ('\\Seen' = ANY (m.flags))) AS unread
              FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id
             WHERE b.user_id = $1 GROUP BY b.id ORDER BY b.id""",
