@@ -25,7 +25,7 @@ import os
 import socket
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,43 @@ class TLSConfig:
 
 
 @dataclass
+class ListenerConfig:
+    """One role's listening sockets and, optionally, its own certificate."""
+
+    # "host:port" items ("[::]:25" for IPv6); an empty list turns the role off.
+    listen: list[str] = field(default_factory=list)
+    # Certificate and key for this listener; default: tls.cert / tls.key.
+    cert: Path | None = None
+    key: Path | None = None
+
+
+def _listener(*addresses: str) -> Callable[[], ListenerConfig]:
+    return lambda: ListenerConfig(listen=list(addresses))
+
+
+@dataclass
+class SmtpConfig:
+    mx: ListenerConfig = field(default_factory=_listener("0.0.0.0:25", "[::]:25"))
+    submission: ListenerConfig = field(default_factory=_listener("0.0.0.0:587", "[::]:587"))
+    submissions: ListenerConfig = field(default_factory=_listener("0.0.0.0:465", "[::]:465"))
+    max_message_size: int = 50 * 1024 * 1024
+    max_recipients: int = 100
+    max_connections_per_client: int = 20
+    max_connections: int = 1000
+    # Longest line accepted in commands and message data; RFC 5321 says 1000,
+    # real mail (unwrapped HTML) is often longer, so the default is lenient.
+    max_line_length: int = 10240
+    # Idle time allowed between commands, and for the whole DATA transfer
+    # (RFC 5321 §4.5.3.2 asks for at least 5 and 10 minutes).
+    command_timeout: float = 300.0
+    data_timeout: float = 600.0
+
+    def listeners(self) -> dict[str, ListenerConfig]:
+        """The three roles by name: mx, submission (STARTTLS), submissions (implicit TLS)."""
+        return {"mx": self.mx, "submission": self.submission, "submissions": self.submissions}
+
+
+@dataclass
 class PushConfig:
     # VAPID key pair for web push (base64url, raw EC P-256); `relatectl setup`
     # generates them.
@@ -105,6 +142,7 @@ class Config:
     internal: InternalConfig = field(default_factory=InternalConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
     push: PushConfig = field(default_factory=PushConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the file came from, for messages; not a key.
@@ -120,6 +158,13 @@ class Config:
                 "must be at least 1 and at least database.pool_min",
             ),
             ("auth.max_failures", self.auth.max_failures >= 1, "must be 1 or more"),
+            ("smtp.max_message_size", self.smtp.max_message_size >= 1024, "must be at least 1024 bytes"),
+            ("smtp.max_recipients", self.smtp.max_recipients >= 1, "must be 1 or more"),
+            ("smtp.max_connections_per_client", self.smtp.max_connections_per_client >= 1, "must be 1 or more"),
+            ("smtp.max_connections", self.smtp.max_connections >= 1, "must be 1 or more"),
+            ("smtp.max_line_length", self.smtp.max_line_length >= 1000, "must be at least 1000 (RFC 5321)"),
+            ("smtp.command_timeout", self.smtp.command_timeout > 0, "must be positive"),
+            ("smtp.data_timeout", self.smtp.data_timeout > 0, "must be positive"),
             ("auth.bcrypt_rounds", 4 <= self.auth.bcrypt_rounds <= 31, "must be between 4 and 31"),
             (
                 "logging.level",
@@ -130,8 +175,29 @@ class Config:
         for key, ok, problem in checks:
             if not ok:
                 raise ConfigError(f"{key}: {problem}")
-        if (self.tls.cert is None) != (self.tls.key is None):
-            raise ConfigError("tls.cert and tls.key: give both or neither")
+        pairs = [("tls", self.tls.cert, self.tls.key)]
+        pairs += [(f"smtp.{role}", lst.cert, lst.key) for role, lst in self.smtp.listeners().items()]
+        for where, cert, key_file in pairs:
+            if (cert is None) != (key_file is None):
+                raise ConfigError(f"{where}.cert and {where}.key: give both or neither")
+        for role, lst in self.smtp.listeners().items():
+            for i, item in enumerate(lst.listen):
+                try:
+                    parse_listen(item)
+                except ValueError as exc:
+                    raise ConfigError(f"smtp.{role}.listen[{i}]: {exc}, got {item!r}") from None
+
+
+def parse_listen(item: str) -> tuple[str, int]:
+    """``"127.0.0.1:25"`` / ``"[::1]:25"`` / ``":25"`` -> (host, port); raises ValueError."""
+    host, sep, port_text = item.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError("expected host:port with a port from 0 to 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("write IPv6 addresses in brackets, like [::1]:25")
+    return host or "0.0.0.0", int(port_text)  # noqa: S104 - ":25" means every interface, as for Postfix
 
 
 def _is_section(tp: Any) -> bool:

@@ -72,3 +72,29 @@ def certificate_summary(cert_path: Path) -> dict[str, object]:
         "names": names,
         "not_after": cert.not_valid_after_utc,
     }
+
+
+class ReloadableTLS:
+    """A server context whose certificate can be replaced without a restart.
+
+    Listeners are created once with :attr:`context`; its SNI callback, which
+    OpenSSL runs on every ClientHello (with or without SNI), hands each new
+    handshake the most recently loaded context. Live connections keep theirs.
+    """
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.cert = cert
+        self.key = key
+        self._current = server_context(cert, key)
+        self.loaded_at = dt.datetime.now(dt.UTC)
+        self.context = server_context(cert, key)
+        self.context.sni_callback = self._pick
+
+    def _pick(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        sslobj.context = self._current
+
+    def reload(self) -> None:
+        """Load the files again; on any error the old certificate stays and the error is raised."""
+        fresh = server_context(self.cert, self.key)
+        self._current = fresh
+        self.loaded_at = dt.datetime.now(dt.UTC)

@@ -180,3 +180,17 @@ async def resolve_recipient(conn: Queryable, address: str) -> dict[str, Any] | N
         address,
     )
     return dict(row) if row else None
+
+
+async def special_mailbox(conn: Queryable, user_id: int, special_use: str) -> int | None:
+    """The id of the user's folder with this special-use attribute (e.g. ``\\Sent``)."""
+    found: int | None = await conn.fetchval(
+        "SELECT id FROM mailboxes WHERE user_id = $1 AND special_use = $2 ORDER BY id LIMIT 1", user_id, special_use
+    )
+    return found
+
+
+async def user_addresses(conn: Queryable, user_id: int) -> set[str]:
+    """Every address (primary and aliases) the user may send as."""
+    rows = await conn.fetch("SELECT address FROM addresses WHERE user_id = $1", user_id)
+    return {r["address"] for r in rows}

@@ -117,12 +117,7 @@ async def ingest(
     )
     stored: list[StoredMessage] = []
     async with conn.transaction():
-        await conn.execute(
-            "INSERT INTO blobs (hash, size, data) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING",
-            digest,
-            len(raw),
-            raw,
-        )
+        await put_blob(conn, raw, digest)
         for mailbox_id in sorted(set(mailbox_ids)):
             box = await conn.fetchrow(
                 """UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
@@ -168,6 +163,18 @@ async def ingest(
                 ),
             )
     return stored
+
+
+async def put_blob(conn: Queryable, raw: bytes, digest: bytes | None = None) -> bytes:
+    """Store ``raw`` once under its SHA-256; returns the hash."""
+    digest = digest or hashlib.sha256(raw).digest()
+    await conn.execute(
+        "INSERT INTO blobs (hash, size, data) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING",
+        digest,
+        len(raw),
+        raw,
+    )
+    return digest
 
 
 async def raw_bytes(conn: Queryable, message_id: int) -> bytes | None:

@@ -1,0 +1,134 @@
+"""The one delivery transaction every path uses: start, add recipients, body, commit or abort.
+
+Inbound MX, SMTP submission, and later the REST send path and the queue all
+deliver through :class:`Delivery`. Nothing is durable before :meth:`commit`:
+adding recipients only looks them up. ``commit`` runs one PostgreSQL
+transaction that stores the local copies (with ``Return-Path``, RFC 5321
+§4.4, as final delivery requires), the sender's Sent copy, and the queue
+entry for remote recipients; it returns only after that transaction has
+committed, so a caller may acknowledge the message (250, 201) as soon as it
+returns. Any failure raises and leaves nothing behind.
+
+Recipients are resolved when added: an address or alias of a local user
+delivers to that user's INBOX (once per user, however many of their
+addresses were named); any address at a domain we do not host is remote; an
+unknown address at a hosted domain is refused. Which of these a caller may
+accept (an MX never accepts remote ones) is the caller's policy.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from relate.mail.address import split_address
+from relate.mail.mime import ParsedMessage
+from relate.store import accounts, messages, outbound
+from relate.store.messages import StoredMessage
+
+log = logging.getLogger("relate.delivery")
+
+
+class Kind(enum.Enum):
+    LOCAL = "local"
+    REMOTE = "remote"
+    UNKNOWN = "unknown"  # at a hosted domain, but no such address
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    kind: Kind
+    user_id: int | None = None
+    inbox_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Sender:
+    """The authenticated user a submission comes from."""
+
+    user_id: int
+    address: str
+
+
+@dataclass
+class Committed:
+    local: list[StoredMessage] = field(default_factory=list)
+    sent_copy: StoredMessage | None = None
+    outbound_id: int | None = None
+    parsed: ParsedMessage | None = None
+
+
+async def classify(pool: asyncpg.Pool, address: str) -> Recipient:
+    """Resolve a normalized address (``local@domain``, lower-case)."""
+    target = await accounts.resolve_recipient(pool, address)
+    if target is not None:
+        return Recipient(address, Kind.LOCAL, target["user_id"], target["inbox_id"])
+    _, domain = split_address(address)
+    if await accounts.get_domain(pool, domain) is not None:
+        return Recipient(address, Kind.UNKNOWN)
+    return Recipient(address, Kind.REMOTE)
+
+
+class Delivery:
+    def __init__(self, pool: asyncpg.Pool, mail_from: str, *, sender: Sender | None = None) -> None:
+        self._pool = pool
+        self.mail_from = mail_from
+        self.sender = sender
+        self.recipients: list[Recipient] = []
+
+    def add(self, recipient: Recipient) -> None:
+        if recipient.kind is Kind.UNKNOWN:
+            raise ValueError(f"{recipient.address} does not exist")
+        self.recipients.append(recipient)
+
+    @property
+    def remote(self) -> list[str]:
+        return list(dict.fromkeys(r.address for r in self.recipients if r.kind is Kind.REMOTE))
+
+    @property
+    def inboxes(self) -> list[int]:
+        return list(dict.fromkeys(r.inbox_id for r in self.recipients if r.inbox_id is not None))
+
+    async def commit(self, message: bytes, *, trace: bytes = b"") -> Committed:
+        """Store and queue ``message`` in one transaction; returns once it is committed.
+
+        ``trace`` (the ``Received:`` header of this hop) is prepended to every
+        copy that travels on or is delivered; the Sent copy keeps the message
+        exactly as the user submitted it.
+        """
+        result = Committed()
+        inboxes = self.inboxes
+        remote = self.remote
+        local_bytes = b"Return-Path: <" + self.mail_from.encode("utf-8", "surrogateescape") + b">\r\n"
+        local_bytes += trace + message
+        async with self._pool.acquire() as conn, conn.transaction():
+            if inboxes:
+                result.parsed = await messages.parse(local_bytes)
+                result.local = await messages.ingest(conn, local_bytes, inboxes, parsed=result.parsed)
+            if self.sender is not None:
+                sent = await accounts.special_mailbox(conn, self.sender.user_id, "\\Sent")
+                if sent is not None:
+                    parsed = await messages.parse(message)
+                    result.parsed = result.parsed or parsed
+                    (result.sent_copy,) = await messages.ingest(conn, message, [sent], flags=["\\Seen"], parsed=parsed)
+            if remote:
+                if self.sender is None:
+                    raise PermissionError("remote recipients need an authenticated sender")
+                parsed = result.parsed or await messages.parse(message)
+                result.parsed = parsed
+                blob = await messages.put_blob(conn, trace + message)
+                result.outbound_id = await outbound.queue_message(
+                    conn,
+                    user_id=self.sender.user_id,
+                    from_address=self.sender.address,
+                    mail_from=self.mail_from,
+                    subject=parsed.subject,
+                    message_id=parsed.message_id,
+                    blob_hash=blob,
+                    recipients=remote,
+                )
+        return result

@@ -1,0 +1,1 @@
+"""The SMTP daemon: MX for hosted domains and authenticated submission."""

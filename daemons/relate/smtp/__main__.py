@@ -1,0 +1,20 @@
+"""``relate-smtp`` / ``python -m relate.smtp``: the SMTP daemon."""
+
+from __future__ import annotations
+
+from relate.runtime.daemon import Context, run
+from relate.smtp.server import SmtpServer
+
+
+async def start(ctx: Context) -> SmtpServer:
+    server = SmtpServer(ctx.cfg, ctx.pool, ctx.authenticator, ctx.notifier)
+    await server.start()
+    return server
+
+
+def main() -> None:
+    run("smtp", start)
+
+
+if __name__ == "__main__":
+    main()
