@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,11 @@ from relate import config as config_mod
 from relate.config import Config
 from relate.errors import Conflict, RelateError
 from relate.runtime import tls
+from relate.runtime.daemon import open_context, setup_logging
 from relate.runtime.embedded_pg import EmbeddedPostgres
 from relate.services import accounts
 from relate.services import setup as setup_service
+from relate.smtp.server import SmtpServer
 from relate.store import accounts as account_store
 from relate.store import db, migrate
 from relatectl.common import console, fail, run, state
@@ -51,10 +54,16 @@ def _write_state(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def dev_config(state_dir: Path, dsn: str, internal_key: str) -> Config:
+# The dev port of each SMTP role (the design's table).
+DEV_SMTP_PORTS = {"mx": 2525, "submission": 2587, "submissions": 2465}
+
+
+def dev_config(state_dir: Path, dsn: str, internal_key: str, *, any_port: bool = False) -> Config:
     """The dev run's config: the named file (if any) and the environment, then the dev overrides."""
     cfg = config_mod.load(state.config_path) if state.config_path else config_mod.from_mapping({}, "defaults")
     cfg.hostname = "localhost"
+    for role, port in DEV_SMTP_PORTS.items():
+        cfg.smtp.listeners()[role].listen = [f"127.0.0.1:{0 if any_port else port}"]
     cfg.database.dsn = dsn
     cfg.internal.api_key = internal_key
     cfg.internal.api_socket = state_dir / "api.sock"
@@ -95,24 +104,39 @@ async def _prepare(cfg: Config, previous_key: str | None) -> str:
         await pool.close()
 
 
-async def _serve(cfg: Config, banner: list[str]) -> None:
-    """Print the banner, then keep the dev run up until SIGINT or SIGTERM.
+async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -> None:
+    """Run every daemon of this release in this process until SIGINT or SIGTERM.
 
-    The protocol daemons join this loop as they land; until then the dev run
-    serves the database, which relatectl commands reach through the DSN in
-    dev.json (RELATE_DATABASE__DSN).
+    ``describe`` gets the bound ports and returns the banner to print once all
+    listeners are up.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    for line in banner:
-        console.print(line, highlight=False)
-    await stop.wait()
+    ctx = await open_context(cfg)
+    smtp = SmtpServer(cfg, ctx.pool, ctx.authenticator, ctx.notifier)
+    try:
+        await smtp.start()
+        loop.add_signal_handler(signal.SIGHUP, smtp.reload_tls)
+        ports = {
+            "smtp": smtp.addresses("mx")[0][1],
+            "submission": smtp.addresses("submission")[0][1],
+            "submissions": smtp.addresses("submissions")[0][1],
+        }
+        for line in describe(ports):
+            console.print(line, highlight=False)
+        await stop.wait()
+    finally:
+        await smtp.stop(grace=10)
+        await ctx.pool.close()
 
 
 def dev(
     state_dir: Path = typer.Option(Path(".relate-dev"), "--state-dir", help="Where the dev run keeps its state."),
+    any_port: bool = typer.Option(
+        False, "--any-port", help="Listen on free ports instead of the dev ports (dev.json has the ones used)."
+    ),
 ) -> None:
     """Run Relate Mail for development: embedded PostgreSQL, demo domain, user and key."""
     # Until the event loop takes over, SIGTERM interrupts like Ctrl-C, so the
@@ -128,36 +152,39 @@ def dev(
             dsn = pg.start()
         except RelateError as exc:
             fail(str(exc))
-        cfg = dev_config(state_dir, dsn, previous.get("internal_key") or setup_service.new_internal_key())
+        cfg = dev_config(
+            state_dir, dsn, previous.get("internal_key") or setup_service.new_internal_key(), any_port=any_port
+        )
+        setup_logging(cfg.logging.level)
         cert, key_file = dev_tls_paths(state_dir)
         if not cert.exists() or not key_file.exists():
             tls.make_self_signed(cert, key_file, "localhost")
         key = run(_prepare(cfg, previous.get("key")))
-        ports: dict[str, int] = {}
-        _write_state(
-            state_file,
-            {
-                "dsn": dsn,
-                "domain": DEMO_DOMAIN,
-                "user": DEMO_USER,
-                "key": key,
-                "internal_key": cfg.internal.api_key,
-                "ports": ports,
-                "tls": {"cert": str(cert), "key": str(key_file)},
-                "state_dir": str(state_dir),
-            },
-        )
-        banner = [
-            "[bold]Relate Mail dev run[/]",
-            f"  database  {dsn}",
-            f"  domain    {DEMO_DOMAIN}",
-            f"  user      {DEMO_USER}",
-            f"  key       {key}",
-            *(f"  {name:<9} 127.0.0.1:{port}" for name, port in ports.items()),
-            f"  state     {state_file}",
-            "Ctrl-C stops everything.",
-        ]
-        run(_serve(cfg, banner))
+        info: dict[str, Any] = {
+            "dsn": dsn,
+            "domain": DEMO_DOMAIN,
+            "user": DEMO_USER,
+            "key": key,
+            "internal_key": cfg.internal.api_key,
+            "tls": {"cert": str(cert), "key": str(key_file)},
+            "state_dir": str(state_dir),
+        }
+
+        def describe(ports: dict[str, int]) -> list[str]:
+            info["ports"] = ports
+            _write_state(state_file, info)
+            return [
+                "[bold]Relate Mail dev run[/]",
+                f"  database     {dsn}",
+                f"  domain       {DEMO_DOMAIN}",
+                f"  user         {DEMO_USER}",
+                f"  key          {key}",
+                *(f"  {name:<12} 127.0.0.1:{port}" for name, port in ports.items()),
+                f"  state        {state_file}",
+                "Ctrl-C stops everything.",
+            ]
+
+        run(_serve(cfg, describe))
     except KeyboardInterrupt:
         pass
     finally:

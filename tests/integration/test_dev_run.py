@@ -6,11 +6,15 @@ import asyncio
 import json
 import os
 import signal
+import smtplib
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 
 from relate.auth import Authenticator
@@ -21,7 +25,7 @@ from relate.store import db
 def start(state_dir: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELATE_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "relatectl", "dev", "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "relatectl", "dev", "--state-dir", str(state_dir), "--any-port"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -61,9 +65,35 @@ async def authenticates(dsn: str, user: str, key: str) -> bool:
         await pool.close()
 
 
+def send_both_ways(info: dict[str, Any]) -> None:
+    """One message in over the MX port, one submitted with the demo key over STARTTLS."""
+    with smtplib.SMTP("127.0.0.1", info["ports"]["smtp"], timeout=10) as mx:
+        mx.sendmail("someone@elsewhere.example", [info["user"]], b"Subject: via mx\r\n\r\nhello\r\n")
+    tls = ssl.create_default_context(cafile=info["tls"]["cert"])
+    with smtplib.SMTP("localhost", info["ports"]["submission"], timeout=10) as sub:
+        sub.starttls(context=tls)
+        sub.login(info["user"], info["key"])
+        sub.sendmail(
+            info["user"], [info["user"]], f"From: {info['user']}\r\nSubject: via submission\r\n\r\nhi\r\n".encode()
+        )
+
+
+async def inbox_subjects(dsn: str, user: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            """SELECT m.subject FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+                 JOIN users u ON u.id = b.user_id WHERE u.address = $1 AND b.name = 'INBOX' ORDER BY m.uid""",
+            user,
+        )
+        return [r["subject"] for r in rows]
+    finally:
+        await conn.close()
+
+
 @pytest.mark.slow
 def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
-    """The dev run prints a working demo key, writes dev.json, stops on SIGINT/SIGTERM and reuses its state."""
+    """The dev run prints a working key, serves SMTP, writes dev.json, stops on SIGINT/SIGTERM, reuses its state."""
     state = tmp_path / "state"
     proc = start(state)
     try:
@@ -75,6 +105,9 @@ def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
         assert info["dsn"] in banner
         assert (state / "dev.json").stat().st_mode & 0o077 == 0
         assert asyncio.run(authenticates(info["dsn"], info["user"], info["key"]))
+        assert set(info["ports"]) == {"smtp", "submission", "submissions"}
+        send_both_ways(info)
+        assert asyncio.run(inbox_subjects(info["dsn"], info["user"])) == ["via mx", "via submission"]
     finally:
         out = stop(proc, signal.SIGINT)
     assert proc.returncode == 0, out

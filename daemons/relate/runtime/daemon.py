@@ -1,7 +1,7 @@
 """What every daemon process shares: arguments, config, logging, database, signals.
 
 A daemon's ``main`` hands :func:`run` a coroutine factory that starts its
-service and returns it; ``run`` then waits for SIGTERM/SIGINT (graceful
+service (on the sockets systemd passed, if any) and returns it; ``run`` then waits for SIGTERM/SIGINT (graceful
 stop) and SIGHUP (reload TLS certificates). Start-up problems (bad config,
 unreachable database, old schema) are one line on stderr and exit code 1,
 never a traceback.
@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from relate.auth import Authenticator
 from relate.config import Config, ConfigError
 from relate.errors import RelateError
 from relate.notify import Notifier
+from relate.runtime.listen import inherited_sockets
 from relate.store import db
 
 log = logging.getLogger("relate")
@@ -67,10 +69,14 @@ async def open_context(cfg: Config) -> Context:
     )
 
 
-async def _serve(cfg: Config, start: Callable[[Context], Awaitable[Service]]) -> None:
+Starter = Callable[[Context, dict[str, list[socket.socket]] | None], Awaitable[Service]]
+
+
+async def _serve(cfg: Config, start: Starter) -> None:
+    sockets = inherited_sockets()
     ctx = await open_context(cfg)
     try:
-        service = await start(ctx)
+        service = await start(ctx, sockets)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,7 +89,7 @@ async def _serve(cfg: Config, start: Callable[[Context], Awaitable[Service]]) ->
         await ctx.pool.close()
 
 
-def run(name: str, start: Callable[[Context], Awaitable[Service]]) -> None:
+def run(name: str, start: Starter) -> None:
     """The body of a daemon's console script."""
     parser = argparse.ArgumentParser(prog=f"relate-{name}", description=f"Relate Mail {name} daemon.")
     parser.add_argument("--config", "-c", help="config file (default: $RELATE_CONFIG or /etc/relate/relate.yaml)")

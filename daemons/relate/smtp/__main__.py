@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+
 from relate.runtime.daemon import Context, run
 from relate.smtp.server import SmtpServer
 
 
-async def start(ctx: Context) -> SmtpServer:
+async def start(ctx: Context, sockets: dict[str, list[socket.socket]] | None) -> SmtpServer:
     server = SmtpServer(ctx.cfg, ctx.pool, ctx.authenticator, ctx.notifier)
-    await server.start()
+    await server.start(sockets)
     return server
 
 

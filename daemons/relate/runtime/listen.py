@@ -1,0 +1,34 @@
+"""Listening sockets handed over by systemd (socket activation, sd_listen_fds(3)).
+
+systemd passes sockets as file descriptors 3, 4, ... and says so in
+``LISTEN_PID`` (must be this process), ``LISTEN_FDS`` (how many) and
+``LISTEN_FDNAMES`` (the ``FileDescriptorName=`` of each, colon-separated),
+which tell a daemon which socket plays which role. Without them a daemon
+binds the addresses in its config itself.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import MutableMapping
+
+SD_LISTEN_FDS_START = 3
+
+
+def inherited_sockets(environ: MutableMapping[str, str] | None = None) -> dict[str, list[socket.socket]] | None:
+    """Sockets by name when socket-activated, else None. The variables are removed, as sd_listen_fds does."""
+    env = os.environ if environ is None else environ
+    if env.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = int(env.get("LISTEN_FDS", "0") or "0")
+    names = env.get("LISTEN_FDNAMES", "").split(":")
+    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(var, None)
+    found: dict[str, list[socket.socket]] = {}
+    for i in range(count):
+        sock = socket.socket(fileno=SD_LISTEN_FDS_START + i)
+        sock.setblocking(False)
+        name = names[i] if i < len(names) and names[i] else "unknown"
+        found.setdefault(name, []).append(sock)
+    return found
