@@ -10,9 +10,9 @@ Relay policy, the one that matters most (never an open relay):
   ``553 5.1.3``. Mail goes to the envelope recipients only, never to header
   addresses. AUTH is not offered.
 - ``submission`` (587, STARTTLS required) and ``submissions`` (465, implicit
-  TLS): nothing but EHLO, STARTTLS, NOOP, RSET and QUIT before TLS and AUTH;
-  MAIL FROM and every From header address must belong to the authenticated
-  user (``553``/``550 5.7.1``). Local recipients get the message at once,
+  TLS): nothing but EHLO, STARTTLS, NOOP and QUIT before TLS, and no MAIL
+  before AUTH. MAIL FROM and every From header address must belong to the
+  authenticated user (``553``/``550 5.7.1``). Local recipients get the message at once,
   remote ones are queued for the delivery daemon, and a copy goes to the
   user's Sent folder.
 
@@ -123,7 +123,7 @@ class SmtpSession(SMTP):
                 assert isinstance(transport, asyncio.Transport)
                 transport.write(f"{refusal}\r\n".encode())
                 transport.close()
-                log.warning("smtp-refused client=%s role=%s reason=too-many-connections", self.client, self.role)
+                log.warning("smtp-refused client=%s role=%s reply=%s", self.client, self.role, refusal.enhanced)
                 return
             self.counted = True
             self.relate.sessions.add(self)
