@@ -122,6 +122,47 @@ class SmtpConfig:
 
 
 @dataclass
+class SmarthostConfig:
+    """A relay that takes all outbound mail (or mail for ``domains``) instead of MX delivery."""
+
+    host: str | None = None
+    port: int = 587
+    # "starttls" (required), "tls" (implicit, port 465) or "none" (loopback relays only).
+    tls: str = "starttls"
+    username: str | None = None
+    password: str | None = None
+    # Empty: every remote domain goes through the smarthost.
+    domains: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeliveryConfig:
+    # DNS servers ("ip" or "ip:port"); empty means the system resolver (/etc/resolv.conf).
+    dns_servers: list[str] = field(default_factory=list)
+    dns_timeout: float = 10.0
+    # The port remote MTAs listen on; only tests and unusual setups change it.
+    port: int = 25
+    connect_timeout: float = 30.0
+    command_timeout: float = 300.0
+    # Opportunistic STARTTLS by default; true refuses to send without TLS.
+    require_tls: bool = False
+    max_connections: int = 20
+    max_connections_per_domain: int = 4
+    messages_per_connection: int = 100
+    batch_size: int = 200
+    lease_seconds: float = 900.0
+    poll_seconds: float = 30.0
+    # Retry schedule: first retry after retry_first seconds, doubling (±10%
+    # jitter) up to retry_max, until the message is max_age seconds old.
+    retry_first: float = 60.0
+    retry_max: float = 3600.0
+    max_age: float = 5 * 24 * 3600.0
+    # Tell the sender once when a message is still undelivered after this long; 0 = never.
+    delay_warning: float = 4 * 3600.0
+    smarthost: SmarthostConfig = field(default_factory=SmarthostConfig)
+
+
+@dataclass
 class PushConfig:
     # VAPID key pair for web push (base64url, raw EC P-256); `relatectl setup`
     # generates them.
@@ -143,6 +184,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     push: PushConfig = field(default_factory=PushConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the file came from, for messages; not a key.
@@ -165,6 +207,20 @@ class Config:
             ("smtp.max_line_length", self.smtp.max_line_length >= 1000, "must be at least 1000 (RFC 5321)"),
             ("smtp.command_timeout", self.smtp.command_timeout > 0, "must be positive"),
             ("smtp.data_timeout", self.smtp.data_timeout > 0, "must be positive"),
+            ("delivery.port", 1 <= self.delivery.port <= 65535, "must be a port number"),
+            ("delivery.max_connections", self.delivery.max_connections >= 1, "must be 1 or more"),
+            ("delivery.max_connections_per_domain", self.delivery.max_connections_per_domain >= 1, "must be 1 or more"),
+            ("delivery.messages_per_connection", self.delivery.messages_per_connection >= 1, "must be 1 or more"),
+            ("delivery.batch_size", self.delivery.batch_size >= 1, "must be 1 or more"),
+            ("delivery.retry_first", self.delivery.retry_first > 0, "must be positive"),
+            ("delivery.retry_max", self.delivery.retry_max >= self.delivery.retry_first, "must be >= retry_first"),
+            ("delivery.max_age", self.delivery.max_age > 0, "must be positive"),
+            ("delivery.delay_warning", self.delivery.delay_warning >= 0, "must be 0 (off) or positive"),
+            (
+                "delivery.smarthost.tls",
+                self.delivery.smarthost.tls in {"starttls", "tls", "none"},
+                "must be starttls, tls or none",
+            ),
             ("auth.bcrypt_rounds", 4 <= self.auth.bcrypt_rounds <= 31, "must be between 4 and 31"),
             (
                 "logging.level",

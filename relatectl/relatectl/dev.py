@@ -28,6 +28,7 @@ from relate.runtime.daemon import open_context, setup_logging
 from relate.runtime.embedded_pg import EmbeddedPostgres
 from relate.services import accounts
 from relate.services import setup as setup_service
+from relate.queue.worker import DeliveryWorker
 from relate.smtp.server import SmtpServer
 from relate.store import accounts as account_store
 from relate.store import db, migrate
@@ -116,8 +117,10 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
         loop.add_signal_handler(sig, stop.set)
     ctx = await open_context(cfg)
     smtp = SmtpServer(cfg, ctx.pool, ctx.authenticator, ctx.notifier)
+    delivery = DeliveryWorker(cfg, ctx.pool)
     try:
         await smtp.start()
+        await delivery.start()
         loop.add_signal_handler(signal.SIGHUP, smtp.reload_tls)
         ports = {
             "smtp": smtp.addresses("mx")[0][1],
@@ -129,6 +132,7 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
         await stop.wait()
     finally:
         await smtp.stop(grace=10)
+        await delivery.stop(grace=10)
         await ctx.pool.close()
 
 

@@ -8,7 +8,8 @@ import asyncpg
 import typer
 
 from relate.services import accounts
-from relatectl.common import JsonOption, console, print_rows, with_pool
+from relate.services import dns as dns_service
+from relatectl.common import JsonOption, console, load_config, print_json, print_rows, with_pool
 
 app = typer.Typer(help="Hosted domains.", no_args_is_help=True)
 
@@ -49,3 +50,20 @@ def remove(name: str = typer.Argument(..., help="Domain name.")) -> None:
 
     with_pool(go)
     console.print(f"removed domain {name.lower()}", highlight=False)
+
+
+@app.command("dns")
+def dns(name: str = typer.Argument(..., help="A hosted domain."), as_json: bool = JsonOption) -> None:
+    """Print the DNS records to publish for a domain: MX, SPF, DKIM, DMARC, autoconfig and SRV."""
+    cfg = load_config()
+
+    async def go(pool: asyncpg.Pool) -> list[dict[str, str]]:
+        return await dns_service.records(pool, cfg, name)
+
+    rows = with_pool(go)
+    if as_json:
+        print_json(rows)
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        console.print(f"{r['name']:<{width}}  3600  IN  {r['type']:<5}  {r['value']}", highlight=False, markup=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from relate import __version__
-from relatectl import alias, db, dev, domain, key, setup, user
+from relatectl import alias, db, dev, dkim, domain, key, queue, setup, user
 from relatectl.common import state
 
 app = typer.Typer(
@@ -21,6 +21,8 @@ app.add_typer(domain.app, name="domain")
 app.add_typer(user.app, name="user")
 app.add_typer(alias.app, name="alias")
 app.add_typer(key.app, name="key")
+app.add_typer(queue.app, name="queue")
+app.add_typer(dkim.app, name="dkim")
 app.command("setup")(setup.setup)
 app.command("dev")(dev.dev)
 

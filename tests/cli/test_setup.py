@@ -24,6 +24,7 @@ from typer.testing import CliRunner, Result
 
 from relate import config as config_mod
 from relate.runtime import tls
+from relate.store import migrate
 from relatectl.main import app
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/x"  # nothing listens on port 1
@@ -127,7 +128,7 @@ def test_setup_writes_config_cert_schema_and_domain(empty_dsn: str, tmp_path: Pa
         "  + push.vapid_public_key (generated)",
         "  + push.vapid_private_key (generated)",
         f"  + self-signed certificate {tmp_path / 'tls' / 'cert.pem'}",
-        "  + migration 0001_initial",
+        *(f"  + migration {m.version:04d}_{m.name}" for m in migrate.available()),
         "  + domain example.org",
     ]:
         assert change in lines, result.stdout
@@ -155,7 +156,9 @@ def test_setup_writes_config_cert_schema_and_domain(empty_dsn: str, tmp_path: Pa
     assert domains(empty_dsn) == ["example.org"]
     # The other commands use the file setup wrote.
     assert json.loads(ok(relatectl(config, "domain", "list", "--json")).stdout)[0]["name"] == "example.org"
-    assert ok(relatectl(config, "db", "status")).stdout.splitlines()[-1] == "schema is current (version 1)"
+    assert ok(relatectl(config, "db", "status")).stdout.splitlines()[-1] == (
+        f"schema is current (version {migrate.latest_version()})"
+    )
 
 
 def test_setup_file_loads_with_config_load(dsn: str, tmp_path: Path) -> None:

@@ -194,3 +194,10 @@ async def user_addresses(conn: Queryable, user_id: int) -> set[str]:
     """Every address (primary and aliases) the user may send as."""
     rows = await conn.fetch("SELECT address FROM addresses WHERE user_id = $1", user_id)
     return {r["address"] for r in rows}
+
+
+async def inbox_id(conn: Queryable, user_id: int) -> int | None:
+    found: int | None = await conn.fetchval(
+        "SELECT id FROM mailboxes WHERE user_id = $1 AND upper(name) = 'INBOX'", user_id
+    )
+    return found

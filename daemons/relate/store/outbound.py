@@ -38,8 +38,8 @@ async def queue_message(
         message_id,
     )
     await conn.execute(
-        """INSERT INTO outbound_recipients (outbound_email_id, kind, address, next_attempt_at)
-           SELECT $1, 'to', r, now() FROM unnest($2::text[]) AS r""",
+        """INSERT INTO outbound_recipients (outbound_email_id, kind, address, domain, next_attempt_at)
+           SELECT $1, 'to', r, lower(split_part(r, '@', 2)), now() FROM unnest($2::text[]) AS r""",
         email_id,
         list(recipients),
     )

@@ -1,0 +1,1 @@
+"""The delivery daemon: works the outbound queue."""

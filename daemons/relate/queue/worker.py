@@ -1,0 +1,303 @@
+"""The delivery loop: claim due recipients, deliver them by domain, record outcomes, bounce failures.
+
+Retry policy: a deferred recipient is tried again after ``retry_first``
+seconds (60), doubling with ±10% jitter up to ``retry_max`` (1 hour), until
+its message is ``max_age`` old (5 days); then it fails with 4.4.7 and the
+sender gets a DSN. Senders hear once, after ``delay_warning`` (4 hours),
+that a message is still waiting. Only recipients still deferred are retried.
+
+Recipients at hosted domains are delivered locally through the ingest path,
+without SMTP. Remote ones are grouped by domain, at most
+``max_connections_per_domain`` connections per domain and
+``max_connections`` in all. The loop wakes on ``NOTIFY relate_queue`` and
+otherwise polls every ``poll_seconds``. Time comes from an injectable clock,
+so tests can age the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from relate.config import Config
+from relate.delivery import Kind, classify
+from relate.mail import dkim
+from relate.mail.address import split_address
+from relate.mail.mime import parse_message
+from relate.queue import bounce
+from relate.queue.client import DomainSender, Message, Result
+from relate.queue.mx import make_resolver
+from relate.store import accounts, messages, outbound
+from relate.store import dkim as dkim_store
+from relate.store import queue as store
+from relate.store.queue import Claimed, Outcome
+
+log = logging.getLogger("relate.delivery")
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def next_attempt(now: datetime, attempts: int, first: float, cap: float, rng: random.Random) -> datetime:
+    """``first`` seconds after the first try, doubling per attempt up to ``cap``, ±10% jitter."""
+    delay = min(first * (2 ** max(attempts - 1, 0)), cap)
+    return now + timedelta(seconds=delay * rng.uniform(0.9, 1.1))
+
+
+class DeliveryWorker:
+    def __init__(self, cfg: Config, pool: asyncpg.Pool, *, clock: Clock = utcnow) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.clock = clock
+        self.sender = DomainSender(cfg.delivery, cfg.hostname, make_resolver(cfg.delivery))
+        self._rng = random.Random()  # noqa: S311 - retry jitter, not cryptography
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._global = asyncio.Semaphore(cfg.delivery.max_connections)
+        self._per_domain: dict[str, asyncio.Semaphore] = collections.defaultdict(
+            lambda: asyncio.Semaphore(cfg.delivery.max_connections_per_domain)
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._listener = await self.pool.acquire()
+        await self._listener.add_listener(outbound.CHANNEL, self._notified)
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def _notified(self, *_args: object) -> None:
+        self._wake.set()
+
+    def reload_tls(self) -> None:
+        """Nothing to reload: the delivery daemon only makes outgoing connections."""
+
+    async def stop(self, grace: float = 30.0) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, grace)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        if self._listener is not None:
+            await self._listener.remove_listener(outbound.CHANNEL, self._notified)
+            await self.pool.release(self._listener)
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                busy = await self.run_once()
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("delivery-loop-error error=%s: %s", type(exc).__name__, exc)
+                busy = False
+            if busy or self._stopping:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.cfg.delivery.poll_seconds)
+
+    # -- one pass ----------------------------------------------------------------
+
+    async def run_once(self) -> bool:
+        """Expire, warn, claim and deliver one batch; True if there was work (look again at once)."""
+        now = self.clock()
+        d = self.cfg.delivery
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = await store.expired(conn, now, timedelta(seconds=d.max_age), d.batch_size)
+        if old:
+            await self._fail(old, "4.4.7", "message expired: still undeliverable after the maximum time in the queue")
+        if d.delay_warning > 0:
+            await self._warn_delays(now)
+        async with self.pool.acquire() as conn, conn.transaction():
+            claimed = await store.claim(conn, now, timedelta(seconds=d.lease_seconds), d.batch_size)
+        if not claimed:
+            return bool(old)
+        await self._deliver(claimed)
+        return True
+
+    async def _deliver(self, claimed: list[Claimed]) -> None:
+        async with self.pool.acquire() as conn:
+            data = await store.blobs(conn, [c.blob_hash for c in claimed])
+        by_domain: dict[str, list[Claimed]] = collections.defaultdict(list)
+        for c in claimed:
+            by_domain[c.domain].append(c)
+        per_domain = await asyncio.gather(*(self._domain(domain, items, data) for domain, items in by_domain.items()))
+        # Recorded together, so a message failing at several domains makes one DSN.
+        await self._record(claimed, [r for results in per_domain for r in results])
+
+    async def _domain(self, domain: str, items: list[Claimed], data: dict[bytes, bytes]) -> list[Result]:
+        try:
+            return await self._domain_unguarded(domain, items, data)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("delivery-error domain=%s error=%s: %s", domain, type(exc).__name__, exc)
+            return [Result(c.recipient_id, "deferred", "4.3.0", "local error, will retry", None) for c in items]
+
+    async def _domain_unguarded(self, domain: str, items: list[Claimed], data: dict[bytes, bytes]) -> list[Result]:
+        local: list[Claimed] = []
+        remote: list[Claimed] = []
+        for c in items:
+            (local if (await classify(self.pool, c.address)).kind is not Kind.REMOTE else remote).append(c)
+        results: list[Result] = []
+        if local:
+            results += await self._deliver_local(local, data)
+        if remote:
+            grouped: dict[int, Message] = {}
+            for c in remote:
+                msg = grouped.get(c.email_id)
+                if msg is None:
+                    raw = await self._signed(data[c.blob_hash])
+                    msg = grouped[c.email_id] = Message(c.email_id, c.mail_from, raw, [])
+                msg.recipients.append((c.recipient_id, c.address))
+            async with self._global, self._per_domain[domain]:
+                results += await self.sender.send(domain, list(grouped.values()))
+        return results
+
+    async def _deliver_local(self, items: list[Claimed], data: dict[bytes, bytes]) -> list[Result]:
+        """Recipients at hosted domains: straight into their INBOX, no SMTP."""
+        results = []
+        for c in items:
+            target = await accounts.resolve_recipient(self.pool, c.address)
+            if target is None:
+                results.append(Result(c.recipient_id, "failed", "5.1.1", "550 5.1.1 no such user here", None))
+                continue
+            raw = b"Return-Path: <" + c.mail_from.encode() + b">\r\n" + data[c.blob_hash]
+            async with self.pool.acquire() as conn:
+                await messages.ingest(conn, raw, [target["inbox_id"]])
+            results.append(Result(c.recipient_id, "sent", "2.0.0", "delivered locally", self.cfg.hostname))
+        return results
+
+    async def _signed(self, raw: bytes) -> bytes:
+        """``raw`` with a DKIM signature when the From domain is ours and has a key."""
+        parsed = parse_message(raw[:65536])
+        if not parsed.from_:
+            return raw
+        try:
+            _, domain = split_address(parsed.from_[0].email)
+        except ValueError:
+            return raw
+        row = await dkim_store.active(self.pool, domain)
+        if row is None:
+            return raw
+        key = dkim.DkimKey(row["selector"], row["algorithm"], row["private_key"], row["public_key"])
+        return dkim.sign(raw, domain, key) + raw
+
+    async def _record(self, items: list[Claimed], results: Sequence[Result]) -> None:
+        now = self.clock()
+        by_id = {c.recipient_id: c for c in items}
+        outcomes: list[Outcome] = []
+        failed: list[tuple[Claimed, Result]] = []
+        for r in results:
+            c = by_id[r.recipient_id]
+            status = r.status
+            when = None
+            if status == "deferred":
+                when = next_attempt(
+                    now, c.attempts, self.cfg.delivery.retry_first, self.cfg.delivery.retry_max, self._rng
+                )
+            outcomes.append(Outcome(r.recipient_id, status, r.enhanced, r.reply, r.remote_mta, when))
+            if status == "failed":
+                failed.append((c, r))
+            log.info(
+                "delivery id=%d rcpt=%s status=%s code=%s mta=%s reply=%s",
+                c.email_id,
+                c.address,
+                status,
+                r.enhanced,
+                r.remote_mta or "-",
+                r.reply[:200],
+            )
+        async with self.pool.acquire() as conn, conn.transaction():
+            await store.record(conn, outcomes, now)
+        if failed:
+            await self._bounce(failed, "failed")
+
+    async def _fail(self, items: list[Claimed], enhanced: str, reason: str) -> None:
+        await self._record(items, [Result(c.recipient_id, "failed", enhanced, reason, None) for c in items])
+
+    async def fail_now(
+        self, email_ids: Sequence[int], reason: str = "removed from the queue by the administrator"
+    ) -> int:
+        """``relatectl queue fail``: fail every waiting recipient of these messages, with a DSN."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            items = await store.claim_for_failure(conn, email_ids, self.clock())
+        if items:
+            await self._fail(items, "5.3.0", reason)
+        return len(items)
+
+    async def _bounce(self, failed: list[tuple[Claimed, Result]], action: str) -> None:
+        by_email: dict[int, list[tuple[Claimed, Result]]] = collections.defaultdict(list)
+        for c, r in failed:
+            by_email[c.email_id].append((c, r))
+        async with self.pool.acquire() as conn:
+            data = await store.blobs(conn, [c.blob_hash for c, _ in failed])
+        for pairs in by_email.values():
+            first = pairs[0][0]
+            statuses = [bounce.RecipientStatus(c.address, r.enhanced, r.reply, r.remote_mta) for c, r in pairs]
+            await self._notify_sender(
+                first.user_id, first.mail_from, data[first.blob_hash], first.queued_at, statuses, action
+            )
+
+    async def _warn_delays(self, now: datetime) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            due = await store.due_delay_warnings(conn, now, timedelta(seconds=self.cfg.delivery.delay_warning))
+        for row in due:
+            async with self.pool.acquire() as conn:
+                waiting = await store.waiting_recipients(conn, row["id"])
+                data = await store.blobs(conn, [bytes(row["blob_hash"])])
+            statuses = [
+                bounce.RecipientStatus(
+                    w["address"], w["status_code"] or "4.0.0", w["last_error"] or "not yet delivered", w["remote_mta"]
+                )
+                for w in waiting
+            ]
+            if statuses:
+                await self._notify_sender(
+                    row["user_id"],
+                    row["mail_from"],
+                    data[bytes(row["blob_hash"])],
+                    row["queued_at"],
+                    statuses,
+                    "delayed",
+                )
+
+    async def _notify_sender(
+        self,
+        user_id: int,
+        mail_from: str,
+        original: bytes,
+        queued_at: datetime,
+        statuses: list[bounce.RecipientStatus],
+        action: str,
+    ) -> None:
+        if not mail_from:
+            return  # never a DSN for a message with the null sender
+        dsn = bounce.build(
+            reporting_mta=self.cfg.hostname,
+            sender=mail_from,
+            original=original,
+            arrival=queued_at,
+            recipients=statuses,
+            action=action,
+            now=self.clock(),
+        )
+        async with self.pool.acquire() as conn:
+            inbox = await accounts.inbox_id(conn, user_id)
+            if inbox is None:
+                log.warning("dsn-undeliverable user=%d (no INBOX)", user_id)
+                return
+            await messages.ingest(conn, b"Return-Path: <>\r\n" + dsn, [inbox])
+        log.info("dsn action=%s to=%s rcpts=%s", action, mail_from, ",".join(s.address for s in statuses))

@@ -1,0 +1,85 @@
+"""A tiny authoritative DNS server on loopback, for tests and benchmarks of mail delivery.
+
+It answers UDP queries from a table of records (``zone.add("example.test",
+"MX", "10 mx1.example.test.")``) and says NXDOMAIN for names it has never
+heard of, or NOERROR with no answer for a known name without that type.
+Names in ``zone.fail`` get SERVFAIL. Nothing here is for production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import typing
+from dataclasses import dataclass, field
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+
+@dataclass
+class Zone:
+    records: dict[tuple[str, str], list[str]] = field(default_factory=lambda: collections.defaultdict(list))
+    fail: set[str] = field(default_factory=set)
+
+    def add(self, name: str, rdtype: str, value: str) -> None:
+        self.records[(name.lower().rstrip("."), rdtype.upper())].append(value)
+
+    def answer(self, query: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        question = query.question[0]
+        name = question.name.to_text(omit_final_dot=True).lower()
+        rdtype = dns.rdatatype.to_text(question.rdtype)
+        if name in self.fail:
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response
+        values = self.records.get((name, rdtype))
+        if values:
+            response.answer.append(
+                dns.rrset.from_text_list(question.name, 60, dns.rdataclass.IN, question.rdtype, values)
+            )
+        elif not any(key[0] == name for key in self.records):
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        return response
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, zone: Zone) -> None:
+        self.zone = zone
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = typing.cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            query = dns.message.from_wire(data)
+        except dns.exception.DNSException:
+            return
+        assert self.transport is not None
+        self.transport.sendto(self.zone.answer(query).to_wire(), addr)
+
+
+class DnsServer:
+    def __init__(self, zone: Zone) -> None:
+        self.zone = zone
+        self._transport: asyncio.DatagramTransport | None = None
+        self.address = ("127.0.0.1", 0)
+
+    async def start(self, host: str = "127.0.0.1") -> str:
+        """Listen on an ephemeral UDP port; returns ``host:port`` for ``delivery.dns_servers``."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self.zone), local_addr=(host, 0))
+        self._transport = transport
+        self.address = transport.get_extra_info("sockname")[:2]
+        return f"{self.address[0]}:{self.address[1]}"
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

@@ -1,0 +1,226 @@
+"""relatectl queue: see and steer the outbound queue (postqueue/postsuper's jobs).
+
+Every command that takes ids also reads them from standard input when given
+``-``: whitespace-separated numbers, or the JSON of ``queue list --json``,
+so a filtered list can be piped back in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import typer
+
+from relate.errors import Invalid
+from relate.services import queue as queue_service
+from relatectl.common import JsonOption, console, fail, load_config, print_json, print_rows, with_pool
+
+app = typer.Typer(
+    help="The outbound queue: list, show, retry, hold, release, fail, delete, flush.", no_args_is_help=True
+)
+
+_AGE = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+IdsArgument = typer.Argument(None, help="Message ids, or - to read them from standard input.")
+
+
+def _age(text: str) -> timedelta:
+    m = _AGE.match(text.strip())
+    if not m:
+        raise Invalid(f"--older-than: expected like 30m, 2h or 5d, got {text!r}")
+    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+
+
+def _read_ids(args: list[str] | None) -> list[int]:
+    """Ids from the arguments, with ``-`` standing for standard input (numbers or list JSON)."""
+    ids: list[int] = []
+    for arg in args or []:
+        if arg != "-":
+            if not arg.isdigit():
+                fail(f"not a message id: {arg!r}")
+            ids.append(int(arg))
+            continue
+        text = sys.stdin.read()
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, list):
+            for item in data:
+                value = item.get("id") if isinstance(item, dict) else item
+                if not isinstance(value, int):
+                    fail("standard input: expected the JSON of `queue list --json` or a list of ids")
+                ids.append(value)
+        else:
+            for word in text.split():
+                if not word.isdigit():
+                    fail(f"standard input: not a message id: {word!r}")
+                ids.append(int(word))
+    return list(dict.fromkeys(ids))
+
+
+def _require(ids: list[int]) -> list[int]:
+    if not ids:
+        fail("give message ids (or - to read them from standard input)")
+    return ids
+
+
+@app.command("list")
+def list_cmd(
+    status: list[str] = typer.Option([], "--status", help="Only these statuses (repeatable)."),
+    sender: str | None = typer.Option(None, "--from", help="Only mail from this address."),
+    recipient: str | None = typer.Option(None, "--to", help="Only mail to this address."),
+    domain: str | None = typer.Option(None, "--domain", help="Only mail with a recipient at this domain."),
+    older_than: str | None = typer.Option(None, "--older-than", help="Only mail queued longer ago (30m, 2h, 5d)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """List queued and recently finished outbound mail, oldest first."""
+
+    async def go(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+        return await queue_service.list_messages(
+            pool,
+            statuses=[s.lower() for s in status] or None,
+            sender=sender.lower() if sender else None,
+            recipient=recipient.lower() if recipient else None,
+            domain=domain.lower() if domain else None,
+            queued_before=datetime.now(UTC) - _age(older_than) if older_than else None,
+        )
+
+    rows = with_pool(go)
+    for row in rows:
+        row["recipients"] = [
+            f"{a} ({s})" for a, s in zip(row["recipients"], row.pop("recipient_statuses"), strict=True)
+        ]
+    print_rows(
+        rows,
+        [
+            ("id", "Id"),
+            ("status", "Status"),
+            ("queued_at", "Queued"),
+            ("mail_from", "From"),
+            ("recipients", "Recipients"),
+            ("size", "Size"),
+            ("next_retry_at", "Next try"),
+            ("last_error", "Last error"),
+        ],
+        as_json=as_json,
+        title="Queue",
+    )
+
+
+@app.command("show")
+def show(email_id: int = typer.Argument(..., help="Message id."), as_json: bool = JsonOption) -> None:
+    """Show one message: headers, and every recipient with status, attempts, next try and last reply."""
+
+    async def go(pool: asyncpg.Pool) -> dict[str, Any]:
+        return await queue_service.show(pool, email_id)
+
+    msg = with_pool(go)
+    if as_json:
+        print_json(msg)
+        return
+    for key in ("id", "status", "user", "mail_from", "subject", "message_id", "size", "queued_at", "next_retry_at"):
+        console.print(f"{key:<12} {msg.get(key) if msg.get(key) is not None else '-'}", highlight=False, markup=False)
+    print_rows(
+        msg["recipients"],
+        [
+            ("address", "Recipient"),
+            ("status", "Status"),
+            ("attempts", "Attempts"),
+            ("next_attempt_at", "Next try"),
+            ("remote_mta", "Remote MTA"),
+            ("remote_reply", "Last reply"),
+        ],
+        as_json=False,
+        title="Recipients",
+    )
+
+
+def _targets(ids: list[str] | None, all_: bool, domain: str | None) -> list[int]:
+    if all_ or domain:
+
+        async def go(pool: asyncpg.Pool) -> list[int]:
+            return await queue_service.ids_for(pool, domain=domain.lower() if domain else None)
+
+        return with_pool(go)
+    return _require(_read_ids(ids))
+
+
+@app.command("retry")
+def retry(
+    ids: list[str] | None = IdsArgument,
+    all_: bool = typer.Option(False, "--all", help="Every waiting message."),
+    domain: str | None = typer.Option(None, "--domain", help="Every waiting message with a recipient at this domain."),
+) -> None:
+    """Make waiting recipients due now (the delivery daemon picks them up at once)."""
+    targets = _targets(ids, all_, domain)
+
+    async def go(pool: asyncpg.Pool) -> int:
+        return await queue_service.retry(pool, targets)
+
+    console.print(f"{with_pool(go)} message(s) due now", highlight=False)
+
+
+@app.command("flush")
+def flush() -> None:
+    """Retry everything waiting in the queue now."""
+    retry(None, all_=True, domain=None)
+
+
+@app.command("hold")
+def hold(ids: list[str] | None = IdsArgument) -> None:
+    """Keep messages in the queue without trying them until released."""
+    targets = _require(_read_ids(ids))
+
+    async def go(pool: asyncpg.Pool) -> list[int]:
+        return await queue_service.hold(pool, targets)
+
+    done = with_pool(go)
+    console.print(f"held {len(done)} message(s)" + (f": {', '.join(map(str, done))}" if done else ""), highlight=False)
+
+
+@app.command("release")
+def release(ids: list[str] | None = IdsArgument) -> None:
+    """Put held messages back in the queue."""
+    targets = _require(_read_ids(ids))
+
+    async def go(pool: asyncpg.Pool) -> list[int]:
+        return await queue_service.release(pool, targets)
+
+    done = with_pool(go)
+    console.print(f"released {len(done)} message(s)", highlight=False)
+
+
+@app.command("fail")
+def fail_cmd(ids: list[str] | None = IdsArgument) -> None:
+    """Give up on messages now: their waiting recipients fail and the senders get a bounce."""
+    targets = _require(_read_ids(ids))
+    cfg = load_config()
+
+    async def go(pool: asyncpg.Pool) -> int:
+        return await queue_service.fail(cfg, pool, targets)
+
+    console.print(f"failed {with_pool(go)} recipient(s); bounces sent to the senders", highlight=False)
+
+
+@app.command("delete")
+def delete(
+    ids: list[str] | None = IdsArgument,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Drop messages from the queue silently (no bounce)."""
+    targets = _require(_read_ids(ids))
+    if not yes:
+        if not sys.stdin.isatty() and "-" in (ids or []):
+            fail("reading ids from standard input: add --yes to confirm the deletion")
+        typer.confirm(f"Delete {len(targets)} message(s) without telling their senders?", abort=True)
+
+    async def go(pool: asyncpg.Pool) -> list[int]:
+        return await queue_service.delete(pool, targets)
+
+    console.print(f"deleted {len(with_pool(go))} message(s)", highlight=False)
