@@ -23,12 +23,12 @@ from relate import auth
 from relate import config as config_mod
 from relate.config import Config
 from relate.errors import Conflict, RelateError
+from relate.queue.worker import DeliveryWorker
 from relate.runtime import tls
 from relate.runtime.daemon import open_context, setup_logging
 from relate.runtime.embedded_pg import EmbeddedPostgres
 from relate.services import accounts
 from relate.services import setup as setup_service
-from relate.queue.worker import DeliveryWorker
 from relate.smtp.server import SmtpServer
 from relate.store import accounts as account_store
 from relate.store import db, migrate
