@@ -69,22 +69,23 @@ def pg_server() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def _fresh_database(pg_server: str, kind: str, create: str) -> Iterator[str]:
+    name = f"relate_{kind}_{os.getpid()}_{next(_counter)}"
+    asyncio.run(_admin(pg_server, f"CREATE DATABASE {name} {create}"))
+    yield _with_database(pg_server, name)
+    asyncio.run(_admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
 @pytest.fixture
 def dsn(pg_server: str) -> Iterator[str]:
     """A DSN of a brand-new, fully migrated database, dropped after the test."""
-    name = f"relate_test_{os.getpid()}_{next(_counter)}"
-    asyncio.run(_admin(pg_server, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY"))
-    yield _with_database(pg_server, name)
-    asyncio.run(_admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    yield from _fresh_database(pg_server, "test", f"TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
 
 
 @pytest.fixture
 def empty_dsn(pg_server: str) -> Iterator[str]:
     """A DSN of a brand-new database with no schema at all, dropped after the test."""
-    name = f"relate_empty_{os.getpid()}_{next(_counter)}"
-    asyncio.run(_admin(pg_server, f"CREATE DATABASE {name}"))
-    yield _with_database(pg_server, name)
-    asyncio.run(_admin(pg_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    yield from _fresh_database(pg_server, "empty", "")
 
 
 @pytest.fixture
