@@ -9,9 +9,13 @@ binds the addresses in its config itself.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from ssl import SSLContext
+
+from relate.config import parse_listen
 
 SD_LISTEN_FDS_START = 3
 
@@ -32,3 +36,25 @@ def inherited_sockets(environ: MutableMapping[str, str] | None = None) -> dict[s
         name = names[i] if i < len(names) and names[i] else "unknown"
         found.setdefault(name, []).append(sock)
     return found
+
+
+async def open_servers(
+    factory: Callable[[], asyncio.BaseProtocol],
+    addresses: list[str],
+    inherited: list[socket.socket] | None,
+    ssl: SSLContext | None,
+) -> list[asyncio.Server]:
+    """Serve on the sockets systemd passed when there are any, else bind ``host:port`` items."""
+    loop = asyncio.get_running_loop()
+    if inherited is not None:
+        return [await loop.create_server(factory, sock=sock, ssl=ssl) for sock in inherited]
+    servers = []
+    for item in addresses:
+        host, port = parse_listen(item)
+        servers.append(await loop.create_server(factory, host, port, ssl=ssl, reuse_address=True))
+    return servers
+
+
+def bound(servers: list[asyncio.Server]) -> list[tuple[str, int]]:
+    """(host, port) of every socket the servers listen on."""
+    return [sock.getsockname()[:2] for server in servers for sock in server.sockets]

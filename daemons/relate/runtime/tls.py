@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 import os
 import ssl
 from pathlib import Path
@@ -98,3 +99,35 @@ class ReloadableTLS:
         fresh = server_context(self.cert, self.key)
         self._current = fresh
         self.loaded_at = dt.datetime.now(dt.UTC)
+
+
+class TLSRegistry:
+    """The certificates a daemon's listeners use, loaded once per (cert, key) pair."""
+
+    def __init__(self, default_cert: Path | None, default_key: Path | None) -> None:
+        self.default = (default_cert, default_key)
+        self._pairs: dict[tuple[Path, Path], ReloadableTLS] = {}
+
+    def for_listener(self, where: str, cert: Path | None, key: Path | None, *, required: bool) -> ReloadableTLS | None:
+        """The listener's own pair, else the default; None if neither is set and TLS is optional."""
+        cert, key = (cert, key) if cert is not None else self.default
+        if cert is None or key is None:
+            if required:
+                raise ValueError(f"{where}: needs a certificate (tls.cert and tls.key, or {where}.cert and .key)")
+            return None
+        pair = (cert, key)
+        if pair not in self._pairs:
+            try:
+                self._pairs[pair] = ReloadableTLS(cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"{where}: cannot load certificate {cert} with key {key}: {exc}") from None
+        return self._pairs[pair]
+
+    def reload(self, log: logging.Logger) -> None:
+        """Re-read every pair; one that fails keeps its old certificate, and the log says why."""
+        for tls in self._pairs.values():
+            try:
+                tls.reload()
+                log.info("tls-reloaded cert=%s", tls.cert)
+            except (OSError, ValueError) as exc:
+                log.error("tls-reload-failed cert=%s error=%s (keeping the previous certificate)", tls.cert, exc)
