@@ -14,6 +14,7 @@ import os
 import socket
 from collections.abc import Callable, MutableMapping
 from ssl import SSLContext
+from typing import Any
 
 from relate.config import parse_listen
 
@@ -43,15 +44,22 @@ async def open_servers(
     addresses: list[str],
     inherited: list[socket.socket] | None,
     ssl: SSLContext | None,
+    *,
+    handshake_timeout: float = 30.0,
 ) -> list[asyncio.Server]:
-    """Serve on the sockets systemd passed when there are any, else bind ``host:port`` items."""
+    """Serve on the sockets systemd passed when there are any, else bind ``host:port`` items.
+
+    On implicit-TLS listeners a client must finish the handshake within
+    ``handshake_timeout`` seconds; a silent one is dropped.
+    """
     loop = asyncio.get_running_loop()
+    tls_args: dict[str, Any] = {"ssl": ssl, "ssl_handshake_timeout": handshake_timeout} if ssl else {}
     if inherited is not None:
-        return [await loop.create_server(factory, sock=sock, ssl=ssl) for sock in inherited]
+        return [await loop.create_server(factory, sock=sock, **tls_args) for sock in inherited]
     servers = []
     for item in addresses:
         host, port = parse_listen(item)
-        servers.append(await loop.create_server(factory, host, port, ssl=ssl, reuse_address=True))
+        servers.append(await loop.create_server(factory, host, port, reuse_address=True, **tls_args))
     return servers
 
 

@@ -79,6 +79,9 @@ _AIOSMTPD: dict[str, Reply] = {
     "Command refused due to lack of security": TLS_FAILED,
     "Must issue a STARTTLS command first": STARTTLS_FIRST,
     "Authentication required": AUTH_REQUIRED,
+    "Error: malformed address": BAD_ADDRESS,
+    "Error: message size exceeds fixed maximum message size": TOO_BIG,
+    "TLS not available": Reply(454, "4.7.0", "TLS not available"),
     "Bye": BYE,
 }
 _HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
@@ -93,12 +96,13 @@ def normalize(line: str) -> str:
     code, sep, text = line.partition(" ")
     if not sep or len(code) != 3 or not code.isdigit() or code in ("220", "334", "354"):
         return line
-    if _HAS_ENHANCED.match(line):
-        return line
-    known = _AIOSMTPD.get(text)
+    bare = text.split(" ", 1)[1] if _HAS_ENHANCED.match(line) else text
+    known = _AIOSMTPD.get(bare)
     if known is not None:
         return str(known)
-    if text.startswith("Syntax:") or text.startswith("Error: command"):
+    if _HAS_ENHANCED.match(line):
+        return line
+    if code[0] == "5" and (text.startswith("Syntax:") or text.startswith("Error: command")):
         return str(SYNTAX_ERROR if code == "500" else BAD_ARGUMENTS)
     if text.startswith("Error: MAIL FROM") or text.startswith("Error: RCPT"):
         return str(BAD_SEQUENCE if code == "503" else BAD_ARGUMENTS)

@@ -84,7 +84,9 @@ class SmtpServer:
 
             inherited = sockets.get(role, []) if sockets is not None else None
             addresses = self.cfg.smtp.listeners()[role].listen
-            self._servers[role] = await open_servers(factory, addresses, inherited, ssl)
+            self._servers[role] = await open_servers(
+                factory, addresses, inherited, ssl, handshake_timeout=self.cfg.smtp.command_timeout
+            )
             mode = "implicit" if ssl else ("starttls" if tls is not None else "none")
             for host, port in self.addresses(role):
                 log.info("smtp-listening role=%s address=%s:%d tls=%s", role, host, port, mode)

@@ -45,6 +45,7 @@ from relate.auth import AuthRefused
 from relate.delivery import Delivery, Kind, Recipient, Sender, classify
 from relate.errors import Invalid
 from relate.mail.address import normalize_address
+from relate.mail.mime import parse_message
 from relate.smtp import replies
 from relate.smtp.replies import Reply
 from relate.store.accounts import user_addresses
@@ -156,6 +157,13 @@ class SmtpSession(SMTP):
         )
         super().connection_lost(error)
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # RFC 5321 §4.1.2 source routes (<@relay:user@domain>) are refused, not silently dropped.
+        if arg.lstrip().startswith("<@"):
+            return None, None
+        result: tuple[str | None, str | None] = super()._getaddr(arg)
+        return result
+
     def _create_envelope(self) -> RelateEnvelope:
         return RelateEnvelope()
 
@@ -187,6 +195,19 @@ class SmtpSession(SMTP):
             await super().smtp_HELO(hostname)
         finally:
             self.greeting = False
+
+    def _tls_started(self) -> bool:
+        return self._tls_protocol is not None
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        # RFC 3207 §4.2: no second STARTTLS inside TLS (and none on 465, which is TLS already).
+        if self._tls_protocol is not None or self.implicit_tls:
+            await self.push(_reply(replies.BAD_SEQUENCE))
+            return
+        await super().smtp_STARTTLS(arg)
+        if self._tls_started() and self.tls_version is None:
+            # The handshake was abandoned (asyncio gives up without connection_lost): release the slot.
+            self.connection_lost(None)
 
     async def smtp_AUTH(self, arg: str) -> None:
         # RFC 4954 is for submission only; an MX offers no AUTH.
@@ -351,7 +372,9 @@ class Handler:
             assert smtp.principal_address is not None
             sender = Sender(smtp.principal_id, smtp.principal_address)
         queue_id = secrets.token_hex(6)
-        delivery = Delivery(self.server.pool, envelope.mail_from or "", sender=sender)
+        # aiosmtpd reports the null sender as "<>"; the trace and the queue want "".
+        mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
+        delivery = Delivery(self.server.pool, mail_from, sender=sender)
         for recipient in envelope.recipients:
             delivery.add(recipient)
         trace = self._received(envelope, queue_id)
@@ -391,10 +414,20 @@ class Handler:
         return await user_addresses(self.server.pool, self.smtp.principal_id)
 
     async def _from_header_owned(self, content: bytes) -> bool:
-        """Every From address must be the user's (RFC 5322 §3.6.2); no From at all is refused too."""
-        headers = BytesHeaderParser(policy=default_policy).parsebytes(content)
-        values = [str(v) for v in headers.get_all("From", [])]
-        found = [addr for _, addr in email.utils.getaddresses(values) if addr]
+        """Every From address must be the user's (RFC 5322 §3.6.2); none at all, or a malformed From, is refused.
+
+        The header is read by the standard library and by the parser whose
+        result mail clients are shown; any address either of them finds must
+        be the user's, so no ambiguous From can display someone else.
+        """
+        cut = content.find(b"\r\n\r\n")
+        head = content if cut < 0 else content[: cut + 4]
+        headers = BytesHeaderParser(policy=default_policy).parsebytes(head)
+        fields = headers.get_all("From", [])
+        if any(getattr(f, "defects", None) for f in fields):
+            return False
+        found = {addr for _, addr in email.utils.getaddresses([str(v) for v in fields]) if addr}
+        found |= {a.email for a in parse_message(head).from_ if a.email}
         if not found:
             return False
         owned = await self._owned_addresses()
@@ -411,7 +444,8 @@ class Handler:
         smtp = self.smtp
         helo = _HELO_SAFE.sub("", smtp.session.host_name or "unknown")[:255] if smtp.session else "unknown"
         tls = smtp.tls_details
-        base = "UTF8SMTP" if envelope.smtp_utf8 else "ESMTP"
+        extended = smtp.session is not None and smtp.session.extended_smtp
+        base = "UTF8SMTP" if envelope.smtp_utf8 else ("ESMTP" if extended else "SMTP")
         protocol = base + ("S" if tls else "") + ("A" if smtp.principal_address else "")
         lines = [
             f"Received: from {helo} ([{smtp.client}])",

@@ -17,6 +17,8 @@ from relate.runtime.tls import make_self_signed
 from relate.services import accounts
 from relate.smtp.server import SmtpServer
 
+from .helpers import Client
+
 
 @dataclass
 class Smtp:
@@ -97,3 +99,11 @@ async def smtp(pool: asyncpg.Pool, smtp_config: Config) -> AsyncIterator[Smtp]:
         client_tls=client_tls,
     )
     await server.stop(grace=1)
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    """Close every raw client a test opened, also when it failed half-way."""
+    yield
+    while Client.opened:
+        await Client.opened.pop().close()

@@ -1,0 +1,762 @@
+"""SMTP ingest benchmark: how fast relate-smtp takes mail for hosted users, durably, and at what CPU cost.
+
+Sets up a throwaway world in a temp dir (an embedded PostgreSQL 18 with fsync
+on, the schema, domain ``bench.test`` with ``--users`` users, and
+``python -m relate.smtp`` listening on a free loopback port as its MX role),
+then drives ``--sessions`` concurrent SMTP sessions that send ``--messages``
+messages of about ``--size`` bytes between them, and prints:
+
+- messages/s (accepted, i.e. answered 250, over the wall time of the load);
+- p50/p99 latency from sending the final ``.`` to reading the 250;
+- CPU seconds per 1,000 messages of the daemon and of the PostgreSQL cluster
+  (every process of it, reaped ones included), and of the load client itself.
+
+It refuses to report figures unless the database then holds exactly the
+messages that were acknowledged. ``--vs postfix`` runs the same load with the
+same client against a throwaway Postfix (installed from Debian if missing)
+that delivers to maildirs, as ``shared/peers.md`` describes, and adds the
+ratio relate/postfix. Everything started is stopped again, also on Ctrl-C.
+
+Usage: ``.venv/bin/python bench/smtp_ingest.py [--sessions 20] [--messages 2000]
+[--size 10240] [--vs postfix] [--json-only]``; ``--help`` for the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import asyncpg
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    Job,
+    LoadResult,
+    MachineCpu,
+    free_port,
+    fs_type,
+    json_line,
+    machine_cpu,
+    per_1k,
+    percentile,
+    plan_jobs,
+    run_cmd,
+    run_load,
+    say,
+    table,
+    tree_cpu,
+    wait_for_smtp,
+)
+
+from relate.config import DatabaseConfig
+from relate.runtime.embedded_pg import EmbeddedPostgres
+from relate.services import accounts
+from relate.store import db, migrate
+
+HOST = "127.0.0.1"
+DOMAIN = "bench.test"
+SENDER = "sender@client.example"
+VMAIL_UID = 5000  # peers.md: virtual_uid_maps = static:5000
+
+
+class BenchError(Exception):
+    """A setup or verification failure, worded for the person running the benchmark."""
+
+
+# -- Relate Mail ------------------------------------------------------------------
+
+
+class Relate:
+    """relate-smtp over an embedded, durable PostgreSQL, in ``workdir``."""
+
+    name = "relate"
+
+    def __init__(self, workdir: Path, users: list[str], pool_max: int | None, sessions: int, quiet: bool) -> None:
+        self.workdir = workdir
+        self.users = users
+        self.pool_max = pool_max
+        self.sessions = sessions
+        self.quiet = quiet
+        self.pg = EmbeddedPostgres(workdir / "pgdata")
+        self.dsn = ""
+        self.port = 0
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.postmaster_pid = 0
+        self.settings: dict[str, str] = {}
+        self.log_path = workdir / "relate-smtp.log"
+
+    @property
+    def description(self) -> str:
+        return (
+            f"relate-smtp (MX role, logging WARNING, pool_max {self.pool_max or DatabaseConfig.pool_max}) -> "
+            f"PostgreSQL {self.settings.get('server_version', '?')} "
+            f"(fsync={self.settings.get('fsync')}, synchronous_commit={self.settings.get('synchronous_commit')})"
+        )
+
+    def start(self) -> None:
+        say("relate: starting the embedded PostgreSQL (durable: fsync on)", quiet=self.quiet)
+        self.dsn = self.pg.start(durable=True)
+        self.postmaster_pid = int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
+        asyncio.run(self._prepare_db())
+        if self.settings.get("fsync") != "on" or self.settings.get("synchronous_commit") != "on":
+            raise BenchError(f"PostgreSQL is not durable: {self.settings}")
+        self.port = free_port(HOST)
+        config = self.workdir / "relate.yaml"
+        database: dict[str, Any] = {"dsn": self.dsn}
+        if self.pool_max is not None:
+            database["pool_max"] = self.pool_max
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "hostname": f"mx.{DOMAIN}",
+                    "database": database,
+                    "smtp": {
+                        "mx": {"listen": [f"{HOST}:{self.port}"]},
+                        "submission": {"listen": []},
+                        "submissions": {"listen": []},
+                        # Room for reconnects (--no-reuse) so the per-client cap never refuses the load.
+                        "max_connections_per_client": 2 * self.sessions + 10,
+                    },
+                    "logging": {"level": "WARNING"},
+                }
+            )
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RELATE_")}
+        say(f"relate: starting relate-smtp on {HOST}:{self.port}", quiet=self.quiet)
+        with self.log_path.open("wb") as log:
+            self.daemon = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+                [sys.executable, "-m", "relate.smtp", "--config", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # Ctrl-C reaches the benchmark only; it stops the daemon itself
+            )
+        try:
+            wait_for_smtp(HOST, self.port, 60, alive=self.daemon)
+        except (RuntimeError, TimeoutError) as exc:
+            raise BenchError(f"relate-smtp did not start: {exc}\n{self.log_tail()}") from None
+
+    async def _prepare_db(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await migrate.migrate(conn)
+            for name in ("server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_sync_method"):
+                self.settings[name] = str(await conn.fetchval(f"SHOW {name}"))
+        finally:
+            await conn.close()
+        pool = await db.create_pool(DatabaseConfig(dsn=self.dsn, pool_min=1, pool_max=2))
+        try:
+            await accounts.add_domain(pool, DOMAIN)
+            for address in self.users:
+                await accounts.add_user(pool, address)
+        finally:
+            await pool.close()
+
+    def cpu(self) -> dict[str, float]:
+        assert self.daemon is not None
+        return {"daemon": tree_cpu(self.daemon.pid), "postgres": tree_cpu(self.postmaster_pid)}
+
+    def stored(self) -> int:
+        async def count() -> int:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                return int(await conn.fetchval("SELECT count(*) FROM messages"))
+            finally:
+                await conn.close()
+
+        return asyncio.run(count())
+
+    def wait_stored(self, expected: int, timeout: float) -> tuple[int, float]:
+        """Stored at 250 already: one count is the whole check."""
+        return self.stored(), 0.0
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            try:
+                self.daemon.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait(timeout=10)
+        self.pg.stop()
+
+
+# -- Postfix ----------------------------------------------------------------------
+
+MAIN_CF = """\
+# Throwaway Postfix test peer of bench/smtp_ingest.py (shared/peers.md), loopback only, no relaying.
+compatibility_level = 3.6
+config_directory = {root}/etc
+queue_directory = {root}/spool
+data_directory = {root}/data
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {root}/log/postfix.log
+maillog_file_prefixes = /var, /dev/stdout, {root}/log
+
+myhostname = mx.{domain}
+mydomain = {domain}
+myorigin = $mydomain
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_banner = $myhostname ESMTP Postfix test peer
+
+mydestination = localhost
+alias_maps =
+alias_database =
+local_recipient_maps =
+virtual_mailbox_domains = {domain}
+virtual_mailbox_base = {root}/vmail
+virtual_mailbox_maps = texthash:{root}/etc/vmailbox
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{uid}
+virtual_minimum_uid = 1000
+
+relayhost =
+default_transport = error:outbound delivery disabled on this test peer
+relay_transport = error:relaying disabled on this test peer
+smtpd_relay_restrictions = reject_unauth_destination
+smtpd_recipient_restrictions = reject_unauth_destination
+
+smtpd_tls_security_level = none
+message_size_limit = 52428800
+virtual_mailbox_limit = 0
+biff = no
+"""
+
+MASTER_CF = """\
+# service type  private unpriv  chroot  wakeup  maxproc command + args
+{host}:{port} inet  n       -       n       -       -       smtpd
+pickup     unix  n       -       n       60      1       pickup
+cleanup    unix  n       -       n       -       0       cleanup
+qmgr       unix  n       -       n       300     1       qmgr
+rewrite    unix  -       -       n       -       -       trivial-rewrite
+bounce     unix  -       -       n       -       0       bounce
+defer      unix  -       -       n       -       0       bounce
+trace      unix  -       -       n       -       0       bounce
+verify     unix  -       -       n       -       1       verify
+flush      unix  n       -       n       1000?   0       flush
+proxymap   unix  -       -       n       -       -       proxymap
+proxywrite unix  -       -       n       -       1       proxymap
+showq      unix  n       -       n       -       -       showq
+error      unix  -       -       n       -       -       error
+retry      unix  -       -       n       -       -       error
+discard    unix  -       -       n       -       -       discard
+local      unix  -       n       n       -       -       local
+virtual    unix  -       n       n       -       -       virtual
+anvil      unix  -       -       n       -       1       anvil
+scache     unix  -       -       n       -       1       scache
+postlog    unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+def ensure_postfix(quiet: bool) -> str:
+    """The path of ``postfix``; installs Debian's package first (as peers.md says) when it is missing."""
+    found = shutil.which("postfix") or ("/usr/sbin/postfix" if Path("/usr/sbin/postfix").exists() else None)
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise BenchError("postfix is not installed and installing it needs root: apt-get install postfix")
+    apt, debconf = shutil.which("apt-get"), shutil.which("debconf-set-selections")
+    if not apt or not debconf:
+        raise BenchError("postfix is not installed and there is no apt-get to install it with")
+    say("postfix: not installed; apt-get update && apt-get install postfix (a few minutes)", quiet=quiet)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        run_cmd([apt, "update"], timeout=600, env=env)
+        run_cmd([debconf], timeout=60, input_text="postfix postfix/main_mailer_type select No configuration\n")
+        run_cmd([apt, "install", "-y", "--no-install-recommends", "postfix"], timeout=900, env=env)
+    except subprocess.CalledProcessError as exc:
+        raise BenchError(f"installing postfix failed: {exc}\n{exc.stdout}\n{exc.stderr}") from None
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"installing postfix timed out: {exc}") from None
+    found = shutil.which("postfix") or "/usr/sbin/postfix"
+    if not Path(found).exists():
+        raise BenchError("apt-get installed postfix but there is no postfix command")
+    return found
+
+
+class Postfix:
+    """A throwaway Postfix 3.7 instance: smtpd on a loopback port, virtual(8) delivery to maildirs."""
+
+    name = "postfix"
+
+    def __init__(self, workdir: Path, users: list[str], quiet: bool) -> None:
+        self.root = workdir / "postfix"
+        self.users = users
+        self.quiet = quiet
+        self.port = 0
+        self.postfix = ""
+        self.version = "?"
+        self.master_pid = 0
+        self.started = False
+
+    @property
+    def description(self) -> str:
+        return f"Postfix {self.version} smtpd -> cleanup (queue fsync) -> qmgr -> virtual(8) to maildirs"
+
+    def _postfix(self, action: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        # postfix(1) prints its errors only to a terminal: give it one (peers.md).
+        command = shlex.join([self.postfix, "-c", str(self.root / "etc"), action])
+        script = shutil.which("script")
+        if script is None:
+            return run_cmd(shlex.split(command), timeout=timeout, check=False)
+        return run_cmd([script, "-qec", command, "/dev/null"], timeout=timeout, check=False)
+
+    def start(self) -> None:
+        self.postfix = ensure_postfix(self.quiet)
+        postconf = str(Path(self.postfix).with_name("postconf"))
+        self.version = run_cmd([postconf, "-d", "-h", "mail_version"], timeout=30, check=False).stdout.strip() or "?"
+        for sub in ("etc", "spool", "data", "log", "vmail"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        postfix_user = pwd.getpwnam("postfix")
+        os.chown(self.root / "data", postfix_user.pw_uid, postfix_user.pw_gid)
+        os.chown(self.root / "vmail", VMAIL_UID, VMAIL_UID)
+        self.port = free_port(HOST)
+        etc = self.root / "etc"
+        (etc / "main.cf").write_text(MAIN_CF.format(root=self.root, domain=DOMAIN, uid=VMAIL_UID))
+        (etc / "master.cf").write_text(MASTER_CF.format(host=HOST, port=self.port))
+        (etc / "vmailbox").write_text(
+            "".join(f"{a} {DOMAIN}/{a.split('@')[0]}/\n" for a in self.users) + f"@{DOMAIN} {DOMAIN}/catchall/\n"
+        )
+        say(f"postfix: starting Postfix {self.version} on {HOST}:{self.port} in {self.root}", quiet=self.quiet)
+        started = self._postfix("start")
+        self.started = True
+        if started.returncode != 0:
+            raise BenchError(f"postfix start failed ({started.returncode}): {started.stdout}{started.stderr}")
+        try:
+            wait_for_smtp(HOST, self.port, 60)
+        except TimeoutError as exc:
+            raise BenchError(f"postfix did not listen: {exc}\n{self.log_tail()}") from None
+        self.master_pid = int((self.root / "spool" / "pid" / "master.pid").read_text().split()[0])
+
+    def cpu(self) -> dict[str, float]:
+        return {"postfix": tree_cpu(self.master_pid)}
+
+    def stored(self) -> int:
+        return self.delivered()
+
+    def delivered(self) -> int:
+        base = self.root / "vmail" / DOMAIN
+        if not base.is_dir():
+            return 0
+        return sum(len(os.listdir(box / "new")) for box in base.iterdir() if (box / "new").is_dir())
+
+    def queued(self) -> int:
+        total = 0
+        for sub in ("maildrop", "incoming", "active", "deferred", "hold"):
+            for _dirpath, _dirs, files in os.walk(self.root / "spool" / sub):
+                total += len(files)
+        return total
+
+    def wait_stored(self, expected: int, timeout: float) -> tuple[int, float]:
+        """Wait until every accepted message is in a maildir and the queue is empty; (count, seconds)."""
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        while True:
+            delivered = self.delivered()
+            if (delivered >= expected and self.queued() == 0) or time.monotonic() > deadline:
+                return delivered, time.perf_counter() - t0
+            time.sleep(0.05)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = (self.root / "log" / "postfix.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        self._postfix("stop", timeout=60)
+        deadline = time.monotonic() + 30
+        while self.master_pid and Path(f"/proc/{self.master_pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.master_pid and Path(f"/proc/{self.master_pid}").exists():
+            self._postfix("abort", timeout=60)
+        self.started = False
+
+
+# -- one run ------------------------------------------------------------------------
+
+Target = Relate | Postfix
+
+
+@dataclass
+class Round:
+    """One verified pass of the load against one target."""
+
+    load: LoadResult
+    cpu: dict[str, float]  # CPU seconds per process group of the server
+    tail: float  # seconds from the last 250 until every message was stored
+    machine: MachineCpu  # CPU seconds of the whole machine in the same window
+
+
+def run_round(target: Target, plan: list[list[Job]], args: argparse.Namespace, *, profile: bool = False) -> Round:
+    """Send ``plan`` to a started target and check that all of it was stored."""
+    total = sum(map(len, plan))
+    before = target.stored()
+    profiler = start_profiler(args, target) if profile else None
+    try:
+        cpu0, machine0 = target.cpu(), machine_cpu()
+        load = asyncio.run(
+            run_load(
+                HOST, target.port, plan, reuse=args.reuse, client=args.client, io_timeout=30, deadline=args.timeout
+            )
+        )
+        stored, tail = target.wait_stored(before + load.sent, args.timeout)
+        cpu1, machine1 = target.cpu(), machine_cpu()
+    finally:
+        stop_profiler(profiler, args)
+    if load.failed or load.sent != total:
+        raise BenchError(
+            f"{target.name}: {load.sent} of {total} messages acknowledged, failures {dict(load.failed)}; "
+            "no figures reported"
+        )
+    if stored - before != total:
+        raise BenchError(
+            f"{target.name}: {total} messages acknowledged but {stored - before} stored; no figures reported\n"
+            f"{target.log_tail()}"
+        )
+    return Round(load, {k: cpu1[k] - cpu0[k] for k in cpu0}, tail, machine1 - machine0)
+
+
+def figures(target: Target, rounds: list[Round]) -> dict[str, Any]:
+    """The verified rounds of one target, summed up: rates over summed wall time, latencies pooled."""
+    total = sum(r.load.sent for r in rounds)
+    wall = sum(r.load.wall for r in rounds)
+    window = sum(r.load.wall + r.tail for r in rounds)
+    latencies = [x for r in rounds for x in r.load.latencies]
+    cpu = {k: sum(r.cpu[k] for r in rounds) for k in rounds[0].cpu}
+    server = sum(cpu.values())
+    client = sum(r.load.client_cpu for r in rounds)
+    busy = sum(r.machine.busy for r in rounds)
+    kernel = sum(r.machine.kernel for r in rounds)
+    return {
+        "setup": target.description,
+        "messages": total,
+        "stored": total,  # run_round refuses any round where stored != acknowledged
+        "rounds_msg_per_s": [round(r.load.rate(), 1) for r in rounds],
+        "connections": sum(r.load.connections for r in rounds),
+        "wall_s": round(wall, 3),
+        "msg_per_s": round(total / wall, 1),
+        # Postfix answers 250 once the message is queued; end to end waits for the maildir copies too.
+        "end_to_end_msg_per_s": round(total / window, 1),
+        "latency_ms": {
+            "p50": round(percentile(latencies, 50) * 1000, 2),
+            "p99": round(percentile(latencies, 99) * 1000, 2),
+            "mean": round(sum(latencies) / len(latencies) * 1000, 2),
+            "max": round(max(latencies) * 1000, 2),
+        },
+        "cpu_s_per_1k": {k: round(per_1k(v, total), 3) for k, v in cpu.items()}
+        | {"server_total": round(per_1k(server, total), 3), "client": round(per_1k(client, total), 3)},
+        "server_cores_busy": round(server / window, 2),
+        # Interrupts and kernel threads: loopback TCP, file-system journal and block I/O done for the server.
+        "kernel_cores_busy": round(kernel / window, 2),
+        # Whatever else ran on the machine meanwhile (other users' tests, say): big values mean noisy figures.
+        "other_cores_busy": round(max(0.0, busy - server - client - kernel) / window, 2),
+    }
+
+
+def warm_up(target: Target, warmup: list[list[Job]], args: argparse.Namespace) -> None:
+    if any(warmup):
+        say(f"{target.name}: warm-up, {sum(map(len, warmup))} messages (not counted)", quiet=args.json_only)
+        run_round(target, warmup, args)
+
+
+def start_profiler(args: argparse.Namespace, target: Target) -> subprocess.Popen[bytes] | None:
+    if not args.py_spy or not isinstance(target, Relate) or target.daemon is None:
+        return None
+    return subprocess.Popen(  # noqa: S603 - the py-spy the user named, fixed arguments
+        [
+            args.py_spy,
+            *("record", "--pid", str(target.daemon.pid), "--rate", "250", "--format", "raw", "--nonblocking"),
+            # Only samples holding the GIL: on-CPU Python time. Without it, time spent runnable but
+            # waiting for a core (inside socket.send after waking PostgreSQL) dominates the picture.
+            "--gil",
+            *("--output", str(args.profile)),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def stop_profiler(proc: subprocess.Popen[bytes] | None, args: argparse.Namespace) -> None:
+    quiet = args.json_only
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return
+    if not Path(args.profile).exists():
+        say(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}", quiet=quiet)
+        return
+    say(summarize_profile(Path(args.profile)), quiet=quiet)
+
+
+_LINE = re.compile(r":\d+\)$")
+
+
+def summarize_profile(path: Path, top: int = 25) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        # One entry per function, whatever the line: "name (file.py:123)" -> "name (file.py)".
+        frames = [_LINE.sub(")", f) for f in stack.split(";") if f]
+        total += count
+        if frames:
+            own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        return "profile: no samples"
+    out = [f"profile of relate-smtp: {total} samples in {path}", "  self%  function"]
+    out += [f"  {100 * n / total:5.1f}  {f}" for f, n in own.most_common(top)]
+    out += ["  incl%  function"]
+    out += [f"  {100 * n / total:5.1f}  {f}" for f, n in inclusive.most_common(top)]
+    return "\n".join(out)
+
+
+# -- output ------------------------------------------------------------------------
+
+ROWS: list[tuple[str, tuple[str, ...]]] = [
+    ("messages/s (250 received)", ("msg_per_s",)),
+    ("messages/s end to end (stored)", ("end_to_end_msg_per_s",)),
+    ("latency p50, final '.' -> 250 (ms)", ("latency_ms", "p50")),
+    ("latency p99 (ms)", ("latency_ms", "p99")),
+    ("latency max (ms)", ("latency_ms", "max")),
+    ("daemon CPU s / 1k msgs", ("cpu_s_per_1k", "daemon")),
+    ("PostgreSQL CPU s / 1k msgs", ("cpu_s_per_1k", "postgres")),
+    ("Postfix CPU s / 1k msgs (all processes)", ("cpu_s_per_1k", "postfix")),
+    ("server CPU s / 1k msgs, total", ("cpu_s_per_1k", "server_total")),
+    ("client CPU s / 1k msgs", ("cpu_s_per_1k", "client")),
+    ("server cores busy (avg)", ("server_cores_busy",)),
+    ("kernel (irq, softirq, kthreads) cores busy", ("kernel_cores_busy",)),
+    ("other processes' cores busy (noise)", ("other_cores_busy",)),
+    ("messages stored (= acknowledged, checked)", ("stored",)),
+    ("wall time (s)", ("wall_s",)),
+]
+
+
+def _get(figures: dict[str, Any] | None, path: tuple[str, ...]) -> Any:
+    value: Any = figures
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def ratios(relate: dict[str, Any], postfix: dict[str, Any]) -> dict[str, float | None]:
+    def ratio(path: tuple[str, ...]) -> float | None:
+        a, b = _get(relate, path), _get(postfix, path)
+        return round(a / b, 3) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+    return {
+        "msg_per_s": ratio(("msg_per_s",)),
+        "end_to_end_msg_per_s": ratio(("end_to_end_msg_per_s",)),
+        "latency_p50": ratio(("latency_ms", "p50")),
+        "latency_p99": ratio(("latency_ms", "p99")),
+        "server_cpu_per_msg": ratio(("cpu_s_per_1k", "server_total")),
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    relate, postfix, ratio = report["relate"], report.get("postfix"), report.get("ratio")
+    headers = ["", "relate"] + (["postfix", "relate/postfix"] if postfix else [])
+    ratio_of = {
+        ("msg_per_s",): "msg_per_s",
+        ("end_to_end_msg_per_s",): "end_to_end_msg_per_s",
+        ("latency_ms", "p50"): "latency_p50",
+        ("latency_ms", "p99"): "latency_p99",
+        ("cpu_s_per_1k", "server_total"): "server_cpu_per_msg",
+    }
+    rows = []
+    for label, path in ROWS:
+        row: list[Any] = [label, _get(relate, path)]
+        if postfix:
+            key = ratio_of.get(path)
+            row += [_get(postfix, path), ratio.get(key) if (ratio and key) else None]
+        if any(v is not None for v in row[1:]):
+            rows.append(row)
+    p = report["params"]
+    lines = [
+        f"SMTP ingest: {p['messages']} messages of {p['size']} bytes, {p['sessions']} concurrent sessions, "
+        f"{'one connection per session' if p['reuse'] else 'one connection per message'}, "
+        f"{p['users']} recipients, client {p['client']} (no pipelining), {p['cpus']} CPUs shared, "
+        f"work dir on {p['fs']}",
+        f"relate:  {relate['setup']}",
+    ]
+    if postfix:
+        lines.append(f"postfix: {postfix['setup']}")
+    lines += ["", table(headers, rows)]
+    return "\n".join(lines)
+
+
+# -- main ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--sessions", type=int, default=20, help="concurrent SMTP sessions (default 20)")
+    parser.add_argument("--messages", type=int, default=2000, help="messages in all (default 2000)")
+    parser.add_argument("--size", type=int, default=10240, help="approximate message size in bytes (default 10240)")
+    parser.add_argument("--users", type=int, default=20, help="recipient mailboxes, user1..N@bench.test (default 20)")
+    parser.add_argument(
+        "--reuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one connection per session carrying all its messages, like smtp-source -d (default); "
+        "--no-reuse opens a connection per message",
+    )
+    parser.add_argument("--vs", choices=["postfix"], help="also run the same load against a throwaway Postfix")
+    parser.add_argument(
+        "--client", choices=["raw", "aiosmtplib"], default="raw", help="load client (default raw asyncio streams)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="passes of the load per target, alternating targets (default 1)"
+    )
+    parser.add_argument("--warmup", type=int, default=0, help="messages sent first and not measured (default 0)")
+    parser.add_argument("--pool-max", type=int, help="relate's database.pool_max (default: the config default)")
+    parser.add_argument("--timeout", type=float, default=600, help="limit in seconds for each load (default 600)")
+    parser.add_argument("--workdir", type=Path, help="parent of the temp dir (default: $TMPDIR or /tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) for inspection")
+    parser.add_argument("--py-spy", help="path of a py-spy binary: profile relate-smtp during the load")
+    parser.add_argument("--profile", type=Path, help="where py-spy writes collapsed stacks (with --py-spy)")
+    parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    args = parser.parse_args(argv)
+    if min(args.sessions, args.messages, args.users, args.rounds) < 1 or args.size < 512 or args.warmup < 0:
+        parser.error("--sessions, --messages, --users and --rounds must be positive, --size at least 512")
+    if args.py_spy and not args.profile:
+        parser.error("--py-spy needs --profile FILE")
+    return args
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet = args.json_only
+    # Ctrl-C and SIGTERM both end the run through the cleanup below (also when started from a
+    # script that ignores SIGINT for background jobs).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
+    workdir = Path(tempfile.mkdtemp(prefix="relate-bench-", dir=args.workdir)).resolve()
+    workdir.chmod(0o755)  # PostgreSQL and Postfix run as their own users and must reach their directories
+    users = [f"user{n}@{DOMAIN}" for n in range(1, args.users + 1)]
+    plan = plan_jobs(args.messages, args.sessions, args.size, SENDER, users)
+    warmup = [
+        [
+            Job(j.index + args.messages, j.mail_from, j.rcpt_to, j.data.replace(b"bench message", b"warm-up", 1))
+            for j in s
+        ]
+        for s in plan_jobs(args.warmup, args.sessions, args.size, SENDER, users)
+    ]
+    report: dict[str, Any] = {
+        "benchmark": "smtp_ingest",
+        "params": {
+            "sessions": args.sessions,
+            "messages": args.messages,
+            "size": len(plan[0][0].data),
+            "users": args.users,
+            "reuse": args.reuse,
+            "client": args.client,
+            "warmup": args.warmup,
+            "rounds": args.rounds,
+            "cpus": os.cpu_count(),
+            "fs": fs_type(workdir),
+        },
+        "valid": False,
+    }
+    targets: list[Target] = []
+    rounds: dict[str, list[Round]] = {}
+    code = 1
+    try:
+        targets.append(Relate(workdir, users, args.pool_max, args.sessions, quiet))
+        if args.vs == "postfix":
+            targets.append(Postfix(workdir, users, quiet))
+        for target in targets:
+            target.start()
+            warm_up(target, warmup, args)
+            rounds[target.name] = []
+        for n in range(args.rounds):
+            # Alternate the order, so slow drifts of the machine hit both targets alike.
+            for target in targets if n % 2 == 0 else targets[::-1]:
+                say(
+                    f"{target.name}: round {n + 1}/{args.rounds}: {args.messages} messages of ~{args.size} bytes "
+                    f"over {args.sessions} sessions",
+                    quiet=quiet,
+                )
+                rounds[target.name].append(run_round(target, plan, args, profile=n == 0))
+        for target in targets:
+            report[target.name] = figures(target, rounds[target.name])
+        if "postfix" in report:
+            report["ratio"] = ratios(report["relate"], report["postfix"])
+        report["valid"] = True
+        code = 0
+    except BenchError as exc:
+        report["error"] = str(exc).splitlines()[0]
+        print(f"smtp_ingest: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        report["error"] = "interrupted"
+        print("smtp_ingest: interrupted, cleaning up", file=sys.stderr)
+        code = 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for target in reversed(targets):
+            try:
+                target.stop()
+            except Exception as exc:  # noqa: BLE001 - cleanup goes on with the next target whatever happens
+                print(f"smtp_ingest: stopping {target.name} failed: {exc}", file=sys.stderr)
+        if args.keep:
+            say(f"kept {workdir}", quiet=quiet)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if report["valid"] and not quiet:
+        print(render(report))
+    print(json_line(report))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
