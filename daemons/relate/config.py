@@ -122,6 +122,23 @@ class SmtpConfig:
 
 
 @dataclass
+class ImapConfig:
+    imap: ListenerConfig = field(default_factory=_listener("0.0.0.0:143", "[::]:143"))  # STARTTLS
+    imaps: ListenerConfig = field(default_factory=_listener("0.0.0.0:993", "[::]:993"))  # implicit TLS
+    # LOGIN/AUTHENTICATE before TLS: refused (LOGINDISABLED) unless this is set.
+    allow_plaintext_auth: bool = False
+    max_line_length: int = 65536
+    # The largest literal (APPEND message) accepted; advertised as APPENDLIMIT.
+    max_literal_size: int = 50 * 1024 * 1024
+    max_connections_per_user: int = 50
+    max_connections_per_client: int = 50
+    max_connections: int = 5000
+    # Seconds without a command before the server says BYE (RFC 9051 §5.4: at least 30 minutes).
+    idle_timeout: float = 1800.0
+    max_bad_commands: int = 20
+
+
+@dataclass
 class SmarthostConfig:
     """A relay that takes all outbound mail (or mail for ``domains``) instead of MX delivery."""
 
@@ -185,6 +202,7 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    imap: ImapConfig = field(default_factory=ImapConfig)
     push: PushConfig = field(default_factory=PushConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the file came from, for messages; not a key.
@@ -208,6 +226,10 @@ class Config:
             ("smtp.command_timeout", self.smtp.command_timeout > 0, "must be positive"),
             ("smtp.data_timeout", self.smtp.data_timeout > 0, "must be positive"),
             ("delivery.port", 1 <= self.delivery.port <= 65535, "must be a port number"),
+            ("imap.max_line_length", self.imap.max_line_length >= 1000, "must be at least 1000"),
+            ("imap.max_literal_size", self.imap.max_literal_size >= 1024, "must be at least 1024 bytes"),
+            ("imap.idle_timeout", self.imap.idle_timeout >= 60, "must be at least 60 seconds"),
+            ("imap.max_bad_commands", self.imap.max_bad_commands >= 1, "must be 1 or more"),
             ("delivery.max_connections", self.delivery.max_connections >= 1, "must be 1 or more"),
             ("delivery.max_connections_per_domain", self.delivery.max_connections_per_domain >= 1, "must be 1 or more"),
             ("delivery.messages_per_connection", self.delivery.messages_per_connection >= 1, "must be 1 or more"),
@@ -233,15 +255,19 @@ class Config:
                 raise ConfigError(f"{key}: {problem}")
         pairs = [("tls", self.tls.cert, self.tls.key)]
         pairs += [(f"smtp.{role}", lst.cert, lst.key) for role, lst in self.smtp.listeners().items()]
+        pairs += [("imap.imap", self.imap.imap.cert, self.imap.imap.key)]
+        pairs += [("imap.imaps", self.imap.imaps.cert, self.imap.imaps.key)]
         for where, cert, key_file in pairs:
             if (cert is None) != (key_file is None):
                 raise ConfigError(f"{where}.cert and {where}.key: give both or neither")
-        for role, lst in self.smtp.listeners().items():
+        listeners = [(f"smtp.{role}", lst) for role, lst in self.smtp.listeners().items()]
+        listeners += [("imap.imap", self.imap.imap), ("imap.imaps", self.imap.imaps)]
+        for where, lst in listeners:
             for i, item in enumerate(lst.listen):
                 try:
                     parse_listen(item)
                 except ValueError as exc:
-                    raise ConfigError(f"smtp.{role}.listen[{i}]: {exc}, got {item!r}") from None
+                    raise ConfigError(f"{where}.listen[{i}]: {exc}, got {item!r}") from None
 
 
 def parse_listen(item: str) -> tuple[str, int]:

@@ -23,6 +23,7 @@ from relate import auth
 from relate import config as config_mod
 from relate.config import Config
 from relate.errors import Conflict, RelateError
+from relate.imap.server import ImapServer
 from relate.queue.worker import DeliveryWorker
 from relate.runtime import tls
 from relate.runtime.daemon import open_context, setup_logging
@@ -55,8 +56,9 @@ def _write_state(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-# The dev port of each SMTP role (the design's table).
+# The dev port of each listener (the design's table).
 DEV_SMTP_PORTS = {"mx": 2525, "submission": 2587, "submissions": 2465}
+DEV_IMAP_PORTS = {"imap": 2143, "imaps": 2993}
 
 
 def dev_config(state_dir: Path, dsn: str, internal_key: str, *, any_port: bool = False) -> Config:
@@ -65,6 +67,10 @@ def dev_config(state_dir: Path, dsn: str, internal_key: str, *, any_port: bool =
     cfg.hostname = "localhost"
     for role, port in DEV_SMTP_PORTS.items():
         cfg.smtp.listeners()[role].listen = [f"127.0.0.1:{0 if any_port else port}"]
+    cfg.imap.imap.listen = [f"127.0.0.1:{0 if any_port else DEV_IMAP_PORTS['imap']}"]
+    cfg.imap.imaps.listen = [f"127.0.0.1:{0 if any_port else DEV_IMAP_PORTS['imaps']}"]
+    # The dev run listens on loopback only, where plain-text logins harm no one.
+    cfg.imap.allow_plaintext_auth = True
     cfg.database.dsn = dsn
     cfg.internal.api_key = internal_key
     cfg.internal.api_socket = state_dir / "api.sock"
@@ -118,20 +124,26 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
     ctx = await open_context(cfg)
     smtp = SmtpServer(cfg, ctx.pool, ctx.authenticator, ctx.notifier)
     delivery = DeliveryWorker(cfg, ctx.pool)
+    imap = ImapServer(cfg, ctx.pool, ctx.authenticator)
     try:
         await smtp.start()
+        await imap.start()
         await delivery.start()
-        loop.add_signal_handler(signal.SIGHUP, smtp.reload_tls)
+        for service in (smtp, imap):
+            loop.add_signal_handler(signal.SIGHUP, service.reload_tls)
         ports = {
             "smtp": smtp.addresses("mx")[0][1],
             "submission": smtp.addresses("submission")[0][1],
             "submissions": smtp.addresses("submissions")[0][1],
+            "imap": imap.addresses("imap")[0][1],
+            "imaps": imap.addresses("imaps")[0][1],
         }
         for line in describe(ports):
             console.print(line, highlight=False)
         await stop.wait()
     finally:
         await smtp.stop(grace=10)
+        await imap.stop(grace=5)
         await delivery.stop(grace=10)
         await ctx.pool.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import imaplib
 import json
 import os
 import signal
@@ -105,9 +106,14 @@ def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
         assert info["dsn"] in banner
         assert (state / "dev.json").stat().st_mode & 0o077 == 0
         assert asyncio.run(authenticates(info["dsn"], info["user"], info["key"]))
-        assert set(info["ports"]) == {"smtp", "submission", "submissions"}
+        assert set(info["ports"]) == {"smtp", "submission", "submissions", "imap", "imaps"}
         send_both_ways(info)
         assert asyncio.run(inbox_subjects(info["dsn"], info["user"])) == ["via mx", "via submission"]
+        with imaplib.IMAP4("127.0.0.1", info["ports"]["imap"], timeout=10) as imap:
+            imap.login(info["user"], info["key"])
+            imap.select("INBOX", readonly=True)
+            _, found = imap.search(None, "SUBJECT", "submission")
+            assert found == [b"2"]
     finally:
         out = stop(proc, signal.SIGINT)
     assert proc.returncode == 0, out

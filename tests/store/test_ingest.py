@@ -108,6 +108,8 @@ async def test_real_world_message_fills_columns(pool: asyncpg.Pool, inbox: dict[
     assert row["envelope"] == json.loads(json.dumps(parsed.envelope))
     assert row["bodystructure"] == json.loads(json.dumps(parsed.bodystructure))
     assert row["envelope"]["subject"] == "=?UTF-8?B?UXVhcnRlcmx5IHJlcG9ydCDigJQgZmluYWw=?="
+    async with pool.acquire() as conn:
+        assert await messages.index_pending(conn) == 1
     for word in ["quarterly", "spreadsheet", "café", "dupont"]:
         hit = await pool.fetchval("SELECT count(*) FROM messages WHERE search @@ plainto_tsquery('simple', $1)", word)
         assert hit == 1, word
@@ -121,6 +123,8 @@ async def test_broken_mime_is_stored_byte_for_byte(pool: asyncpg.Pool, inbox: di
     row = await pool.fetchrow("SELECT subject, size FROM messages WHERE id = $1", stored.id)
     assert row["subject"] == "broken boundaries"
     assert row["size"] == len(BROKEN)
+    async with pool.acquire() as conn:
+        await messages.index_pending(conn)
     hit = await pool.fetchval("SELECT count(*) FROM messages WHERE search @@ plainto_tsquery('simple', 'zebra')")
     assert hit == 1
 
@@ -253,3 +257,25 @@ async def test_large_message(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:
     (stored,) = await deliver(pool, raw, inbox["id"])
     assert await messages.raw_bytes(pool, stored.id) == raw
     assert await pool.fetchval("SELECT attachment_count FROM messages WHERE id = $1", stored.id) == 1
+
+
+async def test_body_text_is_indexed_after_delivery(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:
+    """Subject and addresses are searchable at once; body words once the indexer has run, for every copy."""
+    carol = await accounts.add_user(pool, "carol@example.com")
+    carol_inbox = await pool.fetchval("SELECT id FROM mailboxes WHERE user_id = $1 AND name = 'INBOX'", carol["id"])
+    await deliver(pool, REAL_WORLD, inbox["id"], carol_inbox)
+
+    async def hits(word: str) -> int:
+        count: int = await pool.fetchval(
+            "SELECT count(*) FROM messages WHERE search @@ plainto_tsquery('simple', $1)", word
+        )
+        return count
+
+    assert await hits("quarterly") == 2
+    assert await hits("spreadsheet") == 0
+    assert await pool.fetchval("SELECT count(*) FROM messages WHERE NOT text_indexed") == 2
+    async with pool.acquire() as conn:
+        assert await messages.index_pending(conn) == 2
+        assert await messages.index_pending(conn) == 0
+    assert await hits("spreadsheet") == 2
+    assert await hits("quarterly") == 2

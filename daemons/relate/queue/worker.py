@@ -6,6 +6,9 @@ its message is ``max_age`` old (5 days); then it fails with 4.4.7 and the
 sender gets a DSN. Senders hear once, after ``delay_warning`` (4 hours),
 that a message is still waiting. Only recipients still deferred are retried.
 
+When the queue is idle, the loop also adds the body text of newly stored
+messages to their full-text vectors (see ``store.messages.index_pending``).
+
 Recipients at hosted domains are delivered locally through the ingest path,
 without SMTP. Remote ones are grouped by domain, at most
 ``max_connections_per_domain`` connections per domain and
@@ -105,10 +108,21 @@ class DeliveryWorker:
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.warning("delivery-loop-error error=%s: %s", type(exc).__name__, exc)
                 busy = False
+            if not busy and not self._stopping:
+                busy = await self._index_text()
             if busy or self._stopping:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.delivery.poll_seconds)
+
+    async def _index_text(self) -> bool:
+        """When the queue is idle: put stored messages' body text into the search index."""
+        try:
+            async with self.pool.acquire() as conn:
+                return await messages.index_pending(conn) > 0
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("index-error error=%s: %s", type(exc).__name__, exc)
+            return False
 
     # -- one pass ----------------------------------------------------------------
 

@@ -11,6 +11,9 @@ Invariants:
   and no session can see UID n+1 before UID n. Mailboxes are locked in id
   order so concurrent multi-recipient deliveries cannot deadlock; the lock is
   taken after the blob is written, to hold it for as short a time as can be.
+- Only the subject and addresses enter the full-text vector here; the body
+  text is added after commit by :func:`index_pending`, so delivery never
+  waits on text search.
 - ``NOTIFY relate_mail`` is sent inside the transaction, so listeners hear of
   the message exactly when it is committed, and never of one rolled back.
 """
@@ -18,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -113,10 +117,11 @@ async def ingest(
         attachments,
         sum(1 for a in parsed.attachments if not a.inline),
         _clean(people),
-        _clean(parsed.text[:_SEARCH_TEXT_LIMIT]),
+        not parsed.text.strip(),
     )
     stored: list[StoredMessage] = []
-    async with conn.transaction():
+    # One transaction: the caller's when it has one (no savepoint round trips), else our own.
+    async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
         await put_blob(conn, raw, digest)
         for mailbox_id in sorted(set(mailbox_ids)):
             box = await conn.fetchrow(
@@ -130,12 +135,11 @@ async def ingest(
                 """INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
                         subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
                         in_reply_to, "references", envelope, bodystructure, header_end,
-                        attachments, attachment_count, search)
+                        attachments, attachment_count, search, text_indexed)
                    VALUES ($1, $2, $3, $4, coalesce($5, now()), $6, $7,
                         $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
                         setweight(to_tsvector('simple', coalesce($8, '')), 'A')
-                        || setweight(to_tsvector('simple', $22), 'B')
-                        || to_tsvector('simple', $23))
+                        || setweight(to_tsvector('simple', $22), 'B'), $23)
                    RETURNING id""",
                 mailbox_id,
                 box["uid"],
@@ -163,6 +167,35 @@ async def ingest(
                 ),
             )
     return stored
+
+
+async def index_pending(conn: asyncpg.Connection, limit: int = 50) -> int:
+    """Add body text to the full-text vector of messages stored since the last run; returns how many.
+
+    Copies of one message share a blob, so each blob is parsed once. Rows are
+    claimed with SKIP LOCKED, so several indexers never do the same work.
+    """
+    async with conn.transaction():
+        rows = await conn.fetch(
+            """SELECT m.id, m.blob_hash FROM messages m WHERE NOT m.text_indexed
+                ORDER BY m.id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+            limit,
+        )
+        if not rows:
+            return 0
+        by_blob: dict[bytes, list[int]] = {}
+        for r in rows:
+            by_blob.setdefault(bytes(r["blob_hash"]), []).append(r["id"])
+        for digest, ids in by_blob.items():
+            raw = await conn.fetchval("SELECT data FROM blobs WHERE hash = $1", digest)
+            text = (await parse(bytes(raw))).text[:_SEARCH_TEXT_LIMIT] if raw is not None else ""
+            await conn.execute(
+                """UPDATE messages SET search = search || to_tsvector('simple', $2), text_indexed = true
+                    WHERE id = ANY($1::bigint[])""",
+                ids,
+                _clean(text),
+            )
+    return len(rows)
 
 
 async def put_blob(conn: Queryable, raw: bytes, digest: bytes | None = None) -> bytes:

@@ -1,0 +1,644 @@
+"""IMAP command handlers, one per verb, and the verbs each state allows (RFC 9051 §6)."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import base64
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from relate.auth import AuthRefused
+from relate.errors import Conflict, NotFound
+from relate.imap import fetch as fetching
+from relate.imap import search as searching
+from relate.imap.errors import Bad, Bye, No
+from relate.imap.mutf7 import encode_mailbox
+from relate.imap.parser import (
+    Append,
+    Authenticate,
+    Command,
+    CopyMove,
+    CreateSpecial,
+    Enable,
+    Fetch,
+    FetchAtt,
+    Id,
+    ListCommand,
+    Login,
+    MailboxCommand,
+    Rename,
+    Search,
+    Select,
+    SeqSet,
+    Status,
+    Store,
+    UidExpunge,
+)
+from relate.imap.responses import astring, flag_list
+from relate.imap.session import AUTHENTICATED, LOGOUT, NOT_AUTHENTICATED, SELECTED, ImapSession, Selected
+from relate.store import imap_messages, mailboxes, messages
+
+Handler = Callable[[ImapSession, Any], Awaitable[None]]
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_SPECIAL_USES = frozenset({"\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive", "\\All", "\\Flagged"})
+
+
+def _mailbox_name(session: ImapSession, name: str) -> str:
+    return encode_mailbox(name, utf8=session.utf8)
+
+
+def _check_name(name: str) -> str:
+    """A new mailbox name: no empty levels, no control characters (RFC 9051 §5.1)."""
+    name = name.rstrip("/")
+    if not name or "//" in name or name.startswith("/") or any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        raise No("Invalid mailbox name", "CANNOT")
+    if len(name.encode()) > 1000:
+        raise No("Mailbox name too long", "CANNOT")
+    return "INBOX" + name[5:] if name.upper().startswith("INBOX/") else name
+
+
+async def _mailbox(session: ImapSession, name: str) -> dict[str, Any]:
+    assert session.principal is not None
+    box = await mailboxes.get(session.server.pool, session.principal.user_id, name)
+    if box is None:
+        raise No(f"No such mailbox {name[:200]}", "NONEXISTENT")
+    return box
+
+
+# -- any state: RFC 9051 §6.1 --------------------------------------------------------
+
+
+# RFC 9051 §6.1.1 (CAPABILITY)
+async def capability(session: ImapSession, cmd: Command) -> None:
+    session.untagged("CAPABILITY " + " ".join(session.capabilities()))
+    session.tagged(cmd.tag, "OK", "CAPABILITY completed")
+
+
+# RFC 9051 §6.1.2 (NOOP), §6.4.1 (CHECK is NOOP in IMAP4rev1 terms)
+async def noop(session: ImapSession, cmd: Command) -> None:
+    await session.sync()
+    session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
+
+
+# RFC 9051 §6.1.3 (LOGOUT)
+async def logout(session: ImapSession, cmd: Command) -> None:
+    session.untagged("BYE Relate Mail logging out")
+    session.tagged(cmd.tag, "OK", "LOGOUT completed")
+    session.state = LOGOUT
+
+
+# RFC 2971 (ID)
+async def id_(session: ImapSession, cmd: Id) -> None:
+    session.untagged(b'ID ("name" "Relate Mail" "vendor" "Relate Mail")')
+    session.tagged(cmd.tag, "OK", "ID completed")
+
+
+# -- not authenticated: RFC 9051 §6.2 --------------------------------------------------
+
+
+# RFC 9051 §6.2.1 (STARTTLS)
+async def starttls(session: ImapSession, cmd: Command) -> None:
+    if session.tls:
+        raise Bad("TLS is already active")
+    tls = session.server.tls_for("imap")
+    if tls is None:
+        raise No("STARTTLS is not available")
+    session.tagged(cmd.tag, "OK", "Begin TLS negotiation now")
+    await session.flush()
+    try:
+        await session.writer.start_tls(tls.context)
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        raise Bye("TLS negotiation failed") from exc
+    session.tls = True
+
+
+async def _login_as(session: ImapSession, tag: str, user: str, key: str) -> None:
+    session.check_login_allowed()
+    try:
+        principal = await session.server.authenticator.authenticate(
+            user, key, "imap", client=session.client, service="imap"
+        )
+    except AuthRefused:
+        raise No("Authentication failed", "AUTHENTICATIONFAILED") from None
+    refusal = session.server.admit_user(session, principal.user_id)
+    if refusal is not None:
+        raise No(refusal, "LIMIT")
+    session.principal = principal
+    session.state = AUTHENTICATED
+    session.tagged(tag, "OK", f"[CAPABILITY {' '.join(session.capabilities())}] Logged in")
+
+
+# RFC 9051 §6.2.3 (LOGIN)
+async def login(session: ImapSession, cmd: Login) -> None:
+    await _login_as(session, cmd.tag, cmd.user, cmd.password)
+
+
+# RFC 9051 §6.2.2 (AUTHENTICATE), RFC 4959 (SASL-IR), RFC 4616 (PLAIN)
+async def authenticate(session: ImapSession, cmd: Authenticate) -> None:
+    if cmd.mechanism != "PLAIN":
+        raise No("Unsupported mechanism; use PLAIN", "CANNOT")
+    session.check_login_allowed()
+    response = cmd.initial
+    if response is None:
+        session.send(b"+ ")
+        await session.flush()
+        line = (await session.reader.readuntil(b"\n")).strip()
+        if line == b"*":
+            raise Bad("Authentication cancelled")
+        try:
+            response = base64.b64decode(line, validate=True)
+        except ValueError:
+            raise Bad("Invalid base64") from None
+    pieces = response.split(b"\x00")
+    if len(pieces) != 3:
+        raise Bad("Malformed PLAIN response")
+    authzid, user, password = (p.decode("utf-8", "replace") for p in pieces)
+    if authzid and authzid.lower() != user.lower():
+        password = ""  # acting as another user is not supported: refused like a wrong key
+    await _login_as(session, cmd.tag, user, password)
+
+
+# -- authenticated: RFC 9051 §6.3 --------------------------------------------------------
+
+
+# RFC 9051 §6.3.1 (ENABLE)
+async def enable(session: ImapSession, cmd: Enable) -> None:
+    enabled = []
+    for cap in cmd.capabilities:
+        if cap == "IMAP4REV2":
+            session.rev2 = session.utf8 = True
+            enabled.append("IMAP4rev2")
+        elif cap == "UTF8=ACCEPT":
+            session.utf8 = True
+            enabled.append("UTF8=ACCEPT")
+    session.untagged("ENABLED" + "".join(" " + c for c in enabled))
+    session.tagged(cmd.tag, "OK", "ENABLE completed")
+
+
+# RFC 9051 §6.3.2 (SELECT), §6.3.3 (EXAMINE)
+async def select(session: ImapSession, cmd: Select) -> None:
+    if session.selected is not None:
+        session.selected = None
+        session.state = AUTHENTICATED
+        session.untagged("OK [CLOSED] Previous mailbox closed")
+    box = await _mailbox(session, cmd.mailbox)
+    pool = session.server.pool
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        uids = await imap_messages.uids(conn, box["id"])
+        flags = await imap_messages.flag_names(conn, box["id"])
+        unseen = await imap_messages.first_unseen_uid(conn, box["id"])
+        fresh = await mailboxes.by_id(conn, box["id"])
+    assert fresh is not None
+    sel = Selected(
+        mailbox_id=box["id"],
+        name=box["name"],
+        readonly=cmd.readonly,
+        uidvalidity=fresh["uidvalidity"],
+        uids=array.array("Q", uids),
+        known_modseq=fresh["highestmodseq"],
+        max_uid=max(uids[-1] if uids else 0, fresh["uidnext"] - 1),
+    )
+    all_flags = list(dict.fromkeys([*SYSTEM_FLAGS, *flags]))
+    session.untagged(b"FLAGS " + flag_list(all_flags))
+    session.untagged(f"{len(uids)} EXISTS")
+    if not session.rev2:
+        session.untagged("0 RECENT")
+        if unseen is not None:
+            msn = sel.msn(unseen)
+            if msn is not None:
+                session.untagged(f"OK [UNSEEN {msn}] First unseen")
+    permanent = [] if cmd.readonly else [*all_flags, "\\*"]
+    session.untagged(b"OK [PERMANENTFLAGS " + flag_list(permanent) + b"] Flags permitted")
+    session.untagged(f"OK [UIDVALIDITY {sel.uidvalidity}] UIDs valid")
+    session.untagged(f"OK [UIDNEXT {fresh['uidnext']}] Predicted next UID")
+    if session.rev2:  # RFC 9051 §6.3.2; IMAP4rev1 clients do not expect it
+        session.untagged(b'LIST () "/" ' + astring(_mailbox_name(session, box["name"]), utf8=session.utf8))
+    session.selected = sel
+    session.state = SELECTED
+    session.server.hub.watch(session, sel.mailbox_id)
+    mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
+    session.tagged(cmd.tag, "OK", f"{cmd.name} completed", mode)
+
+
+# RFC 9051 §6.3.4 (CREATE), RFC 6154 §5.3 (CREATE-SPECIAL-USE syntax)
+async def create(session: ImapSession, cmd: MailboxCommand) -> None:
+    assert session.principal is not None
+    name = _check_name(cmd.mailbox)
+    if mailboxes.is_inbox(name):
+        raise No("INBOX always exists", "ALREADYEXISTS")
+    special = None
+    if isinstance(cmd, CreateSpecial):
+        uses = [u for u in cmd.uses if u.title() in {s.title() for s in _SPECIAL_USES}]
+        if len(uses) != len(cmd.uses) or len(uses) > 1:
+            raise No("Unsupported special-use attribute", "USEATTR")
+        special = next(s for s in _SPECIAL_USES if s.lower() == uses[0].lower()) if uses else None
+    try:
+        await mailboxes.create(session.server.pool, session.principal.user_id, name, special)
+    except Conflict:
+        raise No("Mailbox already exists", "ALREADYEXISTS") from None
+    session.tagged(cmd.tag, "OK", "CREATE completed")
+
+
+# RFC 9051 §6.3.5 (DELETE)
+async def delete(session: ImapSession, cmd: MailboxCommand) -> None:
+    assert session.principal is not None
+    if mailboxes.is_inbox(cmd.mailbox):
+        raise No("INBOX cannot be deleted", "CANNOT")
+    if session.selected is not None and session.selected.name == cmd.mailbox:
+        raise No("Unselect the mailbox before deleting it", "INUSE")
+    async with session.server.pool.acquire() as conn:
+        try:
+            await mailboxes.delete(conn, session.principal.user_id, cmd.mailbox)
+        except NotFound:
+            raise No("No such mailbox", "NONEXISTENT") from None
+    session.tagged(cmd.tag, "OK", "DELETE completed")
+
+
+# RFC 9051 §6.3.6 (RENAME)
+async def rename(session: ImapSession, cmd: Rename) -> None:
+    assert session.principal is not None
+    new = _check_name(cmd.new)
+    if mailboxes.is_inbox(new):
+        raise No("Cannot rename to INBOX", "ALREADYEXISTS")
+    user_id = session.principal.user_id
+    async with session.server.pool.acquire() as conn:
+        if mailboxes.is_inbox(cmd.old):
+            # RFC 9051 §6.3.6: INBOX's messages move to the new name; INBOX stays, empty.
+            source = await _mailbox(session, "INBOX")
+            async with conn.transaction():
+                try:
+                    target = await mailboxes.create(conn, user_id, new)
+                except Conflict:
+                    raise No("Target mailbox exists", "ALREADYEXISTS") from None
+                uids = await imap_messages.uids(conn, source["id"])
+                await imap_messages.copy(conn, source["id"], uids, target["id"], move=True)
+        else:
+            try:
+                await mailboxes.rename(conn, user_id, cmd.old, new)
+            except NotFound:
+                raise No("No such mailbox", "NONEXISTENT") from None
+            except Conflict:
+                raise No("Target mailbox exists", "ALREADYEXISTS") from None
+    session.tagged(cmd.tag, "OK", "RENAME completed")
+
+
+# RFC 9051 §6.3.7 (SUBSCRIBE), §6.3.8 (UNSUBSCRIBE)
+async def subscribe(session: ImapSession, cmd: MailboxCommand) -> None:
+    assert session.principal is not None
+    try:
+        await mailboxes.set_subscribed(
+            session.server.pool, session.principal.user_id, cmd.mailbox, cmd.name == "SUBSCRIBE"
+        )
+    except NotFound:
+        raise No("No such mailbox", "NONEXISTENT") from None
+    session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
+
+
+def _pattern(reference: str, pattern: str) -> re.Pattern[str]:
+    """RFC 9051 §6.3.9: ``*`` matches anything, ``%`` anything but the delimiter; INBOX in any case."""
+    full = reference + pattern
+    if full[:5].upper() == "INBOX" and (len(full) == 5 or full[5] in "/%*"):
+        full = "INBOX" + full[5:]
+    regex = "".join(".*" if ch == "*" else "[^/]*" if ch == "%" else re.escape(ch) for ch in full)
+    return re.compile(f"^{regex}$", re.DOTALL)
+
+
+# RFC 9051 §6.3.9 (LIST), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS), RFC 6154 (SPECIAL-USE)
+async def list_(session: ImapSession, cmd: ListCommand) -> None:
+    assert session.principal is not None
+    if cmd.patterns == ("",) and not cmd.select:
+        session.untagged(b'LIST (\\Noselect) "/" ""')
+        session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
+        return
+    boxes = await mailboxes.list_all(session.server.pool, session.principal.user_id)
+    names = {b["name"] for b in boxes}
+    by_name = {b["name"]: b for b in boxes}
+    # Parents that do not exist themselves (a/b exists, a does not) show as \NonExistent.
+    for name in list(names):
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent not in names:
+                by_name.setdefault(parent, {"name": parent, "missing": True, "subscribed": False})
+    regexes = [_pattern(cmd.reference, p) for p in cmd.patterns]
+    subscribed_only = cmd.lsub or "SUBSCRIBED" in cmd.select
+    special_only = "SPECIAL-USE" in cmd.select
+    for name in sorted(by_name, key=lambda n: (not mailboxes.is_inbox(n), n)):
+        box = by_name[name]
+        if not any(r.match(name) for r in regexes):
+            continue
+        if subscribed_only and not box.get("subscribed"):
+            continue
+        if special_only and not box.get("special_use"):
+            continue
+        attrs = []
+        if box.get("missing"):
+            attrs.append("\\NonExistent" if session.rev2 else "\\Noselect")
+        has_children = any(other.startswith(name + "/") for other in names)
+        attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
+        if box.get("subscribed") and (session.rev2 or "SUBSCRIBED" in cmd.returns or cmd.lsub or subscribed_only):
+            attrs.append("\\Subscribed")
+        if box.get("special_use") and (not cmd.returns or "SPECIAL-USE" in cmd.returns or special_only):
+            attrs.append(box["special_use"])
+        verb = "LSUB" if cmd.lsub else "LIST"
+        line = f'{verb} ({" ".join(attrs)}) "/" '.encode() + astring(_mailbox_name(session, name), utf8=session.utf8)
+        session.untagged(line)
+        if cmd.status_items and not box.get("missing"):
+            session.untagged(await _status_line(session, box, cmd.status_items))
+    session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
+
+
+async def _status_line(session: ImapSession, box: dict[str, Any], items: tuple[str, ...]) -> bytes:
+    values = await mailboxes.status(session.server.pool, box["id"])
+    names = {
+        "MESSAGES": "messages",
+        "UIDNEXT": "uidnext",
+        "UIDVALIDITY": "uidvalidity",
+        "UNSEEN": "unseen",
+        "DELETED": "deleted",
+        "SIZE": "size",
+        "HIGHESTMODSEQ": "highestmodseq",
+    }
+    out = []
+    for item in items:
+        if item == "RECENT":
+            out.append("RECENT 0")
+        elif item in names:
+            out.append(f"{item} {values[names[item]]}")
+        else:
+            raise Bad(f"Unknown status item {item[:40]}")
+    return b"STATUS " + astring(_mailbox_name(session, box["name"]), utf8=session.utf8) + f" ({' '.join(out)})".encode()
+
+
+# RFC 9051 §6.3.11 (STATUS), RFC 8438 (STATUS=SIZE)
+async def status(session: ImapSession, cmd: Status) -> None:
+    box = await _mailbox(session, cmd.mailbox)
+    session.untagged(await _status_line(session, box, cmd.items))
+    session.tagged(cmd.tag, "OK", "STATUS completed")
+
+
+# RFC 9051 §6.3.12 (APPEND), RFC 4315 (APPENDUID)
+async def append(session: ImapSession, cmd: Append) -> None:
+    assert session.principal is not None
+    try:
+        box = await _mailbox(session, cmd.mailbox)
+    except No:
+        raise No("No such mailbox", "TRYCREATE") from None
+    flags = [f for f in cmd.flags if f != "\\Recent"]
+    async with session.server.pool.acquire() as conn:
+        (stored,) = await messages.ingest(conn, cmd.message, [box["id"]], flags=flags, internal_date=cmd.date)
+    await session.sync_after(cmd)  # appending to the selected mailbox: the client hears EXISTS now
+    session.tagged(cmd.tag, "OK", "APPEND completed", f"APPENDUID {box['uidvalidity']} {stored.uid}")
+
+
+# RFC 9051 §6.3.10 (NAMESPACE)
+async def namespace(session: ImapSession, cmd: Command) -> None:
+    session.untagged('NAMESPACE (("" "/")) NIL NIL')
+    session.tagged(cmd.tag, "OK", "NAMESPACE completed")
+
+
+# RFC 9051 §6.3.13 (IDLE)
+async def idle(session: ImapSession, cmd: Command) -> None:
+    session.send(b"+ idling")
+    await session.flush()
+    done = asyncio.ensure_future(session.reader.readuntil(b"\n"))
+    try:
+        while True:
+            sel = session.selected
+            waiters: list[asyncio.Future[Any]] = [done]
+            changed = None
+            if sel is not None:
+                changed = asyncio.ensure_future(sel.changed.wait())
+                waiters.append(changed)
+            finished, _ = await asyncio.wait(
+                waiters, timeout=session.cfg.idle_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if changed is not None and not changed.done():
+                changed.cancel()
+            if not finished:
+                raise Bye("Autologout; idle for too long")
+            if done in finished:
+                break
+            await session.sync()
+            await session.flush()
+        line = done.result().strip()
+        if line.upper() != b"DONE":
+            raise Bad("Expected DONE")
+    finally:
+        if not done.done():
+            done.cancel()
+    await session.sync()
+    session.tagged(cmd.tag, "OK", "IDLE terminated")
+
+
+# -- selected: RFC 9051 §6.4 ---------------------------------------------------------------
+
+
+def _resolve(sel: Selected, seqset: SeqSet, uid: bool) -> list[int]:
+    """The UIDs a sequence set (message numbers or UIDs, ``$`` included) names, ascending."""
+    if seqset.saved:
+        wanted = set(sel.saved)
+        return [u for u in sel.uids if u in wanted]
+    if not sel.uids:
+        if uid:
+            return []
+        raise Bad("The mailbox is empty")
+    if uid:
+        largest = sel.uids[-1]
+        ranges = seqset.resolve(largest)
+        return [u for u in sel.uids if any(lo <= u <= hi for lo, hi in ranges)]
+    count = len(sel.uids)
+    out: set[int] = set()
+    for lo, hi in seqset.resolve(count):
+        if lo < 1 or hi > count:
+            raise Bad("Message number out of range")
+        out.update(sel.uids[lo - 1 : hi])
+    return sorted(out)
+
+
+# RFC 9051 §6.4.1 (CLOSE), §6.4.2 (UNSELECT)
+async def close(session: ImapSession, cmd: Command) -> None:
+    sel = session.require_selected()
+    if cmd.name == "CLOSE" and not sel.readonly:
+        async with session.server.pool.acquire() as conn:
+            await imap_messages.expunge(conn, sel.mailbox_id, None)
+    session.server.hub.unwatch(session, sel.mailbox_id)
+    session.selected = None
+    session.state = AUTHENTICATED
+    session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
+
+
+# RFC 9051 §6.4.3 (EXPUNGE), RFC 4315 §2.1 (UID EXPUNGE)
+async def expunge(session: ImapSession, cmd: Command) -> None:
+    sel = session.require_selected()
+    if sel.readonly:
+        raise No("Mailbox is read-only", "READ-ONLY")
+    uid_list = _resolve(sel, cmd.seqset, True) if isinstance(cmd, UidExpunge) else None
+    async with session.server.pool.acquire() as conn:
+        await imap_messages.expunge(conn, sel.mailbox_id, uid_list)
+    await session.sync()
+    session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
+
+
+# RFC 9051 §6.4.4 (SEARCH), RFC 4731 (ESEARCH), RFC 5182 (SEARCHRES)
+async def search(session: ImapSession, cmd: Search) -> None:
+    sel = session.require_selected()
+    async with session.server.pool.acquire() as conn:
+        uids = await searching.run(conn, sel, cmd.key, charset=cmd.charset)
+    numbers = uids if cmd.uid else [n for n in (sel.msn(u) for u in uids) if n is not None]
+    if cmd.returns is None and not session.rev2:
+        session.untagged("SEARCH" + "".join(f" {n}" for n in numbers))
+    else:
+        # RFC 4731: RETURN () and a rev2 plain SEARCH mean ALL; RFC 5182: SAVE alone answers nothing.
+        opts = set(cmd.returns) if cmd.returns else {"ALL"}
+        if "SAVE" in opts:
+            sel.saved = uids
+            opts.discard("SAVE")
+        if opts:
+            parts = [f'(TAG "{cmd.tag}")'] + (["UID"] if cmd.uid else [])
+            if numbers and "MIN" in opts:
+                parts.append(f"MIN {numbers[0]}")
+            if numbers and "MAX" in opts:
+                parts.append(f"MAX {numbers[-1]}")
+            if numbers and "ALL" in opts:
+                parts.append(f"ALL {searching.compact(numbers)}")
+            if "COUNT" in opts:
+                parts.append(f"COUNT {len(numbers)}")
+            session.untagged("ESEARCH " + " ".join(parts))
+    await session.sync_after(cmd)
+    session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}SEARCH completed")
+
+
+# RFC 9051 §6.4.5 (FETCH), §6.4.9 (UID FETCH)
+async def fetch(session: ImapSession, cmd: Fetch) -> None:
+    sel = session.require_selected()
+    uids = _resolve(sel, cmd.seqset, cmd.uid)
+    pool = session.server.pool
+    if uids and fetching.sets_seen(cmd.atts) and not sel.readonly:
+        async with pool.acquire() as conn:
+            modseq, _ = await imap_messages.store_flags(conn, sel.mailbox_id, uids, "+", ["\\Seen"])
+        sel.own_modseqs.add(modseq)
+        atts = cmd.atts if any(a.name == "FLAGS" for a in cmd.atts) else (*cmd.atts, _FLAGS)
+    else:
+        atts = cmd.atts
+    with_raw = fetching.needs_raw(atts)
+    batch = 200 if with_raw else 2000
+    for start in range(0, len(uids), batch):
+        async with pool.acquire() as conn:
+            rows = await imap_messages.fetch(conn, sel.mailbox_id, uids[start : start + batch], with_raw=with_raw)
+        for row in rows:
+            msn = sel.msn(row["uid"])
+            if msn is None:
+                continue
+            raw = bytes(row["raw"]) if with_raw else None
+            session.send(b"* %d FETCH " % msn + fetching.render(row, raw, atts, utf8=session.utf8))
+        await session.flush()
+    await session.sync_after(cmd)
+    session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}FETCH completed")
+
+
+_FLAGS = FetchAtt("FLAGS")
+
+
+# RFC 9051 §6.4.6 (STORE)
+async def store(session: ImapSession, cmd: Store) -> None:
+    sel = session.require_selected()
+    if sel.readonly:
+        raise No("Mailbox is read-only", "READ-ONLY")
+    uids = _resolve(sel, cmd.seqset, cmd.uid)
+    flags = [f for f in cmd.flags if f != "\\Recent"]
+    for flag in flags:
+        if flag.startswith("\\") and flag.title() not in {f.title() for f in SYSTEM_FLAGS}:
+            raise Bad(f"Unknown system flag {flag[:40]}")
+    flags = [next((s for s in SYSTEM_FLAGS if s.lower() == f.lower()), f) for f in flags]
+    async with session.server.pool.acquire() as conn:
+        modseq, changed = await imap_messages.store_flags(conn, sel.mailbox_id, uids, cmd.mode, flags)
+    sel.own_modseqs.add(modseq)
+    if not cmd.silent:
+        for uid, new_flags in changed:
+            msn = sel.msn(uid)
+            if msn is not None:
+                uid_part = f"UID {uid} " if cmd.uid else ""
+                session.untagged(f"{msn} FETCH ({uid_part}FLAGS ".encode() + flag_list(new_flags) + b")")
+    await session.sync_after(cmd)
+    session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}STORE completed")
+
+
+# RFC 9051 §6.4.7 (COPY), §6.4.8 (MOVE), RFC 4315 (COPYUID)
+async def copy_move(session: ImapSession, cmd: CopyMove) -> None:
+    sel = session.require_selected()
+    if cmd.name == "MOVE" and sel.readonly:
+        raise No("Mailbox is read-only", "READ-ONLY")
+    try:
+        target = await _mailbox(session, cmd.mailbox)
+    except No:
+        raise No("No such mailbox", "TRYCREATE") from None
+    uids = _resolve(sel, cmd.seqset, cmd.uid)
+    async with session.server.pool.acquire() as conn:
+        pairs = await imap_messages.copy(conn, sel.mailbox_id, uids, target["id"], move=cmd.name == "MOVE")
+    code = None
+    if pairs:
+        code = (
+            f"COPYUID {target['uidvalidity']} {searching.compact([p[0] for p in pairs])} "
+            f"{searching.compact([p[1] for p in pairs])}"
+        )
+    if cmd.name == "MOVE":
+        if code:
+            session.untagged(f"OK [{code}] Moved")
+        await session.sync()
+        session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}MOVE completed")
+        return
+    await session.sync_after(cmd)
+    session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}COPY completed", code)
+
+
+HANDLERS: dict[str, Handler] = {
+    "CAPABILITY": capability,
+    "NOOP": noop,
+    "CHECK": noop,
+    "LOGOUT": logout,
+    "ID": id_,
+    "STARTTLS": starttls,
+    "LOGIN": login,
+    "AUTHENTICATE": authenticate,
+    "ENABLE": enable,
+    "SELECT": select,
+    "EXAMINE": select,
+    "CREATE": create,
+    "DELETE": delete,
+    "RENAME": rename,
+    "SUBSCRIBE": subscribe,
+    "UNSUBSCRIBE": subscribe,
+    "LIST": list_,
+    "LSUB": list_,
+    "NAMESPACE": namespace,
+    "STATUS": status,
+    "APPEND": append,
+    "IDLE": idle,
+    "CLOSE": close,
+    "UNSELECT": close,
+    "EXPUNGE": expunge,
+    "UID EXPUNGE": expunge,
+    "SEARCH": search,
+    "FETCH": fetch,
+    "STORE": store,
+    "COPY": copy_move,
+    "MOVE": copy_move,
+}
+
+_ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
+_AUTHENTICATED = _ANY | {
+    "ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
+    "LIST", "LSUB", "NAMESPACE", "STATUS", "APPEND", "IDLE",
+}  # fmt: skip
+ALLOWED: dict[str, frozenset[str]] = {
+    NOT_AUTHENTICATED: frozenset(_ANY | {"STARTTLS", "LOGIN", "AUTHENTICATE"}),
+    AUTHENTICATED: frozenset(_AUTHENTICATED),
+    SELECTED: frozenset(
+        _AUTHENTICATED
+        | {"CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "UID EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE"}
+    ),
+    LOGOUT: frozenset(),
+}

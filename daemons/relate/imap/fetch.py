@@ -1,0 +1,171 @@
+"""FETCH data items (RFC 9051 §6.4.5, §7.5.2) from stored columns and raw bytes, byte-exact.
+
+ENVELOPE, BODY and BODYSTRUCTURE come from the structures parsed at ingest;
+BODY[section] is cut from the raw message using the part offsets recorded
+then; BINARY[section] decodes the part's transfer encoding. Nothing here
+re-parses a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import quopri
+from typing import Any
+
+from relate.imap.errors import No
+from relate.imap.parser import FetchAtt, Section
+from relate.imap.responses import body_structure, date_time, envelope, flag_list, literal
+
+RAW_ITEMS = frozenset({"BODY[]", "BINARY[]", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+
+
+def needs_raw(atts: tuple[FetchAtt, ...]) -> bool:
+    return any(a.name in RAW_ITEMS for a in atts)
+
+
+def sets_seen(atts: tuple[FetchAtt, ...]) -> bool:
+    """Non-PEEK body fetches set \\Seen (RFC 9051 §6.4.5); RFC822.HEADER does not."""
+    return any((a.name in ("BODY[]", "BINARY[]") and not a.peek) or a.name in ("RFC822", "RFC822.TEXT") for a in atts)
+
+
+def _node(structure: dict[str, Any], part: tuple[int, ...]) -> dict[str, Any]:
+    """The body part numbered ``part`` (RFC 9051 §6.4.5 part numbering)."""
+    node = structure
+    for number in part:
+        if node.get("type") == "multipart":
+            children = node.get("parts", [])
+        elif node.get("message") is not None:
+            inner = node["message"]["body"]
+            children = inner.get("parts", []) if inner.get("type") == "multipart" else [inner]
+        elif number == 1 and node is structure:
+            children = [node]  # a single-part message: part 1 is its body
+        else:
+            raise No("No such body part")
+        if not 1 <= number <= len(children):
+            raise No("No such body part")
+        node = children[number - 1]
+    return node
+
+
+def _fields(header: bytes, names: tuple[str, ...], *, exclude: bool) -> bytes:
+    """HEADER.FIELDS (or .NOT): the matching header lines, folding kept, plus the blank line."""
+    wanted = {n.lower() for n in names}
+    out: list[bytes] = []
+    keep = False
+    for line in header.splitlines(keepends=True):
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                out.append(line)
+            continue
+        name = line.split(b":", 1)[0].strip().decode("ascii", "replace").lower()
+        keep = (name in wanted) != exclude
+        if keep:
+            out.append(line)
+    return b"".join(out) + b"\r\n"
+
+
+def section_bytes(raw: bytes, row: dict[str, Any], section: Section) -> bytes:
+    """The octets of BODY[section] (RFC 9051 §6.4.5)."""
+    structure = row["bodystructure"]
+    if not section.part:
+        header_end = int(row["header_end"])
+        if section.text is None:
+            return raw
+        if section.text == "TEXT":
+            return raw[header_end:]
+        header = raw[:header_end]
+        if section.text == "HEADER":
+            return header
+        return _fields(header, section.fields, exclude=section.text == "HEADER.FIELDS.NOT")
+    node = _node(structure, section.part)
+    header_start, body_start, end = int(node["header_start"]), int(node["body_start"]), int(node["end"])
+    if section.text is None:
+        return raw[body_start:end]
+    if section.text == "MIME":
+        return raw[header_start:body_start]
+    # HEADER, TEXT and HEADER.FIELDS of an encapsulated message/rfc822 part.
+    inner = node.get("message")
+    if inner is None:
+        raise No("That section applies to message/rfc822 parts only")
+    inner_start, inner_body = int(inner["body"]["header_start"]), int(inner["body"]["body_start"])
+    if section.text == "TEXT":
+        return raw[inner_body:end]
+    header = raw[inner_start:inner_body]
+    if section.text == "HEADER":
+        return header
+    return _fields(header, section.fields, exclude=section.text == "HEADER.FIELDS.NOT")
+
+
+def decoded_part(raw: bytes, row: dict[str, Any], part: tuple[int, ...]) -> bytes:
+    """BINARY[part]: the part's body with its transfer encoding removed (RFC 9051 §6.4.5)."""
+    if not part:
+        return raw
+    node = _node(row["bodystructure"], part)
+    data = raw[int(node["body_start"]) : int(node["end"])]
+    encoding = str(node.get("encoding") or "7bit").lower()
+    if encoding == "base64":
+        try:
+            return base64.b64decode(b"".join(data.split()), validate=False)
+        except (binascii.Error, ValueError):
+            raise No("Cannot decode the part", "UNKNOWN-CTE") from None
+    if encoding == "quoted-printable":
+        return quopri.decodestring(data)
+    if encoding in ("7bit", "8bit", "binary"):
+        return data
+    raise No(f"Unknown transfer encoding {encoding}", "UNKNOWN-CTE")
+
+
+def _partial(data: bytes, att: FetchAtt) -> tuple[bytes, str]:
+    if att.partial is None:
+        return data, ""
+    start, count = att.partial
+    return data[start : start + count], f"<{start}>"
+
+
+def render(row: dict[str, Any], raw: bytes | None, atts: tuple[FetchAtt, ...], *, utf8: bool) -> bytes:
+    """The parenthesized list of one FETCH response."""
+    items: list[bytes] = []
+    for att in atts:
+        name = att.name
+        if name == "UID":
+            items.append(b"UID %d" % row["uid"])
+        elif name == "FLAGS":
+            items.append(b"FLAGS " + flag_list(row["flags"]))
+        elif name == "INTERNALDATE":
+            items.append(b"INTERNALDATE " + date_time(row["internal_date"]))
+        elif name == "RFC822.SIZE":
+            items.append(b"RFC822.SIZE %d" % row["size"])
+        elif name == "MODSEQ":
+            items.append(b"MODSEQ (%d)" % row["modseq"])
+        elif name == "ENVELOPE":
+            items.append(b"ENVELOPE " + envelope(row["envelope"], utf8=utf8))
+        elif name == "BODYSTRUCTURE":
+            items.append(b"BODYSTRUCTURE " + body_structure(row["bodystructure"], extended=True, utf8=utf8))
+        elif name == "BODY":
+            items.append(b"BODY " + body_structure(row["bodystructure"], extended=False, utf8=utf8))
+        else:
+            assert raw is not None
+            items.append(_raw_item(row, raw, att))
+    return b"(" + b" ".join(items) + b")"
+
+
+def _raw_item(row: dict[str, Any], raw: bytes, att: FetchAtt) -> bytes:
+    name = att.name
+    header_end = int(row["header_end"])
+    if name == "RFC822":
+        return b"RFC822 " + literal(raw)
+    if name == "RFC822.HEADER":
+        return b"RFC822.HEADER " + literal(raw[:header_end])
+    if name == "RFC822.TEXT":
+        return b"RFC822.TEXT " + literal(raw[header_end:])
+    section = att.section or Section()
+    if name == "BINARY.SIZE":
+        return b"BINARY.SIZE[%s] %d" % (section.spec().encode(), len(decoded_part(raw, row, section.part)))
+    if name == "BINARY[]":
+        data, origin = _partial(decoded_part(raw, row, section.part), att)
+        return b"BINARY[%s]%s " % (section.spec().encode(), origin.encode()) + literal(data, binary=b"\x00" in data)
+    data, origin = _partial(section_bytes(raw, row, section), att)
+    return b"BODY[%s]%s " % (section.spec().encode(), origin.encode()) + literal(data)

@@ -1,0 +1,81 @@
+"""Mailbox names on the wire: modified UTF-7 for IMAP4rev1 (RFC 3501 §5.1.3), UTF-8 otherwise.
+
+Names are stored as UTF-8. A rev1 client that has not enabled UTF8=ACCEPT
+(RFC 6855) sends and receives modified UTF-7; IMAP4rev2 and UTF8=ACCEPT
+clients use UTF-8 directly (RFC 9051 §5.1).
+"""
+
+from __future__ import annotations
+
+import base64
+
+from relate.imap.errors import ParseError
+
+
+def encode(name: str) -> str:
+    """UTF-8 text to modified UTF-7."""
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            raw = "".join(pending).encode("utf-16-be")
+            out.append("&" + base64.b64encode(raw).decode().rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for ch in name:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            pending.append(ch)
+    flush()
+    return "".join(out)
+
+
+def decode(text: str) -> str:
+    """Modified UTF-7 to UTF-8 text; raises ParseError on malformed input."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "&":
+            if not 0x20 <= ord(ch) <= 0x7E:
+                raise ParseError("mailbox name is not valid modified UTF-7")
+            out.append(ch)
+            i += 1
+            continue
+        end = text.find("-", i)
+        if end < 0:
+            raise ParseError("mailbox name is not valid modified UTF-7")
+        chunk = text[i + 1 : end]
+        if not chunk:
+            out.append("&")
+        else:
+            b64 = chunk.replace(",", "/")
+            try:
+                raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
+                out.append(raw.decode("utf-16-be"))
+            except (ValueError, UnicodeDecodeError):
+                raise ParseError("mailbox name is not valid modified UTF-7") from None
+        i = end + 1
+    return "".join(out)
+
+
+def decode_mailbox(raw: bytes, *, utf8: bool) -> str:
+    """A mailbox name from the wire: UTF-8 when enabled, else modified UTF-7."""
+    if utf8:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParseError("mailbox name is not valid UTF-8") from None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        # Clients that send raw UTF-8 without enabling it are common enough to accept.
+        return raw.decode("utf-8", "replace")
+    return decode(text)
+
+
+def encode_mailbox(name: str, *, utf8: bool) -> str:
+    return name if utf8 else encode(name)

@@ -1,0 +1,869 @@
+"""IMAP command parser: bytes in, immutable command objects out, no I/O (RFC 9051 §9).
+
+The session reads a command as a list of parts: line text (``bytes``) and
+the literals between them (:class:`Literal`), each literal already read in
+full. :func:`parse` walks those parts with a cursor whose methods consume
+one grammar element each and raise :class:`ParseError` (answered ``BAD``) on
+anything else. Commands come out as frozen dataclasses; sequence sets keep
+``*`` and ``$`` symbolic, to be resolved against the selected mailbox.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+
+from relate.imap.errors import ParseError
+from relate.imap.mutf7 import decode_mailbox
+
+
+@dataclass(frozen=True)
+class Literal:
+    data: bytes
+    binary: bool = False  # literal8 (~{n}), RFC 9051 §4.3
+
+
+Part = bytes | Literal
+
+# -- values ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeqRange:
+    start: int | None  # None means "*"
+    end: int | None
+
+
+@dataclass(frozen=True)
+class SeqSet:
+    ranges: tuple[SeqRange, ...] = ()
+    saved: bool = False  # "$": the result of the last SEARCH ... RETURN (SAVE), RFC 9051 §6.4.4.1
+
+    def resolve(self, largest: int) -> list[tuple[int, int]]:
+        """Concrete (low, high) ranges, ``*`` being ``largest`` (RFC 9051 §9 seq-range)."""
+        out = []
+        for r in self.ranges:
+            a = largest if r.start is None else r.start
+            b = largest if r.end is None else r.end
+            out.append((min(a, b), max(a, b)))
+        return out
+
+    def contains(self, n: int, largest: int) -> bool:
+        return any(lo <= n <= hi for lo, hi in self.resolve(largest))
+
+
+@dataclass(frozen=True)
+class Section:
+    """BODY[<part>.<text>] (RFC 9051 §6.4.5)."""
+
+    part: tuple[int, ...] = ()
+    text: str | None = None  # HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME
+    fields: tuple[str, ...] = ()
+
+    def spec(self) -> str:
+        """The section as echoed back in the FETCH response."""
+        pieces = [".".join(str(p) for p in self.part)] if self.part else []
+        if self.text:
+            text = self.text
+            if self.fields:
+                text += " (" + " ".join(self.fields) + ")"
+            pieces.append(text)
+        return ".".join(pieces)
+
+
+@dataclass(frozen=True)
+class FetchAtt:
+    name: str  # FLAGS, UID, ENVELOPE, BODY, BODYSTRUCTURE, BODY[], BINARY[], BINARY.SIZE, RFC822, ...
+    section: Section | None = None
+    partial: tuple[int, int] | None = None  # <start.count>
+    peek: bool = False
+
+
+@dataclass(frozen=True)
+class SearchKey:
+    name: str  # ALL, AND, OR, NOT, FLAG keys, SINCE, HEADER, UID, SEQ, ...
+    args: tuple[object, ...] = ()
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    tag: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Login(Command):
+    user: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Authenticate(Command):
+    mechanism: str
+    initial: bytes | None  # SASL-IR initial response, already base64-decoded; b"" for "="
+
+
+@dataclass(frozen=True)
+class Enable(Command):
+    capabilities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Select(Command):
+    mailbox: str
+    readonly: bool
+
+
+@dataclass(frozen=True)
+class MailboxCommand(Command):
+    """CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE."""
+
+    mailbox: str
+
+
+@dataclass(frozen=True)
+class Rename(Command):
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class ListCommand(Command):
+    reference: str
+    patterns: tuple[str, ...]
+    select: tuple[str, ...] = ()  # SUBSCRIBED, REMOTE, RECURSIVEMATCH, SPECIAL-USE
+    returns: tuple[str, ...] = ()  # SUBSCRIBED, CHILDREN, SPECIAL-USE, STATUS
+    status_items: tuple[str, ...] = ()
+    lsub: bool = False
+
+
+@dataclass(frozen=True)
+class Status(Command):
+    mailbox: str
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Append(Command):
+    mailbox: str
+    flags: tuple[str, ...]
+    date: datetime | None
+    message: bytes
+
+
+@dataclass(frozen=True)
+class Search(Command):
+    uid: bool
+    key: SearchKey
+    returns: tuple[str, ...] | None  # None: plain SEARCH (rev1); () means RETURN () = ALL
+    charset: str | None = None
+
+
+@dataclass(frozen=True)
+class Fetch(Command):
+    uid: bool
+    seqset: SeqSet
+    atts: tuple[FetchAtt, ...]
+
+
+@dataclass(frozen=True)
+class Store(Command):
+    uid: bool
+    seqset: SeqSet
+    mode: str  # "+", "-" or ""
+    silent: bool
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CopyMove(Command):
+    """COPY and MOVE."""
+
+    uid: bool
+    seqset: SeqSet
+    mailbox: str
+
+
+@dataclass(frozen=True)
+class UidExpunge(Command):
+    seqset: SeqSet
+
+
+@dataclass(frozen=True)
+class Id(Command):
+    params: tuple[tuple[str, str | None], ...] | None
+
+
+# -- the cursor -----------------------------------------------------------------------
+
+_ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0x20)) | {0x7F}
+_ASTRING_EXTRA = frozenset(b"]")  # ASTRING-CHAR = ATOM-CHAR / resp-specials
+_LIST_WILDCARDS = frozenset(b"%*")
+_TAG_FORBIDDEN = _ATOM_SPECIALS | {ord("+")}
+_MONTHS = {
+    m: i + 1 for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])
+}
+_DATE_TIME = re.compile(rb'"([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"')
+_DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
+MAX_NESTING = 64
+
+
+class Cursor:
+    def __init__(self, parts: list[Part], *, utf8: bool = False) -> None:
+        self.parts = parts
+        self.index = 0  # which part
+        self.pos = 0  # offset in the current bytes part
+        self.utf8 = utf8
+        self.depth = 0
+
+    # Low level.
+
+    def _line(self) -> bytes:
+        part = self.parts[self.index] if self.index < len(self.parts) else b""
+        return part if isinstance(part, bytes) else b""
+
+    def peek(self) -> int | None:
+        """The next byte, or None at the end of a bytes part (a literal or the end follows)."""
+        line = self._line()
+        if self.index < len(self.parts) and isinstance(self.parts[self.index], Literal):
+            return None
+        return line[self.pos] if self.pos < len(line) else None
+
+    def at_literal(self) -> bool:
+        """Whether a literal comes next (the bytes part before it is used up)."""
+        if self.index < len(self.parts) and isinstance(self.parts[self.index], bytes):
+            if self.pos < len(self._line()):
+                return False
+            return self.index + 1 < len(self.parts) and isinstance(self.parts[self.index + 1], Literal)
+        return self.index < len(self.parts) and isinstance(self.parts[self.index], Literal)
+
+    def at_end(self) -> bool:
+        return not self.at_literal() and self.peek() is None and self.index >= len(self.parts) - 1
+
+    def end(self) -> None:
+        if not self.at_end():
+            raise ParseError("unexpected extra arguments")
+
+    def take(self, token: bytes) -> bool:
+        line = self._line()
+        if self.peek() is not None and line[self.pos : self.pos + len(token)].upper() == token.upper():
+            self.pos += len(token)
+            return True
+        return False
+
+    def expect(self, token: bytes, what: str | None = None) -> None:
+        if not self.take(token):
+            raise ParseError(f"expected {what or token.decode()}")
+
+    def sp(self) -> None:
+        self.expect(b" ", "a space")
+
+    def literal(self) -> Literal:
+        if not self.at_literal():
+            raise ParseError("expected a literal")
+        if isinstance(self.parts[self.index], bytes):
+            self.index += 1
+        lit = self.parts[self.index]
+        assert isinstance(lit, Literal)
+        self.index += 1
+        self.pos = 0
+        return lit
+
+    def _run(self, forbidden: frozenset[int]) -> bytes:
+        line = self._line()
+        start = self.pos
+        while self.pos < len(line) and line[self.pos] not in forbidden and (line[self.pos] < 0x80 or self.utf8):
+            self.pos += 1
+        return line[start : self.pos]
+
+    # Grammar elements.
+
+    def atom(self, what: str = "an atom") -> str:
+        text = self._run(_ATOM_SPECIALS)
+        if not text:
+            raise ParseError(f"expected {what}")
+        return text.decode("utf-8", "replace")
+
+    def tag(self) -> str:
+        text = self._run(_TAG_FORBIDDEN)
+        if not text:
+            raise ParseError("expected a tag")
+        return text.decode("ascii", "replace")
+
+    def number(self) -> int:
+        line = self._line()
+        start = self.pos
+        while self.pos < len(line) and 0x30 <= line[self.pos] <= 0x39:
+            self.pos += 1
+        text = line[start : self.pos]
+        if not text or len(text) > 10:
+            raise ParseError("expected a number")
+        value = int(text)
+        if value > 0xFFFFFFFF:
+            raise ParseError("number out of range")
+        return value
+
+    def nz_number(self) -> int:
+        value = self.number()
+        if value == 0:
+            raise ParseError("expected a non-zero number")
+        return value
+
+    def quoted(self) -> bytes:
+        self.expect(b'"', "a quoted string")
+        line = self._line()
+        out = bytearray()
+        while self.pos < len(line):
+            ch = line[self.pos]
+            self.pos += 1
+            if ch == 0x22:
+                return bytes(out)
+            if ch == 0x5C:
+                if self.pos >= len(line) or line[self.pos] not in b'"\\':
+                    raise ParseError("bad escape in quoted string")
+                ch = line[self.pos]
+                self.pos += 1
+            elif ch in (0x0D, 0x0A) or (ch >= 0x80 and not self.utf8):
+                raise ParseError("bad character in quoted string")
+            out.append(ch)
+        raise ParseError("unterminated quoted string")
+
+    def string(self) -> bytes:
+        if self.at_literal():
+            return self.literal().data
+        return self.quoted()
+
+    def astring_bytes(self) -> bytes:
+        if self.at_literal():
+            return self.literal().data
+        if self.peek() == 0x22:
+            return self.quoted()
+        text = self._run(_ATOM_SPECIALS - _ASTRING_EXTRA)
+        if not text:
+            raise ParseError("expected a string")
+        return text
+
+    def astring(self) -> str:
+        return self.astring_bytes().decode("utf-8", "replace")
+
+    def nstring_or_nil(self) -> str | None:
+        if self.take(b"NIL"):
+            return None
+        return self.string().decode("utf-8", "replace")
+
+    def mailbox(self) -> str:
+        raw = self.astring_bytes()
+        return decode_mailbox(raw, utf8=self.utf8)
+
+    def list_mailbox(self) -> str:
+        """A LIST pattern: astring or list-char run (wildcards allowed)."""
+        if self.at_literal() or self.peek() == 0x22:
+            raw = self.string()
+        else:
+            raw = self._run((_ATOM_SPECIALS - _LIST_WILDCARDS) - _ASTRING_EXTRA)
+            if not raw:
+                raise ParseError("expected a mailbox pattern")
+        return decode_mailbox(raw, utf8=self.utf8)
+
+    def paren_list(self, item: str = "list") -> list[str]:
+        """``(a b c)`` of atoms or flags."""
+        self.expect(b"(", f"a parenthesized {item}")
+        out: list[str] = []
+        while not self.take(b")"):
+            if out:
+                self.sp()
+            out.append(self.flag_or_atom())
+        return out
+
+    def flag_or_atom(self) -> str:
+        if self.take(b"\\"):
+            if self.take(b"*"):
+                return "\\*"
+            return "\\" + self.atom("a flag")
+        return self.atom("a flag or keyword")
+
+    def seq_number(self) -> int | None:
+        if self.take(b"*"):
+            return None
+        return self.nz_number()
+
+    def seqset(self) -> SeqSet:
+        if self.take(b"$"):
+            return SeqSet(saved=True)
+        ranges = []
+        while True:
+            start = self.seq_number()
+            end = self.seq_number() if self.take(b":") else start
+            ranges.append(SeqRange(start, end))
+            if not self.take(b","):
+                return SeqSet(tuple(ranges))
+
+    def date(self) -> datetime:
+        """date = date-text / DQUOTE date-text DQUOTE (RFC 9051 §9)."""
+        quoted = self.take(b'"')
+        line = self._line()
+        m = _DATE.match(line, self.pos)
+        if not m or m.group(2).decode().title() not in _MONTHS:
+            raise ParseError("expected a date like 1-Feb-2026")
+        self.pos = m.end()
+        if quoted:
+            self.expect(b'"')
+        try:
+            return datetime(int(m.group(3)), _MONTHS[m.group(2).decode().title()], int(m.group(1)), tzinfo=UTC)
+        except ValueError:
+            raise ParseError("invalid date") from None
+
+    def date_time(self) -> datetime:
+        line = self._line()
+        m = _DATE_TIME.match(line, self.pos)
+        if not m or m.group(2).decode().title() not in _MONTHS:
+            raise ParseError('expected a date-time like "01-Feb-2026 10:00:00 +0000"')
+        self.pos = m.end()
+        offset = timedelta(hours=int(m.group(8)), minutes=int(m.group(9)))
+        tz = timezone(offset if m.group(7) == b"+" else -offset)
+        try:
+            return datetime(
+                int(m.group(3)),
+                _MONTHS[m.group(2).decode().title()],
+                int(m.group(1).strip()),
+                int(m.group(4)),
+                int(m.group(5)),
+                int(m.group(6)),
+                tzinfo=tz,
+            )
+        except ValueError:
+            raise ParseError("invalid date-time") from None
+
+    def enter(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ParseError("too deeply nested")
+
+    def leave(self) -> None:
+        self.depth -= 1
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+def parse(parts: list[Part], *, utf8: bool = False) -> Command:
+    """One complete command (literals included) into a Command; raises ParseError."""
+    cur = Cursor(parts, utf8=utf8)
+    tag = cur.tag()
+    cur.sp()
+    name = cur.atom("a command name").upper()
+    uid = False
+    if name == "UID":
+        cur.sp()
+        uid = True
+        name = cur.atom("a command name").upper()
+        if name not in ("FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE"):
+            raise ParseError(f"UID {name} is not a command")
+    handler = _PARSERS.get(name)
+    if handler is None:
+        raise ParseError(f"unknown command {name[:40]}")
+    cmd = handler(cur, tag, name, uid)
+    cur.end()
+    return cmd
+
+
+def _simple(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    return Command(tag, name)
+
+
+def _login(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    user = cur.astring()
+    cur.sp()
+    password = cur.astring()
+    return Login(tag, name, user, password)
+
+
+def _authenticate(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    mechanism = cur.atom("a SASL mechanism").upper()
+    initial = None
+    if cur.take(b" "):
+        if cur.take(b"="):
+            initial = b""
+        else:
+            text = cur.atom("a base64 initial response")
+            try:
+                initial = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise ParseError("invalid base64 in initial response") from None
+    return Authenticate(tag, name, mechanism, initial)
+
+
+def _enable(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    caps = []
+    while cur.take(b" "):
+        caps.append(cur.atom("a capability").upper())
+    if not caps:
+        raise ParseError("ENABLE needs at least one capability")
+    return Enable(tag, name, tuple(caps))
+
+
+def _select(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    mailbox = cur.mailbox()
+    if cur.take(b" "):
+        cur.paren_list("select parameter list")  # CONDSTORE etc. are not offered; parameters ignored
+    return Select(tag, name, mailbox, readonly=name == "EXAMINE")
+
+
+def _mailbox_command(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    mailbox = cur.mailbox()
+    if name == "CREATE" and cur.take(b" "):
+        # RFC 6154 §5.3: CREATE mailbox (USE (\Sent)); only the form is checked here.
+        cur.expect(b"(")
+        cur.expect(b"USE ")
+        uses = cur.paren_list("special-use list")
+        cur.expect(b")")
+        return CreateSpecial(tag, name, mailbox, tuple(uses))
+    return MailboxCommand(tag, name, mailbox)
+
+
+@dataclass(frozen=True)
+class CreateSpecial(MailboxCommand):
+    uses: tuple[str, ...] = field(default=())
+
+
+def _rename(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    old = cur.mailbox()
+    cur.sp()
+    return Rename(tag, name, old, cur.mailbox())
+
+
+def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    select: list[str] = []
+    if name == "LIST" and cur.peek() == ord("("):
+        select = [s.upper() for s in cur.paren_list("selection options")]
+        cur.sp()
+    reference = decode_mailbox(cur.astring_bytes(), utf8=cur.utf8) if not cur.take(b'""') else ""
+    cur.sp()
+    patterns: list[str] = []
+    if name == "LIST" and cur.peek() == ord("(") and not cur.at_literal():
+        cur.expect(b"(")
+        while not cur.take(b")"):
+            if patterns:
+                cur.sp()
+            patterns.append(cur.list_mailbox())
+    else:
+        patterns.append(cur.list_mailbox() if not cur.take(b'""') else "")
+    returns: list[str] = []
+    status_items: list[str] = []
+    if name == "LIST" and cur.take(b" "):
+        cur.expect(b"RETURN ")
+        cur.expect(b"(")
+        while not cur.take(b")"):
+            if returns:
+                cur.sp()
+            option = cur.atom("a return option").upper()
+            returns.append(option)
+            if option == "STATUS":
+                cur.sp()
+                status_items = [s.upper() for s in cur.paren_list("status items")]
+    return ListCommand(
+        tag,
+        name,
+        reference,
+        tuple(patterns),
+        tuple(select),
+        tuple(returns),
+        tuple(status_items),
+        lsub=name == "LSUB",
+    )
+
+
+def _status(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    mailbox = cur.mailbox()
+    cur.sp()
+    items = tuple(s.upper() for s in cur.paren_list("status items"))
+    if not items:
+        raise ParseError("STATUS needs at least one item")
+    return Status(tag, name, mailbox, items)
+
+
+def _append(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    mailbox = cur.mailbox()
+    cur.sp()
+    flags: list[str] = []
+    date = None
+    if cur.peek() == ord("("):
+        flags = cur.paren_list("flag list")
+        cur.sp()
+    if cur.peek() == ord('"'):
+        date = cur.date_time()
+        cur.sp()
+    if cur.take(b"UTF8 ("):
+        message = cur.literal().data  # RFC 9051 APPEND data-ext for UTF8=ACCEPT
+        cur.expect(b")")
+    else:
+        cur.take(b"~")  # literal8 marker; the session already read it as a literal
+        message = cur.literal().data
+    return Append(tag, name, mailbox, tuple(flags), date, message)
+
+
+_SEARCH_NO_ARGS = {
+    "ALL", "ANSWERED", "DELETED", "DRAFT", "FLAGGED", "NEW", "OLD", "RECENT", "SEEN",
+    "UNANSWERED", "UNDELETED", "UNDRAFT", "UNFLAGGED", "UNSEEN",
+}  # fmt: skip
+_SEARCH_STRING = {"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"}
+_SEARCH_DATE = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
+_SEARCH_NUMBER = {"LARGER", "SMALLER"}
+_SEARCH_FLAG = {"KEYWORD", "UNKEYWORD"}
+
+
+def _search_key(cur: Cursor) -> SearchKey:
+    cur.enter()
+    try:
+        if cur.take(b"("):
+            keys = [_search_key(cur)]
+            while not cur.take(b")"):
+                cur.sp()
+                keys.append(_search_key(cur))
+            return SearchKey("AND", tuple(keys))
+        nxt = cur.peek()
+        if nxt is not None and (chr(nxt).isdigit() or nxt in b"*$"):
+            return SearchKey("SEQ", (cur.seqset(),))
+        word = cur.atom("a search key").upper()
+        if word in _SEARCH_NO_ARGS:
+            return SearchKey(word)
+        cur.sp()
+        if word in _SEARCH_STRING:
+            return SearchKey(word, (cur.astring(),))
+        if word in _SEARCH_DATE:
+            return SearchKey(word, (cur.date(),))
+        if word in _SEARCH_NUMBER:
+            return SearchKey(word, (cur.number(),))
+        if word in _SEARCH_FLAG:
+            return SearchKey(word, (cur.flag_or_atom(),))
+        if word == "HEADER":
+            field_name = cur.astring()
+            cur.sp()
+            return SearchKey(word, (field_name, cur.astring()))
+        if word == "NOT":
+            return SearchKey(word, (_search_key(cur),))
+        if word == "OR":
+            left = _search_key(cur)
+            cur.sp()
+            return SearchKey(word, (left, _search_key(cur)))
+        if word == "UID":
+            return SearchKey(word, (cur.seqset(),))
+        raise ParseError(f"unknown search key {word[:40]}")
+    finally:
+        cur.leave()
+
+
+def _search(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    returns: tuple[str, ...] | None = None
+    charset = None
+    if cur.take(b"RETURN ("):
+        opts: list[str] = []
+        while not cur.take(b")"):
+            if opts:
+                cur.sp()
+            opts.append(cur.atom("a return option").upper())
+        returns = tuple(opts)
+        cur.sp()
+    if cur.take(b"CHARSET "):
+        charset = cur.astring().upper()
+        cur.sp()
+    keys = [_search_key(cur)]
+    while cur.take(b" "):
+        keys.append(_search_key(cur))
+    key = keys[0] if len(keys) == 1 else SearchKey("AND", tuple(keys))
+    return Search(tag, name, uid, key, returns, charset)
+
+
+_FETCH_MACROS = {
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+_FETCH_SIMPLE = {
+    "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT",
+    "BODYSTRUCTURE", "UID", "BODY", "MODSEQ",
+}  # fmt: skip
+
+
+def _section(cur: Cursor, binary: bool) -> Section:
+    """After ``[``: section-spec and ``]``."""
+    part: list[int] = []
+    text = None
+    fields: tuple[str, ...] = ()
+    while True:
+        if cur.take(b"]"):
+            return Section(tuple(part), text, fields)
+        if part and not cur.take(b"."):
+            raise ParseError("bad section")
+        peek = cur.peek()
+        if peek is not None and chr(peek).isdigit():
+            part.append(cur.nz_number())
+            continue
+        if binary:
+            raise ParseError("BINARY sections are part numbers only")
+        word = cur.atom("a section").upper()
+        if word in ("HEADER", "TEXT") or (word == "MIME" and part):
+            text = word
+        elif word in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+            text = word
+            cur.sp()
+            cur.expect(b"(")
+            names = [cur.astring().upper()]
+            while cur.take(b" "):
+                names.append(cur.astring().upper())
+            cur.expect(b")")
+            fields = tuple(names)
+        else:
+            raise ParseError(f"bad section {word[:40]}")
+        cur.expect(b"]")
+        return Section(tuple(part), text, fields)
+
+
+def _fetch_att(cur: Cursor) -> FetchAtt:
+    word = cur._run(_ATOM_SPECIALS | {ord("[")}).decode("ascii", "replace").upper()
+    if not word:
+        raise ParseError("expected a fetch item")
+    if word in ("BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE") and cur.take(b"["):
+        binary = word.startswith("BINARY")
+        section = _section(cur, binary)
+        partial = None
+        if word != "BINARY.SIZE" and cur.take(b"<"):
+            start = cur.number()
+            cur.expect(b".")
+            partial = (start, cur.nz_number())
+            cur.expect(b">")
+        base = word.split(".")[0] if word != "BINARY.SIZE" else word
+        return FetchAtt(base + ("[]" if base != "BINARY.SIZE" else ""), section, partial, peek=word.endswith(".PEEK"))
+    if word in _FETCH_SIMPLE:
+        return FetchAtt(word)
+    raise ParseError(f"unknown fetch item {word[:40]}")
+
+
+def _fetch(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    seqset = cur.seqset()
+    cur.sp()
+    atts: list[FetchAtt] = []
+    if cur.take(b"("):
+        while not cur.take(b")"):
+            if atts:
+                cur.sp()
+            atts.append(_fetch_att(cur))
+        if not atts:
+            raise ParseError("empty fetch list")
+    else:
+        peek = cur._line()[cur.pos : cur.pos + 4].upper()
+        macro = next((m for m in _FETCH_MACROS if peek.startswith(m.encode())), None)
+        if macro and not _fetch_att_follows(cur, macro):
+            cur.pos += len(macro)
+            atts = [FetchAtt(a) for a in _FETCH_MACROS[macro]]
+        else:
+            atts.append(_fetch_att(cur))
+    if uid and not any(a.name == "UID" for a in atts):
+        atts.insert(0, FetchAtt("UID"))  # RFC 9051 §6.4.9: UID FETCH always returns UID
+    return Fetch(tag, name, uid, seqset, tuple(atts))
+
+
+def _fetch_att_follows(cur: Cursor, macro: str) -> bool:
+    """Whether the macro name is really the start of a longer item name."""
+    line = cur._line()
+    after = line[cur.pos + len(macro) : cur.pos + len(macro) + 1]
+    return bool(after) and after not in b" )"
+
+
+def _store(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    seqset = cur.seqset()
+    cur.sp()
+    mode = "+" if cur.take(b"+") else "-" if cur.take(b"-") else ""
+    cur.expect(b"FLAGS", "FLAGS")
+    silent = cur.take(b".SILENT")
+    cur.sp()
+    if cur.peek() == ord("("):
+        flags = cur.paren_list("flag list")
+    else:
+        flags = [cur.flag_or_atom()]
+        while cur.take(b" "):
+            flags.append(cur.flag_or_atom())
+    return Store(tag, name, uid, seqset, mode, silent, tuple(flags))
+
+
+def _copy_move(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    seqset = cur.seqset()
+    cur.sp()
+    return CopyMove(tag, name, uid, seqset, cur.mailbox())
+
+
+def _expunge(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    if uid:
+        cur.sp()
+        return UidExpunge(tag, "UID EXPUNGE", cur.seqset())
+    return Command(tag, name)
+
+
+def _id(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    if cur.take(b"NIL"):
+        return Id(tag, name, None)
+    cur.expect(b"(")
+    params: list[tuple[str, str | None]] = []
+    while not cur.take(b")"):
+        if params:
+            cur.sp()
+        key = cur.string().decode("utf-8", "replace")
+        cur.sp()
+        params.append((key, cur.nstring_or_nil()))
+        if len(params) > 30:
+            raise ParseError("too many ID parameters")
+    return Id(tag, name, tuple(params))
+
+
+_PARSERS = {
+    "CAPABILITY": _simple,
+    "NOOP": _simple,
+    "LOGOUT": _simple,
+    "STARTTLS": _simple,
+    "IDLE": _simple,
+    "CHECK": _simple,
+    "CLOSE": _simple,
+    "UNSELECT": _simple,
+    "NAMESPACE": _simple,
+    "LOGIN": _login,
+    "AUTHENTICATE": _authenticate,
+    "ENABLE": _enable,
+    "SELECT": _select,
+    "EXAMINE": _select,
+    "CREATE": _mailbox_command,
+    "DELETE": _mailbox_command,
+    "SUBSCRIBE": _mailbox_command,
+    "UNSUBSCRIBE": _mailbox_command,
+    "RENAME": _rename,
+    "LIST": _list,
+    "LSUB": _list,
+    "STATUS": _status,
+    "APPEND": _append,
+    "SEARCH": _search,
+    "FETCH": _fetch,
+    "STORE": _store,
+    "COPY": _copy_move,
+    "MOVE": _copy_move,
+    "EXPUNGE": _expunge,
+    "ID": _id,
+}
+COMMANDS = frozenset(_PARSERS)

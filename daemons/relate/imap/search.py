@@ -1,0 +1,215 @@
+"""SEARCH (RFC 9051 §6.4.4): narrowed in SQL, decided in Python on the stored columns.
+
+Top-level criteria that SQL can answer exactly (flags, dates, sizes, UIDs)
+narrow the candidates in the query; BODY and TEXT narrow them through the
+full-text vector stored at ingest (word prefixes: a term matches words that
+start with it), and are then confirmed on the message itself. Every
+criterion is then evaluated on each candidate, so NOT/OR and header
+searches are exact. String matching is case-insensitive substring matching
+on decoded text (RFC 9051 §6.4.4), UTF-8 throughout.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+from relate.imap.errors import No
+from relate.imap.parser import SearchKey, SeqSet
+from relate.imap.session import Selected
+from relate.mail.mime import parse_message
+from relate.store.db import Queryable
+
+_TEXT_KEYS = frozenset({"BODY", "TEXT", "HEADER"})
+_FLAG_KEYS = {
+    "ANSWERED": "\\Answered",
+    "DELETED": "\\Deleted",
+    "DRAFT": "\\Draft",
+    "FLAGGED": "\\Flagged",
+    "SEEN": "\\Seen",
+}
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _uses_text(key: SearchKey) -> bool:
+    if key.name in _TEXT_KEYS:
+        return True
+    return any(isinstance(a, SearchKey) and _uses_text(a) for a in key.args)
+
+
+def _prefilter(key: SearchKey, sel: Selected, params: list[Any]) -> list[str]:
+    """SQL conditions implied by the top-level AND of ``key`` (an over-approximation)."""
+    if key.name == "AND":
+        out: list[str] = []
+        for sub in key.args:
+            assert isinstance(sub, SearchKey)
+            out += _prefilter(sub, sel, params)
+        return out
+    name, args = key.name, key.args
+    if name in _FLAG_KEYS:
+        params.append(_FLAG_KEYS[name])
+        return [f"${len(params)} = ANY (m.flags)"]
+    if name.startswith("UN") and name[2:] in _FLAG_KEYS:
+        params.append(_FLAG_KEYS[name[2:]])
+        return [f"NOT (${len(params)} = ANY (m.flags))"]
+    if name in ("LARGER", "SMALLER"):
+        params.append(args[0])
+        return [f"m.size {'>' if name == 'LARGER' else '<'} ${len(params)}"]
+    if name in ("BODY", "TEXT"):
+        words = _WORD.findall(str(args[0]).lower())
+        if words:
+            params.append(" & ".join(w + ":*" for w in words))
+            # Messages whose body is not indexed yet pass through, to be checked on their text.
+            return [f"(m.search @@ to_tsquery('simple', ${len(params)}) OR NOT m.text_indexed)"]
+    return []
+
+
+async def run(conn: Queryable, sel: Selected, key: SearchKey, *, charset: str | None) -> list[int]:
+    """UIDs of the selected mailbox's messages that match ``key``, ascending."""
+    if charset not in (None, "UTF-8", "US-ASCII"):
+        raise No("Only UTF-8 searches are supported", "BADCHARSET (UTF-8)")
+    params: list[Any] = [sel.mailbox_id]
+    where = " AND ".join(["m.mailbox_id = $1", *_prefilter(key, sel, params)])
+    text = _uses_text(key)
+    raw = ", b.data AS raw" if text else ""
+    join = "JOIN blobs b ON b.hash = m.blob_hash" if text else ""
+    rows = await conn.fetch(
+        f"""SELECT m.uid, m.flags, m.internal_date, m.date_header, m.size, m.subject, m.header_end,
+                   m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr{raw}
+              FROM messages m {join} WHERE {where} ORDER BY m.uid""",
+        *params,
+    )
+    largest_uid = sel.uids[-1] if sel.uids else 0
+    matched = []
+    for row in rows:
+        msn = sel.msn(row["uid"])
+        if msn is None:
+            continue  # arrived after the client's view; it will hear of it first
+        ctx = _Message(row, msn, len(sel.uids), largest_uid, sel)
+        if ctx.matches(key):
+            matched.append(row["uid"])
+    return matched
+
+
+class _Message:
+    def __init__(self, row: Any, msn: int, count: int, largest_uid: int, sel: Selected) -> None:
+        self.row = row
+        self.msn = msn
+        self.count = count
+        self.largest_uid = largest_uid
+        self.sel = sel
+        self._decoded: str | None = None
+
+    def _text(self) -> str:
+        if self._decoded is None:
+            raw = bytes(self.row["raw"])
+            parsed = parse_message(raw)
+            self._decoded = (raw.decode("utf-8", "replace") + "\n" + parsed.text).lower()
+        return self._decoded
+
+    def _header(self) -> str:
+        raw = bytes(self.row["raw"])[: int(self.row["header_end"])]
+        return raw.decode("utf-8", "replace")
+
+    def _addresses(self, column: str) -> str:
+        return " ".join(f"{a.get('name') or ''} <{a.get('email') or ''}>" for a in self.row[column]).lower()
+
+    def _in(self, seqset: SeqSet, value: int, largest: int) -> bool:
+        if seqset.saved:
+            return self.row["uid"] in self.sel.saved
+        return seqset.contains(value, largest)
+
+    def matches(self, key: SearchKey) -> bool:
+        name, args = key.name, key.args
+        flags = self.row["flags"]
+        if name == "AND":
+            return all(self.matches(k) for k in args if isinstance(k, SearchKey))
+        if name == "OR":
+            left, right = args
+            assert isinstance(left, SearchKey)
+            assert isinstance(right, SearchKey)
+            return self.matches(left) or self.matches(right)
+        if name == "NOT":
+            (inner,) = args
+            assert isinstance(inner, SearchKey)
+            return not self.matches(inner)
+        if name in ("ALL", "OLD"):
+            return True
+        if name in ("NEW", "RECENT"):
+            return False  # \Recent is gone from IMAP4rev2; no message is recent here
+        if name in _FLAG_KEYS:
+            return _FLAG_KEYS[name] in flags
+        if name.startswith("UN") and name[2:] in _FLAG_KEYS:
+            return _FLAG_KEYS[name[2:]] not in flags
+        if name == "KEYWORD":
+            return str(args[0]) in flags
+        if name == "UNKEYWORD":
+            return str(args[0]) not in flags
+        if name == "LARGER":
+            return int(self.row["size"]) > int(str(args[0]))
+        if name == "SMALLER":
+            return int(self.row["size"]) < int(str(args[0]))
+        if name == "SEQ":
+            assert isinstance(args[0], SeqSet)
+            return self._in(args[0], self.msn, self.count)
+        if name == "UID":
+            assert isinstance(args[0], SeqSet)
+            return self._in(args[0], self.row["uid"], self.largest_uid)
+        if name in ("BEFORE", "ON", "SINCE"):
+            return _compare(name, self.row["internal_date"], args[0])
+        if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
+            sent = self.row["date_header"] or self.row["internal_date"]
+            return _compare(name[4:], sent, args[0])
+        needle = str(args[-1]).lower() if args else ""
+        if name == "SUBJECT":
+            return needle in (self.row["subject"] or "").lower()
+        if name in ("FROM", "TO", "CC", "BCC"):
+            return needle in self._addresses(f"{name.lower()}_addr")
+        if name == "HEADER":
+            field = str(args[0]).lower()
+            for line in _unfold(self._header()):
+                head, _, value = line.partition(":")
+                if head.strip().lower() == field and needle in value.lower():
+                    return True
+            return False
+        if name == "TEXT":
+            return needle in self._text()
+        if name == "BODY":
+            raw = bytes(self.row["raw"])
+            body = raw[int(self.row["header_end"]) :].decode("utf-8", "replace").lower()
+            return needle in body or needle in parse_message(raw).text.lower()
+        raise No(f"Unsupported search key {name}")
+
+
+def _unfold(header: str) -> list[str]:
+    return re.sub(r"\r?\n[ \t]", " ", header).splitlines()
+
+
+def _compare(how: str, when: datetime, day: object) -> bool:
+    assert isinstance(day, datetime)
+    value: date = when.date()
+    target = day.date()
+    if how == "BEFORE":
+        return value < target
+    if how == "ON":
+        return value == target
+    return value >= target
+
+
+def compact(numbers: Sequence[int]) -> str:
+    """``1,2,3,5`` -> ``1:3,5`` (a sequence set for ESEARCH ALL)."""
+    out: list[str] = []
+    start = prev = None
+    for n in numbers:
+        if start is None:
+            start = prev = n
+        elif n == (prev or 0) + 1:
+            prev = n
+        else:
+            out.append(f"{start}:{prev}" if start != prev else str(start))
+            start = prev = n
+    if start is not None:
+        out.append(f"{start}:{prev}" if start != prev else str(start))
+    return ",".join(out)

@@ -1,0 +1,198 @@
+"""SQL for what IMAP does to messages in a mailbox: list, fetch, flag, copy, move, expunge, search.
+
+Every change takes a new modseq from the mailbox row (``UPDATE … RETURNING``,
+which also serialises changes to one mailbox), stamps the changed messages
+with it, records expunged UIDs in ``mailbox_expunges``, and NOTIFYs in the
+same transaction. A session on any host that hears the notification asks
+for everything above the modseq it knew: new UIDs, changed flags, expunges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from relate.store import mailboxes
+from relate.store.db import Queryable
+
+
+async def uids(conn: Queryable, mailbox_id: int) -> list[int]:
+    rows = await conn.fetch("SELECT uid FROM messages WHERE mailbox_id = $1 ORDER BY uid", mailbox_id)
+    return [r["uid"] for r in rows]
+
+
+async def flag_names(conn: Queryable, mailbox_id: int) -> list[str]:
+    """Every flag and keyword in use in the mailbox (for the FLAGS response)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT unnest(flags) AS flag FROM messages WHERE mailbox_id = $1 ORDER BY 1", mailbox_id
+    )
+    return [r["flag"] for r in rows]
+
+
+async def first_unseen_uid(conn: Queryable, mailbox_id: int) -> int | None:
+    found: int | None = await conn.fetchval(
+        "SELECT min(uid) FROM messages WHERE mailbox_id = $1 AND NOT ('\\Seen' = ANY (flags))", mailbox_id
+    )
+    return found
+
+
+async def changes(conn: Queryable, mailbox_id: int, since_modseq: int, max_uid: int) -> dict[str, Any]:
+    """What happened above ``since_modseq``: new messages, flag changes, expunged UIDs, and the new modseq."""
+    box = await conn.fetchrow("SELECT highestmodseq FROM mailboxes WHERE id = $1", mailbox_id)
+    if box is None:
+        return {"gone": True}
+    new = await conn.fetch(
+        "SELECT uid FROM messages WHERE mailbox_id = $1 AND uid > $2 ORDER BY uid", mailbox_id, max_uid
+    )
+    flags = await conn.fetch(
+        """SELECT uid, flags, modseq FROM messages
+            WHERE mailbox_id = $1 AND modseq > $2 AND uid <= $3 ORDER BY uid""",
+        mailbox_id,
+        since_modseq,
+        max_uid,
+    )
+    gone = await conn.fetch(
+        "SELECT uid FROM mailbox_expunges WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid", mailbox_id, since_modseq
+    )
+    return {
+        "gone": False,
+        "modseq": box["highestmodseq"],
+        "new": [r["uid"] for r in new],
+        "flags": [(r["uid"], list(r["flags"]), r["modseq"]) for r in flags],
+        "expunged": [r["uid"] for r in gone],
+    }
+
+
+async def fetch(conn: Queryable, mailbox_id: int, uid_list: Sequence[int], *, with_raw: bool) -> list[dict[str, Any]]:
+    """The stored columns (and, if asked, the raw bytes) of these messages, in UID order."""
+    raw = ", b.data AS raw" if with_raw else ""
+    rows = await conn.fetch(
+        f"""SELECT m.id, m.uid, m.flags, m.internal_date, m.size, m.envelope, m.bodystructure, m.header_end,
+                   m.modseq{raw}
+              FROM messages m {"JOIN blobs b ON b.hash = m.blob_hash" if with_raw else ""}
+             WHERE m.mailbox_id = $1 AND m.uid = ANY($2::bigint[]) ORDER BY m.uid""",
+        mailbox_id,
+        list(uid_list),
+    )
+    return [dict(r) for r in rows]
+
+
+async def _next_modseq(conn: Queryable, mailbox_id: int) -> tuple[int, int]:
+    row = await conn.fetchrow(
+        "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 RETURNING highestmodseq, user_id",
+        mailbox_id,
+    )
+    if row is None:
+        raise LookupError("mailbox is gone")
+    return row["highestmodseq"], row["user_id"]
+
+
+async def store_flags(
+    conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int], mode: str, flags: Sequence[str]
+) -> tuple[int, list[tuple[int, list[str]]]]:
+    """Add (``+``), remove (``-``) or set (``""``) flags; returns the modseq and (uid, flags) of changed messages."""
+    async with conn.transaction():
+        modseq, user_id = await _next_modseq(conn, mailbox_id)
+        if mode == "+":
+            new_flags = "ARRAY(SELECT DISTINCT unnest(m.flags || $3::text[]))"
+        elif mode == "-":
+            new_flags = "ARRAY(SELECT f FROM unnest(m.flags) AS f WHERE NOT f = ANY($3::text[]))"
+        else:
+            new_flags = "ARRAY(SELECT DISTINCT unnest($3::text[]))"
+        rows = await conn.fetch(
+            f"""UPDATE messages m SET flags = {new_flags}, modseq = $4
+                 WHERE m.mailbox_id = $1 AND m.uid = ANY($2::bigint[])
+                   AND NOT ({new_flags} @> m.flags AND m.flags @> {new_flags})
+             RETURNING m.uid, m.flags""",
+            mailbox_id,
+            list(uid_list),
+            list(flags),
+            modseq,
+        )
+        if rows:
+            await mailboxes.notify(conn, "flags", mailbox_id, user_id, modseq)
+    return modseq, sorted((r["uid"], list(r["flags"])) for r in rows)
+
+
+async def expunge(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int] | None) -> list[int]:
+    """Remove messages flagged \\Deleted (of ``uid_list``, if given); returns their UIDs."""
+    async with conn.transaction():
+        modseq, user_id = await _next_modseq(conn, mailbox_id)
+        rows = await conn.fetch(
+            """DELETE FROM messages WHERE mailbox_id = $1 AND '\\Deleted' = ANY (flags)
+                  AND ($2::bigint[] IS NULL OR uid = ANY($2::bigint[]))
+              RETURNING uid, blob_hash""",
+            mailbox_id,
+            list(uid_list) if uid_list is not None else None,
+        )
+        await _record_expunges(conn, mailbox_id, user_id, modseq, rows)
+    return sorted(r["uid"] for r in rows)
+
+
+async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int]) -> list[int]:
+    """Remove these messages whatever their flags (MOVE's source side, POP3 DELE, API delete)."""
+    async with conn.transaction():
+        modseq, user_id = await _next_modseq(conn, mailbox_id)
+        rows = await conn.fetch(
+            "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) RETURNING uid, blob_hash",
+            mailbox_id,
+            list(uid_list),
+        )
+        await _record_expunges(conn, mailbox_id, user_id, modseq, rows)
+    return sorted(r["uid"] for r in rows)
+
+
+async def _record_expunges(conn: Queryable, mailbox_id: int, user_id: int, modseq: int, rows: Sequence[Any]) -> None:
+    if not rows:
+        return
+    await conn.executemany(
+        "INSERT INTO mailbox_expunges (mailbox_id, uid, modseq) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        [(mailbox_id, r["uid"], modseq) for r in rows],
+    )
+    await mailboxes.drop_orphan_blobs(conn, list({bytes(r["blob_hash"]) for r in rows}))
+    await mailboxes.notify(conn, "expunge", mailbox_id, user_id, modseq)
+
+
+async def copy(
+    conn: asyncpg.Connection, source_id: int, uid_list: Sequence[int], target_id: int, *, move: bool = False
+) -> list[tuple[int, int]]:
+    """Copy (or move) messages to another mailbox, sharing their blobs; returns (source uid, new uid) pairs."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "SELECT id, uid FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid",
+            source_id,
+            list(uid_list),
+        )
+        if not rows:
+            return []
+        box = await conn.fetchrow(
+            """UPDATE mailboxes SET uidnext = uidnext + $2, highestmodseq = highestmodseq + 1
+                WHERE id = $1 RETURNING uidnext - $2 AS first_uid, highestmodseq AS modseq, user_id""",
+            target_id,
+            len(rows),
+        )
+        if box is None:
+            raise LookupError("target mailbox is gone")
+        pairs = [(r["uid"], box["first_uid"] + i) for i, r in enumerate(rows)]
+        await conn.execute(
+            """INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash, subject,
+                    from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id, in_reply_to, "references",
+                    envelope, bodystructure, header_end, attachments, attachment_count, search, text_indexed)
+               SELECT $1, n.new_uid, $2, m.flags, m.internal_date, m.size, m.blob_hash, m.subject,
+                    m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.date_header, m.message_id, m.in_reply_to,
+                    m."references", m.envelope, m.bodystructure, m.header_end, m.attachments,
+                    m.attachment_count, m.search, m.text_indexed
+                 FROM messages m JOIN unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid) ON n.old_uid = m.uid
+                WHERE m.mailbox_id = $3""",
+            target_id,
+            box["modseq"],
+            source_id,
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+        )
+        await mailboxes.notify(conn, "new", target_id, box["user_id"], box["modseq"])
+        if move:
+            await remove(conn, source_id, [p[0] for p in pairs])
+    return pairs
