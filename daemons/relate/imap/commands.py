@@ -105,6 +105,9 @@ async def starttls(session: ImapSession, cmd: Command) -> None:
     tls = session.server.tls_for("imap")
     if tls is None:
         raise No("STARTTLS is not available")
+    if getattr(session.reader, "_buffer", b""):  # a private field, but the only way to see bytes already read
+        # Commands pipelined after STARTTLS were sent in clear text: never run them under TLS.
+        raise Bye("Data after STARTTLS before the TLS handshake")
     session.tagged(cmd.tag, "OK", "Begin TLS negotiation now")
     await session.flush()
     try:
