@@ -139,6 +139,20 @@ class ImapConfig:
 
 
 @dataclass
+class Pop3Config:
+    pop3: ListenerConfig = field(default_factory=_listener("0.0.0.0:110", "[::]:110"))  # STLS
+    pop3s: ListenerConfig = field(default_factory=_listener("0.0.0.0:995", "[::]:995"))  # implicit TLS
+    # USER/PASS and AUTH before TLS: refused unless this is set.
+    allow_plaintext_auth: bool = False
+    # RFC 1939 §3: an inactivity autologout timer of at least 10 minutes.
+    idle_timeout: float = 600.0
+    max_line_length: int = 1024
+    max_connections_per_client: int = 20
+    max_connections: int = 1000
+    max_bad_commands: int = 20
+
+
+@dataclass
 class SmarthostConfig:
     """A relay that takes all outbound mail (or mail for ``domains``) instead of MX delivery."""
 
@@ -203,6 +217,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
+    pop3: Pop3Config = field(default_factory=Pop3Config)
     push: PushConfig = field(default_factory=PushConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the file came from, for messages; not a key.
@@ -230,6 +245,9 @@ class Config:
             ("imap.max_literal_size", self.imap.max_literal_size >= 1024, "must be at least 1024 bytes"),
             ("imap.idle_timeout", self.imap.idle_timeout >= 60, "must be at least 60 seconds"),
             ("imap.max_bad_commands", self.imap.max_bad_commands >= 1, "must be 1 or more"),
+            ("pop3.idle_timeout", self.pop3.idle_timeout >= 60, "must be at least 60 seconds"),
+            ("pop3.max_line_length", self.pop3.max_line_length >= 255, "must be at least 255 (RFC 2449)"),
+            ("pop3.max_bad_commands", self.pop3.max_bad_commands >= 1, "must be 1 or more"),
             ("delivery.max_connections", self.delivery.max_connections >= 1, "must be 1 or more"),
             ("delivery.max_connections_per_domain", self.delivery.max_connections_per_domain >= 1, "must be 1 or more"),
             ("delivery.messages_per_connection", self.delivery.messages_per_connection >= 1, "must be 1 or more"),
@@ -257,11 +275,14 @@ class Config:
         pairs += [(f"smtp.{role}", lst.cert, lst.key) for role, lst in self.smtp.listeners().items()]
         pairs += [("imap.imap", self.imap.imap.cert, self.imap.imap.key)]
         pairs += [("imap.imaps", self.imap.imaps.cert, self.imap.imaps.key)]
+        pairs += [("pop3.pop3", self.pop3.pop3.cert, self.pop3.pop3.key)]
+        pairs += [("pop3.pop3s", self.pop3.pop3s.cert, self.pop3.pop3s.key)]
         for where, cert, key_file in pairs:
             if (cert is None) != (key_file is None):
                 raise ConfigError(f"{where}.cert and {where}.key: give both or neither")
         listeners = [(f"smtp.{role}", lst) for role, lst in self.smtp.listeners().items()]
         listeners += [("imap.imap", self.imap.imap), ("imap.imaps", self.imap.imaps)]
+        listeners += [("pop3.pop3", self.pop3.pop3), ("pop3.pop3s", self.pop3.pop3s)]
         for where, lst in listeners:
             for i, item in enumerate(lst.listen):
                 try:

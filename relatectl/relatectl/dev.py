@@ -24,6 +24,7 @@ from relate import config as config_mod
 from relate.config import Config
 from relate.errors import Conflict, RelateError
 from relate.imap.server import ImapServer
+from relate.pop3.server import Pop3Server
 from relate.queue.worker import DeliveryWorker
 from relate.runtime import tls
 from relate.runtime.daemon import open_context, setup_logging
@@ -59,6 +60,7 @@ def _write_state(path: Path, data: dict[str, Any]) -> None:
 # The dev port of each listener (the design's table).
 DEV_SMTP_PORTS = {"mx": 2525, "submission": 2587, "submissions": 2465}
 DEV_IMAP_PORTS = {"imap": 2143, "imaps": 2993}
+DEV_POP3_PORTS = {"pop3": 2110, "pop3s": 2995}
 
 
 def dev_config(state_dir: Path, dsn: str, internal_key: str, *, any_port: bool = False) -> Config:
@@ -69,8 +71,11 @@ def dev_config(state_dir: Path, dsn: str, internal_key: str, *, any_port: bool =
         cfg.smtp.listeners()[role].listen = [f"127.0.0.1:{0 if any_port else port}"]
     cfg.imap.imap.listen = [f"127.0.0.1:{0 if any_port else DEV_IMAP_PORTS['imap']}"]
     cfg.imap.imaps.listen = [f"127.0.0.1:{0 if any_port else DEV_IMAP_PORTS['imaps']}"]
+    cfg.pop3.pop3.listen = [f"127.0.0.1:{0 if any_port else DEV_POP3_PORTS['pop3']}"]
+    cfg.pop3.pop3s.listen = [f"127.0.0.1:{0 if any_port else DEV_POP3_PORTS['pop3s']}"]
     # The dev run listens on loopback only, where plain-text logins harm no one.
     cfg.imap.allow_plaintext_auth = True
+    cfg.pop3.allow_plaintext_auth = True
     cfg.database.dsn = dsn
     cfg.internal.api_key = internal_key
     cfg.internal.api_socket = state_dir / "api.sock"
@@ -125,11 +130,13 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
     smtp = SmtpServer(cfg, ctx.pool, ctx.authenticator, ctx.notifier)
     delivery = DeliveryWorker(cfg, ctx.pool)
     imap = ImapServer(cfg, ctx.pool, ctx.authenticator)
+    pop3 = Pop3Server(cfg, ctx.pool, ctx.authenticator)
     try:
         await smtp.start()
         await imap.start()
+        await pop3.start()
         await delivery.start()
-        for service in (smtp, imap):
+        for service in (smtp, imap, pop3):
             loop.add_signal_handler(signal.SIGHUP, service.reload_tls)
         ports = {
             "smtp": smtp.addresses("mx")[0][1],
@@ -137,6 +144,8 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
             "submissions": smtp.addresses("submissions")[0][1],
             "imap": imap.addresses("imap")[0][1],
             "imaps": imap.addresses("imaps")[0][1],
+            "pop3": pop3.addresses("pop3")[0][1],
+            "pop3s": pop3.addresses("pop3s")[0][1],
         }
         for line in describe(ports):
             console.print(line, highlight=False)
@@ -144,6 +153,7 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
     finally:
         await smtp.stop(grace=10)
         await imap.stop(grace=5)
+        await pop3.stop(grace=5)
         await delivery.stop(grace=10)
         await ctx.pool.close()
 

@@ -6,6 +6,7 @@ import asyncio
 import imaplib
 import json
 import os
+import poplib
 import signal
 import smtplib
 import ssl
@@ -106,7 +107,7 @@ def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
         assert info["dsn"] in banner
         assert (state / "dev.json").stat().st_mode & 0o077 == 0
         assert asyncio.run(authenticates(info["dsn"], info["user"], info["key"]))
-        assert set(info["ports"]) == {"smtp", "submission", "submissions", "imap", "imaps"}
+        assert set(info["ports"]) == {"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"}
         send_both_ways(info)
         assert asyncio.run(inbox_subjects(info["dsn"], info["user"])) == ["via mx", "via submission"]
         with imaplib.IMAP4("127.0.0.1", info["ports"]["imap"], timeout=10) as imap:
@@ -114,6 +115,13 @@ def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
             imap.select("INBOX", readonly=True)
             _, found = imap.search(None, "SUBJECT", "submission")
             assert found == [b"2"]
+        pop = poplib.POP3("127.0.0.1", info["ports"]["pop3"], timeout=10)
+        try:
+            pop.user(info["user"])
+            pop.pass_(info["key"])
+            assert pop.stat()[0] == 2
+        finally:
+            pop.quit()
     finally:
         out = stop(proc, signal.SIGINT)
     assert proc.returncode == 0, out

@@ -12,15 +12,11 @@ from typing import Any
 import asyncpg
 
 from relate.auth import Authenticator
-from relate.config import Config, ConfigError
+from relate.config import Config
 from relate.imap.session import ImapSession
-from relate.runtime.listen import bound, open_servers
-from relate.runtime.tls import ReloadableTLS, TLSRegistry
+from relate.runtime.streams import Session, StreamServer
+from relate.runtime.tls import TLSRegistry
 from relate.store.mailboxes import CHANNEL
-
-log = logging.getLogger("relate.imap")
-
-ROLES = ("imap", "imaps")
 
 
 class ChangeHub:
@@ -60,28 +56,26 @@ class ChangeHub:
             session.mark_selected_changed(mailbox_id)
 
 
-class ImapServer:
+class ImapServer(StreamServer):
+    log = logging.getLogger("relate.imap")
+    refusal = b"* BYE Too many connections, try again later\r\n"
+
     def __init__(self, cfg: Config, pool: asyncpg.Pool, authenticator: Authenticator) -> None:
+        super().__init__(
+            TLSRegistry(cfg.tls.cert, cfg.tls.key),
+            max_connections=cfg.imap.max_connections,
+            max_per_client=cfg.imap.max_connections_per_client,
+            line_limit=cfg.imap.max_line_length,
+        )
         self.cfg = cfg
         self.pool = pool
         self.authenticator = authenticator
         self.hub = ChangeHub(pool)
-        self.sessions: set[ImapSession] = set()
-        self._per_client: collections.Counter[str] = collections.Counter()
+        self.listeners = {"imap": (cfg.imap.imap, False), "imaps": (cfg.imap.imaps, True)}
         self._per_user: collections.Counter[int] = collections.Counter()
-        self._servers: dict[str, list[asyncio.Server]] = {}
-        self._tls = TLSRegistry(cfg.tls.cert, cfg.tls.key)
-        self._role_tls: dict[str, ReloadableTLS | None] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def tls_for(self, role: str) -> ReloadableTLS | None:
-        return self._role_tls.get(role)
 
     def has_tls(self, role: str) -> bool:
-        return self._role_tls.get(role) is not None
-
-    def reload_tls(self) -> None:
-        self._tls.reload(log)
+        return self.tls_for(role) is not None
 
     def admit_user(self, session: ImapSession, user_id: int) -> str | None:
         if self._per_user[user_id] >= self.cfg.imap.max_connections_per_user:
@@ -89,70 +83,21 @@ class ImapServer:
         self._per_user[user_id] += 1
         return None
 
+    def make_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, role: str) -> ImapSession:
+        return ImapSession(self, reader, writer, tls=role == "imaps")
+
+    async def session_ended(self, session: Session) -> None:
+        assert isinstance(session, ImapSession)
+        if session.principal is not None:
+            self._per_user[session.principal.user_id] -= 1
+        if session.selected is not None:
+            self.hub.unwatch(session, session.selected.mailbox_id)
+        session.log_summary()
+
     async def start(self, sockets: dict[str, list[socket.socket]] | None = None) -> None:
-        listeners = {"imap": self.cfg.imap.imap, "imaps": self.cfg.imap.imaps}
-        for role, lst in listeners.items():
-            try:
-                self._role_tls[role] = self._tls.for_listener(
-                    f"imap.{role}", lst.cert, lst.key, required=role == "imaps" and bool(lst.listen)
-                )
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
         await self.hub.start()
-        for role, lst in listeners.items():
-            tls = self._role_tls[role]
-            ssl = tls.context if role == "imaps" and tls is not None else None
-            inherited = sockets.get(role, []) if sockets is not None else None
-
-            def factory(role: str = role) -> asyncio.StreamReaderProtocol:
-                reader = asyncio.StreamReader(limit=self.cfg.imap.max_line_length)
-                return asyncio.StreamReaderProtocol(reader, lambda r, w: self._connected(r, w, role))
-
-            self._servers[role] = await open_servers(factory, lst.listen, inherited, ssl)
-            for host, port in self.addresses(role):
-                log.info("imap-listening role=%s address=%s:%d", role, host, port)
-
-    def addresses(self, role: str) -> list[tuple[str, int]]:
-        return bound(self._servers.get(role, []))
-
-    def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, role: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve(reader, writer, role))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, role: str) -> None:
-        peer = writer.get_extra_info("peername")
-        client = str(peer[0]) if peer else "-"
-        cfg = self.cfg.imap
-        if len(self.sessions) >= cfg.max_connections or self._per_client[client] >= cfg.max_connections_per_client:
-            writer.write(b"* BYE Too many connections, try again later\r\n")
-            log.warning("imap-refused client=%s reason=too-many-connections", client)
-            writer.close()
-            return
-        session = ImapSession(self, reader, writer, tls=role == "imaps")
-        self.sessions.add(session)
-        self._per_client[client] += 1
-        try:
-            await session.run()
-        finally:
-            self.sessions.discard(session)
-            self._per_client[client] -= 1
-            if self._per_client[client] <= 0:
-                del self._per_client[client]
-            if session.principal is not None:
-                self._per_user[session.principal.user_id] -= 1
-            if session.selected is not None:
-                self.hub.unwatch(session, session.selected.mailbox_id)
-            session.log_summary()
-            writer.close()
+        await self.start_listeners(sockets)
 
     async def stop(self, grace: float = 5.0) -> None:
-        for servers in self._servers.values():
-            for server in servers:
-                server.close()
-        for session in list(self.sessions):
-            session.untagged("BYE Server shutting down")
-            session.writer.close()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=grace)
+        await self.stop_listeners(grace)
         await self.hub.stop()

@@ -307,6 +307,10 @@ class ImapSession:
         if not (self.tls or self.cfg.allow_plaintext_auth):
             raise No("Log in over TLS: use STARTTLS or port 993", "PRIVACYREQUIRED")
 
+    def goodbye(self) -> None:
+        self.untagged("BYE Server shutting down")
+        self.writer.close()
+
     def mark_selected_changed(self, mailbox_id: int) -> None:
         sel = self.selected
         if sel is not None and sel.mailbox_id == mailbox_id:

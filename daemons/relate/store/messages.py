@@ -65,6 +65,13 @@ def _addresses(items: Sequence[Address]) -> list[dict[str, str | None]]:
     return [{"name": _clean(a.name), "email": _clean(a.email)} for a in items]
 
 
+def wire_size(raw: bytes) -> int | None:
+    """Octets of ``raw`` with CRLF line endings and a final CRLF; None when that is ``len(raw)``."""
+    bare_lf = raw.count(b"\n") - raw.count(b"\r\n")
+    size = len(raw) + bare_lf + (2 if raw and not raw.endswith(b"\n") else 0)
+    return None if size == len(raw) else size
+
+
 async def parse(raw: bytes) -> ParsedMessage:
     """Parse once, in a thread for large messages."""
     if len(raw) > _THREADED_PARSE:
@@ -118,6 +125,7 @@ async def ingest(
         sum(1 for a in parsed.attachments if not a.inline),
         _clean(people),
         not parsed.text.strip(),
+        wire_size(raw),
     )
     stored: list[StoredMessage] = []
     # One transaction: the caller's when it has one (no savepoint round trips), else our own.
@@ -135,11 +143,11 @@ async def ingest(
                 """INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
                         subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
                         in_reply_to, "references", envelope, bodystructure, header_end,
-                        attachments, attachment_count, search, text_indexed)
+                        attachments, attachment_count, search, text_indexed, wire_size)
                    VALUES ($1, $2, $3, $4, coalesce($5, now()), $6, $7,
                         $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
                         setweight(to_tsvector('simple', coalesce($8, '')), 'A')
-                        || setweight(to_tsvector('simple', $22), 'B'), $23)
+                        || setweight(to_tsvector('simple', $22), 'B'), $23, $24)
                    RETURNING id""",
                 mailbox_id,
                 box["uid"],

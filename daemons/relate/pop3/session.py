@@ -1,0 +1,428 @@
+"""One POP3 connection (RFC 1939): the AUTHORIZATION, TRANSACTION and UPDATE states.
+
+Policy:
+
+- The maildrop is the user's INBOX as it was at login: message numbers,
+  sizes and UIDs are fixed for the session; mail arriving meanwhile waits
+  for the next one.
+- One session per maildrop: login takes a PostgreSQL advisory lock on a
+  connection of the session's own, so it is released however the session
+  ends (QUIT, a dropped connection, a killed daemon). A second login gets
+  ``-ERR [IN-USE]``.
+- DELE only marks. QUIT in TRANSACTION removes the marked messages in one
+  transaction (the UPDATE state); a connection that drops removes nothing.
+- Sizes are octets as RETR sends them: CRLF line endings, before
+  dot-stuffing. UIDL is ``UIDVALIDITY.UID``, unique and stable for the
+  message's life.
+- RETR sets ``\\Seen``, which IMAP and the API see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from relate.auth import AuthRefused, Principal
+from relate.store import accounts, db, imap_messages, mailboxes
+
+if TYPE_CHECKING:
+    from relate.pop3.server import Pop3Server
+
+log = logging.getLogger("relate.pop3")
+
+AUTHORIZATION, TRANSACTION, UPDATE = "authorization", "transaction", "update"
+_LOCK_CLASS = 0x504F5033  # "POP3": first key of the maildrop advisory lock
+
+
+class PopError(Exception):
+    def __init__(self, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.line = f"-ERR [{code}] {text}" if code else f"-ERR {text}"
+
+
+@dataclass
+class Message:
+    uid: int
+    size: int
+    deleted: bool = False
+
+
+def to_wire(raw: bytes) -> bytes:
+    """CRLF line endings, a final CRLF, and dot-stuffing (RFC 1939 §3), ready to send before ``.``."""
+    lines = raw.replace(b"\r\n", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
+
+
+class Pop3Session:
+    def __init__(
+        self, server: Pop3Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool
+    ) -> None:
+        self.server = server
+        self.cfg = server.cfg.pop3
+        self.reader = reader
+        self.writer = writer
+        self.tls = tls
+        peer = writer.get_extra_info("peername")
+        self.client = str(peer[0]) if peer else "-"
+        self.state = AUTHORIZATION
+        self.user: str | None = None
+        self.principal: Principal | None = None
+        self.lock_conn: asyncpg.Connection | None = None
+        self.inbox_id = 0
+        self.uidvalidity = 0
+        self.drop: list[Message] = []
+        self.bad_in_a_row = 0
+        self.started = time.monotonic()
+        self.retrieved = 0
+        self.removed = 0
+
+    # -- I/O -------------------------------------------------------------------
+
+    def send(self, line: str | bytes) -> None:
+        self.writer.write((line.encode() if isinstance(line, str) else line) + b"\r\n")
+
+    def goodbye(self) -> None:
+        self.send("-ERR [SYS/TEMP] Server shutting down")
+        self.writer.close()
+
+    async def run(self) -> None:
+        self.send("+OK Relate Mail POP3 server ready")
+        try:
+            while self.state != UPDATE:
+                await self.writer.drain()
+                try:
+                    line = await asyncio.wait_for(self.reader.readuntil(b"\n"), self.cfg.idle_timeout)
+                except TimeoutError:
+                    self.send("-ERR Autologout; idle for too long")
+                    break
+                except asyncio.LimitOverrunError as exc:
+                    await self.reader.readexactly(exc.consumed)
+                    self._bad("Line too long")
+                    continue
+                await self.execute(line.rstrip(b"\r\n"))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # a dropped connection removes nothing (RFC 1939 §6)
+        finally:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.writer.drain()
+
+    def _bad(self, text: str) -> None:
+        self.bad_in_a_row += 1
+        if self.bad_in_a_row >= self.cfg.max_bad_commands:
+            self.send("-ERR Too many invalid commands")
+            self.state = UPDATE
+            return
+        self.send(f"-ERR {text}")
+
+    async def execute(self, line: bytes) -> None:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self._bad("Commands are text")
+            return
+        verb, _, rest = text.partition(" ")
+        verb = verb.upper()
+        handler = HANDLERS.get(verb)
+        if handler is None:
+            self._bad("Unknown command")
+            return
+        if verb not in ALLOWED[self.state]:
+            self._bad(f"{verb} is not allowed now")
+            return
+        args = rest.split(" ") if rest else []
+        try:
+            await handler(self, args)
+            self.bad_in_a_row = 0
+        except PopError as exc:
+            self.send(exc.line)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            if isinstance(exc, ConnectionError):
+                raise
+            log.warning("pop3-tempfail client=%s command=%s error=%s", self.client, verb, type(exc).__name__)
+            self.send("-ERR [SYS/TEMP] Temporary failure, try again")
+
+    # -- maildrop -----------------------------------------------------------------
+
+    def message(self, arg: str) -> tuple[int, Message]:
+        if not arg.isdigit() or not 1 <= int(arg) <= len(self.drop):
+            raise PopError("No such message")
+        number = int(arg)
+        msg = self.drop[number - 1]
+        if msg.deleted:
+            raise PopError("Message is deleted")
+        return number, msg
+
+    async def open_maildrop(self, principal: Principal) -> None:
+        """Lock the maildrop and take its snapshot, or raise [IN-USE] / [SYS/TEMP]."""
+        conn = await db.connect(self.server.cfg.database)
+        try:
+            inbox = await accounts.inbox_id(conn, principal.user_id)
+            if inbox is None:
+                raise PopError("No maildrop", "SYS/PERM")
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", _LOCK_CLASS, inbox):
+                raise PopError("Maildrop is in use by another session", "IN-USE")
+            box = await mailboxes.by_id(conn, inbox)
+            rows = await conn.fetch(
+                "SELECT uid, coalesce(wire_size, size) AS size FROM messages WHERE mailbox_id = $1 ORDER BY uid",
+                inbox,
+            )
+        except BaseException:
+            await conn.close()
+            raise
+        assert box is not None
+        self.lock_conn = conn
+        self.inbox_id = inbox
+        self.uidvalidity = box["uidvalidity"]
+        self.drop = [Message(r["uid"], r["size"]) for r in rows]
+        self.principal = principal
+        self.state = TRANSACTION
+
+    async def release(self) -> None:
+        """Drop the maildrop lock (closing its connection releases it)."""
+        if self.lock_conn is not None:
+            await self.lock_conn.close()
+            self.lock_conn = None
+        log.info(
+            "pop3-session client=%s tls=%s user=%s retrieved=%d removed=%d seconds=%.1f",
+            self.client,
+            "yes" if self.tls else "no",
+            self.principal.address if self.principal else "-",
+            self.retrieved,
+            self.removed,
+            time.monotonic() - self.started,
+        )
+
+    async def raw(self, msg: Message) -> bytes:
+        assert self.lock_conn is not None
+        rows = await imap_messages.fetch(self.lock_conn, self.inbox_id, [msg.uid], with_raw=True)
+        if not rows:
+            raise PopError("Message is gone", "SYS/TEMP")
+        return bytes(rows[0]["raw"])
+
+
+# -- commands -----------------------------------------------------------------------
+
+Handler = Callable[[Pop3Session, list[str]], Awaitable[None]]
+
+
+# RFC 2449 §5 (CAPA)
+async def capa(session: Pop3Session, args: list[str]) -> None:
+    caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "IMPLEMENTATION Relate-Mail"]
+    if session.state == AUTHORIZATION:
+        if session.tls or session.cfg.allow_plaintext_auth:
+            caps += ["USER", "SASL PLAIN"]
+        if not session.tls and session.server.tls_for("pop3") is not None:
+            caps.append("STLS")
+    session.send("+OK Capability list follows")
+    for cap in caps:
+        session.send(cap)
+    session.send(".")
+
+
+def _plaintext_check(session: Pop3Session) -> None:
+    if not (session.tls or session.cfg.allow_plaintext_auth):
+        raise PopError("Log in over TLS: use STLS or port 995", "AUTH")
+
+
+# RFC 2595 §4 (STLS)
+async def stls(session: Pop3Session, args: list[str]) -> None:
+    tls = session.server.tls_for("pop3")
+    if session.tls or tls is None:
+        raise PopError("TLS is not available here")
+    if getattr(session.reader, "_buffer", b""):  # a private field, but the only way to see bytes already read
+        session.send("-ERR Data after STLS before the TLS handshake")
+        session.state = UPDATE
+        return
+    session.send("+OK Begin TLS negotiation")
+    await session.writer.drain()
+    await session.writer.start_tls(tls.context)
+    session.tls = True
+
+
+# RFC 1939 §7 (USER)
+async def user(session: Pop3Session, args: list[str]) -> None:
+    _plaintext_check(session)
+    if len(args) != 1 or not args[0]:
+        raise PopError("USER takes one argument")
+    session.user = args[0]
+    session.send("+OK Send your key with PASS")
+
+
+async def _login(session: Pop3Session, login: str, key: str) -> None:
+    try:
+        principal = await session.server.authenticator.authenticate(
+            login, key, "pop3", client=session.client, service="pop3"
+        )
+    except AuthRefused:
+        raise PopError("Authentication failed", "AUTH") from None
+    await session.open_maildrop(principal)
+    total = sum(m.size for m in session.drop)
+    session.send(f"+OK Maildrop has {len(session.drop)} messages ({total} octets)")
+
+
+# RFC 1939 §7 (PASS)
+async def pass_(session: Pop3Session, args: list[str]) -> None:
+    _plaintext_check(session)
+    if session.user is None:
+        raise PopError("Send USER first")
+    login, session.user = session.user, None
+    await _login(session, login, " ".join(args))
+
+
+# RFC 5034 §4 (AUTH), RFC 4616 (PLAIN)
+async def auth(session: Pop3Session, args: list[str]) -> None:
+    if not args:
+        session.send("+OK Supported mechanisms follow")
+        session.send("PLAIN")
+        session.send(".")
+        return
+    _plaintext_check(session)
+    if args[0].upper() != "PLAIN":
+        raise PopError("Unsupported mechanism")
+    if len(args) > 1:
+        encoded = args[1].encode()
+    else:
+        session.send("+ ")
+        await session.writer.drain()
+        encoded = (await session.reader.readuntil(b"\n")).strip()
+        if encoded == b"*":
+            raise PopError("Authentication cancelled")
+    try:
+        response = base64.b64decode(encoded if encoded != b"=" else b"", validate=True)
+    except (binascii.Error, ValueError):
+        raise PopError("Invalid base64") from None
+    pieces = response.split(b"\x00")
+    if len(pieces) != 3:
+        raise PopError("Malformed PLAIN response", "AUTH")
+    authzid, login, key = (p.decode("utf-8", "replace") for p in pieces)
+    if authzid and authzid.lower() != login.lower():
+        key = ""  # acting as another user is not supported: refused like a wrong key
+    await _login(session, login, key)
+
+
+# RFC 1939 §5 (STAT)
+async def stat(session: Pop3Session, args: list[str]) -> None:
+    live = [m for m in session.drop if not m.deleted]
+    session.send(f"+OK {len(live)} {sum(m.size for m in live)}")
+
+
+# RFC 1939 §5 (LIST)
+async def list_(session: Pop3Session, args: list[str]) -> None:
+    if args:
+        number, msg = session.message(args[0])
+        session.send(f"+OK {number} {msg.size}")
+        return
+    session.send("+OK Scan listing follows")
+    for number, msg in enumerate(session.drop, 1):
+        if not msg.deleted:
+            session.send(f"{number} {msg.size}")
+    session.send(".")
+
+
+# RFC 1939 §7 (UIDL)
+async def uidl(session: Pop3Session, args: list[str]) -> None:
+    if args:
+        number, msg = session.message(args[0])
+        session.send(f"+OK {number} {session.uidvalidity}.{msg.uid}")
+        return
+    session.send("+OK Unique-id listing follows")
+    for number, msg in enumerate(session.drop, 1):
+        if not msg.deleted:
+            session.send(f"{number} {session.uidvalidity}.{msg.uid}")
+    session.send(".")
+
+
+# RFC 1939 §5 (RETR)
+async def retr(session: Pop3Session, args: list[str]) -> None:
+    if len(args) != 1:
+        raise PopError("RETR takes a message number")
+    _, msg = session.message(args[0])
+    data = to_wire(await session.raw(msg))
+    session.send(f"+OK {msg.size} octets")
+    session.writer.write(data)
+    session.send(".")
+    session.retrieved += 1
+    assert session.lock_conn is not None
+    await imap_messages.store_flags(session.lock_conn, session.inbox_id, [msg.uid], "+", ["\\Seen"])
+
+
+# RFC 1939 §7 (TOP)
+async def top(session: Pop3Session, args: list[str]) -> None:
+    if len(args) != 2 or not args[1].isdigit():
+        raise PopError("TOP takes a message number and a line count")
+    _, msg = session.message(args[0])
+    wire = to_wire(await session.raw(msg))
+    cut = wire.find(b"\r\n\r\n")
+    # The headers, the blank line, then at most n lines of the body (RFC 1939 §7).
+    head, body = (wire, b"") if cut < 0 else (wire[: cut + 4], wire[cut + 4 :])
+    body_lines = body.split(b"\r\n")[:-1]
+    session.send("+OK Top of message follows")
+    session.writer.write(head + b"".join(line + b"\r\n" for line in body_lines[: int(args[1])]))
+    session.send(".")
+
+
+# RFC 1939 §5 (DELE)
+async def dele(session: Pop3Session, args: list[str]) -> None:
+    if len(args) != 1:
+        raise PopError("DELE takes a message number")
+    number, msg = session.message(args[0])
+    msg.deleted = True
+    session.send(f"+OK Message {number} deleted")
+
+
+# RFC 1939 §5 (NOOP)
+async def noop(session: Pop3Session, args: list[str]) -> None:
+    session.send("+OK")
+
+
+# RFC 1939 §5 (RSET)
+async def rset(session: Pop3Session, args: list[str]) -> None:
+    for msg in session.drop:
+        msg.deleted = False
+    session.send(f"+OK Maildrop has {len(session.drop)} messages")
+
+
+# RFC 1939 §4, §6 (QUIT, and the UPDATE state)
+async def quit_(session: Pop3Session, args: list[str]) -> None:
+    if session.state == TRANSACTION:
+        marked = [m.uid for m in session.drop if m.deleted]
+        if marked:
+            assert session.lock_conn is not None
+            removed = await imap_messages.remove(session.lock_conn, session.inbox_id, marked)
+            session.removed = len(removed)
+    session.state = UPDATE
+    session.send("+OK Relate Mail POP3 server signing off")
+
+
+HANDLERS: dict[str, Handler] = {
+    "CAPA": capa,
+    "STLS": stls,
+    "USER": user,
+    "PASS": pass_,
+    "AUTH": auth,
+    "STAT": stat,
+    "LIST": list_,
+    "UIDL": uidl,
+    "RETR": retr,
+    "TOP": top,
+    "DELE": dele,
+    "NOOP": noop,
+    "RSET": rset,
+    "QUIT": quit_,
+}
+ALLOWED: dict[str, frozenset[str]] = {
+    AUTHORIZATION: frozenset({"CAPA", "STLS", "USER", "PASS", "AUTH", "QUIT"}),
+    TRANSACTION: frozenset({"CAPA", "STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "NOOP", "RSET", "QUIT"}),
+    UPDATE: frozenset(),
+}
