@@ -317,30 +317,27 @@ async def stat(session: Pop3Session, args: list[str]) -> None:
     session.send(f"+OK {len(live)} {sum(m.size for m in live)}")
 
 
-# RFC 1939 §5 (LIST)
-async def list_(session: Pop3Session, args: list[str]) -> None:
+async def _listing(session: Pop3Session, args: list[str], what: str, value: Callable[[Message], str]) -> None:
+    """LIST and UIDL: one message's line, or every undeleted message's as a multi-line answer."""
     if args:
         number, msg = session.message(args[0])
-        session.send(f"+OK {number} {msg.size}")
+        session.send(f"+OK {number} {value(msg)}")
         return
-    session.send("+OK Scan listing follows")
+    session.send(f"+OK {what} follows")
     for number, msg in enumerate(session.drop, 1):
         if not msg.deleted:
-            session.send(f"{number} {msg.size}")
+            session.send(f"{number} {value(msg)}")
     session.send(".")
+
+
+# RFC 1939 §5 (LIST)
+async def list_(session: Pop3Session, args: list[str]) -> None:
+    await _listing(session, args, "Scan listing", lambda msg: str(msg.size))
 
 
 # RFC 1939 §7 (UIDL)
 async def uidl(session: Pop3Session, args: list[str]) -> None:
-    if args:
-        number, msg = session.message(args[0])
-        session.send(f"+OK {number} {session.uidvalidity}.{msg.uid}")
-        return
-    session.send("+OK Unique-id listing follows")
-    for number, msg in enumerate(session.drop, 1):
-        if not msg.deleted:
-            session.send(f"{number} {session.uidvalidity}.{msg.uid}")
-    session.send(".")
+    await _listing(session, args, "Unique-id listing", lambda msg: f"{session.uidvalidity}.{msg.uid}")
 
 
 # RFC 1939 §5 (RETR)
