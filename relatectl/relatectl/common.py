@@ -97,7 +97,8 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(_jsonable(data), indent=2, ensure_ascii=False) + "\n")
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
+    """A value as a table shows it: local time to the minute, lists joined, '-' for nothing."""
     if value is None:
         return "-"
     if isinstance(value, datetime):
@@ -123,5 +124,5 @@ def print_rows(
     for _, heading in columns:
         table.add_column(heading)
     for row in rows:
-        table.add_row(*(Text(_cell(row.get(key))) for key, _ in columns))
+        table.add_row(*(Text(cell(row.get(key))) for key, _ in columns))
     console.print(table)

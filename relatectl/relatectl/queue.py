@@ -18,7 +18,7 @@ import typer
 
 from relate.errors import Invalid
 from relate.services import queue as queue_service
-from relatectl.common import JsonOption, console, fail, load_config, print_json, print_rows, with_pool
+from relatectl.common import JsonOption, cell, console, fail, load_config, print_json, print_rows, with_pool
 
 app = typer.Typer(
     help="The outbound queue: list, show, retry, hold, release, fail, delete, flush.", no_args_is_help=True
@@ -125,7 +125,7 @@ def show(email_id: int = typer.Argument(..., help="Message id."), as_json: bool 
         print_json(msg)
         return
     for key in ("id", "status", "user", "mail_from", "subject", "message_id", "size", "queued_at", "next_retry_at"):
-        console.print(f"{key:<12} {msg.get(key) if msg.get(key) is not None else '-'}", highlight=False, markup=False)
+        console.print(f"{key:<14} {cell(msg.get(key))}", highlight=False, markup=False)
     print_rows(
         msg["recipients"],
         [

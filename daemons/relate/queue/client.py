@@ -143,10 +143,12 @@ class DomainSender:
             if smarthost:
                 if sh.tls == "starttls":
                     await client.starttls(server_hostname=host, validate_certs=True)
+                    await client.ehlo()  # RFC 3207 §4.2: extensions are learnt again over TLS
                 if sh.username:
                     await client.login(sh.username, sh.password or "")
             elif wants_tls:
                 await client.starttls(server_hostname=host, tls_context=self._opportunistic, validate_certs=False)
+                await client.ehlo()
             elif self.cfg.require_tls:
                 raise aiosmtplib.SMTPException(f"{host} does not offer STARTTLS and delivery.require_tls is set")
         except BaseException:
@@ -171,8 +173,14 @@ class DomainSender:
         try:
             for index, message in enumerate(messages):
                 if index and index % self.cfg.messages_per_connection == 0:
-                    await client.quit()
-                    client = await self._connect(host, address, port)
+                    with contextlib.suppress(OSError, aiosmtplib.SMTPException, TimeoutError):
+                        await client.quit()
+                    client.close()
+                    try:
+                        client = await self._connect(host, address, port)
+                    except (OSError, aiosmtplib.SMTPException, TimeoutError) as exc:
+                        attempt.last_error = f"{host}[{address}]: {_describe(exc)}"
+                        return messages[index:]
                 try:
                     await self._one(client, message, mta, attempt)
                 except (OSError, aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, TimeoutError) as exc:

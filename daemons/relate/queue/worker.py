@@ -27,6 +27,7 @@ import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+import aiosmtplib
 import asyncpg
 
 from relate.config import Config
@@ -105,8 +106,8 @@ class DeliveryWorker:
             self._wake.clear()
             try:
                 busy = await self.run_once()
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                log.warning("delivery-loop-error error=%s: %s", type(exc).__name__, exc)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one bad pass; leases recover its work
+                log.error("delivery-loop-error error=%s: %s", type(exc).__name__, exc)
                 busy = False
             if not busy and not self._stopping:
                 busy = await self._index_text()
@@ -133,7 +134,20 @@ class DeliveryWorker:
         async with self.pool.acquire() as conn, conn.transaction():
             old = await store.expired(conn, now, timedelta(seconds=d.max_age), d.batch_size)
         if old:
-            await self._fail(old, "4.4.7", "message expired: still undeliverable after the maximum time in the queue")
+            await self._record(
+                old,
+                [
+                    Result(
+                        c.recipient_id,
+                        "failed",
+                        "4.4.7",
+                        "message expired after the maximum time in the queue"
+                        + (f"; last attempt: {c.last_error}" if c.last_error else ""),
+                        None,
+                    )
+                    for c in old
+                ],
+            )
         if d.delay_warning > 0:
             await self._warn_delays(now)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -156,7 +170,7 @@ class DeliveryWorker:
     async def _domain(self, domain: str, items: list[Claimed], data: dict[bytes, bytes]) -> list[Result]:
         try:
             return await self._domain_unguarded(domain, items, data)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        except (OSError, asyncpg.PostgresError, TimeoutError, aiosmtplib.SMTPException) as exc:
             log.warning("delivery-error domain=%s error=%s: %s", domain, type(exc).__name__, exc)
             return [Result(c.recipient_id, "deferred", "4.3.0", "local error, will retry", None) for c in items]
 

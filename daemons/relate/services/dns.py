@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from relate.config import Config
-from relate.errors import NotFound
+from relate.errors import Invalid, NotFound
 from relate.mail import dkim
 from relate.mail.address import normalize_domain
 from relate.store import accounts
@@ -25,6 +25,8 @@ async def _domain(pool: asyncpg.Pool, name: str) -> dict[str, Any]:
 
 async def dkim_keygen(pool: asyncpg.Pool, name: str, *, kind: str = "rsa", selector: str | None = None) -> dkim.DkimKey:
     """Make a new key for the domain and make it the one outbound mail is signed with."""
+    if kind not in dkim.ALGORITHMS:
+        raise Invalid(f"unknown DKIM key type {kind!r}: rsa or ed25519")
     domain = await _domain(pool, name)
     selector = selector or f"relate{datetime.now(UTC):%Y%m}"
     key = await asyncio.to_thread(dkim.generate, selector, kind)

@@ -34,6 +34,7 @@ class Claimed:
     mail_from: str
     blob_hash: bytes
     queued_at: datetime
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ def _claimed(rows: Sequence[Any]) -> list[Claimed]:
             mail_from=r["mail_from"],
             blob_hash=bytes(r["blob_hash"]),
             queued_at=r["queued_at"],
+            last_error=r.get("last_error"),
         )
         for r in rows
     ]

@@ -6,7 +6,7 @@ A transcript is one conversation, written the way the RFCs print theirs::
     S: * OK [CAPABILITY {[^]]*}] {.*}
     C: a1 LOGIN alice@example.com $KEY
     S: a1 OK {.*}
-    C: a2 APPEND INBOX {12}
+    C: a2 APPEND INBOX {13}
     S: + {.*}
     C: Subject: hi
     C:
@@ -20,13 +20,16 @@ Rules, all of them:
   line, whose rest continues the command (RFC 9051 §7.5's LOGIN example), or
   right after a line break, when the next ``C:`` line continues the command
   (an empty one ends it). A synchronizing literal's ``+`` continuation request
-  is scripted as an ``S:`` line like any other.
+  must be scripted, as an ``S:`` line, before its data; if the ``S:`` line
+  there is not a ``+`` line the server refused the literal (``NO [TOOBIG]``)
+  and the command is over, with no data sent.
 - ``S: text`` must equal the server's next line (without its CRLF), whole.
   ``{regex}`` is a hole matching a variable part (braces inside it nest);
   everything else matches literally. ``{{`` and ``}}`` stand for ``{`` and
   ``}``, and a ``{digits}`` or ``{digits+}`` is literal too (an IMAP literal
   marker: a hole holding only digits would be pointless). Server lines are
   split at CRLF, literals included, so a literal's lines are ``S:`` lines too.
+  Trailing spaces count; write one as a hole (``S: +{ }``) so no editor eats it.
 - ``S:`` lines are matched strictly in order, no reordering of untagged data.
 - ``$NAME`` is replaced by a value the caller supplies, before anything else;
   names the caller does not supply stay as they are (``$Forwarded`` is a
@@ -52,7 +55,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_LITERAL_MARKER = re.compile(r"~?\{(\d{1,10})\+?\}$")
+_LITERAL_MARKER = re.compile(r"~?\{(\d{1,10})(\+?)\}$")
 _DIGITS_HOLE = re.compile(r"\d+\+?")
 _NAME = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _HISTORY = 12
@@ -106,40 +109,61 @@ class Transcript:
         """Parse transcript text; raises TranscriptSyntaxError with file:line on malformed input."""
         subs = dict(substitutions or {})
         steps: list[Step] = []
-        literal_left = 0  # octets of a client literal still to come
-        literal_line = 0
+        lit = _Literal()
         for lineno, raw_line in enumerate(source.splitlines(), start=1):
             line = raw_line.rstrip("\r")
-            if literal_left == 0 and (not line.strip() or line.lstrip().startswith("#")):
+            if not lit.left and (not line.strip() or line.lstrip().startswith("#")):
                 continue
-            kind, text = _split_kind(line, path, lineno, in_literal=literal_left > 0)
+            kind, text = _split_kind(line, path, lineno, in_literal=lit.left > 0)
             if kind == "S":
+                if lit.awaiting_plus:
+                    # The server either invites the literal ("+ ...") or refuses the command outright.
+                    lit.awaiting_plus = False
+                    if not text.startswith("+"):
+                        lit.left = 0
                 steps.append(Expect(_compile(text, subs, path, lineno), text, lineno))
                 continue
             text = _substitute(text, subs)
             data = text.encode("utf-8")
-            if literal_left:
+            if lit.awaiting_plus:
+                raise TranscriptSyntaxError(
+                    f"{path}:{lineno}: script the server's continuation request (S: + ...) before sending "
+                    f"the data of the synchronizing literal opened on line {lit.opened}"
+                )
+            rest: bytes | None = data
+            if lit.left:
                 # Literal octets first: this line's text, then its CRLF.
-                if len(data) >= literal_left:
-                    rest = data[literal_left:]
-                    literal_left = 0
-                elif len(data) + 2 > literal_left:
+                if len(data) >= lit.left:
+                    rest, lit.left = data[lit.left :], 0
+                elif len(data) + 2 > lit.left:
                     raise TranscriptSyntaxError(
-                        f"{path}:{lineno}: the literal opened on line {literal_line} ends between CR and LF"
+                        f"{path}:{lineno}: the literal opened on line {lit.opened} ends between CR and LF"
                     )
                 else:
-                    literal_left -= len(data) + 2
-                    rest = None
-                if rest is not None:
-                    literal_left, literal_line = _opens_literal(rest, lineno, literal_left, literal_line)
-            else:
-                literal_left, literal_line = _opens_literal(data, lineno, literal_left, literal_line)
+                    rest, lit.left = None, lit.left - len(data) - 2
+            if rest is not None:
+                lit.open(rest, lineno)
             steps.append(Send(data + b"\r\n", text, lineno))
-        if literal_left:
+        if lit.left:
             raise TranscriptSyntaxError(
-                f"{path}:{literal_line}: the file ends {literal_left} octets before the literal opened here is complete"
+                f"{path}:{lit.opened}: the file ends {lit.left} octets before the literal opened here is complete"
             )
         return cls(path, tuple(steps))
+
+
+@dataclass
+class _Literal:
+    """The client literal being scripted, if any."""
+
+    left: int = 0  # octets still to come
+    opened: int = 0  # the line that opened it
+    awaiting_plus: bool = False  # synchronizing, and the server's "+" is not scripted yet
+
+    def open(self, command_text: bytes, lineno: int) -> None:
+        m = _LITERAL_MARKER.search(command_text.decode("utf-8", "replace"))
+        if m is not None:
+            self.left, self.opened = int(m.group(1)), lineno
+            self.awaiting_plus = not m.group(2)
 
 
 def _split_kind(line: str, path: str, lineno: int, *, in_literal: bool) -> tuple[str, str]:
@@ -151,13 +175,6 @@ def _split_kind(line: str, path: str, lineno: int, *, in_literal: bool) -> tuple
             return kind, line[3:]
     where = "inside a client literal, every line must be a C: or S: line" if in_literal else "expected C: or S:"
     raise TranscriptSyntaxError(f"{path}:{lineno}: {where}, got {line!r}")
-
-
-def _opens_literal(data: bytes, lineno: int, left: int, opened: int) -> tuple[int, int]:
-    m = _LITERAL_MARKER.search(data.decode("utf-8", "replace"))
-    if m is None:
-        return left, opened
-    return int(m.group(1)), lineno
 
 
 def _substitute(text: str, subs: Mapping[str, str]) -> str:
