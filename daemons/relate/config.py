@@ -180,7 +180,7 @@ class DeliveryConfig:
     max_connections: int = 20
     max_connections_per_domain: int = 4
     messages_per_connection: int = 100
-    batch_size: int = 200
+    batch_size: int = 500
     lease_seconds: float = 900.0
     poll_seconds: float = 30.0
     # Retry schedule: first retry after retry_first seconds, doubling (±10%

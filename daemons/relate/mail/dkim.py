@@ -22,6 +22,9 @@ SIGNED_HEADERS = [
 ]  # fmt: skip
 
 
+KEY_FIELDS = ("selector", "algorithm", "private_key", "public_key")
+
+
 @dataclass(frozen=True)
 class DkimKey:
     selector: str

@@ -54,6 +54,7 @@ def make_resolver(cfg: DeliveryConfig) -> dns.asyncresolver.Resolver:
             else:
                 servers.append(item)
         resolver.nameservers = servers
+    resolver.cache = dns.resolver.LRUCache()  # answers are kept for their TTL
     resolver.lifetime = cfg.dns_timeout
     resolver.timeout = cfg.dns_timeout
     return resolver

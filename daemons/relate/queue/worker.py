@@ -31,7 +31,6 @@ import aiosmtplib
 import asyncpg
 
 from relate.config import Config
-from relate.delivery import Kind, classify
 from relate.mail import dkim
 from relate.mail.address import split_address
 from relate.mail.mime import parse_message
@@ -163,36 +162,40 @@ class DeliveryWorker:
         by_domain: dict[str, list[Claimed]] = collections.defaultdict(list)
         for c in claimed:
             by_domain[c.domain].append(c)
-        per_domain = await asyncio.gather(*(self._domain(domain, items, data) for domain, items in by_domain.items()))
+        hosted = {d for d in by_domain if await accounts.get_domain(self.pool, d) is not None}
+        # What goes out over SMTP is signed once per message, however many domains it goes to.
+        outgoing: dict[int, bytes] = {}
+        keys: dict[str, dkim.DkimKey | None] = {}  # signing keys by From domain, for this batch
+        for c in claimed:
+            if c.domain not in hosted and c.email_id not in outgoing:
+                outgoing[c.email_id] = await self._signed(data[c.blob_hash], keys)
+        per_domain = await asyncio.gather(
+            *(
+                self._domain(domain, items, data if domain in hosted else None, outgoing)
+                for domain, items in by_domain.items()
+            )
+        )
         # Recorded together, so a message failing at several domains makes one DSN.
         await self._record(claimed, [r for results in per_domain for r in results])
 
-    async def _domain(self, domain: str, items: list[Claimed], data: dict[bytes, bytes]) -> list[Result]:
+    async def _domain(
+        self, domain: str, items: list[Claimed], local_data: dict[bytes, bytes] | None, outgoing: dict[int, bytes]
+    ) -> list[Result]:
+        """One domain's recipients: into local INBOXes when we host it (``local_data``), else over SMTP."""
         try:
-            return await self._domain_unguarded(domain, items, data)
+            if local_data is not None:
+                return await self._deliver_local(items, local_data)
+            grouped: dict[int, Message] = {}
+            for c in items:
+                msg = grouped.get(c.email_id)
+                if msg is None:
+                    msg = grouped[c.email_id] = Message(c.email_id, c.mail_from, outgoing[c.email_id], [])
+                msg.recipients.append((c.recipient_id, c.address))
+            async with self._global, self._per_domain[domain]:
+                return await self.sender.send(domain, list(grouped.values()))
         except (OSError, asyncpg.PostgresError, TimeoutError, aiosmtplib.SMTPException) as exc:
             log.warning("delivery-error domain=%s error=%s: %s", domain, type(exc).__name__, exc)
             return [Result(c.recipient_id, "deferred", "4.3.0", "local error, will retry", None) for c in items]
-
-    async def _domain_unguarded(self, domain: str, items: list[Claimed], data: dict[bytes, bytes]) -> list[Result]:
-        local: list[Claimed] = []
-        remote: list[Claimed] = []
-        for c in items:
-            (local if (await classify(self.pool, c.address)).kind is not Kind.REMOTE else remote).append(c)
-        results: list[Result] = []
-        if local:
-            results += await self._deliver_local(local, data)
-        if remote:
-            grouped: dict[int, Message] = {}
-            for c in remote:
-                msg = grouped.get(c.email_id)
-                if msg is None:
-                    raw = await self._signed(data[c.blob_hash])
-                    msg = grouped[c.email_id] = Message(c.email_id, c.mail_from, raw, [])
-                msg.recipients.append((c.recipient_id, c.address))
-            async with self._global, self._per_domain[domain]:
-                results += await self.sender.send(domain, list(grouped.values()))
-        return results
 
     async def _deliver_local(self, items: list[Claimed], data: dict[bytes, bytes]) -> list[Result]:
         """Recipients at hosted domains: straight into their INBOX, no SMTP."""
@@ -208,20 +211,21 @@ class DeliveryWorker:
             results.append(Result(c.recipient_id, "sent", "2.0.0", "delivered locally", self.cfg.hostname))
         return results
 
-    async def _signed(self, raw: bytes) -> bytes:
+    async def _signed(self, raw: bytes, keys: dict[str, dkim.DkimKey | None]) -> bytes:
         """``raw`` with a DKIM signature when the From domain is ours and has a key."""
-        parsed = parse_message(raw[:65536])
+        end = raw.find(b"\r\n\r\n")
+        parsed = parse_message(raw[: end + 4] if end >= 0 else raw[:65536])  # the header is enough
         if not parsed.from_:
             return raw
         try:
             _, domain = split_address(parsed.from_[0].email)
         except ValueError:
             return raw
-        row = await dkim_store.active(self.pool, domain)
-        if row is None:
-            return raw
-        key = dkim.DkimKey(row["selector"], row["algorithm"], row["private_key"], row["public_key"])
-        return dkim.sign(raw, domain, key) + raw
+        if domain not in keys:
+            row = await dkim_store.active(self.pool, domain)
+            keys[domain] = None if row is None else dkim.DkimKey(**{k: row[k] for k in dkim.KEY_FIELDS})
+        key = keys[domain]
+        return raw if key is None else dkim.sign(raw, domain, key) + raw
 
     async def _record(self, items: list[Claimed], results: Sequence[Result]) -> None:
         now = self.clock()

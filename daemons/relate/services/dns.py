@@ -50,7 +50,7 @@ async def records(pool: asyncpg.Pool, cfg: Config, name: str) -> list[dict[str, 
     ]
     key = await dkim_store.active(pool, domain)
     if key is not None:
-        record = dkim.DkimKey(key["selector"], key["algorithm"], key["private_key"], key["public_key"]).txt_record()
+        record = dkim.DkimKey(**{k: key[k] for k in dkim.KEY_FIELDS}).txt_record()
         out.append(
             {
                 "name": f"{key['selector']}._domainkey.{domain}.",

@@ -269,6 +269,7 @@ class _Run:
         return data[:-2].decode("utf-8", "backslashreplace")
 
     async def run(self, read_timeout: float, trailing: float) -> Result:
+        __tracebackhide__ = True  # pytest: the failure message says it all
         for index, step in enumerate(self.t.steps):
             if isinstance(step, Send):
                 if self.writer.is_closing() or self.reader.at_eof():
@@ -312,6 +313,7 @@ class _Run:
 
     async def check_quiet(self, trailing: float) -> None:
         """Nothing may follow the script: end of stream, or silence for ``trailing`` seconds."""
+        __tracebackhide__ = True
         last = self.t.steps[-1].lineno if self.t.steps else 0
         try:
             extra = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), trailing)
@@ -343,6 +345,7 @@ async def run(
     long the server must stay quiet after the last scripted line, unless it
     closes the connection first (as after LOGOUT).
     """
+    __tracebackhide__ = True
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
