@@ -2,11 +2,16 @@
 
 Each case gets a fresh database holding the same account and messages (see
 ``seed``), so transcripts can name UIDs, sizes and dates exactly. Files live
-in ``tests/transcripts/imap/``; ``$KEY`` in them is alice's IMAP key.
+in ``tests/transcripts/imap/``; ``$KEY`` in them is alice's IMAP key and
+``$PLAIN`` her SASL PLAIN response (RFC 4616), base64-encoded.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,9 +30,6 @@ from relate.testing import transcript
 
 TRANSCRIPTS = Path(__file__).resolve().parent.parent / "transcripts" / "imap"
 USER = "alice@example.com"
-
-# Cases that fail because of a bug in the daemon: file name -> the bug (reported, with its fix).
-KNOWN_BUGS: dict[str, str] = {}
 
 
 def _crlf(text: str) -> bytes:
@@ -96,7 +98,8 @@ INBOX = [
     # 4: a reply, seen and answered.
     (
         _crlf(
-            "Date: Tue, 10 Mar 2026 08:30:00 +0000\n"
+            # Sent on 10 March in its own zone, 9 March in UTC: SENTON must go by the former.
+            "Date: Tue, 10 Mar 2026 00:30:00 +0100\n"
             "From: Bob <bob@example.com>\n"
             "To: Alice <alice@example.com>\n"
             "Subject: Re: Lunch on Friday?\n"
@@ -182,25 +185,164 @@ async def imap(pool: asyncpg.Pool, dsn: str, tmp_path: Path) -> AsyncIterator[Im
 
 
 def _cases() -> list[object]:
-    cases: list[object] = []
-    for path in sorted(TRANSCRIPTS.glob("*.txt")):
-        marks = []
-        if path.name in KNOWN_BUGS:
-            marks.append(pytest.mark.xfail(reason=KNOWN_BUGS[path.name], strict=True))
-        cases.append(pytest.param(path, id=path.stem, marks=marks))
-    return cases
+    return [pytest.param(path, id=path.stem) for path in sorted(TRANSCRIPTS.glob("*.txt"))]
 
 
 @pytest.mark.parametrize("path", _cases())
 async def test_transcript(imap: Imap, path: Path) -> None:
     """The daemon answers the transcript's commands exactly as scripted, line for line."""
-    script = transcript.Transcript.load(path, {"KEY": imap.key})
+    script = transcript.Transcript.load(path, _substitutions(imap.key))
     await transcript.run(script, "127.0.0.1", imap.port, read_timeout=10)
 
 
-def test_transcripts_exist() -> None:
-    """The transcript directory holds the cases this module parametrizes over, and each one parses."""
+def _substitutions(key: str) -> dict[str, str]:
+    """``$KEY`` and ``$PLAIN`` for a key of alice's."""
+    return {"KEY": key, "PLAIN": base64.b64encode(f"\0{USER}\0{key}".encode()).decode()}
+
+
+def test_transcripts_parse() -> None:
+    """Every transcript file parses (literal lengths add up) with a key of the real length."""
     files = sorted(TRANSCRIPTS.glob("*.txt"))
-    assert len(files) >= 20
+    assert len(files) >= 30
+    fake_key = "relate_" + "0" * 12 + "_" + "x" * 32
     for path in files:
-        assert transcript.Transcript.load(path, {"KEY": "k"}).steps
+        assert transcript.Transcript.load(path, _substitutions(fake_key)).steps
+
+
+# -- the runner itself, against a scripted fake server -------------------------------------------------
+
+
+@dataclass
+class Fake:
+    port: int
+    received: bytearray
+    done: asyncio.Event
+
+
+@contextlib.asynccontextmanager
+async def fake_server(lines: list[str], *, close: bool = False) -> AsyncIterator[Fake]:
+    """A server that sends ``lines`` (CRLF added) at once, then records what it reads until EOF (or closes)."""
+    received = bytearray()
+    done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(b"".join(line.encode() + b"\r\n" for line in lines))
+            await writer.drain()
+            while not close and (data := await reader.read(4096)):
+                received.extend(data)
+        finally:
+            writer.close()
+            done.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield Fake(server.sockets[0].getsockname()[1], received, done)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _fails(source: str, lines: list[str], *, close: bool = False) -> str:
+    async with fake_server(lines, close=close) as fake:
+        with pytest.raises(transcript.TranscriptError) as info:
+            await transcript.run(
+                transcript.Transcript.parse(source, "case.txt"), "127.0.0.1", fake.port, read_timeout=0.3
+            )
+    return str(info.value)
+
+
+async def test_runner_sends_literals_as_the_rfc_shows_them() -> None:
+    """RFC 9051 §7.5's LOGIN with two literals goes out as the exact octets, and the run passes."""
+    source = "S: * OK hi\nC: A001 LOGIN {11}\nS: + Ready\nC: FRED FOOBAR {7}\nS: + Ready\nC: fat man\nS: A001 OK {.*}\n"
+    async with fake_server(["* OK hi", "+ Ready", "+ Ready", "A001 OK LOGIN completed"]) as fake:
+        result = await transcript.run(transcript.Transcript.parse(source), "127.0.0.1", fake.port, trailing=0.05)
+        await asyncio.wait_for(fake.done.wait(), 5)
+    assert bytes(fake.received) == b"A001 LOGIN {11}\r\nFRED FOOBAR {7}\r\nfat man\r\n"
+    assert result.received[-1] == "A001 OK LOGIN completed"
+
+
+def test_runner_counts_multiline_literals() -> None:
+    """A literal spans C: lines with CRLF breaks; an empty C: line after it ends the command."""
+    source = "C: a APPEND INBOX {13}\nS: + go\nC: Subject: hi\nC:\nC: b NOOP {0+}\nC:\n"
+    steps = transcript.Transcript.parse(source).steps
+    sent = b"".join(s.data for s in steps if isinstance(s, transcript.Send))
+    assert sent == b"a APPEND INBOX {13}\r\nSubject: hi\r\n\r\nb NOOP {0+}\r\n\r\n"
+
+
+def test_runner_refused_literal_sends_no_data() -> None:
+    """A non-"+" answer to a synchronizing literal ends the command: the next C: line is a new command."""
+    steps = transcript.Transcript.parse("C: a APPEND INBOX {99}\nS: a NO [TOOBIG] no\nC: b NOOP\n").steps
+    assert [s.text for s in steps] == ["a APPEND INBOX {99}", "a NO [TOOBIG] no", "b NOOP"]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("C: a {5}\nS: + go\nC: abcd\n", "case.txt:3: the literal opened on line 1 ends between CR and LF"),
+        ("C: a {5}\nC: hello\n", "case.txt:2: script the server's continuation request"),
+        ("C: a {10}\nS: + go\nC: hi\n", "case.txt:1: the file ends 6 octets before the literal"),
+        ("C: a {3+}\n\nC: abc\n", "case.txt:2: inside a client literal"),
+        ("S: * OK {unclosed\n", "case.txt:1: unclosed {"),
+        ("S: * OK }\n", "case.txt:1: unmatched }"),
+        ("S: * OK {(}\n", "case.txt:1: bad regex in hole"),
+        ("X: hello\n", "case.txt:1: expected C: or S:"),
+    ],
+)
+def test_runner_rejects_malformed_transcripts(source: str, message: str) -> None:
+    """Malformed transcripts fail to parse with file:line and the reason."""
+    with pytest.raises(transcript.TranscriptSyntaxError, match=re.escape(message)):
+        transcript.Transcript.parse(source, "case.txt")
+
+
+@pytest.mark.parametrize(
+    ("line", "got", "matches"),
+    [
+        (r"* {\d+} EXISTS", "* 12 EXISTS", True),
+        (r"* {\d+} EXISTS", "* x EXISTS", False),
+        ("* 1 FETCH (BODY[] {20}", "* 1 FETCH (BODY[] {20}", True),
+        ("{{not a hole}}", "{not a hole}", True),
+        (r"a {\d{2}} b", "a 42 b", True),
+        ("(FLAGS ({.*}))", "(FLAGS (\\Seen))", True),
+        ("[$V]", "[a.b]", True),
+        ("[$V]", "[aXb]", False),
+        ("$Forwarded", "$Forwarded", True),
+        ("tail", "tail ", False),
+    ],
+)
+def test_runner_holes(line: str, got: str, matches: bool) -> None:
+    """{regex} holes match variable parts; all else, substitutions included, matches literally and whole."""
+    (step,) = transcript.Transcript.parse(f"S: {line}\n", substitutions={"V": "a.b"}).steps
+    assert isinstance(step, transcript.Expect)
+    assert (step.pattern.fullmatch(got) is not None) is matches
+
+
+async def test_runner_reports_a_mismatch() -> None:
+    """A wrong server line fails with file:line, expected and got, and the exchange so far."""
+    text = await _fails("# x\nS: * OK hi\nC: a1 NOOP\nS: a1 OK {.*}\n", ["* OK hi", "a1 NO nope"])
+    assert "case.txt:4: the server's line does not match" in text
+    assert "- expected: S: a1 OK {.*}" in text
+    assert "+ got:      S: a1 NO nope" in text
+    assert "  C: a1 NOOP" in text
+
+
+async def test_runner_reports_a_timeout() -> None:
+    """A silent server fails the run after read_timeout, naming the line it waited for."""
+    text = await _fails("S: * OK hi\nC: a1 NOOP\nS: a1 OK done\n", ["* OK hi"])
+    assert "case.txt:3: timed out after 0.3 s waiting for the server" in text
+    assert "1 scripted line(s) left unconsumed" in text
+
+
+async def test_runner_reports_unconsumed_lines() -> None:
+    """A connection closed early fails the run, listing the scripted lines left unconsumed."""
+    text = await _fails("S: * OK hi\nS: * more\nC: a1 NOOP\nS: a1 OK done\n", ["* OK hi"], close=True)
+    assert "case.txt:2: the server closed the connection" in text
+    assert "3 scripted line(s) left unconsumed" in text
+    assert "  4: S: a1 OK done" in text
+
+
+async def test_runner_reports_extra_output() -> None:
+    """Anything the server sends after the script's last line fails the run."""
+    text = await _fails("S: * OK hi\n", ["* OK hi", "* BYE surprise"])
+    assert "case.txt:1: the server sent more than the script expects" in text
+    assert "+ unexpected: S: * BYE surprise" in text

@@ -45,6 +45,22 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SPECIAL_USES = frozenset({"\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive", "\\All", "\\Flagged"})
 
 
+def _flags(given: tuple[str, ...]) -> list[str]:
+    """Flags as stored: system flags in their canonical case, \\Recent dropped (RFC 9051 §2.3.2)."""
+    out = []
+    for flag in given:
+        if flag.startswith("\\"):
+            canonical = next((s for s in SYSTEM_FLAGS if s.lower() == flag.lower()), None)
+            if canonical is None:
+                if flag.lower() == "\\recent":
+                    continue
+                raise Bad(f"Unknown system flag {flag[:40]}")
+            flag = canonical
+        if flag not in out:
+            out.append(flag)
+    return out
+
+
 def _mailbox_name(session: ImapSession, name: str) -> str:
     return encode_mailbox(name, utf8=session.utf8)
 
@@ -147,7 +163,7 @@ async def authenticate(session: ImapSession, cmd: Authenticate) -> None:
     if response is None:
         session.send(b"+ ")
         await session.flush()
-        line = (await session.reader.readuntil(b"\n")).strip()
+        line = (await session.readline()).strip()
         if line == b"*":
             raise Bad("Authentication cancelled")
         try:
@@ -183,6 +199,7 @@ async def enable(session: ImapSession, cmd: Enable) -> None:
 # RFC 9051 §6.3.2 (SELECT), §6.3.3 (EXAMINE)
 async def select(session: ImapSession, cmd: Select) -> None:
     if session.selected is not None:
+        session.server.hub.unwatch(session, session.selected.mailbox_id)
         session.selected = None
         session.state = AUTHENTICATED
         session.untagged("OK [CLOSED] Previous mailbox closed")
@@ -332,12 +349,20 @@ async def list_(session: ImapSession, cmd: ListCommand) -> None:
         box = by_name[name]
         if not any(r.match(name) for r in regexes):
             continue
+        childinfo = False
         if subscribed_only and not box.get("subscribed"):
-            continue
+            # RFC 3501 §6.3.9 (LSUB with %) and RFC 5258 §3 (RECURSIVEMATCH): a parent of a
+            # subscribed folder is still reported, marked as such.
+            sub_child = any(b.get("subscribed") and n.startswith(name + "/") for n, b in by_name.items())
+            if not sub_child or not (cmd.lsub or "RECURSIVEMATCH" in cmd.select):
+                continue
+            childinfo = True
         if special_only and not box.get("special_use"):
             continue
         attrs = []
-        if box.get("missing"):
+        if childinfo and cmd.lsub:
+            attrs.append("\\Noselect")
+        elif box.get("missing"):
             attrs.append("\\NonExistent" if session.rev2 else "\\Noselect")
         has_children = any(other.startswith(name + "/") for other in names)
         attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
@@ -347,6 +372,8 @@ async def list_(session: ImapSession, cmd: ListCommand) -> None:
             attrs.append(box["special_use"])
         verb = "LSUB" if cmd.lsub else "LIST"
         line = f'{verb} ({" ".join(attrs)}) "/" '.encode() + astring(_mailbox_name(session, name), utf8=session.utf8)
+        if childinfo and not cmd.lsub:
+            line += b' ("CHILDINFO" ("SUBSCRIBED"))'
         session.untagged(line)
         if cmd.status_items and not box.get("missing"):
             session.untagged(await _status_line(session, box, cmd.status_items))
@@ -389,7 +416,7 @@ async def append(session: ImapSession, cmd: Append) -> None:
         box = await _mailbox(session, cmd.mailbox)
     except No:
         raise No("No such mailbox", "TRYCREATE") from None
-    flags = [f for f in cmd.flags if f != "\\Recent"]
+    flags = _flags(cmd.flags)
     async with session.server.pool.acquire() as conn:
         (stored,) = await messages.ingest(conn, cmd.message, [box["id"]], flags=flags, internal_date=cmd.date)
     await session.sync_after(cmd)  # appending to the selected mailbox: the client hears EXISTS now
@@ -406,7 +433,7 @@ async def namespace(session: ImapSession, cmd: Command) -> None:
 async def idle(session: ImapSession, cmd: Command) -> None:
     session.send(b"+ idling")
     await session.flush()
-    done = asyncio.ensure_future(session.reader.readuntil(b"\n"))
+    done = asyncio.ensure_future(session.readline())
     try:
         while True:
             sel = session.selected
@@ -488,6 +515,8 @@ async def expunge(session: ImapSession, cmd: Command) -> None:
 # RFC 9051 §6.4.4 (SEARCH), RFC 4731 (ESEARCH), RFC 5182 (SEARCHRES)
 async def search(session: ImapSession, cmd: Search) -> None:
     sel = session.require_selected()
+    if cmd.returns and "SAVE" in cmd.returns:
+        sel.saved = []  # RFC 5182 §2.1: a failed SEARCH ... SAVE leaves $ empty
     async with session.server.pool.acquire() as conn:
         uids = await searching.run(conn, sel, cmd.key, charset=cmd.charset)
     numbers = uids if cmd.uid else [n for n in (sel.msn(u) for u in uids) if n is not None]
@@ -497,8 +526,12 @@ async def search(session: ImapSession, cmd: Search) -> None:
         # RFC 4731: RETURN () and a rev2 plain SEARCH mean ALL; RFC 5182: SAVE alone answers nothing.
         opts = set(cmd.returns) if cmd.returns else {"ALL"}
         if "SAVE" in opts:
-            sel.saved = uids
             opts.discard("SAVE")
+            # RFC 5182 §2.1: with only MIN and/or MAX beside SAVE, $ holds just those.
+            if uids and opts and opts <= {"MIN", "MAX"}:
+                sel.saved = sorted({*(uids[:1] if "MIN" in opts else []), *(uids[-1:] if "MAX" in opts else [])})
+            else:
+                sel.saved = uids
         if opts:
             parts = [f'(TAG "{cmd.tag}")'] + (["UID"] if cmd.uid else [])
             if numbers and "MIN" in opts:
@@ -551,11 +584,7 @@ async def store(session: ImapSession, cmd: Store) -> None:
     if sel.readonly:
         raise No("Mailbox is read-only", "READ-ONLY")
     uids = _resolve(sel, cmd.seqset, cmd.uid)
-    flags = [f for f in cmd.flags if f != "\\Recent"]
-    for flag in flags:
-        if flag.startswith("\\") and flag.title() not in {f.title() for f in SYSTEM_FLAGS}:
-            raise Bad(f"Unknown system flag {flag[:40]}")
-    flags = [next((s for s in SYSTEM_FLAGS if s.lower() == f.lower()), f) for f in flags]
+    flags = _flags(cmd.flags)
     async with session.server.pool.acquire() as conn:
         modseq, changed = await imap_messages.store_flags(conn, sel.mailbox_id, uids, cmd.mode, flags)
     sel.own_modseqs.add(modseq)

@@ -548,6 +548,8 @@ def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     select: list[str] = []
     if name == "LIST" and cur.peek() == ord("("):
         select = [s.upper() for s in cur.paren_list("selection options")]
+        if "RECURSIVEMATCH" in select and not set(select) - {"RECURSIVEMATCH", "REMOTE"}:
+            raise ParseError("RECURSIVEMATCH needs another selection option")  # RFC 5258 §3
         cur.sp()
     reference = decode_mailbox(cur.astring_bytes(), utf8=cur.utf8) if not cur.take(b'""') else ""
     cur.sp()

@@ -1,16 +1,19 @@
 """SEARCH (RFC 9051 §6.4.4): narrowed in SQL, decided in Python on the stored columns.
 
-Top-level criteria that SQL can answer exactly (flags, dates, sizes, UIDs)
-narrow the candidates in the query; BODY and TEXT narrow them through the
-full-text vector stored at ingest (word prefixes: a term matches words that
-start with it), and are then confirmed on the message itself. Every
-criterion is then evaluated on each candidate, so NOT/OR and header
-searches are exact. String matching is case-insensitive substring matching
-on decoded text (RFC 9051 §6.4.4), UTF-8 throughout.
+Top-level criteria that SQL can answer exactly (flags, dates, sizes, UIDs,
+and BODY/TEXT substrings of messages the indexer has seen) narrow the
+candidates in the query; every criterion is then evaluated on each
+candidate, so NOT/OR and header searches are exact. String matching is
+case-insensitive substring matching on decoded text, UTF-8 throughout.
+BODY and TEXT use the text the indexer stored (``store.messages.search_texts``)
+and, for a message not indexed yet, the same function on the message itself,
+so results never depend on whether the indexer has run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import re
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -21,6 +24,7 @@ from relate.imap.parser import SearchKey, SeqSet
 from relate.imap.session import Selected
 from relate.mail.mime import parse_message
 from relate.store.db import Queryable
+from relate.store.messages import search_texts
 
 _TEXT_KEYS = frozenset({"BODY", "TEXT", "HEADER"})
 _FLAG_KEYS = {
@@ -30,13 +34,10 @@ _FLAG_KEYS = {
     "FLAGGED": "\\Flagged",
     "SEEN": "\\Seen",
 }
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def _uses_text(key: SearchKey) -> bool:
-    if key.name in _TEXT_KEYS:
-        return True
-    return any(isinstance(a, SearchKey) and _uses_text(a) for a in key.args)
+def _has_key(key: SearchKey, names: frozenset[str]) -> bool:
+    return key.name in names or any(isinstance(a, SearchKey) and _has_key(a, names) for a in key.args)
 
 
 def _prefilter(key: SearchKey, sel: Selected, params: list[Any]) -> list[str]:
@@ -58,11 +59,13 @@ def _prefilter(key: SearchKey, sel: Selected, params: list[Any]) -> list[str]:
         params.append(args[0])
         return [f"m.size {'>' if name == 'LARGER' else '<'} ${len(params)}"]
     if name in ("BODY", "TEXT"):
-        words = _WORD.findall(str(args[0]).lower())
-        if words:
-            params.append(" & ".join(w + ":*" for w in words))
-            # Messages whose body is not indexed yet pass through, to be checked on their text.
-            return [f"(m.search @@ to_tsquery('simple', ${len(params)}) OR NOT m.text_indexed)"]
+        params.append(str(args[0]).lower())
+        n = len(params)
+        found = f"strpos(m.search_body, ${n}) > 0"
+        if name == "TEXT":
+            found = f"({found} OR strpos(m.search_head, ${n}) > 0)"
+        # Messages not indexed yet pass through, to be checked on their own text.
+        return [f"(NOT m.text_indexed OR {found})"]
     return []
 
 
@@ -72,12 +75,17 @@ async def run(conn: Queryable, sel: Selected, key: SearchKey, *, charset: str | 
         raise No("Only UTF-8 searches are supported", "BADCHARSET (UTF-8)")
     params: list[Any] = [sel.mailbox_id]
     where = " AND ".join(["m.mailbox_id = $1", *_prefilter(key, sel, params)])
-    text = _uses_text(key)
-    raw = ", b.data AS raw" if text else ""
+    text = _has_key(key, _TEXT_KEYS)
+    # The message itself is read only where needed: HEADER keys, or messages not indexed yet.
+    raw = ""
+    if text:
+        header = _has_key(key, frozenset({"HEADER"}))
+        raw = ", b.data AS raw" if header else ", CASE WHEN m.text_indexed THEN NULL ELSE b.data END AS raw"
     join = "JOIN blobs b ON b.hash = m.blob_hash" if text else ""
     rows = await conn.fetch(
-        f"""SELECT m.uid, m.flags, m.internal_date, m.date_header, m.size, m.subject, m.header_end,
-                   m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr{raw}
+        f"""SELECT m.uid, m.flags, m.internal_date, m.date_header, m.envelope->>'date' AS date_text, m.size,
+                   m.subject, m.header_end, m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr,
+                   m.text_indexed, m.search_head, m.search_body{raw}
               FROM messages m {join} WHERE {where} ORDER BY m.uid""",
         *params,
     )
@@ -100,14 +108,26 @@ class _Message:
         self.count = count
         self.largest_uid = largest_uid
         self.sel = sel
-        self._decoded: str | None = None
+        self._texts: tuple[str, str] | None = None
 
-    def _text(self) -> str:
-        if self._decoded is None:
-            raw = bytes(self.row["raw"])
-            parsed = parse_message(raw)
-            self._decoded = (raw.decode("utf-8", "replace") + "\n" + parsed.text).lower()
-        return self._decoded
+    def _search_texts(self) -> tuple[str, str]:
+        """(header text, body text) as the indexer stores them; computed here for unindexed messages."""
+        if self._texts is None:
+            if self.row["text_indexed"]:
+                self._texts = (self.row["search_head"] or "", self.row["search_body"] or "")
+            else:
+                raw = bytes(self.row["raw"])
+                self._texts = search_texts(raw, parse_message(raw))
+        return self._texts
+
+    def _sent_date(self) -> datetime:
+        """The Date header's own calendar date, in the sender's time zone (RFC 9051 §6.4.4)."""
+        text = self.row["date_text"]
+        if text:
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                return email.utils.parsedate_to_datetime(text)
+        fallback: datetime = self.row["date_header"] or self.row["internal_date"]
+        return fallback
 
     def _header(self) -> str:
         raw = bytes(self.row["raw"])[: int(self.row["header_end"])]
@@ -160,8 +180,7 @@ class _Message:
         if name in ("BEFORE", "ON", "SINCE"):
             return _compare(name, self.row["internal_date"], args[0])
         if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
-            sent = self.row["date_header"] or self.row["internal_date"]
-            return _compare(name[4:], sent, args[0])
+            return _compare(name[4:], self._sent_date(), args[0])
         needle = str(args[-1]).lower() if args else ""
         if name == "SUBJECT":
             return needle in (self.row["subject"] or "").lower()
@@ -175,11 +194,10 @@ class _Message:
                     return True
             return False
         if name == "TEXT":
-            return needle in self._text()
+            head, body = self._search_texts()
+            return needle in head or needle in body
         if name == "BODY":
-            raw = bytes(self.row["raw"])
-            body = raw[int(self.row["header_end"]) :].decode("utf-8", "replace").lower()
-            return needle in body or needle in parse_message(raw).text.lower()
+            return needle in self._search_texts()[1]
         raise No(f"Unsupported search key {name}")
 
 

@@ -45,7 +45,9 @@ _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
 
 
 class LineTooLong(Exception):
-    pass
+    def __init__(self, tag: str) -> None:
+        super().__init__("line too long")
+        self.tag = tag  # the overlong command's tag, so the client gets a tagged BAD
 
 
 @dataclass
@@ -95,13 +97,17 @@ class ImapSession:
         self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855), or IMAP4rev2
         self.rev2 = False  # ENABLE IMAP4rev2
         self.bad_in_a_row = 0
+        self._out: list[bytes] = []
+        self._out_size = 0
         self.started = time.monotonic()
         self.commands = 0
 
     # -- output ----------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        self.writer.write(data + b"\r\n")
+        # Buffered until flush(): one write (one TLS record, one syscall) per batch of lines.
+        self._out.append(data + b"\r\n")
+        self._out_size += len(data) + 2
 
     def untagged(self, text: str | bytes) -> None:
         self.send(b"* " + (text.encode("utf-8") if isinstance(text, str) else text))
@@ -111,23 +117,29 @@ class ImapSession:
         self.send(f"{tag} {status} {coded}{text}".encode("utf-8", "replace"))
 
     async def flush(self) -> None:
+        if self._out:
+            self.writer.write(b"".join(self._out))
+            self._out.clear()
+            self._out_size = 0
         await self.writer.drain()
 
     # -- input -----------------------------------------------------------------
 
-    async def _readline(self) -> bytes:
+    async def readline(self) -> bytes:
+        """One line without its CRLF; LineTooLong (after swallowing it) past ``imap.max_line_length``."""
         try:
             line = await self.reader.readuntil(b"\n")
         except asyncio.LimitOverrunError as exc:
             # Swallow the rest of the overlong line, then refuse it.
-            await self.reader.readexactly(exc.consumed)
+            start = await self.reader.readexactly(exc.consumed)
             while True:
                 try:
                     await self.reader.readuntil(b"\n")
                     break
                 except asyncio.LimitOverrunError as more:
                     await self.reader.readexactly(more.consumed)
-            raise LineTooLong from None
+            tag = start.split(b" ", 1)[0][:64].decode("ascii", "replace")
+            raise LineTooLong(tag if tag and tag.isprintable() and "+" not in tag and "*" not in tag else "*") from None
         return line.rstrip(b"\r\n")
 
     async def read_command(self) -> list[Part] | None:
@@ -135,7 +147,7 @@ class ImapSession:
         parts: list[Part] = []
         total = 0
         while True:
-            line = await self._readline()
+            line = await self.readline()
             total += len(line)
             m = _LITERAL.search(line)
             if m is None:
@@ -172,8 +184,8 @@ class ImapSession:
                 except TimeoutError:
                     self.untagged("BYE Autologout; idle for too long")
                     break
-                except LineTooLong:
-                    await self._bad("*", "Line too long")
+                except LineTooLong as exc:
+                    await self._bad(exc.tag, "Line too long")
                     continue
                 if parts is None:
                     continue
@@ -212,8 +224,14 @@ class ImapSession:
         handler = HANDLERS[cmd.name]
         try:
             await handler(self, cmd)
-        except Bye:
-            raise
+        except (Bye, ConnectionError, asyncio.IncompleteReadError):
+            raise  # run() handles these: BYE, or a client that went away
+        except LineTooLong:
+            self.tagged(cmd.tag, "BAD", "Line too long")
+        except LookupError:
+            # The mailbox went away under the command (deleted by another session).
+            await self.sync()
+            self.tagged(cmd.tag, "NO", "The mailbox no longer exists", "NONEXISTENT")
         except ImapError as exc:
             await self.sync_after(cmd)
             self.tagged(cmd.tag, exc.kind, exc.text, exc.code)
@@ -260,6 +278,7 @@ class ImapSession:
         async with self.server.pool.acquire() as conn:
             delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
         if delta["gone"]:
+            self.server.hub.unwatch(self, sel.mailbox_id)
             self.selected = None
             self.state = AUTHENTICATED
             raise Bye("The selected mailbox was deleted")
@@ -309,6 +328,8 @@ class ImapSession:
 
     def goodbye(self) -> None:
         self.untagged("BYE Server shutting down")
+        self.writer.write(b"".join(self._out))  # not flush(): this runs outside the session's task
+        self._out.clear()
         self.writer.close()
 
     def mark_selected_changed(self, mailbox_id: int) -> None:

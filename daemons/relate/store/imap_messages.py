@@ -79,22 +79,29 @@ async def fetch(conn: Queryable, mailbox_id: int, uid_list: Sequence[int], *, wi
     return [dict(r) for r in rows]
 
 
-async def _next_modseq(conn: Queryable, mailbox_id: int) -> tuple[int, int]:
+async def _lock_mailbox(conn: Queryable, mailbox_id: int) -> tuple[int, int]:
+    """Lock the mailbox row for a change; returns (the modseq a change would get, user id)."""
     row = await conn.fetchrow(
-        "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 RETURNING highestmodseq, user_id",
-        mailbox_id,
+        "SELECT highestmodseq + 1 AS next, user_id FROM mailboxes WHERE id = $1 FOR UPDATE", mailbox_id
     )
     if row is None:
         raise LookupError("mailbox is gone")
-    return row["highestmodseq"], row["user_id"]
+    return row["next"], row["user_id"]
+
+
+async def _commit_modseq(conn: Queryable, mailbox_id: int, modseq: int) -> None:
+    await conn.execute("UPDATE mailboxes SET highestmodseq = $2 WHERE id = $1", mailbox_id, modseq)
 
 
 async def store_flags(
     conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int], mode: str, flags: Sequence[str]
 ) -> tuple[int, list[tuple[int, list[str]]]]:
-    """Add (``+``), remove (``-``) or set (``""``) flags; returns the modseq and (uid, flags) of changed messages."""
+    """Add (``+``), remove (``-``) or set (``""``) flags; returns the modseq and (uid, flags) of changed messages.
+
+    A STORE that changes nothing leaves HIGHESTMODSEQ alone.
+    """
     async with conn.transaction():
-        modseq, user_id = await _next_modseq(conn, mailbox_id)
+        modseq, user_id = await _lock_mailbox(conn, mailbox_id)
         if mode == "+":
             new_flags = "ARRAY(SELECT DISTINCT unnest(m.flags || $3::text[]))"
         elif mode == "-":
@@ -112,6 +119,7 @@ async def store_flags(
             modseq,
         )
         if rows:
+            await _commit_modseq(conn, mailbox_id, modseq)
             await mailboxes.notify(conn, "flags", mailbox_id, user_id, modseq)
     return modseq, sorted((r["uid"], list(r["flags"])) for r in rows)
 
@@ -119,7 +127,7 @@ async def store_flags(
 async def expunge(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int] | None) -> list[int]:
     """Remove messages flagged \\Deleted (of ``uid_list``, if given); returns their UIDs."""
     async with conn.transaction():
-        modseq, user_id = await _next_modseq(conn, mailbox_id)
+        modseq, user_id = await _lock_mailbox(conn, mailbox_id)
         rows = await conn.fetch(
             """DELETE FROM messages WHERE mailbox_id = $1 AND '\\Deleted' = ANY (flags)
                   AND ($2::bigint[] IS NULL OR uid = ANY($2::bigint[]))
@@ -134,7 +142,7 @@ async def expunge(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[
 async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int]) -> list[int]:
     """Remove these messages whatever their flags (MOVE's source side, POP3 DELE, API delete)."""
     async with conn.transaction():
-        modseq, user_id = await _next_modseq(conn, mailbox_id)
+        modseq, user_id = await _lock_mailbox(conn, mailbox_id)
         rows = await conn.fetch(
             "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) RETURNING uid, blob_hash",
             mailbox_id,
@@ -145,8 +153,10 @@ async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[i
 
 
 async def _record_expunges(conn: Queryable, mailbox_id: int, user_id: int, modseq: int, rows: Sequence[Any]) -> None:
+    """Log expunged UIDs under ``modseq`` (and make it the mailbox's); nothing at all when nothing went."""
     if not rows:
         return
+    await _commit_modseq(conn, mailbox_id, modseq)
     await conn.executemany(
         "INSERT INTO mailbox_expunges (mailbox_id, uid, modseq) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         [(mailbox_id, r["uid"], modseq) for r in rows],
@@ -180,11 +190,11 @@ async def copy(
             """INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash, subject,
                     from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id, in_reply_to, "references",
                     envelope, bodystructure, header_end, attachments, attachment_count, search, text_indexed,
-                    wire_size)
+                    wire_size, search_head, search_body)
                SELECT $1, n.new_uid, $2, m.flags, m.internal_date, m.size, m.blob_hash, m.subject,
                     m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.date_header, m.message_id, m.in_reply_to,
                     m."references", m.envelope, m.bodystructure, m.header_end, m.attachments,
-                    m.attachment_count, m.search, m.text_indexed, m.wire_size
+                    m.attachment_count, m.search, m.text_indexed, m.wire_size, m.search_head, m.search_body
                  FROM messages m JOIN unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid) ON n.old_uid = m.uid
                 WHERE m.mailbox_id = $3""",
             target_id,

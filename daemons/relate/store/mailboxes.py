@@ -81,6 +81,18 @@ async def rename(conn: asyncpg.Connection, user_id: int, old: str, new: str) -> 
             raise NotFound(f"no mailbox {old}")
         if await get(conn, user_id, new) is not None:
             raise Conflict(f"mailbox {new} already exists")
+        # A folder below the old name must not land on one that exists below the new name.
+        clash = await conn.fetchval(
+            """SELECT n.name FROM mailboxes o
+                 JOIN mailboxes n ON n.user_id = o.user_id AND n.name = $3 || substr(o.name, length($2) + 1)
+                WHERE o.user_id = $1 AND o.name LIKE $4 LIMIT 1""",
+            user_id,
+            old,
+            new,
+            _like_prefix(old + "/"),
+        )
+        if clash is not None:
+            raise Conflict(f"mailbox {clash} already exists")
         await conn.execute(
             """UPDATE mailboxes SET name = $3 || substr(name, length($2) + 1)
                 WHERE user_id = $1 AND (name = $2 OR name LIKE $4)""",

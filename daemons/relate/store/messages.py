@@ -124,7 +124,7 @@ async def ingest(
         attachments,
         sum(1 for a in parsed.attachments if not a.inline),
         _clean(people),
-        not parsed.text.strip(),
+        False,  # text_indexed: the background indexer fills the body text in
         wire_size(raw),
     )
     stored: list[StoredMessage] = []
@@ -196,14 +196,29 @@ async def index_pending(conn: asyncpg.Connection, limit: int = 50) -> int:
             by_blob.setdefault(bytes(r["blob_hash"]), []).append(r["id"])
         for digest, ids in by_blob.items():
             raw = await conn.fetchval("SELECT data FROM blobs WHERE hash = $1", digest)
-            text = (await parse(bytes(raw))).text[:_SEARCH_TEXT_LIMIT] if raw is not None else ""
+            head, body = search_texts(bytes(raw or b""), await parse(bytes(raw or b"")))
             await conn.execute(
-                """UPDATE messages SET search = search || to_tsvector('simple', $2), text_indexed = true
+                """UPDATE messages SET search = search || to_tsvector('simple', $2), text_indexed = true,
+                          search_head = $3, search_body = $2
                     WHERE id = ANY($1::bigint[])""",
                 ids,
-                _clean(text),
+                _clean(body),
+                _clean(head),
             )
     return len(rows)
+
+
+def search_texts(raw: bytes, parsed: ParsedMessage) -> tuple[str, str]:
+    """(header text, body text), lower-cased, as substring search sees a message.
+
+    The header text is the raw header block plus the decoded subject and
+    addresses (so encoded words are found); the body text is the decoded
+    text of the body parts. IMAP's TEXT key searches both, BODY the second.
+    """
+    header = raw[: parsed.header_end].decode("utf-8", "replace")
+    people = " ".join(f"{a.name or ''} {a.email}" for a in (*parsed.from_, *parsed.to, *parsed.cc, *parsed.bcc))
+    head = f"{header}\n{parsed.subject or ''}\n{people}".lower()
+    return head[:_SEARCH_TEXT_LIMIT], parsed.text[:_SEARCH_TEXT_LIMIT].lower()
 
 
 async def put_blob(conn: Queryable, raw: bytes, digest: bytes | None = None) -> bytes:

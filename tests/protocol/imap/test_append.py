@@ -1,0 +1,176 @@
+"""APPEND (RFC 9051 §6.3.12, UIDPLUS RFC 4315, LITERAL+ RFC 7888, APPENDLIMIT RFC 7889)."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import time
+
+from .conftest import Imap
+from .helpers import Lit, make_message
+
+
+async def test_append_returns_appenduid_and_stores_bytes(imap: Imap) -> None:
+    """APPEND answers [APPENDUID uidvalidity uid] and the message is stored byte for byte."""
+    raw = make_message(subject="appended")
+    client = await imap.connect()
+    result = await client.command("APPEND INBOX ", Lit(raw))
+    assert result.ok, str(result)
+    assert result.continuations  # a synchronizing literal waits for "+"
+    name, validity, uid = (result.code or "").split()
+    box = await imap.mailbox()
+    assert (name, int(validity)) == ("APPENDUID", box["uidvalidity"])
+    stored = await imap.stored()
+    assert [(m["uid"], m["raw"]) for m in stored] == [(int(uid), raw)]
+
+
+async def test_append_flags_and_date(imap: Imap) -> None:
+    """Flags and the internal date given to APPEND are kept; \\Recent is ignored."""
+    client = await imap.connect()
+    await client.ok(
+        'APPEND INBOX (\\Seen $Important \\Recent) " 5-Jan-2026 08:30:00 +0200" ',
+        Lit(make_message()),
+    )
+    await client.ok("SELECT INBOX")
+    fetched = (await client.ok("FETCH 1 (FLAGS INTERNALDATE)")).fetches()[1]
+    assert sorted(fetched["FLAGS"]) == ["$Important", "\\Seen"]
+    assert fetched["INTERNALDATE"] == b" 5-Jan-2026 06:30:00 +0000"  # the same instant, in UTC
+
+
+async def test_append_system_flags_any_case(imap: Imap) -> None:
+    """System flags in APPEND are case-insensitive: (\\seen \\FLAGGED) is stored as \\Seen \\Flagged."""
+    client = await imap.connect()
+    await client.ok("APPEND INBOX (\\seen \\FLAGGED) ", Lit(make_message()))
+    await client.ok("SELECT INBOX")
+    assert sorted((await client.ok("FETCH 1 FLAGS")).fetches()[1]["FLAGS"]) == ["\\Flagged", "\\Seen"]
+    assert (await client.ok("SEARCH SEEN")).search() == [1]
+
+
+async def test_append_literal_plus(imap: Imap) -> None:
+    """A LITERAL+ message is read without a continuation request."""
+    raw = make_message(subject="non-synchronizing")
+    client = await imap.connect()
+    result = await client.ok("APPEND INBOX ", Lit(raw, plus=True))
+    assert result.continuations == []
+    assert (await imap.stored())[0]["raw"] == raw
+
+
+async def test_append_binary_literal(imap: Imap) -> None:
+    """A literal8 (~{n}) message with 8-bit content is stored byte for byte."""
+    raw = make_message(body="Gr\u00fc\u00dfe aus K\u00f6ln\r\n", headers=("Content-Type: text/plain; charset=utf-8",))
+    client = await imap.connect()
+    await client.ok("APPEND INBOX ", Lit(raw, binary=True))
+    assert (await imap.stored())[0]["raw"] == raw
+
+
+async def test_append_utf8_data_extension(imap: Imap) -> None:
+    """After ENABLE UTF8=ACCEPT, APPEND ... UTF8 (~{n}) stores a message with UTF-8 headers."""
+    raw = make_message(subject="Gr\u00fc\u00dfe", sender="J\u00fcrgen <j\u00fcrgen@example.org>")
+    client = await imap.connect(enable="UTF8=ACCEPT")
+    await client.ok("APPEND INBOX UTF8 (", Lit(raw, binary=True), ")")
+    assert (await imap.stored())[0]["raw"] == raw
+
+
+async def test_append_to_missing_mailbox_says_trycreate(imap: Imap) -> None:
+    """APPEND to a mailbox that does not exist is NO [TRYCREATE]; nothing is stored."""
+    client = await imap.connect()
+    result = await client.command("APPEND Nope ", Lit(make_message()))
+    assert (result.status, result.code) == ("NO", "TRYCREATE")
+    assert await imap.pool.fetchval("SELECT count(*) FROM messages") == 0
+
+
+async def test_append_over_appendlimit(imap: Imap) -> None:
+    """A synchronizing literal over APPENDLIMIT is refused with NO [TOOBIG] before any data; the session goes on."""
+    async with imap.other_server(max_literal_size=4096) as port:
+        client = await imap.connect(port=port)
+        caps = (await client.ok("CAPABILITY")).lines("CAPABILITY")[0].split()
+        assert b"APPENDLIMIT=4096" in caps
+        result = await client.command("APPEND INBOX ", Lit(b"x" * 5000))
+        assert (result.status, result.code) == ("NO", "TOOBIG")
+        assert result.continuations == []
+        assert (await client.command("APPEND INBOX ", Lit(make_message()))).ok
+        assert len(await imap.stored()) == 1
+        await client.close()
+
+
+async def test_append_literal_plus_over_appendlimit_hangs_up(imap: Imap) -> None:
+    """A LITERAL+ announcement over APPENDLIMIT gets BYE and the connection is closed (the data cannot be stopped)."""
+    async with imap.other_server(max_literal_size=4096) as port:
+        client = await imap.connect(port=port)
+        await client.send(b"A1 APPEND INBOX {5000+}\r\n")
+        line = await client.read_line()
+        assert line.startswith(b"* BYE"), line
+        assert await client.closed()
+    assert await imap.stored() == []
+    await imap.assert_serves()
+
+
+async def test_append_to_selected_mailbox_reports_exists(imap: Imap) -> None:
+    """APPEND to the selected mailbox reports the new EXISTS before the tagged OK."""
+    await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    result = await client.ok("APPEND INBOX ", Lit(make_message()))
+    assert b"* 2 EXISTS" in result.untagged
+
+
+async def test_append_seen_by_idle_session(imap: Imap) -> None:
+    """A message appended in one session is announced (EXISTS) to another session IDLEing on the mailbox."""
+    watcher = await imap.connect(select="INBOX")
+    tag = await watcher.idle()
+    writer = await imap.connect()
+    await writer.ok("APPEND INBOX ", Lit(make_message()))
+    started = time.monotonic()
+    lines = await watcher.read_until(lambda line: line.endswith(b" EXISTS"), wait=5)
+    assert time.monotonic() - started < 0.5
+    assert lines[-1] == b"* 1 EXISTS"
+    assert (await watcher.done(tag)).ok
+
+
+async def test_uids_ascend_and_are_never_reused(imap: Imap) -> None:
+    """UIDs from APPEND ascend strictly; after expunging the last message the next UID is still larger."""
+    client = await imap.connect(select="INBOX")
+    uids = []
+    for _ in range(3):
+        result = await client.ok("APPEND INBOX ", Lit(make_message()))
+        uids.append(int((result.code or "").split()[2]))
+    assert uids == sorted(set(uids))
+    await client.ok("STORE 3 +FLAGS.SILENT (\\Deleted)")
+    await client.ok("EXPUNGE")
+    again = await client.ok("APPEND INBOX ", Lit(make_message()))
+    new_uid = int((again.code or "").split()[2])
+    assert new_uid > max(uids)
+    validity = (await client.ok("SELECT INBOX")).code_value("UIDVALIDITY")
+    assert int(validity) == int((again.code or "").split()[1])
+
+
+async def test_append_bad_syntax(imap: Imap) -> None:
+    """A malformed date or a missing literal is BAD, and nothing is stored."""
+    client = await imap.connect()
+    bad_date = await client.command('APPEND INBOX "31-Foo-2026 10:00:00 +0000" ', Lit(make_message()))
+    assert bad_date.status == "BAD"
+    assert (await client.command('APPEND INBOX "just a string"')).status == "BAD"
+    assert await imap.stored() == []
+
+
+async def test_concurrent_appends_get_distinct_uids(imap: Imap) -> None:
+    """Appends from several sessions at once all succeed with distinct UIDs."""
+    clients = [await imap.connect() for _ in range(4)]
+    results = await asyncio.gather(*(c.ok("APPEND INBOX ", Lit(make_message())) for c in clients))
+    uids = [int((r.code or "").split()[2]) for r in results]
+    assert len(set(uids)) == 4
+    assert sorted(m["uid"] for m in await imap.stored()) == sorted(uids)
+
+
+async def test_append_with_imaplib(imap: Imap) -> None:
+    """imaplib append() with flags and a date stores the message."""
+    raw = make_message(subject="from imaplib")
+
+    def script(conn: imaplib.IMAP4) -> str:
+        typ, data = conn.append("Drafts", "(\\Draft)", '"01-Mar-2026 12:00:00 +0000"', raw)
+        return f"{typ} {data[0]!r}"
+
+    answer = await imap.imaplib(script)
+    assert answer.startswith("OK b'[APPENDUID ")
+    stored = await imap.stored("Drafts")
+    assert stored[0]["raw"] == raw
+    assert stored[0]["flags"] == ["\\Draft"]

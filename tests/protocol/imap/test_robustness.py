@@ -1,0 +1,207 @@
+"""Hostile and broken clients: the session refuses what it must, survives what it can, and the daemon stays up."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from .conftest import Imap
+from .helpers import ImapClient, Lit, make_message
+
+
+async def test_garbage_bytes(imap: Imap) -> None:
+    """Random binary lines get BAD; the same session then works normally."""
+    rng = random.Random(1234)
+    client = await imap.connect(None)
+    for _ in range(5):
+        junk = bytes(rng.randrange(256) for _ in range(200)).replace(b"\n", b"").replace(b"{", b"")
+        await client.send(junk + b"\r\n")
+        line = await client.read_line()
+        assert b" BAD " in line, line
+    await client.send(b"\x00\x00\x00\r\n\r\n")
+    assert b" BAD " in await client.read_line()
+    assert b" BAD " in await client.read_line()
+    await client.login("bob@example.com", imap.bob_key)
+    assert (await client.command("SELECT INBOX")).ok
+    await imap.assert_serves()
+
+
+async def test_unterminated_quoted_string(imap: Imap) -> None:
+    """An unterminated quoted string is BAD, tagged, and the session continues."""
+    client = await imap.connect(None)
+    result = await client.command('LOGIN "bob@example.com')
+    assert result.status == "BAD"
+    assert (await client.command('LOGIN "bob@example.com" "unterminated')).status == "BAD"
+    await client.login("bob@example.com", imap.bob_key)
+    await imap.assert_serves()
+
+
+async def test_overlong_line(imap: Imap) -> None:
+    """A line longer than max_line_length is refused with BAD and the session continues."""
+    client = await imap.connect()
+    await client.send(b"A1 NOOP " + b"x" * (imap.cfg.imap.max_line_length + 5000) + b"\r\n")
+    line = await client.read_line()
+    assert b"BAD" in line, line
+    assert (await client.command("SELECT INBOX")).ok
+    await imap.assert_serves()
+
+
+async def test_overlong_line_bad_is_tagged(imap: Imap) -> None:
+    """The BAD for an overlong command carries the command's tag, so the client is not left waiting."""
+    client = await imap.connect()
+    result = await client.command("UID FETCH " + ",".join(str(i) for i in range(1, 20000)) + " FLAGS", wait=1)
+    assert result.status == "BAD"
+
+
+async def test_huge_synchronizing_literal(imap: Imap) -> None:
+    """A {1073741824} announcement gets tagged NO [TOOBIG] without a continuation; the session goes on."""
+    client = await imap.connect()
+    await client.send(b"A1 APPEND INBOX {1073741824}\r\n")
+    line = await client.read_line()
+    assert line.startswith(b"A1 NO [TOOBIG]"), line
+    assert (await client.command("NOOP")).ok
+    await client.send(b"A2 LOGIN {99999999999999999999}\r\n")
+    assert (await client.read_line()).startswith(b"A2 NO [TOOBIG]")
+    assert (await client.command("APPEND INBOX ", Lit(make_message()))).ok
+    await imap.assert_serves()
+
+
+async def test_huge_literal_plus(imap: Imap) -> None:
+    """The same announcement as LITERAL+ gets BYE and the connection is closed."""
+    client = await imap.connect()
+    await client.send(b"A1 APPEND INBOX {1073741824+}\r\n" + b"x" * 1000)
+    line = await client.read_line()
+    assert line.startswith(b"* BYE"), line
+    assert await client.closed()
+    assert await imap.stored() == []
+    await imap.assert_serves()
+
+
+async def test_deeply_nested_search(imap: Imap) -> None:
+    """Thousands of nested parentheses in SEARCH are BAD, not a crash."""
+    await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    for criteria in ("(" * 20000 + "ALL" + ")" * 20000, "(" * 30000, "NOT " * 15000 + "ALL", "OR " * 15000 + "ALL"):
+        assert (await client.command(f"SEARCH {criteria}")).status == "BAD"
+    assert (await client.ok("SEARCH ALL")).search() == [1]
+    await imap.assert_serves()
+
+
+async def test_invalid_sequence_sets(imap: Imap) -> None:
+    """Malformed or zero sequence sets are BAD for FETCH, STORE, COPY and UID FETCH; the session goes on."""
+    await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    for seqset in ("0", "1:", "abc", "1:2:3", "*:0", "4294967296", "1,,2", ",1", "-1", "1.5", "0:*"):
+        for command in (f"FETCH {seqset} FLAGS", f"STORE {seqset} +FLAGS (\\Seen)", f"COPY {seqset} Trash"):
+            assert (await client.command(command)).status == "BAD", command
+        assert (await client.command(f"UID FETCH {seqset} FLAGS")).status == "BAD", seqset
+        assert (await client.command("FETCH 1 FLAGS")).ok  # resets the bad-command count
+    assert await imap.stored("Trash") == []
+
+
+async def test_twenty_bad_commands_end_the_session(imap: Imap) -> None:
+    """Twenty bad commands in a row get nineteen BADs and then BYE and close."""
+    client = await imap.connect(None)
+    for i in range(19):
+        assert (await client.command(f"BOGUS{i}")).status == "BAD"
+    await client.send(b"A99 BOGUS\r\n")
+    line = await client.read_line()
+    assert line.startswith(b"* BYE"), line
+    assert await client.closed()
+    await imap.assert_serves()
+
+
+async def test_good_command_resets_bad_count(imap: Imap) -> None:
+    """A valid command in between resets the count: 19 bad, 1 good, 19 bad leaves the session open."""
+    client = await imap.connect(None)
+    for _ in range(2):
+        for _ in range(19):
+            assert (await client.command("BOGUS")).status == "BAD"
+        assert (await client.command("NOOP")).ok
+    assert (await client.command("CAPABILITY")).ok
+
+
+async def test_client_vanishes_mid_append(imap: Imap) -> None:
+    """A client that sends part of an APPEND literal and closes stores nothing; the daemon stays healthy."""
+    client = await imap.connect()
+    raw = make_message(body="z" * 5000)
+    await client.send(b"A1 APPEND INBOX {%d}\r\n" % len(raw))
+    assert (await client.read_line()).startswith(b"+")
+    await client.send(raw[: len(raw) // 2])
+    await client.close()
+    plus = await imap.connect()
+    await plus.send(b"A1 APPEND INBOX {%d+}\r\n" % len(raw) + raw[:100])
+    await plus.close()
+    await asyncio.sleep(0.2)
+    assert await imap.stored() == []
+    await imap.assert_serves()
+
+
+async def test_idle_timeout_says_bye(imap: Imap) -> None:
+    """A session silent for longer than idle_timeout gets BYE and is closed, logged in or not."""
+    imap.cfg.imap.idle_timeout = 0.3
+    for user in (None, "bob@example.com"):
+        client = await imap.connect(user)
+        lines = await client.read_until(lambda line: line.startswith(b"* BYE"), wait=5)
+        assert lines[-1].startswith(b"* BYE")
+        assert await client.closed()
+    imap.cfg.imap.idle_timeout = 1800
+    await imap.assert_serves()
+
+
+async def test_too_many_connections_from_one_client(imap: Imap) -> None:
+    """Past max_connections_per_client a new connection gets BYE at once; the others keep working."""
+    async with imap.other_server(max_connections_per_client=3) as port:
+        clients = [await ImapClient.connect(port, tls=imap.client_tls) for _ in range(3)]
+        extra = await ImapClient.connect(port, tls=imap.client_tls, greet=False)
+        assert (await extra.read_line()).startswith(b"* BYE")
+        assert await extra.closed()
+        assert (await clients[0].command("NOOP")).ok
+        await clients[0].close()
+        await asyncio.sleep(0.1)
+        again = await ImapClient.connect(port, tls=imap.client_tls)
+        assert again.greeting.startswith(b"* OK")
+        for c in [*clients, again]:
+            await c.close()
+    await imap.assert_serves()
+
+
+async def test_literal_anywhere(imap: Imap) -> None:
+    """Literals work for any string argument (SELECT, CREATE, LIST, STATUS), mixed with LITERAL+."""
+    client = await imap.connect()
+    await client.ok("CREATE ", Lit(b"With Space"))
+    assert (await client.command("SELECT ", Lit(b"With Space", plus=True))).ok
+    assert (await client.command("STATUS ", Lit(b"INBOX"), " (MESSAGES)")).ok
+    assert (await client.command("LIST ", Lit(b""), " ", Lit(b"With*", plus=True))).ok
+
+
+async def test_client_vanishes_during_idle(imap: Imap) -> None:
+    """A client that disconnects while IDLEing is cleaned up without a server error."""
+    client = await imap.connect(select="INBOX")
+    await client.idle()
+    await client.close()
+    await asyncio.sleep(0.2)
+    assert imap.errors.records == []
+    await imap.assert_serves()
+
+
+async def test_overlong_authenticate_response(imap: Imap) -> None:
+    """An overlong AUTHENTICATE continuation line is refused without a server failure; the session goes on."""
+    client = await imap.connect(None)
+    await client.send(b"A1 AUTHENTICATE PLAIN\r\n")
+    assert (await client.read_line()).startswith(b"+")
+    await client.send(b"A" * (imap.cfg.imap.max_line_length + 1000) + b"\r\n")
+    lines = await client.read_until(lambda line: line.startswith(b"A1 "))
+    assert not lines[-1].startswith(b"A1 OK")
+    assert b"SERVERBUG" not in lines[-1]
+    assert (await client.command("NOOP")).ok
+    assert imap.errors.records == []
+
+
+async def test_server_stop_says_bye(imap: Imap) -> None:
+    """Stopping the daemon tells connected clients BYE and closes them."""
+    client = await imap.connect(select="INBOX")
+    await imap.server.stop(grace=2)
+    lines = await client.read_until(lambda line: line.startswith(b"* BYE"), wait=5)
+    assert lines[-1].startswith(b"* BYE")
+    assert await client.closed()

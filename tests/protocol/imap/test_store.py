@@ -1,0 +1,145 @@
+"""STORE (RFC 9051 §6.4.6): flags and keywords, replace/add/remove, .SILENT, and who hears of it."""
+
+from __future__ import annotations
+
+import imaplib
+
+from .conftest import Imap
+
+
+async def test_store_add_remove_replace(imap: Imap) -> None:
+    """+FLAGS adds, -FLAGS removes, FLAGS replaces; each answers the new flags in FETCH."""
+    await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    added = (await client.ok("STORE 1 +FLAGS (\\Seen \\Flagged)")).fetches()[1]
+    assert sorted(added["FLAGS"]) == ["\\Flagged", "\\Seen"]
+    removed = (await client.ok("STORE 1 -FLAGS (\\Seen)")).fetches()[1]
+    assert removed["FLAGS"] == ["\\Flagged"]
+    replaced = (await client.ok("STORE 1 FLAGS (\\Answered $Work)")).fetches()[1]
+    assert sorted(replaced["FLAGS"]) == ["$Work", "\\Answered"]
+    assert sorted((await imap.stored())[0]["flags"]) == ["$Work", "\\Answered"]
+    cleared = (await client.ok("STORE 1 FLAGS ()")).fetches()[1]
+    assert cleared["FLAGS"] == []
+
+
+async def test_store_silent(imap: Imap) -> None:
+    """.SILENT changes flags without answering FETCH."""
+    await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    result = await client.ok("STORE 1 +FLAGS.SILENT (\\Seen)")
+    assert result.untagged == []
+    assert (await imap.stored())[0]["flags"] == ["\\Seen"]
+    assert (await client.ok("STORE 1 -FLAGS.SILENT (\\Seen)")).untagged == []
+    assert (await client.ok("STORE 1 FLAGS.SILENT (\\Draft)")).untagged == []
+    assert (await imap.stored())[0]["flags"] == ["\\Draft"]
+
+
+async def test_store_flags_without_parentheses(imap: Imap) -> None:
+    """A flag list may be given without parentheses."""
+    await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    await client.ok("STORE 1 +FLAGS \\Seen $Later")
+    assert sorted((await imap.stored())[0]["flags"]) == ["$Later", "\\Seen"]
+
+
+async def test_store_system_flags_case_insensitive(imap: Imap) -> None:
+    """System flags are case-insensitive: \\SEEN is stored as \\Seen."""
+    await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    await client.ok("STORE 1 +FLAGS (\\SEEN \\flagged)")
+    assert sorted((await imap.stored())[0]["flags"]) == ["\\Flagged", "\\Seen"]
+
+
+async def test_store_unknown_system_flag_and_recent(imap: Imap) -> None:
+    """An unknown system flag is BAD; \\Recent cannot be stored and is ignored."""
+    await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    assert (await client.command("STORE 1 +FLAGS (\\Bogus)")).status == "BAD"
+    await client.ok("STORE 1 +FLAGS (\\Recent)")
+    assert (await imap.stored())[0]["flags"] == []
+
+
+async def test_keywords_persist_and_are_announced(imap: Imap) -> None:
+    """A new keyword persists, appears in FLAGS of the next SELECT, and PERMANENTFLAGS allows new ones (\\*)."""
+    await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    await client.ok("STORE 1 +FLAGS ($Project-X)")
+    await client.ok("LOGOUT")
+    other = await imap.connect()
+    result = await other.ok("SELECT INBOX")
+    assert b"$Project-X" in result.lines("FLAGS")[0]
+    permanent = result.code_value("PERMANENTFLAGS")
+    assert "$Project-X" in permanent
+    assert "\\*" in permanent
+    assert (await other.ok("FETCH 1 FLAGS")).fetches()[1]["FLAGS"] == ["$Project-X"]
+
+
+async def test_store_seen_by_other_session(imap: Imap) -> None:
+    """STORE in session A reaches session B as * n FETCH (UID .. FLAGS ..) on NOOP and in IDLE."""
+    stored = await imap.deliver()
+    await imap.deliver()
+    a = await imap.connect(select="INBOX")
+    b = await imap.connect(select="INBOX")
+    await a.ok("STORE 1 +FLAGS.SILENT (\\Answered)")
+    fetched = (await b.ok("NOOP")).fetches()
+    assert fetched == {1: {"UID": str(stored.uid), "FLAGS": ["\\Answered"]}}
+    tag = await b.idle()
+    await a.ok("STORE 2 FLAGS (\\Flagged)")
+    lines = await b.read_until(lambda line: b"FETCH" in line)
+    assert lines[-1].startswith(b"* 2 FETCH (")
+    assert b"\\Flagged" in lines[-1]
+    assert (await b.done(tag)).ok
+
+
+async def test_uid_store_includes_uid(imap: Imap) -> None:
+    """UID STORE answers FETCH with the UID; the message number is right."""
+    await imap.deliver()
+    second = await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    result = await client.ok(f"UID STORE {second.uid} +FLAGS (\\Seen)")
+    assert result.fetches() == {2: {"UID": str(second.uid), "FLAGS": ["\\Seen"]}}
+
+
+async def test_store_sequence_ranges(imap: Imap) -> None:
+    """STORE over 1:* and 2,4 touches exactly those messages."""
+    for _ in range(4):
+        await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    await client.ok("STORE 2,4 +FLAGS.SILENT (\\Flagged)")
+    assert [m["flags"] for m in await imap.stored()] == [[], ["\\Flagged"], [], ["\\Flagged"]]
+    await client.ok("STORE 1:* +FLAGS.SILENT (\\Seen)")
+    assert all("\\Seen" in m["flags"] for m in await imap.stored())
+    assert (await client.command("STORE 5 +FLAGS (\\Seen)")).status == "BAD"
+
+
+async def test_store_read_only(imap: Imap) -> None:
+    """STORE in an EXAMINEd mailbox is NO and changes nothing."""
+    await imap.deliver()
+    client = await imap.connect()
+    await client.ok("EXAMINE INBOX")
+    assert (await client.command("STORE 1 +FLAGS (\\Seen)")).status == "NO"
+    assert (await imap.stored())[0]["flags"] == []
+
+
+async def test_store_after_mailbox_deleted_elsewhere(imap: Imap) -> None:
+    """STORE in a mailbox another session just deleted is refused cleanly (BYE or NO), not a server failure."""
+    admin = await imap.connect()
+    await admin.ok("CREATE Doomed")
+    await imap.deliver(folder="Doomed")
+    client = await imap.connect(select="Doomed")
+    await admin.ok("DELETE Doomed")
+    await client.send(b"X1 STORE 1 +FLAGS (\\Seen)\r\n")
+    lines = await client.read_until(lambda line: line.startswith((b"X1 ", b"* BYE")))
+    assert b"SERVERBUG" not in lines[-1]
+    assert imap.errors.records == []
+
+
+async def test_store_with_imaplib(imap: Imap) -> None:
+    """imaplib store() returns the new flags."""
+    await imap.deliver()
+
+    def script(conn: imaplib.IMAP4) -> list[bytes]:
+        conn.select("INBOX")
+        return conn.store("1", "+FLAGS", "(\\Flagged)")[1]
+
+    assert await imap.imaplib(script) == [b"1 (FLAGS (\\Flagged))"]
