@@ -419,7 +419,8 @@ async def append(session: ImapSession, cmd: Append) -> None:
     flags = _flags(cmd.flags)
     async with session.server.pool.acquire() as conn:
         (stored,) = await messages.ingest(conn, cmd.message, [box["id"]], flags=flags, internal_date=cmd.date)
-    await session.sync_after(cmd)  # appending to the selected mailbox: the client hears EXISTS now
+    if session.selected is not None and session.selected.mailbox_id == box["id"]:
+        await session.sync()  # appending to the selected mailbox: the client hears EXISTS now
     session.tagged(cmd.tag, "OK", "APPEND completed", f"APPENDUID {box['uidvalidity']} {stored.uid}")
 
 

@@ -307,7 +307,12 @@ class ImapSession:
             sel.own_modseqs.clear()
 
     async def sync_after(self, cmd: parser.Command) -> None:
-        if self.selected is None:
+        """After a command: report changes if a notification said there are any.
+
+        NOOP, IDLE, EXPUNGE and friends call :meth:`sync` directly, which always
+        asks the database, so a lost notification delays news only until then.
+        """
+        if self.selected is None or not self.selected.changed.is_set():
             return
         uid = getattr(cmd, "uid", False)
         await self.sync(allow_expunge=uid or cmd.name not in _NO_EXPUNGE)
