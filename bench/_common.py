@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -80,6 +81,31 @@ def wait_for_smtp(host: str, port: int, timeout: float, alive: subprocess.Popen[
     raise TimeoutError(f"{host}:{port} did not greet within {timeout:.0f}s ({last})")
 
 
+def wait_for_banner(
+    host: str, port: int, timeout: float, banner: bytes, alive: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Wait until ``host:port`` greets with a line starting with ``banner`` (b"+OK" for POP3); raise if not in time.
+
+    Connects, reads the greeting and hangs up (no QUIT), so it suits any line protocol.
+    """
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if alive is not None and alive.poll() is not None:
+            raise RuntimeError(f"the server exited with code {alive.returncode} before it listened")
+        try:
+            with socket.create_connection((host, port), timeout=2) as sock:
+                sock.settimeout(5)
+                greeting = sock.recv(512)
+                if greeting.startswith(banner):
+                    return
+                last = RuntimeError(f"unexpected greeting {greeting[:80]!r}")
+        except OSError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{host}:{port} did not greet within {timeout:.0f}s ({last})")
+
+
 def _proc_cpu(pid: int) -> float:
     """utime + stime + cutime + cstime of one process, in seconds (0 if it is gone)."""
     try:
@@ -99,6 +125,27 @@ def tree_cpu(root_pid: int) -> float:
     except psutil.Error:
         return 0.0
     return sum(_proc_cpu(pid) for pid in pids)
+
+
+def sched_times(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for a CPU) of every thread of ``pid``, from schedstat.
+
+    The second figure tells a process starved of cores (by the machine's other load) from one
+    that is slow on its own; (0, 0) when the process is gone or the kernel keeps no schedstat.
+    """
+    run = wait = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0, 0.0
+    for tid in tasks:
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+        except OSError:
+            continue
+        run += int(fields[0])
+        wait += int(fields[1])
+    return run / 1e9, wait / 1e9
 
 
 @dataclass(frozen=True)
@@ -437,3 +484,35 @@ def say(message: str, *, quiet: bool = False) -> None:
 
 def json_line(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=False, separators=(",", ":"))
+
+
+# -- profiles -------------------------------------------------------------------
+
+
+def summarize_collapsed(path: Path, label: str, top: int = 25) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks (``--format raw``)."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        # One entry per function, whatever the line: "name (file.py:123)" -> "name (file.py)".
+        frames = [_LINE_NUMBER.sub(")", f) for f in stack.split(";") if f]
+        total += count
+        if frames:
+            own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        return f"profile of {label}: no samples"
+    out = [f"profile of {label}: {total} samples in {path}", "  self%  function"]
+    out += [f"  {100 * n / total:5.1f}  {f}" for f, n in own.most_common(top)]
+    out += ["  incl%  function"]
+    out += [f"  {100 * n / total:5.1f}  {f}" for f, n in inclusive.most_common(top)]
+    return "\n".join(out)
+
+
+_LINE_NUMBER = re.compile(r":\d+\)$")

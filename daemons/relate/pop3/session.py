@@ -14,7 +14,9 @@ Policy:
 - Sizes are octets as RETR sends them: CRLF line endings, before
   dot-stuffing. UIDL is ``UIDVALIDITY.UID``, unique and stable for the
   message's life.
-- RETR sets ``\\Seen``, which IMAP and the API see.
+- RETR sets ``\\Seen``, which IMAP and the API see: written in one
+  transaction per batch of pipelined RETRs, and at the latest when the
+  session ends, however it ends.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -86,6 +89,7 @@ class Pop3Session:
         self.started = time.monotonic()
         self.retrieved = 0
         self.removed = 0
+        self.seen_pending: list[int] = []
 
     # -- I/O -------------------------------------------------------------------
 
@@ -96,26 +100,62 @@ class Pop3Session:
         self.send("-ERR [SYS/TEMP] Server shutting down")
         self.writer.close()
 
+    async def flush(self) -> None:
+        """Send what is buffered; a client that stops reading for the idle timeout is cut off."""
+        try:
+            async with asyncio.timeout(self.cfg.idle_timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            self.writer.transport.abort()
+            raise ConnectionAbortedError("client stopped reading") from None
+
+    async def read_line(self) -> bytes | None:
+        """One line without CRLF within the idle timeout (TimeoutError); None for an overlong one, swallowed."""
+        async with asyncio.timeout(self.cfg.idle_timeout):
+            try:
+                return (await self.reader.readuntil(b"\n")).rstrip(b"\r\n")
+            except asyncio.LimitOverrunError as exc:
+                await self.reader.readexactly(exc.consumed)
+                while True:
+                    try:
+                        await self.reader.readuntil(b"\n")
+                        return None
+                    except asyncio.LimitOverrunError as more:
+                        await self.reader.readexactly(more.consumed)
+
     async def run(self) -> None:
         self.send("+OK Relate Mail POP3 server ready")
         try:
             while self.state != UPDATE:
-                await self.writer.drain()
+                if not self.reader._buffer:  # type: ignore[attr-defined]  # no pipelined command waits
+                    await self.write_seen()
+                    await self.flush()
                 try:
-                    line = await asyncio.wait_for(self.reader.readuntil(b"\n"), self.cfg.idle_timeout)
+                    line = await self.read_line()
                 except TimeoutError:
                     self.send("-ERR Autologout; idle for too long")
                     break
-                except asyncio.LimitOverrunError as exc:
-                    await self.reader.readexactly(exc.consumed)
+                if line is None:
                     self._bad("Line too long")
                     continue
-                await self.execute(line.rstrip(b"\r\n"))
-        except (ConnectionError, asyncio.IncompleteReadError):
+                await self.execute(line)
+        except (OSError, asyncio.IncompleteReadError):
             pass  # a dropped connection removes nothing (RFC 1939 §6)
         finally:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.writer.drain()
+            with contextlib.suppress(OSError, RuntimeError, asyncpg.PostgresError):
+                await self.write_seen()
+            with contextlib.suppress(OSError, RuntimeError):
+                await self.flush()
+
+    async def write_seen(self) -> None:
+        """Set \\Seen on what RETR sent since the last time, in one transaction (RETR batches are common)."""
+        if not self.seen_pending or self.lock_conn is None:
+            return
+        uids, self.seen_pending = self.seen_pending, []
+        try:
+            await imap_messages.store_flags(self.lock_conn, self.inbox_id, uids, "+", ["\\Seen"])
+        except (asyncpg.PostgresError, LookupError) as exc:
+            log.warning("pop3-seen-failed client=%s error=%s", self.client, type(exc).__name__)
 
     def _bad(self, text: str) -> None:
         self.bad_in_a_row += 1
@@ -146,16 +186,16 @@ class Pop3Session:
             self.bad_in_a_row = 0
         except PopError as exc:
             self.send(exc.line)
+        except (ConnectionError, ssl.SSLError):
+            raise  # the session is over; run() ends it quietly
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            if isinstance(exc, ConnectionError):
-                raise
             log.warning("pop3-tempfail client=%s command=%s error=%s", self.client, verb, type(exc).__name__)
             self.send("-ERR [SYS/TEMP] Temporary failure, try again")
 
     # -- maildrop -----------------------------------------------------------------
 
     def message(self, arg: str) -> tuple[int, Message]:
-        if not arg.isdigit() or not 1 <= int(arg) <= len(self.drop):
+        if not (arg.isascii() and arg.isdigit()) or not 1 <= int(arg) <= len(self.drop):
             raise PopError("No such message")
         number = int(arg)
         msg = self.drop[number - 1]
@@ -190,6 +230,8 @@ class Pop3Session:
 
     async def release(self) -> None:
         """Drop the maildrop lock (closing its connection releases it)."""
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            await self.write_seen()
         if self.lock_conn is not None:
             await self.lock_conn.close()
             self.lock_conn = None
@@ -245,9 +287,10 @@ async def stls(session: Pop3Session, args: list[str]) -> None:
         session.state = UPDATE
         return
     session.send("+OK Begin TLS negotiation")
-    await session.writer.drain()
+    await session.flush()
     await session.writer.start_tls(tls.context)
     session.tls = True
+    session.user = None  # RFC 2595 §4: nothing said before TLS carries over
 
 
 # RFC 1939 §7 (USER)
@@ -294,8 +337,16 @@ async def auth(session: Pop3Session, args: list[str]) -> None:
         encoded = args[1].encode()
     else:
         session.send("+ ")
-        await session.writer.drain()
-        encoded = (await session.reader.readuntil(b"\n")).strip()
+        await session.flush()
+        try:
+            line = await session.read_line()
+        except TimeoutError:
+            session.send("-ERR Autologout; idle for too long")
+            session.state = UPDATE
+            return
+        if line is None:
+            raise PopError("Line too long")
+        encoded = line.strip()
         if encoded == b"*":
             raise PopError("Authentication cancelled")
     try:
@@ -350,19 +401,18 @@ async def retr(session: Pop3Session, args: list[str]) -> None:
     session.writer.write(data)
     session.send(".")
     session.retrieved += 1
-    assert session.lock_conn is not None
-    await imap_messages.store_flags(session.lock_conn, session.inbox_id, [msg.uid], "+", ["\\Seen"])
+    session.seen_pending.append(msg.uid)
 
 
 # RFC 1939 §7 (TOP)
 async def top(session: Pop3Session, args: list[str]) -> None:
-    if len(args) != 2 or not args[1].isdigit():
+    if len(args) != 2 or not (args[1].isascii() and args[1].isdigit()):
         raise PopError("TOP takes a message number and a line count")
     _, msg = session.message(args[0])
     wire = to_wire(await session.raw(msg))
-    cut = wire.find(b"\r\n\r\n")
     # The headers, the blank line, then at most n lines of the body (RFC 1939 §7).
-    head, body = (wire, b"") if cut < 0 else (wire[: cut + 4], wire[cut + 4 :])
+    cut = -2 if wire.startswith(b"\r\n") else wire.find(b"\r\n\r\n")
+    head, body = (wire, b"") if cut == -1 else (wire[: cut + 4], wire[cut + 4 :])
     body_lines = body.split(b"\r\n")[:-1]
     session.send("+OK Top of message follows")
     session.writer.write(head + b"".join(line + b"\r\n" for line in body_lines[: int(args[1])]))
@@ -392,6 +442,7 @@ async def rset(session: Pop3Session, args: list[str]) -> None:
 
 # RFC 1939 §4, §6 (QUIT, and the UPDATE state)
 async def quit_(session: Pop3Session, args: list[str]) -> None:
+    await session.write_seen()
     if session.state == TRANSACTION:
         marked = [m.uid for m in session.drop if m.deleted]
         if marked:
