@@ -65,9 +65,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
 
-def with_pool(fn: Callable[[asyncpg.Pool], Awaitable[T]], *, check_schema: bool = True) -> T:
-    """Load the config, open a small pool, run ``fn`` with it, close it."""
-    cfg = load_config()
+def with_pool(fn: Callable[[asyncpg.Pool], Awaitable[T]], *, check_schema: bool = True, cfg: Config | None = None) -> T:
+    """Open a small pool (on ``cfg``, or the loaded config), run ``fn`` with it, close it."""
+    cfg = cfg or load_config()
     cfg.database.pool_min = 1
     cfg.database.pool_max = 2
 

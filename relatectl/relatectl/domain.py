@@ -60,7 +60,7 @@ def dns(name: str = typer.Argument(..., help="A hosted domain."), as_json: bool 
     async def go(pool: asyncpg.Pool) -> list[dict[str, str]]:
         return await dns_service.records(pool, cfg, name)
 
-    rows = with_pool(go)
+    rows = with_pool(go, cfg=cfg)
     if as_json:
         print_json(rows)
         return

@@ -72,7 +72,7 @@ def create(
             pool, user, name, scope, expires_at=parse_expiry(expires), rounds=cfg.auth.bcrypt_rounds
         )
 
-    key, row = with_pool(go)
+    key, row = with_pool(go, cfg=cfg)
     _show_new_key(key, row, as_json, "created")
 
 
@@ -111,5 +111,5 @@ def rotate(key_id: int = typer.Argument(..., help="The key's id."), as_json: boo
     async def go(pool: asyncpg.Pool) -> tuple[str, dict[str, Any]]:
         return await accounts.rotate_key(pool, key_id, rounds=cfg.auth.bcrypt_rounds)
 
-    key, row = with_pool(go)
+    key, row = with_pool(go, cfg=cfg)
     _show_new_key(key, row, as_json, f"rotated key {key_id} into")

@@ -205,7 +205,7 @@ def fail_cmd(ids: list[str] | None = IdsArgument) -> None:
     async def go(pool: asyncpg.Pool) -> int:
         return await queue_service.fail(cfg, pool, targets)
 
-    console.print(f"failed {with_pool(go)} recipient(s); bounces sent to the senders", highlight=False)
+    console.print(f"failed {with_pool(go, cfg=cfg)} recipient(s); bounces sent to the senders", highlight=False)
 
 
 @app.command("delete")
