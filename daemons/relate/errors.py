@@ -19,3 +19,7 @@ class Conflict(RelateError):
 
 class Invalid(RelateError):
     """The input is not acceptable (a malformed address, an unknown scope)."""
+
+
+class MailboxGone(NotFound, LookupError):
+    """The mailbox a change was meant for no longer exists (deleted meanwhile)."""

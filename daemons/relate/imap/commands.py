@@ -564,7 +564,9 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
     batch = 200 if with_raw else 2000
     for start in range(0, len(uids), batch):
         async with pool.acquire() as conn:
-            rows = await imap_messages.fetch(conn, sel.mailbox_id, uids[start : start + batch], with_raw=with_raw)
+            rows = await imap_messages.fetch(
+                conn, sel.mailbox_id, uids[start : start + batch], with_raw=with_raw, columns=fetching.columns(atts)
+            )
         for row in rows:
             msn = sel.msn(row["uid"])
             if msn is None:

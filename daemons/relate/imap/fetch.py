@@ -24,6 +24,30 @@ def needs_raw(atts: tuple[FetchAtt, ...]) -> bool:
     return any(a.name in RAW_ITEMS for a in atts)
 
 
+_COLUMNS_FOR = {
+    "INTERNALDATE": {"internal_date"},
+    "RFC822.SIZE": {"size"},
+    "MODSEQ": {"modseq"},
+    "ENVELOPE": {"envelope"},
+    "BODYSTRUCTURE": {"bodystructure"},
+    "BODY": {"bodystructure"},
+    "RFC822": {"header_end"},
+    "RFC822.HEADER": {"header_end"},
+    "RFC822.TEXT": {"header_end"},
+}
+
+
+def columns(atts: tuple[FetchAtt, ...]) -> frozenset[str]:
+    """The stored columns these items are rendered from (UID and FLAGS always come)."""
+    out: set[str] = set()
+    for att in atts:
+        # Sections are cut with the part offsets in the body structure and the header end.
+        out |= (
+            _COLUMNS_FOR.get(att.name, {"bodystructure", "header_end"}) if att.name not in ("UID", "FLAGS") else set()
+        )
+    return frozenset(out)
+
+
 def sets_seen(atts: tuple[FetchAtt, ...]) -> bool:
     """Non-PEEK body fetches set \\Seen (RFC 9051 §6.4.5); RFC822.HEADER does not."""
     return any((a.name in ("BODY[]", "BINARY[]") and not a.peek) or a.name in ("RFC822", "RFC822.TEXT") for a in atts)

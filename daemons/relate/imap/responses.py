@@ -7,6 +7,7 @@ has UTF-8 enabled (RFC 9051 §6.3.1, RFC 6855).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -15,8 +16,13 @@ _QUOTED_MAX = 1000
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
+_PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{0,1000}\Z")  # printable ASCII without " and \\
+
+
 def astring(value: str | bytes, *, utf8: bool = False) -> bytes:
     """A string as a quoted string or, when it cannot be one, a literal."""
+    if type(value) is str and _PLAIN.match(value):
+        return b'"' + value.encode("ascii") + b'"'  # the common case, on the FETCH hot path
     # NUL may appear in no string at all (RFC 9051 §4.3): it is dropped.
     data = (value.encode("utf-8") if isinstance(value, str) else value).replace(b"\x00", b"")
     quotable = len(data) <= _QUOTED_MAX and b"\r" not in data and b"\n" not in data

@@ -59,11 +59,13 @@ def _prefilter(key: SearchKey, sel: Selected, params: list[Any]) -> list[str]:
         params.append(args[0])
         return [f"m.size {'>' if name == 'LARGER' else '<'} ${len(params)}"]
     if name in ("BODY", "TEXT"):
-        params.append(str(args[0]).lower())
+        # LIKE with the needle escaped: the trigram indexes answer it (migration 0006).
+        needle = str(args[0]).lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params.append(f"%{needle}%")
         n = len(params)
-        found = f"strpos(m.search_body, ${n}) > 0"
+        found = f"m.search_body LIKE ${n}"
         if name == "TEXT":
-            found = f"({found} OR strpos(m.search_head, ${n}) > 0)"
+            found = f"({found} OR m.search_head LIKE ${n})"
         # Messages not indexed yet pass through, to be checked on their own text.
         return [f"(NOT m.text_indexed OR {found})"]
     return []

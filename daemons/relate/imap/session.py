@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from relate.auth import Principal
+from relate.errors import MailboxGone
 from relate.imap import parser
 from relate.imap.errors import Bad, Bye, ImapError, No, ParseError
 from relate.imap.parser import Literal, Part
@@ -228,7 +229,7 @@ class ImapSession:
             raise  # run() handles these: BYE, or a client that went away
         except LineTooLong:
             self.tagged(cmd.tag, "BAD", "Line too long")
-        except LookupError:
+        except MailboxGone:
             # The mailbox went away under the command (deleted by another session).
             await self.sync()
             self.tagged(cmd.tag, "NO", "The mailbox no longer exists", "NONEXISTENT")

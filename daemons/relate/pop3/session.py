@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from relate.auth import AuthRefused, Principal
+from relate.errors import MailboxGone
 from relate.store import accounts, db, imap_messages, mailboxes
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ class Pop3Session:
         uids, self.seen_pending = self.seen_pending, []
         try:
             await imap_messages.store_flags(self.lock_conn, self.inbox_id, uids, "+", ["\\Seen"])
-        except (asyncpg.PostgresError, LookupError) as exc:
+        except (asyncpg.PostgresError, MailboxGone) as exc:
             log.warning("pop3-seen-failed client=%s error=%s", self.client, type(exc).__name__)
 
     def _bad(self, text: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from relate.errors import MailboxGone
 from relate.store import mailboxes
 from relate.store.db import Queryable
 
@@ -65,18 +66,31 @@ async def changes(conn: Queryable, mailbox_id: int, since_modseq: int, max_uid: 
     }
 
 
-async def fetch(conn: Queryable, mailbox_id: int, uid_list: Sequence[int], *, with_raw: bool) -> list[dict[str, Any]]:
-    """The stored columns (and, if asked, the raw bytes) of these messages, in UID order."""
+FETCH_COLUMNS = frozenset({"envelope", "bodystructure", "header_end", "internal_date", "size", "modseq"})
+
+
+async def fetch(
+    conn: Queryable,
+    mailbox_id: int,
+    uid_list: Sequence[int],
+    *,
+    with_raw: bool,
+    columns: frozenset[str] = FETCH_COLUMNS,
+) -> list[Any]:
+    """UID, flags and ``columns`` (and, if asked, the raw bytes) of these messages, in UID order.
+
+    Rows are asyncpg records (read like dicts); decoding only the columns a
+    FETCH needs keeps large listings cheap.
+    """
+    wanted = "".join(f", m.{c}" for c in sorted(columns & FETCH_COLUMNS))
     raw = ", b.data AS raw" if with_raw else ""
-    rows = await conn.fetch(
-        f"""SELECT m.id, m.uid, m.flags, m.internal_date, m.size, m.envelope, m.bodystructure, m.header_end,
-                   m.modseq{raw}
+    return await conn.fetch(
+        f"""SELECT m.id, m.uid, m.flags{wanted}{raw}
               FROM messages m {"JOIN blobs b ON b.hash = m.blob_hash" if with_raw else ""}
              WHERE m.mailbox_id = $1 AND m.uid = ANY($2::bigint[]) ORDER BY m.uid""",
         mailbox_id,
         list(uid_list),
     )
-    return [dict(r) for r in rows]
 
 
 async def _lock_mailbox(conn: Queryable, mailbox_id: int) -> tuple[int, int]:
@@ -85,7 +99,7 @@ async def _lock_mailbox(conn: Queryable, mailbox_id: int) -> tuple[int, int]:
         "SELECT highestmodseq + 1 AS next, user_id FROM mailboxes WHERE id = $1 FOR UPDATE", mailbox_id
     )
     if row is None:
-        raise LookupError("mailbox is gone")
+        raise MailboxGone("mailbox is gone")
     return row["next"], row["user_id"]
 
 
@@ -184,7 +198,7 @@ async def copy(
             len(rows),
         )
         if box is None:
-            raise LookupError("target mailbox is gone")
+            raise MailboxGone("target mailbox is gone")
         pairs = [(r["uid"], box["first_uid"] + i) for i, r in enumerate(rows)]
         await conn.execute(
             """INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash, subject,

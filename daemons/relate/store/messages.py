@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 
+from relate.errors import MailboxGone
 from relate.mail.mime import Address, ParsedMessage, parse_message
 from relate.store.db import Queryable
 
@@ -138,7 +139,7 @@ async def ingest(
                 mailbox_id,
             )
             if box is None:
-                raise LookupError(f"mailbox {mailbox_id} does not exist")
+                raise MailboxGone(f"mailbox {mailbox_id} does not exist")
             row_id = await conn.fetchval(
                 """INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
                         subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
