@@ -1,4 +1,4 @@
-"""Shared parts of the benchmarks: a lean SMTP load generator, CPU accounting, and output.
+"""Shared parts of the benchmarks: a lean SMTP load generator, CPU accounting, the relate side, and output.
 
 The load generator speaks just enough SMTP over raw asyncio streams (EHLO
 once per connection, then MAIL, RCPT, DATA per message, no pipelining, the
@@ -10,29 +10,45 @@ CPU time is read from ``/proc/PID/stat``: ``utime + stime`` of every live
 process of a tree plus ``cutime + cstime`` (what each one has reaped from
 children that already exited), so short-lived workers (Postfix's smtpd,
 PostgreSQL backends) are counted too.
+
+The relate side (an embedded durable PostgreSQL, the schema, one
+``python -m relate.<service>`` daemon) and the skeleton of ``main`` (signals,
+temp dir, cleanup, the table and the JSON line) are here too, so each script
+keeps only its own workload. ``relate`` is imported lazily: the sink process of
+``delivery.py`` imports this module and should stay lean.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import psutil
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLIENT_NAME = "bench-client.test"
+HOST = "127.0.0.1"
+
+
+class BenchError(Exception):
+    """A setup or verification failure, worded for the person running the benchmark."""
 
 
 # -- processes, ports and CPU ----------------------------------------------------
@@ -157,6 +173,9 @@ class MachineCpu:
 
     def __sub__(self, other: MachineCpu) -> MachineCpu:
         return MachineCpu(self.busy - other.busy, self.kernel - other.kernel)
+
+    def __add__(self, other: MachineCpu) -> MachineCpu:
+        return MachineCpu(self.busy + other.busy, self.kernel + other.kernel)
 
 
 def machine_cpu() -> MachineCpu:
@@ -486,10 +505,78 @@ def json_line(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=False, separators=(",", ":"))
 
 
+def dig(data: dict[str, Any] | None, path: tuple[str, ...]) -> Any:
+    """``data[path[0]][path[1]]...``, or None where a key is missing."""
+    value: Any = data
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def ratio(a: Any, b: Any) -> float | None:
+    """``a / b`` to three places when both are numbers and ``b`` is not 0, else None."""
+    return round(a / b, 3) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+
+def ratios(relate: dict[str, Any], peer: dict[str, Any], names: dict[tuple[str, ...], str]) -> dict[str, float | None]:
+    """relate/peer for each figure path of ``names``, under its name."""
+    return {name: ratio(dig(relate, path), dig(peer, path)) for path, name in names.items()}
+
+
+def comparison_rows(
+    spec: Sequence[tuple[str, tuple[str, ...]]],
+    relate: dict[str, Any] | None,
+    peer: dict[str, Any] | None,
+    ratio_of: Callable[[tuple[str, ...]], float | None],
+) -> list[list[Any]]:
+    """Table rows (label, relate[, peer, ratio]) for each (label, figure path) of ``spec`` that has a value."""
+    rows = []
+    for label, path in spec:
+        row: list[Any] = [label, dig(relate, path)]
+        if peer:
+            row += [dig(peer, path), ratio_of(path)]
+        if any(v is not None for v in row[1:]):
+            rows.append(row)
+    return rows
+
+
+def comparison_table(
+    spec: Sequence[tuple[str, tuple[str, ...]]], report: dict[str, Any], peer: str, names: dict[tuple[str, ...], str]
+) -> str:
+    """The table of ``report``: relate's figures, and with a ``peer`` in the report its figures and the
+    ratios of ``report["ratio"]`` (named by ``names``) too."""
+    relate, other, ratio_by = report["relate"], report.get(peer), report.get("ratio")
+    headers = ["", "relate"] + ([peer, f"relate/{peer}"] if other else [])
+
+    def ratio_of(path: tuple[str, ...]) -> float | None:
+        key = names.get(path)
+        return ratio_by.get(key) if (ratio_by and key) else None
+
+    return table(headers, comparison_rows(spec, relate, other, ratio_of))
+
+
+def cpu_figures(
+    cpu: dict[str, float], client: float, machine: MachineCpu, messages: int, window: float
+) -> dict[str, Any]:
+    """CPU per 1,000 messages by process group, and the cores busy over ``window`` seconds: the server's,
+    the kernel's (interrupts and kernel threads: loopback TCP, file-system journal, block I/O done for the
+    server) and everyone else's (other users' tests, say: big values mean noisy figures)."""
+    server = sum(cpu.values())
+    return {
+        "cpu_s_per_1k": {k: round(per_1k(v, messages), 3) for k, v in cpu.items()}
+        | {"server_total": round(per_1k(server, messages), 3), "client": round(per_1k(client, messages), 3)},
+        "server_cores_busy": round(server / window, 2),
+        "kernel_cores_busy": round(machine.kernel / window, 2),
+        "other_cores_busy": round(max(0.0, machine.busy - server - client - machine.kernel) / window, 2),
+    }
+
+
 # -- profiles -------------------------------------------------------------------
 
 
-def summarize_collapsed(path: Path, label: str, top: int = 25) -> str:
+def summarize_collapsed(path: Path, label: str, top: int = 25, empty: str | None = None) -> str:
     """Self and inclusive sample shares per function from py-spy's collapsed stacks (``--format raw``)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -507,7 +594,7 @@ def summarize_collapsed(path: Path, label: str, top: int = 25) -> str:
         for frame in set(frames):
             inclusive[frame] += count
     if not total:
-        return f"profile of {label}: no samples"
+        return empty if empty is not None else f"profile of {label}: no samples"
     out = [f"profile of {label}: {total} samples in {path}", "  self%  function"]
     out += [f"  {100 * n / total:5.1f}  {f}" for f, n in own.most_common(top)]
     out += ["  incl%  function"]
@@ -516,3 +603,250 @@ def summarize_collapsed(path: Path, label: str, top: int = 25) -> str:
 
 
 _LINE_NUMBER = re.compile(r":\d+\)$")
+
+
+def start_py_spy(py_spy: str, pid: int, output: Path | str) -> subprocess.Popen[bytes]:
+    """``py-spy record`` of ``pid`` into ``output`` (collapsed stacks), until :func:`stop_py_spy`."""
+    return subprocess.Popen(  # noqa: S603 - the py-spy the user named, fixed arguments
+        [
+            py_spy,
+            *("record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--nonblocking"),
+            # Only samples holding the GIL: on-CPU Python time. Without it, time spent runnable but
+            # waiting for a core or the network dominates the picture (see bench/README.md).
+            "--gil",
+            *("--output", str(output)),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def stop_py_spy(
+    proc: subprocess.Popen[bytes] | None,
+    output: Path,
+    label: str,
+    *,
+    quiet: bool,
+    top: int = 25,
+    empty: str | None = None,
+    what: str = "",
+) -> None:
+    """Stop py-spy (it writes its output on SIGINT) and print the summary of its profile on stderr."""
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return
+    if not output.exists():
+        say(f"py-spy wrote no profile{what}: {err.decode(errors='replace')[-500:]}", quiet=quiet)
+        return
+    say(summarize_collapsed(output, label, top, empty), quiet=quiet)
+
+
+# -- relate: embedded PostgreSQL, schema, daemon ----------------------------------
+
+
+def start_postgres(pg: Any, *, quiet: bool, who: str = "relate: ") -> tuple[str, int]:
+    """Start an ``EmbeddedPostgres`` durably (fsync on); returns (dsn, postmaster pid)."""
+    say(f"{who}starting the embedded PostgreSQL (durable: fsync on)", quiet=quiet)
+    dsn: str = pg.start(durable=True)
+    return dsn, int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+
+
+async def migrate_db(
+    dsn: str, settings: Sequence[str] = ("server_version", "fsync", "synchronous_commit")
+) -> dict[str, str]:
+    """Apply the schema; returns the PostgreSQL ``settings`` asked for (``SHOW name``)."""
+    import asyncpg
+
+    from relate.store import migrate
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate.migrate(conn)
+        return {name: str(await conn.fetchval(f"SHOW {name}")) for name in settings}
+    finally:
+        await conn.close()
+
+
+def require_durable(settings: dict[str, str]) -> None:
+    if settings.get("fsync") != "on" or settings.get("synchronous_commit") != "on":
+        raise BenchError(f"PostgreSQL is not durable: {settings}")
+
+
+def spawn_daemon(module: str, config: Path, log_path: Path, *, append: bool = False) -> subprocess.Popen[bytes]:
+    """``python -m module --config config`` with its output in ``log_path``, no RELATE_* variables inherited."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELATE_")}
+    with log_path.open("ab" if append else "wb") as log:
+        return subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+            [sys.executable, "-m", module, "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches the benchmark only; it stops the daemon itself
+        )
+
+
+def stop_daemon(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 40 s, for a daemon still running."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class RelateServer:
+    """One relate daemon (``python -m module``) over an embedded, durable PostgreSQL, in ``workdir``.
+
+    Subclasses set ``module`` and ``daemon_name`` and write the config; this holds the rest.
+    """
+
+    name = "relate"
+    module = ""  # e.g. "relate.smtp"
+    daemon_name = ""  # e.g. "relate-smtp": its log file and its messages
+
+    def __init__(self, workdir: Path, quiet: bool) -> None:
+        from relate.runtime.embedded_pg import EmbeddedPostgres
+
+        self.workdir = workdir
+        self.quiet = quiet
+        self.pg = EmbeddedPostgres(workdir / "pgdata")
+        self.dsn = ""
+        self.port = 0
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.postmaster_pid = 0
+        self.settings: dict[str, str] = {}
+        self.log_path = workdir / f"{self.daemon_name}.log"
+
+    def start_postgres(self) -> None:
+        self.dsn, self.postmaster_pid = start_postgres(self.pg, quiet=self.quiet)
+
+    def start_daemon(
+        self, config: Path, wait: Callable[[subprocess.Popen[bytes]], None], *, append: bool = False
+    ) -> None:
+        """Start the daemon and ``wait(daemon)`` until it listens on ``self.port``."""
+        say(f"relate: starting {self.daemon_name} on {HOST}:{self.port}", quiet=self.quiet)
+        self.daemon = spawn_daemon(self.module, config, self.log_path, append=append)
+        try:
+            wait(self.daemon)
+        except (RuntimeError, TimeoutError) as exc:
+            raise BenchError(f"{self.daemon_name} did not start: {exc}\n{self.log_tail()}") from None
+
+    def stop_daemon(self) -> None:
+        stop_daemon(self.daemon)
+
+    def count_messages(self) -> int:
+        """Rows in ``messages``, over a connection of its own."""
+        import asyncpg
+
+        async def count() -> int:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                return int(await conn.fetchval("SELECT count(*) FROM messages"))
+            finally:
+                await conn.close()
+
+        return asyncio.run(count())
+
+    def cpu(self) -> dict[str, float]:
+        assert self.daemon is not None
+        return {"daemon": tree_cpu(self.daemon.pid), "postgres": tree_cpu(self.postmaster_pid)}
+
+    def log_tail(self, lines: int = 20) -> str:
+        return log_tail(self.log_path, lines)
+
+    def stop(self) -> None:
+        self.stop_daemon()
+        self.pg.stop()
+
+
+# -- main ---------------------------------------------------------------------------
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def make_workdir(prefix: str, parent: Path | None) -> Path:
+    """Install the signal handlers and make the temp dir of a run.
+
+    Ctrl-C and SIGTERM both end the run through the cleanup of :func:`run_benchmark` (also when
+    started from a script that ignores SIGINT for background jobs). The temp dir is world-readable:
+    PostgreSQL and the peers run as their own users and must reach their directories.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=parent)).resolve()
+    workdir.chmod(0o755)
+    return workdir
+
+
+def stop_targets(targets: Sequence[Any], prog: str) -> None:
+    """``stop()`` every target, last started first; a failure is reported and the others still stop."""
+    for target in reversed(targets):
+        try:
+            target.stop()
+        except Exception as exc:  # noqa: BLE001 - cleanup goes on with the next target whatever happens
+            print(f"{prog}: stopping {target.name} failed: {exc}", file=sys.stderr)
+
+
+def run_benchmark(
+    prog: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    report: dict[str, Any],
+    body: Callable[[], None],
+    cleanup: Callable[[], None],
+    render: Callable[[dict[str, Any]], str],
+) -> int:
+    """Run ``body`` (which fills ``report``), always ``cleanup`` and remove ``workdir`` (unless --keep),
+    then print the table (unless --json-only) and the JSON line; returns the exit code.
+
+    A :class:`BenchError` ``(message[, verification])`` fails the run with its message (and the
+    verification details in the report); Ctrl-C or SIGTERM exits with 130.
+    """
+    quiet = args.json_only
+    code = 1
+    try:
+        body()
+        report["valid"] = True
+        code = 0
+    except BenchError as exc:
+        message = str(exc.args[0]) if exc.args else ""
+        report["error"] = message.splitlines()[0]
+        if len(exc.args) > 1:
+            report["verification"] = exc.args[1]
+        print(f"{prog}: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        report["error"] = "interrupted"
+        print(f"{prog}: interrupted, cleaning up", file=sys.stderr)
+        code = 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cleanup()
+        if args.keep:
+            say(f"kept {workdir}", quiet=quiet)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if report["valid"] and not quiet:
+        print(render(report))
+    print(json_line(report))
+    return code

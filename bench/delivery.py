@@ -42,33 +42,39 @@ import json
 import os
 import random
 import select
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    BenchError,
     Job,
     MachineCpu,
     RawSmtp,
     fs_type,
-    json_line,
+    log_tail,
     machine_cpu,
     make_message,
+    make_workdir,
+    migrate_db,
     per_1k,
     percentile,
+    require_durable,
+    run_benchmark,
     say,
     sched_times,
-    summarize_collapsed,
+    spawn_daemon,
+    start_postgres,
+    start_py_spy,
+    stop_daemon,
+    stop_py_spy,
     table,
     tree_cpu,
 )
@@ -77,10 +83,6 @@ LOCAL_DOMAIN = "bench.test"
 SENDER = f"sender@{LOCAL_DOMAIN}"
 USERS_PER_DOMAIN = 100
 FIRST_MX_OCTET = 11  # domain k (1-based) has its MX on 127.0.0.(10 + k)
-
-
-class BenchError(Exception):
-    """A setup or verification failure, worded for the person running the benchmark."""
 
 
 def remote_domain(k: int) -> str:
@@ -456,30 +458,16 @@ class World:
         return self.workdir / "relate-delivery.log"
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.daemon_log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.daemon_log, lines)
 
     def start_postgres(self) -> None:
         from relate.runtime.embedded_pg import EmbeddedPostgres
 
-        say("starting the embedded PostgreSQL (durable: fsync on)", quiet=self.args.json_only)
         self.pg = EmbeddedPostgres(self.workdir / "pgdata")
-        self.dsn = self.pg.start(durable=True)
-        self.postmaster_pid = int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
+        self.dsn, self.postmaster_pid = start_postgres(self.pg, quiet=self.args.json_only, who="")
 
     def start_daemon(self, config: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RELATE_")}
-        with self.daemon_log.open("wb") as log:
-            self.daemon = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
-                [sys.executable, "-m", "relate.queue", "--config", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        self.daemon = spawn_daemon("relate.queue", config, self.daemon_log)
 
     def snapshot(self, poller_pid: int) -> Snapshot:
         return Snapshot(
@@ -498,7 +486,7 @@ class World:
         quiet = self.args.json_only
         steps: list[tuple[str, Any]] = [
             ("py-spy", lambda: stop_profiler(self, self.args)),
-            ("the daemon", self._stop_daemon),
+            ("the daemon", lambda: stop_daemon(self.daemon)),
             ("the sinks", lambda: self.sinks.stop() if self.sinks is not None else None),
             ("PostgreSQL", lambda: self.pg.stop() if self.pg is not None else None),
         ]
@@ -508,34 +496,15 @@ class World:
             except Exception as exc:  # noqa: BLE001 - cleanup goes on with the next step whatever happens
                 say(f"delivery: stopping {name} failed: {exc}", quiet=quiet)
 
-    def _stop_daemon(self) -> None:
-        if self.daemon is None or self.daemon.poll() is not None:
-            return
-        self.daemon.send_signal(signal.SIGTERM)
-        try:
-            self.daemon.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            self.daemon.kill()
-            self.daemon.wait(timeout=10)
-
 
 async def prepare_db(world: World) -> int:
     """Schema, the hosted sender; returns the sender's user id."""
-    import asyncpg
-
     from relate.config import DatabaseConfig
     from relate.services import accounts
-    from relate.store import db, migrate
+    from relate.store import db
 
-    conn = await asyncpg.connect(world.dsn)
-    try:
-        await migrate.migrate(conn)
-        for name in ("server_version", "fsync", "synchronous_commit"):
-            world.settings[name] = str(await conn.fetchval(f"SHOW {name}"))
-    finally:
-        await conn.close()
-    if world.settings.get("fsync") != "on" or world.settings.get("synchronous_commit") != "on":
-        raise BenchError(f"PostgreSQL is not durable: {world.settings}")
+    world.settings.update(await migrate_db(world.dsn))
+    require_durable(world.settings)
     pool = await db.create_pool(DatabaseConfig(dsn=world.dsn, pool_min=1, pool_max=2))
     try:
         await accounts.add_domain(pool, LOCAL_DOMAIN)
@@ -713,35 +682,14 @@ async def wait_all_sent(world: World, conn: Any, total: int, limit_s: float, qui
 def start_profiler(world: World, args: argparse.Namespace) -> None:
     if not args.py_spy or world.daemon is None:
         return
-    world.profiler = subprocess.Popen(  # noqa: S603 - the py-spy the user named, fixed arguments
-        [
-            args.py_spy,
-            *("record", "--pid", str(world.daemon.pid), "--rate", "250", "--format", "raw", "--nonblocking"),
-            # Only samples holding the GIL: on-CPU Python time, not time waiting for a core or the network.
-            "--gil",
-            *("--output", str(args.profile)),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    world.profiler = start_py_spy(args.py_spy, world.daemon.pid, args.profile)
 
 
 def stop_profiler(world: World, args: argparse.Namespace) -> None:
     proc, world.profiler = world.profiler, None
     if proc is None:
         return
-    proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return
-    if not Path(args.profile).exists():
-        say(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}", quiet=args.json_only)
-        return
-    say(summarize_collapsed(Path(args.profile), "relate-delivery (--gil)"), quiet=args.json_only)
+    stop_py_spy(proc, Path(args.profile), "relate-delivery (--gil)", quiet=args.json_only)
 
 
 # -- one run ---------------------------------------------------------------------------------------
@@ -1049,17 +997,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet = args.json_only
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
-    workdir = Path(tempfile.mkdtemp(prefix="relate-bench-delivery-", dir=args.workdir)).resolve()
-    workdir.chmod(0o755)  # PostgreSQL runs as its own user and must reach its directory
+    workdir = make_workdir("relate-bench-delivery-", args.workdir)
     report: dict[str, Any] = {
         "benchmark": "delivery",
         "params": {
@@ -1078,36 +1019,15 @@ def main(argv: list[str] | None = None) -> int:
         "valid": False,
     }
     world = World(workdir, args)
-    code = 1
-    try:
+
+    def body() -> None:
         world.start_postgres()
         world.sinks = Sinks(args.domains, workdir / "sinks.log")
         world.sinks.start()
         say(f"sinks: {args.domains} MXs on {mx_address(1)}..{mx_address(args.domains)}:{world.sinks.port}", quiet=quiet)
-        report |= asyncio.run(run(world))
-        report["valid"] = True
-        code = 0
-    except BenchError as exc:
-        report["error"] = str(exc.args[0]).splitlines()[0]
-        if len(exc.args) > 1:
-            report["verification"] = exc.args[1]
-        print(f"delivery: {exc.args[0]}", file=sys.stderr)
-    except KeyboardInterrupt:
-        report["error"] = "interrupted"
-        print("delivery: interrupted, cleaning up", file=sys.stderr)
-        code = 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        world.stop()
-        if args.keep:
-            say(f"kept {workdir}", quiet=quiet)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    if report["valid"] and not quiet:
-        print(render(report))
-    print(json_line(report))
-    return code
+        report.update(asyncio.run(run(world)))
+
+    return run_benchmark("delivery", args, workdir, report, body, world.stop, render)
 
 
 if __name__ == "__main__":

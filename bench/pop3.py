@@ -42,41 +42,44 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol
 
-import asyncpg
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    HOST,
+    BenchError,
     MachineCpu,
+    RelateServer,
+    comparison_table,
+    cpu_figures,
     free_port,
     fs_type,
-    json_line,
     machine_cpu,
     make_message,
-    per_1k,
+    make_workdir,
+    migrate_db,
+    ratios,
+    require_durable,
+    run_benchmark,
     run_cmd,
     say,
-    table,
+    stop_targets,
     tree_cpu,
     wait_for_banner,
 )
 
 from relate.config import DatabaseConfig
-from relate.runtime.embedded_pg import EmbeddedPostgres
 from relate.services import accounts
 from relate.store import accounts as account_store
-from relate.store import db, messages, migrate
+from relate.store import db, messages
 
-HOST = "127.0.0.1"
 DOMAIN = "bench.test"
 ADDRESS = f"popuser@{DOMAIN}"
 SENDER = "sender@client.example"
@@ -84,10 +87,6 @@ DOVECOT_USER = "popuser"
 DOVECOT_PASSWORD = "pass"  # noqa: S105 - peers.md: static passdb, any user, password "pass"
 VMAIL_UID = 5000  # peers.md: a vmail user and group, uid/gid 5000
 SETTLE = 0.5  # seconds after QUIT before CPU is read, so the server's session processes are reaped and counted
-
-
-class BenchError(Exception):
-    """A setup or verification failure, worded for the person running the benchmark."""
 
 
 # -- messages ------------------------------------------------------------------------
@@ -257,24 +256,17 @@ class Target(Protocol):
     def stop(self) -> None: ...
 
 
-class Relate:
+class Relate(RelateServer):
     """relate-pop3 over an embedded, durable PostgreSQL, in ``workdir``."""
 
-    name = "relate"
+    module = "relate.pop3"
+    daemon_name = "relate-pop3"
 
     def __init__(self, workdir: Path, batch: int, quiet: bool) -> None:
-        self.workdir = workdir
+        super().__init__(workdir, quiet)
         self.batch = batch
-        self.quiet = quiet
-        self.pg = EmbeddedPostgres(workdir / "pgdata")
-        self.dsn = ""
-        self.port = 0
         self.key = ""
         self.inbox = 0
-        self.daemon: subprocess.Popen[bytes] | None = None
-        self.postmaster_pid = 0
-        self.settings: dict[str, str] = {}
-        self.log_path = workdir / "relate-pop3.log"
 
     @property
     def description(self) -> str:
@@ -284,12 +276,9 @@ class Relate:
         )
 
     def start(self) -> None:
-        say("relate: starting the embedded PostgreSQL (durable: fsync on)", quiet=self.quiet)
-        self.dsn = self.pg.start(durable=True)
-        self.postmaster_pid = int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
+        self.start_postgres()
         asyncio.run(self._prepare_db())
-        if self.settings.get("fsync") != "on" or self.settings.get("synchronous_commit") != "on":
-            raise BenchError(f"PostgreSQL is not durable: {self.settings}")
+        require_durable(self.settings)
         self.port = free_port(HOST)
         config = self.workdir / "relate.yaml"
         config.write_text(
@@ -307,30 +296,10 @@ class Relate:
                 }
             )
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RELATE_")}
-        say(f"relate: starting relate-pop3 on {HOST}:{self.port}", quiet=self.quiet)
-        with self.log_path.open("wb") as log:
-            self.daemon = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
-                [sys.executable, "-m", "relate.pop3", "--config", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches the benchmark only; it stops the daemon itself
-            )
-        try:
-            wait_for_banner(HOST, self.port, 60, b"+OK", alive=self.daemon)
-        except (RuntimeError, TimeoutError) as exc:
-            raise BenchError(f"relate-pop3 did not start: {exc}\n{self.log_tail()}") from None
+        self.start_daemon(config, lambda daemon: wait_for_banner(HOST, self.port, 60, b"+OK", alive=daemon))
 
     async def _prepare_db(self) -> None:
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            await migrate.migrate(conn)
-            for name in ("server_version", "fsync", "synchronous_commit"):
-                self.settings[name] = str(await conn.fetchval(f"SHOW {name}"))
-        finally:
-            await conn.close()
+        self.settings = await migrate_db(self.dsn)
         pool = await db.create_pool(DatabaseConfig(dsn=self.dsn, pool_min=1, pool_max=2))
         try:
             await accounts.add_domain(pool, DOMAIN)
@@ -361,35 +330,8 @@ class Relate:
     def login(self) -> tuple[int, str, str]:
         return self.port, ADDRESS, self.key
 
-    def cpu(self) -> dict[str, float]:
-        assert self.daemon is not None
-        return {"daemon": tree_cpu(self.daemon.pid), "postgres": tree_cpu(self.postmaster_pid)}
-
     def remaining(self) -> int:
-        async def count() -> int:
-            conn = await asyncpg.connect(self.dsn)
-            try:
-                return int(await conn.fetchval("SELECT count(*) FROM messages"))
-            finally:
-                await conn.close()
-
-        return asyncio.run(count())
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.daemon is not None and self.daemon.poll() is None:
-            self.daemon.send_signal(signal.SIGTERM)
-            try:
-                self.daemon.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait(timeout=10)
-        self.pg.stop()
+        return self.count_messages()
 
 
 DOVECOT_CONF = """\
@@ -650,27 +592,23 @@ def figures(target: Target, rounds: list[Round]) -> dict[str, Any]:
     window = wall + SETTLE * len(rounds)
     phases = {k: sum(r.download.phases[k] for r in rounds) for k in rounds[0].download.phases}
     cpu = {k: sum(r.cpu[k] for r in rounds) for k in rounds[0].cpu}
-    server = sum(cpu.values())
     client = sum(r.download.client_cpu for r in rounds)
-    busy = sum(r.machine.busy for r in rounds)
-    kernel = sum(r.machine.kernel for r in rounds)
-    return {
-        "setup": target.description,
-        "messages": total,
-        "octets": octets,
-        "rounds_msg_per_s": [round(r.download.messages / r.download.wall, 1) for r in rounds],
-        "wall_s": round(wall, 3),
-        "msg_per_s": round(total / wall, 1),
-        "mb_per_s": round(octets / 1e6 / wall, 2),
-        "retr_msg_per_s": round(total / phases["retr_s"], 1),
-        "phases_s": {k: round(v, 3) for k, v in phases.items()},
-        "cpu_s_per_1k": {k: round(per_1k(v, total), 3) for k, v in cpu.items()}
-        | {"server_total": round(per_1k(server, total), 3), "client": round(per_1k(client, total), 3)},
-        "server_cores_busy": round(server / window, 2),
-        "kernel_cores_busy": round(kernel / window, 2),
-        "other_cores_busy": round(max(0.0, busy - server - client - kernel) / window, 2),
-        "load_s": round(sum(r.load_s for r in rounds), 1),
-    }
+    machine = sum((r.machine for r in rounds), MachineCpu(0.0, 0.0))
+    return (
+        {
+            "setup": target.description,
+            "messages": total,
+            "octets": octets,
+            "rounds_msg_per_s": [round(r.download.messages / r.download.wall, 1) for r in rounds],
+            "wall_s": round(wall, 3),
+            "msg_per_s": round(total / wall, 1),
+            "mb_per_s": round(octets / 1e6 / wall, 2),
+            "retr_msg_per_s": round(total / phases["retr_s"], 1),
+            "phases_s": {k: round(v, 3) for k, v in phases.items()},
+        }
+        | cpu_figures(cpu, client, machine, total, window)
+        | {"load_s": round(sum(r.load_s for r in rounds), 1)}
+    )
 
 
 ROWS: list[tuple[str, tuple[str, ...]]] = [
@@ -704,34 +642,8 @@ RATIO_OF = {
 }
 
 
-def _get(data: dict[str, Any] | None, path: tuple[str, ...]) -> Any:
-    value: Any = data
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
-
-
-def ratios(relate: dict[str, Any], dovecot: dict[str, Any]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for path, name in RATIO_OF.items():
-        a, b = _get(relate, path), _get(dovecot, path)
-        out[name] = round(a / b, 3) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
-    return out
-
-
 def render(report: dict[str, Any]) -> str:
-    relate, dovecot, ratio = report["relate"], report.get("dovecot"), report.get("ratio")
-    headers = ["", "relate"] + (["dovecot", "relate/dovecot"] if dovecot else [])
-    rows = []
-    for label, path in ROWS:
-        row: list[Any] = [label, _get(relate, path)]
-        if dovecot:
-            key = RATIO_OF.get(path)
-            row += [_get(dovecot, path), ratio.get(key) if (ratio and key) else None]
-        if any(v is not None for v in row[1:]):
-            rows.append(row)
+    relate, dovecot = report["relate"], report.get("dovecot")
     p = report["params"]
     lines = [
         f"POP3 download: {p['messages']} messages of ~{p['size']} bytes ({p['octets'] / 1e6:.1f} MB) in one "
@@ -742,7 +654,7 @@ def render(report: dict[str, Any]) -> str:
     ]
     if dovecot:
         lines.append(f"dovecot: {dovecot['setup']}")
-    lines += ["", table(headers, rows)]
+    lines += ["", comparison_table(ROWS, report, "dovecot", RATIO_OF)]
     return "\n".join(lines)
 
 
@@ -771,17 +683,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet = args.json_only
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
-    workdir = Path(tempfile.mkdtemp(prefix="relate-bench-pop3-", dir=args.workdir)).resolve()
-    workdir.chmod(0o755)  # PostgreSQL and Dovecot run as their own users and must reach their directories
+    workdir = make_workdir("relate-bench-pop3-", args.workdir)
     msgs = plan_messages(args.messages, args.size)
     expected = digests([crlf(m) for m in msgs])
     report: dict[str, Any] = {
@@ -798,9 +703,9 @@ def main(argv: list[str] | None = None) -> int:
         "valid": False,
     }
     targets: list[Target] = []
-    rounds: dict[str, list[Round]] = {}
-    code = 1
-    try:
+
+    def body() -> None:
+        rounds: dict[str, list[Round]] = {}
         targets.append(Relate(workdir, args.batch, quiet))
         if args.vs == "dovecot":
             targets.append(Dovecot(workdir, quiet))
@@ -815,32 +720,9 @@ def main(argv: list[str] | None = None) -> int:
         for target in targets:
             report[target.name] = figures(target, rounds[target.name])
         if "dovecot" in report:
-            report["ratio"] = ratios(report["relate"], report["dovecot"])
-        report["valid"] = True
-        code = 0
-    except BenchError as exc:
-        report["error"] = str(exc).splitlines()[0]
-        print(f"pop3: {exc}", file=sys.stderr)
-    except KeyboardInterrupt:
-        report["error"] = "interrupted"
-        print("pop3: interrupted, cleaning up", file=sys.stderr)
-        code = 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for target in reversed(targets):
-            try:
-                target.stop()
-            except Exception as exc:  # noqa: BLE001 - cleanup goes on with the next target whatever happens
-                print(f"pop3: stopping {target.name} failed: {exc}", file=sys.stderr)
-        if args.keep:
-            say(f"kept {workdir}", quiet=quiet)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    if report["valid"] and not quiet:
-        print(render(report))
-    print(json_line(report))
-    return code
+            report["ratio"] = ratios(report["relate"], report["dovecot"], RATIO_OF)
+
+    return run_benchmark("pop3", args, workdir, report, body, lambda: stop_targets(targets, "pop3"), render)
 
 
 if __name__ == "__main__":

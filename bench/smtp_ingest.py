@@ -25,82 +25,73 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import os
 import pwd
-import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import asyncpg
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    HOST,
+    BenchError,
     Job,
     LoadResult,
     MachineCpu,
+    RelateServer,
+    comparison_table,
+    cpu_figures,
     free_port,
     fs_type,
-    json_line,
     machine_cpu,
-    per_1k,
+    make_workdir,
+    migrate_db,
     percentile,
     plan_jobs,
+    ratios,
+    require_durable,
+    run_benchmark,
     run_cmd,
     run_load,
     say,
-    table,
+    start_py_spy,
+    stop_py_spy,
+    stop_targets,
     tree_cpu,
     wait_for_smtp,
 )
 
 from relate.config import DatabaseConfig
-from relate.runtime.embedded_pg import EmbeddedPostgres
 from relate.services import accounts
-from relate.store import db, migrate
+from relate.store import db
 
-HOST = "127.0.0.1"
 DOMAIN = "bench.test"
 SENDER = "sender@client.example"
 VMAIL_UID = 5000  # peers.md: virtual_uid_maps = static:5000
 
 
-class BenchError(Exception):
-    """A setup or verification failure, worded for the person running the benchmark."""
-
-
 # -- Relate Mail ------------------------------------------------------------------
 
 
-class Relate:
+class Relate(RelateServer):
     """relate-smtp over an embedded, durable PostgreSQL, in ``workdir``."""
 
-    name = "relate"
+    module = "relate.smtp"
+    daemon_name = "relate-smtp"
 
     def __init__(self, workdir: Path, users: list[str], pool_max: int | None, sessions: int, quiet: bool) -> None:
-        self.workdir = workdir
+        super().__init__(workdir, quiet)
         self.users = users
         self.pool_max = pool_max
         self.sessions = sessions
-        self.quiet = quiet
-        self.pg = EmbeddedPostgres(workdir / "pgdata")
-        self.dsn = ""
-        self.port = 0
-        self.daemon: subprocess.Popen[bytes] | None = None
-        self.postmaster_pid = 0
-        self.settings: dict[str, str] = {}
-        self.log_path = workdir / "relate-smtp.log"
 
     @property
     def description(self) -> str:
@@ -111,12 +102,9 @@ class Relate:
         )
 
     def start(self) -> None:
-        say("relate: starting the embedded PostgreSQL (durable: fsync on)", quiet=self.quiet)
-        self.dsn = self.pg.start(durable=True)
-        self.postmaster_pid = int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
+        self.start_postgres()
         asyncio.run(self._prepare_db())
-        if self.settings.get("fsync") != "on" or self.settings.get("synchronous_commit") != "on":
-            raise BenchError(f"PostgreSQL is not durable: {self.settings}")
+        require_durable(self.settings)
         self.port = free_port(HOST)
         config = self.workdir / "relate.yaml"
         database: dict[str, Any] = {"dsn": self.dsn}
@@ -138,30 +126,12 @@ class Relate:
                 }
             )
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RELATE_")}
-        say(f"relate: starting relate-smtp on {HOST}:{self.port}", quiet=self.quiet)
-        with self.log_path.open("wb") as log:
-            self.daemon = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
-                [sys.executable, "-m", "relate.smtp", "--config", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches the benchmark only; it stops the daemon itself
-            )
-        try:
-            wait_for_smtp(HOST, self.port, 60, alive=self.daemon)
-        except (RuntimeError, TimeoutError) as exc:
-            raise BenchError(f"relate-smtp did not start: {exc}\n{self.log_tail()}") from None
+        self.start_daemon(config, lambda daemon: wait_for_smtp(HOST, self.port, 60, alive=daemon))
 
     async def _prepare_db(self) -> None:
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            await migrate.migrate(conn)
-            for name in ("server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_sync_method"):
-                self.settings[name] = str(await conn.fetchval(f"SHOW {name}"))
-        finally:
-            await conn.close()
+        self.settings = await migrate_db(
+            self.dsn, ("server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_sync_method")
+        )
         pool = await db.create_pool(DatabaseConfig(dsn=self.dsn, pool_min=1, pool_max=2))
         try:
             await accounts.add_domain(pool, DOMAIN)
@@ -170,39 +140,12 @@ class Relate:
         finally:
             await pool.close()
 
-    def cpu(self) -> dict[str, float]:
-        assert self.daemon is not None
-        return {"daemon": tree_cpu(self.daemon.pid), "postgres": tree_cpu(self.postmaster_pid)}
-
     def stored(self) -> int:
-        async def count() -> int:
-            conn = await asyncpg.connect(self.dsn)
-            try:
-                return int(await conn.fetchval("SELECT count(*) FROM messages"))
-            finally:
-                await conn.close()
-
-        return asyncio.run(count())
+        return self.count_messages()
 
     def wait_stored(self, expected: int, timeout: float) -> tuple[int, float]:
         """Stored at 250 already: one count is the whole check."""
         return self.stored(), 0.0
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.daemon is not None and self.daemon.poll() is None:
-            self.daemon.send_signal(signal.SIGTERM)
-            try:
-                self.daemon.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait(timeout=10)
-        self.pg.stop()
 
 
 # -- Postfix ----------------------------------------------------------------------
@@ -454,10 +397,8 @@ def figures(target: Target, rounds: list[Round]) -> dict[str, Any]:
     window = sum(r.load.wall + r.tail for r in rounds)
     latencies = [x for r in rounds for x in r.load.latencies]
     cpu = {k: sum(r.cpu[k] for r in rounds) for k in rounds[0].cpu}
-    server = sum(cpu.values())
     client = sum(r.load.client_cpu for r in rounds)
-    busy = sum(r.machine.busy for r in rounds)
-    kernel = sum(r.machine.kernel for r in rounds)
+    machine = sum((r.machine for r in rounds), MachineCpu(0.0, 0.0))
     return {
         "setup": target.description,
         "messages": total,
@@ -474,14 +415,7 @@ def figures(target: Target, rounds: list[Round]) -> dict[str, Any]:
             "mean": round(sum(latencies) / len(latencies) * 1000, 2),
             "max": round(max(latencies) * 1000, 2),
         },
-        "cpu_s_per_1k": {k: round(per_1k(v, total), 3) for k, v in cpu.items()}
-        | {"server_total": round(per_1k(server, total), 3), "client": round(per_1k(client, total), 3)},
-        "server_cores_busy": round(server / window, 2),
-        # Interrupts and kernel threads: loopback TCP, file-system journal and block I/O done for the server.
-        "kernel_cores_busy": round(kernel / window, 2),
-        # Whatever else ran on the machine meanwhile (other users' tests, say): big values mean noisy figures.
-        "other_cores_busy": round(max(0.0, busy - server - client - kernel) / window, 2),
-    }
+    } | cpu_figures(cpu, client, machine, total, window)
 
 
 def warm_up(target: Target, warmup: list[list[Job]], args: argparse.Namespace) -> None:
@@ -493,65 +427,13 @@ def warm_up(target: Target, warmup: list[list[Job]], args: argparse.Namespace) -
 def start_profiler(args: argparse.Namespace, target: Target) -> subprocess.Popen[bytes] | None:
     if not args.py_spy or not isinstance(target, Relate) or target.daemon is None:
         return None
-    return subprocess.Popen(  # noqa: S603 - the py-spy the user named, fixed arguments
-        [
-            args.py_spy,
-            *("record", "--pid", str(target.daemon.pid), "--rate", "250", "--format", "raw", "--nonblocking"),
-            # Only samples holding the GIL: on-CPU Python time. Without it, time spent runnable but
-            # waiting for a core (inside socket.send after waking PostgreSQL) dominates the picture.
-            "--gil",
-            *("--output", str(args.profile)),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    return start_py_spy(args.py_spy, target.daemon.pid, args.profile)
 
 
 def stop_profiler(proc: subprocess.Popen[bytes] | None, args: argparse.Namespace) -> None:
-    quiet = args.json_only
     if proc is None:
         return
-    proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return
-    if not Path(args.profile).exists():
-        say(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}", quiet=quiet)
-        return
-    say(summarize_profile(Path(args.profile)), quiet=quiet)
-
-
-_LINE = re.compile(r":\d+\)$")
-
-
-def summarize_profile(path: Path, top: int = 25) -> str:
-    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
-    own: collections.Counter[str] = collections.Counter()
-    inclusive: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not count_text.isdigit():
-            continue
-        count = int(count_text)
-        # One entry per function, whatever the line: "name (file.py:123)" -> "name (file.py)".
-        frames = [_LINE.sub(")", f) for f in stack.split(";") if f]
-        total += count
-        if frames:
-            own[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
-    if not total:
-        return "profile: no samples"
-    out = [f"profile of relate-smtp: {total} samples in {path}", "  self%  function"]
-    out += [f"  {100 * n / total:5.1f}  {f}" for f, n in own.most_common(top)]
-    out += ["  incl%  function"]
-    out += [f"  {100 * n / total:5.1f}  {f}" for f, n in inclusive.most_common(top)]
-    return "\n".join(out)
+    stop_py_spy(proc, Path(args.profile), "relate-smtp", quiet=args.json_only, empty="profile: no samples")
 
 
 # -- output ------------------------------------------------------------------------
@@ -573,49 +455,17 @@ ROWS: list[tuple[str, tuple[str, ...]]] = [
     ("messages stored (= acknowledged, checked)", ("stored",)),
     ("wall time (s)", ("wall_s",)),
 ]
-
-
-def _get(figures: dict[str, Any] | None, path: tuple[str, ...]) -> Any:
-    value: Any = figures
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
-
-
-def ratios(relate: dict[str, Any], postfix: dict[str, Any]) -> dict[str, float | None]:
-    def ratio(path: tuple[str, ...]) -> float | None:
-        a, b = _get(relate, path), _get(postfix, path)
-        return round(a / b, 3) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
-
-    return {
-        "msg_per_s": ratio(("msg_per_s",)),
-        "end_to_end_msg_per_s": ratio(("end_to_end_msg_per_s",)),
-        "latency_p50": ratio(("latency_ms", "p50")),
-        "latency_p99": ratio(("latency_ms", "p99")),
-        "server_cpu_per_msg": ratio(("cpu_s_per_1k", "server_total")),
-    }
+RATIO_OF = {
+    ("msg_per_s",): "msg_per_s",
+    ("end_to_end_msg_per_s",): "end_to_end_msg_per_s",
+    ("latency_ms", "p50"): "latency_p50",
+    ("latency_ms", "p99"): "latency_p99",
+    ("cpu_s_per_1k", "server_total"): "server_cpu_per_msg",
+}
 
 
 def render(report: dict[str, Any]) -> str:
-    relate, postfix, ratio = report["relate"], report.get("postfix"), report.get("ratio")
-    headers = ["", "relate"] + (["postfix", "relate/postfix"] if postfix else [])
-    ratio_of = {
-        ("msg_per_s",): "msg_per_s",
-        ("end_to_end_msg_per_s",): "end_to_end_msg_per_s",
-        ("latency_ms", "p50"): "latency_p50",
-        ("latency_ms", "p99"): "latency_p99",
-        ("cpu_s_per_1k", "server_total"): "server_cpu_per_msg",
-    }
-    rows = []
-    for label, path in ROWS:
-        row: list[Any] = [label, _get(relate, path)]
-        if postfix:
-            key = ratio_of.get(path)
-            row += [_get(postfix, path), ratio.get(key) if (ratio and key) else None]
-        if any(v is not None for v in row[1:]):
-            rows.append(row)
+    relate, postfix = report["relate"], report.get("postfix")
     p = report["params"]
     lines = [
         f"SMTP ingest: {p['messages']} messages of {p['size']} bytes, {p['sessions']} concurrent sessions, "
@@ -626,7 +476,7 @@ def render(report: dict[str, Any]) -> str:
     ]
     if postfix:
         lines.append(f"postfix: {postfix['setup']}")
-    lines += ["", table(headers, rows)]
+    lines += ["", comparison_table(ROWS, report, "postfix", RATIO_OF)]
     return "\n".join(lines)
 
 
@@ -669,19 +519,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet = args.json_only
-    # Ctrl-C and SIGTERM both end the run through the cleanup below (also when started from a
-    # script that ignores SIGINT for background jobs).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
-    workdir = Path(tempfile.mkdtemp(prefix="relate-bench-", dir=args.workdir)).resolve()
-    workdir.chmod(0o755)  # PostgreSQL and Postfix run as their own users and must reach their directories
+    workdir = make_workdir("relate-bench-", args.workdir)
     users = [f"user{n}@{DOMAIN}" for n in range(1, args.users + 1)]
     plan = plan_jobs(args.messages, args.sessions, args.size, SENDER, users)
     warmup = [
@@ -708,9 +549,9 @@ def main(argv: list[str] | None = None) -> int:
         "valid": False,
     }
     targets: list[Target] = []
-    rounds: dict[str, list[Round]] = {}
-    code = 1
-    try:
+
+    def body() -> None:
+        rounds: dict[str, list[Round]] = {}
         targets.append(Relate(workdir, users, args.pool_max, args.sessions, quiet))
         if args.vs == "postfix":
             targets.append(Postfix(workdir, users, quiet))
@@ -730,32 +571,11 @@ def main(argv: list[str] | None = None) -> int:
         for target in targets:
             report[target.name] = figures(target, rounds[target.name])
         if "postfix" in report:
-            report["ratio"] = ratios(report["relate"], report["postfix"])
-        report["valid"] = True
-        code = 0
-    except BenchError as exc:
-        report["error"] = str(exc).splitlines()[0]
-        print(f"smtp_ingest: {exc}", file=sys.stderr)
-    except KeyboardInterrupt:
-        report["error"] = "interrupted"
-        print("smtp_ingest: interrupted, cleaning up", file=sys.stderr)
-        code = 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for target in reversed(targets):
-            try:
-                target.stop()
-            except Exception as exc:  # noqa: BLE001 - cleanup goes on with the next target whatever happens
-                print(f"smtp_ingest: stopping {target.name} failed: {exc}", file=sys.stderr)
-        if args.keep:
-            say(f"kept {workdir}", quiet=quiet)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    if report["valid"] and not quiet:
-        print(render(report))
-    print(json_line(report))
-    return code
+            report["ratio"] = ratios(report["relate"], report["postfix"], RATIO_OF)
+
+    return run_benchmark(
+        "smtp_ingest", args, workdir, report, body, lambda: stop_targets(targets, "smtp_ingest"), render
+    )
 
 
 if __name__ == "__main__":
