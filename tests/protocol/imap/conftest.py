@@ -24,6 +24,7 @@ from relate.runtime.tls import make_self_signed
 from relate.services import accounts
 from relate.store import db, messages
 from relate.store.messages import StoredMessage
+from tests.support import close_all
 
 from .helpers import ImapClient, make_message
 
@@ -227,8 +228,7 @@ async def imap(imap_pool: asyncpg.Pool, imap_config: Config) -> AsyncIterator[Im
         yield daemon
     finally:
         logger.removeHandler(daemon.errors)
-        while ImapClient.opened:
-            await ImapClient.opened.pop().close()
+        await close_all()
         await server.stop(grace=2)
 
 
@@ -236,5 +236,4 @@ async def imap(imap_pool: asyncpg.Pool, imap_config: Config) -> AsyncIterator[Im
 async def _close_clients() -> AsyncIterator[None]:
     """Close every raw client a test opened, also when it failed half-way."""
     yield
-    while ImapClient.opened:
-        await ImapClient.opened.pop().close()
+    await close_all()

@@ -10,7 +10,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
+
+from tests.support import RawClient
 
 _LITERAL_END = re.compile(rb"~?\{(\d+)\}$")
 _TAGGED = re.compile(rb"^(\S+) (OK|NO|BAD)(?: \[([^\]]*)\])? ?(.*)$", re.DOTALL | re.IGNORECASE)
@@ -119,18 +121,14 @@ class Result:
         return "\n".join(x.decode("utf-8", "replace") for x in [*self.untagged, self.line])
 
 
-class ImapClient:
+class ImapClient(RawClient):
     """A byte-level IMAP client. Every client opened is closed at the end of the test (conftest)."""
 
-    opened: ClassVar[list[ImapClient]] = []
-
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+        super().__init__(reader, writer)
         self.greeting = b""
         self.pending: list[bytes] = []  # untagged lines read while waiting for something else
         self._n = 0
-        ImapClient.opened.append(self)
 
     @classmethod
     async def connect(cls, port: int, *, tls: ssl.SSLContext | None = None, greet: bool = True) -> ImapClient:
@@ -258,23 +256,6 @@ class ImapClient:
         return await self.read_tagged(tag)
 
     # -- the end --------------------------------------------------------------------------
-
-    async def closed(self, wait: float = 5) -> bool:
-        """Whether the server closes the connection (EOF) within ``wait`` seconds; unread data is skipped."""
-        try:
-            while True:
-                chunk = await asyncio.wait_for(self.reader.read(65536), wait)
-                if not chunk:
-                    return True
-        except TimeoutError:
-            return False
-        except (ConnectionError, ssl.SSLError):
-            return True
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError, ssl.SSLError, OSError, TimeoutError):
-            await asyncio.wait_for(self.writer.wait_closed(), 5)
 
 
 # -- the response parser ----------------------------------------------------------------------

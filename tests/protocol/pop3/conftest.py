@@ -9,8 +9,9 @@ import asyncpg
 import pytest
 
 from relate.config import Config
+from tests.support import close_all
 
-from .helpers import Client, Pop3, pop3_config, start_world
+from .helpers import Pop3, pop3_config, start_world
 
 
 @pytest.fixture
@@ -31,5 +32,4 @@ async def pop3(pool: asyncpg.Pool, config: Config) -> AsyncIterator[Pop3]:
 async def _close_clients() -> AsyncIterator[None]:
     """Close every raw client a test opened, also when it failed half-way."""
     yield
-    while Client.opened:
-        await Client.opened.pop().close()
+    await close_all()

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import ssl
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -24,6 +23,7 @@ from relate.runtime.tls import make_self_signed
 from relate.services import accounts
 from relate.store import accounts as account_store
 from relate.store import imap_messages, mailboxes, messages
+from tests.support import RawClient
 
 T = TypeVar("T")
 
@@ -167,20 +167,16 @@ def unstuff(wire: bytes) -> bytes:
 # -- a raw client -------------------------------------------------------------------------
 
 
-class Client:
+class Client(RawClient):
     """A byte-level POP3 client on a real socket; every line read is kept in ``transcript``.
 
     Every client opened is closed at the end of the test (conftest), even when an assertion failed.
     """
 
-    opened: ClassVar[list[Client]] = []
-
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+        super().__init__(reader, writer)
         self.transcript: list[bytes] = []
         self.greeting = ""
-        Client.opened.append(self)
 
     @classmethod
     async def connect(cls, port: int, *, tls: ssl.SSLContext | None = None, greet: bool = True) -> Client:
@@ -254,26 +250,9 @@ class Client:
         await self.writer.start_tls(context, server_hostname="mail.example.com")
         return reply
 
-    async def closed(self, wait: float = 5) -> bool:
-        """Whether the server closes the connection (EOF) within ``wait`` seconds; unread data is skipped."""
-        try:
-            while True:
-                chunk = await asyncio.wait_for(self.reader.read(65536), wait)
-                if not chunk:
-                    return True
-        except TimeoutError:
-            return False
-        except (ConnectionError, ssl.SSLError):
-            return True
-
     def drop(self) -> None:
         """Cut the connection without QUIT (an RST, like a client that crashed)."""
         self.writer.transport.abort()
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError, ssl.SSLError, OSError):
-            await asyncio.wait_for(self.writer.wait_closed(), 5)
 
 
 async def logged_in(pop3: Pop3, user: str = ALICE, key: str | None = None) -> Client:

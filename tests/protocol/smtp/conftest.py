@@ -16,8 +16,7 @@ from relate.notify import Notifier
 from relate.runtime.tls import make_self_signed
 from relate.services import accounts
 from relate.smtp.server import SmtpServer
-
-from .helpers import Client
+from tests.support import close_all
 
 
 @dataclass
@@ -105,5 +104,4 @@ async def smtp(pool: asyncpg.Pool, smtp_config: Config) -> AsyncIterator[Smtp]:
 async def _close_clients() -> AsyncIterator[None]:
     """Close every raw client a test opened, also when it failed half-way."""
     yield
-    while Client.opened:
-        await Client.opened.pop().close()
+    await close_all()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import re
 import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tests.support import RawClient
 
 if TYPE_CHECKING:
     from .conftest import Smtp
@@ -49,20 +50,16 @@ class Reply:
         return [line[4:] for line in self.lines[1:]]
 
 
-class Client:
+class Client(RawClient):
     """A byte-level SMTP client on a real socket; every reply line read is kept in ``transcript``.
 
     Every client opened is closed at the end of the test (conftest), even when an assertion failed.
     """
 
-    opened: ClassVar[list[Client]] = []
-
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+        super().__init__(reader, writer)
         self.transcript: list[str] = []
         self.greeting: Reply | None = None
-        Client.opened.append(self)
 
     @classmethod
     async def connect(cls, port: int, *, tls: ssl.SSLContext | None = None, greet: bool = True) -> Client:
@@ -127,23 +124,6 @@ class Client:
             replies.append(await self.cmd(f"RCPT TO:<{rcpt}>"))
         replies.append(await self.data(message))
         return replies
-
-    async def closed(self, wait: float = 5) -> bool:
-        """Whether the server closes the connection (EOF) within ``wait`` seconds; unread data is skipped."""
-        try:
-            while True:
-                chunk = await asyncio.wait_for(self.reader.read(65536), wait)
-                if not chunk:
-                    return True
-        except TimeoutError:
-            return False
-        except (ConnectionError, ssl.SSLError):
-            return True
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError, ssl.SSLError, OSError):
-            await self.writer.wait_closed()
 
 
 def dot_stuff(message: bytes) -> bytes:

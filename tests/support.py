@@ -1,0 +1,42 @@
+"""What the protocol test suites share: a raw loopback client that is always closed after its test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import ClassVar
+
+
+class RawClient:
+    """A client on real sockets for byte-level tests; each protocol's client adds its own commands."""
+
+    opened: ClassVar[list[RawClient]] = []
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        RawClient.opened.append(self)
+
+    async def closed(self, wait: float = 5) -> bool:
+        """Whether the server closes the connection (EOF) within ``wait`` seconds; unread data is skipped."""
+        try:
+            while True:
+                chunk = await asyncio.wait_for(self.reader.read(65536), wait)
+                if not chunk:
+                    return True
+        except TimeoutError:
+            return False
+        except (ConnectionError, ssl.SSLError):
+            return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError, OSError, TimeoutError):
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
+
+
+async def close_all() -> None:
+    """Close every raw client the test opened, also when it failed half-way."""
+    while RawClient.opened:
+        await RawClient.opened.pop().close()
