@@ -850,3 +850,34 @@ def run_benchmark(
         print(render(report))
     print(json_line(report))
     return code
+
+
+def find_program(name: str) -> str | None:
+    """A peer's command on PATH, or in /usr/sbin and /usr/bin where root's PATH may miss it."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in ("/usr/sbin", "/usr/bin"):
+        if Path(folder, name).exists():
+            return f"{folder}/{name}"
+    return None
+
+
+def apt_install(what: str, packages: list[str], *, quiet: bool, preseed: str | None = None) -> None:
+    """Install a peer's Debian packages (as peers.md says), or say in one line why that cannot be done."""
+    if os.geteuid() != 0:
+        raise BenchError(f"{what} is not installed and installing it needs root: apt-get install {' '.join(packages)}")
+    apt = shutil.which("apt-get")
+    if not apt:
+        raise BenchError(f"{what} is not installed and there is no apt-get to install it with")
+    say(f"{what}: not installed; apt-get update && apt-get install {' '.join(packages)}", quiet=quiet)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        run_cmd([apt, "update"], timeout=600, env=env)
+        if preseed:
+            run_cmd(["debconf-set-selections"], timeout=60, input_text=preseed)
+        run_cmd([apt, "install", "-y", "--no-install-recommends", *packages], timeout=900, env=env)
+    except subprocess.CalledProcessError as exc:
+        raise BenchError(f"installing {what} failed: {exc}\n{exc.stdout}\n{exc.stderr}") from None
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"installing {what} timed out: {exc}") from None

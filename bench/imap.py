@@ -42,7 +42,6 @@ import os
 import random
 import re
 import resource
-import shutil
 import signal
 import statistics
 import subprocess
@@ -66,8 +65,10 @@ from _common import (
     BenchError,
     MachineCpu,
     RelateServer,
+    apt_install,
     comparison_rows,
     dig,
+    find_program,
     free_port,
     fs_type,
     machine_cpu,
@@ -513,33 +514,10 @@ protocol imap {{
 
 def ensure_dovecot(quiet: bool) -> tuple[str, str]:
     """The paths of ``dovecot`` and ``doveadm``; installs Debian's packages first (peers.md) when missing."""
-
-    def find() -> tuple[str | None, str | None]:
-        return tuple(  # type: ignore[return-value]
-            shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
-            for name in ("dovecot", "doveadm")
-        )
-
-    dovecot, doveadm = find()
-    if dovecot and doveadm and Path("/usr/lib/dovecot/imap").exists():
-        return dovecot, doveadm
-    if os.geteuid() != 0:
-        raise BenchError("dovecot is not installed and installing it needs root: apt-get install dovecot-imapd")
-    apt = shutil.which("apt-get")
-    if not apt:
-        raise BenchError("dovecot is not installed and there is no apt-get to install it with")
-    say("dovecot: not installed; apt-get update && apt-get install dovecot-core dovecot-imapd", quiet=quiet)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        run_cmd([apt, "update"], timeout=600, env=env)
-        run_cmd(
-            [apt, "install", "-y", "--no-install-recommends", "dovecot-core", "dovecot-imapd"], timeout=900, env=env
-        )
-    except subprocess.CalledProcessError as exc:
-        raise BenchError(f"installing dovecot failed: {exc}\n{exc.stdout}\n{exc.stderr}") from None
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"installing dovecot timed out: {exc}") from None
-    dovecot, doveadm = find()
+    dovecot, doveadm = find_program("dovecot"), find_program("doveadm")
+    if not (dovecot and doveadm and Path("/usr/lib/dovecot/imap").exists()):
+        apt_install("dovecot", ["dovecot-core", "dovecot-imapd"], quiet=quiet)
+        dovecot, doveadm = find_program("dovecot"), find_program("doveadm")
     if not dovecot or not doveadm:
         raise BenchError("apt-get installed dovecot but there is no dovecot or doveadm command")
     return dovecot, doveadm

@@ -37,7 +37,6 @@ import contextlib
 import hashlib
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -57,8 +56,10 @@ from _common import (
     BenchError,
     MachineCpu,
     RelateServer,
+    apt_install,
     comparison_table,
     cpu_figures,
+    find_program,
     free_port,
     fs_type,
     machine_cpu,
@@ -376,35 +377,12 @@ protocol pop3 {{
 
 
 def ensure_dovecot(quiet: bool) -> tuple[str, str]:
-    """The paths of ``dovecot`` and ``doveadm``; installs Debian's packages first when they are missing."""
-
-    def find() -> tuple[str | None, str | None]:
-        dovecot = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
-        doveadm = shutil.which("doveadm") or ("/usr/bin/doveadm" if Path("/usr/bin/doveadm").exists() else None)
-        pop3 = Path("/usr/lib/dovecot/pop3").exists()
-        return (dovecot, doveadm) if pop3 else (None, None)
-
-    dovecot, doveadm = find()
-    if dovecot and doveadm:
-        return dovecot, doveadm
-    if os.geteuid() != 0:
-        raise BenchError("dovecot is not installed and installing it needs root: apt-get install dovecot-pop3d")
-    apt = shutil.which("apt-get")
-    if not apt:
-        raise BenchError("dovecot is not installed and there is no apt-get to install it with")
-    say("dovecot: not installed; apt-get update && apt-get install dovecot-core dovecot-pop3d", quiet=quiet)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        run_cmd([apt, "update"], timeout=600, env=env)
-        run_cmd(
-            [apt, "install", "-y", "--no-install-recommends", "dovecot-core", "dovecot-pop3d"], timeout=900, env=env
-        )
-    except subprocess.CalledProcessError as exc:
-        raise BenchError(f"installing dovecot failed: {exc}\n{exc.stdout}\n{exc.stderr}") from None
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"installing dovecot timed out: {exc}") from None
-    dovecot, doveadm = find()
-    if not dovecot or not doveadm:
+    """The paths of ``dovecot`` and ``doveadm``; installs Debian's packages first (peers.md) when missing."""
+    dovecot, doveadm = find_program("dovecot"), find_program("doveadm")
+    if not (dovecot and doveadm and Path("/usr/lib/dovecot/pop3").exists()):
+        apt_install("dovecot", ["dovecot-core", "dovecot-pop3d"], quiet=quiet)
+        dovecot, doveadm = find_program("dovecot"), find_program("doveadm")
+    if not dovecot or not doveadm or not Path("/usr/lib/dovecot/pop3").exists():
         raise BenchError("apt-get installed dovecot but there is no dovecot/doveadm or POP3 server")
     return dovecot, doveadm
 

@@ -47,8 +47,10 @@ from _common import (
     LoadResult,
     MachineCpu,
     RelateServer,
+    apt_install,
     comparison_table,
     cpu_figures,
+    find_program,
     free_port,
     fs_type,
     machine_cpu,
@@ -220,26 +222,14 @@ postlog    unix-dgram n  -       n       -       1       postlogd
 
 def ensure_postfix(quiet: bool) -> str:
     """The path of ``postfix``; installs Debian's package first (as peers.md says) when it is missing."""
-    found = shutil.which("postfix") or ("/usr/sbin/postfix" if Path("/usr/sbin/postfix").exists() else None)
+    found = find_program("postfix")
     if found:
         return found
-    if os.geteuid() != 0:
-        raise BenchError("postfix is not installed and installing it needs root: apt-get install postfix")
-    apt, debconf = shutil.which("apt-get"), shutil.which("debconf-set-selections")
-    if not apt or not debconf:
-        raise BenchError("postfix is not installed and there is no apt-get to install it with")
-    say("postfix: not installed; apt-get update && apt-get install postfix (a few minutes)", quiet=quiet)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        run_cmd([apt, "update"], timeout=600, env=env)
-        run_cmd([debconf], timeout=60, input_text="postfix postfix/main_mailer_type select No configuration\n")
-        run_cmd([apt, "install", "-y", "--no-install-recommends", "postfix"], timeout=900, env=env)
-    except subprocess.CalledProcessError as exc:
-        raise BenchError(f"installing postfix failed: {exc}\n{exc.stdout}\n{exc.stderr}") from None
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"installing postfix timed out: {exc}") from None
-    found = shutil.which("postfix") or "/usr/sbin/postfix"
-    if not Path(found).exists():
+    apt_install(
+        "postfix", ["postfix"], quiet=quiet, preseed="postfix postfix/main_mailer_type select No configuration\n"
+    )
+    found = find_program("postfix")
+    if not found:
         raise BenchError("apt-get installed postfix but there is no postfix command")
     return found
 
