@@ -61,6 +61,9 @@ class InternalConfig:
     # When the API runs on another host, daemons call this URL instead.
     api_url: str | None = None
     notify_timeout: float = 2.0
+    # Seconds between a daemon's heartbeats in the database (`relatectl status`);
+    # a daemon silent for three intervals is shown as stale.
+    heartbeat_seconds: float = 15.0
 
 
 @dataclass
@@ -233,6 +236,7 @@ class Config:
                 "must be at least 1 and at least database.pool_min",
             ),
             ("auth.max_failures", self.auth.max_failures >= 1, "must be 1 or more"),
+            ("internal.heartbeat_seconds", self.internal.heartbeat_seconds >= 1, "must be at least 1 second"),
             ("smtp.max_message_size", self.smtp.max_message_size >= 1024, "must be at least 1024 bytes"),
             ("smtp.max_recipients", self.smtp.max_recipients >= 1, "must be 1 or more"),
             ("smtp.max_connections_per_client", self.smtp.max_connections_per_client >= 1, "must be 1 or more"),

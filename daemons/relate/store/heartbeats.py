@@ -1,0 +1,110 @@
+"""Daemon heartbeats, and the overview of the system that ``relatectl status`` shows.
+
+Policy: every daemon process owns one ``daemon_heartbeats`` row, keyed by
+(host, service, pid). It is written when the process starts serving,
+refreshed every ``runtime.heartbeat_seconds`` with its open connection
+count, and deleted on a clean stop. A process that dies leaves its row
+behind; a row not refreshed for three of its own intervals is *stale*, and
+shown as such rather than hidden, because a daemon that died is exactly what
+an admin wants to see. Rows stale for more than a week are pruned whenever a
+daemon starts, so a box that was rebuilt does not haunt the table forever.
+
+The host is the machine's own name (``socket.gethostname()``), not the mail
+hostname, which every copy of a cluster shares.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relate.store.db import Queryable
+
+STALE_INTERVALS = 3
+PRUNE_AFTER_SECONDS = 7 * 24 * 3600
+
+
+async def register(
+    conn: Queryable, *, host: str, service: str, pid: int, version: str, interval: float, connections: int = 0
+) -> int:
+    """Record a process that has started serving; returns its row id (a reused pid replaces the dead row)."""
+    await conn.execute(
+        "DELETE FROM daemon_heartbeats WHERE last_seen < now() - make_interval(secs => $1)",
+        float(PRUNE_AFTER_SECONDS),
+    )
+    row_id: int = await conn.fetchval(
+        """INSERT INTO daemon_heartbeats (host, service, pid, version, connections, interval_seconds)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (host, service, pid) DO UPDATE
+              SET version = EXCLUDED.version, started_at = now(), last_seen = now(),
+                  connections = EXCLUDED.connections, interval_seconds = EXCLUDED.interval_seconds
+           RETURNING id""",
+        host,
+        service,
+        pid,
+        version,
+        connections,
+        interval,
+    )
+    return row_id
+
+
+async def beat(conn: Queryable, row_id: int, connections: int) -> bool:
+    """Refresh a row; False when it is gone (deleted by hand), so the caller can register again."""
+    status = await conn.execute(
+        "UPDATE daemon_heartbeats SET last_seen = now(), connections = $2 WHERE id = $1", row_id, connections
+    )
+    return status != "UPDATE 0"
+
+
+async def remove(conn: Queryable, row_id: int) -> None:
+    await conn.execute("DELETE FROM daemon_heartbeats WHERE id = $1", row_id)
+
+
+async def instances(conn: Queryable) -> list[dict[str, Any]]:
+    """Every recorded process, by host, service and start time, with ``stale`` and ``age_seconds``."""
+    rows = await conn.fetch(
+        f"""SELECT host, service, pid, version, started_at, last_seen, connections, interval_seconds,
+                   extract(epoch FROM now() - last_seen)::float8 AS age_seconds,
+                   last_seen < now() - make_interval(secs => interval_seconds * {STALE_INTERVALS}) AS stale
+              FROM daemon_heartbeats ORDER BY host, service, started_at, pid"""
+    )
+    return [dict(r) for r in rows]
+
+
+async def local_pids(conn: Queryable, host: str) -> list[tuple[str, int]]:
+    """(service, pid) of the live (not stale) processes recorded for ``host``."""
+    rows = await conn.fetch(
+        f"""SELECT service, pid FROM daemon_heartbeats
+             WHERE host = $1
+               AND last_seen >= now() - make_interval(secs => interval_seconds * {STALE_INTERVALS})
+             ORDER BY service, pid""",
+        host,
+    )
+    return [(r["service"], r["pid"]) for r in rows]
+
+
+async def queue_depth(conn: Queryable) -> dict[str, int]:
+    """Outbound messages by status (drafts are not queued and not counted)."""
+    rows = await conn.fetch(
+        "SELECT status, count(*)::int AS n FROM outbound_emails WHERE status <> 'draft' GROUP BY status"
+    )
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def oldest_deferred(conn: Queryable) -> dict[str, Any] | None:
+    """The queued message waiting longest with at least one recipient deferred after a failed attempt."""
+    row = await conn.fetchrow(
+        """SELECT e.id, e.mail_from, e.queued_at,
+                  extract(epoch FROM now() - e.queued_at)::float8 AS age_seconds,
+                  d.next_attempt_at, d.attempts, d.last_error
+             FROM outbound_emails e
+             JOIN LATERAL (SELECT r.next_attempt_at, r.attempts, r.last_error
+                             FROM outbound_recipients r
+                            WHERE r.outbound_email_id = e.id AND r.status = 'deferred'
+                            ORDER BY r.next_attempt_at NULLS LAST
+                            LIMIT 1) d ON true
+            WHERE e.status = 'queued'
+            ORDER BY e.queued_at NULLS LAST, e.id
+            LIMIT 1"""
+    )
+    return dict(row) if row is not None else None
