@@ -10,7 +10,8 @@ Policy:
   neither revoked nor expired, belongs to the user that ``login`` names (the
   primary address or any alias), the user is enabled, and the key carries
   ``scope`` (``app`` implies ``api:read`` and ``api:write``). Every refusal
-  looks the same to the client.
+  looks the same to the client. A bearer key (the REST API) names no login:
+  ``login=None`` accepts the key for whichever user owns it.
 - A successful verification is cached in memory for ``auth.cache_seconds``
   (30 s), keyed by a SHA-256 of login and key, so a revoked key stops working
   everywhere within that window and the key itself is never held.
@@ -52,6 +53,8 @@ log = logging.getLogger("relate.auth")
 # Scopes a user's key may carry; `internal` is for daemon-to-API calls only.
 USER_SCOPES = ("smtp", "imap", "pop3", "api:read", "api:write", "app")
 INTERNAL_SCOPE = "internal"
+# The start of the refusal reason for a valid key without the scope asked for.
+MISSING_SCOPE = "missing-scope:"
 _IMPLIED = {"app": {"api:read", "api:write"}}
 
 KEY_PREFIX = "relate_"
@@ -131,19 +134,26 @@ class Authenticator:
         # costs the same time as a wrong secret.
         self._dummy_hash = bcrypt.hashpw(b"relate-dummy", bcrypt.gensalt(cfg.bcrypt_rounds))
 
-    async def authenticate(self, login: str, key: str, scope: str, *, client: str, service: str) -> Principal:
-        """The principal for (login, key) holding ``scope``, or AuthRefused."""
+    async def authenticate(
+        self, login: str | None, key: str, scope: str | None, *, client: str, service: str
+    ) -> Principal:
+        """The principal for (login, key) holding ``scope``, or AuthRefused.
+
+        ``login=None``: a bearer key. ``scope=None``: the caller checks scopes
+        itself (the REST API answers a valid key without the scope with 403,
+        which is not a failed login).
+        """
         now = self._clock()
         if self._is_locked(client, now):
-            raise self._refuse(service, client, login, "locked-out", count=False)
+            raise self._refuse(service, client, login or "-", "locked-out", count=False)
         try:
             principal = await self._verify(login, key)
         except AuthRefused as exc:
-            raise self._refuse(service, client, login, exc.reason) from None
+            raise self._refuse(service, client, login or "-", exc.reason) from None
         if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
-            raise self._refuse(service, client, login, "expired")
-        if not principal.has(scope):
-            raise self._refuse(service, client, login, f"missing-scope:{scope}")
+            raise self._refuse(service, client, login or principal.address, "expired")
+        if scope is not None and not principal.has(scope):
+            raise self._refuse(service, client, login or principal.address, f"{MISSING_SCOPE}{scope}")
         self._failures.pop(client, None)
         return principal
 
@@ -158,10 +168,11 @@ class Authenticator:
         """Drop every cached verification (after a revocation in this process)."""
         self._cache.clear()
 
-    async def _verify(self, login: str, key: str) -> Principal:
-        login = login.strip().lower()
+    async def _verify(self, login: str | None, key: str) -> Principal:
+        login = None if login is None else login.strip().lower()
         cache_key = hashlib.sha256(
-            login.encode("utf-8", "surrogateescape") + b"\0" + key.encode("utf-8", "surrogateescape")
+            (b"\1" if login is None else login.encode("utf-8", "surrogateescape") + b"\0")
+            + key.encode("utf-8", "surrogateescape")
         ).digest()
         now = self._clock()
         hit = self._cache.get(cache_key)
@@ -172,7 +183,7 @@ class Authenticator:
         prefix = key_prefix(key)
         if prefix is None:
             raise AuthRefused("malformed-key")
-        row = await key_store.for_verification(self._pool, prefix, login)
+        row = await key_store.for_verification(self._pool, prefix, login or "")
         if row is None:
             await asyncio.to_thread(bcrypt.checkpw, key.encode(), self._dummy_hash)
             raise AuthRefused("unknown-key")
@@ -180,7 +191,7 @@ class Authenticator:
             raise AuthRefused("bad-secret")
         if row["revoked_at"] is not None:
             raise AuthRefused("revoked")
-        if not row["login_matches"]:
+        if login is not None and not row["login_matches"]:
             raise AuthRefused("wrong-user")
         if row["disabled"]:
             raise AuthRefused("disabled-user")

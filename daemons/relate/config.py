@@ -206,6 +206,27 @@ class PushConfig:
 
 
 @dataclass
+class ApiConfig:
+    # HTTP listeners (put a TLS-terminating proxy in front for the Internet).
+    listen: list[str] = field(default_factory=lambda: ["0.0.0.0:8080"])
+    # Accept POST /api/internal-notifications over HTTP too (for daemons on
+    # other hosts); the Unix socket (internal.api_socket) always accepts it.
+    internal_over_http: bool = False
+    # Per-key limits, per minute: every request; writes; key management.
+    requests_per_minute: int = 100
+    writes_per_minute: int = 30
+    key_calls_per_minute: int = 10
+    max_page_size: int = 100
+    # Attachments of one draft together, decoded.
+    max_attachment_size: int = 25 * 1024 * 1024
+    max_body_size: int = 40 * 1024 * 1024  # one request body (attachments travel base64)
+    # The hostname mail clients are told to use (autoconfig, credentials); default: hostname.
+    public_hostname: str | None = None
+    websocket_heartbeat: float = 30.0
+    push_timeout: float = 10.0
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
 
@@ -222,6 +243,7 @@ class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
     push: PushConfig = field(default_factory=PushConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the file came from, for messages; not a key.
     source: Path | None = field(default=None, compare=False, metadata={"internal": True})
@@ -265,6 +287,12 @@ class Config:
                 self.delivery.smarthost.tls in {"starttls", "tls", "none"},
                 "must be starttls, tls or none",
             ),
+            ("api.requests_per_minute", self.api.requests_per_minute >= 1, "must be 1 or more"),
+            ("api.writes_per_minute", self.api.writes_per_minute >= 1, "must be 1 or more"),
+            ("api.key_calls_per_minute", self.api.key_calls_per_minute >= 1, "must be 1 or more"),
+            ("api.max_page_size", 1 <= self.api.max_page_size <= 1000, "must be between 1 and 1000"),
+            ("api.max_attachment_size", self.api.max_attachment_size >= 0, "must be 0 or more"),
+            ("api.max_body_size", self.api.max_body_size >= 1024, "must be at least 1024 bytes"),
             ("auth.bcrypt_rounds", 4 <= self.auth.bcrypt_rounds <= 31, "must be between 4 and 31"),
             (
                 "logging.level",
@@ -287,6 +315,7 @@ class Config:
         listeners = [(f"smtp.{role}", lst) for role, lst in self.smtp.listeners().items()]
         listeners += [("imap.imap", self.imap.imap), ("imap.imaps", self.imap.imaps)]
         listeners += [("pop3.pop3", self.pop3.pop3), ("pop3.pop3s", self.pop3.pop3s)]
+        listeners += [("api", ListenerConfig(listen=self.api.listen))]
         for where, lst in listeners:
             for i, item in enumerate(lst.listen):
                 try:

@@ -21,6 +21,7 @@ import typer
 
 from relate import auth
 from relate import config as config_mod
+from relate.api.server import ApiServer
 from relate.config import Config
 from relate.errors import Conflict, RelateError
 from relate.imap.server import ImapServer
@@ -61,6 +62,7 @@ def _write_state(path: Path, data: dict[str, Any]) -> None:
 DEV_SMTP_PORTS = {"mx": 2525, "submission": 2587, "submissions": 2465}
 DEV_IMAP_PORTS = {"imap": 2143, "imaps": 2993}
 DEV_POP3_PORTS = {"pop3": 2110, "pop3s": 2995}
+DEV_API_PORT = 8080
 
 
 def dev_config(state_dir: Path, dsn: str, internal_key: str, *, any_port: bool = False) -> Config:
@@ -73,6 +75,7 @@ def dev_config(state_dir: Path, dsn: str, internal_key: str, *, any_port: bool =
     cfg.imap.imaps.listen = [f"127.0.0.1:{0 if any_port else DEV_IMAP_PORTS['imaps']}"]
     cfg.pop3.pop3.listen = [f"127.0.0.1:{0 if any_port else DEV_POP3_PORTS['pop3']}"]
     cfg.pop3.pop3s.listen = [f"127.0.0.1:{0 if any_port else DEV_POP3_PORTS['pop3s']}"]
+    cfg.api.listen = [f"127.0.0.1:{0 if any_port else DEV_API_PORT}"]
     # The dev run listens on loopback only, where plain-text logins harm no one.
     cfg.imap.allow_plaintext_auth = True
     cfg.pop3.allow_plaintext_auth = True
@@ -131,7 +134,9 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
     delivery = DeliveryWorker(cfg, ctx.pool)
     imap = ImapServer(cfg, ctx.pool, ctx.authenticator)
     pop3 = Pop3Server(cfg, ctx.pool, ctx.authenticator)
+    api = ApiServer(ctx)
     try:
+        await api.start()
         await smtp.start()
         await imap.start()
         await pop3.start()
@@ -146,6 +151,7 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
             "imaps": imap.addresses("imaps")[0][1],
             "pop3": pop3.addresses("pop3")[0][1],
             "pop3s": pop3.addresses("pop3s")[0][1],
+            "api": api.addresses()[0][1],
         }
         for line in describe(ports):
             console.print(line, highlight=False)
@@ -155,6 +161,8 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
         await imap.stop(grace=5)
         await pop3.stop(grace=5)
         await delivery.stop(grace=10)
+        await ctx.notifier.drain()
+        await api.stop()
         await ctx.pool.close()
 
 

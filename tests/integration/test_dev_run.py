@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
         assert info["dsn"] in banner
         assert (state / "dev.json").stat().st_mode & 0o077 == 0
         assert asyncio.run(authenticates(info["dsn"], info["user"], info["key"]))
-        assert set(info["ports"]) == {"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"}
+        assert set(info["ports"]) == {"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "api"}
         send_both_ways(info)
         assert asyncio.run(inbox_subjects(info["dsn"], info["user"])) == ["via mx", "via submission"]
         with imaplib.IMAP4("127.0.0.1", info["ports"]["imap"], timeout=10) as imap:
@@ -122,6 +123,13 @@ def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
             assert pop.stat()[0] == 2
         finally:
             pop.quit()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{info['ports']['api']}/api/emails",
+            headers={"Authorization": f"Bearer {info['key']}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 (a fixed http URL)
+            listing = json.loads(resp.read())
+        assert [e["subject"] for e in listing["items"]] == ["via submission", "via mx"]
     finally:
         out = stop(proc, signal.SIGINT)
     assert proc.returncode == 0, out

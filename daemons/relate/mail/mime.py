@@ -627,3 +627,12 @@ def _html_text(html: str, limit: int) -> str:
             parser.close()
     lines = (line.strip() for line in "".join(parser.chunks).splitlines())
     return "\n".join(line for line in lines if line)
+
+
+def part_content(raw: bytes, part: str) -> bytes | None:
+    """The transfer-decoded content of leaf ``part`` (IMAP numbering, e.g. ``"2"`` or ``"1.3"``), or None."""
+    root = _parse_entity(raw, 0, len(raw), ("text", "plain"), 0)
+    for leaf, number, _, _ in _leaves(root, "", True, True):
+        if number == part and not leaf.children:
+            return _payload(raw, leaf)
+    return None

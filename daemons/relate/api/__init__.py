@@ -1,0 +1,1 @@
+"""The API daemon: REST + WebSocket for web, desktop and mobile apps."""

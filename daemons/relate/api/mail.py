@@ -1,0 +1,360 @@
+"""Folders and mail: list, search, read, raw, attachments, flag, move, delete.
+
+Reads need ``api:read``, changes ``api:write``. Changes go through the same
+store functions IMAP uses, so every IMAP session (IDLE included) and the
+WebSocket hub hear of them. Deleting moves to Trash; deleting from Trash
+expunges, for this user only (other copies are separate messages).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any
+from urllib.parse import quote
+
+import nh3
+from aiohttp import web
+
+from relate.api.app import int_param, json_body, page_of, paging, path_id, state
+from relate.api.errors import ApiError, bad_request, invalid, not_found
+from relate.api.security import READ, WRITE, principal, requires
+from relate.mail.mime import parse_message, part_content
+from relate.store import accounts, imap_messages
+from relate.store import emails as store
+from relate.store import mailboxes as mailbox_store
+
+routes = web.RouteTableDef()
+
+SYSTEM_FLAGS = {"\\seen": "\\Seen", "\\answered": "\\Answered", "\\flagged": "\\Flagged"}
+SYSTEM_FLAGS |= {"\\deleted": "\\Deleted", "\\draft": "\\Draft"}
+# RFC 9051 §9 flag-keyword: an atom (no specials, no `\`).
+_KEYWORD = re.compile(r"^[!#$&'+\-.0-9:;<=>?@A-Z^_`a-z|~]{1,100}$")
+
+
+def _person(item: dict[str, Any]) -> dict[str, Any]:
+    return {"name": item.get("name"), "email": item.get("email")}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def summary(row: dict[str, Any]) -> dict[str, Any]:
+    """The listing shape of a message (also the ``data`` of NewEmail events)."""
+    from_addr = row.get("from_addr") or []
+    return {
+        "id": row["id"],
+        "mailboxId": row["mailbox_id"],
+        "from": _person(from_addr[0]) if from_addr else None,
+        "to": [_person(a) for a in row.get("to_addr") or []],
+        "subject": row.get("subject"),
+        "received": _iso(row["internal_date"]),
+        "date": _iso(row.get("date_header")),
+        "size": row["size"],
+        "isRead": "\\Seen" in row["flags"],
+        "flags": list(row["flags"]),
+        "attachmentCount": row["attachment_count"],
+    }
+
+
+def _mailbox(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": "INBOX" if mailbox_store.is_inbox(row["name"]) else row["name"],
+        "specialUse": row["special_use"],
+        "subscribed": row["subscribed"],
+        "total": row["total"],
+        "unread": row["unread"],
+    }
+
+
+# RFC 9051 §6.3.9 (LIST), as folders for apps.
+@routes.get("/api/mailboxes")
+@requires(READ)
+async def list_mailboxes(request: web.Request) -> web.Response:
+    rows = await store.mailboxes(state(request).pool, principal(request).user_id)
+    return web.json_response({"items": [_mailbox(r) for r in rows], "total": len(rows)})
+
+
+async def _mailbox_ref(request: web.Request, ref: str) -> dict[str, Any]:
+    box = await store.find_mailbox(state(request).pool, principal(request).user_id, ref)
+    if box is None:
+        raise not_found("mailbox")
+    return box
+
+
+@routes.get("/api/emails")
+@requires(READ)
+async def list_emails(request: web.Request) -> web.Response:
+    box = await _mailbox_ref(request, request.query.get("mailbox") or "INBOX")
+    page, size = paging(request)
+    rows, total = await store.listing(state(request).pool, box["id"], (page - 1) * size, size)
+    return web.json_response(page_of([summary(r) for r in rows], page, size, total))
+
+
+def _bool_param(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise bad_request(f"{name} must be true or false")
+
+
+def _date_param(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise bad_request(f"{name} must be an ISO 8601 date or date-time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@routes.get("/api/emails/search")
+@requires(READ)
+async def search_emails(request: web.Request) -> web.Response:
+    q = request.query.get("q", "").strip()
+    if len(q) > 1000:
+        raise bad_request("q is too long (1000 characters at most)")
+    mailbox = request.query.get("mailbox")
+    box_id = (await _mailbox_ref(request, mailbox))["id"] if mailbox else None
+    page, size = paging(request)
+    rows, total = await store.search(
+        state(request).pool,
+        principal(request).user_id,
+        query=q or None,
+        mailbox_id=box_id,
+        sender=request.query.get("from") or None,
+        recipient=request.query.get("to") or None,
+        after=_date_param(request, "after"),
+        before=_date_param(request, "before"),
+        has_attachments=_bool_param(request, "hasAttachments"),
+        is_read=_bool_param(request, "isRead"),
+        offset=(page - 1) * size,
+        limit=size,
+    )
+    return web.json_response(page_of([summary(r) for r in rows], page, size, total))
+
+
+def sanitize_html(html: str) -> str:
+    """HTML safe to show in a web page: no scripts, styles, event handlers or javascript: links."""
+    return nh3.clean(html, link_rel="noopener noreferrer", url_schemes={"http", "https", "mailto", "cid"})
+
+
+def _headers(raw: bytes, header_end: int) -> list[dict[str, str]]:
+    """Every header field in order, RFC 2047 words decoded (a field that will not decode is shown as it came)."""
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(raw[:header_end])
+    found = []
+    for name, value in parsed.items():
+        text = str(value)
+        with contextlib.suppress(ValueError, LookupError, UnicodeError, HeaderParseError):
+            text = str(make_header(decode_header(text)))
+        found.append({"name": name, "value": " ".join(text.split())})
+    return found
+
+
+def _attachments(row: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": i,
+            "part": a["part"],
+            "filename": a.get("filename"),
+            "contentType": a.get("contentType"),
+            "size": a.get("size"),
+            "contentId": a.get("contentId"),
+            "inline": bool(a.get("inline")),
+        }
+        for i, a in enumerate(row.get("attachments") or [])
+    ]
+
+
+async def _sent_by_user(request: web.Request, row: dict[str, Any]) -> bool:
+    """Whether the user wrote this message (their Sent/Drafts copy, or From one of their addresses)."""
+    if row["special_use"] in ("\\Sent", "\\Drafts"):
+        return True
+    own = await accounts.user_addresses(state(request).pool, principal(request).user_id)
+    return any((a.get("email") or "").lower() in own for a in row.get("from_addr") or [])
+
+
+@routes.get("/api/emails/{id}")
+@requires(READ)
+async def get_email(request: web.Request) -> web.Response:
+    row = await store.get(state(request).pool, principal(request).user_id, path_id(request))
+    if row is None:
+        raise not_found("email")
+    raw = bytes(row["raw"])
+    parsed = parse_message(raw)
+    body = summary(row)
+    headers = _headers(raw, row["header_end"])
+    own = await _sent_by_user(request, row)
+    if not own:
+        headers = [h for h in headers if h["name"].lower() != "bcc"]
+    body |= {
+        "mailboxName": "INBOX" if mailbox_store.is_inbox(row["mailbox_name"]) else row["mailbox_name"],
+        "cc": [_person(a) for a in row["cc_addr"] or []],
+        "bcc": [_person(a) for a in row["bcc_addr"] or []] if own else [],
+        "replyTo": [{"name": a.name, "email": a.email} for a in parsed.reply_to],
+        "messageId": row["message_id"],
+        "inReplyTo": row["in_reply_to"],
+        "references": list(row["references"] or []),
+        "headers": headers,
+        "textBody": parsed.text_body,
+        "htmlBody": sanitize_html(parsed.html_body) if parsed.html_body is not None else None,
+        "attachments": _attachments(row),
+    }
+    return web.json_response(body)
+
+
+@routes.get("/api/emails/{id}/raw")
+@requires(READ)
+async def get_raw(request: web.Request) -> web.Response:
+    data = await store.raw(state(request).pool, principal(request).user_id, path_id(request))
+    if data is None:
+        raise not_found("email")
+    return web.Response(body=data, content_type="message/rfc822")
+
+
+def _disposition(filename: str | None, inline: bool) -> str:
+    kind = "inline" if inline else "attachment"
+    if not filename:
+        return kind
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "'").replace("\\", "_")
+    ascii_name = "".join(ch if ch.isprintable() else "_" for ch in ascii_name)
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+@routes.get("/api/emails/{id}/attachments/{n}")
+@requires(READ)
+async def get_attachment(request: web.Request) -> web.Response:
+    row = await store.get(state(request).pool, principal(request).user_id, path_id(request))
+    if row is None:
+        raise not_found("email")
+    try:
+        n = int(request.match_info["n"])
+    except ValueError:
+        raise not_found("attachment") from None
+    items = row["attachments"] or []
+    if not 0 <= n < len(items):
+        raise not_found("attachment")
+    item = items[n]
+    data = part_content(bytes(row["raw"]), item["part"])
+    if data is None:
+        raise not_found("attachment")
+    content_type = item.get("contentType") or "application/octet-stream"
+    return web.Response(
+        body=data,
+        headers={
+            "Content-Type": content_type if "/" in content_type else "application/octet-stream",
+            # Never let a browser render mail content from the API's origin.
+            "Content-Disposition": _disposition(item.get("filename"), False),
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox",
+        },
+    )
+
+
+def _flag(value: Any) -> str:
+    if not isinstance(value, str):
+        raise invalid("flags must be strings")
+    if value.startswith("\\"):
+        flag = SYSTEM_FLAGS.get(value.lower())
+        if flag is None:
+            raise invalid(f"unknown system flag {value[:40]}")
+        return flag
+    if not _KEYWORD.match(value):
+        raise invalid(f"not a valid keyword: {value[:40]!r}")
+    return value
+
+
+async def _trash(request: web.Request) -> dict[str, Any]:
+    user_id = principal(request).user_id
+    pool = state(request).pool
+    box = await store.special(pool, user_id, "\\Trash")
+    if box is None:
+        box = await store.find_mailbox(pool, user_id, "Trash")
+    if box is None:
+        box = await mailbox_store.create(pool, user_id, "Trash", "\\Trash")
+    return box
+
+
+async def _move(request: web.Request, found: dict[str, Any], target_id: int) -> int:
+    """Move the message to ``target_id`` (IMAP MOVE semantics); returns its new id."""
+    async with state(request).pool.acquire() as conn:
+        pairs = await imap_messages.copy(conn, found["mailbox_id"], [found["uid"]], target_id, move=True)
+        if not pairs:
+            raise not_found("email")
+        new_id = await store.id_for_uid(conn, target_id, pairs[0][1])
+    assert new_id is not None
+    return new_id
+
+
+@routes.patch("/api/emails/{id}")
+@requires(WRITE)
+async def patch_email(request: web.Request) -> web.Response:
+    data = await json_body(request)
+    unknown = set(data) - {"isRead", "flags", "mailbox"}
+    if unknown:
+        raise invalid(f"unknown fields: {', '.join(sorted(unknown))}")
+    pool = state(request).pool
+    user_id = principal(request).user_id
+    found = await store.locate(pool, user_id, path_id(request))
+    if found is None:
+        raise not_found("email")
+    flags: list[str] | None = None
+    if "flags" in data:
+        if not isinstance(data["flags"], list) or len(data["flags"]) > 100:
+            raise invalid("flags must be a list (at most 100)")
+        flags = list(dict.fromkeys(_flag(f) for f in data["flags"]))
+    if "isRead" in data:
+        if not isinstance(data["isRead"], bool):
+            raise invalid("isRead must be true or false")
+        base = flags if flags is not None else list(found["flags"])
+        flags = [f for f in base if f != "\\Seen"] + (["\\Seen"] if data["isRead"] else [])
+    target = None
+    if "mailbox" in data:
+        if not isinstance(data["mailbox"], (str, int)) or isinstance(data["mailbox"], bool):
+            raise invalid("mailbox must be a mailbox id or name")
+        target = await _mailbox_ref(request, str(data["mailbox"]))
+    if flags is not None:
+        async with pool.acquire() as conn:
+            await imap_messages.store_flags(conn, found["mailbox_id"], [found["uid"]], "", flags)
+    email_id = found["id"]
+    if target is not None and target["id"] != found["mailbox_id"]:
+        email_id = await _move(request, found, target["id"])
+    rows = await store.summaries(pool, [email_id])
+    if not rows:
+        raise not_found("email")
+    return web.json_response(summary(rows[0]))
+
+
+@routes.delete("/api/emails/{id}")
+@requires(WRITE)
+async def delete_email(request: web.Request) -> web.Response:
+    pool = state(request).pool
+    found = await store.locate(pool, principal(request).user_id, path_id(request))
+    if found is None:
+        raise not_found("email")
+    if found["special_use"] == "\\Trash":
+        async with pool.acquire() as conn:
+            await imap_messages.remove(conn, found["mailbox_id"], [found["uid"]])
+        return web.json_response({"deleted": True, "id": found["id"]})
+    trash = await _trash(request)
+    if trash["id"] == found["mailbox_id"]:
+        async with pool.acquire() as conn:
+            await imap_messages.remove(conn, found["mailbox_id"], [found["uid"]])
+        return web.json_response({"deleted": True, "id": found["id"]})
+    new_id = await _move(request, found, trash["id"])
+    return web.json_response({"deleted": False, "id": new_id, "mailboxId": trash["id"]})
+
+
+__all__ = ["ApiError", "int_param", "routes", "sanitize_html", "summary"]

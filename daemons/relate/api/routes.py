@@ -1,0 +1,9 @@
+"""The route modules the API serves, in one list (the OpenAPI test walks it)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from relate.api import mail
+
+ROUTE_MODULES: tuple[ModuleType, ...] = (mail,)

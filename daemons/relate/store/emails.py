@@ -1,0 +1,194 @@
+"""SQL for the REST API's view of mail: folders, listings, search, one message, moves and deletes.
+
+Every query takes the caller's user id and joins through ``mailboxes``, so
+a message id of another user is indistinguishable from a missing one.
+Changes go through the IMAP store functions (flags, copy, remove), so IMAP
+sessions and the WebSocket hub hear of them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from relate.store.db import Queryable
+
+_SUMMARY = """m.id, m.mailbox_id, m.uid, m.subject, m.from_addr, m.to_addr, m.internal_date, m.date_header,
+              m.size, m.flags, m.attachment_count"""
+
+
+async def mailboxes(conn: Queryable, user_id: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        """SELECT b.id, b.name, b.special_use, b.subscribed,
+                  (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id) AS total,
+                  (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id
+                      AND NOT ('\\Seen' = ANY (m.flags))) AS unread
+             FROM mailboxes b WHERE b.user_id = $1
+            ORDER BY upper(b.name) <> 'INBOX', b.name""",
+        user_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def find_mailbox(conn: Queryable, user_id: int, ref: str) -> dict[str, Any] | None:
+    """A mailbox of the user by id (digits) or name (INBOX in any case)."""
+    if ref.isdigit():
+        row = await conn.fetchrow(
+            "SELECT id, name, special_use FROM mailboxes WHERE user_id = $1 AND id = $2", user_id, int(ref)
+        )
+    else:
+        row = await conn.fetchrow(
+            """SELECT id, name, special_use FROM mailboxes
+                WHERE user_id = $1 AND (name = $2 OR (upper($2) = 'INBOX' AND upper(name) = 'INBOX'))""",
+            user_id,
+            ref,
+        )
+    return dict(row) if row else None
+
+
+async def special(conn: Queryable, user_id: int, special_use: str) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT id, name, special_use FROM mailboxes WHERE user_id = $1 AND special_use = $2 ORDER BY id LIMIT 1",
+        user_id,
+        special_use,
+    )
+    return dict(row) if row else None
+
+
+async def unread(conn: Queryable, mailbox_id: int) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM messages WHERE mailbox_id = $1 AND NOT ('\\Seen' = ANY (flags))", mailbox_id
+    )
+    return count
+
+
+async def listing(conn: Queryable, mailbox_id: int, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """One page of a mailbox, newest first, and the mailbox's message count."""
+    rows = await conn.fetch(
+        f"""SELECT {_SUMMARY} FROM messages m WHERE m.mailbox_id = $1
+             ORDER BY m.internal_date DESC, m.id DESC OFFSET $2 LIMIT $3""",
+        mailbox_id,
+        offset,
+        limit,
+    )
+    total: int = await conn.fetchval("SELECT count(*) FROM messages WHERE mailbox_id = $1", mailbox_id)
+    return [dict(r) for r in rows], total
+
+
+async def search(
+    conn: Queryable,
+    user_id: int,
+    *,
+    query: str | None,
+    mailbox_id: int | None,
+    sender: str | None,
+    recipient: str | None,
+    after: datetime | None,
+    before: datetime | None,
+    has_attachments: bool | None,
+    is_read: bool | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """Full-text search (PostgreSQL text search over headers and bodies) with filters; best matches first.
+
+    ``sender``/``recipient`` match a substring of an address or display
+    name. Without ``query`` the newest messages matching the filters come first.
+    """
+    where = ["b.user_id = $1"]
+    args: list[Any] = [user_id]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    rank = "0"
+    if query:
+        q = arg(query)
+        where.append(f"m.search @@ websearch_to_tsquery('simple', {q})")
+        rank = f"ts_rank_cd(m.search, websearch_to_tsquery('simple', {q}))"
+    if mailbox_id is not None:
+        where.append(f"m.mailbox_id = {arg(mailbox_id)}")
+    if sender:
+        where.append(f"m.from_addr::text ILIKE {arg('%' + _like(sender) + '%')}")
+    if recipient:
+        p = arg("%" + _like(recipient) + "%")
+        where.append(f"(m.to_addr::text ILIKE {p} OR m.cc_addr::text ILIKE {p})")
+    if after is not None:
+        where.append(f"m.internal_date >= {arg(after)}")
+    if before is not None:
+        where.append(f"m.internal_date < {arg(before)}")
+    if has_attachments is not None:
+        where.append("m.attachment_count > 0" if has_attachments else "m.attachment_count = 0")
+    if is_read is not None:
+        where.append(("" if is_read else "NOT ") + "('\\Seen' = ANY (m.flags))")
+    condition = " AND ".join(where)
+    rows = await conn.fetch(
+        f"""SELECT {_SUMMARY}, {rank} AS rank, count(*) OVER () AS total
+              FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+             WHERE {condition}
+             ORDER BY rank DESC, m.internal_date DESC, m.id DESC
+            OFFSET {arg(offset)} LIMIT {arg(limit)}""",
+        *args,
+    )
+    if rows:
+        return [dict(r) for r in rows], rows[0]["total"]
+    if offset == 0:
+        return [], 0
+    total: int = await conn.fetchval(
+        f"SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE {condition}",
+        *args[:-2],
+    )
+    return [], total
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def get(conn: Queryable, user_id: int, email_id: int) -> dict[str, Any] | None:
+    """One message of the user with everything the detail view needs (raw bytes included)."""
+    row = await conn.fetchrow(
+        f"""SELECT {_SUMMARY}, m.cc_addr, m.bcc_addr, m.message_id, m.in_reply_to, m."references",
+                   m.attachments, m.header_end, b.special_use, b.name AS mailbox_name, bl.data AS raw
+              FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id JOIN blobs bl ON bl.hash = m.blob_hash
+             WHERE m.id = $1 AND b.user_id = $2""",
+        email_id,
+        user_id,
+    )
+    return dict(row) if row else None
+
+
+async def locate(conn: Queryable, user_id: int, email_id: int) -> dict[str, Any] | None:
+    """(mailbox, uid, flags, special use) of the user's message, for changes."""
+    row = await conn.fetchrow(
+        """SELECT m.id, m.mailbox_id, m.uid, m.flags, b.special_use
+             FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+            WHERE m.id = $1 AND b.user_id = $2""",
+        email_id,
+        user_id,
+    )
+    return dict(row) if row else None
+
+
+async def raw(conn: Queryable, user_id: int, email_id: int) -> bytes | None:
+    data = await conn.fetchval(
+        """SELECT bl.data FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id JOIN blobs bl ON bl.hash = m.blob_hash
+            WHERE m.id = $1 AND b.user_id = $2""",
+        email_id,
+        user_id,
+    )
+    return None if data is None else bytes(data)
+
+
+async def summaries(conn: Queryable, ids: Sequence[int]) -> list[dict[str, Any]]:
+    rows = await conn.fetch(f"SELECT {_SUMMARY} FROM messages m WHERE m.id = ANY($1::bigint[])", list(ids))
+    return [dict(r) for r in rows]
+
+
+async def id_for_uid(conn: Queryable, mailbox_id: int, uid: int) -> int | None:
+    found: int | None = await conn.fetchval(
+        "SELECT id FROM messages WHERE mailbox_id = $1 AND uid = $2", mailbox_id, uid
+    )
+    return found

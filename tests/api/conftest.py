@@ -1,0 +1,113 @@
+"""A running API daemon on a loopback ephemeral port (and its Unix socket), against the test's own database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from relate.api.server import ApiServer
+from relate.auth import Authenticator
+from relate.config import Config
+from relate.delivery import Delivery, classify
+from relate.notify import Notifier
+from relate.runtime.daemon import Context
+from relate.services import accounts
+
+INTERNAL_KEY = "relate-internal-test-key-0123456789abcdef"
+
+
+@dataclass
+class Api:
+    """The daemon under test, where it listens, and keys for its users."""
+
+    server: ApiServer
+    pool: asyncpg.Pool
+    cfg: Config
+    url: str  # http://127.0.0.1:PORT
+    socket: Path  # the internal Unix socket
+    alice: str  # alice@example.com, scope app
+    alice_read: str  # api:read only
+    alice_write: str  # api:write only
+    alice_imap: str  # imap only (no API scope)
+    bob: str  # bob@example.com, scope app
+    session: aiohttp.ClientSession
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    async def call(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> tuple[int, Any]:
+        """(status, JSON body) of one request, authenticated with ``key`` (alice's app key by default)."""
+        headers = kwargs.pop("headers", {}) | self.auth(key or self.alice)
+        async with self.session.request(method, self.url + path, headers=headers, **kwargs) as resp:
+            body = await resp.json() if resp.content_type == "application/json" else await resp.read()
+            return resp.status, body
+
+    async def deliver(self, raw: bytes, *recipients: str, mail_from: str = "sender@remote.example") -> list[int]:
+        """Deliver ``raw`` to local recipients the way the MX does; returns the new message ids."""
+        delivery = Delivery(self.pool, mail_from)
+        for rcpt in recipients:
+            delivery.add(await classify(self.pool, rcpt))
+        committed = await delivery.commit(raw)
+        return [m.id for m in committed.local]
+
+
+def message(subject: str = "Hello", body: str = "Hi there.\r\n", *, to: str = "alice@example.com") -> bytes:
+    return (
+        f"From: Sender <sender@remote.example>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{abs(hash(subject + body))}@remote.example>\r\n"
+        "Date: Sat, 21 Nov 2026 10:00:00 +0000\r\n\r\n"
+        f"{body}"
+    ).encode()
+
+
+@pytest.fixture
+def api_config(dsn: str, tmp_path: Path) -> Config:
+    cfg = Config(hostname="mail.example.com")
+    cfg.database.dsn = dsn
+    cfg.auth.bcrypt_rounds = 4
+    cfg.api.listen = ["127.0.0.1:0"]
+    cfg.internal.api_key = INTERNAL_KEY
+    cfg.internal.api_socket = tmp_path / "api.sock"
+    return cfg
+
+
+@pytest.fixture
+async def api(pool: asyncpg.Pool, api_config: Config) -> AsyncIterator[Api]:
+    """The API daemon serving example.com (users alice, bob), with an HTTP client session."""
+    await accounts.add_domain(pool, "example.com")
+    await accounts.add_user(pool, "alice@example.com", "Alice")
+    await accounts.add_user(pool, "bob@example.com", "Bob")
+
+    async def key(user: str, scope: str) -> str:
+        made, _ = await accounts.create_key(pool, user, f"test {scope}", scope, rounds=4)
+        return made
+
+    ctx = Context(
+        cfg=api_config,
+        pool=pool,
+        authenticator=Authenticator(pool, api_config.auth, internal_key=api_config.internal.api_key),
+        notifier=Notifier(api_config.internal),
+    )
+    server = ApiServer(ctx)
+    await server.start()
+    async with aiohttp.ClientSession() as session:
+        yield Api(
+            server=server,
+            pool=pool,
+            cfg=api_config,
+            url=f"http://127.0.0.1:{server.addresses()[0][1]}",
+            socket=api_config.internal.api_socket,
+            alice=await key("alice@example.com", "app"),
+            alice_read=await key("alice@example.com", "api:read"),
+            alice_write=await key("alice@example.com", "api:write"),
+            alice_imap=await key("alice@example.com", "imap"),
+            bob=await key("bob@example.com", "app"),
+            session=session,
+        )
+    await server.stop()
