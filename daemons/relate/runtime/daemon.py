@@ -1,23 +1,40 @@
-"""What every daemon process shares: arguments, config, logging, database, signals.
+"""What every daemon process shares: arguments, config, logging, database, signals, systemd.
 
 A daemon's ``main`` hands :func:`run` a coroutine factory that starts its
-service (on the sockets systemd passed, if any) and returns it; ``run`` then waits for SIGTERM/SIGINT (graceful
-stop) and SIGHUP (reload TLS certificates). Start-up problems (bad config,
-unreachable database, old schema) are one line on stderr and exit code 1,
-never a traceback.
+service (on the sockets systemd passed, if any) and returns it. Start-up, in
+order: config, logging, the pool (with the schema check), the service's
+listeners, the heartbeat row, then ``READY=1`` to systemd, so a unit is
+"active" only when it really serves. ``run`` then keeps the watchdog fed from
+the event loop (a loop that hangs stops the keep-alives and systemd restarts
+the daemon), and waits for SIGTERM/SIGINT (graceful stop: ``STOPPING=1``,
+then the service's own ``stop``, which lets SMTP transactions in flight
+finish and says BYE to IMAP and POP3 sessions) and SIGHUP (reload TLS
+certificates; one that fails to load keeps the old one).
+
+Start-up problems (bad config, unreachable database, old schema) are one line
+on stderr and exit code 1, never a traceback.
+
+Logging goes to the journal when stderr is connected to it (``$JOURNAL_STREAM``
+names stderr's device and inode): through systemd-python's JournalHandler,
+with the logger name, code location and process as journal fields, when that
+module is installed; else as plain lines with a ``<N>`` syslog priority
+prefix, which journald turns into the entry's priority. Elsewhere: stderr with
+timestamps.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol, runtime_checkable
 
 import asyncpg
 
@@ -27,7 +44,9 @@ from relate.auth import Authenticator
 from relate.config import Config, ConfigError
 from relate.errors import RelateError
 from relate.notify import Notifier
+from relate.runtime.heartbeat import Heartbeat
 from relate.runtime.listen import inherited_sockets
+from relate.runtime.sdnotify import SystemdNotifier
 from relate.store import db
 
 log = logging.getLogger("relate")
@@ -37,6 +56,13 @@ class Service(Protocol):
     def reload_tls(self) -> None: ...
 
     async def stop(self, grace: float = 30.0) -> None: ...
+
+
+@runtime_checkable
+class Counted(Protocol):
+    """A service that serves connections and can say how many are open (for STATUS= and heartbeats)."""
+
+    def open_connections(self) -> int: ...
 
 
 @dataclass
@@ -49,12 +75,50 @@ class Context:
     notifier: Notifier
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _stderr_is_journal() -> bool:
+    """True when stderr is the journal stream systemd connected (``$JOURNAL_STREAM`` = "device:inode")."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return bool(expected) and expected == f"{st.st_dev}:{st.st_ino}"
+
+
+_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _PriorityPrefix(logging.Formatter):
+    """``<N>`` syslog priority before each line (sd-daemon(3)); the journal adds time, host and unit itself."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>"
+        return prefix + super().format(record).replace("\n", "\n" + prefix)
+
+
+def _journal_handler(identifier: str) -> logging.Handler:
+    try:
+        from systemd.journal import JournalHandler  # type: ignore[import-not-found]  # optional: python3-systemd
+    except ImportError:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_PriorityPrefix("%(name)s: %(message)s"))
+        return handler
+    journal: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER=identifier)
+    return journal
+
+
+def setup_logging(level: str, identifier: str = "relate") -> None:
+    """Log at ``level`` to the journal under systemd, else to stderr with timestamps."""
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    if _stderr_is_journal():
+        handler = _journal_handler(identifier)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
     # aiosmtpd logs every command at INFO and deprecation chatter at WARNING; our own lines say what matters.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
 
@@ -72,20 +136,53 @@ async def open_context(cfg: Config) -> Context:
 Starter = Callable[[Context, dict[str, list[socket.socket]] | None], Awaitable[Service]]
 
 
-async def _serve(cfg: Config, start: Starter) -> None:
+async def _watchdog(notifier: SystemdNotifier, interval: float) -> None:
+    """WATCHDOG=1 every ``interval`` seconds, from the event loop itself: a stuck loop stops it."""
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
+
+
+def open_connections(service: Service) -> int | None:
+    return service.open_connections() if isinstance(service, Counted) else None
+
+
+async def _serve(name: str, cfg: Config, start: Starter, notifier: SystemdNotifier) -> None:
     sockets = inherited_sockets()
-    ctx = await open_context(cfg)
+    ctx = await open_context(cfg)  # the pool, and the schema checked: READY=1 must come after both
+    tasks: list[asyncio.Task[None]] = []
     try:
         service = await start(ctx, sockets)
-        stop = asyncio.Event()
+        heartbeat = Heartbeat(
+            ctx.pool, name, cfg.internal.heartbeat_seconds, lambda: open_connections(service), notifier
+        )
+        await heartbeat.start()
         loop = asyncio.get_running_loop()
+        if notifier.watchdog_seconds is not None:
+            tasks.append(loop.create_task(_watchdog(notifier, notifier.watchdog_seconds)))
+        stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, service.reload_tls)
+
+        def reload() -> None:
+            log.info("reloading TLS certificates")
+            service.reload_tls()
+            notifier.status(f"relate-{name} running, certificates reloaded")
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        notifier.ready(f"relate-{name} running")
+        log.info("ready service=%s pid=%d version=%s", name, os.getpid(), __version__)
         await stop.wait()
         log.info("stopping")
+        notifier.stopping(f"relate-{name} stopping")
         await service.stop()
+        await heartbeat.stop()
+        log.info("stopped")
     finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await ctx.pool.close()
 
 
@@ -95,17 +192,23 @@ def run(name: str, start: Starter) -> None:
     parser.add_argument("--config", "-c", help="config file (default: $RELATE_CONFIG or /etc/relate/relate.yaml)")
     parser.add_argument("--version", action="version", version=f"relate-{name} {__version__}")
     args = parser.parse_args()
+    notifier = SystemdNotifier()
+
+    def fail(text: str) -> NoReturn:
+        sys.stderr.write(f"relate-{name}: {text}\n")
+        notifier.status(f"relate-{name} failed: {text}")
+        sys.exit(1)
+
     try:
         cfg = config_mod.load(args.config)
     except ConfigError as exc:
-        sys.stderr.write(f"relate-{name}: {exc}\n")
-        sys.exit(1)
-    setup_logging(cfg.logging.level)
+        fail(str(exc))
+    setup_logging(cfg.logging.level, f"relate-{name}")
     try:
-        asyncio.run(_serve(cfg, start))
+        asyncio.run(_serve(name, cfg, start, notifier))
     except (RelateError, ConfigError) as exc:
-        sys.stderr.write(f"relate-{name}: {exc}\n")
-        sys.exit(1)
+        fail(str(exc))
     except OSError as exc:
-        sys.stderr.write(f"relate-{name}: {exc.strerror or exc}\n")
-        sys.exit(1)
+        fail(exc.strerror or str(exc))
+    finally:
+        notifier.close()

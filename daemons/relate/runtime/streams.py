@@ -53,6 +53,10 @@ class StreamServer(abc.ABC):
     def tls_for(self, role: str) -> ReloadableTLS | None:
         return self._role_tls.get(role)
 
+    def open_connections(self) -> int:
+        """Sessions being served now (for systemd's STATUS= and the heartbeat)."""
+        return len(self.sessions)
+
     def reload_tls(self) -> None:
         self._tls.reload(self.log)
 

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -59,20 +60,30 @@ def make_self_signed(cert_path: Path, key_path: Path, hostname: str, *, days: in
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def certificate_summary(cert_path: Path) -> dict[str, object]:
-    """Subject, names, issuer and expiry of a PEM certificate file."""
+@dataclass(frozen=True)
+class CertificateInfo:
+    subject: str
+    issuer: str
+    names: list[str]
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
+def certificate_summary(cert_path: Path) -> CertificateInfo:
+    """Subject, names, issuer and validity of the first certificate in a PEM file; raises on a bad file."""
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = [str(n.value) for n in san]
     except x509.ExtensionNotFound:
         names = []
-    return {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "names": names,
-        "not_after": cert.not_valid_after_utc,
-    }
+    return CertificateInfo(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        names=names,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+    )
 
 
 class ReloadableTLS:
@@ -88,6 +99,7 @@ class ReloadableTLS:
         self.key = key
         self._current = server_context(cert, key)
         self.loaded_at = dt.datetime.now(dt.UTC)
+        self.not_after: dt.datetime | None = None
         self.context = server_context(cert, key)
         self.context.sni_callback = self._pick
 
@@ -95,10 +107,23 @@ class ReloadableTLS:
         sslobj.context = self._current
 
     def reload(self) -> None:
-        """Load the files again; on any error the old certificate stays and the error is raised."""
+        """Load the files again; on any error the old certificate stays and the error is raised.
+
+        Checked before the swap: the certificate parses, its key matches it
+        (OpenSSL's own check), and it is valid now; an expired or not yet
+        valid certificate would only turn working clients away.
+        """
         fresh = server_context(self.cert, self.key)
+        info = certificate_summary(self.cert)
+        now = dt.datetime.now(dt.UTC)
+        not_before, not_after = info.not_before, info.not_after
+        if not_after <= now:
+            raise ValueError(f"the new certificate expired on {not_after:%Y-%m-%d %H:%M} UTC")
+        if not_before > now:
+            raise ValueError(f"the new certificate is not valid before {not_before:%Y-%m-%d %H:%M} UTC")
         self._current = fresh
-        self.loaded_at = dt.datetime.now(dt.UTC)
+        self.loaded_at = now
+        self.not_after = not_after
 
 
 class TLSRegistry:
@@ -128,6 +153,7 @@ class TLSRegistry:
         for tls in self._pairs.values():
             try:
                 tls.reload()
-                log.info("tls-reloaded cert=%s", tls.cert)
+                expiry = f"{tls.not_after:%Y-%m-%d}" if tls.not_after else "-"
+                log.info("tls-reloaded cert=%s expires=%s", tls.cert, expiry)
             except (OSError, ValueError) as exc:
                 log.error("tls-reload-failed cert=%s error=%s (keeping the previous certificate)", tls.cert, exc)

@@ -67,6 +67,10 @@ class SmtpServer:
         self._per_client[client] += 1
         return None
 
+    def open_connections(self) -> int:
+        """Sessions being served now (for systemd's STATUS= and the heartbeat)."""
+        return len(self.sessions)
+
     def release(self, client: str) -> None:
         self._per_client[client] -= 1
         if self._per_client[client] <= 0:

@@ -1,0 +1,140 @@
+"""relatectl status: how the whole installation is doing, from the one database.
+
+Shows whether the database answers, its schema version against the one this
+release wants, every daemon process on every host from the heartbeats they
+write (a daemon that stopped writing is marked stale rather than hidden: it
+died or lost the database), the outbound queue by status, and the message
+deferred longest. Exit code 0 when the database is reachable and its schema
+current, 1 otherwise, so monitoring can run it as a check.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from relate.config import Config
+from relate.store import db, heartbeats, migrate
+from relatectl.common import JsonOption, cell, console, load_config, print_json, run
+
+HEARTBEAT_VERSION = 8  # the migration that created daemon_heartbeats
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(max(seconds, 0))
+    if s < 90:
+        return f"{s}s ago"
+    if s < 5400:
+        return f"{s // 60}m ago"
+    if s < 2 * 86400:
+        return f"{s // 3600}h ago"
+    return f"{s // 86400}d ago"
+
+
+async def gather(cfg: Config) -> dict[str, Any]:
+    """Everything the command shows, as plain data (what ``--json`` prints)."""
+    report: dict[str, Any] = {
+        "checked_at": datetime.now(UTC),
+        "database": {"reachable": False, "error": None, "schema_version": None, "schema_wanted": None},
+        "daemons": [],
+        "queue": {"by_status": {}, "oldest_deferred": None},
+    }
+    database = report["database"]
+    database["schema_wanted"] = migrate.latest_version()
+    try:
+        conn = await db.connect(cfg.database)
+    except db.DatabaseUnavailable as exc:
+        database["error"] = str(exc)
+        return report
+    try:
+        database["reachable"] = True
+        have = await migrate.current_version(conn)
+        database["schema_version"] = have
+        database["schema_current"] = have == database["schema_wanted"]
+        done = await migrate.applied(conn)
+        if HEARTBEAT_VERSION in done:
+            report["daemons"] = await heartbeats.instances(conn)
+        if 1 in done:
+            report["queue"]["by_status"] = await heartbeats.queue_depth(conn)
+            report["queue"]["oldest_deferred"] = await heartbeats.oldest_deferred(conn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        database["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    finally:
+        await conn.close()
+    return report
+
+
+def healthy(report: dict[str, Any]) -> bool:
+    database = report["database"]
+    return bool(database["reachable"] and database.get("schema_current") and not database["error"])
+
+
+def _print(report: dict[str, Any]) -> None:
+    database = report["database"]
+    if not database["reachable"]:
+        console.print(Text(f"database: UNREACHABLE: {database['error']}", style="bold red"))
+    else:
+        have, want = database["schema_version"], database["schema_wanted"]
+        if have == want:
+            console.print(Text(f"database: reachable, schema {have} (current)"))
+        elif have < want:
+            console.print(
+                Text(f"database: reachable, schema {have} but this release needs {want}: run `relatectl db migrate`"),
+                style="bold red",
+            )
+        else:
+            console.print(Text(f"database: reachable, schema {have} is newer than this release ({want})"), style="red")
+        if database["error"]:
+            console.print(Text(f"database: error: {database['error']}", style="bold red"))
+
+    daemons = report["daemons"]
+    if daemons:
+        table = Table(title="Daemons", title_justify="left")
+        for heading in ("Host", "Service", "PID", "Version", "Started", "Last seen", "Connections", "State"):
+            table.add_column(heading)
+        for d in daemons:
+            state = Text("STALE", style="bold red") if d["stale"] else Text("running", style="green")
+            table.add_row(
+                Text(d["host"]),
+                Text(d["service"]),
+                str(d["pid"]),
+                Text(d["version"]),
+                cell(d["started_at"]),
+                _ago(d["age_seconds"]),
+                str(d["connections"]),
+                state,
+            )
+        console.print(table)
+    elif database["reachable"]:
+        console.print("daemons: none running (no heartbeats)", highlight=False)
+
+    if database["reachable"]:
+        by_status = report["queue"]["by_status"]
+        counts = ", ".join(f"{status} {n}" for status, n in sorted(by_status.items())) or "empty"
+        console.print(Text(f"queue: {counts}"))
+        oldest = report["queue"]["oldest_deferred"]
+        if oldest is not None:
+            line = (
+                f"oldest deferred: #{oldest['id']} from <{oldest['mail_from']}>, queued {_ago(oldest['age_seconds'])},"
+                f" {oldest['attempts']} attempt(s), next try {cell(oldest['next_attempt_at'])},"
+                f" last error: {oldest['last_error'] or '-'}"
+            )
+            console.print(Text(line))
+
+
+def status(as_json: bool = JsonOption) -> None:
+    """Show the database, every daemon on every host, and the outbound queue."""
+    report = run(gather(load_config()))
+    if as_json:
+        print_json(report)
+    else:
+        _print(report)
+    if not healthy(report):
+        raise typer.Exit(1)
