@@ -98,15 +98,20 @@ def test_smtp_socket_activated_ready_status_watchdog_and_graceful_stop(
 
 
 def test_imap_and_pop3_socket_activated_bye_on_stop(dsn: str, tmp_path: Path, notify: NotifyListener) -> None:
-    """relate-imap and relate-pop3 serve imap/imaps and pop3/pop3s from systemd's sockets; SIGTERM sends IMAP
-    sessions * BYE and the daemons say STOPPING=1 and exit 0."""
+    """relate-imap and relate-pop3 serve imap/imaps and pop3/pop3s from systemd's sockets, log for the journal when
+    stderr is the journal; SIGTERM sends IMAP sessions * BYE and the daemons say STOPPING=1 and exit 0."""
     key = add_user(dsn)
     cert, cert_key = make_cert(tmp_path)
     config = write_config(tmp_path / "relate.yaml", dsn, tls={"cert": str(cert), "key": str(cert_key)})
     imapd, imap_ports = socket_activated(
         "relate.imap", config, ["imap", "imaps"], tmp_path / "imap.log", notify=notify.path
     )
-    pop3d, pop3_ports = socket_activated("relate.pop3", config, ["pop3", "pop3s"], tmp_path / "pop3.log")
+    pop3_log = tmp_path / "pop3.log"
+    pop3_log.touch()
+    st = pop3_log.stat()  # stderr "is the journal": the daemon logs with <N> priority prefixes
+    pop3d, pop3_ports = socket_activated(
+        "relate.pop3", config, ["pop3", "pop3s"], pop3_log, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}"
+    )
     try:
         plain = retry(lambda: imaplib.IMAP4("127.0.0.1", imap_ports["imap"], timeout=60))
         notify.wait_for("READY", "1")
@@ -131,7 +136,9 @@ def test_imap_and_pop3_socket_activated_bye_on_stop(dsn: str, tmp_path: Path, no
         for role, port in [*imap_ports.items()]:
             assert f"role={role} address=127.0.0.1:{port}" in imapd.log()
         for role, port in pop3_ports.items():
-            assert f"role={role} address=127.0.0.1:{port}" in pop3d.log()
+            assert f"<6>relate.pop3: listening role={role} address=127.0.0.1:{port}" in pop3d.log()
+        assert "<6>relate-imap" not in imapd.log()
+        assert " INFO relate.imap: listening" in imapd.log(), "without the journal: timestamps and level names"
 
         imapd.signal(signal.SIGTERM)
         notify.wait_for("STOPPING", "1")
