@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from relate.api import mail
+from relate.api import keys, mail, meta, openapi
 
-ROUTE_MODULES: tuple[ModuleType, ...] = (mail,)
+ROUTE_MODULES: tuple[ModuleType, ...] = (mail, keys, meta, openapi)

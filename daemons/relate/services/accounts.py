@@ -113,13 +113,34 @@ async def list_keys(pool: asyncpg.Pool, address: str | None, *, include_revoked:
     return await keys.list_for(pool, user_id, include_revoked=include_revoked)
 
 
-async def revoke_key(pool: asyncpg.Pool, key_id: int) -> bool:
+async def list_user_keys(pool: asyncpg.Pool, user_id: int) -> list[dict[str, Any]]:
+    """The user's keys that are not revoked (expired ones included), oldest first."""
+    return await keys.list_for(pool, user_id, include_revoked=False)
+
+
+async def revoke_key(pool: asyncpg.Pool, key_id: int, *, user_id: int | None = None) -> bool:
+    """Revoke a key; with ``user_id``, only that user's (another user's key is NotFound, like a missing one)."""
+    if user_id is not None:
+        await get_user_key(pool, user_id, key_id)
     return await keys.revoke(pool, key_id)
 
 
-async def rotate_key(pool: asyncpg.Pool, key_id: int, *, rounds: int = 10) -> tuple[str, dict[str, Any]]:
-    """A new key with the old one's user, name, scopes and expiry; the old one is revoked."""
-    old = await keys.get(pool, key_id)
+async def get_user_key(pool: asyncpg.Pool, user_id: int, key_id: int) -> dict[str, Any]:
+    """One key of the user (revoked ones included); NotFound for another user's key."""
+    row = await keys.get(pool, key_id)
+    if row["user_id"] != user_id:
+        raise NotFound(f"no such key: {key_id}")
+    return row
+
+
+async def rotate_key(
+    pool: asyncpg.Pool, key_id: int, *, rounds: int = 10, user_id: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """A new key with the old one's user, name, scopes and expiry; the old one is revoked.
+
+    With ``user_id``, only that user's key (another user's is NotFound).
+    """
+    old = await get_user_key(pool, user_id, key_id) if user_id is not None else await keys.get(pool, key_id)
     if old["revoked_at"] is not None:
         raise Conflict(f"key {key_id} is revoked; create a new one instead")
     key, prefix, hashed = await asyncio.to_thread(auth.new_key, rounds)

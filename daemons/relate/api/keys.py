@@ -1,0 +1,166 @@
+"""The user's own keys (app passwords) over REST: list, create, revoke, rotate.
+
+Policy:
+
+- Every route here counts as key management (``api.key_calls_per_minute``,
+  10 by default, on top of the other limits). Listing needs ``api:read``;
+  creating, revoking and rotating need ``api:write``.
+- A key never mints more than it holds: each scope asked for must be one
+  the calling key carries (``app`` counts as carrying ``api:read`` and
+  ``api:write``), except that an ``app`` key (the user's own apps) may
+  mint any user scope. Rotating hands out a new secret with the old key's
+  scopes, so it follows the same rule; revoking does not (losing access is
+  never an escalation), so a user can always cut off a lost key.
+- Keys of other users are invisible: their ids answer 404, like missing ones.
+- A key's secret is shown once, in the answer that creates it (create,
+  rotate), with the connection settings a mail client needs. Hashes never
+  leave the store. A revoked key stops working at once in this process (the
+  authenticator's cache is dropped); other API processes stop trusting it
+  within ``auth.cache_seconds``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from relate import auth
+from relate.api.app import json_body, path_id, state
+from relate.api.errors import ApiError, invalid
+from relate.api.meta import connection_settings
+from relate.api.security import READ, WRITE, principal, requires
+from relate.auth import Principal
+from relate.errors import Invalid
+from relate.services import accounts
+
+routes = web.RouteTableDef()
+
+MAX_NAME = 100
+# Far enough for "never" in practice; beyond it a date is more likely a typo.
+MAX_LIFETIME = timedelta(days=3660)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def key_view(row: dict[str, Any], current_key: int | None = None) -> dict[str, Any]:
+    """A key as the API shows it: never the hash, never the secret."""
+    expires = row["expires_at"]
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "prefix": row["prefix"],
+        "scopes": list(row["scopes"]),
+        "createdAt": _iso(row["created_at"]),
+        "lastUsedAt": _iso(row["last_used_at"]),
+        "expiresAt": _iso(expires),
+        "expired": expires is not None and expires <= datetime.now(UTC),
+        "current": row["id"] == current_key,
+    }
+
+
+def _check_mintable(who: Principal, scopes: list[str]) -> None:
+    if "app" in who.scopes:
+        return
+    missing = [s for s in scopes if not who.has(s)]
+    if missing:
+        raise ApiError(403, "forbidden", f"this key cannot grant scopes it lacks: {', '.join(missing)}")
+
+
+def _scopes(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value) or len(value) > 20:
+        raise invalid(f"scopes must be a list of scope names: {', '.join(auth.USER_SCOPES)}")
+    try:
+        return auth.parse_scopes(value)
+    except Invalid as exc:
+        raise invalid(str(exc)) from None
+
+
+def _expiry(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid("expiresAt must be an ISO 8601 date-time")
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise invalid("expiresAt must be an ISO 8601 date-time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = datetime.now(UTC)
+    if when <= now:
+        raise invalid("expiresAt must be in the future")
+    if when > now + MAX_LIFETIME:
+        raise invalid("expiresAt is too far in the future (10 years at most)")
+    return when
+
+
+def _created(request: web.Request, key: str, row: dict[str, Any]) -> web.Response:
+    who = principal(request)
+    body = key_view(row, who.key_id) | {
+        "key": key,
+        "settings": connection_settings(state(request).cfg, who.address),
+    }
+    return web.json_response(body, status=201, headers={"Cache-Control": "no-store"})
+
+
+@routes.get("/api/smtp-credentials")
+@requires(READ, key_management=True)
+async def list_keys(request: web.Request) -> web.Response:
+    who = principal(request)
+    rows = await accounts.list_user_keys(state(request).pool, who.user_id)
+    return web.json_response({"items": [key_view(r, who.key_id) for r in rows], "total": len(rows)})
+
+
+@routes.post("/api/smtp-credentials")
+@requires(WRITE, key_management=True)
+async def create_key(request: web.Request) -> web.Response:
+    data = await json_body(request)
+    unknown = set(data) - {"name", "scopes", "expiresAt"}
+    if unknown:
+        raise invalid(f"unknown fields: {', '.join(sorted(unknown))}")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise invalid("name is required (a label such as 'phone')")
+    if len(name.strip()) > MAX_NAME or not name.strip().isprintable():
+        raise invalid(f"name must be printable text of at most {MAX_NAME} characters")
+    scopes = _scopes(data.get("scopes"))
+    expires_at = _expiry(data.get("expiresAt"))
+    who = principal(request)
+    _check_mintable(who, scopes)
+    st = state(request)
+    key, row = await accounts.create_key(
+        st.pool, who.address, name, scopes, expires_at=expires_at, rounds=st.cfg.auth.bcrypt_rounds
+    )
+    return _created(request, key, row)
+
+
+@routes.delete("/api/smtp-credentials/{id}")
+@requires(WRITE, key_management=True)
+async def revoke_key(request: web.Request) -> web.Response:
+    st = state(request)
+    key_id = path_id(request)
+    # A key already revoked answers 404 too: it is gone from the list.
+    row = await accounts.get_user_key(st.pool, principal(request).user_id, key_id)
+    if row["revoked_at"] is not None or not await accounts.revoke_key(st.pool, key_id):
+        raise ApiError(404, "not_found", "key not found")
+    st.authenticator.forget()
+    return web.json_response({"revoked": True, "id": key_id})
+
+
+@routes.post("/api/smtp-credentials/{id}/rotate")
+@requires(WRITE, key_management=True)
+async def rotate_key(request: web.Request) -> web.Response:
+    st = state(request)
+    who = principal(request)
+    key_id = path_id(request)
+    old = await accounts.get_user_key(st.pool, who.user_id, key_id)
+    if old["revoked_at"] is not None:
+        raise ApiError(404, "not_found", "key not found")
+    _check_mintable(who, list(old["scopes"]))
+    key, row = await accounts.rotate_key(st.pool, key_id, rounds=st.cfg.auth.bcrypt_rounds, user_id=who.user_id)
+    st.authenticator.forget()
+    return _created(request, key, row)

@@ -1,0 +1,241 @@
+"""What the server is and how to reach it: profile, discovery, health, and mail client autoconfiguration.
+
+Policy:
+
+- ``GET /api/profile`` (``api:read``) tells the caller who they are: the
+  primary address, the aliases that deliver to them, the display name and
+  the scopes of the key in use.
+- ``GET /api/discovery``, ``GET /healthz`` and the autoconfig documents are
+  public: they reveal nothing a port scan or an MX lookup would not. The
+  health check never says more than "reachable" about the database (no
+  error text, which could carry a host name or a user).
+- Connection settings (for ``/api/discovery``, the key-creation answer and
+  autoconfig) come from the configuration: the host is
+  ``api.public_hostname`` or ``hostname``, each port is the first port of
+  the role's ``listen`` items, and a role whose list is empty is off and not
+  offered. The roles a mail client uses are IMAP (993 implicit TLS, 143
+  STARTTLS), POP3 (995, 110) and submission (465 implicit TLS, 587
+  STARTTLS); the MX port is not for clients. Usernames are the full address.
+- Autoconfig answers only for hosted domains (404 otherwise, so it cannot be
+  used to make the server vouch for someone else's domain) and never says
+  whether the address itself exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+import relate
+from relate.api.app import state
+from relate.api.errors import bad_request, not_found
+from relate.api.security import READ, principal, requires
+from relate.config import Config, ListenerConfig, parse_listen
+from relate.errors import RelateError
+from relate.mail.address import normalize_address, split_address
+from relate.services import accounts as account_service
+from relate.store import accounts, heartbeats
+from relate.store.db import DatabaseUnavailable
+
+log = logging.getLogger("relate.api")
+
+routes = web.RouteTableDef()
+
+# The health check gives up on the database after this long (a load balancer's probe is short).
+HEALTH_TIMEOUT = 3.0
+
+# (protocol, config role, security) in the order mail clients should prefer them.
+_ROLES: tuple[tuple[str, str, str], ...] = (
+    ("imap", "imaps", "tls"),
+    ("imap", "imap", "starttls"),
+    ("pop3", "pop3s", "tls"),
+    ("pop3", "pop3", "starttls"),
+    ("smtp", "submissions", "tls"),
+    ("smtp", "submission", "starttls"),
+)
+# Mozilla ISPDB's names for the two kinds of TLS.
+_SOCKET_TYPE = {"tls": "SSL", "starttls": "STARTTLS"}
+
+
+def public_hostname(cfg: Config) -> str:
+    return cfg.api.public_hostname or cfg.hostname
+
+
+def _listener(cfg: Config, role: str) -> ListenerConfig:
+    listeners: dict[str, ListenerConfig] = {
+        "imap": cfg.imap.imap,
+        "imaps": cfg.imap.imaps,
+        "pop3": cfg.pop3.pop3,
+        "pop3s": cfg.pop3.pop3s,
+        **cfg.smtp.listeners(),
+    }
+    return listeners[role]
+
+
+def _port(listener: ListenerConfig) -> int | None:
+    """The first port of the role's listen items, or None when the role is off."""
+    for item in listener.listen:
+        try:
+            return parse_listen(item)[1]
+        except ValueError:
+            continue
+    return None
+
+
+def client_servers(cfg: Config) -> dict[str, list[dict[str, Any]]]:
+    """``{"imap": [{"port", "security"}...], "pop3": [...], "smtp": [...]}``, preferred first; off roles left out."""
+    found: dict[str, list[dict[str, Any]]] = {"imap": [], "pop3": [], "smtp": []}
+    for protocol, role, security in _ROLES:
+        port = _port(_listener(cfg, role))
+        if port is not None:
+            found[protocol].append({"port": port, "security": security})
+    return found
+
+
+def connection_settings(cfg: Config, address: str) -> dict[str, Any]:
+    """What a mail client needs besides the key: host, ports and the username (the address)."""
+    return {"hostname": public_hostname(cfg), "username": address, **client_servers(cfg)}
+
+
+# --- profile ------------------------------------------------------------------
+
+
+@routes.get("/api/profile")
+@requires(READ)
+async def profile(request: web.Request) -> web.Response:
+    who = principal(request)
+    pool = state(request).pool
+    user = await account_service.get_user(pool, who.address)
+    addresses = await accounts.user_addresses(pool, who.user_id)
+    aliases = sorted(addresses - {user["address"]})
+    return web.json_response(
+        {
+            "id": user["id"],
+            "address": user["address"],
+            "displayName": user["display_name"],
+            "aliases": aliases,
+            "addresses": [user["address"], *aliases],
+            "key": {
+                "id": who.key_id,
+                "scopes": sorted(who.scopes),
+                "expiresAt": None if who.expires_at is None else who.expires_at.isoformat(),
+            },
+        }
+    )
+
+
+# --- discovery ----------------------------------------------------------------
+
+
+def _routed(app: web.Application, path: str) -> bool:
+    return any(resource.canonical == path for resource in app.router.resources())
+
+
+@routes.get("/api/discovery")
+async def discovery(request: web.Request) -> web.Response:
+    cfg = state(request).cfg
+    servers = client_servers(cfg)
+    push_keys = bool(cfg.push.vapid_public_key and cfg.push.vapid_private_key)
+    return web.json_response(
+        {
+            "name": "Relate Mail",
+            "version": relate.__version__,
+            "hostname": public_hostname(cfg),
+            "protocols": {name: {"enabled": bool(ports), "ports": ports} for name, ports in servers.items()},
+            "features": {
+                "search": True,
+                "outbound": _routed(request.app, "/api/outbound"),
+                "webSocket": _routed(request.app, "/hubs/email"),
+                "push": push_keys and _routed(request.app, "/api/push-subscriptions"),
+                "autoconfig": True,
+            },
+            "endpoints": {
+                "openapi": "/api/openapi.json",
+                "hub": "/hubs/email",
+                "health": "/healthz",
+                "autoconfig": "/.well-known/autoconfig/mail/config-v1.1.xml",
+            },
+        }
+    )
+
+
+# --- health -------------------------------------------------------------------
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    st = state(request)
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT), st.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+            by_status = await heartbeats.queue_depth(conn)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, DatabaseUnavailable) as exc:
+        log.warning("healthz database=unreachable error=%s", type(exc).__name__)
+        return web.json_response(
+            {"status": "unavailable", "database": "unreachable", "version": relate.__version__},
+            status=503,
+            headers={"Cache-Control": "no-store"},
+        )
+    waiting = {status: by_status.get(status, 0) for status in ("queued", "sending", "held")}
+    return web.json_response(
+        {
+            "status": "ok",
+            "database": "reachable",
+            "version": relate.__version__,
+            "queue": {"depth": sum(waiting.values()), **waiting},
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+# --- Thunderbird autoconfig -----------------------------------------------------
+
+
+def autoconfig_xml(cfg: Config, domain: str) -> bytes:
+    """The Mozilla ISPDB ``clientConfig`` 1.1 document for ``domain`` (ElementTree escapes every value)."""
+    root = ET.Element("clientConfig", version="1.1")
+    provider = ET.SubElement(root, "emailProvider", id=domain)
+    ET.SubElement(provider, "domain").text = domain
+    ET.SubElement(provider, "displayName").text = f"{domain} (Relate Mail)"
+    ET.SubElement(provider, "displayShortName").text = domain
+    host = public_hostname(cfg)
+    servers = client_servers(cfg)
+    for protocol in ("imap", "pop3", "smtp"):
+        tag = "outgoingServer" if protocol == "smtp" else "incomingServer"
+        for server in servers[protocol]:
+            element = ET.SubElement(provider, tag, type=protocol)
+            ET.SubElement(element, "hostname").text = host
+            ET.SubElement(element, "port").text = str(server["port"])
+            ET.SubElement(element, "socketType").text = _SOCKET_TYPE[server["security"]]
+            ET.SubElement(element, "authentication").text = "password-cleartext"
+            ET.SubElement(element, "username").text = "%EMAILADDRESS%"
+    ET.indent(root)
+    body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return body + b"\n"
+
+
+@routes.get("/.well-known/autoconfig/mail/config-v1.1.xml")
+@routes.get("/mail/config-v1.1.xml")
+async def autoconfig(request: web.Request) -> web.Response:
+    raw = request.query.get("emailaddress", "").strip()
+    if not raw:
+        raise bad_request("emailaddress is required")
+    if len(raw) > 320:
+        raise bad_request("emailaddress is too long")
+    try:
+        _, domain = split_address(normalize_address(raw))
+    except (RelateError, ValueError):
+        raise bad_request("emailaddress is not a valid address") from None
+    if await accounts.get_domain(state(request).pool, domain) is None:
+        raise not_found("domain")
+    return web.Response(
+        body=autoconfig_xml(state(request).cfg, domain),
+        content_type="application/xml",
+        charset="utf-8",
+        headers={"Cache-Control": "max-age=3600"},
+    )
