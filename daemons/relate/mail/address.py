@@ -51,3 +51,25 @@ def normalize_address(address: str) -> str:
     """``Local@Example.COM`` -> ``local@example.com``; raises Invalid."""
     local, domain = split_address(address)
     return f"{local}@{domain}"
+
+
+# A path as nearly every client sends it: <dot-atom@dot-atom> in plain ASCII, parameters after.
+_PLAIN_PATH = re.compile(
+    r"<([A-Za-z0-9_+=\-]+(?:\.[A-Za-z0-9_+=\-]+)*@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*)>[ \t]*(.*)", re.DOTALL
+)
+
+
+def plain_path(arg: str) -> tuple[str, str] | None:
+    """(address, parameters) of a plain ``<local@domain> PARAMS`` or ``<>`` argument; None for anything else.
+
+    A fast path for MAIL FROM and RCPT TO (RFC 5321 §4.1.2): the result is
+    exactly what the full RFC 5322 parser (``email._header_value_parser``)
+    gives for these inputs; every other form (quoted local parts, comments,
+    address literals, source routes, non-ASCII) is left to that parser.
+    """
+    if arg.startswith("<>"):
+        return "<>", arg[2:]
+    match = _PLAIN_PATH.fullmatch(arg)
+    if match is None or match.group(2).startswith("("):
+        return None
+    return match.group(1), match.group(2)

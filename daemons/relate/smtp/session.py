@@ -44,9 +44,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 from relate.auth import AuthRefused
 from relate.delivery import Delivery, Kind, Recipient, Sender, classify
 from relate.errors import Invalid
-from relate.mail.address import normalize_address
+from relate.mail.address import normalize_address, plain_path
 from relate.mail.mime import parse_message
 from relate.smtp import replies
+from relate.smtp.data import DataState, read_data
 from relate.smtp.replies import Reply
 from relate.store.accounts import user_addresses
 
@@ -161,6 +162,11 @@ class SmtpSession(SMTP):
         # RFC 5321 §4.1.2 source routes (<@relay:user@domain>) are refused, not silently dropped.
         if arg.lstrip().startswith("<@"):
             return None, None
+        plain = plain_path(arg)
+        if plain is not None and not (
+            self.local_part_limit and len(plain[0].rpartition("@")[0]) > self.local_part_limit
+        ):
+            return plain
         result: tuple[str | None, str | None] = super()._getaddr(arg)
         return result
 
@@ -219,12 +225,42 @@ class SmtpSession(SMTP):
             return
         await super().smtp_AUTH(arg)
 
+    # RFC 5321 §4.1.1.4 (DATA); replaces aiosmtpd's, which reads the data line by line (see relate.smtp.data).
     async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
         # RFC 5321 §4.5.3.2: the whole DATA transfer gets the (longer) data timeout.
         self._reset_timeout(self.relate.cfg.smtp.data_timeout)
         self.in_data = True
         try:
-            await super().smtp_DATA(arg)
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            try:
+                data = await read_data(self._reader, size_limit=self.data_size_limit, line_limit=self.line_length_limit)
+            except asyncio.CancelledError:
+                # The connection went away mid-data: nothing is stored.
+                self._writer.close()
+                raise
+            if data.state is DataState.TOO_LONG:
+                await self.push(_reply(replies.LINE_TOO_LONG))
+            elif data.state is DataState.TOO_MUCH:
+                await self.push(_reply(replies.TOO_BIG))
+            else:
+                self.envelope.content = data.content
+                self.envelope.original_content = data.content
+                status = await self._call_handler_hook("DATA")
+                self.envelope = self._create_envelope()
+                await self.push(status)
+                return
+            self.envelope = self._create_envelope()
         finally:
             self.in_data = False
             if self.transport is not None:

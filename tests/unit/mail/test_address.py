@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from email._header_value_parser import get_angle_addr
+
 import pytest
 
 from relate.errors import Invalid
-from relate.mail.address import normalize_address, normalize_domain
+from relate.mail.address import normalize_address, normalize_domain, plain_path
 
 
 @pytest.mark.parametrize(
@@ -57,3 +59,45 @@ def test_domain_names() -> None:
     for bad in ["", "example", "exa mple.org", "example.org.", "-a.example", "a" * 64 + ".org"]:
         with pytest.raises(Invalid):
             normalize_domain(bad)
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "<bob@example.com>",
+        "<Bob.Smith+tag@Mail.Example.COM> SIZE=10240 BODY=8BITMIME",
+        "<a-@-b>\tSMTPUTF8",
+        "<a=b_c@x-y.example>   NOTIFY=NEVER ",
+        "<bob@example.com>x",
+        "<1@2>",
+        "<>",
+        "<> SIZE=100",
+        "<>x",
+    ],
+)
+def test_plain_path_gives_what_the_full_parser_gives(arg: str) -> None:
+    """A plain <local@domain> MAIL/RCPT argument takes the fast path with the full parser's exact result."""
+    address, rest = get_angle_addr(arg)
+    assert plain_path(arg) == (address.addr_spec, str(rest))
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        '<"bob smith"@example.com>',
+        "<bob@example.com> (comment) SIZE=1",
+        "<bob@[192.0.2.1]>",
+        "<@relay.example:bob@example.com>",
+        "<jörg@bücher.example>",
+        "<.bob@example.com>",
+        "<bob..smith@example.com>",
+        "<bob@example.com.>",
+        "< bob@example.com>",
+        "bob@example.com",
+        "<bob@example.com",
+        "<bob(x)@example.com>",
+    ],
+)
+def test_plain_path_leaves_other_forms_to_the_full_parser(arg: str) -> None:
+    """Quoted, commented, literal, routed, non-ASCII, obsolete or malformed paths are not taken by the fast path."""
+    assert plain_path(arg) is None
