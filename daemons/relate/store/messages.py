@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +39,34 @@ CHANNEL = "relate_mail"
 _THREADED_PARSE = 256 * 1024
 # Text fed to the full-text vector; PostgreSQL caps a tsvector at 1 MB.
 _SEARCH_TEXT_LIMIT = 200_000
+# Blobs up to this size are written in the same statement as the first copy of the message.
+_BLOB_INLINE = 256 * 1024
+
+# One round trip per copy: take the UID and modseq from the mailbox row (locking it until commit),
+# insert the message, and NOTIFY (delivered at commit). With _INGEST_WITH_BLOB the blob is written
+# in the same statement; the foreign key is checked at its end, when the blob row is there.
+_INGEST_CTES = """
+box AS (UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
+         WHERE id = $1 RETURNING id, user_id, uidnext - 1 AS uid, highestmodseq AS modseq),
+msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
+             subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
+             in_reply_to, "references", envelope, bodystructure, header_end,
+             attachments, attachment_count, search, text_indexed, wire_size)
+        SELECT box.id, box.uid, box.modseq, $2, coalesce($3, now()), $4, $5,
+             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+             setweight(to_tsvector('simple', coalesce($6, '')), 'A')
+             || setweight(to_tsvector('simple', $20), 'B'), $21, $22
+          FROM box
+        RETURNING id, uid, modseq)
+SELECT msg.id, box.user_id, msg.uid, msg.modseq,
+       pg_notify($23, json_build_object('event', 'new', 'user', box.user_id, 'mailbox', box.id,
+                                        'id', msg.id, 'uid', msg.uid, 'modseq', msg.modseq)::text)
+  FROM msg, box"""
+_INGEST = "WITH" + _INGEST_CTES
+_INGEST_WITH_BLOB = (
+    """WITH blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $24) ON CONFLICT (hash) DO NOTHING),"""
+    + _INGEST_CTES
+)
 
 
 @dataclass(frozen=True)
@@ -131,50 +158,27 @@ async def ingest(
     stored: list[StoredMessage] = []
     # One transaction: the caller's when it has one (no savepoint round trips), else our own.
     async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
-        await put_blob(conn, raw, digest)
+        # A small blob goes in with the first copy, in one statement; a large one first, so the
+        # mailbox row lock is not held while its bytes are written.
+        blob_pending = len(raw) <= _BLOB_INLINE
+        if not blob_pending:
+            await put_blob(conn, raw, digest)
         for mailbox_id in sorted(set(mailbox_ids)):
-            box = await conn.fetchrow(
-                """UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
-                    WHERE id = $1 RETURNING user_id, uidnext - 1 AS uid, highestmodseq AS modseq""",
+            row = await conn.fetchrow(
+                _INGEST_WITH_BLOB if blob_pending else _INGEST,
                 mailbox_id,
-            )
-            if box is None:
-                raise MailboxGone(f"mailbox {mailbox_id} does not exist")
-            row_id = await conn.fetchval(
-                """INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
-                        subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
-                        in_reply_to, "references", envelope, bodystructure, header_end,
-                        attachments, attachment_count, search, text_indexed, wire_size)
-                   VALUES ($1, $2, $3, $4, coalesce($5, now()), $6, $7,
-                        $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                        setweight(to_tsvector('simple', coalesce($8, '')), 'A')
-                        || setweight(to_tsvector('simple', $22), 'B'), $23, $24)
-                   RETURNING id""",
-                mailbox_id,
-                box["uid"],
-                box["modseq"],
                 list(dict.fromkeys(flags)),
                 internal_date,
                 len(raw),
                 digest,
                 *columns,
-            )
-            msg = StoredMessage(row_id, box["user_id"], mailbox_id, box["uid"], box["modseq"])
-            stored.append(msg)
-            await conn.execute(
-                "SELECT pg_notify($1, $2)",
                 CHANNEL,
-                json.dumps(
-                    {
-                        "event": "new",
-                        "user": msg.user_id,
-                        "mailbox": msg.mailbox_id,
-                        "id": msg.id,
-                        "uid": msg.uid,
-                        "modseq": msg.modseq,
-                    }
-                ),
+                *((raw,) if blob_pending else ()),
             )
+            if row is None:
+                raise MailboxGone(f"mailbox {mailbox_id} does not exist")
+            blob_pending = False
+            stored.append(StoredMessage(row["id"], row["user_id"], mailbox_id, row["uid"], row["modseq"]))
     return stored
 
 
