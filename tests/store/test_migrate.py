@@ -68,3 +68,12 @@ async def test_newer_schema_is_refused(dsn: str) -> None:
         await conn.close()
     with pytest.raises(SchemaOutdated, match="newer than this release"):
         await db.create_pool(DatabaseConfig(dsn=dsn))
+
+
+async def test_a_skipped_migration_is_refused(pool: asyncpg.Pool) -> None:
+    """A database missing one shipped migration (below its highest) is refused, naming the missing one."""
+    victim = migrate.available()[-2].version
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM schema_migrations WHERE version = $1", victim)
+        with pytest.raises(SchemaOutdated, match=f"missing {victim:04d}"):
+            await migrate.check_current(conn)

@@ -88,14 +88,17 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
 
 
 async def check_current(conn: asyncpg.Connection) -> None:
-    """Refuse to run on a schema older than this code expects."""
-    have = await current_version(conn)
+    """Refuse to run on a schema older than this code expects (any shipped migration not applied)."""
+    done = await applied(conn)
+    have = max(done, default=0)
     want = latest_version()
-    if have < want:
-        raise SchemaOutdated(
-            f"database schema is at version {have}, this release needs {want}: run `relatectl db migrate`"
-        )
     if have > want:
         raise SchemaOutdated(
             f"database schema is at version {have}, newer than this release knows ({want}): upgrade Relate Mail"
+        )
+    missing = [mig.version for mig in available() if mig.version not in done]
+    if missing:
+        gaps = f" (missing {', '.join(f'{v:04d}' for v in missing)})" if have else ""
+        raise SchemaOutdated(
+            f"database schema is at version {have}, this release needs {want}{gaps}: run `relatectl db migrate`"
         )
