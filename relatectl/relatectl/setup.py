@@ -3,15 +3,31 @@
 Idempotent: a value already in the file is kept, a secret already made is
 never replaced, and a second run with the same flags changes nothing and
 says so.
+
+Run as root with no database configured on a machine with a local
+PostgreSQL (Debian's, socket in /var/run/postgresql), setup creates the
+`relate` role and database there and connects with peer authentication, as
+the daemons will: no password is made or stored.
+
+File ownership: when root writes into a directory whose group is not root's
+(the package makes /etc/relate root:relate 0750), the config file and the
+self-signed key get that group and mode 0640, so the daemons' user can read
+them and nobody else can; otherwise they are 0600. A rewrite keeps the
+file's owner, group and mode.
+
+The commented reference of every key that the package installs (below
+REFERENCE_MARKER) is kept whenever setup rewrites the file.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import stat
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 import yaml
@@ -23,7 +39,10 @@ from relate.runtime import tls
 from relate.services import accounts
 from relate.services import setup as setup_service
 from relate.store import db, migrate
+from relate.store.db import DatabaseUnavailable
 from relatectl.common import console, fail, run, state
+
+T = TypeVar("T")
 
 
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -33,15 +52,47 @@ def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
     return section
 
 
+REFERENCE_MARKER = "# --- reference: every key with its default ---"
+
+
+def _shared_group(directory: Path) -> int | None:
+    """The group files in ``directory`` are shared with, when root writes there; None: private (0600)."""
+    if os.geteuid() != 0 or not directory.is_dir():
+        return None
+    gid = directory.stat().st_gid
+    return gid if gid != 0 else None
+
+
+def _restrict(path: Path, group: int | None) -> None:
+    """``path`` as root:``group`` 0640, or left 0600 with no shared group."""
+    if group is not None:
+        os.chown(path, 0, group)
+        os.chmod(path, 0o640)
+
+
 def _write_config(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically, readable by owner (and group, if it was) only: it holds secrets."""
+    """Write atomically, readable by owner (and group, if shared) only: it holds secrets."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = (path.stat().st_mode & 0o640) if path.exists() else 0o600
+    reference = ""
+    owner: tuple[int, int] | None
+    if path.exists():
+        old = path.stat()
+        mode, owner = stat.S_IMODE(old.st_mode) & 0o640, (old.st_uid, old.st_gid)
+        text = path.read_text(encoding="utf-8")
+        at = text.find(REFERENCE_MARKER)
+        reference = "\n" + text[at:] if at >= 0 else ""
+    else:
+        group = _shared_group(path.parent)
+        mode, owner = (0o640, (0, group)) if group is not None else (0o600, None)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        if owner is not None and os.geteuid() == 0:
+            os.fchown(fh.fileno(), *owner)
+        os.fchmod(fh.fileno(), mode)
         fh.write("# Relate Mail configuration: see relate.yaml(5). Written by `relatectl setup`.\n")
         yaml.safe_dump(data, fh, sort_keys=False, default_flow_style=False)
+        fh.write(reference)
     os.replace(tmp, path)
 
 
@@ -79,10 +130,14 @@ def setup(
     put(data, "hostname", hostname, f"hostname = {hostname}")
 
     database = _section(data, "database")
+    create_local = False
     if dsn is None and not database.get("dsn") and not os.environ.get("RELATE_DATABASE__DSN"):
-        if not ask:
+        if os.geteuid() == 0 and setup_service.local_postgres():
+            dsn, create_local = setup_service.local_dsn(), True
+        elif not ask:
             fail("no database configured: pass --dsn postgresql://USER@HOST/DB (or set database.dsn)")
-        dsn = typer.prompt("PostgreSQL DSN", default="postgresql://relate@/relate")
+        else:
+            dsn = typer.prompt("PostgreSQL DSN", default="postgresql://relate@/relate")
     put(database, "dsn", dsn, "database.dsn")
 
     internal = _section(data, "internal")
@@ -122,20 +177,41 @@ def setup(
         fail(str(exc))
     if self_signed is not None:
         tls.make_self_signed(*self_signed, str(data.get("hostname") or socket.getfqdn()))
+        group = _shared_group(path.parent)
+        if group is not None:
+            os.chown(self_signed[0].parent, 0, group)
+            os.chmod(self_signed[0].parent, 0o750)  # noqa: S103 - the group must enter the directory to read the key
+            _restrict(self_signed[1], group)
         changes.append(f"self-signed certificate {self_signed[0]}")
     if changes:
         _write_config(path, data)
 
+    # Root reaches a peer-authenticated database as the role's own user.
+    peer = setup_service.peer_user(cfg.database.dsn)
+    cfg.database.pool_min = cfg.database.pool_max = 1  # every connection opens inside acting_as
+
+    async def as_peer(opener: Callable[[], Awaitable[T]]) -> T:
+        """Open as this process; if refused, as the DSN's own user (root only: peer authentication)."""
+        try:
+            return await opener()
+        except DatabaseUnavailable:
+            if peer is None or os.geteuid() != 0:
+                raise
+            with setup_service.acting_as(peer):
+                return await opener()
+
     async def database_work() -> list[str]:
         done: list[str] = []
-        conn = await db.connect(cfg.database)
+        if create_local:
+            done += await setup_service.create_local_database()
+        conn = await as_peer(lambda: db.connect(cfg.database))
         try:
             for mig in await migrate.migrate(conn):
                 done.append(f"migration {mig.version:04d}_{mig.name}")
         finally:
             await conn.close()
         if domain:
-            pool = await db.create_pool(cfg.database)
+            pool = await as_peer(lambda: db.create_pool(cfg.database))
             try:
                 row = await accounts.add_domain(pool, domain)
                 done.append(f"domain {row['name']}")

@@ -319,3 +319,35 @@ def test_setup_reports_config_problems_in_one_line(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh.yaml"
     line = one_error(setup(fresh, "--hostname", HOST, "--dsn", UNREACHABLE, RELATE_DATABASE__POOL_MAX="ten"))
     assert "$RELATE_DATABASE__POOL_MAX" in line
+
+
+PACKAGED = Path(__file__).resolve().parents[2] / "packaging" / "relate.yaml"
+
+
+def test_setup_keeps_the_packaged_reference_and_the_shared_group(dsn: str, tmp_path: Path) -> None:
+    """Over the packaged commented config in a group-owned dir, setup keeps the reference and writes root:group 0640."""
+    if os.geteuid() != 0:
+        pytest.skip("ownership needs root")
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    os.chown(etc, 0, 65534)  # nogroup stands for the package's `relate` group
+    config = etc / "relate.yaml"
+    config.write_text(PACKAGED.read_text(encoding="utf-8"), encoding="utf-8")
+    os.chown(config, 0, 65534)  # as the package's postinst leaves it
+    config.chmod(0o640)
+    reference = PACKAGED.read_text(encoding="utf-8").split("# --- reference", 1)[1]
+
+    ok(setup(config, "--hostname", HOST, "--dsn", dsn))
+    text = config.read_text(encoding="utf-8")
+    assert text.startswith("# Relate Mail configuration")
+    assert text.endswith(reference)
+    assert read(config)["hostname"] == HOST
+
+    key = etc / "tls" / "key.pem"
+    for path, want in [(key, 0o640), (etc / "tls", 0o750)]:
+        assert (path.stat().st_uid, path.stat().st_gid, mode(path)) == (0, 65534, want), path
+
+    ok(setup(config, "--hostname", "mx.example.org", "--dsn", dsn))  # a rewrite keeps it all
+    assert config.read_text(encoding="utf-8").endswith(reference)
+    assert (config.stat().st_gid, mode(config)) == (65534, 0o640)
+    assert config_mod.load(config, environ={}).hostname == "mx.example.org"
