@@ -260,3 +260,9 @@ async def test_concurrent_requests(api: Api) -> None:
     api.server.state.limiter._limits["requests"] = 1000
     results = await asyncio.gather(*(api.call("GET", "/api/emails") for _ in range(50)))
     assert all(status == 200 and body["total"] == 1 for status, body in results)
+
+
+async def test_open_connections_counts_clients(api: Api) -> None:
+    """The server reports its open HTTP connections (the heartbeat and systemd STATUS= show it)."""
+    await api.call("GET", "/api/mailboxes")  # the session keeps this connection alive
+    assert api.server.open_connections() >= 1

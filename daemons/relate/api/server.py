@@ -61,6 +61,11 @@ class ApiServer:
                     found.append(sock.getsockname()[:2])
         return found
 
+    def open_connections(self) -> int:
+        """HTTP connections open now (WebSocket clients included), for the heartbeat and STATUS=."""
+        server = self._runner.server
+        return len(server.connections) if server is not None else 0
+
     def reload_tls(self) -> None:
         """Nothing to reload: the API speaks plain HTTP behind a TLS-terminating proxy."""
 
