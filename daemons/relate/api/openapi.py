@@ -388,7 +388,11 @@ SCHEMAS: dict[str, Any] = {
         ],
     },
     "PushSubscription": obj(
-        ["id", "endpoint"], id=INTEGER, endpoint={"type": "string", "format": "uri"}, createdAt=DATETIME
+        ["id", "endpoint"],
+        id=INTEGER,
+        endpoint={"type": "string", "format": "uri"},
+        createdAt=DATETIME,
+        lastUsedAt=nullable("string", format="date-time"),
     ),
 }
 
@@ -688,11 +692,15 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": op(
             "A daemon stored new mail: fan it out to the hub and web push",
             REALTIME,
-            returns("accepted", obj(None, delivered=INTEGER)),
+            returns("accepted", obj(["accepted"], accepted=BOOLEAN)),
             status="202",
             scope=INTERNAL,
             body=ref("InternalNotification"),
-            errors={"400": "not JSON", "404": "over HTTP while api.internal_over_http is off", "422": "a bad field"},
+            errors={
+                "400": "not JSON",
+                "404": "no such email, or over HTTP while api.internal_over_http is off",
+                "422": "a bad field",
+            },
             description="Unix socket (internal.api_socket) always; HTTP only with api.internal_over_http.",
         )
     },
@@ -719,20 +727,31 @@ PATHS: dict[str, dict[str, Any]] = {
             "The server's VAPID public key, for PushManager.subscribe()",
             REALTIME,
             returns("the key", ref("VapidPublicKey")),
-            scope=R,
-            errors={"404": "web push is not configured"},
+            errors={"503": "web push is not configured (push.vapid_*)"},
         )
     },
     "/api/push-subscriptions": {
-        "post": op(
-            "Subscribe a browser to web push (idempotent per endpoint)",
+        "get": op(
+            "The user's web push subscriptions",
             REALTIME,
-            returns("the subscription", ref("PushSubscription")),
-            status="201",
-            scope=W,
-            body=ref("PushSubscriptionRequest"),
-            errors={"400": "not JSON", "422": "a bad field"},
-        )
+            returns("every subscription", obj(["items", "total"], items=array(ref("PushSubscription")), total=INTEGER)),
+            scope=R,
+        ),
+        "post": {
+            **op(
+                "Subscribe a browser to web push (idempotent per endpoint)",
+                REALTIME,
+                returns("a new subscription", ref("PushSubscription")),
+                status="201",
+                scope=W,
+                body=ref("PushSubscriptionRequest"),
+                errors={
+                    "400": "not JSON",
+                    "422": "a bad field (endpoint must be https; p256dh a P-256 point; auth 16 bytes)",
+                    "503": "web push is not configured",
+                },
+            ),
+        },
     },
     "/api/push-subscriptions/{id}": {
         "delete": op(
@@ -777,6 +796,9 @@ _AUTOCONFIG = op(
     returns("IMAP, POP3 and SMTP servers; username %EMAILADDRESS%", {"type": "string"}, "application/xml"),
     params=[{**query("emailaddress", "the address being set up", EMAIL), "required": True}],
     errors={"400": "no or a bad emailaddress", "404": "the domain is not hosted here"},
+)
+PATHS["/api/push-subscriptions"]["post"]["responses"]["200"] = returns(
+    "the endpoint was already subscribed (keys updated)", ref("PushSubscription")
 )
 PATHS["/.well-known/autoconfig/mail/config-v1.1.xml"] = {"get": _AUTOCONFIG}
 PATHS["/mail/config-v1.1.xml"] = {"get": copy.deepcopy(_AUTOCONFIG)}
