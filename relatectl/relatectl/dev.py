@@ -30,6 +30,8 @@ from relate.queue.worker import DeliveryWorker
 from relate.runtime import tls
 from relate.runtime.daemon import open_context, setup_logging
 from relate.runtime.embedded_pg import EmbeddedPostgres
+from relate.runtime.heartbeat import Heartbeat
+from relate.runtime.sdnotify import SystemdNotifier
 from relate.services import accounts
 from relate.services import setup as setup_service
 from relate.smtp.server import SmtpServer
@@ -153,9 +155,25 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
             "pop3s": pop3.addresses("pop3s")[0][1],
             "api": api.addresses()[0][1],
         }
+        # Heartbeats, so `relatectl status` shows the dev run's daemons like installed ones.
+        notifier = SystemdNotifier(environ={})
+        beats = [
+            Heartbeat(ctx.pool, name, cfg.internal.heartbeat_seconds, counter, notifier)
+            for name, counter in (
+                ("smtp", smtp.open_connections),
+                ("imap", imap.open_connections),
+                ("pop3", pop3.open_connections),
+                ("api", api.open_connections),
+                ("delivery", lambda: None),
+            )
+        ]
+        for beat in beats:
+            await beat.start()
         for line in describe(ports):
             console.print(line, highlight=False)
         await stop.wait()
+        for beat in beats:
+            await beat.stop()
     finally:
         await smtp.stop(grace=10)
         await imap.stop(grace=5)

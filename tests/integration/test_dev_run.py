@@ -130,6 +130,16 @@ def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
         with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 (a fixed http URL)
             listing = json.loads(resp.read())
         assert [e["subject"] for e in listing["items"]] == ["via submission", "via mx"]
+        status = subprocess.run(
+            [sys.executable, "-m", "relatectl", "status", "--json"],
+            env={**os.environ, "RELATE_DATABASE__DSN": info["dsn"]},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        daemons = json.loads(status.stdout)["daemons"]
+        assert sorted(d["service"] for d in daemons) == ["api", "delivery", "imap", "pop3", "smtp"]
     finally:
         out = stop(proc, signal.SIGINT)
     assert proc.returncode == 0, out
