@@ -49,8 +49,7 @@ def _has_long_line(data: bytes | bytearray, start: int, line_limit: int) -> bool
     """Whether a CRLF-separated line of ``data[start:]`` is longer than ``line_limit`` with its CRLF."""
     if len(data) - start <= line_limit - 2:
         return False
-    view = data[start:] if start else data
-    return max(map(len, view.split(b"\r\n"))) + 2 > line_limit
+    return max(map(len, data[start:].split(b"\r\n"))) + 2 > line_limit
 
 
 def _unread(reader: asyncio.StreamReader, data: bytes | bytearray) -> None:
@@ -90,12 +89,12 @@ async def read_data(reader: asyncio.StreamReader, *, size_limit: int | None, lin
     # buf[2:end + 2] is the data as sent, its last CRLF included; the terminator is buf[end:end + 5].
     _unread(reader, buf[end + 5 :])
     size = dropped + end
-    if state is DataState.OK and size_limit and size > size_limit:
-        state = DataState.TOO_LONG if _has_long_line(buf[: end + 2], 2, line_limit) else DataState.TOO_MUCH
-    if state is DataState.OK and _has_long_line(buf[: end + 2], 2, line_limit):
-        state = DataState.TOO_LONG
     if state is not DataState.OK:
         return Data(state, b"", size)
+    sent = bytes(buf[: end + 2])
+    if _has_long_line(sent, 2, line_limit):
+        return Data(DataState.TOO_LONG, b"", size)
+    if size_limit and size > size_limit:
+        return Data(DataState.TOO_MUCH, b"", size)
     # §4.5.2: the leading CRLF makes the first line's dot one more "\r\n." to undo.
-    content = bytes(buf[: end + 2]).replace(b"\r\n.", b"\r\n")[2:]
-    return Data(state, content, size)
+    return Data(state, sent.replace(b"\r\n.", b"\r\n")[2:], size)

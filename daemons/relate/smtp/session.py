@@ -57,6 +57,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("relate.smtp")
 
 _HELO_SAFE = re.compile(r"[^A-Za-z0-9.\-\[\]:_]")
+_RECV_SIZE = 64 * 1024
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _trace_date() -> str:
+    """RFC 5322 date of now for the trace header, formatted once per second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.format_datetime(email.utils.localtime()))
+    return _date_cache[1]
 
 
 class RelateEnvelope(Envelope):
@@ -103,6 +114,7 @@ class SmtpSession(SMTP):
         self.principal_address: str | None = None
         self.principal_id: int | None = None
         self.started = time.monotonic()
+        self._deadline = 0.0
         self.counted = False
         self.in_data = False
         self.greeting = False
@@ -130,6 +142,10 @@ class SmtpSession(SMTP):
             self.counted = True
             self.relate.sessions.add(self)
         super().connection_made(transport)
+        if hasattr(transport, "max_size"):
+            # asyncio's socket transport allocates max_size (256 KiB) for every recv(), which glibc
+            # serves with mmap: a few KiB per command cost far more than the bytes read.
+            transport.max_size = _RECV_SIZE
         # Called again after STARTTLS with the TLS transport; remember what was negotiated.
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
@@ -157,6 +173,22 @@ class SmtpSession(SMTP):
             time.monotonic() - self.started,
         )
         super().connection_lost(error)
+
+    # One timer per connection: a command only moves the deadline, and the timer, when it fires
+    # early, sets itself again for the deadline (aiosmtpd makes and cancels a timer per command).
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        self._deadline = self.loop.time() + (duration or self._timeout_duration)
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > self._deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_cb)
+
+    def _timeout_cb(self) -> None:
+        if self.loop.time() < self._deadline:
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_cb)
+            return
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # RFC 5321 §4.1.2 source routes (<@relay:user@domain>) are refused, not silently dropped.
@@ -493,5 +525,5 @@ class Handler:
         if len(envelope.rcpt_tos) == 1:
             # Only a single recipient may be named: more would disclose Bcc recipients.
             lines.append(f"\tfor <{envelope.rcpt_tos[0]}>")
-        lines[-1] += f"; {email.utils.format_datetime(email.utils.localtime())}"
+        lines[-1] += f"; {_trace_date()}"
         return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
