@@ -1,13 +1,20 @@
 """The one delivery transaction every path uses: start, add recipients, body, commit or abort.
 
-Inbound MX, SMTP submission, and later the REST send path and the queue all
-deliver through :class:`Delivery`. Nothing is durable before :meth:`commit`:
+Inbound MX, SMTP submission, the REST send path and the queue all deliver
+through :class:`Delivery`. Nothing is durable before :meth:`commit`:
 adding recipients only looks them up. ``commit`` runs one PostgreSQL
 transaction that stores the local copies (with ``Return-Path``, RFC 5321
 §4.4, as final delivery requires), the sender's Sent copy, and the queue
 entry for remote recipients; it returns only after that transaction has
 committed, so a caller may acknowledge the message (250, 201) as soon as it
 returns. Any failure raises and leaves nothing behind.
+
+The REST send path passes ``record`` (a :class:`relate.store.drafts.Sent`):
+then the outbound row lists every recipient, local ones as delivered, so
+the sender can follow each one; the draft it came from (locked first, so a
+draft is sent once) becomes that row and its Drafts copy goes, all in the
+same transaction. It may also pass ``sent_copy``, the bytes the Sent folder
+keeps when they differ from what recipients get (the Bcc header).
 
 Recipients are resolved when added: an address or alias of a local user
 delivers to that user's INBOX (once per user, however many of their
@@ -26,7 +33,7 @@ import asyncpg
 
 from relate.mail.address import split_address
 from relate.mail.mime import ParsedMessage
-from relate.store import accounts, messages, outbound
+from relate.store import accounts, drafts, messages, outbound
 from relate.store.messages import StoredMessage
 
 log = logging.getLogger("relate.delivery")
@@ -93,31 +100,55 @@ class Delivery:
     def inboxes(self) -> list[int]:
         return list(dict.fromkeys(r.inbox_id for r in self.recipients if r.inbox_id is not None))
 
-    async def commit(self, message: bytes, *, trace: bytes = b"") -> Committed:
+    async def commit(
+        self,
+        message: bytes,
+        *,
+        trace: bytes = b"",
+        sent_copy: bytes | None = None,
+        record: drafts.Sent | None = None,
+    ) -> Committed:
         """Store and queue ``message`` in one transaction; returns once it is committed.
 
         ``trace`` (the ``Received:`` header of this hop) is prepended to every
         copy that travels on or is delivered; the Sent copy keeps the message
-        exactly as the user submitted it.
+        exactly as the user submitted it (or ``sent_copy``, when given).
         """
         result = Committed()
         inboxes = self.inboxes
         remote = self.remote
+        if (remote or record is not None) and self.sender is None:
+            raise PermissionError("remote recipients need an authenticated sender")
         local_bytes = b"Return-Path: <" + self.mail_from.encode("utf-8", "surrogateescape") + b">\r\n"
         local_bytes += trace + message
         async with self._pool.acquire() as conn, conn.transaction():
+            draft_copy = None
+            if record is not None and record.email_id is not None:
+                # First, so a draft sent twice at once is delivered once: the second waits here, then fails.
+                assert self.sender is not None
+                taken = await drafts.take_for_sending(conn, self.sender.user_id, record.email_id, record.version)
+                draft_copy = taken["draft_message_id"]
             if inboxes:
                 result.parsed = await messages.parse(local_bytes)
                 result.local = await messages.ingest(conn, local_bytes, inboxes, parsed=result.parsed)
             if self.sender is not None:
                 sent = await accounts.special_mailbox(conn, self.sender.user_id, "\\Sent")
                 if sent is not None:
-                    parsed = await messages.parse(message)
+                    kept = sent_copy if sent_copy is not None else message
+                    parsed = await messages.parse(kept)
                     result.parsed = result.parsed or parsed
-                    (result.sent_copy,) = await messages.ingest(conn, message, [sent], flags=["\\Seen"], parsed=parsed)
-            if remote:
-                if self.sender is None:
-                    raise PermissionError("remote recipients need an authenticated sender")
+                    (result.sent_copy,) = await messages.ingest(conn, kept, [sent], flags=["\\Seen"], parsed=parsed)
+            if record is not None:
+                blob = await messages.put_blob(conn, trace + message) if remote else None
+                result.outbound_id = await drafts.record_sent(
+                    conn,
+                    record,
+                    blob_hash=blob,
+                    sent_message_id=result.sent_copy.id if result.sent_copy else None,
+                    draft_message_id=draft_copy,
+                )
+            elif remote:
+                assert self.sender is not None
                 parsed = result.parsed or await messages.parse(message)
                 result.parsed = parsed
                 blob = await messages.put_blob(conn, trace + message)

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from relate.api import keys, mail, meta, openapi
+from relate.api import keys, mail, meta, openapi, outbound
 
-ROUTE_MODULES: tuple[ModuleType, ...] = (mail, keys, meta, openapi)
+ROUTE_MODULES: tuple[ModuleType, ...] = (mail, outbound, keys, meta, openapi)

@@ -1,4 +1,12 @@
-"""SQL for the outbound queue (outbound_emails, outbound_recipients)."""
+"""SQL for the outbound queue (outbound_emails, outbound_recipients).
+
+Every change of an outbound email's status, or of one of its recipients,
+is announced with ``NOTIFY relate_delivery`` and the JSON payload
+``{"user": user_id, "id": outbound_id, "status": status}`` (the email's
+status after the change) from the transaction that makes it, so listeners
+(the API's WebSocket hub: DeliveryStatusChanged) hear of it exactly when it
+is committed.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,19 @@ from relate.store.db import Queryable
 
 # The delivery daemon LISTENs here, so new work starts at once, not at the next poll.
 CHANNEL = "relate_queue"
+# Status changes, for the API's DeliveryStatusChanged events.
+DELIVERY_CHANNEL = "relate_delivery"
+
+# pg_notify for each listed outbound email with its current status; json_build_object keeps the key order.
+ANNOUNCE = """SELECT pg_notify('relate_delivery',
+                             json_build_object('user', user_id, 'id', id, 'status', status)::text)
+                FROM outbound_emails WHERE id = ANY($1::bigint[])"""
+
+
+async def announce(conn: Queryable, email_ids: Sequence[int]) -> None:
+    """``NOTIFY relate_delivery`` for each of these outbound emails, with its status now."""
+    if email_ids:
+        await conn.execute(ANNOUNCE, list(email_ids))
 
 
 async def queue_message(
@@ -43,5 +64,13 @@ async def queue_message(
         email_id,
         list(recipients),
     )
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(email_id))
+    await conn.execute(
+        "SELECT pg_notify($1, $2), pg_notify($3, json_build_object('user', $4::bigint, 'id', $5::bigint,"
+        " 'status', 'queued')::text)",
+        CHANNEL,
+        str(email_id),
+        DELIVERY_CHANNEL,
+        user_id,
+        email_id,
+    )
     return email_id

@@ -11,6 +11,11 @@ daemon that died are claimable again once their lease has passed.
 A message's status follows its recipients: ``queued`` while any is pending,
 deferred or sending; then ``sent`` (all sent), ``failed`` (all failed) or
 ``partial_failure``. ``held`` messages are never claimed until released.
+
+Every change of a message's status, and every recorded recipient outcome,
+sends ``NOTIFY relate_delivery`` with ``{"user", "id", "status"}`` from the
+transaction that makes it (see :mod:`relate.store.outbound`); PostgreSQL
+folds identical notifications of one transaction into one.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from relate.store.db import Queryable
+
+# Appended to a data-modifying CTE named ``changed`` (RETURNING id, user_id, status): one NOTIFY per row.
+_NOTIFY_CHANGED = """SELECT pg_notify('relate_delivery',
+                                     json_build_object('user', user_id, 'id', id, 'status', status)::text)
+                        FROM changed"""
 
 
 @dataclass(frozen=True)
@@ -92,8 +102,10 @@ async def claim(conn: Queryable, now: datetime, lease: timedelta, limit: int) ->
     claimed = _claimed(rows)
     if claimed:
         await conn.execute(
-            "UPDATE outbound_emails SET status = 'sending', updated_at = $2 WHERE id = ANY($1::bigint[])"
-            " AND status = 'queued'",
+            f"""WITH changed AS (
+                    UPDATE outbound_emails SET status = 'sending', updated_at = $2
+                     WHERE id = ANY($1::bigint[]) AND status = 'queued' RETURNING id, user_id, status)
+                {_NOTIFY_CHANGED}""",
             list({c.email_id for c in claimed}),
             now,
         )
@@ -121,13 +133,15 @@ async def record(conn: Queryable, outcomes: Sequence[Outcome], now: datetime) ->
         "SELECT DISTINCT outbound_email_id FROM outbound_recipients WHERE id = ANY($1::bigint[])",
         [o.recipient_id for o in outcomes],
     )
-    await refresh(conn, [r["outbound_email_id"] for r in email_ids], now)
+    # Recipients changed: every message touched is announced, its status changed or not.
+    await refresh(conn, [r["outbound_email_id"] for r in email_ids], now, announce_all=True)
 
 
-async def refresh(conn: Queryable, email_ids: Sequence[int], now: datetime) -> None:
-    """Derive each message's status from its recipients (held messages stay held)."""
+async def refresh(conn: Queryable, email_ids: Sequence[int], now: datetime, *, announce_all: bool = False) -> None:
+    """Derive each message's status from its recipients (held messages stay held); announce the changes."""
     await conn.execute(
-        """WITH counts AS (
+        f"""WITH prior AS (SELECT id, status FROM outbound_emails WHERE id = ANY($1::bigint[])),
+           counts AS (
                SELECT outbound_email_id AS id,
                       count(*) FILTER (WHERE status IN ('pending', 'deferred')) AS waiting,
                       count(*) FILTER (WHERE status = 'sending') AS busy,
@@ -136,7 +150,8 @@ async def refresh(conn: Queryable, email_ids: Sequence[int], now: datetime) -> N
                       min(next_attempt_at) FILTER (WHERE status IN ('pending', 'deferred')) AS next_at,
                       max(last_error) AS last_error
                  FROM outbound_recipients WHERE outbound_email_id = ANY($1::bigint[])
-                GROUP BY outbound_email_id)
+                GROUP BY outbound_email_id),
+           updated AS (
            UPDATE outbound_emails e
               SET status = CASE
                       WHEN e.status = 'held' THEN 'held'
@@ -150,9 +165,14 @@ async def refresh(conn: Queryable, email_ids: Sequence[int], now: datetime) -> N
                   last_error = c.last_error,
                   sent_at = CASE WHEN c.waiting = 0 AND c.busy = 0 THEN coalesce(e.sent_at, $2) END,
                   updated_at = $2
-             FROM counts c WHERE e.id = c.id""",
+             FROM counts c WHERE e.id = c.id
+           RETURNING e.id, e.user_id, e.status),
+           changed AS (SELECT a.id, a.user_id, a.status FROM updated a JOIN prior b ON b.id = a.id
+                        WHERE $3 OR a.status IS DISTINCT FROM b.status)
+        {_NOTIFY_CHANGED}""",
         list(email_ids),
         now,
+        announce_all,
     )
 
 
@@ -289,8 +309,11 @@ async def retry(conn: Queryable, email_ids: Sequence[int], now: datetime) -> int
 
 async def hold(conn: Queryable, email_ids: Sequence[int], now: datetime) -> list[int]:
     rows = await conn.fetch(
-        """UPDATE outbound_emails SET held_from = status, status = 'held', updated_at = $2
-            WHERE id = ANY($1::bigint[]) AND status IN ('queued', 'sending') RETURNING id""",
+        """WITH changed AS (
+               UPDATE outbound_emails SET held_from = status, status = 'held', updated_at = $2
+                WHERE id = ANY($1::bigint[]) AND status IN ('queued', 'sending') RETURNING id, user_id, status)
+           SELECT id, pg_notify('relate_delivery', json_build_object('user', user_id, 'id', id, 'status', status)::text)
+             FROM changed""",
         list(email_ids),
         now,
     )
@@ -305,7 +328,7 @@ async def release(conn: Queryable, email_ids: Sequence[int], now: datetime) -> l
         now,
     )
     released = [r["id"] for r in rows]
-    await refresh(conn, released, now)
+    await refresh(conn, released, now, announce_all=True)
     if released:
         await conn.execute("SELECT pg_notify('relate_queue', 'release')")
     return released
