@@ -18,6 +18,9 @@ from relate.errors import MailboxGone
 from relate.store import mailboxes
 from relate.store.db import Queryable
 
+# At most this many expunged message ids travel in one NOTIFY (ids of up to 19 digits fit in 8000 bytes).
+EXPUNGE_IDS_MAX = 300
+
 
 async def uids(conn: Queryable, mailbox_id: int) -> list[int]:
     rows = await conn.fetch("SELECT uid FROM messages WHERE mailbox_id = $1 ORDER BY uid", mailbox_id)
@@ -145,7 +148,7 @@ async def expunge(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[
         rows = await conn.fetch(
             """DELETE FROM messages WHERE mailbox_id = $1 AND '\\Deleted' = ANY (flags)
                   AND ($2::bigint[] IS NULL OR uid = ANY($2::bigint[]))
-              RETURNING uid, blob_hash""",
+              RETURNING id, uid, blob_hash""",
             mailbox_id,
             list(uid_list) if uid_list is not None else None,
         )
@@ -158,7 +161,7 @@ async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[i
     async with conn.transaction():
         modseq, user_id = await _lock_mailbox(conn, mailbox_id)
         rows = await conn.fetch(
-            "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) RETURNING uid, blob_hash",
+            "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) RETURNING id, uid, blob_hash",
             mailbox_id,
             list(uid_list),
         )
@@ -176,7 +179,10 @@ async def _record_expunges(conn: Queryable, mailbox_id: int, user_id: int, modse
         [(mailbox_id, r["uid"], modseq) for r in rows],
     )
     await mailboxes.drop_orphan_blobs(conn, list({bytes(r["blob_hash"]) for r in rows}))
-    await mailboxes.notify(conn, "expunge", mailbox_id, user_id, modseq)
+    # The API's hub tells apps which messages went, by id; NOTIFY payloads are capped at 8000 bytes,
+    # so a bulk expunge leaves the ids out and listeners refetch the mailbox.
+    ids = [r["id"] for r in rows] if len(rows) <= EXPUNGE_IDS_MAX else None
+    await mailboxes.notify(conn, "expunge", mailbox_id, user_id, modseq, ids=ids)
 
 
 async def copy(
