@@ -1,0 +1,461 @@
+"""Real time: the WebSocket hub (``GET /hubs/email``) and internal notifications.
+
+Policy:
+
+- A hub connection is authenticated like any user route (``api:read``; the
+  key in the header, or as ``access_token`` in the query for browsers) and
+  receives only its own user's events, as JSON text frames ``{"type",
+  "data"}``: ``NewEmail`` (the listing shape of the message),
+  ``EmailUpdated`` (``id, mailboxId, flags, isRead``), ``EmailDeleted``
+  (``ids, mailboxId``), ``UnreadCountChanged`` (``mailboxId, unread``),
+  ``DeliveryStatusChanged`` (``id, status``, an outbound email) and
+  ``Resync`` (``reason``, and ``mailboxId`` when one mailbox is meant):
+  refetch, because what changed is too much to list (``bulk``), folders
+  were deleted or renamed (``mailboxes``), or events may have been missed
+  (``reconnected``, ``lagging``). The hub is one-way: what a client sends is
+  read and ignored.
+- Where events come from: every change to mail, whatever made it (IMAP,
+  POP3, REST, SMTP delivery, on any host), is announced by ``NOTIFY
+  relate_mail`` (store/mailboxes.py); outbound delivery status by ``NOTIFY
+  relate_delivery``. Each API process holds ONE LISTEN connection for both,
+  not one per WebSocket, so a client of any instance hears every change.
+  If that connection drops, one line is logged, it is re-made with backoff,
+  and every client then gets ``Resync`` (changes made meanwhile were missed).
+- ``POST /api/internal-notifications`` (internal key; Unix socket, or HTTP
+  with ``api.internal_over_http``) is how the SMTP daemon announces new mail.
+  It reaches exactly one API instance, so it alone triggers web push. The
+  same message also arrives by NOTIFY: NewEmail is sent once per message id
+  (the ids recently announced are remembered), whichever comes first.
+- Work per notification is done only for users with a connection here.
+  Notifications of one user are handled in order, by one task per user;
+  unread counts are computed once per batch and mailbox.
+- A slow client never stalls the others: its outgoing events wait in a
+  bounded queue, and a client that lets it overflow is disconnected (1008),
+  aborted if it cannot even take the close frame. At shutdown every
+  client gets a clean close (1001).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+import asyncpg
+from aiohttp import WSCloseCode, web
+
+from relate.api.app import STATE, json_body, state
+from relate.api.errors import ApiError, invalid, not_found
+from relate.api.mail import summary
+from relate.api.security import INTERNAL, READ, principal, requires
+from relate.config import DatabaseConfig
+from relate.store import db, events
+from relate.store import mailboxes as mailbox_store
+
+log = logging.getLogger("relate.api.hub")
+
+routes = web.RouteTableDef()
+
+MAIL_CHANNEL = mailbox_store.CHANNEL
+DELIVERY_CHANNEL = "relate_delivery"
+# Events waiting to be sent to one client; more and it is too slow to keep.
+CLIENT_QUEUE = 1000
+# Hub connections of one user on one instance.
+MAX_CLIENTS_PER_USER = 50
+# Rows of one change sent one by one; a bigger change is a Resync of that mailbox.
+BULK = 100
+# Notifications of one user waiting to be handled; beyond that the user gets a Resync instead.
+PENDING_LIMIT = 5000
+# Message ids announced as NewEmail, remembered to send each once.
+RECENT_IDS = 50_000
+# The LISTEN connection is checked this often (a dead peer is not always noticed otherwise).
+PING_INTERVAL = 10.0
+PING_TIMEOUT = 5.0
+RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+CLOSE_TIMEOUT = 2.0
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, db.DatabaseUnavailable)
+
+
+def event_text(kind: str, data: dict[str, Any]) -> str:
+    return json.dumps({"type": kind, "data": data}, separators=(",", ":"))
+
+
+class Client:
+    """One hub connection: its user and its bounded queue of outgoing frames."""
+
+    def __init__(self, ws: web.WebSocketResponse, user_id: int, request: web.Request) -> None:
+        self.ws = ws
+        self.user_id = user_id
+        self._transport = request.transport
+        self._queue: asyncio.Queue[str] = asyncio.Queue(CLIENT_QUEUE)
+        self._pump = asyncio.get_running_loop().create_task(self._send_loop())
+        self._closer: asyncio.Task[None] | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self._closer is not None
+
+    def offer(self, text: str) -> None:
+        """Queue one frame; a client whose queue is full is disconnected."""
+        if self._closer is not None:
+            return
+        try:
+            self._queue.put_nowait(text)
+        except asyncio.QueueFull:
+            log.warning("hub-client-dropped user=%d reason=slow queued=%d", self.user_id, self._queue.qsize())
+            self.close(WSCloseCode.POLICY_VIOLATION, b"too slow: events were not read in time")
+
+    async def _send_loop(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while True:
+                await self.ws.send_str(await self._queue.get())
+
+    def close(self, code: int, message: bytes) -> asyncio.Task[None]:
+        if self._closer is None:
+            self._pump.cancel()
+            self._closer = asyncio.get_running_loop().create_task(self._close(code, message))
+        return self._closer
+
+    async def _close(self, code: int, message: bytes) -> None:
+        clean = False
+        try:
+            # A client that does not read cannot take the close frame either: give up after a moment.
+            await asyncio.wait_for(self.ws.close(code=code, message=message), CLOSE_TIMEOUT)
+            clean = True
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        finally:
+            # Also when cancelled: a transport merely closed would wait for its unsent buffer forever.
+            if not clean and self._transport is not None:
+                self._transport.abort()
+
+    async def finish(self) -> None:
+        """Stop sending (the connection ended)."""
+        self._pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._pump
+
+
+class Hub:
+    """The process's LISTEN connection and its hub clients, by user."""
+
+    def __init__(self, pool: asyncpg.Pool, db_cfg: DatabaseConfig) -> None:
+        self.pool = pool
+        self._db_cfg = db_cfg
+        self._clients: dict[int, set[Client]] = {}
+        self._recent: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._pending: dict[int, collections.deque[dict[str, Any]]] = {}
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+        self._closing = False
+        self._last_db_warning = 0.0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self, wait: float = 5.0) -> None:
+        """Start listening; waits (a little) for the first LISTEN so early changes are heard."""
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._listening.wait(), wait)
+
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    async def close_clients(self) -> None:
+        """Refuse new clients and close every connection cleanly (1001 Going Away)."""
+        self._closing = True
+        closers = [c.close(WSCloseCode.GOING_AWAY, b"server shutdown") for cs in self._clients.values() for c in cs]
+        if closers:
+            await asyncio.gather(*closers, return_exceptions=True)
+
+    async def stop(self) -> None:
+        await self.close_clients()
+        for task in [self._supervisor, *self._workers.values()]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._supervisor = None
+
+    async def _supervise(self) -> None:
+        """Hold the LISTEN connection; re-make it when it drops, then tell every client to resync."""
+        failures = 0
+        dropped = False
+        while True:
+            try:
+                conn = await db.connect(self._db_cfg)
+            except _DB_ERRORS as exc:
+                if failures == 0 and not dropped:
+                    log.warning("hub-listen-failed error=%s; retrying", type(exc).__name__)
+                await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)])
+                failures += 1
+                continue
+            lost = asyncio.Event()
+            try:
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(MAIL_CHANNEL, self._on_mail)
+                await conn.add_listener(DELIVERY_CHANNEL, self._on_delivery)
+                failures = 0
+                self._listening.set()
+                if dropped:
+                    log.info("hub-listen-restored clients=%d", self.client_count())
+                    self.broadcast("Resync", {"reason": "reconnected"})
+                    dropped = False
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), PING_INTERVAL)
+                        break
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), PING_TIMEOUT)
+                error = "connection closed"
+            except _DB_ERRORS as exc:
+                error = type(exc).__name__
+            finally:
+                self._listening.clear()
+                if not conn.is_closed():
+                    conn.terminate()
+            # One line per drop; the retries that follow are silent until it is back.
+            log.warning("hub-listen-lost error=%s; reconnecting", error)
+            dropped = True
+            await asyncio.sleep(RETRY_DELAYS[0])
+
+    # -- clients ---------------------------------------------------------------
+
+    def client_count(self) -> int:
+        return sum(len(cs) for cs in self._clients.values())
+
+    def join(self, ws: web.WebSocketResponse, user_id: int, request: web.Request) -> Client:
+        client = Client(ws, user_id, request)
+        self._clients.setdefault(user_id, set()).add(client)
+        return client
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def accepts(self, user_id: int) -> bool:
+        return not self._closing and len(self._clients.get(user_id, ())) < MAX_CLIENTS_PER_USER
+
+    async def leave(self, client: Client) -> None:
+        clients = self._clients.get(client.user_id)
+        if clients is not None:
+            clients.discard(client)
+            if not clients:
+                del self._clients[client.user_id]
+        await client.finish()
+
+    def publish(self, user_id: int, kind: str, data: dict[str, Any]) -> None:
+        """Send one event to every connection of the user here."""
+        clients = self._clients.get(user_id)
+        if not clients:
+            return
+        text = event_text(kind, data)
+        for client in list(clients):
+            client.offer(text)
+
+    def broadcast(self, kind: str, data: dict[str, Any]) -> None:
+        text = event_text(kind, data)
+        for clients in list(self._clients.values()):
+            for client in list(clients):
+                client.offer(text)
+
+    # -- NewEmail, once per message ----------------------------------------------
+
+    def claim(self, email_id: int) -> bool:
+        """True the first time a message id is announced (lately); False after."""
+        if email_id in self._recent:
+            return False
+        self._recent[email_id] = None
+        if len(self._recent) > RECENT_IDS:
+            self._recent.popitem(last=False)
+        return True
+
+    def announce_new(self, row: dict[str, Any]) -> None:
+        """NewEmail for a stored message (a row of store.events.new_email), unless already announced."""
+        if self.claim(row["id"]):
+            self.publish(row["user_id"], "NewEmail", summary(row))
+
+    # -- notifications -----------------------------------------------------------
+
+    def _on_mail(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            event = json.loads(payload)
+            user_id = int(event["user"])
+            int(event["mailbox"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if user_id not in self._clients:
+            return
+        pending = self._pending.setdefault(user_id, collections.deque())
+        if len(pending) >= PENDING_LIMIT:
+            # Hopelessly behind: what is queued is worth less than one resync.
+            pending.clear()
+            pending.append({"event": "lagging", "mailbox": 0})
+        else:
+            pending.append(event)
+        if user_id not in self._workers:
+            self._workers[user_id] = asyncio.get_running_loop().create_task(self._work(user_id))
+
+    def _on_delivery(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            event = json.loads(payload)
+            user_id, outbound_id, status = int(event["user"]), int(event["id"]), event["status"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if isinstance(status, str):
+            self.publish(user_id, "DeliveryStatusChanged", {"id": outbound_id, "status": status})
+
+    async def _work(self, user_id: int) -> None:
+        """Handle the user's notifications in order, in batches; unread counts once per batch and mailbox."""
+        try:
+            while (pending := self._pending.get(user_id)) and user_id in self._clients:
+                batch = [pending.popleft() for _ in range(min(len(pending), 200))]
+                touched: set[int] = set()
+                try:
+                    for event in batch:
+                        await self._apply(user_id, event, touched)
+                    if touched and user_id in self._clients:
+                        counts = await events.unread(self.pool, sorted(touched))
+                        for mailbox_id, unread in sorted(counts.items()):
+                            self.publish(user_id, "UnreadCountChanged", {"mailboxId": mailbox_id, "unread": unread})
+                except _DB_ERRORS as exc:
+                    now = time.monotonic()
+                    if now - self._last_db_warning > 60:
+                        self._last_db_warning = now
+                        log.warning("hub-event-failed user=%d error=%s", user_id, type(exc).__name__)
+                    self.publish(user_id, "Resync", {"reason": "lagging"})
+        finally:
+            del self._workers[user_id]
+            if not self._pending.get(user_id) or user_id not in self._clients:
+                self._pending.pop(user_id, None)
+
+    async def _apply(self, user_id: int, event: dict[str, Any], touched: set[int]) -> None:
+        kind = event.get("event")
+        mailbox_id = int(event["mailbox"])
+        if kind == "new":
+            touched.add(mailbox_id)
+            if isinstance(event.get("id"), int):
+                if self.claim(event["id"]):
+                    row = await events.new_email(self.pool, event["id"])
+                    if row is not None:
+                        self.publish(user_id, "NewEmail", summary(row))
+                return
+            # A copy or move: the new rows are the target's rows at the change's modseq.
+            rows = await events.at_modseq(self.pool, mailbox_id, int(event["modseq"]), BULK + 1)
+            if len(rows) > BULK:
+                self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": mailbox_id})
+                return
+            for row in rows:
+                if self.claim(row["id"]):
+                    self.publish(user_id, "NewEmail", summary(row))
+        elif kind == "flags":
+            touched.add(mailbox_id)
+            rows = await events.at_modseq(self.pool, mailbox_id, int(event["modseq"]), BULK + 1)
+            if len(rows) > BULK:
+                self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": mailbox_id})
+                return
+            for row in rows:
+                flags = list(row["flags"])
+                data = {"id": row["id"], "mailboxId": mailbox_id, "flags": flags, "isRead": "\\Seen" in flags}
+                self.publish(user_id, "EmailUpdated", data)
+        elif kind == "expunge":
+            touched.add(mailbox_id)
+            ids = event.get("ids")
+            if isinstance(ids, list):
+                self.publish(user_id, "EmailDeleted", {"ids": ids, "mailboxId": mailbox_id})
+            else:
+                self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": mailbox_id})
+        elif kind in ("deleted", "renamed"):
+            self.publish(user_id, "Resync", {"reason": "mailboxes", "mailboxId": mailbox_id})
+        elif kind == "lagging":
+            self.publish(user_id, "Resync", {"reason": "lagging"})
+
+
+HUB = web.AppKey("relate_hub", Hub)
+
+
+def hub_of(request: web.Request) -> Hub:
+    return request.app[HUB]
+
+
+# RFC 6455 (The WebSocket Protocol): one-way event stream.
+@routes.get("/hubs/email")
+@requires(READ)
+async def email_hub(request: web.Request) -> web.StreamResponse:
+    hub = hub_of(request)
+    ws = web.WebSocketResponse(
+        heartbeat=state(request).cfg.api.websocket_heartbeat or None,
+        max_msg_size=64 * 1024,
+    )
+    if not ws.can_prepare(request).ok:
+        raise ApiError(400, "bad_request", "/hubs/email is a WebSocket endpoint: open it with Upgrade: websocket")
+    user_id = principal(request).user_id
+    if not hub.accepts(user_id):
+        if hub.closing:
+            raise ApiError(503, "unavailable", "the server is shutting down")
+        raise ApiError(429, "rate_limited", f"too many hub connections (at most {MAX_CLIENTS_PER_USER})")
+    await ws.prepare(request)
+    client = hub.join(ws, user_id, request)
+    try:
+        async for _msg in ws:
+            pass  # one-way: whatever the client sends is ignored (aiohttp answers pings itself)
+    finally:
+        await hub.leave(client)
+    return ws
+
+
+def _id_field(data: dict[str, Any], name: str) -> int:
+    value = data.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
+        raise invalid(f"{name} must be a positive integer")
+    return value
+
+
+def _text_field(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise invalid(f"{name} must be a string or null")
+    return value[:998] if value else None
+
+
+@routes.post("/api/internal-notifications")
+@requires(INTERNAL)
+async def internal_notification(request: web.Request) -> web.Response:
+    """New mail stored by another daemon: NewEmail to the owner's hub clients, web push to their devices."""
+    data = await json_body(request)
+    mailbox_id, email_id = _id_field(data, "mailboxId"), _id_field(data, "emailId")
+    sender, subject = _text_field(data, "from"), _text_field(data, "subject")
+    row = await events.new_email(state(request).pool, email_id, mailbox_id)
+    if row is None:
+        raise not_found("email")
+    hub_of(request).announce_new(row)
+    push = state(request).parts.get("push")
+    if push is not None:
+        from_row = (row.get("from_addr") or [{}])[0].get("email")
+        push.new_email(row["user_id"], email_id, mailbox_id, sender or from_row, subject or row.get("subject"))
+    return web.json_response({"accepted": True}, status=202)
+
+
+def setup(app: web.Application) -> None:
+    st = app[STATE]
+    hub = Hub(st.pool, st.cfg.database)
+    app[HUB] = hub
+    st.parts["hub"] = hub
+
+    async def start(_app: web.Application) -> None:
+        await hub.start()
+
+    async def shutdown(_app: web.Application) -> None:
+        await hub.close_clients()
+
+    async def cleanup(_app: web.Application) -> None:
+        await hub.stop()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(shutdown)
+    app.on_cleanup.append(cleanup)
