@@ -1,0 +1,262 @@
+"""Web push: subscriptions, and new mail pushed to a local push service that decrypts and checks it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import http_ece
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from relate.config import Config
+from relate.services.setup import new_vapid_keys
+from tests.api.conftest import Api, message
+from tests.api.test_hub import another_api, internal_post
+
+SUBJECT = "mailto:admin@example.com"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@pytest.fixture
+def api_config(api_config: Config) -> Config:
+    """The API's settings with VAPID keys, as `relatectl setup` makes them."""
+    public, private = new_vapid_keys()
+    api_config.push.vapid_public_key = public
+    api_config.push.vapid_private_key = private
+    api_config.push.vapid_subject = SUBJECT
+    api_config.api.push_timeout = 3.0
+    return api_config
+
+
+@dataclass
+class Device:
+    """A browser's push subscription: its key pair and auth secret (RFC 8291 §3.2)."""
+
+    key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    auth: bytes = field(default_factory=lambda: os.urandom(16))
+
+    @property
+    def p256dh(self) -> str:
+        raw = self.key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        return b64url(raw)
+
+    def decrypt(self, body: bytes) -> Any:
+        return json.loads(http_ece.decrypt(body, private_key=self.key, auth_secret=self.auth, version="aes128gcm"))
+
+
+@dataclass
+class PushService:
+    """A push service on loopback: records each POST and answers with the status set for its path."""
+
+    url: str
+    received: asyncio.Queue[tuple[str, Mapping[str, str], bytes]]
+    answers: dict[str, int]
+
+
+@pytest.fixture
+async def push_service() -> AsyncIterator[PushService]:
+    """A local push service (aiohttp) on 127.0.0.1, an ephemeral port."""
+    received: asyncio.Queue[tuple[str, Mapping[str, str], bytes]] = asyncio.Queue()
+    answers: dict[str, int] = {}
+
+    async def accept(request: web.Request) -> web.Response:
+        await received.put((request.path, request.headers.copy(), await request.read()))
+        return web.Response(status=answers.get(request.path, 201))
+
+    app = web.Application()
+    app.router.add_post("/push/{token}", accept)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield PushService(f"http://127.0.0.1:{port}", received, answers)
+    await runner.cleanup()
+
+
+def verify_vapid(authorization: str, audience: str, public_key: str) -> dict[str, Any]:
+    """Check an RFC 8292 ``vapid t=JWT, k=KEY`` header: the key, the ES256 signature, the claims."""
+    scheme, _, params = authorization.partition(" ")
+    assert scheme == "vapid"
+    fields = dict(p.strip().split("=", 1) for p in params.split(","))
+    assert fields["k"] == public_key
+    head, payload, signature = fields["t"].split(".")
+    raw = unb64url(signature)
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unb64url(public_key))
+    key.verify(der, f"{head}.{payload}".encode(), ec.ECDSA(hashes.SHA256()))  # raises if forged
+    claims: dict[str, Any] = json.loads(unb64url(payload))
+    assert claims["aud"] == audience
+    assert claims["sub"] == SUBJECT
+    return claims
+
+
+async def subscribe(api: Api, endpoint: str, device: Device, key: str | None = None) -> tuple[int, Any]:
+    body = {"endpoint": endpoint, "p256dh": device.p256dh, "auth": b64url(device.auth)}
+    return await api.call("POST", "/api/push-subscriptions", key, json=body)
+
+
+async def notify_new_mail(api: Api, subject: str) -> tuple[int, int]:
+    """Deliver a message to alice and announce it the way the SMTP daemon does; returns (id, mailbox id)."""
+    (email_id,) = await api.deliver(message(subject), "alice@example.com")
+    _, boxes = await api.call("GET", "/api/mailboxes")
+    inbox = boxes["items"][0]["id"]
+    body = {"mailboxId": inbox, "emailId": email_id, "from": "sender@remote.example", "subject": subject}
+    assert await internal_post(api, body) == (202, {"accepted": True})
+    return email_id, inbox
+
+
+async def test_vapid_public_key_is_served(api: Api) -> None:
+    """The public key is served without credentials, as configured."""
+    async with api.session.get(api.url + "/api/push-subscriptions/vapid-public-key") as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"publicKey": api.cfg.push.vapid_public_key}
+
+
+async def test_push_endpoints_without_vapid_keys_are_503(api: Api, tmp_path: Path) -> None:
+    """Without VAPID keys the key and subscribing answer 503 push_not_configured, saying which setting."""
+    async with another_api(api, tmp_path, push__vapid_private_key=None, push__vapid_public_key=None) as (_, url):
+        async with api.session.get(url + "/api/push-subscriptions/vapid-public-key") as resp:
+            assert resp.status == 503
+            body = await resp.json()
+        assert body["error"] == "push_not_configured"
+        assert "push.vapid" in body["message"]
+        device = Device()
+        payload = {"endpoint": "https://push.example.net/x", "p256dh": device.p256dh, "auth": b64url(device.auth)}
+        async with api.session.post(url + "/api/push-subscriptions", json=payload, headers=api.auth(api.alice)) as resp:
+            assert resp.status == 503
+
+
+async def test_new_mail_is_pushed_encrypted_to_every_device(api: Api, push_service: PushService) -> None:
+    """An internal notification pushes title, sender, subject and id, aes128gcm-encrypted, VAPID-signed, per device."""
+    phone, laptop = Device(), Device()
+    assert (await subscribe(api, push_service.url + "/push/phone", phone))[0] == 201
+    assert (await subscribe(api, push_service.url + "/push/laptop", laptop))[0] == 201
+    assert (await subscribe(api, push_service.url + "/push/bobs", Device(), api.bob))[0] == 201
+    email_id, inbox = await notify_new_mail(api, "Lunch?")
+    got = {}
+    for _ in range(2):
+        path, headers, body = await asyncio.wait_for(push_service.received.get(), 10)
+        got[path] = (headers, body)
+    assert set(got) == {"/push/phone", "/push/laptop"}
+    for path, device in (("/push/phone", phone), ("/push/laptop", laptop)):
+        headers, body = got[path]
+        assert headers["Content-Encoding"] == "aes128gcm"
+        assert int(headers["TTL"]) > 0
+        verify_vapid(headers["Authorization"], push_service.url, api.cfg.push.vapid_public_key or "")
+        assert device.decrypt(body) == {
+            "title": "New email",
+            "sender": "sender@remote.example",
+            "subject": "Lunch?",
+            "emailId": email_id,
+            "mailboxId": inbox,
+        }
+    await asyncio.sleep(0.3)
+    assert push_service.received.empty()  # nothing for bob's device
+
+
+async def test_delivery_without_internal_notification_pushes_nothing(api: Api, push_service: PushService) -> None:
+    """Mail heard of only through NOTIFY (as every instance hears it) is never pushed."""
+    assert (await subscribe(api, push_service.url + "/push/phone", Device()))[0] == 201
+    await api.deliver(message("quiet"), "alice@example.com")
+    await asyncio.sleep(0.5)
+    assert push_service.received.empty()
+
+
+async def test_gone_subscription_is_deleted_other_failures_kept(
+    api: Api, push_service: PushService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 410 from the push service deletes that subscription; a 500 is logged and the subscription kept."""
+    push_service.answers |= {"/push/gone": 410, "/push/broken": 500}
+    assert (await subscribe(api, push_service.url + "/push/gone", Device()))[0] == 201
+    _, broken = await subscribe(api, push_service.url + "/push/broken", Device())
+    with caplog.at_level(logging.INFO, logger="relate.api.push"):
+        await notify_new_mail(api, "anyone there?")
+        for _ in range(2):
+            await asyncio.wait_for(push_service.received.get(), 10)
+        for _ in range(100):
+            _, listed = await api.call("GET", "/api/push-subscriptions")
+            if [s["id"] for s in listed["items"]] == [broken["id"]]:
+                break
+            await asyncio.sleep(0.05)
+    assert [s["id"] for s in listed["items"]] == [broken["id"]]
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(f"push-failed subscription={broken['id']}" in line and "status=500" in line for line in lines)
+    assert all(push_service.url not in line for line in lines)  # the endpoint URL is never logged
+
+
+async def test_subscribe_is_idempotent_per_endpoint(api: Api) -> None:
+    """Subscribing the same endpoint again is a 200 with the same id (keys refreshed), not a second row."""
+    endpoint = "https://push.example.net/send/abc"
+    status, first = await subscribe(api, endpoint, Device())
+    assert status == 201
+    assert first["endpoint"] == endpoint
+    device = Device()
+    browser_json = {
+        "endpoint": endpoint,
+        "expirationTime": None,
+        "keys": {"p256dh": device.p256dh, "auth": b64url(device.auth)},
+    }
+    status, again = await api.call("POST", "/api/push-subscriptions", json=browser_json)
+    assert (status, again["id"]) == (200, first["id"])
+    stored = await api.pool.fetchrow("SELECT p256dh, count(*) OVER () AS n FROM push_subscriptions")
+    assert (stored["p256dh"], stored["n"]) == (device.p256dh, 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"endpoint": "ftp://push.example.net/x"}, "endpoint"),
+        ({"endpoint": "https://user:pw@push.example.net/x"}, "endpoint"),
+        ({"endpoint": "https://push.example.net/" + "x" * 3000}, "endpoint"),
+        ({"p256dh": b64url(b"\x04" + b"\x01" * 64)}, "p256dh"),
+        ({"p256dh": "not base64!"}, "p256dh"),
+        ({"auth": b64url(b"short")}, "auth"),
+        ({"colour": "blue"}, "unknown"),
+    ],
+    ids=["scheme", "credentials", "long", "off-curve", "garbage", "auth-length", "unknown-field"],
+)
+async def test_subscribe_refuses_bad_fields(api: Api, change: dict[str, str], complaint: str) -> None:
+    """A bad endpoint, key or secret is a 422 naming the field, and nothing is stored."""
+    device = Device()
+    body = {"endpoint": "https://push.example.net/x", "p256dh": device.p256dh, "auth": b64url(device.auth)} | change
+    status, answer = await api.call("POST", "/api/push-subscriptions", json=body)
+    assert (status, answer["error"]) == (422, "invalid")
+    assert complaint in answer["message"]
+    assert await api.pool.fetchval("SELECT count(*) FROM push_subscriptions") == 0
+
+
+async def test_delete_only_own_subscription(api: Api) -> None:
+    """Bob cannot delete Alice's subscription (404); Alice can, once."""
+    _, sub = await subscribe(api, "https://push.example.net/alice", Device())
+    path = f"/api/push-subscriptions/{sub['id']}"
+    assert (await api.call("DELETE", path, api.bob))[0] == 404
+    assert await api.call("DELETE", path) == (200, {"deleted": True, "id": sub["id"]})
+    assert (await api.call("DELETE", path))[0] == 404
+
+
+async def test_subscribing_needs_write_scope(api: Api) -> None:
+    """A read-only key may list subscriptions but not add one (403)."""
+    status, body = await subscribe(api, "https://push.example.net/r", Device(), api.alice_read)
+    assert (status, body["error"]) == (403, "forbidden")
+    assert (await api.call("GET", "/api/push-subscriptions", api.alice_read))[0] == 200
