@@ -23,6 +23,7 @@ from relate.imap.server import ImapServer
 from relate.queue.worker import DeliveryWorker
 from relate.runtime.tls import make_self_signed, server_context
 from relate.services import accounts
+from relate.services import queue as queue_service
 from relate.store import db
 from relate.testing.dns import DnsServer, Zone
 from tests.api.conftest import Api
@@ -66,7 +67,7 @@ async def test_create_draft_fills_sender_and_lands_in_drafts(api: Api) -> None:
     assert body["status"] == "draft"
     assert body["from"] == {"name": "Alice", "email": "alice@example.com"}
     assert (body["to"][0]["email"], body["to"][0]["name"]) == (BOB, "Bob")
-    assert body["to"][0]["status"] is None
+    assert body["recipients"][0]["status"] is None
     (copy,) = await folder(api, "Drafts")
     assert copy["id"] == body["draftEmailId"]
     assert copy["subject"] == "Plans"
@@ -75,7 +76,7 @@ async def test_create_draft_fills_sender_and_lands_in_drafts(api: Api) -> None:
     assert status == 200
     assert listing["total"] == 1
     assert listing["items"][0]["id"] == body["id"]
-    assert listing["items"][0]["recipients"] == [BOB]
+    assert listing["items"][0]["recipients"] == [{"address": BOB, "kind": "to", "name": "Bob", "status": None}]
 
 
 async def test_autosave_replaces_fields_named_and_the_drafts_copy(api: Api) -> None:
@@ -178,7 +179,7 @@ async def test_send_draft_to_local_recipient(api: Api) -> None:
     assert status == 201, sent
     assert sent["id"] == body["id"]
     assert sent["status"] == "sent"
-    assert sent["to"][0]["status"] == "sent"
+    assert sent["recipients"][0]["status"] == "sent"
     assert sent["messageId"].endswith("@example.com>")
     assert sent["draftEmailId"] is None
     assert await folder(api, "Drafts") == []
@@ -220,7 +221,7 @@ async def test_send_now_with_utf8_headers_and_bcc(api: Api) -> None:
         },
     )
     assert status == 201, sent
-    assert {r["email"]: r["status"] for r in sent["to"] + sent["bcc"]} == {BOB: "sent", "carol@example.com": "sent"}
+    assert {r["address"]: r["status"] for r in sent["recipients"]} == {BOB: "sent", "carol@example.com": "sent"}
     (received,) = (await api.call("GET", "/api/emails", api.bob))[1]["items"]
     msg = await raw_of(api, received["id"], api.bob)
     assert msg["Subject"] == "Grüße aus Köln"
@@ -305,23 +306,51 @@ async def test_forward_keeps_attachments(api: Api) -> None:
     original.set_content("The report is attached.\n")
     original.add_attachment(pdf, "application", "pdf", filename="report.pdf")
     (email_id,) = await api.deliver(original.as_bytes(policy=email.policy.SMTP), "alice@example.com")
-    status, body = await api.call("POST", f"/api/outbound/forward/{email_id}", json={"to": [BOB]})
+    note = {"filename": "note.txt", "contentType": "text/plain", "content": base64.b64encode(b"FYI").decode()}
+    status, body = await api.call(
+        "POST", f"/api/outbound/forward/{email_id}", json={"to": [BOB], "attachments": [note]}
+    )
     assert status == 201, body
     assert body["subject"] == "Fwd: Report"
     assert [(a["filename"], a["contentType"], a["size"]) for a in body["attachments"]] == [
-        ("report.pdf", "application/pdf", len(pdf))
+        ("report.pdf", "application/pdf", len(pdf)),
+        ("note.txt", "text/plain", 3),
     ]
     assert "The report is attached." in body["textBody"]
     assert "Forwarded message" in body["textBody"]
     status, _ = await api.call("POST", f"/api/outbound/{body['id']}/send")
     assert status == 201
     (received,) = (await api.call("GET", "/api/emails", api.bob))[1]["items"]
-    assert received["attachmentCount"] == 1
+    assert received["attachmentCount"] == 2
     async with api.session.get(
         f"{api.url}/api/emails/{received['id']}/attachments/0", headers=api.auth(api.bob)
     ) as resp:
         assert resp.status == 200
         assert await resp.read() == pdf
+
+
+async def test_reply_all_sent_at_once(api: Api) -> None:
+    """replyAll and send in the body: the reply goes at once to the sender and the other recipients, not to the user."""
+    raw = (
+        b"From: Sender <sender@remote.example>\r\nTo: alice@example.com, bob@example.com\r\n"
+        b"Subject: Re: Offsite\r\nMessage-ID: <offsite@remote.example>\r\n\r\nWho is coming?\r\n"
+    )
+    ids = await api.deliver(raw, "alice@example.com", "bob@example.com")
+    status, sent = await api.call(
+        "POST", f"/api/outbound/reply/{ids[0]}", json={"replyAll": True, "send": True, "textBody": "Me!"}
+    )
+    assert status == 201, sent
+    assert sent["subject"] == "Re: Offsite"
+    assert sent["status"] == "queued"
+    assert {r["address"]: r["status"] for r in sent["recipients"]} == {"sender@remote.example": "pending", BOB: "sent"}
+    _, bobs = await api.call("GET", "/api/emails", api.bob)
+    reply_id = next(e["id"] for e in bobs["items"] if e["from"]["email"] == "alice@example.com")
+    msg = await raw_of(api, reply_id, api.bob)
+    assert msg["In-Reply-To"] == "<offsite@remote.example>"
+    assert msg.get_content().strip() == "Me!"
+    assert (await api.call("GET", "/api/outbound/drafts"))[1]["total"] == 0
+    status, error = await api.call("POST", f"/api/outbound/reply/{ids[0]}", json={"send": "yes"})
+    assert (status, error["error"]) == (422, "invalid")
 
 
 # --- reads and scopes ----------------------------------------------------------------------------------
@@ -398,7 +427,7 @@ async def test_draft_to_sent_through_the_delivery_daemon(api: Api, net: Net, dsn
         status, queued = await api.call("POST", f"/api/outbound/{body['id']}/send")
         assert status == 201, queued
         assert queued["status"] == "queued"
-        assert {r["email"]: r["status"] for r in queued["to"] + queued["bcc"]} == {
+        assert {r["address"]: r["status"] for r in queued["recipients"]} == {
             "friend@remote.test": "pending",
             BOB: "sent",
             "secret@remote.test": "pending",
@@ -417,7 +446,7 @@ async def test_draft_to_sent_through_the_delivery_daemon(api: Api, net: Net, dsn
         assert b"secret@remote.test" not in seen.data
         status, done = await api.call("GET", f"/api/outbound/{body['id']}")
         assert done["status"] == "sent"
-        assert all(r["status"] == "sent" and r["statusCode"] == "2.0.0" for r in done["to"] + done["bcc"])
+        assert all(r["status"] == "sent" and r["statusCode"] == "2.0.0" for r in done["recipients"])
         assert (await api.call("GET", "/api/outbound/outbox"))[1]["total"] == 0
         assert [i["id"] for i in (await api.call("GET", "/api/outbound/sent"))[1]["items"]] == [body["id"]]
         (copy,) = await folder(api, "Sent")
@@ -442,10 +471,31 @@ async def test_failed_remote_recipient_shows_its_error(api: Api, net: Net) -> No
     await DeliveryWorker(api.cfg, api.pool).run_once()
     status, done = await api.call("GET", f"/api/outbound/{sent['id']}")
     assert done["status"] == "partial_failure"
-    failed = next(r for r in done["to"] if r["email"] == "nobody@remote.test")
+    failed = next(r for r in done["recipients"] if r["address"] == "nobody@remote.test")
     assert failed["status"] == "failed"
     assert "no such mailbox" in failed["lastError"]
     assert [i["status"] for i in (await api.call("GET", "/api/outbound/sent"))[1]["items"]] == ["partial_failure"]
+
+
+async def test_hold_and_release_are_announced(api: Api, dsn: str) -> None:
+    """An administrator's hold and release of a queued email each send DeliveryStatusChanged's payload."""
+    status, sent = await api.call("POST", "/api/outbound/send", json={"to": ["far@remote.test"], "subject": "later"})
+    assert status == 201
+    events: list[dict[str, Any]] = []
+    listener = await asyncpg.connect(dsn)
+    await listener.add_listener("relate_delivery", lambda *args: events.append(json.loads(args[3])))
+    try:
+        assert await queue_service.hold(api.pool, [sent["id"]]) == [sent["id"]]
+        assert await queue_service.release(api.pool, [sent["id"]]) == [sent["id"]]
+        await asyncio.sleep(0.1)
+    finally:
+        await listener.close()
+    user_id = await api.pool.fetchval("SELECT id FROM users WHERE address = 'alice@example.com'")
+    assert events == [
+        {"user": user_id, "id": sent["id"], "status": "held"},
+        {"user": user_id, "id": sent["id"], "status": "queued"},
+    ]
+    assert (await api.call("GET", f"/api/outbound/{sent['id']}"))[1]["status"] == "queued"
 
 
 @pytest.fixture

@@ -22,7 +22,9 @@ Policy:
   (201) comes only after that transaction has committed.
 - Replies and forwards are drafts made from a message of the user's: Re: or
   Fwd: subject, the original quoted, In-Reply-To and References from it; a
-  forward carries the original's attachments. ``?all=true`` replies to all.
+  forward carries the original's attachments (any in the request are
+  added). ``replyAll`` (or ``?all=true``) replies to all; ``send: true``
+  sends at once instead of saving a draft.
 - Lists: ``drafts``; ``outbox`` (queued, sending, and held by the
   administrator: not sent yet); ``sent`` (sent, partial_failure, failed).
   ``GET /api/outbound/{id}`` shows each recipient's status and last error.
@@ -362,6 +364,22 @@ async def _create_draft(request: web.Request, edit: Edit) -> web.Response:
     return await _answer(request, email_id, 201)
 
 
+def _flag(value: Any, name: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise invalid(f"{name} must be true or false")
+    return value
+
+
+async def _start(request: web.Request, edit: Edit, send: bool) -> web.Response:
+    """A reply or forward: saved as a draft, or (``send``) sent at once."""
+    if not send:
+        return await _create_draft(request, edit)
+    email_id = await _send(request, edit, _new_attachments(edit.new), None)
+    return await _answer(request, email_id, 201)
+
+
 async def _load(request: web.Request, email_id: int) -> dict[str, Any]:
     row = await drafts.get(state(request).pool, principal(request).user_id, email_id)
     if row is None:
@@ -441,8 +459,10 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _recipient(r: dict[str, Any], draft: bool) -> dict[str, Any]:
+    """One recipient's delivery state (``status`` is null while the email is a draft)."""
     return {
-        "email": r["address"],
+        "address": r["address"],
+        "kind": r["kind"],
         "name": r["name"],
         "status": None if draft else r["status"],
         "attempts": r["attempts"],
@@ -456,16 +476,17 @@ def _recipient(r: dict[str, Any], draft: bool) -> dict[str, Any]:
 
 
 def detail(row: dict[str, Any]) -> dict[str, Any]:
-    """The full shape of one outbound email."""
+    """The full shape of one outbound email: the draft's fields (as a PUT takes them) plus delivery state."""
     draft = row["status"] == "draft"
     people: dict[str, list[dict[str, Any]]] = {"to": [], "cc": [], "bcc": []}
     for r in row["recipients"]:
-        people[r["kind"]].append(_recipient(r, draft))
+        people[r["kind"]].append({"email": r["address"], "name": r["name"]})
     return {
         "id": row["id"],
         "status": row["status"],
         "from": {"name": row["from_name"], "email": row["from_address"]},
         **people,
+        "recipients": [_recipient(r, draft) for r in row["recipients"]],
         "subject": row["subject"],
         "textBody": row["text_body"],
         "htmlBody": row["html_body"],
@@ -501,7 +522,7 @@ def list_item(row: dict[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "status": row["status"],
         "from": {"name": row["from_name"], "email": row["from_address"]},
-        "recipients": list(row["addresses"]),
+        "recipients": [r | {"status": None} if row["status"] == "draft" else r for r in row["recipients"]],
         "subject": row["subject"],
         "attachmentCount": row["attachment_count"],
         "createdAt": _iso(row["created_at"]),
@@ -596,8 +617,10 @@ async def _own_sender(request: web.Request, parsed: ParsedMessage) -> mime.Perso
 @routes.post("/api/outbound/reply/{emailId}")
 @requires(WRITE)
 async def reply(request: web.Request) -> web.Response:
-    reply_all = request.query.get("all", "").lower() in ("1", "true", "yes")
     data = await _read_body(request, optional=True)
+    query_all = request.query.get("all", "").lower() in ("1", "true", "yes")
+    reply_all = _flag(data.pop("replyAll", None), "replyAll") or query_all
+    send = _flag(data.pop("send", None), "send")
     _, parsed = await _original(request)
     own = await accounts.user_addresses(state(request).pool, principal(request).user_id)
     sender = await _own_sender(request, parsed)
@@ -622,13 +645,15 @@ async def reply(request: web.Request) -> web.Response:
         references=mime.references_for(parsed.message_id, parsed.references),
     )
     edit = _apply(edit, data, state(request).cfg.api.max_attachment_size)
-    return await _create_draft(request, edit)
+    return await _start(request, edit, send)
 
 
 @routes.post("/api/outbound/forward/{emailId}")
 @requires(WRITE)
 async def forward(request: web.Request) -> web.Response:
     data = await _read_body(request, optional=True)
+    send = _flag(data.pop("send", None), "send")
+    added = data.pop("attachments", None)
     row, parsed = await _original(request)
     raw = bytes(row["raw"])
     limit = state(request).cfg.api.max_attachment_size
@@ -663,13 +688,13 @@ async def forward(request: web.Request) -> web.Response:
         references=mime.references_for(parsed.message_id, parsed.references),
         new=carried,
     )
-    if edit.attachment_bytes() > limit:
-        raise ApiError(413, "too_large", f"the attachments to forward exceed {limit} bytes")
-    if "attachments" in data:
-        # Only the forwarded ones exist so far, and not yet as stored rows: a list replaces them.
-        edit.new = []
+    if added is not None:
+        # Attachments named in the request come in addition to the forwarded ones.
+        if not isinstance(added, list) or len(added) + len(carried) > MAX_ATTACHMENTS:
+            raise invalid(f"attachments must be a list (at most {MAX_ATTACHMENTS} with the forwarded ones)")
+        edit.new = carried + [_attachment(item, f"attachments[{i}]") for i, item in enumerate(added)]
     edit = _apply(edit, data, limit)
-    return await _create_draft(request, edit)
+    return await _start(request, edit, send)
 
 
 @routes.get("/api/outbound/{id}")

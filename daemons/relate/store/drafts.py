@@ -360,9 +360,13 @@ async def listing(
     """One page of the user's outbound emails in these statuses, most recently changed first, and the total."""
     rows = await conn.fetch(
         f"""SELECT {_ROW},
-                   (SELECT coalesce(array_agg(r.address ORDER BY r.id), '{{}}') FROM outbound_recipients r
-                     WHERE r.outbound_email_id = e.id) AS addresses,
-                   (SELECT count(*) FROM outbound_attachments a WHERE a.outbound_email_id = e.id) AS attachment_count
+                   (SELECT coalesce(jsonb_agg(jsonb_build_object('address', r.address, 'kind', r.kind,
+                                                'name', r.name, 'status', r.status) ORDER BY r.id), '[]')
+                      FROM outbound_recipients r WHERE r.outbound_email_id = e.id) AS recipients,
+                   CASE WHEN e.status = 'draft'
+                        THEN (SELECT count(*) FROM outbound_attachments a WHERE a.outbound_email_id = e.id)
+                        ELSE coalesce((SELECT m.attachment_count FROM messages m WHERE m.id = e.sent_message_id), 0)
+                   END AS attachment_count
               FROM outbound_emails e
              WHERE e.user_id = $1 AND e.status = ANY($2::text[])
              ORDER BY e.updated_at DESC, e.id DESC OFFSET $3 LIMIT $4""",
