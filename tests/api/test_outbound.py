@@ -165,6 +165,9 @@ async def test_attachment_size_cap_and_base64(api: Api) -> None:
     assert status == 422
     status, saved = await api.call("PUT", f"/api/outbound/{body['id']}", json={"subject": "still here"})
     assert [a["filename"] for a in saved["attachments"]] == ["a.txt"]
+    for bad in ({"id": [att["id"]]}, {"id": att["id"] + 1000}, {"id": True}):
+        status, error = await api.call("PUT", f"/api/outbound/{body['id']}", json={"attachments": [bad]})
+        assert (status, error["error"]) == (422, "invalid"), bad
     status, saved = await api.call("PUT", f"/api/outbound/{body['id']}", json={"attachments": []})
     assert saved["attachments"] == []
 
@@ -327,6 +330,20 @@ async def test_forward_keeps_attachments(api: Api) -> None:
     ) as resp:
         assert resp.status == 200
         assert await resp.read() == pdf
+
+
+async def test_reply_to_html_only_mail_quotes_safely(api: Api) -> None:
+    """Replying to HTML-only mail quotes its text in the text part and its sanitised HTML in a cite blockquote."""
+    raw = (
+        b"From: web@remote.example\r\nTo: alice@example.com\r\nSubject: News\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Big <b>news</b></p><script>steal()</script>\r\n"
+    )
+    (email_id,) = await api.deliver(raw, "alice@example.com")
+    status, body = await api.call("POST", f"/api/outbound/reply/{email_id}")
+    assert status == 201
+    assert "> Big news" in body["textBody"]
+    assert '<blockquote type="cite"><p>Big <b>news</b></p>' in body["htmlBody"]
+    assert "script" not in body["htmlBody"]
 
 
 async def test_reply_all_sent_at_once(api: Api) -> None:
@@ -540,11 +557,10 @@ async def test_draft_visible_over_imap_until_sent(api: Api, imap_port: int) -> N
     key, _ = await accounts.create_key(api.pool, "alice@example.com", "mail app", "imap", rounds=4)
     body = await draft(api, to=[BOB], subject="First words")
     await api.call("PUT", f"/api/outbound/{body['id']}", json={"subject": "Better words"})
-    (flags, header) = (await asyncio.to_thread(_imap_drafts, imap_port, key))[0:1][0]
+    ((flags, header),) = await asyncio.to_thread(_imap_drafts, imap_port, key)
     assert b"\\Draft" in flags
     assert b"Subject: Better words" in header
     assert b"bob@example.com" in header
-    assert len(await asyncio.to_thread(_imap_drafts, imap_port, key)) == 1
     status, _ = await api.call("POST", f"/api/outbound/{body['id']}/send")
     assert status == 201
     assert await asyncio.to_thread(_imap_drafts, imap_port, key) == []

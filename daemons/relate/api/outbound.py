@@ -264,7 +264,7 @@ def _apply(edit: Edit, data: dict[str, Any], limit: int) -> Edit:
         new: list[drafts.NewAttachment] = []
         for i, item in enumerate(items):
             if isinstance(item, dict) and set(item) == {"id"}:
-                if item["id"] not in edit.existing or isinstance(item["id"], bool):
+                if type(item["id"]) is not int or item["id"] not in edit.existing:
                     raise invalid(f"attachments[{i}]: this draft has no attachment {item['id']!r}")
                 keep.append(item["id"])
             else:
@@ -637,7 +637,10 @@ async def reply(request: web.Request) -> web.Response:
         to=to,
         cc=cc,
         subject=mime.reply_subject(parsed.subject),
-        text_body=mime.quote_text(parsed.text_body, author, parsed.date),
+        # An HTML-only original is quoted in the text part as its rendered text.
+        text_body=mime.quote_text(
+            parsed.text_body if parsed.text_body is not None else parsed.text, author, parsed.date
+        ),
         html_body=None
         if parsed.html_body is None
         else mime.quote_html(sanitize_html(parsed.html_body), author, parsed.date),
@@ -682,7 +685,7 @@ async def forward(request: web.Request) -> web.Response:
     edit = Edit(
         sender=await _own_sender(request, parsed),
         subject=mime.forward_subject(parsed.subject),
-        text_body=mime.forward_text(parsed.text_body, fields),
+        text_body=mime.forward_text(parsed.text_body if parsed.text_body is not None else parsed.text, fields),
         html_body=None if parsed.html_body is None else mime.forward_html(sanitize_html(parsed.html_body), fields),
         in_reply_to=parsed.message_id if parsed.message_id and mime.is_message_id(parsed.message_id) else None,
         references=mime.references_for(parsed.message_id, parsed.references),
