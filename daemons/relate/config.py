@@ -203,6 +203,10 @@ class PushConfig:
     vapid_public_key: str | None = None
     vapid_private_key: str | None = None
     vapid_subject: str | None = None
+    # Accept plain-http subscription endpoints (a self-hosted push relay on a
+    # LAN). Off by default: browsers' push services are all https, and an
+    # http endpoint lets a user make the API post to any host on any port.
+    allow_http_endpoints: bool = False
 
 
 @dataclass

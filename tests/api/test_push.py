@@ -43,6 +43,7 @@ def api_config(api_config: Config) -> Config:
     api_config.push.vapid_private_key = private
     api_config.push.vapid_subject = SUBJECT
     api_config.api.push_timeout = 3.0
+    api_config.push.allow_http_endpoints = True  # the test's push service is plain http on loopback
     return api_config
 
 
@@ -260,3 +261,15 @@ async def test_subscribing_needs_write_scope(api: Api) -> None:
     status, body = await subscribe(api, "https://push.example.net/r", Device(), api.alice_read)
     assert (status, body["error"]) == (403, "forbidden")
     assert (await api.call("GET", "/api/push-subscriptions", api.alice_read))[0] == 200
+
+
+async def test_http_endpoints_need_the_setting(api: Api, tmp_path: Path) -> None:
+    """By default only https subscription endpoints are accepted (no posting to arbitrary http ports)."""
+    async with another_api(api, tmp_path, push__allow_http_endpoints=False) as (_, url):
+        device = Device()
+        for endpoint, want in (("http://10.0.0.5:6379/x", 422), ("https://push.example.net/y", 201)):
+            payload = {"endpoint": endpoint, "p256dh": device.p256dh, "auth": b64url(device.auth)}
+            async with api.session.post(
+                url + "/api/push-subscriptions", json=payload, headers=api.auth(api.alice)
+            ) as resp:
+                assert resp.status == want, endpoint

@@ -167,15 +167,15 @@ def sender_of(request: web.Request) -> PushSender:
     return sender
 
 
-def _endpoint(value: Any) -> str:
+def _endpoint(value: Any, allow_http: bool) -> str:
     if not isinstance(value, str) or not value or len(value) > _MAX_ENDPOINT:
         raise invalid(f"endpoint must be a URL of at most {_MAX_ENDPOINT} characters")
     url = urlsplit(value)
-    # http is accepted as well as https. The payload is end-to-end encrypted (RFC 8291) whatever the
-    # transport, the endpoint is one the user's own browser handed out, and it only ever receives that
-    # user's notifications; refusing http would buy nothing but break self-hosted push relays on a LAN.
-    if url.scheme not in ("https", "http") or not url.hostname or url.username or url.password:
-        raise invalid("endpoint must be an http(s) URL without credentials")
+    # https only (every browser's push service is https), unless push.allow_http_endpoints says a
+    # self-hosted relay speaks http: an http endpoint would let any user make the API post to any port.
+    schemes = ("https", "http") if allow_http else ("https",)
+    if url.scheme not in schemes or not url.hostname or url.username or url.password:
+        raise invalid(f"endpoint must be an {'http(s)' if allow_http else 'https'} URL without credentials")
     return value
 
 
@@ -238,7 +238,7 @@ async def subscribe(request: web.Request) -> web.Response:
         if not isinstance(keys, dict):
             raise invalid("keys must be an object with p256dh and auth")
         data = {**keys, **{k: v for k, v in data.items() if k in ("p256dh", "auth", "endpoint")}}
-    endpoint = _endpoint(data.get("endpoint"))
+    endpoint = _endpoint(data.get("endpoint"), state(request).cfg.push.allow_http_endpoints)
     p256dh = _key(data.get("p256dh"), "p256dh", _p256)
     auth = _key(data.get("auth"), "auth", _auth_secret)
     row, new = await store.subscribe(state(request).pool, principal(request).user_id, endpoint, p256dh, auth)
