@@ -76,11 +76,15 @@ _MAX_COUNTS = 100_000
 async def listing(conn: Queryable, mailbox_id: int, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
     """One page of a mailbox, newest first, and the mailbox's message count."""
     rows = await conn.fetch(
-        f"""SELECT b.created_at AS box_created, b.uidnext AS box_uidnext, b.highestmodseq AS box_modseq, page.*
+        # The page's ids come from an index-only scan of messages_mailbox_date_idx; only those rows are read
+        # from the table (an OFFSET over full rows would read every skipped row: 0.2 s at offset 100,000).
+        f"""SELECT b.created_at AS box_created, b.uidnext AS box_uidnext, b.highestmodseq AS box_modseq, {_SUMMARY}
               FROM mailboxes b
-              LEFT JOIN LATERAL (SELECT {_SUMMARY} FROM messages m WHERE m.mailbox_id = b.id
-                                  ORDER BY m.internal_date DESC, m.id DESC OFFSET $2 LIMIT $3) page ON true
-             WHERE b.id = $1""",
+              LEFT JOIN LATERAL (SELECT p.id FROM messages p WHERE p.mailbox_id = b.id
+                                  ORDER BY p.internal_date DESC, p.id DESC OFFSET $2 LIMIT $3) page ON true
+              LEFT JOIN messages m ON m.id = page.id
+             WHERE b.id = $1
+             ORDER BY m.internal_date DESC, m.id DESC""",
         mailbox_id,
         offset,
         limit,
