@@ -15,8 +15,12 @@ Policy:
   dot-stuffing. UIDL is ``UIDVALIDITY.UID``, unique and stable for the
   message's life.
 - RETR sets ``\\Seen``, which IMAP and the API see: written in one
-  transaction per batch of pipelined RETRs, and at the latest when the
-  session ends, however it ends.
+  transaction per batch of pipelined RETRs, in the background (the next
+  commands do not wait for it, one write at a time), and at the latest when
+  the session ends, however it ends; QUIT writes it before removing anything.
+- Downloads are read ahead: the messages after the one asked for come in one
+  query (up to 4 MB or 100 messages), and while they are sent the next such
+  batch is already being fetched, on another connection.
 """
 
 from __future__ import annotations
@@ -60,13 +64,17 @@ class Message:
     uid: int
     size: int
     deleted: bool = False
+    crlf: bool = False  # stored with CRLF line ends and a final CRLF already (no wire_size)
 
 
-def to_wire(raw: bytes) -> bytes:
-    """CRLF line endings, a final CRLF, and dot-stuffing (RFC 1939 §3), ready to send before ``.``."""
+def to_wire(raw: bytes, *, crlf: bool = False) -> bytes:
+    """CRLF line endings, a final CRLF, and dot-stuffing (RFC 1939 §3), ready to send before ``.``.
+
+    ``crlf``: the caller knows ``raw`` has CRLF line ends only and ends with one.
+    """
     if not raw:
         return b""
-    data = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    data = raw if crlf else raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     if data.startswith(b"."):
@@ -97,7 +105,10 @@ class Pop3Session:
         self.retrieved = 0
         self.removed = 0
         self.seen_pending: list[int] = []
+        self._seen_task: asyncio.Task[None] | None = None
         self._prefetched: dict[int, bytes] = {}
+        # The batch being read ahead: its UIDs and the query fetching it.
+        self._ahead: tuple[frozenset[int], asyncio.Task[dict[int, bytes]]] | None = None
 
     # -- I/O -------------------------------------------------------------------
 
@@ -119,24 +130,29 @@ class Pop3Session:
 
     async def read_line(self) -> bytes | None:
         """One line without CRLF within the idle timeout (TimeoutError); None for an overlong one, swallowed."""
+        if self.reader._buffer.find(b"\n") >= 0:  # type: ignore[attr-defined]
+            return await self._read_line()  # pipelined: here already, no timer needed
         async with asyncio.timeout(self.cfg.idle_timeout):
-            try:
-                return (await self.reader.readuntil(b"\n")).rstrip(b"\r\n")
-            except asyncio.LimitOverrunError as exc:
-                await self.reader.readexactly(exc.consumed)
-                while True:
-                    try:
-                        await self.reader.readuntil(b"\n")
-                        return None
-                    except asyncio.LimitOverrunError as more:
-                        await self.reader.readexactly(more.consumed)
+            return await self._read_line()
+
+    async def _read_line(self) -> bytes | None:
+        try:
+            return (await self.reader.readuntil(b"\n")).rstrip(b"\r\n")
+        except asyncio.LimitOverrunError as exc:
+            await self.reader.readexactly(exc.consumed)
+            while True:
+                try:
+                    await self.reader.readuntil(b"\n")
+                    return None
+                except asyncio.LimitOverrunError as more:
+                    await self.reader.readexactly(more.consumed)
 
     async def run(self) -> None:
         self.send("+OK Relate Mail POP3 server ready")
         try:
             while self.state != UPDATE:
                 if not self.reader._buffer:  # type: ignore[attr-defined]  # no pipelined command waits
-                    await self.write_seen()
+                    self.start_seen()
                     await self.flush()
                 try:
                     line = await self.read_line()
@@ -156,12 +172,35 @@ class Pop3Session:
                 await self.flush()
 
     async def write_seen(self) -> None:
-        """Set \\Seen on what RETR sent since the last time, in one transaction (RETR batches are common)."""
+        """Set \\Seen on everything RETR sent, now: the background write in flight, then what is left."""
+        if self._seen_task is not None:
+            task, self._seen_task = self._seen_task, None
+            await task
         if not self.seen_pending or self.lock_conn is None:
             return
         uids, self.seen_pending = self.seen_pending, []
+        await self._store_seen(self.lock_conn, uids)
+
+    def start_seen(self) -> None:
+        """Set \\Seen on what RETR sent since the last time, in the background, one write at a time."""
+        if not self.seen_pending or self.lock_conn is None:
+            return
+        if self._seen_task is not None and not self._seen_task.done():
+            return  # the write in flight takes these along when it is done
+        self._seen_task = asyncio.create_task(self._seen_in_background())
+
+    async def _seen_in_background(self) -> None:
         try:
-            await imap_messages.store_flags(self.lock_conn, self.inbox_id, uids, "+", ["\\Seen"])
+            async with self.server.pool.acquire() as conn:
+                while self.seen_pending:
+                    uids, self.seen_pending = self.seen_pending, []
+                    await self._store_seen(conn, uids)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("pop3-seen-failed client=%s error=%s", self.client, type(exc).__name__)
+
+    async def _store_seen(self, conn: asyncpg.Connection, uids: list[int]) -> None:
+        try:
+            await imap_messages.store_flags(conn, self.inbox_id, uids, "+", ["\\Seen"])
         except (asyncpg.PostgresError, MailboxGone) as exc:
             log.warning("pop3-seen-failed client=%s error=%s", self.client, type(exc).__name__)
 
@@ -222,7 +261,8 @@ class Pop3Session:
                 raise PopError("Maildrop is in use by another session", "IN-USE")
             box = await mailboxes.by_id(conn, inbox)
             rows = await conn.fetch(
-                "SELECT uid, coalesce(wire_size, size) AS size FROM messages WHERE mailbox_id = $1 ORDER BY uid",
+                """SELECT uid, coalesce(wire_size, size) AS size, wire_size IS NULL AS crlf
+                     FROM messages WHERE mailbox_id = $1 ORDER BY uid""",
                 inbox,
             )
         except BaseException:
@@ -232,12 +272,17 @@ class Pop3Session:
         self.lock_conn = conn
         self.inbox_id = inbox
         self.uidvalidity = box["uidvalidity"]
-        self.drop = [Message(r["uid"], r["size"]) for r in rows]
+        self.drop = [Message(r["uid"], r["size"], crlf=r["crlf"]) for r in rows]
         self.principal = principal
         self.state = TRANSACTION
 
     async def release(self) -> None:
         """Drop the maildrop lock (closing its connection releases it)."""
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+            with contextlib.suppress(BaseException):
+                await self._ahead[1]
+            self._ahead = None
         with contextlib.suppress(OSError, asyncpg.PostgresError):
             await self.write_seen()
         if self.lock_conn is not None:
@@ -254,25 +299,59 @@ class Pop3Session:
         )
 
     async def raw(self, number: int, msg: Message) -> bytes:
-        """The message's bytes. Clients fetch in order, so the next ones (up to 4 MB) come in the same query."""
+        """The message's bytes. Clients fetch in order, so the next ones come in the same query, read ahead."""
         data = self._prefetched.pop(msg.uid, None)
         if data is not None:
             return data
-        batch, total = [msg.uid], msg.size
-        for following in self.drop[number:]:
-            if following.deleted:
-                continue
-            if total + following.size > _PREFETCH_BYTES or len(batch) >= _PREFETCH_COUNT:
-                break
-            batch.append(following.uid)
-            total += following.size
-        assert self.lock_conn is not None
-        rows = await imap_messages.fetch(self.lock_conn, self.inbox_id, batch, with_raw=True, columns=frozenset())
-        self._prefetched = {r["uid"]: bytes(r["raw"]) for r in rows}
+        if self._ahead is not None and msg.uid in self._ahead[0]:
+            task = self._ahead[1]
+            self._ahead = None
+            self._prefetched = await task
+        if msg.uid not in self._prefetched:  # not read ahead, or the read-ahead failed
+            assert self.lock_conn is not None
+            self._prefetched = await _fetch_raw(self.lock_conn, self.inbox_id, self._batch(number - 1))
+        self._read_ahead(number)
         data = self._prefetched.pop(msg.uid, None)
         if data is None:
             raise PopError("Message is gone", "SYS/TEMP")
         return data
+
+    def _batch(self, start: int) -> list[int]:
+        """UIDs of the undeleted messages from index ``start`` on, up to one batch's bytes and count."""
+        batch: list[int] = []
+        total = 0
+        for following in self.drop[start:]:
+            if following.deleted:
+                continue
+            if batch and (total + following.size > _PREFETCH_BYTES or len(batch) >= _PREFETCH_COUNT):
+                break
+            batch.append(following.uid)
+            total += following.size
+        return batch
+
+    def _read_ahead(self, number: int) -> None:
+        """Start fetching the batch after the one just fetched (message ``number`` was its first)."""
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+            self._ahead = None
+        start = number
+        while start < len(self.drop) and self.drop[start].uid in self._prefetched:
+            start += 1
+        batch = self._batch(start)
+        if batch:
+            self._ahead = (frozenset(batch), asyncio.create_task(self._fetch_ahead(batch)))
+
+    async def _fetch_ahead(self, batch: list[int]) -> dict[int, bytes]:
+        try:
+            async with self.server.pool.acquire() as conn:
+                return await _fetch_raw(conn, self.inbox_id, batch)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return {}  # each message is then fetched again when asked for
+
+
+async def _fetch_raw(conn: asyncpg.Connection, inbox_id: int, batch: list[int]) -> dict[int, bytes]:
+    rows = await imap_messages.fetch(conn, inbox_id, batch, with_raw=True, columns=frozenset())
+    return {r["uid"]: bytes(r["raw"]) for r in rows}
 
 
 # -- commands -----------------------------------------------------------------------
@@ -418,10 +497,8 @@ async def retr(session: Pop3Session, args: list[str]) -> None:
     if len(args) != 1:
         raise PopError("RETR takes a message number")
     number, msg = session.message(args[0])
-    data = to_wire(await session.raw(number, msg))
-    session.send(f"+OK {msg.size} octets")
-    session.writer.write(data)
-    session.send(".")
+    data = to_wire(await session.raw(number, msg), crlf=msg.crlf)
+    session.writer.writelines((b"+OK %d octets\r\n" % msg.size, data, b".\r\n"))
     session.retrieved += 1
     session.seen_pending.append(msg.uid)
 
@@ -431,7 +508,7 @@ async def top(session: Pop3Session, args: list[str]) -> None:
     if len(args) != 2 or not (args[1].isascii() and args[1].isdigit()):
         raise PopError("TOP takes a message number and a line count")
     number, msg = session.message(args[0])
-    wire = to_wire(await session.raw(number, msg))
+    wire = to_wire(await session.raw(number, msg), crlf=msg.crlf)
     # The headers, the blank line, then at most n lines of the body (RFC 1939 §7).
     cut = -2 if wire.startswith(b"\r\n") else wire.find(b"\r\n\r\n")
     head, body = (wire, b"") if cut == -1 else (wire[: cut + 4], wire[cut + 4 :])

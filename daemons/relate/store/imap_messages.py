@@ -174,9 +174,12 @@ async def _record_expunges(conn: Queryable, mailbox_id: int, user_id: int, modse
     if not rows:
         return
     await _commit_modseq(conn, mailbox_id, modseq)
-    await conn.executemany(
-        "INSERT INTO mailbox_expunges (mailbox_id, uid, modseq) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        [(mailbox_id, r["uid"], modseq) for r in rows],
+    await conn.execute(
+        """INSERT INTO mailbox_expunges (mailbox_id, uid, modseq)
+           SELECT $1, uid, $3 FROM unnest($2::bigint[]) AS uid ON CONFLICT DO NOTHING""",
+        mailbox_id,
+        [r["uid"] for r in rows],
+        modseq,
     )
     await mailboxes.drop_orphan_blobs(conn, list({bytes(r["blob_hash"]) for r in rows}))
     # The API's hub tells apps which messages went, by id; NOTIFY payloads are capped at 8000 bytes,
