@@ -51,6 +51,8 @@ AUTHORIZATION, TRANSACTION, UPDATE = "authorization", "transaction", "update"
 _LOCK_CLASS = 0x504F5033  # "POP3": first key of the maildrop advisory lock
 _PREFETCH_BYTES = 4 * 1024 * 1024
 _PREFETCH_COUNT = 100
+# Queued answers are handed to the socket once they reach this size, or when no command is waiting.
+_OUT_BYTES = 256 * 1024
 
 
 class PopError(Exception):
@@ -105,6 +107,8 @@ class Pop3Session:
         self.retrieved = 0
         self.removed = 0
         self.seen_pending: list[int] = []
+        self._out: list[bytes] = []
+        self._out_size = 0
         self._seen_task: asyncio.Task[None] | None = None
         self._prefetched: dict[int, bytes] = {}
         # The batch being read ahead: its UIDs and the query fetching it.
@@ -113,14 +117,29 @@ class Pop3Session:
     # -- I/O -------------------------------------------------------------------
 
     def send(self, line: str | bytes) -> None:
-        self.writer.write((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        self.out((line.encode() if isinstance(line, str) else line) + b"\r\n")
+
+    def out(self, *data: bytes) -> None:
+        """Queue bytes for the client: the answers to a burst of pipelined commands go out in one write."""
+        self._out.extend(data)
+        self._out_size += sum(map(len, data))
+        if self._out_size >= _OUT_BYTES:
+            self._push()
+
+    def _push(self) -> None:
+        if self._out:
+            self.writer.write(b"".join(self._out))
+            self._out.clear()
+            self._out_size = 0
 
     def goodbye(self) -> None:
         self.send("-ERR [SYS/TEMP] Server shutting down")
+        self._push()
         self.writer.close()
 
     async def flush(self) -> None:
         """Send what is buffered; a client that stops reading for the idle timeout is cut off."""
+        self._push()
         try:
             async with asyncio.timeout(self.cfg.idle_timeout):
                 await self.writer.drain()
@@ -498,7 +517,7 @@ async def retr(session: Pop3Session, args: list[str]) -> None:
         raise PopError("RETR takes a message number")
     number, msg = session.message(args[0])
     data = to_wire(await session.raw(number, msg), crlf=msg.crlf)
-    session.writer.writelines((b"+OK %d octets\r\n" % msg.size, data, b".\r\n"))
+    session.out(b"+OK %d octets\r\n" % msg.size, data, b".\r\n")
     session.retrieved += 1
     session.seen_pending.append(msg.uid)
 
@@ -514,7 +533,7 @@ async def top(session: Pop3Session, args: list[str]) -> None:
     head, body = (wire, b"") if cut == -1 else (wire[: cut + 4], wire[cut + 4 :])
     body_lines = body.split(b"\r\n")[:-1]
     session.send("+OK Top of message follows")
-    session.writer.write(head + b"".join(line + b"\r\n" for line in body_lines[: int(args[1])]))
+    session.out(head + b"".join(line + b"\r\n" for line in body_lines[: int(args[1])]))
     session.send(".")
 
 
