@@ -36,7 +36,7 @@ from relate.imap.parser import (
     Store,
     UidExpunge,
 )
-from relate.imap.responses import astring, flag_list
+from relate.imap.responses import astring, envelope, flag_list
 from relate.imap.session import AUTHENTICATED, LOGOUT, NOT_AUTHENTICATED, SELECTED, ImapSession, Selected
 from relate.store import imap_messages, mailboxes, messages
 
@@ -562,17 +562,44 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
         atts = cmd.atts
     with_raw = fetching.needs_raw(atts)
     batch = 200 if with_raw else 2000
+    columns = fetching.columns(atts)
+    # ENVELOPE comes from the daemon's cache; only the envelopes it lacks are read (and decoded).
+    cache = session.server.envelopes if "envelope" in columns else None
+    utf8 = session.utf8
     for start in range(0, len(uids), batch):
         async with pool.acquire() as conn:
             rows = await imap_messages.fetch(
-                conn, sel.mailbox_id, uids[start : start + batch], with_raw=with_raw, columns=fetching.columns(atts)
+                conn,
+                sel.mailbox_id,
+                uids[start : start + batch],
+                with_raw=with_raw,
+                columns=columns - {"envelope"} if cache is not None else columns,
             )
+            envs: dict[int, bytes] = {}
+            if cache is not None:
+                missing = []
+                for row in rows:
+                    found = cache.get(row["id"], utf8)
+                    if found is None:
+                        missing.append(row["uid"])
+                    else:
+                        envs[row["id"]] = found
+                if missing:
+                    for extra in await imap_messages.fetch(
+                        conn, sel.mailbox_id, missing, with_raw=False, columns=frozenset({"envelope"})
+                    ):
+                        wire = envelope(extra["envelope"], utf8=utf8)
+                        cache.put(extra["id"], utf8, wire)
+                        envs[extra["id"]] = wire
         for row in rows:
             msn = sel.msn(row["uid"])
             if msn is None:
                 continue
             raw = bytes(row["raw"]) if with_raw else None
-            session.send(b"* %d FETCH " % msn + fetching.render(row, raw, atts, utf8=session.utf8))
+            env = envs.get(row["id"]) if cache is not None else None
+            if cache is not None and env is None:
+                continue  # removed between the two reads
+            session.send(b"* %d FETCH " % msn + fetching.render(row, raw, atts, utf8=utf8, env=env))
         await session.flush()
     await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}FETCH completed")

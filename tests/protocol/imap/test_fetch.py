@@ -394,3 +394,18 @@ async def test_fetch_with_imaplib(imap: Imap) -> None:
         return item[1]
 
     assert await imap.imaplib(script) == MULTI
+
+
+async def test_repeated_envelope_fetch_is_identical_and_flags_stay_current(imap: Imap) -> None:
+    """A second FETCH (FLAGS ENVELOPE) sends the same envelopes byte for byte, with the flags as they are now."""
+    client = await _selected(imap, MULTI)
+    await imap.deliver(make_message(subject="second"))
+    await client.ok("NOOP")
+    first = (await client.ok("FETCH 1:* (FLAGS ENVELOPE)")).untagged
+    await client.ok("STORE 2 +FLAGS (\\Flagged)")
+    again = (await client.ok("FETCH 1:* (FLAGS ENVELOPE)")).untagged
+    assert len(first) == len(again) == 2
+    assert again[0] == first[0]
+    assert again[1] == first[1].replace(b"FLAGS ()", b"FLAGS (\\Flagged)")
+    assert b"ENVELOPE (" in again[1]
+    assert b'"second"' in again[1]
