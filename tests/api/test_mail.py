@@ -176,15 +176,16 @@ async def _indexed(api: Api) -> None:
 
 
 async def test_search_full_text_and_filters(api: Api) -> None:
-    """Search finds words in bodies and subjects, best match first, and filters by read state."""
+    """Search finds words in bodies and subjects, newest first, and filters by read state."""
     await api.deliver(message("Quarterly report", "The numbers for the quarter.\r\n"), "alice@example.com")
     await api.deliver(message("Lunch", "Shall we meet for lunch?\r\n"), "alice@example.com")
     await api.deliver(message("Other", "quarterly mention in the body only\r\n"), "alice@example.com")
     await _indexed(api)
     status, body = await api.call("GET", "/api/emails/search?q=quarterly")
     assert status == 200
-    assert [e["subject"] for e in body["items"]] == ["Quarterly report", "Other"]
+    assert [e["subject"] for e in body["items"]] == ["Other", "Quarterly report"]
     assert body["total"] == 2
+    assert body["totalExact"] is True
     status, body = await api.call("GET", "/api/emails/search?q=lunch")
     assert [e["subject"] for e in body["items"]] == ["Lunch"]
     lunch_id = body["items"][0]["id"]
@@ -266,3 +267,25 @@ async def test_open_connections_counts_clients(api: Api) -> None:
     """The server reports its open HTTP connections (the heartbeat and systemd STATUS= show it)."""
     await api.call("GET", "/api/mailboxes")  # the session keeps this connection alive
     assert api.server.open_connections() >= 1
+
+
+async def test_search_spans_folders_newest_first_and_caps_paging(api: Api) -> None:
+    """Account-wide search merges every folder newest first; pages past the 1000th match are refused."""
+    (first,) = await api.deliver(message("Alpha one", "needle here\r\n"), "alice@example.com")
+    await api.deliver(message("Alpha two", "no match\r\n"), "alice@example.com")
+    _, boxes = await api.call("GET", "/api/mailboxes")
+    archive = next(b for b in boxes["items"] if b["specialUse"] == "\\Archive")
+    await api.call("PATCH", f"/api/emails/{first}", json={"mailbox": archive["id"]})
+    await api.deliver(message("Alpha three", "another needle\r\n"), "alice@example.com")
+    await _indexed(api)
+    status, body = await api.call("GET", "/api/emails/search?q=needle")
+    assert status == 200
+    assert [(e["subject"], e["mailboxId"] == archive["id"]) for e in body["items"]] == [
+        ("Alpha three", False),
+        ("Alpha one", True),
+    ]
+    status, body = await api.call("GET", f"/api/emails/search?q=needle&mailbox={archive['id']}")
+    assert [e["subject"] for e in body["items"]] == ["Alpha one"]
+    status, body = await api.call("GET", "/api/emails/search?q=needle&page=11&pageSize=100")
+    assert status == 400
+    assert "1000" in body["message"]

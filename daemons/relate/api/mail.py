@@ -129,7 +129,9 @@ async def search_emails(request: web.Request) -> web.Response:
     mailbox = request.query.get("mailbox")
     box_id = (await _mailbox_ref(request, mailbox))["id"] if mailbox else None
     page, size = paging(request)
-    rows, total = await store.search(
+    if page * size > store.SEARCH_CAP:
+        raise bad_request(f"search answers the first {store.SEARCH_CAP} matches; narrow the search")
+    rows, total, exact = await store.search(
         state(request).pool,
         principal(request).user_id,
         query=q or None,
@@ -143,7 +145,9 @@ async def search_emails(request: web.Request) -> web.Response:
         offset=(page - 1) * size,
         limit=size,
     )
-    return web.json_response(page_of([summary(r) for r in rows], page, size, total))
+    body = page_of([summary(r) for r in rows], page, size, total)
+    body["totalExact"] = exact  # false: at least `total` matches
+    return web.json_response(body)
 
 
 def sanitize_html(html: str) -> str:
