@@ -82,28 +82,36 @@ def op(
     scope: str | None = None,
     params: list[dict[str, Any]] | None = None,
     body: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None,
+    body_required: bool = True,
+    errors: dict[str, str | dict[str, Any]] | None = None,
     status: str = "200",
+    more: dict[str, dict[str, Any]] | None = None,
     description: str | None = None,
     key_management: bool = False,
 ) -> dict[str, Any]:
-    """One operation; ``scope`` None means a public route."""
-    operation: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": {status: ok}}
+    """One operation; ``scope`` None means a public route; ``more``: other successful answers.
+
+    ``errors`` maps a status to a description (the answer is an Error) or to a whole response.
+    """
+    operation: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": {status: ok, **(more or {})}}
     if description:
         operation["description"] = description
     if params:
         operation["parameters"] = params
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": json_content(body)}
+        operation["requestBody"] = {"required": body_required, "content": json_content(body)}
     if scope is None:
         operation["security"] = []
     else:
         operation["security"] = [{"bearer": [scope]}]
-        operation["responses"] |= _AUTH_ERRORS
+        # The internal key is checked on its own: no user scopes (403) and no per-key limits (429).
+        operation["responses"] |= {"401": _AUTH_ERRORS["401"]} if scope == "internal" else _AUTH_ERRORS
+        # Authenticating reads the database (then cached): any authenticated route may find it down.
+        operation["responses"]["503"] = {"$ref": "#/components/responses/Unavailable"}
         if key_management:
             operation["x-rate-limit"] = "key management: api.key_calls_per_minute (10)"
     for code, text in (errors or {}).items():
-        operation["responses"][code] = error(text)
+        operation["responses"][code] = error(text) if isinstance(text, str) else text
     operation["responses"].setdefault("500", {"$ref": "#/components/responses/Internal"})
     return operation
 
@@ -134,10 +142,58 @@ REPLY_TO_ID = path_param("emailId", "the received email answered or forwarded")
 SERVER = obj(["port", "security"], port=INTEGER, security={"type": "string", "enum": ["tls", "starttls"]})
 SERVERS = array(SERVER, description="preferred first; empty when the protocol is off")
 
+_POSITIVE = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+_OUTBOUND_STATUS = {
+    "type": "string",
+    "enum": ["draft", "queued", "sending", "sent", "partial_failure", "failed", "held"],
+    "description": "held: stopped by the administrator (relatectl queue hold)",
+}
+_RECIPIENT_KIND = {"type": "string", "enum": ["to", "cc", "bcc"]}
+_RECIPIENT_STATUS = {
+    "type": ["string", "null"],
+    "enum": ["pending", "sending", "sent", "deferred", "failed", None],
+    "description": "null while the email is a draft",
+}
+# The fields a draft is written with (create, save, send at once; reply and forward bodies too).
+_DRAFT_FIELDS: dict[str, Any] = {
+    "from": {
+        **ref("AddressInput"),
+        "description": "one of the user's addresses (primary or alias); default: the primary, with the display name",
+    },
+    "to": array(ref("AddressInput"), maxItems=100),
+    "cc": array(ref("AddressInput"), maxItems=100),
+    "bcc": array(ref("AddressInput"), maxItems=100, description="in the Sent copy, never in what recipients get"),
+    "subject": nullable("string", maxLength=998, description="one line"),
+    "textBody": nullable("string"),
+    "htmlBody": nullable("string"),
+    "inReplyTo": nullable("string", description="a message id, <id@host>"),
+    "references": array(STRING, maxItems=100, description="message ids, <id@host>"),
+    "attachments": array(
+        {"oneOf": [ref("NewAttachment"), ref("KeptAttachment")]},
+        maxItems=100,
+        description="new ones with content; in a PUT, {id} keeps one the draft has (those not listed are dropped)",
+    ),
+}
+
+
+def _event(kind: str, data: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        **obj(["type", "data"], type={"const": kind}, data=data),
+        "additionalProperties": False,
+        "description": description,
+    }
+
+
 SCHEMAS: dict[str, Any] = {
     "Error": obj(
         ["error", "message"],
-        error={"type": "string", "description": "a stable code: bad_request, unauthorized, forbidden, not_found, ..."},
+        error={
+            "type": "string",
+            "description": (
+                "a stable code: bad_request, unauthorized, forbidden, not_found, conflict, too_large, "
+                "unsupported_media_type, invalid, rate_limited, push_not_configured, unavailable, internal"
+            ),
+        },
         message={"type": "string", "description": "for people; may change"},
     ),
     "Page": obj(
@@ -287,113 +343,271 @@ SCHEMAS: dict[str, Any] = {
         version=STRING,
         queue=obj(None, depth=INTEGER, queued=INTEGER, sending=INTEGER, held=INTEGER),
     ),
-    # Outbound mail (drafts, the queue, sent mail).
-    "Recipient": {
-        "oneOf": [EMAIL, obj(["email"], email=EMAIL, name=nullable("string"))],
-        "description": "an address, or a name and an address",
+    # Outbound mail (outbound.py): drafts, the queue, sent mail.
+    "AddressInput": {
+        "description": 'an address, "Name <address>", or a name and an address',
+        "oneOf": [
+            {"type": "string", "maxLength": 600, "examples": ["bob@example.com", "Bob <bob@example.com>"]},
+            {
+                **obj(["email"], email={"type": "string", "maxLength": 320}, name=nullable("string", maxLength=200)),
+                "additionalProperties": False,
+            },
+        ],
+    },
+    "NamedAddress": obj(["email", "name"], email=STRING, name=nullable("string")),
+    "NewAttachment": {
+        **obj(
+            ["filename", "content"],
+            filename={"type": "string", "minLength": 1, "maxLength": 255},
+            contentType={
+                "type": "string",
+                "default": "application/octet-stream",
+                "description": "a MIME type such as application/pdf; not multipart",
+            },
+            content={"type": "string", "contentEncoding": "base64", "description": "the file, base64"},
+            contentId={"type": "string", "description": "for inline images referenced as cid: in htmlBody"},
+            inline={"type": "boolean", "default": False},
+        ),
+        "additionalProperties": False,
+    },
+    "KeptAttachment": {
+        **obj(["id"], id={"type": "integer", "description": "an attachment the draft already has"}),
+        "additionalProperties": False,
+    },
+    "DraftRequest": {
+        **obj(None, **_DRAFT_FIELDS),
+        "additionalProperties": False,
+        "description": (
+            "Every field is optional. A PUT replaces the fields it names and keeps the others; its attachments "
+            "list what the draft keeps ({id}) and adds (content), and a draft's attachments together may hold "
+            "api.max_attachment_size decoded bytes (25 MiB by default). Addresses are checked when saved; "
+            "sending also needs 1 to 100 recipients (to, cc and bcc together), each local one existing."
+        ),
+    },
+    "ReplyRequest": {
+        **obj(
+            None,
+            **_DRAFT_FIELDS
+            | {"attachments": array(ref("NewAttachment"), maxItems=100, description="new ones, with content")},
+            replyAll={"type": "boolean", "default": False, "description": "to every recipient of the original too"},
+            send={"type": "boolean", "default": False, "description": "send at once instead of saving a draft"},
+        ),
+        "additionalProperties": False,
+        "description": "optional: fields given replace what the reply starts with (Re: subject, quoted original)",
+    },
+    "ForwardRequest": {
+        **obj(
+            None,
+            **_DRAFT_FIELDS
+            | {"attachments": array(ref("NewAttachment"), maxItems=100, description="added to the forwarded ones")},
+            send={"type": "boolean", "default": False, "description": "send at once instead of saving a draft"},
+        ),
+        "additionalProperties": False,
+        "description": "optional: fields given replace what the forward starts with (Fwd: subject, the original)",
     },
     "OutboundAttachment": obj(
-        ["filename", "content"],
-        filename=STRING,
-        contentType=STRING,
-        content={"type": "string", "contentEncoding": "base64", "description": "the file, base64"},
-        size={"type": "integer", "readOnly": True},
-    ),
-    "Draft": obj(
-        None,
-        **{"from": {"type": "string", "description": "one of the user's addresses (default: the primary)"}},
-        to=array(ref("Recipient")),
-        cc=array(ref("Recipient")),
-        bcc=array(ref("Recipient")),
-        subject=nullable("string"),
-        textBody=nullable("string"),
-        htmlBody=nullable("string"),
-        attachments=array(
-            ref("OutboundAttachment"), description="decoded sizes together at most api.max_attachment_size"
-        ),
-        inReplyTo=nullable("string"),
-        references=array(STRING),
+        ["id", "filename", "contentType", "size", "contentId", "inline"],
+        id=nullable("integer", description="a draft's: give {id} in a PUT's attachments to keep it; null once sent"),
+        filename=nullable("string", description="null only once sent, for an attachment of the Sent copy without one"),
+        contentType=nullable("string"),
+        size=nullable("integer", description="bytes, decoded"),
+        contentId=nullable("string"),
+        inline=BOOLEAN,
     ),
     "RecipientStatus": obj(
-        ["address", "kind", "status"],
+        [
+            "address",
+            "kind",
+            "name",
+            "status",
+            "attempts",
+            "statusCode",
+            "lastError",
+            "remoteReply",
+            "remoteMta",
+            "nextAttemptAt",
+            "updatedAt",
+        ],
         address=STRING,
-        kind={"type": "string", "enum": ["to", "cc", "bcc"]},
-        status={"type": "string", "enum": ["pending", "sending", "sent", "deferred", "failed"]},
-        attempts=INTEGER,
+        kind=_RECIPIENT_KIND,
+        name=nullable("string"),
+        status=_RECIPIENT_STATUS,
+        attempts={"type": "integer", "description": "delivery attempts so far"},
+        statusCode=nullable("string", description="the enhanced status code of the last outcome, e.g. 5.1.1"),
         lastError=nullable("string"),
-        remoteReply=nullable("string"),
+        remoteReply=nullable("string", description="what the receiving server last said"),
+        remoteMta=nullable("string", description="the host that answered"),
+        nextAttemptAt=nullable("string", format="date-time"),
+        updatedAt=DATETIME,
     ),
-    "Outbound": {
-        "allOf": [
-            ref("Draft"),
-            obj(
-                ["id", "status"],
-                id=INTEGER,
-                status={
-                    "type": "string",
-                    "enum": ["draft", "queued", "sending", "sent", "partial_failure", "failed", "held"],
-                },
-                messageId=nullable("string"),
-                recipients=array(ref("RecipientStatus")),
-                retryCount=INTEGER,
-                nextRetryAt=nullable("string", format="date-time"),
-                lastError=nullable("string"),
-                createdAt=DATETIME,
-                updatedAt=DATETIME,
-                queuedAt=nullable("string", format="date-time"),
-                sentAt=nullable("string", format="date-time"),
-            ),
-        ]
-    },
-    "ReplyRequest": obj(
-        None,
-        replyAll={"type": "boolean", "description": "reply: to every recipient of the original too"},
-        to=array(ref("Recipient"), description="forward: the recipients"),
-        cc=array(ref("Recipient")),
-        bcc=array(ref("Recipient")),
+    "Outbound": obj(
+        [
+            "id",
+            "status",
+            "from",
+            "to",
+            "cc",
+            "bcc",
+            "recipients",
+            "subject",
+            "textBody",
+            "htmlBody",
+            "messageId",
+            "inReplyTo",
+            "references",
+            "attachments",
+            "createdAt",
+            "updatedAt",
+            "queuedAt",
+            "sentAt",
+            "nextRetryAt",
+            "retryCount",
+            "lastError",
+            "draftEmailId",
+            "sentEmailId",
+        ],
+        id=INTEGER,
+        status=_OUTBOUND_STATUS,
+        **{"from": ref("NamedAddress")},
+        to=array(ref("NamedAddress")),
+        cc=array(ref("NamedAddress")),
+        bcc=array(ref("NamedAddress")),
+        recipients=array(ref("RecipientStatus"), description="to, cc and bcc in one list, with delivery state"),
+        subject=nullable("string"),
         textBody=nullable("string"),
         htmlBody=nullable("string"),
-        attachments=array(ref("OutboundAttachment")),
-        send={"type": "boolean", "description": "queue at once instead of saving a draft"},
+        messageId=nullable("string", description="set when sent"),
+        inReplyTo=nullable("string"),
+        references=array(STRING),
+        attachments=array(ref("OutboundAttachment"), description="without their content"),
+        createdAt=DATETIME,
+        updatedAt=DATETIME,
+        queuedAt=nullable("string", format="date-time"),
+        sentAt=nullable("string", format="date-time"),
+        nextRetryAt=nullable("string", format="date-time"),
+        retryCount=INTEGER,
+        lastError=nullable("string"),
+        draftEmailId=nullable("integer", description="its copy in the Drafts folder, while a draft"),
+        sentEmailId=nullable("integer", description="its copy in the Sent folder, once sent through the API"),
     ),
-    # Real time.
+    "OutboundListItem": obj(
+        [
+            "id",
+            "status",
+            "from",
+            "recipients",
+            "subject",
+            "attachmentCount",
+            "createdAt",
+            "updatedAt",
+            "queuedAt",
+            "sentAt",
+            "lastError",
+        ],
+        id=INTEGER,
+        status=_OUTBOUND_STATUS,
+        **{"from": ref("NamedAddress")},
+        recipients=array(
+            obj(
+                ["address", "kind", "name", "status"],
+                address=STRING,
+                kind=_RECIPIENT_KIND,
+                name=nullable("string"),
+                status=_RECIPIENT_STATUS,
+            )
+        ),
+        subject=nullable("string"),
+        attachmentCount=INTEGER,
+        createdAt=DATETIME,
+        updatedAt=DATETIME,
+        queuedAt=nullable("string", format="date-time"),
+        sentAt=nullable("string", format="date-time"),
+        lastError=nullable("string"),
+    ),
+    "OutboundDeleted": obj(["deleted", "id"], deleted={"const": True}, id=INTEGER),
+    # Real time (hub.py, push.py).
     "InternalNotification": obj(
         ["mailboxId", "emailId"],
-        mailboxId=INTEGER,
-        emailId=INTEGER,
-        **{"from": nullable("string")},
-        subject=nullable("string"),
+        mailboxId=_POSITIVE,
+        emailId=_POSITIVE,
+        **{"from": nullable("string", description="the sender, for the push message (default: the stored one)")},
+        subject=nullable("string", description="for the push message (default: the stored one)"),
     ),
-    "HubEvent": obj(
-        ["type", "data"],
-        type={
-            "type": "string",
-            "enum": ["NewEmail", "EmailUpdated", "EmailDeleted", "UnreadCountChanged", "DeliveryStatusChanged"],
-        },
-        data={"type": "object", "description": "NewEmail: an EmailSummary; the others: ids and counts"},
-    ),
-    "VapidPublicKey": obj(["publicKey"], publicKey={"type": "string", "description": "base64url, raw P-256"}),
-    "PushSubscriptionRequest": {
-        "description": "what the browser's PushSubscription.toJSON() gives, or its three fields flat",
-        "anyOf": [
-            obj(
-                ["endpoint", "keys"],
-                endpoint={"type": "string", "format": "uri"},
-                expirationTime=nullable("number"),
-                keys=obj(["p256dh", "auth"], p256dh=STRING, auth=STRING),
+    "HubEvent": {
+        "description": "one text frame of /hubs/email",
+        "oneOf": [
+            _event("NewEmail", ref("EmailSummary"), "a message arrived in (or was copied or moved to) a folder"),
+            _event(
+                "EmailUpdated",
+                obj(
+                    ["id", "mailboxId", "flags", "isRead"],
+                    id=INTEGER,
+                    mailboxId=INTEGER,
+                    flags=array(STRING),
+                    isRead=BOOLEAN,
+                ),
+                "a message's flags changed",
             ),
-            obj(
-                ["endpoint", "p256dh", "auth"], endpoint={"type": "string", "format": "uri"}, p256dh=STRING, auth=STRING
+            _event(
+                "EmailDeleted",
+                obj(["ids", "mailboxId"], ids=array(INTEGER), mailboxId=INTEGER),
+                "messages left a folder (expunged, or moved away)",
+            ),
+            _event(
+                "UnreadCountChanged",
+                obj(["mailboxId", "unread"], mailboxId=INTEGER, unread=INTEGER),
+                "a folder's unread count, after changes to it",
+            ),
+            _event(
+                "DeliveryStatusChanged",
+                obj(
+                    ["id", "status"],
+                    id={"type": "integer", "description": "the outbound email"},
+                    status=_OUTBOUND_STATUS,
+                ),
+                "an outbound email's status changed",
+            ),
+            _event(
+                "Resync",
+                obj(
+                    ["reason"],
+                    reason={"type": "string", "enum": ["reconnected", "bulk", "mailboxes", "lagging"]},
+                    mailboxId={"type": "integer", "description": "present when one folder is meant"},
+                ),
+                "refetch: too much changed to list (bulk), folders were deleted or renamed (mailboxes), "
+                "or events may have been missed (reconnected, lagging)",
             ),
         ],
     },
+    "VapidPublicKey": obj(
+        ["publicKey"], publicKey={"type": "string", "description": "base64url, an uncompressed P-256 point"}
+    ),
+    "PushSubscriptionRequest": {
+        **obj(
+            ["endpoint"],
+            endpoint={
+                "type": "string",
+                "format": "uri",
+                "maxLength": 2048,
+                "description": "https (http only with push.allow_http_endpoints), without credentials",
+            },
+            p256dh={"type": "string", "description": "base64url, the browser's uncompressed P-256 public key"},
+            auth={"type": "string", "description": "base64url, the 16-byte authentication secret"},
+            keys=obj(["p256dh", "auth"], p256dh=STRING, auth=STRING),
+            expirationTime={"type": ["number", "null"], "description": "accepted and ignored"},
+        ),
+        "additionalProperties": False,
+        "anyOf": [{"required": ["p256dh", "auth"]}, {"required": ["keys"]}],
+        "description": "what the browser's PushSubscription.toJSON() gives, or its three fields flat",
+    },
     "PushSubscription": obj(
-        ["id", "endpoint"],
+        ["id", "endpoint", "createdAt", "lastUsedAt"],
         id=INTEGER,
         endpoint={"type": "string", "format": "uri"},
         createdAt=DATETIME,
-        lastUsedAt=nullable("string", format="date-time"),
+        lastUsedAt=nullable("string", format="date-time", description="the last successful push"),
     ),
+    "PushDeleted": obj(["deleted", "id"], deleted={"const": True}, id=INTEGER),
 }
 
 RESPONSES = {
@@ -405,6 +619,7 @@ RESPONSES = {
         "content": json_content(ref("Error")),
     },
     "Internal": error("an unexpected error (logged on the server)"),
+    "Unavailable": error("the database is unavailable; try again later"),
 }
 
 PARAMETERS = {
@@ -429,7 +644,12 @@ PARAMETERS = {
 MAIL, OUTBOUND, KEYS, REALTIME, META = "mail", "outbound", "keys", "real time", "server"
 R, W, INTERNAL = "api:read", "api:write", "internal"
 
-_outbound_list = returns("one page, newest first", page_of("Outbound"))
+_outbound_list = returns("one page, most recently changed first", page_of("OutboundListItem"))
+_JSON_ERRORS: dict[str, str | dict[str, Any]] = {
+    "400": "the body is not a JSON object",
+    "415": "the body is not application/json",
+}
+_TOO_LARGE = "attachments over api.max_attachment_size, or the request over api.max_body_size (too_large)"
 
 PATHS: dict[str, dict[str, Any]] = {
     # Folders and mail (mail.py).
@@ -528,16 +748,21 @@ PATHS: dict[str, dict[str, Any]] = {
             errors={"404": "no such email or attachment"},
         )
     },
-    # Outbound mail.
+    # Outbound mail (outbound.py).
     "/api/outbound": {
         "post": op(
-            "Create a draft",
+            "Create a draft (kept server-side, and composed in the Drafts folder)",
             OUTBOUND,
             returns("the draft", ref("Outbound")),
             status="201",
             scope=W,
-            body=ref("Draft"),
-            errors={"400": "not JSON", "413": "attachments too large", "422": "a bad field"},
+            body=ref("DraftRequest"),
+            body_required=False,
+            errors={
+                **_JSON_ERRORS,
+                "413": _TOO_LARGE,
+                "422": "a bad field, or from is not one of the user's addresses",
+            },
         )
     },
     "/api/outbound/{id}": {
@@ -547,78 +772,85 @@ PATHS: dict[str, dict[str, Any]] = {
             returns("the outbound email", ref("Outbound")),
             scope=R,
             params=[OUTBOUND_ID],
-            errors={"404": "no such outbound email"},
+            errors={"404": "no such outbound email (or another user's)"},
         ),
         "put": op(
-            "Save a draft (auto-save): replaces its fields",
+            "Save a draft (auto-save): the fields named replace the draft's, the others stay",
             OUTBOUND,
             returns("the draft", ref("Outbound")),
             scope=W,
             params=[OUTBOUND_ID],
-            body=ref("Draft"),
+            body=ref("DraftRequest"),
             errors={
-                "404": "no such draft",
-                "409": "no longer a draft",
-                "413": "attachments too large",
-                "422": "a bad field",
+                **_JSON_ERRORS,
+                "404": "no such outbound email",
+                "409": "no longer a draft (conflict)",
+                "413": _TOO_LARGE,
+                "422": "a bad field, or an attachment id the draft does not have",
             },
         ),
         "delete": op(
-            "Discard a draft",
+            "Discard a draft (and its Drafts folder copy)",
             OUTBOUND,
-            returns("discarded", obj(["deleted"], deleted=BOOLEAN, id=INTEGER)),
+            returns("discarded", ref("OutboundDeleted")),
             scope=W,
             params=[OUTBOUND_ID],
-            errors={"404": "no such draft", "409": "no longer a draft"},
+            errors={"404": "no such outbound email", "409": "no longer a draft (conflict)"},
         ),
     },
     "/api/outbound/{id}/send": {
         "post": op(
-            "Validate a draft and queue it for delivery",
+            "Send a draft: composed and delivered (local recipients) or queued (remote ones) under the same id",
             OUTBOUND,
-            returns("queued", ref("Outbound")),
+            returns("sent or queued; the answer comes once the delivery has committed", ref("Outbound")),
+            status="201",
             scope=W,
             params=[OUTBOUND_ID],
             errors={
-                "404": "no such draft",
-                "409": "no longer a draft",
-                "422": "not sendable (From, 1 to 100 recipients)",
+                "404": "no such outbound email",
+                "409": "no longer a draft, or saved while being sent (conflict)",
+                "422": "not sendable: from not the user's, no or over 100 recipients, an unknown local recipient",
             },
         )
     },
     "/api/outbound/send": {
         "post": op(
-            "Validate and queue a new email in one step",
+            "Compose and send a new email in one step",
             OUTBOUND,
-            returns("queued", ref("Outbound")),
+            returns("sent or queued", ref("Outbound")),
             status="201",
             scope=W,
-            body=ref("Draft"),
-            errors={"400": "not JSON", "413": "attachments too large", "422": "not sendable"},
+            body=ref("DraftRequest"),
+            errors={**_JSON_ERRORS, "413": _TOO_LARGE, "422": "a bad field, or not sendable"},
         )
     },
     "/api/outbound/reply/{emailId}": {
         "post": op(
-            "Start a reply to a received email (threading headers set)",
+            "Reply to an email of the user's: Re: subject, the original quoted, In-Reply-To and References set",
             OUTBOUND,
-            returns("the reply (a draft, or queued with send)", ref("Outbound")),
+            returns("the reply: a draft, or sent or queued with send", ref("Outbound")),
             status="201",
             scope=W,
-            params=[REPLY_TO_ID],
+            params=[
+                REPLY_TO_ID,
+                query("all", "true, 1 or yes: reply to all (as replyAll in the body); anything else: no"),
+            ],
             body=ref("ReplyRequest"),
-            errors={"404": "no such email", "422": "a bad field"},
+            body_required=False,
+            errors={**_JSON_ERRORS, "404": "no such email", "413": _TOO_LARGE, "422": "a bad field, or not sendable"},
         )
     },
     "/api/outbound/forward/{emailId}": {
         "post": op(
-            "Start a forward of a received email (its attachments kept)",
+            "Forward an email of the user's, its attachments carried: Fwd: subject, the original below",
             OUTBOUND,
-            returns("the forward (a draft, or queued with send)", ref("Outbound")),
+            returns("the forward: a draft, or sent or queued with send", ref("Outbound")),
             status="201",
             scope=W,
             params=[REPLY_TO_ID],
-            body=ref("ReplyRequest"),
-            errors={"404": "no such email", "422": "a bad field"},
+            body=ref("ForwardRequest"),
+            body_required=False,
+            errors={**_JSON_ERRORS, "404": "no such email", "413": _TOO_LARGE, "422": "a bad field, or not sendable"},
         )
     },
     "/api/outbound/drafts": {
@@ -626,7 +858,7 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/outbound/outbox": {
         "get": op(
-            "Mail waiting for delivery (queued, sending)",
+            "Mail not sent yet: queued, sending, held by the administrator",
             OUTBOUND,
             _outbound_list,
             scope=R,
@@ -636,7 +868,7 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/outbound/sent": {
         "get": op(
-            "Mail delivered or given up on (sent, partly failed, failed)",
+            "Mail delivered or given up on: sent, partial_failure, failed",
             OUTBOUND,
             _outbound_list,
             scope=R,
@@ -687,19 +919,20 @@ PATHS: dict[str, dict[str, Any]] = {
             key_management=True,
         )
     },
-    # Real time.
+    # Real time (hub.py, push.py).
     "/api/internal-notifications": {
         "post": op(
-            "A daemon stored new mail: fan it out to the hub and web push",
+            "A daemon stored new mail: NewEmail to the owner's hub clients, web push to their devices",
             REALTIME,
-            returns("accepted", obj(["accepted"], accepted=BOOLEAN)),
+            returns("accepted", obj(["accepted"], accepted={"const": True})),
             status="202",
             scope=INTERNAL,
             body=ref("InternalNotification"),
             errors={
-                "400": "not JSON",
-                "404": "no such email, or over HTTP while api.internal_over_http is off",
-                "422": "a bad field",
+                **_JSON_ERRORS,
+                "401": "not the internal key (internal.api_key)",
+                "404": "no such email in that mailbox; or over HTTP while api.internal_over_http is off",
+                "422": "mailboxId or emailId not a positive integer, or from or subject not a string",
             },
             description="Unix socket (internal.api_socket) always; HTTP only with api.internal_over_http.",
         )
@@ -707,27 +940,40 @@ PATHS: dict[str, dict[str, Any]] = {
     "/hubs/email": {
         "get": {
             **op(
-                "WebSocket: the user's mail events as JSON {type, data}",
+                "WebSocket: the user's mail events, one JSON HubEvent {type, data} per text frame",
                 REALTIME,
-                returns("switching to WebSocket; each text message is a HubEvent", ref("HubEvent")),
+                returns("switching to WebSocket"),
                 status="101",
                 scope=R,
                 description=(
-                    "Open with Upgrade: websocket. Browsers that cannot set headers pass the key as the "
-                    "access_token query parameter. Events: NewEmail, EmailUpdated, EmailDeleted, "
-                    "UnreadCountChanged, DeliveryStatusChanged; only the user's own."
+                    "Open with Upgrade: websocket (RFC 6455). Browsers that cannot set headers pass the key as "
+                    "the access_token query parameter. Events (components/schemas/HubEvent): NewEmail, "
+                    "EmailUpdated, EmailDeleted, UnreadCountChanged, DeliveryStatusChanged, Resync; only the "
+                    "user's own. One-way: what the client sends is ignored. A client too slow to read its "
+                    "events is closed with 1008; at shutdown every client gets 1001."
                 ),
-                errors={"400": "not a WebSocket upgrade"},
+                errors={
+                    "400": "not a WebSocket upgrade",
+                    "429": {
+                        **RESPONSES["RateLimited"],
+                        "description": (
+                            "over a per-key limit (Retry-After), or the user has 50 hub connections open "
+                            "on this server already"
+                        ),
+                    },
+                    "503": "the server is shutting down, or the database is unavailable",
+                },
             ),
             "security": [{"bearer": [R]}, {"accessToken": [R]}],
+            "x-websocket-messages": ref("HubEvent"),
         }
     },
     "/api/push-subscriptions/vapid-public-key": {
         "get": op(
-            "The server's VAPID public key, for PushManager.subscribe()",
+            "The server's VAPID public key, for PushManager.subscribe() (applicationServerKey)",
             REALTIME,
             returns("the key", ref("VapidPublicKey")),
-            errors={"503": "web push is not configured (push.vapid_*)"},
+            errors={"503": "web push is not configured: push_not_configured (push.vapid_*)"},
         )
     },
     "/api/push-subscriptions": {
@@ -737,30 +983,32 @@ PATHS: dict[str, dict[str, Any]] = {
             returns("every subscription", obj(["items", "total"], items=array(ref("PushSubscription")), total=INTEGER)),
             scope=R,
         ),
-        "post": {
-            **op(
-                "Subscribe a browser to web push (idempotent per endpoint)",
-                REALTIME,
-                returns("a new subscription", ref("PushSubscription")),
-                status="201",
-                scope=W,
-                body=ref("PushSubscriptionRequest"),
-                errors={
-                    "400": "not JSON",
-                    "422": "a bad field (endpoint must be https; p256dh a P-256 point; auth 16 bytes)",
-                    "503": "web push is not configured",
-                },
-            ),
-        },
+        "post": op(
+            "Subscribe a browser to web push (idempotent per endpoint)",
+            REALTIME,
+            returns("a new subscription", ref("PushSubscription")),
+            status="201",
+            more={"200": returns("the endpoint was the user's already (keys updated)", ref("PushSubscription"))},
+            scope=W,
+            body=ref("PushSubscriptionRequest"),
+            errors={
+                **_JSON_ERRORS,
+                "422": (
+                    "a bad field: endpoint not https (unless push.allow_http_endpoints) or with credentials, "
+                    "p256dh not a P-256 point, auth not 16 bytes, an unknown field"
+                ),
+                "503": "web push is not configured (push_not_configured), or the database is unavailable",
+            },
+        ),
     },
     "/api/push-subscriptions/{id}": {
         "delete": op(
             "Unsubscribe",
             REALTIME,
-            returns("deleted", obj(["deleted"], deleted=BOOLEAN, id=INTEGER)),
+            returns("deleted", ref("PushDeleted")),
             scope=W,
             params=[path_param("id", "the subscription's id")],
-            errors={"404": "no such subscription"},
+            errors={"404": "no such subscription (or another user's)"},
         )
     },
     # The server (meta.py, this module).
@@ -796,9 +1044,6 @@ _AUTOCONFIG = op(
     returns("IMAP, POP3 and SMTP servers; username %EMAILADDRESS%", {"type": "string"}, "application/xml"),
     params=[{**query("emailaddress", "the address being set up", EMAIL), "required": True}],
     errors={"400": "no or a bad emailaddress", "404": "the domain is not hosted here"},
-)
-PATHS["/api/push-subscriptions"]["post"]["responses"]["200"] = returns(
-    "the endpoint was already subscribed (keys updated)", ref("PushSubscription")
 )
 PATHS["/.well-known/autoconfig/mail/config-v1.1.xml"] = {"get": _AUTOCONFIG}
 PATHS["/mail/config-v1.1.xml"] = {"get": copy.deepcopy(_AUTOCONFIG)}
