@@ -48,11 +48,9 @@ fi
 
 echo "provision: relatectl setup"
 relatectl setup --non-interactive --hostname "$hostname" --domain "$domain"
-# Other relatectl commands connect as the calling user; with peer
-# authentication that must be the role's own user, relate.
-as_relate() { runuser -u relate -- relatectl "$@"; }
-as_relate user list --json | grep -q "\"$user\"" || as_relate user add "$user"
-key="$(as_relate key create "$user" --scope smtp,imap,pop3,api:read --name provision --json |
+# As root, relatectl reaches the peer-authenticated database as the relate role.
+relatectl user list --json | grep -q "\"$user\"" || relatectl user add "$user"
+key="$(relatectl key create "$user" --scope smtp,imap,pop3,api:read --name provision --json |
     /usr/lib/relate-mail/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')"
 
 if [ "$systemd" = 1 ]; then

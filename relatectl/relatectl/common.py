@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from rich.text import Text
 from relate import config as config_mod
 from relate.config import Config, ConfigError
 from relate.errors import RelateError
+from relate.services import setup as setup_service
 from relate.store import db
 
 T = TypeVar("T")
@@ -65,14 +67,31 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
 
+async def as_peer(cfg: Config, opener: Callable[[], Awaitable[T]]) -> T:
+    """Open a connection (or pool) as this process; if refused, as the DSN's own user.
+
+    Root only: a packaged install reaches PostgreSQL by peer authentication as
+    the ``relate`` role, which the kernel reports from the effective uid at
+    connect. Every connection of a pool must open inside, so pools opened
+    here have pool_min == pool_max.
+    """
+    try:
+        return await opener()
+    except db.DatabaseUnavailable:
+        peer = setup_service.peer_user(cfg.database.dsn)
+        if peer is None or os.geteuid() != 0:
+            raise
+        with setup_service.acting_as(peer):
+            return await opener()
+
+
 def with_pool(fn: Callable[[asyncpg.Pool], Awaitable[T]], *, check_schema: bool = True, cfg: Config | None = None) -> T:
     """Open a small pool (on ``cfg``, or the loaded config), run ``fn`` with it, close it."""
     cfg = cfg or load_config()
-    cfg.database.pool_min = 1
-    cfg.database.pool_max = 2
+    cfg.database.pool_min = cfg.database.pool_max = 2  # both open at once (see as_peer)
 
     async def main() -> T:
-        pool = await db.create_pool(cfg.database, check_schema=check_schema)
+        pool = await as_peer(cfg, lambda: db.create_pool(cfg.database, check_schema=check_schema))
         try:
             return await fn(pool)
         finally:

@@ -25,7 +25,6 @@ import os
 import socket
 import stat
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,8 +38,7 @@ from relate.runtime import tls
 from relate.services import accounts
 from relate.services import setup as setup_service
 from relate.store import db, migrate
-from relate.store.db import DatabaseUnavailable
-from relatectl.common import console, fail, run, state
+from relatectl.common import as_peer, console, fail, run, state
 
 T = TypeVar("T")
 
@@ -187,31 +185,20 @@ def setup(
         _write_config(path, data)
 
     # Root reaches a peer-authenticated database as the role's own user.
-    peer = setup_service.peer_user(cfg.database.dsn)
     cfg.database.pool_min = cfg.database.pool_max = 1  # every connection opens inside acting_as
-
-    async def as_peer(opener: Callable[[], Awaitable[T]]) -> T:
-        """Open as this process; if refused, as the DSN's own user (root only: peer authentication)."""
-        try:
-            return await opener()
-        except DatabaseUnavailable:
-            if peer is None or os.geteuid() != 0:
-                raise
-            with setup_service.acting_as(peer):
-                return await opener()
 
     async def database_work() -> list[str]:
         done: list[str] = []
         if create_local:
             done += await setup_service.create_local_database()
-        conn = await as_peer(lambda: db.connect(cfg.database))
+        conn = await as_peer(cfg, lambda: db.connect(cfg.database))
         try:
             for mig in await migrate.migrate(conn):
                 done.append(f"migration {mig.version:04d}_{mig.name}")
         finally:
             await conn.close()
         if domain:
-            pool = await as_peer(lambda: db.create_pool(cfg.database))
+            pool = await as_peer(cfg, lambda: db.create_pool(cfg.database))
             try:
                 row = await accounts.add_domain(pool, domain)
                 done.append(f"domain {row['name']}")

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from relate.config import Config
 from relate.store import db, heartbeats, migrate
-from relatectl.common import JsonOption, cell, console, load_config, print_json, run
+from relatectl.common import JsonOption, as_peer, cell, console, load_config, print_json, run
 
 HEARTBEAT_VERSION = 8  # the migration that created daemon_heartbeats
 
@@ -49,7 +49,7 @@ async def gather(cfg: Config) -> dict[str, Any]:
     database = report["database"]
     database["schema_wanted"] = migrate.latest_version()
     try:
-        conn = await db.connect(cfg.database)
+        conn = await as_peer(cfg, lambda: db.connect(cfg.database))
     except db.DatabaseUnavailable as exc:
         database["error"] = str(exc)
         return report
