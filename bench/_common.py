@@ -881,3 +881,38 @@ def apt_install(what: str, packages: list[str], *, quiet: bool, preseed: str | N
         raise BenchError(f"installing {what} failed: {exc}\n{exc.stdout}\n{exc.stderr}") from None
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"installing {what} timed out: {exc}") from None
+
+
+def wait_for_http(url: str, timeout: float, alive: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until GET ``url`` answers 200; raise if the server exits or does not in time."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive is not None and alive.poll() is not None:
+            raise RuntimeError(f"the daemon exited with code {alive.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 (a loopback http URL)
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"no answer from {url} within {timeout:.0f} s")
+
+
+async def add_account(dsn: str, domain: str, user: str, name: str, scope: str) -> str:
+    """Add ``domain`` and ``user`` (display ``name``) to the database; returns a new key with ``scope``."""
+    import asyncpg
+
+    from relate.services import accounts
+
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        await accounts.add_domain(pool, domain)
+        await accounts.add_user(pool, user, name)
+        key, _ = await accounts.create_key(pool, user, "bench", scope)
+        return key
+    finally:
+        await pool.close()

@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,6 +53,7 @@ from _common import (
     BenchError,
     RawSmtp,
     RelateServer,
+    add_account,
     cpu_figures,
     free_port,
     fs_type,
@@ -70,6 +70,7 @@ from _common import (
     stop_targets,
     table,
     tree_cpu,
+    wait_for_http,
     wait_for_smtp,
 )
 
@@ -132,7 +133,7 @@ class EventsWorld(RelateServer):
                 }
             )
         )
-        self.start_daemon(config, self._wait_http)
+        self.start_daemon(config, lambda daemon: wait_for_http(self.url + "/healthz", 60, daemon))
         say(f"relate: starting relate-smtp (MX) on {HOST}:{self.smtp_port}", quiet=self.quiet)
         self.smtp = spawn_daemon("relate.smtp", config, self.smtp_log)
         try:
@@ -140,33 +141,9 @@ class EventsWorld(RelateServer):
         except (RuntimeError, TimeoutError) as exc:
             raise BenchError(f"relate-smtp did not start: {exc}") from None
 
-    def _wait_http(self, daemon: Any) -> None:
-        async def poll() -> None:
-            deadline = time.monotonic() + 60
-            async with aiohttp.ClientSession() as session:
-                while time.monotonic() < deadline:
-                    if daemon.poll() is not None:
-                        raise RuntimeError(f"the daemon exited with code {daemon.returncode}")
-                    with contextlib.suppress(aiohttp.ClientError):
-                        async with session.get(self.url + "/healthz") as resp:
-                            if resp.status == 200:
-                                return
-                    await asyncio.sleep(0.1)
-            raise TimeoutError("no answer from /healthz within 60 s")
-
-        asyncio.run(poll())
-
     async def _prepare(self) -> None:
-        from relate.services import accounts
-
         self.settings = await migrate_db(self.dsn)
-        pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2)
-        try:
-            await accounts.add_domain(pool, DOMAIN)
-            await accounts.add_user(pool, RCPT, "Recipient")
-            self.key, _ = await accounts.create_key(pool, RCPT, "bench", "api:read")
-        finally:
-            await pool.close()
+        self.key = await add_account(self.dsn, DOMAIN, RCPT, "Recipient", "api:read")
 
     def cpu(self) -> dict[str, float]:
         figures = super().cpu()
