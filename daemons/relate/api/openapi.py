@@ -675,7 +675,15 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": op(
             "Full-text search over headers and bodies, with filters",
             MAIL,
-            returns("best matches first", page_of("EmailSummary")),
+            returns(
+                "newest first; total counts matches up to 1000 (then totalExact is false: at least that many)",
+                {
+                    "allOf": [
+                        page_of("EmailSummary"),
+                        obj(["totalExact"], totalExact={"type": "boolean", "description": "false: total is a floor"}),
+                    ]
+                },
+            ),
             scope=R,
             params=[
                 query(
@@ -692,7 +700,10 @@ PATHS: dict[str, dict[str, Any]] = {
                 query("isRead", "true or false", BOOLEAN),
                 *PAGING,
             ],
-            errors={"400": "a bad parameter", "404": "no such folder"},
+            errors={
+                "400": "a bad parameter, or a page past the first 1000 matches (narrow the search)",
+                "404": "no such folder",
+            },
         )
     },
     "/api/emails/{id}": {
