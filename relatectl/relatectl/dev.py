@@ -155,6 +155,14 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
             "pop3s": pop3.addresses("pop3s")[0][1],
             "api": api.addresses()[0][1],
         }
+        # With --any-port the config says port 0: record the ports bound, so the
+        # API tells mail clients (autoconfig, new keys' settings) the real ones.
+        listeners = {**cfg.smtp.listeners(), "imap": cfg.imap.imap, "imaps": cfg.imap.imaps}
+        listeners |= {"pop3": cfg.pop3.pop3, "pop3s": cfg.pop3.pop3s, "smtp": cfg.smtp.mx}
+        for name, listener in listeners.items():
+            if name in ports:
+                listener.listen = [f"127.0.0.1:{ports[name]}"]
+        cfg.api.listen = [f"127.0.0.1:{ports['api']}"]
         # Heartbeats, so `relatectl status` shows the dev run's daemons like installed ones.
         notifier = SystemdNotifier(environ={})
         beats = [

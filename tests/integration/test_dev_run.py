@@ -130,6 +130,9 @@ def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
         with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 (a fixed http URL)
             listing = json.loads(resp.read())
         assert [e["subject"] for e in listing["items"]] == ["via submission", "via mx"]
+        autoconfig = f"http://127.0.0.1:{info['ports']['api']}/mail/config-v1.1.xml?emailaddress={info['user']}"
+        with urllib.request.urlopen(autoconfig, timeout=10) as resp:
+            assert f"<port>{info['ports']['imaps']}</port>" in resp.read().decode()
         status = subprocess.run(
             [sys.executable, "-m", "relatectl", "status", "--json"],
             env={**os.environ, "RELATE_DATABASE__DSN": info["dsn"]},
