@@ -7,7 +7,10 @@ sender gets a DSN. Senders hear once, after ``delay_warning`` (4 hours),
 that a message is still waiting. Only recipients still deferred are retried.
 
 When the queue is idle, the loop also adds the body text of newly stored
-messages to their full-text vectors (see ``store.messages.index_pending``).
+messages to their full-text vectors (see ``store.messages.index_pending``),
+and every ``BLOB_SWEEP_SECONDS`` deletes the raw messages that have had no
+reference for ``BLOB_GRACE`` (see ``store.mailboxes.sweep_blobs``), batch after
+batch while there are more.
 
 Recipients at hosted domains are delivered locally through the ingest path,
 without SMTP. Remote ones are grouped by domain, at most
@@ -37,7 +40,7 @@ from relate.mail.mime import parse_message
 from relate.queue import bounce
 from relate.queue.client import DomainSender, Message, Result
 from relate.queue.mx import make_resolver
-from relate.store import accounts, messages, outbound
+from relate.store import accounts, mailboxes, messages, outbound
 from relate.store import dkim as dkim_store
 from relate.store import queue as store
 from relate.store.queue import Claimed, Outcome
@@ -45,6 +48,10 @@ from relate.store.queue import Claimed, Outcome
 log = logging.getLogger("relate.delivery")
 
 Clock = Callable[[], datetime]
+
+# Raw messages are deleted this long after their last reference went, by a sweep this often.
+BLOB_GRACE = timedelta(minutes=5)
+BLOB_SWEEP_SECONDS = 60.0
 
 
 def utcnow() -> datetime:
@@ -58,10 +65,14 @@ def next_attempt(now: datetime, attempts: int, first: float, cap: float, rng: ra
 
 
 class DeliveryWorker:
-    def __init__(self, cfg: Config, pool: asyncpg.Pool, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, cfg: Config, pool: asyncpg.Pool, *, clock: Clock = utcnow, blob_grace: timedelta = BLOB_GRACE
+    ) -> None:
         self.cfg = cfg
         self.pool = pool
         self.clock = clock
+        self.blob_grace = blob_grace
+        self._next_sweep = 0.0  # loop.time() of the next blob sweep
         self.sender = DomainSender(cfg.delivery, cfg.hostname, make_resolver(cfg.delivery))
         self._rng = random.Random()  # noqa: S311 - retry jitter, not cryptography
         self._wake = asyncio.Event()
@@ -110,6 +121,8 @@ class DeliveryWorker:
                 busy = False
             if not busy and not self._stopping:
                 busy = await self._index_text()
+            if not busy and not self._stopping:
+                busy = await self._sweep_blobs()
             if busy or self._stopping:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -123,6 +136,25 @@ class DeliveryWorker:
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             log.warning("index-error error=%s: %s", type(exc).__name__, exc)
             return False
+
+    async def _sweep_blobs(self) -> bool:
+        """When the queue is idle, now and then: delete raw messages nothing has referred to for a while."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_sweep:
+            return False
+        limit = 1000
+        try:
+            async with self.pool.acquire() as conn:
+                settled, deleted = await mailboxes.sweep_blobs(conn, self.blob_grace, limit)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("blob-sweep-error error=%s: %s", type(exc).__name__, exc)
+            settled = deleted = 0
+        if deleted:
+            log.info("blob-sweep deleted=%d", deleted)
+        if settled >= limit:
+            return True  # more are due: the next batch in the next turn of the loop
+        self._next_sweep = loop.time() + BLOB_SWEEP_SECONDS
+        return False
 
     # -- one pass ----------------------------------------------------------------
 

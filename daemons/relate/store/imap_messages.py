@@ -161,7 +161,7 @@ async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[i
     async with conn.transaction():
         modseq, user_id = await _lock_mailbox(conn, mailbox_id)
         rows = await conn.fetch(
-            "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) RETURNING id, uid, blob_hash",
+            "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) RETURNING id, uid",
             mailbox_id,
             list(uid_list),
         )
@@ -170,18 +170,23 @@ async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[i
 
 
 async def _record_expunges(conn: Queryable, mailbox_id: int, user_id: int, modseq: int, rows: Sequence[Any]) -> None:
-    """Log expunged UIDs under ``modseq`` (and make it the mailbox's); nothing at all when nothing went."""
+    """Log expunged UIDs under ``modseq`` (and make it the mailbox's); nothing at all when nothing went.
+
+    The caller holds the mailbox row lock and has deleted ``rows`` (a UID is deleted once, and UIDs
+    are never reused, so the log takes them without a conflict check). Their blobs stay: a trigger
+    notes them and the delivery daemon's sweep deletes those left unreferenced
+    (``mailboxes.sweep_blobs``).
+    """
     if not rows:
         return
     await _commit_modseq(conn, mailbox_id, modseq)
     await conn.execute(
         """INSERT INTO mailbox_expunges (mailbox_id, uid, modseq)
-           SELECT $1, uid, $3 FROM unnest($2::bigint[]) AS uid ON CONFLICT DO NOTHING""",
+           SELECT $1, uid, $3 FROM unnest($2::bigint[]) AS uid""",
         mailbox_id,
         [r["uid"] for r in rows],
         modseq,
     )
-    await mailboxes.drop_orphan_blobs(conn, list({bytes(r["blob_hash"]) for r in rows}))
     # The API's hub tells apps which messages went, by id; NOTIFY payloads are capped at 8000 bytes,
     # so a bulk expunge leaves the ids out and listeners refetch the mailbox.
     ids = [r["id"] for r in rows] if len(rows) <= EXPUNGE_IDS_MAX else None

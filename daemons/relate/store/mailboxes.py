@@ -3,11 +3,24 @@
 Names are UTF-8 with ``/`` as the hierarchy delimiter; ``INBOX`` is matched
 without regard to case (RFC 9051 §5.1). Changes that IMAP sessions must
 hear of are announced with ``NOTIFY relate_mail`` inside the transaction.
+
+Raw messages (blobs) are shared by every copy of a message and outlive it:
+removing messages (any path: expunge, move, POP3, the API, folder or user
+removal) leaves their blobs, which triggers note in ``blob_orphans`` with the
+time. :func:`sweep_blobs`, run by the delivery daemon, deletes those that have
+been unreferenced for a grace period. It takes the blobs table in SHARE ROW
+EXCLUSIVE mode first, so no transaction can be between storing a blob (which
+finds the old one and leaves it) and inserting the row that refers to it: such
+a delivery either commits before the sweep looks, and its reference is seen,
+or waits and stores the bytes afresh. A copy made from a message removed
+during the grace period holds the blob by its foreign-key check; should the
+sweep reach such a blob anyway, its statement fails and it tries again later.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -17,6 +30,7 @@ from relate.store.db import Queryable
 
 CHANNEL = "relate_mail"
 _COLUMNS = "id, user_id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed"
+_SWEEP_LOCK = 0x424C4F42  # "BLOB": one blob sweep at a time, whatever the number of delivery daemons
 
 
 def is_inbox(name: str) -> bool:
@@ -67,9 +81,7 @@ async def delete(conn: asyncpg.Connection, user_id: int, name: str) -> None:
         box = await get(conn, user_id, name)
         if box is None:
             raise NotFound(f"no mailbox {name}")
-        hashes = await conn.fetch("SELECT DISTINCT blob_hash FROM messages WHERE mailbox_id = $1", box["id"])
-        await conn.execute("DELETE FROM mailboxes WHERE id = $1", box["id"])
-        await drop_orphan_blobs(conn, [r["blob_hash"] for r in hashes])
+        await conn.execute("DELETE FROM mailboxes WHERE id = $1", box["id"])  # blobs: see sweep_blobs
         await notify(conn, "deleted", box["id"], user_id, box["highestmodseq"])
 
 
@@ -132,13 +144,42 @@ async def status(conn: Queryable, mailbox_id: int) -> dict[str, int]:
     return dict(row)
 
 
-async def drop_orphan_blobs(conn: Queryable, hashes: list[bytes]) -> None:
-    """Remove raw messages no mailbox and no queued mail refers to any more."""
-    if not hashes:
-        return
-    await conn.execute(
-        """DELETE FROM blobs b WHERE b.hash = ANY($1::bytea[])
-              AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob_hash = b.hash)
-              AND NOT EXISTS (SELECT 1 FROM outbound_emails e WHERE e.blob_hash = b.hash)""",
-        hashes,
+async def sweep_blobs(conn: asyncpg.Connection, grace: timedelta, limit: int = 1000) -> tuple[int, int]:
+    """Delete blobs that lost their last reference more than ``grace`` ago and have found none since.
+
+    Returns (candidates settled, blobs deleted); a full batch (``limit`` settled)
+    means more may wait. See the module docstring for why this is safe against
+    a delivery of the same bytes. Another sweep at work, or deliveries holding
+    the blobs table for over a second, make this one return (0, 0) at once.
+    """
+    try:
+        async with conn.transaction():
+            return await _sweep_batch(conn, grace, limit)
+    except asyncpg.LockNotAvailableError:
+        return 0, 0
+
+
+async def _sweep_batch(conn: asyncpg.Connection, grace: timedelta, limit: int) -> tuple[int, int]:
+    if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _SWEEP_LOCK):
+        return 0, 0
+    await conn.execute("SET LOCAL lock_timeout = '1s'")
+    # Waits for every transaction that has written a blob to end, and holds new ones until this one
+    # commits: none of them can be between writing a blob and referencing it meanwhile.
+    await conn.execute("LOCK TABLE blobs IN SHARE ROW EXCLUSIVE MODE")
+    row = await conn.fetchrow(
+        """WITH due AS (
+                DELETE FROM blob_orphans WHERE ctid = ANY (ARRAY(
+                    SELECT ctid FROM blob_orphans WHERE since < statement_timestamp() - $1::interval
+                     ORDER BY since LIMIT $2))
+                RETURNING hash),
+            gone AS (
+                DELETE FROM blobs b WHERE b.hash IN (SELECT hash FROM due)
+                   AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.blob_hash = b.hash)
+                   AND NOT EXISTS (SELECT 1 FROM outbound_emails e WHERE e.blob_hash = b.hash)
+                RETURNING 1)
+           SELECT (SELECT count(*) FROM due) AS settled, (SELECT count(*) FROM gone) AS deleted""",
+        grace,
+        limit,
     )
+    assert row is not None
+    return row["settled"], row["deleted"]

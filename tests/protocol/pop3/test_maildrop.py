@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
-from relate.store import imap_messages
+from relate.store import imap_messages, mailboxes
 
 from .helpers import ALICE, BOB, Client, Pop3, logged_in, make_message, unstuff, wait_until
 
@@ -121,7 +122,9 @@ async def test_quit_expunges_marked_in_one_transaction(pop3: Pop3) -> None:
     logged = await pop3.pool.fetch("SELECT uid, modseq FROM mailbox_expunges WHERE mailbox_id = $1", inbox)
     assert len({r["modseq"] for r in logged}) == 1, "one UPDATE transaction, one modseq"
     assert [m["raw"] for m in await pop3.stored(ALICE)] == [msgs[1], msgs[4]]
-    # The removed messages' bytes are gone too (no other message shares them).
+    # The removed messages' bytes go with the next blob sweep (no other message shares them).
+    async with pop3.pool.acquire() as conn:
+        assert await mailboxes.sweep_blobs(conn, timedelta(0)) == (4, 4)
     blobs = await pop3.pool.fetchval("SELECT count(*) FROM blobs")
     assert blobs == 2
 
