@@ -36,7 +36,7 @@ from relate.imap.parser import (
     Store,
     UidExpunge,
 )
-from relate.imap.responses import astring, envelope, flag_list
+from relate.imap.responses import astring, flag_list
 from relate.imap.session import AUTHENTICATED, LOGOUT, NOT_AUTHENTICATED, SELECTED, ImapSession, Selected
 from relate.store import imap_messages, mailboxes, messages
 
@@ -203,22 +203,22 @@ async def select(session: ImapSession, cmd: Select) -> None:
         session.selected = None
         session.state = AUTHENTICATED
         session.untagged("OK [CLOSED] Previous mailbox closed")
-    box = await _mailbox(session, cmd.mailbox)
-    pool = session.server.pool
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        uids = await imap_messages.uids(conn, box["id"])
-        flags = await imap_messages.flag_names(conn, box["id"])
-        unseen = await imap_messages.first_unseen_uid(conn, box["id"])
-        fresh = await mailboxes.by_id(conn, box["id"])
-    assert fresh is not None
+    assert session.principal is not None
+    # One statement, so one snapshot: the UIDs, flags and counters agree with each other.
+    box = await imap_messages.select_state(session.server.pool, session.principal.user_id, cmd.mailbox)
+    if box is None:
+        raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")
+    uids = box["uids"]
+    flags = box["flags"]
+    unseen = box["unseen"]
     sel = Selected(
         mailbox_id=box["id"],
         name=box["name"],
         readonly=cmd.readonly,
-        uidvalidity=fresh["uidvalidity"],
+        uidvalidity=box["uidvalidity"],
         uids=array.array("Q", uids),
-        known_modseq=fresh["highestmodseq"],
-        max_uid=max(uids[-1] if uids else 0, fresh["uidnext"] - 1),
+        known_modseq=box["highestmodseq"],
+        max_uid=max(uids[-1] if uids else 0, box["uidnext"] - 1),
     )
     all_flags = list(dict.fromkeys([*SYSTEM_FLAGS, *flags]))
     session.untagged(b"FLAGS " + flag_list(all_flags))
@@ -232,7 +232,7 @@ async def select(session: ImapSession, cmd: Select) -> None:
     permanent = [] if cmd.readonly else [*all_flags, "\\*"]
     session.untagged(b"OK [PERMANENTFLAGS " + flag_list(permanent) + b"] Flags permitted")
     session.untagged(f"OK [UIDVALIDITY {sel.uidvalidity}] UIDs valid")
-    session.untagged(f"OK [UIDNEXT {fresh['uidnext']}] Predicted next UID")
+    session.untagged(f"OK [UIDNEXT {box['uidnext']}] Predicted next UID")
     if session.rev2:  # RFC 9051 §6.3.2; IMAP4rev1 clients do not expect it
         session.untagged(b'LIST () "/" ' + astring(_mailbox_name(session, box["name"]), utf8=session.utf8))
     session.selected = sel
@@ -563,43 +563,18 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
     with_raw = fetching.needs_raw(atts)
     batch = 200 if with_raw else 2000
     columns = fetching.columns(atts)
-    # ENVELOPE comes from the daemon's cache; only the envelopes it lacks are read (and decoded).
-    cache = session.server.envelopes if "envelope" in columns else None
     utf8 = session.utf8
     for start in range(0, len(uids), batch):
         async with pool.acquire() as conn:
             rows = await imap_messages.fetch(
-                conn,
-                sel.mailbox_id,
-                uids[start : start + batch],
-                with_raw=with_raw,
-                columns=columns - {"envelope"} if cache is not None else columns,
+                conn, sel.mailbox_id, uids[start : start + batch], with_raw=with_raw, columns=columns, utf8=utf8
             )
-            envs: dict[int, bytes] = {}
-            if cache is not None:
-                missing = []
-                for row in rows:
-                    found = cache.get(row["id"], utf8)
-                    if found is None:
-                        missing.append(row["uid"])
-                    else:
-                        envs[row["id"]] = found
-                if missing:
-                    for extra in await imap_messages.fetch(
-                        conn, sel.mailbox_id, missing, with_raw=False, columns=frozenset({"envelope"})
-                    ):
-                        wire = envelope(extra["envelope"], utf8=utf8)
-                        cache.put(extra["id"], utf8, wire)
-                        envs[extra["id"]] = wire
         for row in rows:
             msn = sel.msn(row["uid"])
             if msn is None:
                 continue
             raw = bytes(row["raw"]) if with_raw else None
-            env = envs.get(row["id"]) if cache is not None else None
-            if cache is not None and env is None:
-                continue  # removed between the two reads
-            session.send(b"* %d FETCH " % msn + fetching.render(row, raw, atts, utf8=utf8, env=env))
+            session.send(b"* %d FETCH " % msn + fetching.render(row, raw, atts, utf8=utf8))
         await session.flush()
     await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}FETCH completed")

@@ -5,43 +5,21 @@ BODY[section] is cut from the raw message using the part offsets recorded
 then; BINARY[section] decodes the part's transfer encoding. Nothing here
 re-parses a message.
 
-A message row's envelope never changes (a copy is a new row with a new id),
-so each daemon keeps the wire form of the envelopes it has sent, by row id,
-in a bounded cache (:class:`EnvelopeCache`): a client listing a mailbox
-again costs neither the JSON decoding nor the rendering.
+ENVELOPE is rendered once, at ingest, in both forms (with and without
+UTF-8, see migration 0009): FETCH ENVELOPE copies the stored bytes and
+renders from the jsonb structure only for a row that lacks them.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import itertools
 import quopri
 from typing import Any
 
 from relate.imap.errors import No
 from relate.imap.parser import FetchAtt, Section
 from relate.imap.responses import body_structure, date_time, envelope, flag_list, literal
-
-
-class EnvelopeCache:
-    """Wire-form ENVELOPEs by (message row id, UTF-8 session), the oldest dropped beyond ``limit`` entries."""
-
-    def __init__(self, limit: int = 200_000) -> None:
-        self.limit = limit
-        self._items: dict[tuple[int, bool], bytes] = {}
-
-    def get(self, message_id: int, utf8: bool) -> bytes | None:
-        return self._items.get((message_id, utf8))
-
-    def put(self, message_id: int, utf8: bool, wire: bytes) -> None:
-        items = self._items
-        if len(items) >= self.limit:
-            # Insertion order is age: drop the oldest tenth at once rather than one per insert.
-            for key in list(itertools.islice(items, max(1, self.limit // 10))):
-                del items[key]
-        items[(message_id, utf8)] = wire
-
 
 RAW_ITEMS = frozenset({"BODY[]", "BINARY[]", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 
@@ -175,10 +153,8 @@ def _partial(data: bytes, att: FetchAtt) -> tuple[bytes, str]:
     return data[start : start + count], f"<{start}>"
 
 
-def render(
-    row: dict[str, Any], raw: bytes | None, atts: tuple[FetchAtt, ...], *, utf8: bool, env: bytes | None = None
-) -> bytes:
-    """The parenthesized list of one FETCH response; ``env``: the ENVELOPE's wire form, when known."""
+def render(row: dict[str, Any], raw: bytes | None, atts: tuple[FetchAtt, ...], *, utf8: bool) -> bytes:
+    """The parenthesized list of one FETCH response."""
     items: list[bytes] = []
     for att in atts:
         name = att.name
@@ -193,7 +169,8 @@ def render(
         elif name == "MODSEQ":
             items.append(b"MODSEQ (%d)" % row["modseq"])
         elif name == "ENVELOPE":
-            items.append(b"ENVELOPE " + (env if env is not None else envelope(row["envelope"], utf8=utf8)))
+            wire = row["envelope_wire"]  # rendered at ingest for this session's UTF-8 mode
+            items.append(b"ENVELOPE " + (wire if wire is not None else envelope(row["envelope"], utf8=utf8)))
         elif name == "BODYSTRUCTURE":
             items.append(b"BODYSTRUCTURE " + body_structure(row["bodystructure"], extended=True, utf8=utf8))
         elif name == "BODY":

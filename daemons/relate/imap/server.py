@@ -13,7 +13,6 @@ import asyncpg
 
 from relate.auth import Authenticator
 from relate.config import Config
-from relate.imap.fetch import EnvelopeCache
 from relate.imap.session import ImapSession
 from relate.runtime.streams import Session, StreamServer
 from relate.runtime.tls import TLSRegistry
@@ -72,7 +71,6 @@ class ImapServer(StreamServer):
         self.pool = pool
         self.authenticator = authenticator
         self.hub = ChangeHub(pool)
-        self.envelopes = EnvelopeCache()
         self.listeners = {"imap": (cfg.imap.imap, False), "imaps": (cfg.imap.imaps, True)}
         self._per_user: collections.Counter[int] = collections.Counter()
 

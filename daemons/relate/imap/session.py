@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import bisect
 import contextlib
 import logging
 import re
@@ -68,13 +69,7 @@ class Selected:
 
     def msn(self, uid: int) -> int | None:
         """Message sequence number of ``uid`` (binary search; UIDs ascend)."""
-        lo, hi = 0, len(self.uids)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.uids[mid] < uid:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = bisect.bisect_left(self.uids, uid)
         return lo + 1 if lo < len(self.uids) and self.uids[lo] == uid else None
 
 

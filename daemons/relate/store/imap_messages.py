@@ -42,6 +42,33 @@ async def first_unseen_uid(conn: Queryable, mailbox_id: int) -> int | None:
     return found
 
 
+# SELECT's view of a mailbox in one statement (one snapshot, one round trip): the mailbox row,
+# its UIDs in order, the flags in use and the first unseen UID. The messages are read once.
+_SELECT_STATE = """
+WITH box AS (SELECT id, name, uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE user_id = $1 AND {match}),
+     m AS MATERIALIZED (SELECT uid, flags FROM messages WHERE mailbox_id = (SELECT id FROM box))
+SELECT box.*,
+       (SELECT coalesce(array_agg(uid ORDER BY uid), '{{}}') FROM m) AS uids,
+       (SELECT coalesce(array_agg(DISTINCT f ORDER BY f), '{{}}') FROM m, unnest(m.flags) AS f) AS flags,
+       (SELECT min(uid) FROM m WHERE NOT ('\\Seen' = ANY (flags))) AS unseen
+  FROM box"""
+_SELECT_INBOX = _SELECT_STATE.format(match="upper(name) = 'INBOX'")
+_SELECT_NAMED = _SELECT_STATE.format(match="name = $2")
+
+
+async def select_state(conn: Queryable, user_id: int, name: str) -> dict[str, Any] | None:
+    """The mailbox ``name`` (INBOX in any case) as SELECT reports it, or None if there is none.
+
+    Keys: id, name, uidvalidity, uidnext, highestmodseq, uids (ascending), flags (every flag
+    and keyword in use, sorted), unseen (the lowest UID without \\Seen, or None).
+    """
+    if mailboxes.is_inbox(name):
+        row = await conn.fetchrow(_SELECT_INBOX, user_id)
+    else:
+        row = await conn.fetchrow(_SELECT_NAMED, user_id, name)
+    return None if row is None else dict(row)
+
+
 async def changes(conn: Queryable, mailbox_id: int, since_modseq: int, max_uid: int) -> dict[str, Any]:
     """What happened above ``since_modseq``: new messages, flag changes, expunged UIDs, and the new modseq."""
     box = await conn.fetchrow("SELECT highestmodseq FROM mailboxes WHERE id = $1", mailbox_id)
@@ -79,13 +106,19 @@ async def fetch(
     *,
     with_raw: bool,
     columns: frozenset[str] = FETCH_COLUMNS,
+    utf8: bool = False,
 ) -> list[Any]:
     """UID, flags and ``columns`` (and, if asked, the raw bytes) of these messages, in UID order.
 
     Rows are asyncpg records (read like dicts); decoding only the columns a
-    FETCH needs keeps large listings cheap.
+    FETCH needs keeps large listings cheap. For ``envelope`` the row carries
+    ``envelope_wire``, the ENVELOPE as sent (to a UTF-8 session if ``utf8``),
+    and ``envelope`` (the jsonb) only where that is missing.
     """
-    wanted = "".join(f", m.{c}" for c in sorted(columns & FETCH_COLUMNS))
+    wanted = "".join(f", m.{c}" for c in sorted((columns & FETCH_COLUMNS) - {"envelope"}))
+    if "envelope" in columns:
+        wire = "coalesce(m.envelope_wire_utf8, m.envelope_wire)" if utf8 else "m.envelope_wire"
+        wanted += f", {wire} AS envelope_wire, CASE WHEN m.envelope_wire IS NULL THEN m.envelope END AS envelope"
     raw = ", b.data AS raw" if with_raw else ""
     return await conn.fetch(
         f"""SELECT m.id, m.uid, m.flags{wanted}{raw}
@@ -218,11 +251,12 @@ async def copy(
             """INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash, subject,
                     from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id, in_reply_to, "references",
                     envelope, bodystructure, header_end, attachments, attachment_count, search, text_indexed,
-                    wire_size, search_head, search_body)
+                    wire_size, search_head, search_body, envelope_wire, envelope_wire_utf8)
                SELECT $1, n.new_uid, $2, m.flags, m.internal_date, m.size, m.blob_hash, m.subject,
                     m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.date_header, m.message_id, m.in_reply_to,
                     m."references", m.envelope, m.bodystructure, m.header_end, m.attachments,
-                    m.attachment_count, m.search, m.text_indexed, m.wire_size, m.search_head, m.search_body
+                    m.attachment_count, m.search, m.text_indexed, m.wire_size, m.search_head, m.search_body,
+                    m.envelope_wire, m.envelope_wire_utf8
                  FROM messages m JOIN unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid) ON n.old_uid = m.uid
                 WHERE m.mailbox_id = $3""",
             target_id,

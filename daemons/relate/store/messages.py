@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 
 from relate.errors import MailboxGone
+from relate.imap.responses import envelope as imap_envelope  # pure rendering, no daemon code
 from relate.mail.mime import Address, ParsedMessage, parse_message
 from relate.store.db import Queryable
 
@@ -51,11 +52,11 @@ box AS (UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodse
 msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
              subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
              in_reply_to, "references", envelope, bodystructure, header_end,
-             attachments, attachment_count, search, text_indexed, wire_size)
+             attachments, attachment_count, search, text_indexed, wire_size, envelope_wire, envelope_wire_utf8)
         SELECT box.id, box.uid, box.modseq, $2, coalesce($3, now()), $4, $5,
              $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
              setweight(to_tsvector('simple', coalesce($6, '')), 'A')
-             || setweight(to_tsvector('simple', $20), 'B'), $21, $22
+             || setweight(to_tsvector('simple', $20), 'B'), $21, $22, $24, $25
           FROM box
         RETURNING id, uid, modseq)
 SELECT msg.id, box.user_id, msg.uid, msg.modseq,
@@ -64,7 +65,7 @@ SELECT msg.id, box.user_id, msg.uid, msg.modseq,
   FROM msg, box"""
 _INGEST = "WITH" + _INGEST_CTES
 _INGEST_WITH_BLOB = (
-    """WITH blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $24) ON CONFLICT (hash) DO NOTHING),"""
+    """WITH blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $26) ON CONFLICT (hash) DO NOTHING),"""
     + _INGEST_CTES
 )
 
@@ -98,6 +99,18 @@ def wire_size(raw: bytes) -> int | None:
     bare_lf = raw.count(b"\n") - raw.count(b"\r\n")
     size = len(raw) + bare_lf + (2 if raw and not raw.endswith(b"\n") else 0)
     return None if size == len(raw) else size
+
+
+def envelope_wire(envelope: dict[str, Any]) -> tuple[bytes, bytes | None]:
+    """The ENVELOPE as FETCH sends it: (without UTF-8, with UTF-8 when that differs).
+
+    Rendered once here so FETCH copies bytes (migration 0009 renders older rows the same way).
+    """
+    wire = imap_envelope(envelope, utf8=False)
+    if wire.isascii():  # only 8-bit text (a literal without UTF-8) can render differently under UTF8=ACCEPT
+        return wire, None
+    wide = imap_envelope(envelope, utf8=True)
+    return wire, None if wide == wire else wide
 
 
 async def parse(raw: bytes) -> ParsedMessage:
@@ -136,6 +149,7 @@ async def ingest(
         for a in parsed.attachments
     ]
     people = " ".join(f"{a.name or ''} {a.email}" for a in (*parsed.from_, *parsed.to, *parsed.cc))
+    envelope = _clean(parsed.envelope)
     columns = (
         _clean(parsed.subject),
         _addresses(parsed.from_),
@@ -146,7 +160,7 @@ async def ingest(
         _clean(parsed.message_id),
         _clean(parsed.in_reply_to),
         _clean(parsed.references),
-        _clean(parsed.envelope),
+        envelope,
         _clean(parsed.bodystructure),
         parsed.header_end,
         attachments,
@@ -173,6 +187,7 @@ async def ingest(
                 digest,
                 *columns,
                 CHANNEL,
+                *envelope_wire(envelope),
                 *((raw,) if blob_pending else ()),
             )
             if row is None:

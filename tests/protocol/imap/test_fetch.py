@@ -409,3 +409,26 @@ async def test_repeated_envelope_fetch_is_identical_and_flags_stay_current(imap:
     assert again[1] == first[1].replace(b"FLAGS ()", b"FLAGS (\\Flagged)")
     assert b"ENVELOPE (" in again[1]
     assert b'"second"' in again[1]
+
+
+async def test_envelope_same_for_stored_form_older_rows_and_copies(imap: Imap) -> None:
+    """ENVELOPE is byte-identical whether sent from the form stored at ingest, rendered for an older row, or copied."""
+    raw = make_message(subject='Gr\u00fc\u00dfe "aus" K\u00f6ln')
+    await imap.deliver(raw)
+    await imap.deliver(raw)
+    box = await imap.mailbox()
+    # Row 2 as stored before migration 0009: no wire form, so FETCH renders the jsonb envelope.
+    await imap.pool.execute(
+        "UPDATE messages SET envelope_wire = NULL, envelope_wire_utf8 = NULL WHERE mailbox_id = $1 AND uid = 2",
+        box["id"],
+    )
+    for enable in (None, "UTF8=ACCEPT"):
+        client = await imap.connect(select="INBOX", enable=enable)
+        await client.ok("COPY 1 Archive")
+        lines = (await client.ok("FETCH 1:2 ENVELOPE")).untagged
+        assert lines[0].split(b"ENVELOPE", 1)[1] == lines[1].split(b"ENVELOPE", 1)[1]
+        await client.ok("SELECT Archive")
+        copied = (await client.ok("FETCH 1:* ENVELOPE")).untagged
+        assert copied[-1].split(b"ENVELOPE", 1)[1] == lines[0].split(b"ENVELOPE", 1)[1]
+        quoted = '"Gr\u00fc\u00dfe \\"aus\\" K\u00f6ln"'.encode()
+        assert (quoted in lines[0]) == (enable is not None)
