@@ -26,7 +26,9 @@ loopback (no TLS), as in peers.md. Everything started is stopped again, also
 on Ctrl-C.
 
 Usage: ``.venv/bin/python bench/pop3.py [--messages 10000] [--size 10240] [--pipeline 50]
-[--vs dovecot] [--json-only]``; ``--help`` for the rest.
+[--vs dovecot] [--json-only] [--py-spy PATH --profile FILE]``; ``--help`` for the rest.
+With ``--py-spy``, the daemon is profiled during each download (on-CPU Python
+time, ``--gil``) and a summary of the profile is printed.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ from _common import (
     run_benchmark,
     run_cmd,
     say,
+    start_py_spy,
+    stop_py_spy,
     stop_targets,
     tree_cpu,
     wait_for_banner,
@@ -543,10 +547,15 @@ def run_round(target: Target, msgs: list[bytes], expected: Counter[bytes], args:
     time.sleep(SETTLE)
     say(f"{target.name}: downloading {len(msgs)} messages, {args.pipeline} pipelined commands per write", quiet=quiet)
     cpu0, machine0 = target.cpu(), machine_cpu()
+    daemon = getattr(target, "daemon", None)
+    profiler = start_py_spy(args.py_spy, daemon.pid, args.profile) if args.py_spy and daemon is not None else None
     try:
         got = download(HOST, port, user, password, args.pipeline, args.timeout)
     except (Pop3Error, OSError) as exc:
         raise BenchError(f"{target.name}: the download failed: {exc}\n{target.log_tail()}") from None
+    finally:
+        if profiler is not None:
+            stop_py_spy(profiler, args.profile, "relate-pop3 during the download (--gil)", quiet=quiet)
     time.sleep(SETTLE)  # the session's processes (Dovecot's pop3, PostgreSQL's backend) exit and are reaped
     cpu1, machine1 = target.cpu(), machine_cpu()
     if got.messages != len(msgs) or len(got.bodies) != len(msgs):
@@ -654,8 +663,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600, help="socket timeout in seconds (default 600)")
     parser.add_argument("--workdir", type=Path, help="parent of the temp dir (default: $TMPDIR or /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) for inspection")
+    parser.add_argument("--py-spy", help="path of a py-spy binary: profile relate-pop3 during the download")
+    parser.add_argument("--profile", type=Path, help="where py-spy writes collapsed stacks (with --py-spy)")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
+    if args.py_spy and not args.profile:
+        parser.error("--py-spy needs --profile FILE")
     if min(args.messages, args.pipeline, args.rounds, args.batch) < 1 or args.size < 512:
         parser.error("--messages, --pipeline, --rounds and --batch must be positive, --size at least 512")
     return args
