@@ -43,7 +43,7 @@ class Api:
 
     async def call(self, method: str, path: str, key: str | None = None, **kwargs: Any) -> tuple[int, Any]:
         """(status, JSON body) of one request, authenticated with ``key`` (alice's app key by default)."""
-        headers = kwargs.pop("headers", {}) | self.auth(key or self.alice)
+        headers = self.auth(key or self.alice) | kwargs.pop("headers", {})  # a test may override the key
         async with self.session.request(method, self.url + path, headers=headers, **kwargs) as resp:
             body = await resp.json() if resp.content_type == "application/json" else await resp.read()
             return resp.status, body
