@@ -218,8 +218,11 @@ def _parse_entity(raw: bytes, start: int, end: int, default: tuple[str, str], de
     fields, body_start = _scan_header(raw, start, end)
     ent = _Entity(start, body_start, end, fields)
     content_type = _field_value(fields, "content-type")
-    header = None if content_type is None else _header("content-type", content_type)
-    if isinstance(header, ContentTypeHeader):
+    simple = None if content_type is None else _simple_content_type(content_type)
+    header = None if content_type is None or simple is not None else _header("content-type", content_type)
+    if simple is not None:
+        ent.maintype, ent.subtype, ent.params = simple
+    elif isinstance(header, ContentTypeHeader):
         ent.maintype, ent.subtype, ent.params = header.maintype, header.subtype, dict(header.params)
     else:  # RFC 2045 §5.2 default; RFC 2046 §5.1.5 inside a digest
         ent.maintype, ent.subtype = default if content_type is None else ("text", "plain")
@@ -315,7 +318,9 @@ def _text(value: bytes) -> str:
 def _field_value(fields: dict[str, bytes], name: str) -> str | None:
     """The unfolded (RFC 5322 §2.2.3), undecoded value of a field, or None if absent."""
     value = fields.get(name)
-    return None if value is None else _text(_LINE_BREAK.sub(b"", value).strip())
+    if value is None:
+        return None
+    return _text((_LINE_BREAK.sub(b"", value) if b"\n" in value else value).strip())
 
 
 def _header(name: str, value: str) -> object:
@@ -329,6 +334,60 @@ def _header(name: str, value: str) -> object:
     except Exception:  # noqa: BLE001 - a complex parser fed hostile input must not abort ingest
         return None
     return header
+
+
+# Fast paths for the common simple forms of two fields. Each accepts only input on which it gives
+# exactly what the general parser gives (tests compare both on a corpus and on generated input);
+# anything else takes the general path.
+# RFC 2045 §5.1 tokens of the usual characters only (no "*", "'" or "%": RFC 2231 forms).
+_MIME_TOKEN = r"[A-Za-z0-9._+-]+"  # noqa: S105 - a pattern, not a password
+_PARAM_NAME = _MIME_TOKEN
+# A quoted value of printable ASCII without backslash (quoted-pair) or "=?" (encoded words, which the
+# email package decodes even there).
+_QUOTED_VALUE = r'"(?:[\x20\x21\x23-\x3c\x3e-\x5b\x5d-\x7e]|=(?!\?))*"'
+_CT_PARAM = rf"[ \t]*;[ \t]*({_PARAM_NAME})=({_MIME_TOKEN}|{_QUOTED_VALUE})"
+_SIMPLE_CONTENT_TYPE = re.compile(rf"({_MIME_TOKEN})/({_MIME_TOKEN})((?:{_CT_PARAM})*)")
+_CT_PARAMS = re.compile(_CT_PARAM)
+
+
+def _simple_content_type(value: str) -> tuple[str, str, dict[str, str]] | None:
+    """(maintype, subtype, params) of a plain ``type/subtype; name=value`` field, else None."""
+    match = _SIMPLE_CONTENT_TYPE.fullmatch(value)
+    if match is None:
+        return None
+    params: dict[str, str] = {}
+    for name, raw in _CT_PARAMS.findall(match.group(3)):
+        key = name.lower()
+        if key in params:
+            return None  # repeated parameter: the general parser's choice (and defect) apply
+        params[key] = raw[1:-1] if raw.startswith('"') else raw
+    return match.group(1).lower(), match.group(2).lower(), params
+
+
+# Mailboxes (RFC 5322 §3.4) of the simple forms: addr-spec, <addr-spec>, and a display name of atoms
+# (dots allowed, as in obsolete phrases) or one quoted string without quoted-pairs, then <addr-spec>.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_ADDR_SPEC = rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PHRASE_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
+_DISPLAY = rf'(?:{_PHRASE_ATOM}(?:[ \t]+{_PHRASE_ATOM})*|"[\x20\x21\x23-\x5b\x5d-\x7e]*")'
+_MAILBOX = rf"(?:({_ADDR_SPEC})|(?:({_DISPLAY})[ \t]*)?<({_ADDR_SPEC})>)"
+_SIMPLE_ADDRESS_LIST = re.compile(rf"[ \t]*{_MAILBOX}(?:[ \t]*,[ \t]*{_MAILBOX})*[ \t]*")
+_MAILBOXES = re.compile(_MAILBOX)
+
+
+def _simple_address_list(value: str) -> list[_AddressGroup] | None:
+    """:func:`_address_list` of a list of simple mailboxes (no groups, comments or escapes), else None."""
+    if _SIMPLE_ADDRESS_LIST.fullmatch(value) is None:
+        return None
+    members: list[tuple[str, str]] = []
+    for bare, display, angled in _MAILBOXES.findall(value):
+        if bare:
+            members.append(("", bare))
+        elif display.startswith('"'):
+            members.append((display[1:-1], angled))
+        else:
+            members.append((" ".join(display.split()), angled))
+    return [(None, members)]
 
 
 def _decode_words(value: str) -> str:
@@ -355,7 +414,7 @@ def _address_headers(fields: dict[str, bytes]) -> dict[str, list[_AddressGroup] 
     parsed: dict[str, list[_AddressGroup] | None] = {}
     for name in _ADDRESS_FIELDS:
         value = _field_value(fields, name)
-        parsed[name] = None if value is None else _address_list(value)
+        parsed[name] = None if value is None else (_simple_address_list(value) or _address_list(value))
     return parsed
 
 
