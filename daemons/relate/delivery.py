@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from relate.errors import Invalid
 from relate.mail.address import split_address
 from relate.mail.mime import ParsedMessage
 from relate.store import accounts, drafts, messages, outbound
@@ -71,13 +72,17 @@ class Committed:
 
 async def classify(pool: asyncpg.Pool, address: str) -> Recipient:
     """Resolve a normalized address (``local@domain``, lower-case)."""
-    target = await accounts.resolve_recipient(pool, address)
-    if target is not None:
+    try:
+        _, domain = split_address(address)
+    except Invalid:  # as before: such an address is local if some user has it, else the error stands
+        found = await accounts.resolve_recipient(pool, address)
+        if found is None:
+            raise
+        return Recipient(address, Kind.LOCAL, found["user_id"], found["inbox_id"])
+    target = await accounts.recipient_target(pool, address, domain)  # one query, whatever the answer
+    if target["user_id"] is not None:
         return Recipient(address, Kind.LOCAL, target["user_id"], target["inbox_id"])
-    _, domain = split_address(address)
-    if await accounts.get_domain(pool, domain) is not None:
-        return Recipient(address, Kind.UNKNOWN)
-    return Recipient(address, Kind.REMOTE)
+    return Recipient(address, Kind.UNKNOWN if target["hosted"] else Kind.REMOTE)
 
 
 class Delivery:

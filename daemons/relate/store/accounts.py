@@ -182,6 +182,24 @@ async def resolve_recipient(conn: Queryable, address: str) -> dict[str, Any] | N
     return dict(row) if row else None
 
 
+async def recipient_target(conn: Queryable, address: str, domain: str) -> dict[str, Any]:
+    """:func:`resolve_recipient` and whether ``domain`` is hosted, in one query.
+
+    Keys: user_id and inbox_id (None unless the address delivers to a local user), hosted.
+    """
+    row = await conn.fetchrow(
+        """SELECT r.user_id, r.inbox_id, EXISTS (SELECT 1 FROM domains WHERE name = $2) AS hosted
+             FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+                  SELECT u.id AS user_id, b.id AS inbox_id
+                    FROM addresses a JOIN users u ON u.id = a.user_id
+                    JOIN mailboxes b ON b.user_id = u.id AND upper(b.name) = 'INBOX'
+                   WHERE a.address = $1 AND NOT u.disabled LIMIT 1) AS r ON true""",
+        address,
+        domain,
+    )
+    return dict(row)
+
+
 async def special_mailbox(conn: Queryable, user_id: int, special_use: str) -> int | None:
     """The id of the user's folder with this special-use attribute (e.g. ``\\Sent``)."""
     found: int | None = await conn.fetchval(

@@ -31,6 +31,25 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _release(conn: asyncpg.Connection) -> None:
+    """What a pooled connection goes through on release, beyond asyncpg's own ROLLBACK of an open transaction.
+
+    asyncpg's default sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release: one more round trip per acquire, i.e. per SMTP
+    RCPT and per message stored. Nothing needs it, because pooled connections never
+    carry session state out of a transaction:
+    - advisory locks taken on pooled connections are transaction-scoped
+      (``pg_try_advisory_xact_lock``), except the migration lock, which
+      :func:`relate.store.migrate.migrate` releases itself in a ``finally``; the POP3
+      maildrop lock lives on a connection of its own from :func:`connect`, closed when
+      the POP3 session ends, which releases it whatever happens;
+    - LISTEN runs on dedicated connections from :func:`connect`, never pooled ones;
+    - settings are changed with ``SET LOCAL`` only, cursors live in transactions.
+    So the server-side reset is skipped (asyncpg still rolls back a transaction left
+    open and drops listener callbacks before calling this).
+    """
+
+
 def _require_dsn(cfg: DatabaseConfig) -> str:
     if not cfg.dsn:
         raise DatabaseUnavailable(
@@ -67,6 +86,7 @@ async def create_pool(cfg: DatabaseConfig, *, check_schema: bool = True) -> asyn
             timeout=cfg.connect_timeout,
             command_timeout=cfg.command_timeout,
             init=_init_connection,
+            reset=_release,
         )
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {_describe(exc)}") from None
