@@ -18,6 +18,10 @@ Policy:
   transaction per batch of pipelined RETRs, in the background (the next
   commands do not wait for it, one write at a time), and at the latest when
   the session ends, however it ends; QUIT writes it before removing anything.
+  Background writes commit without waiting for the disk (synchronous_commit
+  off): a database crash within a fraction of a second may forget a \\Seen,
+  never a message, and QUIT's removal, which commits durably, makes every
+  earlier write durable with it (the WAL is flushed in order).
 - Downloads are read ahead: the messages after the one asked for come in one
   query (up to 4 MB or 100 messages), and while they are sent the next such
   batch is already being fetched, on another connection.
@@ -81,7 +85,23 @@ def to_wire(raw: bytes, *, crlf: bool = False) -> bytes:
         data += b"\r\n"
     if data.startswith(b"."):
         data = b"." + data
-    return data.replace(b"\r\n.", b"\r\n..")
+    return data.replace(b"\r\n.", b"\r\n..") if _line_starts_with_dot(data) else data
+
+
+def _line_starts_with_dot(data: bytes) -> bool:
+    """Whether a line after the first starts with ``.``; in CRLF text, as ``b"\\r\\n." in data``, only faster.
+
+    Searching for the pair steps a few bytes at a time past every line end; most messages have few
+    dots (base64 has none), and finding each of them is a memchr.
+    """
+    if data.count(b".") > 64:
+        return b"\r\n." in data
+    at = data.find(b".", 1)
+    while at > 0:
+        if data[at - 1] == 0x0A:
+            return True
+        at = data.find(b".", at + 1)
+    return False
 
 
 class Pop3Session:
@@ -213,13 +233,18 @@ class Pop3Session:
             async with self.server.pool.acquire() as conn:
                 while self.seen_pending:
                     uids, self.seen_pending = self.seen_pending, []
-                    await self._store_seen(conn, uids)
+                    await self._store_seen(conn, uids, durable=False)
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             log.warning("pop3-seen-failed client=%s error=%s", self.client, type(exc).__name__)
 
-    async def _store_seen(self, conn: asyncpg.Connection, uids: list[int]) -> None:
+    async def _store_seen(self, conn: asyncpg.Connection, uids: list[int], *, durable: bool = True) -> None:
         try:
-            await imap_messages.store_flags(conn, self.inbox_id, uids, "+", ["\\Seen"])
+            if durable:
+                await imap_messages.store_flags(conn, self.inbox_id, uids, "+", ["\\Seen"])
+                return
+            async with conn.transaction():  # SET LOCAL: pooled connections carry no settings out
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                await imap_messages.store_flags(conn, self.inbox_id, uids, "+", ["\\Seen"])
         except (asyncpg.PostgresError, MailboxGone) as exc:
             log.warning("pop3-seen-failed client=%s error=%s", self.client, type(exc).__name__)
 

@@ -24,6 +24,10 @@ CASES: dict[str, bytes] = {
     "cr-before-crlf": b"Subject: cr\r\n\r\nline\r\r\nend\r",
     "long-line": make_message(body="y" * 20000 + "\r\nshort\r\n"),
     "empty-body-lines": make_message(body="\r\n\r\n\r\n"),
+    # Prose full of dots (URLs, sentences), and one line deep inside that starts with a dot.
+    "many-dots-one-dot-line": make_message(body="See https://www.example.org/a.b.c. Done.\r\n" * 40 + ".x\r\nend\r\n"),
+    # Base64-like text without dots, then a dot line at the very end.
+    "no-dots-then-dot-line": make_message(body="QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\r\n" * 200 + ".\r\n"),
 }
 
 
