@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from relate.config import Config
+from relate.queue.worker import DeliveryWorker
 from relate.services import accounts
 from relate.store import imap_messages, mailboxes, messages, outbound
 from relate.store import queue as queue_store
@@ -194,3 +196,22 @@ async def test_sweep_does_not_hold_up_deliveries_for_long(pool: asyncpg.Pool, bo
         assert await asyncio.wait_for(sweep(pool), 5) == (0, 0)
     assert await sweep(pool) == (1, 1)
     assert await blob_count(pool) == 1
+
+
+async def test_delivery_daemon_sweeps_when_idle(pool: asyncpg.Pool, bob: dict[str, Any]) -> None:
+    """The delivery daemon's loop, with nothing to deliver, deletes a removed message's bytes by itself."""
+    (stored,) = await deliver(pool, message(1), bob["inbox"])
+    await deliver(pool, message(2), bob["inbox"])
+    async with pool.acquire() as conn:
+        await imap_messages.remove(conn, bob["inbox"], [stored.uid])
+    worker = DeliveryWorker(Config(hostname="mail.example.com"), pool, blob_grace=NOW)
+    await worker.start()
+    try:
+        for _ in range(100):
+            if await blob_count(pool) == 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await worker.stop()
+    assert await blob_count(pool) == 1
+    assert await dangling(pool) == 0
