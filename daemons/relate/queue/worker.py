@@ -6,11 +6,12 @@ its message is ``max_age`` old (5 days); then it fails with 4.4.7 and the
 sender gets a DSN. Senders hear once, after ``delay_warning`` (4 hours),
 that a message is still waiting. Only recipients still deferred are retried.
 
-When the queue is idle, the loop also adds the body text of newly stored
-messages to their full-text vectors (see ``store.messages.index_pending``),
-and every ``BLOB_SWEEP_SECONDS`` deletes the raw messages that have had no
-reference for ``BLOB_GRACE`` (see ``store.mailboxes.sweep_blobs``), batch after
-batch while there are more.
+When the queue is idle (and at least every ``BACKGROUND_SECONDS`` when it
+never is), the loop also adds the body text of newly stored messages to
+their full-text vectors (see ``store.messages.index_pending``), and every
+``BLOB_SWEEP_SECONDS`` deletes the raw messages that have had no reference
+for ``BLOB_GRACE`` (see ``store.mailboxes.sweep_blobs``), batch after batch
+while there are more.
 
 Recipients at hosted domains are delivered locally through the ingest path,
 without SMTP. Remote ones are grouped by domain, at most
@@ -52,6 +53,8 @@ Clock = Callable[[], datetime]
 # Raw messages are deleted this long after their last reference went, by a sweep this often.
 BLOB_GRACE = timedelta(minutes=5)
 BLOB_SWEEP_SECONDS = 60.0
+# A queue that is never idle still leaves a turn for indexing and sweeping this often.
+BACKGROUND_SECONDS = 1.0
 
 
 def utcnow() -> datetime:
@@ -73,6 +76,7 @@ class DeliveryWorker:
         self.clock = clock
         self.blob_grace = blob_grace
         self._next_sweep = 0.0  # loop.time() of the next blob sweep
+        self._background_due = 0.0  # loop.time() by which background work gets a turn, busy or not
         self.sender = DomainSender(cfg.delivery, cfg.hostname, make_resolver(cfg.delivery))
         self._rng = random.Random()  # noqa: S311 - retry jitter, not cryptography
         self._wake = asyncio.Event()
@@ -119,10 +123,12 @@ class DeliveryWorker:
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any one bad pass; leases recover its work
                 log.error("delivery-loop-error error=%s: %s", type(exc).__name__, exc)
                 busy = False
-            if not busy and not self._stopping:
-                busy = await self._index_text()
-            if not busy and not self._stopping:
-                busy = await self._sweep_blobs()
+            now = asyncio.get_running_loop().time()
+            if not self._stopping and (not busy or now >= self._background_due):
+                self._background_due = now + BACKGROUND_SECONDS
+                busy = await self._index_text() or busy
+                if not self._stopping:
+                    busy = await self._sweep_blobs() or busy
             if busy or self._stopping:
                 continue
             with contextlib.suppress(TimeoutError):
