@@ -43,17 +43,17 @@ async def first_unseen_uid(conn: Queryable, mailbox_id: int) -> int | None:
 
 
 # SELECT's view of a mailbox in one statement (one snapshot, one round trip): the mailbox row,
-# its UIDs in order, the flags in use and the first unseen UID. The messages are read once.
+# its UIDs in order, the flags in use and the first unseen UID. The flags come from the distinct
+# flag sets (a handful, hashed) rather than from sorting every message's flags.
 _SELECT_STATE = """
-WITH box AS (SELECT id, name, uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE user_id = $1 AND {match}),
-     m AS MATERIALIZED (SELECT uid, flags FROM messages WHERE mailbox_id = (SELECT id FROM box))
-SELECT box.*,
-       (SELECT coalesce(array_agg(uid ORDER BY uid), '{{}}') FROM m) AS uids,
-       (SELECT coalesce(array_agg(DISTINCT f ORDER BY f), '{{}}') FROM m, unnest(m.flags) AS f) AS flags,
-       (SELECT min(uid) FROM m WHERE NOT ('\\Seen' = ANY (flags))) AS unseen
-  FROM box"""
-_SELECT_INBOX = _SELECT_STATE.format(match="upper(name) = 'INBOX'")
-_SELECT_NAMED = _SELECT_STATE.format(match="name = $2")
+SELECT box.id, box.name, box.uidvalidity, box.uidnext, box.highestmodseq,
+       (SELECT coalesce(array_agg(uid ORDER BY uid), '{{}}') FROM messages WHERE mailbox_id = box.id) AS uids,
+       (SELECT coalesce(array_agg(DISTINCT f ORDER BY f), '{{}}')
+          FROM (SELECT DISTINCT flags FROM messages WHERE mailbox_id = box.id) AS d, unnest(d.flags) AS f) AS flags,
+       (SELECT min(uid) FROM messages WHERE mailbox_id = box.id AND NOT ('\\Seen' = ANY (flags))) AS unseen
+  FROM mailboxes box WHERE box.user_id = $1 AND {match}"""
+_SELECT_INBOX = _SELECT_STATE.format(match="upper(box.name) = 'INBOX'")
+_SELECT_NAMED = _SELECT_STATE.format(match="box.name = $2")
 
 
 async def select_state(conn: Queryable, user_id: int, name: str) -> dict[str, Any] | None:

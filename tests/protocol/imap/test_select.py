@@ -141,3 +141,16 @@ async def test_session_end_releases_watchers(imap: Imap) -> None:
         await asyncio.sleep(0.02)
     watchers = {mailbox: set(sessions) for mailbox, sessions in imap.server.hub._watchers.items() if sessions}
     assert watchers == {}
+
+
+async def test_select_lists_each_keyword_once_in_order(imap: Imap) -> None:
+    """FLAGS names every keyword in use once, sorted after the system flags, however the messages combine them."""
+    for flags in (["$Zeta", "\\Seen"], ["$Alpha"], ["$Zeta", "$Alpha", "\\Flagged"], [], ["$Mid"], ["\\Seen"]):
+        await imap.deliver(flags=flags)
+    client = await imap.connect()
+    result = await client.ok("SELECT INBOX")
+    assert result.lines("FLAGS") == [b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Alpha $Mid $Zeta)"]
+    assert result.code_value("UNSEEN") == "2"
+    assert b"* 6 EXISTS" in result.untagged
+    uids = [f["UID"] for f in (await client.ok("FETCH 1:* UID")).fetches().values()]
+    assert uids == sorted(uids)
