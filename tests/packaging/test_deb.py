@@ -10,7 +10,7 @@ submission and reads back by IMAP and POP3. Then `relatectl --version`,
 and `systemd-analyze verify` on every installed unit.
 
 Needs root, debootstrap and the Debian mirror; it is slow (a few minutes),
-so it runs only with RELATE_SLOW=1 (`RELATE_SLOW=1 bash scripts/test
+so it runs only with SLOW_TESTS=1 (`SLOW_TESTS=1 bash scripts/test
 tests/packaging`), and fails rather than skips under CI when asked for.
 """
 
@@ -35,8 +35,8 @@ pytestmark = pytest.mark.slow
 
 
 def _require() -> None:
-    if os.environ.get("RELATE_SLOW") != "1":
-        pytest.skip("slow: set RELATE_SLOW=1 to build the .deb and install it in a debootstrapped root")
+    if os.environ.get("SLOW_TESTS") != "1":
+        pytest.skip("slow: set SLOW_TESTS=1 to build the .deb and install it in a debootstrapped root")
     missing = [tool for tool in ("debootstrap", "unshare", "dpkg-deb", "strip") if shutil.which(tool) is None]
     if os.geteuid() != 0 or missing:
         why = f"needs root and {', '.join(missing) or 'nothing else'} (scripts/test-deps installs the tools)"
