@@ -14,17 +14,27 @@ Policy:
 - Sizes are octets as RETR sends them: CRLF line endings, before
   dot-stuffing. UIDL is ``UIDVALIDITY.UID``, unique and stable for the
   message's life.
-- RETR sets ``\\Seen``, which IMAP and the API see: written in one
-  transaction per batch of pipelined RETRs, in the background (the next
-  commands do not wait for it, one write at a time), and at the latest when
-  the session ends, however it ends; QUIT writes it before removing anything.
-  Background writes commit without waiting for the disk (synchronous_commit
-  off): a database crash within a fraction of a second may forget a \\Seen,
-  never a message, and QUIT's removal, which commits durably, makes every
-  earlier write durable with it (the WAL is flushed in order).
+- RETR sets ``\\Seen``, which IMAP and the API see: written in the
+  background (the next commands do not wait for it, one write at a time)
+  once the client pauses (no command for 0.2 s) or 2 s after the oldest
+  RETR not yet written, whichever comes first, and at the latest when the
+  session ends, however it ends. A message already marked by DELE is left
+  out of these writes (QUIT removes it; a dropped connection, which removes
+  nothing, still writes its \\Seen at the end, and so does RSET's undoing
+  the mark), so a fetch-and-delete client costs no flag writes at all, as
+  with Dovecot, which sets \\Seen only at QUIT. QUIT writes the rest before
+  removing anything. Background writes commit without waiting for the disk
+  (synchronous_commit off): a database crash within a fraction of a second
+  may forget a \\Seen, never a message, and QUIT's removal, which commits
+  durably, makes every earlier write durable with it (the WAL is flushed in
+  order).
 - Downloads are read ahead: the messages after the one asked for come in one
   query (up to 4 MB or 100 messages), and while they are sent the next such
   batch is already being fetched, on another connection.
+- Pipelined commands are taken from the input buffer together and answered
+  in order; the answers to a burst go out in one write. A command that needs
+  no database (DELE, or RETR of a message already read ahead) runs without
+  yielding to the event loop.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -57,6 +68,9 @@ _PREFETCH_BYTES = 4 * 1024 * 1024
 _PREFETCH_COUNT = 100
 # Queued answers are handed to the socket once they reach this size, or when no command is waiting.
 _OUT_BYTES = 256 * 1024
+# \Seen of RETR'd messages is written once the client pauses this long, or this long after the oldest RETR.
+_SEEN_IDLE = 0.2
+_SEEN_MAX_DELAY = 2.0
 
 
 class PopError(Exception):
@@ -126,7 +140,11 @@ class Pop3Session:
         self.started = time.monotonic()
         self.retrieved = 0
         self.removed = 0
-        self.seen_pending: list[int] = []
+        self.seen_pending: list[Message] = []  # RETR'd, \Seen not yet written (in RETR order)
+        self._seen_since = 0.0  # loop time of the oldest of them
+        self._seen_writing = False  # the background task is past its wait, in the database
+        self.commands = 0  # commands executed (the background \Seen write waits for a pause in them)
+        self._lines: deque[bytes | None] = deque()  # pipelined command lines taken from the reader, not yet run
         self._out: list[bytes] = []
         self._out_size = 0
         self._seen_task: asyncio.Task[None] | None = None
@@ -142,7 +160,8 @@ class Pop3Session:
     def out(self, *data: bytes) -> None:
         """Queue bytes for the client: the answers to a burst of pipelined commands go out in one write."""
         self._out.extend(data)
-        self._out_size += sum(map(len, data))
+        for part in data:
+            self._out_size += len(part)
         if self._out_size >= _OUT_BYTES:
             self._push()
 
@@ -169,10 +188,30 @@ class Pop3Session:
 
     async def read_line(self) -> bytes | None:
         """One line without CRLF within the idle timeout (TimeoutError); None for an overlong one, swallowed."""
+        if self._lines:
+            return self._lines.popleft()
         if self.reader._buffer.find(b"\n") >= 0:  # type: ignore[attr-defined]
             return await self._read_line()  # pipelined: here already, no timer needed
         async with asyncio.timeout(self.cfg.idle_timeout):
             return await self._read_line()
+
+    async def read_lines(self) -> None:
+        """Queue every complete line the client has sent (at least one, within the idle timeout)."""
+        buffered: bytearray = self.reader._buffer  # type: ignore[attr-defined]
+        end = buffered.rfind(b"\n")
+        if end < 0:
+            self._lines.append(await self.read_line())
+            return
+        # All there already: one read for the lot (readexactly keeps the reader's flow control right).
+        chunk = await self.reader.readexactly(end + 1)
+        limit = self.server.line_limit
+        for line in chunk.split(b"\n")[:-1]:
+            # As readuntil() would: a line longer than the limit is swallowed and reported as None.
+            self._lines.append(line.rstrip(b"\r") if len(line) <= limit else None)
+
+    def has_input(self) -> bool:
+        """Whether bytes the client sent wait, read or not (used where none may: STLS)."""
+        return bool(self._lines or self.reader._buffer)  # type: ignore[attr-defined]
 
     async def _read_line(self) -> bytes | None:
         try:
@@ -189,19 +228,24 @@ class Pop3Session:
     async def run(self) -> None:
         self.send("+OK Relate Mail POP3 server ready")
         try:
+            lines = self._lines
             while self.state != UPDATE:
-                if not self.reader._buffer:  # type: ignore[attr-defined]  # no pipelined command waits
-                    self.start_seen()
-                    await self.flush()
-                try:
-                    line = await self.read_line()
-                except TimeoutError:
-                    self.send("-ERR Autologout; idle for too long")
-                    break
+                if not lines:
+                    if self.reader._buffer.find(b"\n") < 0:  # type: ignore[attr-defined]  # no command waits
+                        self.start_seen()
+                        await self.flush()
+                    try:
+                        await self.read_lines()
+                    except TimeoutError:
+                        self.send("-ERR Autologout; idle for too long")
+                        break
+                line = lines.popleft()
                 if line is None:
                     self._bad("Line too long")
                     continue
-                await self.execute(line)
+                pending = self.execute(line)
+                if pending is not None:
+                    await pending
         except (OSError, asyncio.IncompleteReadError):
             pass  # a dropped connection removes nothing (RFC 1939 §6)
         finally:
@@ -210,32 +254,62 @@ class Pop3Session:
             with contextlib.suppress(OSError, RuntimeError):
                 await self.flush()
 
-    async def write_seen(self) -> None:
-        """Set \\Seen on everything RETR sent, now: the background write in flight, then what is left."""
+    def note_retrieved(self, msg: Message) -> None:
+        if not self.seen_pending:
+            self._seen_since = time.monotonic()
+        self.seen_pending.append(msg)
+
+    def _take_seen(self, *, marked_too: bool) -> list[int]:
+        """UIDs whose \\Seen is to be written now; messages marked by DELE stay pending unless ``marked_too``."""
+        if marked_too:
+            taken, self.seen_pending = self.seen_pending, []
+        else:
+            taken = [m for m in self.seen_pending if not m.deleted]
+            self.seen_pending = [m for m in self.seen_pending if m.deleted]
+            self._seen_since = time.monotonic()  # those left are not due until DELE's mark is undone
+        return [m.uid for m in taken]
+
+    async def write_seen(self, *, marked_too: bool = True) -> None:
+        """Set \\Seen on what RETR sent, now: the background write in flight, then what is left.
+
+        ``marked_too=False`` (QUIT, which removes them next) leaves out the messages marked by DELE.
+        """
         if self._seen_task is not None:
             task, self._seen_task = self._seen_task, None
-            await task
-        if not self.seen_pending or self.lock_conn is None:
+            if not self._seen_writing:
+                task.cancel()  # still waiting for a pause: this write does its work
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.lock_conn is None:
             return
-        uids, self.seen_pending = self.seen_pending, []
-        await self._store_seen(self.lock_conn, uids)
+        uids = self._take_seen(marked_too=marked_too)
+        if uids:
+            await self._store_seen(self.lock_conn, uids)
 
     def start_seen(self) -> None:
-        """Set \\Seen on what RETR sent since the last time, in the background, one write at a time."""
+        """Have \\Seen written in the background, once the client pauses; one write at a time."""
         if not self.seen_pending or self.lock_conn is None:
             return
         if self._seen_task is not None and not self._seen_task.done():
-            return  # the write in flight takes these along when it is done
+            return  # the write waiting or in flight takes these along
         self._seen_task = asyncio.create_task(self._seen_in_background())
 
     async def _seen_in_background(self) -> None:
+        # Wait for the client to pause (no command for _SEEN_IDLE), at most until the oldest RETR is
+        # _SEEN_MAX_DELAY old: a fetch-and-delete client has marked most messages for removal by then.
+        seen_commands = -1
+        while self.commands != seen_commands and time.monotonic() - self._seen_since < _SEEN_MAX_DELAY:
+            seen_commands = self.commands
+            await asyncio.sleep(_SEEN_IDLE)
+        self._seen_writing = True
         try:
             async with self.server.pool.acquire() as conn:
-                while self.seen_pending:
-                    uids, self.seen_pending = self.seen_pending, []
+                while uids := self._take_seen(marked_too=False):
                     await self._store_seen(conn, uids, durable=False)
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             log.warning("pop3-seen-failed client=%s error=%s", self.client, type(exc).__name__)
+        finally:
+            self._seen_writing = False
 
     async def _store_seen(self, conn: asyncpg.Connection, uids: list[int], *, durable: bool = True) -> None:
         try:
@@ -256,24 +330,40 @@ class Pop3Session:
             return
         self.send(f"-ERR {text}")
 
-    async def execute(self, line: bytes) -> None:
+    def execute(self, line: bytes) -> Awaitable[None] | None:
+        """Run one command line; what it still has to wait for (the database, the client), if anything.
+
+        Handlers that need not wait answer at once and return None; the others return an awaitable,
+        which :meth:`_finish` wraps so that errors are answered in this one place either way.
+        """
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
             self._bad("Commands are text")
-            return
+            return None
         verb, _, rest = text.partition(" ")
         verb = verb.upper()
         handler = HANDLERS.get(verb)
         if handler is None:
             self._bad("Unknown command")
-            return
+            return None
         if verb not in ALLOWED[self.state]:
             self._bad(f"{verb} is not allowed now")
-            return
-        args = rest.split(" ") if rest else []
+            return None
+        self.commands += 1
         try:
-            await handler(self, args)
+            pending = handler(self, rest.split(" ") if rest else [])
+        except PopError as exc:
+            self.send(exc.line)
+            return None
+        if pending is not None:
+            return self._finish(verb, pending)
+        self.bad_in_a_row = 0
+        return None
+
+    async def _finish(self, verb: str, pending: Awaitable[None]) -> None:
+        try:
+            await pending
             self.bad_in_a_row = 0
         except PopError as exc:
             self.send(exc.line)
@@ -400,11 +490,12 @@ async def _fetch_raw(conn: asyncpg.Connection, inbox_id: int, batch: list[int]) 
 
 # -- commands -----------------------------------------------------------------------
 
-Handler = Callable[[Pop3Session, list[str]], Awaitable[None]]
+# A handler answers at once and returns None, or returns what it still has to wait for (an async handler).
+Handler = Callable[[Pop3Session, list[str]], Awaitable[None] | None]
 
 
 # RFC 2449 §5 (CAPA)
-async def capa(session: Pop3Session, args: list[str]) -> None:
+def capa(session: Pop3Session, args: list[str]) -> None:
     caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "IMPLEMENTATION Relate-Mail"]
     if session.state == AUTHORIZATION:
         if session.tls or session.cfg.allow_plaintext_auth:
@@ -427,7 +518,7 @@ async def stls(session: Pop3Session, args: list[str]) -> None:
     tls = session.server.tls_for("pop3")
     if session.tls or tls is None:
         raise PopError("TLS is not available here")
-    if getattr(session.reader, "_buffer", b""):  # a private field, but the only way to see bytes already read
+    if session.has_input():
         session.send("-ERR Data after STLS before the TLS handshake")
         session.state = UPDATE
         return
@@ -439,7 +530,7 @@ async def stls(session: Pop3Session, args: list[str]) -> None:
 
 
 # RFC 1939 §7 (USER)
-async def user(session: Pop3Session, args: list[str]) -> None:
+def user(session: Pop3Session, args: list[str]) -> None:
     _plaintext_check(session)
     if len(args) != 1 or not args[0]:
         raise PopError("USER takes one argument")
@@ -508,12 +599,12 @@ async def auth(session: Pop3Session, args: list[str]) -> None:
 
 
 # RFC 1939 §5 (STAT)
-async def stat(session: Pop3Session, args: list[str]) -> None:
+def stat(session: Pop3Session, args: list[str]) -> None:
     live = [m for m in session.drop if not m.deleted]
     session.send(f"+OK {len(live)} {sum(m.size for m in live)}")
 
 
-async def _listing(session: Pop3Session, args: list[str], what: str, value: Callable[[Message], str]) -> None:
+def _listing(session: Pop3Session, args: list[str], what: str, value: Callable[[Message], str]) -> None:
     """LIST and UIDL: one message's line, or every undeleted message's as a multi-line answer."""
     if args:
         number, msg = session.message(args[0])
@@ -527,24 +618,35 @@ async def _listing(session: Pop3Session, args: list[str], what: str, value: Call
 
 
 # RFC 1939 §5 (LIST)
-async def list_(session: Pop3Session, args: list[str]) -> None:
-    await _listing(session, args, "Scan listing", lambda msg: str(msg.size))
+def list_(session: Pop3Session, args: list[str]) -> None:
+    _listing(session, args, "Scan listing", lambda msg: str(msg.size))
 
 
 # RFC 1939 §7 (UIDL)
-async def uidl(session: Pop3Session, args: list[str]) -> None:
-    await _listing(session, args, "Unique-id listing", lambda msg: f"{session.uidvalidity}.{msg.uid}")
+def uidl(session: Pop3Session, args: list[str]) -> None:
+    _listing(session, args, "Unique-id listing", lambda msg: f"{session.uidvalidity}.{msg.uid}")
 
 
 # RFC 1939 §5 (RETR)
-async def retr(session: Pop3Session, args: list[str]) -> None:
+def retr(session: Pop3Session, args: list[str]) -> Awaitable[None] | None:
     if len(args) != 1:
         raise PopError("RETR takes a message number")
     number, msg = session.message(args[0])
-    data = to_wire(await session.raw(number, msg), crlf=msg.crlf)
-    session.out(b"+OK %d octets\r\n" % msg.size, data, b".\r\n")
+    raw = session._prefetched.pop(msg.uid, None)  # read ahead: answered without waiting
+    if raw is None:
+        return _retr_fetching(session, number, msg)
+    _send_message(session, msg, raw)
+    return None
+
+
+async def _retr_fetching(session: Pop3Session, number: int, msg: Message) -> None:
+    _send_message(session, msg, await session.raw(number, msg))
+
+
+def _send_message(session: Pop3Session, msg: Message, raw: bytes) -> None:
+    session.out(b"+OK %d octets\r\n" % msg.size, to_wire(raw, crlf=msg.crlf), b".\r\n")
     session.retrieved += 1
-    session.seen_pending.append(msg.uid)
+    session.note_retrieved(msg)
 
 
 # RFC 1939 §7 (TOP)
@@ -563,7 +665,7 @@ async def top(session: Pop3Session, args: list[str]) -> None:
 
 
 # RFC 1939 §5 (DELE)
-async def dele(session: Pop3Session, args: list[str]) -> None:
+def dele(session: Pop3Session, args: list[str]) -> None:
     if len(args) != 1:
         raise PopError("DELE takes a message number")
     number, msg = session.message(args[0])
@@ -572,12 +674,12 @@ async def dele(session: Pop3Session, args: list[str]) -> None:
 
 
 # RFC 1939 §5 (NOOP)
-async def noop(session: Pop3Session, args: list[str]) -> None:
+def noop(session: Pop3Session, args: list[str]) -> None:
     session.send("+OK")
 
 
 # RFC 1939 §5 (RSET)
-async def rset(session: Pop3Session, args: list[str]) -> None:
+def rset(session: Pop3Session, args: list[str]) -> None:
     for msg in session.drop:
         msg.deleted = False
     session.send(f"+OK Maildrop has {len(session.drop)} messages")
@@ -585,13 +687,15 @@ async def rset(session: Pop3Session, args: list[str]) -> None:
 
 # RFC 1939 §4, §6 (QUIT, and the UPDATE state)
 async def quit_(session: Pop3Session, args: list[str]) -> None:
-    await session.write_seen()
+    # Marked messages are removed next: their \Seen would be written for nothing.
+    await session.write_seen(marked_too=False)
     if session.state == TRANSACTION:
         marked = [m.uid for m in session.drop if m.deleted]
         if marked:
             assert session.lock_conn is not None
             removed = await imap_messages.remove(session.lock_conn, session.inbox_id, marked)
             session.removed = len(removed)
+            session.seen_pending.clear()  # all of them marked, now gone
     session.state = UPDATE
     session.send("+OK Relate Mail POP3 server signing off")
 

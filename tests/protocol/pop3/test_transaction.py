@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import poplib
 import re
 
@@ -147,6 +148,37 @@ async def test_retr_sets_seen(pop3: Pop3) -> None:
     assert await wait_until(committed)
     flags = [sorted(m["flags"]) for m in await pop3.stored(ALICE)]
     assert flags == [[], ["\\Seen"], [], ["\\Flagged", "\\Seen"]]
+
+
+async def test_retr_then_dele_then_drop_leaves_message_seen(pop3: Pop3) -> None:
+    """A message RETR'd and marked by DELE stays, \\Seen, when the connection drops without QUIT."""
+    await three(pop3)
+    client = await logged_in(pop3)
+    await client.multi("RETR 1")
+    assert await client.cmd("DELE 1") == "+OK Message 1 deleted"
+    client.drop()
+
+    async def seen_and_kept() -> bool:
+        return [("\\Seen" in m["flags"]) for m in await pop3.stored(ALICE)] == [True, False, False]
+
+    assert await wait_until(seen_and_kept)
+
+
+async def test_rset_after_dele_has_seen_written_in_session(pop3: Pop3) -> None:
+    """RSET undoing a DELE mark lets the RETR's \\Seen reach the store while the session goes on."""
+    await three(pop3)
+    client = await logged_in(pop3)
+    await client.multi("RETR 2")
+    assert await client.cmd("DELE 2") == "+OK Message 2 deleted"
+    await asyncio.sleep(0.5)  # longer than the client pause that lets a \\Seen write start
+    assert [("\\Seen" in m["flags"]) for m in await pop3.stored(ALICE)] == [False, False, False]
+    assert await client.cmd("RSET") == "+OK Maildrop has 3 messages"
+
+    async def seen() -> bool:
+        return [("\\Seen" in m["flags"]) for m in await pop3.stored(ALICE)] == [False, True, False]
+
+    assert await wait_until(seen)
+    assert await client.cmd("NOOP") == "+OK"
 
 
 async def test_retr_keeps_seen_message_seen(pop3: Pop3) -> None:
