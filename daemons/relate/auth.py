@@ -87,6 +87,12 @@ def new_key(rounds: int) -> tuple[str, str, str]:
     return key, prefix, hashed
 
 
+def _work_factor(hashed: str) -> int | None:
+    """The cost of a ``$2b$NN$...`` bcrypt hash."""
+    parts = hashed.split("$")
+    return int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
+
+
 def key_prefix(key: str) -> str | None:
     m = _KEY_RE.match(key)
     return m.group(1) if m else None
@@ -202,7 +208,12 @@ class Authenticator:
             scopes=frozenset(row["scopes"]),
             expires_at=row["expires_at"],
         )
-        await key_store.touch(self._pool, row["id"])
+        rehash = None
+        if _work_factor(row["hash"]) != self._cfg.bcrypt_rounds:
+            # auth.bcrypt_rounds changed since this key was hashed: follow it now that we hold the key.
+            fresh = await asyncio.to_thread(bcrypt.hashpw, key.encode(), bcrypt.gensalt(self._cfg.bcrypt_rounds))
+            rehash = (row["hash"], fresh.decode())
+        await key_store.touch(self._pool, row["id"], rehash=rehash)
         if len(self._cache) > _MAX_TRACKED_CLIENTS:
             self._cache.clear()
         self._cache[cache_key] = (principal, now + self._cfg.cache_seconds)

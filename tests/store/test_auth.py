@@ -13,6 +13,7 @@ from relate.auth import Authenticator, AuthRefused, parse_scopes
 from relate.config import AuthConfig
 from relate.errors import Invalid
 from relate.services import accounts
+from relate.store import keys as key_store
 
 
 class Clock:
@@ -202,3 +203,24 @@ async def test_secret_is_not_stored(pool: asyncpg.Pool, bob: str) -> None:
     secret = key[len("relate_") + 13 :]  # after the prefix; the secret itself may contain "_"
     assert all(secret not in str(v) for v in row.values())
     assert row["hash"].startswith("$2b$")
+
+
+async def test_keys_follow_a_changed_work_factor(pool: asyncpg.Pool, bob: str, auth_config: AuthConfig) -> None:
+    """A key hashed with another bcrypt factor is re-hashed with auth.bcrypt_rounds at its next login."""
+    key, key_id = await new_key(pool, bob, "imap")  # factor 4
+    auth_config.bcrypt_rounds = 5
+    auth = Authenticator(pool, auth_config)
+    await auth.authenticate(bob, key, "imap", client="192.0.2.1", service="imap")
+    stored = await pool.fetchval("SELECT hash FROM api_keys WHERE id = $1", key_id)
+    assert stored.startswith("$2b$05$")
+    auth.forget()
+    assert (await auth.authenticate(bob, key, "imap", client="192.0.2.1", service="imap")).key_id == key_id
+
+
+async def test_rehash_never_undoes_a_rotation(pool: asyncpg.Pool, bob: str) -> None:
+    """The re-hash is swapped in only if the hash is still the one verified (a rotation in between wins)."""
+    _, key_id = await new_key(pool, bob, "imap")
+    verified = await pool.fetchval("SELECT hash FROM api_keys WHERE id = $1", key_id)
+    await pool.execute("UPDATE api_keys SET hash = 'rotated' WHERE id = $1", key_id)
+    await key_store.touch(pool, key_id, rehash=(verified, "stale-rehash"))
+    assert await pool.fetchval("SELECT hash FROM api_keys WHERE id = $1", key_id) == "rotated"

@@ -48,8 +48,17 @@ async def for_verification(conn: Queryable, prefix: str, login: str) -> dict[str
     return dict(row) if row else None
 
 
-async def touch(conn: Queryable, key_id: int) -> None:
-    await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", key_id)
+async def touch(conn: Queryable, key_id: int, *, rehash: tuple[str, str] | None = None) -> None:
+    """Record a use; ``rehash=(old, new)`` also swaps the hash, unless it changed meanwhile (a rotation)."""
+    if rehash is None:
+        await conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", key_id)
+        return
+    await conn.execute(
+        """UPDATE api_keys SET last_used_at = now(), hash = CASE WHEN hash = $2 THEN $3 ELSE hash END
+            WHERE id = $1""",
+        key_id,
+        *rehash,
+    )
 
 
 async def list_for(conn: Queryable, user_id: int | None, *, include_revoked: bool) -> list[dict[str, Any]]:
