@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from relate import auth
+from relate.config import AuthConfig
 from relate.errors import Conflict, Invalid, NotFound
 from relate.mail.address import normalize_address, normalize_domain, split_address
 from relate.store import accounts, keys
@@ -95,7 +96,7 @@ async def create_key(
     scopes: str | list[str],
     *,
     expires_at: datetime | None = None,
-    rounds: int = 10,
+    rounds: int = AuthConfig.bcrypt_rounds,
 ) -> tuple[str, dict[str, Any]]:
     """(the key, shown once; its stored record without secret)."""
     user = await get_user(pool, address)
@@ -134,7 +135,7 @@ async def get_user_key(pool: asyncpg.Pool, user_id: int, key_id: int) -> dict[st
 
 
 async def rotate_key(
-    pool: asyncpg.Pool, key_id: int, *, rounds: int = 10, user_id: int | None = None
+    pool: asyncpg.Pool, key_id: int, *, rounds: int = AuthConfig.bcrypt_rounds, user_id: int | None = None
 ) -> tuple[str, dict[str, Any]]:
     """A new key with the old one's user, name, scopes and expiry; the old one is revoked.
 
