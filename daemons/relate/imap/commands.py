@@ -443,9 +443,13 @@ async def idle(session: ImapSession, cmd: Command) -> None:
             if sel is not None:
                 changed = asyncio.ensure_future(sel.changed.wait())
                 waiters.append(changed)
-            finished, _ = await asyncio.wait(
-                waiters, timeout=session.cfg.idle_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            session.waiting = True  # a shutdown may say BYE right here
+            try:
+                finished, _ = await asyncio.wait(
+                    waiters, timeout=session.cfg.idle_timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                session.waiting = False
             if changed is not None and not changed.done():
                 changed.cancel()
             if not finished:

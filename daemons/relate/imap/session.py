@@ -97,6 +97,8 @@ class ImapSession:
         self._out_size = 0
         self.started = time.monotonic()
         self.commands = 0
+        self.waiting = False  # for the client: between commands, or in IDLE
+        self.leaving = False  # shutting down: BYE once the command in progress has answered
 
     # -- output ----------------------------------------------------------------
 
@@ -175,6 +177,7 @@ class ImapSession:
         await self.flush()
         try:
             while self.state != LOGOUT:
+                self.waiting = True
                 try:
                     parts = await asyncio.wait_for(self.read_command(), self.cfg.idle_timeout)
                 except TimeoutError:
@@ -183,10 +186,14 @@ class ImapSession:
                 except LineTooLong as exc:
                     await self._bad(exc.tag, "Line too long")
                     continue
+                finally:
+                    self.waiting = False
                 if parts is None:
                     continue
                 await self.execute(parts)
                 await self.flush()
+                if self.leaving:
+                    raise Bye("Server shutting down")
         except Bye as bye:
             self.untagged(f"BYE {bye.text}")
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -328,6 +335,11 @@ class ImapSession:
             raise No("Log in over TLS: use STARTTLS or port 993", "PRIVACYREQUIRED")
 
     def goodbye(self) -> None:
+        """At shutdown: BYE at once to a session waiting for its client (IDLE included); else once
+        the command in progress has answered, so a BYE never lands inside another response."""
+        if not self.waiting:
+            self.leaving = True
+            return
         self.untagged("BYE Server shutting down")
         self.writer.write(b"".join(self._out))  # not flush(): this runs outside the session's task
         self._out.clear()
