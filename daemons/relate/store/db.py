@@ -43,7 +43,10 @@ async def _release(conn: asyncpg.Connection) -> None:
       :func:`relate.store.migrate.migrate` releases itself in a ``finally``; the POP3
       maildrop lock lives on a connection of its own from :func:`connect`, closed when
       the POP3 session ends, which releases it whatever happens;
-    - LISTEN runs on dedicated connections from :func:`connect`, never pooled ones;
+    - LISTEN runs on a dedicated connection (the API hub) or on a pooled one held for
+      the process's life that UNLISTENs (``remove_listener``) before it goes back
+      (the IMAP change hub, the delivery daemon); a LISTEN left behind by a crash
+      would only deliver notifications nobody handles;
     - settings are changed with ``SET LOCAL`` only, cursors live in transactions.
     So the server-side reset is skipped (asyncpg still rolls back a transaction left
     open and drops listener callbacks before calling this).
