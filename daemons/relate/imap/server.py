@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import socket
@@ -18,22 +19,81 @@ from relate.runtime.streams import Session, StreamServer
 from relate.runtime.tls import TLSRegistry
 from relate.store.mailboxes import CHANNEL
 
+log = logging.getLogger("relate.imap")
+
 
 class ChangeHub:
-    """Fans ``NOTIFY relate_mail`` out to the sessions that have that mailbox selected."""
+    """Fans ``NOTIFY relate_mail`` out to the sessions that have that mailbox selected.
+
+    One LISTEN connection per process. If it is lost (a database restart, a
+    failover), one line is logged and it is made again with backoff; then
+    every watched mailbox counts as changed, so each session compares its
+    state with the database's (by modseq and the expunge log) and tells its
+    client what happened meanwhile: nothing is missed, only late.
+    """
+
+    RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self._conn: asyncpg.Connection | None = None
         self._watchers: dict[int, set[ImapSession]] = collections.defaultdict(set)
+        self._stopping = False
+        self._reconnect: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._conn = await self.pool.acquire()
-        await self._conn.add_listener(CHANNEL, self._on_notify)
+        await self._listen()
+
+    async def _listen(self) -> None:
+        conn = await self.pool.acquire()
+        try:
+            await conn.add_listener(CHANNEL, self._on_notify)
+        except BaseException:
+            await self.pool.release(conn)
+            raise
+        conn.add_termination_listener(self._lost)
+        self._conn = conn
+
+    def _lost(self, _conn: asyncpg.Connection) -> None:
+        if self._stopping or self._reconnect is not None:
+            return
+        log.warning("imap-listen-lost: re-listening; selected mailboxes will re-sync")
+        self._reconnect = asyncio.get_running_loop().create_task(self._relisten())
+
+    async def _relisten(self) -> None:
+        old, self._conn = self._conn, None
+        if old is not None:
+            with contextlib.suppress(Exception):  # a dead connection: the pool only has to forget it
+                await self.pool.release(old)
+        attempt = 0
+        listening = False
+        while not self._stopping and not listening:
+            try:
+                await self._listen()
+                listening = True
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                delay = self.RETRY_DELAYS[min(attempt, len(self.RETRY_DELAYS) - 1)]
+                attempt += 1
+                if attempt == 1:
+                    log.warning("imap-listen-retry error=%s", type(exc).__name__)
+                await asyncio.sleep(delay)
+        self._reconnect = None
+        if listening:
+            log.info("imap-listen-restored")
+            for mailbox_id, sessions in list(self._watchers.items()):
+                for session in list(sessions):
+                    session.mark_selected_changed(mailbox_id)
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnect
         if self._conn is not None:
-            await self._conn.remove_listener(CHANNEL, self._on_notify)
+            self._conn.remove_termination_listener(self._lost)
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await self._conn.remove_listener(CHANNEL, self._on_notify)
             await self.pool.release(self._conn)
             self._conn = None
 

@@ -109,3 +109,18 @@ async def test_idle_with_imaplib_client_in_parallel(imap: Imap) -> None:
     lines = await client.read_until(lambda line: line.endswith(b" EXISTS"))
     assert lines[-1] == b"* 1 EXISTS"
     assert (await client.done(tag)).ok
+
+
+async def test_idle_survives_a_lost_listen_connection(imap: Imap) -> None:
+    """When the daemon's LISTEN connection is killed, it listens again and an IDLEing client still hears new mail."""
+    client = await imap.connect(select="INBOX")
+    tag = await client.idle()
+    killed = await imap.pool.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+    )
+    assert killed == 1
+    await imap.deliver(make_message(subject="after the drop"))
+    lines = await client.read_until(lambda line: line.endswith(b" EXISTS"), wait=10)
+    assert lines[-1] == b"* 1 EXISTS"
+    assert (await client.done(tag)).ok
