@@ -260,7 +260,7 @@ class ImapSession:
             caps += ["AUTH=PLAIN", "SASL-IR"] if plaintext_ok else ["LOGINDISABLED"]
         caps += [
             "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE", "CHILDREN",
-            "LIST-EXTENDED", "LIST-STATUS", "LITERAL+", "ID", "ESEARCH", "SEARCHRES", "STATUS=SIZE",
+            "LIST-EXTENDED", "LIST-STATUS", "LITERAL+", "LITERAL-", "ID", "ESEARCH", "SEARCHRES", "STATUS=SIZE",
             f"APPENDLIMIT={self.cfg.max_literal_size}", "UTF8=ACCEPT",
         ]  # fmt: skip
         return caps
