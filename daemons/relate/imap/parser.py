@@ -1,8 +1,8 @@
-"""IMAP command parser: bytes in, immutable command objects out, no I/O (RFC 9051 §9).
+"""IMAP command parser: bytes in, immutable command objects out, no network I/O (RFC 9051 §9).
 
 The session reads a command as a list of parts: line text (``bytes``) and
 the literals between them (:class:`Literal`), each literal already read in
-full. :func:`parse` walks those parts with a cursor whose methods consume
+full (a big one into a temporary file, read back when a command uses it). :func:`parse` walks those parts with a cursor whose methods consume
 one grammar element each and raise :class:`ParseError` (answered ``BAD``) on
 anything else. Commands come out as frozen dataclasses; sequence sets keep
 ``*`` and ``$`` symbolic, to be resolved against the selected mailbox.
@@ -15,6 +15,7 @@ import binascii
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from typing import BinaryIO
 
 from relate.imap.errors import ParseError
 from relate.imap.mutf7 import decode_mailbox
@@ -22,8 +23,29 @@ from relate.imap.mutf7 import decode_mailbox
 
 @dataclass(frozen=True)
 class Literal:
-    data: bytes
+    """A literal's octets: in memory, or (a big one) in the unlinked temporary file it was streamed into.
+
+    ``data`` reads a spooled literal back once, when a command uses it (APPEND
+    hands the message to PostgreSQL in one piece), so a slow upload holds a
+    file, not memory. The session closes every literal after its command.
+    """
+
+    content: bytes | BinaryIO
     binary: bool = False  # literal8 (~{n}), RFC 9051 §4.3
+
+    @property
+    def data(self) -> bytes:
+        if not isinstance(self.content, bytes):
+            spool = self.content
+            spool.seek(0)
+            object.__setattr__(self, "content", spool.read())
+            spool.close()
+        assert isinstance(self.content, bytes)
+        return self.content
+
+    def close(self) -> None:
+        if not isinstance(self.content, bytes):
+            self.content.close()
 
 
 Part = bytes | Literal

@@ -22,10 +22,11 @@ import bisect
 import contextlib
 import logging
 import re
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from relate.auth import Principal
 from relate.errors import MailboxGone
@@ -41,6 +42,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("relate.imap")
 
 _LITERAL = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
+# Literals bigger than this are streamed to a temporary file, SPOOL_CHUNK octets at a time.
+SPOOL_ABOVE = 256 * 1024
+SPOOL_CHUNK = 64 * 1024
+
+
+def _close_literals(parts: list[Part]) -> None:
+    for part in parts:
+        if isinstance(part, Literal):
+            part.close()
+
+
 NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-authenticated", "authenticated", "selected", "logout"
 # Untagged EXPUNGE is not allowed while these run (RFC 9051 §7.5.1); their UID forms are fine.
 _NO_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})
@@ -165,9 +177,32 @@ class ImapSession:
             if not nonsync:
                 self.send(b"+ Ready for literal data")
                 await self.flush()
-            data = await self.reader.readexactly(size)
+            binary = m.group(1) == b"~"
+            try:
+                parts.append(Literal(await self._read_literal(size), binary=binary))
+            except BaseException:
+                _close_literals(parts)
+                raise
             total += size
-            parts.append(Literal(data, binary=m.group(1) == b"~"))
+
+    async def _read_literal(self, size: int) -> bytes | BinaryIO:
+        """Up to SPOOL_ABOVE octets in memory; more are streamed to an unlinked temporary file in chunks,
+        so an upload of any size up to APPENDLIMIT holds one chunk of memory while it arrives."""
+        if size <= SPOOL_ABOVE:
+            return await self.reader.readexactly(size)
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - the Literal owns it; the session closes it
+        try:
+            remaining = size
+            while remaining:
+                chunk = await self.reader.read(min(remaining, SPOOL_CHUNK))
+                if not chunk:
+                    raise asyncio.IncompleteReadError(b"", remaining)
+                spool.write(chunk)  # page cache: a 64 KiB write does not stall the loop
+                remaining -= len(chunk)
+        except BaseException:
+            spool.close()
+            raise
+        return spool
 
     # -- the loop ----------------------------------------------------------------
 
@@ -190,7 +225,10 @@ class ImapSession:
                     self.waiting = False
                 if parts is None:
                     continue
-                await self.execute(parts)
+                try:
+                    await self.execute(parts)
+                finally:
+                    _close_literals(parts)
                 await self.flush()
                 if self.leaving:
                     raise Bye("Server shutting down")

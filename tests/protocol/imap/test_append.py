@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import time
+import tracemalloc
 
 from .conftest import Imap
 from .helpers import Lit, make_message
@@ -174,3 +175,43 @@ async def test_append_with_imaplib(imap: Imap) -> None:
     stored = await imap.stored("Drafts")
     assert stored[0]["raw"] == raw
     assert stored[0]["flags"] == ["\\Draft"]
+
+
+async def test_big_literal_is_streamed_not_held_in_memory(imap: Imap) -> None:
+    """While a 16 MB APPEND arrives the daemon buffers a few chunks, not the message; then it is stored byte-exact."""
+    imap.cfg.imap.allow_plaintext_auth = True  # plain TCP: only the daemon's own buffers are measured
+    raw = make_message(subject="big")
+    raw += b"x" * (16 * 1024 * 1024 - len(raw) - 2) + b"\r\n"  # one long body line makes up the 16 MB
+    client = await imap.connect(tls=False)
+    await client.send(f"A1 APPEND INBOX {{{len(raw)}}}\r\n".encode())
+    assert (await client.read_line()).startswith(b"+")
+    tracemalloc.start()
+    try:
+        view = memoryview(raw)
+        await client.send(view[:-100])  # all but the last octets: the upload is still in progress
+        await asyncio.sleep(0.5)
+        held = sum(
+            stat.size
+            for stat in tracemalloc.take_snapshot()
+            .filter_traces([tracemalloc.Filter(True, "*asyncio/streams.py"), tracemalloc.Filter(True, "*relate*")])
+            .statistics("filename")
+        )
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * 1024 * 1024, f"{held} bytes held while the literal arrives"
+    await client.send(bytes(view[-100:]) + b"\r\n")
+    result = await client.read_tagged("A1", wait=30)
+    assert result.ok, str(result)
+    assert [m["raw"] for m in await imap.stored()] == [raw]
+
+
+async def test_client_vanishing_mid_big_literal_stores_nothing(imap: Imap) -> None:
+    """A client that hangs up halfway through a streamed literal leaves nothing stored; the daemon serves on."""
+    client = await imap.connect()
+    await client.send(b"A1 APPEND INBOX {4000000}\r\n")
+    assert (await client.read_line()).startswith(b"+")
+    await client.send(b"y" * 1_000_000)
+    await client.close()
+    await asyncio.sleep(0.3)
+    assert await imap.stored() == []
+    await imap.assert_serves()
