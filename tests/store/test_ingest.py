@@ -10,7 +10,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from relate.config import Config
 from relate.mail.mime import parse_message
+from relate.queue.worker import DeliveryWorker
 from relate.services import accounts
 from relate.store import messages
 from relate.store.messages import CHANNEL
@@ -279,3 +281,65 @@ async def test_body_text_is_indexed_after_delivery(pool: asyncpg.Pool, inbox: di
         assert await messages.index_pending(conn) == 0
     assert await hits("spreadsheet") == 2
     assert await hits("quarterly") == 2
+
+
+async def test_one_batch_gives_each_message_its_own_text(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:
+    """Indexed in one batch, every message (copies, broken MIME, a NUL) gets exactly the text of its own bytes."""
+    carol = await accounts.add_user(pool, "carol@example.com")
+    carol_inbox = await pool.fetchval("SELECT id FROM mailboxes WHERE user_id = $1 AND name = 'INBOX'", carol["id"])
+    nul = b"Subject: nul \x00 here\r\n\r\nbody with a \x00 and aardvark\r\n"
+    raws = [REAL_WORLD, BROKEN, nul, b"Subject: only a header"]
+    await deliver(pool, REAL_WORLD, inbox["id"], carol_inbox)
+    for raw in raws[1:]:
+        await deliver(pool, raw, inbox["id"])
+    async with pool.acquire() as conn:
+        assert await messages.index_pending(conn, limit=100) == 5
+    rows = await pool.fetch(
+        "SELECT b.data, m.search_head, m.search_body, m.text_indexed"
+        " FROM messages m JOIN blobs b ON b.hash = m.blob_hash ORDER BY m.id"
+    )
+    assert len(rows) == 5
+    for row in rows:
+        raw = bytes(row["data"])
+        head, body = messages.search_texts(raw, parse_message(raw))
+        assert (row["search_head"], row["search_body"]) == (head.replace("\x00", ""), body.replace("\x00", ""))
+        assert row["text_indexed"]
+    aardvark = "SELECT count(*) FROM messages WHERE search @@ plainto_tsquery('simple', 'aardvark')"
+    assert await pool.fetchval(aardvark) == 1
+
+
+async def test_concurrent_indexers_share_the_work(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:
+    """Two indexers at once index every message exactly once between them."""
+    for n in range(40):
+        await deliver(pool, crlf(f"Subject: note {n}", "", f"word{n} zebra"), inbox["id"])
+
+    async def drain() -> int:
+        total = 0
+        async with pool.acquire() as conn:
+            while n := await messages.index_pending(conn, limit=7):
+                total += n
+        return total
+
+    assert sum(await asyncio.gather(drain(), drain())) == 40
+    assert await pool.fetchval("SELECT count(*) FROM messages WHERE NOT text_indexed") == 0
+    zebra = "SELECT count(*) FROM messages WHERE search @@ plainto_tsquery('simple', 'zebra')"
+    assert await pool.fetchval(zebra) == 40
+    assert await pool.fetchval("SELECT count(*) FROM messages WHERE search_body LIKE '%word39 zebra%'") == 1
+
+
+async def test_delivery_daemon_indexes_a_backlog_by_itself(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:
+    """The delivery daemon's loop indexes a backlog larger than one batch, and each body word becomes searchable."""
+    for n in range(130):
+        await deliver(pool, crlf(f"Subject: backlog {n}", "", f"backlogword{n} okapi"), inbox["id"])
+    worker = DeliveryWorker(Config(hostname="mail.example.com"), pool)
+    await worker.start()
+    try:
+        for _ in range(200):
+            if not await pool.fetchval("SELECT count(*) FROM messages WHERE NOT text_indexed"):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await worker.stop()
+    okapi = "SELECT count(*) FROM messages WHERE search @@ plainto_tsquery('simple', 'okapi')"
+    assert await pool.fetchval(okapi) == 130
+    assert await pool.fetchval("SELECT count(*) FROM messages WHERE search_body = 'backlogword129 okapi'") == 1
