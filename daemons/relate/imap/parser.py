@@ -2,8 +2,9 @@
 
 The session reads a command as a list of parts: line text (``bytes``) and
 the literals between them (:class:`Literal`), each literal already read in
-full (a big one into a temporary file, read back when a command uses it). :func:`parse` walks those parts with a cursor whose methods consume
-one grammar element each and raise :class:`ParseError` (answered ``BAD``) on
+full (a big one into a temporary file, read back when a command uses it).
+:func:`parse` walks those parts with a cursor whose methods consume one
+grammar element each and raise :class:`ParseError` (answered ``BAD``) on
 anything else. Commands come out as frozen dataclasses; sequence sets keep
 ``*`` and ``$`` symbolic, to be resolved against the selected mailbox.
 """
