@@ -143,8 +143,8 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
         await imap.start()
         await pop3.start()
         await delivery.start()
-        for service in (smtp, imap, pop3):
-            loop.add_signal_handler(signal.SIGHUP, service.reload_tls)
+        # One handler for all: a second add_signal_handler would replace the first.
+        loop.add_signal_handler(signal.SIGHUP, lambda: [service.reload_tls() for service in (smtp, imap, pop3)])
         ports = {
             "smtp": smtp.addresses("mx")[0][1],
             "submission": smtp.addresses("submission")[0][1],

@@ -175,9 +175,11 @@ def reload_cmd() -> None:
         return await heartbeats.local_pids(pool, host)
 
     signalled = 0
+    seen: set[int] = set()
     for service, pid in with_pool(go):
-        if not _is_relate_process(pid):
+        if pid in seen or not _is_relate_process(pid):  # the dev run is one process with five heartbeats
             continue
+        seen.add(pid)
         try:
             os.kill(pid, signal.SIGHUP)
         except ProcessLookupError:

@@ -9,6 +9,7 @@ import os
 import poplib
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
@@ -19,9 +20,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from relate.auth import Authenticator
 from relate.config import AuthConfig, DatabaseConfig
+from relate.runtime.tls import make_self_signed
 from relate.store import db
 
 
@@ -94,6 +98,34 @@ async def inbox_subjects(dsn: str, user: str) -> list[str]:
         await conn.close()
 
 
+def peer_common_name(port: int) -> str:
+    """The CN of the certificate an implicit-TLS listener presents now."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    cert = x509.load_der_x509_certificate(der)
+    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def reloads_every_listener(info: dict[str, Any]) -> None:
+    """A new certificate in place, `relatectl tls reload` makes IMAP, POP3 and SMTP present it."""
+    ports = [info["ports"][name] for name in ("imaps", "pop3s", "submissions")]
+    assert {peer_common_name(port) for port in ports} == {"localhost"}
+    make_self_signed(Path(info["tls"]["cert"]), Path(info["tls"]["key"]), "renewed.example.test")
+    subprocess.run(
+        [sys.executable, "-m", "relatectl", "tls", "reload"],
+        env={**os.environ, "RELATE_DATABASE__DSN": info["dsn"]},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert {peer_common_name(port) for port in ports} == {"renewed.example.test"}
+
+
 @pytest.mark.slow
 def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
     """The dev run prints a working key, serves SMTP, writes dev.json, stops on SIGINT/SIGTERM, reuses its state."""
@@ -143,6 +175,7 @@ def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
         )
         daemons = json.loads(status.stdout)["daemons"]
         assert sorted(d["service"] for d in daemons) == ["api", "delivery", "imap", "pop3", "smtp"]
+        reloads_every_listener(info)
     finally:
         out = stop(proc, signal.SIGINT)
     assert proc.returncode == 0, out
