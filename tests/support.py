@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import uuid
 from typing import ClassVar
 
 
@@ -40,3 +41,27 @@ async def close_all() -> None:
     """Close every raw client the test opened, also when it failed half-way."""
     while RawClient.opened:
         await RawClient.opened.pop().close()
+
+
+def make_message(
+    *,
+    sender: str = "Carol Sender <carol@remote.example>",
+    to: str = "Bob <bob@example.com>",
+    subject: str = "Hello",
+    body: str | bytes = "Hello Bob,\r\nthis is a test.\r\n",
+    date: str = "Tue, 03 Nov 2026 09:15:00 +0100",
+    message_id: str | None = None,
+    headers: tuple[str, ...] = (),
+) -> bytes:
+    """An RFC 5322 message with CRLF line ends and a unique Message-ID (unless given)."""
+    lines = [
+        f"From: {sender}",
+        f"To: {to}",
+        f"Subject: {subject}",
+        f"Date: {date}",
+        f"Message-ID: {message_id or f'<{uuid.uuid4().hex}@remote.example>'}",
+        *headers,
+        "",
+    ]
+    head = ("\r\n".join(lines) + "\r\n").encode("utf-8")
+    return head + (body.encode("utf-8") if isinstance(body, str) else body)

@@ -18,6 +18,7 @@ from relate.delivery import Delivery, classify
 from relate.notify import Notifier
 from relate.runtime.daemon import Context
 from relate.services import accounts
+from tests.support import make_message
 
 INTERNAL_KEY = "relate-internal-test-key-0123456789abcdef"
 
@@ -58,12 +59,13 @@ class Api:
 
 
 def message(subject: str = "Hello", body: str = "Hi there.\r\n", *, to: str = "alice@example.com") -> bytes:
-    return (
-        f"From: Sender <sender@remote.example>\r\nTo: {to}\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{abs(hash(subject + body))}@remote.example>\r\n"
-        "Date: Sat, 21 Nov 2026 10:00:00 +0000\r\n\r\n"
-        f"{body}"
-    ).encode()
+    return make_message(
+        sender="Sender <sender@remote.example>",
+        to=to,
+        subject=subject,
+        body=body,
+        date="Sat, 21 Nov 2026 10:00:00 +0000",
+    )
 
 
 @pytest.fixture

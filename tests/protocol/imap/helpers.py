@@ -7,11 +7,11 @@ import contextlib
 import re
 import ssl
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests import support
 from tests.support import RawClient
 
 _LITERAL_END = re.compile(rb"~?\{(\d+)\}$")
@@ -358,23 +358,4 @@ def status_items(line: bytes) -> dict[str, int]:
 # -- messages -------------------------------------------------------------------------------
 
 
-def make_message(
-    *,
-    sender: str = "Carol Sender <carol@remote.example>",
-    to: str = "Bob <bob@example.com>",
-    subject: str = "Hello",
-    body: str = "Hello Bob,\r\nthis is a test.\r\n",
-    date: str = "Tue, 03 Nov 2026 09:15:00 +0100",
-    headers: tuple[str, ...] = (),
-) -> bytes:
-    """An RFC 5322 message with CRLF line ends."""
-    lines = [
-        f"From: {sender}",
-        f"To: {to}",
-        f"Subject: {subject}",
-        f"Date: {date}",
-        f"Message-ID: <{uuid.uuid4().hex}@remote.example>",
-        *headers,
-        "",
-    ]
-    return ("\r\n".join(lines) + "\r\n" + body).encode("utf-8")
+make_message = support.make_message

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import ssl
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from relate.runtime.tls import make_self_signed
 from relate.services import accounts
 from relate.store import accounts as account_store
 from relate.store import imap_messages, mailboxes, messages
+from tests import support
 from tests.support import RawClient
 
 T = TypeVar("T")
@@ -128,25 +129,12 @@ async def start_world(pool: asyncpg.Pool, cfg: Config) -> Pop3:
 # -- messages ---------------------------------------------------------------------------
 
 
-def make_message(
-    *,
-    subject: str = "Hello",
-    body: str | bytes = "Hello Alice,\r\nthis is a test.\r\n",
-    message_id: str | None = None,
-    headers: tuple[str, ...] = (),
-) -> bytes:
-    """An RFC 5322 message with CRLF line ends and a unique Message-ID (unless given)."""
-    lines = [
-        "From: Carol <carol@remote.example>",
-        f"To: {ALICE}",
-        f"Subject: {subject}",
-        "Date: Tue, 03 Nov 2026 09:15:00 +0100",
-        f"Message-ID: {message_id or f'<{uuid.uuid4().hex}@remote.example>'}",
-        *headers,
-        "",
-    ]
-    head = ("\r\n".join(lines) + "\r\n").encode()
-    return head + (body.encode("utf-8") if isinstance(body, str) else body)
+make_message = functools.partial(
+    support.make_message,
+    sender="Carol <carol@remote.example>",
+    to=ALICE,
+    body="Hello Alice,\r\nthis is a test.\r\n",
+)
 
 
 def crlf(raw: bytes) -> bytes:

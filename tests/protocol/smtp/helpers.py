@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import re
 import ssl
 import uuid
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tests import support
 from tests.support import RawClient
 
 if TYPE_CHECKING:
@@ -133,25 +135,7 @@ def dot_stuff(message: bytes) -> bytes:
     return b"\r\n".join(b"." + line if line.startswith(b".") else line for line in lines)
 
 
-def make_message(
-    *,
-    sender: str = "carol@remote.example",
-    to: str = "bob@example.com",
-    subject: str = "Hello",
-    body: str = "Hello Bob,\r\nthis is a test.\r\n",
-    headers: tuple[str, ...] = (),
-) -> bytes:
-    """An RFC 5322 message with CRLF line ends."""
-    lines = [
-        f"From: {sender}",
-        f"To: {to}",
-        f"Subject: {subject}",
-        "Date: Tue, 03 Nov 2026 09:15:00 +0100",
-        f"Message-ID: <{uuid.uuid4().hex}@remote.example>",
-        *headers,
-        "",
-    ]
-    return ("\r\n".join(lines) + "\r\n" + body).encode("utf-8")
+make_message = functools.partial(support.make_message, sender="carol@remote.example", to="bob@example.com")
 
 
 def split_trace(stored: bytes) -> tuple[list[str], bytes]:
