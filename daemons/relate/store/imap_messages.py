@@ -27,21 +27,6 @@ async def uids(conn: Queryable, mailbox_id: int) -> list[int]:
     return [r["uid"] for r in rows]
 
 
-async def flag_names(conn: Queryable, mailbox_id: int) -> list[str]:
-    """Every flag and keyword in use in the mailbox (for the FLAGS response)."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT unnest(flags) AS flag FROM messages WHERE mailbox_id = $1 ORDER BY 1", mailbox_id
-    )
-    return [r["flag"] for r in rows]
-
-
-async def first_unseen_uid(conn: Queryable, mailbox_id: int) -> int | None:
-    found: int | None = await conn.fetchval(
-        "SELECT min(uid) FROM messages WHERE mailbox_id = $1 AND NOT ('\\Seen' = ANY (flags))", mailbox_id
-    )
-    return found
-
-
 # SELECT's view of a mailbox in one statement (one snapshot, one round trip): the mailbox row,
 # its UIDs in order, the flags in use and the first unseen UID. The flags come from the distinct
 # flag sets (a handful, hashed) rather than from sorting every message's flags.
