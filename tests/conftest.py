@@ -4,6 +4,7 @@ fresh database per test cloned from a migrated template (a few milliseconds)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import os
 import shutil
@@ -17,6 +18,7 @@ import pytest
 
 from relate.config import AuthConfig, DatabaseConfig
 from relate.runtime.embedded_pg import EmbeddedPostgres
+from relate.runtime.looplag import LoopWatchdog
 from relate.store import db, migrate
 
 TEMPLATE = "relate_template"
@@ -100,3 +102,26 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
 def auth_config() -> AuthConfig:
     """The default authentication policy, with the cheapest bcrypt factor for speed."""
     return AuthConfig(bcrypt_rounds=4)
+
+
+@pytest.fixture
+async def loop_watchdog() -> AsyncIterator[LoopWatchdog]:
+    """The daemons' loop-lag watchdog on the test's event loop (100 ms, as in production)."""
+    watchdog = LoopWatchdog(0.1)
+    watchdog.start()
+    yield watchdog
+    watchdog.stop()
+    blocked = [s for s in watchdog.stalls if s.ours]
+    if blocked:
+        pytest.fail(
+            "Relate Mail code blocked the event loop: "
+            + "; ".join(f"{s.seconds * 1000:.0f} ms at {s.where}" for s in blocked),
+            pytrace=False,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _no_loop_blocking(request: pytest.FixtureRequest) -> None:
+    """Every async test fails when daemon code blocks the loop for more than 100 ms (see runtime/looplag.py)."""
+    if inspect.iscoroutinefunction(request.function):
+        request.getfixturevalue("loop_watchdog")

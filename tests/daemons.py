@@ -184,6 +184,7 @@ class Daemon:
         self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then the exit code; fails the test if the daemon's loop-lag watchdog ever fired."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -192,6 +193,8 @@ class Daemon:
             self.proc.kill()
             code = self.proc.wait()
         self._log.close()
+        blocked = [line for line in self.log().splitlines() if "loop-blocked" in line]
+        assert not blocked, "the daemon blocked its event loop:\n" + "\n".join(blocked)
         return code
 
 

@@ -28,7 +28,7 @@ from relate.imap.server import ImapServer
 from relate.pop3.server import Pop3Server
 from relate.queue.worker import DeliveryWorker
 from relate.runtime import tls
-from relate.runtime.daemon import open_context, setup_logging
+from relate.runtime.daemon import open_context, setup_logging, start_watchdog
 from relate.runtime.embedded_pg import EmbeddedPostgres
 from relate.runtime.heartbeat import Heartbeat
 from relate.runtime.sdnotify import SystemdNotifier
@@ -131,6 +131,7 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watchdog = start_watchdog(cfg)
     ctx = await open_context(cfg)
     smtp = SmtpServer(cfg, ctx.pool, ctx.authenticator, ctx.notifier)
     delivery = DeliveryWorker(cfg, ctx.pool)
@@ -190,6 +191,8 @@ async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -
         await ctx.notifier.drain()
         await api.stop()
         await ctx.pool.close()
+        if watchdog is not None:
+            watchdog.stop()
 
 
 def dev(

@@ -46,6 +46,7 @@ from relate.errors import RelateError
 from relate.notify import Notifier
 from relate.runtime.heartbeat import Heartbeat
 from relate.runtime.listen import inherited_sockets
+from relate.runtime.looplag import LoopWatchdog
 from relate.runtime.sdnotify import SystemdNotifier
 from relate.store import db
 
@@ -143,12 +144,22 @@ async def _watchdog(notifier: SystemdNotifier, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+def start_watchdog(cfg: Config) -> LoopWatchdog | None:
+    """The loop-lag watchdog on the running loop (``logging.slow_callback_ms``; 0: none)."""
+    if cfg.logging.slow_callback_ms <= 0:
+        return None
+    watchdog = LoopWatchdog(cfg.logging.slow_callback_ms / 1000)
+    watchdog.start()
+    return watchdog
+
+
 def open_connections(service: Service) -> int | None:
     return service.open_connections() if isinstance(service, Counted) else None
 
 
 async def _serve(name: str, cfg: Config, start: Starter, notifier: SystemdNotifier) -> None:
     sockets = inherited_sockets()
+    watchdog = start_watchdog(cfg)
     ctx = await open_context(cfg)  # the pool, and the schema checked: READY=1 must come after both
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -184,6 +195,8 @@ async def _serve(name: str, cfg: Config, start: Starter, notifier: SystemdNotifi
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await ctx.pool.close()
+        if watchdog is not None:
+            watchdog.stop()
 
 
 def run(name: str, start: Starter) -> None:

@@ -1,0 +1,48 @@
+"""The event-loop watchdog: a blocked loop is reported once, with how long and where."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from relate.runtime.looplag import LoopWatchdog
+
+
+def _block(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+async def test_a_blocked_loop_is_logged_once_with_duration_and_place(caplog: pytest.LogCaptureFixture) -> None:
+    """A callback that holds the loop for 300 ms gives one loop-blocked line naming the blocking function."""
+    watchdog = LoopWatchdog(0.1)
+    watchdog.start()
+    try:
+        await asyncio.sleep(0.05)
+        with caplog.at_level(logging.WARNING, logger="relate.runtime"):
+            _block(0.3)
+            await asyncio.sleep(0.2)
+    finally:
+        watchdog.stop()
+    # (The suite's own watchdog, on this loop too, logs the same stall.)
+    lines = [r.getMessage() for r in caplog.records if "loop-blocked" in r.getMessage()]
+    assert lines
+    assert all("_block" in line for line in lines)
+    assert len(watchdog.stalls) == 1
+    assert 0.2 <= watchdog.stalls[0].seconds <= 0.6
+
+
+async def test_a_busy_but_responsive_loop_is_not_reported() -> None:
+    """Many short callbacks (each well under the threshold) are not a stall."""
+    watchdog = LoopWatchdog(0.1)
+    watchdog.start()
+    try:
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            _block(0.01)
+            await asyncio.sleep(0)
+    finally:
+        watchdog.stop()
+    assert watchdog.stalls == []
