@@ -50,6 +50,8 @@ class DatabaseConfig:
     pool_max: int = 10
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
+    # Longest wait for a free pooled connection; then the client gets a temporary error.
+    acquire_timeout: float = 10.0
 
 
 @dataclass
@@ -121,6 +123,11 @@ class SmtpConfig:
     # (RFC 5321 §4.5.3.2 asks for at least 5 and 10 minutes).
     command_timeout: float = 300.0
     data_timeout: float = 600.0
+    # Bytes of mail held in memory at once while messages are stored (each needs
+    # about twice its size; see runtime/budget.py). A message that does not fit
+    # waits up to memory_wait seconds, then gets 452 4.3.1.
+    memory_budget: int = 128 * 1024 * 1024
+    memory_wait: float = 60.0
 
     def listeners(self) -> dict[str, ListenerConfig]:
         """The three roles by name: mx, submission (STARTTLS), submissions (implicit TLS)."""
@@ -142,6 +149,9 @@ class ImapConfig:
     # Seconds without a command before the server says BYE (RFC 9051 §5.4: at least 30 minutes).
     idle_timeout: float = 1800.0
     max_bad_commands: int = 20
+    # As smtp.memory_budget, for APPEND; past it, NO [LIMIT].
+    memory_budget: int = 128 * 1024 * 1024
+    memory_wait: float = 60.0
 
 
 @dataclass
@@ -236,6 +246,9 @@ class ApiConfig:
 @dataclass
 class LoggingConfig:
     level: str = "INFO"
+    # Log `loop-blocked` when a daemon's event loop is stuck longer than this
+    # (every client waits meanwhile); 0 turns the watchdog off.
+    slow_callback_ms: int = 100
 
 
 @dataclass
@@ -264,6 +277,7 @@ class Config:
                 self.database.pool_max >= max(1, self.database.pool_min),
                 "must be at least 1 and at least database.pool_min",
             ),
+            ("database.acquire_timeout", self.database.acquire_timeout > 0, "must be positive"),
             ("auth.max_failures", self.auth.max_failures >= 1, "must be 1 or more"),
             ("internal.heartbeat_seconds", self.internal.heartbeat_seconds >= 1, "must be at least 1 second"),
             ("smtp.max_message_size", self.smtp.max_message_size >= 1024, "must be at least 1024 bytes"),
@@ -273,6 +287,11 @@ class Config:
             ("smtp.max_line_length", self.smtp.max_line_length >= 1000, "must be at least 1000 (RFC 5321)"),
             ("smtp.command_timeout", self.smtp.command_timeout > 0, "must be positive"),
             ("smtp.data_timeout", self.smtp.data_timeout > 0, "must be positive"),
+            ("smtp.memory_budget", self.smtp.memory_budget >= 1024 * 1024, "must be at least 1 MiB"),
+            ("smtp.memory_wait", self.smtp.memory_wait >= 0, "must be 0 or more"),
+            ("imap.memory_budget", self.imap.memory_budget >= 1024 * 1024, "must be at least 1 MiB"),
+            ("imap.memory_wait", self.imap.memory_wait >= 0, "must be 0 or more"),
+            ("logging.slow_callback_ms", self.logging.slow_callback_ms >= 0, "must be 0 (off) or more"),
             ("delivery.port", 1 <= self.delivery.port <= 65535, "must be a port number"),
             ("imap.max_line_length", self.imap.max_line_length >= 1000, "must be at least 1000"),
             ("imap.max_literal_size", self.imap.max_literal_size >= 1024, "must be at least 1024 bytes"),

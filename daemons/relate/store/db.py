@@ -26,6 +26,22 @@ class DatabaseUnavailable(RelateError):
     """The database cannot be reached or refused the login."""
 
 
+class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
+    """asyncpg's pool, with a bound on the wait for a free connection.
+
+    With every connection busy, ``acquire()`` waits at most ``acquire_timeout``
+    seconds (``database.acquire_timeout``), then raises TimeoutError, which
+    every daemon answers as a temporary failure (451, NO [UNAVAILABLE], -ERR
+    [SYS/TEMP], 503): a full pool slows clients down and then says so, it
+    never hangs them or drops them without a word.
+    """
+
+    acquire_timeout: float = 10.0
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # jsonb columns travel as Python objects; the store never hand-encodes JSON.
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -81,16 +97,23 @@ async def connect(cfg: DatabaseConfig) -> asyncpg.Connection:
 async def create_pool(cfg: DatabaseConfig, *, check_schema: bool = True) -> asyncpg.Pool:
     """The process's pool; refuses an out-of-date schema unless told not to check."""
     dsn = _require_dsn(cfg)
+    pool = Pool(
+        dsn,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        min_size=cfg.pool_min,
+        max_size=cfg.pool_max,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,
+        timeout=cfg.connect_timeout,
+        command_timeout=cfg.command_timeout,
+        init=_init_connection,
+        reset=_release,
+    )
+    pool.acquire_timeout = cfg.acquire_timeout
     try:
-        pool: asyncpg.Pool = await asyncpg.create_pool(
-            dsn,
-            min_size=cfg.pool_min,
-            max_size=cfg.pool_max,
-            timeout=cfg.connect_timeout,
-            command_timeout=cfg.command_timeout,
-            init=_init_connection,
-            reset=_release,
-        )
+        await pool
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {_describe(exc)}") from None
     if check_schema:
