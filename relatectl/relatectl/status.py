@@ -3,9 +3,11 @@
 Shows whether the database answers, its schema version against the one this
 release wants, every daemon process on every host from the heartbeats they
 write (a daemon that stopped writing is marked stale rather than hidden: it
-died or lost the database), the outbound queue by status, and the message
-deferred longest. Exit code 0 when the database is reachable and its schema
-current, 1 otherwise, so monitoring can run it as a check.
+died or lost the database; one that reports a problem, such as a change feed
+that cannot reach the database, is marked degraded with the problem), the
+outbound queue by status, and the message deferred longest. Exit code 0 when
+the database is reachable, its schema current and no live daemon is
+degraded, 1 otherwise, so monitoring can run it as a check.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from relate.store import db, heartbeats, migrate
 from relatectl.common import JsonOption, as_peer, cell, console, load_config, print_json, run
 
 HEARTBEAT_VERSION = 8  # the migration that created daemon_heartbeats
+PROBLEM_VERSION = 15  # the migration that added daemon_heartbeats.problem
 
 
 def _ago(seconds: float | None) -> str:
@@ -60,7 +63,7 @@ async def gather(cfg: Config) -> dict[str, Any]:
         database["schema_current"] = have == database["schema_wanted"]
         done = await migrate.applied(conn)
         if HEARTBEAT_VERSION in done:
-            report["daemons"] = await heartbeats.instances(conn)
+            report["daemons"] = await heartbeats.instances(conn, with_problem=PROBLEM_VERSION in done)
         if 1 in done:
             report["queue"]["by_status"] = await heartbeats.queue_depth(conn)
             report["queue"]["oldest_deferred"] = await heartbeats.oldest_deferred(conn)
@@ -71,9 +74,15 @@ async def gather(cfg: Config) -> dict[str, Any]:
     return report
 
 
+def degraded(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The live daemons that report a problem."""
+    return [d for d in report["daemons"] if d.get("problem") and not d["stale"]]
+
+
 def healthy(report: dict[str, Any]) -> bool:
     database = report["database"]
-    return bool(database["reachable"] and database.get("schema_current") and not database["error"])
+    ok = database["reachable"] and database.get("schema_current") and not database["error"]
+    return bool(ok) and not degraded(report)
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -100,7 +109,12 @@ def _print(report: dict[str, Any]) -> None:
         for heading in ("Host", "Service", "PID", "Version", "Started", "Last seen", "Connections", "State"):
             table.add_column(heading)
         for d in daemons:
-            state = Text("STALE", style="bold red") if d["stale"] else Text("running", style="green")
+            if d["stale"]:
+                state = Text("STALE", style="bold red")
+            elif d.get("problem"):
+                state = Text(f"DEGRADED: {d['problem']}", style="bold yellow")
+            else:
+                state = Text("running", style="green")
             table.add_row(
                 Text(d["host"]),
                 Text(d["service"]),
@@ -130,7 +144,10 @@ def _print(report: dict[str, Any]) -> None:
 
 
 def status(as_json: bool = JsonOption) -> None:
-    """Show the database, every daemon on every host, and the outbound queue."""
+    """Show the database, every daemon on every host (stale and degraded ones marked), and the outbound queue.
+
+    Exits 1 when the database is down or out of date, or a live daemon reports a problem.
+    """
     report = run(gather(load_config()))
     if as_json:
         print_json(report)

@@ -177,7 +177,7 @@ def reload_cmd() -> None:
     signalled = 0
     seen: set[int] = set()
     for service, pid in with_pool(go):
-        if pid in seen or not _is_relate_process(pid):  # the dev run is one process with five heartbeats
+        if pid in seen or not _is_relate_process(pid):  # a process serving several services has a row for each
             continue
         seen.add(pid)
         try:

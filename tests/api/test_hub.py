@@ -29,6 +29,7 @@ from relate.imap.server import ImapServer
 from relate.notify import Notifier
 from relate.runtime.daemon import Context
 from relate.smtp.server import SmtpServer
+from relate.store.changes import APPLICATION_NAME
 from tests.api.conftest import INTERNAL_KEY, Api, message
 
 Event = dict[str, Any]
@@ -332,17 +333,19 @@ async def test_internal_notification_over_http_only_when_configured(api: Api, tm
 
 
 async def test_listen_drop_is_survived_and_clients_resync(api: Api, caplog: pytest.LogCaptureFixture) -> None:
-    """When the LISTEN connection dies, clients get Resync once it is back, and events flow again."""
+    """When the change feed's connection dies, clients get Resync once it is back, and events flow again."""
     async with hub_client(api) as alice:
-        with caplog.at_level(logging.INFO, logger="relate.api.hub"):
+        with caplog.at_level(logging.INFO, logger="relate.store.changes"):
             killed = await api.pool.fetchval(
                 """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                    WHERE datname = current_database() AND query LIKE 'LISTEN%relate_delivery%'"""
+                    WHERE datname = current_database() AND application_name = $1""",
+                APPLICATION_NAME,
             )
             assert killed == 1
             resync = await alice.next("Resync", wait=10)
         assert resync["data"] == {"reason": "reconnected"}
-        assert [r.getMessage() for r in caplog.records if "hub-listen-lost" in r.getMessage()]
+        assert [r.getMessage() for r in caplog.records if "change-feed-lost" in r.getMessage()]
+        assert [r.getMessage() for r in caplog.records if "change-feed-restored" in r.getMessage()]
         (email_id,) = await api.deliver(message("after the drop"), "alice@example.com")
         assert (await alice.next("NewEmail"))["data"]["id"] == email_id
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner, Result
 
 from relate.config import DatabaseConfig
 from relate.services import accounts
-from relate.store import db
+from relate.store import db, heartbeats
 from relate.store import queue as queue_store
 from relate.store.queue import Outcome
 from relatectl import common
@@ -231,3 +231,31 @@ def test_tls_status_expired_or_unreadable_exits_1(tmp_path: Path) -> None:
     assert rows["imaps"]["state"] == "error"
     assert "No such file" in rows["imaps"]["error"]
     assert "is expired" in result.stderr
+
+
+async def _register(dsn: str, problem: str | None) -> None:
+    conn = await db.connect(DatabaseConfig(dsn=dsn))
+    try:
+        await heartbeats.register(
+            conn, host="mx1", service="imap", pid=4242, version="0.1.0", interval=15, connections=3, problem=problem
+        )
+    finally:
+        await conn.close()
+
+
+def test_status_shows_a_degraded_daemon_and_exits_1(dsn: str, tmp_path: Path) -> None:
+    """A live daemon that reports a problem (its change feed lost the database) is shown DEGRADED, with the
+    problem, and makes status exit 1 for monitoring; the problem gone, status is healthy again."""
+    config = write_config(tmp_path / "relate.yaml", dsn)
+    asyncio.run(_register(dsn, "change feed down for 42s (connection refused): no push, IDLE or hub events"))
+    result = relatectl(config, "status")
+    assert result.exit_code == 1, result.output
+    line = next(line for line in result.stdout.splitlines() if "mx1" in line)
+    assert "DEGRADED: change feed down for 42s" in line
+    report = json.loads(relatectl(config, "status", "--json").stdout)
+    assert report["daemons"][0]["problem"].startswith("change feed down")
+
+    asyncio.run(_register(dsn, None))
+    result = relatectl(config, "status")
+    assert result.exit_code == 0, result.output
+    assert "running" in next(line for line in result.stdout.splitlines() if "mx1" in line)

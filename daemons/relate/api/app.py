@@ -20,6 +20,7 @@ from relate.api.errors import ApiError, error_response
 from relate.auth import Authenticator
 from relate.config import Config
 from relate.errors import Conflict, Invalid, MailboxGone, NotFound
+from relate.store.changes import ChangeFeed
 from relate.store.db import DatabaseUnavailable
 
 log = logging.getLogger("relate.api")
@@ -31,6 +32,7 @@ class ApiState:
     pool: asyncpg.Pool
     authenticator: Authenticator
     limiter: security.RateLimiter
+    feed: ChangeFeed
     # Filled in by route modules' setup hooks (the hub, the push sender, ...).
     parts: dict[str, Any] = field(default_factory=dict)
 

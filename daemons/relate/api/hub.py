@@ -15,12 +15,12 @@ Policy:
   (``reconnected``, ``lagging``). The hub is one-way: what a client sends is
   read and ignored.
 - Where events come from: every change to mail, whatever made it (IMAP,
-  POP3, REST, SMTP delivery, on any host), is announced by ``NOTIFY
-  relate_mail`` (store/mailboxes.py); outbound delivery status by ``NOTIFY
-  relate_delivery``. Each API process holds ONE LISTEN connection for both,
-  not one per WebSocket, so a client of any instance hears every change.
-  If that connection drops, one line is logged, it is re-made with backoff,
-  and every client then gets ``Resync`` (changes made meanwhile were missed).
+  POP3, REST, SMTP delivery, on any host), is announced on the change feed's
+  ``relate_mail`` channel; outbound delivery status on ``relate_delivery``
+  (store/changes.py). The process's one change feed carries both, not a
+  connection per WebSocket, so a client of any instance hears every change.
+  When the feed has been down (a database restart), every client gets
+  ``Resync`` once it is back (changes made meanwhile were missed).
 - ``POST /api/internal-notifications`` (internal key; Unix socket, or HTTP
   with ``api.internal_over_http``) is how the SMTP daemon announces new mail.
   It reaches exactly one API instance, so it alone triggers web push. The
@@ -52,16 +52,13 @@ from relate.api.app import STATE, json_body, state
 from relate.api.errors import ApiError, invalid, not_found
 from relate.api.mail import summary
 from relate.api.security import INTERNAL, READ, principal, requires
-from relate.config import DatabaseConfig
 from relate.store import db, events
-from relate.store import mailboxes as mailbox_store
+from relate.store.changes import DELIVERY_CHANNEL, MAIL_CHANNEL, ChangeFeed, DeliveryChange, MailChange
 
 log = logging.getLogger("relate.api.hub")
 
 routes = web.RouteTableDef()
 
-MAIL_CHANNEL = mailbox_store.CHANNEL
-DELIVERY_CHANNEL = "relate_delivery"
 # Events waiting to be sent to one client; more and it is too slow to keep.
 CLIENT_QUEUE = 1000
 # Hub connections of one user on one instance.
@@ -72,10 +69,6 @@ BULK = 100
 PENDING_LIMIT = 5000
 # Message ids announced as NewEmail, remembered to send each once.
 RECENT_IDS = 50_000
-# The LISTEN connection is checked this often (a dead peer is not always noticed otherwise).
-PING_INTERVAL = 10.0
-PING_TIMEOUT = 5.0
-RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
 CLOSE_TIMEOUT = 2.0
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, db.DatabaseUnavailable)
 
@@ -141,31 +134,22 @@ class Client:
 
 
 class Hub:
-    """The process's LISTEN connection and its hub clients, by user."""
+    """The hub clients of this process, by user, and what the change feed tells them."""
 
-    def __init__(self, pool: asyncpg.Pool, db_cfg: DatabaseConfig) -> None:
+    def __init__(self, pool: asyncpg.Pool, feed: ChangeFeed) -> None:
         self.pool = pool
-        self._db_cfg = db_cfg
+        self.feed = feed
+        feed.subscribe(MAIL_CHANNEL, self._on_mail)
+        feed.subscribe(DELIVERY_CHANNEL, self._on_delivery)
+        feed.on_resync(lambda: self.broadcast("Resync", {"reason": "reconnected"}))
         self._clients: dict[int, set[Client]] = {}
         self._recent: collections.OrderedDict[int, None] = collections.OrderedDict()
-        self._pending: dict[int, collections.deque[dict[str, Any]]] = {}
+        self._pending: dict[int, collections.deque[MailChange]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
-        self._supervisor: asyncio.Task[None] | None = None
-        self._listening = asyncio.Event()
         self._closing = False
         self._last_db_warning = 0.0
 
     # -- lifecycle -------------------------------------------------------------
-
-    async def start(self, wait: float = 5.0) -> None:
-        """Start listening; waits (a little) for the first LISTEN so early changes are heard."""
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._listening.wait(), wait)
-
-    @property
-    def listening(self) -> bool:
-        return self._listening.is_set()
 
     async def close_clients(self) -> None:
         """Refuse new clients and close every connection cleanly (1001 Going Away)."""
@@ -176,53 +160,10 @@ class Hub:
 
     async def stop(self) -> None:
         await self.close_clients()
-        for task in [self._supervisor, *self._workers.values()]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._supervisor = None
-
-    async def _supervise(self) -> None:
-        """Hold the LISTEN connection; re-make it when it drops, then tell every client to resync."""
-        failures = 0
-        dropped = False
-        while True:
-            try:
-                conn = await db.connect(self._db_cfg)
-            except _DB_ERRORS as exc:
-                if failures == 0 and not dropped:
-                    log.warning("hub-listen-failed error=%s; retrying", type(exc).__name__)
-                await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)])
-                failures += 1
-                continue
-            lost = asyncio.Event()
-            try:
-                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await conn.add_listener(MAIL_CHANNEL, self._on_mail)
-                await conn.add_listener(DELIVERY_CHANNEL, self._on_delivery)
-                failures = 0
-                self._listening.set()
-                if dropped:
-                    log.info("hub-listen-restored clients=%d", self.client_count())
-                    self.broadcast("Resync", {"reason": "reconnected"})
-                    dropped = False
-                while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), PING_INTERVAL)
-                        break
-                    await asyncio.wait_for(conn.fetchval("SELECT 1"), PING_TIMEOUT)
-                error = "connection closed"
-            except _DB_ERRORS as exc:
-                error = type(exc).__name__
-            finally:
-                self._listening.clear()
-                if not conn.is_closed():
-                    conn.terminate()
-            # One line per drop; the retries that follow are silent until it is back.
-            log.warning("hub-listen-lost error=%s; reconnecting", error)
-            dropped = True
-            await asyncio.sleep(RETRY_DELAYS[0])
+        for task in list(self._workers.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # -- clients ---------------------------------------------------------------
 
@@ -282,33 +223,21 @@ class Hub:
 
     # -- notifications -----------------------------------------------------------
 
-    def _on_mail(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            event = json.loads(payload)
-            user_id = int(event["user"])
-            int(event["mailbox"])
-        except (ValueError, KeyError, TypeError):
+    def _on_mail(self, change: MailChange) -> None:
+        if change.user not in self._clients:
             return
-        if user_id not in self._clients:
-            return
-        pending = self._pending.setdefault(user_id, collections.deque())
+        pending = self._pending.setdefault(change.user, collections.deque())
         if len(pending) >= PENDING_LIMIT:
             # Hopelessly behind: what is queued is worth less than one resync.
             pending.clear()
-            pending.append({"event": "lagging", "mailbox": 0})
+            pending.append(MailChange("lagging", change.user, 0))
         else:
-            pending.append(event)
-        if user_id not in self._workers:
-            self._workers[user_id] = asyncio.get_running_loop().create_task(self._work(user_id))
+            pending.append(change)
+        if change.user not in self._workers:
+            self._workers[change.user] = asyncio.get_running_loop().create_task(self._work(change.user))
 
-    def _on_delivery(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            event = json.loads(payload)
-            user_id, outbound_id, status = int(event["user"]), int(event["id"]), event["status"]
-        except (ValueError, KeyError, TypeError):
-            return
-        if isinstance(status, str):
-            self.publish(user_id, "DeliveryStatusChanged", {"id": outbound_id, "status": status})
+    def _on_delivery(self, change: DeliveryChange) -> None:
+        self.publish(change.user, "DeliveryStatusChanged", {"id": change.id, "status": change.status})
 
     async def _work(self, user_id: int) -> None:
         """Handle the user's notifications in order, in batches; unread counts once per batch and mailbox."""
@@ -334,19 +263,19 @@ class Hub:
             if not self._pending.get(user_id) or user_id not in self._clients:
                 self._pending.pop(user_id, None)
 
-    async def _apply(self, user_id: int, event: dict[str, Any], touched: set[int]) -> None:
-        kind = event.get("event")
-        mailbox_id = int(event["mailbox"])
+    async def _apply(self, user_id: int, event: MailChange, touched: set[int]) -> None:
+        kind = event.event
+        mailbox_id = event.mailbox
         if kind == "new":
             touched.add(mailbox_id)
-            if isinstance(event.get("id"), int):
-                if self.claim(event["id"]):
-                    row = await events.new_email(self.pool, event["id"])
+            if event.id is not None:
+                if self.claim(event.id):
+                    row = await events.new_email(self.pool, event.id)
                     if row is not None:
                         self.publish(user_id, "NewEmail", summary(row))
                 return
             # A copy or move: the new rows are the target's rows at the change's modseq.
-            rows = await events.at_modseq(self.pool, mailbox_id, int(event["modseq"]), BULK + 1)
+            rows = await events.at_modseq(self.pool, mailbox_id, event.modseq or 0, BULK + 1)
             if len(rows) > BULK:
                 self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": mailbox_id})
                 return
@@ -355,7 +284,7 @@ class Hub:
                     self.publish(user_id, "NewEmail", summary(row))
         elif kind == "flags":
             touched.add(mailbox_id)
-            rows = await events.at_modseq(self.pool, mailbox_id, int(event["modseq"]), BULK + 1)
+            rows = await events.at_modseq(self.pool, mailbox_id, event.modseq or 0, BULK + 1)
             if len(rows) > BULK:
                 self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": mailbox_id})
                 return
@@ -365,9 +294,8 @@ class Hub:
                 self.publish(user_id, "EmailUpdated", data)
         elif kind == "expunge":
             touched.add(mailbox_id)
-            ids = event.get("ids")
-            if isinstance(ids, list):
-                self.publish(user_id, "EmailDeleted", {"ids": ids, "mailboxId": mailbox_id})
+            if event.ids is not None:
+                self.publish(user_id, "EmailDeleted", {"ids": list(event.ids), "mailboxId": mailbox_id})
             else:
                 self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": mailbox_id})
         elif kind in ("deleted", "renamed"):
@@ -443,12 +371,9 @@ async def internal_notification(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     st = app[STATE]
-    hub = Hub(st.pool, st.cfg.database)
+    hub = Hub(st.pool, st.feed)
     app[HUB] = hub
     st.parts["hub"] = hub
-
-    async def start(_app: web.Application) -> None:
-        await hub.start()
 
     async def shutdown(_app: web.Application) -> None:
         await hub.close_clients()
@@ -456,6 +381,5 @@ def setup(app: web.Application) -> None:
     async def cleanup(_app: web.Application) -> None:
         await hub.stop()
 
-    app.on_startup.append(start)
     app.on_shutdown.append(shutdown)
     app.on_cleanup.append(cleanup)

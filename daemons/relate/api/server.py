@@ -14,14 +14,22 @@ from relate.api.app import ApiState, make_app
 from relate.api.security import RateLimiter
 from relate.config import parse_listen
 from relate.runtime.daemon import Context
+from relate.store.changes import ChangeFeed
 
 log = logging.getLogger("relate.api")
 
 
 class ApiServer:
     def __init__(self, ctx: Context) -> None:
+        # The process's change feed when the runtime shares one, else one of its own.
+        self._own_feed = ctx.feed is None
+        self.feed = ctx.feed if ctx.feed is not None else ChangeFeed(ctx.cfg.database)
         self.state = ApiState(
-            cfg=ctx.cfg, pool=ctx.pool, authenticator=ctx.authenticator, limiter=RateLimiter(ctx.cfg.api)
+            cfg=ctx.cfg,
+            pool=ctx.pool,
+            authenticator=ctx.authenticator,
+            limiter=RateLimiter(ctx.cfg.api),
+            feed=self.feed,
         )
         self.app = make_app(self.state)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -29,6 +37,8 @@ class ApiServer:
         self._unix_path: Path | None = None
 
     async def start(self, sockets: dict[str, list[socket.socket]] | None = None, *, unix: bool = True) -> None:
+        if self._own_feed:
+            await self.feed.start()
         await self._runner.setup()
         cfg = self.state.cfg
         if sockets is not None and "api" in sockets:
@@ -69,9 +79,15 @@ class ApiServer:
     def reload_tls(self) -> None:
         """Nothing to reload: the API speaks plain HTTP behind a TLS-terminating proxy."""
 
+    def problem(self) -> str | None:
+        """What is degraded (for the heartbeat and ``relatectl status``), or None."""
+        return self.feed.problem()
+
     async def stop(self, grace: float = 10.0) -> None:
         await self._runner.shutdown()
         await self._runner.cleanup()
+        if self._own_feed:
+            await self.feed.stop()
         if self._unix_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._unix_path.unlink()

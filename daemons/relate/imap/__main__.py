@@ -9,7 +9,7 @@ from relate.runtime.daemon import Context, run
 
 
 async def start(ctx: Context, sockets: dict[str, list[socket.socket]] | None) -> ImapServer:
-    server = ImapServer(ctx.cfg, ctx.pool, ctx.authenticator)
+    server = ImapServer(ctx.cfg, ctx.pool, ctx.authenticator, ctx.feed)
     await server.start(sockets)
     return server
 

@@ -38,7 +38,7 @@ from relate.imap.parser import (
 )
 from relate.imap.responses import astring, flag_list
 from relate.imap.session import AUTHENTICATED, LOGOUT, NOT_AUTHENTICATED, SELECTED, ImapSession, Selected
-from relate.store import imap_messages, mailboxes, messages
+from relate.store import db, imap_messages, mailboxes, messages
 
 Handler = Callable[[ImapSession, Any], Awaitable[None]]
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -456,7 +456,13 @@ async def idle(session: ImapSession, cmd: Command) -> None:
                 raise Bye("Autologout; idle for too long")
             if done in finished:
                 break
-            await session.sync()
+            try:
+                await session.sync()
+            except db.UNAVAILABLE as exc:
+                # The database is out of reach: stay in IDLE and look again shortly (the change feed
+                # also marks the mailbox changed once it is back); the client hears of changes late.
+                session.sync_failed(exc)
+                continue
             await session.flush()
         line = done.result().strip()
         if line.upper() != b"DONE":

@@ -1,14 +1,12 @@
-"""The IMAP daemon's listeners, connection limits, and the one LISTEN connection that feeds every session."""
+"""The IMAP daemon's listeners, connection limits, and the change feed's fan-out to selected mailboxes."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import socket
-from typing import Any
 
 import asyncpg
 
@@ -17,85 +15,46 @@ from relate.config import Config
 from relate.imap.session import ImapSession
 from relate.runtime.streams import Session, StreamServer
 from relate.runtime.tls import TLSRegistry
-from relate.store.mailboxes import CHANNEL
+from relate.store.changes import MAIL_CHANNEL, ChangeFeed, MailChange
 
 log = logging.getLogger("relate.imap")
 
 
 class ChangeHub:
-    """Fans ``NOTIFY relate_mail`` out to the sessions that have that mailbox selected.
+    """Fans the change feed's mail changes out to the sessions that have that mailbox selected.
 
-    One LISTEN connection per process. If it is lost (a database restart, a
-    failover), one line is logged and it is made again with backoff; then
-    every watched mailbox counts as changed, so each session compares its
-    state with the database's (by modseq and the expunge log) and tells its
-    client what happened meanwhile: nothing is missed, only late.
+    A change names a mailbox; every session with it selected then asks the
+    database what changed (by modseq and the expunge log) and tells its
+    client, so nothing is missed, only late. After the feed reconnects
+    (store/changes.py), every watched mailbox counts as changed, since what
+    happened meanwhile was not heard; while the feed is down, they are all
+    checked every ``POLL_WHILE_DOWN`` seconds, so IDLE clients still hear of
+    new mail, a little later.
     """
 
-    RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+    POLL_WHILE_DOWN = 5.0
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self._conn: asyncpg.Connection | None = None
+    def __init__(self, feed: ChangeFeed) -> None:
+        self.feed = feed
         self._watchers: dict[int, set[ImapSession]] = collections.defaultdict(set)
-        self._stopping = False
-        self._reconnect: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        feed.subscribe(MAIL_CHANNEL, self._on_change)
+        feed.on_resync(self.mark_all)
 
     async def start(self) -> None:
-        await self._listen()
-
-    async def _listen(self) -> None:
-        conn = await self.pool.acquire()
-        try:
-            await conn.add_listener(CHANNEL, self._on_notify)
-        except BaseException:
-            await self.pool.release(conn)
-            raise
-        conn.add_termination_listener(self._lost)
-        self._conn = conn
-
-    def _lost(self, _conn: asyncpg.Connection) -> None:
-        if self._stopping or self._reconnect is not None:
-            return
-        log.warning("imap-listen-lost: re-listening; selected mailboxes will re-sync")
-        self._reconnect = asyncio.get_running_loop().create_task(self._relisten())
-
-    async def _relisten(self) -> None:
-        old, self._conn = self._conn, None
-        if old is not None:
-            with contextlib.suppress(Exception):  # a dead connection: the pool only has to forget it
-                await self.pool.release(old)
-        attempt = 0
-        listening = False
-        while not self._stopping and not listening:
-            try:
-                await self._listen()
-                listening = True
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                delay = self.RETRY_DELAYS[min(attempt, len(self.RETRY_DELAYS) - 1)]
-                attempt += 1
-                if attempt == 1:
-                    log.warning("imap-listen-retry error=%s", type(exc).__name__)
-                await asyncio.sleep(delay)
-        self._reconnect = None
-        if listening:
-            log.info("imap-listen-restored")
-            for mailbox_id, sessions in list(self._watchers.items()):
-                for session in list(sessions):
-                    session.mark_selected_changed(mailbox_id)
+        self._poller = asyncio.get_running_loop().create_task(self._poll_while_down())
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self._reconnect is not None:
-            self._reconnect.cancel()
+        if self._poller is not None:
+            self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnect
-        if self._conn is not None:
-            self._conn.remove_termination_listener(self._lost)
-            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await self._conn.remove_listener(CHANNEL, self._on_notify)
-            await self.pool.release(self._conn)
-            self._conn = None
+                await self._poller
+
+    async def _poll_while_down(self) -> None:
+        while True:
+            await asyncio.sleep(self.POLL_WHILE_DOWN)
+            if not self.feed.listening:
+                self.mark_all()
 
     def watch(self, session: ImapSession, mailbox_id: int) -> None:
         self._watchers[mailbox_id].add(session)
@@ -107,20 +66,23 @@ class ChangeHub:
             if not watchers:
                 del self._watchers[mailbox_id]
 
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            mailbox_id = int(json.loads(payload)["mailbox"])
-        except (ValueError, KeyError, TypeError):
-            return
-        for session in self._watchers.get(mailbox_id, ()):
-            session.mark_selected_changed(mailbox_id)
+    def mark_all(self) -> None:
+        for mailbox_id, sessions in list(self._watchers.items()):
+            for session in list(sessions):
+                session.mark_selected_changed(mailbox_id)
+
+    def _on_change(self, change: MailChange) -> None:
+        for session in self._watchers.get(change.mailbox, ()):
+            session.mark_selected_changed(change.mailbox)
 
 
 class ImapServer(StreamServer):
     log = logging.getLogger("relate.imap")
     refusal = b"* BYE Too many connections, try again later\r\n"
 
-    def __init__(self, cfg: Config, pool: asyncpg.Pool, authenticator: Authenticator) -> None:
+    def __init__(
+        self, cfg: Config, pool: asyncpg.Pool, authenticator: Authenticator, feed: ChangeFeed | None = None
+    ) -> None:
         super().__init__(
             TLSRegistry(cfg.tls.cert, cfg.tls.key),
             max_connections=cfg.imap.max_connections,
@@ -130,7 +92,10 @@ class ImapServer(StreamServer):
         self.cfg = cfg
         self.pool = pool
         self.authenticator = authenticator
-        self.hub = ChangeHub(pool)
+        # The process's change feed when given (the runtime shares one), else one of its own.
+        self._own_feed = feed is None
+        self.feed = feed if feed is not None else ChangeFeed(cfg.database)
+        self.hub = ChangeHub(self.feed)
         self.listeners = {"imap": (cfg.imap.imap, False), "imaps": (cfg.imap.imaps, True)}
         self._per_user: collections.Counter[int] = collections.Counter()
 
@@ -154,10 +119,18 @@ class ImapServer(StreamServer):
             self.hub.unwatch(session, session.selected.mailbox_id)
         session.log_summary()
 
+    def problem(self) -> str | None:
+        """What is degraded (for the heartbeat and ``relatectl status``), or None."""
+        return self.feed.problem()
+
     async def start(self, sockets: dict[str, list[socket.socket]] | None = None) -> None:
         await self.hub.start()
+        if self._own_feed:
+            await self.feed.start()
         await self.start_listeners(sockets)
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.stop_listeners(grace)
         await self.hub.stop()
+        if self._own_feed:
+            await self.feed.stop()

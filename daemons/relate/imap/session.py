@@ -45,6 +45,8 @@ _LITERAL = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
 # Literals bigger than this are streamed to a temporary file, SPOOL_CHUNK octets at a time.
 SPOOL_ABOVE = 256 * 1024
 SPOOL_CHUNK = 64 * 1024
+# Seconds before IDLE tries again to report changes it could not read from the database.
+SYNC_RETRY = 2.0
 
 
 def _close_literals(parts: list[Part]) -> None:
@@ -111,6 +113,7 @@ class ImapSession:
         self.commands = 0
         self.waiting = False  # for the client: between commands, or in IDLE
         self.leaving = False  # shutting down: BYE once the command in progress has answered
+        self._sync_failing = False  # a sync in IDLE failed for want of the database (logged once)
 
     # -- output ----------------------------------------------------------------
 
@@ -318,6 +321,7 @@ class ImapSession:
         sel.changed.clear()
         async with self.server.pool.acquire() as conn:
             delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
+        self._sync_failing = False
         if delta["gone"]:
             self.server.hub.unwatch(self, sel.mailbox_id)
             self.selected = None
@@ -382,6 +386,16 @@ class ImapSession:
         self.writer.write(b"".join(self._out))  # not flush(): this runs outside the session's task
         self._out.clear()
         self.writer.close()
+
+    def sync_failed(self, exc: BaseException) -> None:
+        """A sync in IDLE could not reach the database: one log line per outage, and another try soon."""
+        sel = self.selected
+        if sel is None:
+            return
+        if not self._sync_failing:
+            log.warning("imap-sync-failed client=%s error=%s; retrying", self.client, type(exc).__name__)
+            self._sync_failing = True
+        asyncio.get_running_loop().call_later(SYNC_RETRY, self.mark_selected_changed, sel.mailbox_id)
 
     def mark_selected_changed(self, mailbox_id: int) -> None:
         sel = self.selected

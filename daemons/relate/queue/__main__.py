@@ -9,7 +9,7 @@ from relate.runtime.daemon import Context, run
 
 
 async def start(ctx: Context, sockets: dict[str, list[socket.socket]] | None) -> DeliveryWorker:
-    worker = DeliveryWorker(ctx.cfg, ctx.pool)
+    worker = DeliveryWorker(ctx.cfg, ctx.pool, feed=ctx.feed)
     await worker.start()
     return worker
 

@@ -16,8 +16,9 @@ while there are more.
 Recipients at hosted domains are delivered locally through the ingest path,
 without SMTP. Remote ones are grouped by domain, at most
 ``max_connections_per_domain`` connections per domain and
-``max_connections`` in all. The loop wakes on ``NOTIFY relate_queue`` and
-otherwise polls every ``poll_seconds``. Time comes from an injectable clock,
+``max_connections`` in all. The loop wakes on the change feed's
+``relate_queue`` channel (and after the feed was down, when it may have missed
+one) and otherwise polls every ``poll_seconds``. Time comes from an injectable clock,
 so tests can age the queue.
 """
 
@@ -41,9 +42,10 @@ from relate.mail.mime import parse_message
 from relate.queue import bounce
 from relate.queue.client import DomainSender, Message, Result
 from relate.queue.mx import make_resolver
-from relate.store import accounts, mailboxes, messages, outbound
+from relate.store import accounts, mailboxes, messages
 from relate.store import dkim as dkim_store
 from relate.store import queue as store
+from relate.store.changes import QUEUE_CHANNEL, ChangeFeed, QueueChange
 from relate.store.queue import Claimed, Outcome
 
 log = logging.getLogger("relate.delivery")
@@ -69,7 +71,13 @@ def next_attempt(now: datetime, attempts: int, first: float, cap: float, rng: ra
 
 class DeliveryWorker:
     def __init__(
-        self, cfg: Config, pool: asyncpg.Pool, *, clock: Clock = utcnow, blob_grace: timedelta = BLOB_GRACE
+        self,
+        cfg: Config,
+        pool: asyncpg.Pool,
+        *,
+        clock: Clock = utcnow,
+        blob_grace: timedelta = BLOB_GRACE,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self.cfg = cfg
         self.pool = pool
@@ -82,7 +90,11 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._listener: asyncpg.Connection | None = None
+        # The process's change feed when given (the runtime shares one), else one of its own.
+        self._own_feed = feed is None
+        self.feed = feed if feed is not None else ChangeFeed(cfg.database)
+        self.feed.subscribe(QUEUE_CHANNEL, self._notified)
+        self.feed.on_resync(self._wake.set)
         self._global = asyncio.Semaphore(cfg.delivery.max_connections)
         self._per_domain: dict[str, asyncio.Semaphore] = collections.defaultdict(
             lambda: asyncio.Semaphore(cfg.delivery.max_connections_per_domain)
@@ -91,12 +103,16 @@ class DeliveryWorker:
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        self._listener = await self.pool.acquire()
-        await self._listener.add_listener(outbound.CHANNEL, self._notified)
+        if self._own_feed:
+            await self.feed.start()
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
-    def _notified(self, *_args: object) -> None:
+    def _notified(self, _change: QueueChange) -> None:
         self._wake.set()
+
+    def problem(self) -> str | None:
+        """What is degraded (for the heartbeat and ``relatectl status``), or None."""
+        return self.feed.problem()
 
     def reload_tls(self) -> None:
         """Nothing to reload: the delivery daemon only makes outgoing connections."""
@@ -111,9 +127,8 @@ class DeliveryWorker:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        if self._listener is not None:
-            await self._listener.remove_listener(outbound.CHANNEL, self._notified)
-            await self.pool.release(self._listener)
+        if self._own_feed:
+            await self.feed.stop()
 
     async def _loop(self) -> None:
         while not self._stopping:

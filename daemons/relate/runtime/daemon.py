@@ -1,15 +1,23 @@
-"""What every daemon process shares: arguments, config, logging, database, signals, systemd.
+"""What every daemon process shares: arguments, config, logging, database, change feed, signals, systemd.
 
-A daemon's ``main`` hands :func:`run` a coroutine factory that starts its
-service (on the sockets systemd passed, if any) and returns it. Start-up, in
-order: config, logging, the pool (with the schema check), the service's
-listeners, the heartbeat row, then ``READY=1`` to systemd, so a unit is
-"active" only when it really serves. ``run`` then keeps the watchdog fed from
-the event loop (a loop that hangs stops the keep-alives and systemd restarts
-the daemon), and waits for SIGTERM/SIGINT (graceful stop: ``STOPPING=1``,
-then the service's own ``stop``, which lets SMTP transactions in flight
-finish and says BYE to IMAP and POP3 sessions) and SIGHUP (reload TLS
-certificates; one that fails to load keeps the old one).
+One function, :func:`serve`, runs any set of services in one process: each
+daemon's console script runs its one service with it, and the dev run starts
+each daemon as a process of its own, with the sockets bound for it, exactly
+as the systemd units do (runtime/supervisor.py). A service is a coroutine
+factory (a :data:`Starter`) that starts it on the sockets systemd passed, if
+any, and returns it.
+
+Start-up, in order: config, logging, the loop-lag watchdog, the pool (with
+the schema check), the services' listeners, the change feed (when a service
+subscribed to it), a heartbeat row per service, then ``READY=1`` to systemd,
+so a unit is "active" only when it really serves. Then the watchdog is fed
+from the event loop (a loop that hangs stops the keep-alives and systemd
+restarts the daemon), and the process waits for SIGTERM/SIGINT (graceful
+stop: ``STOPPING=1``, then each service's own ``stop``, which lets SMTP
+transactions in flight finish and says BYE to IMAP and POP3 sessions) and
+SIGHUP (every service reloads its TLS certificates; one that fails to load
+keeps the old one). A service that reports a problem (``problem()``, e.g. its
+change feed is down) shows it in ``STATUS=``, its heartbeat and the log.
 
 Start-up problems (bad config, unreachable database, old schema) are one line
 on stderr and exit code 1, never a traceback.
@@ -32,7 +40,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, Protocol, runtime_checkable
 
@@ -49,6 +57,7 @@ from relate.runtime.listen import inherited_sockets
 from relate.runtime.looplag import LoopWatchdog
 from relate.runtime.sdnotify import SystemdNotifier
 from relate.store import db
+from relate.store.changes import ChangeFeed
 
 log = logging.getLogger("relate")
 
@@ -66,6 +75,13 @@ class Counted(Protocol):
     def open_connections(self) -> int: ...
 
 
+@runtime_checkable
+class Degradable(Protocol):
+    """A service that can say what is wrong with it while it goes on serving (None: nothing)."""
+
+    def problem(self) -> str | None: ...
+
+
 @dataclass
 class Context:
     """The shared parts a service is built from."""
@@ -74,6 +90,8 @@ class Context:
     pool: asyncpg.Pool
     authenticator: Authenticator
     notifier: Notifier
+    # The process's one change feed; None: each service that needs one makes its own (tests do).
+    feed: ChangeFeed | None = None
 
 
 def _stderr_is_journal() -> bool:
@@ -108,6 +126,32 @@ def _journal_handler(identifier: str) -> logging.Handler:
     return journal
 
 
+class _OneLine(logging.Filter):
+    """A library's warnings about an unreachable database as one line each, at most once a minute.
+
+    asyncpg's pool logs a full traceback every time it fails to re-open a connection (every second or
+    two while PostgreSQL is down); the daemons' own lines already say what an outage does to clients.
+    """
+
+    def __init__(self, every: float = 60.0) -> None:
+        super().__init__()
+        self.every = every
+        self._last = -every
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            text = (str(exc).strip().splitlines() or [""])[0]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {text}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        if record.created - self._last < self.every:
+            return False
+        self._last = record.created
+        return True
+
+
 def setup_logging(level: str, identifier: str = "relate") -> None:
     """Log at ``level`` to the journal under systemd, else to stderr with timestamps."""
     root = logging.getLogger()
@@ -122,6 +166,9 @@ def setup_logging(level: str, identifier: str = "relate") -> None:
     root.setLevel(level.upper())
     # aiosmtpd logs every command at INFO and deprecation chatter at WARNING; our own lines say what matters.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _OneLine) for f in pool_log.filters):
+        pool_log.addFilter(_OneLine())
 
 
 async def open_context(cfg: Config) -> Context:
@@ -131,6 +178,7 @@ async def open_context(cfg: Config) -> Context:
         pool=pool,
         authenticator=Authenticator(pool, cfg.auth, internal_key=cfg.internal.api_key),
         notifier=Notifier(cfg.internal),
+        feed=ChangeFeed(cfg.database),
     )
 
 
@@ -157,17 +205,36 @@ def open_connections(service: Service) -> int | None:
     return service.open_connections() if isinstance(service, Counted) else None
 
 
-async def _serve(name: str, cfg: Config, start: Starter, notifier: SystemdNotifier) -> None:
+def problem_of(service: Service) -> str | None:
+    return service.problem() if isinstance(service, Degradable) else None
+
+
+async def serve(cfg: Config, services: Mapping[str, Starter], notifier: SystemdNotifier) -> None:
+    """Run ``services`` (name -> starter) in this process until SIGTERM or SIGINT."""
+    label = "relate-" + "+".join(services)
     sockets = inherited_sockets()
     watchdog = start_watchdog(cfg)
     ctx = await open_context(cfg)  # the pool, and the schema checked: READY=1 must come after both
+    assert ctx.feed is not None
+    started: dict[str, Service] = {}
+    beats: list[Heartbeat] = []
     tasks: list[asyncio.Task[None]] = []
     try:
-        service = await start(ctx, sockets)
-        heartbeat = Heartbeat(
-            ctx.pool, name, cfg.internal.heartbeat_seconds, lambda: open_connections(service), notifier
-        )
-        await heartbeat.start()
+        for name, start in services.items():
+            started[name] = await start(ctx, sockets)
+        if ctx.feed.wanted:
+            await ctx.feed.start()
+        for name, service in started.items():
+            beat = Heartbeat(
+                ctx.pool,
+                name,
+                cfg.internal.heartbeat_seconds,
+                lambda service=service: open_connections(service),  # type: ignore[misc]
+                notifier,
+                problem=lambda service=service: problem_of(service),  # type: ignore[misc]
+            )
+            await beat.start()
+            beats.append(beat)
         loop = asyncio.get_running_loop()
         if notifier.watchdog_seconds is not None:
             tasks.append(loop.create_task(_watchdog(notifier, notifier.watchdog_seconds)))
@@ -176,31 +243,37 @@ async def _serve(name: str, cfg: Config, start: Starter, notifier: SystemdNotifi
             loop.add_signal_handler(sig, stop.set)
 
         def reload() -> None:
+            # One handler for every service of the process: a second add_signal_handler would replace the first.
             log.info("reloading TLS certificates")
-            service.reload_tls()
-            notifier.status(f"relate-{name} running, certificates reloaded")
+            for service in started.values():
+                service.reload_tls()
+            notifier.status(f"{label} running, certificates reloaded")
 
         loop.add_signal_handler(signal.SIGHUP, reload)
-        notifier.ready(f"relate-{name} running")
-        log.info("ready service=%s pid=%d version=%s", name, os.getpid(), __version__)
+        notifier.ready(f"{label} running")
+        log.info("ready service=%s pid=%d version=%s", ",".join(services), os.getpid(), __version__)
         await stop.wait()
         log.info("stopping")
-        notifier.stopping(f"relate-{name} stopping")
-        await service.stop()
-        await heartbeat.stop()
-        log.info("stopped")
+        notifier.stopping(f"{label} stopping")
     finally:
+        for service in reversed(started.values()):
+            await service.stop()
+        for beat in beats:
+            await beat.stop()
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await ctx.feed.stop()
+        await ctx.notifier.drain()
         await ctx.pool.close()
         if watchdog is not None:
             watchdog.stop()
+    log.info("stopped")
 
 
 def run(name: str, start: Starter) -> None:
-    """The body of a daemon's console script."""
+    """The body of a daemon's console script: :func:`serve` for its one service."""
     parser = argparse.ArgumentParser(prog=f"relate-{name}", description=f"Relate Mail {name} daemon.")
     parser.add_argument("--config", "-c", help="config file (default: $RELATE_CONFIG or /etc/relate/relate.yaml)")
     parser.add_argument("--version", action="version", version=f"relate-{name} {__version__}")
@@ -218,7 +291,7 @@ def run(name: str, start: Starter) -> None:
         fail(str(exc))
     setup_logging(cfg.logging.level, f"relate-{name}")
     try:
-        asyncio.run(_serve(name, cfg, start, notifier))
+        asyncio.run(serve(cfg, {name: start}, notifier))
     except (RelateError, ConfigError) as exc:
         fail(str(exc))
     except OSError as exc:

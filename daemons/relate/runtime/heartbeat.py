@@ -1,8 +1,9 @@
 """A daemon's pulse: its heartbeat row in the database and its STATUS= line for systemd.
 
 Every ``internal.heartbeat_seconds`` the running process refreshes its
-``daemon_heartbeats`` row with its open connection count and sends the same
-count to the service manager as ``STATUS=``. A database that cannot be
+``daemon_heartbeats`` row with its open connection count and what it reports
+as degraded (its ``problem``, if any), and sends the same to the service
+manager as ``STATUS=``. A problem that starts or ends is logged once. A database that cannot be
 reached is logged once per outage and retried at the next beat: losing the
 heartbeat must never stop mail. A row deleted from under a live process is
 written again at the next beat. On a clean stop the row is removed.
@@ -26,10 +27,11 @@ from relate.store import heartbeats
 log = logging.getLogger("relate.runtime")
 
 
-def status_line(service: str, connections: int | None) -> str:
-    if connections is None:
-        return f"relate-{service} running"
-    return f"relate-{service} running, {connections} open connection{'' if connections == 1 else 's'}"
+def status_line(service: str, connections: int | None, problem: str | None = None) -> str:
+    text = f"relate-{service} {'DEGRADED' if problem else 'running'}"
+    if connections is not None:
+        text += f", {connections} open connection{'' if connections == 1 else 's'}"
+    return f"{text}: {problem}" if problem else text
 
 
 def _first_line(exc: BaseException) -> str:
@@ -44,8 +46,11 @@ class Heartbeat:
         interval: float,
         connections: Callable[[], int | None],
         notifier: SystemdNotifier,
+        problem: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.pool = pool
+        self.problem = problem
+        self._last_problem: str | None = None
         self.service = service
         self.interval = interval
         self.connections = connections
@@ -59,9 +64,16 @@ class Heartbeat:
     async def beat(self) -> None:
         """Write the row (registering it first if needed) and refresh STATUS=; never raises for the database."""
         count = self.connections()
-        self.notifier.status(status_line(self.service, count))
+        problem = self.problem()
+        if (problem is None) != (self._last_problem is None):
+            if problem is not None:
+                log.warning("degraded service=%s problem=%s", self.service, problem)
+            else:
+                log.info("recovered service=%s", self.service)
+        self._last_problem = problem
+        self.notifier.status(status_line(self.service, count, problem))
         try:
-            if self.row_id is None or not await heartbeats.beat(self.pool, self.row_id, count or 0):
+            if self.row_id is None or not await heartbeats.beat(self.pool, self.row_id, count or 0, problem):
                 self.row_id = await heartbeats.register(
                     self.pool,
                     host=self.host,
@@ -70,6 +82,7 @@ class Heartbeat:
                     version=__version__,
                     interval=self.interval,
                     connections=count or 0,
+                    problem=problem,
                 )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             if not self._failing:

@@ -7,9 +7,11 @@ how a regression shows up. A ticker on the loop stamps the time every
 ``TICK`` seconds; a thread of its own checks the stamp. When the loop has not
 ticked for ``threshold`` seconds, the thread takes the loop thread's stack
 (where it is stuck, right then); when the loop ticks again, it logs one
-line with how long it was blocked and that stack::
+line with how long it was blocked, how much of that the loop's thread spent
+on the CPU (near the whole stall: code computing on the loop; near zero: a
+blocking call, or a machine too busy to run the process), and that stack::
 
-    loop-blocked ms=734 at=relate/imap/commands.py:312 _pattern <- relate/imap/commands.py:330 list_ <- ...
+    loop-blocked ms=734 cpu_ms=729 at=relate/imap/commands.py:312 _pattern <- relate/imap/commands.py:330 list_
 
 Only frames of Relate Mail's own code are shown when there are any (the
 rest is asyncio and the standard library). The thread costs one wake-up
@@ -39,8 +41,26 @@ _MAX_FRAMES = 8
 @dataclass(frozen=True)
 class Stall:
     seconds: float
+    cpu_seconds: float | None  # CPU time of the loop's thread during the stall (None where unmeasurable)
     where: str  # the loop thread's stack while it was blocked, innermost first
     ours: bool  # whether any of that stack is Relate Mail's own code
+
+
+def _thread_clock(thread_id: int) -> int | None:
+    """The CPU-time clock of a thread (Linux, BSD), or None."""
+    try:
+        return time.pthread_getcpuclockid(thread_id)
+    except (AttributeError, OSError):
+        return None
+
+
+def _cpu(clock: int | None) -> float | None:
+    if clock is None:
+        return None
+    try:
+        return time.clock_gettime(clock)
+    except OSError:
+        return None
 
 
 def _describe(frame: FrameType | None) -> tuple[str, bool]:
@@ -91,18 +111,31 @@ class LoopWatchdog:
         self._handle = self._loop.call_later(TICK, self._tick)
 
     def _watch(self) -> None:
+        clock = _thread_clock(self._loop_thread_id)
         blocked_since: float | None = None
         where, ours = "-", False
+        cpu_then = cpu_start = _cpu(clock)
         while not self._stop.wait(TICK / 2):
             last = self._last
             now = time.monotonic()
             if blocked_since is None:
-                if now - last > self.threshold + TICK:
+                if now - last <= TICK * 2:
+                    cpu_then = _cpu(clock)  # the loop's CPU time when it was last seen ticking
+                elif now - last > self.threshold + TICK:
                     blocked_since = last
+                    cpu_start = cpu_then
                     where, ours = _describe(sys._current_frames().get(self._loop_thread_id))
             elif last > blocked_since:
                 # The loop ticked again: the stall is over.
-                stall = Stall(last - blocked_since - TICK, where, ours)
+                cpu_end = _cpu(clock)
+                cpu = None if cpu_start is None or cpu_end is None else max(0.0, cpu_end - cpu_start)
+                stall = Stall(last - blocked_since - TICK, cpu, where, ours)
                 self.stalls.append(stall)
-                log.warning("loop-blocked ms=%d at=%s", stall.seconds * 1000, stall.where)
+                log.warning(
+                    "loop-blocked ms=%d cpu_ms=%s at=%s",
+                    stall.seconds * 1000,
+                    "-" if cpu is None else f"{cpu * 1000:.0f}",
+                    stall.where,
+                )
                 blocked_since = None
+                cpu_then = cpu_end

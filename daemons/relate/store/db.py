@@ -26,6 +26,19 @@ class DatabaseUnavailable(RelateError):
     """The database cannot be reached or refused the login."""
 
 
+# What an unreachable or lost database raises (refused or dropped connections, a server shutting down
+# or starting up, a pool with no free connection): a temporary failure, which every daemon answers as
+# one (451, NO [UNAVAILABLE], -ERR [SYS/TEMP], 503) and logs in one line; never a bug report.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    DatabaseUnavailable,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
 class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
     """asyncpg's pool, with a bound on the wait for a free connection.
 
@@ -59,10 +72,8 @@ async def _release(conn: asyncpg.Connection) -> None:
       :func:`relate.store.migrate.migrate` releases itself in a ``finally``; the POP3
       maildrop lock lives on a connection of its own from :func:`connect`, closed when
       the POP3 session ends, which releases it whatever happens;
-    - LISTEN runs on a dedicated connection (the API hub) or on a pooled one held for
-      the process's life that UNLISTENs (``remove_listener``) before it goes back
-      (the IMAP change hub, the delivery daemon); a LISTEN left behind by a crash
-      would only deliver notifications nobody handles;
+    - LISTEN runs only on the change feed's own connection (store/changes.py), never on a
+      pooled one;
     - settings are changed with ``SET LOCAL`` only, cursors live in transactions.
     So the server-side reset is skipped (asyncpg still rolls back a transaction left
     open and drops listener callbacks before calling this).
@@ -83,11 +94,14 @@ def _describe(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-async def connect(cfg: DatabaseConfig) -> asyncpg.Connection:
-    """One connection, for short admin work and LISTEN."""
+async def connect(cfg: DatabaseConfig, *, application_name: str | None = None) -> asyncpg.Connection:
+    """One connection, for short admin work and LISTEN (``application_name`` shows in pg_stat_activity)."""
     dsn = _require_dsn(cfg)
+    settings = {"application_name": application_name} if application_name else None
     try:
-        conn = await asyncpg.connect(dsn, timeout=cfg.connect_timeout, command_timeout=cfg.command_timeout)
+        conn = await asyncpg.connect(
+            dsn, timeout=cfg.connect_timeout, command_timeout=cfg.command_timeout, server_settings=settings
+        )
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {_describe(exc)}") from None
     await _init_connection(conn)

@@ -3,7 +3,8 @@
 Policy: every daemon process owns one ``daemon_heartbeats`` row, keyed by
 (host, service, pid). It is written when the process starts serving,
 refreshed every ``runtime.heartbeat_seconds`` with its open connection
-count, and deleted on a clean stop. A process that dies leaves its row
+count and what it reports as degraded (``problem``, e.g. its change feed is
+down), and deleted on a clean stop. A process that dies leaves its row
 behind; a row not refreshed for three of its own intervals is *stale*, and
 shown as such rather than hidden, because a daemon that died is exactly what
 an admin wants to see. Rows stale for more than a week are pruned whenever a
@@ -24,7 +25,15 @@ PRUNE_AFTER_SECONDS = 7 * 24 * 3600
 
 
 async def register(
-    conn: Queryable, *, host: str, service: str, pid: int, version: str, interval: float, connections: int = 0
+    conn: Queryable,
+    *,
+    host: str,
+    service: str,
+    pid: int,
+    version: str,
+    interval: float,
+    connections: int = 0,
+    problem: str | None = None,
 ) -> int:
     """Record a process that has started serving; returns its row id (a reused pid replaces the dead row)."""
     await conn.execute(
@@ -32,11 +41,12 @@ async def register(
         float(PRUNE_AFTER_SECONDS),
     )
     row_id: int = await conn.fetchval(
-        """INSERT INTO daemon_heartbeats (host, service, pid, version, connections, interval_seconds)
-           VALUES ($1, $2, $3, $4, $5, $6)
+        """INSERT INTO daemon_heartbeats (host, service, pid, version, connections, interval_seconds, problem)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (host, service, pid) DO UPDATE
               SET version = EXCLUDED.version, started_at = now(), last_seen = now(),
-                  connections = EXCLUDED.connections, interval_seconds = EXCLUDED.interval_seconds
+                  connections = EXCLUDED.connections, interval_seconds = EXCLUDED.interval_seconds,
+                  problem = EXCLUDED.problem
            RETURNING id""",
         host,
         service,
@@ -44,14 +54,18 @@ async def register(
         version,
         connections,
         interval,
+        problem,
     )
     return row_id
 
 
-async def beat(conn: Queryable, row_id: int, connections: int) -> bool:
+async def beat(conn: Queryable, row_id: int, connections: int, problem: str | None = None) -> bool:
     """Refresh a row; False when it is gone (deleted by hand), so the caller can register again."""
     status = await conn.execute(
-        "UPDATE daemon_heartbeats SET last_seen = now(), connections = $2 WHERE id = $1", row_id, connections
+        "UPDATE daemon_heartbeats SET last_seen = now(), connections = $2, problem = $3 WHERE id = $1",
+        row_id,
+        connections,
+        problem,
     )
     return status != "UPDATE 0"
 
@@ -60,10 +74,14 @@ async def remove(conn: Queryable, row_id: int) -> None:
     await conn.execute("DELETE FROM daemon_heartbeats WHERE id = $1", row_id)
 
 
-async def instances(conn: Queryable) -> list[dict[str, Any]]:
-    """Every recorded process, by host, service and start time, with ``stale`` and ``age_seconds``."""
+async def instances(conn: Queryable, *, with_problem: bool = True) -> list[dict[str, Any]]:
+    """Every recorded process, by host, service and start time, with ``stale`` and ``age_seconds``.
+
+    ``with_problem=False`` for a schema older than migration 0015 (``problem`` is then None).
+    """
+    problem = "problem" if with_problem else "NULL::text AS problem"
     rows = await conn.fetch(
-        f"""SELECT host, service, pid, version, started_at, last_seen, connections, interval_seconds,
+        f"""SELECT host, service, pid, version, started_at, last_seen, connections, interval_seconds, {problem},
                    extract(epoch FROM now() - last_seen)::float8 AS age_seconds,
                    last_seen < now() - make_interval(secs => interval_seconds * {STALE_INTERVALS}) AS stale
               FROM daemon_heartbeats ORDER BY host, service, started_at, pid"""

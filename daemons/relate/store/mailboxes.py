@@ -26,9 +26,10 @@ from typing import Any
 import asyncpg
 
 from relate.errors import Conflict, NotFound
+from relate.store import changes
 from relate.store.db import Queryable
 
-CHANNEL = "relate_mail"
+CHANNEL = changes.MAIL
 _COLUMNS = "id, user_id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed"
 _SWEEP_LOCK = 0x424C4F42  # "BLOB": one blob sweep at a time, whatever the number of delivery daemons
 

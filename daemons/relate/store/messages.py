@@ -33,9 +33,10 @@ import asyncpg
 from relate.errors import MailboxGone
 from relate.imap.responses import envelope as imap_envelope  # pure rendering, no daemon code
 from relate.mail.mime import Address, ParsedMessage, parse_message
+from relate.store import changes
 from relate.store.db import Queryable
 
-CHANNEL = "relate_mail"
+CHANNEL = changes.MAIL
 # Parse messages above this size in a worker thread, off the event loop.
 _THREADED_PARSE = 256 * 1024
 # Text fed to the full-text vector; PostgreSQL caps a tsvector at 1 MB.

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from relate.store import changes
 from relate.store.db import Queryable
 
 # The delivery daemon LISTENs here, so new work starts at once, not at the next poll.
-CHANNEL = "relate_queue"
+CHANNEL = changes.QUEUE
 # Status changes, for the API's DeliveryStatusChanged events.
-DELIVERY_CHANNEL = "relate_delivery"
+DELIVERY_CHANNEL = changes.DELIVERY
 
 # pg_notify for each listed outbound email with its current status; json_build_object keeps the key order.
 ANNOUNCE = """SELECT pg_notify('relate_delivery',

@@ -303,9 +303,10 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def delivery_config() -> Config:
-    """mail.example.com, short timeouts, the loopback DNS server (filled in by ``net``)."""
+def delivery_config(dsn: str) -> Config:
+    """mail.example.com on the test's database, short timeouts, the loopback DNS server (filled in by ``net``)."""
     cfg = Config(hostname="mail.example.com")
+    cfg.database.dsn = dsn
     d = cfg.delivery
     d.dns_timeout = 2.0
     d.connect_timeout = 2.0
