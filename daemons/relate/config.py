@@ -496,6 +496,23 @@ def _apply_env(cfg: Config, environ: Mapping[str, str]) -> None:
         setattr(target, leaf, _coerce(".".join(path), f.type, environ[var], f"${var}"))
 
 
+def to_mapping(obj: Any) -> dict[str, Any]:
+    """Every key of a config (or one of its sections) as plain YAML-ready data, which :func:`from_mapping`
+    reads back to an equal config (the dev run hands its daemons their config this way)."""
+    out: dict[str, Any] = {}
+    for name in _fields(type(obj)):
+        value = getattr(obj, name)
+        if dataclasses.is_dataclass(value):
+            out[name] = to_mapping(value)
+        elif isinstance(value, Path):
+            out[name] = str(value)
+        elif isinstance(value, list):
+            out[name] = [str(v) if isinstance(v, Path) else v for v in value]
+        else:
+            out[name] = value
+    return out
+
+
 def config_path(explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """The config file in force: ``--config``, then ``$RELATE_CONFIG``, then the default."""
     env = os.environ if environ is None else environ

@@ -1,9 +1,16 @@
 """relatectl dev: the one-command run on an embedded PostgreSQL.
 
 Everything lives under the state directory (``./.relate-dev``): the
-database cluster, a self-signed certificate, and ``dev.json`` with the DSN,
-the demo account, its key and the ports, for scripts. A second run reuses
-all of it, the key included while it still authenticates.
+database cluster, a self-signed certificate, the config the daemons run with
+(``relate.yaml``, 0600), and ``dev.json`` with the DSN, the demo account, its
+key and the ports, for scripts. A second run reuses all of it, the key
+included while it still authenticates.
+
+The dev run is shaped like an installed system: every daemon is a process of
+its own, started by the same code as its systemd unit, on sockets bound for
+it and handed over by socket activation (relate/runtime/supervisor.py), each
+with its own pool, change feed and heartbeat. What a user measures or
+debugs in the dev run is what an installed box does.
 """
 
 from __future__ import annotations
@@ -13,28 +20,24 @@ import contextlib
 import json
 import os
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
+import yaml
 
 from relate import auth
 from relate import config as config_mod
-from relate.api.server import ApiServer
 from relate.config import Config
 from relate.errors import Conflict, RelateError
-from relate.imap.server import ImapServer
-from relate.pop3.server import Pop3Server
-from relate.queue.worker import DeliveryWorker
 from relate.runtime import tls
-from relate.runtime.daemon import open_context, setup_logging, start_watchdog
+from relate.runtime.daemon import setup_logging
 from relate.runtime.embedded_pg import EmbeddedPostgres
-from relate.runtime.heartbeat import Heartbeat
-from relate.runtime.sdnotify import SystemdNotifier
+from relate.runtime.supervisor import Supervisor, bind
 from relate.services import accounts
 from relate.services import setup as setup_service
-from relate.smtp.server import SmtpServer
 from relate.store import accounts as account_store
 from relate.store import db, migrate
 from relatectl.common import console, fail, run, state
@@ -121,78 +124,72 @@ async def _prepare(cfg: Config, previous_key: str | None) -> str:
         await pool.close()
 
 
-async def _serve(cfg: Config, describe: Callable[[dict[str, int]], list[str]]) -> None:
-    """Run every daemon of this release in this process until SIGINT or SIGTERM.
+def _listeners(cfg: Config) -> dict[str, list[str]]:
+    """The dev run's listening addresses by role (the FileDescriptorName its daemon expects)."""
+    return {
+        **{role: lst.listen for role, lst in cfg.smtp.listeners().items()},
+        "imap": cfg.imap.imap.listen,
+        "imaps": cfg.imap.imaps.listen,
+        "pop3": cfg.pop3.pop3.listen,
+        "pop3s": cfg.pop3.pop3s.listen,
+        "api": cfg.api.listen,
+    }
 
-    ``describe`` gets the bound ports and returns the banner to print once all
-    listeners are up.
+
+def _set_listen(cfg: Config, role: str, addresses: list[str]) -> None:
+    if role == "api":
+        cfg.api.listen = addresses
+    elif role in cfg.smtp.listeners():
+        cfg.smtp.listeners()[role].listen = addresses
+    elif role.startswith("imap"):
+        getattr(cfg.imap, role).listen = addresses
+    else:
+        getattr(cfg.pop3, role).listen = addresses
+
+
+def write_config(path: Path, cfg: Config) -> None:
+    """The whole effective config, for the daemons (``--config``); 0600: it holds the internal key and DSN."""
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("# Written by `relatectl dev` at each start: the config every dev daemon runs with.\n")
+        yaml.safe_dump(config_mod.to_mapping(cfg), fh, sort_keys=False)
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+async def _serve(cfg: Config, state_dir: Path, describe: Callable[[dict[str, int]], list[str]]) -> None:
+    """Bind every listener, run each daemon as a process of its own until SIGINT or SIGTERM.
+
+    ``describe`` gets the bound ports and returns the banner to print once every daemon is ready.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    watchdog = start_watchdog(cfg)
-    ctx = await open_context(cfg)
-    smtp = SmtpServer(cfg, ctx.pool, ctx.authenticator, ctx.notifier)
-    delivery = DeliveryWorker(cfg, ctx.pool)
-    imap = ImapServer(cfg, ctx.pool, ctx.authenticator)
-    pop3 = Pop3Server(cfg, ctx.pool, ctx.authenticator)
-    api = ApiServer(ctx)
+    sockets: dict[str, list[socket.socket]] = {}
     try:
-        await api.start()
-        await smtp.start()
-        await imap.start()
-        await pop3.start()
-        await delivery.start()
-        # One handler for all: a second add_signal_handler would replace the first.
-        loop.add_signal_handler(signal.SIGHUP, lambda: [service.reload_tls() for service in (smtp, imap, pop3)])
-        ports = {
-            "smtp": smtp.addresses("mx")[0][1],
-            "submission": smtp.addresses("submission")[0][1],
-            "submissions": smtp.addresses("submissions")[0][1],
-            "imap": imap.addresses("imap")[0][1],
-            "imaps": imap.addresses("imaps")[0][1],
-            "pop3": pop3.addresses("pop3")[0][1],
-            "pop3s": pop3.addresses("pop3s")[0][1],
-            "api": api.addresses()[0][1],
-        }
-        # With --any-port the config says port 0: record the ports bound, so the
-        # API tells mail clients (autoconfig, new keys' settings) the real ones.
-        listeners = {**cfg.smtp.listeners(), "imap": cfg.imap.imap, "imaps": cfg.imap.imaps}
-        listeners |= {"pop3": cfg.pop3.pop3, "pop3s": cfg.pop3.pop3s, "smtp": cfg.smtp.mx}
-        for name, listener in listeners.items():
-            if name in ports:
-                listener.listen = [f"127.0.0.1:{ports[name]}"]
-        cfg.api.listen = [f"127.0.0.1:{ports['api']}"]
-        # Heartbeats, so `relatectl status` shows the dev run's daemons like installed ones.
-        notifier = SystemdNotifier(environ={})
-        beats = [
-            Heartbeat(ctx.pool, name, cfg.internal.heartbeat_seconds, counter, notifier)
-            for name, counter in (
-                ("smtp", smtp.open_connections),
-                ("imap", imap.open_connections),
-                ("pop3", pop3.open_connections),
-                ("api", api.open_connections),
-                ("delivery", lambda: None),
-            )
-        ]
-        for beat in beats:
-            await beat.start()
+        for role, addresses in _listeners(cfg).items():
+            sockets[role] = [bind(address) for address in addresses]
+            # With --any-port the config says port 0: the daemons (and the API, which tells
+            # mail clients the ports) are given the ports really bound.
+            _set_listen(cfg, role, [f"127.0.0.1:{sock.getsockname()[1]}" for sock in sockets[role]])
+        config_file = state_dir / "relate.yaml"
+        write_config(config_file, cfg)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(config_mod.ENV_PREFIX)}
+        supervisor = Supervisor(config_file, state_dir / "run", sockets, env=env)
+        try:
+            await supervisor.start()
+        except RuntimeError as exc:
+            fail(str(exc))
+        loop.add_signal_handler(signal.SIGHUP, supervisor.reload)
+        ports = {("smtp" if role == "mx" else role): socks[0].getsockname()[1] for role, socks in sockets.items()}
         for line in describe(ports):
             console.print(line, highlight=False)
         await stop.wait()
-        for beat in beats:
-            await beat.stop()
+        await supervisor.stop(grace=15)
     finally:
-        await smtp.stop(grace=10)
-        await imap.stop(grace=5)
-        await pop3.stop(grace=5)
-        await delivery.stop(grace=10)
-        await ctx.notifier.drain()
-        await api.stop()
-        await ctx.pool.close()
-        if watchdog is not None:
-            watchdog.stop()
+        for socks in sockets.values():
+            for sock in socks:
+                sock.close()
 
 
 def dev(
@@ -247,7 +244,7 @@ def dev(
                 "Ctrl-C stops everything.",
             ]
 
-        run(_serve(cfg, describe))
+        run(_serve(cfg, state_dir, describe))
     except KeyboardInterrupt:
         pass
     finally:

@@ -126,6 +126,20 @@ def reloads_every_listener(info: dict[str, Any]) -> None:
     assert {peer_common_name(port) for port in ports} == {"renewed.example.test"}
 
 
+def restarts_a_killed_daemon(info: dict[str, Any], pid: int) -> None:
+    """A daemon killed with SIGKILL is started again on the same port, as systemd's Restart= would."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with imaplib.IMAP4("127.0.0.1", info["ports"]["imap"], timeout=5) as imap:
+                imap.login(info["user"], info["key"])
+                break
+        except (OSError, imaplib.IMAP4.error):
+            assert time.monotonic() < deadline, "IMAP did not come back after its process was killed"
+            time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
     """The dev run prints a working key, serves SMTP, writes dev.json, stops on SIGINT/SIGTERM, reuses its state."""
@@ -175,13 +189,18 @@ def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
         )
         daemons = json.loads(status.stdout)["daemons"]
         assert sorted(d["service"] for d in daemons) == ["api", "delivery", "imap", "pop3", "smtp"]
+        # Shaped like an installed system: each daemon a process of its own, none of them the dev run itself.
+        pids = {d["service"]: d["pid"] for d in daemons}
+        assert len(set(pids.values())) == 5
+        assert proc.pid not in pids.values()
         reloads_every_listener(info)
+        restarts_a_killed_daemon(info, pids["imap"])
     finally:
         out = stop(proc, signal.SIGINT)
     assert proc.returncode == 0, out
     assert "stopped" in out
     socket_dir = info["dsn"].split("host=")[1].split("&")[0]
-    assert not list(Path(socket_dir).glob(".s.PGSQL.*")), "the embedded PostgreSQL is still running"
+    assert not list(Path(socket_dir).glob(".s.PGSQL.*")), "the embedded PostgreSQL is still running:\n" + out
 
     again = start(state)
     try:
