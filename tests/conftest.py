@@ -104,12 +104,6 @@ def auth_config() -> AuthConfig:
     return AuthConfig(bcrypt_rounds=4)
 
 
-def blocking(seconds: float, cpu_seconds: float | None) -> bool:
-    """Whether a stall was the daemon's own doing: its loop thread computed for at least half of it, or
-    it lasted a second (a blocking call); not a busy machine that left the process no CPU for a moment."""
-    return cpu_seconds is None or cpu_seconds >= seconds / 2 or seconds >= 1.0
-
-
 @pytest.fixture
 async def loop_watchdog() -> AsyncIterator[LoopWatchdog]:
     """The daemons' loop-lag watchdog on the test's event loop (100 ms, as in production)."""
@@ -117,7 +111,7 @@ async def loop_watchdog() -> AsyncIterator[LoopWatchdog]:
     watchdog.start()
     yield watchdog
     watchdog.stop()
-    blocked = [s for s in watchdog.stalls if s.ours and blocking(s.seconds, s.cpu_seconds)]
+    blocked = [s for s in watchdog.stalls if s.ours and s.blocking]
     if blocked:
         pytest.fail(
             "Relate Mail code blocked the event loop: "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import signal
 import socket
@@ -31,7 +30,6 @@ from relate.config import DatabaseConfig
 from relate.runtime.tls import make_self_signed
 from relate.services import accounts
 from relate.store import db
-from tests.conftest import blocking
 
 USER = "alice@example.com"
 ON_CI = bool(os.environ.get("CI"))
@@ -155,18 +153,6 @@ class NotifyListener:
         self.sock.close()
 
 
-_STALL = re.compile(r"loop-blocked ms=(\d+) cpu_ms=(\d+|-)")
-
-
-def _blocking_line(line: str) -> bool:
-    """A loop-blocked log line for a stall of the daemon's own making (as tests/conftest.py:blocking)."""
-    m = _STALL.search(line)
-    if m is None:
-        return False
-    cpu = None if m.group(2) == "-" else int(m.group(2)) / 1000
-    return blocking(int(m.group(1)) / 1000, cpu)
-
-
 class Daemon:
     """A daemon process whose stderr (its log) is collected in a file the test can read."""
 
@@ -207,7 +193,7 @@ class Daemon:
             self.proc.kill()
             code = self.proc.wait()
         self._log.close()
-        blocked = [line for line in self.log().splitlines() if _blocking_line(line)]
+        blocked = [line for line in self.log().splitlines() if "loop-blocked" in line]
         assert not blocked, "the daemon blocked its event loop:\n" + "\n".join(blocked)
         return code
 

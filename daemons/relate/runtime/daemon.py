@@ -7,9 +7,9 @@ as the systemd units do (runtime/supervisor.py). A service is a coroutine
 factory (a :data:`Starter`) that starts it on the sockets systemd passed, if
 any, and returns it.
 
-Start-up, in order: config, logging, the loop-lag watchdog, the pool (with
-the schema check), the services' listeners, the change feed (when a service
-subscribed to it), a heartbeat row per service, then ``READY=1`` to systemd,
+Start-up, in order: config, logging, the pool (with the schema check), the
+services' listeners, the change feed (when a service subscribed to it), a
+heartbeat row per service, the loop-lag watchdog, then ``READY=1`` to systemd,
 so a unit is "active" only when it really serves. Then the watchdog is fed
 from the event loop (a loop that hangs stops the keep-alives and systemd
 restarts the daemon), and the process waits for SIGTERM/SIGINT (graceful
@@ -213,7 +213,7 @@ async def serve(cfg: Config, services: Mapping[str, Starter], notifier: SystemdN
     """Run ``services`` (name -> starter) in this process until SIGTERM or SIGINT."""
     label = "relate-" + "+".join(services)
     sockets = inherited_sockets()
-    watchdog = start_watchdog(cfg)
+    watchdog: LoopWatchdog | None = None
     ctx = await open_context(cfg)  # the pool, and the schema checked: READY=1 must come after both
     assert ctx.feed is not None
     started: dict[str, Service] = {}
@@ -250,6 +250,9 @@ async def serve(cfg: Config, services: Mapping[str, Starter], notifier: SystemdN
             notifier.status(f"{label} running, certificates reloaded")
 
         loop.add_signal_handler(signal.SIGHUP, reload)
+        # Watched from here on: start-up (imports, certificates, CA bundles) runs on the loop once, before
+        # anyone is served.
+        watchdog = start_watchdog(cfg)
         notifier.ready(f"{label} running")
         log.info("ready service=%s pid=%d version=%s", ",".join(services), os.getpid(), __version__)
         await stop.wait()

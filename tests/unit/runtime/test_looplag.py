@@ -46,3 +46,32 @@ async def test_a_busy_but_responsive_loop_is_not_reported() -> None:
     finally:
         watchdog.stop()
     assert watchdog.stalls == []
+
+
+def _compute(seconds: float) -> int:
+    deadline = time.thread_time() + seconds
+    n = 0
+    while time.thread_time() < deadline:
+        n += 1
+    return n
+
+
+async def test_computing_on_the_loop_is_blocking_and_a_sleep_too() -> None:
+    """A callback computing for 300 ms, and one sleeping 300 ms in a call, both count as blocking the loop."""
+    watchdog = LoopWatchdog(0.1)
+    watchdog.start()
+    try:
+        await asyncio.sleep(0.05)
+        _compute(0.3)
+        await asyncio.sleep(0.1)
+        _block(0.3)
+        await asyncio.sleep(0.2)
+    finally:
+        watchdog.stop()
+    assert len(watchdog.stalls) == 2
+    computed, slept = watchdog.stalls
+    assert computed.blocking
+    assert computed.cpu_seconds is not None
+    assert computed.cpu_seconds >= 0.15
+    assert slept.blocking
+    assert slept.asleep
