@@ -198,7 +198,10 @@ def dev(
         False, "--any-port", help="Listen on free ports instead of the dev ports (dev.json has the ones used)."
     ),
 ) -> None:
-    """Run Relate Mail for development: embedded PostgreSQL, demo domain, user and key."""
+    """Run Relate Mail for development: embedded PostgreSQL, demo domain, user and key.
+
+    Every daemon runs as a process of its own on sockets the dev run binds, as under systemd.
+    """
     # Until the event loop takes over, SIGTERM interrupts like Ctrl-C, so the
     # embedded PostgreSQL is stopped whenever the dev run is.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
