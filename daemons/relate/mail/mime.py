@@ -50,9 +50,10 @@ from relate.mail.limits import (
     MAX_MIME_DEPTH,
     MAX_PARTS,
     MAX_SEARCH_TEXT,
+    MAX_SENDER_FIELD_BYTES,
 )
 
-__all__ = ["Address", "AttachmentInfo", "ParsedMessage", "parse_message", "part_content"]
+__all__ = ["Address", "AttachmentInfo", "ParsedMessage", "field_addresses", "parse_message", "part_content"]
 
 _ADDRESS_FIELDS = ("from", "sender", "reply-to", "to", "cc", "bcc")
 # Every field parse_message reads; the scanner skips all others without looking at them.
@@ -679,3 +680,82 @@ def part_content(raw: bytes, part: str) -> bytes | None:
         if number == part:
             return transfer.decode(raw, leaf.body_start, leaf.end, leaf.encoding)[0]
     return None
+
+
+# --- the submission check: what a reader may show as the sender ------------------
+
+_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
+_UNSAFE = re.compile(rb"\r(?!\n)|\x00")  # a bare CR is a line break to some readers; NUL ends strings in others
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Something a reader could take for an address, wherever it stands (full-width at signs included).
+_ADDRESS_LIKE = re.compile(r"[^\s\"<>()\[\],;:@\uff20\ufe6b]+[@\uff20\ufe6b][^\s\"<>()\[\],;:@\uff20\ufe6b]+")
+
+
+def field_addresses(head: bytes, name: str) -> list[str] | None:
+    """Every address a mail client could show for field ``name`` (e.g. "From", "Sender"), or None.
+
+    ``head`` is the message's header section, or the whole message (only the
+    part before the first empty line is read). The answer is meant for the
+    check that a submitted message names only its author's addresses, so it
+    errs towards None:
+
+    - The result lists, in order and without repeats, the addr-spec of every
+      mailbox in every occurrence of the field (group members included), and
+      anything that looks like an address in a display name, a group name or
+      a comment once encoded words are decoded (``"bob@example.org"
+      <mallory@example.net>`` gives both). Addresses are as written, not
+      normalised. An absent field gives [].
+    - None when a reader could take the header another way: a line that is
+      neither a field nor a continuation before the empty line, a leading
+      mbox ``From`` line, a bare CR or NUL, a value that is not UTF-8 or holds
+      control characters; unbalanced quotes, comments, brackets or angle
+      brackets, comments nested deeper than MAX_NESTING, a source route, text
+      after an address, an encoded word inside an address; the field's values
+      together over MAX_SENDER_FIELD_BYTES, more than MAX_ADDRESSES addresses
+      or MAX_ENCODED_WORDS encoded words.
+
+    Cheap enough for an event loop: the header is scanned by regular
+    expressions, and at most MAX_SENDER_FIELD_BYTES of it are parsed in Python.
+    Raises ValueError only for a ``name`` that is not a field name.
+    """
+    if _FIELD_NAME.fullmatch(name) is None:
+        raise ValueError(f"not a header field name: {name!r}")
+    if head.startswith(b"From "):
+        return None
+    section = headers.scan(head, 0, len(head))
+    if section.body == section.stop < len(head) or _UNSAFE.search(head, 0, section.stop) is not None:
+        return None  # the section ended at a line that is not a field: a reader may read on
+    notes: set[str] = set()
+    found: dict[str, None] = {}
+    size = 0
+    for _, raw_value in headers.fields(head, section, headers.FieldNames((name,)), notes):
+        size += len(raw_value)
+        if size > MAX_SENDER_FIELD_BYTES:
+            return None
+        try:
+            raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        value = headers.unfold(raw_value)
+        if _CONTROL.search(value) is not None:
+            return None
+        parsed = structured.parse_address_list(value)
+        if parsed.problems:
+            return None
+        texts = list(parsed.comments)
+        for group, members in parsed.groups:
+            if group:
+                texts.append(group)
+            for display, addr in members:
+                if "=?" in addr:
+                    return None
+                if addr:
+                    found.setdefault(addr)
+                texts.append(display)
+        for text in texts:
+            decoded = encoded_words.decode(text, notes) if "=?" in text else text
+            for match in _ADDRESS_LIKE.finditer(decoded):
+                found.setdefault(match.group())
+    if notes:  # a limit was reached: part of the field went unread
+        return None
+    return list(found)
