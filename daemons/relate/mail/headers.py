@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from relate.mail import encoded_words
-from relate.mail.limits import MAX_DATE_CHARS, MAX_FIELD_BYTES, MAX_FIELDS, MAX_REFERENCES
+from relate.mail.limits import MAX_DATE_CHARS, MAX_FIELD_BYTES, MAX_FIELDS, MAX_REFERENCES, MAX_SHOWN_FIELDS
 
 __all__ = [
     "FieldNames",
@@ -179,13 +179,13 @@ def message_ids(value: str | None) -> list[str]:
 def decoded_fields(raw: bytes, end: int) -> list[tuple[str, str]]:
     """Every field of the header section in raw[:end] in order, as (name, unfolded value with encoded words decoded).
 
-    For showing a message's header: at most MAX_FIELDS fields, each value cut
-    at MAX_FIELD_BYTES, white space runs collapsed to one space.
+    For showing a message's header: at most MAX_SHOWN_FIELDS fields, each
+    value cut at MAX_FIELD_BYTES, white space runs collapsed to one space.
     """
     section = scan(raw, 0, min(end, len(raw)))
     out: list[tuple[str, str]] = []
     pos = section.first
-    while pos < section.stop and len(out) < MAX_FIELDS:
+    while pos < section.stop and len(out) < MAX_SHOWN_FIELDS:
         match = _FIELD_NAME.match(raw, pos, section.stop)
         if match is None:  # cannot happen inside a section; stop rather than loop
             break

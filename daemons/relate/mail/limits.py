@@ -36,6 +36,9 @@ NOTES = frozenset(
 # Occurrences of the fields parse_message reads (Subject, From, Content-Type...)
 # examined per MIME entity; others are skipped unread. Real mail: under 30.
 MAX_FIELDS = 100
+# Header fields headers.decoded_fields() returns for showing a header (all names
+# count). Real mail: 20 to 80, long Received chains a few hundred.
+MAX_SHOWN_FIELDS = 1000
 # Bytes of one field's value that are unfolded and decoded (a longer value is cut
 # at a fold). Real mail: a few KiB for long To: or References: lists.
 MAX_FIELD_BYTES = 64 * 1024

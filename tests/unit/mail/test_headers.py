@@ -75,6 +75,14 @@ def test_decoded_fields_for_display() -> None:
     assert headers.decoded_fields(raw, raw.index(b"body")) == [("Subject", "café au lait"), ("X-Odd", "spaced out")]
 
 
+def test_decoded_fields_stop_at_the_limit() -> None:
+    """A header of more than MAX_SHOWN_FIELDS fields shows the first MAX_SHOWN_FIELDS."""
+    raw = b"".join(b"X-%d: v\r\n" % i for i in range(limits.MAX_SHOWN_FIELDS + 10)) + b"\r\n"
+    shown = headers.decoded_fields(raw, len(raw))
+    assert len(shown) == limits.MAX_SHOWN_FIELDS
+    assert shown[-1] == (f"X-{limits.MAX_SHOWN_FIELDS - 1}", "v")
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
