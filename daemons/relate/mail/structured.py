@@ -230,11 +230,13 @@ def parse_address_list(value: str) -> AddressList:
     group: str | None = None
     members: list[tuple[str, str]] = []
     item: list[Token] = []
+    phrase = True  # whether the item so far could be a group's display name (kept as items grow: no rescans)
     angle = False
     count = 0
 
     def finish() -> bool:
-        nonlocal count
+        nonlocal count, phrase
+        phrase = True
         if item:
             mailbox = _mailbox(item, problems)
             if mailbox is not None and (mailbox[0] or mailbox[1]):
@@ -248,7 +250,7 @@ def parse_address_list(value: str) -> AddressList:
 
     for token in tokens:
         if token.kind == SPECIAL and not angle and token.raw in ",;:":
-            if token.raw == ":" and group is None and all(t.kind != SPECIAL or t.raw == "." for t in item):
+            if token.raw == ":" and group is None and phrase:
                 if members:
                     result.groups.append((None, members))
                 group, members = _phrase(item), []
@@ -257,6 +259,7 @@ def parse_address_list(value: str) -> AddressList:
             if token.raw == ":":
                 problems.add("junk")
                 item.append(token)
+                phrase = False
                 continue
             if not finish():
                 break
@@ -272,6 +275,8 @@ def parse_address_list(value: str) -> AddressList:
             if not angle:
                 problems.add("unbalanced")
             angle = False
+        if token.kind == SPECIAL and token.raw != ".":
+            phrase = False
         item.append(token)
     else:
         finish()
