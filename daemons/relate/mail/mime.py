@@ -14,46 +14,69 @@ Guarantees:
 * It never raises, whatever the input (malformed MIME, broken boundaries, missing
   headers, 8-bit garbage, bare LF line endings, empty input); the result is best
   effort.
+* Its time is linear in the size of ``raw`` and its memory about the size of the
+  text it decodes: every parser it uses is iterative and bounded by the limits
+  of ``relate.mail.limits`` (header fields, field bytes, encoded words, comment
+  nesting, addresses, MIME depth and part count, decoded text). Past a limit the
+  parse degrades (what it cannot interpret is left undecoded or skipped) and
+  ``ParsedMessage.limits`` names the limits reached. Transfer encodings are
+  removed a chunk at a time: an attachment's size is counted, not decoded whole.
 * The MIME tree is found by one scanner over the raw bytes (RFC 2046 §5.1.1), so
   offsets are exact. Every node satisfies
   ``0 <= header_start <= body_start <= end <= len(raw)``.
-* The ``email`` package only interprets single header fields and transfer-decodes
-  single part bodies that the scanner delimited, so decoded data and offsets
-  always describe the same tree, even when the MIME structure is broken.
+* Header fields are read by this package's own parsers (``headers``,
+  ``structured``, ``encoded_words``), never by the ``email`` package's header
+  registry, whose recursion and quadratic cases hostile input reaches.
 * Input is never modified. The module does no I/O and uses only the standard library.
 """
 
 from __future__ import annotations
 
-import contextlib
+import codecs
 import dataclasses
-import email.policy
-import email.utils
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.headerregistry import ContentDispositionHeader, ContentTypeHeader
-from email.message import Message
-from html.parser import HTMLParser
+from datetime import datetime
 from typing import Any
 
-__all__ = ["Address", "AttachmentInfo", "ParsedMessage", "parse_message"]
-
-_MAX_TEXT = 1 << 20  # characters of search text kept per message
-_HTML_CHUNK = 1 << 16  # HTML is fed to html.parser (slow) in chunks, stopping when the text is full
-_MAX_DEPTH = 50  # deeper MIME nesting is kept as an opaque leaf (no recursion limit hit)
-
-# RFC 5322 §3.6.8: field-name is printable US-ASCII except ":"; obsolete syntax
-# (RFC 5322 §4.5) allows white space before the colon.
-_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
-_LINE_BREAK = re.compile(rb"\r?\n")
-_MSG_ID = re.compile(r"<[^<>\s]+>")
-_IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})  # RFC 2045 §6.2
-_ADDRESS_FIELDS = ("from", "sender", "reply-to", "to", "cc", "bcc")
-_HTML_BREAKS = frozenset(  # tags that separate words in the rendered text
-    {"br", "hr", "p", "div", "blockquote", "pre", "li", "tr", "td", "th", "title", "h1", "h2", "h3", "h4", "h5", "h6"}
+from relate.mail import charset, encoded_words, headers, htmltext, structured, transfer
+from relate.mail.limits import (
+    MAX_ADDRESSES,
+    MAX_BODY_BYTES,
+    MAX_BOUNDARY,
+    MAX_HEADER_WORK,
+    MAX_HTML_SCAN,
+    MAX_MIME_DEPTH,
+    MAX_PARTS,
+    MAX_SEARCH_TEXT,
+    MAX_SENDER_FIELD_BYTES,
 )
+
+__all__ = ["Address", "AttachmentInfo", "ParsedMessage", "field_addresses", "parse_message", "part_content"]
+
+_ADDRESS_FIELDS = ("from", "sender", "reply-to", "to", "cc", "bcc")
+# Every field parse_message reads; the scanner skips all others without looking at them.
+_FIELDS = headers.FieldNames(
+    (
+        *_ADDRESS_FIELDS,
+        "subject",
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "content-id",
+        "content-description",
+        "content-md5",
+        "content-language",
+        "content-location",
+    )
+)
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
+_FIRST_TOKEN = re.compile(r"[^\s;(]+")  # of Content-Transfer-Encoding, before any comment
 
 # (group display name or None for addresses outside a group, [(name, addr-spec)])
 _AddressGroup = tuple[str | None, list[tuple[str, str]]]
@@ -97,16 +120,24 @@ class ParsedMessage:
     envelope: dict[str, Any]
     bodystructure: dict[str, Any]
     attachments: list[AttachmentInfo]
-    text: str  # full-text search text, at most 1 MiB characters
-    text_body: str | None
-    html_body: str | None
+    text: str  # full-text search text, at most MAX_SEARCH_TEXT characters
+    text_body: str | None  # the first text/plain body, at most MAX_BODY_BYTES of it decoded
+    html_body: str | None  # the first text/html body, likewise
     header_end: int  # offset of the body in raw; len(raw) if there is no body
     has_8bit_headers: bool
+    # The limits of relate.mail.limits this message reached (names from limits.NOTES), sorted; empty for real mail.
+    limits: tuple[str, ...] = ()
+
+    @property
+    def truncated(self) -> bool:
+        """Whether text_body or html_body holds only the first MAX_BODY_BYTES of its part."""
+        return "body-bytes" in self.limits
 
     def to_json(self) -> dict[str, Any]:
         """Return all fields as JSON-serialisable values (date as ISO 8601)."""
         data = dataclasses.asdict(self)
         data["date"] = None if self.date is None else self.date.isoformat()
+        data["limits"] = list(self.limits)
         return data
 
 
@@ -117,7 +148,7 @@ class _Entity:
     header_start: int
     body_start: int
     end: int
-    fields: dict[str, bytes]  # lower-cased name -> first occurrence's raw (folded) value
+    fields: dict[str, bytes]  # lower-cased name -> first occurrence's raw (folded) value, for the names of _FIELDS
     maintype: str = "text"
     subtype: str = "plain"
     params: dict[str, str] = field(default_factory=dict)
@@ -133,125 +164,150 @@ class _Entity:
 
     @property
     def filename(self) -> str | None:
-        # RFC 2183 §2.3 filename, else the older Content-Type "name" parameter.
-        name = self.disposition_params.get("filename") or self.params.get("name")
-        return _decode_words(name) if name else None
+        # RFC 2183 §2.3 filename, else the older Content-Type "name" parameter (both already decoded).
+        return self.disposition_params.get("filename") or self.params.get("name") or None
+
+
+class _Context:
+    """One parse's limits reached, and what it may still spend on header values read by Python-level parsers.
+
+    The fast paths (regular expressions) cost nothing here; the general parsers of address lists and
+    parameters and the encoded-word decoder spend the length of what they read, at most
+    MAX_HEADER_WORK characters per message. Past that, values are left unparsed or undecoded.
+    """
+
+    __slots__ = ("left", "notes")
+
+    def __init__(self) -> None:
+        self.notes: set[str] = set()
+        self.left = MAX_HEADER_WORK
+
+    def spend(self, text: str) -> bool:
+        """Whether ``text`` may be read; False (and "header-work" noted) once the budget is spent."""
+        if len(text) > self.left:
+            self.notes.add("header-work")
+            self.left = 0
+            return False
+        self.left -= len(text)
+        return True
+
+    def decode(self, text: str) -> str:
+        """``text`` with its encoded words decoded, within the budget."""
+        if "=?" not in text or not self.spend(text):
+            return text
+        return encoded_words.decode(text, self.notes)
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
     """Parse ``raw`` once; never raises (see the module docstring)."""
-    root = _parse_entity(raw, 0, len(raw), ("text", "plain"), 0)
+    ctx = _Context()
+    root = _parse_tree(raw, ctx)
     fields = root.fields
-    addresses = _address_headers(fields)
-    collector = _Collector(raw)
-    for leaf, number, searchable, outer in _leaves(root, "", True, True):
+    addresses = _address_headers(fields, ctx)
+    collector = _Collector(raw, ctx.notes)
+    for leaf, number, searchable, outer in _leaves(root):
         collector.add(leaf, number, searchable, outer)
     subject = _field_value(fields, "subject")
     return ParsedMessage(
-        subject=None if subject is None else _decode_words(subject),
-        from_=_decoded_addresses(addresses["from"]),
-        sender=_decoded_addresses(addresses["sender"]),
-        reply_to=_decoded_addresses(addresses["reply-to"]),
-        to=_decoded_addresses(addresses["to"]),
-        cc=_decoded_addresses(addresses["cc"]),
-        bcc=_decoded_addresses(addresses["bcc"]),
-        date=_date(_field_value(fields, "date")),
+        subject=None if subject is None else ctx.decode(subject),
+        from_=_decoded_addresses(addresses["from"], ctx),
+        sender=_decoded_addresses(addresses["sender"], ctx),
+        reply_to=_decoded_addresses(addresses["reply-to"], ctx),
+        to=_decoded_addresses(addresses["to"], ctx),
+        cc=_decoded_addresses(addresses["cc"], ctx),
+        bcc=_decoded_addresses(addresses["bcc"], ctx),
+        date=headers.parse_date(_field_value(fields, "date")),
         message_id=_field_value(fields, "message-id") or None,
         in_reply_to=_field_value(fields, "in-reply-to") or None,
-        references=_MSG_ID.findall(_field_value(fields, "references") or ""),
+        references=headers.message_ids(_field_value(fields, "references")),
         envelope=_envelope(fields, addresses),
-        bodystructure=_bodystructure(raw, root),
+        bodystructure=_bodystructure(raw, root, ctx),
         attachments=collector.attachments,
-        text="\n".join(collector.search)[:_MAX_TEXT],
+        text="\n".join(collector.search)[:MAX_SEARCH_TEXT],
         text_body=collector.text_body,
         html_body=collector.html_body,
         header_end=root.body_start,
-        has_8bit_headers=not raw[: root.body_start].isascii(),
+        has_8bit_headers=_NON_ASCII.search(raw, 0, root.body_start) is not None,
+        limits=tuple(sorted(ctx.notes)),
     )
 
 
 # --- structure scanner ---------------------------------------------------------
 
 
-def _scan_header(raw: bytes, start: int, end: int) -> tuple[dict[str, bytes], int]:
-    """Read the header section at ``start``; return its fields and where the body starts.
-
-    RFC 5322 §2.1: the first empty line (CRLF or bare LF) ends the header section.
-    A line that is neither a field nor a continuation also ends it (missing
-    separator); the body then starts at that line.
-    """
+def _entity(raw: bytes, start: int, end: int, default: tuple[str, str], ctx: _Context) -> _Entity:
+    """The entity in raw[start:end]: its header section, content type and disposition (not its children)."""
+    section = headers.scan(raw, start, end)
     fields: dict[str, bytes] = {}
-    name: str | None = None
-    value_start = value_end = pos = start
-    body = end
-    while pos < end:
-        newline = raw.find(b"\n", pos, end)
-        stop = end if newline < 0 else newline + 1
-        line_end = stop
-        while line_end > pos and raw[line_end - 1] in b"\r\n":
-            line_end -= 1
-        if line_end == pos:
-            body = stop
-            break
-        if pos == 0 and raw.startswith(b"From "):  # mbox From_ line (RFC 4155), not a field
-            pos = stop
-            continue
-        if name is not None and raw[pos] in b" \t":  # RFC 5322 §2.2.3 folded line
-            value_end = line_end
-        else:
-            match = _FIELD_NAME.match(raw, pos, line_end)
-            if match is None:
-                body = pos
-                break
-            if name is not None:
-                fields.setdefault(name, raw[value_start:value_end])
-            name = match.group(1).decode("ascii").lower()
-            value_start, value_end = match.end(), line_end
-        pos = stop
-    if name is not None:
-        fields.setdefault(name, raw[value_start:value_end])
-    return fields, body
-
-
-def _parse_entity(raw: bytes, start: int, end: int, default: tuple[str, str], depth: int) -> _Entity:
-    """Scan the entity in raw[start:end], recursing into multiparts and messages."""
-    fields, body_start = _scan_header(raw, start, end)
-    ent = _Entity(start, body_start, end, fields)
+    for name, value in headers.fields(raw, section, _FIELDS, ctx.notes):
+        fields.setdefault(name, value)
+    ent = _Entity(start, section.body, end, fields)
     content_type = _field_value(fields, "content-type")
-    simple = None if content_type is None else _simple_content_type(content_type)
-    header = None if content_type is None or simple is not None else _header("content-type", content_type)
-    if simple is not None:
-        ent.maintype, ent.subtype, ent.params = simple
-    elif isinstance(header, ContentTypeHeader):
-        ent.maintype, ent.subtype, ent.params = header.maintype, header.subtype, dict(header.params)
-    else:  # RFC 2045 §5.2 default; RFC 2046 §5.1.5 inside a digest
+    parsed_type = None if content_type is None else _content_type(content_type, ctx)
+    if parsed_type is not None:
+        ent.maintype, ent.subtype, ent.params = parsed_type
+    else:  # RFC 2045 §5.2: absent or invalid is text/plain (RFC 2046 §5.1.5: message/rfc822 inside a digest)
         ent.maintype, ent.subtype = default if content_type is None else ("text", "plain")
         ent.params = {"charset": "us-ascii"} if ent.maintype == "text" else {}
-    ent.encoding = (_field_value(fields, "content-transfer-encoding") or "7bit").lower()
+    encoding = _FIRST_TOKEN.match(_field_value(fields, "content-transfer-encoding") or "")
+    ent.encoding = encoding.group().lower() if encoding and encoding.group() else "7bit"
     disposition = _field_value(fields, "content-disposition")
-    header = None if disposition is None else _header("content-disposition", disposition)
-    if isinstance(header, ContentDispositionHeader) and header.content_disposition:
-        ent.disposition = header.content_disposition
-        ent.disposition_params = dict(header.params)
-
-    if ent.maintype == "multipart":
-        boundary = ent.params.get("boundary", "")
-        spans = []
-        if boundary and depth < _MAX_DEPTH:
-            spans = _split_multipart(raw, boundary.encode(), body_start, end)
-        if spans:
-            child_default = ("message", "rfc822") if ent.subtype == "digest" else ("text", "plain")
-            ent.children = [_parse_entity(raw, s, e, child_default, depth + 1) for s, e in spans]
-        else:  # no usable delimiter: keep the body as one opaque text leaf
-            ent.maintype, ent.subtype, ent.params = "text", "plain", {"charset": "us-ascii"}
-    elif (
-        ent.maintype == "message"
-        and ent.subtype in ("rfc822", "global")  # RFC 2046 §5.2.1, RFC 6532 §3.7
-        and ent.encoding in _IDENTITY_ENCODINGS
-        and depth < _MAX_DEPTH
-    ):
-        ent.message = _parse_entity(raw, body_start, end, ("text", "plain"), depth + 1)
+    if disposition is not None and ctx.spend(disposition):
+        parsed = structured.parse_parameters(disposition, content_type=False)
+        if parsed.value:
+            ent.disposition, ent.disposition_params = parsed.value, parsed.params
     return ent
+
+
+def _parse_tree(raw: bytes, ctx: _Context) -> _Entity:
+    """Scan the MIME tree of ``raw`` without recursion (an explicit stack, at most MAX_MIME_DEPTH deep).
+
+    Each multipart level scans its own body for its boundary, so the scan costs
+    at most MAX_MIME_DEPTH times the message size; at most MAX_PARTS entities
+    are made. A multipart past either limit, or without a usable boundary,
+    becomes one opaque text/plain leaf (its body is served as it is).
+    """
+    notes = ctx.notes
+    root = _entity(raw, 0, len(raw), ("text", "plain"), ctx)
+    count = 1
+    stack: list[tuple[_Entity, int]] = [(root, 0)]
+    while stack:
+        ent, depth = stack.pop()
+        if ent.maintype == "multipart":
+            boundary = ent.params.get("boundary", "")
+            spans: list[tuple[int, int]] = []
+            if depth >= MAX_MIME_DEPTH:
+                notes.add("mime-depth")
+            elif count >= MAX_PARTS:
+                notes.add("parts")
+            elif len(boundary) > MAX_BOUNDARY:
+                notes.add("boundary")
+            elif boundary:
+                spans = _split_multipart(raw, boundary.encode("utf-8", "surrogateescape"), ent.body_start, ent.end)
+            if spans:
+                if len(spans) > MAX_PARTS - count:
+                    notes.add("parts")
+                    del spans[MAX_PARTS - count :]
+                child_default = ("message", "rfc822") if ent.subtype == "digest" else ("text", "plain")
+                ent.children = [_entity(raw, s, e, child_default, ctx) for s, e in spans]
+                count += len(spans)
+                stack.extend((child, depth + 1) for child in reversed(ent.children))
+            else:  # no usable delimiter: keep the body as one opaque text leaf
+                ent.maintype, ent.subtype, ent.params = "text", "plain", {"charset": "us-ascii"}
+        elif (
+            ent.maintype == "message"
+            and ent.subtype in ("rfc822", "global")  # RFC 2046 §5.2.1, RFC 6532 §3.7
+            and ent.encoding in transfer.IDENTITY
+        ):
+            if depth >= MAX_MIME_DEPTH:
+                notes.add("mime-depth")
+            elif count >= MAX_PARTS:
+                notes.add("parts")
+            else:
+                ent.message = _entity(raw, ent.body_start, ent.end, ("text", "plain"), ctx)
+                count += 1
+                stack.append((ent.message, depth + 1))
+    return root
 
 
 def _split_multipart(raw: bytes, boundary: bytes, start: int, end: int) -> list[tuple[int, int]]:
@@ -260,16 +316,20 @@ def _split_multipart(raw: bytes, boundary: bytes, start: int, end: int) -> list[
     RFC 2046 §5.1.1: a delimiter is "--" boundary at the start of a line, optionally
     followed by "--" (close delimiter) and transport padding; the CRLF preceding it
     belongs to the delimiter. Preamble and epilogue are ignored. Without a close
-    delimiter the last part runs to ``end``.
+    delimiter the last part runs to ``end``. The search is for the line break
+    before the delimiter, so only line starts are candidates and the scan stays
+    in the regular expression engine.
     """
-    delimiter = re.compile(rb"--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)")
+    tail = re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)"
+    after_line = re.compile(rb"\n--" + tail)
     spans: list[tuple[int, int]] = []
     part_start: int | None = None
-    pos = start
-    while (match := delimiter.search(raw, pos, end)) is not None:
-        found, pos = match.start(), match.end()
-        if found != start and raw[found - 1] != 0x0A:  # not at the start of a line
-            continue
+    found = start
+    match = re.compile(rb"--" + tail).match(raw, start, end)  # a delimiter on the body's first line
+    if match is None:
+        match = after_line.search(raw, start, end)
+        found = 0 if match is None else match.start() + 1
+    while match is not None:
         if part_start is not None:
             part_end = found
             if part_end > start and raw[part_end - 1] == 0x0A:
@@ -279,100 +339,116 @@ def _split_multipart(raw: bytes, boundary: bytes, start: int, end: int) -> list[
             spans.append((part_start, max(part_start, part_end)))
         if match.group(1):
             return spans
-        part_start = pos
+        part_start = match.end()
+        match = after_line.search(raw, part_start, end)
+        if match is not None:
+            found = match.start() + 1
     if part_start is not None:
         spans.append((part_start, end))
     return spans
 
 
-def _leaves(ent: _Entity, number: str, searchable: bool, outer: bool) -> Iterator[tuple[_Entity, str, bool, bool]]:
-    """Yield (leaf, IMAP part number, searchable, in the outer message) in document order.
+def _leaves(root: _Entity) -> Iterator[tuple[_Entity, str, bool, bool]]:
+    """Yield (leaf, IMAP part number, searchable, in the outer message) in document order, without recursion.
 
     RFC 9051 §6.4.5 part numbering; the body of a non-multipart message is part 1.
     """
-    if ent.children:
-        # RFC 2046 §5.1.4: alternatives carry the same content; index the plain text one.
-        has_plain = ent.subtype == "alternative" and any(child.content_type == "text/plain" for child in ent.children)
-        for i, child in enumerate(ent.children, 1):
-            child_searchable = searchable and (not has_plain or child.content_type == "text/plain")
-            yield from _leaves(child, f"{number}.{i}" if number else str(i), child_searchable, outer)
-        return
-    part = number or "1"
-    yield ent, part, searchable, outer
-    if ent.message is not None:
-        inner = ent.message
-        yield from _leaves(inner, part if inner.children else f"{part}.1", searchable, False)
+    stack: list[tuple[_Entity, str, bool, bool]] = [(root, "", True, True)]
+    while stack:
+        ent, number, searchable, outer = stack.pop()
+        if ent.children:
+            # RFC 2046 §5.1.4: alternatives carry the same content; index the plain text one.
+            has_plain = ent.subtype == "alternative" and any(c.content_type == "text/plain" for c in ent.children)
+            children = []
+            for i, child in enumerate(ent.children, 1):
+                child_searchable = searchable and (not has_plain or child.content_type == "text/plain")
+                children.append((child, f"{number}.{i}" if number else str(i), child_searchable, outer))
+            stack.extend(reversed(children))
+            continue
+        part = number or "1"
+        yield ent, part, searchable, outer
+        if ent.message is not None:
+            inner = ent.message
+            stack.append((inner, part if inner.children else f"{part}.1", searchable, False))
 
 
 # --- headers -------------------------------------------------------------------
 
 
-def _text(value: bytes) -> str:
-    """Decode raw header bytes: UTF-8 (RFC 6532) with a latin-1 fallback."""
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("latin-1")
-
-
 def _field_value(fields: dict[str, bytes], name: str) -> str | None:
     """The unfolded (RFC 5322 §2.2.3), undecoded value of a field, or None if absent."""
     value = fields.get(name)
-    if value is None:
-        return None
-    return _text((_LINE_BREAK.sub(b"", value) if b"\n" in value else value).strip())
+    return None if value is None else headers.unfold(value)
 
 
-def _header(name: str, value: str) -> object:
-    """Interpret one field with the email package's header registry; None if that fails.
-
-    The result is a ContentTypeHeader, ContentDispositionHeader, UnstructuredHeader...
-    mixed with BaseHeader (a str subclass whose value is RFC 2047/2231-decoded).
-    """
-    try:
-        header: object = email.policy.default.header_factory(name, value)
-    except Exception:  # noqa: BLE001 - a complex parser fed hostile input must not abort ingest
-        return None
-    return header
+def _address_headers(fields: dict[str, bytes], ctx: _Context) -> dict[str, list[_AddressGroup] | None]:
+    """Parse each address field once; None where the field is absent."""
+    parsed: dict[str, list[_AddressGroup] | None] = {}
+    for name in _ADDRESS_FIELDS:
+        value = _field_value(fields, name)
+        if value is None:
+            parsed[name] = None
+            continue
+        parsed[name] = _address_list(value, ctx)
+    return parsed
 
 
 # Fast paths for the common simple forms of two fields. Each accepts only input on which it gives
-# exactly what the general parser gives (tests compare both on a corpus and on generated input);
-# anything else takes the general path.
+# exactly what the general parser (relate.mail.structured) gives (tests compare both on a corpus and
+# on generated input); anything else takes the general path. Each is checked with a pattern whose every
+# repetition is possessive (what one matched is never tried again, so a failing match costs time linear in
+# the value) and without capturing groups (CPython 3.11's re mishandles groups in possessive repeats),
+# then read with a capturing pattern that is only ever applied to input the check accepted.
 # RFC 2045 §5.1 tokens of the usual characters only (no "*", "'" or "%": RFC 2231 forms).
-_MIME_TOKEN = r"[A-Za-z0-9._+-]+"  # noqa: S105 - a pattern, not a password
-_PARAM_NAME = _MIME_TOKEN
-# A quoted value of printable ASCII without backslash (quoted-pair) or "=?" (encoded words, which the
-# email package decodes even there).
-_QUOTED_VALUE = r'"(?:[\x20\x21\x23-\x3c\x3e-\x5b\x5d-\x7e]|=(?!\?))*"'
-_CT_PARAM = rf"[ \t]*;[ \t]*({_PARAM_NAME})=({_MIME_TOKEN}|{_QUOTED_VALUE})"
-_SIMPLE_CONTENT_TYPE = re.compile(rf"({_MIME_TOKEN})/({_MIME_TOKEN})((?:{_CT_PARAM})*)")
-_CT_PARAMS = re.compile(_CT_PARAM)
+_MIME_TOKEN = r"[A-Za-z0-9._+-]++"  # noqa: S105 - a pattern, not a password
+# A quoted value of printable ASCII without backslash (quoted-pair) or "=?" (encoded words).
+_QUOTED_VALUE = r'"(?:[\x20\x21\x23-\x3c\x3e-\x5b\x5d-\x7e]|=(?!\?))*+"'
+_CT_PARAM = rf"[ \t]*+;[ \t]*+{_MIME_TOKEN}=(?:{_MIME_TOKEN}|{_QUOTED_VALUE})"
+_SIMPLE_CONTENT_TYPE = re.compile(rf"{_MIME_TOKEN}/{_MIME_TOKEN}(?:{_CT_PARAM})*+")
+_CT_HEAD = re.compile(rf"({_MIME_TOKEN})/({_MIME_TOKEN})")
+_CT_PARAMS = re.compile(rf"[ \t]*;[ \t]*({_MIME_TOKEN})=({_MIME_TOKEN}|{_QUOTED_VALUE})")
 
 
 def _simple_content_type(value: str) -> tuple[str, str, dict[str, str]] | None:
     """(maintype, subtype, params) of a plain ``type/subtype; name=value`` field, else None."""
-    match = _SIMPLE_CONTENT_TYPE.fullmatch(value)
-    if match is None:
+    if _SIMPLE_CONTENT_TYPE.fullmatch(value) is None:
         return None
+    match = _CT_HEAD.match(value)
+    assert match is not None  # the check above accepted it
     params: dict[str, str] = {}
-    for name, raw in _CT_PARAMS.findall(match.group(3)):
+    for name, raw in _CT_PARAMS.findall(value, match.end()):
         key = name.lower()
         if key in params:
-            return None  # repeated parameter: the general parser's choice (and defect) apply
+            return None  # repeated parameter: the general parser's choice applies
         params[key] = raw[1:-1] if raw.startswith('"') else raw
     return match.group(1).lower(), match.group(2).lower(), params
 
 
+def _content_type(value: str, ctx: _Context | None = None) -> tuple[str, str, dict[str, str]] | None:
+    """(maintype, subtype, params) of a Content-Type value, or None when it is invalid (RFC 2045 §5.2)."""
+    simple = _simple_content_type(value)
+    if simple is not None:
+        return simple
+    if ctx is not None and not ctx.spend(value):
+        return None
+    parsed = structured.parse_parameters(value, content_type=True)
+    if not parsed.value:
+        return None
+    maintype, _, subtype = parsed.value.partition("/")
+    return maintype, subtype, parsed.params
+
+
 # Mailboxes (RFC 5322 §3.4) of the simple forms: addr-spec, <addr-spec>, and a display name of atoms
 # (dots allowed, as in obsolete phrases) or one quoted string without quoted-pairs, then <addr-spec>.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-_ADDR_SPEC = rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-_PHRASE_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
-_DISPLAY = rf'(?:{_PHRASE_ATOM}(?:[ \t]+{_PHRASE_ATOM})*|"[\x20\x21\x23-\x5b\x5d-\x7e]*")'
-_MAILBOX = rf"(?:({_ADDR_SPEC})|(?:({_DISPLAY})[ \t]*)?<({_ADDR_SPEC})>)"
-_SIMPLE_ADDRESS_LIST = re.compile(rf"[ \t]*{_MAILBOX}(?:[ \t]*,[ \t]*{_MAILBOX})*[ \t]*")
-_MAILBOXES = re.compile(_MAILBOX)
+# Non-ASCII characters count as atext (RFC 6532 §3.2).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]"
+_LABEL = r"[A-Za-z0-9\u0080-\U0010ffff-]++"
+_ADDR_SPEC = rf"{_ATEXT}++(?:\.{_ATEXT}++)*+@{_LABEL}(?:\.{_LABEL})*+"
+_PHRASE_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\u0080-\U0010ffff-]++"
+_DISPLAY = rf'(?:{_PHRASE_ATOM}(?:[ \t]++{_PHRASE_ATOM})*+|"[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]*+")'
+_MAILBOX = rf"(?:{_ADDR_SPEC}|(?:{_DISPLAY}[ \t]*+)?<{_ADDR_SPEC}>)"
+_SIMPLE_ADDRESS_LIST = re.compile(rf"[ \t]*+{_MAILBOX}(?:[ \t]*+,[ \t]*+{_MAILBOX})*+[ \t]*+")
+_MAILBOXES = re.compile(rf"({_ADDR_SPEC})|(?:({_DISPLAY})[ \t]*)?<({_ADDR_SPEC})>")
 
 
 def _simple_address_list(value: str) -> list[_AddressGroup] | None:
@@ -381,6 +457,8 @@ def _simple_address_list(value: str) -> list[_AddressGroup] | None:
         return None
     members: list[tuple[str, str]] = []
     for bare, display, angled in _MAILBOXES.findall(value):
+        if len(members) == MAX_ADDRESSES:
+            return None  # the general parser reports the limit
         if bare:
             members.append(("", bare))
         elif display.startswith('"'):
@@ -390,78 +468,20 @@ def _simple_address_list(value: str) -> list[_AddressGroup] | None:
     return [(None, members)]
 
 
-def _decode_words(value: str) -> str:
-    """Decode RFC 2047 encoded-words; unknown charsets become U+FFFD."""
-    if "=?" not in value:
-        return value
-    header = _header("subject", value)
-    return value if header is None else str(header)
-
-
-def _date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, OverflowError):  # unparseable (type varies by Python version)
-        return None
-    # RFC 5322 §3.3: "-0000" means UTC without local-offset information.
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def _address_headers(fields: dict[str, bytes]) -> dict[str, list[_AddressGroup] | None]:
-    """Parse each address field once; None where the field is absent."""
-    parsed: dict[str, list[_AddressGroup] | None] = {}
-    for name in _ADDRESS_FIELDS:
-        value = _field_value(fields, name)
-        parsed[name] = None if value is None else (_simple_address_list(value) or _address_list(value))
-    return parsed
-
-
-def _address_list(value: str) -> list[_AddressGroup]:
-    """Split an address-list (RFC 5322 §3.4) into groups and ungrouped runs.
-
-    ``getaddresses`` does not report group names, so groups are found here: a ":"
-    or ";" outside quoted strings, comments and angle brackets. An unterminated
-    group ends at the end of the field.
-    """
-    groups: list[_AddressGroup] = []
-    group: str | None = None
-    run = item = i = depth = 0  # run: start of pending text; item: start of current list item
-    quoted = angle = False
-    while i < len(value):
-        char = value[i]
-        if char == "\\" and (quoted or depth):  # quoted-pair
-            i += 1
-        elif quoted:
-            quoted = char != '"'
-        elif depth:
-            depth += {"(": 1, ")": -1}.get(char, 0)
-        elif char == '"':
-            quoted = True
-        elif char == "(":
-            depth = 1
-        elif char in "<>":
-            angle = char == "<"
-        elif angle:
-            pass
-        elif char == "," and group is None:
-            item = i + 1
-        elif char == ":" and group is None:
-            groups.append((None, _mailboxes(value[run:item])))
-            group, run = email.utils.unquote(value[item:i].strip()), i + 1
-        elif char == ";" and group is not None:
-            groups.append((group, _mailboxes(value[run:i])))
-            group, run, item = None, i + 1, i + 1
-        i += 1
-    groups.append((group, _mailboxes(value[run:])))
-    return [(name, members) for name, members in groups if name is not None or members]
-
-
-def _mailboxes(text: str) -> list[tuple[str, str]]:
-    if not text.strip():
+def _address_list(value: str, ctx: _Context | None = None) -> list[_AddressGroup]:
+    """The groups of an address-list (RFC 5322 §3.4): (group name or None, [(display name, addr-spec)])."""
+    simple = _simple_address_list(value)
+    if simple is not None:
+        return simple
+    if ctx is not None and not ctx.spend(value):
         return []
-    return [(name, addr) for name, addr in email.utils.getaddresses([text]) if name or addr]
+    result = structured.parse_address_list(value)
+    if ctx is not None:
+        if "too-many" in result.problems:
+            ctx.notes.add("addresses")
+        if "nesting" in result.problems:
+            ctx.notes.add("nesting")
+    return result.groups
 
 
 def _imap_addresses(groups: list[_AddressGroup] | None) -> list[list[str | None]] | None:
@@ -478,13 +498,13 @@ def _imap_addresses(groups: list[_AddressGroup] | None) -> list[list[str | None]
     return out or None
 
 
-def _decoded_addresses(groups: list[_AddressGroup] | None) -> list[Address]:
+def _decoded_addresses(groups: list[_AddressGroup] | None, ctx: _Context) -> list[Address]:
     """Group members flattened; an empty group is kept as its name with no address."""
     out: list[Address] = []
     for group, members in groups or []:
         if group and not members:
-            out.append(Address(_decode_words(group), ""))
-        out.extend(Address(_decode_words(name) or None, addr) for name, addr in members)
+            out.append(Address(ctx.decode(group), ""))
+        out.extend(Address(ctx.decode(name) or None, addr) for name, addr in members)
     return out
 
 
@@ -509,8 +529,11 @@ def _envelope(fields: dict[str, bytes], addresses: dict[str, list[_AddressGroup]
 # --- BODYSTRUCTURE ---------------------------------------------------------------
 
 
-def _bodystructure(raw: bytes, ent: _Entity) -> dict[str, Any]:
-    """RFC 9051 §7.5.2 BODYSTRUCTURE fields plus absolute offsets into raw."""
+def _bodystructure(raw: bytes, ent: _Entity, ctx: _Context) -> dict[str, Any]:
+    """RFC 9051 §7.5.2 BODYSTRUCTURE fields plus absolute offsets into raw.
+
+    Recursive, but no deeper than the tree, which _parse_tree keeps within MAX_MIME_DEPTH levels.
+    """
     fields = ent.fields
     disposition = None
     if ent.disposition is not None:
@@ -531,7 +554,7 @@ def _bodystructure(raw: bytes, ent: _Entity) -> dict[str, Any]:
             "type": ent.maintype,
             "subtype": ent.subtype,
             "params": params,
-            "parts": [_bodystructure(raw, child) for child in ent.children],
+            "parts": [_bodystructure(raw, child, ctx) for child in ent.children],
             **extension,
         }
     node: dict[str, Any] = {
@@ -552,8 +575,8 @@ def _bodystructure(raw: bytes, ent: _Entity) -> dict[str, Any]:
     if ent.message is not None:
         inner = ent.message
         node["message"] = {
-            "envelope": _envelope(inner.fields, _address_headers(inner.fields)),
-            "body": _bodystructure(raw, inner),
+            "envelope": _envelope(inner.fields, _address_headers(inner.fields, ctx)),
+            "body": _bodystructure(raw, inner, ctx),
         }
     return node
 
@@ -570,15 +593,17 @@ def _count_lines(raw: bytes, start: int, end: int) -> int:
 
 
 class _Collector:
-    """Visits the leaves once, decoding each payload at most once."""
+    """Visits the leaves once, decoding at most MAX_BODY_BYTES of each text part and counting attachments."""
 
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, notes: set[str]) -> None:
         self.raw = raw
+        self.notes = notes
         self.attachments: list[AttachmentInfo] = []
         self.text_body: str | None = None
         self.html_body: str | None = None
         self.search: list[str] = []
-        self._budget = _MAX_TEXT
+        self._budget = MAX_SEARCH_TEXT  # characters of search text still wanted
+        self._html_budget = MAX_HTML_SCAN  # characters of HTML still to be read for search text, per message
 
     def add(self, leaf: _Entity, number: str, searchable: bool, outer: bool) -> None:
         filename = leaf.filename
@@ -586,27 +611,36 @@ class _Collector:
         attached, inline = _classify(leaf, filename, content_id)
         if attached:
             if outer:
-                size = (
-                    leaf.end - leaf.body_start
-                    if leaf.encoding in _IDENTITY_ENCODINGS
-                    else len(_payload(self.raw, leaf))
-                )
+                size = transfer.decoded_size(self.raw, leaf.body_start, leaf.end, leaf.encoding)
                 self.attachments.append(AttachmentInfo(number, filename, leaf.content_type, size, content_id, inline))
             return
         if leaf.content_type not in ("text/plain", "text/html"):
             return
         is_html = leaf.subtype == "html"
         display = outer and (self.html_body if is_html else self.text_body) is None
-        search = searchable and self._budget > 0
+        search = searchable and self._budget > 0 and (not is_html or self._html_budget > 0)
         if not (display or search):
             return
-        text = _decode_text(_payload(self.raw, leaf), leaf.params.get("charset") or "us-ascii")
+        # For search alone, no more octets than the characters still wanted can take (4 each in UTF-8).
+        wanted = self._html_budget if is_html else self._budget
+        limit = MAX_BODY_BYTES if display else min(MAX_BODY_BYTES, 4 * wanted + 4)
+        data, cut = transfer.decode(self.raw, leaf.body_start, leaf.end, leaf.encoding, limit)
+        if cut and display:
+            self.notes.add("body-bytes")
+        text = _decode_text(data, leaf.params.get("charset") or "us-ascii", final=not cut)
+        del data
         if display and is_html:
             self.html_body = text
         elif display:
             self.text_body = text
         if search:
-            chunk = (_html_text(text, self._budget) if is_html else text)[: self._budget]
+            if is_html:
+                if len(text) > self._html_budget:
+                    self.notes.add("html-scan")
+                scanned = text[: self._html_budget]
+                self._html_budget -= len(scanned)
+                text = htmltext.visible_text(scanned)
+            chunk = text[: self._budget]
             self._budget -= len(chunk) + 1
             self.search.append(chunk)
 
@@ -622,76 +656,106 @@ def _classify(leaf: _Entity, filename: str | None, content_id: str | None) -> tu
     return True, content_id is not None  # e.g. an image referenced from multipart/related
 
 
-def _payload(raw: bytes, leaf: _Entity) -> bytes:
-    """The leaf's body with its Content-Transfer-Encoding (RFC 2045 §6) removed."""
-    body = raw[leaf.body_start : leaf.end]
-    if leaf.encoding in _IDENTITY_ENCODINGS:
-        return body
-    message = Message()
-    message["Content-Transfer-Encoding"] = leaf.encoding
-    # The same surrogateescape round trip that BytesParser uses for 8-bit bodies.
-    message.set_payload(body.decode("ascii", "surrogateescape"))
-    data = message.get_payload(decode=True)  # lenient: bad input yields defects, not errors
-    return data if isinstance(data, bytes) else body
+def _decode_text(data: bytes, label: str, *, final: bool = True) -> str:
+    """Decode with the declared charset, else UTF-8, else latin-1 (never fails).
 
-
-def _decode_text(data: bytes, charset: str) -> str:
-    """Decode with the declared charset, else UTF-8, else latin-1 (never fails)."""
-    for candidate in (charset, "utf-8"):
+    With ``final`` false the data was cut: a character split at the end is dropped, not an error.
+    """
+    for name in (charset.codec(label), "utf-8"):
+        if name is None:
+            continue
         try:
-            return data.decode(candidate)
-        except (LookupError, ValueError):  # unknown codec name, or bytes invalid in it
+            return codecs.getincrementaldecoder(name)("strict").decode(data, final)
+        except ValueError:  # bytes invalid in that charset (UnicodeDecodeError is a ValueError)
             continue
     return data.decode("latin-1")
 
 
-class _HTMLText(HTMLParser):
-    """Collects the visible text of an HTML document."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.chunks: list[str] = []
-        self.collected = 0  # characters in chunks
-        self._hidden = 0  # depth inside <script>/<style>
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
-            self._hidden += 1
-        elif tag in _HTML_BREAKS:
-            self.chunks.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style"):
-            self._hidden = max(0, self._hidden - 1)
-        elif tag in _HTML_BREAKS:
-            self.chunks.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._hidden:
-            self.chunks.append(data)
-            self.collected += len(data)
-
-
-def _html_text(html: str, limit: int) -> str:
-    """The visible text of ``html``; parsing stops once about ``limit`` characters are collected."""
-    parser = _HTMLText()
-    # _markupbase raises AssertionError on some malformed marked sections ("<![foo[");
-    # the text collected up to that point is kept.
-    with contextlib.suppress(AssertionError):
-        for start in range(0, len(html), _HTML_CHUNK):
-            parser.feed(html[start : start + _HTML_CHUNK])
-            if parser.collected >= limit:
-                break
-        else:
-            parser.close()
-    lines = (line.strip() for line in "".join(parser.chunks).splitlines())
-    return "\n".join(line for line in lines if line)
-
-
 def part_content(raw: bytes, part: str) -> bytes | None:
-    """The transfer-decoded content of leaf ``part`` (IMAP numbering, e.g. ``"2"`` or ``"1.3"``), or None."""
-    root = _parse_entity(raw, 0, len(raw), ("text", "plain"), 0)
-    for leaf, number, _, _ in _leaves(root, "", True, True):
-        if number == part and not leaf.children:
-            return _payload(raw, leaf)
+    """The transfer-decoded content of leaf ``part`` (IMAP numbering, e.g. ``"2"`` or ``"1.3"``), or None.
+
+    Linear in the size of ``raw``; the result is decoded a chunk at a time into one buffer.
+    """
+    for leaf, number, _, _ in _leaves(_parse_tree(raw, _Context())):
+        if number == part:
+            return transfer.decode(raw, leaf.body_start, leaf.end, leaf.encoding)[0]
     return None
+
+
+# --- the submission check: what a reader may show as the sender ------------------
+
+_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
+_UNSAFE = re.compile(rb"\r(?!\n)|\x00")  # a bare CR is a line break to some readers; NUL ends strings in others
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Something a reader could take for an address, wherever it stands (full-width at signs included).
+_ADDRESS_LIKE = re.compile(r"[^\s\"<>()\[\],;:@\uff20\ufe6b]+[@\uff20\ufe6b][^\s\"<>()\[\],;:@\uff20\ufe6b]+")
+
+
+def field_addresses(head: bytes, name: str) -> list[str] | None:
+    """Every address a mail client could show for field ``name`` (e.g. "From", "Sender"), or None.
+
+    ``head`` is the message's header section, or the whole message (only the
+    part before the first empty line is read). The answer is meant for the
+    check that a submitted message names only its author's addresses, so it
+    errs towards None:
+
+    - The result lists, in order and without repeats, the addr-spec of every
+      mailbox in every occurrence of the field (group members included), and
+      anything that looks like an address in a display name, a group name or
+      a comment once encoded words are decoded (``"bob@example.org"
+      <mallory@example.net>`` gives both). Addresses are as written, not
+      normalised. An absent field gives [].
+    - None when a reader could take the header another way: a line that is
+      neither a field nor a continuation before the empty line, a leading
+      mbox ``From`` line, a bare CR or NUL, a value that is not UTF-8 or holds
+      control characters; unbalanced quotes, comments, brackets or angle
+      brackets, comments nested deeper than MAX_NESTING, a source route, text
+      after an address, an encoded word inside an address; the field's values
+      together over MAX_SENDER_FIELD_BYTES, more than MAX_ADDRESSES addresses
+      or MAX_ENCODED_WORDS encoded words.
+
+    Cheap enough for an event loop: the header is scanned by regular
+    expressions, and at most MAX_SENDER_FIELD_BYTES of it are parsed in Python.
+    Raises ValueError only for a ``name`` that is not a field name.
+    """
+    if _FIELD_NAME.fullmatch(name) is None:
+        raise ValueError(f"not a header field name: {name!r}")
+    if head.startswith(b"From "):
+        return None
+    section = headers.scan(head, 0, len(head))
+    if section.body == section.stop < len(head) or _UNSAFE.search(head, 0, section.stop) is not None:
+        return None  # the section ended at a line that is not a field: a reader may read on
+    notes: set[str] = set()
+    found: dict[str, None] = {}
+    size = 0
+    for _, raw_value in headers.fields(head, section, headers.FieldNames((name,)), notes):
+        size += len(raw_value)
+        if size > MAX_SENDER_FIELD_BYTES:
+            return None
+        try:
+            raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        value = headers.unfold(raw_value)
+        if _CONTROL.search(value) is not None:
+            return None
+        parsed = structured.parse_address_list(value)
+        if parsed.problems:
+            return None
+        texts = list(parsed.comments)
+        for group, members in parsed.groups:
+            if group:
+                texts.append(group)
+            for display, addr in members:
+                if "=?" in addr:
+                    return None
+                if addr:
+                    found.setdefault(addr)
+                texts.append(display)
+        for text in texts:
+            decoded = encoded_words.decode(text, notes) if "=?" in text else text
+            for match in _ADDRESS_LIKE.finditer(decoded):
+                found.setdefault(match.group())
+    if notes:  # a limit was reached: part of the field went unread
+        return None
+    return list(found)

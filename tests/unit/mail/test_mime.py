@@ -778,3 +778,53 @@ def test_base64_encoded_message_rfc822_is_opaque() -> None:
     assert "message" not in node
     assert node["lines"] is None
     assert parsed.attachments == [AttachmentInfo("1", None, "message/rfc822", len(inner), None, False)]
+
+
+# --- issue 12, finding 2: hostile headers ------------------------------------------------------------
+
+HOSTILE_SUBJECT = b"Subject: " + b"\r\n ".join(b"=?utf-8?q?caf=C3=A9?=" for _ in range(16_000)) + b"\r\n"
+
+
+def test_subject_of_16000_encoded_words_decodes_its_first_words() -> None:
+    """A folded 370 KiB Subject of 16,000 encoded words parses; the first 1,000 words are decoded, the rest kept."""
+    raw = b"From: a@example.org\r\n" + HOSTILE_SUBJECT + b"\r\nbody\r\n"
+    parsed = parse_message(raw)
+    assert parsed.subject is not None
+    assert parsed.subject.startswith("café" * 1000 + " =?utf-8?q?caf=C3=A9?=")
+    assert {"field-bytes", "encoded-words"} <= set(parsed.limits)
+    assert parsed.from_ == [Address(None, "a@example.org")]
+    assert raw[parsed.header_end :] == b"body\r\n"
+
+
+def test_from_with_500_open_parentheses_parses() -> None:
+    """`From: a <b` and 500 "(" (a RecursionError in the email package) gives the address and notes the nesting."""
+    raw = b"From: a <b" + b"(" * 500 + b"\r\nSubject: still read\r\n\r\nbody"
+    parsed = parse_message(raw)
+    assert parsed.from_ == [Address("a", "b")]
+    assert parsed.subject == "still read"
+    assert "nesting" in parsed.limits
+    assert_sane(raw, parsed)
+
+
+def test_deep_comments_in_every_structured_field_parse() -> None:
+    """Deeply nested comments in address, Content-Type and Content-Disposition fields never raise."""
+    deep = "(" * 5000 + "x" + ")" * 5000
+    raw = crlf(
+        f"From: {deep} alice@example.org",
+        f"To: Bob {deep} <bob@example.org>",
+        f"Content-Type: text/plain; {deep} charset=utf-8",
+        f"Content-Disposition: inline; {deep} filename=a.txt",
+        "",
+        "body",
+    )
+    parsed = parse_message(raw)
+    assert parsed.from_ == [Address("(" * 4999 + "x" + ")" * 4999, "alice@example.org")]
+    assert parsed.to == [Address("Bob " + deep, "bob@example.org")]
+    assert parsed.bodystructure["params"] == [["charset", "utf-8"]]
+    assert parsed.attachments == [AttachmentInfo("1", "a.txt", "text/plain", 4, None, True)]
+
+
+def test_limits_are_empty_for_ordinary_mail() -> None:
+    """An ordinary message reaches no limit."""
+    assert parse_message(NESTED).limits == ()
+    assert parse_message(PLAIN).limits == ()
