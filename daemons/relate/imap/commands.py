@@ -5,13 +5,14 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
-import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from relate.auth import AuthRefused
 from relate.errors import Conflict, NotFound
 from relate.imap import fetch as fetching
+from relate.imap import listmatch
 from relate.imap import search as searching
 from relate.imap.errors import Bad, Bye, No
 from relate.imap.mutf7 import encode_mailbox
@@ -316,13 +317,68 @@ async def subscribe(session: ImapSession, cmd: MailboxCommand) -> None:
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
 
-def _pattern(reference: str, pattern: str) -> re.Pattern[str]:
-    """RFC 9051 §6.3.9: ``*`` matches anything, ``%`` anything but the delimiter; INBOX in any case."""
-    full = reference + pattern
-    if full[:5].upper() == "INBOX" and (len(full) == 5 or full[5] in "/%*"):
-        full = "INBOX" + full[5:]
-    regex = "".join(".*" if ch == "*" else "[^/]*" if ch == "%" else re.escape(ch) for ch in full)
-    return re.compile(f"^{regex}$", re.DOTALL)
+@dataclass(frozen=True)
+class _Listed:
+    """One LIST/LSUB response line to send."""
+
+    name: str
+    attrs: tuple[str, ...]
+    childinfo: bool  # listed only as the parent of a subscribed mailbox (RFC 5258 §3.5)
+    box: dict[str, Any]
+
+
+def _prefixes(name: str) -> list[str]:
+    """The proper ancestors of ``name`` (``a/b/c`` -> ``a``, ``a/b``)."""
+    return [name[:i] for i, ch in enumerate(name) if ch == "/"]
+
+
+def _list_rows(boxes: list[dict[str, Any]], cmd: ListCommand, rev2: bool) -> list[_Listed]:
+    """What LIST/LSUB answers for these mailboxes; pure CPU, linear in the names and patterns."""
+    by_name = {b["name"]: b for b in boxes}
+    # Every ancestor of an existing mailbox has children; one of a subscribed one, subscribed children.
+    with_children: set[str] = set()
+    with_subscribed: set[str] = set()
+    for b in boxes:
+        ancestors = _prefixes(b["name"])
+        with_children.update(ancestors)
+        if b.get("subscribed"):
+            with_subscribed.update(ancestors)
+    # Parents that do not exist themselves (a/b exists, a does not) show as \NonExistent.
+    for parent in with_children:
+        by_name.setdefault(parent, {"name": parent, "missing": True, "subscribed": False})
+    patterns = [listmatch.Pattern(cmd.reference, p) for p in cmd.patterns]
+    subscribed_only = cmd.lsub or "SUBSCRIBED" in cmd.select
+    special_only = "SPECIAL-USE" in cmd.select
+    out = []
+    for name in sorted(by_name, key=lambda n: (not mailboxes.is_inbox(n), n)):
+        box = by_name[name]
+        if not any(p.matches(name) for p in patterns):
+            continue
+        childinfo = False
+        if subscribed_only and not box.get("subscribed"):
+            # RFC 3501 §6.3.9 (LSUB with %) and RFC 5258 §3 (RECURSIVEMATCH): a parent of a
+            # subscribed folder is still reported, marked as such.
+            if name not in with_subscribed or not (cmd.lsub or "RECURSIVEMATCH" in cmd.select):
+                continue
+            childinfo = True
+        if special_only and not box.get("special_use"):
+            continue
+        attrs = []
+        if childinfo and cmd.lsub:
+            attrs.append("\\Noselect")
+        elif box.get("missing"):
+            attrs.append("\\NonExistent" if rev2 else "\\Noselect")
+        attrs.append("\\HasChildren" if name in with_children else "\\HasNoChildren")
+        if box.get("subscribed") and (rev2 or "SUBSCRIBED" in cmd.returns or cmd.lsub or subscribed_only):
+            attrs.append("\\Subscribed")
+        if box.get("special_use") and (not cmd.returns or "SPECIAL-USE" in cmd.returns or special_only):
+            attrs.append(box["special_use"])
+        out.append(_Listed(name, tuple(attrs), childinfo, box))
+    return out
+
+
+# Above this many (mailbox, pattern) pairs, LIST does its matching in a worker thread.
+_LIST_INLINE = 2000
 
 
 # RFC 9051 §6.3.9 (LIST), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS), RFC 6154 (SPECIAL-USE)
@@ -333,50 +389,20 @@ async def list_(session: ImapSession, cmd: ListCommand) -> None:
         session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
         return
     boxes = await mailboxes.list_all(session.server.pool, session.principal.user_id)
-    names = {b["name"] for b in boxes}
-    by_name = {b["name"]: b for b in boxes}
-    # Parents that do not exist themselves (a/b exists, a does not) show as \NonExistent.
-    for name in list(names):
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            if parent not in names:
-                by_name.setdefault(parent, {"name": parent, "missing": True, "subscribed": False})
-    regexes = [_pattern(cmd.reference, p) for p in cmd.patterns]
-    subscribed_only = cmd.lsub or "SUBSCRIBED" in cmd.select
-    special_only = "SPECIAL-USE" in cmd.select
-    for name in sorted(by_name, key=lambda n: (not mailboxes.is_inbox(n), n)):
-        box = by_name[name]
-        if not any(r.match(name) for r in regexes):
-            continue
-        childinfo = False
-        if subscribed_only and not box.get("subscribed"):
-            # RFC 3501 §6.3.9 (LSUB with %) and RFC 5258 §3 (RECURSIVEMATCH): a parent of a
-            # subscribed folder is still reported, marked as such.
-            sub_child = any(b.get("subscribed") and n.startswith(name + "/") for n, b in by_name.items())
-            if not sub_child or not (cmd.lsub or "RECURSIVEMATCH" in cmd.select):
-                continue
-            childinfo = True
-        if special_only and not box.get("special_use"):
-            continue
-        attrs = []
-        if childinfo and cmd.lsub:
-            attrs.append("\\Noselect")
-        elif box.get("missing"):
-            attrs.append("\\NonExistent" if session.rev2 else "\\Noselect")
-        has_children = any(other.startswith(name + "/") for other in names)
-        attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
-        if box.get("subscribed") and (session.rev2 or "SUBSCRIBED" in cmd.returns or cmd.lsub or subscribed_only):
-            attrs.append("\\Subscribed")
-        if box.get("special_use") and (not cmd.returns or "SPECIAL-USE" in cmd.returns or special_only):
-            attrs.append(box["special_use"])
-        verb = "LSUB" if cmd.lsub else "LIST"
-        line = f'{verb} ({" ".join(attrs)}) "/" '.encode() + astring(_mailbox_name(session, name), utf8=session.utf8)
-        if childinfo and not cmd.lsub:
+    if len(boxes) * len(cmd.patterns) > _LIST_INLINE:
+        rows = await asyncio.to_thread(_list_rows, boxes, cmd, session.rev2)
+    else:
+        rows = _list_rows(boxes, cmd, session.rev2)
+    verb = "LSUB" if cmd.lsub else "LIST"
+    for row in rows:
+        line = f'{verb} ({" ".join(row.attrs)}) "/" '.encode() + astring(
+            _mailbox_name(session, row.name), utf8=session.utf8
+        )
+        if row.childinfo and not cmd.lsub:
             line += b' ("CHILDINFO" ("SUBSCRIBED"))'
         session.untagged(line)
-        if cmd.status_items and not box.get("missing"):
-            session.untagged(await _status_line(session, box, cmd.status_items))
+        if cmd.status_items and not row.box.get("missing"):
+            session.untagged(await _status_line(session, row.box, cmd.status_items))
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
 
