@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from relate.auth import AuthRefused
 from relate.errors import Conflict, NotFound
 from relate.imap import fetch as fetching
-from relate.imap import listmatch
+from relate.imap import limits, listmatch
 from relate.imap import search as searching
 from relate.imap.errors import Bad, Bye, No
 from relate.imap.mutf7 import encode_mailbox
@@ -39,7 +40,11 @@ from relate.imap.parser import (
 )
 from relate.imap.responses import astring, flag_list
 from relate.imap.session import AUTHENTICATED, LOGOUT, NOT_AUTHENTICATED, SELECTED, ImapSession, Selected
+from relate.runtime.budget import BudgetExhausted
 from relate.store import imap_messages, mailboxes, messages
+from relate.store.messages import StoredMessage
+
+log = logging.getLogger("relate.imap")
 
 Handler = Callable[[ImapSession, Any], Awaitable[None]]
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -66,19 +71,48 @@ def _mailbox_name(session: ImapSession, name: str) -> str:
     return encode_mailbox(name, utf8=session.utf8)
 
 
+def _has_control(name: str) -> bool:
+    return any(ord(c) < 0x20 or c == "\x7f" for c in name)
+
+
 def _check_name(name: str) -> str:
-    """A new mailbox name: no empty levels, no control characters (RFC 9051 §5.1)."""
+    """A new mailbox name: no empty levels, no control characters (RFC 9051 §5.1), bounded size."""
     name = name.rstrip("/")
-    if not name or "//" in name or name.startswith("/") or any(ord(c) < 0x20 or c == "\x7f" for c in name):
+    if not name or "//" in name or name.startswith("/") or _has_control(name):
         raise No("Invalid mailbox name", "CANNOT")
-    if len(name.encode()) > 1000:
-        raise No("Mailbox name too long", "CANNOT")
+    if len(name.encode()) > limits.MAX_MAILBOX_NAME:
+        raise No(f"Mailbox name too long (at most {limits.MAX_MAILBOX_NAME} octets)", "CANNOT")
+    if name.count("/") >= limits.MAX_MAILBOX_DEPTH:
+        raise No(f"Mailbox name too deep (at most {limits.MAX_MAILBOX_DEPTH} levels)", "CANNOT")
     return "INBOX" + name[5:] if name.upper().startswith("INBOX/") else name
+
+
+def _existing_name(name: str) -> str:
+    """A name to look up. One that :func:`_check_name` would refuse can name no mailbox: it is answered
+    NO [NONEXISTENT] here and never reaches the database (PostgreSQL text cannot even hold a NUL)."""
+    if _has_control(name) or len(name.encode()) > limits.MAX_MAILBOX_NAME:
+        raise No("No such mailbox", "NONEXISTENT")
+    return name
+
+
+async def _store_appended(session: ImapSession, cmd: Append, mailbox_id: int, flags: list[str]) -> StoredMessage:
+    """The APPENDed message, read back from its spool file (in a thread) only now, and stored.
+
+    Only ``raw`` refers to the bytes: neither the command nor the literal keeps a copy, so the
+    message is in memory once on this side, for as long as ingest runs.
+    """
+    if cmd.message.in_memory:
+        raw = cmd.message.read()
+    else:
+        raw = await asyncio.to_thread(cmd.message.read)
+    async with session.server.pool.acquire() as conn:
+        (stored,) = await messages.ingest(conn, raw, [mailbox_id], flags=flags, internal_date=cmd.date)
+    return stored
 
 
 async def _mailbox(session: ImapSession, name: str) -> dict[str, Any]:
     assert session.principal is not None
-    box = await mailboxes.get(session.server.pool, session.principal.user_id, name)
+    box = await mailboxes.get(session.server.pool, session.principal.user_id, _existing_name(name))
     if box is None:
         raise No(f"No such mailbox {name[:200]}", "NONEXISTENT")
     return box
@@ -206,7 +240,8 @@ async def select(session: ImapSession, cmd: Select) -> None:
         session.untagged("OK [CLOSED] Previous mailbox closed")
     assert session.principal is not None
     # One statement, so one snapshot: the UIDs, flags and counters agree with each other.
-    box = await imap_messages.select_state(session.server.pool, session.principal.user_id, cmd.mailbox)
+    name = _existing_name(cmd.mailbox)
+    box = await imap_messages.select_state(session.server.pool, session.principal.user_id, name)
     if box is None:
         raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")
     uids = box["uids"]
@@ -265,6 +300,7 @@ async def create(session: ImapSession, cmd: MailboxCommand) -> None:
 # RFC 9051 §6.3.5 (DELETE)
 async def delete(session: ImapSession, cmd: MailboxCommand) -> None:
     assert session.principal is not None
+    _existing_name(cmd.mailbox)
     if mailboxes.is_inbox(cmd.mailbox):
         raise No("INBOX cannot be deleted", "CANNOT")
     if session.selected is not None and session.selected.name == cmd.mailbox:
@@ -280,6 +316,7 @@ async def delete(session: ImapSession, cmd: MailboxCommand) -> None:
 # RFC 9051 §6.3.6 (RENAME)
 async def rename(session: ImapSession, cmd: Rename) -> None:
     assert session.principal is not None
+    _existing_name(cmd.old)
     new = _check_name(cmd.new)
     if mailboxes.is_inbox(new):
         raise No("Cannot rename to INBOX", "ALREADYEXISTS")
@@ -310,7 +347,7 @@ async def subscribe(session: ImapSession, cmd: MailboxCommand) -> None:
     assert session.principal is not None
     try:
         await mailboxes.set_subscribed(
-            session.server.pool, session.principal.user_id, cmd.mailbox, cmd.name == "SUBSCRIBE"
+            session.server.pool, session.principal.user_id, _existing_name(cmd.mailbox), cmd.name == "SUBSCRIBE"
         )
     except NotFound:
         raise No("No such mailbox", "NONEXISTENT") from None
@@ -435,16 +472,24 @@ async def status(session: ImapSession, cmd: Status) -> None:
     session.tagged(cmd.tag, "OK", "STATUS completed")
 
 
-# RFC 9051 §6.3.12 (APPEND), RFC 4315 (APPENDUID)
+# RFC 9051 §6.3.12 (APPEND), RFC 4315 (APPENDUID), RFC 7889 (APPENDLIMIT)
 async def append(session: ImapSession, cmd: Append) -> None:
     assert session.principal is not None
+    _existing_name(cmd.mailbox)  # a name that cannot exist: NONEXISTENT, not TRYCREATE (CREATE would fail)
     try:
         box = await _mailbox(session, cmd.mailbox)
     except No:
         raise No("No such mailbox", "TRYCREATE") from None
     flags = _flags(cmd.flags)
-    async with session.server.pool.acquire() as conn:
-        (stored,) = await messages.ingest(conn, cmd.message, [box["id"]], flags=flags, internal_date=cmd.date)
+    cfg = session.cfg
+    # Storing holds the message and ingest's working copies: reserve about twice its size first, so
+    # concurrent APPENDs wait (and past imap.memory_wait are refused) instead of growing the process.
+    try:
+        async with session.server.memory.reserve(2 * len(cmd.message), wait=cfg.memory_wait):
+            stored = await _store_appended(session, cmd, box["id"], flags)
+    except BudgetExhausted:
+        log.warning("imap-memory-full client=%s octets=%d", session.client, len(cmd.message))
+        raise No("Server busy with other messages, try again later", "LIMIT") from None
     if session.selected is not None and session.selected.mailbox_id == box["id"]:
         await session.sync()  # appending to the selected mailbox: the client hears EXISTS now
     session.tagged(cmd.tag, "OK", "APPEND completed", f"APPENDUID {box['uidvalidity']} {stored.uid}")
@@ -507,16 +552,15 @@ def _resolve(sel: Selected, seqset: SeqSet, uid: bool) -> list[int]:
             return []
         raise Bad("The mailbox is empty")
     if uid:
-        largest = sel.uids[-1]
-        ranges = seqset.resolve(largest)
-        return [u for u in sel.uids if any(lo <= u <= hi for lo, hi in ranges)]
+        # Binary search per range: 1:4294967295 costs what the mailbox holds, not four billion steps.
+        return seqset.resolve(sel.uids[-1]).pick(sel.uids)
     count = len(sel.uids)
-    out: set[int] = set()
-    for lo, hi in seqset.resolve(count):
+    out: list[int] = []
+    for lo, hi in seqset.resolve(count):  # disjoint and ascending: no duplicates, no sort
         if lo < 1 or hi > count:
             raise Bad("Message number out of range")
-        out.update(sel.uids[lo - 1 : hi])
-    return sorted(out)
+        out.extend(sel.uids[lo - 1 : hi])
+    return out
 
 
 # RFC 9051 §6.4.1 (CLOSE), §6.4.2 (UNSELECT)
@@ -638,6 +682,7 @@ async def copy_move(session: ImapSession, cmd: CopyMove) -> None:
     sel = session.require_selected()
     if cmd.name == "MOVE" and sel.readonly:
         raise No("Mailbox is read-only", "READ-ONLY")
+    _existing_name(cmd.mailbox)  # a name that cannot exist: NONEXISTENT, not TRYCREATE (CREATE would fail)
     try:
         target = await _mailbox(session, cmd.mailbox)
     except No:

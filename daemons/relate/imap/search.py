@@ -141,7 +141,7 @@ class _Message:
     def _in(self, seqset: SeqSet, value: int, largest: int) -> bool:
         if seqset.saved:
             return self.row["uid"] in self.sel.saved
-        return seqset.contains(value, largest)
+        return value in seqset.resolve(largest)
 
     def matches(self, key: SearchKey) -> bool:
         name, args = key.name, key.args

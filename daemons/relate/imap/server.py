@@ -15,6 +15,7 @@ import asyncpg
 from relate.auth import Authenticator
 from relate.config import Config
 from relate.imap.session import ImapSession
+from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import Session, StreamServer
 from relate.runtime.tls import TLSRegistry
 from relate.store.mailboxes import CHANNEL
@@ -131,6 +132,8 @@ class ImapServer(StreamServer):
         self.pool = pool
         self.authenticator = authenticator
         self.hub = ChangeHub(pool)
+        # Bytes of APPENDed messages held in memory while they are stored (about twice each message).
+        self.memory = MemoryBudget(cfg.imap.memory_budget)
         self.listeners = {"imap": (cfg.imap.imap, False), "imaps": (cfg.imap.imaps, True)}
         self._per_user: collections.Counter[int] = collections.Counter()
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from relate.auth import Principal
 from relate.errors import MailboxGone
-from relate.imap import parser
+from relate.imap import limits, parser
 from relate.imap.errors import Bad, Bye, ImapError, No, ParseError
 from relate.imap.parser import Literal, Part
 from relate.imap.responses import flag_list
@@ -62,6 +62,24 @@ class LineTooLong(Exception):
     def __init__(self, tag: str) -> None:
         super().__init__("line too long")
         self.tag = tag  # the overlong command's tag, so the client gets a tagged BAD
+
+
+# A tag as the grammar allows it (RFC 9051 §9: astring characters but "+"), to answer a command
+# that could not be parsed; anything else is answered untagged.
+_TAG = re.compile(rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]{1,64}")
+# Enough of a line's end to hold a literal announcement (~{20 digits+}).
+_TAIL = 32
+
+
+def _tag_of(line: bytes) -> str:
+    """The tag a line starts with, or "*" when it does not start with one followed by a space."""
+    tag, space, _ = line.partition(b" ")
+    return tag.decode("ascii") if space and _TAG.fullmatch(tag) else "*"
+
+
+def _verb_of(line: bytes) -> bytes:
+    words = line.split(b" ", 2)
+    return words[1].upper() if len(words) > 1 else b""
 
 
 @dataclass
@@ -111,6 +129,8 @@ class ImapSession:
         self.commands = 0
         self.waiting = False  # for the client: between commands, or in IDLE
         self.leaving = False  # shutting down: BYE once the command in progress has answered
+        self._rest_of_line = False  # an overlong line was refused: drop the rest of it before the next read
+        self._tail = b""  # the last octets of that line read so far
 
     # -- output ----------------------------------------------------------------
 
@@ -136,54 +156,131 @@ class ImapSession:
     # -- input -----------------------------------------------------------------
 
     async def readline(self) -> bytes:
-        """One line without its CRLF; LineTooLong (after swallowing it) past ``imap.max_line_length``."""
+        """One line without its CRLF.
+
+        Past ``imap.max_line_length`` this raises LineTooLong as soon as that much
+        has arrived, so the client hears BAD at once; the rest of the line is read
+        and dropped a buffer at a time (never held) before the next line is read.
+        """
+        if self._rest_of_line:
+            await self._drop_rest(self._tail, mid_line=True)
+            self._rest_of_line, self._tail = False, b""
         try:
             line = await self.reader.readuntil(b"\n")
         except asyncio.LimitOverrunError as exc:
-            # Swallow the rest of the overlong line, then refuse it.
-            start = await self.reader.readexactly(exc.consumed)
-            while True:
-                try:
-                    await self.reader.readuntil(b"\n")
-                    break
-                except asyncio.LimitOverrunError as more:
-                    await self.reader.readexactly(more.consumed)
-            tag = start.split(b" ", 1)[0][:64].decode("ascii", "replace")
-            raise LineTooLong(tag if tag and tag.isprintable() and "+" not in tag and "*" not in tag else "*") from None
+            head = await self.reader.readexactly(exc.consumed)
+            self._rest_of_line = True
+            self._tail = head[-_TAIL:]
+            raise LineTooLong(_tag_of(head)) from None
         return line.rstrip(b"\r\n")
 
-    async def read_command(self) -> list[Part] | None:
-        """A whole command with its literals; None when it was answered already (a refused literal)."""
-        parts: list[Part] = []
-        total = 0
+    async def _drop_rest(self, tail: bytes, *, mid_line: bool) -> None:
+        """Drop the rest of a refused command as it arrives, never holding more than a buffer of it.
+
+        ``tail`` is the end of what was read of the current line; ``mid_line``, whether its
+        CRLF is still to come. A line that ends in a LITERAL+ announcement is followed by the
+        literal's data and more command text, which the client sends without waiting: those
+        go too. A synchronizing literal is never sent, since the client waits for ``+``.
+        """
+        skipped = 0
         while True:
-            line = await self.readline()
-            total += len(line)
-            m = _LITERAL.search(line)
-            if m is None:
-                parts.append(line)
-                return parts
+            while mid_line:
+                try:
+                    chunk = await self.reader.readuntil(b"\n")
+                    mid_line = False
+                except asyncio.LimitOverrunError as exc:
+                    chunk = await self.reader.readexactly(exc.consumed)
+                tail = (tail + chunk)[-_TAIL:]
+            m = _LITERAL.search(tail.rstrip(b"\r\n"))
+            if m is None or m.group(3) != b"+":
+                return
             size = int(m.group(2))
-            nonsync = m.group(3) == b"+"
-            parts.append(line[: m.start()])
-            if size > self.cfg.max_literal_size or total + size > self.cfg.max_literal_size + self.cfg.max_line_length:
-                tag = (parts[0].split(b" ", 1)[0] if isinstance(parts[0], bytes) else b"*").decode("ascii", "replace")
-                if nonsync:
+            skipped += size
+            if skipped > self.cfg.max_literal_size:
+                raise Bye("Literal too big")
+            await self._skip(size)
+            tail, mid_line = b"", True
+
+    async def _skip(self, size: int) -> None:
+        """Read and drop ``size`` octets, SPOOL_CHUNK at a time."""
+        while size:
+            chunk = await self.reader.read(min(size, SPOOL_CHUNK))
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", size)
+            size -= len(chunk)
+
+    async def read_command(self) -> list[Part] | None:
+        """A whole command with its literals; None when it was refused (and answered) while being read.
+
+        The command's lines and literals together may hold at most ``imap.max_line_length``
+        octets, and at most MAX_LITERALS literals; only an APPEND's message literal may be
+        bigger (up to ``imap.max_literal_size``). It alone is spooled to disk when large.
+        """
+        parts: list[Part] = []
+        tag = "*"
+        append = False
+        used = 0  # octets of lines and literals, the APPEND message aside
+        literals = 0
+        message = False  # an APPEND message literal has been read
+        limit, biggest = self.cfg.max_line_length, self.cfg.max_literal_size
+        try:
+            while True:
+                try:
+                    line = await self.readline()
+                except LineTooLong as exc:
+                    raise LineTooLong(tag if parts else exc.tag) from None
+                if not parts:
+                    tag = _tag_of(line)
+                    append = _verb_of(line) == b"APPEND"
+                used += len(line)
+                m = _LITERAL.search(line)
+                if m is None:
+                    if used > limit:
+                        raise LineTooLong(tag)
+                    parts.append(line)
+                    return parts
+                parts.append(line[: m.start()])
+                size = int(m.group(2))
+                nonsync = m.group(3) == b"+"
+                literals += 1
+                big = False
+                refusal: tuple[str, str, str | None] | None = None
+                if size > biggest and nonsync:
                     # The client is already sending the data; the only safe answer is to hang up.
-                    raise Bye(f"literal of {size} octets is over the limit of {self.cfg.max_literal_size}")
-                self.tagged(tag or "*", "NO", "Literal too big", "TOOBIG")
-                await self.flush()
-                return None
-            if not nonsync:
-                self.send(b"+ Ready for literal data")
-                await self.flush()
-            binary = m.group(1) == b"~"
-            try:
-                parts.append(Literal(await self._read_literal(size), binary=binary))
-            except BaseException:
-                _close_literals(parts)
-                raise
-            total += size
+                    raise Bye(f"literal of {size} octets is over the limit of {biggest}")
+                if literals > limits.MAX_LITERALS:
+                    refusal = ("BAD", f"Too many literals in one command (at most {limits.MAX_LITERALS})", None)
+                elif append and size > biggest:
+                    refusal = ("NO", "Literal too big", "TOOBIG")  # APPENDLIMIT says how big it may be
+                elif used + size <= limit:
+                    pass
+                elif append and not message and used <= limit:
+                    big = message = True
+                else:
+                    refusal = ("NO", f"Literal too big (at most {limit} octets outside an APPEND message)", "TOOBIG")
+                if refusal is not None:
+                    if nonsync:  # the client is sending the data and the rest of the command: drop them
+                        await self._drop_rest(line[-_TAIL:], mid_line=False)
+                    kind, text, code = refusal
+                    if kind == "BAD":
+                        await self._bad(tag, text)
+                    else:
+                        self.tagged(tag, kind, text, code)
+                        await self.flush()
+                    _close_literals(parts)
+                    return None
+                if not nonsync:
+                    self.send(b"+ Ready for literal data")
+                    await self.flush()
+                if big:
+                    content = await self._read_literal(size)
+                else:
+                    used += size
+                    content = await self.reader.readexactly(size)
+                parts.append(Literal(content, binary=m.group(1) == b"~", size=size))
+        except BaseException:
+            _close_literals(parts)
+            raise
 
     async def _read_literal(self, size: int) -> bytes | BinaryIO:
         """Up to SPOOL_ABOVE octets in memory; more are streamed to an unlinked temporary file in chunks,
@@ -219,7 +316,7 @@ class ImapSession:
                     self.untagged("BYE Autologout; idle for too long")
                     break
                 except LineTooLong as exc:
-                    await self._bad(exc.tag, "Line too long")
+                    await self._bad(exc.tag, f"Command line too long (at most {self.cfg.max_line_length} octets)")
                     continue
                 finally:
                     self.waiting = False
@@ -255,8 +352,7 @@ class ImapSession:
             cmd = parser.parse(parts, utf8=self.utf8)
         except ParseError as exc:
             first = parts[0] if parts and isinstance(parts[0], bytes) else b""
-            tag = first.split(b" ", 1)[0].decode("ascii", "replace") if first and b" " in first else "*"
-            await self._bad(tag if tag and "+" not in tag else "*", f"Syntax error: {exc.text}")
+            await self._bad(_tag_of(first), f"Syntax error: {exc.text}")
             return
         if cmd.name not in ALLOWED[self.state]:
             await self._bad(cmd.tag, f"{cmd.name} is not allowed now")

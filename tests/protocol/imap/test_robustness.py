@@ -205,3 +205,80 @@ async def test_server_stop_says_bye(imap: Imap) -> None:
     lines = await client.read_until(lambda line: line.startswith(b"* BYE"), wait=5)
     assert lines[-1].startswith(b"* BYE")
     assert await client.closed()
+
+
+async def test_overlong_line_is_answered_before_its_end(imap: Imap) -> None:
+    """A 10 MB line without CRLF is answered BAD while it still arrives; the rest is dropped, the session goes on."""
+    client = await imap.connect()
+    await client.send(b"A1 NOOP ")
+    chunk = b"x" * 65536
+    answered = None
+    for sent in range(160):  # 10 MB, no CRLF
+        await client.send(chunk)
+        if answered is None:
+            try:
+                answered = await client.read_line(wait=0.01)
+                answered_after = sent
+            except TimeoutError:
+                pass
+    assert answered is not None, "no answer before the end of the line"
+    assert answered.startswith(b"A1 BAD"), answered
+    assert answered_after < 10
+    await client.send(b"\r\n")
+    result = await client.command("NOOP")
+    assert result.ok, str(result)
+    assert result.untagged == []
+    await imap.assert_serves()
+
+
+async def test_overlong_line_with_literal_plus_tail_skips_the_literal(imap: Imap) -> None:
+    """An overlong line that ends in a LITERAL+ announcement has that literal dropped too, not run as commands."""
+    client = await imap.connect()
+    limit = imap.cfg.imap.max_line_length
+    await client.send(b"A1 LOGIN " + b"x" * (limit + 10) + b" {20+}\r\n" + b"A2 LOGOUT\r\nA3 LOGOUT" + b"\r\n")
+    assert (await client.read_line()).startswith(b"A1 BAD")
+    result = await client.command("NOOP")
+    assert result.ok, str(result)
+    assert result.untagged == []
+
+
+async def test_overlong_lines_count_as_bad_commands(imap: Imap) -> None:
+    """Overlong lines count toward imap.max_bad_commands: a client that keeps sending them is told BYE."""
+    client = await imap.connect()
+    line = b"A NOOP " + b"x" * (imap.cfg.imap.max_line_length + 10) + b"\r\n"
+    for _ in range(imap.cfg.imap.max_bad_commands - 1):
+        await client.send(line)
+        assert (await client.read_line()).startswith(b"A BAD")
+    await client.send(line)
+    assert (await client.read_line()).startswith(b"* BYE")
+    assert await client.closed()
+    await imap.assert_serves()
+
+
+async def test_command_too_long_across_literals(imap: Imap) -> None:
+    """Lines and literals outside an APPEND message are bounded together: past max_line_length, NO [TOOBIG]."""
+    client = await imap.connect()
+    half = b"y" * (imap.cfg.imap.max_line_length // 2)
+    result = await client.command("LOGIN ", Lit(half), " ", Lit(half + b"z" * 100))
+    assert (result.status, result.code) == ("NO", "TOOBIG"), str(result)
+    many = ["SEARCH"] + [p for _ in range(65) for p in (" SUBJECT ", Lit(b"a", plus=True))]
+    await client.ok("SELECT INBOX")
+    result = await client.command(*many)
+    assert result.status == "BAD", str(result)
+    plus = await client.command("LOGIN ", Lit(half + half + b"w", plus=True), " x")
+    assert (plus.status, plus.code) == ("NO", "TOOBIG"), str(plus)
+    assert (await client.command("NOOP")).ok
+    await imap.assert_serves()
+
+
+async def test_refused_literal_plus_with_line_breaks_is_skipped_exactly(imap: Imap) -> None:
+    """A refused LITERAL+ whose data holds CRLFs is skipped by its length; nothing in it runs as a command."""
+    client = await imap.connect()
+    data = b"A9 LOGOUT\r\n" * (imap.cfg.imap.max_line_length // 11 + 10)
+    await client.send(b"A1 LOGIN {%d+}\r\n" % len(data) + data + b" x\r\n")
+    result = await client.read_tagged("A1")
+    assert (result.status, result.code) == ("NO", "TOOBIG"), str(result)
+    assert result.untagged == []
+    result = await client.command("NOOP")
+    assert result.ok, str(result)
+    assert result.untagged == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 
@@ -10,8 +11,12 @@ import pytest
 from relate.imap.listmatch import Pattern, matches
 
 
+@functools.lru_cache(maxsize=65536)
 def reference(pattern: str, name: str) -> bool:
-    """The definition, tried every way: ``*`` takes any run of the name, ``%`` any run without "/"."""
+    """The definition, tried every way: ``*`` takes any run of the name, ``%`` any run without "/".
+
+    Remembering answers keeps it from taking exponential time; it still tries every split.
+    """
     if not pattern:
         return not name
     head, rest = pattern[0], pattern[1:]
