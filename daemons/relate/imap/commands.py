@@ -39,7 +39,17 @@ from relate.imap.parser import (
     UidExpunge,
 )
 from relate.imap.responses import astring, flag_list
-from relate.imap.session import AUTHENTICATED, LOGOUT, NOT_AUTHENTICATED, SELECTED, ImapSession, Selected
+from relate.imap.session import (
+    AUTHENTICATED,
+    DB_UNAVAILABLE,
+    LOGOUT,
+    NOT_AUTHENTICATED,
+    SELECTED,
+    ImapSession,
+    Selected,
+    describe,
+    transport_reason,
+)
 from relate.runtime.budget import BudgetExhausted
 from relate.store import imap_messages, mailboxes, messages
 from relate.store.messages import StoredMessage
@@ -164,7 +174,9 @@ async def starttls(session: ImapSession, cmd: Command) -> None:
     try:
         await session.writer.start_tls(tls.context)
     except (OSError, asyncio.IncompleteReadError) as exc:
-        raise Bye("TLS negotiation failed") from exc
+        # One line says it: the session's own (end=tls-failed:REASON), no traceback.
+        session.end = f"tls-failed:{transport_reason(exc)}"
+        raise Bye("TLS negotiation failed") from None
     session.tls = True
 
 
@@ -501,11 +513,16 @@ async def namespace(session: ImapSession, cmd: Command) -> None:
     session.tagged(cmd.tag, "OK", "NAMESPACE completed")
 
 
+# Seconds between attempts to report changes to an IDLE client while the database is out of reach.
+_IDLE_RETRY = 2.0
+
+
 # RFC 9051 §6.3.13 (IDLE)
 async def idle(session: ImapSession, cmd: Command) -> None:
     session.send(b"+ idling")
     await session.flush()
     done = asyncio.ensure_future(session.readline())
+    warned = False
     try:
         while True:
             sel = session.selected
@@ -527,7 +544,17 @@ async def idle(session: ImapSession, cmd: Command) -> None:
                 raise Bye("Autologout; idle for too long")
             if done in finished:
                 break
-            await session.sync()
+            try:
+                await session.sync()
+            except DB_UNAVAILABLE as exc:
+                if isinstance(exc, OSError) and session.writer.is_closing():
+                    raise
+                # The database is out of reach: keep idling, the news stays pending; try again shortly.
+                if not warned:
+                    log.warning("imap-tempfail client=%s command=IDLE error=%s", session.client, describe(exc))
+                    warned = True
+                await asyncio.wait([done], timeout=_IDLE_RETRY)
+                continue
             await session.flush()
         line = done.result().strip()
         if line.upper() != b"DONE":

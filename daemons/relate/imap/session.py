@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
+import asyncpg
+
 from relate.auth import Principal
 from relate.errors import MailboxGone
 from relate.imap import limits, parser
@@ -35,6 +37,7 @@ from relate.imap.errors import Bad, Bye, ImapError, No, ParseError
 from relate.imap.parser import Literal, Part
 from relate.imap.responses import flag_list
 from relate.store import imap_messages
+from relate.store.db import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from relate.imap.server import ImapServer
@@ -75,6 +78,41 @@ def _tag_of(line: bytes) -> str:
     """The tag a line starts with, or "*" when it does not start with one followed by a space."""
     tag, space, _ = line.partition(b" ")
     return tag.decode("ascii") if space and _TAG.fullmatch(tag) else "*"
+
+
+def transport_reason(exc: BaseException) -> str:
+    """A short name for a transport failure: the OpenSSL reason (WRONG_VERSION_NUMBER) or the error's type."""
+    return str(getattr(exc, "reason", None) or type(exc).__name__)
+
+
+def _where(exc: BaseException) -> str:
+    """file:line of the innermost frame an exception came from."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "-"
+
+
+# What a handler meets when it cannot get at the database: a full pool (TimeoutError after
+# database.acquire_timeout), a server that is down or restarting (OSError on connect, the
+# PostgresConnectionError family, 57P0x operator intervention, 53300 too many connections), a
+# connection that broke under a query (InterfaceError), a serialization failure or deadlock.
+DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.TransactionRollbackError,
+    DatabaseUnavailable,
+)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters), for a one-line log."""
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _verb_of(line: bytes) -> bytes:
@@ -130,6 +168,7 @@ class ImapSession:
         self.waiting = False  # for the client: between commands, or in IDLE
         self.leaving = False  # shutting down: BYE once the command in progress has answered
         self._rest_of_line = False  # an overlong line was refused: drop the rest of it before the next read
+        self.end = ""  # how the session ended, for its log line: logout, bye, client-gone, tls-failed:REASON, ...
         self._tail = b""  # the last octets of that line read so far
 
     # -- output ----------------------------------------------------------------
@@ -329,12 +368,23 @@ class ImapSession:
                 await self.flush()
                 if self.leaving:
                     raise Bye("Server shutting down")
+            self.end = self.end or ("logout" if self.state == LOGOUT else "idle-timeout")
         except Bye as bye:
+            self.end = self.end or "bye"
             self.untagged(f"BYE {bye.text}")
         except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away; nothing it did half-way was committed
+            self.end = self.end or "client-gone"  # nothing it did half-way was committed
+        except OSError as exc:
+            # ssl.SSLError (bytes that are not TLS records) and other socket failures: the connection is
+            # unusable, and the client's doing. The session's log line says so; no traceback.
+            self.end = self.end or f"network-error:{transport_reason(exc)}"
+        except Exception as exc:  # noqa: BLE001 - a bug: one line that says where, never a dead task's traceback
+            self.end = f"server-error:{type(exc).__name__}"
+            log.error(
+                "imap-session-error client=%s error=%s: %s at=%s", self.client, type(exc).__name__, exc, _where(exc)
+            )
         finally:
-            with contextlib.suppress(ConnectionError, RuntimeError):
+            with contextlib.suppress(OSError, RuntimeError):
                 await self.flush()
 
     async def _bad(self, tag: str, text: str) -> None:
@@ -358,30 +408,44 @@ class ImapSession:
             await self._bad(cmd.tag, f"{cmd.name} is not allowed now")
             return
         self.bad_in_a_row = 0
-        handler = HANDLERS[cmd.name]
         try:
-            await handler(self, cmd)
-        except (Bye, ConnectionError, asyncio.IncompleteReadError):
+            await self._handle(HANDLERS[cmd.name], cmd)
+        except (Bye, asyncio.IncompleteReadError):
             raise  # run() handles these: BYE, or a client that went away
         except LineTooLong:
-            self.tagged(cmd.tag, "BAD", "Line too long")
+            self.tagged(cmd.tag, "BAD", f"Line too long (at most {self.cfg.max_line_length} octets)")
+        except Exception as exc:  # one place turns any failure into NO, and logs it in one line
+            if isinstance(exc, OSError) and self.writer.is_closing():
+                raise  # the client's connection broke, not the database's: run() ends the session
+            if isinstance(exc, DB_UNAVAILABLE):
+                # No free pooled connection within database.acquire_timeout, or the database is down or
+                # restarting: a temporary failure the client may retry, never a dropped connection.
+                log.warning("imap-tempfail client=%s command=%s error=%s", self.client, cmd.name, describe(exc))
+                self.tagged(cmd.tag, "NO", "Temporary server failure, try again", "UNAVAILABLE")
+            else:
+                log.error(
+                    "imap-error client=%s command=%s error=%s at=%s", self.client, cmd.name, describe(exc), _where(exc)
+                )
+                self.tagged(cmd.tag, "NO", "Server failure", "SERVERBUG")
+
+    async def _handle(self, handler: Handler, cmd: parser.Command) -> None:
+        """Run a handler; answer the IMAP errors it raises (after reporting mailbox changes, as any answer does)."""
+        try:
+            await handler(self, cmd)
+        except Bye:
+            raise
         except MailboxGone:
             # The mailbox went away under the command (deleted by another session).
             await self.sync()
             self.tagged(cmd.tag, "NO", "The mailbox no longer exists", "NONEXISTENT")
         except ImapError as exc:
-            await self.sync_after(cmd)
+            # The refusal stands even if the database cannot say what changed meanwhile (sync() keeps
+            # the news pending for the next command then).
+            with contextlib.suppress(*DB_UNAVAILABLE):
+                await self.sync_after(cmd)
             self.tagged(cmd.tag, exc.kind, exc.text, exc.code)
             if exc.kind == "BAD":
                 self.bad_in_a_row += 1
-        except (OSError, TimeoutError) as exc:
-            if isinstance(exc, ConnectionError):
-                raise
-            log.warning("imap-tempfail client=%s command=%s error=%s", self.client, cmd.name, type(exc).__name__)
-            self.tagged(cmd.tag, "NO", "Temporary server failure, try again", "UNAVAILABLE")
-        except Exception as exc:  # noqa: BLE001 - one place turns any failure into NO, and logs it
-            log.error("imap-error client=%s command=%s error=%s: %s", self.client, cmd.name, type(exc).__name__, exc)
-            self.tagged(cmd.tag, "NO", "Server failure", "SERVERBUG")
 
     # -- capabilities ------------------------------------------------------------
 
@@ -412,8 +476,12 @@ class ImapSession:
         if sel is None:
             return
         sel.changed.clear()
-        async with self.server.pool.acquire() as conn:
-            delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
+        try:
+            async with self.server.pool.acquire() as conn:
+                delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
+        except BaseException:
+            sel.changed.set()  # nothing was reported: the news stays pending
+            raise
         if delta["gone"]:
             self.server.hub.unwatch(self, sel.mailbox_id)
             self.selected = None
@@ -456,12 +524,13 @@ class ImapSession:
 
     def log_summary(self) -> None:
         log.info(
-            "imap-session client=%s tls=%s user=%s commands=%d seconds=%.1f",
+            "imap-session client=%s tls=%s user=%s commands=%d seconds=%.1f end=%s",
             self.client,
             "yes" if self.tls else "no",
             self.principal.address if self.principal else "-",
             self.commands,
             time.monotonic() - self.started,
+            self.end or "closed",
         )
 
     def check_login_allowed(self) -> None:
@@ -485,4 +554,14 @@ class ImapSession:
             sel.changed.set()
 
 
-__all__ = ["AUTHENTICATED", "LOGOUT", "NOT_AUTHENTICATED", "SELECTED", "ImapSession", "Selected"]
+__all__ = [
+    "AUTHENTICATED",
+    "DB_UNAVAILABLE",
+    "LOGOUT",
+    "NOT_AUTHENTICATED",
+    "SELECTED",
+    "ImapSession",
+    "Selected",
+    "describe",
+    "transport_reason",
+]
