@@ -10,7 +10,7 @@ import logging
 import ssl
 
 from .conftest import Imap
-from .helpers import ImapClient
+from .helpers import ImapClient, captured_logs
 
 
 async def _upgrade(imap: Imap, client: ImapClient) -> None:
@@ -83,17 +83,6 @@ async def test_starttls_with_imaplib(imap: Imap) -> None:
     assert await asyncio.to_thread(script) == "OK"
 
 
-class _Everything(logging.Handler):
-    """Every record any logger emits, asyncio's included, with whether it carries a traceback."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 def _client_hello() -> bytes:
     """The first flight of a real TLS client."""
     context = ssl.create_default_context()
@@ -111,12 +100,7 @@ async def test_aborted_tls_handshakes_log_at_most_one_line_each(imap: Imap) -> N
     aborts: list[tuple[bool, bytes | None]] = [
         (starttls, data) for starttls in (True, False) for data in (b"GET / HTTP/1.0\r\n\r\n", hello[:40], None)
     ]
-    handler = _Everything()
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
+    with captured_logs() as handler:
         for starttls, data in aborts:
             client = await ImapClient.connect(imap.port if starttls else imap.tls_port, greet=starttls)
             if starttls:
@@ -127,9 +111,6 @@ async def test_aborted_tls_handshakes_log_at_most_one_line_each(imap: Imap) -> N
                     assert await client.closed()
             await client.close()
         await asyncio.sleep(0.5)  # let the daemon notice every hang-up
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
     ours = [r for r in handler.records if not r.name.startswith(("asyncio", "hypothesis"))]
     assert len(handler.records) <= len(aborts), [r.getMessage() for r in handler.records]
     assert not [r for r in handler.records if r.exc_info or r.levelno >= logging.ERROR], [
@@ -163,10 +144,7 @@ async def _handshake(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWri
 
 async def test_garbage_inside_tls_ends_the_session_quietly(imap: Imap) -> None:
     """Bytes that are not TLS records after a good handshake end the session with no traceback logged."""
-    handler = _Everything()
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
+    with captured_logs() as handler:
         for _ in range(3):
             reader, writer, _tls = await _handshake(imap.tls_port)
             writer.write(b"\x17\x03\x03\x00\x10" + b"not a TLS record" + b"\x00" * 64)
@@ -178,8 +156,6 @@ async def test_garbage_inside_tls_ends_the_session_quietly(imap: Imap) -> None:
         await asyncio.sleep(0.3)
         gc.collect()  # a task that died with an exception is reported when it is collected
         await asyncio.sleep(0.1)
-    finally:
-        root.removeHandler(handler)
     assert not [r for r in handler.records if r.exc_info or r.levelno >= logging.ERROR], [
         (r.name, r.getMessage()) for r in handler.records
     ]

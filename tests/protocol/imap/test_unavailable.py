@@ -16,7 +16,7 @@ from relate.imap.server import ImapServer
 from relate.store import db
 
 from .conftest import Imap
-from .helpers import ImapClient, Lit, make_message
+from .helpers import ImapClient, Lit, LogLines, captured_logs, make_message
 
 # Every command that needs the database, run in a session with INBOX selected (one message in it).
 SELECTED = [
@@ -41,27 +41,7 @@ SELECTED = [
 ]
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextlib.contextmanager
-def _log() -> AsyncIterator[_Lines]:  # type: ignore[misc]
-    handler = _Lines()
-    logger = logging.getLogger("relate")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-
-
-async def _everything_unavailable(client: ImapClient, imap: Imap, lines: _Lines) -> None:
+async def _everything_unavailable(client: ImapClient, imap: Imap, lines: LogLines) -> None:
     """Each command answers NO [UNAVAILABLE] and logs one imap-tempfail line; the session goes on."""
     for command in SELECTED:
         before = len(lines.records)
@@ -98,7 +78,7 @@ async def test_full_pool_answers_unavailable(imap: Imap, small: tuple[ImapServer
     await client.login("bob@example.com", imap.bob_key)
     await client.ok("SELECT INBOX")
     newcomer = await ImapClient.connect(server.addresses("imaps")[0][1], tls=imap.client_tls)
-    with _log() as lines:
+    with captured_logs("relate") as lines:
         async with pool.acquire() as held:
             await held.execute("SELECT 1")
             await _everything_unavailable(client, imap, lines)
@@ -172,7 +152,7 @@ async def test_database_down_answers_unavailable_and_recovers(imap: Imap) -> Non
         client = await ImapClient.connect(server.addresses("imaps")[0][1], tls=imap.client_tls)
         await client.login("bob@example.com", imap.bob_key)
         await client.ok("SELECT INBOX")
-        with _log() as lines:
+        with captured_logs("relate") as lines:
             await proxy.cut()
             await _everything_unavailable(client, imap, lines)
             newcomer = await ImapClient.connect(server.addresses("imaps")[0][1], tls=imap.client_tls)
