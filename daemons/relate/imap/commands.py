@@ -213,6 +213,8 @@ async def authenticate(session: ImapSession, cmd: Authenticate) -> None:
         line = (await session.readline()).strip()
         if line == b"*":
             raise Bad("Authentication cancelled")
+        if len(line) > limits.MAX_SASL_RESPONSE:
+            raise Bad(f"Response too long (at most {limits.MAX_SASL_RESPONSE} octets)")
         try:
             response = base64.b64decode(line, validate=True)
         except ValueError:
@@ -220,6 +222,8 @@ async def authenticate(session: ImapSession, cmd: Authenticate) -> None:
     pieces = response.split(b"\x00")
     if len(pieces) != 3:
         raise Bad("Malformed PLAIN response")
+    if any(len(p) > limits.MAX_CREDENTIAL for p in pieces):
+        raise Bad(f"User name or password too long (at most {limits.MAX_CREDENTIAL} octets)")
     authzid, user, password = (p.decode("utf-8", "replace") for p in pieces)
     if authzid and authzid.lower() != user.lower():
         password = ""  # acting as another user is not supported: refused like a wrong key
