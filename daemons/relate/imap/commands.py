@@ -666,26 +666,51 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
     else:
         atts = cmd.atts
     with_raw = fetching.needs_raw(atts)
-    batch = 200 if with_raw else 2000
     columns = fetching.columns(atts)
     utf8 = session.utf8
-    for start in range(0, len(uids), batch):
-        async with pool.acquire() as conn:
-            rows = await imap_messages.fetch(
-                conn, sel.mailbox_id, uids[start : start + batch], with_raw=with_raw, columns=columns, utf8=utf8
-            )
-        for row in rows:
-            msn = sel.msn(row["uid"])
-            if msn is None:
-                continue
-            raw = bytes(row["raw"]) if with_raw else None
-            session.send(b"* %d FETCH " % msn + fetching.render(row, raw, atts, utf8=utf8))
+    for start in range(0, len(uids), _FETCH_ROWS):
+        chunk = uids[start : start + _FETCH_ROWS]
+        for group in await _by_size(session, sel.mailbox_id, chunk) if with_raw else [chunk]:
+            async with pool.acquire() as conn:
+                rows = await imap_messages.fetch(
+                    conn, sel.mailbox_id, group, with_raw=with_raw, columns=columns, utf8=utf8
+                )
+            for row in rows:
+                msn = sel.msn(row["uid"])
+                if msn is None:
+                    continue
+                raw = bytes(row["raw"]) if with_raw else None
+                session.send_pieces([b"* %d FETCH " % msn, *fetching.render(row, raw, atts, utf8=utf8)])
+                if session.pending >= _FETCH_FLUSH:
+                    await session.flush()  # waits for the client to take it: the buffer stays small
+            del rows
         await session.flush()
     await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}FETCH completed")
 
 
 _FLAGS = FetchAtt("FLAGS")
+# FETCH reads this many messages per query; with raw bytes, groups of at most _FETCH_BYTES (by the
+# messages' sizes, at least one message), so FETCH 1:* BODY[] holds a bounded part of the mailbox.
+_FETCH_ROWS = 2000
+_FETCH_BYTES = 16 * 1024 * 1024
+# Buffered output past this many octets is written (and drained) before the next message is rendered.
+_FETCH_FLUSH = 1024 * 1024
+
+
+async def _by_size(session: ImapSession, mailbox_id: int, uids: list[int]) -> list[list[int]]:
+    """``uids`` in groups whose messages add up to at most _FETCH_BYTES (a bigger one alone)."""
+    async with session.server.pool.acquire() as conn:
+        rows = await imap_messages.fetch(conn, mailbox_id, uids, with_raw=False, columns=frozenset({"size"}))
+    groups: list[list[int]] = [[]]
+    held = 0
+    for row in rows:
+        if groups[-1] and held + row["size"] > _FETCH_BYTES:
+            groups.append([])
+            held = 0
+        groups[-1].append(row["uid"])
+        held += row["size"]
+    return groups if groups[0] else []
 
 
 # RFC 9051 §6.4.6 (STORE)
@@ -733,7 +758,10 @@ async def copy_move(session: ImapSession, cmd: CopyMove) -> None:
         await session.sync()
         session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}MOVE completed")
         return
-    await session.sync_after(cmd)
+    if target["id"] == sel.mailbox_id:
+        await session.sync()  # copied into the selected mailbox: EXISTS now, not when the NOTIFY comes
+    else:
+        await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}COPY completed", code)
 
 

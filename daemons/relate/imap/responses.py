@@ -12,6 +12,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+# What a response is written as: bytes, and views into a message's raw bytes (sent without a copy).
+Piece = bytes | memoryview
+
 _QUOTED_MAX = 1000
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 

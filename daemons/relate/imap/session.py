@@ -35,7 +35,7 @@ from relate.errors import MailboxGone
 from relate.imap import limits, parser
 from relate.imap.errors import Bad, Bye, ImapError, No, ParseError
 from relate.imap.parser import Literal, Part
-from relate.imap.responses import flag_list
+from relate.imap.responses import Piece, flag_list
 from relate.store import imap_messages
 from relate.store.db import DatabaseUnavailable
 
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("relate.imap")
 
 _LITERAL = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
+# Output pieces of this size or more are written on their own rather than joined with the rest,
+# in slices of this size.
+_WRITE_ALONE = 256 * 1024
 # Literals bigger than this are streamed to a temporary file, SPOOL_CHUNK octets at a time.
 SPOOL_ABOVE = 256 * 1024
 SPOOL_CHUNK = 64 * 1024
@@ -161,7 +164,7 @@ class ImapSession:
         self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855), or IMAP4rev2
         self.rev2 = False  # ENABLE IMAP4rev2
         self.bad_in_a_row = 0
-        self._out: list[bytes] = []
+        self._out: list[Piece] = []
         self._out_size = 0
         self.started = time.monotonic()
         self.commands = 0
@@ -178,6 +181,17 @@ class ImapSession:
         self._out.append(data + b"\r\n")
         self._out_size += len(data) + 2
 
+    def send_pieces(self, pieces: list[Piece]) -> None:
+        """One response line given as pieces (a FETCH with literals): buffered as they are, never joined."""
+        self._out += pieces
+        self._out.append(b"\r\n")
+        self._out_size += sum(len(p) for p in pieces) + 2
+
+    @property
+    def pending(self) -> int:
+        """Octets buffered for the client and not yet written."""
+        return self._out_size
+
     def untagged(self, text: str | bytes) -> None:
         self.send(b"* " + (text.encode("utf-8") if isinstance(text, str) else text))
 
@@ -187,9 +201,23 @@ class ImapSession:
 
     async def flush(self) -> None:
         if self._out:
-            self.writer.write(b"".join(self._out))
-            self._out.clear()
-            self._out_size = 0
+            out, self._out, self._out_size = self._out, [], 0
+            # Small pieces go out joined (one write); a big one (a message body) uncopied, a slice at a time
+            # with the transport drained in between, so encrypting it never holds the loop for long.
+            run: list[Piece] = []
+            for piece in out:
+                if len(piece) < _WRITE_ALONE:
+                    run.append(piece)
+                    continue
+                if run:
+                    self.writer.write(b"".join(run))
+                    run = []
+                view = memoryview(piece)
+                for start in range(0, len(view), _WRITE_ALONE):
+                    self.writer.write(view[start : start + _WRITE_ALONE])
+                    await self.writer.drain()
+            if run:
+                self.writer.write(b"".join(run))
         await self.writer.drain()
 
     # -- input -----------------------------------------------------------------
