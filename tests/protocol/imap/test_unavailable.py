@@ -170,3 +170,24 @@ async def test_database_down_answers_unavailable_and_recovers(imap: Imap) -> Non
         await pool.close()
         await proxy.cut()
     assert imap.errors.records == []
+
+
+async def test_idle_rides_out_a_full_pool(imap: Imap, small: tuple[ImapServer, db.Pool]) -> None:
+    """News for an IDLE client that cannot be read (pool full) comes once a connection is free; IDLE never
+    ends with an error, and the outage is one log line."""
+    server, pool = small
+    client = await ImapClient.connect(server.addresses("imaps")[0][1], tls=imap.client_tls)
+    await client.login("bob@example.com", imap.bob_key)
+    await client.ok("SELECT INBOX")
+    tag = await client.idle()
+    with captured_logs("relate") as lines:
+        async with pool.acquire() as held:
+            await held.execute("SELECT 1")
+            await imap.deliver()  # through the test's own pool: the daemon hears the NOTIFY, cannot ask
+            assert await client.untagged_within(1.0) == []
+        lines_then = [m for m in lines.messages() if m.startswith("imap-tempfail")]
+        exists = await client.read_until(lambda line: line.endswith(b"EXISTS"), wait=10)
+    assert exists[-1] == b"* 1 EXISTS"
+    assert len(lines_then) == 1
+    assert "command=IDLE" in lines_then[0]
+    assert (await client.done(tag)).ok
