@@ -38,11 +38,6 @@ def nstring(value: str | bytes | None, *, utf8: bool = False) -> bytes:
     return b"NIL" if value is None else astring(value, utf8=utf8)
 
 
-def literal(data: bytes, *, binary: bool = False) -> bytes:
-    """``{n}`` + data, or ``~{n}`` for binary content (RFC 9051 §4.3 literal8)."""
-    return (b"~" if binary else b"") + b"{%d}\r\n" % len(data) + data
-
-
 def flag_list(flags: Iterable[str]) -> bytes:
     return b"(" + " ".join(flags).encode("utf-8") + b")"
 
