@@ -83,6 +83,12 @@ async def test_starttls_with_imaplib(imap: Imap) -> None:
     assert await asyncio.to_thread(script) == "OK"
 
 
+def _events(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
+    """What the daemon logged about the connections; the loop watchdog's lines (the test machine being
+    slow, which the watchdog fixture judges on its own) are not about them."""
+    return [r for r in records if not r.getMessage().startswith("loop-blocked")]
+
+
 def _client_hello() -> bytes:
     """The first flight of a real TLS client."""
     context = ssl.create_default_context()
@@ -111,10 +117,11 @@ async def test_aborted_tls_handshakes_log_at_most_one_line_each(imap: Imap) -> N
                     assert await client.closed()
             await client.close()
         await asyncio.sleep(0.5)  # let the daemon notice every hang-up
-    ours = [r for r in handler.records if not r.name.startswith(("asyncio", "hypothesis"))]
-    assert len(handler.records) <= len(aborts), [r.getMessage() for r in handler.records]
-    assert not [r for r in handler.records if r.exc_info or r.levelno >= logging.ERROR], [
-        (r.name, r.getMessage()) for r in handler.records
+    records = _events(handler.records)
+    ours = [r for r in records if not r.name.startswith(("asyncio", "hypothesis"))]
+    assert len(records) <= len(aborts), [r.getMessage() for r in records]
+    assert not [r for r in records if r.exc_info or r.levelno >= logging.ERROR], [
+        (r.name, r.getMessage()) for r in records
     ]
     assert all("\n" not in r.getMessage() for r in ours)
     ended = [r.getMessage().rsplit("end=", 1)[-1] for r in ours if r.getMessage().startswith("imap-session")]
@@ -156,8 +163,9 @@ async def test_garbage_inside_tls_ends_the_session_quietly(imap: Imap) -> None:
         await asyncio.sleep(0.3)
         gc.collect()  # a task that died with an exception is reported when it is collected
         await asyncio.sleep(0.1)
-    assert not [r for r in handler.records if r.exc_info or r.levelno >= logging.ERROR], [
-        (r.name, r.getMessage()) for r in handler.records
+    records = _events(handler.records)
+    assert not [r for r in records if r.exc_info or r.levelno >= logging.ERROR], [
+        (r.name, r.getMessage()) for r in records
     ]
-    assert len(handler.records) <= 3, [r.getMessage() for r in handler.records]
+    assert len(records) <= 3, [r.getMessage() for r in records]
     await imap.assert_serves()
