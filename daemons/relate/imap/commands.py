@@ -679,8 +679,11 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
                 msn = sel.msn(row["uid"])
                 if msn is None:
                     continue
-                raw = bytes(row["raw"]) if with_raw else None
-                session.send_pieces([b"* %d FETCH " % msn, *fetching.render(row, raw, atts, utf8=utf8)])
+                if not with_raw:
+                    session.send(b"* %d FETCH " % msn + fetching.render(row, atts, utf8=utf8))
+                    continue
+                pieces = fetching.render_pieces(row, bytes(row["raw"]), atts, utf8=utf8)
+                session.send_pieces([b"* %d FETCH " % msn, *pieces])
                 if session.pending >= _FETCH_FLUSH:
                     await session.flush()  # waits for the client to take it: the buffer stays small
             del rows

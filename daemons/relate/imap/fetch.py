@@ -158,42 +158,54 @@ def _partial(data: Piece, att: FetchAtt) -> tuple[Piece, str]:
     return data[start : start + count], f"<{start}>"
 
 
-def render(row: dict[str, Any], raw: bytes | None, atts: tuple[FetchAtt, ...], *, utf8: bool) -> list[Piece]:
-    """The parenthesized list of one FETCH response, as pieces to write one after another.
+def render(row: dict[str, Any], atts: tuple[FetchAtt, ...], *, utf8: bool) -> bytes:
+    """The parenthesized list of one FETCH response without body sections (the common, hot case)."""
+    return b"(" + b" ".join([_item(row, att, utf8) for att in atts]) + b")"
+
+
+def render_pieces(row: dict[str, Any], raw: bytes, atts: tuple[FetchAtt, ...], *, utf8: bool) -> list[Piece]:
+    """The parenthesized list of one FETCH response with body sections, as pieces to write one after another.
 
     A body section is a view into ``raw``, not a copy, and is never joined with the rest:
     a 50 MB BODY[] costs the raw bytes the row already holds and what the transport buffers.
     """
-    items: list[list[Piece]] = []
-    for att in atts:
-        name = att.name
-        if name == "UID":
-            items.append([b"UID %d" % row["uid"]])
-        elif name == "FLAGS":
-            items.append([b"FLAGS " + flag_list(row["flags"])])
-        elif name == "INTERNALDATE":
-            items.append([b"INTERNALDATE " + date_time(row["internal_date"])])
-        elif name == "RFC822.SIZE":
-            items.append([b"RFC822.SIZE %d" % row["size"]])
-        elif name == "MODSEQ":
-            items.append([b"MODSEQ (%d)" % row["modseq"]])
-        elif name == "ENVELOPE":
-            wire = row["envelope_wire"]  # rendered at ingest for this session's UTF-8 mode
-            items.append([b"ENVELOPE " + (wire if wire is not None else envelope(row["envelope"], utf8=utf8))])
-        elif name == "BODYSTRUCTURE":
-            items.append([b"BODYSTRUCTURE " + body_structure(row["bodystructure"], extended=True, utf8=utf8)])
-        elif name == "BODY":
-            items.append([b"BODY " + body_structure(row["bodystructure"], extended=False, utf8=utf8)])
-        else:
-            assert raw is not None
-            items.append(_raw_item(row, raw, att))
     out: list[Piece] = [b"("]
-    for i, item in enumerate(items):
+    for i, att in enumerate(atts):
         if i:
             out.append(b" ")
-        out += item
+        if att.name in _SIMPLE_ITEMS:
+            out.append(_item(row, att, utf8))
+        else:
+            out += _raw_item(row, raw, att)
     out.append(b")")
     return out
+
+
+_SIMPLE_ITEMS = frozenset(
+    {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "ENVELOPE", "BODYSTRUCTURE", "BODY"}
+)
+
+
+def _item(row: dict[str, Any], att: FetchAtt, utf8: bool) -> bytes:
+    """One data item that comes from stored columns, not from the message's bytes."""
+    name = att.name
+    if name == "UID":
+        return b"UID %d" % row["uid"]
+    if name == "FLAGS":
+        return b"FLAGS " + flag_list(row["flags"])
+    if name == "INTERNALDATE":
+        return b"INTERNALDATE " + date_time(row["internal_date"])
+    if name == "RFC822.SIZE":
+        return b"RFC822.SIZE %d" % row["size"]
+    if name == "MODSEQ":
+        return b"MODSEQ (%d)" % row["modseq"]
+    if name == "ENVELOPE":
+        wire = row["envelope_wire"]  # rendered at ingest for this session's UTF-8 mode
+        return b"ENVELOPE " + (wire if wire is not None else envelope(row["envelope"], utf8=utf8))
+    if name == "BODYSTRUCTURE":
+        return b"BODYSTRUCTURE " + body_structure(row["bodystructure"], extended=True, utf8=utf8)
+    assert name == "BODY", name
+    return b"BODY " + body_structure(row["bodystructure"], extended=False, utf8=utf8)
 
 
 def _literal(prefix: bytes, data: Piece, *, binary: bool = False) -> list[Piece]:

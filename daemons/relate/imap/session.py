@@ -165,6 +165,7 @@ class ImapSession:
         self.rev2 = False  # ENABLE IMAP4rev2
         self.bad_in_a_row = 0
         self._out: list[Piece] = []
+        self._big_piece = False  # a piece of _WRITE_ALONE octets or more is buffered
         self._out_size = 0
         self.started = time.monotonic()
         self.commands = 0
@@ -185,7 +186,9 @@ class ImapSession:
         """One response line given as pieces (a FETCH with literals): buffered as they are, never joined."""
         self._out += pieces
         self._out.append(b"\r\n")
-        self._out_size += sum(len(p) for p in pieces) + 2
+        sizes = [len(p) for p in pieces]
+        self._out_size += sum(sizes) + 2
+        self._big_piece = self._big_piece or max(sizes, default=0) >= _WRITE_ALONE
 
     @property
     def pending(self) -> int:
@@ -200,8 +203,12 @@ class ImapSession:
         self.send(f"{tag} {status} {coded}{text}".encode("utf-8", "replace"))
 
     async def flush(self) -> None:
-        if self._out:
-            out, self._out, self._out_size = self._out, [], 0
+        if self._out and not self._big_piece:
+            self.writer.write(b"".join(self._out))  # the usual case: one write per batch of lines
+            self._out.clear()
+            self._out_size = 0
+        elif self._out:
+            out, self._out, self._out_size, self._big_piece = self._out, [], 0, False
             # Small pieces go out joined (one write); a big one (a message body) uncopied, a slice at a time
             # with the transport drained in between, so encrypting it never holds the loop for long.
             run: list[Piece] = []
