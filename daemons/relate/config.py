@@ -140,6 +140,8 @@ class ImapConfig:
     imaps: ListenerConfig = field(default_factory=_listener("0.0.0.0:993", "[::]:993"))  # implicit TLS
     # LOGIN/AUTHENTICATE before TLS: refused (LOGINDISABLED) unless this is set.
     allow_plaintext_auth: bool = False
+    # Longest command line, and the most octets a command may hold outside an APPEND message (its
+    # lines and other literals together); a longer line is answered BAD as soon as it passes this.
     max_line_length: int = 65536
     # The largest literal (APPEND message) accepted; advertised as APPENDLIMIT.
     max_literal_size: int = 50 * 1024 * 1024
@@ -149,7 +151,8 @@ class ImapConfig:
     # Seconds without a command before the server says BYE (RFC 9051 §5.4: at least 30 minutes).
     idle_timeout: float = 1800.0
     max_bad_commands: int = 20
-    # As smtp.memory_budget, for APPEND; past it, NO [LIMIT].
+    # As smtp.memory_budget, for APPEND (each reserves twice its message while storing it); past it,
+    # an APPEND waits up to memory_wait seconds, then gets NO [LIMIT].
     memory_budget: int = 128 * 1024 * 1024
     memory_wait: float = 60.0
 

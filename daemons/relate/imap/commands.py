@@ -5,13 +5,15 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
-import re
+import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from relate.auth import AuthRefused
 from relate.errors import Conflict, NotFound
 from relate.imap import fetch as fetching
+from relate.imap import limits, listmatch
 from relate.imap import search as searching
 from relate.imap.errors import Bad, Bye, No
 from relate.imap.mutf7 import encode_mailbox
@@ -37,8 +39,22 @@ from relate.imap.parser import (
     UidExpunge,
 )
 from relate.imap.responses import astring, flag_list
-from relate.imap.session import AUTHENTICATED, LOGOUT, NOT_AUTHENTICATED, SELECTED, ImapSession, Selected
-from relate.store import db, imap_messages, mailboxes, messages
+from relate.imap.session import (
+    AUTHENTICATED,
+    DB_UNAVAILABLE,
+    LOGOUT,
+    NOT_AUTHENTICATED,
+    SELECTED,
+    ImapSession,
+    Selected,
+    describe,
+    transport_reason,
+)
+from relate.runtime.budget import BudgetExhausted
+from relate.store import imap_messages, mailboxes, messages
+from relate.store.messages import StoredMessage
+
+log = logging.getLogger("relate.imap")
 
 Handler = Callable[[ImapSession, Any], Awaitable[None]]
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -65,19 +81,48 @@ def _mailbox_name(session: ImapSession, name: str) -> str:
     return encode_mailbox(name, utf8=session.utf8)
 
 
+def _has_control(name: str) -> bool:
+    return any(ord(c) < 0x20 or c == "\x7f" for c in name)
+
+
 def _check_name(name: str) -> str:
-    """A new mailbox name: no empty levels, no control characters (RFC 9051 §5.1)."""
+    """A new mailbox name: no empty levels, no control characters (RFC 9051 §5.1), bounded size."""
     name = name.rstrip("/")
-    if not name or "//" in name or name.startswith("/") or any(ord(c) < 0x20 or c == "\x7f" for c in name):
+    if not name or "//" in name or name.startswith("/") or _has_control(name):
         raise No("Invalid mailbox name", "CANNOT")
-    if len(name.encode()) > 1000:
-        raise No("Mailbox name too long", "CANNOT")
+    if len(name.encode()) > limits.MAX_MAILBOX_NAME:
+        raise No(f"Mailbox name too long (at most {limits.MAX_MAILBOX_NAME} octets)", "CANNOT")
+    if name.count("/") >= limits.MAX_MAILBOX_DEPTH:
+        raise No(f"Mailbox name too deep (at most {limits.MAX_MAILBOX_DEPTH} levels)", "CANNOT")
     return "INBOX" + name[5:] if name.upper().startswith("INBOX/") else name
+
+
+def _existing_name(name: str) -> str:
+    """A name to look up. One that :func:`_check_name` would refuse can name no mailbox: it is answered
+    NO [NONEXISTENT] here and never reaches the database (PostgreSQL text cannot even hold a NUL)."""
+    if _has_control(name) or len(name.encode()) > limits.MAX_MAILBOX_NAME:
+        raise No("No such mailbox", "NONEXISTENT")
+    return name
+
+
+async def _store_appended(session: ImapSession, cmd: Append, mailbox_id: int, flags: list[str]) -> StoredMessage:
+    """The APPENDed message, read back from its spool file (in a thread) only now, and stored.
+
+    Only ``raw`` refers to the bytes: neither the command nor the literal keeps a copy, so the
+    message is in memory once on this side, for as long as ingest runs.
+    """
+    if cmd.message.in_memory:
+        raw = cmd.message.read()
+    else:
+        raw = await asyncio.to_thread(cmd.message.read)
+    async with session.server.pool.acquire() as conn:
+        (stored,) = await messages.ingest(conn, raw, [mailbox_id], flags=flags, internal_date=cmd.date)
+    return stored
 
 
 async def _mailbox(session: ImapSession, name: str) -> dict[str, Any]:
     assert session.principal is not None
-    box = await mailboxes.get(session.server.pool, session.principal.user_id, name)
+    box = await mailboxes.get(session.server.pool, session.principal.user_id, _existing_name(name))
     if box is None:
         raise No(f"No such mailbox {name[:200]}", "NONEXISTENT")
     return box
@@ -129,7 +174,9 @@ async def starttls(session: ImapSession, cmd: Command) -> None:
     try:
         await session.writer.start_tls(tls.context)
     except (OSError, asyncio.IncompleteReadError) as exc:
-        raise Bye("TLS negotiation failed") from exc
+        # One line says it: the session's own (end=tls-failed:REASON), no traceback.
+        session.end = f"tls-failed:{transport_reason(exc)}"
+        raise Bye("TLS negotiation failed") from None
     session.tls = True
 
 
@@ -166,6 +213,8 @@ async def authenticate(session: ImapSession, cmd: Authenticate) -> None:
         line = (await session.readline()).strip()
         if line == b"*":
             raise Bad("Authentication cancelled")
+        if len(line) > limits.MAX_SASL_RESPONSE:
+            raise Bad(f"Response too long (at most {limits.MAX_SASL_RESPONSE} octets)")
         try:
             response = base64.b64decode(line, validate=True)
         except ValueError:
@@ -173,6 +222,8 @@ async def authenticate(session: ImapSession, cmd: Authenticate) -> None:
     pieces = response.split(b"\x00")
     if len(pieces) != 3:
         raise Bad("Malformed PLAIN response")
+    if any(len(p) > limits.MAX_CREDENTIAL for p in pieces):
+        raise Bad(f"User name or password too long (at most {limits.MAX_CREDENTIAL} octets)")
     authzid, user, password = (p.decode("utf-8", "replace") for p in pieces)
     if authzid and authzid.lower() != user.lower():
         password = ""  # acting as another user is not supported: refused like a wrong key
@@ -205,7 +256,8 @@ async def select(session: ImapSession, cmd: Select) -> None:
         session.untagged("OK [CLOSED] Previous mailbox closed")
     assert session.principal is not None
     # One statement, so one snapshot: the UIDs, flags and counters agree with each other.
-    box = await imap_messages.select_state(session.server.pool, session.principal.user_id, cmd.mailbox)
+    name = _existing_name(cmd.mailbox)
+    box = await imap_messages.select_state(session.server.pool, session.principal.user_id, name)
     if box is None:
         raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")
     uids = box["uids"]
@@ -264,6 +316,7 @@ async def create(session: ImapSession, cmd: MailboxCommand) -> None:
 # RFC 9051 §6.3.5 (DELETE)
 async def delete(session: ImapSession, cmd: MailboxCommand) -> None:
     assert session.principal is not None
+    _existing_name(cmd.mailbox)
     if mailboxes.is_inbox(cmd.mailbox):
         raise No("INBOX cannot be deleted", "CANNOT")
     if session.selected is not None and session.selected.name == cmd.mailbox:
@@ -279,6 +332,7 @@ async def delete(session: ImapSession, cmd: MailboxCommand) -> None:
 # RFC 9051 §6.3.6 (RENAME)
 async def rename(session: ImapSession, cmd: Rename) -> None:
     assert session.principal is not None
+    _existing_name(cmd.old)
     new = _check_name(cmd.new)
     if mailboxes.is_inbox(new):
         raise No("Cannot rename to INBOX", "ALREADYEXISTS")
@@ -309,20 +363,75 @@ async def subscribe(session: ImapSession, cmd: MailboxCommand) -> None:
     assert session.principal is not None
     try:
         await mailboxes.set_subscribed(
-            session.server.pool, session.principal.user_id, cmd.mailbox, cmd.name == "SUBSCRIBE"
+            session.server.pool, session.principal.user_id, _existing_name(cmd.mailbox), cmd.name == "SUBSCRIBE"
         )
     except NotFound:
         raise No("No such mailbox", "NONEXISTENT") from None
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
 
-def _pattern(reference: str, pattern: str) -> re.Pattern[str]:
-    """RFC 9051 §6.3.9: ``*`` matches anything, ``%`` anything but the delimiter; INBOX in any case."""
-    full = reference + pattern
-    if full[:5].upper() == "INBOX" and (len(full) == 5 or full[5] in "/%*"):
-        full = "INBOX" + full[5:]
-    regex = "".join(".*" if ch == "*" else "[^/]*" if ch == "%" else re.escape(ch) for ch in full)
-    return re.compile(f"^{regex}$", re.DOTALL)
+@dataclass(frozen=True)
+class _Listed:
+    """One LIST/LSUB response line to send."""
+
+    name: str
+    attrs: tuple[str, ...]
+    childinfo: bool  # listed only as the parent of a subscribed mailbox (RFC 5258 §3.5)
+    box: dict[str, Any]
+
+
+def _prefixes(name: str) -> list[str]:
+    """The proper ancestors of ``name`` (``a/b/c`` -> ``a``, ``a/b``)."""
+    return [name[:i] for i, ch in enumerate(name) if ch == "/"]
+
+
+def _list_rows(boxes: list[dict[str, Any]], cmd: ListCommand, rev2: bool) -> list[_Listed]:
+    """What LIST/LSUB answers for these mailboxes; pure CPU, linear in the names and patterns."""
+    by_name = {b["name"]: b for b in boxes}
+    # Every ancestor of an existing mailbox has children; one of a subscribed one, subscribed children.
+    with_children: set[str] = set()
+    with_subscribed: set[str] = set()
+    for b in boxes:
+        ancestors = _prefixes(b["name"])
+        with_children.update(ancestors)
+        if b.get("subscribed"):
+            with_subscribed.update(ancestors)
+    # Parents that do not exist themselves (a/b exists, a does not) show as \NonExistent.
+    for parent in with_children:
+        by_name.setdefault(parent, {"name": parent, "missing": True, "subscribed": False})
+    patterns = [listmatch.Pattern(cmd.reference, p) for p in cmd.patterns]
+    subscribed_only = cmd.lsub or "SUBSCRIBED" in cmd.select
+    special_only = "SPECIAL-USE" in cmd.select
+    out = []
+    for name in sorted(by_name, key=lambda n: (not mailboxes.is_inbox(n), n)):
+        box = by_name[name]
+        if not any(p.matches(name) for p in patterns):
+            continue
+        childinfo = False
+        if subscribed_only and not box.get("subscribed"):
+            # RFC 3501 §6.3.9 (LSUB with %) and RFC 5258 §3 (RECURSIVEMATCH): a parent of a
+            # subscribed folder is still reported, marked as such.
+            if name not in with_subscribed or not (cmd.lsub or "RECURSIVEMATCH" in cmd.select):
+                continue
+            childinfo = True
+        if special_only and not box.get("special_use"):
+            continue
+        attrs = []
+        if childinfo and cmd.lsub:
+            attrs.append("\\Noselect")
+        elif box.get("missing"):
+            attrs.append("\\NonExistent" if rev2 else "\\Noselect")
+        attrs.append("\\HasChildren" if name in with_children else "\\HasNoChildren")
+        if box.get("subscribed") and (rev2 or "SUBSCRIBED" in cmd.returns or cmd.lsub or subscribed_only):
+            attrs.append("\\Subscribed")
+        if box.get("special_use") and (not cmd.returns or "SPECIAL-USE" in cmd.returns or special_only):
+            attrs.append(box["special_use"])
+        out.append(_Listed(name, tuple(attrs), childinfo, box))
+    return out
+
+
+# Above this many (mailbox, pattern) pairs, LIST does its matching in a worker thread.
+_LIST_INLINE = 2000
 
 
 # RFC 9051 §6.3.9 (LIST), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS), RFC 6154 (SPECIAL-USE)
@@ -333,50 +442,20 @@ async def list_(session: ImapSession, cmd: ListCommand) -> None:
         session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
         return
     boxes = await mailboxes.list_all(session.server.pool, session.principal.user_id)
-    names = {b["name"] for b in boxes}
-    by_name = {b["name"]: b for b in boxes}
-    # Parents that do not exist themselves (a/b exists, a does not) show as \NonExistent.
-    for name in list(names):
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            if parent not in names:
-                by_name.setdefault(parent, {"name": parent, "missing": True, "subscribed": False})
-    regexes = [_pattern(cmd.reference, p) for p in cmd.patterns]
-    subscribed_only = cmd.lsub or "SUBSCRIBED" in cmd.select
-    special_only = "SPECIAL-USE" in cmd.select
-    for name in sorted(by_name, key=lambda n: (not mailboxes.is_inbox(n), n)):
-        box = by_name[name]
-        if not any(r.match(name) for r in regexes):
-            continue
-        childinfo = False
-        if subscribed_only and not box.get("subscribed"):
-            # RFC 3501 §6.3.9 (LSUB with %) and RFC 5258 §3 (RECURSIVEMATCH): a parent of a
-            # subscribed folder is still reported, marked as such.
-            sub_child = any(b.get("subscribed") and n.startswith(name + "/") for n, b in by_name.items())
-            if not sub_child or not (cmd.lsub or "RECURSIVEMATCH" in cmd.select):
-                continue
-            childinfo = True
-        if special_only and not box.get("special_use"):
-            continue
-        attrs = []
-        if childinfo and cmd.lsub:
-            attrs.append("\\Noselect")
-        elif box.get("missing"):
-            attrs.append("\\NonExistent" if session.rev2 else "\\Noselect")
-        has_children = any(other.startswith(name + "/") for other in names)
-        attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
-        if box.get("subscribed") and (session.rev2 or "SUBSCRIBED" in cmd.returns or cmd.lsub or subscribed_only):
-            attrs.append("\\Subscribed")
-        if box.get("special_use") and (not cmd.returns or "SPECIAL-USE" in cmd.returns or special_only):
-            attrs.append(box["special_use"])
-        verb = "LSUB" if cmd.lsub else "LIST"
-        line = f'{verb} ({" ".join(attrs)}) "/" '.encode() + astring(_mailbox_name(session, name), utf8=session.utf8)
-        if childinfo and not cmd.lsub:
+    if len(boxes) * len(cmd.patterns) > _LIST_INLINE:
+        rows = await asyncio.to_thread(_list_rows, boxes, cmd, session.rev2)
+    else:
+        rows = _list_rows(boxes, cmd, session.rev2)
+    verb = "LSUB" if cmd.lsub else "LIST"
+    for row in rows:
+        line = f'{verb} ({" ".join(row.attrs)}) "/" '.encode() + astring(
+            _mailbox_name(session, row.name), utf8=session.utf8
+        )
+        if row.childinfo and not cmd.lsub:
             line += b' ("CHILDINFO" ("SUBSCRIBED"))'
         session.untagged(line)
-        if cmd.status_items and not box.get("missing"):
-            session.untagged(await _status_line(session, box, cmd.status_items))
+        if cmd.status_items and not row.box.get("missing"):
+            session.untagged(await _status_line(session, row.box, cmd.status_items))
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
 
@@ -409,16 +488,24 @@ async def status(session: ImapSession, cmd: Status) -> None:
     session.tagged(cmd.tag, "OK", "STATUS completed")
 
 
-# RFC 9051 §6.3.12 (APPEND), RFC 4315 (APPENDUID)
+# RFC 9051 §6.3.12 (APPEND), RFC 4315 (APPENDUID), RFC 7889 (APPENDLIMIT)
 async def append(session: ImapSession, cmd: Append) -> None:
     assert session.principal is not None
+    _existing_name(cmd.mailbox)  # a name that cannot exist: NONEXISTENT, not TRYCREATE (CREATE would fail)
     try:
         box = await _mailbox(session, cmd.mailbox)
     except No:
         raise No("No such mailbox", "TRYCREATE") from None
     flags = _flags(cmd.flags)
-    async with session.server.pool.acquire() as conn:
-        (stored,) = await messages.ingest(conn, cmd.message, [box["id"]], flags=flags, internal_date=cmd.date)
+    cfg = session.cfg
+    # Storing holds the message and ingest's working copies: reserve about twice its size first, so
+    # concurrent APPENDs wait (and past imap.memory_wait are refused) instead of growing the process.
+    try:
+        async with session.server.memory.reserve(2 * len(cmd.message), wait=cfg.memory_wait):
+            stored = await _store_appended(session, cmd, box["id"], flags)
+    except BudgetExhausted:
+        log.warning("imap-memory-full client=%s octets=%d", session.client, len(cmd.message))
+        raise No("Server busy with other messages, try again later", "LIMIT") from None
     if session.selected is not None and session.selected.mailbox_id == box["id"]:
         await session.sync()  # appending to the selected mailbox: the client hears EXISTS now
     session.tagged(cmd.tag, "OK", "APPEND completed", f"APPENDUID {box['uidvalidity']} {stored.uid}")
@@ -430,11 +517,16 @@ async def namespace(session: ImapSession, cmd: Command) -> None:
     session.tagged(cmd.tag, "OK", "NAMESPACE completed")
 
 
+# Seconds between attempts to report changes to an IDLE client while the database is out of reach.
+_IDLE_RETRY = 2.0
+
+
 # RFC 9051 §6.3.13 (IDLE)
 async def idle(session: ImapSession, cmd: Command) -> None:
     session.send(b"+ idling")
     await session.flush()
     done = asyncio.ensure_future(session.readline())
+    warned = False
     try:
         while True:
             sel = session.selected
@@ -458,10 +550,14 @@ async def idle(session: ImapSession, cmd: Command) -> None:
                 break
             try:
                 await session.sync()
-            except db.UNAVAILABLE as exc:
-                # The database is out of reach: stay in IDLE and look again shortly (the change feed
-                # also marks the mailbox changed once it is back); the client hears of changes late.
-                session.sync_failed(exc)
+            except DB_UNAVAILABLE as exc:
+                if isinstance(exc, OSError) and session.writer.is_closing():
+                    raise
+                # The database is out of reach: keep idling, the news stays pending; try again shortly.
+                if not warned:
+                    log.warning("imap-tempfail client=%s command=IDLE error=%s", session.client, describe(exc))
+                    warned = True
+                await asyncio.wait([done], timeout=_IDLE_RETRY)
                 continue
             await session.flush()
         line = done.result().strip()
@@ -487,16 +583,15 @@ def _resolve(sel: Selected, seqset: SeqSet, uid: bool) -> list[int]:
             return []
         raise Bad("The mailbox is empty")
     if uid:
-        largest = sel.uids[-1]
-        ranges = seqset.resolve(largest)
-        return [u for u in sel.uids if any(lo <= u <= hi for lo, hi in ranges)]
+        # Binary search per range: 1:4294967295 costs what the mailbox holds, not four billion steps.
+        return seqset.resolve(sel.uids[-1]).pick(sel.uids)
     count = len(sel.uids)
-    out: set[int] = set()
-    for lo, hi in seqset.resolve(count):
+    out: list[int] = []
+    for lo, hi in seqset.resolve(count):  # disjoint and ascending: no duplicates, no sort
         if lo < 1 or hi > count:
             raise Bad("Message number out of range")
-        out.update(sel.uids[lo - 1 : hi])
-    return sorted(out)
+        out.extend(sel.uids[lo - 1 : hi])
+    return out
 
 
 # RFC 9051 §6.4.1 (CLOSE), §6.4.2 (UNSELECT)
@@ -571,26 +666,54 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
     else:
         atts = cmd.atts
     with_raw = fetching.needs_raw(atts)
-    batch = 200 if with_raw else 2000
     columns = fetching.columns(atts)
     utf8 = session.utf8
-    for start in range(0, len(uids), batch):
-        async with pool.acquire() as conn:
-            rows = await imap_messages.fetch(
-                conn, sel.mailbox_id, uids[start : start + batch], with_raw=with_raw, columns=columns, utf8=utf8
-            )
-        for row in rows:
-            msn = sel.msn(row["uid"])
-            if msn is None:
-                continue
-            raw = bytes(row["raw"]) if with_raw else None
-            session.send(b"* %d FETCH " % msn + fetching.render(row, raw, atts, utf8=utf8))
+    for start in range(0, len(uids), _FETCH_ROWS):
+        chunk = uids[start : start + _FETCH_ROWS]
+        for group in await _by_size(session, sel.mailbox_id, chunk) if with_raw else [chunk]:
+            async with pool.acquire() as conn:
+                rows = await imap_messages.fetch(
+                    conn, sel.mailbox_id, group, with_raw=with_raw, columns=columns, utf8=utf8
+                )
+            for row in rows:
+                msn = sel.msn(row["uid"])
+                if msn is None:
+                    continue
+                if not with_raw:
+                    session.send(b"* %d FETCH " % msn + fetching.render(row, atts, utf8=utf8))
+                    continue
+                pieces = fetching.render_pieces(row, bytes(row["raw"]), atts, utf8=utf8)
+                session.send_pieces([b"* %d FETCH " % msn, *pieces])
+                if session.pending >= _FETCH_FLUSH:
+                    await session.flush()  # waits for the client to take it: the buffer stays small
+            del rows
         await session.flush()
     await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}FETCH completed")
 
 
 _FLAGS = FetchAtt("FLAGS")
+# FETCH reads this many messages per query; with raw bytes, groups of at most _FETCH_BYTES (by the
+# messages' sizes, at least one message), so FETCH 1:* BODY[] holds a bounded part of the mailbox.
+_FETCH_ROWS = 2000
+_FETCH_BYTES = 16 * 1024 * 1024
+# Buffered output past this many octets is written (and drained) before the next message is rendered.
+_FETCH_FLUSH = 1024 * 1024
+
+
+async def _by_size(session: ImapSession, mailbox_id: int, uids: list[int]) -> list[list[int]]:
+    """``uids`` in groups whose messages add up to at most _FETCH_BYTES (a bigger one alone)."""
+    async with session.server.pool.acquire() as conn:
+        rows = await imap_messages.fetch(conn, mailbox_id, uids, with_raw=False, columns=frozenset({"size"}))
+    groups: list[list[int]] = [[]]
+    held = 0
+    for row in rows:
+        if groups[-1] and held + row["size"] > _FETCH_BYTES:
+            groups.append([])
+            held = 0
+        groups[-1].append(row["uid"])
+        held += row["size"]
+    return groups if groups[0] else []
 
 
 # RFC 9051 §6.4.6 (STORE)
@@ -618,6 +741,7 @@ async def copy_move(session: ImapSession, cmd: CopyMove) -> None:
     sel = session.require_selected()
     if cmd.name == "MOVE" and sel.readonly:
         raise No("Mailbox is read-only", "READ-ONLY")
+    _existing_name(cmd.mailbox)  # a name that cannot exist: NONEXISTENT, not TRYCREATE (CREATE would fail)
     try:
         target = await _mailbox(session, cmd.mailbox)
     except No:
@@ -637,7 +761,10 @@ async def copy_move(session: ImapSession, cmd: CopyMove) -> None:
         await session.sync()
         session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}MOVE completed")
         return
-    await session.sync_after(cmd)
+    if target["id"] == sel.mailbox_id:
+        await session.sync()  # copied into the selected mailbox: EXISTS now, not when the NOTIFY comes
+    else:
+        await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}COPY completed", code)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from relate.imap.errors import No
 from relate.imap.parser import FetchAtt, Section
-from relate.imap.responses import body_structure, date_time, envelope, flag_list, literal
+from relate.imap.responses import Piece, body_structure, date_time, envelope, flag_list
 
 RAW_ITEMS = frozenset({"BODY[]", "BINARY[]", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 
@@ -95,36 +95,41 @@ def _fields(header: bytes, names: tuple[str, ...], *, exclude: bool) -> bytes:
     return b"".join(out) + b"\r\n"
 
 
-def section_bytes(raw: bytes, row: dict[str, Any], section: Section) -> bytes:
-    """The octets of BODY[section] (RFC 9051 §6.4.5)."""
-    structure = row["bodystructure"]
+def section_span(row: dict[str, Any], section: Section) -> tuple[int, int | None]:
+    """Where BODY[section] lies in the message (RFC 9051 §6.4.5): (start, end or None for the end).
+
+    For HEADER.FIELDS (and .NOT) it is the header block the fields are picked from.
+    """
     if not section.part:
         header_end = int(row["header_end"])
         if section.text is None:
-            return raw
+            return 0, None
         if section.text == "TEXT":
-            return raw[header_end:]
-        header = raw[:header_end]
-        if section.text == "HEADER":
-            return header
-        return _fields(header, section.fields, exclude=section.text == "HEADER.FIELDS.NOT")
-    node = _node(structure, section.part)
+            return header_end, None
+        return 0, header_end
+    node = _node(row["bodystructure"], section.part)
     header_start, body_start, end = int(node["header_start"]), int(node["body_start"]), int(node["end"])
     if section.text is None:
-        return raw[body_start:end]
+        return body_start, end
     if section.text == "MIME":
-        return raw[header_start:body_start]
+        return header_start, body_start
     # HEADER, TEXT and HEADER.FIELDS of an encapsulated message/rfc822 part.
     inner = node.get("message")
     if inner is None:
         raise No("That section applies to message/rfc822 parts only")
     inner_start, inner_body = int(inner["body"]["header_start"]), int(inner["body"]["body_start"])
     if section.text == "TEXT":
-        return raw[inner_body:end]
-    header = raw[inner_start:inner_body]
-    if section.text == "HEADER":
-        return header
-    return _fields(header, section.fields, exclude=section.text == "HEADER.FIELDS.NOT")
+        return inner_body, end
+    return inner_start, inner_body
+
+
+def section_bytes(raw: Piece, row: dict[str, Any], section: Section) -> Piece:
+    """The octets of BODY[section]: a slice of ``raw`` (a view, if ``raw`` is one), or the fields picked."""
+    start, end = section_span(row, section)
+    data = raw[start:end]
+    if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        return _fields(bytes(data), section.fields, exclude=section.text == "HEADER.FIELDS.NOT")
+    return data
 
 
 def decoded_part(raw: bytes, row: dict[str, Any], part: tuple[int, ...]) -> bytes:
@@ -146,55 +151,84 @@ def decoded_part(raw: bytes, row: dict[str, Any], part: tuple[int, ...]) -> byte
     raise No(f"Unknown transfer encoding {encoding}", "UNKNOWN-CTE")
 
 
-def _partial(data: bytes, att: FetchAtt) -> tuple[bytes, str]:
+def _partial(data: Piece, att: FetchAtt) -> tuple[Piece, str]:
     if att.partial is None:
         return data, ""
     start, count = att.partial
     return data[start : start + count], f"<{start}>"
 
 
-def render(row: dict[str, Any], raw: bytes | None, atts: tuple[FetchAtt, ...], *, utf8: bool) -> bytes:
-    """The parenthesized list of one FETCH response."""
-    items: list[bytes] = []
-    for att in atts:
-        name = att.name
-        if name == "UID":
-            items.append(b"UID %d" % row["uid"])
-        elif name == "FLAGS":
-            items.append(b"FLAGS " + flag_list(row["flags"]))
-        elif name == "INTERNALDATE":
-            items.append(b"INTERNALDATE " + date_time(row["internal_date"]))
-        elif name == "RFC822.SIZE":
-            items.append(b"RFC822.SIZE %d" % row["size"])
-        elif name == "MODSEQ":
-            items.append(b"MODSEQ (%d)" % row["modseq"])
-        elif name == "ENVELOPE":
-            wire = row["envelope_wire"]  # rendered at ingest for this session's UTF-8 mode
-            items.append(b"ENVELOPE " + (wire if wire is not None else envelope(row["envelope"], utf8=utf8)))
-        elif name == "BODYSTRUCTURE":
-            items.append(b"BODYSTRUCTURE " + body_structure(row["bodystructure"], extended=True, utf8=utf8))
-        elif name == "BODY":
-            items.append(b"BODY " + body_structure(row["bodystructure"], extended=False, utf8=utf8))
+def render(row: dict[str, Any], atts: tuple[FetchAtt, ...], *, utf8: bool) -> bytes:
+    """The parenthesized list of one FETCH response without body sections (the common, hot case)."""
+    return b"(" + b" ".join([_item(row, att, utf8) for att in atts]) + b")"
+
+
+def render_pieces(row: dict[str, Any], raw: bytes, atts: tuple[FetchAtt, ...], *, utf8: bool) -> list[Piece]:
+    """The parenthesized list of one FETCH response with body sections, as pieces to write one after another.
+
+    A body section is a view into ``raw``, not a copy, and is never joined with the rest:
+    a 50 MB BODY[] costs the raw bytes the row already holds and what the transport buffers.
+    """
+    out: list[Piece] = [b"("]
+    for i, att in enumerate(atts):
+        if i:
+            out.append(b" ")
+        if att.name in _SIMPLE_ITEMS:
+            out.append(_item(row, att, utf8))
         else:
-            assert raw is not None
-            items.append(_raw_item(row, raw, att))
-    return b"(" + b" ".join(items) + b")"
+            out += _raw_item(row, raw, att)
+    out.append(b")")
+    return out
 
 
-def _raw_item(row: dict[str, Any], raw: bytes, att: FetchAtt) -> bytes:
+_SIMPLE_ITEMS = frozenset(
+    {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "ENVELOPE", "BODYSTRUCTURE", "BODY"}
+)
+
+
+def _item(row: dict[str, Any], att: FetchAtt, utf8: bool) -> bytes:
+    """One data item that comes from stored columns, not from the message's bytes."""
+    name = att.name
+    if name == "UID":
+        return b"UID %d" % row["uid"]
+    if name == "FLAGS":
+        return b"FLAGS " + flag_list(row["flags"])
+    if name == "INTERNALDATE":
+        return b"INTERNALDATE " + date_time(row["internal_date"])
+    if name == "RFC822.SIZE":
+        return b"RFC822.SIZE %d" % row["size"]
+    if name == "MODSEQ":
+        return b"MODSEQ (%d)" % row["modseq"]
+    if name == "ENVELOPE":
+        wire = row["envelope_wire"]  # rendered at ingest for this session's UTF-8 mode
+        return b"ENVELOPE " + (wire if wire is not None else envelope(row["envelope"], utf8=utf8))
+    if name == "BODYSTRUCTURE":
+        return b"BODYSTRUCTURE " + body_structure(row["bodystructure"], extended=True, utf8=utf8)
+    assert name == "BODY", name
+    return b"BODY " + body_structure(row["bodystructure"], extended=False, utf8=utf8)
+
+
+def _literal(prefix: bytes, data: Piece, *, binary: bool = False) -> list[Piece]:
+    """``prefix`` and a literal (``{n}`` or ``~{n}``) of ``data``, with ``data`` left as its own piece."""
+    return [prefix + (b"~" if binary else b"") + b"{%d}\r\n" % len(data), data]
+
+
+def _raw_item(row: dict[str, Any], raw: bytes, att: FetchAtt) -> list[Piece]:
     name = att.name
     header_end = int(row["header_end"])
+    view = memoryview(raw)
     if name == "RFC822":
-        return b"RFC822 " + literal(raw)
+        return _literal(b"RFC822 ", view)
     if name == "RFC822.HEADER":
-        return b"RFC822.HEADER " + literal(raw[:header_end])
+        return _literal(b"RFC822.HEADER ", view[:header_end])
     if name == "RFC822.TEXT":
-        return b"RFC822.TEXT " + literal(raw[header_end:])
+        return _literal(b"RFC822.TEXT ", view[header_end:])
     section = att.section or Section()
     if name == "BINARY.SIZE":
-        return b"BINARY.SIZE[%s] %d" % (section.spec().encode(), len(decoded_part(raw, row, section.part)))
+        return [b"BINARY.SIZE[%s] %d" % (section.spec().encode(), len(decoded_part(raw, row, section.part)))]
     if name == "BINARY[]":
         data, origin = _partial(decoded_part(raw, row, section.part), att)
-        return b"BINARY[%s]%s " % (section.spec().encode(), origin.encode()) + literal(data, binary=b"\x00" in data)
-    data, origin = _partial(section_bytes(raw, row, section), att)
-    return b"BODY[%s]%s " % (section.spec().encode(), origin.encode()) + literal(data)
+        binary = b"\x00" in data
+        return _literal(b"BINARY[%s]%s " % (section.spec().encode(), origin.encode()), data, binary=binary)
+    data, origin = _partial(section_bytes(view, row, section), att)  # a view into raw, except picked fields
+    return _literal(b"BODY[%s]%s " % (section.spec().encode(), origin.encode()), data)

@@ -33,8 +33,33 @@ def encode(name: str) -> str:
     return "".join(out)
 
 
+_BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,")
+
+
+def _shifted(chunk: str) -> str:
+    """The text of one ``&…-`` run (modified BASE64 of UTF-16BE); ParseError unless it is well-formed.
+
+    Well-formed (RFC 3501 §5.1.3): only the modified BASE64 alphabet (``,`` for ``/``), no
+    padding, whole UTF-16 code units with the leftover bits zero (so the run has one spelling),
+    no lone surrogates, and no printable US-ASCII character, which must be sent as itself.
+    """
+    if not set(chunk) <= _BASE64 or len(chunk) % 8 not in (0, 3, 6):  # whole UTF-16 code units
+        raise ParseError("mailbox name is not valid modified UTF-7")
+    b64 = chunk.replace(",", "/")
+    raw = base64.b64decode(b64 + "=" * (-len(b64) % 4))
+    if len(raw) % 2 or base64.b64encode(raw).decode().rstrip("=") != b64:
+        raise ParseError("mailbox name is not valid modified UTF-7")
+    try:
+        text = raw.decode("utf-16-be")
+    except UnicodeDecodeError:
+        raise ParseError("mailbox name is not valid modified UTF-7") from None
+    if any(0x20 <= ord(ch) <= 0x7E for ch in text):
+        raise ParseError("mailbox name is not valid modified UTF-7")
+    return text
+
+
 def decode(text: str) -> str:
-    """Modified UTF-7 to UTF-8 text; raises ParseError on malformed input."""
+    """Modified UTF-7 to UTF-8 text; raises ParseError on malformed input. Linear in ``text``."""
     out: list[str] = []
     i = 0
     while i < len(text):
@@ -49,15 +74,7 @@ def decode(text: str) -> str:
         if end < 0:
             raise ParseError("mailbox name is not valid modified UTF-7")
         chunk = text[i + 1 : end]
-        if not chunk:
-            out.append("&")
-        else:
-            b64 = chunk.replace(",", "/")
-            try:
-                raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
-                out.append(raw.decode("utf-16-be"))
-            except (ValueError, UnicodeDecodeError):
-                raise ParseError("mailbox name is not valid modified UTF-7") from None
+        out.append(_shifted(chunk) if chunk else "&")
         i = end + 1
     return "".join(out)
 

@@ -2,47 +2,67 @@
 
 The session reads a command as a list of parts: line text (``bytes``) and
 the literals between them (:class:`Literal`), each literal already read in
-full (a big one into a temporary file, read back when a command uses it).
+full (an APPEND message above 256 KiB into a temporary file, which the
+handler reads back once it has room for it in the memory budget).
 :func:`parse` walks those parts with a cursor whose methods consume one
 grammar element each and raise :class:`ParseError` (answered ``BAD``) on
-anything else. Commands come out as frozen dataclasses; sequence sets keep
-``*`` and ``$`` symbolic, to be resolved against the selected mailbox.
+anything else, including every limit of :mod:`relate.imap.limits`; no
+other exception comes out of it, whatever the input. Commands come out as
+frozen dataclasses; sequence sets keep ``*`` and ``$`` symbolic, to be
+resolved against the selected mailbox.
+
+Strings follow the grammar strictly where it protects the store: NUL is in
+no string (RFC 9051 §4.3: CHAR8 and quoted characters exclude it), so it can
+never reach a query; a literal8 is APPEND data only.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import BinaryIO
 
+from relate.imap import limits
 from relate.imap.errors import ParseError
 from relate.imap.mutf7 import decode_mailbox
 
 
 @dataclass(frozen=True)
 class Literal:
-    """A literal's octets: in memory, or (a big one) in the unlinked temporary file it was streamed into.
+    """A literal's octets: in memory, or (an APPEND message) in the unlinked temporary file it was streamed into.
 
-    ``data`` reads a spooled literal back once, when a command uses it (APPEND
-    hands the message to PostgreSQL in one piece), so a slow upload holds a
-    file, not memory. The session closes every literal after its command.
+    A spooled literal is read back by :meth:`read` only when the handler is
+    about to store it, and not kept: the bytes live as long as the caller
+    holds them, so a slow upload holds a file, not memory, and a stored one
+    nothing. The session closes every literal after its command.
     """
 
     content: bytes | BinaryIO
     binary: bool = False  # literal8 (~{n}), RFC 9051 §4.3
+    size: int = -1  # octets; -1: len(content)
+
+    def __len__(self) -> int:
+        return len(self.content) if isinstance(self.content, bytes) else self.size
 
     @property
-    def data(self) -> bytes:
-        if not isinstance(self.content, bytes):
-            spool = self.content
-            spool.seek(0)
-            object.__setattr__(self, "content", spool.read())
-            spool.close()
-        assert isinstance(self.content, bytes)
-        return self.content
+    def in_memory(self) -> bool:
+        return isinstance(self.content, bytes)
+
+    def read(self) -> bytes:
+        """The octets, read back from the spool file if there is one (blocking: call it off the loop)."""
+        if isinstance(self.content, bytes):
+            return self.content
+        spool = self.content
+        spool.seek(0)
+        data = spool.read(self.size)  # one allocation of the known size; read() alone would grow and copy
+        if len(data) != self.size:
+            raise OSError(f"literal spool holds {len(data)} of {self.size} octets")
+        return data
 
     def close(self) -> None:
         if not isinstance(self.content, bytes):
@@ -62,20 +82,53 @@ class SeqRange:
 
 @dataclass(frozen=True)
 class SeqSet:
+    """A sequence set as sent; :meth:`resolve` turns it into ranges, never into one entry per number."""
+
     ranges: tuple[SeqRange, ...] = ()
     saved: bool = False  # "$": the result of the last SEARCH ... RETURN (SAVE), RFC 9051 §6.4.4.1
 
-    def resolve(self, largest: int) -> list[tuple[int, int]]:
-        """Concrete (low, high) ranges, ``*`` being ``largest`` (RFC 9051 §9 seq-range)."""
-        out = []
-        for r in self.ranges:
-            a = largest if r.start is None else r.start
-            b = largest if r.end is None else r.end
-            out.append((min(a, b), max(a, b)))
-        return out
+    def resolve(self, largest: int) -> Spans:
+        """The numbers named, ``*`` being ``largest`` (RFC 9051 §9 seq-range), as sorted disjoint ranges.
 
-    def contains(self, n: int, largest: int) -> bool:
-        return any(lo <= n <= hi for lo, hi in self.resolve(largest))
+        ``1:4294967295`` is one range, however many numbers it spans; overlapping and
+        adjacent ranges merge, so what a client repeats costs it nothing later.
+        """
+        spans = sorted(
+            (min(a, b), max(a, b))
+            for a, b in (
+                (largest if r.start is None else r.start, largest if r.end is None else r.end) for r in self.ranges
+            )
+        )
+        merged: list[tuple[int, int]] = []
+        for lo, hi in spans:
+            if merged and lo <= merged[-1][1] + 1:
+                if hi > merged[-1][1]:
+                    merged[-1] = (merged[-1][0], hi)
+            else:
+                merged.append((lo, hi))
+        return Spans(tuple(lo for lo, _ in merged), tuple(hi for _, hi in merged))
+
+
+@dataclass(frozen=True)
+class Spans:
+    """Sorted, disjoint, non-adjacent inclusive ranges ``lows[i]..highs[i]``; membership by binary search."""
+
+    lows: tuple[int, ...]
+    highs: tuple[int, ...]
+
+    def __contains__(self, n: int) -> bool:
+        i = bisect.bisect_right(self.lows, n) - 1
+        return i >= 0 and n <= self.highs[i]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return zip(self.lows, self.highs, strict=True)
+
+    def pick(self, ascending: Sequence[int]) -> list[int]:
+        """The members of ``ascending`` (sorted, no duplicates) that fall in these ranges, in order."""
+        out: list[int] = []
+        for lo, hi in self:
+            out.extend(ascending[bisect.bisect_left(ascending, lo) : bisect.bisect_right(ascending, hi)])
+        return out
 
 
 @dataclass(frozen=True)
@@ -177,7 +230,7 @@ class Append(Command):
     mailbox: str
     flags: tuple[str, ...]
     date: datetime | None
-    message: bytes
+    message: Literal  # read into memory by the handler, within the memory budget
 
 
 @dataclass(frozen=True)
@@ -234,7 +287,6 @@ _MONTHS = {
 }
 _DATE_TIME = re.compile(rb'"([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"')
 _DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
-MAX_NESTING = 64
 
 
 class Cursor:
@@ -244,6 +296,7 @@ class Cursor:
         self.pos = 0  # offset in the current bytes part
         self.utf8 = utf8
         self.depth = 0
+        self.search_keys = 0
 
     # Low level.
 
@@ -352,19 +405,30 @@ class Cursor:
                     raise ParseError("bad escape in quoted string")
                 ch = line[self.pos]
                 self.pos += 1
-            elif ch in (0x0D, 0x0A) or (ch >= 0x80 and not self.utf8):
+            elif ch in (0x00, 0x0D, 0x0A) or (ch >= 0x80 and not self.utf8):
                 raise ParseError("bad character in quoted string")
             out.append(ch)
         raise ParseError("unterminated quoted string")
 
+    def literal_string(self) -> bytes:
+        """A literal used as a string: in memory (the session keeps every such literal there), no NUL, not literal8."""
+        lit = self.literal()
+        if lit.binary:
+            raise ParseError("a literal8 is allowed only for APPEND data")
+        if not isinstance(lit.content, bytes):
+            raise ParseError("string too long")
+        if b"\x00" in lit.content:
+            raise ParseError("NUL in a string")
+        return lit.content
+
     def string(self) -> bytes:
         if self.at_literal():
-            return self.literal().data
+            return self.literal_string()
         return self.quoted()
 
     def astring_bytes(self) -> bytes:
         if self.at_literal():
-            return self.literal().data
+            return self.literal_string()
         if self.peek() == 0x22:
             return self.quoted()
         text = self._run(_ATOM_SPECIALS - _ASTRING_EXTRA)
@@ -374,11 +438,6 @@ class Cursor:
 
     def astring(self) -> str:
         return self.astring_bytes().decode("utf-8", "replace")
-
-    def nstring_or_nil(self) -> str | None:
-        if self.take(b"NIL"):
-            return None
-        return self.string().decode("utf-8", "replace")
 
     def mailbox(self) -> str:
         raw = self.astring_bytes()
@@ -394,15 +453,31 @@ class Cursor:
                 raise ParseError("expected a mailbox pattern")
         return decode_mailbox(raw, utf8=self.utf8)
 
-    def paren_list(self, item: str = "list") -> list[str]:
-        """``(a b c)`` of atoms or flags."""
+    def paren_list(self, item: str = "list", *, most: int = 16) -> list[str]:
+        """``(a b c)`` of atoms or flags, at most ``most`` of them."""
         self.expect(b"(", f"a parenthesized {item}")
         out: list[str] = []
         while not self.take(b")"):
             if out:
                 self.sp()
+            if len(out) >= most:
+                raise ParseError(f"too many items in the {item} (at most {most})")
             out.append(self.flag_or_atom())
         return out
+
+    def flag_list(self) -> list[str]:
+        """A flag list for STORE or APPEND: at most MAX_FLAGS flags of at most MAX_KEYWORD_LENGTH octets."""
+        if self.peek() == ord("("):
+            flags = self.paren_list("flag list", most=limits.MAX_FLAGS)
+        else:  # STORE's flag-list without parentheses (RFC 9051 §9 store-att-flags)
+            flags = [self.flag_or_atom()]
+            while self.take(b" "):
+                if len(flags) >= limits.MAX_FLAGS:
+                    raise ParseError(f"too many flags (at most {limits.MAX_FLAGS})")
+                flags.append(self.flag_or_atom())
+        if any(len(f.encode()) > limits.MAX_KEYWORD_LENGTH for f in flags):
+            raise ParseError(f"keyword too long (at most {limits.MAX_KEYWORD_LENGTH} octets)")
+        return flags
 
     def flag_or_atom(self) -> str:
         if self.take(b"\\"):
@@ -448,9 +523,10 @@ class Cursor:
         if not m or m.group(2).decode().title() not in _MONTHS:
             raise ParseError('expected a date-time like "01-Feb-2026 10:00:00 +0000"')
         self.pos = m.end()
-        offset = timedelta(hours=int(m.group(8)), minutes=int(m.group(9)))
-        tz = timezone(offset if m.group(7) == b"+" else -offset)
         try:
+            # A zone of +9999 is 4 days: timezone() refuses it with ValueError, like a 31-Feb date.
+            offset = timedelta(hours=int(m.group(8)), minutes=int(m.group(9)))
+            tz = timezone(offset if m.group(7) == b"+" else -offset)
             return datetime(
                 int(m.group(3)),
                 _MONTHS[m.group(2).decode().title()],
@@ -465,8 +541,8 @@ class Cursor:
 
     def enter(self) -> None:
         self.depth += 1
-        if self.depth > MAX_NESTING:
-            raise ParseError("too deeply nested")
+        if self.depth > limits.MAX_NESTING:
+            raise ParseError(f"too deeply nested (at most {limits.MAX_NESTING} levels)")
 
     def leave(self) -> None:
         self.depth -= 1
@@ -500,11 +576,18 @@ def _simple(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     return Command(tag, name)
 
 
+def _credential(cur: Cursor) -> str:
+    raw = cur.astring_bytes()
+    if len(raw) > limits.MAX_CREDENTIAL:
+        raise ParseError(f"user name or password too long (at most {limits.MAX_CREDENTIAL} octets)")
+    return raw.decode("utf-8", "replace")
+
+
 def _login(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
-    user = cur.astring()
+    user = _credential(cur)
     cur.sp()
-    password = cur.astring()
+    password = _credential(cur)
     return Login(tag, name, user, password)
 
 
@@ -517,6 +600,8 @@ def _authenticate(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
             initial = b""
         else:
             text = cur.atom("a base64 initial response")
+            if len(text) > limits.MAX_SASL_RESPONSE:
+                raise ParseError(f"initial response too long (at most {limits.MAX_SASL_RESPONSE} octets)")
             try:
                 initial = base64.b64decode(text, validate=True)
             except (binascii.Error, ValueError):
@@ -525,8 +610,10 @@ def _authenticate(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
 
 
 def _enable(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
-    caps = []
+    caps: list[str] = []
     while cur.take(b" "):
+        if len(caps) >= limits.MAX_ENABLE:
+            raise ParseError(f"too many capabilities (at most {limits.MAX_ENABLE})")
         caps.append(cur.atom("a capability").upper())
     if not caps:
         raise ParseError("ENABLE needs at least one capability")
@@ -548,7 +635,7 @@ def _mailbox_command(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
         # RFC 6154 §5.3: CREATE mailbox (USE (\Sent)); only the form is checked here.
         cur.expect(b"(")
         cur.expect(b"USE ")
-        uses = cur.paren_list("special-use list")
+        uses = cur.paren_list("special-use list", most=8)
         cur.expect(b")")
         return CreateSpecial(tag, name, mailbox, tuple(uses))
     return MailboxCommand(tag, name, mailbox)
@@ -570,7 +657,7 @@ def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
     select: list[str] = []
     if name == "LIST" and cur.peek() == ord("("):
-        select = [s.upper() for s in cur.paren_list("selection options")]
+        select = [s.upper() for s in cur.paren_list("selection options", most=8)]
         if "RECURSIVEMATCH" in select and not set(select) - {"RECURSIVEMATCH", "REMOTE"}:
             raise ParseError("RECURSIVEMATCH needs another selection option")  # RFC 5258 §3
         cur.sp()
@@ -582,9 +669,13 @@ def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
         while not cur.take(b")"):
             if patterns:
                 cur.sp()
+            if len(patterns) >= limits.MAX_LIST_PATTERNS:
+                raise ParseError(f"too many patterns (at most {limits.MAX_LIST_PATTERNS})")
             patterns.append(cur.list_mailbox())
     else:
         patterns.append(cur.list_mailbox() if not cur.take(b'""') else "")
+    if any(len(reference) + len(p) > limits.MAX_PATTERN_LENGTH for p in patterns):
+        raise ParseError(f"reference and pattern too long (at most {limits.MAX_PATTERN_LENGTH} characters)")
     returns: list[str] = []
     status_items: list[str] = []
     if name == "LIST" and cur.take(b" "):
@@ -593,11 +684,13 @@ def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
         while not cur.take(b")"):
             if returns:
                 cur.sp()
+            if len(returns) >= 8:
+                raise ParseError("too many return options (at most 8)")
             option = cur.atom("a return option").upper()
             returns.append(option)
             if option == "STATUS":
                 cur.sp()
-                status_items = [s.upper() for s in cur.paren_list("status items")]
+                status_items = [s.upper() for s in cur.paren_list("status items", most=limits.MAX_STATUS_ITEMS)]
     return ListCommand(
         tag,
         name,
@@ -614,7 +707,7 @@ def _status(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
     mailbox = cur.mailbox()
     cur.sp()
-    items = tuple(s.upper() for s in cur.paren_list("status items"))
+    items = tuple(s.upper() for s in cur.paren_list("status items", most=limits.MAX_STATUS_ITEMS))
     if not items:
         raise ParseError("STATUS needs at least one item")
     return Status(tag, name, mailbox, items)
@@ -627,17 +720,17 @@ def _append(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     flags: list[str] = []
     date = None
     if cur.peek() == ord("("):
-        flags = cur.paren_list("flag list")
+        flags = cur.flag_list()
         cur.sp()
     if cur.peek() == ord('"'):
         date = cur.date_time()
         cur.sp()
     if cur.take(b"UTF8 ("):
-        message = cur.literal().data  # RFC 9051 APPEND data-ext for UTF8=ACCEPT
+        message = cur.literal()  # RFC 9051 APPEND data-ext for UTF8=ACCEPT
         cur.expect(b")")
     else:
         cur.take(b"~")  # literal8 marker; the session already read it as a literal
-        message = cur.literal().data
+        message = cur.literal()
     return Append(tag, name, mailbox, tuple(flags), date, message)
 
 
@@ -653,6 +746,9 @@ _SEARCH_FLAG = {"KEYWORD", "UNKEYWORD"}
 
 def _search_key(cur: Cursor) -> SearchKey:
     cur.enter()
+    cur.search_keys += 1
+    if cur.search_keys > limits.MAX_SEARCH_KEYS:
+        raise ParseError(f"too many search keys (at most {limits.MAX_SEARCH_KEYS})")
     try:
         if cur.take(b"("):
             keys = [_search_key(cur)]
@@ -661,7 +757,7 @@ def _search_key(cur: Cursor) -> SearchKey:
                 keys.append(_search_key(cur))
             return SearchKey("AND", tuple(keys))
         nxt = cur.peek()
-        if nxt is not None and (chr(nxt).isdigit() or nxt in b"*$"):
+        if nxt is not None and (0x30 <= nxt <= 0x39 or nxt in b"*$"):
             return SearchKey("SEQ", (cur.seqset(),))
         word = cur.atom("a search key").upper()
         if word in _SEARCH_NO_ARGS:
@@ -736,7 +832,9 @@ def _section(cur: Cursor, binary: bool) -> Section:
         if part and not cur.take(b"."):
             raise ParseError("bad section")
         peek = cur.peek()
-        if peek is not None and chr(peek).isdigit():
+        if peek is not None and 0x30 <= peek <= 0x39:
+            if len(part) >= limits.MAX_SECTION_DEPTH:
+                raise ParseError(f"section part number too deep (at most {limits.MAX_SECTION_DEPTH} levels)")
             part.append(cur.nz_number())
             continue
         if binary:
@@ -750,6 +848,8 @@ def _section(cur: Cursor, binary: bool) -> Section:
             cur.expect(b"(")
             names = [cur.astring().upper()]
             while cur.take(b" "):
+                if len(names) >= limits.MAX_HEADER_FIELDS:
+                    raise ParseError(f"too many header fields (at most {limits.MAX_HEADER_FIELDS})")
                 names.append(cur.astring().upper())
             cur.expect(b")")
             fields = tuple(names)
@@ -788,6 +888,8 @@ def _fetch(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
         while not cur.take(b")"):
             if atts:
                 cur.sp()
+            if len(atts) >= limits.MAX_FETCH_ITEMS:
+                raise ParseError(f"too many fetch items (at most {limits.MAX_FETCH_ITEMS})")
             atts.append(_fetch_att(cur))
         if not atts:
             raise ParseError("empty fetch list")
@@ -819,12 +921,7 @@ def _store(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.expect(b"FLAGS", "FLAGS")
     silent = cur.take(b".SILENT")
     cur.sp()
-    if cur.peek() == ord("("):
-        flags = cur.paren_list("flag list")
-    else:
-        flags = [cur.flag_or_atom()]
-        while cur.take(b" "):
-            flags.append(cur.flag_or_atom())
+    flags = cur.flag_list()
     return Store(tag, name, uid, seqset, mode, silent, tuple(flags))
 
 
@@ -851,11 +948,14 @@ def _id(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     while not cur.take(b")"):
         if params:
             cur.sp()
-        key = cur.string().decode("utf-8", "replace")
+        if len(params) >= limits.MAX_ID_PARAMS:
+            raise ParseError(f"too many ID parameters (at most {limits.MAX_ID_PARAMS})")  # RFC 2971 §3.3
+        key = cur.string()
         cur.sp()
-        params.append((key, cur.nstring_or_nil()))
-        if len(params) > 30:
-            raise ParseError("too many ID parameters")
+        value = None if cur.take(b"NIL") else cur.string()
+        if len(key) > limits.MAX_ID_FIELD or (value is not None and len(value) > limits.MAX_ID_VALUE):
+            raise ParseError(f"ID field or value too long (at most {limits.MAX_ID_FIELD} and {limits.MAX_ID_VALUE})")
+        params.append((key.decode("utf-8", "replace"), None if value is None else value.decode("utf-8", "replace")))
     return Id(tag, name, tuple(params))
 
 

@@ -12,6 +12,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+# What a response is written as: bytes, and views into a message's raw bytes (sent without a copy).
+Piece = bytes | memoryview
+
 _QUOTED_MAX = 1000
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
@@ -33,11 +36,6 @@ def astring(value: str | bytes, *, utf8: bool = False) -> bytes:
 
 def nstring(value: str | bytes | None, *, utf8: bool = False) -> bytes:
     return b"NIL" if value is None else astring(value, utf8=utf8)
-
-
-def literal(data: bytes, *, binary: bool = False) -> bytes:
-    """``{n}`` + data, or ``~{n}`` for binary content (RFC 9051 §4.3 literal8)."""
-    return (b"~" if binary else b"") + b"{%d}\r\n" % len(data) + data
 
 
 def flag_list(flags: Iterable[str]) -> bytes:

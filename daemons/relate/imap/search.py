@@ -12,6 +12,7 @@ so results never depend on whether the indexer has run.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import re
@@ -20,13 +21,12 @@ from datetime import date, datetime
 from typing import Any
 
 from relate.imap.errors import No
-from relate.imap.parser import SearchKey, SeqSet
+from relate.imap.parser import SearchKey, SeqSet, Spans
 from relate.imap.session import Selected
 from relate.mail.mime import parse_message
 from relate.store.db import Queryable
 from relate.store.messages import search_texts
 
-_TEXT_KEYS = frozenset({"BODY", "TEXT", "HEADER"})
 _FLAG_KEYS = {
     "ANSWERED": "\\Answered",
     "DELETED": "\\Deleted",
@@ -71,45 +71,141 @@ def _prefilter(key: SearchKey, sel: Selected, params: list[Any]) -> list[str]:
     return []
 
 
+# Rows per query for the columns every key can use; their size does not depend on the messages' sizes.
+_BATCH = 2000
+# Stored search text and raw bytes (BODY, TEXT, HEADER) are read a group at a time, a group holding at
+# most this many octets by the rows' sizes (at least one row), so a SEARCH holds a bounded part of a mailbox.
+_TEXT_BYTES = 16 * 1024 * 1024
+# The indexer's text of one message is at most twice store.messages._SEARCH_TEXT_LIMIT characters.
+_INDEXED_TEXT = 800_000
+# Up to this many rows are matched on the event loop; more (or any that need parsing) in a worker thread.
+_INLINE_ROWS = 200
+
+_LIGHT = """SELECT m.uid, m.flags, m.internal_date, m.date_header, m.envelope->>'date' AS date_text, m.size,
+                   m.subject, m.header_end, m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.text_indexed
+              FROM messages m WHERE {where} AND m.uid > ${after} ORDER BY m.uid LIMIT {batch}"""
+
+
 async def run(conn: Queryable, sel: Selected, key: SearchKey, *, charset: str | None) -> list[int]:
-    """UIDs of the selected mailbox's messages that match ``key``, ascending."""
+    """UIDs of the selected mailbox's messages that match ``key``, ascending.
+
+    The mailbox is read in UID order, ``_BATCH`` rows at a time; where keys need a message's
+    text, that is read in groups of at most ``_TEXT_BYTES``. Matching runs on the loop for a
+    small batch and in a worker thread otherwise, so neither memory nor the loop's time grows
+    with the mailbox.
+    """
     if charset not in (None, "UTF-8", "US-ASCII"):
         raise No("Only UTF-8 searches are supported", "BADCHARSET (UTF-8)")
     params: list[Any] = [sel.mailbox_id]
     where = " AND ".join(["m.mailbox_id = $1", *_prefilter(key, sel, params)])
-    text = _has_key(key, _TEXT_KEYS)
-    # The message itself is read only where needed: HEADER keys, or messages not indexed yet.
-    raw = ""
-    if text:
-        header = _has_key(key, frozenset({"HEADER"}))
-        raw = ", b.data AS raw" if header else ", CASE WHEN m.text_indexed THEN NULL ELSE b.data END AS raw"
-    join = "JOIN blobs b ON b.hash = m.blob_hash" if text else ""
-    rows = await conn.fetch(
-        f"""SELECT m.uid, m.flags, m.internal_date, m.date_header, m.envelope->>'date' AS date_text, m.size,
-                   m.subject, m.header_end, m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr,
-                   m.text_indexed, m.search_head, m.search_body{raw}
-              FROM messages m {join} WHERE {where} ORDER BY m.uid""",
-        *params,
+    light = _LIGHT.format(where=where, after=len(params) + 1, batch=_BATCH)
+    texts = _has_key(key, frozenset({"BODY", "TEXT"}))
+    header = _has_key(key, frozenset({"HEADER"}))
+    ctx = _Context(sel)
+    matched: list[int] = []
+    after = 0
+    while True:
+        rows = [dict(r) for r in await conn.fetch(light, *params, after)]
+        if not rows:
+            return matched
+        after = rows[-1]["uid"]
+        if not (texts or header):
+            matched += await _evaluate(rows, key, ctx, parse=False)
+            continue
+        for group in _groups(rows, texts=texts, header=header):
+            await _add_text(conn, sel.mailbox_id, group, texts=texts, header=header)
+            matched += await _evaluate(group, key, ctx, parse=texts and not all(r["text_indexed"] for r in group))
+
+
+def _weight(row: dict[str, Any], *, texts: bool, header: bool) -> int:
+    """Octets that reading ``row``'s text for these keys brings into memory (about)."""
+    weight = int(row["header_end"] or 0) if header else 0
+    if texts:
+        weight += min(int(row["size"]), _INDEXED_TEXT) if row["text_indexed"] else int(row["size"])
+    return weight
+
+
+def _groups(rows: list[dict[str, Any]], *, texts: bool, header: bool) -> list[list[dict[str, Any]]]:
+    groups: list[list[dict[str, Any]]] = [[]]
+    held = 0
+    for row in rows:
+        weight = _weight(row, texts=texts, header=header)
+        if groups[-1] and held + weight > _TEXT_BYTES:
+            groups.append([])
+            held = 0
+        groups[-1].append(row)
+        held += weight
+    return groups
+
+
+async def _add_text(
+    conn: Queryable, mailbox_id: int, group: list[dict[str, Any]], *, texts: bool, header: bool
+) -> None:
+    """Add to each row what its text keys read: the indexer's text, or (HEADER, or not indexed yet) raw bytes."""
+    if texts and header:
+        raw = "CASE WHEN m.text_indexed THEN substring(b.data from 1 for m.header_end::int) ELSE b.data END"
+    elif texts:
+        raw = "CASE WHEN m.text_indexed THEN NULL ELSE b.data END"
+    else:
+        raw = "substring(b.data from 1 for m.header_end::int)"
+    stored = ", m.search_head, m.search_body" if texts else ""
+    heavy = await conn.fetch(
+        f"""SELECT m.uid{stored}, {raw} AS raw FROM messages m JOIN blobs b ON b.hash = m.blob_hash
+             WHERE m.mailbox_id = $1 AND m.uid = ANY($2::bigint[])""",
+        mailbox_id,
+        [r["uid"] for r in group],
     )
-    largest_uid = sel.uids[-1] if sel.uids else 0
+    by_uid = {r["uid"]: r for r in heavy}
+    for row in group:
+        found = by_uid.get(row["uid"])
+        row["gone"] = found is None  # expunged since the first query: it matches nothing now
+        row["raw"] = None if found is None else found["raw"]
+        row["search_head"] = None if found is None or not texts else found["search_head"]
+        row["search_body"] = None if found is None or not texts else found["search_body"]
+
+
+async def _evaluate(rows: list[dict[str, Any]], key: SearchKey, ctx: _Context, *, parse: bool) -> list[int]:
+    if len(rows) <= _INLINE_ROWS and not parse:
+        return _matching(rows, key, ctx)
+    return await asyncio.to_thread(_matching, rows, key, ctx)
+
+
+def _matching(rows: list[dict[str, Any]], key: SearchKey, ctx: _Context) -> list[int]:
+    """The UIDs of ``rows`` that match ``key`` (pure CPU: safe in a worker thread while the session waits)."""
     matched = []
     for row in rows:
-        msn = sel.msn(row["uid"])
-        if msn is None:
-            continue  # arrived after the client's view; it will hear of it first
-        ctx = _Message(row, msn, len(sel.uids), largest_uid, sel)
-        if ctx.matches(key):
+        msn = ctx.sel.msn(row["uid"])
+        if msn is None or row.get("gone"):
+            continue  # arrived after the client's view (it will hear of it first), or expunged meanwhile
+        if _Message(row, msn, ctx).matches(key):
             matched.append(row["uid"])
     return matched
 
 
+class _Context:
+    """What every message of one SEARCH is matched against: the client's view, and resolved sequence sets."""
+
+    def __init__(self, sel: Selected) -> None:
+        self.sel = sel
+        self.count = len(sel.uids)
+        self.largest_uid = sel.uids[-1] if sel.uids else 0
+        self.saved = frozenset(sel.saved)
+        self._spans: dict[tuple[int, int], Spans] = {}
+
+    def spans(self, seqset: SeqSet, largest: int) -> Spans:
+        """``seqset`` resolved once per SEARCH, not once per message."""
+        cache_key = (id(seqset), largest)
+        found = self._spans.get(cache_key)
+        if found is None:
+            found = self._spans[cache_key] = seqset.resolve(largest)
+        return found
+
+
 class _Message:
-    def __init__(self, row: Any, msn: int, count: int, largest_uid: int, sel: Selected) -> None:
+    def __init__(self, row: dict[str, Any], msn: int, ctx: _Context) -> None:
         self.row = row
         self.msn = msn
-        self.count = count
-        self.largest_uid = largest_uid
-        self.sel = sel
+        self.ctx = ctx
         self._texts: tuple[str, str] | None = None
 
     def _search_texts(self) -> tuple[str, str]:
@@ -140,8 +236,8 @@ class _Message:
 
     def _in(self, seqset: SeqSet, value: int, largest: int) -> bool:
         if seqset.saved:
-            return self.row["uid"] in self.sel.saved
-        return seqset.contains(value, largest)
+            return self.row["uid"] in self.ctx.saved
+        return value in self.ctx.spans(seqset, largest)
 
     def matches(self, key: SearchKey) -> bool:
         name, args = key.name, key.args
@@ -175,10 +271,10 @@ class _Message:
             return int(self.row["size"]) < int(str(args[0]))
         if name == "SEQ":
             assert isinstance(args[0], SeqSet)
-            return self._in(args[0], self.msn, self.count)
+            return self._in(args[0], self.msn, self.ctx.count)
         if name == "UID":
             assert isinstance(args[0], SeqSet)
-            return self._in(args[0], self.row["uid"], self.largest_uid)
+            return self._in(args[0], self.row["uid"], self.ctx.largest_uid)
         if name in ("BEFORE", "ON", "SINCE"):
             return _compare(name, self.row["internal_date"], args[0])
         if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):

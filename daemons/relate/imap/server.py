@@ -13,6 +13,7 @@ import asyncpg
 from relate.auth import Authenticator
 from relate.config import Config
 from relate.imap.session import ImapSession
+from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import Session, StreamServer
 from relate.runtime.tls import TLSRegistry
 from relate.store.changes import MAIL_CHANNEL, ChangeFeed, MailChange
@@ -96,6 +97,8 @@ class ImapServer(StreamServer):
         self._own_feed = feed is None
         self.feed = feed if feed is not None else ChangeFeed(cfg.database)
         self.hub = ChangeHub(self.feed)
+        # Bytes of APPENDed messages held in memory while they are stored (about twice each message).
+        self.memory = MemoryBudget(cfg.imap.memory_budget)
         self.listeners = {"imap": (cfg.imap.imap, False), "imaps": (cfg.imap.imaps, True)}
         self._per_user: collections.Counter[int] = collections.Counter()
 

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from relate.auth import Principal
 from relate.errors import MailboxGone
-from relate.imap import parser
+from relate.imap import limits, parser
 from relate.imap.errors import Bad, Bye, ImapError, No, ParseError
 from relate.imap.parser import Literal, Part
-from relate.imap.responses import flag_list
-from relate.store import imap_messages
+from relate.imap.responses import Piece, flag_list
+from relate.store import db, imap_messages
 
 if TYPE_CHECKING:
     from relate.imap.server import ImapServer
@@ -42,11 +42,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("relate.imap")
 
 _LITERAL = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
+# Output pieces of this size or more are written on their own rather than joined with the rest,
+# in slices of this size.
+_WRITE_ALONE = 256 * 1024
 # Literals bigger than this are streamed to a temporary file, SPOOL_CHUNK octets at a time.
 SPOOL_ABOVE = 256 * 1024
 SPOOL_CHUNK = 64 * 1024
-# Seconds before IDLE tries again to report changes it could not read from the database.
-SYNC_RETRY = 2.0
 
 
 def _close_literals(parts: list[Part]) -> None:
@@ -64,6 +65,47 @@ class LineTooLong(Exception):
     def __init__(self, tag: str) -> None:
         super().__init__("line too long")
         self.tag = tag  # the overlong command's tag, so the client gets a tagged BAD
+
+
+# A tag as the grammar allows it (RFC 9051 §9: astring characters but "+"), to answer a command
+# that could not be parsed; anything else is answered untagged.
+_TAG = re.compile(rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]{1,64}")
+# Enough of a line's end to hold a literal announcement (~{20 digits+}).
+_TAIL = 32
+
+
+def _tag_of(line: bytes) -> str:
+    """The tag a line starts with, or "*" when it does not start with one followed by a space."""
+    tag, space, _ = line.partition(b" ")
+    return tag.decode("ascii") if space and _TAG.fullmatch(tag) else "*"
+
+
+def transport_reason(exc: BaseException) -> str:
+    """A short name for a transport failure: the OpenSSL reason (WRONG_VERSION_NUMBER) or the error's type."""
+    return str(getattr(exc, "reason", None) or type(exc).__name__)
+
+
+def _where(exc: BaseException) -> str:
+    """file:line of the innermost frame an exception came from."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "-"
+
+
+# What a handler meets when it cannot get at the database (store/db.py says which errors those are).
+DB_UNAVAILABLE = db.UNAVAILABLE
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters), for a one-line log."""
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _verb_of(line: bytes) -> bytes:
+    words = line.split(b" ", 2)
+    return words[1].upper() if len(words) > 1 else b""
 
 
 @dataclass
@@ -107,13 +149,16 @@ class ImapSession:
         self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855), or IMAP4rev2
         self.rev2 = False  # ENABLE IMAP4rev2
         self.bad_in_a_row = 0
-        self._out: list[bytes] = []
+        self._out: list[Piece] = []
+        self._big_piece = False  # a piece of _WRITE_ALONE octets or more is buffered
         self._out_size = 0
         self.started = time.monotonic()
         self.commands = 0
         self.waiting = False  # for the client: between commands, or in IDLE
         self.leaving = False  # shutting down: BYE once the command in progress has answered
-        self._sync_failing = False  # a sync in IDLE failed for want of the database (logged once)
+        self._rest_of_line = False  # an overlong line was refused: drop the rest of it before the next read
+        self.end = ""  # how the session ended, for its log line: logout, bye, client-gone, tls-failed:REASON, ...
+        self._tail = b""  # the last octets of that line read so far
 
     # -- output ----------------------------------------------------------------
 
@@ -121,6 +166,19 @@ class ImapSession:
         # Buffered until flush(): one write (one TLS record, one syscall) per batch of lines.
         self._out.append(data + b"\r\n")
         self._out_size += len(data) + 2
+
+    def send_pieces(self, pieces: list[Piece]) -> None:
+        """One response line given as pieces (a FETCH with literals): buffered as they are, never joined."""
+        self._out += pieces
+        self._out.append(b"\r\n")
+        sizes = [len(p) for p in pieces]
+        self._out_size += sum(sizes) + 2
+        self._big_piece = self._big_piece or max(sizes, default=0) >= _WRITE_ALONE
+
+    @property
+    def pending(self) -> int:
+        """Octets buffered for the client and not yet written."""
+        return self._out_size
 
     def untagged(self, text: str | bytes) -> None:
         self.send(b"* " + (text.encode("utf-8") if isinstance(text, str) else text))
@@ -130,63 +188,158 @@ class ImapSession:
         self.send(f"{tag} {status} {coded}{text}".encode("utf-8", "replace"))
 
     async def flush(self) -> None:
-        if self._out:
-            self.writer.write(b"".join(self._out))
+        if self._out and not self._big_piece:
+            self.writer.write(b"".join(self._out))  # the usual case: one write per batch of lines
             self._out.clear()
             self._out_size = 0
+        elif self._out:
+            out, self._out, self._out_size, self._big_piece = self._out, [], 0, False
+            # Small pieces go out joined (one write); a big one (a message body) uncopied, a slice at a time
+            # with the transport drained in between, so encrypting it never holds the loop for long.
+            run: list[Piece] = []
+            for piece in out:
+                if len(piece) < _WRITE_ALONE:
+                    run.append(piece)
+                    continue
+                if run:
+                    self.writer.write(b"".join(run))
+                    run = []
+                view = memoryview(piece)
+                for start in range(0, len(view), _WRITE_ALONE):
+                    self.writer.write(view[start : start + _WRITE_ALONE])
+                    await self.writer.drain()
+            if run:
+                self.writer.write(b"".join(run))
         await self.writer.drain()
 
     # -- input -----------------------------------------------------------------
 
     async def readline(self) -> bytes:
-        """One line without its CRLF; LineTooLong (after swallowing it) past ``imap.max_line_length``."""
+        """One line without its CRLF.
+
+        Past ``imap.max_line_length`` this raises LineTooLong as soon as that much
+        has arrived, so the client hears BAD at once; the rest of the line is read
+        and dropped a buffer at a time (never held) before the next line is read.
+        """
+        if self._rest_of_line:
+            await self._drop_rest(self._tail, mid_line=True)
+            self._rest_of_line, self._tail = False, b""
         try:
             line = await self.reader.readuntil(b"\n")
         except asyncio.LimitOverrunError as exc:
-            # Swallow the rest of the overlong line, then refuse it.
-            start = await self.reader.readexactly(exc.consumed)
-            while True:
-                try:
-                    await self.reader.readuntil(b"\n")
-                    break
-                except asyncio.LimitOverrunError as more:
-                    await self.reader.readexactly(more.consumed)
-            tag = start.split(b" ", 1)[0][:64].decode("ascii", "replace")
-            raise LineTooLong(tag if tag and tag.isprintable() and "+" not in tag and "*" not in tag else "*") from None
+            head = await self.reader.readexactly(exc.consumed)
+            self._rest_of_line = True
+            self._tail = head[-_TAIL:]
+            raise LineTooLong(_tag_of(head)) from None
         return line.rstrip(b"\r\n")
 
-    async def read_command(self) -> list[Part] | None:
-        """A whole command with its literals; None when it was answered already (a refused literal)."""
-        parts: list[Part] = []
-        total = 0
+    async def _drop_rest(self, tail: bytes, *, mid_line: bool) -> None:
+        """Drop the rest of a refused command as it arrives, never holding more than a buffer of it.
+
+        ``tail`` is the end of what was read of the current line; ``mid_line``, whether its
+        CRLF is still to come. A line that ends in a LITERAL+ announcement is followed by the
+        literal's data and more command text, which the client sends without waiting: those
+        go too. A synchronizing literal is never sent, since the client waits for ``+``.
+        """
+        skipped = 0
         while True:
-            line = await self.readline()
-            total += len(line)
-            m = _LITERAL.search(line)
-            if m is None:
-                parts.append(line)
-                return parts
+            while mid_line:
+                try:
+                    chunk = await self.reader.readuntil(b"\n")
+                    mid_line = False
+                except asyncio.LimitOverrunError as exc:
+                    chunk = await self.reader.readexactly(exc.consumed)
+                tail = (tail + chunk)[-_TAIL:]
+            m = _LITERAL.search(tail.rstrip(b"\r\n"))
+            if m is None or m.group(3) != b"+":
+                return
             size = int(m.group(2))
-            nonsync = m.group(3) == b"+"
-            parts.append(line[: m.start()])
-            if size > self.cfg.max_literal_size or total + size > self.cfg.max_literal_size + self.cfg.max_line_length:
-                tag = (parts[0].split(b" ", 1)[0] if isinstance(parts[0], bytes) else b"*").decode("ascii", "replace")
-                if nonsync:
+            skipped += size
+            if skipped > self.cfg.max_literal_size:
+                raise Bye("Literal too big")
+            await self._skip(size)
+            tail, mid_line = b"", True
+
+    async def _skip(self, size: int) -> None:
+        """Read and drop ``size`` octets, SPOOL_CHUNK at a time."""
+        while size:
+            chunk = await self.reader.read(min(size, SPOOL_CHUNK))
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", size)
+            size -= len(chunk)
+
+    async def read_command(self) -> list[Part] | None:
+        """A whole command with its literals; None when it was refused (and answered) while being read.
+
+        The command's lines and literals together may hold at most ``imap.max_line_length``
+        octets, and at most MAX_LITERALS literals; only an APPEND's message literal may be
+        bigger (up to ``imap.max_literal_size``). It alone is spooled to disk when large.
+        """
+        parts: list[Part] = []
+        tag = "*"
+        append = False
+        used = 0  # octets of lines and literals, the APPEND message aside
+        literals = 0
+        message = False  # an APPEND message literal has been read
+        limit, biggest = self.cfg.max_line_length, self.cfg.max_literal_size
+        try:
+            while True:
+                try:
+                    line = await self.readline()
+                except LineTooLong as exc:
+                    raise LineTooLong(tag if parts else exc.tag) from None
+                if not parts:
+                    tag = _tag_of(line)
+                    append = _verb_of(line) == b"APPEND"
+                used += len(line)
+                m = _LITERAL.search(line)
+                if m is None:
+                    if used > limit:
+                        raise LineTooLong(tag)
+                    parts.append(line)
+                    return parts
+                parts.append(line[: m.start()])
+                size = int(m.group(2))
+                nonsync = m.group(3) == b"+"
+                literals += 1
+                big = False
+                refusal: tuple[str, str, str | None] | None = None
+                if size > biggest and nonsync:
                     # The client is already sending the data; the only safe answer is to hang up.
-                    raise Bye(f"literal of {size} octets is over the limit of {self.cfg.max_literal_size}")
-                self.tagged(tag or "*", "NO", "Literal too big", "TOOBIG")
-                await self.flush()
-                return None
-            if not nonsync:
-                self.send(b"+ Ready for literal data")
-                await self.flush()
-            binary = m.group(1) == b"~"
-            try:
-                parts.append(Literal(await self._read_literal(size), binary=binary))
-            except BaseException:
-                _close_literals(parts)
-                raise
-            total += size
+                    raise Bye(f"literal of {size} octets is over the limit of {biggest}")
+                if literals > limits.MAX_LITERALS:
+                    refusal = ("BAD", f"Too many literals in one command (at most {limits.MAX_LITERALS})", None)
+                elif append and size > biggest:
+                    refusal = ("NO", "Literal too big", "TOOBIG")  # APPENDLIMIT says how big it may be
+                elif used + size <= limit:
+                    pass
+                elif append and not message and used <= limit:
+                    big = message = True
+                else:
+                    refusal = ("NO", f"Literal too big (at most {limit} octets outside an APPEND message)", "TOOBIG")
+                if refusal is not None:
+                    if nonsync:  # the client is sending the data and the rest of the command: drop them
+                        await self._drop_rest(line[-_TAIL:], mid_line=False)
+                    kind, text, code = refusal
+                    if kind == "BAD":
+                        await self._bad(tag, text)
+                    else:
+                        self.tagged(tag, kind, text, code)
+                        await self.flush()
+                    _close_literals(parts)
+                    return None
+                if not nonsync:
+                    self.send(b"+ Ready for literal data")
+                    await self.flush()
+                if big:
+                    content = await self._read_literal(size)
+                else:
+                    used += size
+                    content = await self.reader.readexactly(size)
+                parts.append(Literal(content, binary=m.group(1) == b"~", size=size))
+        except BaseException:
+            _close_literals(parts)
+            raise
 
     async def _read_literal(self, size: int) -> bytes | BinaryIO:
         """Up to SPOOL_ABOVE octets in memory; more are streamed to an unlinked temporary file in chunks,
@@ -222,7 +375,7 @@ class ImapSession:
                     self.untagged("BYE Autologout; idle for too long")
                     break
                 except LineTooLong as exc:
-                    await self._bad(exc.tag, "Line too long")
+                    await self._bad(exc.tag, f"Command line too long (at most {self.cfg.max_line_length} octets)")
                     continue
                 finally:
                     self.waiting = False
@@ -235,12 +388,23 @@ class ImapSession:
                 await self.flush()
                 if self.leaving:
                     raise Bye("Server shutting down")
+            self.end = self.end or ("logout" if self.state == LOGOUT else "idle-timeout")
         except Bye as bye:
+            self.end = self.end or "bye"
             self.untagged(f"BYE {bye.text}")
         except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away; nothing it did half-way was committed
+            self.end = self.end or "client-gone"  # nothing it did half-way was committed
+        except OSError as exc:
+            # ssl.SSLError (bytes that are not TLS records) and other socket failures: the connection is
+            # unusable, and the client's doing. The session's log line says so; no traceback.
+            self.end = self.end or f"network-error:{transport_reason(exc)}"
+        except Exception as exc:  # noqa: BLE001 - a bug: one line that says where, never a dead task's traceback
+            self.end = f"server-error:{type(exc).__name__}"
+            log.error(
+                "imap-session-error client=%s error=%s: %s at=%s", self.client, type(exc).__name__, exc, _where(exc)
+            )
         finally:
-            with contextlib.suppress(ConnectionError, RuntimeError):
+            with contextlib.suppress(OSError, RuntimeError):
                 await self.flush()
 
     async def _bad(self, tag: str, text: str) -> None:
@@ -258,37 +422,50 @@ class ImapSession:
             cmd = parser.parse(parts, utf8=self.utf8)
         except ParseError as exc:
             first = parts[0] if parts and isinstance(parts[0], bytes) else b""
-            tag = first.split(b" ", 1)[0].decode("ascii", "replace") if first and b" " in first else "*"
-            await self._bad(tag if tag and "+" not in tag else "*", f"Syntax error: {exc.text}")
+            await self._bad(_tag_of(first), f"Syntax error: {exc.text}")
             return
         if cmd.name not in ALLOWED[self.state]:
             await self._bad(cmd.tag, f"{cmd.name} is not allowed now")
             return
         self.bad_in_a_row = 0
-        handler = HANDLERS[cmd.name]
         try:
-            await handler(self, cmd)
-        except (Bye, ConnectionError, asyncio.IncompleteReadError):
+            await self._handle(HANDLERS[cmd.name], cmd)
+        except (Bye, asyncio.IncompleteReadError):
             raise  # run() handles these: BYE, or a client that went away
         except LineTooLong:
-            self.tagged(cmd.tag, "BAD", "Line too long")
+            self.tagged(cmd.tag, "BAD", f"Line too long (at most {self.cfg.max_line_length} octets)")
+        except Exception as exc:  # one place turns any failure into NO, and logs it in one line
+            if isinstance(exc, OSError) and self.writer.is_closing():
+                raise  # the client's connection broke, not the database's: run() ends the session
+            if isinstance(exc, DB_UNAVAILABLE):
+                # No free pooled connection within database.acquire_timeout, or the database is down or
+                # restarting: a temporary failure the client may retry, never a dropped connection.
+                log.warning("imap-tempfail client=%s command=%s error=%s", self.client, cmd.name, describe(exc))
+                self.tagged(cmd.tag, "NO", "Temporary server failure, try again", "UNAVAILABLE")
+            else:
+                log.error(
+                    "imap-error client=%s command=%s error=%s at=%s", self.client, cmd.name, describe(exc), _where(exc)
+                )
+                self.tagged(cmd.tag, "NO", "Server failure", "SERVERBUG")
+
+    async def _handle(self, handler: Handler, cmd: parser.Command) -> None:
+        """Run a handler; answer the IMAP errors it raises (after reporting mailbox changes, as any answer does)."""
+        try:
+            await handler(self, cmd)
+        except Bye:
+            raise
         except MailboxGone:
             # The mailbox went away under the command (deleted by another session).
             await self.sync()
             self.tagged(cmd.tag, "NO", "The mailbox no longer exists", "NONEXISTENT")
         except ImapError as exc:
-            await self.sync_after(cmd)
+            # The refusal stands even if the database cannot say what changed meanwhile (sync() keeps
+            # the news pending for the next command then).
+            with contextlib.suppress(*DB_UNAVAILABLE):
+                await self.sync_after(cmd)
             self.tagged(cmd.tag, exc.kind, exc.text, exc.code)
             if exc.kind == "BAD":
                 self.bad_in_a_row += 1
-        except (OSError, TimeoutError) as exc:
-            if isinstance(exc, ConnectionError):
-                raise
-            log.warning("imap-tempfail client=%s command=%s error=%s", self.client, cmd.name, type(exc).__name__)
-            self.tagged(cmd.tag, "NO", "Temporary server failure, try again", "UNAVAILABLE")
-        except Exception as exc:  # noqa: BLE001 - one place turns any failure into NO, and logs it
-            log.error("imap-error client=%s command=%s error=%s: %s", self.client, cmd.name, type(exc).__name__, exc)
-            self.tagged(cmd.tag, "NO", "Server failure", "SERVERBUG")
 
     # -- capabilities ------------------------------------------------------------
 
@@ -319,9 +496,12 @@ class ImapSession:
         if sel is None:
             return
         sel.changed.clear()
-        async with self.server.pool.acquire() as conn:
-            delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
-        self._sync_failing = False
+        try:
+            async with self.server.pool.acquire() as conn:
+                delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
+        except BaseException:
+            sel.changed.set()  # nothing was reported: the news stays pending
+            raise
         if delta["gone"]:
             self.server.hub.unwatch(self, sel.mailbox_id)
             self.selected = None
@@ -364,12 +544,13 @@ class ImapSession:
 
     def log_summary(self) -> None:
         log.info(
-            "imap-session client=%s tls=%s user=%s commands=%d seconds=%.1f",
+            "imap-session client=%s tls=%s user=%s commands=%d seconds=%.1f end=%s",
             self.client,
             "yes" if self.tls else "no",
             self.principal.address if self.principal else "-",
             self.commands,
             time.monotonic() - self.started,
+            self.end or "closed",
         )
 
     def check_login_allowed(self) -> None:
@@ -387,20 +568,20 @@ class ImapSession:
         self._out.clear()
         self.writer.close()
 
-    def sync_failed(self, exc: BaseException) -> None:
-        """A sync in IDLE could not reach the database: one log line per outage, and another try soon."""
-        sel = self.selected
-        if sel is None:
-            return
-        if not self._sync_failing:
-            log.warning("imap-sync-failed client=%s error=%s; retrying", self.client, type(exc).__name__)
-            self._sync_failing = True
-        asyncio.get_running_loop().call_later(SYNC_RETRY, self.mark_selected_changed, sel.mailbox_id)
-
     def mark_selected_changed(self, mailbox_id: int) -> None:
         sel = self.selected
         if sel is not None and sel.mailbox_id == mailbox_id:
             sel.changed.set()
 
 
-__all__ = ["AUTHENTICATED", "LOGOUT", "NOT_AUTHENTICATED", "SELECTED", "ImapSession", "Selected"]
+__all__ = [
+    "AUTHENTICATED",
+    "DB_UNAVAILABLE",
+    "LOGOUT",
+    "NOT_AUTHENTICATED",
+    "SELECTED",
+    "ImapSession",
+    "Selected",
+    "describe",
+    "transport_reason",
+]

@@ -26,16 +26,19 @@ class DatabaseUnavailable(RelateError):
     """The database cannot be reached or refused the login."""
 
 
-# What an unreachable or lost database raises (refused or dropped connections, a server shutting down
-# or starting up, a pool with no free connection): a temporary failure, which every daemon answers as
-# one (451, NO [UNAVAILABLE], -ERR [SYS/TEMP], 503) and logs in one line; never a bug report.
+# What an unreachable, lost or overloaded database raises (refused or dropped connections, a server
+# shutting down or starting up, too many clients, a pool with no free connection, a deadlock or
+# serialization failure): a temporary failure, which every daemon answers as one (451, NO [UNAVAILABLE],
+# -ERR [SYS/TEMP], 503) and logs in one line; never a bug report.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     DatabaseUnavailable,
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.TransactionRollbackError,
 )
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -353,6 +354,38 @@ def status_items(line: bytes) -> dict[str, int]:
     values = parse_values(line[len(b"* STATUS ") :])
     items = values[-1]
     return {str(items[i]).upper(): int(items[i + 1]) for i in range(0, len(items), 2)}
+
+
+# -- logs ------------------------------------------------------------------------------------
+
+
+class LogLines(logging.Handler):
+    """Every record emitted below one logger, at any level, as the daemon would write it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, start: int = 0) -> list[str]:
+        return [r.getMessage() for r in self.records[start:]]
+
+
+@contextlib.contextmanager
+def captured_logs(name: str = "") -> Iterator[LogLines]:
+    """What ``name`` (default: every logger, asyncio's included) logs meanwhile, debug lines too."""
+    handler = LogLines()
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 # -- messages -------------------------------------------------------------------------------

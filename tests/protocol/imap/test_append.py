@@ -215,3 +215,48 @@ async def test_client_vanishing_mid_big_literal_stores_nothing(imap: Imap) -> No
     await asyncio.sleep(0.3)
     assert await imap.stored() == []
     await imap.assert_serves()
+
+
+async def test_append_impossible_date_time_is_bad(imap: Imap) -> None:
+    """A date-time no clock can show (zone +9999, 31-Feb, hour 25) is a tagged BAD; the session goes on."""
+    client = await imap.connect()
+    for date in ("07-Dec-2026 10:00:00 +9999", "07-Dec-2026 10:00:00 -2400", "31-Feb-2026 10:00:00 +0000",
+                 "07-Dec-2026 25:00:00 +0000", "07-Dec-0000 10:00:00 +0000"):  # fmt: skip
+        result = await client.command(f'APPEND INBOX "{date}" ', Lit(b"x"))
+        assert result.status == "BAD", (date, str(result))
+    assert (await client.command("NOOP")).ok
+    assert await imap.stored() == []
+    await imap.assert_serves()
+
+
+async def test_append_waits_for_memory_then_answers_no_limit(imap: Imap) -> None:
+    """With the memory budget held by messages being stored, APPEND waits imap.memory_wait, then NO [LIMIT]."""
+    imap.cfg.imap.memory_wait = 0.3
+    client = await imap.connect()
+    budget = imap.server.memory
+    async with budget.reserve(budget.limit, wait=0):  # what other APPENDs in progress would hold
+        started = time.monotonic()
+        result = await client.command("APPEND INBOX ", Lit(make_message()))
+        assert (result.status, result.code) == ("NO", "LIMIT"), str(result)
+        assert time.monotonic() - started >= 0.3
+        assert (await client.command("NOOP")).ok
+    assert budget.in_use == 0
+    result = await client.command("APPEND INBOX ", Lit(make_message()))
+    assert result.ok, str(result)
+    assert len(await imap.stored()) == 1
+    await imap.assert_serves()
+
+
+async def test_append_waits_its_turn_for_memory(imap: Imap) -> None:
+    """An APPEND that finds the budget full is stored as soon as room is given back within imap.memory_wait."""
+    imap.cfg.imap.memory_wait = 10
+    client = await imap.connect()
+    budget = imap.server.memory
+    held = await budget.acquire(budget.limit, wait=0)
+    pending = asyncio.ensure_future(client.command("APPEND INBOX ", Lit(make_message(subject="waited"))))
+    await asyncio.sleep(0.3)
+    assert not pending.done()
+    budget.release(held)
+    result = await asyncio.wait_for(pending, 10)
+    assert result.ok, str(result)
+    assert len(await imap.stored()) == 1

@@ -128,3 +128,21 @@ async def test_authenticate_with_imaplib(imap: Imap) -> None:
     import asyncio
 
     assert await asyncio.to_thread(run) == "OK"
+
+
+async def test_oversized_credentials_are_bad(imap: Imap) -> None:
+    """A user name or key over 1024 octets (LOGIN, PLAIN initial or continued) is BAD, no login is tried."""
+    client = await imap.connect(None)
+    huge = "k" * 1025
+    assert (await client.command(f"LOGIN bob@example.com {huge}")).status == "BAD"
+    assert (await client.command(f"LOGIN {huge}@example.com key")).status == "BAD"
+    assert (await client.command("AUTHENTICATE PLAIN " + _plain("bob@example.com", huge))).status == "BAD"
+    await client.send(b"A1 AUTHENTICATE PLAIN\r\n")
+    assert (await client.read_line()).startswith(b"+")
+    await client.send(_plain(huge, imap.bob_key).encode() + b"\r\n")
+    assert (await client.read_tagged("A1")).status == "BAD"
+    await client.send(b"A2 AUTHENTICATE PLAIN\r\n")
+    assert (await client.read_line()).startswith(b"+")
+    await client.send(b"QUFB" * 2000 + b"\r\n")
+    assert (await client.read_tagged("A2")).status == "BAD"
+    assert (await client.command("AUTHENTICATE PLAIN " + _plain("bob@example.com", imap.bob_key))).ok

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import imaplib
+import sys
+import tracemalloc
 from datetime import UTC, datetime
 from typing import Any
 
@@ -432,3 +435,38 @@ async def test_envelope_same_for_stored_form_older_rows_and_copies(imap: Imap) -
         assert copied[-1].split(b"ENVELOPE", 1)[1] == lines[0].split(b"ENVELOPE", 1)[1]
         quoted = '"Gr\u00fc\u00dfe \\"aus\\" K\u00f6ln"'.encode()
         assert (quoted in lines[0]) == (enable is not None)
+
+
+_CLIENT = """
+import imaplib, ssl, sys
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
+conn = imaplib.IMAP4_SSL("127.0.0.1", int(sys.argv[1]), ssl_context=context, timeout=60)
+conn.login(sys.argv[2], sys.argv[3])
+conn.select("INBOX", readonly=True)
+typ, data = conn.fetch("1:*", "(BODY.PEEK[])")
+print(typ, sum(len(part[1]) for part in data if isinstance(part, tuple)))
+conn.logout()
+"""
+
+
+async def test_fetch_of_big_messages_holds_a_bounded_part(imap: Imap) -> None:
+    """FETCH 1:* BODY[] over 48 MB of messages, read by imaplib in another process: the daemon holds about one
+    16 MB group of messages at a time, not the mailbox, and sends every octet."""
+    raw = make_message(body=b"z" * (4 * 1024 * 1024))
+    for _ in range(12):
+        await imap.deliver(raw)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CLIENT, str(imap.tls_port), "bob@example.com", imap.bob_key,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert out.decode().split() == ["OK", str(12 * len(raw))], err.decode()
+    assert peak < 32 * 1024 * 1024, f"{peak / 1e6:.0f} MB held while sending 48 MB"

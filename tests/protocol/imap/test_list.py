@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import imaplib
 from typing import Any
 
@@ -213,3 +214,23 @@ async def test_list_with_imaplib(imap: Imap) -> None:
     data = await imap.imaplib(script)
     names = {line.rsplit(b" ", 1)[1].strip(b'"').decode() for line in data}
     assert names == DEFAULTS
+
+
+async def test_hostile_wildcard_pattern_does_not_stall_other_sessions(imap: Imap) -> None:
+    """A LIST pattern built to backtrack (wildcards, then a letter) answers at once; other clients are not held up."""
+    hostile = await imap.connect()
+    await _tree(hostile)
+    await hostile.ok('CREATE "' + "a%" * 200 + '"')
+    other = await imap.connect()
+    patterns = ['"' + "*%" * 15 + 'x"', '"' + "*" * 80 + 'x"', '"' + "%*" * 400 + 'Q1x"']
+    for pattern in patterns:
+        tag = hostile.next_tag()
+        await hostile.send(f'{tag} LIST "" {pattern}\r\n'.encode())
+        started = asyncio.get_running_loop().time()
+        assert (await other.command("NOOP", wait=0.5)).ok
+        assert asyncio.get_running_loop().time() - started < 0.5
+        result = await hostile.read_tagged(tag, wait=2)
+        assert result.ok, str(result)
+        assert result.lines("LIST") == []
+    listed = list_lines(await hostile.ok('LIST "" "' + "*%" * 15 + '1"'))
+    assert set(listed) == {"Work/2025/Q1"}

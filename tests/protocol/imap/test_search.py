@@ -375,3 +375,36 @@ async def test_search_with_imaplib(imap: Imap) -> None:
         return plain, utf8
 
     assert await imap.imaplib(script) == ([b"1 4"], [b"2 3"])
+
+
+async def test_search_reads_the_mailbox_in_bounded_batches(imap: Imap, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With batches of 3 rows and text groups of 1 KiB, every key answers as one read of the whole mailbox
+    would, half the messages indexed and half not."""
+    raws = [
+        make_message(subject=f"batch {i}", body=("needle " if i % 3 == 0 else "hay ") * (i * 20)) for i in range(20)
+    ]
+    for raw in raws[:10]:
+        await imap.deliver(raw, flags=["\\Seen"] if len(raw) % 2 else [])
+    await imap.index()
+    for raw in raws[10:]:
+        await imap.deliver(raw)
+    client = await imap.connect(select="INBOX")
+    queries = ["ALL", "TEXT needle", "BODY needle", "NOT BODY needle", 'HEADER Subject "batch 1"', "OR SEEN BODY hay",
+               "UID 3:7,12:*", "SUBJECT batch LARGER 500", '2:5 HEADER Subject batch NOT TEXT needle']  # fmt: skip
+    whole = {q: (await client.ok(f"SEARCH {q}")).search() for q in queries}
+    assert whole["BODY needle"] == [i + 1 for i in range(20) if i % 3 == 0 and i > 0]
+    monkeypatch.setattr("relate.imap.search._BATCH", 3)
+    monkeypatch.setattr("relate.imap.search._TEXT_BYTES", 1024)
+    monkeypatch.setattr("relate.imap.search._INLINE_ROWS", 1)
+    for query, expected in whole.items():
+        assert (await client.ok(f"SEARCH {query}")).search() == expected, query
+
+
+async def test_search_key_count_is_bounded(imap: Imap) -> None:
+    """A SEARCH of 500 keys runs; one of 501 is BAD, saying the limit."""
+    await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    assert (await client.ok("SEARCH " + " ".join(["UID 1:4294967295"] * 500))).search() == [1]
+    result = await client.command("SEARCH " + " ".join(["SEEN"] * 501))
+    assert result.status == "BAD"
+    assert "500" in result.text
