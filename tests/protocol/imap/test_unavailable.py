@@ -59,8 +59,8 @@ async def _everything_unavailable(client: ImapClient, imap: Imap, lines: LogLine
 
 @pytest.fixture
 async def small(imap: Imap) -> AsyncIterator[tuple[ImapServer, db.Pool]]:
-    """A second daemon on a pool of two: one connection for its LISTEN, one for every session."""
-    pool = await db.create_pool(DatabaseConfig(dsn=imap.cfg.database.dsn, pool_min=1, pool_max=2, acquire_timeout=0.3))
+    """A second daemon on a pool of one connection for every session (its change feed listens on its own)."""
+    pool = await db.create_pool(DatabaseConfig(dsn=imap.cfg.database.dsn, pool_min=1, pool_max=1, acquire_timeout=0.3))
     server = ImapServer(imap.cfg, pool, Authenticator(pool, imap.cfg.auth))
     await server.start()
     try:
