@@ -12,6 +12,7 @@ import asyncpg
 
 from relate.auth import Authenticator
 from relate.config import Config
+from relate.imap import commands  # noqa: F401 - the handlers, imported at start-up, not at the first command
 from relate.imap.session import ImapSession
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import Session, StreamServer
