@@ -246,7 +246,7 @@ async def test_killed_daemon_releases_its_locks(pop3: Pop3, dsn: str, tmp_path: 
     )
     daemon = Daemon(daemon_argv("relate.pop3", config), clean_env(), tmp_path / "pop3.log")
     try:
-        daemon.wait_log("ready service=pop3", timeout=30)
+        await asyncio.to_thread(daemon.wait_log, "ready service=pop3", 30)
         victim = await Client.connect(port, tls=pop3.client_tls)
         assert (await victim.login(ALICE, key)).startswith("+OK")
         assert (await (await Client.connect(pop3.pop3s, tls=pop3.client_tls)).login(ALICE, key)).startswith(
@@ -255,7 +255,7 @@ async def test_killed_daemon_releases_its_locks(pop3: Pop3, dsn: str, tmp_path: 
         daemon.signal(signal.SIGKILL)
         await asyncio.to_thread(daemon.proc.wait, 10)
     finally:
-        daemon.stop()
+        await asyncio.to_thread(daemon.stop)
 
     async def free() -> bool:
         client = await Client.connect(pop3.pop3s, tls=pop3.client_tls)
