@@ -209,6 +209,8 @@ async def _update(session: Pop3Session) -> None:
     # A failure here (the database) leaves the session in TRANSACTION, marks kept: QUIT may be tried again.
     session.removed = await session.require_maildrop().remove_marked()
     session.state = UPDATE
+    # Unlocked before the client hears +OK: a client that logs in again at once finds the maildrop free.
+    await session.close_maildrop()
     session.send(responses.SIGNING_OFF)
 
 

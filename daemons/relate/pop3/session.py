@@ -339,11 +339,15 @@ class Pop3Session:
         self.state = TRANSACTION
         return maildrop
 
-    async def release(self) -> None:
-        """After the session, however it ended: the maildrop's last \\Seen writes and its lock; one log line."""
+    async def close_maildrop(self) -> None:
+        """The maildrop's last \\Seen writes, then its lock given back (QUIT, or the end of the session)."""
         if self.maildrop is not None:
             maildrop, self.maildrop = self.maildrop, None
             await maildrop.close()
+
+    async def release(self) -> None:
+        """After the session, however it ended: the maildrop closed if QUIT did not; one log line."""
+        await self.close_maildrop()
         log.info(
             "pop3-session client=%s tls=%s user=%s retrieved=%d removed=%d seconds=%.1f%s",
             self.client,

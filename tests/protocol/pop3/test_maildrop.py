@@ -49,6 +49,18 @@ async def test_lock_released_after_quit(pop3: Pop3) -> None:
     assert await wait_until(lambda: can_log_in(pop3))
 
 
+async def test_login_again_right_after_quit(pop3: Pop3) -> None:
+    """Once QUIT has answered +OK, the maildrop is free: a new login at once gets it, every time."""
+    for _ in range(20):
+        first = await logged_in(pop3)
+        assert (await first.cmd("QUIT")).startswith("+OK")
+        second = await Client.connect(pop3.pop3s, tls=pop3.client_tls)
+        assert (await second.login(ALICE, pop3.alice_key)).startswith("+OK")
+        assert (await second.cmd("QUIT")).startswith("+OK")
+        await first.close()
+        await second.close()
+
+
 async def test_same_connection_retries_after_in_use(pop3: Pop3) -> None:
     """A session refused with [IN-USE] can log in on the same connection once the holder quits."""
     first = await logged_in(pop3)
