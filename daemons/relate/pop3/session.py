@@ -8,8 +8,8 @@ Policy:
 - One session per maildrop, on every host: login takes the maildrop's
   PostgreSQL advisory lock, on the one connection that holds every lock of
   the process (:mod:`relate.store.pop3` says why), so it is released however
-  the session ends (QUIT, a dropped connection, a killed daemon). A second
-  login gets ``-ERR [IN-USE]``. If that connection is lost (a database
+  the session ends (QUIT, before its +OK; a dropped connection; a killed
+  daemon). A second login gets ``-ERR [IN-USE]``. If that connection is lost (a database
   restart), the sessions holding locks hear ``-ERR [SYS/TEMP]`` (after the
   answer to a command in progress) and are closed; the next login makes a
   new connection. Nothing else pins a connection: every read and write of a
