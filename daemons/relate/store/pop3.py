@@ -156,6 +156,8 @@ class MaildropLocks:
             self._busy.release()
 
     async def _connection(self) -> asyncpg.Connection:
+        if self._closing:
+            raise DatabaseUnavailable("the daemon is stopping")  # a session outliving stop() makes no new one
         if self._conn is not None:
             if not self._conn.is_closed():
                 return self._conn
