@@ -1,4 +1,5 @@
-"""The POP3 daemon's listeners: pop3 (110, STLS) and pop3s (995, implicit TLS)."""
+"""The POP3 daemon's listeners, pop3 (110, STLS) and pop3s (995, implicit TLS), and what its sessions share:
+the pool, the authenticator, and the one connection holding every maildrop lock of the process."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from relate.config import Config
 from relate.pop3.session import Pop3Session
 from relate.runtime.streams import Session, StreamServer
 from relate.runtime.tls import TLSRegistry
+from relate.store.pop3 import MaildropLocks
 
 
 class Pop3Server(StreamServer):
@@ -29,6 +31,7 @@ class Pop3Server(StreamServer):
         self.cfg = cfg
         self.pool = pool
         self.authenticator = authenticator
+        self.locks = MaildropLocks(cfg.database)
         self.listeners = {"pop3": (cfg.pop3.pop3, False), "pop3s": (cfg.pop3.pop3s, True)}
 
     def make_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, role: str) -> Pop3Session:
@@ -43,3 +46,4 @@ class Pop3Server(StreamServer):
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.stop_listeners(grace)
+        await self.locks.close()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import random
 import socket
+import ssl
 import warnings
 
 import pytest
 
-from .helpers import ALICE, Client, Pop3, logged_in, make_message, unstuff, wait_until
+from .helpers import ALICE, BOB, Client, Pop3, logged_in, make_message, unstuff, wait_until
 
 
 async def assert_serves(pop3: Pop3) -> None:
@@ -350,3 +352,131 @@ async def test_many_sessions_at_once(pop3: Pop3) -> None:
     assert await wait_until(lambda: _greets(pop3))  # the twenty have ended on the server's side too
     client = await logged_in(pop3)
     assert unstuff((await client.multi("RETR 1"))[1]) == raw
+
+
+# -- numbers past Python's int limit ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["RETR {n}", "DELE {n}", "LIST {n}", "UIDL {n}", "TOP {n} 1"])
+async def test_number_of_5000_digits(pop3: Pop3, command: str) -> None:
+    """With long lines allowed, a 5,000-digit message number answers -ERR No such message; the session goes on."""
+    pop3.cfg.pop3.max_line_length = 10_000
+    pop3.server.line_limit = 10_000  # what pop3.max_line_length sets at start
+    await pop3.deliver(ALICE, make_message())
+    client = await logged_in(pop3)
+    assert await client.cmd(command.format(n="9" * 5000)) == "-ERR No such message"
+    assert await client.cmd("NOOP") == "+OK"
+
+
+async def test_top_line_count_of_5000_digits(pop3: Pop3) -> None:
+    """TOP with a 5,000-digit line count sends the whole message, as any count past its length does."""
+    pop3.cfg.pop3.max_line_length = 10_000
+    pop3.server.line_limit = 10_000
+    raw = make_message()
+    await pop3.deliver(ALICE, raw)
+    client = await logged_in(pop3)
+    status, body = await client.multi("TOP 1 " + "9" * 5000)
+    assert status == "+OK Top of message follows"
+    assert unstuff(body) == raw
+
+
+# -- garbage over the network, beside a well-behaved client ------------------------------------------------
+
+
+def _garbage_line(rng: random.Random) -> bytes:
+    """One line a hostile or broken client might send: random bytes, or a verb with random arguments."""
+    verbs = ["USER", "PASS", "AUTH", "STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "NOOP", "RSET", "CAPA", "APOP"]
+    kind = rng.randrange(6)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(1, 300)).replace(b"\n", b"")
+    if kind == 1:
+        return b"x" * rng.choice([1023, 1025, 5000, 70_000])  # around max_line_length, and far past it
+    args = [
+        rng.choice(
+            [
+                str(rng.randrange(-3, 10)),
+                "9" * rng.randrange(5, 900),
+                "0" * rng.randrange(1, 50) + "1",
+                "²",
+                "１",
+                "\x00",
+                "*",
+                "=",
+                "PLAIN",
+                rng.randbytes(8).hex(),
+            ]
+        )
+        for _ in range(rng.randrange(0, 4))
+    ]
+    verb = rng.choice(verbs)
+    return " ".join([verb.lower() if kind == 2 else verb, *args]).encode()
+
+
+async def _garbage_session(pop3: Pop3, rng: random.Random) -> None:
+    """One connection of garbage: maybe logged in as Bob first, then bursts of bad lines; whatever comes back
+    is read (and not judged) so the server never waits on this client."""
+    client = await Client.connect(pop3.pop3s, tls=pop3.client_tls)
+
+    async def drain() -> None:
+        with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
+            while await client.reader.read(65536):
+                pass
+
+    reading = asyncio.create_task(drain())
+    try:
+        if rng.random() < 0.5:
+            await client.write(f"USER {BOB}\r\nPASS {pop3.bob_key}\r\n".encode())
+        for _ in range(rng.randrange(1, 6)):
+            burst = b"".join(_garbage_line(rng) + rng.choice([b"\r\n", b"\n"]) for _ in range(rng.randrange(1, 30)))
+            await client.write(burst)
+            await asyncio.sleep(rng.random() * 0.02)
+        if rng.random() < 0.3:
+            await client.write(b"RETR 1")  # half a line, then gone
+        if rng.random() < 0.5:
+            client.drop()
+    except (ConnectionError, OSError, ssl.SSLError):
+        pass  # closed for too many bad commands: what it deserves
+    finally:
+        await client.close()
+        await asyncio.wait_for(reading, 10)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_garbage_beside_a_well_behaved_client(pop3: Pop3, seed: int, caplog: pytest.LogCaptureFixture) -> None:
+    """Garbage lines from one client (logged in as Bob or not) never disturb Alice's downloads, nor log an error."""
+    pop3.cfg.auth.max_failures = 1_000_000  # garbage PASS lines must not lock 127.0.0.1, Alice's address too, out
+    msgs = [make_message(subject=f"m{n}", body=f".{n}\r\nline\r\n") for n in range(5)]
+    for raw in msgs:
+        await pop3.deliver(ALICE, raw)
+        await pop3.deliver(BOB, raw)
+    rng = random.Random(seed)
+
+    async def garbage() -> None:
+        for _ in range(25):
+            await _garbage_session(pop3, rng)
+
+    async def well_behaved() -> None:
+        client = await logged_in(pop3)
+        assert await client.cmd("STAT") == f"+OK 5 {sum(len(m) for m in msgs)}"
+        assert (await client.multi("UIDL"))[0] == "+OK Unique-id listing follows"
+        for n, raw in enumerate(msgs, 1):
+            status, body = await client.multi(f"RETR {n}")
+            assert status == f"+OK {len(raw)} octets"
+            assert unstuff(body) == raw
+        assert (await client.multi("TOP 1 1"))[0] == "+OK Top of message follows"
+        assert await client.cmd("DELE 2") == "+OK Message 2 deleted"
+        assert await client.cmd("RSET") == "+OK Maildrop has 5 messages"
+        assert await client.cmd("QUIT") == "+OK Relate Mail POP3 server signing off"
+        assert await client.closed()
+
+    hostile = asyncio.create_task(garbage())
+    rounds = 0
+    try:
+        while not hostile.done() or rounds < 3:
+            await well_behaved()
+            rounds += 1
+    finally:
+        await hostile
+    errors = [r.getMessage()[:200] for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    await assert_serves(pop3)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 
+import pytest
+
+from relate.services import accounts
 from relate.store import imap_messages, mailboxes
 
 from .helpers import ALICE, BOB, Client, Pop3, logged_in, make_message, unstuff, wait_until
@@ -47,6 +51,18 @@ async def test_lock_released_after_quit(pop3: Pop3) -> None:
     await first.cmd("QUIT")
     assert await first.closed()
     assert await wait_until(lambda: can_log_in(pop3))
+
+
+async def test_login_again_right_after_quit(pop3: Pop3) -> None:
+    """Once QUIT has answered +OK, the maildrop is free: a new login at once gets it, every time."""
+    for _ in range(20):
+        first = await logged_in(pop3)
+        assert (await first.cmd("QUIT")).startswith("+OK")
+        second = await Client.connect(pop3.pop3s, tls=pop3.client_tls)
+        assert (await second.login(ALICE, pop3.alice_key)).startswith("+OK")
+        assert (await second.cmd("QUIT")).startswith("+OK")
+        await first.close()
+        await second.close()
 
 
 async def test_same_connection_retries_after_in_use(pop3: Pop3) -> None:
@@ -232,3 +248,14 @@ async def test_concurrent_sessions_of_two_users(pop3: Pop3) -> None:
 
     assert await asyncio.gather(fetch(ALICE), fetch(BOB)) == [a_raw, b_raw]
     assert await pop3.stored(ALICE) == await pop3.stored(BOB) == []
+
+
+async def test_user_removed_during_the_session(pop3: Pop3, caplog: pytest.LogCaptureFixture) -> None:
+    """The user removed mid-session: RETR answers [SYS/TEMP] Message is gone, QUIT [SYS/PERM]; no error logged."""
+    await pop3.deliver(ALICE, make_message())
+    client = await logged_in(pop3)
+    await accounts.remove_user(pop3.pool, ALICE)
+    assert await client.cmd("RETR 1") == "-ERR [SYS/TEMP] Message is gone"
+    assert await client.cmd("DELE 1") == "+OK Message 1 deleted"
+    assert await client.cmd("QUIT") == "-ERR [SYS/PERM] The maildrop no longer exists"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
