@@ -10,10 +10,8 @@ detail.
 
 from __future__ import annotations
 
-import asyncpg
-
 from relate.errors import MailboxGone
-from relate.store.db import DatabaseUnavailable
+from relate.store import db
 
 
 class Pop3Error(Exception):
@@ -77,15 +75,10 @@ class ClientGone(Exception):
 
 
 #: Failures of the server's side that pass: the database down, refusing connections or slow (pool.acquire()
-#: times out after database.acquire_timeout), a connection lost. Answered ``-ERR [SYS/TEMP]``, logged in one
-#: line. OSError covers the database's sockets: the client's are wrapped in ClientGone where they are used.
-TEMPORARY: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    DatabaseUnavailable,
-)
+#: times out after database.acquire_timeout), a connection lost (store/db.py's UNAVAILABLE). Answered
+#: ``-ERR [SYS/TEMP]``, logged in one line. OSError covers the database's sockets: the client's are wrapped
+#: in ClientGone where they are used.
+TEMPORARY: tuple[type[BaseException], ...] = db.UNAVAILABLE
 
 #: The maildrop was removed during the session (the user deleted): ``-ERR [SYS/PERM]``.
 GONE: tuple[type[BaseException], ...] = (MailboxGone,)

@@ -73,8 +73,8 @@ async def _release(conn: asyncpg.Connection) -> None:
     - advisory locks taken on pooled connections are transaction-scoped
       (``pg_try_advisory_xact_lock``), except the migration lock, which
       :func:`relate.store.migrate.migrate` releases itself in a ``finally``; the POP3
-      maildrop lock lives on a connection of its own from :func:`connect`, closed when
-      the POP3 session ends, which releases it whatever happens;
+      maildrop locks live on one connection of their own per process
+      (:mod:`relate.store.pop3`), never a pooled one;
     - LISTEN runs only on the change feed's own connection (store/changes.py), never on a
       pooled one;
     - settings are changed with ``SET LOCAL`` only, cursors live in transactions.

@@ -162,12 +162,7 @@ class MaildropLocks:
             if not self._conn.is_closed():
                 return self._conn
             self._terminated(self._conn)  # before asyncpg's own call to it comes round
-        conn = await db.connect(self._cfg)
-        try:
-            await conn.execute(f"SET application_name = '{APPLICATION_NAME}'")
-        except BaseException:
-            conn.terminate()
-            raise
+        conn = await db.connect(self._cfg, application_name=APPLICATION_NAME)
         conn.add_termination_listener(self._terminated)
         self._conn = conn
         if self._lost:
