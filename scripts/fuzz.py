@@ -12,8 +12,8 @@ smallest input that shows them.
 own process) takes garbage on every port for ``--minutes``: random and
 mutated commands, overlong lines, NULs, broken UTF-8, bogus literals and
 DATA, TLS handshakes of random bytes, random HTTP requests, clients that stall
-or vanish. The garbage comes from 127.0.0.2, so failed logins never lock out
-the well-behaved client on 127.0.0.1, which meanwhile submits mail over
+or vanish. The garbage comes from other loopback addresses, so failed logins never lock
+out the well-behaved client on 127.0.0.1, which meanwhile submits mail over
 STARTTLS, reads it over IMAP and POP3 and lists it over the API in a loop and
 must never see an error. At the end the daemons' output is searched for
 tracebacks, ``loop-blocked`` lines and server-side failures, and the
@@ -121,7 +121,10 @@ def run_in_process(minutes: float, only: str | None) -> bool:
 
 # -- over the network -------------------------------------------------------------------
 
-GARBAGE_FROM = "127.0.0.2"
+def garbage_from(rng: random.Random) -> str:
+    """A loopback source address for garbage other than the well-behaved client's 127.0.0.1 (many, so
+    connections in TIME_WAIT never use up one address's ports)."""
+    return f"127.0.{rng.randrange(1, 255)}.{rng.randrange(2, 255)}"
 SMTP_VERBS = ["EHLO", "HELO", "MAIL FROM:", "RCPT TO:", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP",
               "STARTTLS", "AUTH", "AUTH PLAIN", "AUTH LOGIN", "BDAT", "XCLIENT"]  # fmt: skip
 IMAP_VERBS = ["CAPABILITY", "NOOP", "LOGIN", "AUTHENTICATE", "ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE",
@@ -153,7 +156,7 @@ async def garbage_client(port: int, verbs: list[str] | None, rng: random.Random,
     """One connection of garbage: command-like lines, raw bytes, stalls and abrupt ends."""
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port, local_addr=(GARBAGE_FROM, 0)), 5
+            asyncio.open_connection("127.0.0.1", port, local_addr=(garbage_from(rng), 0)), 5
         )
     except (OSError, TimeoutError):
         stats["connect-failed"] += 1
@@ -191,7 +194,7 @@ async def garbage_http(port: int, rng: random.Random, stats: Counter[str]) -> No
     head += f"Authorization: Bearer relate_{rng.getrandbits(48):012x}_{'x' * 32}\r\nContent-Length: {len(body)}\r\n\r\n"
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port, local_addr=(GARBAGE_FROM, 0)), 5
+            asyncio.open_connection("127.0.0.1", port, local_addr=(garbage_from(rng), 0)), 5
         )
     except (OSError, TimeoutError):
         stats["connect-failed"] += 1
