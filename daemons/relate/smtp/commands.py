@@ -31,6 +31,7 @@ follows MAIL takes longer than that; refusing early would only delay mail.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import re
@@ -310,17 +311,7 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
     """Check (submission), store and queue one message; the final reply."""
     server = session.server
     sender = None
-    if session.role != "mx":
-        refusal = await _check_headers(session, spool)
-        if refusal is not None:
-            return refusal
-        assert session.principal_id is not None
-        assert session.principal_address is not None
-        sender = Sender(session.principal_id, session.principal_address)
     queue_id = secrets.token_hex(6)
-    delivery = Delivery(server.pool, envelope.mail_from, sender=sender)
-    for recipient in envelope.recipients:
-        delivery.add(recipient)
     trace = _received(session, envelope, queue_id)
 
     def hold(size: int) -> AbstractAsyncContextManager[None]:
@@ -328,6 +319,16 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
         return server.budget.reserve(MEMORY_PER_BYTE * size, wait=session.cfg.memory_wait)
 
     try:
+        if session.role != "mx":
+            refusal = await _check_headers(session, spool)
+            if refusal is not None:
+                return refusal
+            assert session.principal_id is not None
+            assert session.principal_address is not None
+            sender = Sender(session.principal_id, session.principal_address)
+        delivery = Delivery(server.pool, envelope.mail_from, sender=sender)
+        for recipient in envelope.recipients:
+            delivery.add(recipient)
         committed = await delivery.commit(spool, trace=trace, hold=hold)
     except BudgetExhausted:
         log.warning(
@@ -362,7 +363,8 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
 
 async def _check_headers(session: SmtpSession, spool: Spool) -> replies.Reply | None:
     """Submission: every From and Sender address must be the user's (relate.smtp.headers); the refusal, or None."""
-    named = headers.named_addresses(await spool.head(headers.MAX_HEADER_SECTION))
+    head = await spool.head(headers.MAX_HEADER_SECTION)
+    named = await asyncio.to_thread(headers.named_addresses, head)
     if named is None:
         return replies.HEADER_TOO_BIG
     owned = await session.owned_addresses()
