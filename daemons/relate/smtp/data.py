@@ -56,8 +56,22 @@ class Data:
 
 
 def _too_long(region: bytes | bytearray, line_limit: int) -> bool:
-    """Whether a CRLF-separated line of ``region`` is longer than ``line_limit`` with its CRLF."""
-    return len(region) + 2 > line_limit and max(map(len, region.split(_CRLF))) + 2 > line_limit
+    """Whether a CRLF-separated line of ``region`` is longer than ``line_limit`` with its CRLF.
+
+    From the start of a line, the last CRLF that starts within the next
+    ``line_limit - 2`` bytes ends a run of lines that are all short enough;
+    none there means the line is too long. One ``rfind`` per ``line_limit``
+    bytes or so, whatever the number of lines.
+    """
+    width = line_limit - 2
+    pos = 0
+    end = len(region)
+    while end - pos > width:
+        found = region.rfind(_CRLF, pos, pos + width + 2)
+        if found < 0:
+            return True
+        pos = found + 2
+    return False
 
 
 async def _keep(spool: Spool, region: bytearray, skip: int) -> str:
