@@ -103,6 +103,19 @@ class ListenerConfig:
     key: Path | None = None
 
 
+def _address_or_empty(text: str | None) -> bool:
+    from relate.errors import Invalid
+    from relate.mail.address import normalize_address
+
+    if not text:
+        return True
+    try:
+        normalize_address(text)
+    except Invalid:
+        return False
+    return True
+
+
 def _listener(*addresses: str) -> Callable[[], ListenerConfig]:
     return lambda: ListenerConfig(listen=list(addresses))
 
@@ -128,6 +141,14 @@ class SmtpConfig:
     # waits up to memory_wait seconds, then gets 452 4.3.1.
     memory_budget: int = 128 * 1024 * 1024
     memory_wait: float = 60.0
+    # Where mail to postmaster goes (RFC 5321 §4.5.1) when the domain has no
+    # postmaster address of its own, and mail to the bare <postmaster>; unset:
+    # the domain's first user (for <postmaster>: of the first hosted domain).
+    postmaster: str | None = None
+    # Errors in a row (bad syntax, bad sequence, lines too long) a session may make; then 421 and close.
+    max_bad_commands: int = 20
+    # Unknown verbs a session may send (a web browser, a port scanner); then 502 and close.
+    max_unknown_commands: int = 5
 
     def listeners(self) -> dict[str, ListenerConfig]:
         """The three roles by name: mx, submission (STARTTLS), submissions (implicit TLS)."""
@@ -292,6 +313,9 @@ class Config:
             ("smtp.data_timeout", self.smtp.data_timeout > 0, "must be positive"),
             ("smtp.memory_budget", self.smtp.memory_budget >= 1024 * 1024, "must be at least 1 MiB"),
             ("smtp.memory_wait", self.smtp.memory_wait >= 0, "must be 0 or more"),
+            ("smtp.postmaster", _address_or_empty(self.smtp.postmaster), "must be an address (local@domain) or unset"),
+            ("smtp.max_bad_commands", self.smtp.max_bad_commands >= 1, "must be 1 or more"),
+            ("smtp.max_unknown_commands", self.smtp.max_unknown_commands >= 1, "must be 1 or more"),
             ("imap.memory_budget", self.imap.memory_budget >= 1024 * 1024, "must be at least 1 MiB"),
             ("imap.memory_wait", self.imap.memory_wait >= 0, "must be 0 or more"),
             ("logging.slow_callback_ms", self.logging.slow_callback_ms >= 0, "must be 0 (off) or more"),

@@ -16,6 +16,16 @@ draft is sent once) becomes that row and its Drafts copy goes, all in the
 same transaction. It may also pass ``sent_copy``, the bytes the Sent folder
 keeps when they differ from what recipients get (the Bcc header).
 
+Memory: the message may come as bytes or as a :class:`relate.mail.spool.Spool`
+(SMTP spools large messages to disk while they arrive). Only parsing needs a
+copy whole in memory, so that is done first, before any database connection
+is taken, one copy at a time, each let go before the next is made: the local
+copy (with ``Return-Path:`` and the trace), then the Sent copy; the copy that
+travels on is only hashed, a chunk at a time. The caller's ``hold`` (a memory
+budget) is entered around each of those steps. Then, in the transaction, a
+large blob goes from the spool to PostgreSQL a chunk at a time. So a commit
+holds at most one copy plus what the parser needs, and only while it parses.
+
 Recipients are resolved when added: an address or alias of a local user
 delivers to that user's INBOX (once per user, however many of their
 addresses were named); any address at a domain we do not host is remote; an
@@ -26,7 +36,10 @@ accept (an MX never accepts remote ones) is the caller's policy.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -34,6 +47,7 @@ import asyncpg
 from relate.errors import Invalid
 from relate.mail.address import split_address
 from relate.mail.mime import ParsedMessage
+from relate.mail.spool import Spool
 from relate.store import accounts, drafts, messages, outbound
 from relate.store.messages import StoredMessage
 
@@ -107,25 +121,41 @@ class Delivery:
 
     async def commit(
         self,
-        message: bytes,
+        message: bytes | Spool,
         *,
         trace: bytes = b"",
         sent_copy: bytes | None = None,
         record: drafts.Sent | None = None,
+        hold: Hold | None = None,
     ) -> Committed:
         """Store and queue ``message`` in one transaction; returns once it is committed.
 
         ``trace`` (the ``Received:`` header of this hop) is prepended to every
         copy that travels on or is delivered; the Sent copy keeps the message
         exactly as the user submitted it (or ``sent_copy``, when given).
+        ``hold(size)`` is entered around each step that has a copy of ``size``
+        bytes in memory (a memory budget, see relate.runtime.budget); nothing
+        else of the commit holds more than a chunk of the message.
         """
         result = Committed()
         inboxes = self.inboxes
         remote = self.remote
         if (remote or record is not None) and self.sender is None:
             raise PermissionError("remote recipients need an authenticated sender")
-        local_bytes = b"Return-Path: <" + self.mail_from.encode("utf-8", "surrogateescape") + b">\r\n"
-        local_bytes += trace + message
+        body = message if isinstance(message, Spool) else Spool.of(message)
+        hold = hold or _no_hold
+        return_path = b"Return-Path: <" + self.mail_from.encode("utf-8", "surrogateescape") + b">\r\n"
+        # First, with no database connection held: parse and hash each copy (the only steps that need it in
+        # memory), one at a time.
+        local = await _Copy.prepare(body, return_path + trace, hold) if inboxes else None
+        sent = None
+        if self.sender is not None:
+            sent = await _Copy.prepare(body if sent_copy is None else Spool.of(sent_copy), b"", hold)
+        queued = await _Copy.hashed(body, trace, hold) if remote else None
+        first = local or sent
+        parsed = first.prepared.parsed if first is not None and first.prepared is not None else None
+        result.parsed = parsed
+        # Then one transaction; large blobs go from the spool to PostgreSQL a chunk at a time.
         async with self._pool.acquire() as conn, conn.transaction():
             draft_copy = None
             if record is not None and record.email_id is not None:
@@ -133,18 +163,15 @@ class Delivery:
                 assert self.sender is not None
                 taken = await drafts.take_for_sending(conn, self.sender.user_id, record.email_id, record.version)
                 draft_copy = taken["draft_message_id"]
-            if inboxes:
-                result.parsed = await messages.parse(local_bytes)
-                result.local = await messages.ingest(conn, local_bytes, inboxes, parsed=result.parsed)
-            if self.sender is not None:
-                sent = await accounts.special_mailbox(conn, self.sender.user_id, "\\Sent")
-                if sent is not None:
-                    kept = sent_copy if sent_copy is not None else message
-                    parsed = await messages.parse(kept)
-                    result.parsed = result.parsed or parsed
-                    (result.sent_copy,) = await messages.ingest(conn, kept, [sent], flags=["\\Seen"], parsed=parsed)
+            if local is not None:
+                result.local = await local.store(conn, inboxes)
+            if sent is not None:
+                assert self.sender is not None
+                folder = await accounts.special_mailbox(conn, self.sender.user_id, "\\Sent")
+                if folder is not None:
+                    (result.sent_copy,) = await sent.store(conn, [folder], flags=["\\Seen"])
+            blob = await queued.store_blob(conn) if queued is not None else None
             if record is not None:
-                blob = await messages.put_blob(conn, trace + message) if remote else None
                 result.outbound_id = await drafts.record_sent(
                     conn,
                     record,
@@ -154,9 +181,8 @@ class Delivery:
                 )
             elif remote:
                 assert self.sender is not None
-                parsed = result.parsed or await messages.parse(message)
-                result.parsed = parsed
-                blob = await messages.put_blob(conn, trace + message)
+                assert blob is not None
+                assert parsed is not None  # remote recipients come with a sender, hence a Sent copy
                 result.outbound_id = await outbound.queue_message(
                     conn,
                     user_id=self.sender.user_id,
@@ -168,3 +194,54 @@ class Delivery:
                     recipients=remote,
                 )
         return result
+
+
+Hold = Callable[[int], AbstractAsyncContextManager[object]]
+
+
+@asynccontextmanager
+async def _no_hold(_size: int) -> AsyncIterator[None]:
+    yield
+
+
+@dataclass
+class _Copy:
+    """One copy of the message: ``prefix`` + the spool's content, prepared for storing."""
+
+    body: Spool
+    prefix: bytes
+    size: int
+    digest: bytes
+    prepared: messages.Prepared | None = None  # parsed too (a copy for mailboxes)
+    raw: bytes | None = None  # kept when small enough to go in with the first message row
+
+    @classmethod
+    async def prepare(cls, body: Spool, prefix: bytes, hold: Hold) -> _Copy:
+        size = len(prefix) + body.size
+        async with hold(size):
+            raw = await body.read(prefix)
+            prepared = await messages.prepare(raw)
+        return cls(body, prefix, size, prepared.digest, prepared, raw if size <= messages.BLOB_INLINE else None)
+
+    @classmethod
+    async def hashed(cls, body: Spool, prefix: bytes, hold: Hold) -> _Copy:
+        size = len(prefix) + body.size
+        if size <= messages.BLOB_INLINE:
+            async with hold(size):
+                raw = await body.read(prefix)
+            return cls(body, prefix, size, hashlib.sha256(raw).digest(), raw=raw)
+        return cls(body, prefix, size, await body.sha256(prefix))
+
+    async def store_blob(self, conn: asyncpg.Connection) -> bytes:
+        if self.raw is not None:
+            return await messages.put_blob(conn, self.raw, self.digest)
+        await messages.put_blob_stream(conn, self.digest, self.size, self.body.chunks(self.prefix))
+        return self.digest
+
+    async def store(
+        self, conn: asyncpg.Connection, mailbox_ids: list[int], *, flags: Sequence[str] = ()
+    ) -> list[StoredMessage]:
+        assert self.prepared is not None
+        if self.raw is None:
+            await self.store_blob(conn)
+        return await messages.ingest(conn, self.raw, mailbox_ids, flags=flags, prepared=self.prepared)

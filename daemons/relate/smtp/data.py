@@ -1,6 +1,6 @@
-"""Reading the message text of DATA in large chunks (RFC 5321 §4.1.1.4, §4.5.2, §4.5.3.1).
+"""Reading the message text of DATA into a spool, a chunk at a time (RFC 5321 §4.1.1.4, §4.5.2, §4.5.3.1).
 
-Policy, the same as aiosmtpd's line-by-line reader that this replaces:
+Policy:
 
 - Lines end with CRLF only; a bare LF is an ordinary byte inside a line.
 - The data ends at the first ``CRLF . CRLF``, or at a ``.`` line sent at once
@@ -9,16 +9,21 @@ Policy, the same as aiosmtpd's line-by-line reader that this replaces:
 - Transparency (§4.5.2): one leading ``.`` is removed from every line that
   starts with one.
 - Size: the data counts as sent (dot-stuffed, CRLFs included, the final
-  ``.`` line excluded). Over the size limit the rest is read and thrown
-  away, keeping only the few bytes needed to see the terminator, and the
-  answer is ``552``. A line longer than the line limit (CRLF included) makes
-  the answer ``500``; whichever of the two comes first in the stream wins.
+  ``.`` line excluded). Over the size limit nothing more is kept at all: the
+  rest is read and thrown away, keeping only the few bytes needed to see the
+  terminator, and the answer is ``552``. A line longer than the line limit
+  (CRLF included) makes the answer ``500``; whichever of the two comes first
+  in the stream wins. A spool that cannot be written (a full disk) is treated
+  the same way and answered ``452``.
 - A client that closes the connection mid-data gets nothing stored:
   :class:`ConnectionResetError` is raised.
 
-Why not line by line: a 10 KiB message is ~135 lines, each a ``readuntil``
-await, a list append and a join. Here a message is one or two ``read``
-calls, one ``bytes.find`` per chunk and one ``bytes.replace``.
+Memory: complete lines are handed to the :class:`~relate.mail.spool.Spool`
+(memory while small, a temporary file after) as soon as they are read; what
+is held here is the last, incomplete line, which the line limit bounds, plus
+one read. Each chunk costs one ``find`` for the terminator, one ``split`` for
+line lengths and one ``replace`` for dot-stuffing, all in C; a message of a
+few KiB is one or two reads.
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ import asyncio
 import enum
 from dataclasses import dataclass
 
+from relate.mail.spool import Spool
+from relate.runtime.streams import unread
+
 _END = b"\r\n.\r\n"
+_CRLF = b"\r\n"
 # A read takes whatever the stream holds, up to this much.
 _CHUNK = 256 * 1024
 
@@ -36,65 +45,104 @@ class DataState(enum.Enum):
     OK = "ok"
     TOO_LONG = "too-long"  # a line over the line limit: 500
     TOO_MUCH = "too-much"  # over the size limit: 552
+    NO_SPACE = "no-space"  # the spool could not be written: 452
 
 
 @dataclass(frozen=True)
 class Data:
     state: DataState
-    content: bytes  # transparency undone; empty unless state is OK
     size: int  # octets as sent, dot-stuffed, without the final "." line
+    error: str = ""  # NO_SPACE: what the spool said
 
 
-def _has_long_line(data: bytes | bytearray, start: int, line_limit: int) -> bool:
-    """Whether a CRLF-separated line of ``data[start:]`` is longer than ``line_limit`` with its CRLF."""
-    if len(data) - start <= line_limit - 2:
-        return False
-    return max(map(len, data[start:].split(b"\r\n"))) + 2 > line_limit
+def _too_long(region: bytes | bytearray, line_limit: int) -> bool:
+    """Whether a CRLF-separated line of ``region`` is longer than ``line_limit`` with its CRLF.
 
-
-def _unread(reader: asyncio.StreamReader, data: bytes | bytearray) -> None:
-    """Put back bytes read past the terminator, so the command loop reads them next.
-
-    asyncio's StreamReader has no public unread; its buffer is a bytearray
-    that every read method consumes from the front.
+    From the start of a line, the last CRLF that starts within the next
+    ``line_limit - 2`` bytes ends a run of lines that are all short enough;
+    none there means the line is too long. One ``rfind`` per ``line_limit``
+    bytes or so, whatever the number of lines.
     """
-    if data:
-        reader._buffer[:0] = data  # type: ignore[attr-defined]
+    width = line_limit - 2
+    pos = 0
+    end = len(region)
+    while end - pos > width:
+        found = region.rfind(_CRLF, pos, pos + width + 2)
+        if found < 0:
+            return True
+        pos = found + 2
+    return False
 
 
-async def read_data(reader: asyncio.StreamReader, *, size_limit: int | None, line_limit: int) -> Data:
-    """Read one message's data from ``reader``, the 354 having been sent; see the module docstring."""
-    # A CRLF before the first line, so that a "." sent at once ends the data like any other.
-    buf = bytearray(b"\r\n")
-    scan = 0  # where the terminator may start, in buf
-    dropped = 0  # octets of data thrown away (over a limit)
+async def _keep(spool: Spool, region: bytearray, skip: int) -> str:
+    """Undo transparency in ``region`` and append it (less ``skip`` made-up bytes) to the spool; "" or the error."""
+    try:
+        await spool.write(memoryview(region.replace(b"\r\n.", _CRLF))[skip:])
+    except OSError as exc:
+        spool.close()
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return ""
+
+
+async def read_data(reader: asyncio.StreamReader, spool: Spool, *, size_limit: int | None, line_limit: int) -> Data:
+    """Read one message's data from ``reader`` into ``spool``, the 354 having been sent; see the module docstring."""
+    # Invariant while OK: buf starts with the CRLF that ended the previous line, so every line start in it
+    # is preceded by a CRLF (that is what transparency and the terminator look for). For the first line
+    # a CRLF is made up; it is not data.
+    buf = bytearray(_CRLF)
+    made_up = 2  # bytes at the front of buf that are not data (the made-up CRLF, until it is passed on)
+    read = 0  # octets read from the stream in all
     state = DataState.OK
+    error = ""
+    scan = 0  # where the terminator may start, in buf
     while True:
         end = buf.find(_END, scan)
         if end >= 0:
             break
-        # The data is at least len(buf) - 6 long whatever follows: the terminator may start in the last 4 octets.
-        if state is DataState.OK and size_limit and len(buf) - 2 - 4 > size_limit:
-            state = DataState.TOO_LONG if _has_long_line(buf, 2, line_limit) else DataState.TOO_MUCH
-        if state is not DataState.OK and len(buf) > 8:
-            # Keep only the tail that may hold the start of the terminator.
-            cut = len(buf) - 4
-            dropped += cut
-            del buf[:cut]
+        if state is DataState.OK:
+            # Pass on every complete line; keep the last CRLF and what follows it.
+            last = buf.rfind(_CRLF)
+            if last > 0:
+                region = buf[:last]
+                del buf[:last]
+                if _too_long(region, line_limit):
+                    state = DataState.TOO_LONG
+                # At least read - 4 octets are data, whatever follows (the terminator may start in the last 4).
+                elif size_limit and read - 4 > size_limit:
+                    state = DataState.TOO_MUCH
+                else:
+                    error = await _keep(spool, region, made_up)
+                    state = DataState.NO_SPACE if error else state
+                made_up = 0
+            # The line in progress, without its CRLF (of which a final CR may have come already).
+            partial = len(buf) - 2 - (1 if buf.endswith(b"\r") else 0)
+            if state is DataState.OK and partial + 2 > line_limit:
+                state = DataState.TOO_LONG
+            elif state is DataState.OK and size_limit and read - 4 > size_limit:
+                state = DataState.TOO_MUCH
+            if state is not DataState.OK:
+                spool.close()  # nothing more is kept, and what was is let go now
+        if state is not DataState.OK and len(buf) > 4:
+            del buf[:-4]  # keep only what may be the start of the terminator
         scan = max(0, len(buf) - 4)
         chunk = await reader.read(_CHUNK)
         if not chunk:
             raise ConnectionResetError("connection closed in the middle of DATA")
+        read += len(chunk)
         buf += chunk
-    # buf[2:end + 2] is the data as sent, its last CRLF included; the terminator is buf[end:end + 5].
-    _unread(reader, buf[end + 5 :])
-    size = dropped + end
+    # buf[end:end + 5] is the terminator; its first CRLF ends the last line of the data.
+    after = buf[end + 5 :]
+    unread(reader, after)
+    size = read - len(after) - 3
+    if state is DataState.OK:
+        region = buf[: end + 2]
+        if _too_long(region, line_limit):
+            state = DataState.TOO_LONG
+        elif size_limit and size > size_limit:
+            state = DataState.TOO_MUCH
+        else:
+            error = await _keep(spool, region, made_up)
+            state = DataState.NO_SPACE if error else state
     if state is not DataState.OK:
-        return Data(state, b"", size)
-    sent = bytes(buf[: end + 2])
-    if _has_long_line(sent, 2, line_limit):
-        return Data(DataState.TOO_LONG, b"", size)
-    if size_limit and size > size_limit:
-        return Data(DataState.TOO_MUCH, b"", size)
-    # §4.5.2: the leading CRLF makes the first line's dot one more "\r\n." to undo.
-    return Data(state, sent.replace(b"\r\n.", b"\r\n")[2:], size)
+        spool.close()
+    return Data(state, size, error)

@@ -1,21 +1,31 @@
-"""The SMTP daemon's listeners: one role per listener (mx, submission, submissions)."""
+"""The SMTP daemon's listeners: one role per listener (mx 25, submission 587, submissions 465).
+
+Built on the stream server IMAP and POP3 use (listeners per role, socket
+activation, certificate reload, connection limits). SMTP's own parts: every
+role but ``mx`` needs a certificate; implicit TLS on 465 is handshaken by the
+server itself, so a failed handshake is one ``smtp-tls-failed`` line and the
+handshake gets ``smtp.command_timeout``; a refused connection gets ``421``
+and one ``smtp-refused`` line; the limits are read from the configuration at
+every connection; and stopping lets every message being transferred or stored
+finish (up to the grace period) before each session gets ``421 4.3.2``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import socket
+import time
 
 import asyncpg
 
 from relate.auth import Authenticator
-from relate.config import Config, ConfigError
+from relate.config import Config
 from relate.notify import Notifier
-from relate.runtime.listen import bound, open_servers
-from relate.runtime.tls import ReloadableTLS, TLSRegistry
+from relate.runtime.budget import MemoryBudget
+from relate.runtime.streams import Session, StreamServer, describe_tls_error
+from relate.runtime.tls import TLSRegistry
 from relate.smtp import replies
-from relate.smtp.replies import Reply
 from relate.smtp.session import SmtpSession
 
 log = logging.getLogger("relate.smtp")
@@ -23,96 +33,85 @@ log = logging.getLogger("relate.smtp")
 ROLES = ("mx", "submission", "submissions")
 
 
-class SmtpServer:
+class SmtpServer(StreamServer):
+    log = log
+    handshake_in_server = True
+
     def __init__(self, cfg: Config, pool: asyncpg.Pool, authenticator: Authenticator, notifier: Notifier) -> None:
+        super().__init__(
+            TLSRegistry(cfg.tls.cert, cfg.tls.key),
+            max_connections=cfg.smtp.max_connections,
+            max_per_client=cfg.smtp.max_connections_per_client,
+            line_limit=cfg.smtp.max_line_length,
+        )
         self.cfg = cfg
         self.pool = pool
         self.authenticator = authenticator
         self.notifier = notifier
-        self.sessions: set[SmtpSession] = set()
-        self._per_client: collections.Counter[str] = collections.Counter()
-        self._servers: dict[str, list[asyncio.Server]] = {}
-        self._tls = TLSRegistry(cfg.tls.cert, cfg.tls.key)
-        self._role_tls: dict[str, ReloadableTLS | None] = {}
-        self._closing = False
+        self.budget = MemoryBudget(cfg.smtp.memory_budget)
+        self.listeners = {
+            "mx": (cfg.smtp.mx, False),
+            "submission": (cfg.smtp.submission, False),
+            "submissions": (cfg.smtp.submissions, True),
+        }
 
-    # -- TLS -------------------------------------------------------------------
+    # -- StreamServer's hooks ----------------------------------------------------------
 
-    def _load_tls(self) -> None:
-        for role, lst in self.cfg.smtp.listeners().items():
-            try:
-                self._role_tls[role] = self._tls.for_listener(
-                    f"smtp.{role}", lst.cert, lst.key, required=role != "mx" and bool(lst.listen)
-                )
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+    def tls_required(self, role: str, implicit: bool) -> bool:
+        return role != "mx"  # submission needs STARTTLS before AUTH, submissions is TLS
 
-    def tls_for(self, role: str) -> ReloadableTLS | None:
-        return self._role_tls.get(role)
+    def tls_name(self, role: str) -> str:
+        return f"smtp.{role}"
 
-    def reload_tls(self) -> None:
-        """Re-read every certificate; a pair that fails to load keeps the old one, and says why."""
-        self._tls.reload(log)
+    def handshake_timeout(self) -> float:
+        return self.cfg.smtp.command_timeout
 
-    # -- connections -----------------------------------------------------------
+    def over_limits(self, client: str) -> bool:
+        cfg = self.cfg.smtp
+        return len(self.sessions) >= cfg.max_connections or self._per_client[client] >= cfg.max_connections_per_client
 
-    def admit(self, client: str) -> Reply | None:
-        """Count a new connection, or say why it is refused."""
-        if self._closing:
-            return replies.SHUTTING_DOWN
-        if len(self.sessions) >= self.cfg.smtp.max_connections:
-            return replies.TOO_MANY_CONNECTIONS
-        if self._per_client[client] >= self.cfg.smtp.max_connections_per_client:
-            return replies.TOO_MANY_CONNECTIONS
-        self._per_client[client] += 1
-        return None
+    def reader_limit(self) -> int:
+        return self.cfg.smtp.max_line_length
 
-    def open_connections(self) -> int:
-        """Sessions being served now (for systemd's STATUS= and the heartbeat)."""
-        return len(self.sessions)
+    def refuse(self, writer: asyncio.StreamWriter, role: str, client: str, reason: str) -> None:
+        reply = replies.SHUTTING_DOWN if reason == "shutting-down" else replies.TOO_MANY_CONNECTIONS
+        writer.write(f"{reply}\r\n".encode())
+        log.warning("smtp-refused client=%s role=%s reply=%s reason=%s", client, role, reply.enhanced, reason)
 
-    def release(self, client: str) -> None:
-        self._per_client[client] -= 1
-        if self._per_client[client] <= 0:
-            del self._per_client[client]
+    def tls_failed(self, role: str, client: str, error: BaseException) -> None:
+        log.info("smtp-tls-failed client=%s role=%s error=%s", client, role, describe_tls_error(error))
+
+    def make_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, role: str) -> SmtpSession:
+        return SmtpSession(self, reader, writer, role)
+
+    async def session_ended(self, session: Session) -> None:
+        assert isinstance(session, SmtpSession)
+        log.info(
+            "smtp-session client=%s role=%s tls=%s auth=%s from=%s messages=%d rcpts=%d size=%d result=%s seconds=%.2f",
+            session.client,
+            session.role,
+            session.tls_version or "-",
+            session.principal_address or "-",
+            session.last_sender,
+            session.messages,
+            session.recipient_count,
+            session.bytes_in,
+            session.last_result,
+            time.monotonic() - session.started,
+        )
+
+    # -- start and stop ------------------------------------------------------------------
 
     async def start(self, sockets: dict[str, list[socket.socket]] | None = None) -> None:
         """Listen on the configured addresses, or on ``sockets`` handed over (socket activation)."""
-        self._load_tls()
-        for role in ROLES:
-            tls = self._role_tls.get(role)
-            ssl = tls.context if (role == "submissions" and tls is not None) else None
-
-            def factory(role: str = role) -> SmtpSession:
-                return SmtpSession(self, role)
-
-            inherited = sockets.get(role, []) if sockets is not None else None
-            addresses = self.cfg.smtp.listeners()[role].listen
-            self._servers[role] = await open_servers(
-                factory, addresses, inherited, ssl, handshake_timeout=self.cfg.smtp.command_timeout
-            )
-            mode = "implicit" if ssl else ("starttls" if tls is not None else "none")
-            for host, port in self.addresses(role):
-                log.info("smtp-listening role=%s address=%s:%d tls=%s", role, host, port, mode)
-
-    def addresses(self, role: str) -> list[tuple[str, int]]:
-        """(host, port) of each socket the role listens on."""
-        return bound(self._servers.get(role, []))
+        await self.start_listeners(sockets)
 
     async def stop(self, grace: float = 30.0) -> None:
-        """Stop listening, let transactions in flight finish (up to ``grace`` seconds), then close."""
-        self._closing = True
-        for servers in self._servers.values():
-            for server in servers:
-                server.close()
-        deadline = asyncio.get_running_loop().time() + grace
-        while self.sessions and asyncio.get_running_loop().time() < deadline:
-            busy = [s for s in self.sessions if s.in_data]
-            if not busy:
-                break
-            await asyncio.sleep(0.05)
+        """Stop listening, let transactions in flight finish (up to ``grace`` seconds), then close with 421."""
+        await self.stop_listeners(grace)
         for session in list(self.sessions):
-            if isinstance(session.transport, asyncio.Transport):
-                session.transport.write(f"{replies.SHUTTING_DOWN}\r\n".encode())
-                session.transport.close()
+            assert isinstance(session, SmtpSession)
+            session.abort()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         await self.notifier.drain()

@@ -200,6 +200,23 @@ async def recipient_target(conn: Queryable, address: str, domain: str) -> dict[s
     return dict(row)
 
 
+async def postmaster_target(conn: Queryable, domain: str | None) -> dict[str, Any] | None:
+    """Who reads postmaster@``domain`` when no address claims it: the domain's first (enabled) user.
+
+    ``domain`` None: the first hosted domain that has a user. Keys: user_id, inbox_id, domain; None when
+    there is no such user.
+    """
+    row = await conn.fetchrow(
+        """SELECT u.id AS user_id, b.id AS inbox_id, d.name AS domain
+             FROM users u JOIN domains d ON d.id = u.domain_id
+             JOIN mailboxes b ON b.user_id = u.id AND upper(b.name) = 'INBOX'
+            WHERE NOT u.disabled AND ($1::text IS NULL OR d.name = $1)
+            ORDER BY d.id, u.id LIMIT 1""",
+        domain,
+    )
+    return None if row is None else dict(row)
+
+
 async def special_mailbox(conn: Queryable, user_id: int, special_use: str) -> int | None:
     """The id of the user's folder with this special-use attribute (e.g. ``\\Sent``)."""
     found: int | None = await conn.fetchval(

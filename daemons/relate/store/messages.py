@@ -16,14 +16,26 @@ Invariants:
   waits on text search.
 - ``NOTIFY relate_mail`` is sent inside the transaction, so listeners hear of
   the message exactly when it is committed, and never of one rolled back.
+
+Memory and the event loop: a message is parsed, hashed and measured in one
+worker thread when it is larger than ``_THREADED_PARSE`` (so a large or
+hostile message never stalls other clients), and a blob larger than
+``_BLOB_STREAM`` goes to PostgreSQL by ``COPY … FROM STDIN (FORMAT binary)``
+a chunk at a time, never as one bytea parameter (asyncpg would copy it into
+its send buffer and asyncio's transport would copy what the socket did not
+take at once). Storing a message therefore holds the message once, plus what
+the parser needs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
-from collections.abc import Sequence
+import logging
+import struct
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,13 +48,20 @@ from relate.mail.mime import Address, ParsedMessage, parse_message
 from relate.store import changes
 from relate.store.db import Queryable
 
+log = logging.getLogger("relate.store")
+
 CHANNEL = changes.MAIL
-# Parse messages above this size in a worker thread, off the event loop.
-_THREADED_PARSE = 256 * 1024
+# Parse, hash and measure messages above this size in a worker thread, off the event loop.
+_THREADED_PARSE = 64 * 1024
 # Text fed to the full-text vector; PostgreSQL caps a tsvector at 1 MB.
 _SEARCH_TEXT_LIMIT = 200_000
-# Blobs up to this size are written in the same statement as the first copy of the message.
-_BLOB_INLINE = 256 * 1024
+# Blobs up to this size are written in the same statement as the first copy of the message;
+# larger ones are streamed with COPY (see the module docstring), _COPY_CHUNK bytes at a time.
+BLOB_INLINE = 256 * 1024
+_COPY_CHUNK = 256 * 1024
+# PostgreSQL's binary COPY format: signature, flags, header extension length (COPY, "Binary Format").
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
 
 # One round trip per copy: take the UID and modseq from the mailbox row (locking it until commit),
 # insert the message, and NOTIFY (delivered at commit). With _INGEST_WITH_BLOB the blob is written
@@ -114,30 +133,67 @@ def envelope_wire(envelope: dict[str, Any]) -> tuple[bytes, bytes | None]:
     return wire, None if wide == wire else wide
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What ingest derives from a message's bytes before it stores them."""
+
+    parsed: ParsedMessage
+    digest: bytes  # SHA-256 of the raw bytes: the blob's key
+    wire_size: int | None  # see wire_size()
+    size: int  # len(raw)
+
+
+def _parse(raw: bytes) -> ParsedMessage:
+    """parse_message, which must never raise; should it anyway, the message is still stored, unparsed."""
+    try:
+        return parse_message(raw)
+    except Exception as exc:  # noqa: BLE001 - a parser bug must not lose (or bounce for days) a message
+        log.warning("parse-failed size=%d error=%s: the message is stored unparsed", len(raw), type(exc).__name__)
+        cut = raw.find(b"\r\n\r\n")
+        return dataclasses.replace(parse_message(b""), header_end=len(raw) if cut < 0 else cut + 4)
+
+
+def _prepare(raw: bytes, parsed: ParsedMessage | None) -> Prepared:
+    return Prepared(parsed or _parse(raw), hashlib.sha256(raw).digest(), wire_size(raw), len(raw))
+
+
 async def parse(raw: bytes) -> ParsedMessage:
     """Parse once, in a thread for large messages."""
     if len(raw) > _THREADED_PARSE:
-        return await asyncio.to_thread(parse_message, raw)
-    return parse_message(raw)
+        return await asyncio.to_thread(_parse, raw)
+    return _parse(raw)
+
+
+async def prepare(raw: bytes, parsed: ParsedMessage | None = None) -> Prepared:
+    """Parse (unless ``parsed`` is given), hash and measure ``raw``, in one worker thread for large messages."""
+    if len(raw) > _THREADED_PARSE:
+        return await asyncio.to_thread(_prepare, raw, parsed)
+    return _prepare(raw, parsed)
 
 
 async def ingest(
     conn: asyncpg.Connection,
-    raw: bytes,
+    raw: bytes | None,
     mailbox_ids: Sequence[int],
     *,
     flags: Sequence[str] = (),
     internal_date: datetime | None = None,
     parsed: ParsedMessage | None = None,
+    prepared: Prepared | None = None,
 ) -> list[StoredMessage]:
     """Store ``raw`` once and add it to each mailbox, in one transaction.
 
     Runs in a savepoint when the caller already holds a transaction, so a
     caller can commit the message together with other work (queueing, say).
+    ``prepared`` (from :func:`prepare` on these very bytes) saves doing that
+    again; with it, ``raw`` may be None when the caller has stored the blob
+    already (:func:`put_blob_stream`), so the bytes need not be in memory.
     """
-    if parsed is None:
-        parsed = await parse(raw)
-    digest = hashlib.sha256(raw).digest()
+    if prepared is None:
+        if raw is None:
+            raise ValueError("ingest needs the message's bytes or what prepare() made of them")
+        prepared = await prepare(raw, parsed)
+    parsed, digest = prepared.parsed, prepared.digest
     attachments = [
         {
             "part": a.part,
@@ -168,15 +224,15 @@ async def ingest(
         sum(1 for a in parsed.attachments if not a.inline),
         _clean(people),
         False,  # text_indexed: the background indexer fills the body text in
-        wire_size(raw),
+        prepared.wire_size,
     )
     stored: list[StoredMessage] = []
     # One transaction: the caller's when it has one (no savepoint round trips), else our own.
     async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
         # A small blob goes in with the first copy, in one statement; a large one first, so the
         # mailbox row lock is not held while its bytes are written.
-        blob_pending = len(raw) <= _BLOB_INLINE
-        if not blob_pending:
+        blob_pending = raw is not None and len(raw) <= BLOB_INLINE
+        if raw is not None and not blob_pending:
             await put_blob(conn, raw, digest)
         for mailbox_id in sorted(set(mailbox_ids)):
             row = await conn.fetchrow(
@@ -184,7 +240,7 @@ async def ingest(
                 mailbox_id,
                 list(dict.fromkeys(flags)),
                 internal_date,
-                len(raw),
+                prepared.size,
                 digest,
                 *columns,
                 CHANNEL,
@@ -259,16 +315,69 @@ def search_texts(raw: bytes, parsed: ParsedMessage) -> tuple[str, str]:
     return head[:_SEARCH_TEXT_LIMIT], parsed.text[:_SEARCH_TEXT_LIMIT].lower()
 
 
-async def put_blob(conn: Queryable, raw: bytes, digest: bytes | None = None) -> bytes:
+async def put_blob(conn: asyncpg.Connection, raw: bytes, digest: bytes | None = None) -> bytes:
     """Store ``raw`` once under its SHA-256; returns the hash."""
-    digest = digest or hashlib.sha256(raw).digest()
-    await conn.execute(
-        "INSERT INTO blobs (hash, size, data) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING",
-        digest,
-        len(raw),
-        raw,
-    )
+    if len(raw) <= BLOB_INLINE:
+        digest = digest or hashlib.sha256(raw).digest()
+        await conn.execute(
+            "INSERT INTO blobs (hash, size, data) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING",
+            digest,
+            len(raw),
+            raw,
+        )
+        return digest
+    if digest is None:
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(raw).digest())
+    await put_blob_stream(conn, digest, len(raw), _views(raw))
     return digest
+
+
+async def _views(raw: bytes) -> AsyncIterator[memoryview]:
+    view = memoryview(raw)
+    for start in range(0, len(view), _COPY_CHUNK):
+        yield view[start : start + _COPY_CHUNK]
+
+
+async def put_blob_stream(
+    conn: asyncpg.Connection, digest: bytes, size: int, chunks: AsyncIterable[bytes | memoryview]
+) -> None:
+    """Store a blob of ``size`` bytes, given as ``chunks``, under ``digest``, unless it is there already.
+
+    The bytes go by binary COPY, so neither side holds them whole in a send
+    buffer. COPY has no ON CONFLICT: the blob is looked for first, under the
+    same table lock an INSERT takes (which keeps the sweep off it until commit,
+    see store.mailboxes.sweep_blobs), and a writer of the same bytes that gets
+    there first meanwhile is not an error (the COPY runs in a savepoint).
+    """
+    async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
+        await conn.execute("LOCK TABLE blobs IN ROW EXCLUSIVE MODE")
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM blobs WHERE hash = $1)", digest):
+            return
+        try:
+            async with conn.transaction():
+                await conn.copy_to_table(
+                    "blobs",
+                    source=_copy_rows(digest, size, chunks),
+                    columns=["hash", "size", "data"],
+                    format="binary",
+                )
+        except asyncpg.UniqueViolationError:
+            pass  # the same bytes, committed by someone else while we sent ours
+
+
+async def _copy_rows(
+    digest: bytes, size: int, chunks: AsyncIterable[bytes | memoryview]
+) -> AsyncIterator[bytes | memoryview]:
+    """One row (hash, size, data) in PostgreSQL's binary COPY format, the data streamed from ``chunks``."""
+    # Tuple: field count, then each field as a 32-bit length and its bytes (bytea raw, bigint 8 bytes).
+    yield _COPY_HEADER + struct.pack("!hi", 3, len(digest)) + digest + struct.pack("!iqi", 8, size, size)
+    sent = 0
+    async for chunk in chunks:
+        sent += len(chunk)
+        yield chunk
+    if sent != size:
+        raise ValueError(f"blob of {size} bytes announced, {sent} given")
+    yield _COPY_TRAILER
 
 
 async def raw_bytes(conn: Queryable, message_id: int) -> bytes | None:

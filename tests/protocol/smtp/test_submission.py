@@ -241,3 +241,32 @@ async def test_from_header_that_parses_as_someone_else_is_refused(smtp: Smtp) ->
     await client.close()
     shown = await smtp.pool.fetch("SELECT from_addr FROM messages ORDER BY id")
     assert accepted == [], [row["from_addr"] for row in shown]
+
+
+async def test_sender_header_of_another_user_is_refused(smtp: Smtp) -> None:
+    """A Sender header naming bob (or anyone but alice), with alice's From, gets 550 5.7.1; nothing stored or queued."""
+    client = await submission_client(smtp)
+    for sender in [
+        "Sender: bob@example.com",
+        "Sender: Bob <bob@example.com>",
+        "Sender: carol@remote.example",
+        "Sender: alice@example.com\r\nSender: bob@example.com",
+        "Sender: alice@example.com <bob@example.com>",
+        "Sender: <>",
+    ]:
+        message = f"From: alice@example.com\r\n{sender}\r\nTo: carol@remote.example\r\nSubject: x\r\n\r\nhi\r\n"
+        replies = await client.mail(ALICE, ["bob@example.com", "carol@remote.example"], message.encode())
+        assert [r.head for r in replies] == ["250 2.1.0", "250 2.1.5", "250 2.1.5", "550 5.7.1"], sender
+    await client.close()
+    await assert_nothing_kept(smtp)
+
+
+async def test_own_sender_header_is_accepted(smtp: Smtp) -> None:
+    """A Sender of alice's own address or alias (any case) goes through like a From of hers."""
+    client = await submission_client(smtp)
+    for sender in ["Sender: alice@example.com", "Sender: Al <AL@example.com>"]:
+        message = make_message(sender="Team <alice@example.com>", headers=(sender,))
+        replies = await client.mail(ALICE, ["bob@example.com"], message)
+        assert [r.head for r in replies] == ["250 2.1.0", "250 2.1.5", "250 2.0.0"], sender
+    await client.close()
+    assert len(await smtp.inbox("bob@example.com")) == 2
