@@ -164,8 +164,6 @@ def setup_logging(level: str, identifier: str = "relate") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # aiosmtpd logs every command at INFO and deprecation chatter at WARNING; our own lines say what matters.
-    logging.getLogger("mail.log").setLevel(logging.ERROR)
     pool_log = logging.getLogger("asyncpg.pool")
     if not any(isinstance(f, _OneLine) for f in pool_log.filters):
         pool_log.addFilter(_OneLine())
