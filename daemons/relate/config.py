@@ -73,8 +73,12 @@ class AuthConfig:
     # Seconds a successful key verification is trusted without bcrypt again;
     # a revoked key stops working everywhere within this window.
     cache_seconds: float = 30.0
-    # Failed-login throttle, per client address.
+    # Failed-login throttle, counted in the database (every host shares it):
+    # this many failures of one login from one client address within the
+    # window lock that login out from that address ...
     max_failures: int = 5
+    # ... and this many of any logins lock the whole address out.
+    max_failures_per_address: int = 50
     failure_window_seconds: float = 900.0
     lockout_seconds: float = 900.0
     # bcrypt work factor. A work factor slows the guessing of human-chosen
@@ -278,7 +282,14 @@ class Config:
                 "must be at least 1 and at least database.pool_min",
             ),
             ("database.acquire_timeout", self.database.acquire_timeout > 0, "must be positive"),
-            ("auth.max_failures", self.auth.max_failures >= 1, "must be 1 or more"),
+            ("auth.max_failures", 1 <= self.auth.max_failures <= 1000, "must be between 1 and 1000"),
+            (
+                "auth.max_failures_per_address",
+                self.auth.max_failures <= self.auth.max_failures_per_address <= 10000,
+                "must be at least auth.max_failures and at most 10000",
+            ),
+            ("auth.failure_window_seconds", self.auth.failure_window_seconds > 0, "must be positive"),
+            ("auth.lockout_seconds", self.auth.lockout_seconds >= 0, "must be 0 or more"),
             ("internal.heartbeat_seconds", self.internal.heartbeat_seconds >= 1, "must be at least 1 second"),
             ("smtp.max_message_size", self.smtp.max_message_size >= 1024, "must be at least 1024 bytes"),
             ("smtp.max_recipients", self.smtp.max_recipients >= 1, "must be 1 or more"),
