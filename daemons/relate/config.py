@@ -21,6 +21,7 @@ ever logged from here: values may be secrets.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 import types
@@ -230,6 +231,12 @@ class PushConfig:
 class ApiConfig:
     # HTTP listeners (put a TLS-terminating proxy in front for the Internet).
     listen: list[str] = field(default_factory=lambda: ["0.0.0.0:8080"])
+    # Reverse proxies (addresses or networks) whose proxy_header is believed for
+    # the client's address (failed-login counts, logs); empty: the peer is the client.
+    trusted_proxies: list[str] = field(default_factory=list)
+    # The header those proxies set: X-Forwarded-For or Forwarded (RFC 7239). Only
+    # this one is read: a client could write the other through a proxy unchanged.
+    proxy_header: str = "X-Forwarded-For"
     # Accept POST /api/internal-notifications over HTTP too (for daemons on
     # other hosts); the Unix socket (internal.api_socket) always accepts it.
     internal_over_http: bool = False
@@ -330,6 +337,11 @@ class Config:
             ("api.max_page_size", 1 <= self.api.max_page_size <= 1000, "must be between 1 and 1000"),
             ("api.max_attachment_size", self.api.max_attachment_size >= 0, "must be 0 or more"),
             ("api.max_body_size", self.api.max_body_size >= 1024, "must be at least 1024 bytes"),
+            (
+                "api.proxy_header",
+                self.api.proxy_header.lower() in {"x-forwarded-for", "forwarded"},
+                "must be X-Forwarded-For or Forwarded",
+            ),
             ("auth.bcrypt_rounds", 4 <= self.auth.bcrypt_rounds <= 31, "must be between 4 and 31"),
             (
                 "logging.level",
@@ -349,6 +361,11 @@ class Config:
         for where, cert, key_file in pairs:
             if (cert is None) != (key_file is None):
                 raise ConfigError(f"{where}.cert and {where}.key: give both or neither")
+        for i, item in enumerate(self.api.trusted_proxies):
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(f"api.trusted_proxies[{i}]: not an IP address or network, got {item!r}") from None
         listeners = [(f"smtp.{role}", lst) for role, lst in self.smtp.listeners().items()]
         listeners += [("imap.imap", self.imap.imap), ("imap.imaps", self.imap.imaps)]
         listeners += [("pop3.pop3", self.pop3.pop3), ("pop3.pop3s", self.pop3.pop3s)]

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from relate.api import security
+from relate.api import forwarded, security
 from relate.api.errors import ApiError, error_response
 from relate.auth import Authenticator
 from relate.config import Config
@@ -33,6 +35,11 @@ class ApiState:
     limiter: security.RateLimiter
     # Filled in by route modules' setup hooks (the hub, the push sender, ...).
     parts: dict[str, Any] = field(default_factory=dict)
+    # api.trusted_proxies, parsed once (the config has checked them).
+    proxies: list[forwarded.Network] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.proxies = forwarded.parse_networks(self.cfg.api.trusted_proxies)
 
 
 STATE = web.AppKey("relate_state", ApiState)
@@ -48,6 +55,12 @@ def state(request: web.Request) -> ApiState:
 @web.middleware
 async def errors_middleware(request: web.Request, handler: security.Handler) -> web.StreamResponse:
     st = request.app[STATE]
+    client = request[security.CLIENT] = forwarded.client_address(
+        request.remote,
+        request.headers.getall(st.cfg.api.proxy_header, []),
+        header=st.cfg.api.proxy_header.lower(),
+        trusted=st.proxies,
+    )
     try:
         await security.authorize(
             request,
@@ -72,22 +85,45 @@ async def errors_middleware(request: web.Request, handler: security.Handler) -> 
     except Invalid as exc:
         return error_response(422, "invalid", str(exc))
     except DatabaseUnavailable:
-        log.warning("api-unavailable method=%s path=%s reason=database", request.method, request.path)
+        log.warning("api-unavailable client=%s method=%s path=%s reason=database", client, request.method, request.path)
         return error_response(503, "unavailable", "the database is unavailable; try again later")
-    except (asyncpg.PostgresConnectionError, ConnectionError, OSError) as exc:
-        log.warning("api-unavailable method=%s path=%s error=%s", request.method, request.path, type(exc).__name__)
+    except Exception as exc:
+        if not unavailable(exc):
+            log.exception("api-error client=%s method=%s path=%s", client, request.method, request.path)
+            return error_response(500, "internal", "internal error")
+        log.warning(
+            "api-unavailable client=%s method=%s path=%s error=%s",
+            client,
+            request.method,
+            request.path,
+            type(exc).__name__,
+        )
         return error_response(503, "unavailable", "service temporarily unavailable; try again later")
-    except Exception:
-        log.exception("api-error method=%s path=%s", request.method, request.path)
-        return error_response(500, "internal", "internal error")
 
 
-def make_app(st: ApiState) -> web.Application:
-    from relate.api.routes import ROUTE_MODULES
+# SQLSTATE classes and codes that mean "the database is not there right now", not "this request is wrong":
+# connection exceptions, insufficient resources (too many clients), operator intervention (shutdown,
+# starting up, statement timeout), transaction rollback (serialization, deadlock), and what a database
+# refusing or lacking connections says (55000 not accepting connections, 3D000, 28xxx).
+_UNAVAILABLE_CLASSES = ("08", "28", "40", "53", "57")
+_UNAVAILABLE_CODES = ("55000", "3D000")
 
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database (or the network) being unavailable: a 503, not a 500."""
+    if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError)):
+        return not isinstance(exc, asyncpg.DataError)  # DataError: an argument asyncpg cannot encode
+    if isinstance(exc, asyncpg.PostgresError):
+        code = str(getattr(exc, "sqlstate", "") or "")
+        return code[:2] in _UNAVAILABLE_CLASSES or code in _UNAVAILABLE_CODES
+    return False
+
+
+def make_app(st: ApiState, route_modules: Sequence[ModuleType]) -> web.Application:
+    """The application serving ``route_modules`` (relate.api.routes.ROUTE_MODULES, which import this module)."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=st.cfg.api.max_body_size)
     app[STATE] = st
-    for module in ROUTE_MODULES:
+    for module in route_modules:
         app.add_routes(module.routes)
         setup = getattr(module, "setup", None)
         if setup is not None:
