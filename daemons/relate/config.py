@@ -248,6 +248,10 @@ class ApiConfig:
     # Attachments of one draft together, decoded.
     max_attachment_size: int = 25 * 1024 * 1024
     max_body_size: int = 40 * 1024 * 1024  # one request body (attachments travel base64)
+    # JSON bodies: nesting depth, and values (arrays, objects and the commas between
+    # members); bounded before parsing (413 past max_json_items, 400 past the depth).
+    max_json_depth: int = 32
+    max_json_items: int = 10000
     # The hostname mail clients are told to use (autoconfig, credentials); default: hostname.
     public_hostname: str | None = None
     websocket_heartbeat: float = 30.0
@@ -337,6 +341,9 @@ class Config:
             ("api.max_page_size", 1 <= self.api.max_page_size <= 1000, "must be between 1 and 1000"),
             ("api.max_attachment_size", self.api.max_attachment_size >= 0, "must be 0 or more"),
             ("api.max_body_size", self.api.max_body_size >= 1024, "must be at least 1024 bytes"),
+            # The API's own bodies nest 3 deep (a draft's list of recipient objects); json.loads recurses per level.
+            ("api.max_json_depth", 3 <= self.api.max_json_depth <= 500, "must be between 3 and 500"),
+            ("api.max_json_items", self.api.max_json_items >= 1000, "must be at least 1000"),
             (
                 "api.proxy_header",
                 self.api.proxy_header.lower() in {"x-forwarded-for", "forwarded"},

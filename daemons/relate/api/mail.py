@@ -82,7 +82,15 @@ async def list_mailboxes(request: web.Request) -> web.Response:
     return web.json_response({"items": [_mailbox(r) for r in rows], "total": len(rows)})
 
 
+# The largest id a mailbox can have (bigint).
+_MAX_ID = 2**63 - 1
+
+
 async def _mailbox_ref(request: web.Request, ref: str) -> dict[str, Any]:
+    """A mailbox of the caller's by id or name; 404 when there is none."""
+    if ref.isdigit() and not (ref.isascii() and len(ref) <= 19 and int(ref) <= _MAX_ID):
+        # The store reads any digits as an id: "²" or 20 digits would fail in int() or PostgreSQL.
+        raise not_found("mailbox")
     box = await store.find_mailbox(state(request).pool, principal(request).user_id, ref)
     if box is None:
         raise not_found("mailbox")
