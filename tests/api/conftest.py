@@ -107,6 +107,11 @@ def message(subject: str = "Hello", body: str = "Hi there.\r\n", *, to: str = "a
 
 @pytest.fixture
 def api_config(dsn: str, tmp_path: Path) -> Config:
+    return make_api_config(dsn, tmp_path)
+
+
+def make_api_config(dsn: str, tmp_path: Path) -> Config:
+    """The test API's configuration: loopback port 0, a Unix socket in ``tmp_path``, the cheapest bcrypt."""
     cfg = Config(hostname="mail.example.com")
     cfg.database.dsn = dsn
     cfg.auth.bcrypt_rounds = 4

@@ -75,6 +75,15 @@ async def test_a_mailbox_id_no_mailbox_can_have_is_404(api: Api, ref: str) -> No
     assert is_error(status, body, 404), body
 
 
+@pytest.mark.parametrize(
+    "query", ["after=0001-01-01T00:00:00%2B14:00", "before=9999-12-31T23:59:59-14:00", "after=2026-13-01"]
+)
+async def test_dates_past_the_calendar_are_400(api: Api, query: str) -> None:
+    """A search date that is before year 1 or after 9999 once in UTC is a 400 (it was a 500 from the driver)."""
+    status, body = await api.call("GET", f"/api/emails/search?{query}")
+    assert is_error(status, body, 400), body
+
+
 @pytest.mark.parametrize("odd", ["\u2028", "\u2029", "\x85", "\x9b", "\n", "\x0b"])
 async def test_line_breaks_in_a_subject_or_display_name_are_422(api: Api, odd: str) -> None:
     """U+2028, U+2029, NEL and other controls in a subject or name are refused (422) by every write, not a 500."""

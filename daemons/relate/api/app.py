@@ -177,13 +177,11 @@ def int_param(request: web.Request, name: str, default: int | None = None, *, mi
 
 
 def path_id(request: web.Request, name: str = "id") -> int:
-    try:
-        value = int(request.match_info[name])
-    except ValueError:
-        raise ApiError(404, "not_found", "not found") from None
-    if value < 1 or value > 2**63 - 1:
+    """A positive bigint id from the path; else 404 (int() alone would take "+1", "1_0" or Arabic digits)."""
+    text = request.match_info[name]
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) or not 1 <= int(text) <= 2**63 - 1:
         raise ApiError(404, "not_found", "not found")
-    return value
+    return int(text)
 
 
 def paging(request: web.Request) -> tuple[int, int]:

@@ -123,9 +123,11 @@ def _date_param(request: web.Request, name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise bad_request(f"{name} must be an ISO 8601 date or date-time") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        # PostgreSQL is given UTC: year 1 at +14:00, or 9999-12-31 at -14:00, is out of range there.
+        return value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise bad_request(f"{name} must be an ISO 8601 date or date-time from year 1 to 9999") from None
 
 
 @routes.get("/api/emails/search")

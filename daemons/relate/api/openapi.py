@@ -116,6 +116,7 @@ def op(
     if body is not None:
         operation["responses"].setdefault("400", error(_BAD_BODY))
         operation["responses"].setdefault("413", error(_BODY_TOO_LARGE))
+        operation["responses"].setdefault("415", error("the body is not application/json"))
     operation["responses"].setdefault("400", error("a query or path parameter holds NUL or a lone surrogate"))
     operation["responses"].setdefault("500", {"$ref": "#/components/responses/Internal"})
     return operation
