@@ -235,7 +235,8 @@ class Authenticator:
 
     def check_internal(self, key: str, *, client: str) -> bool:
         """Whether ``key`` is the configured internal key (constant time); a wrong one is logged, not counted."""
-        ok = bool(self._internal_key) and hmac.compare_digest(key.encode(), (self._internal_key or "").encode())
+        expected = (self._internal_key or "").encode()
+        ok = bool(expected) and hmac.compare_digest(key.encode("utf-8", "surrogateescape"), expected)
         if not ok:
             self._refuse("internal", client, "-", "bad-internal-key")
         return ok

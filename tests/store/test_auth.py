@@ -332,6 +332,7 @@ async def test_internal_key(pool: asyncpg.Pool, auth_config: AuthConfig) -> None
     auth = Authenticator(pool, auth_config, internal_key="relate_internal_abc")
     assert auth.check_internal("relate_internal_abc", client="local")
     assert not auth.check_internal("relate_internal_abd", client="local")
+    assert not auth.check_internal("relate_internal_\udcff", client="local")  # undecodable header bytes
     assert not Authenticator(pool, auth_config).check_internal("", client="local")
 
 
