@@ -15,30 +15,38 @@ Policy:
 - A successful verification is cached in memory for ``auth.cache_seconds``
   (30 s), keyed by a SHA-256 of login and key, so a revoked key stops working
   everywhere within that window and the key itself is never held.
-- Failed logins are counted in PostgreSQL (store/login_failures.py), so
-  every host enforces one budget: ``auth.max_failures`` (5) failures of one
-  login from one client address within ``auth.failure_window_seconds``
-  (15 min) lock that login out from that address, and
-  ``auth.max_failures_per_address`` (50) failures of any logins lock the
-  whole address out, each for ``auth.lockout_seconds`` (15 min), refused
-  without checking anything and without counting. A login counts under the
-  user it names (an alias shares its user's count); a bearer key's login is
-  its prefix when well-formed, else ``-``. So one user's wrong keys lock out
-  neither another user nor another address, and behind a NAT or a proxy
-  (see api.trusted_proxies) a guesser reaches the address cap, not every
-  account. A success clears its (address, login) count, not the address's.
-- The cost: a cached verification never asks the database, locked out or
-  not (the cache holds only keys that verified, so it serves no guessing),
-  except once to clear a count this process saw fail. An uncached login
-  asks once more than it would anyway (the lockout state, read before
-  bcrypt), plus once to clear a count only when there is one. A failure costs one statement, which also deletes a few
-  expired counts of other addresses, so the table keeps only live ones. A
-  malformed key is refused before any lookup; its failure is still counted.
+- Failed logins are counted in PostgreSQL (table ``auth_failures``,
+  store/login_failures.py), so every host enforces one budget. The table
+  holds windows per key, not a row per failure: one row per (address, login)
+  and one per address, each with the times of its recent failures (a sliding
+  window, never more times than its cap) and the end of its lockout; the
+  failure that reaches a cap empties the times and sets the lockout, so a
+  fresh count starts after it. The caps: ``auth.max_failures`` (5) failures
+  of one login from one client address within
+  ``auth.failure_window_seconds`` (15 min) lock that login out from that
+  address, and ``auth.max_failures_per_address`` (50) failures of any logins
+  lock the whole address out, each for ``auth.lockout_seconds`` (15 min),
+  refused without checking anything and without counting. A login counts
+  under the user it names (an alias shares its user's count); a bearer key's
+  login is its prefix when well-formed, else ``-``. So one user's wrong keys
+  lock out neither another user nor another address, and behind a NAT or a
+  proxy (see api.trusted_proxies) a guesser reaches the address cap, not
+  every account. A success clears its (address, login) count, not the
+  address's.
+- The cost: a cached verification never asks the database, locked out or not
+  (the cache holds only keys that verified, so it serves no guessing),
+  except once to clear a count this process saw fail. An uncached login asks
+  once more than it would anyway (the lockout state, read before bcrypt),
+  plus once to clear a count only when there is one. A failure costs one
+  statement, which also deletes a few expired counts of other addresses, so
+  the table keeps only live ones. A malformed key is refused before any
+  lookup; its failure is still counted.
 - The database failing while a failure is counted changes nothing for the
   client (it is refused all the same) and is logged as one
   ``auth-count-failed`` line; failing while the lockout or the key is read
-  raises the database error, which each protocol answers as a temporary
-  failure.
+  raises asyncpg.PostgresError or ConnectionError (asyncpg's own errors for
+  a lost connection become the latter), which every protocol answers as a
+  temporary failure.
 - Each failure is logged as one line for fail2ban::
 
       auth-failure service=imap client=192.0.2.7 user="bob@example.com" reason=bad-secret
