@@ -15,15 +15,47 @@ Policy:
 - A successful verification is cached in memory for ``auth.cache_seconds``
   (30 s), keyed by a SHA-256 of login and key, so a revoked key stops working
   everywhere within that window and the key itself is never held.
-- After ``auth.max_failures`` (5) failures from one client address within
-  ``auth.failure_window_seconds`` (15 min), that address is refused for
-  ``auth.lockout_seconds`` (15 min) without checking anything. A success
-  clears the address's count. The count is per process.
+- Failed logins are counted in PostgreSQL (table ``auth_failures``,
+  store/login_failures.py), so every host enforces one budget. The table
+  holds windows per key, not a row per failure: one row per (address, login)
+  and one per address, each with the times of its recent failures (a sliding
+  window, never more times than its cap) and the end of its lockout; the
+  failure that reaches a cap empties the times and sets the lockout, so a
+  fresh count starts after it. The caps: ``auth.max_failures`` (5) failures
+  of one login from one client address within
+  ``auth.failure_window_seconds`` (15 min) lock that login out from that
+  address, and ``auth.max_failures_per_address`` (50) failures of any logins
+  lock the whole address out, each for ``auth.lockout_seconds`` (15 min),
+  refused without checking anything and without counting. A login counts
+  under the user it names (an alias shares its user's count); a bearer key's
+  login is its prefix when well-formed, else ``-``. So one user's wrong keys
+  lock out neither another user nor another address, and behind a NAT or a
+  proxy (see api.trusted_proxies) a guesser reaches the address cap, not
+  every account. A success clears its (address, login) count, not the
+  address's.
+- The cost: a cached verification never asks the database, locked out or not
+  (the cache holds only keys that verified, so it serves no guessing),
+  except once to clear a count this process saw fail. An uncached login asks
+  once more than it would anyway (the lockout state, read before bcrypt),
+  plus once to clear a count only when there is one. A failure costs one
+  statement, which also deletes a few expired counts of other addresses, so
+  the table keeps only live ones. A malformed key is refused before any
+  lookup; its failure is still counted.
+- The database failing while a failure is counted changes nothing for the
+  client (it is refused all the same) and is logged as one
+  ``auth-count-failed`` line; failing while the lockout or the key is read
+  raises asyncpg.PostgresError or ConnectionError (asyncpg's own errors for
+  a lost connection become the latter), which every protocol answers as a
+  temporary failure.
 - Each failure is logged as one line for fail2ban::
 
       auth-failure service=imap client=192.0.2.7 user="bob@example.com" reason=bad-secret
 
   ``user`` is JSON-quoted, so whatever a client sends cannot forge a line.
+  A lockout adds ``auth-lockout client=... user="..." seconds=...`` (``user=*``
+  when the whole address is locked).
+- A wrong internal key (daemon-to-API calls) is logged the same way and not
+  counted: it is checked against one configured secret, without bcrypt.
 """
 
 from __future__ import annotations
@@ -36,10 +68,10 @@ import logging
 import re
 import secrets
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import asyncpg
 import bcrypt
@@ -47,8 +79,12 @@ import bcrypt
 from relate.config import AuthConfig
 from relate.errors import Invalid, RelateError
 from relate.store import keys as key_store
+from relate.store import login_failures as failure_store
+from relate.store.db import DatabaseUnavailable
 
 log = logging.getLogger("relate.auth")
+
+T = TypeVar("T")
 
 # Scopes a user's key may carry; `internal` is for daemon-to-API calls only.
 USER_SCOPES = ("smtp", "imap", "pop3", "api:read", "api:write", "app")
@@ -60,6 +96,14 @@ _IMPLIED = {"app": {"api:read", "api:write"}}
 KEY_PREFIX = "relate_"
 _KEY_RE = re.compile(r"^relate_([0-9a-f]{12})_([A-Za-z0-9_\-]{32})$")
 _MAX_TRACKED_CLIENTS = 100_000
+# A login longer than any address is counted under its first this many characters.
+_MAX_LOGIN = 320
+# NUL (PostgreSQL text cannot hold it) and lone surrogates (not UTF-8): a login with them names nobody.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# Database failures besides asyncpg.PostgresError and OSError. InternalClientError is what asyncpg
+# raises for a query on a connection the server has just terminated (a restart).
+_CONNECTION_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError, DatabaseUnavailable)
+_DB_ERRORS = (asyncpg.PostgresError, OSError, *_CONNECTION_ERRORS)
 
 
 def parse_scopes(text: str | Iterable[str]) -> list[str]:
@@ -98,6 +142,18 @@ def key_prefix(key: str) -> str | None:
     return m.group(1) if m else None
 
 
+async def _available(step: Awaitable[T]) -> T:
+    """The result of ``step``; the database failing in a way the protocols do not catch becomes ConnectionError.
+
+    Every protocol answers OSError and asyncpg.PostgresError as "temporarily
+    unavailable"; asyncpg's client-side errors for a lost connection are neither.
+    """
+    try:
+        return await step
+    except _CONNECTION_ERRORS as exc:
+        raise ConnectionError(f"database unavailable: {type(exc).__name__}") from exc
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who a verified key speaks for."""
@@ -134,8 +190,8 @@ class Authenticator:
         self._internal_key = internal_key
         self._clock = clock
         self._cache: dict[bytes, tuple[Principal, float]] = {}
-        self._failures: dict[str, deque[float]] = {}
-        self._locked: dict[str, float] = {}
+        # (client, login) pairs this process counted a failure for: a cached success clears them.
+        self._counted: set[tuple[str, str]] = set()
         # A hash to check against when the prefix is unknown, so that case
         # costs the same time as a wrong secret.
         self._dummy_hash = bcrypt.hashpw(b"relate-dummy", bcrypt.gensalt(cfg.bcrypt_rounds))
@@ -147,25 +203,48 @@ class Authenticator:
 
         ``login=None``: a bearer key. ``scope=None``: the caller checks scopes
         itself (the REST API answers a valid key without the scope with 403,
-        which is not a failed login).
+        which is not a failed login). The database failing while the lockout
+        state or the key is read raises asyncpg.PostgresError or OSError (a
+        temporary failure for the caller to answer).
         """
-        now = self._clock()
-        if self._is_locked(client, now):
-            raise self._refuse(service, client, login or "-", "locked-out", count=False)
-        try:
-            principal = await self._verify(login, key)
-        except AuthRefused as exc:
-            raise self._refuse(service, client, login or "-", exc.reason) from None
+        given = login or "-"  # for the log line
+        raw_login, login = login, None if login is None else login.strip().lower()
+        prefix = key_prefix(key)
+        # What the database sees of the login: text it can store, and nothing that could name a user by accident.
+        named = None if login is None else (login if len(login) <= _MAX_LOGIN and not _UNSTORABLE.search(login) else "")
+        counted_as = _UNSTORABLE.sub("\ufffd", login or "-")[:_MAX_LOGIN] if login is not None else (prefix or "-")
+        cache_key = hashlib.sha256(
+            (b"\1" if login is None else login.encode("utf-8", "surrogateescape") + b"\0")
+            + key.encode("utf-8", "surrogateescape")
+        ).digest()
+        principal = self._cached(cache_key)
+        if principal is not None:
+            if (client, counted_as) in self._counted:
+                await self._clear(client, counted_as)
+        elif prefix is None:
+            raise await self._fail(service, client, given, counted_as, "malformed-key")
+        else:
+            lock = await _available(failure_store.state(self._pool, client, counted_as))
+            if lock.locked_until is not None:
+                raise self._refuse(service, client, given, "locked-out")
+            try:
+                principal = await _available(self._verify(named, key, prefix))
+            except AuthRefused as exc:
+                raise await self._fail(service, client, given, counted_as, exc.reason) from None
+            self._cache_put(cache_key, principal)
+            if lock.counted:
+                await self._clear(client, counted_as)
         if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
-            raise self._refuse(service, client, login or principal.address, "expired")
+            raise await self._fail(service, client, raw_login or principal.address, counted_as, "expired")
         if scope is not None and not principal.has(scope):
-            raise self._refuse(service, client, login or principal.address, f"{MISSING_SCOPE}{scope}")
-        self._failures.pop(client, None)
+            reason = f"{MISSING_SCOPE}{scope}"
+            raise await self._fail(service, client, raw_login or principal.address, counted_as, reason)
         return principal
 
     def check_internal(self, key: str, *, client: str) -> bool:
-        """Whether ``key`` is the configured internal key (constant time)."""
-        ok = bool(self._internal_key) and hmac.compare_digest(key.encode(), (self._internal_key or "").encode())
+        """Whether ``key`` is the configured internal key (constant time); a wrong one is logged, not counted."""
+        expected = (self._internal_key or "").encode()
+        ok = bool(expected) and hmac.compare_digest(key.encode("utf-8", "surrogateescape"), expected)
         if not ok:
             self._refuse("internal", client, "-", "bad-internal-key")
         return ok
@@ -174,21 +253,22 @@ class Authenticator:
         """Drop every cached verification (after a revocation in this process)."""
         self._cache.clear()
 
-    async def _verify(self, login: str | None, key: str) -> Principal:
-        login = None if login is None else login.strip().lower()
-        cache_key = hashlib.sha256(
-            (b"\1" if login is None else login.encode("utf-8", "surrogateescape") + b"\0")
-            + key.encode("utf-8", "surrogateescape")
-        ).digest()
-        now = self._clock()
+    def _cached(self, cache_key: bytes) -> Principal | None:
         hit = self._cache.get(cache_key)
-        if hit is not None:
-            if hit[1] > now:
-                return hit[0]
-            del self._cache[cache_key]
-        prefix = key_prefix(key)
-        if prefix is None:
-            raise AuthRefused("malformed-key")
+        if hit is None:
+            return None
+        if hit[1] > self._clock():
+            return hit[0]
+        del self._cache[cache_key]
+        return None
+
+    def _cache_put(self, cache_key: bytes, principal: Principal) -> None:
+        if len(self._cache) > _MAX_TRACKED_CLIENTS:
+            self._cache.clear()
+        self._cache[cache_key] = (principal, self._clock() + self._cfg.cache_seconds)
+
+    async def _verify(self, login: str | None, key: str, prefix: str) -> Principal:
+        """The principal of a well-formed key; ``login`` is None for a bearer key, "" for one that names nobody."""
         row = await key_store.for_verification(self._pool, prefix, login or "")
         if row is None:
             await asyncio.to_thread(bcrypt.checkpw, key.encode(), self._dummy_hash)
@@ -214,21 +294,17 @@ class Authenticator:
             fresh = await asyncio.to_thread(bcrypt.hashpw, key.encode(), bcrypt.gensalt(self._cfg.bcrypt_rounds))
             rehash = (row["hash"], fresh.decode())
         await key_store.touch(self._pool, row["id"], rehash=rehash)
-        if len(self._cache) > _MAX_TRACKED_CLIENTS:
-            self._cache.clear()
-        self._cache[cache_key] = (principal, now + self._cfg.cache_seconds)
         return principal
 
-    def _is_locked(self, client: str, now: float) -> bool:
-        until = self._locked.get(client)
-        if until is None:
-            return False
-        if until > now:
-            return True
-        del self._locked[client]
-        return False
+    async def _clear(self, client: str, login: str) -> None:
+        """Forget (client, login)'s failures after a success; a database error only leaves them to expire."""
+        self._counted.discard((client, login))
+        try:
+            await failure_store.clear(self._pool, client, login)
+        except _DB_ERRORS as exc:
+            log.warning("auth-count-failed client=%s error=%s", client, type(exc).__name__)
 
-    def _refuse(self, service: str, client: str, login: str, reason: str, *, count: bool = True) -> AuthRefused:
+    def _refuse(self, service: str, client: str, login: str, reason: str) -> AuthRefused:
         log.warning(
             "auth-failure service=%s client=%s user=%s reason=%s",
             service,
@@ -236,21 +312,34 @@ class Authenticator:
             json.dumps(login[:256]),
             reason,
         )
-        if count:
-            now = self._clock()
-            window = self._failures.setdefault(client, deque())
-            window.append(now)
-            while window and window[0] <= now - self._cfg.failure_window_seconds:
-                window.popleft()
-            if len(window) >= self._cfg.max_failures:
-                self._locked[client] = now + self._cfg.lockout_seconds
-                del self._failures[client]
-                log.warning("auth-lockout client=%s seconds=%d", client, self._cfg.lockout_seconds)
-            if len(self._failures) > _MAX_TRACKED_CLIENTS:
-                self._prune(now)
         return AuthRefused(reason)
 
-    def _prune(self, now: float) -> None:
-        horizon = now - self._cfg.failure_window_seconds
-        for client in [c for c, w in self._failures.items() if not w or w[-1] <= horizon]:
-            del self._failures[client]
+    async def _fail(self, service: str, client: str, login: str, counted_as: str, reason: str) -> AuthRefused:
+        """Count one failure in the database, log it, and return the refusal to raise."""
+        cfg = self._cfg
+        try:
+            recorded = await failure_store.record(
+                self._pool,
+                client,
+                counted_as,
+                window=cfg.failure_window_seconds,
+                max_per_login=cfg.max_failures,
+                max_per_address=cfg.max_failures_per_address,
+                lockout=cfg.lockout_seconds,
+            )
+        except _DB_ERRORS as exc:
+            # Refused all the same: only the count is lost.
+            refusal = self._refuse(service, client, login, reason)
+            log.warning("auth-count-failed client=%s error=%s", client, type(exc).__name__)
+            return refusal
+        if not recorded.counted:
+            # Locked out meanwhile (by another host, or a malformed key that skipped the check).
+            return self._refuse(service, client, login, "locked-out")
+        refusal = self._refuse(service, client, login, reason)
+        if len(self._counted) >= _MAX_TRACKED_CLIENTS:
+            self._counted.clear()  # a lost hint only leaves a count to expire by itself
+        self._counted.add((client, counted_as))
+        for which in recorded.locked:
+            user = "*" if which == failure_store.WHOLE_ADDRESS else json.dumps(which[:256])
+            log.warning("auth-lockout client=%s user=%s seconds=%d", client, user, cfg.lockout_seconds)
+        return refusal

@@ -21,6 +21,7 @@ ever logged from here: values may be secrets.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 import types
@@ -73,8 +74,12 @@ class AuthConfig:
     # Seconds a successful key verification is trusted without bcrypt again;
     # a revoked key stops working everywhere within this window.
     cache_seconds: float = 30.0
-    # Failed-login throttle, per client address.
+    # Failed-login throttle, counted in the database (every host shares it):
+    # this many failures of one login from one client address within the
+    # window lock that login out from that address ...
     max_failures: int = 5
+    # ... and this many of any logins lock the whole address out.
+    max_failures_per_address: int = 50
     failure_window_seconds: float = 900.0
     lockout_seconds: float = 900.0
     # bcrypt work factor. A work factor slows the guessing of human-chosen
@@ -250,6 +255,12 @@ class PushConfig:
 class ApiConfig:
     # HTTP listeners (put a TLS-terminating proxy in front for the Internet).
     listen: list[str] = field(default_factory=lambda: ["0.0.0.0:8080"])
+    # Reverse proxies (addresses or networks) whose proxy_header is believed for
+    # the client's address (failed-login counts, logs); empty: the peer is the client.
+    trusted_proxies: list[str] = field(default_factory=list)
+    # The header those proxies set: X-Forwarded-For or Forwarded (RFC 7239). Only
+    # this one is read: a client could write the other through a proxy unchanged.
+    proxy_header: str = "X-Forwarded-For"
     # Accept POST /api/internal-notifications over HTTP too (for daemons on
     # other hosts); the Unix socket (internal.api_socket) always accepts it.
     internal_over_http: bool = False
@@ -261,6 +272,10 @@ class ApiConfig:
     # Attachments of one draft together, decoded.
     max_attachment_size: int = 25 * 1024 * 1024
     max_body_size: int = 40 * 1024 * 1024  # one request body (attachments travel base64)
+    # JSON bodies: nesting depth, and values (arrays, objects and the commas between
+    # members); bounded before parsing (413 past max_json_items, 400 past the depth).
+    max_json_depth: int = 32
+    max_json_items: int = 10000
     # The hostname mail clients are told to use (autoconfig, credentials); default: hostname.
     public_hostname: str | None = None
     websocket_heartbeat: float = 30.0
@@ -302,7 +317,14 @@ class Config:
                 "must be at least 1 and at least database.pool_min",
             ),
             ("database.acquire_timeout", self.database.acquire_timeout > 0, "must be positive"),
-            ("auth.max_failures", self.auth.max_failures >= 1, "must be 1 or more"),
+            ("auth.max_failures", 1 <= self.auth.max_failures <= 1000, "must be between 1 and 1000"),
+            (
+                "auth.max_failures_per_address",
+                self.auth.max_failures <= self.auth.max_failures_per_address <= 10000,
+                "must be at least auth.max_failures and at most 10000",
+            ),
+            ("auth.failure_window_seconds", self.auth.failure_window_seconds > 0, "must be positive"),
+            ("auth.lockout_seconds", self.auth.lockout_seconds >= 0, "must be 0 or more"),
             ("internal.heartbeat_seconds", self.internal.heartbeat_seconds >= 1, "must be at least 1 second"),
             ("smtp.max_message_size", self.smtp.max_message_size >= 1024, "must be at least 1024 bytes"),
             ("smtp.max_recipients", self.smtp.max_recipients >= 1, "must be 1 or more"),
@@ -346,6 +368,14 @@ class Config:
             ("api.max_page_size", 1 <= self.api.max_page_size <= 1000, "must be between 1 and 1000"),
             ("api.max_attachment_size", self.api.max_attachment_size >= 0, "must be 0 or more"),
             ("api.max_body_size", self.api.max_body_size >= 1024, "must be at least 1024 bytes"),
+            # The API's own bodies nest 3 deep (a draft's list of recipient objects); json.loads recurses per level.
+            ("api.max_json_depth", 3 <= self.api.max_json_depth <= 500, "must be between 3 and 500"),
+            ("api.max_json_items", self.api.max_json_items >= 1000, "must be at least 1000"),
+            (
+                "api.proxy_header",
+                self.api.proxy_header.lower() in {"x-forwarded-for", "forwarded"},
+                "must be X-Forwarded-For or Forwarded",
+            ),
             ("auth.bcrypt_rounds", 4 <= self.auth.bcrypt_rounds <= 31, "must be between 4 and 31"),
             (
                 "logging.level",
@@ -365,6 +395,11 @@ class Config:
         for where, cert, key_file in pairs:
             if (cert is None) != (key_file is None):
                 raise ConfigError(f"{where}.cert and {where}.key: give both or neither")
+        for i, item in enumerate(self.api.trusted_proxies):
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(f"api.trusted_proxies[{i}]: not an IP address or network, got {item!r}") from None
         listeners = [(f"smtp.{role}", lst) for role, lst in self.smtp.listeners().items()]
         listeners += [("imap.imap", self.imap.imap), ("imap.imaps", self.imap.imaps)]
         listeners += [("pop3.pop3", self.pop3.pop3), ("pop3.pop3s", self.pop3.pop3s)]

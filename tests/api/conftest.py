@@ -58,6 +58,43 @@ class Api:
         return [m.id for m in committed.local]
 
 
+@dataclass(frozen=True)
+class Operation:
+    """One operation of the OpenAPI document, its parameters resolved."""
+
+    method: str  # upper case
+    path: str  # with {placeholders}
+    parameters: list[dict[str, Any]]
+    body: dict[str, Any] | None  # the JSON request body's schema, if it takes one
+    scope: str | None  # None: public
+
+
+def operations(doc: dict[str, Any]) -> list[Operation]:
+    """Every operation of GET /api/openapi.json, parameter references resolved."""
+    found = []
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            if method not in ("get", "put", "post", "delete", "patch"):
+                continue
+            params = [
+                doc["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]] if "$ref" in p else p
+                for p in [*item.get("parameters", []), *operation.get("parameters", [])]
+            ]
+            content = operation.get("requestBody", {}).get("content", {})
+            security = operation.get("security") or [{}]
+            scopes = [s for requirement in security for s in requirement.get("bearer", [])]
+            found.append(
+                Operation(
+                    method.upper(),
+                    path,
+                    params,
+                    content.get("application/json", {}).get("schema"),
+                    scopes[0] if scopes else None,
+                )
+            )
+    return found
+
+
 def message(subject: str = "Hello", body: str = "Hi there.\r\n", *, to: str = "alice@example.com") -> bytes:
     return make_message(
         sender="Sender <sender@remote.example>",
@@ -70,6 +107,11 @@ def message(subject: str = "Hello", body: str = "Hi there.\r\n", *, to: str = "a
 
 @pytest.fixture
 def api_config(dsn: str, tmp_path: Path) -> Config:
+    return make_api_config(dsn, tmp_path)
+
+
+def make_api_config(dsn: str, tmp_path: Path) -> Config:
+    """The test API's configuration: loopback port 0, a Unix socket in ``tmp_path``, the cheapest bcrypt."""
     cfg = Config(hostname="mail.example.com")
     cfg.database.dsn = dsn
     cfg.auth.bcrypt_rounds = 4

@@ -325,20 +325,26 @@ async def test_real_time_answers_and_events_match_the_documented_schemas(api: Ap
             _check(doc, notifications, "post", status, answer)
         # Over HTTP while api.internal_over_http is off: as if there were no such route.
         await _call(api, doc, "POST", notifications, notifications, 404, json=notice)
+
+        async def collect(kinds: set[str]) -> None:
+            deadline = time.monotonic() + 10
+            while not kinds <= set(seen) and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    event = await alice.next(wait=max(0.01, deadline - time.monotonic()))
+                    _valid(doc, hub_event, event, f"hub event {event}")
+                    seen[event["type"]] = event["data"]
+
         # Changes that make the other events: read, delete (a move to Trash), send, rename a folder.
         await _call(api, doc, "PATCH", f"/api/emails/{email_id}", "/api/emails/{id}", 200, json={"isRead": True})
+        # The hub reads a flag change's rows when it handles it: moved away by then, they make no EmailUpdated.
+        await collect({"EmailUpdated"})
         await _call(api, doc, "DELETE", f"/api/emails/{email_id}", "/api/emails/{id}", 200)
         await _call(api, doc, "POST", "/api/outbound/send", "/api/outbound/send", 201, json={"to": ["bob@example.com"]})
         async with api.pool.acquire() as conn:
             await mailbox_store.create(conn, user_id, "Projects")
             await mailbox_store.rename(conn, user_id, "Projects", "Old projects")
         kinds = {"NewEmail", "EmailUpdated", "EmailDeleted", "UnreadCountChanged", "DeliveryStatusChanged", "Resync"}
-        deadline = time.monotonic() + 10
-        while set(seen) != kinds and time.monotonic() < deadline:
-            with contextlib.suppress(TimeoutError):
-                event = await alice.next(wait=max(0.01, deadline - time.monotonic()))
-                _valid(doc, hub_event, event, f"hub event {event}")
-                seen[event["type"]] = event["data"]
+        await collect(kinds)
         assert set(seen) == kinds
     assert seen["Resync"]["reason"] == "mailboxes"
     # The hub's refusals: no Upgrade, no valid key, a key without api:read.

@@ -7,15 +7,18 @@ place where errors become responses and log lines.
 
 from __future__ import annotations
 
-import json
+import asyncio
+import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from relate.api import security
+from relate.api import forwarded, jsonbody, security
 from relate.api.errors import ApiError, error_response
 from relate.auth import Authenticator
 from relate.config import Config
@@ -35,9 +38,17 @@ class ApiState:
     feed: ChangeFeed
     # Filled in by route modules' setup hooks (the hub, the push sender, ...).
     parts: dict[str, Any] = field(default_factory=dict)
+    # api.trusted_proxies, parsed once (the config has checked them).
+    proxies: list[forwarded.Network] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.proxies = forwarded.parse_networks(self.cfg.api.trusted_proxies)
 
 
 STATE = web.AppKey("relate_state", ApiState)
+
+# JSON bodies larger than this are parsed in a worker thread.
+_THREADED_JSON = 64 * 1024
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
 _STATUS_CODES |= {409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid", 429: "rate_limited"}
@@ -50,6 +61,12 @@ def state(request: web.Request) -> ApiState:
 @web.middleware
 async def errors_middleware(request: web.Request, handler: security.Handler) -> web.StreamResponse:
     st = request.app[STATE]
+    client = request[security.CLIENT] = forwarded.client_address(
+        request.remote,
+        request.headers.getall(st.cfg.api.proxy_header, []),
+        header=st.cfg.api.proxy_header.lower(),
+        trusted=st.proxies,
+    )
     try:
         await security.authorize(
             request,
@@ -58,6 +75,7 @@ async def errors_middleware(request: web.Request, handler: security.Handler) -> 
             limiter=st.limiter,
             cfg=st.cfg.api,
         )
+        _check_parameters(request)
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
@@ -74,22 +92,53 @@ async def errors_middleware(request: web.Request, handler: security.Handler) -> 
     except Invalid as exc:
         return error_response(422, "invalid", str(exc))
     except DatabaseUnavailable:
-        log.warning("api-unavailable method=%s path=%s reason=database", request.method, request.path)
+        log.warning("api-unavailable client=%s method=%s path=%s reason=database", client, request.method, request.path)
         return error_response(503, "unavailable", "the database is unavailable; try again later")
-    except (asyncpg.PostgresConnectionError, ConnectionError, OSError) as exc:
-        log.warning("api-unavailable method=%s path=%s error=%s", request.method, request.path, type(exc).__name__)
+    except Exception as exc:
+        if not unavailable(exc):
+            log.exception("api-error client=%s method=%s path=%s", client, request.method, request.path)
+            return error_response(500, "internal", "internal error")
+        log.warning(
+            "api-unavailable client=%s method=%s path=%s error=%s",
+            client,
+            request.method,
+            request.path,
+            type(exc).__name__,
+        )
         return error_response(503, "unavailable", "service temporarily unavailable; try again later")
-    except Exception:
-        log.exception("api-error method=%s path=%s", request.method, request.path)
-        return error_response(500, "internal", "internal error")
 
 
-def make_app(st: ApiState) -> web.Application:
-    from relate.api.routes import ROUTE_MODULES
+def _check_parameters(request: web.Request) -> None:
+    """400 for a query or path parameter holding NUL or a lone surrogate: no handler can use one."""
+    for name, value in (*request.query.items(), *request.match_info.items()):
+        if jsonbody.unstorable(name) or jsonbody.unstorable(value):
+            shown = name[:40].encode("ascii", "backslashreplace").decode()
+            raise ApiError(400, "bad_request", f"parameter {shown} must not contain NUL characters or lone surrogates")
 
+
+# SQLSTATE classes and codes that mean "the database is not there right now", not "this request is wrong":
+# connection exceptions, insufficient resources (too many clients), operator intervention (shutdown,
+# starting up, statement timeout), transaction rollback (serialization, deadlock), and what a database
+# refusing or lacking connections says (55000 not accepting connections, 3D000, 28xxx).
+_UNAVAILABLE_CLASSES = ("08", "28", "40", "53", "57")
+_UNAVAILABLE_CODES = ("55000", "3D000")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database (or the network) being unavailable: a 503, not a 500."""
+    if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError)):
+        return not isinstance(exc, asyncpg.DataError)  # DataError: an argument asyncpg cannot encode
+    if isinstance(exc, asyncpg.PostgresError):
+        code = str(getattr(exc, "sqlstate", "") or "")
+        return code[:2] in _UNAVAILABLE_CLASSES or code in _UNAVAILABLE_CODES
+    return False
+
+
+def make_app(st: ApiState, route_modules: Sequence[ModuleType]) -> web.Application:
+    """The application serving ``route_modules`` (relate.api.routes.ROUTE_MODULES, which import this module)."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=st.cfg.api.max_body_size)
     app[STATE] = st
-    for module in ROUTE_MODULES:
+    for module in route_modules:
         app.add_routes(module.routes)
         setup = getattr(module, "setup", None)
         if setup is not None:
@@ -101,16 +150,17 @@ def make_app(st: ApiState) -> web.Application:
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object, or 400/415."""
+    """The request's JSON object, or 400/413/415 (api/jsonbody.py has the bounds)."""
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send application/json")
+    data = await request.read()
+    cfg = state(request).cfg.api
+    parse = functools.partial(jsonbody.parse, max_depth=cfg.max_json_depth, max_items=cfg.max_json_items)
     try:
-        data = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "bad_request", "the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
-    return data
+        # About 1 ms per 64 KiB: bodies with attachments are parsed off the event loop.
+        return parse(data) if len(data) <= _THREADED_JSON else await asyncio.to_thread(parse, data)
+    except jsonbody.BodyError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
 
 
 def int_param(request: web.Request, name: str, default: int | None = None, *, minimum: int = 1) -> int:
@@ -129,13 +179,11 @@ def int_param(request: web.Request, name: str, default: int | None = None, *, mi
 
 
 def path_id(request: web.Request, name: str = "id") -> int:
-    try:
-        value = int(request.match_info[name])
-    except ValueError:
-        raise ApiError(404, "not_found", "not found") from None
-    if value < 1 or value > 2**63 - 1:
+    """A positive bigint id from the path; else 404 (int() alone would take "+1", "1_0" or Arabic digits)."""
+    text = request.match_info[name]
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) or not 1 <= int(text) <= 2**63 - 1:
         raise ApiError(404, "not_found", "not found")
-    return value
+    return int(text)
 
 
 def paging(request: web.Request) -> tuple[int, int]:

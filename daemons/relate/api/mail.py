@@ -82,7 +82,15 @@ async def list_mailboxes(request: web.Request) -> web.Response:
     return web.json_response({"items": [_mailbox(r) for r in rows], "total": len(rows)})
 
 
+# The largest id a mailbox can have (bigint).
+_MAX_ID = 2**63 - 1
+
+
 async def _mailbox_ref(request: web.Request, ref: str) -> dict[str, Any]:
+    """A mailbox of the caller's by id or name; 404 when there is none."""
+    if ref.isdigit() and not (ref.isascii() and len(ref) <= 19 and int(ref) <= _MAX_ID):
+        # The store reads any digits as an id: "²" or 20 digits would fail in int() or PostgreSQL.
+        raise not_found("mailbox")
     box = await store.find_mailbox(state(request).pool, principal(request).user_id, ref)
     if box is None:
         raise not_found("mailbox")
@@ -115,9 +123,11 @@ def _date_param(request: web.Request, name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise bad_request(f"{name} must be an ISO 8601 date or date-time") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        # PostgreSQL is given UTC: year 1 at +14:00, or 9999-12-31 at -14:00, is out of range there.
+        return value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise bad_request(f"{name} must be an ISO 8601 date or date-time from year 1 to 9999") from None
 
 
 @routes.get("/api/emails/search")

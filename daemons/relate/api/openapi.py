@@ -112,8 +112,21 @@ def op(
             operation["x-rate-limit"] = "key management: api.key_calls_per_minute (10)"
     for code, text in (errors or {}).items():
         operation["responses"][code] = error(text) if isinstance(text, str) else text
+    # What every route answers to input no handler could use (app.py and jsonbody.py).
+    if body is not None:
+        operation["responses"].setdefault("400", error(_BAD_BODY))
+        operation["responses"].setdefault("413", error(_BODY_TOO_LARGE))
+        operation["responses"].setdefault("415", error("the body is not application/json"))
+    operation["responses"].setdefault("400", error("a query or path parameter holds NUL or a lone surrogate"))
     operation["responses"].setdefault("500", {"$ref": "#/components/responses/Internal"})
     return operation
+
+
+_BAD_BODY = (
+    "the body is not a JSON object, nests deeper than api.max_json_depth, or holds NUL or a lone surrogate;"
+    " or a parameter holds NUL or a lone surrogate"
+)
+_BODY_TOO_LARGE = "the body is over api.max_body_size or holds more than api.max_json_items values (too_large)"
 
 
 def returns(description: str, schema: dict[str, Any] | None = None, media: str = JSON) -> dict[str, Any]:
@@ -646,10 +659,10 @@ R, W, INTERNAL = "api:read", "api:write", "internal"
 
 _outbound_list = returns("one page, most recently changed first", page_of("OutboundListItem"))
 _JSON_ERRORS: dict[str, str | dict[str, Any]] = {
-    "400": "the body is not a JSON object",
+    "400": _BAD_BODY,
     "415": "the body is not application/json",
 }
-_TOO_LARGE = "attachments over api.max_attachment_size, or the request over api.max_body_size (too_large)"
+_TOO_LARGE = f"attachments over api.max_attachment_size, or {_BODY_TOO_LARGE}"
 
 PATHS: dict[str, dict[str, Any]] = {
     # Folders and mail (mail.py).

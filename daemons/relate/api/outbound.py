@@ -72,7 +72,10 @@ LISTS = {
 _FIELDS = {"from", "to", "cc", "bcc", "subject", "textBody", "htmlBody", "inReplyTo", "references", "attachments"}
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+\-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+\-]{0,126}$")
 _CONTENT_ID = re.compile(r"^[^<>\s\"\\]{1,200}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What cannot be in a one-line field (subject, display name, filename): C0 and C1 controls (tab aside,
+# checked as a space), DEL, and U+2028/U+2029, which end a line for Python's str.splitlines() and the
+# email package as CR and LF do. A mail client pasting one into a subject would be asked to remove it.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Compose in a worker thread past this many attachment bytes, off the event loop.
 _THREADED_COMPOSE = 256 * 1024
 _NOTIFIER = "outbound_notifier"

@@ -5,9 +5,11 @@ Policy:
 - Users present an API key as ``Authorization: Bearer KEY`` (or ``ApiKey
   KEY``); browsers opening the WebSocket hub may pass it as the
   ``access_token`` query parameter instead. The foundation's authenticator
-  verifies it (cached, with the per-address failure lockout). No key or a
-  bad key: 401. A valid key without the route's scope: 403 (not a failed
-  login). ``app`` implies ``api:read`` and ``api:write``.
+  verifies it (cached, with the failed-login lockout per client address and
+  key prefix; the client address is the peer's, or what a proxy listed in
+  ``api.trusted_proxies`` says: api/forwarded.py). No key or a bad key:
+  401. A valid key without the route's scope: 403 (not a failed login).
+  ``app`` implies ``api:read`` and ``api:write``.
 - Internal calls (``POST /api/internal-notifications``) carry the internal
   key and are accepted on the Unix socket, and over HTTP only when
   ``api.internal_over_http`` is set.
@@ -37,6 +39,8 @@ WRITE = "api:write"
 INTERNAL = "internal"
 
 PRINCIPAL = web.RequestKey("relate_principal", Principal)
+# The client's address (api/forwarded.py), set by the error middleware for every request.
+CLIENT = web.RequestKey("relate_client", str)
 
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _MAX_TRACKED_KEYS = 100_000
@@ -76,7 +80,8 @@ def via_unix_socket(request: web.Request) -> bool:
 
 
 def client_address(request: web.Request) -> str:
-    return request.remote or "local"
+    """The client's address: the peer's, or what a trusted proxy says (api/forwarded.py)."""
+    return request.get(CLIENT) or request.remote or "local"
 
 
 class RateLimiter:

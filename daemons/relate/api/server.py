@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from relate.api.app import ApiState, make_app
+from relate.api.routes import ROUTE_MODULES  # imported with this module, never on the event loop (pywebpush is slow)
 from relate.api.security import RateLimiter
 from relate.config import parse_listen
 from relate.runtime.daemon import Context
@@ -31,7 +32,7 @@ class ApiServer:
             limiter=RateLimiter(ctx.cfg.api),
             feed=self.feed,
         )
-        self.app = make_app(self.state)
+        self.app = make_app(self.state, ROUTE_MODULES)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         self._sites: list[web.BaseSite] = []
         self._unix_path: Path | None = None

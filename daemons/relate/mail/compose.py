@@ -13,6 +13,19 @@ Policy:
   words. An address with a non-ASCII local part cannot be written that way,
   so such a message is composed with raw UTF-8 headers (RFC 6532), which
   the delivery daemon sends only to servers offering SMTPUTF8.
+- Header text (the subject, display names, attachment filenames) is one
+  line whatever it came from (a reply's subject is the original's, decoded):
+  each line break or control character (C0, C1, DEL, U+2028, U+2029; tab
+  aside) becomes a space and a lone surrogate U+FFFD. The REST API refuses
+  such text where a user typed it (422).
+- The subject and the address fields are written and folded here, not by
+  the ``email`` package, whose folder can put a space of the text between
+  two encoded words, where RFC 2047 §6.2 makes every reader drop it. Plain
+  printable ASCII is folded before a space (RFC 5322 §2.2.3); anything else
+  becomes B-encoded UTF-8 words of whole characters (§5), the text's own
+  spaces inside them, one per line if need be, so the field always decodes
+  to exactly the text (tests/unit/mail/test_compose.py checks it for any
+  text). Display names are quoted strings, or encoded words the same way.
 - ``Bcc`` is written only into copies that stay with the sender (the Sent
   and Drafts copies); what recipients get never names the Bcc recipients
   (RFC 5322 §3.6.3, the first of its three ways).
@@ -24,6 +37,7 @@ Policy:
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import html
 import re
@@ -40,6 +54,7 @@ __all__ = [
     "Person",
     "compose",
     "forward_subject",
+    "header_text",
     "make_message_id",
     "quote_html",
     "quote_text",
@@ -52,17 +67,105 @@ _MAX_REFERENCES = 20
 _MSG_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 _REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|antw)\s*:", re.IGNORECASE)
 _FORWARD_PREFIX = re.compile(r"^\s*(fwd?|wg|tr)\s*:", re.IGNORECASE)
+# Never in a header (see the policy): what str.splitlines() breaks on, the other controls, and surrogates.
+_NOT_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def header_text(value: str) -> str:
+    """``value`` as text for one header line: line breaks and controls become spaces, lone surrogates U+FFFD."""
+    return _SURROGATE.sub("\ufffd", _NOT_IN_HEADER.sub(" ", value))
+
+
+# Lines are folded to at most this many characters where the text allows (RFC 5322 §2.1.1 "SHOULD 78").
+_LINE = 78
+# UTF-8 bytes per encoded word: 39 bytes are 52 base64 characters, 64 with "=?utf-8?b?" and "?=", so a word
+# fits the 75 of RFC 2047 §2 and, after "Subject: " or a continuation space, a line of 76.
+_WORD_BYTES = 39
+# A display name that is atoms separated by single spaces (RFC 5322 §3.2.3) is written unquoted.
+_ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(?: [A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*")
+
+
+def _encoded_words(text: str) -> list[str]:
+    """``text`` as B-encoded UTF-8 words (RFC 2047), each holding whole characters (§5)."""
+    chunks: list[bytes] = []
+    chunk = b""
+    for ch in text:
+        data = ch.encode("utf-8")
+        if chunk and len(chunk) + len(data) > _WORD_BYTES:
+            chunks.append(chunk)
+            chunk = b""
+        chunk += data
+    chunks.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(c).decode('ascii')}?=" for c in chunks]
+
+
+def _plain(text: str) -> bool:
+    """Whether ``text`` can be written as it is: printable ASCII that no reader would take for an encoded word."""
+    return all(" " <= ch <= "~" for ch in text) and "=?" not in text
+
+
+def _fold(name: str, tokens: list[str]) -> str:
+    """``tokens`` joined by single spaces, a line break put before a token where the line would pass 78."""
+    lines: list[str] = []
+    line = ""
+    width = len(name) + 2  # "Name: "
+    for token in tokens:
+        if line and width + len(line) + 1 + len(token) > _LINE:
+            lines.append(line)
+            line, width = token, 1  # a continuation line starts with the space
+        else:
+            line = f"{line} {token}" if line else token
+    lines.append(line)
+    return "\r\n ".join(lines)
+
+
+def _unstructured(name: str, text: str) -> str:
+    """The value of an unstructured field (RFC 5322 §3.2.5) that reads back as ``text`` exactly."""
+    if _plain(text):
+        # Fold before a space that starts a word: unfolding removes only the CRLF, so the text comes back.
+        words = text.split(" ")
+        tokens = [words[0]]
+        for word in words[1:]:
+            if word and tokens[-1]:
+                tokens.append(word)
+            else:
+                tokens[-1] += " " + word  # runs of spaces stay on one line (no line of only spaces)
+        folded = _fold(name, tokens)
+        if all(len(line) <= _LINE for line in (name + ": " + folded).split("\r\n")):
+            return folded
+    return _fold(name, _encoded_words(text))
+
+
+def _mailbox(person: Person) -> list[str]:
+    """One address as tokens of an address field: the display name (quoted or encoded), then <addr-spec>."""
+    local, _, domain = person.email.rpartition("@")
+    spec = str(Address(username=local, domain=domain))  # quotes a local part that needs it
+    name = header_text(person.name or "")
+    if not name.strip():
+        return [spec]
+    if _plain(name) and _ATOMS.fullmatch(name):
+        return [name, f"<{spec}>"]
+    if _plain(name) and len(name) <= 60:
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+        return [f'"{quoted}"', f"<{spec}>"]
+    return [*_encoded_words(name), f"<{spec}>"]
+
+
+def _addresses(name: str, people: Sequence[Person]) -> str:
+    """The value of an address field (RFC 5322 §3.4), folded between names, words and addresses."""
+    tokens: list[str] = []
+    for i, person in enumerate(people):
+        if i:
+            tokens[-1] += ","
+        tokens += _mailbox(person)
+    return _fold(name, tokens)
 
 
 @dataclass(frozen=True)
 class Person:
     email: str  # local@domain, already checked
     name: str | None = None
-
-    def header(self) -> str:
-        """The address as a header value (the display name quoted or encoded as needed)."""
-        local, _, domain = self.email.rpartition("@")
-        return str(Address(display_name=self.name or "", username=local, domain=domain))
 
 
 @dataclass(frozen=True)
@@ -132,7 +235,12 @@ def _body(draft: Draft) -> EmailMessage:
     for item in inline:
         maintype, _, subtype = item.content_type.partition("/")
         html_part.add_related(
-            item.data, maintype, subtype, cid=f"<{item.content_id}>", filename=item.filename, disposition="inline"
+            item.data,
+            maintype,
+            subtype,
+            cid=f"<{item.content_id}>",
+            filename=header_text(item.filename),
+            disposition="inline",
         )
     return msg
 
@@ -149,7 +257,7 @@ def compose(draft: Draft, *, include_bcc: bool) -> bytes:
             item.data,
             maintype,
             subtype,
-            filename=item.filename,
+            filename=header_text(item.filename),
             disposition="inline" if item.inline else "attachment",
             cid=f"<{item.content_id}>" if item.content_id else None,
         )
@@ -157,14 +265,12 @@ def compose(draft: Draft, *, include_bcc: bool) -> bytes:
     body_headers = [(k, v) for k, v in msg.items()]
     for name in list(msg.keys()):
         del msg[name]
-    msg["From"] = draft.sender.header()
-    if draft.to:
-        msg["To"] = ", ".join(p.header() for p in draft.to)
-    if draft.cc:
-        msg["Cc"] = ", ".join(p.header() for p in draft.cc)
-    if include_bcc and draft.bcc:
-        msg["Bcc"] = ", ".join(p.header() for p in draft.bcc)
-    msg["Subject"] = draft.subject
+    # Written as they are (see the policy); the output policy below never refolds them.
+    msg.set_raw("From", _addresses("From", [draft.sender]))
+    for field_name, people in (("To", draft.to), ("Cc", draft.cc), ("Bcc", draft.bcc if include_bcc else [])):
+        if people:
+            msg.set_raw(field_name, _addresses(field_name, people))
+    msg.set_raw("Subject", _unstructured("Subject", header_text(draft.subject)))
     msg["Date"] = email.utils.format_datetime(draft.date or datetime.now(UTC))
     if draft.message_id:
         msg["Message-ID"] = draft.message_id
@@ -180,7 +286,7 @@ def compose(draft: Draft, *, include_bcc: bool) -> bytes:
         if part is not msg:
             del part["MIME-Version"]  # the email package repeats it on parts it wraps; only the top needs it
     chosen = policy.SMTPUTF8 if _needs_utf8(draft) else policy.SMTP
-    return msg.as_bytes(policy=chosen.clone(max_line_length=78))
+    return msg.as_bytes(policy=chosen.clone(max_line_length=_LINE, refold_source="none"))
 
 
 # --- replies and forwards ---------------------------------------------------------
