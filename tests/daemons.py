@@ -217,7 +217,8 @@ def socket_activated(
     argv.append("--fdname=" + ":".join(roles))
     extra = {"NOTIFY_SOCKET": str(notify)} if notify is not None else {}
     extra.update(env)
-    for name in [*extra, "PATH", "HOME"]:
+    # PYTHONPATH too, where set (a checkout run without installing it): the daemon must run this code.
+    for name in [*extra, "PATH", "HOME", *(["PYTHONPATH"] if "PYTHONPATH" in os.environ else [])]:
         argv += ["-E", name]
     argv += daemon_argv(module, config)
     daemon = Daemon(argv, clean_env(**extra), log_path)

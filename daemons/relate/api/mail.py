@@ -8,13 +8,9 @@ expunges, for this user only (other copies are separate messages).
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import re
 from datetime import UTC, datetime
-from email.errors import HeaderParseError
-from email.header import decode_header, make_header
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +20,8 @@ from aiohttp import web
 from relate.api.app import int_param, json_body, page_of, paging, path_id, state
 from relate.api.errors import ApiError, bad_request, invalid, not_found
 from relate.api.security import READ, WRITE, principal, requires
-from relate.mail.mime import parse_message, part_content
+from relate.mail.headers import decoded_fields
+from relate.mail.mime import ParsedMessage, parse_message, part_content
 from relate.store import accounts, imap_messages
 from relate.store import emails as store
 from relate.store import mailboxes as mailbox_store
@@ -165,16 +162,14 @@ def sanitize_html(html: str) -> str:
     return nh3.clean(html, link_rel="noopener noreferrer", url_schemes={"http", "https", "mailto", "cid"})
 
 
-def _headers(raw: bytes, header_end: int) -> list[dict[str, str]]:
-    """Every header field in order, RFC 2047 words decoded (a field that will not decode is shown as it came)."""
-    parsed = BytesHeaderParser(policy=compat32).parsebytes(raw[:header_end])
-    found = []
-    for name, value in parsed.items():
-        text = str(value)
-        with contextlib.suppress(ValueError, LookupError, UnicodeError, HeaderParseError):
-            text = str(make_header(decode_header(text)))
-        found.append({"name": name, "value": " ".join(text.split())})
-    return found
+def _detail(raw: bytes, header_end: int) -> tuple[ParsedMessage, list[dict[str, str]], str | None]:
+    """What the detail view needs of the stored bytes: the parse, every header field in order (RFC 2047
+    words decoded, bounded: mail/headers.py) and the HTML body made safe to show. Run in a worker thread:
+    a big or hostile message costs tens of milliseconds."""
+    parsed = parse_message(raw)
+    headers = [{"name": name, "value": value} for name, value in decoded_fields(raw, header_end)]
+    html = sanitize_html(parsed.html_body) if parsed.html_body is not None else None
+    return parsed, headers, html
 
 
 def _attachments(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -206,10 +201,8 @@ async def get_email(request: web.Request) -> web.Response:
     row = await store.get(state(request).pool, principal(request).user_id, path_id(request))
     if row is None:
         raise not_found("email")
-    raw = bytes(row["raw"])
-    parsed = parse_message(raw)
+    parsed, headers, html = await asyncio.to_thread(_detail, bytes(row["raw"]), row["header_end"])
     body = summary(row)
-    headers = _headers(raw, row["header_end"])
     own = await _sent_by_user(request, row)
     if not own:
         headers = [h for h in headers if h["name"].lower() != "bcc"]
@@ -223,7 +216,7 @@ async def get_email(request: web.Request) -> web.Response:
         "references": list(row["references"] or []),
         "headers": headers,
         "textBody": parsed.text_body,
-        "htmlBody": sanitize_html(parsed.html_body) if parsed.html_body is not None else None,
+        "htmlBody": html,
         "attachments": _attachments(row),
     }
     return web.json_response(body)
@@ -261,7 +254,7 @@ async def get_attachment(request: web.Request) -> web.Response:
     if not 0 <= n < len(items):
         raise not_found("attachment")
     item = items[n]
-    data = part_content(bytes(row["raw"]), item["part"])
+    data = await asyncio.to_thread(part_content, bytes(row["raw"]), item["part"])
     if data is None:
         raise not_found("attachment")
     content_type = item.get("contentType") or "application/octet-stream"

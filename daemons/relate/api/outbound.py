@@ -582,7 +582,7 @@ async def _original(request: web.Request) -> tuple[dict[str, Any], ParsedMessage
     row = await email_store.get(state(request).pool, principal(request).user_id, path_id(request, "emailId"))
     if row is None:
         raise not_found("email")
-    return row, parse_message(bytes(row["raw"]))
+    return row, await asyncio.to_thread(parse_message, bytes(row["raw"]))
 
 
 def _author(addresses: list[Address]) -> str | None:
@@ -665,7 +665,7 @@ async def forward(request: web.Request) -> web.Response:
     limit = state(request).cfg.api.max_attachment_size
     carried = []
     for a in row["attachments"] or []:
-        content = part_content(raw, a["part"])
+        content = await asyncio.to_thread(part_content, raw, a["part"])
         if content is None:
             continue
         content_type = (a.get("contentType") or "application/octet-stream").lower()
