@@ -19,8 +19,8 @@ Policy (RFC 5321 §4.2, §5.1):
 
 At most one message per connection is ever sent and not yet recorded: each
 transaction's results go to the queue (:meth:`Outbox.done`) as soon as its
-reply is in, and the next message's DATA waits until they are committed (its
-MAIL and RCPT overlap with that commit). Before each transaction the sender
+reply is in, and the next message's final dot (what makes it delivered) waits
+until they are committed; its MAIL, RCPT and DATA overlap with that commit. Before each transaction the sender
 asks :meth:`Outbox.keep` whether the message is still its to send (the
 worker's lease), so a worker that lost its lease stops. A message's bytes are
 read just before it is sent, a few at a time within
@@ -42,7 +42,7 @@ import contextlib
 import logging
 import re
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -333,10 +333,9 @@ class DomainSender:
         if not accepted:
             await _rset(client)
             return results
-        # The previous message's results must be durable before this one can be delivered twice.
-        await self._settle(attempt)
         try:
-            response = await _data(client, message.data)
+            # The previous message's results are committed before this one is complete on the wire.
+            response = await _data(client, message.data, lambda: self._settle(attempt))
         except aiosmtplib.SMTPResponseException as exc:
             await _rset(client)
             return results + [_refused(rid, exc, mta) for rid in accepted]
@@ -350,8 +349,14 @@ def _refused(rid: int, exc: aiosmtplib.SMTPResponseException, mta: str) -> Resul
     return Result(rid, status, _enhanced(exc.code, exc.message), _reply_text(exc.code, exc.message), mta)
 
 
-async def _data(client: aiosmtplib.SMTP, wire: bytes) -> aiosmtplib.SMTPResponse:
-    """DATA (RFC 5321 §4.1.1.4) with the wire form as it is: dot-stuffed, then the final dot."""
+async def _data(
+    client: aiosmtplib.SMTP, wire: bytes, before_end: Callable[[], Awaitable[None]]
+) -> aiosmtplib.SMTPResponse:
+    """DATA (RFC 5321 §4.1.1.4) with the wire form as it is: dot-stuffed, then the final dot.
+
+    ``before_end`` is awaited before the final dot, which is what makes the message delivered; if it
+    raises, the connection is dropped instead and the server discards what it got (§4.1.1.4).
+    """
     body = await off_loop(len(wire), dot_stuffed, wire)
     response = await client.execute_command(b"DATA")
     if response.code != 354:
@@ -361,6 +366,11 @@ async def _data(client: aiosmtplib.SMTP, wire: bytes) -> aiosmtplib.SMTPResponse
         raise aiosmtplib.SMTPServerDisconnected("Connection lost")
     try:
         protocol.write(body)
+        try:
+            await before_end()
+        except BaseException:
+            client.close()
+            raise
         protocol.write(b".\r\n")
         response = await protocol.read_response(timeout=client.timeout)
     except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):

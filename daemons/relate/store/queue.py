@@ -201,49 +201,14 @@ async def blob_head(conn: Queryable, blob_hash: bytes, limit: int) -> bytes:
     return bytes(data) if data is not None else b""
 
 
-async def record(
-    conn: Queryable, outcomes: Sequence[Outcome], now: datetime, owner: uuid.UUID | None = None
-) -> list[int]:
-    """Store each recipient's outcome and bring the messages' statuses up to date; returns the ids recorded.
+def _statuses(rcpts: str, now: str, announce: str) -> str:
+    """CTEs that derive each touched message's status from ``rcpts`` and announce it (``notified``).
 
-    With ``owner``, only rows still claimed under that token are recorded (a row another daemon took
-    over after the lease passed is its business now); without, every row given is.
+    ``rcpts`` names a CTE of every recipient of the touched messages, as they are once the statement
+    is done: (outbound_email_id, status, next_attempt_at, last_error, attempts). Held messages stay
+    held. A message is announced when its status changes, or always when ``announce`` is true.
     """
-    if not outcomes:
-        return []
-    rows = await conn.fetch(
-        """WITH o AS (
-               SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-                   AS o(id, status, code, reply, mta, next_at))
-           UPDATE outbound_recipients r
-              SET status = o.status, status_code = o.code, remote_reply = o.reply, remote_mta = o.mta,
-                  last_error = CASE WHEN o.status = 'sent' THEN NULL ELSE o.reply END,
-                  next_attempt_at = o.next_at, lease_until = NULL, lease_owner = NULL, updated_at = $7,
-                  dsn_due = (o.status = 'failed' AND e.mail_from <> '')
-             FROM o, outbound_emails e
-            WHERE r.id = o.id AND e.id = r.outbound_email_id
-              AND ($8::uuid IS NULL OR (r.status = 'sending' AND r.lease_owner = $8))
-        RETURNING r.id, r.outbound_email_id""",
-        [o.recipient_id for o in outcomes],
-        [o.status for o in outcomes],
-        [o.enhanced for o in outcomes],
-        [o.reply for o in outcomes],
-        [o.remote_mta for o in outcomes],
-        [o.next_attempt_at for o in outcomes],
-        now,
-        owner,
-    )
-    # Recipients changed: every message touched is announced, its status changed or not.
-    await refresh(conn, list({r["outbound_email_id"] for r in rows}), now, announce_all=True)
-    return [r["id"] for r in rows]
-
-
-async def refresh(conn: Queryable, email_ids: Sequence[int], now: datetime, *, announce_all: bool = False) -> None:
-    """Derive each message's status from its recipients (held messages stay held); announce the changes."""
-    if not email_ids:
-        return
-    await conn.execute(
-        f"""WITH prior AS (SELECT id, status FROM outbound_emails WHERE id = ANY($1::bigint[])),
+    return f"""prior AS (SELECT id, status FROM outbound_emails WHERE id IN (SELECT outbound_email_id FROM {rcpts})),
            counts AS (
                SELECT outbound_email_id AS id,
                       count(*) FILTER (WHERE status IN ('pending', 'deferred')) AS waiting,
@@ -251,9 +216,9 @@ async def refresh(conn: Queryable, email_ids: Sequence[int], now: datetime, *, a
                       count(*) FILTER (WHERE status = 'sent') AS sent,
                       count(*) FILTER (WHERE status = 'failed') AS failed,
                       min(next_attempt_at) FILTER (WHERE status IN ('pending', 'deferred')) AS next_at,
-                      max(last_error) AS last_error
-                 FROM outbound_recipients WHERE outbound_email_id = ANY($1::bigint[])
-                GROUP BY outbound_email_id),
+                      max(last_error) AS last_error,
+                      max(attempts) AS attempts
+                 FROM {rcpts} GROUP BY outbound_email_id),
            updated AS (
            UPDATE outbound_emails e
               SET status = CASE
@@ -264,15 +229,90 @@ async def refresh(conn: Queryable, email_ids: Sequence[int], now: datetime, *, a
                       WHEN c.sent = 0 THEN 'failed'
                       ELSE 'partial_failure' END,
                   next_retry_at = c.next_at,
-                  retry_count = (SELECT max(attempts) FROM outbound_recipients r WHERE r.outbound_email_id = e.id),
+                  retry_count = c.attempts,
                   last_error = c.last_error,
-                  sent_at = CASE WHEN c.waiting = 0 AND c.busy = 0 THEN coalesce(e.sent_at, $2) END,
-                  updated_at = $2
+                  sent_at = CASE WHEN c.waiting = 0 AND c.busy = 0 THEN coalesce(e.sent_at, {now}) END,
+                  updated_at = {now}
              FROM counts c WHERE e.id = c.id
            RETURNING e.id, e.user_id, e.status),
            changed AS (SELECT a.id, a.user_id, a.status FROM updated a JOIN prior b ON b.id = a.id
-                        WHERE $3 OR a.status IS DISTINCT FROM b.status)
-        {_NOTIFY_CHANGED}""",
+                        WHERE {announce} OR a.status IS DISTINCT FROM b.status),
+           notified AS ({_NOTIFY_CHANGED})"""
+
+
+async def record(
+    conn: Queryable,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    owner: uuid.UUID | None = None,
+    *,
+    flush: bool = True,
+) -> list[int]:
+    """Store each recipient's outcome and bring the messages' statuses up to date; returns the ids recorded.
+
+    One statement (one round trip, atomic without a transaction of its own). With ``owner``, only
+    rows still claimed under that token are recorded (a row another daemon took over after the
+    lease passed is its business now); without, every row given is. Every message touched is
+    announced, its status changed or not.
+
+    ``flush=False`` commits without waiting for the WAL to reach disk (``synchronous_commit`` off
+    for this statement's own transaction only, when it runs outside one): the outcome is committed
+    and visible at once, and survives the caller dying; only a crash of PostgreSQL itself within
+    about 3 x wal_writer_delay (0.6 s) can lose it, and a lost outcome means the message is sent
+    again, never that it is lost.
+    """
+    if not outcomes:
+        return []
+    # The scan of outbound_recipients in ``rcpts`` sees the rows as they were before ``upd`` (one
+    # statement, one snapshot), so the updated rows are taken from ``upd`` instead.
+    row = await conn.fetchrow(
+        f"""WITH o AS (
+               SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+                   AS o(id, status, code, reply, mta, next_at)),
+           upd AS (
+           UPDATE outbound_recipients r
+              SET status = o.status, status_code = o.code, remote_reply = o.reply, remote_mta = o.mta,
+                  last_error = CASE WHEN o.status = 'sent' THEN NULL ELSE o.reply END,
+                  next_attempt_at = o.next_at, lease_until = NULL, lease_owner = NULL, updated_at = $7,
+                  dsn_due = (o.status = 'failed' AND e.mail_from <> '')
+             FROM o, outbound_emails e
+            WHERE r.id = o.id AND e.id = r.outbound_email_id
+              AND ($8::uuid IS NULL OR (r.status = 'sending' AND r.lease_owner = $8))
+           RETURNING r.id, r.outbound_email_id, r.status, r.next_attempt_at, r.last_error, r.attempts),
+           rcpts AS (
+               SELECT x.outbound_email_id, x.status, x.next_attempt_at, x.last_error, x.attempts
+                 FROM outbound_recipients x
+                WHERE x.outbound_email_id IN (SELECT outbound_email_id FROM upd)
+                  AND x.id NOT IN (SELECT id FROM upd)
+               UNION ALL
+               SELECT outbound_email_id, status, next_attempt_at, last_error, attempts FROM upd),
+           {_statuses("rcpts", "$7", "true")}
+        SELECT array(SELECT id FROM upd) AS ids, (SELECT count(*) FROM notified) AS notified,
+               CASE WHEN $9 THEN NULL ELSE set_config('synchronous_commit', 'off', true) END AS commit_mode""",
+        [o.recipient_id for o in outcomes],
+        [o.status for o in outcomes],
+        [o.enhanced for o in outcomes],
+        [o.reply for o in outcomes],
+        [o.remote_mta for o in outcomes],
+        [o.next_attempt_at for o in outcomes],
+        now,
+        owner,
+        flush,
+    )
+    assert row is not None
+    return list(row["ids"])
+
+
+async def refresh(conn: Queryable, email_ids: Sequence[int], now: datetime, *, announce_all: bool = False) -> None:
+    """Derive each message's status from its recipients (held messages stay held); announce the changes."""
+    if not email_ids:
+        return
+    await conn.execute(
+        f"""WITH rcpts AS (
+               SELECT outbound_email_id, status, next_attempt_at, last_error, attempts
+                 FROM outbound_recipients WHERE outbound_email_id = ANY($1::bigint[])),
+           {_statuses("rcpts", "$2", "$3")}
+        SELECT count(*) FROM notified""",
         list(email_ids),
         now,
         announce_all,
