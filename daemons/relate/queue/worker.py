@@ -80,6 +80,8 @@ BACKGROUND_SECONDS = 1.0
 # A claim may be sent for this share of lease_seconds after its last renewal; the rest is margin for the
 # transaction under way and for clock differences between hosts.
 LEASE_USABLE = 5 / 6
+# A domain's messages of one pass take one connection per this many (up to max_connections_per_domain).
+MESSAGES_PER_SPLIT = 20
 # Outcomes arriving within this long of each other share one commit.
 GROUP_COMMIT_WINDOW = 0.002
 # DSNs and delay warnings quote the original header, read up to this many bytes.
@@ -335,16 +337,31 @@ class DeliveryWorker:
         hosted = {d for d in by_domain if await accounts.get_domain(self.pool, d) is not None}
         work = _Pass(self, claim)
         renewer = asyncio.get_running_loop().create_task(self._renew(claim))
+        jobs = [
+            (domain, part, domain in hosted)
+            for domain, items in by_domain.items()
+            for part in ([items] if domain in hosted else self._split(items))
+        ]
         try:
-            await asyncio.gather(
-                *(self._domain(work, domain, items, domain in hosted) for domain, items in by_domain.items())
-            )
+            await asyncio.gather(*(self._domain(work, domain, part, local) for domain, part, local in jobs))
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
             if claim.held:
                 await self._hand_back(claim)
+
+    def _split(self, items: list[Claimed]) -> list[list[Claimed]]:
+        """One domain's recipients in parts for parallel connections: one per MESSAGES_PER_SPLIT messages,
+        at most max_connections_per_domain; a message's recipients stay together."""
+        by_message: dict[int, list[Claimed]] = collections.defaultdict(list)
+        for c in items:
+            by_message[c.email_id].append(c)
+        groups = list(by_message.values())
+        parts = min(self.cfg.delivery.max_connections_per_domain, -(-len(groups) // MESSAGES_PER_SPLIT))
+        if parts <= 1:
+            return [items]
+        return [[c for group in groups[i::parts] for c in group] for i in range(parts)]
 
     async def _renew(self, claim: _Claim) -> None:
         """Every third of the lease: extend it for the rows still held; notice rows another daemon took over."""

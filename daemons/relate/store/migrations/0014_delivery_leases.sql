@@ -12,5 +12,4 @@ ALTER TABLE outbound_recipients
     ADD COLUMN lease_owner uuid,
     ADD COLUMN dsn_due boolean NOT NULL DEFAULT false;
 
-CREATE INDEX outbound_recipients_owner_idx ON outbound_recipients (lease_owner) WHERE status = 'sending';
 CREATE INDEX outbound_recipients_dsn_idx ON outbound_recipients (outbound_email_id) WHERE dsn_due;
