@@ -497,15 +497,15 @@ class World:
                 say(f"delivery: stopping {name} failed: {exc}", quiet=quiet)
 
 
-async def prepare_db(world: World) -> int:
-    """Schema, the hosted sender; returns the sender's user id."""
+async def prepare_db(dsn: str, settings: dict[str, str]) -> int:
+    """Schema (PostgreSQL's settings into ``settings``), the hosted sender; returns the sender's user id."""
     from relate.config import DatabaseConfig
     from relate.services import accounts
     from relate.store import db
 
-    world.settings.update(await migrate_db(world.dsn))
-    require_durable(world.settings)
-    pool = await db.create_pool(DatabaseConfig(dsn=world.dsn, pool_min=1, pool_max=2))
+    settings.update(await migrate_db(dsn))
+    require_durable(settings)
+    pool = await db.create_pool(DatabaseConfig(dsn=dsn, pool_min=1, pool_max=2))
     try:
         await accounts.add_domain(pool, LOCAL_DOMAIN)
         user = await accounts.add_user(pool, SENDER)
@@ -514,7 +514,7 @@ async def prepare_db(world: World) -> int:
     return int(user["id"])
 
 
-async def queue_all(world: World, user_id: int, planned: list[Planned], chunk: int = 250) -> float:
+async def queue_all(dsn: str, user_id: int, planned: list[Planned], chunk: int = 250) -> float:
     """Queue every message the way submission does (blob + queue_message), ``chunk`` per transaction."""
     import asyncpg
 
@@ -526,7 +526,7 @@ async def queue_all(world: World, user_id: int, planned: list[Planned], chunk: i
         todo.put_nowait(c)
 
     async def worker() -> None:
-        conn = await asyncpg.connect(world.dsn)
+        conn = await asyncpg.connect(dsn)
         try:
             while not todo.empty():
                 batch = todo.get_nowait()
@@ -549,7 +549,7 @@ async def queue_all(world: World, user_id: int, planned: list[Planned], chunk: i
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(min(4, len(chunks)))))
     elapsed = time.perf_counter() - t0
-    conn = await asyncpg.connect(world.dsn)
+    conn = await asyncpg.connect(dsn)
     try:
         # Fresh statistics for the planner (autovacuum would get there within a minute or so), and the
         # inserts' dirty pages flushed now rather than by a checkpoint in the middle of the measurement.
@@ -710,7 +710,7 @@ async def run(world: World) -> dict[str, Any]:
 
     args = world.args
     quiet = args.json_only
-    user_id = await prepare_db(world)
+    user_id = await prepare_db(world.dsn, world.settings)
     assert world.sinks is not None
     sinks = world.sinks
     zone = Zone()
@@ -731,7 +731,7 @@ async def run(world: World) -> dict[str, Any]:
         planned = plan_messages(args.messages, args.domains, args.size, args.seed)
         total_rcpts = sum(len(p.recipients) for p in planned)
         say(f"queueing {args.messages} messages ({total_rcpts} recipients) into PostgreSQL", quiet=quiet)
-        queue_seconds = await queue_all(world, user_id, planned)
+        queue_seconds = await queue_all(world.dsn, user_id, planned)
 
         poller = await asyncpg.connect(world.dsn)
         poller_pid = int(await poller.fetchval("SELECT pg_backend_pid()"))

@@ -226,7 +226,12 @@ class DeliveryConfig:
     max_connections_per_domain: int = 4
     messages_per_connection: int = 100
     batch_size: int = 500
-    lease_seconds: float = 900.0
+    # Claimed work stays with this daemon this long, renewed every third of it while it works; after
+    # a crash another daemon (or this one restarted) takes it over when the lease ends.
+    lease_seconds: float = 60.0
+    # Bytes of queued messages one connection reads from the database ahead of sending them (at
+    # least one message): bounds the memory a batch of large messages takes.
+    read_ahead_bytes: int = 1024 * 1024
     poll_seconds: float = 30.0
     # Retry schedule: first retry after retry_first seconds, doubling (±10%
     # jitter) up to retry_max, until the message is max_age seconds old.
@@ -353,6 +358,8 @@ class Config:
             ("delivery.max_connections_per_domain", self.delivery.max_connections_per_domain >= 1, "must be 1 or more"),
             ("delivery.messages_per_connection", self.delivery.messages_per_connection >= 1, "must be 1 or more"),
             ("delivery.batch_size", self.delivery.batch_size >= 1, "must be 1 or more"),
+            ("delivery.lease_seconds", self.delivery.lease_seconds >= 3, "must be at least 3 seconds"),
+            ("delivery.read_ahead_bytes", self.delivery.read_ahead_bytes >= 0, "must be 0 or more"),
             ("delivery.retry_first", self.delivery.retry_first > 0, "must be positive"),
             ("delivery.retry_max", self.delivery.retry_max >= self.delivery.retry_first, "must be >= retry_first"),
             ("delivery.max_age", self.delivery.max_age > 0, "must be positive"),

@@ -4,6 +4,12 @@ Keys are made here with ``cryptography`` and kept in the database
 (``dkim_keys``); signing is dkimpy's. Signatures use relaxed/simple
 canonicalization and cover the headers RFC 6376 §5.4.1 recommends, each
 listed once more than it occurs so that none can be added after signing.
+
+A signature covers bytes, so it must be computed over exactly the bytes the
+SMTP client puts on the wire: lines ending in CRLF, a bare CR or LF nowhere
+(an SMTP client turns them into CRLF, and the receiver's body hash would no
+longer match). :func:`sign` refuses anything else; the delivery daemon signs
+the wire form (``relate.queue.client.wire_form``) and sends it unchanged.
 """
 
 from __future__ import annotations
@@ -57,7 +63,10 @@ def generate(selector: str, kind: str = "rsa", bits: int = 2048) -> DkimKey:
 
 
 def sign(message: bytes, domain: str, key: DkimKey) -> bytes:
-    """The ``DKIM-Signature:`` header (with CRLF) to prepend to ``message``."""
+    """The ``DKIM-Signature:`` header (with CRLF) to prepend to ``message``, whose lines must all end in CRLF."""
+    crlf = message.count(b"\r\n")
+    if not (crlf == message.count(b"\r") == message.count(b"\n")) or not message.endswith(b"\r\n"):
+        raise ValueError("DKIM signs the wire form only: every line ending CRLF, no bare CR or LF")
     present = {line.split(b":", 1)[0].strip().lower() for line in _header_lines(message)}
     include = [h for h in SIGNED_HEADERS if h in present] or [b"from"]
     signature: bytes = dkim.sign(

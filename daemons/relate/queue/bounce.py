@@ -25,8 +25,11 @@ class RecipientStatus:
 
 
 def _original_headers(original: bytes) -> bytes:
+    """The header of ``original`` (perhaps only the start of the message): up to the blank line, else whole lines."""
     cut = original.find(b"\r\n\r\n")
-    return original if cut < 0 else original[: cut + 2]
+    if cut >= 0:
+        return original[: cut + 2]
+    return original[: original.rfind(b"\r\n") + 2] if b"\r\n" in original else b""
 
 
 def build(

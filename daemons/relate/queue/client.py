@@ -16,15 +16,35 @@ Policy (RFC 5321 §4.2, §5.1):
   broken connection defers them.
 - One connection carries up to ``delivery.messages_per_connection``
   messages, with RSET between messages that went wrong.
+
+At most one message per connection is ever sent and not yet recorded: each
+transaction's results go to the queue (:meth:`Outbox.done`) as soon as its
+reply is in, and the next message's final dot (what makes it delivered) waits
+until they are committed; its MAIL, RCPT and DATA overlap with that commit. Before each transaction the sender
+asks :meth:`Outbox.keep` whether the message is still its to send (the
+worker's lease), so a worker that lost its lease stops. A message's bytes are
+read just before it is sent, a few at a time within
+``delivery.read_ahead_bytes`` (:meth:`Outbox.load`), and dropped once sent.
+
+What goes on the wire is the message's *wire form* (:func:`wire_form`):
+every bare CR and bare LF made CRLF and a final CRLF added, exactly what
+aiosmtplib's own ``data()`` would make of it (``normalize_message_line_endings``),
+so a DKIM signature computed over the wire form is what the receiver
+verifies. DATA is sent here rather than by ``aiosmtplib.SMTP.data``, which
+rewrites the whole message with two regular expressions on the event loop
+(0.5 s for 50 MB); the dot-stuffing of a large message runs in a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import aiosmtplib
 
@@ -33,6 +53,33 @@ from relate.queue.mx import DnsPermanent, DnsTemporary, Host, hosts_for
 
 log = logging.getLogger("relate.delivery")
 
+# Messages up to this size are made wire-ready on the event loop (about 10 ns a byte); larger ones in a thread.
+INLINE_BYTES = 256 * 1024
+_LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")  # aiosmtplib's LINE_ENDINGS_REGEX
+
+T = TypeVar("T")
+
+
+def wire_form(raw: bytes) -> bytes:
+    """``raw`` with every line ending CRLF (bare CR and bare LF included) and a final CRLF (RFC 5321 §2.3.8)."""
+    crlf = raw.count(b"\r\n")
+    if not (crlf == raw.count(b"\r") == raw.count(b"\n")):
+        raw = _LINE_ENDS.sub(b"\r\n", raw)
+    return raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+
+
+def dot_stuffed(wire: bytes) -> bytes:
+    """The DATA body of a wire-form message: a dot doubled at the start of every line (RFC 5321 §4.5.2)."""
+    stuffed = wire.replace(b"\r\n.", b"\r\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+async def off_loop(size: int, fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` on the event loop for small inputs, in a worker thread past ``INLINE_BYTES``."""
+    if size <= INLINE_BYTES:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
 
 @dataclass
 class Message:
@@ -40,8 +87,9 @@ class Message:
 
     email_id: int
     mail_from: str
-    data: bytes
     recipients: list[tuple[int, str]]  # (recipient id, address)
+    size: int = 0  # the stored size, for reading ahead within delivery.read_ahead_bytes
+    data: bytes | None = None  # the wire form, loaded by Outbox.load just before it is sent
 
 
 @dataclass(frozen=True)
@@ -53,10 +101,24 @@ class Result:
     remote_mta: str | None
 
 
+class Outbox(Protocol):
+    """The queue side of one delivery: what may still be sent, its bytes, and where results go."""
+
+    def keep(self, message: Message) -> bool:
+        """Drop the recipients no longer ours to send; False when none is left (lease gone, stopping)."""
+
+    async def load(self, messages: Sequence[Message]) -> None:
+        """Fill in ``data`` (the wire form, signed) of these messages; left None for one that is gone."""
+
+    async def done(self, results: Sequence[Result]) -> None:
+        """Record these results durably; raises when they cannot be (then nothing more may be sent)."""
+
+
 @dataclass
 class _Attempt:
-    results: dict[int, Result] = field(default_factory=dict)
     last_error: str = "no host could be reached"
+    pending: asyncio.Future[None] | None = None  # the last transaction's results being recorded
+    reported: set[int] = field(default_factory=set)  # message ids whose results went to the outbox
 
 
 def _enhanced(code: int, text: str) -> str:
@@ -72,7 +134,9 @@ def _reply_text(code: int, text: str) -> str:
 
 
 def _opportunistic_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
+    # Not ssl.create_default_context(): it loads the system CA store (0.1 s on the event loop) that
+    # opportunistic TLS never consults.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -90,9 +154,16 @@ class DomainSender:
         sh = self.cfg.smarthost
         return bool(sh.host) and (not sh.domains or domain in sh.domains)
 
-    async def send(self, domain: str, messages: Sequence[Message]) -> list[Result]:
-        """Deliver ``messages`` to their recipients at ``domain``; one result per recipient."""
+    async def send(self, domain: str, messages: Sequence[Message], outbox: Outbox) -> None:
+        """Deliver ``messages`` to their recipients at ``domain``; every result goes to ``outbox.done``."""
         attempt = _Attempt()
+        try:
+            await self._send(domain, messages, outbox, attempt)
+        finally:
+            if attempt.pending is not None:
+                await attempt.pending
+
+    async def _send(self, domain: str, messages: Sequence[Message], outbox: Outbox, attempt: _Attempt) -> None:
         if self._smarthost_for(domain):
             assert self.cfg.smarthost.host is not None
             hosts = [Host(self.cfg.smarthost.host, [self.cfg.smarthost.host])]
@@ -102,26 +173,55 @@ class DomainSender:
             try:
                 hosts = await hosts_for(self.resolver, domain)  # type: ignore[arg-type]
             except DnsPermanent as exc:
-                return self._all(messages, "failed", exc.enhanced, str(exc), None)
+                await outbox.done(self._all(messages, "failed", exc.enhanced, str(exc), None))
+                return
             except DnsTemporary as exc:
-                return self._all(messages, "deferred", "4.4.3", str(exc), None)
+                await outbox.done(self._all(messages, "deferred", "4.4.3", str(exc), None))
+                return
         remaining = list(messages)
         for host in hosts:
             for address in host.addresses:
+                remaining = [m for m in remaining if outbox.keep(m)]
                 if not remaining:
                     break
-                remaining = await self._via(host.name, address, port, remaining, attempt)
+                remaining = await self._via(host.name, address, port, remaining, outbox, attempt)
             if not remaining:
                 break
-        results = list(attempt.results.values())
+        remaining = [m for m in remaining if m.email_id not in attempt.reported and outbox.keep(m)]
+        await self._settle(attempt)
+        await outbox.done(self._all(remaining, "deferred", "4.4.1", attempt.last_error, None))
         for message in remaining:
-            for rid, _ in message.recipients:
-                if rid not in attempt.results:
-                    results.append(Result(rid, "deferred", "4.4.1", attempt.last_error, None))
-        return results
+            message.data = None
 
     def _all(self, messages: Sequence[Message], status: str, enhanced: str, text: str, mta: str | None) -> list[Result]:
         return [Result(rid, status, enhanced, text, mta) for m in messages for rid, _ in m.recipients]
+
+    async def _report(self, message: Message, results: list[Result], outbox: Outbox, attempt: _Attempt) -> None:
+        """Hand one transaction's results to the outbox, overlapping the commit with what comes next."""
+        await self._settle(attempt)
+        attempt.reported.add(message.email_id)
+        message.data = None  # sent or refused: its bytes are not needed again
+        attempt.pending = asyncio.ensure_future(outbox.done(results))
+
+    @staticmethod
+    async def _settle(attempt: _Attempt) -> None:
+        """Wait until the previous transaction's results are recorded (raises if they could not be)."""
+        pending, attempt.pending = attempt.pending, None
+        if pending is not None:
+            await pending
+
+    def _read_ahead(self, messages: list[Message], index: int) -> list[Message]:
+        """Messages from ``index`` on not yet loaded, as many as fit in read_ahead_bytes (at least one)."""
+        chosen: list[Message] = []
+        total = 0
+        for message in messages[index:]:
+            if message.data is not None:
+                continue
+            if chosen and total + message.size > self.cfg.read_ahead_bytes:
+                break
+            chosen.append(message)
+            total += message.size
+        return chosen
 
     async def _connect(self, host: str, address: str, port: int) -> aiosmtplib.SMTP:
         smarthost = self._smarthost_for_host(host)
@@ -160,7 +260,7 @@ class DomainSender:
         return bool(self.cfg.smarthost.host) and host == self.cfg.smarthost.host
 
     async def _via(
-        self, host: str, address: str, port: int, messages: list[Message], attempt: _Attempt
+        self, host: str, address: str, port: int, messages: list[Message], outbox: Outbox, attempt: _Attempt
     ) -> list[Message]:
         """Send what this host takes; returns the messages still to try elsewhere."""
         try:
@@ -170,9 +270,12 @@ class DomainSender:
             log.info("delivery-connect-failed host=%s address=%s error=%s", host, address, _describe(exc))
             return messages
         mta = f"{host}"
+        sent = 0
         try:
             for index, message in enumerate(messages):
-                if index and index % self.cfg.messages_per_connection == 0:
+                if not outbox.keep(message):
+                    continue  # no longer ours: another daemon has it, or we are stopping
+                if sent and sent % self.cfg.messages_per_connection == 0:
                     with contextlib.suppress(OSError, aiosmtplib.SMTPException, TimeoutError):
                         await client.quit()
                     client.close()
@@ -181,13 +284,19 @@ class DomainSender:
                     except (OSError, aiosmtplib.SMTPException, TimeoutError) as exc:
                         attempt.last_error = f"{host}[{address}]: {_describe(exc)}"
                         return messages[index:]
+                if message.data is None:
+                    await outbox.load(self._read_ahead(messages, index))
+                if message.data is None:
+                    results = self._all([message], "deferred", "4.3.0", "local error: message content not found", None)
+                    await self._report(message, results, outbox, attempt)
+                    continue
+                sent += 1
                 try:
-                    await self._one(client, message, mta, attempt)
+                    results = await self._one(client, message, mta, attempt)
                 except (OSError, aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, TimeoutError) as exc:
                     attempt.last_error = f"{host}[{address}]: {_describe(exc)}"
-                    for rid, _ in message.recipients:
-                        attempt.results.pop(rid, None)  # unknown outcome: defer, never assume sent
-                    return messages[index:]
+                    return messages[index:]  # unknown outcome: tried again elsewhere or deferred, never assumed sent
+                await self._report(message, results, outbox, attempt)
             return []
         finally:
             if client.is_connected:
@@ -196,65 +305,85 @@ class DomainSender:
                 except (OSError, aiosmtplib.SMTPException, TimeoutError):
                     client.close()
 
-    async def _one(self, client: aiosmtplib.SMTP, message: Message, mta: str, attempt: _Attempt) -> None:
-        """One transaction: MAIL, a RCPT per recipient, DATA."""
+    async def _one(self, client: aiosmtplib.SMTP, message: Message, mta: str, attempt: _Attempt) -> list[Result]:
+        """One transaction: MAIL, a RCPT per recipient, DATA; a result per recipient."""
+        assert message.data is not None
         options = ["BODY=8BITMIME"] if client.supports_extension("8bitmime") else []
         if client.supports_extension("size"):
             options.append(f"SIZE={len(message.data)}")
         needs_utf8 = not message.mail_from.isascii() or any(not a.isascii() for _, a in message.recipients)
         if needs_utf8:
             if not client.supports_extension("smtputf8"):
-                for rid, _ in message.recipients:
-                    attempt.results[rid] = Result(
-                        rid, "failed", "5.6.7", f"{mta} does not support SMTPUTF8 for a non-ASCII address", mta
-                    )
-                return
+                text = f"{mta} does not support SMTPUTF8 for a non-ASCII address"
+                return [Result(rid, "failed", "5.6.7", text, mta) for rid, _ in message.recipients]
             options.append("SMTPUTF8")
         try:
             await client.mail(message.mail_from, options=options, encoding="utf-8")
         except aiosmtplib.SMTPResponseException as exc:
-            status = "failed" if exc.code >= 500 else "deferred"
-            for rid, _ in message.recipients:
-                attempt.results[rid] = Result(
-                    rid, status, _enhanced(exc.code, exc.message), _reply_text(exc.code, exc.message), mta
-                )
             await _rset(client)
-            return
+            return [_refused(rid, exc, mta) for rid, _ in message.recipients]
+        results: list[Result] = []
         accepted: list[int] = []
         for rid, address in message.recipients:
             try:
                 await client.rcpt(address, encoding="utf-8")
                 accepted.append(rid)
             except aiosmtplib.SMTPResponseException as exc:
-                status = "failed" if exc.code >= 500 else "deferred"
-                attempt.results[rid] = Result(
-                    rid, status, _enhanced(exc.code, exc.message), _reply_text(exc.code, exc.message), mta
-                )
+                results.append(_refused(rid, exc, mta))
         if not accepted:
             await _rset(client)
-            return
+            return results
         try:
-            response = await client.data(message.data)
+            # The previous message's results are committed before this one is complete on the wire.
+            response = await _data(client, message.data, lambda: self._settle(attempt))
         except aiosmtplib.SMTPResponseException as exc:
-            status = "failed" if exc.code >= 500 else "deferred"
-            for rid in accepted:
-                attempt.results[rid] = Result(
-                    rid, status, _enhanced(exc.code, exc.message), _reply_text(exc.code, exc.message), mta
-                )
             await _rset(client)
-            return
-        for rid in accepted:
-            attempt.results[rid] = Result(
-                rid,
-                "sent",
-                _enhanced(response.code, response.message),
-                _reply_text(response.code, response.message),
-                mta,
-            )
+            return results + [_refused(rid, exc, mta) for rid in accepted]
+        reply = _reply_text(response.code, response.message)
+        enhanced = _enhanced(response.code, response.message)
+        return results + [Result(rid, "sent", enhanced, reply, mta) for rid in accepted]
+
+
+def _refused(rid: int, exc: aiosmtplib.SMTPResponseException, mta: str) -> Result:
+    status = "failed" if exc.code >= 500 else "deferred"
+    return Result(rid, status, _enhanced(exc.code, exc.message), _reply_text(exc.code, exc.message), mta)
+
+
+async def _data(
+    client: aiosmtplib.SMTP, wire: bytes, before_end: Callable[[], Awaitable[None]]
+) -> aiosmtplib.SMTPResponse:
+    """DATA (RFC 5321 §4.1.1.4) with the wire form as it is: dot-stuffed, then the final dot.
+
+    ``before_end`` is awaited before the final dot, which is what makes the message delivered; if it
+    raises, the connection is dropped instead and the server discards what it got (§4.1.1.4).
+    """
+    body = await off_loop(len(wire), dot_stuffed, wire)
+    response = await client.execute_command(b"DATA")
+    if response.code != 354:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    try:
+        protocol.write(body)
+        try:
+            await before_end()
+        except BaseException:
+            client.close()
+            raise
+        protocol.write(b".\r\n")
+        response = await protocol.read_response(timeout=client.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        client.close()  # as aiosmtplib's data() does: the connection is out of step now
+        raise
+    if response.code != 250:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
 
 
 async def _rset(client: aiosmtplib.SMTP) -> None:
-    with contextlib.suppress(aiosmtplib.SMTPResponseException):
+    # A 421 closes the connection (aiosmtplib): the next MAIL finds it gone and the rest goes elsewhere.
+    with contextlib.suppress(aiosmtplib.SMTPResponseException, aiosmtplib.SMTPServerDisconnected):
         await client.rset()
 
 

@@ -6,6 +6,27 @@ its message is ``max_age`` old (5 days); then it fails with 4.4.7 and the
 sender gets a DSN. Senders hear once, after ``delay_warning`` (4 hours),
 that a message is still waiting. Only recipients still deferred are retried.
 
+Crash policy: a crash repeats at most what was on the wire. Each SMTP
+transaction's outcome is committed as soon as its reply is in (concurrent
+connections share one commit), and a connection sends the next message's
+DATA only once the previous outcome is committed, so a kill -9 leaves at most
+one sent-but-unrecorded message per connection (``max_connections`` in all).
+Claims are leases of ``lease_seconds`` (60), renewed every third of that
+while the pass works; a worker whose lease was not renewed for 5/6 of
+``lease_seconds``, or whose rows another daemon took over, stops sending
+them. What a pass claimed but did not get to (stopping, lease trouble) is
+handed back at once. A crashed daemon's rows are claimable when their lease
+ends, and an idle loop wakes at that moment (or the next retry), not only
+every ``poll_seconds``. A failure and its DSN are exactly once: the failure
+is recorded with ``dsn_due``, and the DSN goes into the sender's INBOX in the
+transaction that clears it (one DSN per message for all its failures of a
+pass); delay warnings likewise with ``delay_warned_at``.
+
+Memory: a message's bytes are read from the database just before it is
+sent, a few at a time within ``read_ahead_bytes`` per connection, and
+dropped once its transaction is over; DKIM signatures (small) are kept per
+pass, so a message going to several domains is signed once.
+
 When the queue is idle (and at least every ``BACKGROUND_SECONDS`` when it
 never is), the loop also adds the body text of newly stored messages to
 their full-text vectors (see ``store.messages.index_pending``), and every
@@ -14,12 +35,12 @@ for ``BLOB_GRACE`` (see ``store.mailboxes.sweep_blobs``), batch after batch
 while there are more.
 
 Recipients at hosted domains are delivered locally through the ingest path,
-without SMTP. Remote ones are grouped by domain, at most
-``max_connections_per_domain`` connections per domain and
-``max_connections`` in all. The loop wakes on the change feed's
+without SMTP, each in the transaction that records it. Remote ones are
+grouped by domain, at most ``max_connections_per_domain`` connections per
+domain and ``max_connections`` in all. The loop wakes on the change feed's
 ``relate_queue`` channel (and after the feed was down, when it may have missed
-one) and otherwise polls every ``poll_seconds``. Time comes from an injectable clock,
-so tests can age the queue.
+one) and otherwise polls every ``poll_seconds``. Time comes from an injectable
+clock, so tests can age the queue.
 """
 
 from __future__ import annotations
@@ -29,6 +50,7 @@ import collections
 import contextlib
 import logging
 import random
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -40,13 +62,13 @@ from relate.mail import dkim
 from relate.mail.address import split_address
 from relate.mail.mime import parse_message
 from relate.queue import bounce
-from relate.queue.client import DomainSender, Message, Result
+from relate.queue.client import DomainSender, Message, Result, off_loop, wire_form
 from relate.queue.mx import make_resolver
 from relate.store import accounts, mailboxes, messages
 from relate.store import dkim as dkim_store
 from relate.store import queue as store
 from relate.store.changes import QUEUE_CHANNEL, ChangeFeed, QueueChange
-from relate.store.queue import Claimed, Outcome
+from relate.store.queue import Claimed, Failed, Notice, Outcome
 
 log = logging.getLogger("relate.delivery")
 
@@ -57,6 +79,23 @@ BLOB_GRACE = timedelta(minutes=5)
 BLOB_SWEEP_SECONDS = 60.0
 # A queue that is never idle still leaves a turn for indexing and sweeping this often.
 BACKGROUND_SECONDS = 1.0
+# A claim may be sent for this share of lease_seconds after its last renewal; the rest is margin for the
+# transaction under way and for clock differences between hosts.
+LEASE_USABLE = 5 / 6
+# A domain's messages of one pass take one connection per this many (up to max_connections_per_domain).
+MESSAGES_PER_SPLIT = 20
+# Outcomes arriving within this long of each other share one commit.
+GROUP_COMMIT_WINDOW = 0.002
+# DSNs and delay warnings quote the original header, read up to this many bytes.
+DSN_HEADER_BYTES = 256 * 1024
+# DSNs made per query; more are made in the next turn of the loop.
+DSN_BATCH = 100
+# Errors of the database connection: a pass that meets one leaves its work to the lease.
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+class RecordFailed(Exception):
+    """Outcomes could not be committed before the lease ran out: the pass stops sending."""
 
 
 def utcnow() -> datetime:
@@ -67,6 +106,93 @@ def next_attempt(now: datetime, attempts: int, first: float, cap: float, rng: ra
     """``first`` seconds after the first try, doubling per attempt up to ``cap``, ±10% jitter."""
     delay = min(first * (2 ** max(attempts - 1, 0)), cap)
     return now + timedelta(seconds=delay * rng.uniform(0.9, 1.1))
+
+
+class _Claim:
+    """What one pass claimed: its lease token, the rows it still holds, until when it may send (loop time)."""
+
+    def __init__(self, owner: uuid.UUID, items: list[Claimed], valid_until: float) -> None:
+        self.owner = owner
+        self.items = {c.recipient_id: c for c in items}
+        self.held = set(self.items)
+        self.valid_until = valid_until
+
+
+class _Pass:
+    """One pass's :class:`relate.queue.client.Outbox`: lease checks, message bytes, group-committed outcomes."""
+
+    def __init__(self, worker: DeliveryWorker, claim: _Claim) -> None:
+        self.worker = worker
+        self.claim = claim
+        self.blob_of = {c.email_id: c.blob_hash for c in claim.items.values()}
+        self.signatures: dict[int, bytes] = {}  # DKIM-Signature header by message, b"" when unsigned
+        self.keys: dict[str, dkim.DkimKey | None] = {}  # signing keys by From domain
+        self._waiting: list[tuple[list[Result], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._expired_logged = False
+
+    def usable(self) -> bool:
+        if self.worker._stopping:
+            return False
+        if asyncio.get_running_loop().time() < self.claim.valid_until:
+            return True
+        if not self._expired_logged:
+            self._expired_logged = True
+            log.warning(
+                "delivery-lease-expired rcpts=%d (not renewed in time; stops sending them)", len(self.claim.held)
+            )
+        return False
+
+    def keep(self, message: Message) -> bool:
+        message.recipients = [(rid, a) for rid, a in message.recipients if rid in self.claim.held]
+        return bool(message.recipients) and self.usable()
+
+    async def load(self, batch: Sequence[Message]) -> None:
+        async with self.worker.pool.acquire() as conn:
+            data = await store.blobs(conn, [self.blob_of[m.email_id] for m in batch])
+        for message in batch:
+            raw = data.get(self.blob_of[message.email_id])
+            if raw is not None:
+                message.data = await self.outgoing(message.email_id, raw)
+
+    async def outgoing(self, email_id: int, raw: bytes) -> bytes:
+        """The wire form of a stored message, with its DKIM signature when its From domain has a key."""
+        wire = await off_loop(len(raw), wire_form, raw)
+        signature = self.signatures.get(email_id)
+        if signature is None:
+            signature = self.signatures[email_id] = await self.worker._signature(wire, self.keys)
+        if not signature:
+            return wire
+        return await off_loop(len(wire), bytes.__add__, signature, wire)
+
+    async def done(self, results: Sequence[Result]) -> None:
+        """Commit with whatever other connections are recording at the same moment (one transaction)."""
+        if not results:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append((list(results), waiter))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        await waiter
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            # Connections wait for this commit only at their next final dot, so a short wait for
+            # more results costs them little and saves statements (and NOTIFYs) per message.
+            await asyncio.sleep(GROUP_COMMIT_WINDOW)
+            batch, self._waiting = self._waiting, []
+            error: BaseException | None = None
+            try:
+                await self.worker._record(self.claim, [r for results, _ in batch for r in results])
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the senders waiting on it must hear
+                error = exc
+            for _, waiter in batch:
+                if waiter.done():
+                    continue
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
 
 
 class DeliveryWorker:
@@ -147,7 +273,20 @@ class DeliveryWorker:
             if busy or self._stopping:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.cfg.delivery.poll_seconds)
+                await asyncio.wait_for(self._wake.wait(), await self._idle_seconds())
+
+    async def _idle_seconds(self) -> float:
+        """How long to sleep when nothing is due: until the next retry or lease end, at most poll_seconds."""
+        poll = self.cfg.delivery.poll_seconds
+        try:
+            async with self.pool.acquire() as conn:
+                due = await store.next_due(conn)
+        except DB_ERRORS:
+            return poll
+        if due is None:
+            return poll
+        # A moment's grace past the due time, and never a busy loop on a row someone else holds right now.
+        return min(poll, max((due - self.clock()).total_seconds() + 0.05, 0.25))
 
     async def _index_text(self) -> bool:
         """When the queue is idle: put stored messages' body text into the search index.
@@ -189,209 +328,331 @@ class DeliveryWorker:
     # -- one pass ----------------------------------------------------------------
 
     async def run_once(self) -> bool:
-        """Expire, warn, claim and deliver one batch; True if there was work (look again at once)."""
+        """Expire, warn, claim and deliver one batch, bounce; True if there was work (look again at once)."""
         now = self.clock()
         d = self.cfg.delivery
         async with self.pool.acquire() as conn, conn.transaction():
-            old = await store.expired(conn, now, timedelta(seconds=d.max_age), d.batch_size)
-        if old:
-            await self._record(
-                old,
-                [
-                    Result(
-                        c.recipient_id,
-                        "failed",
-                        "4.4.7",
-                        "message expired after the maximum time in the queue"
-                        + (f"; last attempt: {c.last_error}" if c.last_error else ""),
-                        None,
-                    )
-                    for c in old
-                ],
-            )
+            old = await store.expire(conn, now, timedelta(seconds=d.max_age), d.batch_size)
+        self._log_failed(old)
         if d.delay_warning > 0:
             await self._warn_delays(now)
+        owner = uuid.uuid4()
+        started = asyncio.get_running_loop().time()
         async with self.pool.acquire() as conn, conn.transaction():
-            claimed = await store.claim(conn, now, timedelta(seconds=d.lease_seconds), d.batch_size)
-        if not claimed:
-            return bool(old)
-        await self._deliver(claimed)
-        return True
+            claimed = await store.claim(conn, now, timedelta(seconds=d.lease_seconds), d.batch_size, owner)
+        if claimed:
+            await self._deliver(_Claim(owner, claimed, started + d.lease_seconds * LEASE_USABLE))
+        bounced = await self._bounce_due()
+        return bool(claimed or old or bounced)
 
-    async def _deliver(self, claimed: list[Claimed]) -> None:
-        async with self.pool.acquire() as conn:
-            data = await store.blobs(conn, [c.blob_hash for c in claimed])
+    async def _deliver(self, claim: _Claim) -> None:
         by_domain: dict[str, list[Claimed]] = collections.defaultdict(list)
-        for c in claimed:
+        for c in claim.items.values():
             by_domain[c.domain].append(c)
         hosted = {d for d in by_domain if await accounts.get_domain(self.pool, d) is not None}
-        # What goes out over SMTP is signed once per message, however many domains it goes to.
-        outgoing: dict[int, bytes] = {}
-        keys: dict[str, dkim.DkimKey | None] = {}  # signing keys by From domain, for this batch
-        for c in claimed:
-            if c.domain not in hosted and c.email_id not in outgoing:
-                outgoing[c.email_id] = await self._signed(data[c.blob_hash], keys)
-        per_domain = await asyncio.gather(
-            *(
-                self._domain(domain, items, data if domain in hosted else None, outgoing)
-                for domain, items in by_domain.items()
-            )
-        )
-        # Recorded together, so a message failing at several domains makes one DSN.
-        await self._record(claimed, [r for results in per_domain for r in results])
-
-    async def _domain(
-        self, domain: str, items: list[Claimed], local_data: dict[bytes, bytes] | None, outgoing: dict[int, bytes]
-    ) -> list[Result]:
-        """One domain's recipients: into local INBOXes when we host it (``local_data``), else over SMTP."""
+        work = _Pass(self, claim)
+        renewer = asyncio.get_running_loop().create_task(self._renew(claim))
+        jobs = [
+            (domain, part, domain in hosted)
+            for domain, items in by_domain.items()
+            for part in ([items] if domain in hosted else self._split(items))
+        ]
         try:
-            if local_data is not None:
-                return await self._deliver_local(items, local_data)
+            await asyncio.gather(*(self._domain(work, domain, part, local) for domain, part, local in jobs))
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            if claim.held:
+                await self._hand_back(claim)
+
+    def _split(self, items: list[Claimed]) -> list[list[Claimed]]:
+        """One domain's recipients in parts for parallel connections: one per MESSAGES_PER_SPLIT messages,
+        at most max_connections_per_domain; a message's recipients stay together."""
+        by_message: dict[int, list[Claimed]] = collections.defaultdict(list)
+        for c in items:
+            by_message[c.email_id].append(c)
+        groups = list(by_message.values())
+        parts = min(self.cfg.delivery.max_connections_per_domain, -(-len(groups) // MESSAGES_PER_SPLIT))
+        if parts <= 1:
+            return [items]
+        return [[c for group in groups[i::parts] for c in group] for i in range(parts)]
+
+    async def _renew(self, claim: _Claim) -> None:
+        """Every third of the lease: extend it for the rows still held; notice rows another daemon took over."""
+        lease = self.cfg.delivery.lease_seconds
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(lease / 3)
+            asked = set(claim.held)
+            if not asked:
+                continue
+            started = loop.time()
+            try:
+                async with self.pool.acquire() as conn:
+                    still = await store.renew(conn, claim.owner, self.clock() + timedelta(seconds=lease))
+            except DB_ERRORS as exc:
+                left = claim.valid_until - loop.time()
+                log.warning(
+                    "delivery-lease-renew-failed rcpts=%d error=%s: %s (sending stops in %.0fs unless renewed)",
+                    len(asked),
+                    type(exc).__name__,
+                    exc,
+                    max(left, 0),
+                )
+                continue
+            claim.valid_until = started + lease * LEASE_USABLE
+            lost = (asked & claim.held) - still
+            if lost:
+                claim.held -= lost
+                log.warning(
+                    "delivery-lease-lost rcpts=%d (taken over by another daemon; not sent again here)", len(lost)
+                )
+
+    async def _hand_back(self, claim: _Claim) -> None:
+        """Rows claimed but not tried (stopping, lease trouble): claimable again at once, attempt not counted."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                n = await store.hand_back(conn, claim.owner, self.clock())
+        except DB_ERRORS as exc:
+            log.warning("delivery-hand-back-failed error=%s: %s (retried when the lease ends)", type(exc).__name__, exc)
+            return
+        if n:
+            log.info("delivery-handed-back rcpts=%d", n)
+
+    async def _domain(self, work: _Pass, domain: str, items: list[Claimed], hosted: bool) -> None:
+        """One domain's recipients: into local INBOXes when we host it, else over SMTP."""
+        try:
+            if hosted:
+                await self._deliver_local(work, items)
+                return
             grouped: dict[int, Message] = {}
             for c in items:
                 msg = grouped.get(c.email_id)
                 if msg is None:
-                    msg = grouped[c.email_id] = Message(c.email_id, c.mail_from, outgoing[c.email_id], [])
+                    msg = grouped[c.email_id] = Message(c.email_id, c.mail_from, [], size=c.size)
                 msg.recipients.append((c.recipient_id, c.address))
             async with self._global, self._per_domain[domain]:
-                return await self.sender.send(domain, list(grouped.values()))
-        except (OSError, asyncpg.PostgresError, TimeoutError, aiosmtplib.SMTPException) as exc:
+                await self.sender.send(domain, list(grouped.values()), work)
+        except RecordFailed:
+            return  # logged; the rows not recorded go back to the queue when the lease ends
+        except (*DB_ERRORS, aiosmtplib.SMTPException) as exc:
             log.warning("delivery-error domain=%s error=%s: %s", domain, type(exc).__name__, exc)
-            return [Result(c.recipient_id, "deferred", "4.3.0", "local error, will retry", None) for c in items]
+            left = [c for c in items if c.recipient_id in work.claim.held]
+            with contextlib.suppress(RecordFailed):
+                await work.done(
+                    [Result(c.recipient_id, "deferred", "4.3.0", "local error, will retry", None) for c in left]
+                )
 
-    async def _deliver_local(self, items: list[Claimed], data: dict[bytes, bytes]) -> list[Result]:
-        """Recipients at hosted domains: straight into their INBOX, no SMTP."""
-        results = []
+    async def _deliver_local(self, work: _Pass, items: list[Claimed]) -> None:
+        """Recipients at hosted domains: straight into their INBOX, each in the transaction that records it."""
+        cached: tuple[bytes, bytes] | None = None  # (blob hash, bytes) of the last message read
         for c in items:
-            target = await accounts.resolve_recipient(self.pool, c.address)
-            if target is None:
-                results.append(Result(c.recipient_id, "failed", "5.1.1", "550 5.1.1 no such user here", None))
+            if c.recipient_id not in work.claim.held or not work.usable():
                 continue
-            raw = b"Return-Path: <" + c.mail_from.encode() + b">\r\n" + data[c.blob_hash]
             async with self.pool.acquire() as conn:
-                await messages.ingest(conn, raw, [target["inbox_id"]])
-            results.append(Result(c.recipient_id, "sent", "2.0.0", "delivered locally", self.cfg.hostname))
-        return results
+                target = await accounts.resolve_recipient(conn, c.address)
+                if target is None:
+                    await self._commit(
+                        conn,
+                        work.claim,
+                        [Result(c.recipient_id, "failed", "5.1.1", "550 5.1.1 no such user here", None)],
+                    )
+                    continue
+                if cached is None or cached[0] != c.blob_hash:
+                    data = (await store.blobs(conn, [c.blob_hash])).get(c.blob_hash)
+                    if data is None:
+                        await self._commit(
+                            conn,
+                            work.claim,
+                            [
+                                Result(
+                                    c.recipient_id, "deferred", "4.3.0", "local error: message content not found", None
+                                )
+                            ],
+                        )
+                        continue
+                    cached = (c.blob_hash, data)
+                raw = b"Return-Path: <" + c.mail_from.encode() + b">\r\n" + cached[1]
+                result = Result(c.recipient_id, "sent", "2.0.0", "delivered locally", self.cfg.hostname)
+                # Recorded and stored in one transaction: a crash repeats neither.
+                async with conn.transaction():
+                    now = self.clock()
+                    recorded = await store.record(
+                        conn, self._outcomes(work.claim, [result], now), now, work.claim.owner
+                    )
+                    if recorded:
+                        await messages.ingest(conn, raw, [target["inbox_id"]])
+                self._recorded(work.claim, [result], set(recorded))
 
-    async def _signed(self, raw: bytes, keys: dict[str, dkim.DkimKey | None]) -> bytes:
-        """``raw`` with a DKIM signature when the From domain is ours and has a key."""
-        end = raw.find(b"\r\n\r\n")
-        parsed = parse_message(raw[: end + 4] if end >= 0 else raw[:65536])  # the header is enough
+    async def _signature(self, wire: bytes, keys: dict[str, dkim.DkimKey | None]) -> bytes:
+        """The DKIM-Signature header for ``wire`` when its From domain is ours and has a key, else b""."""
+        end = wire.find(b"\r\n\r\n")
+        parsed = parse_message(wire[: end + 4] if end >= 0 else wire[:65536])  # the header is enough
         if not parsed.from_:
-            return raw
+            return b""
         try:
             _, domain = split_address(parsed.from_[0].email)
         except ValueError:
-            return raw
+            return b""
         if domain not in keys:
             row = await dkim_store.active(self.pool, domain)
             keys[domain] = None if row is None else dkim.DkimKey(**{k: row[k] for k in dkim.KEY_FIELDS})
         key = keys[domain]
-        return raw if key is None else dkim.sign(raw, domain, key) + raw
+        if key is None:
+            return b""
+        return await asyncio.to_thread(dkim.sign, wire, domain, key)
 
-    async def _record(self, items: list[Claimed], results: Sequence[Result]) -> None:
-        now = self.clock()
-        by_id = {c.recipient_id: c for c in items}
-        outcomes: list[Outcome] = []
-        failed: list[tuple[Claimed, Result]] = []
+    # -- recording -----------------------------------------------------------------
+
+    def _outcomes(self, claim: _Claim, results: Sequence[Result], now: datetime) -> list[Outcome]:
+        d = self.cfg.delivery
+        outcomes = []
         for r in results:
-            c = by_id[r.recipient_id]
-            status = r.status
             when = None
-            if status == "deferred":
-                when = next_attempt(
-                    now, c.attempts, self.cfg.delivery.retry_first, self.cfg.delivery.retry_max, self._rng
-                )
-            outcomes.append(Outcome(r.recipient_id, status, r.enhanced, r.reply, r.remote_mta, when))
-            if status == "failed":
-                failed.append((c, r))
+            if r.status == "deferred":
+                when = next_attempt(now, claim.items[r.recipient_id].attempts, d.retry_first, d.retry_max, self._rng)
+            outcomes.append(Outcome(r.recipient_id, r.status, r.enhanced, r.reply, r.remote_mta, when))
+        return outcomes
+
+    async def _commit(self, conn: asyncpg.Connection, claim: _Claim, results: Sequence[Result]) -> None:
+        """Record ``results`` in one statement of their own (rows no longer ours are left alone).
+
+        Committed without waiting for the disk (see ``store.queue.record``): what a crash of this
+        daemon must not lose is safe in PostgreSQL at once, and a connection waits for this commit
+        before its next final dot, so the commit's latency is paid per message.
+        """
+        now = self.clock()
+        recorded = await store.record(conn, self._outcomes(claim, results, now), now, claim.owner, flush=False)
+        self._recorded(claim, results, set(recorded))
+
+    async def _record(self, claim: _Claim, results: Sequence[Result]) -> None:
+        """Commit ``results``, retrying a failing database until the lease would run out."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    await self._commit(conn, claim, results)
+                return
+            except DB_ERRORS as exc:
+                if loop.time() + 1 >= claim.valid_until:
+                    log.error(
+                        "delivery-record-failed rcpts=%d error=%s: %s (stopped; they are retried after the lease)",
+                        len(results),
+                        type(exc).__name__,
+                        exc,
+                    )
+                    raise RecordFailed(str(exc)) from exc
+                log.warning("delivery-record-retry rcpts=%d error=%s: %s", len(results), type(exc).__name__, exc)
+                await asyncio.sleep(1)
+
+    def _recorded(self, claim: _Claim, results: Sequence[Result], recorded: set[int]) -> None:
+        claim.held -= {r.recipient_id for r in results}
+        lost = 0
+        for r in results:
+            if r.recipient_id not in recorded:
+                lost += 1
+                continue
+            c = claim.items[r.recipient_id]
             log.info(
                 "delivery id=%d rcpt=%s status=%s code=%s mta=%s reply=%s",
                 c.email_id,
                 c.address,
-                status,
+                r.status,
                 r.enhanced,
                 r.remote_mta or "-",
                 r.reply[:200],
             )
-        async with self.pool.acquire() as conn, conn.transaction():
-            await store.record(conn, outcomes, now)
-        if failed:
-            await self._bounce(failed, "failed")
+        if lost:
+            log.warning(
+                "delivery-lease-lost rcpts=%d (taken over by another daemon before their outcome was recorded)", lost
+            )
 
-    async def _fail(self, items: list[Claimed], enhanced: str, reason: str) -> None:
-        await self._record(items, [Result(c.recipient_id, "failed", enhanced, reason, None) for c in items])
+    def _log_failed(self, failed: Sequence[Failed]) -> None:
+        for f in failed:
+            log.info(
+                "delivery id=%d rcpt=%s status=failed code=%s mta=- reply=%s",
+                f.email_id,
+                f.address,
+                f.enhanced,
+                f.reply[:200],
+            )
 
     async def fail_now(
         self, email_ids: Sequence[int], reason: str = "removed from the queue by the administrator"
     ) -> int:
         """``relatectl queue fail``: fail every waiting recipient of these messages, with a DSN."""
         async with self.pool.acquire() as conn, conn.transaction():
-            items = await store.claim_for_failure(conn, email_ids, self.clock())
-        if items:
-            await self._fail(items, "5.3.0", reason)
-        return len(items)
+            failed = await store.fail_waiting(conn, email_ids, self.clock(), "5.3.0", reason)
+        self._log_failed(failed)
+        await self._bounce_due(email_ids)
+        return len(failed)
 
-    async def _bounce(self, failed: list[tuple[Claimed, Result]], action: str) -> None:
-        by_email: dict[int, list[tuple[Claimed, Result]]] = collections.defaultdict(list)
-        for c, r in failed:
-            by_email[c.email_id].append((c, r))
-        async with self.pool.acquire() as conn:
-            data = await store.blobs(conn, [c.blob_hash for c, _ in failed])
-        for pairs in by_email.values():
-            first = pairs[0][0]
-            statuses = [bounce.RecipientStatus(c.address, r.enhanced, r.reply, r.remote_mta) for c, r in pairs]
-            await self._notify_sender(
-                first.user_id, first.mail_from, data[first.blob_hash], first.queued_at, statuses, action
-            )
+    # -- DSNs ------------------------------------------------------------------------
+
+    async def _bounce_due(self, email_ids: Sequence[int] | None = None) -> int:
+        """A DSN for every message with failures not yet reported (and nothing in flight); how many were made."""
+        try:
+            async with self.pool.acquire() as conn:
+                candidates = await store.bounce_candidates(conn, DSN_BATCH, email_ids)
+        except DB_ERRORS as exc:
+            log.warning("dsn-error error=%s: %s", type(exc).__name__, exc)
+            return 0
+        made = 0
+        for email_id in candidates:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    notice = await store.take_bounce(conn, email_id)
+                    if notice is None:
+                        continue  # another daemon is on it
+                    await self._notify_sender(conn, notice, "failed")
+                    await store.bounced(conn, notice.recipient_ids)
+                made += 1
+            except DB_ERRORS as exc:
+                log.warning("dsn-error id=%d error=%s: %s", email_id, type(exc).__name__, exc)
+        return made
 
     async def _warn_delays(self, now: datetime) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            due = await store.due_delay_warnings(conn, now, timedelta(seconds=self.cfg.delivery.delay_warning))
-        for row in due:
+        after = timedelta(seconds=self.cfg.delivery.delay_warning)
+        try:
             async with self.pool.acquire() as conn:
-                waiting = await store.waiting_recipients(conn, row["id"])
-                data = await store.blobs(conn, [bytes(row["blob_hash"])])
-            statuses = [
-                bounce.RecipientStatus(
-                    w["address"], w["status_code"] or "4.0.0", w["last_error"] or "not yet delivered", w["remote_mta"]
-                )
-                for w in waiting
-            ]
-            if statuses:
-                await self._notify_sender(
-                    row["user_id"],
-                    row["mail_from"],
-                    data[bytes(row["blob_hash"])],
-                    row["queued_at"],
-                    statuses,
-                    "delayed",
-                )
+                candidates = await store.delay_warning_candidates(conn, now, after, DSN_BATCH)
+        except DB_ERRORS as exc:
+            log.warning("dsn-error error=%s: %s", type(exc).__name__, exc)
+            return
+        for email_id in candidates:
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    notice = await store.take_delay_warning(conn, email_id, now, after)
+                    if notice is None:
+                        continue
+                    if notice.recipients:
+                        await self._notify_sender(conn, notice, "delayed")
+                    await store.warned(conn, email_id, now)
+            except DB_ERRORS as exc:
+                log.warning("dsn-error id=%d error=%s: %s", email_id, type(exc).__name__, exc)
 
-    async def _notify_sender(
-        self,
-        user_id: int,
-        mail_from: str,
-        original: bytes,
-        queued_at: datetime,
-        statuses: list[bounce.RecipientStatus],
-        action: str,
-    ) -> None:
-        if not mail_from:
+    async def _notify_sender(self, conn: asyncpg.Connection, notice: Notice, action: str) -> None:
+        """Put the DSN into the sender's INBOX, in the caller's transaction."""
+        if not notice.mail_from:
             return  # never a DSN for a message with the null sender
+        head = await store.blob_head(conn, notice.blob_hash, DSN_HEADER_BYTES)
         dsn = bounce.build(
             reporting_mta=self.cfg.hostname,
-            sender=mail_from,
-            original=original,
-            arrival=queued_at,
-            recipients=statuses,
+            sender=notice.mail_from,
+            original=head,
+            arrival=notice.queued_at,
+            recipients=[
+                bounce.RecipientStatus(r.address, r.enhanced, r.diagnostic, r.remote_mta) for r in notice.recipients
+            ],
             action=action,
             now=self.clock(),
         )
-        async with self.pool.acquire() as conn:
-            inbox = await accounts.inbox_id(conn, user_id)
-            if inbox is None:
-                log.warning("dsn-undeliverable user=%d (no INBOX)", user_id)
-                return
-            await messages.ingest(conn, b"Return-Path: <>\r\n" + dsn, [inbox])
-        log.info("dsn action=%s to=%s rcpts=%s", action, mail_from, ",".join(s.address for s in statuses))
+        inbox = await accounts.inbox_id(conn, notice.user_id)
+        if inbox is None:
+            log.warning("dsn-undeliverable user=%d (no INBOX)", notice.user_id)
+            return
+        await messages.ingest(conn, b"Return-Path: <>\r\n" + dsn, [inbox])
+        log.info(
+            "dsn action=%s to=%s rcpts=%s", action, notice.mail_from, ",".join(r.address for r in notice.recipients)
+        )

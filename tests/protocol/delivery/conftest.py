@@ -84,6 +84,7 @@ class Sink:
         self.credentials = credentials  # AUTH required, and only these work
         self.refuse_after: int | None = None  # stop listening after this many connections
         self.busy_after: int | None = None  # answer EHLO with 421 on connections after this many
+        self.data_delay = 0.0  # seconds before the reply to each message's data
         self.server: asyncio.Server | None = None
         self.connections = 0
         self.mail_commands = 0
@@ -139,6 +140,8 @@ class Sink:
             assert server.transport is not None
             server.transport.abort()
             await asyncio.sleep(30)  # cancelled at once by connection_lost
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         for rcpt in envelope.rcpt_tos:
             if rcpt in self.data_replies:
                 return self.data_replies[rcpt]

@@ -113,3 +113,18 @@ async def test_new_key_replaces_the_old_one(h: Harness) -> None:
     assert dkim.verify(seen.data, dnsfunc=dns_for({"new._domainkey.example.com": new.txt_record()})) is True
     rows = await dns_service.records(h.pool, h.cfg, "example.com")
     assert [r["name"] for r in rows if "_domainkey" in r["name"]] == ["new._domainkey.example.com."]
+
+
+async def test_bare_cr_and_lf_in_the_body_keep_the_signature_valid(h: Harness) -> None:
+    """A stored body with a bare CR, a bare LF, a leading dot and no final CRLF arrives signed and verifying."""
+    key = await dns_service.dkim_keygen(h.pool, "example.com", kind="rsa", selector="crlf")
+    sink = await h.net.mta("127.0.0.2")
+    h.net.mx("remote.test", (10, "mx1.remote.test", "127.0.0.2"))
+    body = "one\rtwo\nthree\r\n.four\r\n..five\r\nsix"
+    await h.queue(["friend@remote.test"], body=body)
+    await h.run()
+
+    (seen,) = sink.transactions
+    assert dkim.verify(seen.data, dnsfunc=dns_for({"crlf._domainkey.example.com": key.txt_record()})) is True
+    # What arrived is the stored text with every line end made CRLF, dot lines intact.
+    assert seen.data.split(b"\r\n\r\n", 1)[1] == b"one\r\ntwo\r\nthree\r\n.four\r\n..five\r\nsix\r\n"

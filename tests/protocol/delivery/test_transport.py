@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from relate.config import SmarthostConfig
 
 from .conftest import Harness
@@ -126,6 +128,21 @@ async def test_messages_per_connection_limits_each_connection(h: Harness) -> Non
     await h.run()
     assert sink.connections == 4
     assert len(sink.transactions) == 20
+    assert {await h.status(eid) for eid in ids} == {"sent"}
+
+
+@pytest.mark.parametrize(("per_domain", "connections"), [(4, 3), (2, 2)])
+async def test_a_large_domain_group_goes_over_several_connections(
+    h: Harness, per_domain: int, connections: int
+) -> None:
+    """Sixty messages to one domain take a connection per twenty, at most max_connections_per_domain."""
+    h.cfg.delivery.max_connections_per_domain = per_domain
+    sink = await h.net.mta("127.0.0.2")
+    h.net.mx("bulk.test", (10, "mx.bulk.test", "127.0.0.2"))
+    ids = [await h.queue([f"user{i}@bulk.test"]) for i in range(60)]
+    await h.run()
+    assert sink.connections == connections
+    assert sorted(t.rcpt_tos[0] for t in sink.transactions) == sorted(f"user{i}@bulk.test" for i in range(60))
     assert {await h.status(eid) for eid in ids} == {"sent"}
 
 
