@@ -121,10 +121,13 @@ def run_in_process(minutes: float, only: str | None) -> bool:
 
 # -- over the network -------------------------------------------------------------------
 
+
 def garbage_from(rng: random.Random) -> str:
     """A loopback source address for garbage other than the well-behaved client's 127.0.0.1 (many, so
     connections in TIME_WAIT never use up one address's ports)."""
     return f"127.0.{rng.randrange(1, 255)}.{rng.randrange(2, 255)}"
+
+
 SMTP_VERBS = ["EHLO", "HELO", "MAIL FROM:", "RCPT TO:", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP",
               "STARTTLS", "AUTH", "AUTH PLAIN", "AUTH LOGIN", "BDAT", "XCLIENT"]  # fmt: skip
 IMAP_VERBS = ["CAPABILITY", "NOOP", "LOGIN", "AUTHENTICATE", "ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE",

@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from relate.imap.responses import envelope
+from relate.mail.imapwire import envelope
 from relate.services import accounts
 from relate.store import imap_messages, messages, migrate
 

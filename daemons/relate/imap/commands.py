@@ -38,7 +38,6 @@ from relate.imap.parser import (
     Store,
     UidExpunge,
 )
-from relate.imap.responses import astring, flag_list
 from relate.imap.session import (
     AUTHENTICATED,
     DB_UNAVAILABLE,
@@ -50,6 +49,7 @@ from relate.imap.session import (
     describe,
     transport_reason,
 )
+from relate.mail.imapwire import astring, flag_list
 from relate.runtime.budget import BudgetExhausted
 from relate.store import imap_messages, mailboxes, messages
 from relate.store.messages import StoredMessage

@@ -19,7 +19,7 @@ from typing import Any
 
 from relate.imap.errors import No
 from relate.imap.parser import FetchAtt, Section
-from relate.imap.responses import Piece, body_structure, date_time, envelope, flag_list
+from relate.mail.imapwire import Piece, body_structure, date_time, envelope, flag_list
 
 RAW_ITEMS = frozenset({"BODY[]", "BINARY[]", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 

@@ -33,7 +33,7 @@ from relate.errors import MailboxGone
 from relate.imap import limits, parser
 from relate.imap.errors import Bad, Bye, ImapError, No, ParseError
 from relate.imap.parser import Literal, Part
-from relate.imap.responses import Piece, flag_list
+from relate.mail.imapwire import Piece, flag_list
 from relate.store import db, imap_messages
 
 if TYPE_CHECKING:

@@ -43,7 +43,7 @@ from typing import Any
 import asyncpg
 
 from relate.errors import MailboxGone
-from relate.imap.responses import envelope as imap_envelope  # pure rendering, no daemon code
+from relate.mail.imapwire import envelope as imap_envelope
 from relate.mail.mime import Address, ParsedMessage, parse_message
 from relate.store import changes
 from relate.store.db import Queryable

@@ -1,5 +1,9 @@
 """IMAP response data on the wire (RFC 9051 §7, grammar §9), built from the columns stored at ingest.
 
+Protocol-neutral rendering, here in mail/ because the store renders each
+message's ENVELOPE once at ingest (store/messages.py) and the IMAP daemon
+sends it and the rest (imap/fetch.py).
+
 Strings become quoted strings when they can (printable, no CR/LF, short)
 and literals otherwise; 8-bit text goes out as a literal unless the session
 has UTF-8 enabled (RFC 9051 §6.3.1, RFC 6855).
