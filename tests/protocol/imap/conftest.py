@@ -20,6 +20,7 @@ import pytest
 from relate.auth import Authenticator
 from relate.config import Config, DatabaseConfig, ListenerConfig
 from relate.imap.server import ImapServer
+from relate.imap.session import ImapSession
 from relate.runtime.tls import make_self_signed
 from relate.services import accounts
 from relate.store import db, messages
@@ -108,6 +109,19 @@ class Imap:
                 conn, raw if raw is not None else make_message(), [box["id"]], flags=flags, internal_date=internal_date
             )
         return stored
+
+    async def heard(self, mailbox_id: int, wait: float = 5.0) -> None:
+        """Until every session with ``mailbox_id`` selected has heard of its change from the change feed."""
+        deadline = asyncio.get_running_loop().time() + wait
+        while any(
+            isinstance(s, ImapSession)
+            and s.selected is not None
+            and s.selected.mailbox_id == mailbox_id
+            and not s.selected.changed.is_set()
+            for s in self.server.sessions
+        ):
+            assert asyncio.get_running_loop().time() < deadline, "the change feed did not tell the sessions"
+            await asyncio.sleep(0.01)
 
     async def index(self) -> None:
         """Put every stored body into the full-text index (what the delivery daemon does in the background)."""

@@ -321,7 +321,8 @@ async def test_save_with_min_saves_minimum(imap: Imap) -> None:
 async def test_search_only_reports_known_messages(imap: Imap) -> None:
     """A message delivered after the client's last sync is not in SEARCH results; EXISTS follows instead."""
     client = await _setup(imap)
-    await imap.deliver(make_message(sender="alice@one.example"))
+    stored = await imap.deliver(make_message(sender="alice@one.example"))
+    await imap.heard(stored.mailbox_id)
     result = await client.ok("SEARCH FROM alice")
     assert result.search() == [1, 4]
     assert b"* 5 EXISTS" in result.untagged
