@@ -59,14 +59,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import asyncpg
-
 from relate.auth import AuthRefused
 from relate.delivery import Recipient
 from relate.runtime.streams import describe_tls_error, pending_input, read_line
 from relate.smtp import parser, replies
 from relate.smtp.errors import Hangup, ParseError, SmtpError
 from relate.smtp.replies import Reply
+from relate.store import db
 from relate.store.accounts import user_addresses
 
 if TYPE_CHECKING:
@@ -77,8 +76,9 @@ log = logging.getLogger("relate.smtp")
 # asyncio's socket transport allocates max_size (256 KiB) for every recv(), which glibc serves with
 # mmap: a few bytes per command would cost far more than the bytes read.
 _RECV_SIZE = 64 * 1024
-# Errors (of any kind) that the failures of a database call can raise: answered as temporary.
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# A database out of reach (store/db.py): answered as temporary and logged as smtp-tempfail. Any other error
+# of a database call is a bug: still 451 to the client, but logged as smtp-error with where it happened.
+DATABASE_ERRORS = db.UNAVAILABLE
 
 
 class State(enum.Enum):

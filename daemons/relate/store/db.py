@@ -28,7 +28,8 @@ class DatabaseUnavailable(RelateError):
 
 # What an unreachable, lost or overloaded database raises (refused or dropped connections, a server
 # shutting down or starting up, too many clients, a pool with no free connection, a deadlock or
-# serialization failure): a temporary failure, which every daemon answers as one (451, NO [UNAVAILABLE],
+# serialization failure, and what a new pooled connection meets when the database or the login it
+# names is gone): a temporary failure, which every daemon answers as one (451, NO [UNAVAILABLE],
 # -ERR [SYS/TEMP], 503) and logs in one line; never a bug report.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
@@ -39,6 +40,8 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.InsufficientResourcesError,
     asyncpg.OperatorInterventionError,
     asyncpg.TransactionRollbackError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
 )
 
 
