@@ -155,15 +155,21 @@ def garbage_line(rng: random.Random, verbs: list[str]) -> bytes:
     return " ".join(tag + words).encode("utf-8", "surrogateescape")
 
 
-async def garbage_client(port: int, verbs: list[str] | None, rng: random.Random, stats: Counter[str]) -> None:
-    """One connection of garbage: command-like lines, raw bytes, stalls and abrupt ends."""
+async def _connect(
+    port: int, rng: random.Random, stats: Counter[str]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port, local_addr=(garbage_from(rng), 0)), 5
-        )
+        return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, local_addr=(garbage_from(rng), 0)), 5)
     except (OSError, TimeoutError):
         stats["connect-failed"] += 1
+        return None
+
+
+async def garbage_client(port: int, verbs: list[str] | None, rng: random.Random, stats: Counter[str]) -> None:
+    """One connection of garbage: command-like lines, raw bytes, stalls and abrupt ends."""
+    if (connection := await _connect(port, rng, stats)) is None:
         return
+    reader, writer = connection
     stats["connections"] += 1
     try:
         for _ in range(rng.randrange(1, 40)):
@@ -195,13 +201,9 @@ async def garbage_http(port: int, rng: random.Random, stats: Counter[str]) -> No
                        bytes(rng.getrandbits(8) for _ in range(200))])  # fmt: skip
     head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     head += f"Authorization: Bearer relate_{rng.getrandbits(48):012x}_{'x' * 32}\r\nContent-Length: {len(body)}\r\n\r\n"
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port, local_addr=(garbage_from(rng), 0)), 5
-        )
-    except (OSError, TimeoutError):
-        stats["connect-failed"] += 1
+    if (connection := await _connect(port, rng, stats)) is None:
         return
+    reader, writer = connection
     try:
         writer.write(head.encode() + body)
         await writer.drain()

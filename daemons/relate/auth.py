@@ -78,6 +78,7 @@ import bcrypt
 
 from relate.config import AuthConfig
 from relate.errors import Invalid, RelateError
+from relate.store import db
 from relate.store import keys as key_store
 from relate.store import login_failures as failure_store
 from relate.store.db import DatabaseUnavailable
@@ -100,10 +101,6 @@ _MAX_TRACKED_CLIENTS = 100_000
 _MAX_LOGIN = 320
 # NUL (PostgreSQL text cannot hold it) and lone surrogates (not UTF-8): a login with them names nobody.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-# Database failures besides asyncpg.PostgresError and OSError. InternalClientError is what asyncpg
-# raises for a query on a connection the server has just terminated (a restart).
-_CONNECTION_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError, DatabaseUnavailable)
-_DB_ERRORS = (asyncpg.PostgresError, OSError, *_CONNECTION_ERRORS)
 
 
 def parse_scopes(text: str | Iterable[str]) -> list[str]:
@@ -150,7 +147,7 @@ async def _available(step: Awaitable[T]) -> T:
     """
     try:
         return await step
-    except _CONNECTION_ERRORS as exc:
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError, DatabaseUnavailable) as exc:
         raise ConnectionError(f"database unavailable: {type(exc).__name__}") from exc
 
 
@@ -301,7 +298,7 @@ class Authenticator:
         self._counted.discard((client, login))
         try:
             await failure_store.clear(self._pool, client, login)
-        except _DB_ERRORS as exc:
+        except db.ERRORS as exc:
             log.warning("auth-count-failed client=%s error=%s", client, type(exc).__name__)
 
     def _refuse(self, service: str, client: str, login: str, reason: str) -> AuthRefused:
@@ -327,7 +324,7 @@ class Authenticator:
                 max_per_address=cfg.max_failures_per_address,
                 lockout=cfg.lockout_seconds,
             )
-        except _DB_ERRORS as exc:
+        except db.ERRORS as exc:
             # Refused all the same: only the count is lost.
             refusal = self._refuse(service, client, login, reason)
             log.warning("auth-count-failed client=%s error=%s", client, type(exc).__name__)

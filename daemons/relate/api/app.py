@@ -23,6 +23,7 @@ from relate.api.errors import ApiError, error_response
 from relate.auth import Authenticator
 from relate.config import Config
 from relate.errors import Conflict, Invalid, MailboxGone, NotFound
+from relate.store import db
 from relate.store.changes import ChangeFeed
 from relate.store.db import DatabaseUnavailable
 
@@ -95,7 +96,7 @@ async def errors_middleware(request: web.Request, handler: security.Handler) -> 
         log.warning("api-unavailable client=%s method=%s path=%s reason=database", client, request.method, request.path)
         return error_response(503, "unavailable", "the database is unavailable; try again later")
     except Exception as exc:
-        if not unavailable(exc):
+        if not db.unavailable(exc):
             log.exception("api-error client=%s method=%s path=%s", client, request.method, request.path)
             return error_response(500, "internal", "internal error")
         log.warning(
@@ -114,24 +115,6 @@ def _check_parameters(request: web.Request) -> None:
         if jsonbody.unstorable(name) or jsonbody.unstorable(value):
             shown = name[:40].encode("ascii", "backslashreplace").decode()
             raise ApiError(400, "bad_request", f"parameter {shown} must not contain NUL characters or lone surrogates")
-
-
-# SQLSTATE classes and codes that mean "the database is not there right now", not "this request is wrong":
-# connection exceptions, insufficient resources (too many clients), operator intervention (shutdown,
-# starting up, statement timeout), transaction rollback (serialization, deadlock), and what a database
-# refusing or lacking connections says (55000 not accepting connections, 3D000, 28xxx).
-_UNAVAILABLE_CLASSES = ("08", "28", "40", "53", "57")
-_UNAVAILABLE_CODES = ("55000", "3D000")
-
-
-def unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` is the database (or the network) being unavailable: a 503, not a 500."""
-    if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError)):
-        return not isinstance(exc, asyncpg.DataError)  # DataError: an argument asyncpg cannot encode
-    if isinstance(exc, asyncpg.PostgresError):
-        code = str(getattr(exc, "sqlstate", "") or "")
-        return code[:2] in _UNAVAILABLE_CLASSES or code in _UNAVAILABLE_CODES
-    return False
 
 
 def make_app(st: ApiState, route_modules: Sequence[ModuleType]) -> web.Application:

@@ -70,7 +70,6 @@ PENDING_LIMIT = 5000
 # Message ids announced as NewEmail, remembered to send each once.
 RECENT_IDS = 50_000
 CLOSE_TIMEOUT = 2.0
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, db.DatabaseUnavailable)
 
 
 def event_text(kind: str, data: dict[str, Any]) -> str:
@@ -252,7 +251,7 @@ class Hub:
                         counts = await events.unread(self.pool, sorted(touched))
                         for mailbox_id, unread in sorted(counts.items()):
                             self.publish(user_id, "UnreadCountChanged", {"mailboxId": mailbox_id, "unread": unread})
-                except _DB_ERRORS as exc:
+                except db.ERRORS as exc:
                     now = time.monotonic()
                     if now - self._last_db_warning > 60:
                         self._last_db_warning = now

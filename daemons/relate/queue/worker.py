@@ -64,13 +64,16 @@ from relate.mail.mime import parse_message
 from relate.queue import bounce
 from relate.queue.client import DomainSender, Message, Result, off_loop, wire_form
 from relate.queue.mx import make_resolver
-from relate.store import accounts, mailboxes, messages
+from relate.store import accounts, db, mailboxes, messages
 from relate.store import dkim as dkim_store
 from relate.store import queue as store
 from relate.store.changes import QUEUE_CHANNEL, ChangeFeed, QueueChange
 from relate.store.queue import Claimed, Failed, Notice, Outcome
 
 log = logging.getLogger("relate.delivery")
+
+# What sending to one domain may fail with, for want of the database or of the remote end: deferred.
+_SEND_ERRORS: tuple[type[BaseException], ...] = (*db.ERRORS, aiosmtplib.SMTPException)
 
 Clock = Callable[[], datetime]
 
@@ -91,7 +94,6 @@ DSN_HEADER_BYTES = 256 * 1024
 # DSNs made per query; more are made in the next turn of the loop.
 DSN_BATCH = 100
 # Errors of the database connection: a pass that meets one leaves its work to the lease.
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 class RecordFailed(Exception):
@@ -281,7 +283,7 @@ class DeliveryWorker:
         try:
             async with self.pool.acquire() as conn:
                 due = await store.next_due(conn)
-        except DB_ERRORS:
+        except db.ERRORS:
             return poll
         if due is None:
             return poll
@@ -391,7 +393,7 @@ class DeliveryWorker:
             try:
                 async with self.pool.acquire() as conn:
                     still = await store.renew(conn, claim.owner, self.clock() + timedelta(seconds=lease))
-            except DB_ERRORS as exc:
+            except db.ERRORS as exc:
                 left = claim.valid_until - loop.time()
                 log.warning(
                     "delivery-lease-renew-failed rcpts=%d error=%s: %s (sending stops in %.0fs unless renewed)",
@@ -414,7 +416,7 @@ class DeliveryWorker:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 n = await store.hand_back(conn, claim.owner, self.clock())
-        except DB_ERRORS as exc:
+        except db.ERRORS as exc:
             log.warning("delivery-hand-back-failed error=%s: %s (retried when the lease ends)", type(exc).__name__, exc)
             return
         if n:
@@ -436,7 +438,7 @@ class DeliveryWorker:
                 await self.sender.send(domain, list(grouped.values()), work)
         except RecordFailed:
             return  # logged; the rows not recorded go back to the queue when the lease ends
-        except (*DB_ERRORS, aiosmtplib.SMTPException) as exc:
+        except _SEND_ERRORS as exc:
             log.warning("delivery-error domain=%s error=%s: %s", domain, type(exc).__name__, exc)
             left = [c for c in items if c.recipient_id in work.claim.held]
             with contextlib.suppress(RecordFailed):
@@ -534,7 +536,7 @@ class DeliveryWorker:
                 async with self.pool.acquire() as conn:
                     await self._commit(conn, claim, results)
                 return
-            except DB_ERRORS as exc:
+            except db.ERRORS as exc:
                 if loop.time() + 1 >= claim.valid_until:
                     log.error(
                         "delivery-record-failed rcpts=%d error=%s: %s (stopped; they are retried after the lease)",
@@ -595,7 +597,7 @@ class DeliveryWorker:
         try:
             async with self.pool.acquire() as conn:
                 candidates = await store.bounce_candidates(conn, DSN_BATCH, email_ids)
-        except DB_ERRORS as exc:
+        except db.ERRORS as exc:
             log.warning("dsn-error error=%s: %s", type(exc).__name__, exc)
             return 0
         made = 0
@@ -608,7 +610,7 @@ class DeliveryWorker:
                     await self._notify_sender(conn, notice, "failed")
                     await store.bounced(conn, notice.recipient_ids)
                 made += 1
-            except DB_ERRORS as exc:
+            except db.ERRORS as exc:
                 log.warning("dsn-error id=%d error=%s: %s", email_id, type(exc).__name__, exc)
         return made
 
@@ -617,7 +619,7 @@ class DeliveryWorker:
         try:
             async with self.pool.acquire() as conn:
                 candidates = await store.delay_warning_candidates(conn, now, after, DSN_BATCH)
-        except DB_ERRORS as exc:
+        except db.ERRORS as exc:
             log.warning("dsn-error error=%s: %s", type(exc).__name__, exc)
             return
         for email_id in candidates:
@@ -629,7 +631,7 @@ class DeliveryWorker:
                     if notice.recipients:
                         await self._notify_sender(conn, notice, "delayed")
                     await store.warned(conn, email_id, now)
-            except DB_ERRORS as exc:
+            except db.ERRORS as exc:
                 log.warning("dsn-error id=%d error=%s: %s", email_id, type(exc).__name__, exc)
 
     async def _notify_sender(self, conn: asyncpg.Connection, notice: Notice, action: str) -> None:

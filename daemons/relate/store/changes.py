@@ -60,7 +60,6 @@ APPLICATION_NAME = "relate-change-feed"
 PING_INTERVAL = 10.0
 PING_TIMEOUT = 5.0
 RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
-_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, db.DatabaseUnavailable)
 
 
 @dataclass(frozen=True)
@@ -214,7 +213,7 @@ class ChangeFeed:
         while True:
             try:
                 conn = await db.connect(self._db_cfg, application_name=APPLICATION_NAME)
-            except _DB_ERRORS as exc:
+            except db.ERRORS as exc:
                 self._error = _first_line(exc)
                 if failures == 0 and not reconnecting:
                     log.warning("change-feed-failed error=%s; retrying", self._error)
@@ -242,7 +241,7 @@ class ChangeFeed:
                         break
                     await asyncio.wait_for(conn.fetchval("SELECT 1"), PING_TIMEOUT)
                 self._error = "connection closed"
-            except _DB_ERRORS as exc:
+            except db.ERRORS as exc:
                 self._error = _first_line(exc)
             finally:
                 self._conn = None

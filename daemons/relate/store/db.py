@@ -42,7 +42,18 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.TransactionRollbackError,
     asyncpg.InvalidCatalogNameError,
     asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.ObjectNotInPrerequisiteStateError,  # 55000: a database that does not allow connections now
+    asyncpg.InternalClientError,  # a query on a connection the server has just terminated (a restart)
 )
+
+# Any failure of a database call, unavailability or not: what a background loop (the change feed, the
+# hub's event work, the delivery loop, login-failure counting) survives and tries again after.
+ERRORS: tuple[type[BaseException], ...] = (*UNAVAILABLE, asyncpg.PostgresError)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database is out of reach (a temporary failure), not a bug."""
+    return isinstance(exc, UNAVAILABLE) and not isinstance(exc, asyncpg.DataError)  # DataError: a bad argument
 
 
 class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
