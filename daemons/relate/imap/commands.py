@@ -6,7 +6,6 @@ import array
 import asyncio
 import base64
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +43,7 @@ from relate.imap.session import (
     LOGOUT,
     NOT_AUTHENTICATED,
     SELECTED,
+    Handler,
     ImapSession,
     Selected,
     describe,
@@ -56,7 +56,6 @@ from relate.store.messages import StoredMessage
 
 log = logging.getLogger("relate.imap")
 
-Handler = Callable[[ImapSession, Any], Awaitable[None]]
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SPECIAL_USES = frozenset({"\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive", "\\All", "\\Flagged"})
 

@@ -12,8 +12,8 @@ import asyncpg
 
 from relate.auth import Authenticator
 from relate.config import Config
-from relate.imap import commands  # noqa: F401 - the handlers, imported at start-up, not at the first command
-from relate.imap.session import ImapSession
+from relate.imap import commands
+from relate.imap.session import Dispatch, ImapSession
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import Session, StreamServer
 from relate.runtime.tls import TLSRegistry
@@ -100,6 +100,7 @@ class ImapServer(StreamServer):
         self.hub = ChangeHub(self.feed)
         # Bytes of APPENDed messages held in memory while they are stored (about twice each message).
         self.memory = MemoryBudget(cfg.imap.memory_budget)
+        self.commands = Dispatch(commands.HANDLERS, commands.ALLOWED)
         self.listeners = {"imap": (cfg.imap.imap, False), "imaps": (cfg.imap.imaps, True)}
         self._per_user: collections.Counter[int] = collections.Counter()
 

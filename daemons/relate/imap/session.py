@@ -24,20 +24,22 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
-from relate.auth import Principal
+import asyncpg
+
+from relate.auth import Authenticator, Principal
+from relate.config import Config
 from relate.errors import MailboxGone
 from relate.imap import limits, parser
 from relate.imap.errors import Bad, Bye, ImapError, No, ParseError
 from relate.imap.parser import Literal, Part
 from relate.mail.imapwire import Piece, flag_list
+from relate.runtime.budget import MemoryBudget
+from relate.runtime.tls import ReloadableTLS
 from relate.store import db, imap_messages
-
-if TYPE_CHECKING:
-    from relate.imap.server import ImapServer
 
 log = logging.getLogger("relate.imap")
 
@@ -129,13 +131,46 @@ class Selected:
         return lo + 1 if lo < len(self.uids) and self.uids[lo] == uid else None
 
 
-Handler = Callable[["ImapSession", parser.Command], Awaitable[None]]
+Handler = Callable[["ImapSession", Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """The command table (imap/commands.py): each verb's handler, and the verbs each state allows."""
+
+    handlers: Mapping[str, Handler]
+    allowed: Mapping[str, frozenset[str]]
+
+
+class Watchers(Protocol):
+    """Who is told of changes to a selected mailbox (imap/server.py's ChangeHub)."""
+
+    def watch(self, session: ImapSession, mailbox_id: int) -> None: ...
+
+    def unwatch(self, session: ImapSession, mailbox_id: int) -> None: ...
+
+
+class Host(Protocol):
+    """What a session needs of the server that accepted it (imap/server.py's ImapServer)."""
+
+    cfg: Config
+    pool: asyncpg.Pool
+    authenticator: Authenticator
+    memory: MemoryBudget
+    commands: Dispatch
+
+    @property
+    def hub(self) -> Watchers: ...
+
+    def has_tls(self, role: str) -> bool: ...
+
+    def tls_for(self, role: str) -> ReloadableTLS | None: ...
+
+    def admit_user(self, session: ImapSession, user_id: int) -> str | None: ...
 
 
 class ImapSession:
-    def __init__(
-        self, server: ImapServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool
-    ) -> None:
+    def __init__(self, server: Host, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool) -> None:
         self.server = server
         self.cfg = server.cfg.imap
         self.reader = reader
@@ -415,7 +450,6 @@ class ImapSession:
         await self.flush()
 
     async def execute(self, parts: list[Part]) -> None:
-        from relate.imap.commands import ALLOWED, HANDLERS  # the handlers import this module
 
         self.commands += 1
         try:
@@ -424,12 +458,12 @@ class ImapSession:
             first = parts[0] if parts and isinstance(parts[0], bytes) else b""
             await self._bad(_tag_of(first), f"Syntax error: {exc.text}")
             return
-        if cmd.name not in ALLOWED[self.state]:
+        if cmd.name not in self.server.commands.allowed[self.state]:
             await self._bad(cmd.tag, f"{cmd.name} is not allowed now")
             return
         self.bad_in_a_row = 0
         try:
-            await self._handle(HANDLERS[cmd.name], cmd)
+            await self._handle(self.server.commands.handlers[cmd.name], cmd)
         except (Bye, asyncio.IncompleteReadError):
             raise  # run() handles these: BYE, or a client that went away
         except LineTooLong:

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from relate.auth import AuthRefused
 from relate.pop3 import parser, responses
 from relate.pop3.errors import AuthFailed, Refused
 from relate.pop3.maildrop import Message
 from relate.pop3.parser import Auth, Bare, Listing, Numbered, Pass, Top, User
-from relate.pop3.session import AUTHORIZATION, TRANSACTION, UPDATE, Pop3Session
-
-Handler = Callable[[Pop3Session, Any], Awaitable[None] | None]
+from relate.pop3.session import AUTHORIZATION, TRANSACTION, UPDATE, Handler, Pop3Session
 
 
 # RFC 2449 §5 (CAPA)

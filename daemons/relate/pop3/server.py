@@ -11,7 +11,8 @@ import asyncpg
 
 from relate.auth import Authenticator
 from relate.config import Config
-from relate.pop3.session import Pop3Session
+from relate.pop3 import commands
+from relate.pop3.session import Dispatch, Pop3Session
 from relate.runtime.streams import Session, StreamServer
 from relate.runtime.tls import TLSRegistry
 from relate.store.pop3 import MaildropLocks
@@ -32,6 +33,7 @@ class Pop3Server(StreamServer):
         self.pool = pool
         self.authenticator = authenticator
         self.locks = MaildropLocks(cfg.database)
+        self.commands = Dispatch(commands.HANDLERS, commands.ALLOWED)
         self.listeners = {"pop3": (cfg.pop3.pop3, False), "pop3s": (cfg.pop3.pop3s, True)}
 
     def make_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, role: str) -> Pop3Session:

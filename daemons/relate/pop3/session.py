@@ -56,16 +56,19 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from relate.auth import Principal
+import asyncpg
+
+from relate.auth import Authenticator, Principal
+from relate.config import Config
 from relate.pop3 import parser, responses
 from relate.pop3.errors import GONE, TEMPORARY, ClientGone, ParseError, Pop3Error, TempFail
 from relate.pop3.maildrop import Maildrop
-
-if TYPE_CHECKING:
-    from relate.pop3.server import Pop3Server
+from relate.runtime.tls import ReloadableTLS
+from relate.store.pop3 import MaildropLocks
 
 log = logging.getLogger("relate.pop3")
 
@@ -74,10 +77,33 @@ AUTHORIZATION, TRANSACTION, UPDATE = "authorization", "transaction", "update"
 OUT_BYTES = 256 * 1024
 
 
+# A handler answers at once and returns None, or returns what it still has to wait for (an async handler).
+Handler = Callable[["Pop3Session", Any], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """The command table (pop3/commands.py): each verb's handler, and the verbs each state allows."""
+
+    handlers: Mapping[str, Handler]
+    allowed: Mapping[str, frozenset[str]]
+
+
+class Host(Protocol):
+    """What a session needs of the server that accepted it (pop3/server.py's Pop3Server)."""
+
+    cfg: Config
+    pool: asyncpg.Pool
+    authenticator: Authenticator
+    locks: MaildropLocks
+    line_limit: int
+    commands: Dispatch
+
+    def tls_for(self, role: str) -> ReloadableTLS | None: ...
+
+
 class Pop3Session:
-    def __init__(
-        self, server: Pop3Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool
-    ) -> None:
+    def __init__(self, server: Host, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: bool) -> None:
         self.server = server
         self.cfg = server.cfg.pop3
         self.reader = reader
@@ -100,10 +126,6 @@ class Pop3Session:
         self._lines: deque[bytes | None] = deque()  # pipelined command lines taken from the reader, not yet run
         self._out: list[bytes] = []
         self._out_size = 0
-        from relate.pop3.commands import ALLOWED, HANDLERS  # the handlers import this module
-
-        self._allowed = ALLOWED
-        self._handlers = HANDLERS
 
     # -- output -----------------------------------------------------------------------------
 
@@ -246,7 +268,7 @@ class Pop3Session:
         Handlers that need not wait answer at once and return None; the others return an awaitable,
         which :meth:`_finish` wraps so that errors are answered in :meth:`_failed` either way.
         """
-        allowed = self._allowed[self.state]
+        allowed = self.server.commands.allowed[self.state]
         try:
             cmd = parser.parse(line, max_length=self.server.line_limit)
         except ParseError as exc:
@@ -263,7 +285,7 @@ class Pop3Session:
             return None
         self.commands += 1
         try:
-            pending = self._handlers[verb](self, cmd)
+            pending = self.server.commands.handlers[verb](self, cmd)
         except Exception as exc:  # noqa: BLE001 - _failed sorts it out, in one place
             self._failed(verb, exc)
             return None

@@ -25,7 +25,7 @@ from relate.notify import Notifier
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import Session, StreamServer, describe_tls_error
 from relate.runtime.tls import TLSRegistry
-from relate.smtp import replies
+from relate.smtp import commands, replies
 from relate.smtp.session import SmtpSession
 
 log = logging.getLogger("relate.smtp")
@@ -49,6 +49,7 @@ class SmtpServer(StreamServer):
         self.authenticator = authenticator
         self.notifier = notifier
         self.budget = MemoryBudget(cfg.smtp.memory_budget)
+        self.commands = commands.COMMANDS
         self.listeners = {
             "mx": (cfg.smtp.mx, False),
             "submission": (cfg.smtp.submission, False),

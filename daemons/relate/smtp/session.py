@@ -55,21 +55,24 @@ import math
 import os
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from relate.auth import AuthRefused
+import asyncpg
+
+from relate.auth import Authenticator, AuthRefused
+from relate.config import Config
 from relate.delivery import Recipient
+from relate.notify import Notifier
+from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import describe_tls_error, pending_input, read_line
+from relate.runtime.tls import ReloadableTLS
 from relate.smtp import parser, replies
 from relate.smtp.errors import Hangup, ParseError, SmtpError
 from relate.smtp.replies import Reply
 from relate.store import db
 from relate.store.accounts import user_addresses
-
-if TYPE_CHECKING:
-    from relate.smtp.server import SmtpServer
 
 log = logging.getLogger("relate.smtp")
 
@@ -100,12 +103,34 @@ class Envelope:
     addresses: list[str] = field(default_factory=list)  # as accepted, for the trace's "for" clause
 
 
+class Verb(Protocol):
+    """One entry of the command table (smtp/commands.py): whether it may run now, and its handler."""
+
+    @property
+    def handler(self) -> Callable[[SmtpSession, Any], Awaitable[None]]: ...
+
+    def admit(self, session: SmtpSession) -> None: ...
+
+
+class Host(Protocol):
+    """What a session needs of the server that accepted it (smtp/server.py's SmtpServer)."""
+
+    cfg: Config
+    pool: asyncpg.Pool
+    authenticator: Authenticator
+    notifier: Notifier
+    budget: MemoryBudget
+
+    @property
+    def commands(self) -> Mapping[str, Verb]: ...
+
+    def tls_for(self, role: str) -> ReloadableTLS | None: ...
+
+
 class SmtpSession:
     """Per-connection state; transaction state lives in :class:`Envelope`."""
 
-    def __init__(
-        self, server: SmtpServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, role: str
-    ) -> None:
+    def __init__(self, server: Host, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, role: str) -> None:
         self.server = server
         self.cfg = server.cfg.smtp
         self.reader = reader
@@ -292,8 +317,6 @@ class SmtpSession:
 
     async def execute(self, line: bytes) -> None:
         """Parse, check and run one command; every error becomes its reply here (see the module docstring)."""
-        from relate.smtp.commands import COMMANDS  # the handlers import this module
-
         try:
             verb, rest = parser.split_verb(parser.decode(line))
         except ParseError as exc:
@@ -303,7 +326,7 @@ class SmtpSession:
                 raise Hangup(replies.TOO_MANY_UNKNOWN) from None
             self._bad(exc.reply)
             return
-        spec = COMMANDS[verb]
+        spec = self.server.commands[verb]
         try:
             spec.admit(self)
             command = parser.parse_arguments(verb, rest)
