@@ -85,6 +85,26 @@ def fuzz_tests(only: str | None) -> dict[str, list[str]]:
     return by_module
 
 
+def fuzz_one(test: str, seconds: float, env: dict[str, str]) -> tuple[int, float, subprocess.CompletedProcess[str]]:
+    """Run ``test`` again and again (a new seed each time) until ``seconds`` are used or it fails.
+
+    The first run has CALIBRATION inputs; each next one as many as fit in the time left at the rate
+    the last one showed (pytest's start-up included, so it errs short and the loop goes round again).
+    """
+    start = time.monotonic()
+    deadline = start + seconds
+    inputs, count = 0, CALIBRATION
+    while True:
+        began = time.monotonic()
+        done = _pytest([test], {**env, "FUZZ_EXAMPLES": str(count)})
+        spent = max(time.monotonic() - began, 0.1)
+        inputs += count
+        left = deadline - time.monotonic()
+        if done.returncode != 0 or left < 5:
+            return inputs, time.monotonic() - start, done
+        count = max(CALIBRATION, int(count * left / spent))
+
+
 def run_in_process(minutes: float, only: str | None) -> bool:
     env = {**os.environ, "FUZZ_PROFILE": "fuzz"}
     modules = fuzz_tests(only)
@@ -96,26 +116,17 @@ def run_in_process(minutes: float, only: str | None) -> bool:
     for tests in modules.values():
         share = minutes * 60 / len(tests)
         for test in tests:
-            start = time.monotonic()
-            calibration = _pytest([test], {**env, "FUZZ_EXAMPLES": str(CALIBRATION)})
-            spent = max(time.monotonic() - start, 0.5)
-            if calibration.returncode == 0:
-                examples = max(CALIBRATION, int(CALIBRATION * share / spent))
-                start = time.monotonic()
-                done = _pytest([test], {**env, "FUZZ_EXAMPLES": str(examples)})
-                spent = time.monotonic() - start
-            else:
-                examples, done = CALIBRATION, calibration
+            inputs, spent, done = fuzz_one(test, share, env)
             passed = done.returncode == 0
             ok &= passed
-            rows.append((test, examples, f"{spent:.0f}s", "ok" if passed else "FOUND"))
-            print(f"fuzz: {test}: {examples} inputs in {spent:.0f}s: {'ok' if passed else 'FOUND'}", file=sys.stderr)
+            rows.append((test, inputs, f"{spent:.0f}s", "ok" if passed else "FOUND"))
+            print(f"fuzz: {test}: {inputs} inputs in {spent:.0f}s: {'ok' if passed else 'FOUND'}", file=sys.stderr)
             if not passed:
                 print(done.stdout[-6000:], file=sys.stderr)
     width = max(len(r[0]) for r in rows)
     print(f"{'test':<{width}}  {'inputs':>9}  {'time':>6}  result")
-    for test, examples, spent, result in rows:
-        print(f"{test:<{width}}  {examples:>9}  {spent:>6}  {result}")
+    for test, inputs, spent, result in rows:
+        print(f"{test:<{width}}  {inputs:>9}  {spent:>6}  {result}")
     return ok
 
 
