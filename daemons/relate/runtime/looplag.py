@@ -3,30 +3,35 @@
 Policy: a daemon serves every client from one event loop, so a callback
 that runs for 100 ms stalls every session for 100 ms. Nothing that can take
 more than a few milliseconds of CPU belongs on the loop; this watchdog is
-how a regression shows up. A ticker on the loop stamps the time every
-``TICK`` seconds; a thread of its own checks the stamp. When the loop has not
-ticked for ``threshold`` seconds, the thread takes the loop thread's stack
-(where it is stuck, right then); when the loop ticks again, it logs one
-line with how long it was blocked, how much of that the loop's thread spent
-on the CPU (near the whole stall: code computing on the loop; near zero: a
-blocking call, or a machine too busy to run the process), and that stack::
+how a regression shows up. A ticker on the loop runs every ``TICK`` seconds;
+when it runs ``threshold`` seconds late, the loop was held that long, and it
+logs one line with how long, how much of that its thread spent on the CPU
+and in the garbage collector, and where it was held::
 
-    loop-blocked ms=734 cpu_ms=729 at=relate/imap/commands.py:312 _pattern <- relate/imap/commands.py:330 list_
+    loop-blocked ms=734 cpu_ms=729 gc_ms=0 at=relate/imap/commands.py:312 _pattern <- relate/imap/commands.py:330 list_
 
-Only frames of Relate Mail's own code are shown when there are any (the
-rest is asyncio and the standard library). A stall during which the loop's
-thread was ready to run but hardly did (runnable, under half of it on the
-CPU, under a second) was the machine's doing, not the daemon's: it is logged
-at INFO as ``loop-starved`` instead. A thread found asleep in a call during
-the stall (a blocking read, a sleep) is blocking whatever its CPU time. The thread costs one wake-up
-every ``TICK / 2`` seconds. Stalls are also kept in :attr:`LoopWatchdog.stalls`,
-which the test suite reads to fail any test during which the daemon under
-test blocked its loop.
+The place comes from a thread of its own, which wakes every ``TICK / 2``
+seconds and, when the ticker is overdue, takes the loop thread's stack right
+then. Only frames of Relate Mail's own code are shown when there are any (the
+rest is asyncio and the standard library); ``at=-`` when the thread could not
+look (code that holds the GIL throughout, such as one long regular
+expression, keeps it out too).
+
+A stall is blocking (WARNING, ``loop-blocked``) when the loop's own work held
+it: its thread computed for at least half of it, not counting the garbage
+collector (whose pauses land on whatever code allocated last), or was found
+asleep in a call (a blocking read, a sleep), or it lasted a second. Anything
+else was the machine's doing, a process left no CPU for a moment (INFO,
+``loop-starved``). Stalls are also kept in :attr:`LoopWatchdog.stalls`, which
+the test suite reads to fail any test during which Relate Mail's code blocked
+the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import sys
 import threading
@@ -45,18 +50,20 @@ _MAX_FRAMES = 8
 @dataclass(frozen=True)
 class Stall:
     seconds: float
-    cpu_seconds: float | None  # CPU time of the loop's thread during the stall (None where unmeasurable)
+    cpu_seconds: float  # CPU time of the loop's thread during the stall
     where: str  # the loop thread's stack while it was blocked, innermost first
     ours: bool  # whether any of that stack is Relate Mail's own code
     asleep: bool = False  # the loop's thread was found asleep in a call (not waiting for a CPU)
+    gc_seconds: float = 0.0  # of the stall, spent in the garbage collector on the loop's thread
 
     @property
     def blocking(self) -> bool:
-        """Whether the loop's own work held it: it computed for at least half the stall, slept in a call,
-        or the stall lasted a second; not a machine too busy to run the process for a moment."""
-        if self.cpu_seconds is None or self.asleep or self.seconds >= 1.0:
+        """Whether the loop's own work held it: it computed for at least half the stall (garbage collection
+        aside), slept in a call, or the stall lasted a second; not a machine too busy to run the process,
+        nor the garbage collector, for a moment."""
+        if self.asleep or self.seconds >= 1.0:
             return True
-        return self.cpu_seconds >= self.seconds / 2
+        return self.cpu_seconds - self.gc_seconds >= self.seconds / 2
 
 
 def _asleep(native_id: int) -> bool:
@@ -69,23 +76,6 @@ def _asleep(native_id: int) -> bool:
     except OSError:
         return False
     return state in (["S"], ["D"]) and wchan not in ("", "0") and "futex" not in wchan
-
-
-def _thread_clock(thread_id: int) -> int | None:
-    """The CPU-time clock of a thread (Linux, BSD), or None."""
-    try:
-        return time.pthread_getcpuclockid(thread_id)
-    except (AttributeError, OSError):
-        return None
-
-
-def _cpu(clock: int | None) -> float | None:
-    if clock is None:
-        return None
-    try:
-        return time.clock_gettime(clock)
-    except OSError:
-        return None
 
 
 def _describe(frame: FrameType | None) -> tuple[str, bool]:
@@ -108,12 +98,18 @@ class LoopWatchdog:
         self.threshold = threshold
         self.stalls: list[Stall] = []
         self._last = time.monotonic()
+        self._cpu_last = 0.0
+        self._gc_last = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id = 0
         self._loop_native_id = 0
+        self._gc_total = 0.0  # seconds the loop's thread has spent collecting garbage
+        self._gc_began = 0.0
+        # What the watchdog thread saw of the stall in progress: (the tick it followed, where, ours, asleep).
+        self._seen: tuple[float, str, bool, bool] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Watch ``loop`` (the running one by default); call from the loop's thread."""
@@ -121,51 +117,69 @@ class LoopWatchdog:
         self._loop_thread_id = threading.get_ident()
         self._loop_native_id = threading.get_native_id()
         self._last = time.monotonic()
-        self._tick()
+        self._cpu_last = time.thread_time()
+        self._handle = self._loop.call_later(TICK, self._tick)
+        gc.callbacks.append(self._gc)
         self._thread = threading.Thread(target=self._watch, name="relate-loop-watchdog", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._gc)
         self._stop.set()
         if self._handle is not None:
             self._handle.cancel()
         if self._thread is not None:
             self._thread.join(timeout=1)
 
+    def _gc(self, phase: str, _info: dict[str, int]) -> None:
+        if threading.get_ident() != self._loop_thread_id:
+            return
+        if phase == "start":
+            self._gc_began = time.monotonic()
+        else:
+            self._gc_total += time.monotonic() - self._gc_began
+
     def _tick(self) -> None:
-        self._last = time.monotonic()
+        """On the loop, every TICK: a tick that comes late ends a stall, which is reported here. The loop
+        itself notices, so no stall is missed, not even one that held the GIL (and the thread) throughout."""
+        now = time.monotonic()
+        cpu = time.thread_time()
+        late = now - self._last - TICK
+        if late > self.threshold:
+            seen = self._seen if self._seen is not None and self._seen[0] == self._last else None
+            where, ours, asleep = seen[1:] if seen is not None else ("-", False, False)
+            self._report(Stall(late, cpu - self._cpu_last, where, ours, asleep, self._gc_total - self._gc_last))
+        self._last, self._cpu_last, self._gc_last = now, cpu, self._gc_total
         assert self._loop is not None
         self._handle = self._loop.call_later(TICK, self._tick)
 
+    def _report(self, stall: Stall) -> None:
+        self.stalls.append(stall)
+        log.log(
+            logging.WARNING if stall.blocking else logging.INFO,
+            "%s ms=%d cpu_ms=%s gc_ms=%d at=%s",
+            "loop-blocked" if stall.blocking else "loop-starved",
+            stall.seconds * 1000,
+            f"{stall.cpu_seconds * 1000:.0f}",
+            stall.gc_seconds * 1000,
+            stall.where,
+        )
+
     def _watch(self) -> None:
-        clock = _thread_clock(self._loop_thread_id)
-        blocked_since: float | None = None
-        where, ours, asleep = "-", False, False
-        cpu_then = cpu_start = _cpu(clock)
+        """In a thread of its own: while a stall goes on, note where the loop's thread is stuck."""
         while not self._stop.wait(TICK / 2):
             last = self._last
-            now = time.monotonic()
-            if blocked_since is None:
-                if now - last <= TICK * 2:
-                    cpu_then = _cpu(clock)  # the loop's CPU time when it was last seen ticking
-                elif now - last > self.threshold + TICK:
-                    blocked_since = last
-                    cpu_start = cpu_then
-                    asleep = _asleep(self._loop_native_id)  # first: the stack walk below holds the GIL
-                    where, ours = _describe(sys._current_frames().get(self._loop_thread_id))
-            elif last > blocked_since:
-                # The loop ticked again: the stall is over.
-                cpu_end = _cpu(clock)
-                cpu = None if cpu_start is None or cpu_end is None else max(0.0, cpu_end - cpu_start)
-                stall = Stall(last - blocked_since - TICK, cpu, where, ours, asleep)
-                self.stalls.append(stall)
-                log.log(
-                    logging.WARNING if stall.blocking else logging.INFO,
-                    "%s ms=%d cpu_ms=%s at=%s",
-                    "loop-blocked" if stall.blocking else "loop-starved",
-                    stall.seconds * 1000,
-                    "-" if cpu is None else f"{cpu * 1000:.0f}",
-                    stall.where,
-                )
-                blocked_since = None
-                cpu_then = cpu_end
+            if time.monotonic() - last <= self.threshold + TICK or (self._seen is not None and self._seen[0] == last):
+                continue
+            asleep = _asleep(self._loop_native_id)  # first: the stack walk below holds the GIL
+            frame = sys._current_frames().get(self._loop_thread_id)
+            if _idle(frame):
+                continue  # the loop is already back in its selector: the tick is about to report the stall
+            where, ours = _describe(frame)
+            self._seen = (last, where, ours, asleep)
+
+
+def _idle(frame: FrameType | None) -> bool:
+    """Whether the loop's thread is in the event loop's own wait for I/O (not stuck in a callback)."""
+    return frame is not None and frame.f_code.co_name == "select" and frame.f_code.co_filename.endswith("selectors.py")

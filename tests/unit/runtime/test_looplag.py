@@ -75,3 +75,25 @@ async def test_computing_on_the_loop_is_blocking_and_a_sleep_too() -> None:
     assert computed.cpu_seconds >= 0.15
     assert slept.blocking
     assert slept.asleep
+
+
+async def test_garbage_collection_is_counted_apart() -> None:
+    """A stall spent in the garbage collector is reported with its gc time and is not blocking."""
+    import gc
+
+    gc.disable()
+    junk = [[i] for i in range(4_000_000)]  # enough objects for a full collection to take a while
+    gc.enable()
+    watchdog = LoopWatchdog(0.05)
+    watchdog.start()
+    try:
+        await asyncio.sleep(0.05)
+        gc.collect()
+        await asyncio.sleep(0.1)
+    finally:
+        watchdog.stop()
+        del junk
+    assert watchdog.stalls, "the collection did not stall the loop"
+    stall = max(watchdog.stalls, key=lambda s: s.gc_seconds)
+    assert stall.gc_seconds >= stall.seconds / 2
+    assert not stall.blocking
