@@ -34,11 +34,12 @@ _LOCK_CLASS = 0x504F5033  # the maildrop lock's first key ("POP3"), as every rel
 
 
 async def backends(dsn: str) -> int:
-    """Connections to the test's database other than the one asking."""
+    """Client connections to the test's database other than the one asking (autovacuum is not one)."""
     conn = await asyncpg.connect(dsn)
     try:
         count: int = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            """SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"""
         )
         return count
     finally:
@@ -123,7 +124,8 @@ async def test_thousand_sessions_on_the_default_pool(dsn: str, tmp_path: Path) -
                 while sampling:
                     count = await conn.fetchval(
                         """SELECT count(*) FROM pg_stat_activity
-                            WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+                            WHERE datname = current_database() AND pid <> pg_backend_pid()
+                              AND backend_type = 'client backend'"""
                     )
                     peak = max(peak, count)
                     await asyncio.sleep(0.05)
