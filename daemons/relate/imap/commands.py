@@ -51,6 +51,7 @@ from relate.imap.session import (
 )
 from relate.mail.imapwire import astring, flag_list
 from relate.runtime.budget import BudgetExhausted
+from relate.runtime.streams import pending_input
 from relate.store import imap_messages, mailboxes, messages
 from relate.store.messages import StoredMessage
 
@@ -165,7 +166,7 @@ async def starttls(session: ImapSession, cmd: Command) -> None:
     tls = session.server.tls_for("imap")
     if tls is None:
         raise No("STARTTLS is not available")
-    if getattr(session.reader, "_buffer", b""):  # a private field, but the only way to see bytes already read
+    if pending_input(session.reader):
         # Commands pipelined after STARTTLS were sent in clear text: never run them under TLS.
         raise Bye("Data after STARTTLS before the TLS handshake")
     session.tagged(cmd.tag, "OK", "Begin TLS negotiation now")

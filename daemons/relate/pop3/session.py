@@ -58,7 +58,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
@@ -67,6 +67,7 @@ from relate.config import Config
 from relate.pop3 import parser, responses
 from relate.pop3.errors import GONE, TEMPORARY, ClientGone, ParseError, Pop3Error, TempFail
 from relate.pop3.maildrop import Maildrop
+from relate.runtime.streams import pending_input, read_line
 from relate.runtime.tls import ReloadableTLS
 from relate.store.pop3 import MaildropLocks
 
@@ -76,6 +77,8 @@ AUTHORIZATION, TRANSACTION, UPDATE = "authorization", "transaction", "update"
 # Queued answers are handed to the socket once they reach this size, or when no command is waiting.
 OUT_BYTES = 256 * 1024
 
+
+T = TypeVar("T")
 
 # A handler answers at once and returns None, or returns what it still has to wait for (an async handler).
 Handler = Callable[["Pop3Session", Any], Awaitable[None] | None]
@@ -164,7 +167,7 @@ class Pop3Session:
         """One line without CRLF within the idle timeout (TimeoutError); None for an overlong one, swallowed."""
         if self._lines:
             return self._lines.popleft()
-        if self.reader._buffer.find(b"\n") >= 0:  # type: ignore[attr-defined]
+        if pending_input(self.reader).find(b"\n") >= 0:
             return await self._read_line()  # pipelined: here already, no timer needed
         self.waiting = True
         try:
@@ -175,7 +178,7 @@ class Pop3Session:
 
     async def read_lines(self) -> None:
         """Queue every complete line the client has sent (at least one, within the idle timeout)."""
-        buffered: bytearray = self.reader._buffer  # type: ignore[attr-defined]
+        buffered = pending_input(self.reader)
         end = buffered.rfind(b"\n")
         if end < 0:
             self._lines.append(await self.read_line())
@@ -189,22 +192,14 @@ class Pop3Session:
 
     def has_input(self) -> bool:
         """Whether bytes the client sent wait, read or not (used where none may: STLS)."""
-        return bool(self._lines or self.reader._buffer)  # type: ignore[attr-defined]
+        return bool(self._lines or pending_input(self.reader))
 
     async def _read_line(self) -> bytes | None:
-        try:
-            return (await self._client_io(self.reader.readuntil(b"\n"))).rstrip(b"\r\n")
-        except asyncio.LimitOverrunError as exc:
-            await self._client_io(self.reader.readexactly(exc.consumed))
-            while True:
-                try:
-                    await self._client_io(self.reader.readuntil(b"\n"))
-                    return None
-                except asyncio.LimitOverrunError as more:
-                    await self._client_io(self.reader.readexactly(more.consumed))
+        line = await self._client_io(read_line(self.reader))
+        return None if line is None else line.rstrip(b"\r\n")
 
     @staticmethod
-    async def _client_io(pending: Awaitable[bytes]) -> bytes:
+    async def _client_io(pending: Awaitable[T]) -> T:
         """A read from the client; its end (EOF, reset, a TLS error) is ClientGone."""
         try:
             return await pending
@@ -229,7 +224,7 @@ class Pop3Session:
                     self.send(self.leaving)
                     break
                 if not lines:
-                    if self.reader._buffer.find(b"\n") < 0:  # type: ignore[attr-defined]  # no command waits
+                    if pending_input(self.reader).find(b"\n") < 0:  # no command waits
                         if self.maildrop is not None:
                             self.maildrop.start_seen()
                         await self.flush()
