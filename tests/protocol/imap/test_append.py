@@ -260,3 +260,21 @@ async def test_append_waits_its_turn_for_memory(imap: Imap) -> None:
     result = await asyncio.wait_for(pending, 10)
     assert result.ok, str(result)
     assert len(await imap.stored()) == 1
+
+
+async def test_append_of_hostile_headers_is_stored_and_fetched(imap: Imap) -> None:
+    """The issue's hostile messages (a From of 500 nested comments, a Subject of 16,000 encoded words) APPEND
+    with OK, are stored byte for byte, and FETCH ENVELOPE answers, where they once got NO [SERVERBUG]."""
+    nested = b"From: a <b" + b"(" * 500 + b"\r\nTo: bob@example.com\r\nSubject: nested\r\n\r\nbody\r\n"
+    words = b"\r\n ".join([b"=?utf-8?q?caf=C3=A9?="] * 16_000)
+    subject = b"From: alice@example.com\r\nSubject: " + words + b"\r\n\r\nbody\r\n"
+    client = await imap.connect()
+    for raw in (nested, subject):
+        started = time.monotonic()
+        result = await client.command("APPEND INBOX ", Lit(raw))
+        assert result.ok, str(result)
+        assert time.monotonic() - started < 5
+    assert [m["raw"] for m in await imap.stored()] == [nested, subject]
+    await client.ok("SELECT INBOX")
+    fetched = (await client.ok("FETCH 1:2 (ENVELOPE BODYSTRUCTURE)")).fetches()
+    assert set(fetched) == {1, 2}
