@@ -812,7 +812,8 @@ async def copy_move(session: ImapSession, cmd: CopyMove) -> None:
         if code:
             session.untagged(f"OK [{code}] Moved")
         await session.sync()
-        session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}MOVE completed")
+        code = condstore.highest_code(session)  # the source's expunges were VANISHED under QRESYNC
+        session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}MOVE completed", code)
         return
     if target["id"] == sel.mailbox_id:
         await session.sync()  # copied into the selected mailbox: EXISTS now, not when the NOTIFY comes

@@ -31,6 +31,8 @@ from relate.store import imap_messages
 
 # SELECT (QRESYNC) reads the messages that changed this many at a time, flushing in between.
 _RESYNC_ROWS = 2000
+# Up to this many changed messages are looked up in the requested UIDs one by one, more through a set.
+_FEW = 1000
 
 _MODSEQ = FetchAtt("MODSEQ")
 _UID = FetchAtt("UID")
@@ -60,8 +62,8 @@ def with_modseq(atts: tuple[FetchAtt, ...], *, uid: bool = False) -> tuple[Fetch
 
 
 def highest_code(session: ImapSession, *, expunge: bool = False) -> str | None:
-    """``HIGHESTMODSEQ n`` for a tagged OK under QRESYNC: always for EXPUNGE (§3.2.7), for NOOP and IDLE
-    once they reported a VANISHED (no FETCH carries an expunge's modseq; Dovecot does the same)."""
+    """``HIGHESTMODSEQ n`` for a tagged OK under QRESYNC: always for EXPUNGE (§3.2.7), for NOOP, IDLE and
+    MOVE once they reported a VANISHED (no FETCH carries an expunge's modseq; Dovecot does the same)."""
     sel = session.selected
     if sel is None or not session.qresync or not (expunge or sel.vanished_unacknowledged):
         return None
@@ -93,7 +95,10 @@ async def changed(session: ImapSession, sel: Selected, uids: list[int], since: i
     """The UIDs of ``uids`` (ascending) whose messages changed above modseq ``since`` (CHANGEDSINCE, §3.1.4.1)."""
     async with session.server.pool.acquire() as conn:
         modified = await imap_messages.modified_uids(conn, sel.mailbox_id, since)
-    return [u for u in modified if _has(uids, u)]
+    if len(modified) <= _FEW:
+        return [u for u in modified if _has(uids, u)]  # a binary search each: a resync changes few
+    wanted = set(uids)
+    return [u for u in modified if u in wanted]
 
 
 async def report_vanished(session: ImapSession, sel: Selected, seqset: SeqSet, since: int) -> None:

@@ -109,6 +109,7 @@ async def test_expunge_is_vanished_under_qresync(imap: Imap) -> None:
     moved = await client.ok("MOVE 1 Archive")
     assert _vanished(moved, earlier=False) == [uids[2]]
     assert moved.lines("EXPUNGE") == []
+    assert moved.code == f"HIGHESTMODSEQ {await _highest(imap)}"
     assert (await client.ok("FETCH 1 (UID)")).fetches() == {1: {"UID": str(uids[4])}}
 
 
