@@ -703,8 +703,8 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
             modseq, seen = await imap_messages.store_flags(conn, sel.mailbox_id, uids, "+", ["\\Seen"])
         sel.own_modseqs.add(modseq)
         atts = atts if any(a.name == "FLAGS" for a in atts) else (*atts, _FLAGS)
-        if seen and session.condstore:
-            atts = condstore.with_modseq(atts, uid=True)  # RFC 7162 §3.1: \Seen set by FETCH
+        if seen and session.condstore:  # RFC 7162 §3.1, §3.2.4: \Seen set by FETCH
+            atts = condstore.with_modseq(atts, uid=session.qresync)
     with_raw = fetching.needs_raw(atts)
     columns = fetching.columns(atts)
     utf8 = session.utf8
@@ -778,8 +778,8 @@ async def store(session: ImapSession, cmd: Store) -> None:
         if msn is None:
             continue
         flag_part = b"" if cmd.silent else b"FLAGS " + flag_list(new_flags)
-        if session.condstore:  # RFC 7162 §3.1: UID and MODSEQ, .SILENT or not
-            items = [b"UID %d" % uid, flag_part, b"MODSEQ (%d)" % modseq]
+        if session.condstore:  # RFC 7162 §3.1.3: MODSEQ, .SILENT or not; §3.2.4: and UID under QRESYNC
+            items = [b"UID %d" % uid if cmd.uid or session.qresync else b"", flag_part, b"MODSEQ (%d)" % modseq]
             session.untagged(b"%d FETCH (" % msn + b" ".join(i for i in items if i) + b")")
         elif not cmd.silent:
             uid_part = f"UID {uid} " if cmd.uid else ""

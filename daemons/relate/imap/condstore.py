@@ -11,10 +11,10 @@ The session (imap/session.py) holds what is enabled: ``condstore`` after any
 CONDSTORE enabling command (§3.1: ENABLE CONDSTORE or QRESYNC, SELECT/EXAMINE
 (CONDSTORE), STATUS HIGHESTMODSEQ, FETCH MODSEQ or CHANGEDSINCE, SEARCH
 MODSEQ, STORE UNCHANGEDSINCE), after which every untagged FETCH that reports
-a flag change, or answers a STORE or a FETCH that set \\Seen, carries UID
-and MODSEQ; and ``qresync`` after ENABLE QRESYNC (§3.2.3), after which
-expunges are reported as VANISHED, and NOOP, IDLE and EXPUNGE say the
-HIGHESTMODSEQ an expunge reached. No mailbox lacks mod-sequences, so NOMODSEQ
+a flag change (with UID, as always), or answers a STORE or a FETCH that set
+\\Seen, carries MODSEQ; and ``qresync`` after ENABLE QRESYNC (§3.2.3), after
+which those carry UID too (§3.2.4), expunges are reported as VANISHED, and
+NOOP, IDLE, MOVE and EXPUNGE say the HIGHESTMODSEQ an expunge reached. No mailbox lacks mod-sequences, so NOMODSEQ
 is never sent.
 """
 

@@ -55,17 +55,29 @@ async def test_fetch_modseq_enables_condstore_mid_session(imap: Imap) -> None:
     assert again.fetches() == {2: {"UID": "2", "MODSEQ": [str(stored[2])]}}
 
 
-async def test_store_answers_uid_flags_and_modseq(imap: Imap) -> None:
-    """After CONDSTORE, STORE answers UID, FLAGS and the new MODSEQ; .SILENT still UID and MODSEQ; a no-op nothing."""
+async def test_store_answers_flags_and_modseq(imap: Imap) -> None:
+    """After CONDSTORE, STORE answers FLAGS and the new MODSEQ; .SILENT still MODSEQ; a no-op nothing."""
     client = await _filled(imap, 2)
     await client.ok("ENABLE CONDSTORE")  # a client should ENABLE before SELECT; this one is late, and still heard
     stored = (await client.ok("STORE 1 +FLAGS (\\Seen)")).fetches()
     highest = await _highest(imap)
-    assert stored == {1: {"UID": "1", "FLAGS": ["\\Seen"], "MODSEQ": [str(highest)]}}
-    silent = await client.ok("STORE 2 +FLAGS.SILENT (\\Flagged)")
+    assert stored == {1: {"FLAGS": ["\\Seen"], "MODSEQ": [str(highest)]}}
+    silent = await client.ok("UID STORE 2 +FLAGS.SILENT (\\Flagged)")
     assert silent.fetches() == {2: {"UID": "2", "MODSEQ": [str(await _highest(imap))]}}
     assert (await client.ok("STORE 1 +FLAGS (\\Seen)")).untagged == []
     assert await _highest(imap) == highest + 1  # the no-op changed nothing
+
+
+async def test_store_answers_uid_under_qresync(imap: Imap) -> None:
+    """After ENABLE QRESYNC, STORE and a FETCH that sets \\Seen answer UID too (RFC 7162 §3.2.4), as Dovecot does."""
+    await imap.deliver()
+    await imap.deliver()
+    client = await imap.connect(enable="QRESYNC", select="INBOX")
+    stored = (await client.ok("STORE 1 +FLAGS.SILENT (\\Flagged)")).fetches()
+    assert stored == {1: {"UID": "1", "MODSEQ": [str(await _highest(imap))]}}
+    seen = (await client.ok("FETCH 2 (RFC822.SIZE BODY[])")).fetches()[2]
+    assert seen["UID"] == "2"
+    assert _modseq(seen["MODSEQ"]) == await _highest(imap)
 
 
 async def test_store_unchangedsince(imap: Imap) -> None:
@@ -127,11 +139,11 @@ async def test_fetch_changedsince(imap: Imap) -> None:
 
 
 async def test_fetch_that_sets_seen_reports_modseq(imap: Imap) -> None:
-    """After CONDSTORE, a FETCH BODY[] that sets \\Seen answers UID, FLAGS and the new MODSEQ too."""
+    """After CONDSTORE, a FETCH BODY[] that sets \\Seen answers FLAGS and the new MODSEQ too (IMAPClient's livetest)."""
     client = await _filled(imap, 1)
     await client.ok("FETCH 1 (MODSEQ)")
     item = (await client.ok("FETCH 1 (BODY[])")).fetches()[1]
-    assert item["UID"] == "1"
+    assert sorted(item) == ["BODY[]", "FLAGS", "MODSEQ"]
     assert item["FLAGS"] == ["\\Seen"]
     assert _modseq(item["MODSEQ"]) == await _highest(imap)
     again = (await client.ok("FETCH 1 (BODY[])")).fetches()[1]
