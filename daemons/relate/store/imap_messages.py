@@ -5,6 +5,9 @@ which also serialises changes to one mailbox), stamps the changed messages
 with it, records expunged UIDs in ``mailbox_expunges``, and NOTIFYs in the
 same transaction. A session on any host that hears the notification asks
 for everything above the modseq it knew: new UIDs, changed flags, expunges.
+The expunge log is kept for the mailbox's life (a trigger empties it when the
+mailbox goes), so a QRESYNC client (imap/condstore.py) away for any length of
+time hears exactly which UIDs went since its modseq.
 """
 
 from __future__ import annotations
