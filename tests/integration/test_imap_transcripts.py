@@ -2,8 +2,9 @@
 
 Each case gets a fresh database holding the same account and messages (see
 ``seed``), so transcripts can name UIDs, sizes and dates exactly. Files live
-in ``tests/transcripts/imap/``; ``$KEY`` in them is alice's IMAP key and
-``$PLAIN`` her SASL PLAIN response (RFC 4616), base64-encoded.
+in ``tests/transcripts/imap/``; ``$KEY`` in them is alice's IMAP key,
+``$PLAIN`` her SASL PLAIN response (RFC 4616), base64-encoded, and
+``$UIDVALIDITY`` her INBOX's.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class Imap:
     server: ImapServer
     port: int
     key: str
+    uidvalidity: int  # INBOX's, for QRESYNC
 
 
 @pytest.fixture
@@ -178,9 +180,10 @@ async def imap(pool: asyncpg.Pool, dsn: str, tmp_path: Path) -> AsyncIterator[Im
     cfg.imap.imaps = ListenerConfig(listen=[])
     cfg.imap.allow_plaintext_auth = True
     key = await seed(pool)
+    uidvalidity = await pool.fetchval("SELECT uidvalidity FROM mailboxes WHERE upper(name) = 'INBOX'")
     server = ImapServer(cfg, pool, Authenticator(pool, cfg.auth))
     await server.start()
-    yield Imap(server, server.addresses("imap")[0][1], key)
+    yield Imap(server, server.addresses("imap")[0][1], key, uidvalidity)
     await server.stop(grace=1)
 
 
@@ -191,13 +194,14 @@ def _cases() -> list[object]:
 @pytest.mark.parametrize("path", _cases())
 async def test_transcript(imap: Imap, path: Path) -> None:
     """The daemon answers the transcript's commands exactly as scripted, line for line."""
-    script = transcript.Transcript.load(path, _substitutions(imap.key))
+    script = transcript.Transcript.load(path, _substitutions(imap.key, imap.uidvalidity))
     await transcript.run(script, "127.0.0.1", imap.port, read_timeout=10)
 
 
-def _substitutions(key: str) -> dict[str, str]:
-    """``$KEY`` and ``$PLAIN`` for a key of alice's."""
-    return {"KEY": key, "PLAIN": base64.b64encode(f"\0{USER}\0{key}".encode()).decode()}
+def _substitutions(key: str, uidvalidity: int = 1) -> dict[str, str]:
+    """``$KEY`` and ``$PLAIN`` for a key of alice's, ``$UIDVALIDITY`` for her INBOX."""
+    plain = base64.b64encode(f"\0{USER}\0{key}".encode()).decode()
+    return {"KEY": key, "PLAIN": plain, "UIDVALIDITY": str(uidvalidity)}
 
 
 def test_transcripts_parse() -> None:

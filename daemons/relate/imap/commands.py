@@ -11,8 +11,8 @@ from typing import Any
 
 from relate.auth import AuthRefused
 from relate.errors import Conflict, NotFound
+from relate.imap import condstore, limits, listmatch
 from relate.imap import fetch as fetching
-from relate.imap import limits, listmatch
 from relate.imap import search as searching
 from relate.imap.errors import Bad, Bye, No
 from relate.imap.mutf7 import encode_mailbox
@@ -140,7 +140,7 @@ async def capability(session: ImapSession, cmd: Command) -> None:
 # RFC 9051 §6.1.2 (NOOP), §6.4.1 (CHECK is NOOP in IMAP4rev1 terms)
 async def noop(session: ImapSession, cmd: Command) -> None:
     await session.sync()
-    session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
+    session.tagged(cmd.tag, "OK", f"{cmd.name} completed", condstore.highest_code(session))
 
 
 # RFC 9051 §6.1.3 (LOGOUT)
@@ -243,12 +243,18 @@ async def enable(session: ImapSession, cmd: Enable) -> None:
         elif cap == "UTF8=ACCEPT":
             session.utf8 = True
             enabled.append("UTF8=ACCEPT")
+        elif cap in ("CONDSTORE", "QRESYNC"):  # RFC 7162 §3.1, §3.2.3: QRESYNC implies CONDSTORE
+            session.qresync = session.qresync or cap == "QRESYNC"
+            session.enable_condstore()
+            enabled.append(cap)
     session.untagged("ENABLED" + "".join(" " + c for c in enabled))
     session.tagged(cmd.tag, "OK", "ENABLE completed")
 
 
 # RFC 9051 §6.3.2 (SELECT), §6.3.3 (EXAMINE)
 async def select(session: ImapSession, cmd: Select) -> None:
+    if cmd.qresync is not None and not session.qresync:
+        raise Bad("QRESYNC needs ENABLE QRESYNC first")  # RFC 7162 §3.2.5
     if session.selected is not None:
         session.server.hub.unwatch(session, session.selected.mailbox_id)
         session.selected = None
@@ -285,11 +291,21 @@ async def select(session: ImapSession, cmd: Select) -> None:
     session.untagged(b"OK [PERMANENTFLAGS " + flag_list(permanent) + b"] Flags permitted")
     session.untagged(f"OK [UIDVALIDITY {sel.uidvalidity}] UIDs valid")
     session.untagged(f"OK [UIDNEXT {box['uidnext']}] Predicted next UID")
+    if cmd.condstore or cmd.qresync is not None:
+        session.enable_condstore()  # RFC 7162 §3.1.8; nothing is selected, so nothing more is said
+    if session.condstore:  # RFC 7162 §3.1.2.1
+        session.untagged(f"OK [HIGHESTMODSEQ {box['highestmodseq']}] Highest")
     if session.rev2:  # RFC 9051 §6.3.2; IMAP4rev1 clients do not expect it
         session.untagged(b'LIST () "/" ' + astring(_mailbox_name(session, box["name"]), utf8=session.utf8))
     session.selected = sel
     session.state = SELECTED
     session.server.hub.watch(session, sel.mailbox_id)
+    if cmd.qresync is not None:
+        try:
+            await condstore.resync(session, sel, cmd.qresync, box["highestmodseq"])
+        except BaseException:
+            _deselect(session, sel)  # a SELECT that fails leaves no mailbox selected
+            raise
     mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed", mode)
 
@@ -460,6 +476,8 @@ async def list_(session: ImapSession, cmd: ListCommand) -> None:
 
 
 async def _status_line(session: ImapSession, box: dict[str, Any], items: tuple[str, ...]) -> bytes:
+    if "HIGHESTMODSEQ" in items:
+        session.enable_condstore()  # RFC 7162 §3.1.6
     values = await mailboxes.status(session.server.pool, box["id"])
     names = {
         "MESSAGES": "messages",
@@ -567,7 +585,7 @@ async def idle(session: ImapSession, cmd: Command) -> None:
         if not done.done():
             done.cancel()
     await session.sync()
-    session.tagged(cmd.tag, "OK", "IDLE terminated")
+    session.tagged(cmd.tag, "OK", "IDLE terminated", condstore.highest_code(session))
 
 
 # -- selected: RFC 9051 §6.4 ---------------------------------------------------------------
@@ -600,10 +618,14 @@ async def close(session: ImapSession, cmd: Command) -> None:
     if cmd.name == "CLOSE" and not sel.readonly:
         async with session.server.pool.acquire() as conn:
             await imap_messages.expunge(conn, sel.mailbox_id, None)
+    _deselect(session, sel)
+    session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
+
+
+def _deselect(session: ImapSession, sel: Selected) -> None:
     session.server.hub.unwatch(session, sel.mailbox_id)
     session.selected = None
     session.state = AUTHENTICATED
-    session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
 
 # RFC 9051 §6.4.3 (EXPUNGE), RFC 4315 §2.1 (UID EXPUNGE)
@@ -615,7 +637,7 @@ async def expunge(session: ImapSession, cmd: Command) -> None:
     async with session.server.pool.acquire() as conn:
         await imap_messages.expunge(conn, sel.mailbox_id, uid_list)
     await session.sync()
-    session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
+    session.tagged(cmd.tag, "OK", f"{cmd.name} completed", condstore.highest_code(session, expunge=True))
 
 
 # RFC 9051 §6.4.4 (SEARCH), RFC 4731 (ESEARCH), RFC 5182 (SEARCHRES)
@@ -623,11 +645,16 @@ async def search(session: ImapSession, cmd: Search) -> None:
     sel = session.require_selected()
     if cmd.returns and "SAVE" in cmd.returns:
         sel.saved = []  # RFC 5182 §2.1: a failed SEARCH ... SAVE leaves $ empty
+    modseqs: dict[int, int] | None = None
+    if condstore.uses_modseq(cmd.key):
+        session.enable_condstore()  # RFC 7162 §3.1.5
+        modseqs = {}
     async with session.server.pool.acquire() as conn:
-        uids = await searching.run(conn, sel, cmd.key, charset=cmd.charset)
+        uids = await searching.run(conn, sel, cmd.key, charset=cmd.charset, modseqs=modseqs)
     numbers = uids if cmd.uid else [n for n in (sel.msn(u) for u in uids) if n is not None]
     if cmd.returns is None and not session.rev2:
-        session.untagged("SEARCH" + "".join(f" {n}" for n in numbers))
+        modseq = condstore.search_modseq(None, uids, modseqs) if modseqs is not None else None
+        session.untagged("SEARCH" + "".join(f" {n}" for n in numbers) + (f" (MODSEQ {modseq})" if modseq else ""))
     else:
         # RFC 4731: RETURN () and a rev2 plain SEARCH mean ALL; RFC 5182: SAVE alone answers nothing.
         opts = set(cmd.returns) if cmd.returns else {"ALL"}
@@ -648,6 +675,9 @@ async def search(session: ImapSession, cmd: Search) -> None:
                 parts.append(f"ALL {searching.compact(numbers)}")
             if "COUNT" in opts:
                 parts.append(f"COUNT {len(numbers)}")
+            modseq = condstore.search_modseq(opts, uids, modseqs) if modseqs is not None else None
+            if modseq is not None:
+                parts.append(f"MODSEQ {modseq}")
             session.untagged("ESEARCH " + " ".join(parts))
     await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}SEARCH completed")
@@ -658,13 +688,23 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
     sel = session.require_selected()
     uids = _resolve(sel, cmd.seqset, cmd.uid)
     pool = session.server.pool
+    atts = cmd.atts
+    if cmd.vanished and not session.qresync:
+        raise Bad("VANISHED needs ENABLE QRESYNC first")  # RFC 7162 §3.2.6
+    if cmd.changed_since is not None or any(a.name == "MODSEQ" for a in atts):
+        session.enable_condstore()  # RFC 7162 §3.1.4
+    if cmd.changed_since is not None:
+        if cmd.vanished:
+            await condstore.report_vanished(session, sel, cmd.seqset, cmd.changed_since)
+        uids = await condstore.changed(session, sel, uids, cmd.changed_since)
+        atts = condstore.with_modseq(atts)
     if uids and fetching.sets_seen(cmd.atts) and not sel.readonly:
         async with pool.acquire() as conn:
-            modseq, _ = await imap_messages.store_flags(conn, sel.mailbox_id, uids, "+", ["\\Seen"])
+            modseq, seen = await imap_messages.store_flags(conn, sel.mailbox_id, uids, "+", ["\\Seen"])
         sel.own_modseqs.add(modseq)
-        atts = cmd.atts if any(a.name == "FLAGS" for a in cmd.atts) else (*cmd.atts, _FLAGS)
-    else:
-        atts = cmd.atts
+        atts = atts if any(a.name == "FLAGS" for a in atts) else (*atts, _FLAGS)
+        if seen and session.condstore:  # RFC 7162 §3.1, §3.2.4: \Seen set by FETCH
+            atts = condstore.with_modseq(atts, uid=session.qresync)
     with_raw = fetching.needs_raw(atts)
     columns = fetching.columns(atts)
     utf8 = session.utf8
@@ -723,17 +763,30 @@ async def store(session: ImapSession, cmd: Store) -> None:
         raise No("Mailbox is read-only", "READ-ONLY")
     uids = _resolve(sel, cmd.seqset, cmd.uid)
     flags = _flags(cmd.flags)
+    failed: list[int] = []
     async with session.server.pool.acquire() as conn:
-        modseq, changed = await imap_messages.store_flags(conn, sel.mailbox_id, uids, cmd.mode, flags)
+        if cmd.unchanged_since is None:
+            modseq, changed = await imap_messages.store_flags(conn, sel.mailbox_id, uids, cmd.mode, flags)
+        else:
+            session.enable_condstore()  # RFC 7162 §3.1.3
+            modseq, changed, failed = await imap_messages.store_flags_unchanged_since(
+                conn, sel.mailbox_id, uids, cmd.mode, flags, cmd.unchanged_since
+            )
     sel.own_modseqs.add(modseq)
-    if not cmd.silent:
-        for uid, new_flags in changed:
-            msn = sel.msn(uid)
-            if msn is not None:
-                uid_part = f"UID {uid} " if cmd.uid else ""
-                session.untagged(f"{msn} FETCH ({uid_part}FLAGS ".encode() + flag_list(new_flags) + b")")
+    for uid, new_flags in changed:
+        msn = sel.msn(uid)
+        if msn is None:
+            continue
+        flag_part = b"" if cmd.silent else b"FLAGS " + flag_list(new_flags)
+        if session.condstore:  # RFC 7162 §3.1.3: MODSEQ, .SILENT or not; §3.2.4: and UID under QRESYNC
+            items = [b"UID %d" % uid if cmd.uid or session.qresync else b"", flag_part, b"MODSEQ (%d)" % modseq]
+            session.untagged(b"%d FETCH (" % msn + b" ".join(i for i in items if i) + b")")
+        elif not cmd.silent:
+            uid_part = f"UID {uid} " if cmd.uid else ""
+            session.untagged(f"{msn} FETCH ({uid_part}".encode() + flag_part + b")")
     await session.sync_after(cmd)
-    session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}STORE completed")
+    code = condstore.modified_code(sel, failed, cmd.uid)
+    session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}STORE completed", code)
 
 
 # RFC 9051 §6.4.7 (COPY), §6.4.8 (MOVE), RFC 4315 (COPYUID)
@@ -759,7 +812,8 @@ async def copy_move(session: ImapSession, cmd: CopyMove) -> None:
         if code:
             session.untagged(f"OK [{code}] Moved")
         await session.sync()
-        session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}MOVE completed")
+        code = condstore.highest_code(session)  # the source's expunges were VANISHED under QRESYNC
+        session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}MOVE completed", code)
         return
     if target["id"] == sel.mailbox_id:
         await session.sync()  # copied into the selected mailbox: EXISTS now, not when the NOTIFY comes

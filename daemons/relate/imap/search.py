@@ -58,6 +58,9 @@ def _prefilter(key: SearchKey, sel: Selected, params: list[Any]) -> list[str]:
     if name in ("LARGER", "SMALLER"):
         params.append(args[0])
         return [f"m.size {'>' if name == 'LARGER' else '<'} ${len(params)}"]
+    if name == "MODSEQ":
+        params.append(args[0])
+        return [f"m.modseq >= ${len(params)}"]
     if name in ("BODY", "TEXT"):
         # LIKE with the needle escaped: the trigram indexes answer it (migration 0006).
         needle = str(args[0]).lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -81,13 +84,16 @@ _INDEXED_TEXT = 800_000
 # Up to this many rows are matched on the event loop; more (or any that need parsing) in a worker thread.
 _INLINE_ROWS = 200
 
-_LIGHT = """SELECT m.uid, m.flags, m.internal_date, m.date_header, m.envelope->>'date' AS date_text, m.size,
+_LIGHT = """SELECT m.uid, m.modseq, m.flags, m.internal_date, m.date_header, m.envelope->>'date' AS date_text, m.size,
                    m.subject, m.header_end, m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.text_indexed
               FROM messages m WHERE {where} AND m.uid > ${after} ORDER BY m.uid LIMIT {batch}"""
 
 
-async def run(conn: Queryable, sel: Selected, key: SearchKey, *, charset: str | None) -> list[int]:
-    """UIDs of the selected mailbox's messages that match ``key``, ascending.
+async def run(
+    conn: Queryable, sel: Selected, key: SearchKey, *, charset: str | None, modseqs: dict[int, int] | None = None
+) -> list[int]:
+    """UIDs of the selected mailbox's messages that match ``key``, ascending (and, into ``modseqs`` if
+    given, each one's modseq as the search saw it: SEARCH MODSEQ's result, RFC 7162 §3.1.5).
 
     The mailbox is read in UID order, ``_BATCH`` rows at a time; where keys need a message's
     text, that is read in groups of at most ``_TEXT_BYTES``. Matching runs on the loop for a
@@ -109,12 +115,17 @@ async def run(conn: Queryable, sel: Selected, key: SearchKey, *, charset: str | 
         if not rows:
             return matched
         after = rows[-1]["uid"]
+        first = len(matched)
         if not (texts or header):
             matched += await _evaluate(rows, key, ctx, parse=False)
-            continue
-        for group in _groups(rows, texts=texts, header=header):
-            await _add_text(conn, sel.mailbox_id, group, texts=texts, header=header)
-            matched += await _evaluate(group, key, ctx, parse=texts and not all(r["text_indexed"] for r in group))
+        else:
+            for group in _groups(rows, texts=texts, header=header):
+                await _add_text(conn, sel.mailbox_id, group, texts=texts, header=header)
+                parse = texts and not all(r["text_indexed"] for r in group)
+                matched += await _evaluate(group, key, ctx, parse=parse)
+        if modseqs is not None and len(matched) > first:
+            found = {r["uid"]: r["modseq"] for r in rows}
+            modseqs.update((uid, found[uid]) for uid in matched[first:])
 
 
 def _weight(row: dict[str, Any], *, texts: bool, header: bool) -> int:
@@ -269,6 +280,8 @@ class _Message:
             return int(self.row["size"]) > int(str(args[0]))
         if name == "SMALLER":
             return int(self.row["size"]) < int(str(args[0]))
+        if name == "MODSEQ":
+            return int(self.row["modseq"]) >= int(str(args[0]))
         if name == "SEQ":
             assert isinstance(args[0], SeqSet)
             return self._in(args[0], self.msn, self.ctx.count)

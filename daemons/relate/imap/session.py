@@ -11,7 +11,9 @@ made anywhere from ``NOTIFY relate_mail`` and asks the store for everything
 above the modseq it knew (new UIDs, flag changes, expunged UIDs). It reports
 them after commands, in IDLE and on NOOP; never EXPUNGE during FETCH, STORE
 or SEARCH (their UID forms excepted), so message numbers never shift under a
-client mid-command.
+client mid-command. Once the client has enabled QRESYNC (RFC 7162 §3.2),
+expunges are reported as ``VANISHED uids`` instead; once it has used
+CONDSTORE, reported flag changes carry their MODSEQ.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -74,6 +76,19 @@ class LineTooLong(Exception):
 _TAG = re.compile(rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]{1,64}")
 # Enough of a line's end to hold a literal announcement (~{20 digits+}).
 _TAIL = 32
+# UID runs per VANISHED line (RFC 7162 §4 asks clients to take lines of 8192 octets; a run is at most 21).
+VANISHED_RUNS = 300
+
+
+def uid_runs(ascending: Sequence[int]) -> list[tuple[int, int]]:
+    """Ascending numbers as runs of consecutive ones: [1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
+    runs: list[tuple[int, int]] = []
+    for n in ascending:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], n)
+        else:
+            runs.append((n, n))
+    return runs
 
 
 def _tag_of(line: bytes) -> str:
@@ -124,6 +139,9 @@ class Selected:
     own_modseqs: set[int] = field(default_factory=set)
     saved: list[int] = field(default_factory=list)  # SEARCH RETURN (SAVE) result, as UIDs
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # A VANISHED was sent since the client last heard HIGHESTMODSEQ: no FETCH carries an expunge's
+    # modseq, so NOOP, IDLE and EXPUNGE tell it in their tagged OK (QRESYNC only).
+    vanished_unacknowledged: bool = False
 
     def msn(self, uid: int) -> int | None:
         """Message sequence number of ``uid`` (binary search; UIDs ascend)."""
@@ -183,6 +201,8 @@ class ImapSession:
         self.selected: Selected | None = None
         self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855), or IMAP4rev2
         self.rev2 = False  # ENABLE IMAP4rev2
+        self.condstore = False  # after a CONDSTORE enabling command (RFC 7162 §3.1)
+        self.qresync = False  # ENABLE QRESYNC (RFC 7162 §3.2.3): VANISHED instead of EXPUNGE
         self.bad_in_a_row = 0
         self._out: list[Piece] = []
         self._big_piece = False  # a piece of _WRITE_ALONE octets or more is buffered
@@ -513,7 +533,7 @@ class ImapSession:
         caps += [
             "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE", "CHILDREN",
             "LIST-EXTENDED", "LIST-STATUS", "LITERAL+", "LITERAL-", "ID", "ESEARCH", "SEARCHRES", "STATUS=SIZE",
-            f"APPENDLIMIT={self.cfg.max_literal_size}", "UTF8=ACCEPT",
+            f"APPENDLIMIT={self.cfg.max_literal_size}", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC",
         ]  # fmt: skip
         return caps
 
@@ -524,8 +544,28 @@ class ImapSession:
             raise Bad("No mailbox selected")
         return self.selected
 
+    def enable_condstore(self) -> None:
+        """RFC 7162 §3.1: after a CONDSTORE enabling command, FETCH responses carry MODSEQ; the first one
+        with a mailbox selected reports its HIGHESTMODSEQ (what the client has heard of, not more)."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.selected is not None:
+            self.untagged(f"OK [HIGHESTMODSEQ {self.selected.known_modseq}] Highest")
+
+    def vanished(self, runs: list[tuple[int, int]], *, earlier: bool) -> None:
+        """``* VANISHED [(EARLIER)] uids`` (RFC 7162 §3.2.10) for ascending runs of UIDs, a line per VANISHED_RUNS."""
+        head = b"VANISHED (EARLIER) " if earlier else b"VANISHED "
+        for start in range(0, len(runs), VANISHED_RUNS):
+            line = runs[start : start + VANISHED_RUNS]
+            self.untagged(head + b",".join(b"%d" % lo if lo == hi else b"%d:%d" % (lo, hi) for lo, hi in line))
+
     async def sync(self, *, allow_expunge: bool = True) -> None:
-        """Report what changed in the selected mailbox since the client last heard (RFC 9051 §7.5)."""
+        """Report what changed in the selected mailbox since the client last heard (RFC 9051 §7.5).
+
+        With CONDSTORE, flag changes wait with the expunges when those cannot be reported yet (during
+        FETCH, STORE, SEARCH): their MODSEQ would tell the client it had heard of everything below it.
+        """
         sel = self.selected
         if sel is None:
             return
@@ -542,9 +582,15 @@ class ImapSession:
             self.state = AUTHENTICATED
             raise Bye("The selected mailbox was deleted")
         expunged = [u for u in delta["expunged"] if sel.msn(u) is not None]
-        if expunged and not allow_expunge:
+        waiting = bool(expunged) and not allow_expunge
+        if waiting:
             # Report the rest now, the expunges (and anything after them) at the next chance.
             sel.changed.set()
+        elif expunged and self.qresync:
+            gone = set(expunged)
+            sel.uids = array.array("Q", (u for u in sel.uids if u not in gone))
+            self.vanished(uid_runs(expunged), earlier=False)
+            sel.vanished_unacknowledged = True
         else:
             for uid in expunged:
                 msn = sel.msn(uid)
@@ -555,13 +601,14 @@ class ImapSession:
             sel.uids.extend(delta["new"])
             sel.max_uid = max(sel.max_uid, delta["new"][-1])
             self.untagged(f"{len(sel.uids)} EXISTS")
-        for uid, flags, modseq in delta["flags"]:
+        for uid, flags, modseq in () if waiting and self.condstore else delta["flags"]:
             if modseq in sel.own_modseqs:
                 continue
             msn = sel.msn(uid)
             if msn is not None:
-                self.untagged(f"{msn} FETCH (UID {uid} FLAGS ".encode() + flag_list(flags) + b")")
-        if not (expunged and not allow_expunge):
+                line = f"{msn} FETCH (UID {uid} FLAGS ".encode() + flag_list(flags)
+                self.untagged(line + (b" MODSEQ (%d))" % modseq if self.condstore else b")"))
+        if not waiting:
             sel.known_modseq = max(sel.known_modseq, delta["modseq"])
             sel.own_modseqs.clear()
 

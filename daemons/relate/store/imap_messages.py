@@ -5,6 +5,9 @@ which also serialises changes to one mailbox), stamps the changed messages
 with it, records expunged UIDs in ``mailbox_expunges``, and NOTIFYs in the
 same transaction. A session on any host that hears the notification asks
 for everything above the modseq it knew: new UIDs, changed flags, expunges.
+The expunge log is kept for the mailbox's life (a trigger empties it when the
+mailbox goes), so a QRESYNC client (imap/condstore.py) away for any length of
+time hears exactly which UIDs went since its modseq.
 """
 
 from __future__ import annotations
@@ -137,26 +140,110 @@ async def store_flags(
     """
     async with conn.transaction():
         modseq, user_id = await _lock_mailbox(conn, mailbox_id)
-        if mode == "+":
-            new_flags = "ARRAY(SELECT DISTINCT unnest(m.flags || $3::text[]))"
-        elif mode == "-":
-            new_flags = "ARRAY(SELECT f FROM unnest(m.flags) AS f WHERE NOT f = ANY($3::text[]))"
-        else:
-            new_flags = "ARRAY(SELECT DISTINCT unnest($3::text[]))"
-        rows = await conn.fetch(
-            f"""UPDATE messages m SET flags = {new_flags}, modseq = $4
-                 WHERE m.mailbox_id = $1 AND m.uid = ANY($2::bigint[])
-                   AND NOT ({new_flags} @> m.flags AND m.flags @> {new_flags})
-             RETURNING m.uid, m.flags""",
+        changed = await _set_flags(conn, mailbox_id, user_id, uid_list, mode, flags, modseq, None)
+    return modseq, changed
+
+
+async def store_flags_unchanged_since(
+    conn: asyncpg.Connection,
+    mailbox_id: int,
+    uid_list: Sequence[int],
+    mode: str,
+    flags: Sequence[str],
+    unchanged_since: int,
+) -> tuple[int, list[tuple[int, list[str]]], list[int]]:
+    """STORE (UNCHANGEDSINCE n) (RFC 7162 §3.1.3): :func:`store_flags` for the messages whose modseq is at
+    most ``unchanged_since``; also returns, ascending, the UIDs that failed the test or no longer exist."""
+    async with conn.transaction():
+        modseq, user_id = await _lock_mailbox(conn, mailbox_id)
+        # Under the mailbox lock nothing changes between this test and the update.
+        row = await conn.fetchrow(
+            """SELECT coalesce(array_agg(r.uid ORDER BY r.uid)
+                               FILTER (WHERE m.uid IS NULL OR m.modseq > $3), '{}') AS failed
+                 FROM unnest($2::bigint[]) AS r(uid)
+                 LEFT JOIN messages m ON m.mailbox_id = $1 AND m.uid = r.uid""",
             mailbox_id,
             list(uid_list),
-            list(flags),
-            modseq,
+            unchanged_since,
         )
-        if rows:
-            await _commit_modseq(conn, mailbox_id, modseq)
-            await mailboxes.notify(conn, "flags", mailbox_id, user_id, modseq)
-    return modseq, sorted((r["uid"], list(r["flags"])) for r in rows)
+        assert row is not None
+        changed = await _set_flags(conn, mailbox_id, user_id, uid_list, mode, flags, modseq, unchanged_since)
+    return modseq, changed, list(row["failed"])
+
+
+async def _set_flags(
+    conn: Queryable,
+    mailbox_id: int,
+    user_id: int,
+    uid_list: Sequence[int],
+    mode: str,
+    flags: Sequence[str],
+    modseq: int,
+    unchanged_since: int | None,
+) -> list[tuple[int, list[str]]]:
+    """The flag update itself, under the mailbox lock; stamps ``modseq`` on the messages it changes."""
+    if mode == "+":
+        new_flags = "ARRAY(SELECT DISTINCT unnest(m.flags || $3::text[]))"
+    elif mode == "-":
+        new_flags = "ARRAY(SELECT f FROM unnest(m.flags) AS f WHERE NOT f = ANY($3::text[]))"
+    else:
+        new_flags = "ARRAY(SELECT DISTINCT unnest($3::text[]))"
+    rows = await conn.fetch(
+        f"""UPDATE messages m SET flags = {new_flags}, modseq = $4
+             WHERE m.mailbox_id = $1 AND m.uid = ANY($2::bigint[]) AND ($5::bigint IS NULL OR m.modseq <= $5)
+               AND NOT ({new_flags} @> m.flags AND m.flags @> {new_flags})
+         RETURNING m.uid, m.flags""",
+        mailbox_id,
+        list(uid_list),
+        list(flags),
+        modseq,
+        unchanged_since,
+    )
+    if rows:
+        await _commit_modseq(conn, mailbox_id, modseq)
+        await mailboxes.notify(conn, "flags", mailbox_id, user_id, modseq)
+    return sorted((r["uid"], list(r["flags"])) for r in rows)
+
+
+async def modified_uids(conn: Queryable, mailbox_id: int, since: int) -> list[int]:
+    """UIDs of the messages changed (or added) above modseq ``since``, ascending (FETCH CHANGEDSINCE)."""
+    rows = await conn.fetch(
+        "SELECT uid FROM messages WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid", mailbox_id, since
+    )
+    return [r["uid"] for r in rows]
+
+
+async def modified(
+    conn: Queryable, mailbox_id: int, since: int, upto: int, after: int, limit: int
+) -> list[tuple[int, list[str], int]]:
+    """(uid, flags, modseq) of up to ``limit`` messages above ``after`` whose modseq is in (since, upto], by UID."""
+    rows = await conn.fetch(
+        """SELECT uid, flags, modseq FROM messages
+            WHERE mailbox_id = $1 AND modseq > $2 AND modseq <= $3 AND uid > $4 ORDER BY uid LIMIT $5""",
+        mailbox_id,
+        since,
+        upto,
+        after,
+        limit,
+    )
+    return [(r["uid"], list(r["flags"]), r["modseq"]) for r in rows]
+
+
+async def vanished(conn: Queryable, mailbox_id: int, since: int, upto: int | None = None) -> list[tuple[int, int]]:
+    """UIDs expunged with a modseq in (since, upto], as ascending runs of consecutive UIDs (lo, hi).
+
+    The runs are made in SQL, so years of expunges cost a row per run, not one per UID.
+    """
+    rows = await conn.fetch(
+        """SELECT min(uid) AS lo, max(uid) AS hi
+             FROM (SELECT uid, uid - row_number() OVER (ORDER BY uid) AS run FROM mailbox_expunges
+                    WHERE mailbox_id = $1 AND modseq > $2 AND ($3::bigint IS NULL OR modseq <= $3)) AS e
+            GROUP BY run ORDER BY lo""",
+        mailbox_id,
+        since,
+        upto,
+    )
+    return [(r["lo"], r["hi"]) for r in rows]
 
 
 async def expunge(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int] | None) -> list[int]:
