@@ -95,9 +95,11 @@ class Recipient:
     kind: Kind
     user_id: int | None = None
     inbox_id: int | None = None
-    # The local user's own quota limits (users.quota_*: None follows the configured default).
+    # The local user's own quota limits (users.quota_*: None follows the configured default), and their
+    # usage as read with the lookup when a limit applied then (store/quota.py).
     quota_storage: int | None = None
     quota_messages: int | None = None
+    usage: quota.Usage | None = None
 
     def limits(self, cfg: QuotaConfig) -> quota.Limits:
         return quota.Limits.of(self.quota_storage, self.quota_messages, cfg)
@@ -129,15 +131,18 @@ class Committed:
     sent_over_quota: bool = False  # no Sent copy: it did not fit the sender's quota
 
 
-def local_recipient(address: str, row: Mapping[str, Any]) -> Recipient:
-    """A local Recipient from a store.accounts row (user_id, inbox_id, quota_storage, quota_messages)."""
+def local_recipient(address: str, row: Mapping[str, Any], cfg: QuotaConfig | None = None) -> Recipient:
+    """A local Recipient from a store.accounts row (user_id, inbox_id, quota_storage, quota_messages, and
+    the usage recipient_target reads when a limit applies)."""
+    usage = quota.read_usage(row["user_id"], row, cfg or QuotaConfig())
     return Recipient(
-        address, Kind.LOCAL, row["user_id"], row["inbox_id"], row.get("quota_storage"), row.get("quota_messages")
+        address, Kind.LOCAL, row["user_id"], row["inbox_id"], row.get("quota_storage"), row.get("quota_messages"), usage
     )
 
 
-async def classify(pool: asyncpg.Pool, address: str) -> Recipient:
-    """Resolve a normalized address (``local@domain``, lower-case)."""
+async def classify(pool: asyncpg.Pool, address: str, limits: QuotaConfig | None = None) -> Recipient:
+    """Resolve a normalized address (``local@domain``, lower-case); with ``limits`` (the configured quota
+    defaults), a local user's quota usage comes with it, read in the same query, when a limit applies."""
     try:
         _, domain = split_address(address)
     except Invalid:  # as before: such an address is local if some user has it, else the error stands
@@ -145,21 +150,34 @@ async def classify(pool: asyncpg.Pool, address: str) -> Recipient:
         if found is None:
             raise
         return local_recipient(address, found)
-    target = await accounts.recipient_target(pool, address, domain)  # one query, whatever the answer
+    defaults = (limits.storage, limits.messages) if limits is not None else (0, 0)
+    target = await accounts.recipient_target(pool, address, domain, defaults)  # one query, whatever the answer
     if target["user_id"] is not None:
-        return local_recipient(address, target)
+        return local_recipient(address, target, limits)
     return Recipient(address, Kind.UNKNOWN if target["hosted"] else Kind.REMOTE)
 
 
 async def admit(pool: asyncpg.Pool, recipient: Recipient, size: int, cfg: QuotaConfig) -> Verdict:
     """Whether a local recipient can take a message of ``size`` bytes (0: not known yet) now, by its
-    quota (store/quota.py); no query for a user without limits."""
+    quota (store/quota.py). No query for a user without limits, nor for one whose usage came with the
+    lookup (but the write that starts or stops the full-since clock, when it does)."""
     if recipient.user_id is None or recipient.limits(cfg).unlimited:
         return Verdict.FITS
-    async with pool.acquire() as conn:
-        found = await quota.verdicts(conn, {recipient.user_id: size}, cfg, datetime.now(UTC))
-    verdict, _ = found.get(recipient.user_id, (Verdict.FITS, None))
-    return verdict
+    found = await _judge(pool, [recipient], {recipient.user_id: size}, cfg)
+    return found.get(recipient.user_id, Verdict.FITS)
+
+
+async def _judge(
+    pool: asyncpg.Pool, recipients: Sequence[Recipient], sizes: dict[int, int], cfg: QuotaConfig
+) -> dict[int, Verdict]:
+    """:func:`relate.store.quota.settle` by user id: from the usage the recipients carry, the others' read now."""
+    known = {r.user_id: r.usage for r in recipients if r.user_id is not None and r.usage is not None}
+    now = datetime.now(UTC)
+    missing = [uid for uid in sizes if uid not in known]
+    if missing:
+        known.update(await quota.usage(pool, missing, cfg))
+    found = await quota.settle(pool, known, sizes, cfg, now)
+    return {uid: verdict for uid, (verdict, _) in found.items()}
 
 
 class Delivery:
@@ -294,11 +312,9 @@ class Delivery:
                 limited.setdefault(r.inbox_id, r)
         if not limited:
             return set(), {}
-        async with self._pool.acquire() as conn:
-            found = await quota.verdicts(
-                conn, {r.user_id: size for r in limited.values() if r.user_id is not None}, cfg, datetime.now(UTC)
-            )
-        verdict = {inbox: found.get(r.user_id or 0, (Verdict.FITS, None))[0] for inbox, r in limited.items()}
+        sizes = {r.user_id: size for r in limited.values() if r.user_id is not None}
+        found = await _judge(self._pool, list(limited.values()), sizes, cfg)
+        verdict = {inbox: found.get(r.user_id or 0, Verdict.FITS) for inbox, r in limited.items()}
         checked = {inbox for inbox, v in verdict.items() if v is Verdict.FITS}
         refused = {inbox: limited[inbox] for inbox, v in verdict.items() if v is not Verdict.FITS}
         if self.sender is not None:

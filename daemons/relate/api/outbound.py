@@ -420,7 +420,7 @@ async def _send(
     delivery = Delivery(st.pool, edit.sender.email, sender=Sender(who.user_id, edit.sender.email), quota=st.cfg.quota)
     checked = []
     for r in recipients:
-        target = await classify(st.pool, r.address)
+        target = await classify(st.pool, r.address, st.cfg.quota)
         if target.kind is Kind.UNKNOWN:
             raise invalid(f"{r.address} does not exist")
         delivery.add(target)

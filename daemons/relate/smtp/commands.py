@@ -236,7 +236,7 @@ async def rcpt(session: SmtpSession, cmd: parser.Command) -> None:
         except Invalid:
             raise SmtpError(replies.BAD_ADDRESS) from None
         with session.database("rcpt"):
-            recipient = await classify(session.server.pool, address)
+            recipient = await classify(session.server.pool, address, session.server.cfg.quota)
         if recipient.kind is Kind.UNKNOWN and local == "postmaster":
             recipient = await _postmaster(session, domain)
     if recipient is None or recipient.kind is Kind.UNKNOWN:
@@ -269,7 +269,7 @@ async def _postmaster(session: SmtpSession, domain: str | None) -> Recipient | N
     if configured:
         try:
             with session.database("rcpt"):
-                found = await classify(pool, normalize_address(configured))
+                found = await classify(pool, normalize_address(configured), session.server.cfg.quota)
         except Invalid:
             found = None
         if found is not None and found.kind is Kind.LOCAL:

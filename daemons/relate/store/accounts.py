@@ -192,22 +192,30 @@ async def resolve_recipient(conn: Queryable, address: str) -> dict[str, Any] | N
     return dict(row) if row else None
 
 
-async def recipient_target(conn: Queryable, address: str, domain: str) -> dict[str, Any]:
+async def recipient_target(
+    conn: Queryable, address: str, domain: str, quota_defaults: tuple[int, int] = (0, 0)
+) -> dict[str, Any]:
     """:func:`resolve_recipient` and whether ``domain`` is hosted, in one query.
 
-    Keys: user_id, inbox_id, quota_storage and quota_messages (None unless the address delivers to
-    a local user), hosted.
+    Keys: user_id, inbox_id, the user's quota columns (quota_storage, quota_messages,
+    quota_full_since) and, when a limit applies (the user's own, else ``quota_defaults``: storage,
+    messages), ``used``: [bytes, messages] in all their mailboxes (store/quota.py), else None; all
+    None unless the address delivers to a local user; hosted.
     """
     row = await conn.fetchrow(
-        """SELECT r.user_id, r.inbox_id, r.quota_storage, r.quota_messages,
+        """SELECT r.user_id, r.inbox_id, r.quota_storage, r.quota_messages, r.quota_full_since, r.used,
                   EXISTS (SELECT 1 FROM domains WHERE name = $2) AS hosted
              FROM (SELECT 1) AS one LEFT JOIN LATERAL (
-                  SELECT u.id AS user_id, b.id AS inbox_id, u.quota_storage, u.quota_messages
+                  SELECT u.id AS user_id, b.id AS inbox_id, u.quota_storage, u.quota_messages, u.quota_full_since,
+                         CASE WHEN coalesce(u.quota_storage, $3) > 0 OR coalesce(u.quota_messages, $4) > 0
+                              THEN (SELECT ARRAY[coalesce(sum(o.message_bytes), 0), coalesce(sum(o.message_count), 0)]
+                                      FROM mailboxes o WHERE o.user_id = u.id)::bigint[] END AS used
                     FROM addresses a JOIN users u ON u.id = a.user_id
                     JOIN mailboxes b ON b.user_id = u.id AND upper(b.name) = 'INBOX'
                    WHERE a.address = $1 AND NOT u.disabled LIMIT 1) AS r ON true""",
         address,
         domain,
+        *quota_defaults,
     )
     return dict(row)
 

@@ -35,8 +35,9 @@ limit by the messages in flight into their other folders at that instant
 (in practice one, a Sent copy or an APPEND beside a delivery), never by a
 stream of deliveries. The checks SMTP and the delivery daemon make before
 they parse a message (:func:`verdicts`) read without locks: they decide
-what to try and what to answer, and the in-statement check has the last
-word.
+what to try and what to answer (SMTP reads the usage with the recipient
+lookup it makes anyway, and judges again after DATA from that reading), and
+the in-statement check has the last word.
 
 Policy:
 
@@ -72,6 +73,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from relate.config import QuotaConfig
 from relate.store.db import Queryable
@@ -172,16 +174,32 @@ async def usage(conn: Queryable, user_ids: Sequence[int], cfg: QuotaConfig) -> d
     }
 
 
+def read_usage(user_id: int, row: Mapping[str, Any], cfg: QuotaConfig) -> Usage | None:
+    """The Usage in a row that store.accounts.recipient_target made (None when it read none)."""
+    used = row.get("used")
+    if used is None:
+        return None
+    limits = Limits.of(row["quota_storage"], row["quota_messages"], cfg)
+    return Usage(user_id, used[0], used[1], limits, row["quota_full_since"])
+
+
 async def verdicts(
     conn: Queryable, sizes: Mapping[int, int], cfg: QuotaConfig, now: datetime
 ) -> dict[int, tuple[Verdict, Usage]]:
-    """:func:`judge` for each user id in ``sizes`` (the message's size for them, 0 when not known yet).
+    """:func:`judge` for each user id in ``sizes`` (the message's size for them, 0 when not known yet),
+    by their usage now; a user that does not exist is left out. See :func:`settle`."""
+    return await settle(conn, await usage(conn, list(sizes), cfg), sizes, cfg, now)
+
+
+async def settle(
+    conn: Queryable, found: Mapping[int, Usage], sizes: Mapping[int, int], cfg: QuotaConfig, now: datetime
+) -> dict[int, tuple[Verdict, Usage]]:
+    """:func:`judge` for each of ``found`` (usage already read) with its size in ``sizes``.
 
     Sets ``quota_full_since`` (to ``now``) for users found full without it, and
-    clears it for users found with room, in one statement when any changes. A
-    user that does not exist is left out.
+    clears it for users found with room, in one statement when any changes
+    (no statement at all otherwise).
     """
-    found = await usage(conn, list(sizes), cfg)
     bounce_after = timedelta(days=cfg.bounce_after_days)
     out = {uid: (judge(u, sizes[uid], now, bounce_after), u) for uid, u in found.items()}
     starting = [u.user_id for u in found.values() if u.full and u.full_since is None]
