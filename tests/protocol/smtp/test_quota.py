@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import smtplib
 from datetime import UTC, datetime, timedelta
@@ -110,6 +111,22 @@ async def test_message_that_would_cross_the_limit_is_452_at_data(smtp: Smtp) -> 
     replies = await run_session(smtp.mx, "carol@remote.example", [ALICE], sized(6000))
     assert [r.head for r in replies] == ["250 2.1.0", "250 2.1.5", "552 5.2.2"]
     assert await smtp.inbox(ALICE) == []
+
+
+async def test_concurrent_senders_never_pass_the_limit(smtp: Smtp) -> None:
+    """MX: ten sessions at once to a mailbox with room for three: three get 250, seven 452 4.2.2, three stored."""
+    await limit(smtp, BOB, storage=3 * 2000 + 1000)
+    clients = []
+    for _ in range(10):
+        client = await Client.connect(smtp.mx)
+        await client.ehlo()
+        assert (await client.cmd("MAIL FROM:<carol@remote.example>")).head == "250 2.1.0"
+        assert (await client.cmd(f"RCPT TO:<{BOB}>")).head == "250 2.1.5"  # each sees the room there is
+        assert (await client.cmd("DATA")).code == 354
+        clients.append(client)
+    finals = await asyncio.gather(*(c.data_body(sized(2000, f"race {i}")) for i, c in enumerate(clients)))
+    assert sorted(r.head for r in finals) == ["250 2.0.0"] * 3 + ["452 4.2.2"] * 7
+    assert len(await smtp.inbox(BOB)) == 3
 
 
 async def test_crossing_for_one_of_several_recipients_delivers_to_all(smtp: Smtp) -> None:
