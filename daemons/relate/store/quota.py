@@ -231,14 +231,17 @@ def fits_sql(box: str, size: str, count: str, storage_default: str, messages_def
 
     ``box``'s own counters are read from the row being updated (so after waiting for its lock, from the
     row as committed), the other mailboxes' from the statement's snapshot: see the module docstring.
+    Each sum is in the branch of an OR that only a limit reaches, so a user without limits costs one
+    look at their row.
     """
-    return f"""EXISTS (
-        SELECT 1 FROM users u, LATERAL (
-               SELECT coalesce(sum(o.message_bytes), 0) AS bytes, coalesce(sum(o.message_count), 0) AS messages
-                 FROM mailboxes o WHERE o.user_id = u.id AND o.id <> {box}.id) AS other
-         WHERE u.id = {box}.user_id
-           AND (coalesce(u.quota_storage, {storage_default}::bigint) = 0
-                OR {box}.message_bytes + other.bytes + {size} <= coalesce(u.quota_storage, {storage_default}::bigint))
-           AND (coalesce(u.quota_messages, {messages_default}::bigint) = 0
-                OR {box}.message_count + other.messages + {count}
-                   <= coalesce(u.quota_messages, {messages_default}::bigint)))"""
+
+    def within(limit: str, default: str, column: str, added: str) -> str:
+        cap = f"coalesce(u.{limit}, {default}::bigint)"
+        others = f"(SELECT coalesce(sum(o.{column}), 0) FROM mailboxes o WHERE o.user_id = u.id AND o.id <> {box}.id)"
+        return f"({cap} = 0 OR {box}.{column} + {added} + {others} <= {cap})"
+
+    return (
+        f"EXISTS (SELECT 1 FROM users u WHERE u.id = {box}.user_id"
+        f" AND {within('quota_storage', storage_default, 'message_bytes', size)}"
+        f" AND {within('quota_messages', messages_default, 'message_count', count)})"
+    )
