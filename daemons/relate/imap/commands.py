@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relate.auth import AuthRefused
-from relate.errors import Conflict, NotFound
+from relate.errors import Conflict, NotFound, OverQuota
 from relate.imap import condstore, limits, listmatch
 from relate.imap import fetch as fetching
 from relate.imap import search as searching
@@ -29,10 +29,12 @@ from relate.imap.parser import (
     ListCommand,
     Login,
     MailboxCommand,
+    QuotaRoot,
     Rename,
     Search,
     Select,
     SeqSet,
+    SetQuota,
     Status,
     Store,
     UidExpunge,
@@ -52,7 +54,7 @@ from relate.imap.session import (
 from relate.mail.imapwire import astring, flag_list
 from relate.runtime.budget import BudgetExhausted
 from relate.runtime.streams import pending_input
-from relate.store import imap_messages, mailboxes, messages
+from relate.store import imap_messages, mailboxes, messages, quota
 from relate.store.messages import StoredMessage
 
 log = logging.getLogger("relate.imap")
@@ -106,7 +108,8 @@ def _existing_name(name: str) -> str:
 
 
 async def _store_appended(session: ImapSession, cmd: Append, mailbox_id: int, flags: list[str]) -> StoredMessage:
-    """The APPENDed message, read back from its spool file (in a thread) only now, and stored.
+    """The APPENDed message, read back from its spool file (in a thread) only now, and stored if it fits
+    the user's quota (checked as it is stored: store/quota.py).
 
     Only ``raw`` refers to the bytes: neither the command nor the literal keeps a copy, so the
     message is in memory once on this side, for as long as ingest runs.
@@ -115,9 +118,22 @@ async def _store_appended(session: ImapSession, cmd: Append, mailbox_id: int, fl
         raw = cmd.message.read()
     else:
         raw = await asyncio.to_thread(cmd.message.read)
+    enforce = messages.Enforce(session.server.cfg.quota)
     async with session.server.pool.acquire() as conn:
-        (stored,) = await messages.ingest(conn, raw, [mailbox_id], flags=flags, internal_date=cmd.date)
-    return stored
+        stored = await messages.ingest(conn, raw, [mailbox_id], flags=flags, internal_date=cmd.date, enforce=enforce)
+    if not stored:
+        raise _over_quota(session, cmd)
+    return stored[0]
+
+
+def _over_quota(session: ImapSession, cmd: Command) -> No:
+    """RFC 9208 §4.3.1: APPEND, COPY that would take the user past a quota limit; nothing was stored."""
+    log.info("imap-overquota client=%s user=%s command=%s", session.client, describe_user(session), cmd.name)
+    return No("Quota exceeded: delete or expunge mail first", "OVERQUOTA")
+
+
+def describe_user(session: ImapSession) -> str:
+    return session.principal.address if session.principal is not None else "-"
 
 
 async def _mailbox(session: ImapSession, name: str) -> dict[str, Any]:
@@ -487,6 +503,7 @@ async def _status_line(session: ImapSession, box: dict[str, Any], items: tuple[s
         "DELETED": "deleted",
         "SIZE": "size",
         "HIGHESTMODSEQ": "highestmodseq",
+        "DELETED-STORAGE": "deleted_storage",  # RFC 9208 §4.1.4
     }
     out = []
     for item in items:
@@ -801,7 +818,12 @@ async def copy_move(session: ImapSession, cmd: CopyMove) -> None:
         raise No("No such mailbox", "TRYCREATE") from None
     uids = _resolve(sel, cmd.seqset, cmd.uid)
     async with session.server.pool.acquire() as conn:
-        pairs = await imap_messages.copy(conn, sel.mailbox_id, uids, target["id"], move=cmd.name == "MOVE")
+        try:
+            pairs = await imap_messages.copy(
+                conn, sel.mailbox_id, uids, target["id"], move=cmd.name == "MOVE", limits=session.server.cfg.quota
+            )
+        except OverQuota:
+            raise _over_quota(session, cmd) from None
     code = None
     if pairs:
         code = (
@@ -820,6 +842,57 @@ async def copy_move(session: ImapSession, cmd: CopyMove) -> None:
     else:
         await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}COPY completed", code)
+
+
+# -- quota: RFC 9208 -------------------------------------------------------------------------
+
+
+def _quota_response(usage: quota.Usage) -> bytes | None:
+    """The QUOTA response for the user's one root (RFC 9208 §4.2.1), STORAGE in units of 1024 octets
+    (usage rounded up, the limit down: never shown below a limit it has reached); None when no limit
+    applies, since a QUOTA response names at least one resource (§7, quota-list)."""
+    resources = []
+    if usage.limits.storage is not None:
+        resources.append(f"STORAGE {-(-usage.storage // 1024)} {usage.limits.storage // 1024}")
+    if usage.limits.messages is not None:
+        resources.append(f"MESSAGE {usage.messages} {usage.limits.messages}")
+    if not resources:
+        return None
+    return b"QUOTA " + astring(quota.ROOT) + f" ({' '.join(resources)})".encode()
+
+
+async def _quota_usage(session: ImapSession) -> quota.Usage:
+    assert session.principal is not None
+    user_id = session.principal.user_id
+    found = await quota.usage(session.server.pool, [user_id], session.server.cfg.quota)
+    if user_id not in found:
+        raise No("No such quota root", "NONEXISTENT")  # the user was removed meanwhile
+    return found[user_id]
+
+
+# RFC 9208 §4.1.2 (GETQUOTAROOT): every mailbox is under the user's one root, "", while a limit applies
+async def getquotaroot(session: ImapSession, cmd: MailboxCommand) -> None:
+    box = await _mailbox(session, cmd.mailbox)
+    response = _quota_response(await _quota_usage(session))
+    name = astring(_mailbox_name(session, box["name"]), utf8=session.utf8)
+    session.untagged(b"QUOTAROOT " + name + (b" " + astring(quota.ROOT) if response else b""))
+    if response:
+        session.untagged(response)
+    session.tagged(cmd.tag, "OK", "GETQUOTAROOT completed")
+
+
+# RFC 9208 §4.1.1 (GETQUOTA)
+async def getquota(session: ImapSession, cmd: QuotaRoot) -> None:
+    response = _quota_response(await _quota_usage(session)) if cmd.root == quota.ROOT else None
+    if response is None:
+        raise No("No such quota root", "NONEXISTENT")
+    session.untagged(response)
+    session.tagged(cmd.tag, "OK", "GETQUOTA completed")
+
+
+# RFC 9208 §4.1.3 (SETQUOTA): QUOTASET is not offered; limits are the administrator's (relatectl user quota)
+async def setquota(session: ImapSession, cmd: SetQuota) -> None:
+    raise No("Quota limits are set by the administrator", "NOPERM")
 
 
 HANDLERS: dict[str, Handler] = {
@@ -854,12 +927,16 @@ HANDLERS: dict[str, Handler] = {
     "STORE": store,
     "COPY": copy_move,
     "MOVE": copy_move,
+    "GETQUOTA": getquota,
+    "GETQUOTAROOT": getquotaroot,
+    "SETQUOTA": setquota,
 }
 
 _ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 _AUTHENTICATED = _ANY | {
     "ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
     "LIST", "LSUB", "NAMESPACE", "STATUS", "APPEND", "IDLE",
+    "GETQUOTA", "GETQUOTAROOT", "SETQUOTA",
 }  # fmt: skip
 ALLOWED: dict[str, frozenset[str]] = {
     NOT_AUTHENTICATED: frozenset(_ANY | {"STARTTLS", "LOGIN", "AUTHENTICATE"}),

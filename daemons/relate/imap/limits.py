@@ -58,3 +58,6 @@ MAX_SASL_RESPONSE = 4 * (3 * MAX_CREDENTIAL + 2 + 2) // 3
 MAX_ENABLE = 32
 # Items in one STATUS (or LIST RETURN (STATUS (...))) list; RFC 9051 and RFC 8438 define 8.
 MAX_STATUS_ITEMS = 16
+
+# Resources named in one SETQUOTA (RFC 9208 defines 4; it is refused anyway, but parsed first).
+MAX_QUOTA_RESOURCES = 16

@@ -211,7 +211,7 @@ class Select(Command):
 
 @dataclass(frozen=True)
 class MailboxCommand(Command):
-    """CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE."""
+    """CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE, GETQUOTAROOT."""
 
     mailbox: str
 
@@ -290,6 +290,20 @@ class UidExpunge(Command):
 @dataclass(frozen=True)
 class Id(Command):
     params: tuple[tuple[str, str | None], ...] | None
+
+
+@dataclass(frozen=True)
+class QuotaRoot(Command):
+    """GETQUOTA (RFC 9208 §4.1.1), and SETQUOTA's root."""
+
+    root: str
+
+
+@dataclass(frozen=True)
+class SetQuota(QuotaRoot):
+    """SETQUOTA (RFC 9208 §4.1.3): resource names (upper-case) and limits."""
+
+    limits: tuple[tuple[str, int], ...] = ()
 
 
 # -- the cursor -----------------------------------------------------------------------
@@ -391,18 +405,22 @@ class Cursor:
             raise ParseError("expected a tag")
         return text.decode("ascii", "replace")
 
-    def number(self) -> int:
+    def number(self, most: int = 0xFFFFFFFF) -> int:
         line = self._line()
         start = self.pos
         while self.pos < len(line) and 0x30 <= line[self.pos] <= 0x39:
             self.pos += 1
         text = line[start : self.pos]
-        if not text or len(text) > 10:
+        if not text or len(text) > len(str(most)):
             raise ParseError("expected a number")
         value = int(text)
-        if value > 0xFFFFFFFF:
+        if value > most:
             raise ParseError("number out of range")
         return value
+
+    def number64(self) -> int:
+        """RFC 9051 §9 number64: 0 to 2^63-1."""
+        return self.number(0x7FFFFFFFFFFFFFFF)
 
     def nz_number(self) -> int:
         value = self.number()
@@ -1100,6 +1118,30 @@ def _id(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     return Id(tag, name, tuple(params))
 
 
+def _getquota(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    return QuotaRoot(tag, name, cur.astring_bytes().decode("utf-8", "replace"))
+
+
+def _setquota(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    # RFC 9208 §7: setquota = "SETQUOTA" SP quota-root-name SP setquota-list;
+    # setquota-list = "(" [setquota-resource *(SP setquota-resource)] ")"; resource-limit = number64
+    cur.sp()
+    root = cur.astring_bytes().decode("utf-8", "replace")
+    cur.sp()
+    cur.expect(b"(")
+    resources: list[tuple[str, int]] = []
+    while not cur.take(b")"):
+        if resources:
+            cur.sp()
+        if len(resources) >= limits.MAX_QUOTA_RESOURCES:
+            raise ParseError(f"too many quota resources (at most {limits.MAX_QUOTA_RESOURCES})")
+        resource = cur.atom("a resource name").upper()
+        cur.sp()
+        resources.append((resource, cur.number64()))
+    return SetQuota(tag, name, root, tuple(resources))
+
+
 _PARSERS = {
     "CAPABILITY": _simple,
     "NOOP": _simple,
@@ -1131,5 +1173,8 @@ _PARSERS = {
     "MOVE": _copy_move,
     "EXPUNGE": _expunge,
     "ID": _id,
+    "GETQUOTA": _getquota,
+    "GETQUOTAROOT": _mailbox_command,
+    "SETQUOTA": _setquota,
 }
 COMMANDS = frozenset(_PARSERS)

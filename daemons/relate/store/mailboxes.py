@@ -83,6 +83,10 @@ async def delete(conn: asyncpg.Connection, user_id: int, name: str) -> None:
         if box is None:
             raise NotFound(f"no mailbox {name}")
         await conn.execute("DELETE FROM mailboxes WHERE id = $1", box["id"])  # blobs: see sweep_blobs
+        # The user made room: a quota's full-since clock stops (store/quota.py).
+        await conn.execute(
+            "UPDATE users SET quota_full_since = NULL WHERE id = $1 AND quota_full_since IS NOT NULL", user_id
+        )
         await notify(conn, "deleted", box["id"], user_id, box["highestmodseq"])
 
 
@@ -129,13 +133,15 @@ async def set_subscribed(conn: Queryable, user_id: int, name: str, subscribed: b
 
 
 async def status(conn: Queryable, mailbox_id: int) -> dict[str, int]:
-    """MESSAGES, UNSEEN, DELETED, SIZE, UIDNEXT, UIDVALIDITY, HIGHESTMODSEQ (RFC 9051 §6.3.11)."""
+    """MESSAGES, UNSEEN, DELETED, SIZE, UIDNEXT, UIDVALIDITY, HIGHESTMODSEQ (RFC 9051 §6.3.11) and
+    DELETED-STORAGE (RFC 9208 §4.1.4: the octets an EXPUNGE would free, as quota counts them)."""
     row = await conn.fetchrow(
         """SELECT b.uidnext, b.uidvalidity, b.highestmodseq,
                   count(m.id) AS messages,
                   count(m.id) FILTER (WHERE NOT ('\\Seen' = ANY (m.flags))) AS unseen,
                   count(m.id) FILTER (WHERE '\\Deleted' = ANY (m.flags)) AS deleted,
-                  coalesce(sum(m.size), 0)::bigint AS size
+                  coalesce(sum(m.size), 0)::bigint AS size,
+                  coalesce(sum(m.size) FILTER (WHERE '\\Deleted' = ANY (m.flags)), 0)::bigint AS deleted_storage
              FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id
             WHERE b.id = $1 GROUP BY b.id""",
         mailbox_id,
