@@ -15,7 +15,7 @@ from relate.imap import fetch as fetching
 from relate.imap import limits, listmatch
 from relate.imap import search as searching
 from relate.imap.errors import Bad, Bye, No
-from relate.imap.mutf7 import encode_mailbox
+from relate.imap.mutf7 import UndecodableName, encode_mailbox
 from relate.imap.parser import (
     Append,
     Authenticate,
@@ -85,8 +85,15 @@ def _has_control(name: str) -> bool:
     return any(ord(c) < 0x20 or c == "\x7f" for c in name)
 
 
+def _undecodable(name: str) -> None:
+    """NO for a name that is not valid modified UTF-7 (or UTF-8): it names no mailbox and never will."""
+    if isinstance(name, UndecodableName):
+        raise No(name.problem[:1].upper() + name.problem[1:], "CANNOT")
+
+
 def _check_name(name: str) -> str:
     """A new mailbox name: no empty levels, no control characters (RFC 9051 §5.1), bounded size."""
+    _undecodable(name)
     name = name.rstrip("/")
     if not name or "//" in name or name.startswith("/") or _has_control(name):
         raise No("Invalid mailbox name", "CANNOT")
@@ -100,6 +107,7 @@ def _check_name(name: str) -> str:
 def _existing_name(name: str) -> str:
     """A name to look up. One that :func:`_check_name` would refuse can name no mailbox: it is answered
     NO [NONEXISTENT] here and never reaches the database (PostgreSQL text cannot even hold a NUL)."""
+    _undecodable(name)
     if _has_control(name) or len(name.encode()) > limits.MAX_MAILBOX_NAME:
         raise No("No such mailbox", "NONEXISTENT")
     return name
@@ -399,7 +407,12 @@ def _list_rows(boxes: list[dict[str, Any]], cmd: ListCommand, rev2: bool) -> lis
     # Parents that do not exist themselves (a/b exists, a does not) show as \NonExistent.
     for parent in with_children:
         by_name.setdefault(parent, {"name": parent, "missing": True, "subscribed": False})
-    patterns = [listmatch.Pattern(cmd.reference, p) for p in cmd.patterns]
+    # A pattern (or reference) that is not valid modified UTF-7 can match no name: it is left out.
+    patterns = [
+        listmatch.Pattern(cmd.reference, p)
+        for p in cmd.patterns
+        if not isinstance(p, UndecodableName) and not isinstance(cmd.reference, UndecodableName)
+    ]
     subscribed_only = cmd.lsub or "SUBSCRIBED" in cmd.select
     special_only = "SPECIAL-USE" in cmd.select
     out = []

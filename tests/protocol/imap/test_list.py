@@ -203,6 +203,15 @@ async def test_list_syntax_errors(imap: Imap) -> None:
     assert (await client.command('LIST "" *')).ok
 
 
+async def test_list_unknown_options_are_bad(imap: Imap) -> None:
+    """An unknown selection or return option is BAD (RFC 5258 §3); REMOTE and an empty RETURN () are fine."""
+    client = await imap.connect()
+    for bad in ('LIST (imaptest) "" ""', 'LIST (SUBSCRIBED BOGUS) "" *', 'LIST "" "" RETURN (imaptest)'):
+        assert (await client.command(bad)).status == "BAD", bad
+    for fine in ('LIST (REMOTE) "" %', 'LIST "" % RETURN ()', 'LIST () "" %'):
+        assert "INBOX" in list_lines(await client.ok(fine)), fine
+
+
 async def test_list_with_imaplib(imap: Imap) -> None:
     """imaplib list() gets every default folder."""
 
