@@ -124,6 +124,15 @@ async def test_envelope(imap: Imap) -> None:
     ]
 
 
+async def test_envelope_keeps_source_routes(imap: Imap) -> None:
+    """A source route (<@route:user@domain>, RFC 5322 §4.4) is the address's adl in ENVELOPE (imaptest)."""
+    raw = b"From: <@route:user@domain>\r\nTo: T <@a.example,@b.example:t@x>\r\n\r\nbody\r\n"
+    client = await _selected(imap, raw)
+    envelope = (await _fetch(client, "ENVELOPE"))["ENVELOPE"]
+    assert envelope[2] == envelope[3] == envelope[4] == [[None, b"@route", b"user", b"domain"]]
+    assert envelope[5] == [[b"T", b"@a.example,@b.example", b"t", b"x"]]
+
+
 async def test_envelope_non_ascii_header(imap: Imap) -> None:
     """An 8-bit UTF-8 subject is sent as a literal to a rev1 client and as a quoted string after UTF8=ACCEPT."""
     raw = make_message(subject="Gr\u00fc\u00dfe aus K\u00f6ln")
