@@ -149,6 +149,7 @@ async def seed(pool: asyncpg.Pool) -> str:
     key, _ = await accounts.create_key(pool, USER, "transcripts", "imap", rounds=4)
     for name in FOLDERS:
         await mailboxes.create(pool, user["id"], name)
+    await mailboxes.subscribe(pool, user["id"], FOLDERS)  # as a client subscribes the folders it makes
     async with pool.acquire() as conn:
         for folder, items in (("INBOX", INBOX), ("Work", WORK)):
             box = await mailboxes.get(conn, user["id"], folder)

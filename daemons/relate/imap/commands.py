@@ -368,13 +368,15 @@ async def rename(session: ImapSession, cmd: Rename) -> None:
 
 # RFC 9051 §6.3.7 (SUBSCRIBE), §6.3.8 (UNSUBSCRIBE)
 async def subscribe(session: ImapSession, cmd: MailboxCommand) -> None:
+    # A subscription is a name, with or without a mailbox (RFC 9051 §6.3.7 allows either); only one
+    # that no mailbox could ever have is refused. UNSUBSCRIBE of a name not subscribed is OK, as in Dovecot.
     assert session.principal is not None
-    try:
-        await mailboxes.set_subscribed(
-            session.server.pool, session.principal.user_id, _existing_name(cmd.mailbox), cmd.name == "SUBSCRIBE"
-        )
-    except NotFound:
-        raise No("No such mailbox", "NONEXISTENT") from None
+    name = _check_name(cmd.mailbox)
+    name = "INBOX" if mailboxes.is_inbox(name) else name
+    if cmd.name == "SUBSCRIBE":
+        await mailboxes.subscribe(session.server.pool, session.principal.user_id, [name])
+    else:
+        await mailboxes.unsubscribe(session.server.pool, session.principal.user_id, name)
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
 
@@ -384,90 +386,94 @@ class _Listed:
 
     name: str
     attrs: tuple[str, ...]
-    childinfo: bool  # listed only as the parent of a subscribed mailbox (RFC 5258 §3.5)
-    box: dict[str, Any]
+    childinfo: bool  # RFC 5258 §3.5: a subscribed name below this one is matched by no pattern
+    box: dict[str, Any] | None  # the mailbox; None for a name that has none
 
 
-def _prefixes(name: str) -> list[str]:
-    """The proper ancestors of ``name`` (``a/b/c`` -> ``a``, ``a/b``)."""
-    return [name[:i] for i, ch in enumerate(name) if ch == "/"]
+def _list_rows(boxes: list[dict[str, Any]], subscribed: frozenset[str], cmd: ListCommand, rev2: bool) -> list[_Listed]:
+    """What LIST/LSUB answers for these mailboxes and subscribed names; pure CPU, linear in names times patterns.
 
-
-def _list_rows(boxes: list[dict[str, Any]], cmd: ListCommand, rev2: bool) -> list[_Listed]:
-    """What LIST/LSUB answers for these mailboxes; pure CPU, linear in the names and patterns."""
+    LIST lists mailboxes, and the names above them that have none (\\NonExistent, or \\Noselect for a
+    rev1 client's plain LIST). LSUB and LIST (SUBSCRIBED) list subscribed names, mailbox or not
+    (RFC 5258 §3.1). With RECURSIVEMATCH (always, for LSUB: RFC 3501 §6.3.9), a name some pattern
+    matches is listed too when a subscribed name below it is matched by none, with CHILDINFO
+    ("SUBSCRIBED") (for LSUB, as \\Noselect if not subscribed itself); Dovecot answers alike, and a
+    child the patterns match is listed itself instead (imaptest's listext group).
+    """
     by_name = {b["name"]: b for b in boxes}
-    # Every ancestor of an existing mailbox has children; one of a subscribed one, subscribed children.
-    with_children: set[str] = set()
-    with_subscribed: set[str] = set()
-    for b in boxes:
-        ancestors = _prefixes(b["name"])
-        with_children.update(ancestors)
-        if b.get("subscribed"):
-            with_subscribed.update(ancestors)
-    # Parents that do not exist themselves (a/b exists, a does not) show as \NonExistent.
-    for parent in with_children:
-        by_name.setdefault(parent, {"name": parent, "missing": True, "subscribed": False})
+    with_children: set[str] = set()  # names with a mailbox below them
+    for name in by_name:
+        with_children.update(mailboxes.ancestors(name))
     # A pattern (or reference) that is not valid modified UTF-7 can match no name: it is left out.
     patterns = [
         listmatch.Pattern(cmd.reference, p)
         for p in cmd.patterns
         if not isinstance(p, UndecodableName) and not isinstance(cmd.reference, UndecodableName)
     ]
+
+    def matched(name: str) -> bool:
+        return any(p.matches(name) for p in patterns)
+
     subscribed_only = cmd.lsub or "SUBSCRIBED" in cmd.select
+    childinfo: set[str] = set()
+    if subscribed_only and (cmd.lsub or "RECURSIVEMATCH" in cmd.select):
+        for name in subscribed:
+            if not matched(name):
+                childinfo.update(mailboxes.ancestors(name))
+    candidates = (subscribed | childinfo) if subscribed_only else (by_name.keys() | with_children)
     special_only = "SPECIAL-USE" in cmd.select
+    missing = "\\NonExistent" if rev2 or cmd.extended else "\\Noselect"
+    show_subscribed = rev2 or "SUBSCRIBED" in cmd.returns or subscribed_only
+    show_special = not cmd.returns or "SPECIAL-USE" in cmd.returns or special_only
     out = []
-    for name in sorted(by_name, key=lambda n: (not mailboxes.is_inbox(n), n)):
-        box = by_name[name]
-        if not any(p.matches(name) for p in patterns):
-            continue
-        childinfo = False
-        if subscribed_only and not box.get("subscribed"):
-            # RFC 3501 §6.3.9 (LSUB with %) and RFC 5258 §3 (RECURSIVEMATCH): a parent of a
-            # subscribed folder is still reported, marked as such.
-            if name not in with_subscribed or not (cmd.lsub or "RECURSIVEMATCH" in cmd.select):
-                continue
-            childinfo = True
-        if special_only and not box.get("special_use"):
+    for name in sorted(candidates, key=lambda n: (not mailboxes.is_inbox(n), n)):
+        box = by_name.get(name)
+        if (special_only and not (box and box["special_use"])) or not matched(name):
             continue
         attrs = []
-        if childinfo and cmd.lsub:
-            attrs.append("\\Noselect")
-        elif box.get("missing"):
-            attrs.append("\\NonExistent" if rev2 else "\\Noselect")
+        if cmd.lsub:
+            if name not in subscribed:
+                attrs.append("\\Noselect")  # listed only as the parent of subscribed names
+        elif box is None:
+            attrs.append(missing)
         attrs.append("\\HasChildren" if name in with_children else "\\HasNoChildren")
-        if box.get("subscribed") and (rev2 or "SUBSCRIBED" in cmd.returns or cmd.lsub or subscribed_only):
+        if name in subscribed and show_subscribed:
             attrs.append("\\Subscribed")
-        if box.get("special_use") and (not cmd.returns or "SPECIAL-USE" in cmd.returns or special_only):
+        if box and box["special_use"] and show_special:
             attrs.append(box["special_use"])
-        out.append(_Listed(name, tuple(attrs), childinfo, box))
+        out.append(_Listed(name, tuple(attrs), name in childinfo and not cmd.lsub, box))
     return out
 
 
-# Above this many (mailbox, pattern) pairs, LIST does its matching in a worker thread.
+# Above this many (name, pattern) pairs, LIST does its matching in a worker thread.
 _LIST_INLINE = 2000
 
 
-# RFC 9051 §6.3.9 (LIST), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS), RFC 6154 (SPECIAL-USE)
+# RFC 9051 §6.3.9 (LIST), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS), RFC 6154 (SPECIAL-USE),
+# RFC 3501 §6.3.9 (LSUB)
 async def list_(session: ImapSession, cmd: ListCommand) -> None:
     assert session.principal is not None
-    if cmd.patterns == ("",) and not cmd.select:
-        session.untagged(b'LIST (\\Noselect) "/" ""')
+    if cmd.patterns == ("",) and not cmd.lsub and not cmd.extended:
+        session.untagged(b'LIST (\\Noselect) "/" ""')  # the delimiter and root (RFC 9051 §6.3.9)
         session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
         return
-    boxes = await mailboxes.list_all(session.server.pool, session.principal.user_id)
-    if len(boxes) * len(cmd.patterns) > _LIST_INLINE:
-        rows = await asyncio.to_thread(_list_rows, boxes, cmd, session.rev2)
+    user_id = session.principal.user_id
+    async with session.server.pool.acquire() as conn:
+        boxes = await mailboxes.list_all(conn, user_id)
+        subscribed = await mailboxes.subscriptions(conn, user_id)
+    if (len(boxes) + len(subscribed)) * len(cmd.patterns) > _LIST_INLINE:
+        rows = await asyncio.to_thread(_list_rows, boxes, subscribed, cmd, session.rev2)
     else:
-        rows = _list_rows(boxes, cmd, session.rev2)
+        rows = _list_rows(boxes, subscribed, cmd, session.rev2)
     verb = "LSUB" if cmd.lsub else "LIST"
     for row in rows:
         line = f'{verb} ({" ".join(row.attrs)}) "/" '.encode() + astring(
             _mailbox_name(session, row.name), utf8=session.utf8
         )
-        if row.childinfo and not cmd.lsub:
+        if row.childinfo:
             line += b' ("CHILDINFO" ("SUBSCRIBED"))'
         session.untagged(line)
-        if cmd.status_items and not row.box.get("missing"):
+        if cmd.status_items and row.box is not None:
             session.untagged(await _status_line(session, row.box, cmd.status_items))
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 

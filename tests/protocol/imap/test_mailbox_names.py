@@ -25,8 +25,8 @@ def _commands(name: str) -> list[tuple[str, str]]:
         (f'STATUS "{name}" (MESSAGES)', "NONEXISTENT"),
         (f'DELETE "{name}"', "NONEXISTENT"),
         (f'RENAME "{name}" Elsewhere', "NONEXISTENT"),
-        (f'SUBSCRIBE "{name}"', "NONEXISTENT"),
-        (f'UNSUBSCRIBE "{name}"', "NONEXISTENT"),
+        (f'SUBSCRIBE "{name}"', "CANNOT"),  # a subscription is a name: one that no mailbox could have
+        (f'UNSUBSCRIBE "{name}"', "CANNOT"),
         (f'CREATE "{name}"', "CANNOT"),
         (f'RENAME Work "{name}"', "CANNOT"),
     ]
