@@ -269,7 +269,6 @@ async def select(session: ImapSession, cmd: Select) -> None:
     if box is None:
         raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")
     uids = box["uids"]
-    flags = box["flags"]
     unseen = box["unseen"]
     sel = Selected(
         mailbox_id=box["id"],
@@ -279,9 +278,10 @@ async def select(session: ImapSession, cmd: Select) -> None:
         uids=array.array("Q", uids),
         known_modseq=box["highestmodseq"],
         max_uid=max(uids[-1] if uids else 0, box["uidnext"] - 1),
+        flags=dict.fromkeys([*SYSTEM_FLAGS, *box["flags"]]),
     )
-    all_flags = list(dict.fromkeys([*SYSTEM_FLAGS, *flags]))
-    session.untagged(b"FLAGS " + flag_list(all_flags))
+    session.selected = sel
+    session.untagged(b"FLAGS " + flag_list(sel.flags))
     session.untagged(f"{len(uids)} EXISTS")
     if not session.rev2:
         session.untagged("0 RECENT")
@@ -289,13 +289,12 @@ async def select(session: ImapSession, cmd: Select) -> None:
             msn = sel.msn(unseen)
             if msn is not None:
                 session.untagged(f"OK [UNSEEN {msn}] First unseen")
-    permanent = [] if cmd.readonly else [*all_flags, "\\*"]
+    permanent = [] if cmd.readonly else [*sel.flags, "\\*"]
     session.untagged(b"OK [PERMANENTFLAGS " + flag_list(permanent) + b"] Flags permitted")
     session.untagged(f"OK [UIDVALIDITY {sel.uidvalidity}] UIDs valid")
     session.untagged(f"OK [UIDNEXT {box['uidnext']}] Predicted next UID")
     if session.rev2:  # RFC 9051 §6.3.2; IMAP4rev1 clients do not expect it
         session.untagged(b'LIST () "/" ' + astring(_mailbox_name(session, box["name"]), utf8=session.utf8))
-    session.selected = sel
     session.state = SELECTED
     session.server.hub.watch(session, sel.mailbox_id)
     mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
@@ -687,6 +686,7 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
     with_raw = fetching.needs_raw(atts)
     columns = fetching.columns(atts)
     utf8 = session.utf8
+    with_flags = any(a.name == "FLAGS" for a in atts)
     for start in range(0, len(uids), _FETCH_ROWS):
         chunk = uids[start : start + _FETCH_ROWS]
         for group in await _by_size(session, sel.mailbox_id, chunk) if with_raw else [chunk]:
@@ -698,6 +698,8 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
                 msn = sel.msn(row["uid"])
                 if msn is None:
                     continue
+                if with_flags:
+                    session.announce_flags(row["flags"])
                 if not with_raw:
                     session.send(b"* %d FETCH " % msn + fetching.render(row, atts, utf8=utf8))
                     continue
@@ -745,6 +747,7 @@ async def store(session: ImapSession, cmd: Store) -> None:
     async with session.server.pool.acquire() as conn:
         modseq, changed = await imap_messages.store_flags(conn, sel.mailbox_id, uids, cmd.mode, flags)
     sel.own_modseqs.add(modseq)
+    session.announce_flags(f for _, new_flags in changed for f in new_flags)
     if not cmd.silent:
         for uid, new_flags in changed:
             msn = sel.msn(uid)

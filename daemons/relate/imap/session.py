@@ -24,7 +24,7 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -124,6 +124,8 @@ class Selected:
     own_modseqs: set[int] = field(default_factory=set)
     saved: list[int] = field(default_factory=list)  # SEARCH RETURN (SAVE) result, as UIDs
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # The flags the client has been told of in FLAGS (in that order), keywords included.
+    flags: dict[str, None] = field(default_factory=dict)
 
     def msn(self, uid: int) -> int | None:
         """Message sequence number of ``uid`` (binary search; UIDs ascend)."""
@@ -519,6 +521,28 @@ class ImapSession:
 
     # -- the selected mailbox ------------------------------------------------------
 
+    def flags_known(self) -> None:
+        """FLAGS and PERMANENTFLAGS for the selected mailbox as this client knows it (SELECT, and news of keywords)."""
+        sel = self.selected
+        assert sel is not None
+        self.untagged(b"FLAGS " + flag_list(sel.flags))
+        permanent = [] if sel.readonly else [*sel.flags, "\\*"]
+        self.untagged(b"OK [PERMANENTFLAGS " + flag_list(permanent) + b"] Flags permitted")
+
+    def announce_flags(self, flags: Iterable[str]) -> None:
+        """Tell the client of keywords it has not heard of before a response shows them (RFC 9051 §7.3.5).
+
+        A STORE or APPEND in any session can bring a keyword in; each session sends FLAGS and
+        PERMANENTFLAGS again (with the new keywords added) before the first FETCH that carries one.
+        """
+        sel = self.selected
+        if sel is None:
+            return
+        new = [f for f in flags if f not in sel.flags and f != "\\Recent"]
+        if new:
+            sel.flags.update(dict.fromkeys(new))
+            self.flags_known()
+
     def require_selected(self) -> Selected:
         if self.selected is None:
             raise Bad("No mailbox selected")
@@ -555,6 +579,7 @@ class ImapSession:
             sel.uids.extend(delta["new"])
             sel.max_uid = max(sel.max_uid, delta["new"][-1])
             self.untagged(f"{len(sel.uids)} EXISTS")
+        self.announce_flags(f for _, flags, modseq in delta["flags"] if modseq not in sel.own_modseqs for f in flags)
         for uid, flags, modseq in delta["flags"]:
             if modseq in sel.own_modseqs:
                 continue
