@@ -1,4 +1,4 @@
-"""Migration 0016: the subscribed mailboxes of a database before it become subscriptions by name."""
+"""Migration 0016: subscribed mailboxes become subscriptions by name; messages stored before it are not \\Recent."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from relate.store import db, migrate
 
 
 async def test_subscribed_mailboxes_become_subscriptions(empty_dsn: str) -> None:
-    """Each mailbox marked subscribed before 0016 is a subscription after it (INBOX spelt INBOX); the column goes."""
+    """Each mailbox marked subscribed before 0016 is a subscription after it (INBOX spelt INBOX); the column goes.
+
+    And every UID given out before counts as taken (recent_uid = uidnext - 1): no old message becomes \\Recent.
+    """
     conn = await db.connect(DatabaseConfig(dsn=empty_dsn))
     try:
         for mig in migrate.available():
@@ -20,13 +23,13 @@ async def test_subscribed_mailboxes_become_subscriptions(empty_dsn: str) -> None
             for a in ("bob@example.com", "alice@example.com")
         ]
         await conn.executemany(
-            "INSERT INTO mailboxes (user_id, name, subscribed) VALUES ($1, $2, $3)",
+            "INSERT INTO mailboxes (user_id, name, subscribed, uidnext) VALUES ($1, $2, $3, $4)",
             [
-                (users[0], "Inbox", True),
-                (users[0], "Work", True),
-                (users[0], "Work/Old", False),
-                (users[1], "INBOX", False),
-                (users[1], "Lists", True),
+                (users[0], "Inbox", True, 7),
+                (users[0], "Work", True, 1),
+                (users[0], "Work/Old", False, 3),
+                (users[1], "INBOX", False, 1),
+                (users[1], "Lists", True, 2),
             ],
         )
         (sql,) = [m.sql for m in migrate.available() if m.version == 16]
@@ -40,5 +43,7 @@ async def test_subscribed_mailboxes_become_subscriptions(empty_dsn: str) -> None
         ]
         columns = await conn.fetch("SELECT column_name FROM information_schema.columns WHERE table_name = 'mailboxes'")
         assert "subscribed" not in {c["column_name"] for c in columns}
+        recent = {r["name"]: r["recent_uid"] for r in await conn.fetch("SELECT name, recent_uid FROM mailboxes")}
+        assert recent == {"Inbox": 6, "Work": 0, "Work/Old": 2, "INBOX": 0, "Lists": 1}
     finally:
         await conn.close()

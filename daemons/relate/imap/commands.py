@@ -265,7 +265,11 @@ async def select(session: ImapSession, cmd: Select) -> None:
     assert session.principal is not None
     # One statement, so one snapshot: the UIDs, flags and counters agree with each other.
     name = _existing_name(cmd.mailbox)
-    box = await imap_messages.select_state(session.server.pool, session.principal.user_id, name)
+    takes_recent = not session.rev2 and not cmd.readonly
+    async with session.server.pool.acquire() as conn:
+        box = await imap_messages.select_state(conn, session.principal.user_id, name)
+        # RFC 3501 §2.3.2: SELECT takes the messages no session has taken as recent yet; EXAMINE only looks.
+        claimed = await imap_messages.claim_recent(conn, box["id"], None) if box and takes_recent else None
     if box is None:
         raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")
     uids = box["uids"]
@@ -279,12 +283,17 @@ async def select(session: ImapSession, cmd: Select) -> None:
         known_modseq=box["highestmodseq"],
         max_uid=max(uids[-1] if uids else 0, box["uidnext"] - 1),
         flags=dict.fromkeys([*SYSTEM_FLAGS, *box["flags"]]),
+        takes_recent=takes_recent,
     )
+    if claimed is not None:
+        sel.add_recent(*claimed)
+    elif cmd.readonly and not session.rev2:
+        sel.add_recent(box["recent_uid"], _NO_UID_ABOVE)  # what no session has taken, new mail included
     session.selected = sel
     session.untagged(b"FLAGS " + flag_list(sel.flags))
     session.untagged(f"{len(uids)} EXISTS")
     if not session.rev2:
-        session.untagged("0 RECENT")
+        session.untagged(f"{sel.recent_count()} RECENT")
         if unseen is not None:
             msn = sel.msn(unseen)
             if msn is not None:
@@ -299,6 +308,10 @@ async def select(session: ImapSession, cmd: Select) -> None:
     session.server.hub.watch(session, sel.mailbox_id)
     mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed", mode)
+
+
+# Above every UID (they are at most 2^32 - 1, RFC 9051 §2.3.1.1).
+_NO_UID_ABOVE = 2**63 - 1
 
 
 # RFC 9051 §6.3.4 (CREATE), RFC 6154 §5.3 (CREATE-SPECIAL-USE syntax)
@@ -490,8 +503,8 @@ async def _status_line(session: ImapSession, box: dict[str, Any], items: tuple[s
     }
     out = []
     for item in items:
-        if item == "RECENT":
-            out.append("RECENT 0")
+        if item == "RECENT":  # RFC 3501 §6.3.10; IMAP4rev2 has no \\Recent (RFC 9051 §6.3.11)
+            out.append(f"RECENT {0 if session.rev2 else values['recent']}")
         elif item in names:
             out.append(f"{item} {values[names[item]]}")
         else:
@@ -698,12 +711,14 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
                 msn = sel.msn(row["uid"])
                 if msn is None:
                     continue
+                recent = False
                 if with_flags:
                     session.announce_flags(row["flags"])
+                    recent = bool(sel.recent) and sel.is_recent(row["uid"])
                 if not with_raw:
-                    session.send(b"* %d FETCH " % msn + fetching.render(row, atts, utf8=utf8))
+                    session.send(b"* %d FETCH " % msn + fetching.render(row, atts, utf8=utf8, recent=recent))
                     continue
-                pieces = fetching.render_pieces(row, bytes(row["raw"]), atts, utf8=utf8)
+                pieces = fetching.render_pieces(row, bytes(row["raw"]), atts, utf8=utf8, recent=recent)
                 session.send_pieces([b"* %d FETCH " % msn, *pieces])
                 if session.pending >= _FETCH_FLUSH:
                     await session.flush()  # waits for the client to take it: the buffer stays small
@@ -753,7 +768,8 @@ async def store(session: ImapSession, cmd: Store) -> None:
             msn = sel.msn(uid)
             if msn is not None:
                 uid_part = f"UID {uid} " if cmd.uid else ""
-                session.untagged(f"{msn} FETCH ({uid_part}FLAGS ".encode() + flag_list(new_flags) + b")")
+                shown = flag_list(sel.flags_of(uid, new_flags))
+                session.untagged(f"{msn} FETCH ({uid_part}FLAGS ".encode() + shown + b")")
     await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}STORE completed")
 

@@ -173,12 +173,17 @@ def _partial(data: Piece, att: FetchAtt) -> tuple[Piece, str]:
     return data[start : start + count], f"<{start}>"
 
 
-def render(row: dict[str, Any], atts: tuple[FetchAtt, ...], *, utf8: bool) -> bytes:
-    """The parenthesized list of one FETCH response without body sections (the common, hot case)."""
-    return b"(" + b" ".join([_item(row, att, utf8) for att in atts]) + b")"
+def render(row: dict[str, Any], atts: tuple[FetchAtt, ...], *, utf8: bool, recent: bool = False) -> bytes:
+    """The parenthesized list of one FETCH response without body sections (the common, hot case).
+
+    ``recent``: the message is recent in this session (IMAP4rev1): FLAGS shows \\Recent too.
+    """
+    return b"(" + b" ".join([_item(row, att, utf8, recent) for att in atts]) + b")"
 
 
-def render_pieces(row: dict[str, Any], raw: bytes, atts: tuple[FetchAtt, ...], *, utf8: bool) -> list[Piece]:
+def render_pieces(
+    row: dict[str, Any], raw: bytes, atts: tuple[FetchAtt, ...], *, utf8: bool, recent: bool = False
+) -> list[Piece]:
     """The parenthesized list of one FETCH response with body sections, as pieces to write one after another.
 
     A body section is a view into ``raw``, not a copy, and is never joined with the rest:
@@ -189,7 +194,7 @@ def render_pieces(row: dict[str, Any], raw: bytes, atts: tuple[FetchAtt, ...], *
         if i:
             out.append(b" ")
         if att.name in _SIMPLE_ITEMS:
-            out.append(_item(row, att, utf8))
+            out.append(_item(row, att, utf8, recent))
         else:
             out += _raw_item(row, raw, att)
     out.append(b")")
@@ -201,13 +206,13 @@ _SIMPLE_ITEMS = frozenset(
 )
 
 
-def _item(row: dict[str, Any], att: FetchAtt, utf8: bool) -> bytes:
+def _item(row: dict[str, Any], att: FetchAtt, utf8: bool, recent: bool) -> bytes:
     """One data item that comes from stored columns, not from the message's bytes."""
     name = att.name
     if name == "UID":
         return b"UID %d" % row["uid"]
     if name == "FLAGS":
-        return b"FLAGS " + flag_list(row["flags"])
+        return b"FLAGS " + flag_list(["\\Recent", *row["flags"]] if recent else row["flags"])
     if name == "INTERNALDATE":
         return b"INTERNALDATE " + date_time(row["internal_date"])
     if name == "RFC822.SIZE":

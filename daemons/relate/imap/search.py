@@ -263,10 +263,15 @@ class _Message:
             (inner,) = args
             assert isinstance(inner, SearchKey)
             return not self.matches(inner)
-        if name in ("ALL", "OLD"):
+        if name == "ALL":
             return True
-        if name in ("NEW", "RECENT"):
-            return False  # \Recent is gone from IMAP4rev2; no message is recent here
+        # RFC 3501 §6.4.4: \\Recent is the session's own (IMAP4rev2 has none: nothing is recent there).
+        if name == "RECENT":
+            return self.ctx.sel.is_recent(self.row["uid"])
+        if name == "OLD":
+            return not self.ctx.sel.is_recent(self.row["uid"])
+        if name == "NEW":
+            return "\\Seen" not in flags and self.ctx.sel.is_recent(self.row["uid"])
         if name in _FLAG_KEYS:
             return _FLAG_KEYS[name] in flags
         if name.startswith("UN") and name[2:] in _FLAG_KEYS:

@@ -12,6 +12,14 @@ above the modseq it knew (new UIDs, flag changes, expunged UIDs). It reports
 them after commands, in IDLE and on NOOP; never EXPUNGE during FETCH, STORE
 or SEARCH (their UID forms excepted), so message numbers never shift under a
 client mid-command.
+
+\\Recent (RFC 3501 §2.3.2) is for IMAP4rev1 sessions only: a session that
+SELECTs a mailbox takes, as recent, the messages no session has taken yet, and
+while it has the mailbox selected it takes the new ones when it hears of them
+(``* n EXISTS`` then ``* n RECENT``); EXAMINE shows them without taking them.
+The store hands each message to exactly one session, on any host
+(``imap_messages.claim_recent``). IMAP4rev2 has no \\Recent: such sessions
+neither show nor take it.
 """
 
 from __future__ import annotations
@@ -126,11 +134,40 @@ class Selected:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     # The flags the client has been told of in FLAGS (in that order), keywords included.
     flags: dict[str, None] = field(default_factory=dict)
+    # \\Recent (IMAP4rev1 only): the UID ranges lo < uid <= hi recent in this session, ascending and disjoint,
+    # and whether the session takes new mail as recent when it hears of it (read-write, IMAP4rev1).
+    recent: list[tuple[int, int]] = field(default_factory=list)
+    takes_recent: bool = False
 
     def msn(self, uid: int) -> int | None:
         """Message sequence number of ``uid`` (binary search; UIDs ascend)."""
         lo = bisect.bisect_left(self.uids, uid)
         return lo + 1 if lo < len(self.uids) and self.uids[lo] == uid else None
+
+    def add_recent(self, lo: int, hi: int) -> None:
+        """Messages lo < uid <= hi are recent in this session (claims only go up: ranges stay ascending)."""
+        if hi <= lo:
+            return
+        if self.recent and self.recent[-1][1] >= lo:
+            self.recent[-1] = (self.recent[-1][0], max(hi, self.recent[-1][1]))
+        else:
+            self.recent.append((lo, hi))
+
+    def is_recent(self, uid: int) -> bool:
+        i = bisect.bisect_left(self.recent, uid, key=_low) - 1  # the last range starting below uid
+        return i >= 0 and uid <= self.recent[i][1]
+
+    def recent_count(self) -> int:
+        """How many of the messages this client knows are recent in this session (RECENT, RFC 3501 §7.3.2)."""
+        return sum(bisect.bisect_right(self.uids, hi) - bisect.bisect_right(self.uids, lo) for lo, hi in self.recent)
+
+    def flags_of(self, uid: int, flags: Iterable[str]) -> list[str]:
+        """A message's flags as this session shows them: \\Recent first when it is recent here."""
+        return ["\\Recent", *flags] if self.recent and self.is_recent(uid) else list(flags)
+
+
+def _low(span: tuple[int, int]) -> int:
+    return span[0]
 
 
 Handler = Callable[["ImapSession", Any], Awaitable[None]]
@@ -554,9 +591,12 @@ class ImapSession:
         if sel is None:
             return
         sel.changed.clear()
+        claimed = None
         try:
             async with self.server.pool.acquire() as conn:
                 delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
+                if sel.takes_recent and delta.get("new"):
+                    claimed = await imap_messages.claim_recent(conn, sel.mailbox_id, delta["new"][-1])
         except BaseException:
             sel.changed.set()  # nothing was reported: the news stays pending
             raise
@@ -579,13 +619,17 @@ class ImapSession:
             sel.uids.extend(delta["new"])
             sel.max_uid = max(sel.max_uid, delta["new"][-1])
             self.untagged(f"{len(sel.uids)} EXISTS")
+            if claimed is not None:
+                sel.add_recent(*claimed)
+            if not self.rev2:
+                self.untagged(f"{sel.recent_count()} RECENT")
         self.announce_flags(f for _, flags, modseq in delta["flags"] if modseq not in sel.own_modseqs for f in flags)
         for uid, flags, modseq in delta["flags"]:
             if modseq in sel.own_modseqs:
                 continue
             msn = sel.msn(uid)
             if msn is not None:
-                self.untagged(f"{msn} FETCH (UID {uid} FLAGS ".encode() + flag_list(flags) + b")")
+                self.untagged(f"{msn} FETCH (UID {uid} FLAGS ".encode() + flag_list(sel.flags_of(uid, flags)) + b")")
         if not (expunged and not allow_expunge):
             sel.known_modseq = max(sel.known_modseq, delta["modseq"])
             sel.own_modseqs.clear()

@@ -182,10 +182,12 @@ async def unsubscribe(conn: Queryable, user_id: int, name: str) -> None:
 
 
 async def status(conn: Queryable, mailbox_id: int) -> dict[str, int]:
-    """MESSAGES, UNSEEN, DELETED, SIZE, UIDNEXT, UIDVALIDITY, HIGHESTMODSEQ (RFC 9051 §6.3.11)."""
+    """MESSAGES, UNSEEN, DELETED, SIZE, UIDNEXT, UIDVALIDITY, HIGHESTMODSEQ (RFC 9051 §6.3.11), and RECENT:
+    the messages no session has taken as recent yet (RFC 3501 §6.3.10, imap_messages.claim_recent)."""
     row = await conn.fetchrow(
         """SELECT b.uidnext, b.uidvalidity, b.highestmodseq,
                   count(m.id) AS messages,
+                  count(m.id) FILTER (WHERE m.uid > b.recent_uid) AS recent,
                   count(m.id) FILTER (WHERE NOT ('\\Seen' = ANY (m.flags))) AS unseen,
                   count(m.id) FILTER (WHERE '\\Deleted' = ANY (m.flags)) AS deleted,
                   coalesce(sum(m.size), 0)::bigint AS size

@@ -100,7 +100,7 @@ async def test_flags_internaldate_size_uid(imap: Imap) -> None:
     await imap.deliver(SIMPLE, flags=["\\Seen", "$Work"], internal_date=datetime(2026, 1, 9, 7, 5, 3, tzinfo=UTC))
     client = await imap.connect(select="INBOX")
     item = await _fetch(client, "(FLAGS INTERNALDATE RFC822.SIZE UID)")
-    assert sorted(item["FLAGS"]) == ["$Work", "\\Seen"]
+    assert sorted(item["FLAGS"]) == ["$Work", "\\Recent", "\\Seen"]  # \\Recent: this SELECT took it
     assert item["INTERNALDATE"] == b" 9-Jan-2026 07:05:03 +0000"
     assert item["RFC822.SIZE"] == str(len(SIMPLE))
     assert item["UID"] == str((await imap.stored())[0]["uid"])
@@ -273,7 +273,7 @@ async def test_rfc822_items(imap: Imap) -> None:
     assert (await imap.stored())[0]["flags"] == []  # RFC822.HEADER does not set \Seen
     item = await _fetch(client, "RFC822.TEXT")
     assert item["RFC822.TEXT"] == MULTI[HEADER_END:]
-    assert item["FLAGS"] == ["\\Seen"]
+    assert item["FLAGS"] == ["\\Recent", "\\Seen"]
     assert (await _fetch(client, "RFC822"))["RFC822"] == MULTI
 
 
@@ -302,7 +302,7 @@ async def test_binary_partial_and_sets_seen(imap: Imap) -> None:
     client = await _selected(imap, MULTI)
     item = await _fetch(client, "BINARY[2]<2.3>")
     assert item["BINARY[2]<2>"] == bytes([2, 3, 4])
-    assert item["FLAGS"] == ["\\Seen"]
+    assert item["FLAGS"] == ["\\Recent", "\\Seen"]
 
 
 async def test_binary_on_7bit_single_part(imap: Imap) -> None:
@@ -329,7 +329,7 @@ async def test_non_peek_sets_seen_seen_by_second_session(imap: Imap) -> None:
     other = await imap.connect(select="INBOX")
     item = await _fetch(client, "BODY[]")
     assert item["BODY[]"] == SIMPLE
-    assert item["FLAGS"] == ["\\Seen"]
+    assert item["FLAGS"] == ["\\Recent", "\\Seen"]  # recent in the session that selected first
     assert (await imap.stored())[0]["flags"] == ["\\Seen"]
     fetched = (await other.ok("NOOP")).fetches()
     assert fetched[1]["FLAGS"] == ["\\Seen"]
@@ -489,7 +489,7 @@ async def test_repeated_envelope_fetch_is_identical_and_flags_stay_current(imap:
     again = (await client.ok("FETCH 1:* (FLAGS ENVELOPE)")).untagged
     assert len(first) == len(again) == 2
     assert again[0] == first[0]
-    assert again[1] == first[1].replace(b"FLAGS ()", b"FLAGS (\\Flagged)")
+    assert again[1] == first[1].replace(b"FLAGS (\\Recent)", b"FLAGS (\\Recent \\Flagged)")
     assert b"ENVELOPE (" in again[1]
     assert b'"second"' in again[1]
 

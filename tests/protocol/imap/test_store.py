@@ -9,18 +9,18 @@ from .helpers import Lit, Result, make_message
 
 
 async def test_store_add_remove_replace(imap: Imap) -> None:
-    """+FLAGS adds, -FLAGS removes, FLAGS replaces; each answers the new flags in FETCH."""
+    """+FLAGS adds, -FLAGS removes, FLAGS replaces; each answers the new flags in FETCH (and the session's \\Recent)."""
     await imap.deliver()
     client = await imap.connect(select="INBOX")
     added = (await client.ok("STORE 1 +FLAGS (\\Seen \\Flagged)")).fetches()[1]
-    assert sorted(added["FLAGS"]) == ["\\Flagged", "\\Seen"]
+    assert sorted(added["FLAGS"]) == ["\\Flagged", "\\Recent", "\\Seen"]
     removed = (await client.ok("STORE 1 -FLAGS (\\Seen)")).fetches()[1]
-    assert removed["FLAGS"] == ["\\Flagged"]
+    assert removed["FLAGS"] == ["\\Recent", "\\Flagged"]
     replaced = (await client.ok("STORE 1 FLAGS (\\Answered $Work)")).fetches()[1]
-    assert sorted(replaced["FLAGS"]) == ["$Work", "\\Answered"]
+    assert sorted(replaced["FLAGS"]) == ["$Work", "\\Answered", "\\Recent"]
     assert sorted((await imap.stored())[0]["flags"]) == ["$Work", "\\Answered"]
     cleared = (await client.ok("STORE 1 FLAGS ()")).fetches()[1]
-    assert cleared["FLAGS"] == []
+    assert cleared["FLAGS"] == ["\\Recent"]
 
 
 async def test_store_silent(imap: Imap) -> None:
@@ -140,7 +140,7 @@ async def test_uid_store_includes_uid(imap: Imap) -> None:
     second = await imap.deliver()
     client = await imap.connect(select="INBOX")
     result = await client.ok(f"UID STORE {second.uid} +FLAGS (\\Seen)")
-    assert result.fetches() == {2: {"UID": str(second.uid), "FLAGS": ["\\Seen"]}}
+    assert result.fetches() == {2: {"UID": str(second.uid), "FLAGS": ["\\Recent", "\\Seen"]}}
 
 
 async def test_store_sequence_ranges(imap: Imap) -> None:
@@ -185,4 +185,4 @@ async def test_store_with_imaplib(imap: Imap) -> None:
         conn.select("INBOX")
         return conn.store("1", "+FLAGS", "(\\Flagged)")[1]
 
-    assert await imap.imaplib(script) == [b"1 (FLAGS (\\Flagged))"]
+    assert await imap.imaplib(script) == [b"1 (FLAGS (\\Recent \\Flagged))"]
