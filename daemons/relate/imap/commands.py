@@ -700,6 +700,7 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
     columns = fetching.columns(atts)
     utf8 = session.utf8
     with_flags = any(a.name == "FLAGS" for a in atts)
+    known = sel.flags  # the flags the client has been told of (announce_flags adds to it)
     for start in range(0, len(uids), _FETCH_ROWS):
         chunk = uids[start : start + _FETCH_ROWS]
         for group in await _by_size(session, sel.mailbox_id, chunk) if with_raw else [chunk]:
@@ -713,7 +714,10 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
                     continue
                 recent = False
                 if with_flags:
-                    session.announce_flags(row["flags"])
+                    for flag in row["flags"]:  # inline: this runs once per message of a FETCH 1:* FLAGS
+                        if flag not in known:
+                            session.announce_flags(row["flags"])
+                            break
                     recent = bool(sel.recent) and sel.is_recent(row["uid"])
                 if not with_raw:
                     session.send(b"* %d FETCH " % msn + fetching.render(row, atts, utf8=utf8, recent=recent))

@@ -154,8 +154,11 @@ class Selected:
             self.recent.append((lo, hi))
 
     def is_recent(self, uid: int) -> bool:
-        i = bisect.bisect_left(self.recent, uid, key=_low) - 1  # the last range starting below uid
-        return i >= 0 and uid <= self.recent[i][1]
+        spans = self.recent
+        if len(spans) <= 1:  # the usual case (FETCH asks once per message): no search
+            return bool(spans) and spans[0][0] < uid <= spans[0][1]
+        i = bisect.bisect_left(spans, uid, key=_low) - 1  # the last range starting below uid
+        return i >= 0 and uid <= spans[i][1]
 
     def recent_count(self) -> int:
         """How many of the messages this client knows are recent in this session (RECENT, RFC 3501 §7.3.2)."""
