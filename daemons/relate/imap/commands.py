@@ -356,6 +356,9 @@ async def rename(session: ImapSession, cmd: Rename) -> None:
     new = _check_name(cmd.new)
     if mailboxes.is_inbox(new):
         raise No("Cannot rename to INBOX", "ALREADYEXISTS")
+    if new.startswith(cmd.old + "/") and not mailboxes.is_inbox(cmd.old):
+        # Its own parent would be made anew (RENAME makes missing parents): refused, as Dovecot does.
+        raise No("Cannot rename a mailbox below itself", "CANNOT")
     user_id = session.principal.user_id
     async with session.server.pool.acquire() as conn:
         if mailboxes.is_inbox(cmd.old):

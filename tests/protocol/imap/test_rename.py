@@ -41,6 +41,8 @@ async def test_rename_makes_missing_parents(imap: Imap) -> None:
     listed = list_lines(await client.ok('LIST "" "Top*"'))
     assert set(listed) == {"Top", "Top/Deep", "Top/Deep/Work"}
     assert not any("\\Noselect" in attrs for attrs, _ in listed.values())
+    result = await client.command("RENAME Top Top/Below")
+    assert (result.status, result.code) == ("NO", "CANNOT")  # not below itself
 
 
 async def test_rename_refusals(imap: Imap) -> None:
