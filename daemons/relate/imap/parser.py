@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 from relate.imap import limits
 from relate.imap.errors import ParseError
-from relate.imap.mutf7 import decode_mailbox
+from relate.imap.mutf7 import lenient_mailbox
 
 
 @dataclass(frozen=True)
@@ -230,6 +230,7 @@ class ListCommand(Command):
     returns: tuple[str, ...] = ()  # SUBSCRIBED, CHILDREN, SPECIAL-USE, STATUS
     status_items: tuple[str, ...] = ()
     lsub: bool = False
+    extended: bool = False  # RFC 5258 §3: selection options, a pattern list or RETURN (even empty) were given
 
 
 @dataclass(frozen=True)
@@ -513,8 +514,9 @@ class Cursor:
         return self.astring_bytes().decode("utf-8", "replace")
 
     def mailbox(self) -> str:
+        """A mailbox name; one that is not valid modified UTF-7 (or UTF-8) comes as an UndecodableName, not BAD."""
         raw = self.astring_bytes()
-        return decode_mailbox(raw, utf8=self.utf8)
+        return lenient_mailbox(raw, utf8=self.utf8)
 
     def list_mailbox(self) -> str:
         """A LIST pattern: astring or list-char run (wildcards allowed)."""
@@ -524,7 +526,7 @@ class Cursor:
             raw = self._run((_ATOM_SPECIALS - _LIST_WILDCARDS) - _ASTRING_EXTRA)
             if not raw:
                 raise ParseError("expected a mailbox pattern")
-        return decode_mailbox(raw, utf8=self.utf8)
+        return lenient_mailbox(raw, utf8=self.utf8)
 
     def paren_list(self, item: str = "list", *, most: int = 16) -> list[str]:
         """``(a b c)`` of atoms or flags, at most ``most`` of them."""
@@ -772,18 +774,29 @@ def _rename(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     return Rename(tag, name, old, cur.mailbox())
 
 
+# RFC 5258 §3.1, §3.2 (with RFC 6154 SPECIAL-USE, RFC 5819 STATUS): any other option is BAD.
+LIST_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+LIST_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
+
+
 def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
     select: list[str] = []
+    extended = False
     if name == "LIST" and cur.peek() == ord("("):
+        extended = True
         select = [s.upper() for s in cur.paren_list("selection options", most=8)]
+        unknown = next((s for s in select if s not in LIST_SELECT_OPTIONS), None)
+        if unknown is not None:
+            raise ParseError(f"unknown LIST selection option {unknown[:40]}")
         if "RECURSIVEMATCH" in select and not set(select) - {"RECURSIVEMATCH", "REMOTE"}:
             raise ParseError("RECURSIVEMATCH needs another selection option")  # RFC 5258 §3
         cur.sp()
-    reference = decode_mailbox(cur.astring_bytes(), utf8=cur.utf8) if not cur.take(b'""') else ""
+    reference = lenient_mailbox(cur.astring_bytes(), utf8=cur.utf8) if not cur.take(b'""') else ""
     cur.sp()
     patterns: list[str] = []
     if name == "LIST" and cur.peek() == ord("(") and not cur.at_literal():
+        extended = True
         cur.expect(b"(")
         while not cur.take(b")"):
             if patterns:
@@ -798,6 +811,7 @@ def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     returns: list[str] = []
     status_items: list[str] = []
     if name == "LIST" and cur.take(b" "):
+        extended = True
         cur.expect(b"RETURN ")
         cur.expect(b"(")
         while not cur.take(b")"):
@@ -806,6 +820,8 @@ def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
             if len(returns) >= 8:
                 raise ParseError("too many return options (at most 8)")
             option = cur.atom("a return option").upper()
+            if option not in LIST_RETURN_OPTIONS:
+                raise ParseError(f"unknown LIST return option {option[:40]}")
             returns.append(option)
             if option == "STATUS":
                 cur.sp()
@@ -819,6 +835,7 @@ def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
         tuple(returns),
         tuple(status_items),
         lsub=name == "LSUB",
+        extended=extended,
     )
 
 

@@ -89,6 +89,11 @@ async def add_user(conn: asyncpg.Connection, domain_id: int, address: str, displ
             "INSERT INTO mailboxes (user_id, name, special_use) VALUES ($1, $2, $3)",
             [(user["id"], name, special) for name, special in DEFAULT_MAILBOXES],
         )
+        await conn.execute(  # the default folders start subscribed (IMAP subscriptions are names)
+            "INSERT INTO subscriptions (user_id, name) SELECT $1, unnest($2::text[])",
+            user["id"],
+            [name for name, _ in DEFAULT_MAILBOXES],
+        )
     return dict(user)
 
 

@@ -36,7 +36,7 @@ async def uids(conn: Queryable, mailbox_id: int) -> list[int]:
 # its UIDs in order, the flags in use and the first unseen UID. The flags come from the distinct
 # flag sets (a handful, hashed) rather than from sorting every message's flags.
 _SELECT_STATE = """
-SELECT box.id, box.name, box.uidvalidity, box.uidnext, box.highestmodseq,
+SELECT box.id, box.name, box.uidvalidity, box.uidnext, box.highestmodseq, box.recent_uid,
        (SELECT coalesce(array_agg(uid ORDER BY uid), '{{}}') FROM messages WHERE mailbox_id = box.id) AS uids,
        (SELECT coalesce(array_agg(DISTINCT f ORDER BY f), '{{}}')
           FROM (SELECT DISTINCT flags FROM messages WHERE mailbox_id = box.id) AS d, unnest(d.flags) AS f) AS flags,
@@ -49,14 +49,34 @@ _SELECT_NAMED = _SELECT_STATE.format(match="box.name = $2")
 async def select_state(conn: Queryable, user_id: int, name: str) -> dict[str, Any] | None:
     """The mailbox ``name`` (INBOX in any case) as SELECT reports it, or None if there is none.
 
-    Keys: id, name, uidvalidity, uidnext, highestmodseq, uids (ascending), flags (every flag
-    and keyword in use, sorted), unseen (the lowest UID without \\Seen, or None).
+    Keys: id, name, uidvalidity, uidnext, highestmodseq, recent_uid (see :func:`claim_recent`),
+    uids (ascending), flags (every flag and keyword in use, sorted), unseen (the lowest UID
+    without \\Seen, or None).
     """
     if mailboxes.is_inbox(name):
         row = await conn.fetchrow(_SELECT_INBOX, user_id)
     else:
         row = await conn.fetchrow(_SELECT_NAMED, user_id, name)
     return None if row is None else dict(row)
+
+
+async def claim_recent(conn: Queryable, mailbox_id: int, upto: int | None) -> tuple[int, int] | None:
+    """Take the messages that arrived since a session last did as recent for the caller (RFC 3501 §2.3.2).
+
+    Returns (lo, hi): the caller's recent messages are those with lo < UID <= hi (none if lo == hi);
+    None if the mailbox is gone. ``upto`` is the newest UID the caller knows of (None: all stored).
+
+    How it stays right across processes and hosts: each mailbox row holds ``recent_uid``, the
+    highest UID already given out as recent (migration 0016). The function ``relate_claim_recent``
+    locks the row (FOR UPDATE), reads it and moves it up to ``upto`` in one call, so however many
+    sessions on however many hosts claim at once, the ranges they get are disjoint: each message
+    is recent in exactly one session. It costs one round trip and one row update per claim (at
+    SELECT, and when a read-write IMAP4rev1 session hears of new mail), not a row per message.
+    """
+    row = await conn.fetchrow("SELECT lo, hi FROM relate_claim_recent($1, $2)", mailbox_id, upto)
+    if row is None or row["lo"] is None:
+        return None
+    return int(row["lo"]), int(row["hi"])
 
 
 async def changes(conn: Queryable, mailbox_id: int, since_modseq: int, max_uid: int) -> dict[str, Any]:
