@@ -1,9 +1,9 @@
 """Long fuzzing runs: every parser's property tests for minutes each, and garbage over the network.
 
 In-process (the default): each module of ``tests/fuzz`` covers one parser.
-Its tests run under the ``fuzz`` hypothesis profile (a 50 ms deadline per
-input: any slower input is a failure, as is any exception but the parser's
-own error), for ``--minutes`` per module shared among its tests: a short
+Its tests run under the ``fuzz`` hypothesis profile (at most 50 ms of CPU
+per input, see tests/fuzz/conftest.py: any costlier input is a failure, as
+is any exception but the parser's own error), for ``--minutes`` per module shared among its tests: a short
 calibration run measures each test's speed, then it runs with as many
 examples as fit its share. Failures are printed by hypothesis with the
 smallest input that shows them.
