@@ -6,7 +6,8 @@ more than a few milliseconds of CPU belongs on the loop; this watchdog is
 how a regression shows up. A ticker on the loop runs every ``TICK`` seconds;
 when it runs ``threshold`` seconds late, the loop was held that long, and it
 logs one line with how long, how much of that its thread spent on the CPU
-and in the garbage collector, and where it was held::
+and in the garbage collector, the kernel function its thread was asleep in
+if it was (``wait=``), and where it was held::
 
     loop-blocked ms=734 cpu_ms=729 gc_ms=0 at=relate/imap/commands.py:312 _pattern <- relate/imap/commands.py:330 list_
 
@@ -45,6 +46,7 @@ log = logging.getLogger("relate.runtime")
 TICK = 0.02
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)  # .../relate
 _MAX_FRAMES = 8
+_NOT_A_CALL = ("futex", "poll", "select")  # kernel waits that are not a blocking call of ours (see _asleep)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Stall:
     cpu_seconds: float  # CPU time of the loop's thread during the stall
     where: str  # the loop thread's stack while it was blocked, innermost first
     ours: bool  # whether any of that stack is Relate Mail's own code
-    asleep: bool = False  # the loop's thread was found asleep in a call (not waiting for a CPU)
+    asleep: str = ""  # the kernel function the loop's thread was found asleep in (a call, not a wait for a CPU)
     gc_seconds: float = 0.0  # of the stall, spent in the garbage collector on the loop's thread
 
     @property
@@ -66,21 +68,27 @@ class Stall:
         return self.cpu_seconds - self.gc_seconds >= self.seconds / 2
 
 
-def _asleep(native_id: int) -> bool:
-    """Whether a thread of this process is asleep in a blocking call (Linux: state S or D, in a kernel
-    function other than futex wait, which is where a thread waits for the GIL or a lock), not runnable."""
+def _asleep(native_id: int) -> str:
+    """The kernel function a thread of this process is asleep in (Linux: state S or D), or "" when it is
+    runnable, waits for the GIL or a lock (futex), or waits in poll/select/epoll: that is the event loop's
+    own wait for I/O, which a stall that has just ended is back in by the time it is looked at."""
     task = Path(f"/proc/self/task/{native_id}")
     try:
         state = (task / "stat").read_text().rpartition(")")[2].split()[:1]
         wchan = (task / "wchan").read_text().strip()
     except OSError:
-        return False
-    return state in (["S"], ["D"]) and wchan not in ("", "0") and "futex" not in wchan
+        return ""
+    if state not in (["S"], ["D"]) or wchan in ("", "0") or any(w in wchan for w in _NOT_A_CALL):
+        return ""
+    return wchan
 
 
 def _describe(frame: FrameType | None) -> tuple[str, bool]:
     ours: list[str] = []
     other: list[str] = []
+    held_in = ""  # the innermost frame when it is not ours: where our call was held (a library, a C call's caller)
+    if frame is not None and not frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        held_in = f"{frame.f_code.co_filename.rpartition('site-packages/')[2]}:{frame.f_lineno} {frame.f_code.co_name}"
     while frame is not None:
         filename = frame.f_code.co_filename
         text = f"{filename}:{frame.f_lineno} {frame.f_code.co_name}"
@@ -89,8 +97,10 @@ def _describe(frame: FrameType | None) -> tuple[str, bool]:
         else:
             other.append(text)
         frame = frame.f_back
-    chosen = ours or other
-    return " <- ".join(chosen[:_MAX_FRAMES]) or "-", bool(ours)
+    if not ours:
+        return " <- ".join(other[:_MAX_FRAMES]) or "-", False
+    where = " <- ".join(ours[:_MAX_FRAMES])
+    return (f"{where} (in {held_in})" if held_in else where), True
 
 
 class LoopWatchdog:
@@ -109,7 +119,7 @@ class LoopWatchdog:
         self._gc_total = 0.0  # seconds the loop's thread has spent collecting garbage
         self._gc_began = 0.0
         # What the watchdog thread saw of the stall in progress: (the tick it followed, where, ours, asleep).
-        self._seen: tuple[float, str, bool, bool] | None = None
+        self._seen: tuple[float, str, bool, str] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Watch ``loop`` (the running one by default); call from the loop's thread."""
@@ -148,7 +158,7 @@ class LoopWatchdog:
         late = now - self._last - TICK
         if late > self.threshold:
             seen = self._seen if self._seen is not None and self._seen[0] == self._last else None
-            where, ours, asleep = seen[1:] if seen is not None else ("-", False, False)
+            where, ours, asleep = seen[1:] if seen is not None else ("-", False, "")
             self._report(Stall(late, cpu - self._cpu_last, where, ours, asleep, self._gc_total - self._gc_last))
         self._last, self._cpu_last, self._gc_last = now, cpu, self._gc_total
         assert self._loop is not None
@@ -158,11 +168,12 @@ class LoopWatchdog:
         self.stalls.append(stall)
         log.log(
             logging.WARNING if stall.blocking else logging.INFO,
-            "%s ms=%d cpu_ms=%s gc_ms=%d at=%s",
+            "%s ms=%d cpu_ms=%s gc_ms=%d %sat=%s",
             "loop-blocked" if stall.blocking else "loop-starved",
             stall.seconds * 1000,
             f"{stall.cpu_seconds * 1000:.0f}",
             stall.gc_seconds * 1000,
+            f"wait={stall.asleep} " if stall.asleep else "",
             stall.where,
         )
 
@@ -177,6 +188,8 @@ class LoopWatchdog:
             if _idle(frame):
                 continue  # the loop is already back in its selector: the tick is about to report the stall
             where, ours = _describe(frame)
+            if self._last != last:
+                continue  # the stall ended while we looked: what was seen may belong to what came after it
             self._seen = (last, where, ours, asleep)
 
 
