@@ -45,6 +45,8 @@ import asyncpg
 from relate.errors import MailboxGone
 from relate.mail.imapwire import envelope as imap_envelope
 from relate.mail.mime import Address, ParsedMessage, parse_message
+from relate.mail.sortkeys import sort_keys
+from relate.mail.threadids import thread_ids
 from relate.store import changes
 from relate.store.db import Queryable
 
@@ -72,11 +74,13 @@ box AS (UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodse
 msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
              subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
              in_reply_to, "references", envelope, bodystructure, header_end,
-             attachments, attachment_count, search, text_indexed, wire_size, envelope_wire, envelope_wire_utf8)
+             attachments, attachment_count, search, text_indexed, wire_size, envelope_wire, envelope_wire_utf8,
+             sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids)
         SELECT box.id, box.uid, box.modseq, $2, coalesce($3, now()), $4, $5,
              $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
              setweight(to_tsvector('simple', coalesce($6, '')), 'A')
-             || setweight(to_tsvector('simple', $20), 'B'), $21, $22, $24, $25
+             || setweight(to_tsvector('simple', $20), 'B'), $21, $22, $24, $25,
+             $26, $27, $28, $29, $30, $31, $32
           FROM box
         RETURNING id, uid, modseq)
 SELECT msg.id, box.user_id, msg.uid, msg.modseq,
@@ -85,7 +89,7 @@ SELECT msg.id, box.user_id, msg.uid, msg.modseq,
   FROM msg, box"""
 _INGEST = "WITH" + _INGEST_CTES
 _INGEST_WITH_BLOB = (
-    """WITH blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $26) ON CONFLICT (hash) DO NOTHING),"""
+    """WITH blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $33) ON CONFLICT (hash) DO NOTHING),"""
     + _INGEST_CTES
 )
 
@@ -226,6 +230,9 @@ async def ingest(
         False,  # text_indexed: the background indexer fills the body text in
         prepared.wire_size,
     )
+    sort = sort_keys(parsed.subject, envelope)
+    threading = thread_ids(parsed.message_id, parsed.in_reply_to, parsed.references)
+    keys = _clean([sort.subject, sort.from_, sort.to, sort.cc, sort.display_from, sort.display_to, threading])
     stored: list[StoredMessage] = []
     # One transaction: the caller's when it has one (no savepoint round trips), else our own.
     async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
@@ -245,6 +252,7 @@ async def ingest(
                 *columns,
                 CHANNEL,
                 *envelope_wire(envelope),
+                *keys,
                 *((raw,) if blob_pending else ()),
             )
             if row is None:
