@@ -86,8 +86,10 @@ _LIGHT = """SELECT m.uid, m.flags, m.internal_date, m.date_header, m.envelope->>
               FROM messages m WHERE {where} AND m.uid > ${after} ORDER BY m.uid LIMIT {batch}"""
 
 
-async def run(conn: Queryable, sel: Selected, key: SearchKey, *, charset: str | None) -> list[int]:
-    """UIDs of the selected mailbox's messages that match ``key``, ascending.
+async def run(
+    conn: Queryable, sel: Selected, key: SearchKey, *, charset: str | None, only: Sequence[int] | None = None
+) -> list[int]:
+    """UIDs of the selected mailbox's messages (of ``only``, when given) that match ``key``, ascending.
 
     The mailbox is read in UID order, ``_BATCH`` rows at a time; where keys need a message's
     text, that is read in groups of at most ``_TEXT_BYTES``. Matching runs on the loop for a
@@ -98,6 +100,9 @@ async def run(conn: Queryable, sel: Selected, key: SearchKey, *, charset: str | 
         raise No("Only UTF-8 searches are supported", "BADCHARSET (UTF-8)")
     params: list[Any] = [sel.mailbox_id]
     where = " AND ".join(["m.mailbox_id = $1", *_prefilter(key, sel, params)])
+    if only is not None:
+        params.append(list(only))
+        where += f" AND m.uid = ANY(${len(params)}::bigint[])"
     light = _LIGHT.format(where=where, after=len(params) + 1, batch=_BATCH)
     texts = _has_key(key, frozenset({"BODY", "TEXT"}))
     header = _has_key(key, frozenset({"HEADER"}))
@@ -315,7 +320,8 @@ def _compare(how: str, when: datetime, day: object) -> bool:
 
 
 def compact(numbers: Sequence[int]) -> str:
-    """``1,2,3,5`` -> ``1:3,5`` (a sequence set for ESEARCH ALL)."""
+    """``1,2,3,5`` -> ``1:3,5``: a sequence set that lists ``numbers`` in their order (``5,3,4`` -> ``5,3:4``,
+    as sorted results need, RFC 5267 §3.2)."""
     out: list[str] = []
     start = prev = None
     for n in numbers:

@@ -24,7 +24,7 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -124,11 +124,37 @@ class Selected:
     own_modseqs: set[int] = field(default_factory=set)
     saved: list[int] = field(default_factory=list)  # SEARCH RETURN (SAVE) result, as UIDs
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    updates: ResultUpdates | None = None  # searches kept up to date (RFC 5267 UPDATE), imap/contexts.py
 
     def msn(self, uid: int) -> int | None:
         """Message sequence number of ``uid`` (binary search; UIDs ascend)."""
         lo = bisect.bisect_left(self.uids, uid)
         return lo + 1 if lo < len(self.uids) and self.uids[lo] == uid else None
+
+
+class UpdatePlan(Protocol):
+    """What one sync tells the client of its kept-up-to-date searches (imap/contexts.py's Plan)."""
+
+    def removals(self, sel: Selected) -> list[bytes]: ...
+
+    def additions(self, sel: Selected) -> list[bytes]: ...
+
+
+class ResultUpdates(Protocol):
+    """The searches a client asked to keep up to date (RFC 5267 UPDATE): imap/contexts.py's Updates."""
+
+    def __bool__(self) -> bool: ...
+
+    async def prepare(
+        self,
+        conn: Any,
+        sel: Selected,
+        *,
+        new: Sequence[int],
+        flagged: Sequence[int],
+        expunged: Sequence[int],
+        deferred: bool,
+    ) -> UpdatePlan: ...
 
 
 Handler = Callable[["ImapSession", Any], Awaitable[None]]
@@ -514,6 +540,8 @@ class ImapSession:
             "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE", "CHILDREN",
             "LIST-EXTENDED", "LIST-STATUS", "LITERAL+", "LITERAL-", "ID", "ESEARCH", "SEARCHRES", "STATUS=SIZE",
             f"APPENDLIMIT={self.cfg.max_literal_size}", "UTF8=ACCEPT",
+            "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "THREAD=REFS",
+            "CONTEXT=SEARCH", "CONTEXT=SORT",
         ]  # fmt: skip
         return caps
 
@@ -530,9 +558,20 @@ class ImapSession:
         if sel is None:
             return
         sel.changed.clear()
+        plan = None
         try:
             async with self.server.pool.acquire() as conn:
                 delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
+                if sel.updates and not delta["gone"]:
+                    known = [u for u in delta["expunged"] if sel.msn(u) is not None]
+                    plan = await sel.updates.prepare(
+                        conn,
+                        sel,
+                        new=delta["new"],
+                        flagged=[f[0] for f in delta["flags"]],
+                        expunged=known if allow_expunge else [],
+                        deferred=bool(known) and not allow_expunge,
+                    )
         except BaseException:
             sel.changed.set()  # nothing was reported: the news stays pending
             raise
@@ -542,6 +581,8 @@ class ImapSession:
             self.state = AUTHENTICATED
             raise Bye("The selected mailbox was deleted")
         expunged = [u for u in delta["expunged"] if sel.msn(u) is not None]
+        for line in plan.removals(sel) if plan is not None else ():
+            self.untagged(line)  # RFC 5267 §4.3.4: before the EXPUNGE responses, while the numbers hold
         if expunged and not allow_expunge:
             # Report the rest now, the expunges (and anything after them) at the next chance.
             sel.changed.set()
@@ -555,6 +596,8 @@ class ImapSession:
             sel.uids.extend(delta["new"])
             sel.max_uid = max(sel.max_uid, delta["new"][-1])
             self.untagged(f"{len(sel.uids)} EXISTS")
+        for line in plan.additions(sel) if plan is not None else ():
+            self.untagged(line)  # RFC 5267 §4.3.3: after EXISTS, so new messages have numbers
         for uid, flags, modseq in delta["flags"]:
             if modseq in sel.own_modseqs:
                 continue
@@ -571,8 +614,8 @@ class ImapSession:
         NOOP, IDLE, EXPUNGE and friends call :meth:`sync` directly, which always
         asks the database, so a lost notification delays news only until then.
         """
-        if self.selected is None or not self.selected.changed.is_set():
-            return
+        if self.selected is None or not (self.selected.changed.is_set() or self.selected.updates):
+            return  # a search kept up to date hears of this session's own changes at once
         uid = getattr(cmd, "uid", False)
         await self.sync(allow_expunge=uid or cmd.name not in _NO_EXPUNGE)
 
