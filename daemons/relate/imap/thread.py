@@ -129,11 +129,12 @@ def _key(forest: _Forest, kids: dict[int, list[int]]) -> Callable[[int], tuple[f
     return key
 
 
-def _prune(forest: _Forest) -> tuple[list[int], dict[int, list[int]]]:
+def _prune(forest: _Forest, *, promote: bool) -> tuple[list[int], dict[int, list[int]]]:
     """Steps 2 and 3: the roots, and each real message's children, dummies gone.
 
     A message below dummies hangs from its nearest real ancestor, or from its root dummy when it has
-    none; a root dummy left with one child gives way to that child, one with none disappears.
+    none; a root dummy with no child disappears, and one with one child gives way to it if ``promote``
+    (REFS keeps it: it shows as its child, but places its thread as Dovecot does, ahead on equal dates).
     """
     below: dict[int, list[int]] = {}
     for node, parent in enumerate(forest.parent):
@@ -153,7 +154,7 @@ def _prune(forest: _Forest) -> tuple[list[int], dict[int, list[int]]]:
             stack.extend((child, anchor) for child in below.get(node, ()))
         if forest.uid[root]:
             roots.append(root)
-        elif len(kids.get(root, ())) == 1:
+        elif promote and len(kids.get(root, ())) == 1:
             roots.append(kids.pop(root)[0])
         elif root in kids:
             roots.append(root)
@@ -218,8 +219,9 @@ def _sort_all(forest: _Forest, roots: list[int], kids: dict[int, list[int]]) -> 
     roots.sort(key=key)
 
 
-def _newest(forest: _Forest, root: int, kids: dict[int, list[int]]) -> tuple[float, int]:
-    """REFS: a thread's place: the newest sent date in it, then the UID of its (first) message."""
+def _newest(forest: _Forest, root: int, kids: dict[int, list[int]]) -> tuple[float, int, int]:
+    """REFS: a thread's place: the newest sent date in it, then its root's UID (0 for a dummy, as Dovecot
+    does), then its first message's UID (two dummies on one date: Dovecot's order there is arbitrary)."""
     newest = float("-inf")
     stack = [root]
     while stack:
@@ -227,8 +229,7 @@ def _newest(forest: _Forest, root: int, kids: dict[int, list[int]]) -> tuple[flo
         if forest.uid[node]:
             newest = max(newest, forest.sent[node])
         stack.extend(kids.get(node, ()))
-    first = root if forest.uid[root] else kids[root][0]
-    return newest, forest.uid[first]
+    return newest, forest.uid[root], forest.uid[root] or forest.uid[kids[root][0]]
 
 
 class References:
@@ -251,7 +252,7 @@ class References:
     def subjects_needed(self) -> list[int]:
         """Steps 2 to 4; the UIDs of the messages that stand for a thread (whose subjects step 5 compares)."""
         forest = self._forest
-        self._roots, self._kids = _prune(forest)
+        self._roots, self._kids = _prune(forest, promote=not self.refs)
         if self.refs:
             return []
         _sort_all(forest, self._roots, self._kids)

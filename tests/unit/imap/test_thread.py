@@ -125,3 +125,14 @@ def test_tree_shape() -> None:
     threader.subjects_needed()
     found: list[Tree] = threader.threads({})
     assert found == [(1, [(2, [])])]
+
+
+def test_refs_places_dummy_rooted_threads_first_on_equal_dates() -> None:
+    """REFS, as Dovecot: on one newest date, a thread whose root is a missing message comes before a real root."""
+    messages: list[Message] = [
+        (1, 5.0, ["<1@x>"], None),
+        (2, 5.0, ["<2@x>", "<gone@x>"], None),  # shown as (2), but its thread's root is the missing <gone@x>
+        (3, 5.0, ["<3@x>", "<also-gone@x>"], None),
+    ]
+    assert threads(messages, refs=True) == "(2)(3)(1)"
+    assert threads(messages) == "(1)(2)(3)"  # REFERENCES: the dummy gives way to its one child, placed by it
