@@ -22,7 +22,7 @@ Policy:
 - Contexts belong to the selected mailbox: selecting another one, CLOSE or
   UNSELECT ends them. CANCELUPDATE ends the ones it names; a tag that names
   none is answered NO. UPDATE with a tag that a live context has is BAD
-  (RFC 5267 §4.3); past ``limits.MAX_UPDATE_CONTEXTS`` the search still
+  (RFC 5267 §4.3); past ``imap.max_update_contexts`` the search still
   answers, with ``* NO [NOUPDATE "tag"]`` (§4.3.1).
 """
 
@@ -33,7 +33,6 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from relate.imap import limits
 from relate.imap import search as searching
 from relate.imap.errors import Bad
 from relate.imap.parser import SearchKey, SeqRange, SeqSet
@@ -243,13 +242,14 @@ def register(
     charset: str | None,
     program: tuple[tuple[str, bool], ...] | None,
     members: list[int],
+    most: int,
 ) -> bytes | None:
-    """Keep a search up to date; the ``NO [NOUPDATE]`` line to send when there are too many contexts already."""
+    """Keep a search up to date; the ``NO [NOUPDATE]`` line to send when ``most`` contexts are kept already."""
     if sel.updates is None:
         sel.updates = Updates()
     updates = sel.updates
     assert isinstance(updates, Updates)
-    if len(updates.contexts) >= limits.MAX_UPDATE_CONTEXTS:
+    if len(updates.contexts) >= most:
         return b"NO [NOUPDATE " + astring(tag) + b"] Too many contexts, this search will not be updated"
     updates.contexts[tag] = Context(tag, uid, fixed_key(key, sel), charset, program, members)
     return None

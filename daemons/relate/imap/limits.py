@@ -59,15 +59,7 @@ MAX_ENABLE = 32
 # Items in one STATUS (or LIST RETURN (STATUS (...))) list; RFC 9051 and RFC 8438 define 8.
 MAX_STATUS_ITEMS = 16
 
-# THREAD (relate.imap.thread): steps of the loop checks of one command together (each walks up from a new
-# parent; real mailboxes need a few per message), and message-ids no message in the mailbox has that one
-# command keeps (each costs about 150 octets; real mailboxes: a few per cent of their messages).
-THREAD_WALK = 5_000_000
-THREAD_DUMMIES = 500_000
-
 # SEARCH and SORT return options in one command (RFC 4731, RFC 5267 define 8), and the tags one
 # CANCELUPDATE names; criteria in one SORT (RFC 5256 and RFC 5957 define 9, each usable once in practice).
 MAX_RETURN_OPTIONS = 16
 MAX_SORT_CRITERIA = 16
-# Searches one session keeps up to date at once (RFC 5267 UPDATE); each holds its result's UIDs.
-MAX_UPDATE_CONTEXTS = 8

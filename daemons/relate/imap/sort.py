@@ -86,7 +86,14 @@ async def answer(
         session.untagged(line)
     if "UPDATE" in opts:
         refusal = contexts.register(
-            sel, cmd.tag, uid=cmd.uid, key=cmd.key, charset=cmd.charset, program=program, members=list(uids)
+            sel,
+            cmd.tag,
+            uid=cmd.uid,
+            key=cmd.key,
+            charset=cmd.charset,
+            program=program,
+            members=list(uids),
+            most=session.cfg.max_update_contexts,
         )
         if refusal is not None:
             session.untagged(refusal)
@@ -125,7 +132,10 @@ async def thread(session: ImapSession, cmd: Thread) -> None:
             uids, sent, groups = await sorting.subject_order(conn, sel.mailbox_id, only)
             threads = await asyncio.to_thread(_ordered_subject, sel, uids, sent, groups)
         else:
-            threader = threadalg.References(refs=cmd.algorithm == "REFS")
+            cfg = session.cfg
+            threader = threadalg.References(
+                refs=cmd.algorithm == "REFS", walk=cfg.thread_max_walk, dummies=cfg.thread_max_dummies
+            )
             async for rows in sorting.thread_rows(conn, sel.mailbox_id, only):
                 await asyncio.to_thread(threader.add, [r for r in rows if sel.msn(r[0]) is not None])
             needed = await asyncio.to_thread(threader.subjects_needed)

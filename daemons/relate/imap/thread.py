@@ -16,10 +16,10 @@ Policy:
 Cost and bounds: linear in the messages and the references read, except the
 loop check of step 1 (is the new parent a descendant of the child?), which
 walks up from the parent; it runs only when the child already has children,
-and all walks of one command together take at most ``limits.THREAD_WALK``
+and all walks of one command together take at most ``imap.thread_max_walk``
 steps, after which a link that would need one is not made (as if it made a
 loop). Memory is a few small entries per message-id; at most
-``limits.THREAD_DUMMIES`` ids that no message here has are kept, references
+``imap.thread_max_dummies`` ids that no message here has are kept, references
 to further ones are skipped. Nothing recurses: every tree walk keeps its own
 stack. The work is meant for a worker thread, a batch of messages at a time.
 """
@@ -29,7 +29,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 
-from relate.imap import limits
 from relate.mail.basesubject import base_subject
 from relate.store.sorting import ThreadRow
 
@@ -44,14 +43,14 @@ Tree = tuple[int, list["Tree"]]
 class _Forest:
     """Step 1's containers: one per message-id (or per message without a usable one), linked by parent index."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, walk: int, dummies: int) -> None:
         self.index: dict[str, int] = {}
         self.parent: list[int] = []
         self.children: list[int] = []  # how many children each container has
         self.uid: list[int] = []  # 0: a dummy (a referenced id no message here has)
         self.sent: list[float] = []
-        self.walk_left = limits.THREAD_WALK
-        self.dummies_left = limits.THREAD_DUMMIES
+        self.walk_left = walk
+        self.dummies_left = dummies
 
     def new(self) -> int:
         self.parent.append(-1)
@@ -239,9 +238,9 @@ class References:
     (none for REFS), and :meth:`threads` does the rest with those subjects.
     """
 
-    def __init__(self, *, refs: bool = False) -> None:
+    def __init__(self, *, refs: bool = False, walk: int = 5_000_000, dummies: int = 500_000) -> None:
         self.refs = refs
-        self._forest = _Forest()
+        self._forest = _Forest(walk=walk, dummies=dummies)
         self._roots: list[int] = []
         self._kids: dict[int, list[int]] = {}
 

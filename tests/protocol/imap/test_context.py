@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from relate.imap import limits
-
 from .conftest import Imap
 from .helpers import ImapClient, Lit, Result, make_message
 
@@ -115,12 +113,12 @@ async def test_criteria_keep_the_messages_they_named(imap: Imap) -> None:
 
 
 async def test_tags_limits_and_cancel(imap: Imap) -> None:
-    """A live tag is BAD for UPDATE; past the limit NO [NOUPDATE]; CANCELUPDATE of an unknown tag is NO."""
+    """A live tag is BAD for UPDATE; past imap.max_update_contexts NO [NOUPDATE]; an unknown tag to cancel is NO."""
     client = await _mailbox(imap, 1)
     first = await client.ok("SEARCH RETURN (UPDATE) ALL")
     reused = await client.command("SEARCH RETURN (UPDATE) ALL", tag=first.tag)
     assert reused.status == "BAD"
-    for _ in range(limits.MAX_UPDATE_CONTEXTS - 1):
+    for _ in range(imap.cfg.imap.max_update_contexts - 1):
         await client.ok("SEARCH RETURN (UPDATE) SEEN")
     over: Result = await client.ok("SEARCH RETURN (UPDATE COUNT) ALL")
     assert any(line.startswith(f'* NO [NOUPDATE "{over.tag}"]'.encode()) for line in over.untagged)

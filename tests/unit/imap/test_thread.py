@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
-from relate.imap import limits
 from relate.imap.thread import References, Tree, ordered_subject, render
 from relate.mail.basesubject import base_subject
 
@@ -14,9 +11,9 @@ from relate.mail.basesubject import base_subject
 Message = tuple[int, float, list[str], str | None]
 
 
-def threads(messages: list[Message], *, refs: bool = False, number: dict[int, int] | None = None) -> str:
+def threads(messages: list[Message], *, refs: bool = False, number: dict[int, int] | None = None, **bounds: int) -> str:
     """The THREAD response data for ``messages`` (UID order), numbered as ``number`` says (default: UIDs)."""
-    threader = References(refs=refs)
+    threader = References(refs=refs, **bounds)
     threader.add([(uid, sent, ids) for uid, sent, ids, _ in messages])
     subjects = {uid: subject for uid, _, _, subject in messages}
     found = threader.threads({uid: subjects[uid] for uid in threader.subjects_needed()})
@@ -103,19 +100,26 @@ def test_deep_chain_without_recursion() -> None:
     assert data == "(" + " ".join(str(n) for n in range(1, count + 1)) + ")"
 
 
-def test_loop_checks_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past THREAD_WALK steps of loop checking, links are refused, and every message still appears once."""
-    monkeypatch.setattr(limits, "THREAD_WALK", 50)
+def test_loop_checks_are_bounded() -> None:
+    """Past imap.thread_max_walk steps of loop checking, links are refused; every message still appears once."""
     # Messages arrive before the ones they answer: each new parent sits under a long chain already.
     messages: list[Message] = [(n, float(n), [f"<{n}@x>", f"<{n + 1}@x>"], None) for n in range(1, 400)]
-    assert sorted(uids_of(threads(messages))) == list(range(1, 400))
+    assert threads(messages).count(" ") == 398  # one chain 1 <- 2 <- ... <- 399
+    bounded = threads(messages, walk=50)
+    assert sorted(uids_of(bounded)) == list(range(1, 400))
+    assert bounded.count(" ") < 398
 
 
-def test_dummies_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past THREAD_DUMMIES ids that no message has, further ones are skipped; every message still appears."""
-    monkeypatch.setattr(limits, "THREAD_DUMMIES", 10)
-    messages: list[Message] = [(n, float(n), [f"<{n}@x>", f"<missing{n}@x>"], None) for n in range(1, 50)]
-    assert sorted(uids_of(threads(messages, refs=True))) == list(range(1, 50))
+def test_dummies_are_bounded() -> None:
+    """Past imap.thread_max_dummies ids that no message has, further ones are not kept; every message appears."""
+    messages: list[Message] = [(n, float(n), [f"<{n}@x>", f"<gone{n}@x>", f"<{n - 1}@x>"], None) for n in range(1, 50)]
+    chain = "(" + " ".join(map(str, range(1, 50))) + ")"
+    assert threads(messages, refs=True) == chain
+    threader = References(refs=True, dummies=5)
+    threader.add([(uid, sent, ids) for uid, sent, ids, _ in messages])
+    assert len(threader._forest.parent) == 49 + 5  # the messages, and 5 of the 50 ids none of them has
+    threader.subjects_needed()
+    assert render(threader.threads({}), lambda uid: uid).decode() == chain  # the links between messages hold
 
 
 def test_tree_shape() -> None:
