@@ -11,7 +11,10 @@ made anywhere from ``NOTIFY relate_mail`` and asks the store for everything
 above the modseq it knew (new UIDs, flag changes, expunged UIDs). It reports
 them after commands, in IDLE and on NOOP; never EXPUNGE during FETCH, STORE
 or SEARCH (their UID forms excepted), so message numbers never shift under a
-client mid-command.
+client mid-command. Searches the client keeps up to date (RFC 5267 UPDATE,
+``Selected.updates``) hear of the same changes there: REMOVEFROM before the
+EXPUNGE responses, ADDTO after EXISTS; while any is kept, the session looks
+after every command, so its own changes are reported before the tagged OK.
 """
 
 from __future__ import annotations
