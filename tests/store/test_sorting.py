@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from relate.mail.mime import parse_message
-from relate.mail.sortkeys import sort_keys
+from relate.mail.sortkeys import MAX_ADDRESS_KEY, MAX_SUBJECT_KEY, sort_keys
 from relate.mail.threadids import thread_ids
 from relate.services import accounts
 from relate.store import imap_messages, messages, sorting
@@ -140,3 +141,23 @@ async def test_thread_rows_in_batches(pool: asyncpg.Pool, boxes: tuple[int, int]
     assert [r[0] for r in seen] == list(range(1, count + 1))
     assert seen[41][2] == ["<42@x>"]
     assert [r[0] for r in only] == [3, 2001]
+
+
+async def test_longest_keys_fit_the_sort_index(pool: asyncpg.Pool, boxes: tuple[int, int]) -> None:
+    """Keys of the greatest length, in four-octet characters, still fit one entry of the covering index."""
+    inbox, _ = boxes
+    wide = "\U0001f600"  # four octets in UTF-8
+    name = f"=?utf-8?b?{base64.b64encode((wide * 300).encode()).decode()}?="
+    raw = crlf(
+        f"Subject: {wide * 2000}",
+        f"From: {name} <{wide * 100}@example.org>",
+        f"To: {name} <{wide * 100}@example.org>",
+        f"Cc: {wide * 100}@example.org",
+        "",
+        "b",
+    )
+    async with pool.acquire() as conn:
+        await messages.ingest(conn, raw, [inbox])
+    (stored,) = await _keys(pool, inbox)
+    assert [len(k) for k in stored[:6]] == [MAX_SUBJECT_KEY] + [MAX_ADDRESS_KEY] * 5
+    assert stored[4] == wide * MAX_ADDRESS_KEY  # the display name, decoded

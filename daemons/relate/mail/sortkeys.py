@@ -9,11 +9,14 @@
   RFC 2047-decoded; without one, its addr-spec (``mailbox@host``), or the
   mailbox alone when there is no host (a group's name).
 
-Every key is casemapped (i;ascii-casemap, see ``basesubject``) and cut to
-``MAX_SORT_KEY`` characters, so two messages compare by at most that much
-of a key; PostgreSQL then orders them with the "C" collation. The work is
-linear in the subject and the first address, each bounded by the header
-limits of ``relate.mail.limits``.
+Every key is casemapped (i;ascii-casemap, see ``basesubject``) and cut: the
+subject to ``MAX_SUBJECT_KEY`` characters, the others to ``MAX_ADDRESS_KEY``
+(RFC 5321 §4.5.3.1.1's bound of a local part), so two messages compare by at
+most that much of a key and all keys of a message fit in one index entry
+(migration 0018's covering index: under PostgreSQL's 2704 octets even when
+every character takes four). PostgreSQL orders them with the "C" collation.
+The work is linear in the subject and the first address, each bounded by the
+header limits of ``relate.mail.limits``.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from typing import Any
 from relate.mail import encoded_words
 from relate.mail.basesubject import base_subject, casemap
 
-__all__ = ["MAX_SORT_KEY", "SortKeys", "sort_keys"]
+__all__ = ["MAX_ADDRESS_KEY", "MAX_SUBJECT_KEY", "SortKeys", "display_key", "mailbox_key", "sort_keys", "subject_key"]
 
-# Characters of each key that are kept and compared. Real subjects and names: under 200.
-MAX_SORT_KEY = 1000
+# Characters of each key that are kept and compared. Real base subjects: under 100; display names under 40.
+MAX_SUBJECT_KEY = 255
+MAX_ADDRESS_KEY = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,7 @@ def _text(value: Any) -> str:
 def mailbox_key(addresses: Any) -> str:
     """FROM, TO and CC: the addr-mailbox of the first address."""
     first = _first(addresses)
-    return casemap(_text(first[2]))[:MAX_SORT_KEY] if first is not None else ""
+    return casemap(_text(first[2])[:MAX_ADDRESS_KEY]) if first is not None else ""
 
 
 def display_key(addresses: Any) -> str:
@@ -63,17 +67,22 @@ def display_key(addresses: Any) -> str:
     first = _first(addresses)
     if first is None:
         return ""
-    name = encoded_words.decode(_text(first[0])[: 4 * MAX_SORT_KEY])
+    name = encoded_words.decode(_text(first[0]))  # linear, bounded by the field (limits.MAX_FIELD_BYTES)
     if not name:
         mailbox, host = _text(first[2]), _text(first[3])
         name = f"{mailbox}@{host}" if mailbox and host else mailbox
-    return casemap(name[:MAX_SORT_KEY])
+    return casemap(name[:MAX_ADDRESS_KEY])
+
+
+def subject_key(subject: str | None) -> str:
+    """SUBJECT: the base subject (decoded ``subject``), casemapped and cut."""
+    return base_subject(subject).text[:MAX_SUBJECT_KEY]
 
 
 def sort_keys(subject: str | None, envelope: Mapping[str, Any]) -> SortKeys:
     """Every string SORT key of a message, from its decoded subject and its ENVELOPE (``ParsedMessage.envelope``)."""
     return SortKeys(
-        subject=base_subject(subject).text[:MAX_SORT_KEY],
+        subject=subject_key(subject),
         from_=mailbox_key(envelope.get("from")),
         to=mailbox_key(envelope.get("to")),
         cc=mailbox_key(envelope.get("cc")),

@@ -20,8 +20,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from relate.mail.basesubject import base_subject
-from relate.mail.sortkeys import MAX_SORT_KEY, display_key, mailbox_key
+from relate.mail.sortkeys import display_key, mailbox_key, subject_key
 from relate.mail.threadids import thread_ids
 from relate.store.db import Queryable
 
@@ -54,7 +53,7 @@ def _keys_of(rows: list[_Pending]) -> list[tuple[Any, ...]]:
         out.append(
             (
                 row_id,
-                base_subject(subject).text[:MAX_SORT_KEY],
+                subject_key(subject),
                 mailbox_key(first_from),
                 mailbox_key(first_to),
                 mailbox_key(json.loads(cc or "null")),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from relate.mail.mime import parse_message
-from relate.mail.sortkeys import MAX_SORT_KEY, sort_keys
+from relate.mail.sortkeys import MAX_ADDRESS_KEY, MAX_SUBJECT_KEY, sort_keys
 
 
 def keys_of(*header: str) -> tuple[str, ...]:
@@ -40,7 +40,10 @@ def test_missing_fields_are_empty() -> None:
 
 
 def test_keys_are_bounded() -> None:
-    """A subject or name of any length keeps at most MAX_SORT_KEY characters."""
-    subject, _, _, _, display_from, _ = keys_of("Subject: " + "s" * 5000, 'From: "' + "n" * 5000 + '" <a@b.c>')
-    assert subject == "S" * MAX_SORT_KEY
-    assert display_from == "N" * MAX_SORT_KEY
+    """A subject keeps at most MAX_SUBJECT_KEY characters, a name or mailbox MAX_ADDRESS_KEY."""
+    subject, from_, _, _, display_from, _ = keys_of(
+        "Subject: " + "s" * 5000, 'From: "' + "n" * 5000 + f'" <{"m" * 99}@b.c>'
+    )
+    assert subject == "S" * MAX_SUBJECT_KEY
+    assert display_from == "N" * MAX_ADDRESS_KEY
+    assert from_ == "M" * MAX_ADDRESS_KEY
