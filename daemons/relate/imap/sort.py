@@ -17,7 +17,7 @@ answers them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from relate.imap import contexts, esearch
 from relate.imap import search as searching
@@ -41,24 +41,24 @@ def _check_charset(charset: str) -> None:
         raise No("Only UTF-8 and US-ASCII are supported", "BADCHARSET (UTF-8 US-ASCII)")
 
 
-def _known(sel: Selected, uids: Sequence[int]) -> list[int]:
-    """The UIDs the client knows of (not arrived since its last EXISTS), in the given order."""
-    return [u for u in uids if sel.msn(u) is not None]
+def _in_view(sel: Selected, uids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The UIDs the client knows of (not arrived since its last EXISTS) and their message numbers, in order."""
+    known: list[int] = []
+    numbers: list[int] = []
+    for uid in uids:
+        number = sel.msn(uid)
+        if number is not None:
+            known.append(uid)
+            numbers.append(number)
+    return known, numbers
 
 
-def _numbers(sel: Selected, uids: Sequence[int]) -> list[int]:
-    """The message numbers of the UIDs the client knows of, in the given order."""
-    return [n for n in (sel.msn(u) for u in uids) if n is not None]
-
-
-async def _per_message(
-    work: Callable[[Selected, Sequence[int]], list[int]], sel: Selected, uids: Sequence[int]
-) -> list[int]:
-    """``work(sel, uids)``, in a worker thread when ``uids`` are many (the session's view does not change meanwhile:
-    only this command's task changes it)."""
+async def _per_message(sel: Selected, uids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """``_in_view(sel, uids)``, in a worker thread when ``uids`` are many (the session's view does not change
+    meanwhile: only this command's task changes it)."""
     if len(uids) <= _INLINE:
-        return work(sel, uids)
-    return await asyncio.to_thread(work, sel, uids)
+        return _in_view(sel, uids)
+    return await asyncio.to_thread(_in_view, sel, uids)
 
 
 async def _matching(conn: Queryable, sel: Selected, key: SearchKey, charset: str) -> list[int] | None:
@@ -75,12 +75,17 @@ async def answer(
     uids: list[int],
     *,
     program: tuple[tuple[str, bool], ...] | None,
+    numbers: list[int] | None = None,
 ) -> None:
-    """The answer of SEARCH or SORT with RETURN options (``uids`` in result order): ``$``, ESEARCH and UPDATE."""
+    """The answer of SEARCH or SORT with RETURN options (``uids`` in result order, all known to the client,
+    and their message numbers if already looked up): ``$``, ESEARCH and UPDATE."""
     opts = esearch.options(cmd.returns)
     if "SAVE" in opts:
         sel.saved = esearch.saved(uids, opts)
-    numbers = uids if cmd.uid else await _per_message(_numbers, sel, uids)
+    if cmd.uid:
+        numbers = uids
+    elif numbers is None:
+        numbers = (await _per_message(sel, uids))[1]
     line = esearch.response(cmd.tag, cmd.uid, numbers, opts, cmd.partial)
     if line is not None:
         session.untagged(line)
@@ -111,12 +116,11 @@ async def sort(session: ImapSession, cmd: Sort) -> None:
         await sorting.fill_keys(conn, sel.mailbox_id)
         only = await _matching(conn, sel, cmd.key, cmd.charset)
         ordered = await sorting.sorted_uids(conn, sel.mailbox_id, cmd.program, only)
-    uids = await _per_message(_known, sel, ordered)
+    uids, numbers = await _per_message(sel, ordered)
     if cmd.returns is None:
-        numbers = uids if cmd.uid else await _per_message(_numbers, sel, uids)
-        session.untagged(" ".join(["SORT", *map(str, numbers)]))
+        session.untagged(" ".join(["SORT", *map(str, uids if cmd.uid else numbers)]))
     else:
-        await answer(session, sel, cmd, uids, program=cmd.program)
+        await answer(session, sel, cmd, uids, program=cmd.program, numbers=numbers)
     await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}SORT completed")
 
