@@ -712,6 +712,21 @@ def log_tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
+def plain_imap_config(dsn: str, port: int, hostname: str) -> dict[str, Any]:
+    """relate-imap's config for a benchmark: the plain port only, plaintext LOGIN allowed (TLS is not
+    measured), logging at WARNING."""
+    return {
+        "hostname": hostname,
+        "database": {"dsn": dsn},
+        "imap": {
+            "imap": {"listen": [f"{HOST}:{port}"]},
+            "imaps": {"listen": []},
+            "allow_plaintext_auth": True,
+        },
+        "logging": {"level": "WARNING"},
+    }
+
+
 class RelateServer:
     """One relate daemon (``python -m module``) over an embedded, durable PostgreSQL, in ``workdir``.
 

@@ -34,6 +34,7 @@ from _common import (
     free_port,
     make_workdir,
     migrate_db,
+    plain_imap_config,
     require_durable,
     run_benchmark,
     say,
@@ -75,16 +76,7 @@ class Relate(RelateServer):
         asyncio.run(self._prepare())
         require_durable(self.settings)
         self.port = free_port(HOST)
-        config = {
-            "hostname": f"imap.{DOMAIN}",
-            "database": {"dsn": self.dsn},
-            "imap": {
-                "imap": {"listen": [f"{HOST}:{self.port}"]},
-                "imaps": {"listen": []},
-                "allow_plaintext_auth": True,
-            },
-            "logging": {"level": "WARNING"},
-        }
+        config = plain_imap_config(self.dsn, self.port, f"imap.{DOMAIN}")
         (self.workdir / "relate.yaml").write_text(yaml.safe_dump(config))
         self.start_daemon(self.workdir / "relate.yaml", lambda daemon: asyncio.run(_wait_greeting(self.port, daemon)))
 

@@ -15,7 +15,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from relate.imap.errors import ParseError
-from relate.imap.parser import COMMANDS, Append, Command, Literal, Part, SeqSet, parse
+from relate.imap.parser import COMMANDS, MAX_MODSEQ, Append, Command, Literal, Part, Select, SeqSet, parse
 
 _GRAMMAR = [
     b" ", b"(", b")", b"[", b"]", b"<", b">", b".", b"*", b"%", b"$", b":", b",", b"\\", b'"', b"~", b"+",
@@ -26,6 +26,8 @@ _GRAMMAR = [
     b"RETURN (MIN MAX COUNT ALL SAVE)", b"RETURN (STATUS (MESSAGES))", b"(SUBSCRIBED RECURSIVEMATCH)",
     b'"07-Dec-2026 10:00:00 +9999"', b'" 5-Jan-2026 08:30:00 +0200"', b"UTF8 (", b"&AAA-", b"&AOk-",
     b"\x00", b"\xff", b"\xc3\xa9", b"\r", b"\n", b"{5}", b"PLAIN", b"AGJvYgBrZXk=", b"=",
+    b"(CONDSTORE)", b"(QRESYNC (", b"CHANGEDSINCE", b"VANISHED", b"(UNCHANGEDSINCE ", b"MODSEQ",
+    b'"/flags/\\\\seen"', b"all", b"priv", b"9223372036854775807", b"9223372036854775808",
 ]  # fmt: skip
 _VERBS = [v.encode() for v in COMMANDS] + [b"UID " + v for v in (b"FETCH", b"SEARCH", b"STORE", b"COPY", b"EXPUNGE")]
 _TOKENS = st.sampled_from(_VERBS + _GRAMMAR)
@@ -57,6 +59,13 @@ def _check(parts: list[Part], utf8: bool) -> None:
     assert first.startswith(cmd.tag.encode("utf-8", "replace")) or "\ufffd" in cmd.tag
     if isinstance(cmd, Append):
         assert cmd.message in parts
+    # RFC 7162: mod-sequences fit in 63 bits; known UIDs never use "*" or "$".
+    for modseq in (getattr(cmd, "changed_since", None), getattr(cmd, "unchanged_since", None)):
+        assert modseq is None or 0 <= modseq <= MAX_MODSEQ
+    if isinstance(cmd, Select) and cmd.qresync is not None:
+        assert 0 <= cmd.qresync.modseq <= MAX_MODSEQ
+        known = cmd.qresync.known_uids
+        assert known is None or all(r.start is not None and r.end is not None for r in known.ranges)
     for value in vars(cmd).values():
         if isinstance(value, SeqSet):
             value.resolve(10)  # resolves without error whatever was parsed
@@ -65,6 +74,11 @@ def _check(parts: list[Part], utf8: bool) -> None:
 @given(commands(), st.booleans())
 @example([b'a APPEND INBOX "07-Dec-2026 10:00:00 +9999" ', Literal(b"x", size=1), b""], False)
 @example([b'a SELECT "&AAA-"'], False)
+@example([b'a SELECT "&AOk-&AOk-"'], False)
+@example([b"a SELECT !#$&'+,-.0123456789:;<=>?@^_`|[}"], False)
+@example([b'a LIST (imaptest) "" ""'], False)
+@example([b'a LIST "" "" RETURN (imaptest)'], False)
+@example([b'a LIST "&AGE-" ("&AGE-" x)'], False)
 @example([b'a LIST "" "' + b"*%" * 15 + b'x"'], False)
 @example([b"a SEARCH " + b"(" * 20000 + b"ALL" + b")" * 20000], False)
 @example([b"a SEARCH " + b"NOT " * 15000 + b"ALL"], False)
@@ -76,6 +90,11 @@ def _check(parts: list[Part], utf8: bool) -> None:
 @example([b"a SELECT ", Literal(b"\xff\xfe", size=2), b""], True)
 @example([b"a SEARCH SINCE 1-Feb-2026 \xb2"], True)
 @example([b"a AUTHENTICATE PLAIN " + b"A" * 10000], False)
+@example([b"a SELECT INBOX (QRESYNC (1 99999999999999999999 1:* (1:2 3)))"], False)
+@example([b"a SELECT INBOX (QRESYNC (1 2 1:4294967295 (1:4294967295 1:4294967295)) CONDSTORE)"], False)
+@example([b"a UID FETCH 1:* FLAGS (CHANGEDSINCE " + b"9" * 5000 + b" VANISHED)"], False)
+@example([b"a STORE 1 (UNCHANGEDSINCE 0) +FLAGS.SILENT ()"], False)
+@example([b'a SEARCH MODSEQ "/flags/\\\\seen" all ', Literal(b"1", size=1), b""], False)
 def test_parse_raises_only_parse_error(parts: list[Part], utf8: bool) -> None:
     """Any command, bytes and literals alike, parses or raises ParseError (never another exception)."""
     _check(parts, utf8)

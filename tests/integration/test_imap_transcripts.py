@@ -2,8 +2,9 @@
 
 Each case gets a fresh database holding the same account and messages (see
 ``seed``), so transcripts can name UIDs, sizes and dates exactly. Files live
-in ``tests/transcripts/imap/``; ``$KEY`` in them is alice's IMAP key and
-``$PLAIN`` her SASL PLAIN response (RFC 4616), base64-encoded.
+in ``tests/transcripts/imap/``; ``$KEY`` in them is alice's IMAP key,
+``$PLAIN`` her SASL PLAIN response (RFC 4616), base64-encoded, and
+``$UIDVALIDITY`` her INBOX's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from relate.config import Config, ListenerConfig
 from relate.imap.server import ImapServer
 from relate.runtime.tls import make_self_signed
 from relate.services import accounts
-from relate.store import mailboxes, messages
+from relate.store import imap_messages, mailboxes, messages
 from relate.testing import transcript
 
 TRANSCRIPTS = Path(__file__).resolve().parent.parent / "transcripts" / "imap"
@@ -149,12 +150,16 @@ async def seed(pool: asyncpg.Pool) -> str:
     key, _ = await accounts.create_key(pool, USER, "transcripts", "imap", rounds=4)
     for name in FOLDERS:
         await mailboxes.create(pool, user["id"], name)
+    await mailboxes.subscribe(pool, user["id"], FOLDERS)  # as a client subscribes the folders it makes
     async with pool.acquire() as conn:
         for folder, items in (("INBOX", INBOX), ("Work", WORK)):
             box = await mailboxes.get(conn, user["id"], folder)
             assert box is not None
             for raw, flags, when in items:
                 await messages.ingest(conn, raw, [box["id"]], flags=flags, internal_date=when)
+        # An account whose mail some session has looked at already: nothing is \Recent when a transcript starts.
+        for box in await mailboxes.list_all(conn, user["id"]):
+            await imap_messages.claim_recent(conn, box["id"], None)
     return key
 
 
@@ -163,6 +168,7 @@ class Imap:
     server: ImapServer
     port: int
     key: str
+    uidvalidity: int  # INBOX's, for QRESYNC
 
 
 @pytest.fixture
@@ -178,9 +184,10 @@ async def imap(pool: asyncpg.Pool, dsn: str, tmp_path: Path) -> AsyncIterator[Im
     cfg.imap.imaps = ListenerConfig(listen=[])
     cfg.imap.allow_plaintext_auth = True
     key = await seed(pool)
+    uidvalidity = await pool.fetchval("SELECT uidvalidity FROM mailboxes WHERE upper(name) = 'INBOX'")
     server = ImapServer(cfg, pool, Authenticator(pool, cfg.auth))
     await server.start()
-    yield Imap(server, server.addresses("imap")[0][1], key)
+    yield Imap(server, server.addresses("imap")[0][1], key, uidvalidity)
     await server.stop(grace=1)
 
 
@@ -191,13 +198,14 @@ def _cases() -> list[object]:
 @pytest.mark.parametrize("path", _cases())
 async def test_transcript(imap: Imap, path: Path) -> None:
     """The daemon answers the transcript's commands exactly as scripted, line for line."""
-    script = transcript.Transcript.load(path, _substitutions(imap.key))
+    script = transcript.Transcript.load(path, _substitutions(imap.key, imap.uidvalidity))
     await transcript.run(script, "127.0.0.1", imap.port, read_timeout=10)
 
 
-def _substitutions(key: str) -> dict[str, str]:
-    """``$KEY`` and ``$PLAIN`` for a key of alice's."""
-    return {"KEY": key, "PLAIN": base64.b64encode(f"\0{USER}\0{key}".encode()).decode()}
+def _substitutions(key: str, uidvalidity: int = 1) -> dict[str, str]:
+    """``$KEY`` and ``$PLAIN`` for a key of alice's, ``$UIDVALIDITY`` for her INBOX."""
+    plain = base64.b64encode(f"\0{USER}\0{key}".encode()).decode()
+    return {"KEY": key, "PLAIN": plain, "UIDVALIDITY": str(uidvalidity)}
 
 
 def test_transcripts_parse() -> None:

@@ -25,10 +25,18 @@ def options(returns: tuple[str, ...] | None) -> set[str]:
     return set(returns) if returns else {"ALL"}
 
 
-def response(tag: str, uid: bool, numbers: Sequence[int], opts: set[str], partial: Partial | None) -> bytes | None:
+def response(
+    tag: str,
+    uid: bool,
+    numbers: Sequence[int],
+    opts: set[str],
+    partial: Partial | None,
+    modseq: int | None = None,
+) -> bytes | None:
     """The ``ESEARCH`` response for these options; None for SAVE alone, which answers nothing (RFC 5182 §2.1).
 
     UPDATE or CONTEXT alone still get an ESEARCH with just the tag, as RFC 5267 §4.3's examples show.
+    ``modseq`` is what a search with a MODSEQ key reports (RFC 7162 §3.1.5), after COUNT as Dovecot does.
     """
     if opts == {"SAVE"}:
         return None
@@ -43,6 +51,8 @@ def response(tag: str, uid: bool, numbers: Sequence[int], opts: set[str], partia
         parts.append(b"ALL " + compact(numbers).encode())
     if "COUNT" in opts:
         parts.append(b"COUNT %d" % len(numbers))
+    if modseq is not None:
+        parts.append(b"MODSEQ %d" % modseq)
     if partial is not None:
         picked = partial.pick(len(numbers))
         shown = compact(numbers[picked.start : picked.stop]) if picked else "NIL"

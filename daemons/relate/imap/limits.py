@@ -63,3 +63,6 @@ MAX_STATUS_ITEMS = 16
 # CANCELUPDATE names; criteria in one SORT (RFC 5256 and RFC 5957 define 9, each usable once in practice).
 MAX_RETURN_OPTIONS = 16
 MAX_SORT_CRITERIA = 16
+
+# Resources named in one SETQUOTA (RFC 9208 defines 4; it is refused anyway, but parsed first).
+MAX_QUOTA_RESOURCES = 16

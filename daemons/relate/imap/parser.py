@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 from relate.imap import limits
 from relate.imap.errors import ParseError
-from relate.imap.mutf7 import decode_mailbox
+from relate.imap.mutf7 import lenient_mailbox
 
 
 @dataclass(frozen=True)
@@ -191,14 +191,27 @@ class Enable(Command):
 
 
 @dataclass(frozen=True)
+class QResync:
+    """SELECT's QRESYNC parameter (RFC 7162 §3.2.5): what the client knew when it last saw the mailbox."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SeqSet | None = None  # no "*" or "$" (RFC 7162 §7 known-uids)
+    # seq-match-data is checked and then not needed: the expunge log is complete (RFC 7162 §3.2.5.2).
+    seq_match: tuple[SeqSet, SeqSet] | None = None
+
+
+@dataclass(frozen=True)
 class Select(Command):
     mailbox: str
     readonly: bool
+    condstore: bool = False  # SELECT ... (CONDSTORE), RFC 7162 §3.1.8
+    qresync: QResync | None = None
 
 
 @dataclass(frozen=True)
 class MailboxCommand(Command):
-    """CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE."""
+    """CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE, GETQUOTAROOT."""
 
     mailbox: str
 
@@ -217,6 +230,7 @@ class ListCommand(Command):
     returns: tuple[str, ...] = ()  # SUBSCRIBED, CHILDREN, SPECIAL-USE, STATUS
     status_items: tuple[str, ...] = ()
     lsub: bool = False
+    extended: bool = False  # RFC 5258 §3: selection options, a pattern list or RETURN (even empty) were given
 
 
 @dataclass(frozen=True)
@@ -297,6 +311,8 @@ class Fetch(Command):
     uid: bool
     seqset: SeqSet
     atts: tuple[FetchAtt, ...]
+    changed_since: int | None = None  # RFC 7162 §3.1.4.1 CHANGEDSINCE modifier
+    vanished: bool = False  # RFC 7162 §3.2.6 VANISHED modifier (UID FETCH with CHANGEDSINCE only)
 
 
 @dataclass(frozen=True)
@@ -306,6 +322,7 @@ class Store(Command):
     mode: str  # "+", "-" or ""
     silent: bool
     flags: tuple[str, ...]
+    unchanged_since: int | None = None  # RFC 7162 §3.1.3 UNCHANGEDSINCE modifier
 
 
 @dataclass(frozen=True)
@@ -327,7 +344,24 @@ class Id(Command):
     params: tuple[tuple[str, str | None], ...] | None
 
 
+@dataclass(frozen=True)
+class QuotaRoot(Command):
+    """GETQUOTA (RFC 9208 §4.1.1), and SETQUOTA's root."""
+
+    root: str
+
+
+@dataclass(frozen=True)
+class SetQuota(QuotaRoot):
+    """SETQUOTA (RFC 9208 §4.1.3): resource names (upper-case) and limits."""
+
+    limits: tuple[tuple[str, int], ...] = ()
+
+
 # -- the cursor -----------------------------------------------------------------------
+
+# RFC 7162 §7: a mod-sequence is an unsigned 63-bit integer (PostgreSQL's bigint).
+MAX_MODSEQ = 2**63 - 1
 
 _ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0x20)) | {0x7F}
 _ASTRING_EXTRA = frozenset(b"]")  # ASTRING-CHAR = ATOM-CHAR / resp-specials
@@ -423,24 +457,64 @@ class Cursor:
             raise ParseError("expected a tag")
         return text.decode("ascii", "replace")
 
-    def number(self) -> int:
+    def number(self, most: int = 0xFFFFFFFF) -> int:
         line = self._line()
         start = self.pos
         while self.pos < len(line) and 0x30 <= line[self.pos] <= 0x39:
             self.pos += 1
         text = line[start : self.pos]
-        if not text or len(text) > 10:
+        if not text or len(text) > len(str(most)):
             raise ParseError("expected a number")
         value = int(text)
-        if value > 0xFFFFFFFF:
+        if value > most:
             raise ParseError("number out of range")
         return value
+
+    def number64(self) -> int:
+        """RFC 9051 §9 number64: 0 to 2^63-1."""
+        return self.number(0x7FFFFFFFFFFFFFFF)
 
     def nz_number(self) -> int:
         value = self.number()
         if value == 0:
             raise ParseError("expected a non-zero number")
         return value
+
+    def mod_sequence(self) -> int:
+        """mod-sequence-valzer (RFC 7162 §7): 0 up to MAX_MODSEQ, at most 19 digits."""
+        line = self._line()
+        start = self.pos
+        while self.pos < len(line) and 0x30 <= line[self.pos] <= 0x39 and self.pos - start < 20:
+            self.pos += 1
+        text = line[start : self.pos]
+        if not text:
+            raise ParseError("expected a mod-sequence")
+        if len(text) > 19 or int(text) > MAX_MODSEQ:
+            raise ParseError(f"mod-sequence out of range (at most {MAX_MODSEQ})")
+        return int(text)
+
+    def parameters(self, what: str, *, at_least_one: bool) -> Iterator[str]:
+        """The names in a parenthesized list of parameters (RFC 4466), upper-cased, each at most once.
+
+        The caller reads each one's value (if it has one) before asking for the next name.
+        """
+        self.expect(b"(")
+        seen: list[str] = []
+        while (at_least_one and not seen) or not self.take(b")"):
+            if seen:
+                self.sp()
+            name = self.atom(what).upper()
+            if name in seen:
+                raise ParseError(f"{name[:40]} given twice")
+            seen.append(name)
+            yield name
+
+    def uid_set(self, what: str) -> SeqSet:
+        """A sequence set of UIDs a client names from memory: no "*" and no "$" (RFC 7162 §7 known-uids)."""
+        seqset = self.seqset()
+        if seqset.saved or any(r.start is None or r.end is None for r in seqset.ranges):
+            raise ParseError(f"{what} cannot use * or $")
+        return seqset
 
     def quoted(self) -> bytes:
         self.expect(b'"', "a quoted string")
@@ -491,8 +565,9 @@ class Cursor:
         return self.astring_bytes().decode("utf-8", "replace")
 
     def mailbox(self) -> str:
+        """A mailbox name; one that is not valid modified UTF-7 (or UTF-8) comes as an UndecodableName, not BAD."""
         raw = self.astring_bytes()
-        return decode_mailbox(raw, utf8=self.utf8)
+        return lenient_mailbox(raw, utf8=self.utf8)
 
     def list_mailbox(self) -> str:
         """A LIST pattern: astring or list-char run (wildcards allowed)."""
@@ -502,7 +577,7 @@ class Cursor:
             raw = self._run((_ATOM_SPECIALS - _LIST_WILDCARDS) - _ASTRING_EXTRA)
             if not raw:
                 raise ParseError("expected a mailbox pattern")
-        return decode_mailbox(raw, utf8=self.utf8)
+        return lenient_mailbox(raw, utf8=self.utf8)
 
     def paren_list(self, item: str = "list", *, most: int = 16) -> list[str]:
         """``(a b c)`` of atoms or flags, at most ``most`` of them."""
@@ -674,9 +749,55 @@ def _enable(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
 def _select(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
     mailbox = cur.mailbox()
+    condstore = False
+    qresync = None
     if cur.take(b" "):
-        cur.paren_list("select parameter list")  # CONDSTORE etc. are not offered; parameters ignored
-    return Select(tag, name, mailbox, readonly=name == "EXAMINE")
+        # RFC 4466 §2.1 select-params; RFC 7162 §3.1.8 (CONDSTORE) and §3.2.5 (QRESYNC). Others are BAD.
+        for param in cur.parameters("a select parameter", at_least_one=False):
+            if param == "CONDSTORE":
+                condstore = True
+            elif param == "QRESYNC":
+                cur.sp()
+                qresync = _qresync(cur)
+            else:
+                raise ParseError(f"unknown select parameter {param[:40]}")
+    return Select(tag, name, mailbox, readonly=name == "EXAMINE", condstore=condstore, qresync=qresync)
+
+
+def _qresync(cur: Cursor) -> QResync:
+    """``(uidvalidity modseq [known-uids] [(known-sequence-set known-uid-set)])`` (RFC 7162 §7 select-param)."""
+    cur.expect(b"(")
+    uidvalidity = cur.nz_number()
+    cur.sp()
+    modseq = cur.mod_sequence()
+    known = None
+    seq_match = None
+    if cur.take(b" "):
+        if cur.peek() != ord("("):
+            known = cur.uid_set("known UIDs")
+            if cur.take(b" "):
+                seq_match = _seq_match(cur)
+        else:
+            seq_match = _seq_match(cur)
+    cur.expect(b")")
+    return QResync(uidvalidity, modseq, known, seq_match)
+
+
+def _seq_match(cur: Cursor) -> tuple[SeqSet, SeqSet]:
+    """``(known-sequence-set known-uid-set)``: as many message numbers as UIDs (RFC 7162 §3.2.5)."""
+    cur.expect(b"(")
+    sequences = cur.seqset()
+    cur.sp()
+    uids = cur.uid_set("known UIDs")
+    cur.expect(b")")
+    if sequences.saved or _count(sequences) != _count(uids):
+        raise ParseError("the two sets of seq-match-data differ in size")
+    return sequences, uids
+
+
+def _count(seqset: SeqSet) -> int:
+    """How many numbers a sequence set names (``*`` counted as the largest number there is)."""
+    return sum(hi - lo + 1 for lo, hi in seqset.resolve(0xFFFFFFFF))
 
 
 def _mailbox_command(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
@@ -704,18 +825,29 @@ def _rename(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     return Rename(tag, name, old, cur.mailbox())
 
 
+# RFC 5258 §3.1, §3.2 (with RFC 6154 SPECIAL-USE, RFC 5819 STATUS): any other option is BAD.
+LIST_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+LIST_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
+
+
 def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
     select: list[str] = []
+    extended = False
     if name == "LIST" and cur.peek() == ord("("):
+        extended = True
         select = [s.upper() for s in cur.paren_list("selection options", most=8)]
+        unknown = next((s for s in select if s not in LIST_SELECT_OPTIONS), None)
+        if unknown is not None:
+            raise ParseError(f"unknown LIST selection option {unknown[:40]}")
         if "RECURSIVEMATCH" in select and not set(select) - {"RECURSIVEMATCH", "REMOTE"}:
             raise ParseError("RECURSIVEMATCH needs another selection option")  # RFC 5258 §3
         cur.sp()
-    reference = decode_mailbox(cur.astring_bytes(), utf8=cur.utf8) if not cur.take(b'""') else ""
+    reference = lenient_mailbox(cur.astring_bytes(), utf8=cur.utf8) if not cur.take(b'""') else ""
     cur.sp()
     patterns: list[str] = []
     if name == "LIST" and cur.peek() == ord("(") and not cur.at_literal():
+        extended = True
         cur.expect(b"(")
         while not cur.take(b")"):
             if patterns:
@@ -730,6 +862,7 @@ def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     returns: list[str] = []
     status_items: list[str] = []
     if name == "LIST" and cur.take(b" "):
+        extended = True
         cur.expect(b"RETURN ")
         cur.expect(b"(")
         while not cur.take(b")"):
@@ -738,6 +871,8 @@ def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
             if len(returns) >= 8:
                 raise ParseError("too many return options (at most 8)")
             option = cur.atom("a return option").upper()
+            if option not in LIST_RETURN_OPTIONS:
+                raise ParseError(f"unknown LIST return option {option[:40]}")
             returns.append(option)
             if option == "STATUS":
                 cur.sp()
@@ -751,6 +886,7 @@ def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
         tuple(returns),
         tuple(status_items),
         lsub=name == "LSUB",
+        extended=extended,
     )
 
 
@@ -834,9 +970,28 @@ def _search_key(cur: Cursor) -> SearchKey:
             return SearchKey(word, (left, _search_key(cur)))
         if word == "UID":
             return SearchKey(word, (cur.seqset(),))
+        if word == "MODSEQ":
+            return SearchKey(word, (_search_modseq(cur),))
         raise ParseError(f"unknown search key {word[:40]}")
     finally:
         cur.leave()
+
+
+def _search_modseq(cur: Cursor) -> int:
+    """``MODSEQ ["/flags/<flag>" priv|shared|all] n`` after MODSEQ (RFC 7162 §3.1.5).
+
+    The entry names a flag's own mod-sequence; a message has one mod-sequence for all its
+    flags here (at least as high as any flag's), so the entry is checked and then not needed.
+    """
+    if cur.peek() == ord('"'):
+        entry = cur.quoted()
+        if not entry.lower().startswith(b"/flags/") or len(entry) == len(b"/flags/"):
+            raise ParseError("MODSEQ entry names a flag: /flags/<flag>")
+        cur.sp()
+        if cur.atom("an entry type").lower() not in ("priv", "shared", "all"):
+            raise ParseError("MODSEQ entry type is priv, shared or all")
+        cur.sp()
+    return cur.mod_sequence()
 
 
 def _search(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
@@ -1041,7 +1196,21 @@ def _fetch(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
             atts.append(_fetch_att(cur))
     if uid and not any(a.name == "UID" for a in atts):
         atts.insert(0, FetchAtt("UID"))  # RFC 9051 §6.4.9: UID FETCH always returns UID
-    return Fetch(tag, name, uid, seqset, tuple(atts))
+    changed_since = None
+    vanished = False
+    if cur.take(b" "):
+        # RFC 4466 §2.4 fetch-modifiers; RFC 7162 §3.1.4.1 (CHANGEDSINCE), §3.2.6 (VANISHED).
+        for modifier in cur.parameters("a fetch modifier", at_least_one=True):
+            if modifier == "CHANGEDSINCE":
+                cur.sp()
+                changed_since = cur.mod_sequence()
+            elif modifier == "VANISHED" and uid:
+                vanished = True
+            else:
+                raise ParseError(f"unknown fetch modifier {modifier[:40]}")
+        if vanished and changed_since is None:
+            raise ParseError("VANISHED needs CHANGEDSINCE")  # RFC 7162 §3.2.6
+    return Fetch(tag, name, uid, seqset, tuple(atts), changed_since, vanished)
 
 
 def _fetch_att_follows(cur: Cursor, macro: str) -> bool:
@@ -1055,12 +1224,19 @@ def _store(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
     seqset = cur.seqset()
     cur.sp()
+    unchanged_since = None
+    if cur.take(b"("):
+        # RFC 4466 §2.5 store-modifiers; RFC 7162 §3.1.3 (UNCHANGEDSINCE) is the only one there is.
+        cur.expect(b"UNCHANGEDSINCE ", "UNCHANGEDSINCE")
+        unchanged_since = cur.mod_sequence()
+        cur.expect(b")")
+        cur.sp()
     mode = "+" if cur.take(b"+") else "-" if cur.take(b"-") else ""
     cur.expect(b"FLAGS", "FLAGS")
     silent = cur.take(b".SILENT")
     cur.sp()
     flags = cur.flag_list()
-    return Store(tag, name, uid, seqset, mode, silent, tuple(flags))
+    return Store(tag, name, uid, seqset, mode, silent, tuple(flags), unchanged_since)
 
 
 def _copy_move(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
@@ -1097,6 +1273,30 @@ def _id(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     return Id(tag, name, tuple(params))
 
 
+def _getquota(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    return QuotaRoot(tag, name, cur.astring_bytes().decode("utf-8", "replace"))
+
+
+def _setquota(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    # RFC 9208 §7: setquota = "SETQUOTA" SP quota-root-name SP setquota-list;
+    # setquota-list = "(" [setquota-resource *(SP setquota-resource)] ")"; resource-limit = number64
+    cur.sp()
+    root = cur.astring_bytes().decode("utf-8", "replace")
+    cur.sp()
+    cur.expect(b"(")
+    resources: list[tuple[str, int]] = []
+    while not cur.take(b")"):
+        if resources:
+            cur.sp()
+        if len(resources) >= limits.MAX_QUOTA_RESOURCES:
+            raise ParseError(f"too many quota resources (at most {limits.MAX_QUOTA_RESOURCES})")
+        resource = cur.atom("a resource name").upper()
+        cur.sp()
+        resources.append((resource, cur.number64()))
+    return SetQuota(tag, name, root, tuple(resources))
+
+
 _PARSERS = {
     "CAPABILITY": _simple,
     "NOOP": _simple,
@@ -1131,5 +1331,8 @@ _PARSERS = {
     "SORT": _sort,
     "THREAD": _thread,
     "CANCELUPDATE": _cancelupdate,
+    "GETQUOTA": _getquota,
+    "GETQUOTAROOT": _mailbox_command,
+    "SETQUOTA": _setquota,
 }
 COMMANDS = frozenset(_PARSERS)

@@ -11,10 +11,21 @@ made anywhere from ``NOTIFY relate_mail`` and asks the store for everything
 above the modseq it knew (new UIDs, flag changes, expunged UIDs). It reports
 them after commands, in IDLE and on NOOP; never EXPUNGE during FETCH, STORE
 or SEARCH (their UID forms excepted), so message numbers never shift under a
-client mid-command. Searches the client keeps up to date (RFC 5267 UPDATE,
-``Selected.updates``) hear of the same changes there: REMOVEFROM before the
-EXPUNGE responses, ADDTO after EXISTS; while any is kept, the session looks
-after every command, so its own changes are reported before the tagged OK.
+client mid-command. Once the client has enabled QRESYNC (RFC 7162 §3.2),
+expunges are reported as ``VANISHED uids`` instead; once it has used
+CONDSTORE, reported flag changes carry their MODSEQ. Searches the client
+keeps up to date (RFC 5267 UPDATE, ``Selected.updates``) hear of the same
+changes there: REMOVEFROM before the EXPUNGE (or VANISHED) responses, ADDTO
+after EXISTS; while any is kept, the session looks after every command, so
+its own changes are reported before the tagged OK.
+
+\\Recent (RFC 3501 §2.3.2) is for IMAP4rev1 sessions only: a session that
+SELECTs a mailbox takes, as recent, the messages no session has taken yet, and
+while it has the mailbox selected it takes the new ones when it hears of them
+(``* n EXISTS`` then ``* n RECENT``); EXAMINE shows them without taking them.
+The store hands each message to exactly one session, on any host
+(``imap_messages.claim_recent``). IMAP4rev2 has no \\Recent: such sessions
+neither show nor take it.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -77,6 +88,19 @@ class LineTooLong(Exception):
 _TAG = re.compile(rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]{1,64}")
 # Enough of a line's end to hold a literal announcement (~{20 digits+}).
 _TAIL = 32
+# UID runs per VANISHED line (RFC 7162 §4 asks clients to take lines of 8192 octets; a run is at most 21).
+VANISHED_RUNS = 300
+
+
+def uid_runs(ascending: Sequence[int]) -> list[tuple[int, int]]:
+    """Ascending numbers as runs of consecutive ones: [1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
+    runs: list[tuple[int, int]] = []
+    for n in ascending:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], n)
+        else:
+            runs.append((n, n))
+    return runs
 
 
 def _tag_of(line: bytes) -> str:
@@ -128,11 +152,48 @@ class Selected:
     saved: list[int] = field(default_factory=list)  # SEARCH RETURN (SAVE) result, as UIDs
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     updates: ResultUpdates | None = None  # searches kept up to date (RFC 5267 UPDATE), imap/contexts.py
+    # A VANISHED was sent since the client last heard HIGHESTMODSEQ: no FETCH carries an expunge's
+    # modseq, so NOOP, IDLE and EXPUNGE tell it in their tagged OK (QRESYNC only).
+    vanished_unacknowledged: bool = False
+    # The flags the client has been told of in FLAGS (in that order), keywords included.
+    flags: dict[str, None] = field(default_factory=dict)
+    # \\Recent (IMAP4rev1 only): the UID ranges lo < uid <= hi recent in this session, ascending and disjoint,
+    # and whether the session takes new mail as recent when it hears of it (read-write, IMAP4rev1).
+    recent: list[tuple[int, int]] = field(default_factory=list)
+    takes_recent: bool = False
 
     def msn(self, uid: int) -> int | None:
         """Message sequence number of ``uid`` (binary search; UIDs ascend)."""
         lo = bisect.bisect_left(self.uids, uid)
         return lo + 1 if lo < len(self.uids) and self.uids[lo] == uid else None
+
+    def add_recent(self, lo: int, hi: int) -> None:
+        """Messages lo < uid <= hi are recent in this session (claims only go up: ranges stay ascending)."""
+        if hi <= lo:
+            return
+        if self.recent and self.recent[-1][1] >= lo:
+            self.recent[-1] = (self.recent[-1][0], max(hi, self.recent[-1][1]))
+        else:
+            self.recent.append((lo, hi))
+
+    def is_recent(self, uid: int) -> bool:
+        spans = self.recent
+        if len(spans) <= 1:  # the usual case (FETCH asks once per message): no search
+            return bool(spans) and spans[0][0] < uid <= spans[0][1]
+        i = bisect.bisect_left(spans, uid, key=_low) - 1  # the last range starting below uid
+        return i >= 0 and uid <= spans[i][1]
+
+    def recent_count(self) -> int:
+        """How many of the messages this client knows are recent in this session (RECENT, RFC 3501 §7.3.2)."""
+        return sum(bisect.bisect_right(self.uids, hi) - bisect.bisect_right(self.uids, lo) for lo, hi in self.recent)
+
+    def flags_of(self, uid: int, flags: Iterable[str]) -> list[str]:
+        """A message's flags as this session shows them: \\Recent first when it is recent here."""
+        return ["\\Recent", *flags] if self.recent and self.is_recent(uid) else list(flags)
+
+
+def _low(span: tuple[int, int]) -> int:
+    return span[0]
 
 
 class UpdatePlan(Protocol):
@@ -212,6 +273,8 @@ class ImapSession:
         self.selected: Selected | None = None
         self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855), or IMAP4rev2
         self.rev2 = False  # ENABLE IMAP4rev2
+        self.condstore = False  # after a CONDSTORE enabling command (RFC 7162 §3.1)
+        self.qresync = False  # ENABLE QRESYNC (RFC 7162 §3.2.3): VANISHED instead of EXPUNGE
         self.bad_in_a_row = 0
         self._out: list[Piece] = []
         self._big_piece = False  # a piece of _WRITE_ALONE octets or more is buffered
@@ -542,29 +605,75 @@ class ImapSession:
         caps += [
             "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE", "CHILDREN",
             "LIST-EXTENDED", "LIST-STATUS", "LITERAL+", "LITERAL-", "ID", "ESEARCH", "SEARCHRES", "STATUS=SIZE",
-            f"APPENDLIMIT={self.cfg.max_literal_size}", "UTF8=ACCEPT",
+            f"APPENDLIMIT={self.cfg.max_literal_size}", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC",
             "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "THREAD=REFS",
             "CONTEXT=SEARCH", "CONTEXT=SORT",
         ]  # fmt: skip
+        caps += ["QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]  # RFC 9208; no QUOTASET: SETQUOTA is refused
         return caps
 
     # -- the selected mailbox ------------------------------------------------------
+
+    def flags_known(self) -> None:
+        """FLAGS and PERMANENTFLAGS for the selected mailbox as this client knows it (SELECT, and news of keywords)."""
+        sel = self.selected
+        assert sel is not None
+        self.untagged(b"FLAGS " + flag_list(sel.flags))
+        permanent = [] if sel.readonly else [*sel.flags, "\\*"]
+        self.untagged(b"OK [PERMANENTFLAGS " + flag_list(permanent) + b"] Flags permitted")
+
+    def announce_flags(self, flags: Iterable[str]) -> None:
+        """Tell the client of keywords it has not heard of before a response shows them (RFC 9051 §7.3.5).
+
+        A STORE or APPEND in any session can bring a keyword in; each session sends FLAGS and
+        PERMANENTFLAGS again (with the new keywords added) before the first FETCH that carries one.
+        """
+        sel = self.selected
+        if sel is None:
+            return
+        new = [f for f in flags if f not in sel.flags and f != "\\Recent"]
+        if new:
+            sel.flags.update(dict.fromkeys(new))
+            self.flags_known()
 
     def require_selected(self) -> Selected:
         if self.selected is None:
             raise Bad("No mailbox selected")
         return self.selected
 
+    def enable_condstore(self) -> None:
+        """RFC 7162 §3.1: after a CONDSTORE enabling command, FETCH responses carry MODSEQ; the first one
+        with a mailbox selected reports its HIGHESTMODSEQ (what the client has heard of, not more)."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.selected is not None:
+            self.untagged(f"OK [HIGHESTMODSEQ {self.selected.known_modseq}] Highest")
+
+    def vanished(self, runs: list[tuple[int, int]], *, earlier: bool) -> None:
+        """``* VANISHED [(EARLIER)] uids`` (RFC 7162 §3.2.10) for ascending runs of UIDs, a line per VANISHED_RUNS."""
+        head = b"VANISHED (EARLIER) " if earlier else b"VANISHED "
+        for start in range(0, len(runs), VANISHED_RUNS):
+            line = runs[start : start + VANISHED_RUNS]
+            self.untagged(head + b",".join(b"%d" % lo if lo == hi else b"%d:%d" % (lo, hi) for lo, hi in line))
+
     async def sync(self, *, allow_expunge: bool = True) -> None:
-        """Report what changed in the selected mailbox since the client last heard (RFC 9051 §7.5)."""
+        """Report what changed in the selected mailbox since the client last heard (RFC 9051 §7.5).
+
+        With CONDSTORE, flag changes wait with the expunges when those cannot be reported yet (during
+        FETCH, STORE, SEARCH): their MODSEQ would tell the client it had heard of everything below it.
+        """
         sel = self.selected
         if sel is None:
             return
         sel.changed.clear()
         plan = None
+        claimed = None
         try:
             async with self.server.pool.acquire() as conn:
                 delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
+                if sel.takes_recent and delta.get("new"):
+                    claimed = await imap_messages.claim_recent(conn, sel.mailbox_id, delta["new"][-1])
                 if sel.updates and not delta["gone"]:
                     known = [u for u in delta["expunged"] if sel.msn(u) is not None]
                     plan = await sel.updates.prepare(
@@ -586,9 +695,15 @@ class ImapSession:
         expunged = [u for u in delta["expunged"] if sel.msn(u) is not None]
         for line in plan.removals(sel) if plan is not None else ():
             self.untagged(line)  # RFC 5267 §4.3.4: before the EXPUNGE responses, while the numbers hold
-        if expunged and not allow_expunge:
+        waiting = bool(expunged) and not allow_expunge
+        if waiting:
             # Report the rest now, the expunges (and anything after them) at the next chance.
             sel.changed.set()
+        elif expunged and self.qresync:
+            gone = set(expunged)
+            sel.uids = array.array("Q", (u for u in sel.uids if u not in gone))
+            self.vanished(uid_runs(expunged), earlier=False)
+            sel.vanished_unacknowledged = True
         else:
             for uid in expunged:
                 msn = sel.msn(uid)
@@ -599,15 +714,22 @@ class ImapSession:
             sel.uids.extend(delta["new"])
             sel.max_uid = max(sel.max_uid, delta["new"][-1])
             self.untagged(f"{len(sel.uids)} EXISTS")
+            if claimed is not None:
+                sel.add_recent(*claimed)
+            if not self.rev2:
+                self.untagged(f"{sel.recent_count()} RECENT")
         for line in plan.additions(sel) if plan is not None else ():
             self.untagged(line)  # RFC 5267 §4.3.3: after EXISTS, so new messages have numbers
-        for uid, flags, modseq in delta["flags"]:
+        reported = () if waiting and self.condstore else delta["flags"]
+        self.announce_flags(f for _, flags, modseq in reported if modseq not in sel.own_modseqs for f in flags)
+        for uid, flags, modseq in reported:
             if modseq in sel.own_modseqs:
                 continue
             msn = sel.msn(uid)
             if msn is not None:
-                self.untagged(f"{msn} FETCH (UID {uid} FLAGS ".encode() + flag_list(flags) + b")")
-        if not (expunged and not allow_expunge):
+                line = f"{msn} FETCH (UID {uid} FLAGS ".encode() + flag_list(sel.flags_of(uid, flags))
+                self.untagged(line + (b" MODSEQ (%d))" % modseq if self.condstore else b")"))
+        if not waiting:
             sel.known_modseq = max(sel.known_modseq, delta["modseq"])
             sel.own_modseqs.clear()
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from relate.imap import contexts, esearch
+from relate.imap import condstore, contexts, esearch
 from relate.imap import search as searching
 from relate.imap import thread as threadalg
 from relate.imap.errors import No
@@ -76,9 +76,11 @@ async def answer(
     *,
     program: tuple[tuple[str, bool], ...] | None,
     numbers: list[int] | None = None,
+    modseqs: dict[int, int] | None = None,
 ) -> None:
     """The answer of SEARCH or SORT with RETURN options (``uids`` in result order, all known to the client,
-    and their message numbers if already looked up): ``$``, ESEARCH and UPDATE."""
+    and their message numbers if already looked up): ``$``, ESEARCH and UPDATE. ``modseqs`` holds the
+    matching messages' modseqs when the key names MODSEQ (RFC 7162 §3.1.5)."""
     opts = esearch.options(cmd.returns)
     if "SAVE" in opts:
         sel.saved = esearch.saved(uids, opts)
@@ -86,7 +88,10 @@ async def answer(
         numbers = uids
     elif numbers is None:
         numbers = (await _per_message(sel, uids))[1]
-    line = esearch.response(cmd.tag, cmd.uid, numbers, opts, cmd.partial)
+    # RFC 7162 §3.1.5 with RFC 4731: the highest modseq of the messages returned (of MIN/MAX when only they are).
+    shown = opts - {"SAVE", "CONTEXT", "UPDATE"}
+    modseq = condstore.search_modseq(shown, uids, modseqs) if modseqs is not None else None
+    line = esearch.response(cmd.tag, cmd.uid, numbers, opts, cmd.partial, modseq)
     if line is not None:
         session.untagged(line)
     if "UPDATE" in opts:

@@ -110,6 +110,15 @@ class Imap:
             )
         return stored
 
+    async def expunge(self, numbers: str, folder: str = "INBOX") -> None:
+        """Another session of bob's marks messages ``numbers`` \\Deleted and CLOSEs ``folder`` (expunging them);
+        returns once every session with the folder selected has heard of it."""
+        writer = await self.connect(select=folder)
+        await writer.ok(f"STORE {numbers} +FLAGS.SILENT (\\Deleted)")
+        await writer.ok("CLOSE")
+        await writer.ok("LOGOUT")
+        await self.heard((await self.mailbox(folder))["id"])
+
     async def heard(self, mailbox_id: int, wait: float = 5.0) -> None:
         """Until every session with ``mailbox_id`` selected has heard of its change from the change feed."""
         deadline = asyncio.get_running_loop().time() + wait

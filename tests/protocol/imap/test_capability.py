@@ -10,7 +10,7 @@ from .helpers import ImapClient
 _ALWAYS = {
     "IMAP4rev1", "IMAP4rev2", "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE",
     "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "LITERAL+", "LITERAL-", "ID", "ESEARCH", "SEARCHRES", "STATUS=SIZE",
-    "UTF8=ACCEPT",
+    "UTF8=ACCEPT", "CONDSTORE", "QRESYNC",
 }  # fmt: skip
 
 
