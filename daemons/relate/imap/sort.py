@@ -61,11 +61,23 @@ async def _per_message(sel: Selected, uids: Sequence[int]) -> tuple[list[int], l
     return await asyncio.to_thread(_in_view, sel, uids)
 
 
-async def _matching(conn: Queryable, sel: Selected, key: SearchKey, charset: str) -> list[int] | None:
-    """The UIDs matching ``key`` (the SEARCH code), or None for ALL: every message, left to the SQL that orders them."""
+async def _matching(
+    conn: Queryable, sel: Selected, key: SearchKey, charset: str, modseqs: dict[int, int] | None = None
+) -> list[int] | None:
+    """The UIDs matching ``key`` (the SEARCH code), or None for ALL: every message, left to the SQL that orders them.
+    With ``modseqs``, each matching message's modseq goes there (a MODSEQ key, RFC 7162 §3.1.5)."""
     if key.name == "ALL":
         return None
-    return await searching.run(conn, sel, key, charset=charset)
+    return await searching.run(conn, sel, key, charset=charset, modseqs=modseqs)
+
+
+def _modseqs(session: ImapSession, key: SearchKey) -> dict[int, int] | None:
+    """A dict for the modseqs of the matching messages when ``key`` names MODSEQ (which enables CONDSTORE,
+    RFC 7162 §3.1.5: the answer then reports the highest), else None."""
+    if not condstore.uses_modseq(key):
+        return None
+    session.enable_condstore()
+    return {}
 
 
 async def answer(
@@ -117,15 +129,18 @@ async def sort(session: ImapSession, cmd: Sort) -> None:
         contexts.check_tag(sel, cmd.tag)
     if cmd.returns and "SAVE" in cmd.returns:
         sel.saved = []  # RFC 5182 §2.1: a failed command leaves $ empty
+    modseqs = _modseqs(session, cmd.key)
     async with session.server.pool.acquire() as conn:
         await sorting.fill_keys(conn, sel.mailbox_id)
-        only = await _matching(conn, sel, cmd.key, cmd.charset)
+        only = await _matching(conn, sel, cmd.key, cmd.charset, modseqs)
         ordered = await sorting.sorted_uids(conn, sel.mailbox_id, cmd.program, only)
     uids, numbers = await _per_message(sel, ordered)
     if cmd.returns is None:
-        session.untagged(" ".join(["SORT", *map(str, uids if cmd.uid else numbers)]))
+        modseq = condstore.search_modseq(None, uids, modseqs) if modseqs is not None else None
+        tail = [f"(MODSEQ {modseq})"] if modseq else []
+        session.untagged(" ".join(["SORT", *map(str, uids if cmd.uid else numbers), *tail]))
     else:
-        await answer(session, sel, cmd, uids, program=cmd.program, numbers=numbers)
+        await answer(session, sel, cmd, uids, program=cmd.program, numbers=numbers, modseqs=modseqs)
     await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}SORT completed")
 

@@ -290,3 +290,39 @@ async def _thread_count(client: ImapClient, command: str) -> int:
         elif ch == ord(")"):
             depth -= 1
     return threads
+
+
+async def test_modseq_criterion_reports_the_highest_modseq(imap: Imap) -> None:
+    """SORT with a MODSEQ criterion ends with (MODSEQ n) and ESORT carries MODSEQ n, like SEARCH (RFC 7162 §3.1.5)."""
+    for subject in ("c", "a", "b"):
+        await imap.deliver(make_message(subject=subject))
+    client = await imap.connect(select="INBOX")
+    await client.ok("STORE 2 +FLAGS.SILENT (\\Seen)")
+    modseqs = {n: int(item["MODSEQ"][0]) for n, item in (await client.ok("FETCH 1:3 (MODSEQ)")).fetches().items()}
+    top = max(modseqs.values())
+    assert (await client.ok("SORT (SUBJECT) UTF-8 MODSEQ 1")).lines("SORT") == [f"* SORT 2 3 1 (MODSEQ {top})".encode()]
+    assert (await client.ok("UID SORT (SUBJECT) UTF-8 MODSEQ 1")).lines("SORT") == [
+        f"* SORT 2 3 1 (MODSEQ {top})".encode()
+    ]
+    assert await _esearch(client, "SORT RETURN (ALL COUNT) (SUBJECT) UTF-8 MODSEQ 1") == (
+        f"* ESEARCH ALL 2:3,1 COUNT 3 MODSEQ {top}".encode()
+    )
+    # MAX alone returns the last sorted message: its own modseq (message 1, "c", unchanged since delivery).
+    assert await _esearch(client, "SORT RETURN (MAX) (SUBJECT) UTF-8 MODSEQ 1") == (
+        f"* ESEARCH MAX 1 MODSEQ {modseqs[1]}".encode()
+    )
+    assert (await client.ok(f"SORT (SUBJECT) UTF-8 MODSEQ {top + 1}")).lines("SORT") == [b"* SORT"]
+
+
+async def test_recent_new_and_old_criteria(imap: Imap) -> None:
+    """SORT and ESORT take RECENT, NEW and OLD as this IMAP4rev1 session sees \\Recent."""
+    for subject in ("c", "a", "b"):
+        await imap.deliver(make_message(subject=subject))
+    client = await imap.connect(select="INBOX")  # the first to select: all three are recent here
+    await client.ok("STORE 2 +FLAGS.SILENT (\\Seen)")
+    assert await _sort(client, "SORT (SUBJECT) UTF-8 RECENT") == [2, 3, 1]
+    assert await _sort(client, "SORT (SUBJECT) UTF-8 NEW") == [3, 1]
+    assert await _esearch(client, "SORT RETURN (COUNT) (SUBJECT) UTF-8 OLD") == b"* ESEARCH COUNT 0"
+    later = await imap.connect(select="INBOX")  # nothing is recent for a later session
+    assert await _sort(later, "SORT (SUBJECT) UTF-8 OLD") == [2, 3, 1]
+    assert await _sort(later, "SORT (SUBJECT) UTF-8 RECENT") == []
