@@ -668,12 +668,13 @@ class ImapSession:
             return
         sel.changed.clear()
         plan = None
-        claimed = None
         try:
             async with self.server.pool.acquire() as conn:
                 delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
                 if sel.takes_recent and delta.get("new"):
                     claimed = await imap_messages.claim_recent(conn, sel.mailbox_id, delta["new"][-1])
+                    if claimed is not None:  # kept at once (the claim is committed), so kept searches see them
+                        sel.add_recent(*claimed)
                 if sel.updates and not delta["gone"]:
                     known = [u for u in delta["expunged"] if sel.msn(u) is not None]
                     plan = await sel.updates.prepare(
@@ -714,8 +715,6 @@ class ImapSession:
             sel.uids.extend(delta["new"])
             sel.max_uid = max(sel.max_uid, delta["new"][-1])
             self.untagged(f"{len(sel.uids)} EXISTS")
-            if claimed is not None:
-                sel.add_recent(*claimed)
             if not self.rev2:
                 self.untagged(f"{sel.recent_count()} RECENT")
         for line in plan.additions(sel) if plan is not None else ():

@@ -75,6 +75,27 @@ async def test_other_sessions_changes_reach_an_idling_client(imap: Imap) -> None
     assert (await client.done(idle)).ok
 
 
+async def test_recent_searches_take_new_mail(imap: Imap) -> None:
+    """A kept SEARCH RECENT (or NEW, or SORT ... RECENT) gains the mail this session takes as recent; OLD does not."""
+    await imap.deliver(make_message(subject="b"))
+    client = await imap.connect(select="INBOX")  # takes message 1 as recent
+    recent = await client.ok("SEARCH RETURN (UPDATE ALL) RECENT")
+    assert recent.lines("ESEARCH") == [f'* ESEARCH (TAG "{recent.tag}") ALL 1'.encode()]
+    new = await client.ok("SEARCH RETURN (UPDATE) NEW")
+    old = await client.ok("SEARCH RETURN (UPDATE) OLD")
+    sort = await client.ok("SORT RETURN (UPDATE ALL) (SUBJECT) UTF-8 RECENT")
+    await imap.deliver(make_message(subject="a"))
+    result = await client.ok("NOOP")
+    assert result.lines("RECENT") == [b"* 2 RECENT"]
+    assert updates(result.untagged, recent.tag) == [b"ADDTO (0 2)"]
+    assert updates(result.untagged, new.tag) == [b"ADDTO (0 2)"]
+    assert updates(result.untagged, old.tag) == []
+    assert updates(result.untagged, sort.tag) == [b"ADDTO (1 2)"]  # "a" sorts before "b"
+    result = await client.ok("STORE 2 +FLAGS (\\Seen)")
+    assert updates(result.untagged, new.tag) == [b"REMOVEFROM (0 2)"]
+    assert updates(result.untagged, recent.tag) == []
+
+
 async def test_sort_updates_have_positions(imap: Imap) -> None:
     """CONTEXT=SORT: additions and removals name their place in the sorted result (RFC 5267 §4.3.3-4)."""
     for subject in ("d", "b", "f"):
