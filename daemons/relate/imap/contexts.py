@@ -24,14 +24,21 @@ Policy:
   none is answered NO. UPDATE with a tag that a live context has is BAD
   (RFC 5267 §4.3); past ``imap.max_update_contexts`` the search still
   answers, with ``* NO [NOUPDATE "tag"]`` (§4.3.1).
+- Work that grows with a result (fixing its criteria, finding who leaves and
+  who arrives, placing arrivals in a SORT result) runs in a worker thread once
+  the result or the mailbox holds more than ``_INLINE`` messages, so a kept
+  search over a 100,000-message mailbox never holds the event loop; message
+  numbers become UID ranges (one per range, not per message).
 """
 
 from __future__ import annotations
 
 import array
+import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 from relate.imap import search as searching
 from relate.imap.errors import Bad
@@ -42,6 +49,18 @@ from relate.store import sorting
 from relate.store.db import Queryable
 
 __all__ = ["Context", "Updates", "fixed_key", "register"]
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+# Up to this many messages (in a result, or in the mailbox for fixing criteria) are worked on on the event
+# loop; more in a worker thread (a pass over 5000 UIDs in Python takes about 1-3 ms).
+_INLINE = 5000
+
+
+async def _offload(big: bool, work: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """``work(*args)``: in a worker thread when ``big``. Only the session's own task changes what it reads
+    (its contexts, its view of the mailbox), and that task waits here meanwhile."""
+    return await asyncio.to_thread(work, *args, **kwargs) if big else work(*args, **kwargs)
 
 
 @dataclass
@@ -68,6 +87,8 @@ def _uid_set(uids: Sequence[int]) -> SeqSet:
 def fixed_key(key: SearchKey, sel: Selected) -> SearchKey:
     """``key`` with every message number set, ``$`` and ``*`` replaced by the UIDs they name now.
 
+    A range of message numbers becomes the range of their UIDs: the UIDs between are of messages
+    expunged before (UIDs are never given out again), and later arrivals take higher ones.
     Recursion follows the criteria's nesting, which the parser bounds (limits.MAX_NESTING).
     """
     if key.name in ("SEQ", "UID"):
@@ -79,8 +100,12 @@ def fixed_key(key: SearchKey, sel: Selected) -> SearchKey:
             spans = seqset.resolve(sel.uids[-1] if sel.uids else 0)
             return SearchKey("UID", (SeqSet(tuple(SeqRange(lo, hi) for lo, hi in spans)),))
         count = len(sel.uids)
-        picked = [sel.uids[n - 1] for lo, hi in seqset.resolve(count) for n in range(max(lo, 1), min(hi, count) + 1)]
-        return SearchKey("UID", (_uid_set(picked),))
+        ranges = tuple(
+            SeqRange(sel.uids[lo - 1], sel.uids[hi - 1])
+            for lo, hi in ((max(lo, 1), min(hi, count)) for lo, hi in seqset.resolve(count))
+            if lo <= hi
+        )
+        return SearchKey("UID", (SeqSet(ranges or (SeqRange(0, 0),)),))  # UID 0 is no message's
     if not any(isinstance(arg, SearchKey) for arg in key.args):
         return key
     return SearchKey(key.name, tuple(fixed_key(a, sel) if isinstance(a, SearchKey) else a for a in key.args))
@@ -176,15 +201,19 @@ class Updates:
             return plan
         leaving = set(expunged)
         candidates = sorted(self._waiting - leaving)
-        view = _view(sel, leaving, [u for u in new if u not in leaving]) if candidates else sel
+        if not (candidates or leaving):
+            return plan
+        view = sel
+        if candidates:
+            arrived = [u for u in new if u not in leaving]
+            view = await _offload(bool(leaving) and len(sel.uids) > _INLINE, _view, sel, leaving, arrived)
         results: list[tuple[Context, list[int]]] = []
         for ctx in self.contexts.values():
             matched: set[int] = set()
             if candidates:
                 matched = set(await searching.run(conn, view, ctx.key, charset=ctx.charset, only=candidates))
-            members = set(ctx.members)
-            removed = leaving & members | {u for u in candidates if u in members and u not in matched}
-            added = [u for u in candidates if u in matched and u not in members]
+            big = len(ctx.members) > _INLINE
+            removed, added = await _offload(big, _delta, ctx.members, leaving, candidates, matched)
             if removed or added:
                 result, removals, additions = await self._apply(conn, sel.mailbox_id, ctx, removed, added)
                 results.append((ctx, result))
@@ -201,29 +230,57 @@ class Updates:
         conn: Queryable, mailbox_id: int, ctx: Context, removed: set[int], added: list[int]
     ) -> tuple[list[int], list[tuple[int, list[int]]], list[tuple[int, list[int]]]]:
         """``ctx``'s new result, and the REMOVEFROM and ADDTO pairs that tell the client of it."""
-        survivors = [u for u in ctx.members if u not in removed]
+        members = ctx.members
+        big = len(members) > _INLINE
         if ctx.program is None:  # SEARCH: position 0, one set in mailbox order (RFC 5267 §4.3.3)
-            return (
-                sorted(survivors + added),
-                ([(0, sorted(removed))] if removed else []),
-                ([(0, added)] if added else []),
-            )
-        result = survivors
+            result = await _offload(big, _merged, members, removed, added)
+            return result, ([(0, sorted(removed))] if removed else []), ([(0, added)] if added else [])
+        result = await _offload(big, _without, members, removed)
         if added:
             # Sort keys never change: the survivors keep their order and the new ones fall in between.
-            result = await sorting.sorted_uids(conn, mailbox_id, ctx.program, only=survivors + added)
-            if len(result) < len(survivors) + len(added):
+            survivors = len(result)
+            result = await sorting.sorted_uids(conn, mailbox_id, ctx.program, only=result + added)
+            if len(result) < survivors + len(added):
                 # Expunged since this sync's look at the mailbox: they leave now (their numbers are still valid).
                 kept = set(result)
-                removed = removed | {u for u in survivors if u not in kept}
-        steps, dropped = [], 0
-        for index, uid in enumerate(ctx.members):
-            if uid in removed:
-                steps.append((index - dropped + 1, uid))
-                dropped += 1
-        fresh = set(added)
-        additions = [(i + 1, u) for i, u in enumerate(result) if u in fresh]
-        return result, _runs(steps, removal=True), _runs(additions, removal=False)
+                removed = removed | set(await _offload(big, _without, members, kept))
+        removals, additions = await _offload(big, _placed, members, removed, result, set(added))
+        return result, removals, additions
+
+
+def _delta(
+    members: list[int], leaving: set[int], candidates: list[int], matched: set[int]
+) -> tuple[set[int], list[int]]:
+    """The members that leave a result (expunged, or no longer matching) and the candidates that join it."""
+    present = set(members)
+    removed = leaving & present | {u for u in candidates if u in present and u not in matched}
+    return removed, [u for u in candidates if u in matched and u not in present]
+
+
+def _without(members: list[int], gone: set[int]) -> list[int]:
+    return [u for u in members if u not in gone]
+
+
+def _merged(members: list[int], removed: set[int], added: list[int]) -> list[int]:
+    """A SEARCH result (ascending) without ``removed`` and with ``added`` (ascending); arrivals usually land
+    after every member (no sort needed then)."""
+    ascending = _without(members, removed) if removed else list(members)
+    if not ascending or not added or added[0] > ascending[-1]:
+        return ascending + added
+    return sorted(ascending + added)
+
+
+def _placed(
+    members: list[int], removed: set[int], result: list[int], added: set[int]
+) -> tuple[list[tuple[int, list[int]]], list[tuple[int, list[int]]]]:
+    """The REMOVEFROM and ADDTO pairs that take a SORT result from ``members`` to ``result``."""
+    steps, dropped = [], 0
+    for index, uid in enumerate(members):
+        if uid in removed:
+            steps.append((index - dropped + 1, uid))
+            dropped += 1
+    additions = [(i + 1, u) for i, u in enumerate(result) if u in added]
+    return _runs(steps, removal=True), _runs(additions, removal=False)
 
 
 def _view(sel: Selected, gone: set[int], new: Sequence[int]) -> Selected:
@@ -233,7 +290,7 @@ def _view(sel: Selected, gone: set[int], new: Sequence[int]) -> Selected:
     return dataclasses.replace(sel, uids=uids)
 
 
-def register(
+async def register(
     sel: Selected,
     tag: str,
     *,
@@ -251,7 +308,8 @@ def register(
     assert isinstance(updates, Updates)
     if len(updates.contexts) >= most:
         return b"NO [NOUPDATE " + astring(tag) + b"] Too many contexts, this search will not be updated"
-    updates.contexts[tag] = Context(tag, uid, fixed_key(key, sel), charset, program, members)
+    fixed = await _offload(max(len(sel.uids), len(sel.saved)) > _INLINE, fixed_key, key, sel)
+    updates.contexts[tag] = Context(tag, uid, fixed, charset, program, members)
     return None
 
 

@@ -107,7 +107,7 @@ async def answer(
     if line is not None:
         session.untagged(line)
     if "UPDATE" in opts:
-        refusal = contexts.register(
+        refusal = await contexts.register(
             sel,
             cmd.tag,
             uid=cmd.uid,

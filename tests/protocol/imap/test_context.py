@@ -160,3 +160,35 @@ async def test_updates_end_with_the_selection(imap: Imap) -> None:
     result = await client.ok("STORE 1 +FLAGS (\\Seen)")
     assert updates(result.untagged, search.tag) == []
     assert (await client.command(f'CANCELUPDATE "{search.tag}"')).status == "NO"
+
+
+async def test_large_results_are_kept_up_to_date(imap: Imap) -> None:
+    """Kept SEARCH and SORT results over 100,000 messages follow an arrival, a STORE and an EXPUNGE (loop watchdog)."""
+    count = 100_000
+    # Subjects in 997 groups ("TOPIC 0" holds messages 997, 1994, ...), a fifth of the messages seen.
+    await imap.bulk(
+        count,
+        "flags, internal_date, size, subject, envelope, bodystructure, header_end, search, sort_subject, sort_from,"
+        " sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids",
+        """CASE WHEN n % 5 = 0 THEN ARRAY['\\Seen'] ELSE '{}' END, timestamptz '2026-01-01', 100,
+           'topic ' || (n % 997), '{}', '{}', 0, '', 'TOPIC ' || (n % 997), '', '', '', '', '', ARRAY['']""",
+    )
+    client = await imap.connect(select="INBOX")
+    sort = await client.ok("SORT RETURN (UPDATE COUNT) (SUBJECT) UTF-8 ALL", wait=120)
+    assert sort.lines("ESEARCH") == [f'* ESEARCH (TAG "{sort.tag}") COUNT {count}'.encode()]
+    search = await client.ok("SEARCH RETURN (UPDATE COUNT) 1:99999 UNSEEN", wait=120)
+    assert search.lines("ESEARCH") == [f'* ESEARCH (TAG "{search.tag}") COUNT 80000'.encode()]
+    await imap.deliver(make_message(subject="topic 0"))
+    result = await client.ok("NOOP", wait=120)
+    # Last of the 100 "TOPIC 0" messages; message numbers fixed in the SEARCH leave the new one out.
+    assert updates(result.untagged, sort.tag) == [b"ADDTO (101 100001)"]
+    assert updates(result.untagged, search.tag) == []
+    result = await client.ok("STORE 2 +FLAGS.SILENT (\\Seen)", wait=120)
+    assert updates(result.untagged, search.tag) == [b"REMOVEFROM (0 2)"]
+    assert updates(result.untagged, sort.tag) == []
+    await client.ok("STORE 1 +FLAGS.SILENT (\\Deleted)", wait=120)
+    result = await client.ok("EXPUNGE", wait=120)
+    # Message 1 was the first "TOPIC 1", after the 101 "TOPIC 0".
+    assert updates(result.untagged, sort.tag) == [b"REMOVEFROM (102 1)"]
+    assert updates(result.untagged, search.tag) == [b"REMOVEFROM (0 1)"]
+    assert result.untagged.index(b"* 1 EXPUNGE") > 0

@@ -237,29 +237,24 @@ async def test_messages_from_before_migration_0018(imap: Imap) -> None:
 async def test_large_mailbox_keeps_the_loop_free(imap: Imap) -> None:
     """SORT, THREAD and PARTIAL over 100,000 messages answer in full, and never block the event loop (watchdog)."""
     count = 100_000
-    box = await imap.mailbox()
-    await imap.pool.execute("INSERT INTO blobs (hash, size, data) VALUES ('\\x01', 1, 'x')")
     # Threads of ten (each message answers the one five before it), subjects in 997 groups, dates in 10,007
     # steps, a fifth of the messages seen; the last 20,000 rows as if stored before migration 0018 (no keys).
-    await imap.pool.execute(
-        """INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, date_header, size, blob_hash,
-                                 subject, envelope, bodystructure, header_end, search, sort_subject, sort_from,
-                                 sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids, message_id)
-           SELECT $1, n, 1, CASE WHEN n % 5 = 0 THEN ARRAY['\\Seen'] ELSE '{}' END,
-                  timestamptz '2026-01-01' + (n % 10007) * interval '1 minute',
-                  CASE WHEN n % 3 = 0 THEN NULL ELSE timestamptz '2025-01-01' + (n % 101) * interval '1 hour' END,
-                  100 + n % 1000, '\\x01', 'Re: topic ' || (n % 997), '{}', '{}', 0, '',
-                  k.subject, k.subject, k.subject, '', k.subject, '', k.ids, '<' || n || '@x>'
-             FROM generate_series(1, $2) AS n,
-                  LATERAL (SELECT CASE WHEN n <= $2 - 20000 THEN 'TOPIC ' || (n % 997) END AS subject,
-                                  CASE WHEN n <= $2 - 20000 THEN
-                                       ARRAY['<' || n || '@x>']
-                                       || CASE WHEN n % 10 >= 5 THEN ARRAY['<' || (n - 5) || '@x>'] ELSE '{}' END
-                                  END AS ids) AS k""",
-        box["id"],
+    await imap.bulk(
         count,
+        "flags, internal_date, date_header, size, subject, envelope, bodystructure, header_end, search,"
+        " sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids, message_id",
+        """CASE WHEN n % 5 = 0 THEN ARRAY['\\Seen'] ELSE '{}' END,
+           timestamptz '2026-01-01' + (n % 10007) * interval '1 minute',
+           CASE WHEN n % 3 = 0 THEN NULL ELSE timestamptz '2025-01-01' + (n % 101) * interval '1 hour' END,
+           100 + n % 1000, 'Re: topic ' || (n % 997), '{}', '{}', 0, '',
+           k.subject, k.subject, k.subject, '', k.subject, '', k.ids, '<' || n || '@x>'""",
+        """,
+           LATERAL (SELECT CASE WHEN n <= $2 - 20000 THEN 'TOPIC ' || (n % 997) END AS subject,
+                           CASE WHEN n <= $2 - 20000 THEN
+                                ARRAY['<' || n || '@x>']
+                                || CASE WHEN n % 10 >= 5 THEN ARRAY['<' || (n - 5) || '@x>'] ELSE '{}' END
+                           END AS ids) AS k""",
     )
-    await imap.pool.execute("UPDATE mailboxes SET uidnext = $2 + 1, highestmodseq = 2 WHERE id = $1", box["id"], count)
     client = await imap.connect(select="INBOX")
     by_subject = await _sort(client, "SORT (SUBJECT ARRIVAL) UTF-8 ALL")
     assert sorted(by_subject) == list(range(1, count + 1))
