@@ -75,6 +75,21 @@ async def test_other_sessions_changes_reach_an_idling_client(imap: Imap) -> None
     assert (await client.done(idle)).ok
 
 
+async def test_removals_come_before_vanished(imap: Imap) -> None:
+    """Under QRESYNC an expunge is VANISHED: REMOVEFROM still comes first, numbered as the client knew them."""
+    client = await _mailbox(imap, 3)
+    await client.ok("ENABLE QRESYNC")
+    search = await client.ok("SEARCH RETURN (UPDATE) ALL")
+    uids = await client.ok("UID SEARCH RETURN (UPDATE) ALL")
+    await client.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    result = await client.ok("EXPUNGE")
+    assert result.untagged[:3] == [
+        f'* ESEARCH (TAG "{search.tag}") REMOVEFROM (0 2)'.encode(),
+        f'* ESEARCH (TAG "{uids.tag}") UID REMOVEFROM (0 2)'.encode(),
+        b"* VANISHED 2",
+    ]
+
+
 async def test_recent_searches_take_new_mail(imap: Imap) -> None:
     """A kept SEARCH RECENT (or NEW, or SORT ... RECENT) gains the mail this session takes as recent; OLD does not."""
     await imap.deliver(make_message(subject="b"))
