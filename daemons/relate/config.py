@@ -181,6 +181,13 @@ class ImapConfig:
     # an APPEND waits up to memory_wait seconds, then gets NO [LIMIT].
     memory_budget: int = 128 * 1024 * 1024
     memory_wait: float = 60.0
+    # Searches one session keeps up to date (RFC 5267 SEARCH/SORT RETURN (UPDATE)); past it, NO [NOUPDATE].
+    max_update_contexts: int = 8
+    # THREAD=REFERENCES/REFS: message-ids no message in the mailbox has that one THREAD keeps (about 150
+    # bytes each; references to further ones are skipped), and steps of its loop checks (past them, links
+    # that need one are not made).
+    thread_max_dummies: int = 500_000
+    thread_max_walk: int = 5_000_000
 
 
 @dataclass
@@ -367,6 +374,9 @@ class Config:
             ("imap.max_literal_size", self.imap.max_literal_size >= 1024, "must be at least 1024 bytes"),
             ("imap.idle_timeout", self.imap.idle_timeout >= 60, "must be at least 60 seconds"),
             ("imap.max_bad_commands", self.imap.max_bad_commands >= 1, "must be 1 or more"),
+            ("imap.max_update_contexts", self.imap.max_update_contexts >= 1, "must be 1 or more (RFC 5267 §4.3.1)"),
+            ("imap.thread_max_dummies", self.imap.thread_max_dummies >= 0, "must be 0 or more"),
+            ("imap.thread_max_walk", self.imap.thread_max_walk >= 0, "must be 0 or more"),
             ("pop3.idle_timeout", self.pop3.idle_timeout >= 60, "must be at least 60 seconds"),
             ("pop3.max_line_length", self.pop3.max_line_length >= 255, "must be at least 255 (RFC 2449)"),
             ("pop3.max_bad_commands", self.pop3.max_bad_commands >= 1, "must be 1 or more"),

@@ -11,9 +11,10 @@ from typing import Any
 
 from relate.auth import AuthRefused
 from relate.errors import Conflict, NotFound, OverQuota
-from relate.imap import condstore, limits, listmatch
+from relate.imap import condstore, contexts, limits, listmatch
 from relate.imap import fetch as fetching
 from relate.imap import search as searching
+from relate.imap import sort as ordering
 from relate.imap.errors import Bad, Bye, No
 from relate.imap.mutf7 import UndecodableName, encode_mailbox
 from relate.imap.parser import (
@@ -691,9 +692,11 @@ async def expunge(session: ImapSession, cmd: Command) -> None:
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed", condstore.highest_code(session, expunge=True))
 
 
-# RFC 9051 §6.4.4 (SEARCH), RFC 4731 (ESEARCH), RFC 5182 (SEARCHRES)
+# RFC 9051 §6.4.4 (SEARCH), RFC 4731 (ESEARCH), RFC 5182 (SEARCHRES), RFC 5267 §4 (CONTEXT=SEARCH), RFC 9394
 async def search(session: ImapSession, cmd: Search) -> None:
     sel = session.require_selected()
+    if cmd.returns and "UPDATE" in cmd.returns:
+        contexts.check_tag(sel, cmd.tag)
     if cmd.returns and "SAVE" in cmd.returns:
         sel.saved = []  # RFC 5182 §2.1: a failed SEARCH ... SAVE leaves $ empty
     modseqs: dict[int, int] | None = None
@@ -702,34 +705,13 @@ async def search(session: ImapSession, cmd: Search) -> None:
         modseqs = {}
     async with session.server.pool.acquire() as conn:
         uids = await searching.run(conn, sel, cmd.key, charset=cmd.charset, modseqs=modseqs)
-    numbers = uids if cmd.uid else [n for n in (sel.msn(u) for u in uids) if n is not None]
     if cmd.returns is None and not session.rev2:
+        numbers = uids if cmd.uid else [n for n in (sel.msn(u) for u in uids) if n is not None]
         modseq = condstore.search_modseq(None, uids, modseqs) if modseqs is not None else None
         session.untagged("SEARCH" + "".join(f" {n}" for n in numbers) + (f" (MODSEQ {modseq})" if modseq else ""))
     else:
-        # RFC 4731: RETURN () and a rev2 plain SEARCH mean ALL; RFC 5182: SAVE alone answers nothing.
-        opts = set(cmd.returns) if cmd.returns else {"ALL"}
-        if "SAVE" in opts:
-            opts.discard("SAVE")
-            # RFC 5182 §2.1: with only MIN and/or MAX beside SAVE, $ holds just those.
-            if uids and opts and opts <= {"MIN", "MAX"}:
-                sel.saved = sorted({*(uids[:1] if "MIN" in opts else []), *(uids[-1:] if "MAX" in opts else [])})
-            else:
-                sel.saved = uids
-        if opts:
-            parts = [f'(TAG "{cmd.tag}")'] + (["UID"] if cmd.uid else [])
-            if numbers and "MIN" in opts:
-                parts.append(f"MIN {numbers[0]}")
-            if numbers and "MAX" in opts:
-                parts.append(f"MAX {numbers[-1]}")
-            if numbers and "ALL" in opts:
-                parts.append(f"ALL {searching.compact(numbers)}")
-            if "COUNT" in opts:
-                parts.append(f"COUNT {len(numbers)}")
-            modseq = condstore.search_modseq(opts, uids, modseqs) if modseqs is not None else None
-            if modseq is not None:
-                parts.append(f"MODSEQ {modseq}")
-            session.untagged("ESEARCH " + " ".join(parts))
+        # A rev2 plain SEARCH means RETURN (ALL).
+        await ordering.answer(session, sel, cmd, uids, program=None, modseqs=modseqs)
     await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}SEARCH completed")
 
@@ -971,6 +953,9 @@ HANDLERS: dict[str, Handler] = {
     "STORE": store,
     "COPY": copy_move,
     "MOVE": copy_move,
+    "SORT": ordering.sort,
+    "THREAD": ordering.thread,
+    "CANCELUPDATE": ordering.cancelupdate,
     "GETQUOTA": getquota,
     "GETQUOTAROOT": getquotaroot,
     "SETQUOTA": setquota,
@@ -988,6 +973,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     SELECTED: frozenset(
         _AUTHENTICATED
         | {"CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "UID EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE"}
+        | {"SORT", "THREAD", "CANCELUPDATE"}
     ),
     LOGOUT: frozenset(),
 }

@@ -59,5 +59,10 @@ MAX_ENABLE = 32
 # Items in one STATUS (or LIST RETURN (STATUS (...))) list; RFC 9051 and RFC 8438 define 8.
 MAX_STATUS_ITEMS = 16
 
+# SEARCH and SORT return options in one command (RFC 4731, RFC 5267 define 8), and the tags one
+# CANCELUPDATE names; criteria in one SORT (RFC 5256 and RFC 5957 define 9, each usable once in practice).
+MAX_RETURN_OPTIONS = 16
+MAX_SORT_CRITERIA = 16
+
 # Resources named in one SETQUOTA (RFC 9208 defines 4; it is refused anyway, but parsed first).
 MAX_QUOTA_RESOURCES = 16

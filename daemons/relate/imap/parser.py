@@ -248,11 +248,62 @@ class Append(Command):
 
 
 @dataclass(frozen=True)
+class Partial:
+    """A PARTIAL range (RFC 9394 §3.1): result positions ``low`` to ``high`` (1-based, ``low <= high``),
+    counted from the last result backwards when ``from_end`` (``-1:-100``)."""
+
+    low: int
+    high: int
+    from_end: bool = False
+
+    def spec(self) -> str:
+        """The range as the PARTIAL response echoes it (``2:4``, ``-1:-100``)."""
+        sign = "-" if self.from_end else ""
+        return f"{sign}{self.low}:{sign}{self.high}"
+
+    def pick(self, count: int) -> range:
+        """The indexes (0-based, ascending) of a result of ``count`` items that this range selects."""
+        if self.from_end:
+            return range(max(0, count - self.high), max(0, count - self.low + 1))
+        return range(min(count, self.low - 1), min(count, self.high))
+
+
+@dataclass(frozen=True)
 class Search(Command):
     uid: bool
     key: SearchKey
     returns: tuple[str, ...] | None  # None: plain SEARCH (rev1); () means RETURN () = ALL
     charset: str | None = None
+    partial: Partial | None = None  # with "PARTIAL" in returns
+
+
+@dataclass(frozen=True)
+class Sort(Command):
+    """SORT and UID SORT (RFC 5256 §3), with ESORT and CONTEXT=SORT return options (RFC 5267)."""
+
+    uid: bool
+    program: tuple[tuple[str, bool], ...]  # (criterion, REVERSE)
+    charset: str
+    key: SearchKey
+    returns: tuple[str, ...] | None  # None: plain SORT; () means RETURN () = ALL
+    partial: Partial | None = None
+
+
+@dataclass(frozen=True)
+class Thread(Command):
+    """THREAD and UID THREAD (RFC 5256 §3)."""
+
+    uid: bool
+    algorithm: str
+    charset: str
+    key: SearchKey
+
+
+@dataclass(frozen=True)
+class CancelUpdate(Command):
+    """CANCELUPDATE (RFC 5267 §4.3.5): the tags of searches whose updates stop."""
+
+    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -637,7 +688,7 @@ def parse(parts: list[Part], *, utf8: bool = False) -> Command:
         cur.sp()
         uid = True
         name = cur.atom("a command name").upper()
-        if name not in ("FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE"):
+        if name not in ("FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD"):
             raise ParseError(f"UID {name} is not a command")
     handler = _PARSERS.get(name)
     if handler is None:
@@ -945,24 +996,111 @@ def _search_modseq(cur: Cursor) -> int:
 
 def _search(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
-    returns: tuple[str, ...] | None = None
+    returns, partial = _return_options(cur)
     charset = None
-    if cur.take(b"RETURN ("):
-        opts: list[str] = []
-        while not cur.take(b")"):
-            if opts:
-                cur.sp()
-            opts.append(cur.atom("a return option").upper())
-        returns = tuple(opts)
-        cur.sp()
     if cur.take(b"CHARSET "):
         charset = cur.astring().upper()
         cur.sp()
+    return Search(tag, name, uid, _criteria(cur), returns, charset, partial)
+
+
+def _criteria(cur: Cursor) -> SearchKey:
+    """1*(SP search-key) after the first key's position: one key, or their AND."""
     keys = [_search_key(cur)]
     while cur.take(b" "):
         keys.append(_search_key(cur))
-    key = keys[0] if len(keys) == 1 else SearchKey("AND", tuple(keys))
-    return Search(tag, name, uid, key, returns, charset)
+    return keys[0] if len(keys) == 1 else SearchKey("AND", tuple(keys))
+
+
+# RFC 4731 §3.1, RFC 5182 §2, RFC 5267 §4 (CONTEXT=SEARCH, CONTEXT=SORT), RFC 9394 §3.1 (PARTIAL).
+_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE", "CONTEXT", "UPDATE", "PARTIAL"})
+SORT_CRITERIA = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"})
+THREAD_ALGORITHMS = frozenset({"ORDEREDSUBJECT", "REFERENCES", "REFS"})
+
+
+def _return_options(cur: Cursor) -> tuple[tuple[str, ...] | None, Partial | None]:
+    """``RETURN (...) SP`` if there is one (RFC 4466 search-return-opts): the options and the PARTIAL range."""
+    if not cur.take(b"RETURN ("):
+        return None, None
+    opts: list[str] = []
+    partial = None
+    while not cur.take(b")"):
+        if opts:
+            cur.sp()
+        if len(opts) >= limits.MAX_RETURN_OPTIONS:
+            raise ParseError(f"too many return options (at most {limits.MAX_RETURN_OPTIONS})")
+        option = cur.atom("a return option").upper()
+        if option not in _RETURN_OPTIONS:
+            raise ParseError(f"unknown return option {option[:40]}")
+        if option in opts and option in ("PARTIAL", "UPDATE"):
+            raise ParseError(f"{option} given twice")
+        opts.append(option)
+        if option == "PARTIAL":
+            cur.sp()
+            partial = _partial_range(cur)
+    if "PARTIAL" in opts and "ALL" in opts:
+        raise ParseError("PARTIAL and ALL exclude each other")  # RFC 5267 §4.4, RFC 9394 §3.1
+    cur.sp()
+    return tuple(opts), partial
+
+
+def _partial_range(cur: Cursor) -> Partial:
+    """partial-range-first (``1:100``) or partial-range-last (``-1:-100``), RFC 9394 §5; either end first."""
+    from_end = cur.take(b"-")
+    first = cur.nz_number()
+    cur.expect(b":")
+    if cur.take(b"-") != from_end:
+        raise ParseError("a PARTIAL range counts from the start or from the end, not both")
+    second = cur.nz_number()
+    return Partial(min(first, second), max(first, second), from_end)
+
+
+def _charset(cur: Cursor) -> str:
+    return cur.astring().upper()
+
+
+def _sort(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    returns, partial = _return_options(cur)
+    cur.expect(b"(", "a parenthesized list of sort criteria")
+    program: list[tuple[str, bool]] = []
+    while True:
+        if len(program) >= limits.MAX_SORT_CRITERIA:
+            raise ParseError(f"too many sort criteria (at most {limits.MAX_SORT_CRITERIA})")
+        reverse = cur.take(b"REVERSE ")
+        criterion = cur.atom("a sort criterion").upper()
+        if criterion not in SORT_CRITERIA:
+            raise ParseError(f"unknown sort criterion {criterion[:40]}")
+        program.append((criterion, reverse))
+        if cur.take(b")"):
+            break
+        cur.sp()
+    cur.sp()
+    charset = _charset(cur)
+    cur.sp()
+    return Sort(tag, name, uid, tuple(program), charset, _criteria(cur), returns, partial)
+
+
+def _thread(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    algorithm = cur.atom("a threading algorithm").upper()
+    if algorithm not in THREAD_ALGORITHMS:
+        raise ParseError(f"unknown threading algorithm {algorithm[:40]}")
+    cur.sp()
+    charset = _charset(cur)
+    cur.sp()
+    return Thread(tag, name, uid, algorithm, charset, _criteria(cur))
+
+
+def _cancelupdate(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    tags: list[str] = []
+    while cur.take(b" "):
+        if len(tags) >= limits.MAX_RETURN_OPTIONS:
+            raise ParseError(f"too many tags (at most {limits.MAX_RETURN_OPTIONS})")
+        tags.append(cur.quoted().decode("utf-8", "replace"))  # RFC 5267 §5: 1*(SP quoted)
+    if not tags:
+        raise ParseError("CANCELUPDATE needs the tag of a search")
+    return CancelUpdate(tag, name, tuple(tags))
 
 
 _FETCH_MACROS = {
@@ -1190,6 +1328,9 @@ _PARSERS = {
     "MOVE": _copy_move,
     "EXPUNGE": _expunge,
     "ID": _id,
+    "SORT": _sort,
+    "THREAD": _thread,
+    "CANCELUPDATE": _cancelupdate,
     "GETQUOTA": _getquota,
     "GETQUOTAROOT": _mailbox_command,
     "SETQUOTA": _setquota,

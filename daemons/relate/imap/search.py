@@ -95,10 +95,16 @@ _ENVELOPE_FIELDS = "".join(f", m.envelope->'{f}' AS envelope_{f}" for f in ("fro
 
 
 async def run(
-    conn: Queryable, sel: Selected, key: SearchKey, *, charset: str | None, modseqs: dict[int, int] | None = None
+    conn: Queryable,
+    sel: Selected,
+    key: SearchKey,
+    *,
+    charset: str | None,
+    only: Sequence[int] | None = None,
+    modseqs: dict[int, int] | None = None,
 ) -> list[int]:
-    """UIDs of the selected mailbox's messages that match ``key``, ascending (and, into ``modseqs`` if
-    given, each one's modseq as the search saw it: SEARCH MODSEQ's result, RFC 7162 §3.1.5).
+    """UIDs of the selected mailbox's messages (of ``only``, when given) that match ``key``, ascending (and,
+    into ``modseqs`` if given, each one's modseq as the search saw it: SEARCH MODSEQ's result, RFC 7162 §3.1.5).
 
     The mailbox is read in UID order, ``_BATCH`` rows at a time; where keys need a message's
     text, that is read in groups of at most ``_TEXT_BYTES``. Matching runs on the loop for a
@@ -109,6 +115,9 @@ async def run(
         raise No("Only UTF-8 searches are supported", "BADCHARSET (UTF-8)")
     params: list[Any] = [sel.mailbox_id]
     where = " AND ".join(["m.mailbox_id = $1", *_prefilter(key, sel, params)])
+    if only is not None:
+        params.append(list(only))
+        where += f" AND m.uid = ANY(${len(params)}::bigint[])"
     extra = _ENVELOPE_FIELDS if _has_key(key, _ADDRESS_KEYS) else ""
     light = _LIGHT.format(where=where, after=len(params) + 1, batch=_BATCH, extra=extra)
     texts = _has_key(key, frozenset({"BODY", "TEXT"}))
@@ -343,7 +352,8 @@ def _compare(how: str, when: datetime, day: object) -> bool:
 
 
 def compact(numbers: Sequence[int]) -> str:
-    """``1,2,3,5`` -> ``1:3,5`` (a sequence set for ESEARCH ALL)."""
+    """``1,2,3,5`` -> ``1:3,5``: a sequence set that lists ``numbers`` in their order (``5,3,4`` -> ``5,3:4``,
+    as sorted results need, RFC 5267 §3.2)."""
     out: list[str] = []
     start = prev = None
     for n in numbers:

@@ -13,7 +13,11 @@ them after commands, in IDLE and on NOOP; never EXPUNGE during FETCH, STORE
 or SEARCH (their UID forms excepted), so message numbers never shift under a
 client mid-command. Once the client has enabled QRESYNC (RFC 7162 §3.2),
 expunges are reported as ``VANISHED uids`` instead; once it has used
-CONDSTORE, reported flag changes carry their MODSEQ.
+CONDSTORE, reported flag changes carry their MODSEQ. Searches the client
+keeps up to date (RFC 5267 UPDATE, ``Selected.updates``) hear of the same
+changes there: REMOVEFROM before the EXPUNGE (or VANISHED) responses, ADDTO
+after EXISTS; while any is kept, the session looks after every command, so
+its own changes are reported before the tagged OK.
 
 \\Recent (RFC 3501 §2.3.2) is for IMAP4rev1 sessions only: a session that
 SELECTs a mailbox takes, as recent, the messages no session has taken yet, and
@@ -147,6 +151,7 @@ class Selected:
     own_modseqs: set[int] = field(default_factory=set)
     saved: list[int] = field(default_factory=list)  # SEARCH RETURN (SAVE) result, as UIDs
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    updates: ResultUpdates | None = None  # searches kept up to date (RFC 5267 UPDATE), imap/contexts.py
     # A VANISHED was sent since the client last heard HIGHESTMODSEQ: no FETCH carries an expunge's
     # modseq, so NOOP, IDLE and EXPUNGE tell it in their tagged OK (QRESYNC only).
     vanished_unacknowledged: bool = False
@@ -189,6 +194,31 @@ class Selected:
 
 def _low(span: tuple[int, int]) -> int:
     return span[0]
+
+
+class UpdatePlan(Protocol):
+    """What one sync tells the client of its kept-up-to-date searches (imap/contexts.py's Plan)."""
+
+    def removals(self, sel: Selected) -> list[bytes]: ...
+
+    def additions(self, sel: Selected) -> list[bytes]: ...
+
+
+class ResultUpdates(Protocol):
+    """The searches a client asked to keep up to date (RFC 5267 UPDATE): imap/contexts.py's Updates."""
+
+    def __bool__(self) -> bool: ...
+
+    async def prepare(
+        self,
+        conn: Any,
+        sel: Selected,
+        *,
+        new: Sequence[int],
+        flagged: Sequence[int],
+        expunged: Sequence[int],
+        deferred: bool,
+    ) -> UpdatePlan: ...
 
 
 Handler = Callable[["ImapSession", Any], Awaitable[None]]
@@ -576,6 +606,8 @@ class ImapSession:
             "ENABLE", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE", "CHILDREN",
             "LIST-EXTENDED", "LIST-STATUS", "LITERAL+", "LITERAL-", "ID", "ESEARCH", "SEARCHRES", "STATUS=SIZE",
             f"APPENDLIMIT={self.cfg.max_literal_size}", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC",
+            "SORT", "SORT=DISPLAY", "ESORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "THREAD=REFS",
+            "CONTEXT=SEARCH", "CONTEXT=SORT",
         ]  # fmt: skip
         caps += ["QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]  # RFC 9208; no QUOTASET: SETQUOTA is refused
         return caps
@@ -635,12 +667,24 @@ class ImapSession:
         if sel is None:
             return
         sel.changed.clear()
-        claimed = None
+        plan = None
         try:
             async with self.server.pool.acquire() as conn:
                 delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
                 if sel.takes_recent and delta.get("new"):
                     claimed = await imap_messages.claim_recent(conn, sel.mailbox_id, delta["new"][-1])
+                    if claimed is not None:  # kept at once (the claim is committed), so kept searches see them
+                        sel.add_recent(*claimed)
+                if sel.updates and not delta["gone"]:
+                    known = [u for u in delta["expunged"] if sel.msn(u) is not None]
+                    plan = await sel.updates.prepare(
+                        conn,
+                        sel,
+                        new=delta["new"],
+                        flagged=[f[0] for f in delta["flags"]],
+                        expunged=known if allow_expunge else [],
+                        deferred=bool(known) and not allow_expunge,
+                    )
         except BaseException:
             sel.changed.set()  # nothing was reported: the news stays pending
             raise
@@ -650,6 +694,8 @@ class ImapSession:
             self.state = AUTHENTICATED
             raise Bye("The selected mailbox was deleted")
         expunged = [u for u in delta["expunged"] if sel.msn(u) is not None]
+        for line in plan.removals(sel) if plan is not None else ():
+            self.untagged(line)  # RFC 5267 §4.3.4: before the EXPUNGE responses, while the numbers hold
         waiting = bool(expunged) and not allow_expunge
         if waiting:
             # Report the rest now, the expunges (and anything after them) at the next chance.
@@ -669,10 +715,10 @@ class ImapSession:
             sel.uids.extend(delta["new"])
             sel.max_uid = max(sel.max_uid, delta["new"][-1])
             self.untagged(f"{len(sel.uids)} EXISTS")
-            if claimed is not None:
-                sel.add_recent(*claimed)
             if not self.rev2:
                 self.untagged(f"{sel.recent_count()} RECENT")
+        for line in plan.additions(sel) if plan is not None else ():
+            self.untagged(line)  # RFC 5267 §4.3.3: after EXISTS, so new messages have numbers
         reported = () if waiting and self.condstore else delta["flags"]
         self.announce_flags(f for _, flags, modseq in reported if modseq not in sel.own_modseqs for f in flags)
         for uid, flags, modseq in reported:
@@ -692,8 +738,8 @@ class ImapSession:
         NOOP, IDLE, EXPUNGE and friends call :meth:`sync` directly, which always
         asks the database, so a lost notification delays news only until then.
         """
-        if self.selected is None or not self.selected.changed.is_set():
-            return
+        if self.selected is None or not (self.selected.changed.is_set() or self.selected.updates):
+            return  # a search kept up to date hears of this session's own changes at once
         uid = getattr(cmd, "uid", False)
         await self.sync(allow_expunge=uid or cmd.name not in _NO_EXPUNGE)
 

@@ -61,6 +61,9 @@ MAX_NESTING = 16
 MAX_ADDRESSES = 1000
 # Message-IDs kept from References (RFC 5322 §3.6.4). Long threads: about 100.
 MAX_REFERENCES = 500
+# Of those, the last ones threading links by (relate.mail.threadids): the nearest ancestors decide a
+# message's thread. Replies usually name their parent last; deep threads reach a few dozen.
+MAX_THREAD_REFERENCES = 20
 # Characters of a Date field that are parsed; a longer one is malformed (RFC 5322
 # §3.3 dates are about 40 characters, with a comment about 70).
 MAX_DATE_CHARS = 256

@@ -46,6 +46,8 @@ from relate.config import QuotaConfig
 from relate.errors import MailboxGone
 from relate.mail.imapwire import envelope as imap_envelope
 from relate.mail.mime import Address, ParsedMessage, parse_message
+from relate.mail.sortkeys import sort_keys
+from relate.mail.threadids import thread_ids
 from relate.store import changes, quota
 from relate.store.db import Queryable
 
@@ -77,11 +79,13 @@ _MSG = """
 msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
              subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
              in_reply_to, "references", envelope, bodystructure, header_end,
-             attachments, attachment_count, search, text_indexed, wire_size, envelope_wire, envelope_wire_utf8)
+             attachments, attachment_count, search, text_indexed, wire_size, envelope_wire, envelope_wire_utf8,
+             sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids)
         SELECT box.id, box.uid, box.modseq, $2, coalesce($3, now()), $4, $5,
              $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
              setweight(to_tsvector('simple', coalesce($6, '')), 'A')
-             || setweight(to_tsvector('simple', $20), 'B'), $21, $22, $24, $25
+             || setweight(to_tsvector('simple', $20), 'B'), $21, $22, $24, $25,
+             $26, $27, $28, $29, $30, $31, $32
           FROM box
         RETURNING id, uid, modseq)
 SELECT msg.id, box.user_id, msg.uid, msg.modseq,
@@ -89,13 +93,13 @@ SELECT msg.id, box.user_id, msg.uid, msg.modseq,
                                         'id', msg.id, 'uid', msg.uid, 'modseq', msg.modseq)::text)
   FROM msg, box"""
 _BLOB = """
-blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $26) ON CONFLICT (hash) DO NOTHING),"""
+blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $33) ON CONFLICT (hash) DO NOTHING),"""
 
 
 def _ingest_sql(*, blob: bool, checked: bool) -> str:
-    """The ingest statement: $1-$25 always, then the blob's bytes (with ``blob``), then the configured
-    quota defaults, storage and messages (with ``checked``)."""
-    first = 27 if blob else 26
+    """The ingest statement: $1-$32 always (the SORT and THREAD keys are $26-$32), then the blob's bytes
+    (with ``blob``), then the configured quota defaults, storage and messages (with ``checked``)."""
+    first = 34 if blob else 33
     check = f" AND {quota.fits_sql('mailboxes', '$4', '1', f'${first}', f'${first + 1}')}" if checked else ""
     return "WITH" + (_BLOB if blob else "") + _BOX.format(check=check) + _MSG
 
@@ -258,6 +262,9 @@ async def ingest(
         False,  # text_indexed: the background indexer fills the body text in
         prepared.wire_size,
     )
+    sort = sort_keys(parsed.subject, envelope)
+    threading = thread_ids(parsed.message_id, parsed.in_reply_to, parsed.references)
+    keys = _clean([sort.subject, sort.from_, sort.to, sort.cc, sort.display_from, sort.display_to, threading])
     stored: list[StoredMessage] = []
     # One transaction: the caller's when it has one (no savepoint round trips), else our own.
     async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
@@ -278,6 +285,7 @@ async def ingest(
                 *columns,
                 CHANNEL,
                 *envelope_wire(envelope),
+                *keys,
                 *((raw,) if blob_pending else ()),
                 *((enforce.cfg.storage, enforce.cfg.messages) if enforce is not None and checked else ()),
             )
