@@ -11,8 +11,10 @@ from typing import Any
 
 from relate.auth import AuthRefused
 from relate.errors import Conflict, NotFound
+from relate.imap import append as appending
 from relate.imap import condstore, limits, listmatch
 from relate.imap import fetch as fetching
+from relate.imap import preview as previewing
 from relate.imap import search as searching
 from relate.imap.errors import Bad, Bye, No
 from relate.imap.mutf7 import encode_mailbox
@@ -50,10 +52,8 @@ from relate.imap.session import (
     transport_reason,
 )
 from relate.mail.imapwire import astring, flag_list
-from relate.runtime.budget import BudgetExhausted
 from relate.runtime.streams import pending_input
-from relate.store import imap_messages, mailboxes, messages
-from relate.store.messages import StoredMessage
+from relate.store import imap_messages, mailboxes
 
 log = logging.getLogger("relate.imap")
 
@@ -103,21 +103,6 @@ def _existing_name(name: str) -> str:
     if _has_control(name) or len(name.encode()) > limits.MAX_MAILBOX_NAME:
         raise No("No such mailbox", "NONEXISTENT")
     return name
-
-
-async def _store_appended(session: ImapSession, cmd: Append, mailbox_id: int, flags: list[str]) -> StoredMessage:
-    """The APPENDed message, read back from its spool file (in a thread) only now, and stored.
-
-    Only ``raw`` refers to the bytes: neither the command nor the literal keeps a copy, so the
-    message is in memory once on this side, for as long as ingest runs.
-    """
-    if cmd.message.in_memory:
-        raw = cmd.message.read()
-    else:
-        raw = await asyncio.to_thread(cmd.message.read)
-    async with session.server.pool.acquire() as conn:
-        (stored,) = await messages.ingest(conn, raw, [mailbox_id], flags=flags, internal_date=cmd.date)
-    return stored
 
 
 async def _mailbox(session: ImapSession, name: str) -> dict[str, Any]:
@@ -506,7 +491,8 @@ async def status(session: ImapSession, cmd: Status) -> None:
     session.tagged(cmd.tag, "OK", "STATUS completed")
 
 
-# RFC 9051 §6.3.12 (APPEND), RFC 4315 (APPENDUID), RFC 7889 (APPENDLIMIT)
+# RFC 9051 §6.3.12 (APPEND), RFC 4315 (APPENDUID), RFC 7889 (APPENDLIMIT), RFC 3502 (MULTIAPPEND),
+# RFC 4469 (CATENATE), RFC 3516 §4.3 (binary data); imap/append.py stores them
 async def append(session: ImapSession, cmd: Append) -> None:
     assert session.principal is not None
     _existing_name(cmd.mailbox)  # a name that cannot exist: NONEXISTENT, not TRYCREATE (CREATE would fail)
@@ -514,19 +500,8 @@ async def append(session: ImapSession, cmd: Append) -> None:
         box = await _mailbox(session, cmd.mailbox)
     except No:
         raise No("No such mailbox", "TRYCREATE") from None
-    flags = _flags(cmd.flags)
-    cfg = session.cfg
-    # Storing holds the message and ingest's working copies: reserve about twice its size first, so
-    # concurrent APPENDs wait (and past imap.memory_wait are refused) instead of growing the process.
-    try:
-        async with session.server.memory.reserve(2 * len(cmd.message), wait=cfg.memory_wait):
-            stored = await _store_appended(session, cmd, box["id"], flags)
-    except BudgetExhausted:
-        log.warning("imap-memory-full client=%s octets=%d", session.client, len(cmd.message))
-        raise No("Server busy with other messages, try again later", "LIMIT") from None
-    if session.selected is not None and session.selected.mailbox_id == box["id"]:
-        await session.sync()  # appending to the selected mailbox: the client hears EXISTS now
-    session.tagged(cmd.tag, "OK", "APPEND completed", f"APPENDUID {box['uidvalidity']} {stored.uid}")
+    flags = [_flags(message.flags) for message in cmd.messages]
+    await appending.append(session, cmd, box, flags)
 
 
 # RFC 9051 §6.3.10 (NAMESPACE)
@@ -708,6 +683,8 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
     with_raw = fetching.needs_raw(atts)
     columns = fetching.columns(atts)
     utf8 = session.utf8
+    decodes = fetching.decodes(atts)
+    previews = previewing.wanted(atts)
     for start in range(0, len(uids), _FETCH_ROWS):
         chunk = uids[start : start + _FETCH_ROWS]
         for group in await _by_size(session, sel.mailbox_id, chunk) if with_raw else [chunk]:
@@ -715,6 +692,8 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
                 rows = await imap_messages.fetch(
                     conn, sel.mailbox_id, group, with_raw=with_raw, columns=columns, utf8=utf8
                 )
+            if previews:
+                rows = await previewing.fill(session, sel.mailbox_id, rows)
             for row in rows:
                 msn = sel.msn(row["uid"])
                 if msn is None:
@@ -722,7 +701,11 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
                 if not with_raw:
                     session.send(b"* %d FETCH " % msn + fetching.render(row, atts, utf8=utf8))
                     continue
-                pieces = fetching.render_pieces(row, bytes(row["raw"]), atts, utf8=utf8)
+                raw = bytes(row["raw"])
+                if decodes and len(raw) > _DECODE_INLINE:  # BINARY of a large message: decoded off the loop
+                    pieces = await asyncio.to_thread(fetching.render_pieces, row, raw, atts, utf8=utf8)
+                else:
+                    pieces = fetching.render_pieces(row, raw, atts, utf8=utf8)
                 session.send_pieces([b"* %d FETCH " % msn, *pieces])
                 if session.pending >= _FETCH_FLUSH:
                     await session.flush()  # waits for the client to take it: the buffer stays small
@@ -739,6 +722,8 @@ _FETCH_ROWS = 2000
 _FETCH_BYTES = 16 * 1024 * 1024
 # Buffered output past this many octets is written (and drained) before the next message is rendered.
 _FETCH_FLUSH = 1024 * 1024
+# BINARY of a message up to this size is decoded on the event loop, of a bigger one in a worker thread.
+_DECODE_INLINE = 256 * 1024
 
 
 async def _by_size(session: ImapSession, mailbox_id: int, uids: list[int]) -> list[list[int]]:

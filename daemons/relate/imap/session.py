@@ -327,16 +327,20 @@ class ImapSession:
         """A whole command with its literals; None when it was refused (and answered) while being read.
 
         The command's lines and literals together may hold at most ``imap.max_line_length``
-        octets, and at most MAX_LITERALS literals; only an APPEND's message literal may be
-        bigger (up to ``imap.max_literal_size``). It alone is spooled to disk when large.
+        octets, and at most MAX_LITERALS literals; only an APPEND's message literals (and
+        CATENATE text) may be bigger, each up to ``imap.max_literal_size`` and together up to
+        ``imap.max_append_size``. Those alone are spooled to disk when large, and at most
+        SPOOL_ABOVE octets of them are held in memory.
         """
         parts: list[Part] = []
         tag = "*"
         append = False
-        used = 0  # octets of lines and literals, the APPEND message aside
+        used = 0  # octets of lines and literals, the APPEND messages aside
         literals = 0
-        message = False  # an APPEND message literal has been read
+        messages = 0  # octets of APPEND message literals (those past the line budget)
+        held = 0  # of those, octets kept in memory rather than spooled
         limit, biggest = self.cfg.max_line_length, self.cfg.max_literal_size
+        total = max(biggest, self.cfg.max_append_size)
         try:
             while True:
                 try:
@@ -368,8 +372,9 @@ class ImapSession:
                     refusal = ("NO", "Literal too big", "TOOBIG")  # APPENDLIMIT says how big it may be
                 elif used + size <= limit:
                     pass
-                elif append and not message and used <= limit:
-                    big = message = True
+                elif append and used <= limit and messages + size <= total:
+                    big = True
+                    messages += size
                 else:
                     refusal = ("NO", f"Literal too big (at most {limit} octets outside an APPEND message)", "TOOBIG")
                 if refusal is not None:
@@ -387,7 +392,8 @@ class ImapSession:
                     self.send(b"+ Ready for literal data")
                     await self.flush()
                 if big:
-                    content = await self._read_literal(size)
+                    content = await self._read_literal(size, to_disk=held + size > SPOOL_ABOVE)
+                    held += size if isinstance(content, bytes) else 0
                 else:
                     used += size
                     content = await self.reader.readexactly(size)
@@ -396,10 +402,10 @@ class ImapSession:
             _close_literals(parts)
             raise
 
-    async def _read_literal(self, size: int) -> bytes | BinaryIO:
-        """Up to SPOOL_ABOVE octets in memory; more are streamed to an unlinked temporary file in chunks,
-        so an upload of any size up to APPENDLIMIT holds one chunk of memory while it arrives."""
-        if size <= SPOOL_ABOVE:
+    async def _read_literal(self, size: int, *, to_disk: bool) -> bytes | BinaryIO:
+        """In memory, or (``to_disk``) streamed to an unlinked temporary file in chunks, so an upload of
+        any size up to APPENDLIMIT holds one chunk of memory while it arrives."""
+        if not to_disk:
             return await self.reader.readexactly(size)
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - the Literal owns it; the session closes it
         try:
@@ -535,7 +541,12 @@ class ImapSession:
             "LIST-EXTENDED", "LIST-STATUS", "LITERAL+", "LITERAL-", "ID", "ESEARCH", "SEARCHRES", "STATUS=SIZE",
             f"APPENDLIMIT={self.cfg.max_literal_size}", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC",
         ]  # fmt: skip
+        caps += self.extension_capabilities()
         return caps
+
+    def extension_capabilities(self) -> list[str]:
+        """RFC 3516, 3502, 4469 with 5550, 5032, 8514, 8970."""
+        return ["BINARY", "MULTIAPPEND", "CATENATE", "URL-PARTIAL", "WITHIN", "SAVEDATE", "PREVIEW"]
 
     # -- the selected mailbox ------------------------------------------------------
 
