@@ -18,7 +18,7 @@ that delivers to maildirs, as ``shared/peers.md`` describes, and adds the
 ratio relate/postfix. Everything started is stopped again, also on Ctrl-C.
 
 Usage: ``.venv/bin/python bench/smtp_ingest.py [--sessions 20] [--messages 2000]
-[--size 10240] [--vs postfix] [--json-only]``; ``--help`` for the rest.
+[--size 10240] [--vs postfix] [--quota] [--json-only]``; ``--help`` for the rest.
 """
 
 from __future__ import annotations
@@ -83,22 +83,31 @@ VMAIL_UID = 5000  # peers.md: virtual_uid_maps = static:5000
 # -- Relate Mail ------------------------------------------------------------------
 
 
+# --quota: every user's limits (store/quota.py), far above any load this script sends.
+QUOTA_STORAGE = 1024**4
+QUOTA_MESSAGES = 10**9
+
+
 class Relate(RelateServer):
     """relate-smtp over an embedded, durable PostgreSQL, in ``workdir``."""
 
     module = "relate.smtp"
     daemon_name = "relate-smtp"
 
-    def __init__(self, workdir: Path, users: list[str], pool_max: int | None, sessions: int, quiet: bool) -> None:
+    def __init__(
+        self, workdir: Path, users: list[str], pool_max: int | None, sessions: int, quiet: bool, quota: bool = False
+    ) -> None:
         super().__init__(workdir, quiet)
         self.users = users
         self.pool_max = pool_max
         self.sessions = sessions
+        self.quota = quota
 
     @property
     def description(self) -> str:
         return (
-            f"relate-smtp (MX role, logging WARNING, pool_max {self.pool_max or DatabaseConfig.pool_max}) -> "
+            f"relate-smtp (MX role, logging WARNING, pool_max {self.pool_max or DatabaseConfig.pool_max}"
+            f"{', every user under a quota' if self.quota else ''}) -> "
             f"PostgreSQL {self.settings.get('server_version', '?')} "
             f"(fsync={self.settings.get('fsync')}, synchronous_commit={self.settings.get('synchronous_commit')})"
         )
@@ -125,6 +134,8 @@ class Relate(RelateServer):
                         "max_connections_per_client": 2 * self.sessions + 10,
                     },
                     "logging": {"level": "WARNING"},
+                    # --quota: limits far above the load, so every delivery is checked and none refused.
+                    **({"quota": {"storage": QUOTA_STORAGE, "messages": QUOTA_MESSAGES}} if self.quota else {}),
                 }
             )
         )
@@ -495,6 +506,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup", type=int, default=0, help="messages sent first and not measured (default 0)")
     parser.add_argument("--pool-max", type=int, help="relate's database.pool_max (default: the config default)")
+    parser.add_argument(
+        "--quota",
+        action="store_true",
+        help="give every user quota limits (far above the load): the cost of checking them on every delivery",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="limit in seconds for each load (default 600)")
     parser.add_argument("--workdir", type=Path, help="parent of the temp dir (default: $TMPDIR or /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) for inspection")
@@ -533,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             "client": args.client,
             "warmup": args.warmup,
             "rounds": args.rounds,
+            "quota": args.quota,
             "cpus": os.cpu_count(),
             "fs": fs_type(workdir),
         },
@@ -542,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         rounds: dict[str, list[Round]] = {}
-        targets.append(Relate(workdir, users, args.pool_max, args.sessions, quiet))
+        targets.append(Relate(workdir, users, args.pool_max, args.sessions, quiet, args.quota))
         if args.vs == "postfix":
             targets.append(Postfix(workdir, users, quiet))
         for target in targets:

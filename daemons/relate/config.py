@@ -247,6 +247,18 @@ class DeliveryConfig:
 
 
 @dataclass
+class QuotaConfig:
+    # Limits of every user who has none of their own (`relatectl user quota`): bytes of messages
+    # (RFC 9208 STORAGE, the sizes of the user's messages in every folder) and messages (MESSAGE);
+    # 0 = no limit.
+    storage: int = 0
+    messages: int = 0
+    # Mail to a user whose mailbox has been full this long is refused for good (552 5.2.2, and the
+    # delivery daemon bounces it) instead of for now (452 4.2.2, the sender retries); 0 = at once.
+    bounce_after_days: float = 3.0
+
+
+@dataclass
 class PushConfig:
     # VAPID key pair for web push (base64url, raw EC P-256); `relatectl setup`
     # generates them.
@@ -309,6 +321,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
     push: PushConfig = field(default_factory=PushConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -348,6 +361,9 @@ class Config:
             ("smtp.max_unknown_commands", self.smtp.max_unknown_commands >= 1, "must be 1 or more"),
             ("imap.memory_budget", self.imap.memory_budget >= 1024 * 1024, "must be at least 1 MiB"),
             ("imap.memory_wait", self.imap.memory_wait >= 0, "must be 0 or more"),
+            ("quota.storage", self.quota.storage >= 0, "must be 0 (no limit) or more"),
+            ("quota.messages", self.quota.messages >= 0, "must be 0 (no limit) or more"),
+            ("quota.bounce_after_days", self.quota.bounce_after_days >= 0, "must be 0 (at once) or more"),
             ("logging.slow_callback_ms", self.logging.slow_callback_ms >= 0, "must be 0 (off) or more"),
             ("delivery.port", 1 <= self.delivery.port <= 65535, "must be a port number"),
             ("imap.max_line_length", self.imap.max_line_length >= 1000, "must be at least 1000"),

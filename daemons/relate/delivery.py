@@ -31,25 +31,54 @@ delivers to that user's INBOX (once per user, however many of their
 addresses were named); any address at a domain we do not host is remote; an
 unknown address at a hosted domain is refused. Which of these a caller may
 accept (an MX never accepts remote ones) is the caller's policy.
+
+Quota (given ``quota``, the configured defaults; the rules are store/quota.py's):
+before anything is parsed, local recipients with a limit are judged with the
+message's size (:func:`relate.store.quota.verdicts`); the copy for each one
+found with room is then stored only if it still fits, checked in the very
+statement that stores it. What becomes of the others depends on who sends:
+
+- An authenticated sender (submission, the REST send path): the copy waits in
+  the outbound queue, where the delivery daemon delivers it once there is
+  room, or bounces it by the same rules (deferred, then a DSN); the sender's
+  own mail to everyone else goes at once. The sender's Sent copy is stored
+  only if it fits the sender's quota: a message to others is never held back
+  for want of room for the sender's record of it. When it does not fit,
+  ``Committed.sent_copy`` is None and ``sent_over_quota`` says why.
+- No sender (MX): SMTP has one reply for all recipients of DATA. When none of
+  the local recipients has room, the commit raises :class:`MailboxFull`
+  (452 4.2.2, or 552 5.2.2 when every one is refused for good) and stores
+  nothing. When some have room, the message is stored for all of them: those
+  it takes over a limit are over by this one message, and are full for the
+  next one (refused at RCPT). Refusing all would hold the others' mail
+  hostage to one full mailbox, and delivering to some while answering 250
+  would lose the rest. An MX that declares the size (RFC 1870 SIZE=) gets
+  the per-recipient answer at RCPT instead, where there is one reply per
+  recipient.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
-from relate.errors import Invalid
+from relate.config import QuotaConfig
+from relate.errors import Invalid, OverQuota
 from relate.mail.address import split_address
 from relate.mail.mime import ParsedMessage
 from relate.mail.spool import Spool
-from relate.store import accounts, drafts, messages, outbound
+from relate.store import accounts, drafts, messages, outbound, quota
 from relate.store.messages import StoredMessage
+from relate.store.quota import Verdict
 
 log = logging.getLogger("relate.delivery")
 
@@ -66,6 +95,22 @@ class Recipient:
     kind: Kind
     user_id: int | None = None
     inbox_id: int | None = None
+    # The local user's own quota limits (users.quota_*: None follows the configured default), and their
+    # usage as read with the lookup when a limit applied then (store/quota.py).
+    quota_storage: int | None = None
+    quota_messages: int | None = None
+    usage: quota.Usage | None = None
+
+    def limits(self, cfg: QuotaConfig) -> quota.Limits:
+        return quota.Limits.of(self.quota_storage, self.quota_messages, cfg)
+
+
+class MailboxFull(OverQuota):
+    """No local recipient of a message without a sender (MX) has room for it: nothing was stored."""
+
+    def __init__(self, *, permanent: bool) -> None:
+        super().__init__("mailbox full")
+        self.permanent = permanent  # every one is refused for good (552 5.2.2), not for now (452 4.2.2)
 
 
 @dataclass(frozen=True)
@@ -82,28 +127,67 @@ class Committed:
     sent_copy: StoredMessage | None = None
     outbound_id: int | None = None
     parsed: ParsedMessage | None = None
+    waiting: list[str] = field(default_factory=list)  # local recipients queued for want of room (quota)
+    sent_over_quota: bool = False  # no Sent copy: it did not fit the sender's quota
 
 
-async def classify(pool: asyncpg.Pool, address: str) -> Recipient:
-    """Resolve a normalized address (``local@domain``, lower-case)."""
+def local_recipient(address: str, row: Mapping[str, Any], cfg: QuotaConfig | None = None) -> Recipient:
+    """A local Recipient from a store.accounts row (user_id, inbox_id, quota_storage, quota_messages, and
+    the usage recipient_target reads when a limit applies)."""
+    usage = quota.read_usage(row["user_id"], row, cfg or QuotaConfig())
+    return Recipient(
+        address, Kind.LOCAL, row["user_id"], row["inbox_id"], row.get("quota_storage"), row.get("quota_messages"), usage
+    )
+
+
+async def classify(pool: asyncpg.Pool, address: str, limits: QuotaConfig | None = None) -> Recipient:
+    """Resolve a normalized address (``local@domain``, lower-case); with ``limits`` (the configured quota
+    defaults), a local user's quota usage comes with it, read in the same query, when a limit applies."""
     try:
         _, domain = split_address(address)
     except Invalid:  # as before: such an address is local if some user has it, else the error stands
         found = await accounts.resolve_recipient(pool, address)
         if found is None:
             raise
-        return Recipient(address, Kind.LOCAL, found["user_id"], found["inbox_id"])
-    target = await accounts.recipient_target(pool, address, domain)  # one query, whatever the answer
+        return local_recipient(address, found)
+    defaults = (limits.storage, limits.messages) if limits is not None else (0, 0)
+    target = await accounts.recipient_target(pool, address, domain, defaults)  # one query, whatever the answer
     if target["user_id"] is not None:
-        return Recipient(address, Kind.LOCAL, target["user_id"], target["inbox_id"])
+        return local_recipient(address, target, limits)
     return Recipient(address, Kind.UNKNOWN if target["hosted"] else Kind.REMOTE)
 
 
+async def admit(pool: asyncpg.Pool, recipient: Recipient, size: int, cfg: QuotaConfig) -> Verdict:
+    """Whether a local recipient can take a message of ``size`` bytes (0: not known yet) now, by its
+    quota (store/quota.py). No query for a user without limits, nor for one whose usage came with the
+    lookup (but the write that starts or stops the full-since clock, when it does)."""
+    if recipient.user_id is None or recipient.limits(cfg).unlimited:
+        return Verdict.FITS
+    found = await _judge(pool, [recipient], {recipient.user_id: size}, cfg)
+    return found.get(recipient.user_id, Verdict.FITS)
+
+
+async def _judge(
+    pool: asyncpg.Pool, recipients: Sequence[Recipient], sizes: dict[int, int], cfg: QuotaConfig
+) -> dict[int, Verdict]:
+    """:func:`relate.store.quota.settle` by user id: from the usage the recipients carry, the others' read now."""
+    known = {r.user_id: r.usage for r in recipients if r.user_id is not None and r.usage is not None}
+    now = datetime.now(UTC)
+    missing = [uid for uid in sizes if uid not in known]
+    if missing:
+        known.update(await quota.usage(pool, missing, cfg))
+    found = await quota.settle(pool, known, sizes, cfg, now)
+    return {uid: verdict for uid, (verdict, _) in found.items()}
+
+
 class Delivery:
-    def __init__(self, pool: asyncpg.Pool, mail_from: str, *, sender: Sender | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, mail_from: str, *, sender: Sender | None = None, quota: QuotaConfig | None = None
+    ) -> None:
         self._pool = pool
         self.mail_from = mail_from
         self.sender = sender
+        self.quota = quota  # None: no quota is checked (see the module docstring)
         self.recipients: list[Recipient] = []
 
     def add(self, recipient: Recipient) -> None:
@@ -145,13 +229,16 @@ class Delivery:
         body = message if isinstance(message, Spool) else Spool.of(message)
         hold = hold or _no_hold
         return_path = b"Return-Path: <" + self.mail_from.encode("utf-8", "surrogateescape") + b">\r\n"
-        # First, with no database connection held: parse and hash each copy (the only steps that need it in
+        # Quota first, before any work on the message: which local copies are tried, which wait.
+        checked, waiting = await self._plan(len(return_path + trace) + body.size) if inboxes else (set(), {})
+        inboxes = [i for i in inboxes if i not in waiting]
+        # Then, with no database connection held: parse and hash each copy (the only steps that need it in
         # memory), one at a time.
         local = await _Copy.prepare(body, return_path + trace, hold) if inboxes else None
         sent = None
         if self.sender is not None:
             sent = await _Copy.prepare(body if sent_copy is None else Spool.of(sent_copy), b"", hold)
-        queued = await _Copy.hashed(body, trace, hold) if remote else None
+        queued = await _Copy.hashed(body, trace, hold) if remote or waiting else None
         first = local or sent
         parsed = first.prepared.parsed if first is not None and first.prepared is not None else None
         result.parsed = parsed
@@ -164,14 +251,30 @@ class Delivery:
                 taken = await drafts.take_for_sending(conn, self.sender.user_id, record.email_id, record.version)
                 draft_copy = taken["draft_message_id"]
             if local is not None:
-                result.local = await local.store(conn, inboxes)
+                result.local = await self._store_local(conn, local, inboxes, checked, waiting)
             if sent is not None:
                 assert self.sender is not None
                 folder = await accounts.special_mailbox(conn, self.sender.user_id, "\\Sent")
                 if folder is not None:
-                    (result.sent_copy,) = await sent.store(conn, [folder], flags=["\\Seen"])
+                    enforce = messages.Enforce(self.quota) if self.quota is not None else None
+                    copies = await sent.store(conn, [folder], flags=["\\Seen"], enforce=enforce)
+                    result.sent_copy = copies[0] if copies else None
+                    result.sent_over_quota = not copies
+                    if not copies:
+                        log.info("quota-sent-copy-skipped user=%d (the Sent copy does not fit)", self.sender.user_id)
+            result.waiting = [r.address for r in waiting.values()]
+            if waiting and queued is None:  # a copy found no room after all (a race): it waits, hashed now
+                queued = await _Copy.hashed(body, trace, hold)
             blob = await queued.store_blob(conn) if queued is not None else None
             if record is not None:
+                if waiting:
+                    late = {r.address for r in waiting.values()}
+                    record = dataclasses.replace(
+                        record,
+                        recipients=[
+                            dataclasses.replace(r, local=False) if r.address in late else r for r in record.recipients
+                        ],
+                    )
                 result.outbound_id = await drafts.record_sent(
                     conn,
                     record,
@@ -179,7 +282,7 @@ class Delivery:
                     sent_message_id=result.sent_copy.id if result.sent_copy else None,
                     draft_message_id=draft_copy,
                 )
-            elif remote:
+            elif remote or waiting:
                 assert self.sender is not None
                 assert blob is not None
                 assert parsed is not None  # remote recipients come with a sender, hence a Sent copy
@@ -191,9 +294,58 @@ class Delivery:
                     subject=parsed.subject,
                     message_id=parsed.message_id,
                     blob_hash=blob,
-                    recipients=remote,
+                    recipients=[*remote, *result.waiting],
                 )
+        for address in result.waiting:
+            log.info("quota-queued rcpt=%s (mailbox full: the delivery daemon retries)", address)
         return result
+
+    async def _plan(self, size: int) -> tuple[set[int], dict[int, Recipient]]:
+        """Quota for the local copies (module docstring): (INBOXes whose copy is stored only if it still
+        fits, INBOXes whose copy waits in the queue with the recipient it is for); raises MailboxFull."""
+        if self.quota is None:
+            return set(), {}
+        cfg = self.quota
+        limited: dict[int, Recipient] = {}
+        for r in self.recipients:
+            if r.inbox_id is not None and r.user_id is not None and not r.limits(cfg).unlimited:
+                limited.setdefault(r.inbox_id, r)
+        if not limited:
+            return set(), {}
+        sizes = {r.user_id: size for r in limited.values() if r.user_id is not None}
+        found = await _judge(self._pool, list(limited.values()), sizes, cfg)
+        verdict = {inbox: found.get(r.user_id or 0, Verdict.FITS) for inbox, r in limited.items()}
+        checked = {inbox for inbox, v in verdict.items() if v is Verdict.FITS}
+        refused = {inbox: limited[inbox] for inbox, v in verdict.items() if v is not Verdict.FITS}
+        if self.sender is not None:
+            return checked, refused
+        if refused and len(refused) == len(self.inboxes):
+            raise MailboxFull(permanent=all(verdict[i] is Verdict.NEVER for i in refused))
+        for r in refused.values():
+            log.info("quota-grace rcpt=%s (over its quota by this message; other recipients have room)", r.address)
+        return checked, {}
+
+    async def _store_local(
+        self,
+        conn: asyncpg.Connection,
+        local: _Copy,
+        inboxes: list[int],
+        checked: set[int],
+        waiting: dict[int, Recipient],
+    ) -> list[StoredMessage]:
+        """The local copies; one that was found with room but has none now (a race) waits too (with a
+        sender) or is stored as the grace copy (MX, others stored), else MailboxFull (MX, alone)."""
+        enforce = messages.Enforce(self.quota, checked) if self.quota is not None and checked else None
+        stored = await local.store(conn, inboxes, enforce=enforce)
+        if enforce is None or not enforce.refused:
+            return stored
+        if self.sender is not None:
+            for inbox in enforce.refused:
+                waiting[inbox] = next(r for r in self.recipients if r.inbox_id == inbox)
+            return stored
+        if len(inboxes) == 1:
+            raise MailboxFull(permanent=False)
+        return stored + await local.store(conn, enforce.refused)
 
 
 Hold = Callable[[int], AbstractAsyncContextManager[object]]
@@ -239,9 +391,14 @@ class _Copy:
         return self.digest
 
     async def store(
-        self, conn: asyncpg.Connection, mailbox_ids: list[int], *, flags: Sequence[str] = ()
+        self,
+        conn: asyncpg.Connection,
+        mailbox_ids: list[int],
+        *,
+        flags: Sequence[str] = (),
+        enforce: messages.Enforce | None = None,
     ) -> list[StoredMessage]:
         assert self.prepared is not None
         if self.raw is None:
             await self.store_blob(conn)
-        return await messages.ingest(conn, self.raw, mailbox_ids, flags=flags, prepared=self.prepared)
+        return await messages.ingest(conn, self.raw, mailbox_ids, flags=flags, prepared=self.prepared, enforce=enforce)

@@ -23,3 +23,7 @@ class Invalid(RelateError):
 
 class MailboxGone(NotFound, LookupError):
     """The mailbox a change was meant for no longer exists (deleted meanwhile)."""
+
+
+class OverQuota(RelateError):
+    """Storing would take a user past a quota limit (store/quota.py)."""

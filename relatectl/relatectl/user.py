@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.text import Text
 
 from relate.services import accounts
-from relatectl.common import JsonOption, console, print_json, print_rows, with_pool
+from relatectl.common import JsonOption, cell, console, fail, load_config, print_json, print_rows, with_pool
+from relatectl.sizes import format_size, parse_size
 
 app = typer.Typer(help="Users (mailbox owners).", no_args_is_help=True)
 
@@ -37,42 +38,67 @@ def list_cmd(
     domain: str | None = typer.Option(None, "--domain", help="Only users of this domain."),
     as_json: bool = JsonOption,
 ) -> None:
-    """List users with their alias and key counts."""
+    """List users with their alias and key counts and their quota (usage / limit)."""
+    cfg = load_config()
 
     async def go(pool: asyncpg.Pool) -> list[dict[str, Any]]:
-        return await accounts.list_users(pool, domain)
+        return await accounts.list_users(pool, domain, cfg.quota)
 
-    rows = with_pool(go)
-    print_rows(
-        rows,
-        [
-            ("address", "Address"),
-            ("display_name", "Name"),
-            ("aliases", "Aliases"),
-            ("keys", "Keys"),
-            ("disabled", "Disabled"),
-            ("created_at", "Created"),
-        ],
-        as_json=as_json,
-        title="Users",
-    )
+    rows = with_pool(go, cfg=cfg)
+    for row in rows:
+        row["storage"] = _usage_text(row["quota"]["storage"], format_size)
+        row["messages"] = _usage_text(row["quota"]["messages"], str)
+    columns = [
+        ("address", "Address"),
+        ("display_name", "Name"),
+        ("aliases", "Aliases"),
+        ("keys", "Keys"),
+        ("disabled", "Disabled"),
+        ("created_at", "Created"),
+    ]
+    if as_json:
+        print_rows(rows, [*columns, ("quota", "Quota")], as_json=True, title="Users")
+        return
+    print_rows(rows, [*columns, ("storage", "Storage"), ("messages", "Messages")], as_json=False, title="Users")
+
+
+def _usage_text(resource: dict[str, Any], show: Any) -> str:
+    """``1.2 MiB / 2 GiB`` (usage / limit), or the usage alone when there is no limit."""
+    used = show(resource["used"])
+    return used if resource["limit"] is None else f"{used} / {show(resource['limit'])}"
+
+
+def _quota_line(address: str, view: dict[str, Any]) -> str:
+    """One line for `user show` and `user quota`."""
+    storage, messages = view["storage"], view["messages"]
+    parts = [
+        f"storage {_usage_text(storage, format_size)}" + ("" if storage["limit"] is not None else " (no limit)"),
+        f"messages {_usage_text(messages, str)}" + ("" if messages["limit"] is not None else " (no limit)"),
+    ]
+    line = f"quota of {address}: " + ", ".join(parts)
+    if view["full"]:
+        since = view["full_since"]
+        line += "; FULL" + (f" since {cell(since)}" if since is not None else "")
+    return line
 
 
 @app.command("show")
 def show(
     address: str = typer.Argument(..., help="The user's address or an alias."), as_json: bool = JsonOption
 ) -> None:
-    """Show a user's aliases, folders (messages, unread, size) and keys."""
+    """Show a user's aliases, quota, folders (messages, unread, size) and keys."""
+    cfg = load_config()
 
     async def go(pool: asyncpg.Pool) -> dict[str, Any]:
-        return await accounts.show_user(pool, address)
+        return await accounts.show_user(pool, address, cfg.quota)
 
-    user = with_pool(go)
+    user = with_pool(go, cfg=cfg)
     if as_json:
         print_json(user)
         return
     console.print(f"[bold]{escape(user['address'])}[/]  {escape(user['display_name'] or '')}", highlight=False)
     console.print(Text(f"aliases: {', '.join(user['aliases']) or '-'}"))
+    console.print(Text(_quota_line(user["address"], user["quota"])))
     print_rows(
         user["mailboxes"],
         [
@@ -97,6 +123,65 @@ def show(
         as_json=False,
         title="Keys",
     )
+
+
+@app.command("quota")
+def quota(
+    address: str = typer.Argument(..., help="The user's address or an alias."),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Limit on the bytes of the user's messages, every folder: 500M, 2G, 1.5T, or none."
+    ),
+    messages: str | None = typer.Option(None, "--messages", help="Limit on the number of messages, or none."),
+    no_limits: bool = typer.Option(False, "--none", help="No limit at all for this user, whatever the defaults."),
+    default: bool = typer.Option(
+        False, "--default", help="Follow the configured defaults (quota.storage, quota.messages) again."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show a user's quota (usage and limits), or set its limits; without options, only show."""
+    changes: dict[str, int | None] = {}
+    if (no_limits or default) and (storage is not None or messages is not None or (no_limits and default)):
+        fail("--none and --default stand alone: give one of them, or --storage/--messages")
+    if no_limits:
+        changes = {"storage": accounts.NO_LIMIT, "messages": accounts.NO_LIMIT}
+    elif default:
+        changes = {"storage": None, "messages": None}
+    if storage is not None:
+        changes["storage"] = _limit(storage, "--storage", parse_size)
+    if messages is not None:
+        changes["messages"] = _limit(messages, "--messages", _count)
+    cfg = load_config()
+
+    async def go(pool: asyncpg.Pool) -> dict[str, Any]:
+        user = await accounts.get_user(pool, address)
+        if changes:
+            await accounts.set_quota(pool, address, changes)
+        view = await accounts.user_quota(pool, user["id"], cfg.quota)
+        return {"address": user["address"], **view}
+
+    view = with_pool(go, cfg=cfg)
+    if as_json:
+        print_json(view)
+        return
+    console.print(Text(_quota_line(view["address"], view)))
+
+
+def _limit(text: str, option: str, parse: Any) -> int:
+    """A limit as given to --storage or --messages: ``none`` (no limit) or a positive value."""
+    if text.strip().lower() in {"none", "unlimited"}:
+        return accounts.NO_LIMIT
+    try:
+        value: int = parse(text)
+    except ValueError as exc:
+        fail(f"{option}: {exc}")
+    return value
+
+
+def _count(text: str) -> int:
+    stripped = text.strip()
+    if not stripped.isdigit() or len(stripped) > 18 or int(stripped) < 1:
+        raise ValueError(f"expected a number of messages from 1, or none, got {text[:40]!r}")
+    return int(stripped)
 
 
 @app.command("remove")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from relate.store import messages
+from relate.store import mailboxes, messages
 from tests.api.conftest import Api, message
 
 
@@ -19,6 +19,19 @@ async def test_mailboxes_list_counts(api: Api) -> None:
     inbox = body["items"][0]
     assert (inbox["total"], inbox["unread"]) == (2, 2)
     assert {b["specialUse"] for b in body["items"]} >= {"\\Sent", "\\Trash", "\\Drafts"}
+
+
+async def test_mailboxes_subscribed_follows_imap_subscriptions(api: Api) -> None:
+    """A folder's subscribed is whether its name is subscribed: defaults yes, a new folder not until subscribed."""
+    user_id = await api.pool.fetchval("SELECT id FROM users WHERE address = 'alice@example.com'")
+    await mailboxes.create(api.pool, user_id, "Projects/2026")
+    _, body = await api.call("GET", "/api/mailboxes")
+    subscribed = {b["name"]: b["subscribed"] for b in body["items"]}
+    assert (subscribed["INBOX"], subscribed["Sent"], subscribed["Drafts"]) == (True, True, True)
+    assert (subscribed["Projects"], subscribed["Projects/2026"]) == (False, False)
+    await mailboxes.subscribe(api.pool, user_id, ["Projects/2026"])
+    _, body = await api.call("GET", "/api/mailboxes")
+    assert {b["name"]: b["subscribed"] for b in body["items"]}["Projects/2026"] is True
 
 
 async def test_list_emails_newest_first_and_paginated(api: Api) -> None:

@@ -735,3 +735,60 @@ def test_no_database_configured_is_one_line() -> None:
     line = one_error(invoke(None, "domain", "list"))
     assert "database.dsn is not set" in line
     assert "RELATE_DATABASE__DSN" in line
+
+
+# --- quota ------------------------------------------------------------------------------------
+
+
+def test_user_quota_sets_shows_and_clears_limits(relatectl: Invoke, bob: str, dsn: str) -> None:
+    """`user quota` sets --storage (binary units) and --messages, shows them, --none lifts and --default restores."""
+    assert ok(relatectl("user", "quota", bob)).stdout.strip() == (
+        f"quota of {bob}: storage 0 B (no limit), messages 0 (no limit)"
+    )
+    out = ok(relatectl("user", "quota", bob, "--storage", "2G", "--messages", "5000")).stdout
+    assert out.strip() == f"quota of {bob}: storage 0 B / 2 GiB, messages 0 / 5000"
+    assert query(dsn, "SELECT quota_storage, quota_messages FROM users") == [
+        {"quota_storage": 2 * 1024**3, "quota_messages": 5000}
+    ]
+    ok(relatectl("user", "quota", bob, "--messages", "none"))  # storage stays
+    shown = as_json(relatectl("user", "quota", bob, "--json"))
+    assert shown["storage"] == {"used": 0, "limit": 2 * 1024**3}
+    assert shown["messages"] == {"used": 0, "limit": None}
+    ok(relatectl("user", "quota", bob, "--none"))
+    assert query(dsn, "SELECT quota_storage, quota_messages FROM users") == [{"quota_storage": 0, "quota_messages": 0}]
+    # Back to the configured defaults, which now apply.
+    ok(relatectl("user", "quota", bob, "--default"))
+    assert query(dsn, "SELECT quota_storage, quota_messages FROM users") == [
+        {"quota_storage": None, "quota_messages": None}
+    ]
+    shown = as_json(relatectl("user", "quota", bob, "--json", RELATE_QUOTA__STORAGE="1048576"))
+    assert shown["storage"] == {"used": 0, "limit": 1024 * 1024}
+
+
+def test_user_quota_refuses_bad_values_in_one_line(relatectl: Invoke, bob: str, dsn: str) -> None:
+    """A size that is no size, zero, a negative count, or --none with --storage: one error line, nothing changed."""
+    assert "--storage: not a size" in one_error(relatectl("user", "quota", bob, "--storage", "lots"))
+    assert "--storage: a size must be" in one_error(relatectl("user", "quota", bob, "--storage", "0"))
+    assert "--messages: expected a number" in one_error(relatectl("user", "quota", bob, "--messages", "-3"))
+    assert "stand alone" in one_error(relatectl("user", "quota", bob, "--none", "--storage", "1G"))
+    assert one_error(relatectl("user", "quota", "carol@example.com", "--messages", "3")) == (
+        "error: no such user: carol@example.com"
+    )
+    assert query(dsn, "SELECT quota_storage, quota_messages FROM users") == [
+        {"quota_storage": None, "quota_messages": None}
+    ]
+
+
+def test_user_list_and_show_include_the_quota(relatectl: Invoke, bob: str, dsn: str) -> None:
+    """`user list` shows each user's storage and messages against the limits; `user show` has a quota line."""
+    ok(relatectl("user", "quota", bob, "--storage", "1M", "--messages", "10"))
+    query(dsn, "UPDATE mailboxes SET message_count = 10, message_bytes = 524288 WHERE name = 'INBOX'")
+    query(dsn, "UPDATE users SET quota_full_since = '2026-01-02 03:04:00+00'")
+    out = ok(relatectl("user", "list")).stdout
+    assert re.search(r"│ 512 KiB / 1 MiB\s+│ 10 / 10\s+│", out), out
+    (listed,) = as_json(relatectl("user", "list", "--json"))
+    assert listed["quota"]["storage"] == {"used": 524288, "limit": 1024 * 1024}
+    assert listed["quota"]["messages"] == {"used": 10, "limit": 10}
+    assert listed["quota"]["full"] is True
+    out = ok(relatectl("user", "show", bob)).stdout
+    assert f"quota of {bob}: storage 512 KiB / 1 MiB, messages 10 / 10; FULL since 2026-01-0" in out

@@ -93,6 +93,8 @@ def test_encoded_words_round_trip(words: list[tuple[str, str]], space: str) -> N
 @example('"' + "\\" * 1001)
 @example("<" * 5000 + ">" * 4999)
 @example(", ".join(["a@b.example"] * (limits.MAX_ADDRESSES + 5)))
+@example("<@route:user@domain>, T <@a,@b:t@x>")
+@example("<@:>")
 def test_address_list_on_any_text(value: str) -> None:
     """Any text gives an address list within the limits, problems from the documented set."""
     result = structured.parse_address_list(value)
@@ -100,6 +102,9 @@ def test_address_list_on_any_text(value: str) -> None:
     assert len(members) <= limits.MAX_ADDRESSES
     assert all(name or addr for name, addr in members)
     assert result.problems <= {"unbalanced", "nesting", "route", "junk", "too-many"}
+    assert set(result.routes) <= {addr for _, addr in members}  # a route belongs to an address read
+    assert all(route.startswith("@") for route in result.routes.values())
+    assert not result.routes or "route" in result.problems
 
 
 # Local parts of atext (an encoded word inside an address is refused by field_addresses: no "=?").

@@ -22,7 +22,7 @@ import pytest
 
 from relate.runtime.embedded_pg import EmbeddedPostgres
 from relate.store import migrate
-from tests.daemons import Daemon, add_user, daemon_argv, free_port, write_config
+from tests.daemons import Daemon, add_user, clean_env, daemon_argv, free_port, write_config
 from tests.support import make_message
 
 USER = "alice@example.com"
@@ -125,8 +125,8 @@ def test_smtp_and_idle_survive_a_database_restart(private_pg: tuple[EmbeddedPost
         smtp={"mx": {"listen": [f"127.0.0.1:{smtp_port}"]}},
         imap={"imap": {"listen": [f"127.0.0.1:{imap_port}"]}, "allow_plaintext_auth": True},
     )
-    smtp = Daemon(daemon_argv("relate.smtp", config), {}, tmp_path / "smtp.log")
-    imap = Daemon(daemon_argv("relate.imap", config), {}, tmp_path / "imap.log")
+    smtp = Daemon(daemon_argv("relate.smtp", config), clean_env(), tmp_path / "smtp.log")
+    imap = Daemon(daemon_argv("relate.imap", config), clean_env(), tmp_path / "imap.log")
     try:
         smtp.wait_log("ready service=smtp")
         imap.wait_log("ready service=imap")

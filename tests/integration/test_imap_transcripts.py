@@ -26,7 +26,7 @@ from relate.config import Config, ListenerConfig
 from relate.imap.server import ImapServer
 from relate.runtime.tls import make_self_signed
 from relate.services import accounts
-from relate.store import mailboxes, messages
+from relate.store import imap_messages, mailboxes, messages
 from relate.testing import transcript
 
 TRANSCRIPTS = Path(__file__).resolve().parent.parent / "transcripts" / "imap"
@@ -150,12 +150,16 @@ async def seed(pool: asyncpg.Pool) -> str:
     key, _ = await accounts.create_key(pool, USER, "transcripts", "imap", rounds=4)
     for name in FOLDERS:
         await mailboxes.create(pool, user["id"], name)
+    await mailboxes.subscribe(pool, user["id"], FOLDERS)  # as a client subscribes the folders it makes
     async with pool.acquire() as conn:
         for folder, items in (("INBOX", INBOX), ("Work", WORK)):
             box = await mailboxes.get(conn, user["id"], folder)
             assert box is not None
             for raw, flags, when in items:
                 await messages.ingest(conn, raw, [box["id"]], flags=flags, internal_date=when)
+        # An account whose mail some session has looked at already: nothing is \Recent when a transcript starts.
+        for box in await mailboxes.list_all(conn, user["id"]):
+            await imap_messages.claim_recent(conn, box["id"], None)
     return key
 
 

@@ -3,8 +3,9 @@
 Policy:
 
 - ``GET /api/profile`` (``api:read``) tells the caller who they are: the
-  primary address, the aliases that deliver to them, the display name and
-  the scopes of the key in use.
+  primary address, the aliases that deliver to them, the display name, the
+  scopes of the key in use, and their quota (usage and limits of bytes and
+  messages, every folder; a null limit is none; store/quota.py).
 - ``GET /api/discovery``, ``GET /healthz`` and the autoconfig documents are
   public: they reveal nothing a port scan or an MX lookup would not. The
   health check never says more than "reachable" about the database (no
@@ -113,6 +114,7 @@ async def profile(request: web.Request) -> web.Response:
     user = await account_service.get_user(pool, who.address)
     addresses = await accounts.user_addresses(pool, who.user_id)
     aliases = sorted(addresses - {user["address"]})
+    quota = await account_service.user_quota(pool, who.user_id, state(request).cfg.quota)
     return web.json_response(
         {
             "id": user["id"],
@@ -124,6 +126,12 @@ async def profile(request: web.Request) -> web.Response:
                 "id": who.key_id,
                 "scopes": sorted(who.scopes),
                 "expiresAt": None if who.expires_at is None else who.expires_at.isoformat(),
+            },
+            "quota": {
+                "storage": quota["storage"],
+                "messages": quota["messages"],
+                "full": quota["full"],
+                "fullSince": None if quota["full_since"] is None else quota["full_since"].isoformat(),
             },
         }
     )

@@ -336,6 +336,26 @@ SCHEMAS: dict[str, Any] = {
         aliases=array(STRING),
         addresses=array(STRING, description="the primary address first, then the aliases"),
         key=obj(None, id=INTEGER, scopes=array(STRING), expiresAt=nullable("string", format="date-time")),
+        quota=ref("Quota"),
+    ),
+    "Quota": obj(
+        ["storage", "messages", "full", "fullSince"],
+        storage=obj(
+            ["used", "limit"],
+            used={"type": "integer", "description": "bytes of the user's messages, every folder"},
+            limit=nullable("integer", description="bytes; null: no limit"),
+        ),
+        messages=obj(
+            ["used", "limit"],
+            used={"type": "integer", "description": "the user's messages, every folder"},
+            limit=nullable("integer", description="null: no limit"),
+        ),
+        full={"type": "boolean", "description": "a limit is reached: new mail waits (452 4.2.2) or bounces"},
+        fullSince=nullable(
+            "string",
+            format="date-time",
+            description="when mail was first refused for the full mailbox; quota.bounce_after_days counts from it",
+        ),
     ),
     "Discovery": obj(
         ["name", "version", "protocols", "features"],
@@ -1038,7 +1058,7 @@ PATHS: dict[str, dict[str, Any]] = {
     # The server (meta.py, this module).
     "/api/profile": {
         "get": op(
-            "Who the key belongs to: addresses, display name, the key's scopes",
+            "Who the key belongs to: addresses, display name, the key's scopes, the mailbox's quota",
             META,
             returns("the profile", ref("Profile")),
             scope=R,

@@ -417,10 +417,10 @@ async def _send(
         raise invalid(f"a message may have at most {MAX_RECIPIENTS} recipients (to, cc and bcc together)")
     _, domain = split_address(edit.sender.email)
     message_id = mime.make_message_id(domain)
-    delivery = Delivery(st.pool, edit.sender.email, sender=Sender(who.user_id, edit.sender.email))
+    delivery = Delivery(st.pool, edit.sender.email, sender=Sender(who.user_id, edit.sender.email), quota=st.cfg.quota)
     checked = []
     for r in recipients:
-        target = await classify(st.pool, r.address)
+        target = await classify(st.pool, r.address, st.cfg.quota)
         if target.kind is Kind.UNKNOWN:
             raise invalid(f"{r.address} does not exist")
         delivery.add(target)

@@ -17,7 +17,10 @@ in this order, before anything is stored:
    ``NO [LIMIT]``.
 4. One transaction stores every message, each read into memory only now
    (spooled literals in a worker thread, URL parts as just the octets they
-   name): all are stored or, on any failure, none (RFC 3502 §6.3.11).
+   name), each checked against the user's quota in the statement that stores
+   it (store/quota.py): all are stored or, on any failure, none (RFC 3502
+   §6.3.11); a message past a quota limit raises OverQuota, which the handler
+   answers ``NO [OVERQUOTA]`` (RFC 9208 §4.3.1).
 
 A message sent as binary data (a literal8) has its binary parts stored as
 base64 (mail/binarypart.py), so BODY[] stays readable to any client and
@@ -33,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from relate.errors import OverQuota
 from relate.imap import fetch as fetching
 from relate.imap import imapurl
 from relate.imap.errors import No
@@ -168,6 +172,7 @@ async def _store(
 ) -> list[int]:
     """Store every message in one transaction; returns their UIDs, ascending."""
     uids: list[int] = []
+    enforce = messages.Enforce(session.server.cfg.quota)  # checked as each is stored (store/quota.py)
     async with session.server.pool.acquire() as conn, conn.transaction():
         for i, message in enumerate(found):
             pieces: list[bytes] = []
@@ -180,7 +185,11 @@ async def _store(
             del pieces
             if any(isinstance(p, Literal) and p.binary for p in message.parts):
                 raw = _convert(raw) if len(raw) <= _INLINE else await asyncio.to_thread(_convert, raw)
-            (stored,) = await messages.ingest(conn, raw, [mailbox_id], flags=flags[i], internal_date=message.date)
+            stored = await messages.ingest(
+                conn, raw, [mailbox_id], flags=flags[i], internal_date=message.date, enforce=enforce
+            )
             del raw
-            uids.append(stored.uid)
+            if not stored:
+                raise OverQuota("APPEND past the user's quota")  # rolls back the messages before it too
+            uids.append(stored[0].uid)
     return uids

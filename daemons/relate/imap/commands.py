@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from relate.auth import AuthRefused
-from relate.errors import Conflict, NotFound
+from relate.errors import Conflict, NotFound, OverQuota
 from relate.imap import append as appending
 from relate.imap import condstore, limits, listmatch
 from relate.imap import fetch as fetching
 from relate.imap import preview as previewing
 from relate.imap import search as searching
 from relate.imap.errors import Bad, Bye, No
-from relate.imap.mutf7 import encode_mailbox
+from relate.imap.mutf7 import UndecodableName, encode_mailbox
 from relate.imap.parser import (
     Append,
     Authenticate,
@@ -31,10 +31,12 @@ from relate.imap.parser import (
     ListCommand,
     Login,
     MailboxCommand,
+    QuotaRoot,
     Rename,
     Search,
     Select,
     SeqSet,
+    SetQuota,
     Status,
     Store,
     UidExpunge,
@@ -53,7 +55,7 @@ from relate.imap.session import (
 )
 from relate.mail.imapwire import astring, flag_list
 from relate.runtime.streams import pending_input
-from relate.store import imap_messages, mailboxes
+from relate.store import imap_messages, mailboxes, quota
 
 log = logging.getLogger("relate.imap")
 
@@ -85,8 +87,15 @@ def _has_control(name: str) -> bool:
     return any(ord(c) < 0x20 or c == "\x7f" for c in name)
 
 
+def _undecodable(name: str) -> None:
+    """NO for a name that is not valid modified UTF-7 (or UTF-8): it names no mailbox and never will."""
+    if isinstance(name, UndecodableName):
+        raise No(name.problem[:1].upper() + name.problem[1:], "CANNOT")
+
+
 def _check_name(name: str) -> str:
     """A new mailbox name: no empty levels, no control characters (RFC 9051 §5.1), bounded size."""
+    _undecodable(name)
     name = name.rstrip("/")
     if not name or "//" in name or name.startswith("/") or _has_control(name):
         raise No("Invalid mailbox name", "CANNOT")
@@ -100,9 +109,20 @@ def _check_name(name: str) -> str:
 def _existing_name(name: str) -> str:
     """A name to look up. One that :func:`_check_name` would refuse can name no mailbox: it is answered
     NO [NONEXISTENT] here and never reaches the database (PostgreSQL text cannot even hold a NUL)."""
+    _undecodable(name)
     if _has_control(name) or len(name.encode()) > limits.MAX_MAILBOX_NAME:
         raise No("No such mailbox", "NONEXISTENT")
     return name
+
+
+def _over_quota(session: ImapSession, cmd: Command) -> No:
+    """RFC 9208 §4.3.1: APPEND, COPY that would take the user past a quota limit; nothing was stored."""
+    log.info("imap-overquota client=%s user=%s command=%s", session.client, describe_user(session), cmd.name)
+    return No("Quota exceeded: delete or expunge mail first", "OVERQUOTA")
+
+
+def describe_user(session: ImapSession) -> str:
+    return session.principal.address if session.principal is not None else "-"
 
 
 async def _mailbox(session: ImapSession, name: str) -> dict[str, Any]:
@@ -248,11 +268,14 @@ async def select(session: ImapSession, cmd: Select) -> None:
     assert session.principal is not None
     # One statement, so one snapshot: the UIDs, flags and counters agree with each other.
     name = _existing_name(cmd.mailbox)
-    box = await imap_messages.select_state(session.server.pool, session.principal.user_id, name)
+    takes_recent = not session.rev2 and not cmd.readonly
+    async with session.server.pool.acquire() as conn:
+        box = await imap_messages.select_state(conn, session.principal.user_id, name)
+        # RFC 3501 §2.3.2: SELECT takes the messages no session has taken as recent yet; EXAMINE only looks.
+        claimed = await imap_messages.claim_recent(conn, box["id"], None) if box and takes_recent else None
     if box is None:
         raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")
     uids = box["uids"]
-    flags = box["flags"]
     unseen = box["unseen"]
     sel = Selected(
         mailbox_id=box["id"],
@@ -262,17 +285,23 @@ async def select(session: ImapSession, cmd: Select) -> None:
         uids=array.array("Q", uids),
         known_modseq=box["highestmodseq"],
         max_uid=max(uids[-1] if uids else 0, box["uidnext"] - 1),
+        flags=dict.fromkeys([*SYSTEM_FLAGS, *box["flags"]]),
+        takes_recent=takes_recent,
     )
-    all_flags = list(dict.fromkeys([*SYSTEM_FLAGS, *flags]))
-    session.untagged(b"FLAGS " + flag_list(all_flags))
+    if claimed is not None:
+        sel.add_recent(*claimed)
+    elif cmd.readonly and not session.rev2:
+        sel.add_recent(box["recent_uid"], _NO_UID_ABOVE)  # what no session has taken, new mail included
+    session.selected = sel
+    session.untagged(b"FLAGS " + flag_list(sel.flags))
     session.untagged(f"{len(uids)} EXISTS")
     if not session.rev2:
-        session.untagged("0 RECENT")
+        session.untagged(f"{sel.recent_count()} RECENT")
         if unseen is not None:
             msn = sel.msn(unseen)
             if msn is not None:
                 session.untagged(f"OK [UNSEEN {msn}] First unseen")
-    permanent = [] if cmd.readonly else [*all_flags, "\\*"]
+    permanent = [] if cmd.readonly else [*sel.flags, "\\*"]
     session.untagged(b"OK [PERMANENTFLAGS " + flag_list(permanent) + b"] Flags permitted")
     session.untagged(f"OK [UIDVALIDITY {sel.uidvalidity}] UIDs valid")
     session.untagged(f"OK [UIDNEXT {box['uidnext']}] Predicted next UID")
@@ -282,7 +311,6 @@ async def select(session: ImapSession, cmd: Select) -> None:
         session.untagged(f"OK [HIGHESTMODSEQ {box['highestmodseq']}] Highest")
     if session.rev2:  # RFC 9051 §6.3.2; IMAP4rev1 clients do not expect it
         session.untagged(b'LIST () "/" ' + astring(_mailbox_name(session, box["name"]), utf8=session.utf8))
-    session.selected = sel
     session.state = SELECTED
     session.server.hub.watch(session, sel.mailbox_id)
     if cmd.qresync is not None:
@@ -293,6 +321,10 @@ async def select(session: ImapSession, cmd: Select) -> None:
             raise
     mode = "READ-ONLY" if cmd.readonly else "READ-WRITE"
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed", mode)
+
+
+# Above every UID (they are at most 2^32 - 1, RFC 9051 §2.3.1.1).
+_NO_UID_ABOVE = 2**63 - 1
 
 
 # RFC 9051 §6.3.4 (CREATE), RFC 6154 §5.3 (CREATE-SPECIAL-USE syntax)
@@ -337,6 +369,9 @@ async def rename(session: ImapSession, cmd: Rename) -> None:
     new = _check_name(cmd.new)
     if mailboxes.is_inbox(new):
         raise No("Cannot rename to INBOX", "ALREADYEXISTS")
+    if new.startswith(cmd.old + "/") and not mailboxes.is_inbox(cmd.old):
+        # Its own parent would be made anew (RENAME makes missing parents): refused, as Dovecot does.
+        raise No("Cannot rename a mailbox below itself", "CANNOT")
     user_id = session.principal.user_id
     async with session.server.pool.acquire() as conn:
         if mailboxes.is_inbox(cmd.old):
@@ -361,13 +396,15 @@ async def rename(session: ImapSession, cmd: Rename) -> None:
 
 # RFC 9051 §6.3.7 (SUBSCRIBE), §6.3.8 (UNSUBSCRIBE)
 async def subscribe(session: ImapSession, cmd: MailboxCommand) -> None:
+    # A subscription is a name, with or without a mailbox (RFC 9051 §6.3.7 allows either); only one
+    # that no mailbox could ever have is refused. UNSUBSCRIBE of a name not subscribed is OK, as in Dovecot.
     assert session.principal is not None
-    try:
-        await mailboxes.set_subscribed(
-            session.server.pool, session.principal.user_id, _existing_name(cmd.mailbox), cmd.name == "SUBSCRIBE"
-        )
-    except NotFound:
-        raise No("No such mailbox", "NONEXISTENT") from None
+    name = _check_name(cmd.mailbox)
+    name = "INBOX" if mailboxes.is_inbox(name) else name
+    if cmd.name == "SUBSCRIBE":
+        await mailboxes.subscribe(session.server.pool, session.principal.user_id, [name])
+    else:
+        await mailboxes.unsubscribe(session.server.pool, session.principal.user_id, name)
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
 
@@ -377,85 +414,94 @@ class _Listed:
 
     name: str
     attrs: tuple[str, ...]
-    childinfo: bool  # listed only as the parent of a subscribed mailbox (RFC 5258 §3.5)
-    box: dict[str, Any]
+    childinfo: bool  # RFC 5258 §3.5: a subscribed name below this one is matched by no pattern
+    box: dict[str, Any] | None  # the mailbox; None for a name that has none
 
 
-def _prefixes(name: str) -> list[str]:
-    """The proper ancestors of ``name`` (``a/b/c`` -> ``a``, ``a/b``)."""
-    return [name[:i] for i, ch in enumerate(name) if ch == "/"]
+def _list_rows(boxes: list[dict[str, Any]], subscribed: frozenset[str], cmd: ListCommand, rev2: bool) -> list[_Listed]:
+    """What LIST/LSUB answers for these mailboxes and subscribed names; pure CPU, linear in names times patterns.
 
-
-def _list_rows(boxes: list[dict[str, Any]], cmd: ListCommand, rev2: bool) -> list[_Listed]:
-    """What LIST/LSUB answers for these mailboxes; pure CPU, linear in the names and patterns."""
+    LIST lists mailboxes, and the names above them that have none (\\NonExistent, or \\Noselect for a
+    rev1 client's plain LIST). LSUB and LIST (SUBSCRIBED) list subscribed names, mailbox or not
+    (RFC 5258 §3.1). With RECURSIVEMATCH (always, for LSUB: RFC 3501 §6.3.9), a name some pattern
+    matches is listed too when a subscribed name below it is matched by none, with CHILDINFO
+    ("SUBSCRIBED") (for LSUB, as \\Noselect if not subscribed itself); Dovecot answers alike, and a
+    child the patterns match is listed itself instead (imaptest's listext group).
+    """
     by_name = {b["name"]: b for b in boxes}
-    # Every ancestor of an existing mailbox has children; one of a subscribed one, subscribed children.
-    with_children: set[str] = set()
-    with_subscribed: set[str] = set()
-    for b in boxes:
-        ancestors = _prefixes(b["name"])
-        with_children.update(ancestors)
-        if b.get("subscribed"):
-            with_subscribed.update(ancestors)
-    # Parents that do not exist themselves (a/b exists, a does not) show as \NonExistent.
-    for parent in with_children:
-        by_name.setdefault(parent, {"name": parent, "missing": True, "subscribed": False})
-    patterns = [listmatch.Pattern(cmd.reference, p) for p in cmd.patterns]
+    with_children: set[str] = set()  # names with a mailbox below them
+    for name in by_name:
+        with_children.update(mailboxes.ancestors(name))
+    # A pattern (or reference) that is not valid modified UTF-7 can match no name: it is left out.
+    patterns = [
+        listmatch.Pattern(cmd.reference, p)
+        for p in cmd.patterns
+        if not isinstance(p, UndecodableName) and not isinstance(cmd.reference, UndecodableName)
+    ]
+
+    def matched(name: str) -> bool:
+        return any(p.matches(name) for p in patterns)
+
     subscribed_only = cmd.lsub or "SUBSCRIBED" in cmd.select
+    childinfo: set[str] = set()
+    if subscribed_only and (cmd.lsub or "RECURSIVEMATCH" in cmd.select):
+        for name in subscribed:
+            if not matched(name):
+                childinfo.update(mailboxes.ancestors(name))
+    candidates = (subscribed | childinfo) if subscribed_only else (by_name.keys() | with_children)
     special_only = "SPECIAL-USE" in cmd.select
+    missing = "\\NonExistent" if rev2 or cmd.extended else "\\Noselect"
+    show_subscribed = rev2 or "SUBSCRIBED" in cmd.returns or subscribed_only
+    show_special = not cmd.returns or "SPECIAL-USE" in cmd.returns or special_only
     out = []
-    for name in sorted(by_name, key=lambda n: (not mailboxes.is_inbox(n), n)):
-        box = by_name[name]
-        if not any(p.matches(name) for p in patterns):
-            continue
-        childinfo = False
-        if subscribed_only and not box.get("subscribed"):
-            # RFC 3501 §6.3.9 (LSUB with %) and RFC 5258 §3 (RECURSIVEMATCH): a parent of a
-            # subscribed folder is still reported, marked as such.
-            if name not in with_subscribed or not (cmd.lsub or "RECURSIVEMATCH" in cmd.select):
-                continue
-            childinfo = True
-        if special_only and not box.get("special_use"):
+    for name in sorted(candidates, key=lambda n: (not mailboxes.is_inbox(n), n)):
+        box = by_name.get(name)
+        if (special_only and not (box and box["special_use"])) or not matched(name):
             continue
         attrs = []
-        if childinfo and cmd.lsub:
-            attrs.append("\\Noselect")
-        elif box.get("missing"):
-            attrs.append("\\NonExistent" if rev2 else "\\Noselect")
+        if cmd.lsub:
+            if name not in subscribed:
+                attrs.append("\\Noselect")  # listed only as the parent of subscribed names
+        elif box is None:
+            attrs.append(missing)
         attrs.append("\\HasChildren" if name in with_children else "\\HasNoChildren")
-        if box.get("subscribed") and (rev2 or "SUBSCRIBED" in cmd.returns or cmd.lsub or subscribed_only):
+        if name in subscribed and show_subscribed:
             attrs.append("\\Subscribed")
-        if box.get("special_use") and (not cmd.returns or "SPECIAL-USE" in cmd.returns or special_only):
+        if box and box["special_use"] and show_special:
             attrs.append(box["special_use"])
-        out.append(_Listed(name, tuple(attrs), childinfo, box))
+        out.append(_Listed(name, tuple(attrs), name in childinfo and not cmd.lsub, box))
     return out
 
 
-# Above this many (mailbox, pattern) pairs, LIST does its matching in a worker thread.
+# Above this many (name, pattern) pairs, LIST does its matching in a worker thread.
 _LIST_INLINE = 2000
 
 
-# RFC 9051 §6.3.9 (LIST), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS), RFC 6154 (SPECIAL-USE)
+# RFC 9051 §6.3.9 (LIST), RFC 5258 (LIST-EXTENDED), RFC 5819 (LIST-STATUS), RFC 6154 (SPECIAL-USE),
+# RFC 3501 §6.3.9 (LSUB)
 async def list_(session: ImapSession, cmd: ListCommand) -> None:
     assert session.principal is not None
-    if cmd.patterns == ("",) and not cmd.select:
-        session.untagged(b'LIST (\\Noselect) "/" ""')
+    if cmd.patterns == ("",) and not cmd.lsub and not cmd.extended:
+        session.untagged(b'LIST (\\Noselect) "/" ""')  # the delimiter and root (RFC 9051 §6.3.9)
         session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
         return
-    boxes = await mailboxes.list_all(session.server.pool, session.principal.user_id)
-    if len(boxes) * len(cmd.patterns) > _LIST_INLINE:
-        rows = await asyncio.to_thread(_list_rows, boxes, cmd, session.rev2)
+    user_id = session.principal.user_id
+    async with session.server.pool.acquire() as conn:
+        boxes = await mailboxes.list_all(conn, user_id)
+        subscribed = await mailboxes.subscriptions(conn, user_id)
+    if (len(boxes) + len(subscribed)) * len(cmd.patterns) > _LIST_INLINE:
+        rows = await asyncio.to_thread(_list_rows, boxes, subscribed, cmd, session.rev2)
     else:
-        rows = _list_rows(boxes, cmd, session.rev2)
+        rows = _list_rows(boxes, subscribed, cmd, session.rev2)
     verb = "LSUB" if cmd.lsub else "LIST"
     for row in rows:
         line = f'{verb} ({" ".join(row.attrs)}) "/" '.encode() + astring(
             _mailbox_name(session, row.name), utf8=session.utf8
         )
-        if row.childinfo and not cmd.lsub:
+        if row.childinfo:
             line += b' ("CHILDINFO" ("SUBSCRIBED"))'
         session.untagged(line)
-        if cmd.status_items and not row.box.get("missing"):
+        if cmd.status_items and row.box is not None:
             session.untagged(await _status_line(session, row.box, cmd.status_items))
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
@@ -472,11 +518,12 @@ async def _status_line(session: ImapSession, box: dict[str, Any], items: tuple[s
         "DELETED": "deleted",
         "SIZE": "size",
         "HIGHESTMODSEQ": "highestmodseq",
+        "DELETED-STORAGE": "deleted_storage",  # RFC 9208 §4.1.4
     }
     out = []
     for item in items:
-        if item == "RECENT":
-            out.append("RECENT 0")
+        if item == "RECENT":  # RFC 3501 §6.3.10; IMAP4rev2 has no \\Recent (RFC 9051 §6.3.11)
+            out.append(f"RECENT {0 if session.rev2 else values['recent']}")
         elif item in names:
             out.append(f"{item} {values[names[item]]}")
         else:
@@ -491,8 +538,8 @@ async def status(session: ImapSession, cmd: Status) -> None:
     session.tagged(cmd.tag, "OK", "STATUS completed")
 
 
-# RFC 9051 §6.3.12 (APPEND), RFC 4315 (APPENDUID), RFC 7889 (APPENDLIMIT), RFC 3502 (MULTIAPPEND),
-# RFC 4469 (CATENATE), RFC 3516 §4.3 (binary data); imap/append.py stores them
+# RFC 9051 §6.3.12 (APPEND), RFC 4315 (APPENDUID), RFC 7889 (APPENDLIMIT), RFC 9208 §4.3.1 (OVERQUOTA),
+# RFC 3502 (MULTIAPPEND), RFC 4469 (CATENATE), RFC 3516 §4.3 (binary data); imap/append.py stores them
 async def append(session: ImapSession, cmd: Append) -> None:
     assert session.principal is not None
     _existing_name(cmd.mailbox)  # a name that cannot exist: NONEXISTENT, not TRYCREATE (CREATE would fail)
@@ -501,7 +548,10 @@ async def append(session: ImapSession, cmd: Append) -> None:
     except No:
         raise No("No such mailbox", "TRYCREATE") from None
     flags = [_flags(message.flags) for message in cmd.messages]
-    await appending.append(session, cmd, box, flags)
+    try:
+        await appending.append(session, cmd, box, flags)
+    except OverQuota:  # one message past a limit: none stored (RFC 3502 §6.3.11)
+        raise _over_quota(session, cmd) from None
 
 
 # RFC 9051 §6.3.10 (NAMESPACE)
@@ -685,6 +735,8 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
     utf8 = session.utf8
     decodes = fetching.decodes(atts)
     previews = previewing.wanted(atts)
+    with_flags = any(a.name == "FLAGS" for a in atts)
+    known = sel.flags  # the flags the client has been told of (announce_flags adds to it)
     for start in range(0, len(uids), _FETCH_ROWS):
         chunk = uids[start : start + _FETCH_ROWS]
         for group in await _by_size(session, sel.mailbox_id, chunk) if with_raw else [chunk]:
@@ -698,14 +750,23 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
                 msn = sel.msn(row["uid"])
                 if msn is None:
                     continue
+                recent = False
+                if with_flags:
+                    for flag in row["flags"]:  # inline: this runs once per message of a FETCH 1:* FLAGS
+                        if flag not in known:
+                            session.announce_flags(row["flags"])
+                            break
+                    recent = bool(sel.recent) and sel.is_recent(row["uid"])
                 if not with_raw:
-                    session.send(b"* %d FETCH " % msn + fetching.render(row, atts, utf8=utf8))
+                    session.send(b"* %d FETCH " % msn + fetching.render(row, atts, utf8=utf8, recent=recent))
                     continue
                 raw = bytes(row["raw"])
                 if decodes and len(raw) > _DECODE_INLINE:  # BINARY of a large message: decoded off the loop
-                    pieces = await asyncio.to_thread(fetching.render_pieces, row, raw, atts, utf8=utf8)
+                    pieces = await asyncio.to_thread(
+                        fetching.render_pieces, row, raw, atts, utf8=utf8, recent=recent
+                    )
                 else:
-                    pieces = fetching.render_pieces(row, raw, atts, utf8=utf8)
+                    pieces = fetching.render_pieces(row, raw, atts, utf8=utf8, recent=recent)
                 session.send_pieces([b"* %d FETCH " % msn, *pieces])
                 if session.pending >= _FETCH_FLUSH:
                     await session.flush()  # waits for the client to take it: the buffer stays small
@@ -758,11 +819,12 @@ async def store(session: ImapSession, cmd: Store) -> None:
                 conn, sel.mailbox_id, uids, cmd.mode, flags, cmd.unchanged_since
             )
     sel.own_modseqs.add(modseq)
+    session.announce_flags(f for _, new_flags in changed for f in new_flags)
     for uid, new_flags in changed:
         msn = sel.msn(uid)
         if msn is None:
             continue
-        flag_part = b"" if cmd.silent else b"FLAGS " + flag_list(new_flags)
+        flag_part = b"" if cmd.silent else b"FLAGS " + flag_list(sel.flags_of(uid, new_flags))
         if session.condstore:  # RFC 7162 §3.1.3: MODSEQ, .SILENT or not; §3.2.4: and UID under QRESYNC
             items = [b"UID %d" % uid if cmd.uid or session.qresync else b"", flag_part, b"MODSEQ (%d)" % modseq]
             session.untagged(b"%d FETCH (" % msn + b" ".join(i for i in items if i) + b")")
@@ -786,7 +848,12 @@ async def copy_move(session: ImapSession, cmd: CopyMove) -> None:
         raise No("No such mailbox", "TRYCREATE") from None
     uids = _resolve(sel, cmd.seqset, cmd.uid)
     async with session.server.pool.acquire() as conn:
-        pairs = await imap_messages.copy(conn, sel.mailbox_id, uids, target["id"], move=cmd.name == "MOVE")
+        try:
+            pairs = await imap_messages.copy(
+                conn, sel.mailbox_id, uids, target["id"], move=cmd.name == "MOVE", limits=session.server.cfg.quota
+            )
+        except OverQuota:
+            raise _over_quota(session, cmd) from None
     code = None
     if pairs:
         code = (
@@ -805,6 +872,57 @@ async def copy_move(session: ImapSession, cmd: CopyMove) -> None:
     else:
         await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}COPY completed", code)
+
+
+# -- quota: RFC 9208 -------------------------------------------------------------------------
+
+
+def _quota_response(usage: quota.Usage) -> bytes | None:
+    """The QUOTA response for the user's one root (RFC 9208 §4.2.1), STORAGE in units of 1024 octets
+    (usage rounded up, the limit down: never shown below a limit it has reached); None when no limit
+    applies, since a QUOTA response names at least one resource (§7, quota-list)."""
+    resources = []
+    if usage.limits.storage is not None:
+        resources.append(f"STORAGE {-(-usage.storage // 1024)} {usage.limits.storage // 1024}")
+    if usage.limits.messages is not None:
+        resources.append(f"MESSAGE {usage.messages} {usage.limits.messages}")
+    if not resources:
+        return None
+    return b"QUOTA " + astring(quota.ROOT) + f" ({' '.join(resources)})".encode()
+
+
+async def _quota_usage(session: ImapSession) -> quota.Usage:
+    assert session.principal is not None
+    user_id = session.principal.user_id
+    found = await quota.usage(session.server.pool, [user_id], session.server.cfg.quota)
+    if user_id not in found:
+        raise No("No such quota root", "NONEXISTENT")  # the user was removed meanwhile
+    return found[user_id]
+
+
+# RFC 9208 §4.1.2 (GETQUOTAROOT): every mailbox is under the user's one root, "", while a limit applies
+async def getquotaroot(session: ImapSession, cmd: MailboxCommand) -> None:
+    box = await _mailbox(session, cmd.mailbox)
+    response = _quota_response(await _quota_usage(session))
+    name = astring(_mailbox_name(session, box["name"]), utf8=session.utf8)
+    session.untagged(b"QUOTAROOT " + name + (b" " + astring(quota.ROOT) if response else b""))
+    if response:
+        session.untagged(response)
+    session.tagged(cmd.tag, "OK", "GETQUOTAROOT completed")
+
+
+# RFC 9208 §4.1.1 (GETQUOTA)
+async def getquota(session: ImapSession, cmd: QuotaRoot) -> None:
+    response = _quota_response(await _quota_usage(session)) if cmd.root == quota.ROOT else None
+    if response is None:
+        raise No("No such quota root", "NONEXISTENT")
+    session.untagged(response)
+    session.tagged(cmd.tag, "OK", "GETQUOTA completed")
+
+
+# RFC 9208 §4.1.3 (SETQUOTA): QUOTASET is not offered; limits are the administrator's (relatectl user quota)
+async def setquota(session: ImapSession, cmd: SetQuota) -> None:
+    raise No("Quota limits are set by the administrator", "NOPERM")
 
 
 HANDLERS: dict[str, Handler] = {
@@ -839,12 +957,16 @@ HANDLERS: dict[str, Handler] = {
     "STORE": store,
     "COPY": copy_move,
     "MOVE": copy_move,
+    "GETQUOTA": getquota,
+    "GETQUOTAROOT": getquotaroot,
+    "SETQUOTA": setquota,
 }
 
 _ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 _AUTHENTICATED = _ANY | {
     "ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
     "LIST", "LSUB", "NAMESPACE", "STATUS", "APPEND", "IDLE",
+    "GETQUOTA", "GETQUOTAROOT", "SETQUOTA",
 }  # fmt: skip
 ALLOWED: dict[str, frozenset[str]] = {
     NOT_AUTHENTICATED: frozenset(_ANY | {"STARTTLS", "LOGIN", "AUTHENTICATE"}),

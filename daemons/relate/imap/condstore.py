@@ -139,7 +139,11 @@ async def resync(session: ImapSession, sel: Selected, qresync: QResync, highest:
             msn = sel.msn(uid)
             if msn is None or (known is not None and uid not in known):
                 continue
-            session.send(b"* %d FETCH (UID %d FLAGS " % (msn, uid) + flag_list(flags) + b" MODSEQ (%d))" % modseq)
+            session.send(
+                b"* %d FETCH (UID %d FLAGS " % (msn, uid)
+                + flag_list(sel.flags_of(uid, flags))
+                + b" MODSEQ (%d))" % modseq
+            )
         if len(rows) < _RESYNC_ROWS:
             return
         after = rows[-1][0]

@@ -57,21 +57,26 @@ def sets_seen(atts: tuple[FetchAtt, ...]) -> bool:
     return any((a.name in ("BODY[]", "BINARY[]") and not a.peek) or a.name in ("RFC822", "RFC822.TEXT") for a in atts)
 
 
-def _node(structure: dict[str, Any], part: tuple[int, ...]) -> dict[str, Any]:
-    """The body part numbered ``part`` (RFC 9051 §6.4.5 part numbering)."""
+def _node(structure: dict[str, Any], part: tuple[int, ...]) -> dict[str, Any] | None:
+    """The body part numbered ``part`` (RFC 9051 §6.4.5 part numbering), or None when there is no such part.
+
+    The message itself is not one of its parts: part 1 of a message that is not multipart is its
+    body, whatever its type, so BODY[1] of a message whose own type is message/rfc822 is the whole
+    encapsulated message. Below that, the parts of a multipart part are its children, and those of a
+    message/rfc822 part are the parts of the message it holds, numbered as a message's are (its body
+    is n.1 unless it is multipart). Part 1 of any other part is that part itself, as Dovecot answers.
+    """
     node = structure
-    for number in part:
-        if node.get("type") == "multipart":
-            children = node.get("parts", [])
-        elif node.get("message") is not None:
+    for depth, number in enumerate(part):
+        if node.get("parts"):
+            children = node["parts"]
+        elif depth and node.get("message") is not None:
             inner = node["message"]["body"]
-            children = inner.get("parts", []) if inner.get("type") == "multipart" else [inner]
-        elif number == 1 and node is structure:
-            children = [node]  # a single-part message: part 1 is its body
+            children = inner["parts"] if inner.get("parts") else [inner]
         else:
-            raise No("No such body part")
+            children = [node]
         if not 1 <= number <= len(children):
-            raise No("No such body part")
+            return None
         node = children[number - 1]
     return node
 
@@ -95,10 +100,13 @@ def _fields(header: bytes, names: tuple[str, ...], *, exclude: bool) -> bytes:
     return b"".join(out) + b"\r\n"
 
 
-def section_span(row: dict[str, Any], section: Section) -> tuple[int, int | None]:
+def section_span(row: dict[str, Any], section: Section) -> tuple[int, int | None] | None:
     """Where BODY[section] lies in the message (RFC 9051 §6.4.5): (start, end or None for the end).
 
-    For HEADER.FIELDS (and .NOT) it is the header block the fields are picked from.
+    None for a section the message does not have (a part number past its parts, HEADER or TEXT of a
+    part that holds no message): the client gets it empty, as from Dovecot, and the other messages
+    of the range their data. For HEADER.FIELDS (and .NOT) it is the header block the fields are
+    picked from.
     """
     if not section.part:
         header_end = int(row["header_end"])
@@ -108,6 +116,8 @@ def section_span(row: dict[str, Any], section: Section) -> tuple[int, int | None
             return header_end, None
         return 0, header_end
     node = _node(row["bodystructure"], section.part)
+    if node is None:
+        return None
     header_start, body_start, end = int(node["header_start"]), int(node["body_start"]), int(node["end"])
     if section.text is None:
         return body_start, end
@@ -116,7 +126,7 @@ def section_span(row: dict[str, Any], section: Section) -> tuple[int, int | None
     # HEADER, TEXT and HEADER.FIELDS of an encapsulated message/rfc822 part.
     inner = node.get("message")
     if inner is None:
-        raise No("That section applies to message/rfc822 parts only")
+        return None
     inner_start, inner_body = int(inner["body"]["header_start"]), int(inner["body"]["body_start"])
     if section.text == "TEXT":
         return inner_body, end
@@ -130,7 +140,10 @@ def header_fields(header: bytes, section: Section) -> bytes:
 
 def section_bytes(raw: Piece, row: dict[str, Any], section: Section) -> Piece:
     """The octets of BODY[section]: a slice of ``raw`` (a view, if ``raw`` is one), or the fields picked."""
-    start, end = section_span(row, section)
+    span = section_span(row, section)
+    if span is None:
+        return b""
+    start, end = span
     data = raw[start:end]
     if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
         return _fields(bytes(data), section.fields, exclude=section.text == "HEADER.FIELDS.NOT")
@@ -141,9 +154,11 @@ def section_bytes(raw: Piece, row: dict[str, Any], section: Section) -> Piece:
 _DECODABLE = transfer.IDENTITY | {"base64", "quoted-printable"}
 
 
-def _encoded_body(row: dict[str, Any], part: tuple[int, ...]) -> tuple[int, int, str]:
-    """(start, end, transfer encoding) of part ``part``'s body, for BINARY (RFC 3516 §4.2)."""
+def _encoded_body(row: dict[str, Any], part: tuple[int, ...]) -> tuple[int, int, str] | None:
+    """(start, end, transfer encoding) of part ``part``'s body, for BINARY (RFC 3516 §4.2); None: no such part."""
     node = _node(row["bodystructure"], part)
+    if node is None:
+        return None
     encoding = str(node.get("encoding") or "7bit").lower()
     if encoding not in _DECODABLE:
         raise No(f"Unknown transfer encoding {encoding[:40]}", "UNKNOWN-CTE")
@@ -154,16 +169,18 @@ def decoded_part(raw: bytes, row: dict[str, Any], part: tuple[int, ...]) -> byte
     """BINARY[part]: the part's body with its transfer encoding removed (RFC 3516 §4.2, mail/transfer.py)."""
     if not part:
         return raw
-    start, end, encoding = _encoded_body(row, part)
-    return transfer.decode(raw, start, end, encoding)[0]
+    body = _encoded_body(row, part)
+    if body is None:
+        return b""  # no such part: empty, as for BODY[part]
+    return transfer.decode(raw, *body)[0]
 
 
 def decoded_size(raw: bytes, row: dict[str, Any], part: tuple[int, ...]) -> int:
     """BINARY.SIZE[part]: octets of the decoded part, counted without decoding it whole (RFC 3516 §4.2)."""
     if not part:
         return len(raw)
-    start, end, encoding = _encoded_body(row, part)
-    return transfer.decoded_size(raw, start, end, encoding)
+    body = _encoded_body(row, part)
+    return 0 if body is None else transfer.decoded_size(raw, *body)
 
 
 def decodes(atts: tuple[FetchAtt, ...]) -> bool:
@@ -178,12 +195,17 @@ def _partial(data: Piece, att: FetchAtt) -> tuple[Piece, str]:
     return data[start : start + count], f"<{start}>"
 
 
-def render(row: dict[str, Any], atts: tuple[FetchAtt, ...], *, utf8: bool) -> bytes:
-    """The parenthesized list of one FETCH response without body sections (the common, hot case)."""
-    return b"(" + b" ".join([_item(row, att, utf8) for att in atts]) + b")"
+def render(row: dict[str, Any], atts: tuple[FetchAtt, ...], *, utf8: bool, recent: bool = False) -> bytes:
+    """The parenthesized list of one FETCH response without body sections (the common, hot case).
+
+    ``recent``: the message is recent in this session (IMAP4rev1): FLAGS shows \\Recent too.
+    """
+    return b"(" + b" ".join([_item(row, att, utf8, recent) for att in atts]) + b")"
 
 
-def render_pieces(row: dict[str, Any], raw: bytes, atts: tuple[FetchAtt, ...], *, utf8: bool) -> list[Piece]:
+def render_pieces(
+    row: dict[str, Any], raw: bytes, atts: tuple[FetchAtt, ...], *, utf8: bool, recent: bool = False
+) -> list[Piece]:
     """The parenthesized list of one FETCH response with body sections, as pieces to write one after another.
 
     A body section is a view into ``raw``, not a copy, and is never joined with the rest:
@@ -194,7 +216,7 @@ def render_pieces(row: dict[str, Any], raw: bytes, atts: tuple[FetchAtt, ...], *
         if i:
             out.append(b" ")
         if att.name in _SIMPLE_ITEMS:
-            out.append(_item(row, att, utf8))
+            out.append(_item(row, att, utf8, recent))
         else:
             out += _raw_item(row, raw, att)
     out.append(b")")
@@ -217,13 +239,13 @@ _SIMPLE_ITEMS = frozenset(
 )
 
 
-def _item(row: dict[str, Any], att: FetchAtt, utf8: bool) -> bytes:
+def _item(row: dict[str, Any], att: FetchAtt, utf8: bool, recent: bool) -> bytes:
     """One data item that comes from stored columns, not from the message's bytes."""
     name = att.name
     if name == "UID":
         return b"UID %d" % row["uid"]
     if name == "FLAGS":
-        return b"FLAGS " + flag_list(row["flags"])
+        return b"FLAGS " + flag_list(["\\Recent", *row["flags"]] if recent else row["flags"])
     if name == "INTERNALDATE":
         return b"INTERNALDATE " + date_time(row["internal_date"])
     if name == "RFC822.SIZE":

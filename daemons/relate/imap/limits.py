@@ -59,6 +59,9 @@ MAX_ENABLE = 32
 # Items in one STATUS (or LIST RETURN (STATUS (...))) list; RFC 9051 and RFC 8438 define 8.
 MAX_STATUS_ITEMS = 16
 
+# Resources named in one SETQUOTA (RFC 9208 defines 4; it is refused anyway, but parsed first).
+MAX_QUOTA_RESOURCES = 16
+
 # APPEND: messages in one MULTIAPPEND (RFC 3502), parts of one CATENATE message (RFC 4469), and the
 # length of one IMAP URL there (RFC 5092) in octets. Octets of all the messages of one APPEND together
 # are bounded by imap.max_append_size (each message by imap.max_literal_size).

@@ -59,9 +59,15 @@ def _shifted(chunk: str) -> str:
 
 
 def decode(text: str) -> str:
-    """Modified UTF-7 to UTF-8 text; raises ParseError on malformed input. Linear in ``text``."""
+    """Modified UTF-7 to UTF-8 text; raises ParseError on malformed input. Linear in ``text``.
+
+    Only the one spelling :func:`encode` gives is accepted (``encode(decode(text)) == text``), so
+    a name cannot be stored or looked up under two: besides what :func:`_shifted` checks, two
+    shifted runs in a row (``&AOk-&AOk-`` for ``&AOkA6Q-``) are refused, as Dovecot refuses them.
+    """
     out: list[str] = []
     i = 0
+    shifted_until = -1  # where the last non-empty shifted run ended
     while i < len(text):
         ch = text[i]
         if ch != "&":
@@ -74,9 +80,34 @@ def decode(text: str) -> str:
         if end < 0:
             raise ParseError("mailbox name is not valid modified UTF-7")
         chunk = text[i + 1 : end]
+        if chunk and i == shifted_until:
+            raise ParseError("mailbox name is not valid modified UTF-7")
         out.append(_shifted(chunk) if chunk else "&")
         i = end + 1
+        if chunk:
+            shifted_until = i
     return "".join(out)
+
+
+class UndecodableName(str):
+    """A mailbox name as sent that is not valid modified UTF-7 (or, with UTF-8 enabled, UTF-8).
+
+    It names no mailbox and never can: handlers answer NO (``problem`` says why), LIST patterns
+    made of one match nothing, and the session goes on, as imaptest's atoms and mutf7 groups (and
+    Dovecot) expect. It holds the text sent, so it is never taken for the name it resembles.
+    """
+
+    problem: str
+
+
+def lenient_mailbox(raw: bytes, *, utf8: bool) -> str:
+    """:func:`decode_mailbox`, or an :class:`UndecodableName` where that raises (never raises itself)."""
+    try:
+        return decode_mailbox(raw, utf8=utf8)
+    except ParseError as exc:
+        name = UndecodableName(raw.decode("utf-8", "replace"))
+        name.problem = exc.text
+        return name
 
 
 def decode_mailbox(raw: bytes, *, utf8: bool) -> str:

@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 from relate.imap import limits
 from relate.imap.errors import ParseError
-from relate.imap.mutf7 import decode_mailbox
+from relate.imap.mutf7 import lenient_mailbox
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ class Select(Command):
 
 @dataclass(frozen=True)
 class MailboxCommand(Command):
-    """CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE."""
+    """CREATE, DELETE, SUBSCRIBE, UNSUBSCRIBE, GETQUOTAROOT."""
 
     mailbox: str
 
@@ -230,6 +230,7 @@ class ListCommand(Command):
     returns: tuple[str, ...] = ()  # SUBSCRIBED, CHILDREN, SPECIAL-USE, STATUS
     status_items: tuple[str, ...] = ()
     lsub: bool = False
+    extended: bool = False  # RFC 5258 §3: selection options, a pattern list or RETURN (even empty) were given
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,20 @@ class UidExpunge(Command):
 @dataclass(frozen=True)
 class Id(Command):
     params: tuple[tuple[str, str | None], ...] | None
+
+
+@dataclass(frozen=True)
+class QuotaRoot(Command):
+    """GETQUOTA (RFC 9208 §4.1.1), and SETQUOTA's root."""
+
+    root: str
+
+
+@dataclass(frozen=True)
+class SetQuota(QuotaRoot):
+    """SETQUOTA (RFC 9208 §4.1.3): resource names (upper-case) and limits."""
+
+    limits: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -426,18 +441,22 @@ class Cursor:
             raise ParseError("expected a tag")
         return text.decode("ascii", "replace")
 
-    def number(self) -> int:
+    def number(self, most: int = 0xFFFFFFFF) -> int:
         line = self._line()
         start = self.pos
         while self.pos < len(line) and 0x30 <= line[self.pos] <= 0x39:
             self.pos += 1
         text = line[start : self.pos]
-        if not text or len(text) > 10:
+        if not text or len(text) > len(str(most)):
             raise ParseError("expected a number")
         value = int(text)
-        if value > 0xFFFFFFFF:
+        if value > most:
             raise ParseError("number out of range")
         return value
+
+    def number64(self) -> int:
+        """RFC 9051 §9 number64: 0 to 2^63-1."""
+        return self.number(0x7FFFFFFFFFFFFFFF)
 
     def nz_number(self) -> int:
         value = self.number()
@@ -530,8 +549,9 @@ class Cursor:
         return self.astring_bytes().decode("utf-8", "replace")
 
     def mailbox(self) -> str:
+        """A mailbox name; one that is not valid modified UTF-7 (or UTF-8) comes as an UndecodableName, not BAD."""
         raw = self.astring_bytes()
-        return decode_mailbox(raw, utf8=self.utf8)
+        return lenient_mailbox(raw, utf8=self.utf8)
 
     def list_mailbox(self) -> str:
         """A LIST pattern: astring or list-char run (wildcards allowed)."""
@@ -541,7 +561,7 @@ class Cursor:
             raw = self._run((_ATOM_SPECIALS - _LIST_WILDCARDS) - _ASTRING_EXTRA)
             if not raw:
                 raise ParseError("expected a mailbox pattern")
-        return decode_mailbox(raw, utf8=self.utf8)
+        return lenient_mailbox(raw, utf8=self.utf8)
 
     def paren_list(self, item: str = "list", *, most: int = 16) -> list[str]:
         """``(a b c)`` of atoms or flags, at most ``most`` of them."""
@@ -789,18 +809,29 @@ def _rename(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     return Rename(tag, name, old, cur.mailbox())
 
 
+# RFC 5258 §3.1, §3.2 (with RFC 6154 SPECIAL-USE, RFC 5819 STATUS): any other option is BAD.
+LIST_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+LIST_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
+
+
 def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
     select: list[str] = []
+    extended = False
     if name == "LIST" and cur.peek() == ord("("):
+        extended = True
         select = [s.upper() for s in cur.paren_list("selection options", most=8)]
+        unknown = next((s for s in select if s not in LIST_SELECT_OPTIONS), None)
+        if unknown is not None:
+            raise ParseError(f"unknown LIST selection option {unknown[:40]}")
         if "RECURSIVEMATCH" in select and not set(select) - {"RECURSIVEMATCH", "REMOTE"}:
             raise ParseError("RECURSIVEMATCH needs another selection option")  # RFC 5258 §3
         cur.sp()
-    reference = decode_mailbox(cur.astring_bytes(), utf8=cur.utf8) if not cur.take(b'""') else ""
+    reference = lenient_mailbox(cur.astring_bytes(), utf8=cur.utf8) if not cur.take(b'""') else ""
     cur.sp()
     patterns: list[str] = []
     if name == "LIST" and cur.peek() == ord("(") and not cur.at_literal():
+        extended = True
         cur.expect(b"(")
         while not cur.take(b")"):
             if patterns:
@@ -815,6 +846,7 @@ def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     returns: list[str] = []
     status_items: list[str] = []
     if name == "LIST" and cur.take(b" "):
+        extended = True
         cur.expect(b"RETURN ")
         cur.expect(b"(")
         while not cur.take(b")"):
@@ -823,6 +855,8 @@ def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
             if len(returns) >= 8:
                 raise ParseError("too many return options (at most 8)")
             option = cur.atom("a return option").upper()
+            if option not in LIST_RETURN_OPTIONS:
+                raise ParseError(f"unknown LIST return option {option[:40]}")
             returns.append(option)
             if option == "STATUS":
                 cur.sp()
@@ -836,6 +870,7 @@ def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
         tuple(returns),
         tuple(status_items),
         lsub=name == "LSUB",
+        extended=extended,
     )
 
 
@@ -1193,6 +1228,30 @@ def _id(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     return Id(tag, name, tuple(params))
 
 
+def _getquota(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    return QuotaRoot(tag, name, cur.astring_bytes().decode("utf-8", "replace"))
+
+
+def _setquota(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    # RFC 9208 §7: setquota = "SETQUOTA" SP quota-root-name SP setquota-list;
+    # setquota-list = "(" [setquota-resource *(SP setquota-resource)] ")"; resource-limit = number64
+    cur.sp()
+    root = cur.astring_bytes().decode("utf-8", "replace")
+    cur.sp()
+    cur.expect(b"(")
+    resources: list[tuple[str, int]] = []
+    while not cur.take(b")"):
+        if resources:
+            cur.sp()
+        if len(resources) >= limits.MAX_QUOTA_RESOURCES:
+            raise ParseError(f"too many quota resources (at most {limits.MAX_QUOTA_RESOURCES})")
+        resource = cur.atom("a resource name").upper()
+        cur.sp()
+        resources.append((resource, cur.number64()))
+    return SetQuota(tag, name, root, tuple(resources))
+
+
 _NOTIFY_FILTERS = ("SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE", "MAILBOXES")
 
 
@@ -1301,6 +1360,9 @@ _PARSERS = {
     "MOVE": _copy_move,
     "EXPUNGE": _expunge,
     "ID": _id,
+    "GETQUOTA": _getquota,
+    "GETQUOTAROOT": _mailbox_command,
+    "SETQUOTA": _setquota,
     "NOTIFY": _notify,
     "COMPRESS": _compress,
 }

@@ -23,6 +23,7 @@ from typing import Any
 from relate.imap.errors import No
 from relate.imap.parser import SearchKey, SeqSet, Spans
 from relate.imap.session import Selected
+from relate.mail import encoded_words
 from relate.mail.mime import parse_message
 from relate.store.db import Queryable
 from relate.store.messages import search_texts
@@ -86,8 +87,12 @@ _INLINE_ROWS = 200
 
 _LIGHT = """SELECT m.uid, m.modseq, m.flags, m.internal_date, m.date_header, m.envelope->>'date' AS date_text, m.size,
                    m.subject, m.header_end, m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.text_indexed,
-                   m.created_at
+                   m.created_at{extra}
               FROM messages m WHERE {where} AND m.uid > ${after} ORDER BY m.uid LIMIT {batch}"""
+_ADDRESS_KEYS = frozenset({"FROM", "TO", "CC", "BCC"})
+# With address keys: each field's ENVELOPE addresses too, for the names of groups (RFC 5322 §3.4), which the
+# decoded address columns hold only for an empty group.
+_ENVELOPE_FIELDS = "".join(f", m.envelope->'{f}' AS envelope_{f}" for f in ("from", "to", "cc", "bcc"))
 
 
 async def run(
@@ -105,7 +110,8 @@ async def run(
         raise No("Only UTF-8 searches are supported", "BADCHARSET (UTF-8)")
     params: list[Any] = [sel.mailbox_id]
     where = " AND ".join(["m.mailbox_id = $1", *_prefilter(key, sel, params)])
-    light = _LIGHT.format(where=where, after=len(params) + 1, batch=_BATCH)
+    extra = _ENVELOPE_FIELDS if _has_key(key, _ADDRESS_KEYS) else ""
+    light = _LIGHT.format(where=where, after=len(params) + 1, batch=_BATCH, extra=extra)
     texts = _has_key(key, frozenset({"BODY", "TEXT"}))
     header = _has_key(key, frozenset({"HEADER"}))
     ctx = _Context(sel)
@@ -244,8 +250,12 @@ class _Message:
         raw = bytes(self.row["raw"])[: int(self.row["header_end"])]
         return raw.decode("utf-8", "replace")
 
-    def _addresses(self, column: str) -> str:
-        return " ".join(f"{a.get('name') or ''} <{a.get('email') or ''}>" for a in self.row[column]).lower()
+    def _addresses(self, field: str) -> str:
+        """The field's addresses as ``name <addr>`` and the names of its groups, lower case, for substring matching."""
+        text = " ".join(f"{a.get('name') or ''} <{a.get('email') or ''}>" for a in self.row[f"{field}_addr"])
+        # ENVELOPE marks a group's start as (NIL NIL name NIL): a NIL host (RFC 9051 §7.5.2).
+        groups = [a[2] for a in self.row[f"envelope_{field}"] or () if a[3] is None and a[2] is not None]
+        return " ".join([text, *(encoded_words.decode(g) for g in groups)]).lower()
 
     def _in(self, seqset: SeqSet, value: int, largest: int) -> bool:
         if seqset.saved:
@@ -266,10 +276,15 @@ class _Message:
             (inner,) = args
             assert isinstance(inner, SearchKey)
             return not self.matches(inner)
-        if name in ("ALL", "OLD"):
+        if name == "ALL":
             return True
-        if name in ("NEW", "RECENT"):
-            return False  # \Recent is gone from IMAP4rev2; no message is recent here
+        # RFC 3501 §6.4.4: \\Recent is the session's own (IMAP4rev2 has none: nothing is recent there).
+        if name == "RECENT":
+            return self.ctx.sel.is_recent(self.row["uid"])
+        if name == "OLD":
+            return not self.ctx.sel.is_recent(self.row["uid"])
+        if name == "NEW":
+            return "\\Seen" not in flags and self.ctx.sel.is_recent(self.row["uid"])
         if name in _FLAG_KEYS:
             return _FLAG_KEYS[name] in flags
         if name.startswith("UN") and name[2:] in _FLAG_KEYS:
@@ -305,8 +320,8 @@ class _Message:
         needle = str(args[-1]).lower() if args else ""
         if name == "SUBJECT":
             return needle in (self.row["subject"] or "").lower()
-        if name in ("FROM", "TO", "CC", "BCC"):
-            return needle in self._addresses(f"{name.lower()}_addr")
+        if name in _ADDRESS_KEYS:
+            return needle in self._addresses(name.lower())
         if name == "HEADER":
             field = str(args[0]).lower()
             for line in _unfold(self._header()):

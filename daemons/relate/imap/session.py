@@ -14,6 +14,14 @@ or SEARCH (their UID forms excepted), so message numbers never shift under a
 client mid-command. Once the client has enabled QRESYNC (RFC 7162 §3.2),
 expunges are reported as ``VANISHED uids`` instead; once it has used
 CONDSTORE, reported flag changes carry their MODSEQ.
+
+\\Recent (RFC 3501 §2.3.2) is for IMAP4rev1 sessions only: a session that
+SELECTs a mailbox takes, as recent, the messages no session has taken yet, and
+while it has the mailbox selected it takes the new ones when it hears of them
+(``* n EXISTS`` then ``* n RECENT``); EXAMINE shows them without taking them.
+The store hands each message to exactly one session, on any host
+(``imap_messages.claim_recent``). IMAP4rev2 has no \\Recent: such sessions
+neither show nor take it.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -142,11 +150,45 @@ class Selected:
     # A VANISHED was sent since the client last heard HIGHESTMODSEQ: no FETCH carries an expunge's
     # modseq, so NOOP, IDLE and EXPUNGE tell it in their tagged OK (QRESYNC only).
     vanished_unacknowledged: bool = False
+    # The flags the client has been told of in FLAGS (in that order), keywords included.
+    flags: dict[str, None] = field(default_factory=dict)
+    # \\Recent (IMAP4rev1 only): the UID ranges lo < uid <= hi recent in this session, ascending and disjoint,
+    # and whether the session takes new mail as recent when it hears of it (read-write, IMAP4rev1).
+    recent: list[tuple[int, int]] = field(default_factory=list)
+    takes_recent: bool = False
 
     def msn(self, uid: int) -> int | None:
         """Message sequence number of ``uid`` (binary search; UIDs ascend)."""
         lo = bisect.bisect_left(self.uids, uid)
         return lo + 1 if lo < len(self.uids) and self.uids[lo] == uid else None
+
+    def add_recent(self, lo: int, hi: int) -> None:
+        """Messages lo < uid <= hi are recent in this session (claims only go up: ranges stay ascending)."""
+        if hi <= lo:
+            return
+        if self.recent and self.recent[-1][1] >= lo:
+            self.recent[-1] = (self.recent[-1][0], max(hi, self.recent[-1][1]))
+        else:
+            self.recent.append((lo, hi))
+
+    def is_recent(self, uid: int) -> bool:
+        spans = self.recent
+        if len(spans) <= 1:  # the usual case (FETCH asks once per message): no search
+            return bool(spans) and spans[0][0] < uid <= spans[0][1]
+        i = bisect.bisect_left(spans, uid, key=_low) - 1  # the last range starting below uid
+        return i >= 0 and uid <= spans[i][1]
+
+    def recent_count(self) -> int:
+        """How many of the messages this client knows are recent in this session (RECENT, RFC 3501 §7.3.2)."""
+        return sum(bisect.bisect_right(self.uids, hi) - bisect.bisect_right(self.uids, lo) for lo, hi in self.recent)
+
+    def flags_of(self, uid: int, flags: Iterable[str]) -> list[str]:
+        """A message's flags as this session shows them: \\Recent first when it is recent here."""
+        return ["\\Recent", *flags] if self.recent and self.is_recent(uid) else list(flags)
+
+
+def _low(span: tuple[int, int]) -> int:
+    return span[0]
 
 
 Handler = Callable[["ImapSession", Any], Awaitable[None]]
@@ -541,14 +583,37 @@ class ImapSession:
             "LIST-EXTENDED", "LIST-STATUS", "LITERAL+", "LITERAL-", "ID", "ESEARCH", "SEARCHRES", "STATUS=SIZE",
             f"APPENDLIMIT={self.cfg.max_literal_size}", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC",
         ]  # fmt: skip
+        caps += ["QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]  # RFC 9208; no QUOTASET: SETQUOTA is refused
         caps += self.extension_capabilities()
         return caps
 
     def extension_capabilities(self) -> list[str]:
-        """RFC 3516, 3502, 4469 with 5550, 5032, 8514, 8970."""
-        return ["BINARY", "MULTIAPPEND", "CATENATE", "URL-PARTIAL", "WITHIN", "SAVEDATE", "PREVIEW"]
+        """The extensions of imap/append.py, imap/preview.py and imap/notify.py, each listed once complete."""
+        return []
 
     # -- the selected mailbox ------------------------------------------------------
+
+    def flags_known(self) -> None:
+        """FLAGS and PERMANENTFLAGS for the selected mailbox as this client knows it (SELECT, and news of keywords)."""
+        sel = self.selected
+        assert sel is not None
+        self.untagged(b"FLAGS " + flag_list(sel.flags))
+        permanent = [] if sel.readonly else [*sel.flags, "\\*"]
+        self.untagged(b"OK [PERMANENTFLAGS " + flag_list(permanent) + b"] Flags permitted")
+
+    def announce_flags(self, flags: Iterable[str]) -> None:
+        """Tell the client of keywords it has not heard of before a response shows them (RFC 9051 §7.3.5).
+
+        A STORE or APPEND in any session can bring a keyword in; each session sends FLAGS and
+        PERMANENTFLAGS again (with the new keywords added) before the first FETCH that carries one.
+        """
+        sel = self.selected
+        if sel is None:
+            return
+        new = [f for f in flags if f not in sel.flags and f != "\\Recent"]
+        if new:
+            sel.flags.update(dict.fromkeys(new))
+            self.flags_known()
 
     def require_selected(self) -> Selected:
         if self.selected is None:
@@ -581,9 +646,12 @@ class ImapSession:
         if sel is None:
             return
         sel.changed.clear()
+        claimed = None
         try:
             async with self.server.pool.acquire() as conn:
                 delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
+                if sel.takes_recent and delta.get("new"):
+                    claimed = await imap_messages.claim_recent(conn, sel.mailbox_id, delta["new"][-1])
         except BaseException:
             sel.changed.set()  # nothing was reported: the news stays pending
             raise
@@ -612,12 +680,18 @@ class ImapSession:
             sel.uids.extend(delta["new"])
             sel.max_uid = max(sel.max_uid, delta["new"][-1])
             self.untagged(f"{len(sel.uids)} EXISTS")
-        for uid, flags, modseq in () if waiting and self.condstore else delta["flags"]:
+            if claimed is not None:
+                sel.add_recent(*claimed)
+            if not self.rev2:
+                self.untagged(f"{sel.recent_count()} RECENT")
+        reported = () if waiting and self.condstore else delta["flags"]
+        self.announce_flags(f for _, flags, modseq in reported if modseq not in sel.own_modseqs for f in flags)
+        for uid, flags, modseq in reported:
             if modseq in sel.own_modseqs:
                 continue
             msn = sel.msn(uid)
             if msn is not None:
-                line = f"{msn} FETCH (UID {uid} FLAGS ".encode() + flag_list(flags)
+                line = f"{msn} FETCH (UID {uid} FLAGS ".encode() + flag_list(sel.flags_of(uid, flags))
                 self.untagged(line + (b" MODSEQ (%d))" % modseq if self.condstore else b")"))
         if not waiting:
             sel.known_modseq = max(sel.known_modseq, delta["modseq"])

@@ -203,7 +203,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     ctx = _Context()
     root = _parse_tree(raw, ctx)
     fields = root.fields
-    addresses = _address_headers(fields, ctx)
+    addresses, routes = _address_headers(fields, ctx)
     collector = _Collector(raw, ctx.notes)
     for leaf, number, searchable, outer in _leaves(root):
         collector.add(leaf, number, searchable, outer)
@@ -220,7 +220,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         message_id=_field_value(fields, "message-id") or None,
         in_reply_to=_field_value(fields, "in-reply-to") or None,
         references=headers.message_ids(_field_value(fields, "references")),
-        envelope=_envelope(fields, addresses),
+        envelope=_envelope(fields, addresses, routes),
         bodystructure=_bodystructure(raw, root, ctx),
         attachments=collector.attachments,
         text="\n".join(collector.search)[:MAX_SEARCH_TEXT],
@@ -381,16 +381,19 @@ def _field_value(fields: dict[str, bytes], name: str) -> str | None:
     return None if value is None else headers.unfold(value)
 
 
-def _address_headers(fields: dict[str, bytes], ctx: _Context) -> dict[str, list[_AddressGroup] | None]:
-    """Parse each address field once; None where the field is absent."""
+def _address_headers(
+    fields: dict[str, bytes], ctx: _Context
+) -> tuple[dict[str, list[_AddressGroup] | None], dict[str, dict[str, str]]]:
+    """Parse each address field once; None where the field is absent. Also each field's source routes by addr-spec."""
     parsed: dict[str, list[_AddressGroup] | None] = {}
+    routes: dict[str, dict[str, str]] = {}
     for name in _ADDRESS_FIELDS:
         value = _field_value(fields, name)
         if value is None:
             parsed[name] = None
             continue
-        parsed[name] = _address_list(value, ctx)
-    return parsed
+        parsed[name] = _address_list(value, ctx, routes.setdefault(name, {}))
+    return parsed, routes
 
 
 # Fast paths for the common simple forms of two fields. Each accepts only input on which it gives
@@ -468,8 +471,11 @@ def _simple_address_list(value: str) -> list[_AddressGroup] | None:
     return [(None, members)]
 
 
-def _address_list(value: str, ctx: _Context | None = None) -> list[_AddressGroup]:
-    """The groups of an address-list (RFC 5322 §3.4): (group name or None, [(display name, addr-spec)])."""
+def _address_list(value: str, ctx: _Context | None = None, routes: dict[str, str] | None = None) -> list[_AddressGroup]:
+    """The groups of an address-list (RFC 5322 §3.4): (group name or None, [(display name, addr-spec)]).
+
+    ``routes``, if given, gets the source route written before an addr-spec (RFC 5322 §4.4), by addr-spec.
+    """
     simple = _simple_address_list(value)
     if simple is not None:
         return simple
@@ -481,18 +487,26 @@ def _address_list(value: str, ctx: _Context | None = None) -> list[_AddressGroup
             ctx.notes.add("addresses")
         if "nesting" in result.problems:
             ctx.notes.add("nesting")
+    if routes is not None:
+        routes.update(result.routes)
     return result.groups
 
 
-def _imap_addresses(groups: list[_AddressGroup] | None) -> list[list[str | None]] | None:
-    """RFC 9051 §7.5.2 address structures [name, adl, mailbox, host]; None for NIL."""
+def _imap_addresses(
+    groups: list[_AddressGroup] | None, routes: dict[str, str] | None = None
+) -> list[list[str | None]] | None:
+    """RFC 9051 §7.5.2 address structures [name, adl, mailbox, host]; None for NIL.
+
+    adl is the source route (``@route``) written before the address, if any (RFC 5322 §4.4 obs-route).
+    """
     out: list[list[str | None]] = []
     for group, members in groups or []:
         if group is not None:
             out.append([None, None, group, None])  # start of group
         for name, addr in members:
             local, at, domain = addr.rpartition("@")
-            out.append([name or None, None, local if at else addr, domain if at else ""])
+            route = routes.get(addr) if routes else None
+            out.append([name or None, route, local if at else addr, domain if at else ""])
         if group is not None:
             out.append([None, None, None, None])  # end of group
     return out or None
@@ -508,19 +522,25 @@ def _decoded_addresses(groups: list[_AddressGroup] | None, ctx: _Context) -> lis
     return out
 
 
-def _envelope(fields: dict[str, bytes], addresses: dict[str, list[_AddressGroup] | None]) -> dict[str, Any]:
+def _envelope(
+    fields: dict[str, bytes], addresses: dict[str, list[_AddressGroup] | None], routes: dict[str, dict[str, str]]
+) -> dict[str, Any]:
     """RFC 9051 §7.5.2 ENVELOPE; strings are unfolded but not RFC 2047-decoded."""
-    from_ = _imap_addresses(addresses["from"])
+
+    def field(name: str) -> list[list[str | None]] | None:
+        return _imap_addresses(addresses[name], routes.get(name))
+
+    from_ = field("from")
     return {
         "date": _field_value(fields, "date"),
         "subject": _field_value(fields, "subject"),
         "from": from_,
         # RFC 9051 §7.5.2: an absent Sender or Reply-To defaults to From.
-        "sender": _imap_addresses(addresses["sender"]) or from_,
-        "reply_to": _imap_addresses(addresses["reply-to"]) or from_,
-        "to": _imap_addresses(addresses["to"]),
-        "cc": _imap_addresses(addresses["cc"]),
-        "bcc": _imap_addresses(addresses["bcc"]),
+        "sender": field("sender") or from_,
+        "reply_to": field("reply-to") or from_,
+        "to": field("to"),
+        "cc": field("cc"),
+        "bcc": field("bcc"),
         "in_reply_to": _field_value(fields, "in-reply-to"),
         "message_id": _field_value(fields, "message-id"),
     }
@@ -575,7 +595,7 @@ def _bodystructure(raw: bytes, ent: _Entity, ctx: _Context) -> dict[str, Any]:
     if ent.message is not None:
         inner = ent.message
         node["message"] = {
-            "envelope": _envelope(inner.fields, _address_headers(inner.fields, ctx)),
+            "envelope": _envelope(inner.fields, *_address_headers(inner.fields, ctx)),
             "body": _bodystructure(raw, inner, ctx),
         }
     return node

@@ -14,7 +14,8 @@ uses):
   the field.
 - ``phrase <addr-spec>``: the display name is the phrase (quoted strings
   unquoted, words joined by one space, comments kept in parentheses, as the
-  ``email`` package gives them); a source route (``<@a,@b:x@y>``) is dropped.
+  ``email`` package gives them); a source route (``<@a,@b:x@y>``) is left out
+  of the addr-spec and kept apart, in ``routes`` (IMAP's ENVELOPE shows it).
 - A bare addr-spec takes its comments as display name (``a@b (Name)``);
   words before it that do not join it with a dot are a display name too
   (``Alice alice@example.org``). White space and comments inside an
@@ -180,8 +181,8 @@ def _spec(tokens: list[Token]) -> str:
     return "".join(token.raw for token in tokens)
 
 
-def _mailbox(tokens: list[Token], problems: set[str]) -> tuple[str, str] | None:
-    """(display name, addr-spec) of one list item, or None for an item without one."""
+def _mailbox(tokens: list[Token], problems: set[str]) -> tuple[str, str, str] | None:
+    """(display name, addr-spec, source route or "") of one list item, or None for an item without one."""
     angle = next((i for i, token in enumerate(tokens) if _is(token, "<")), None)
     if angle is not None:
         close = next((i for i in range(angle + 1, len(tokens)) if _is(tokens[i], ">")), None)
@@ -191,11 +192,12 @@ def _mailbox(tokens: list[Token], problems: set[str]) -> tuple[str, str] | None:
         if any(token.kind != COMMENT for token in tokens[close + 1 :]):
             problems.add("junk")
         inside = [token for token in tokens[angle + 1 : close] if token.kind != COMMENT]
+        route = ""
         if inside and _is(inside[0], "@"):  # RFC 5322 §4.4 obs-route: "@a,@b:" before the addr-spec
             problems.add("route")
             colon = next((i for i, token in enumerate(inside) if _is(token, ":")), len(inside) - 1)
-            inside = inside[colon + 1 :]
-        return _phrase(tokens[:angle]), _spec(inside)
+            route, inside = _spec(inside[:colon]), inside[colon + 1 :]
+        return _phrase(tokens[:angle]), _spec(inside), route
     plain = [token for token in tokens if token.kind != COMMENT]
     if not plain:
         return None
@@ -209,7 +211,7 @@ def _mailbox(tokens: list[Token], problems: set[str]) -> tuple[str, str] | None:
     if end < len(plain):
         problems.add("junk")
     name = _phrase(plain[:start]) if start else comments
-    return name, _spec(plain[start:end])
+    return name, _spec(plain[start:end]), ""
 
 
 @dataclass(slots=True)
@@ -219,6 +221,7 @@ class AddressList:
     groups: list[tuple[str | None, list[tuple[str, str]]]] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)  # every comment's text, for readers that show comments
     problems: set[str] = field(default_factory=set)  # see the module docstring; empty for a clean list
+    routes: dict[str, str] = field(default_factory=dict)  # addr-spec -> its source route ("@a,@b"), where written
 
 
 def parse_address_list(value: str) -> AddressList:
@@ -244,7 +247,10 @@ def parse_address_list(value: str) -> AddressList:
                 if count > MAX_ADDRESSES:
                     problems.add("too-many")
                     return False
-                members.append(mailbox)
+                name, spec, route = mailbox
+                members.append((name, spec))
+                if route:
+                    result.routes.setdefault(spec, route)
             item.clear()
         return True
 

@@ -64,7 +64,7 @@ from relate.mail.mime import parse_message
 from relate.queue import bounce
 from relate.queue.client import DomainSender, Message, Result, off_loop, wire_form
 from relate.queue.mx import make_resolver
-from relate.store import accounts, db, mailboxes, messages
+from relate.store import accounts, db, mailboxes, messages, quota
 from relate.store import dkim as dkim_store
 from relate.store import queue as store
 from relate.store.changes import QUEUE_CHANNEL, ChangeFeed, QueueChange
@@ -98,6 +98,17 @@ DSN_BATCH = 100
 
 class RecordFailed(Exception):
     """Outcomes could not be committed before the lease ran out: the pass stops sending."""
+
+
+class _NotOurs(Exception):
+    """A local copy was stored but its recipient's outcome could not be recorded (lease lost): roll it back."""
+
+
+def _mailbox_full(recipient_id: int, verdict: quota.Verdict) -> Result:
+    """A local recipient's quota refusal (store/quota.py): deferred for now, or failed for good."""
+    if verdict is quota.Verdict.NEVER:
+        return Result(recipient_id, "failed", "5.2.2", "552 5.2.2 mailbox full", None)
+    return Result(recipient_id, "deferred", "4.2.2", "452 4.2.2 mailbox full, will retry", None)
 
 
 def utcnow() -> datetime:
@@ -447,7 +458,13 @@ class DeliveryWorker:
                 )
 
     async def _deliver_local(self, work: _Pass, items: list[Claimed]) -> None:
-        """Recipients at hosted domains: straight into their INBOX, each in the transaction that records it."""
+        """Recipients at hosted domains: straight into their INBOX, each in the transaction that records it.
+
+        A recipient with a quota gets the copy only if it fits (store/quota.py): else it is deferred
+        (``452 4.2.2``, retried on the usual schedule) or fails for good (``552 5.2.2``, a DSN to the
+        sender) when the message is larger than the limit or the mailbox has been full for
+        ``quota.bounce_after_days``.
+        """
         cached: tuple[bytes, bytes] | None = None  # (blob hash, bytes) of the last message read
         for c in items:
             if c.recipient_id not in work.claim.held or not work.usable():
@@ -476,15 +493,32 @@ class DeliveryWorker:
                         continue
                     cached = (c.blob_hash, data)
                 raw = b"Return-Path: <" + c.mail_from.encode() + b">\r\n" + cached[1]
+                limited = not quota.Limits.of(
+                    target["quota_storage"], target["quota_messages"], self.cfg.quota
+                ).unlimited
+                if limited:
+                    found = await quota.verdicts(conn, {target["user_id"]: len(raw)}, self.cfg.quota, self.clock())
+                    verdict = found[target["user_id"]][0] if target["user_id"] in found else quota.Verdict.FITS
+                    if verdict is not quota.Verdict.FITS:
+                        await self._commit(conn, work.claim, [_mailbox_full(c.recipient_id, verdict)])
+                        continue
                 result = Result(c.recipient_id, "sent", "2.0.0", "delivered locally", self.cfg.hostname)
-                # Recorded and stored in one transaction: a crash repeats neither.
-                async with conn.transaction():
-                    now = self.clock()
-                    recorded = await store.record(
-                        conn, self._outcomes(work.claim, [result], now), now, work.claim.owner
-                    )
-                    if recorded:
-                        await messages.ingest(conn, raw, [target["inbox_id"]])
+                enforce = messages.Enforce(self.cfg.quota) if limited else None
+                # Stored and recorded in one transaction: a crash repeats neither, and a copy whose outcome
+                # cannot be recorded (the lease went meanwhile) is rolled back.
+                try:
+                    async with conn.transaction():
+                        now = self.clock()
+                        stored = await messages.ingest(conn, raw, [target["inbox_id"]], enforce=enforce)
+                        if not stored:  # no room after all (another copy got there first): try again later
+                            result = _mailbox_full(c.recipient_id, quota.Verdict.LATER)
+                        recorded = await store.record(
+                            conn, self._outcomes(work.claim, [result], now), now, work.claim.owner
+                        )
+                        if stored and not recorded:
+                            raise _NotOurs()
+                except _NotOurs:
+                    recorded = []
                 self._recorded(work.claim, [result], set(recorded))
 
     async def _signature(self, wire: bytes, keys: dict[str, dkim.DkimKey | None]) -> bytes:

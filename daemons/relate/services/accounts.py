@@ -13,10 +13,10 @@ from typing import Any
 import asyncpg
 
 from relate import auth
-from relate.config import AuthConfig
+from relate.config import AuthConfig, QuotaConfig
 from relate.errors import Conflict, Invalid, NotFound
 from relate.mail.address import normalize_address, normalize_domain, split_address
-from relate.store import accounts, keys
+from relate.store import accounts, keys, quota
 
 
 async def add_domain(pool: asyncpg.Pool, name: str) -> dict[str, Any]:
@@ -47,8 +47,17 @@ async def add_user(pool: asyncpg.Pool, address: str, display_name: str | None = 
         return await accounts.add_user(conn, domain["id"], normalized, display_name)
 
 
-async def list_users(pool: asyncpg.Pool, domain: str | None = None) -> list[dict[str, Any]]:
-    return await accounts.list_users(pool, normalize_domain(domain) if domain else None)
+async def list_users(
+    pool: asyncpg.Pool, domain: str | None = None, quota_cfg: QuotaConfig | None = None
+) -> list[dict[str, Any]]:
+    """Users with alias and key counts and their quota (``quota``: :func:`quota_view`)."""
+    cfg = quota_cfg or QuotaConfig()
+    rows = await accounts.list_users(pool, normalize_domain(domain) if domain else None)
+    for row in rows:
+        limits = quota.Limits.of(row.pop("quota_storage"), row.pop("quota_messages"), cfg)
+        usage = quota.Usage(row["id"], row.pop("storage_used"), row.pop("messages_used"), limits, row.pop("full_since"))
+        row["quota"] = quota_view(usage)
+    return rows
 
 
 async def get_user(pool: asyncpg.Pool, address: str) -> dict[str, Any]:
@@ -58,11 +67,56 @@ async def get_user(pool: asyncpg.Pool, address: str) -> dict[str, Any]:
     return user
 
 
-async def show_user(pool: asyncpg.Pool, address: str) -> dict[str, Any]:
+async def show_user(pool: asyncpg.Pool, address: str, quota_cfg: QuotaConfig | None = None) -> dict[str, Any]:
     user = await get_user(pool, address)
     user.update(await accounts.user_details(pool, user["id"]))
     user["keys"] = await keys.list_for(pool, user["id"], include_revoked=False)
+    user["quota"] = await user_quota(pool, user["id"], quota_cfg or QuotaConfig())
     return user
+
+
+def quota_view(usage: quota.Usage) -> dict[str, Any]:
+    """A user's quota as relatectl and the API show it: usage and limits (None: no limit), bytes and messages."""
+    return {
+        "storage": {"used": usage.storage, "limit": usage.limits.storage},
+        "messages": {"used": usage.messages, "limit": usage.limits.messages},
+        "full": usage.full,
+        "full_since": usage.full_since,
+    }
+
+
+async def user_quota(pool: asyncpg.Pool, user_id: int, cfg: QuotaConfig) -> dict[str, Any]:
+    """:func:`quota_view` of one user."""
+    found = await quota.usage(pool, [user_id], cfg)
+    if user_id not in found:
+        raise NotFound("no such user")
+    return quota_view(found[user_id])
+
+
+# What `relatectl user quota` may set for each resource: a limit, NO_LIMIT, or None (the configured default).
+NO_LIMIT = 0
+
+
+async def set_quota(pool: asyncpg.Pool, address: str, changes: dict[str, int | None]) -> dict[str, Any]:
+    """Set a user's own limits (``changes``: ``storage`` in bytes and/or ``messages``, each a limit,
+    NO_LIMIT, or None to follow the configured default); the full-since clock starts afresh."""
+    unknown = set(changes) - {"storage", "messages"}
+    if unknown:
+        raise Invalid(f"unknown quota resource: {', '.join(sorted(unknown))}")
+    for name, value in changes.items():
+        if value is not None and value < 0:
+            raise Invalid(f"a {name} limit cannot be negative")
+    user = await get_user(pool, address)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT quota_storage, quota_messages FROM users WHERE id = $1 FOR UPDATE", user["id"]
+        )
+        if row is None:
+            raise NotFound(f"no such user: {address}")
+        storage = changes["storage"] if "storage" in changes else row["quota_storage"]
+        messages = changes["messages"] if "messages" in changes else row["quota_messages"]
+        await quota.set_limits(conn, user["id"], storage, messages)
+    return {"address": user["address"], "own_storage": storage, "own_messages": messages}
 
 
 async def remove_user(pool: asyncpg.Pool, address: str) -> None:

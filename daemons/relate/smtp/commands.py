@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from relate.delivery import Delivery, Kind, Recipient, Sender, classify
+from relate.delivery import Delivery, Kind, MailboxFull, Recipient, Sender, admit, classify, local_recipient
 from relate.errors import Invalid
 from relate.mail.address import normalize_address, split_address
 from relate.mail.spool import Spool
@@ -51,6 +51,7 @@ from relate.smtp.data import DataState, read_data
 from relate.smtp.errors import Hangup, SmtpError
 from relate.smtp.session import DATABASE_ERRORS, Envelope, SmtpSession, State, check_login, decode_sasl
 from relate.store import accounts
+from relate.store.quota import Verdict
 
 log = logging.getLogger("relate.smtp")
 
@@ -207,7 +208,7 @@ async def mail(session: SmtpSession, cmd: parser.Command) -> None:
         if address not in owned:
             log.warning("smtp-spoof client=%s auth=%s mail_from=%s", session.client, session.principal_address, address)
             raise SmtpError(replies.SENDER_NOT_OWNED)
-    session.envelope = Envelope(address, smtputf8=options.smtputf8)
+    session.envelope = Envelope(address, smtputf8=options.smtputf8, size=options.size)
     session.last_sender = f"<{address}>"
     session.reply(replies.SENDER_OK)
 
@@ -235,7 +236,7 @@ async def rcpt(session: SmtpSession, cmd: parser.Command) -> None:
         except Invalid:
             raise SmtpError(replies.BAD_ADDRESS) from None
         with session.database("rcpt"):
-            recipient = await classify(session.server.pool, address)
+            recipient = await classify(session.server.pool, address, session.server.cfg.quota)
         if recipient.kind is Kind.UNKNOWN and local == "postmaster":
             recipient = await _postmaster(session, domain)
     if recipient is None or recipient.kind is Kind.UNKNOWN:
@@ -243,9 +244,22 @@ async def rcpt(session: SmtpSession, cmd: parser.Command) -> None:
     if recipient.kind is Kind.REMOTE and session.role == "mx":
         log.info("smtp-relay-denied client=%s rcpt=%s", session.client, address)
         raise SmtpError(replies.RELAY_DENIED)
+    if session.role == "mx":
+        await _check_quota(session, recipient, envelope.size or 0)
     envelope.recipients.append(recipient)
     envelope.addresses.append(address)
     session.reply(replies.RECIPIENT_OK)
+
+
+async def _check_quota(session: SmtpSession, recipient: Recipient, size: int) -> None:
+    """MX: a recipient whose mailbox is full, or too full for the size MAIL FROM declared, is refused here,
+    with a reply of its own (452 4.2.2 for now, 552 5.2.2 for good: store/quota.py's rules)."""
+    with session.database("rcpt"):
+        verdict = await admit(session.server.pool, recipient, size, session.server.cfg.quota)
+    if verdict is Verdict.FITS:
+        return
+    log.info("smtp-quota client=%s rcpt=%s size=%d refused=%s", session.client, recipient.address, size, verdict.value)
+    raise SmtpError(replies.MAILBOX_FULL if verdict is Verdict.LATER else replies.MAILBOX_FULL_FOR_GOOD)
 
 
 async def _postmaster(session: SmtpSession, domain: str | None) -> Recipient | None:
@@ -255,7 +269,7 @@ async def _postmaster(session: SmtpSession, domain: str | None) -> Recipient | N
     if configured:
         try:
             with session.database("rcpt"):
-                found = await classify(pool, normalize_address(configured))
+                found = await classify(pool, normalize_address(configured), session.server.cfg.quota)
         except Invalid:
             found = None
         if found is not None and found.kind is Kind.LOCAL:
@@ -266,7 +280,7 @@ async def _postmaster(session: SmtpSession, domain: str | None) -> Recipient | N
     if target is None:
         log.warning("smtp-postmaster-unroutable domain=%s: the domain has no user", domain or "-")
         return None
-    return Recipient(f"postmaster@{target['domain']}", Kind.LOCAL, target["user_id"], target["inbox_id"])
+    return local_recipient(f"postmaster@{target['domain']}", target)
 
 
 # RFC 5321 §4.1.1.4 (DATA): 250 only once the transaction has committed.
@@ -326,10 +340,19 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
             assert session.principal_id is not None
             assert session.principal_address is not None
             sender = Sender(session.principal_id, session.principal_address)
-        delivery = Delivery(server.pool, envelope.mail_from, sender=sender)
+        delivery = Delivery(server.pool, envelope.mail_from, sender=sender, quota=server.cfg.quota)
         for recipient in envelope.recipients:
             delivery.add(recipient)
         committed = await delivery.commit(spool, trace=trace, hold=hold)
+    except MailboxFull as full:
+        log.info(
+            "smtp-quota client=%s rcpts=%s size=%d refused=%s",
+            session.client,
+            ",".join(envelope.addresses),
+            spool.size,
+            "never" if full.permanent else "later",
+        )
+        return replies.MAILBOX_FULL_FOR_GOOD if full.permanent else replies.MAILBOX_FULL
     except BudgetExhausted:
         log.warning(
             "smtp-tempfail client=%s stage=data error=memory-budget size=%d in_use=%d",
@@ -358,6 +381,8 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
         len(delivery.remote),
         spool.size,
     )
+    if committed.sent_over_quota:
+        return replies.QUEUED.with_text(f"Message accepted as {queue_id}; not saved to Sent: mailbox full")
     return replies.QUEUED.with_text(f"Message accepted as {queue_id}")
 
 

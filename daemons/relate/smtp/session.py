@@ -10,13 +10,16 @@ Relay policy, the one that matters most (never an open relay):
   address that is not a plain ``local@domain`` (quoted local parts, ``%``
   hacks, source routes, address literals, trailing dots, several ``@``) gets
   ``553 5.1.3``. Mail goes to the envelope recipients only, never to header
-  addresses. AUTH is not offered.
+  addresses. AUTH is not offered. A recipient whose mailbox is full (quota,
+  store/quota.py) gets ``452 4.2.2``, or ``552 5.2.2`` for good
+  (relate.delivery says what happens after DATA).
 - ``submission`` (587, STARTTLS required) and ``submissions`` (465, implicit
   TLS): nothing but EHLO, HELO, STARTTLS, NOOP and QUIT before TLS, and no
   MAIL, RCPT or DATA before AUTH. MAIL FROM and every From and Sender header
   address must belong to the authenticated user (``553``/``550 5.7.1``).
-  Local recipients get the message at once, remote ones are queued for the
-  delivery daemon, and a copy goes to the user's Sent folder.
+  Local recipients get the message at once (those without room for it, by
+  their quota, through the queue), remote ones are queued for the delivery
+  daemon, and a copy goes to the user's Sent folder when it fits theirs.
 
 The loop reads one line at a time (at most ``smtp.max_line_length``; longer
 lines are swallowed and answered ``500 5.5.2``), looks the verb up in the
@@ -99,6 +102,7 @@ class Envelope:
 
     mail_from: str  # "" for the null reverse-path
     smtputf8: bool = False
+    size: int | None = None  # declared with MAIL FROM's SIZE= (RFC 1870), for the quota check at RCPT
     recipients: list[Recipient] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)  # as accepted, for the trace's "for" clause
 

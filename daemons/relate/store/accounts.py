@@ -89,6 +89,11 @@ async def add_user(conn: asyncpg.Connection, domain_id: int, address: str, displ
             "INSERT INTO mailboxes (user_id, name, special_use) VALUES ($1, $2, $3)",
             [(user["id"], name, special) for name, special in DEFAULT_MAILBOXES],
         )
+        await conn.execute(  # the default folders start subscribed (IMAP subscriptions are names)
+            "INSERT INTO subscriptions (user_id, name) SELECT $1, unnest($2::text[])",
+            user["id"],
+            [name for name, _ in DEFAULT_MAILBOXES],
+        )
     return dict(user)
 
 
@@ -104,11 +109,17 @@ async def get_user(conn: Queryable, address: str) -> dict[str, Any] | None:
 
 
 async def list_users(conn: Queryable, domain: str | None = None) -> list[dict[str, Any]]:
+    """Users with alias and key counts, their own quota limits and usage (store/quota.py)."""
     rows = await conn.fetch(
         """SELECT u.id, u.address, u.display_name, u.disabled, u.created_at, d.name AS domain,
                   (SELECT count(*) FROM addresses a WHERE a.user_id = u.id AND NOT a.is_primary) AS aliases,
-                  (SELECT count(*) FROM api_keys k WHERE k.user_id = u.id AND k.revoked_at IS NULL) AS keys
+                  (SELECT count(*) FROM api_keys k WHERE k.user_id = u.id AND k.revoked_at IS NULL) AS keys,
+                  u.quota_storage, u.quota_messages, u.quota_full_since AS full_since, q.storage_used, q.messages_used
              FROM users u JOIN domains d ON d.id = u.domain_id
+             CROSS JOIN LATERAL (
+                  SELECT coalesce(sum(b.message_bytes), 0)::bigint AS storage_used,
+                         coalesce(sum(b.message_count), 0)::bigint AS messages_used
+                    FROM mailboxes b WHERE b.user_id = u.id) AS q
             WHERE $1::text IS NULL OR d.name = $1
             ORDER BY u.address""",
         domain,
@@ -171,9 +182,13 @@ async def remove_alias(conn: Queryable, alias: str) -> None:
 
 
 async def resolve_recipient(conn: Queryable, address: str) -> dict[str, Any] | None:
-    """The local user and INBOX an address delivers to, or None."""
+    """The local user and INBOX an address delivers to, or None.
+
+    Keys: user_id, address, inbox_id, and the user's own quota limits (quota_storage, quota_messages:
+    NULL follows the configured default, store/quota.py).
+    """
     row = await conn.fetchrow(
-        """SELECT u.id AS user_id, u.address, b.id AS inbox_id
+        """SELECT u.id AS user_id, u.address, b.id AS inbox_id, u.quota_storage, u.quota_messages
              FROM addresses a JOIN users u ON u.id = a.user_id
              JOIN mailboxes b ON b.user_id = u.id AND upper(b.name) = 'INBOX'
             WHERE a.address = $1 AND NOT u.disabled""",
@@ -182,20 +197,30 @@ async def resolve_recipient(conn: Queryable, address: str) -> dict[str, Any] | N
     return dict(row) if row else None
 
 
-async def recipient_target(conn: Queryable, address: str, domain: str) -> dict[str, Any]:
+async def recipient_target(
+    conn: Queryable, address: str, domain: str, quota_defaults: tuple[int, int] = (0, 0)
+) -> dict[str, Any]:
     """:func:`resolve_recipient` and whether ``domain`` is hosted, in one query.
 
-    Keys: user_id and inbox_id (None unless the address delivers to a local user), hosted.
+    Keys: user_id, inbox_id, the user's quota columns (quota_storage, quota_messages,
+    quota_full_since) and, when a limit applies (the user's own, else ``quota_defaults``: storage,
+    messages), ``used``: [bytes, messages] in all their mailboxes (store/quota.py), else None; all
+    None unless the address delivers to a local user; hosted.
     """
     row = await conn.fetchrow(
-        """SELECT r.user_id, r.inbox_id, EXISTS (SELECT 1 FROM domains WHERE name = $2) AS hosted
+        """SELECT r.user_id, r.inbox_id, r.quota_storage, r.quota_messages, r.quota_full_since, r.used,
+                  EXISTS (SELECT 1 FROM domains WHERE name = $2) AS hosted
              FROM (SELECT 1) AS one LEFT JOIN LATERAL (
-                  SELECT u.id AS user_id, b.id AS inbox_id
+                  SELECT u.id AS user_id, b.id AS inbox_id, u.quota_storage, u.quota_messages, u.quota_full_since,
+                         CASE WHEN coalesce(u.quota_storage, $3) > 0 OR coalesce(u.quota_messages, $4) > 0
+                              THEN (SELECT ARRAY[coalesce(sum(o.message_bytes), 0), coalesce(sum(o.message_count), 0)]
+                                      FROM mailboxes o WHERE o.user_id = u.id)::bigint[] END AS used
                     FROM addresses a JOIN users u ON u.id = a.user_id
                     JOIN mailboxes b ON b.user_id = u.id AND upper(b.name) = 'INBOX'
                    WHERE a.address = $1 AND NOT u.disabled LIMIT 1) AS r ON true""",
         address,
         domain,
+        *quota_defaults,
     )
     return dict(row)
 
@@ -203,11 +228,11 @@ async def recipient_target(conn: Queryable, address: str, domain: str) -> dict[s
 async def postmaster_target(conn: Queryable, domain: str | None) -> dict[str, Any] | None:
     """Who reads postmaster@``domain`` when no address claims it: the domain's first (enabled) user.
 
-    ``domain`` None: the first hosted domain that has a user. Keys: user_id, inbox_id, domain; None when
-    there is no such user.
+    ``domain`` None: the first hosted domain that has a user. Keys: user_id, inbox_id, domain,
+    quota_storage, quota_messages; None when there is no such user.
     """
     row = await conn.fetchrow(
-        """SELECT u.id AS user_id, b.id AS inbox_id, d.name AS domain
+        """SELECT u.id AS user_id, b.id AS inbox_id, d.name AS domain, u.quota_storage, u.quota_messages
              FROM users u JOIN domains d ON d.id = u.domain_id
              JOIN mailboxes b ON b.user_id = u.id AND upper(b.name) = 'INBOX'
             WHERE NOT u.disabled AND ($1::text IS NULL OR d.name = $1)

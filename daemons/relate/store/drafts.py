@@ -178,6 +178,10 @@ async def drafts_box(conn: asyncpg.Connection, user_id: int) -> int:
            RETURNING id""",
         user_id,
     )
+    # Subscribed, as the default folders are, so clients that show subscribed folders only show it.
+    await conn.execute(
+        "INSERT INTO subscriptions (user_id, name) VALUES ($1, 'Drafts') ON CONFLICT DO NOTHING", user_id
+    )
     box_id: int = row["id"]
     return box_id
 

@@ -20,7 +20,8 @@ _SUMMARY = """m.id, m.mailbox_id, m.uid, m.subject, m.from_addr, m.to_addr, m.in
 
 async def mailboxes(conn: Queryable, user_id: int) -> list[dict[str, Any]]:
     rows = await conn.fetch(
-        """SELECT b.id, b.name, b.special_use, b.subscribed,
+        """SELECT b.id, b.name, b.special_use,
+                  EXISTS (SELECT 1 FROM subscriptions s WHERE s.user_id = b.user_id AND s.name = b.name) AS subscribed,
                   (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id) AS total,
                   (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id
                       AND NOT ('\\Seen' = ANY (m.flags))) AS unread

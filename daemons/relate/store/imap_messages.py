@@ -3,7 +3,8 @@
 Every change takes a new modseq from the mailbox row (``UPDATE … RETURNING``,
 which also serialises changes to one mailbox), stamps the changed messages
 with it, records expunged UIDs in ``mailbox_expunges``, and NOTIFYs in the
-same transaction. A session on any host that hears the notification asks
+same transaction. The same UPDATE keeps the mailbox's message count and
+bytes, which quota adds up (store/quota.py). A session on any host that hears the notification asks
 for everything above the modseq it knew: new UIDs, changed flags, expunges.
 The expunge log is kept for the mailbox's life (a trigger empties it when the
 mailbox goes), so a QRESYNC client (imap/condstore.py) away for any length of
@@ -17,8 +18,9 @@ from typing import Any
 
 import asyncpg
 
-from relate.errors import MailboxGone
-from relate.store import mailboxes
+from relate.config import QuotaConfig
+from relate.errors import MailboxGone, OverQuota
+from relate.store import mailboxes, quota
 from relate.store.db import Queryable
 
 # At most this many expunged message ids travel in one NOTIFY (ids of up to 19 digits fit in 8000 bytes).
@@ -34,7 +36,7 @@ async def uids(conn: Queryable, mailbox_id: int) -> list[int]:
 # its UIDs in order, the flags in use and the first unseen UID. The flags come from the distinct
 # flag sets (a handful, hashed) rather than from sorting every message's flags.
 _SELECT_STATE = """
-SELECT box.id, box.name, box.uidvalidity, box.uidnext, box.highestmodseq,
+SELECT box.id, box.name, box.uidvalidity, box.uidnext, box.highestmodseq, box.recent_uid,
        (SELECT coalesce(array_agg(uid ORDER BY uid), '{{}}') FROM messages WHERE mailbox_id = box.id) AS uids,
        (SELECT coalesce(array_agg(DISTINCT f ORDER BY f), '{{}}')
           FROM (SELECT DISTINCT flags FROM messages WHERE mailbox_id = box.id) AS d, unnest(d.flags) AS f) AS flags,
@@ -47,14 +49,34 @@ _SELECT_NAMED = _SELECT_STATE.format(match="box.name = $2")
 async def select_state(conn: Queryable, user_id: int, name: str) -> dict[str, Any] | None:
     """The mailbox ``name`` (INBOX in any case) as SELECT reports it, or None if there is none.
 
-    Keys: id, name, uidvalidity, uidnext, highestmodseq, uids (ascending), flags (every flag
-    and keyword in use, sorted), unseen (the lowest UID without \\Seen, or None).
+    Keys: id, name, uidvalidity, uidnext, highestmodseq, recent_uid (see :func:`claim_recent`),
+    uids (ascending), flags (every flag and keyword in use, sorted), unseen (the lowest UID
+    without \\Seen, or None).
     """
     if mailboxes.is_inbox(name):
         row = await conn.fetchrow(_SELECT_INBOX, user_id)
     else:
         row = await conn.fetchrow(_SELECT_NAMED, user_id, name)
     return None if row is None else dict(row)
+
+
+async def claim_recent(conn: Queryable, mailbox_id: int, upto: int | None) -> tuple[int, int] | None:
+    """Take the messages that arrived since a session last did as recent for the caller (RFC 3501 §2.3.2).
+
+    Returns (lo, hi): the caller's recent messages are those with lo < UID <= hi (none if lo == hi);
+    None if the mailbox is gone. ``upto`` is the newest UID the caller knows of (None: all stored).
+
+    How it stays right across processes and hosts: each mailbox row holds ``recent_uid``, the
+    highest UID already given out as recent (migration 0016). The function ``relate_claim_recent``
+    locks the row (FOR UPDATE), reads it and moves it up to ``upto`` in one call, so however many
+    sessions on however many hosts claim at once, the ranges they get are disjoint: each message
+    is recent in exactly one session. It costs one round trip and one row update per claim (at
+    SELECT, and when a read-write IMAP4rev1 session hears of new mail), not a row per message.
+    """
+    row = await conn.fetchrow("SELECT lo, hi FROM relate_claim_recent($1, $2)", mailbox_id, upto)
+    if row is None or row["lo"] is None:
+        return None
+    return int(row["lo"]), int(row["hi"])
 
 
 async def changes(conn: Queryable, mailbox_id: int, since_modseq: int, max_uid: int) -> dict[str, Any]:
@@ -131,6 +153,15 @@ async def _lock_mailbox(conn: Queryable, mailbox_id: int) -> tuple[int, int]:
 
 async def _commit_modseq(conn: Queryable, mailbox_id: int, modseq: int) -> None:
     await conn.execute("UPDATE mailboxes SET highestmodseq = $2 WHERE id = $1", mailbox_id, modseq)
+
+
+# A removal's modseq and counts on the mailbox row; the owner has made room, so a quota's full-since
+# clock (store/quota.py) stops, which writes the user's row only when it was running.
+_COMMIT_REMOVAL = """
+WITH box AS (UPDATE mailboxes SET highestmodseq = $2, message_count = message_count - $3,
+                                  message_bytes = message_bytes - $4
+              WHERE id = $1 RETURNING user_id)
+UPDATE users u SET quota_full_since = NULL FROM box WHERE u.id = box.user_id AND u.quota_full_since IS NOT NULL"""
 
 
 async def store_flags(
@@ -255,7 +286,7 @@ async def expunge(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[
         rows = await conn.fetch(
             """DELETE FROM messages WHERE mailbox_id = $1 AND '\\Deleted' = ANY (flags)
                   AND ($2::bigint[] IS NULL OR uid = ANY($2::bigint[]))
-              RETURNING id, uid, blob_hash""",
+              RETURNING id, uid, size""",
             mailbox_id,
             list(uid_list) if uid_list is not None else None,
         )
@@ -268,7 +299,7 @@ async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[i
     async with conn.transaction():
         modseq, user_id = await _lock_mailbox(conn, mailbox_id)
         rows = await conn.fetch(
-            "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) RETURNING id, uid",
+            "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) RETURNING id, uid, size",
             mailbox_id,
             list(uid_list),
         )
@@ -279,14 +310,14 @@ async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[i
 async def _record_expunges(conn: Queryable, mailbox_id: int, user_id: int, modseq: int, rows: Sequence[Any]) -> None:
     """Log expunged UIDs under ``modseq`` (and make it the mailbox's); nothing at all when nothing went.
 
-    The caller holds the mailbox row lock and has deleted ``rows`` (a UID is deleted once, and UIDs
-    are never reused, so the log takes them without a conflict check). Their blobs stay: a trigger
+    The caller holds the mailbox row lock and has deleted ``rows`` (id, uid, size; a UID is deleted
+    once, and UIDs are never reused, so the log takes them without a conflict check). Their blobs stay: a trigger
     notes them and the delivery daemon's sweep deletes those left unreferenced
     (``mailboxes.sweep_blobs``).
     """
     if not rows:
         return
-    await _commit_modseq(conn, mailbox_id, modseq)
+    await conn.execute(_COMMIT_REMOVAL, mailbox_id, modseq, len(rows), sum(r["size"] for r in rows))
     await conn.execute(
         """INSERT INTO mailbox_expunges (mailbox_id, uid, modseq)
            SELECT $1, uid, $3 FROM unnest($2::bigint[]) AS uid""",
@@ -300,25 +331,52 @@ async def _record_expunges(conn: Queryable, mailbox_id: int, user_id: int, modse
     await mailboxes.notify(conn, "expunge", mailbox_id, user_id, modseq, ids=ids)
 
 
+# COPY's and MOVE's side of the target: UIDs, a modseq and the counts; with the quota variant, only if
+# the owner's limits allow (store/quota.py).
+_COPY_TARGET = """
+UPDATE mailboxes SET uidnext = uidnext + $2, highestmodseq = highestmodseq + 1,
+                     message_count = message_count + $2, message_bytes = message_bytes + $3
+ WHERE id = $1{check} RETURNING uidnext - $2 AS first_uid, highestmodseq AS modseq, user_id"""
+_COPY = {
+    False: _COPY_TARGET.format(check=""),
+    True: _COPY_TARGET.format(check=" AND " + quota.fits_sql("mailboxes", "$3", "$2", "$4", "$5")),
+}
+
+
 async def copy(
-    conn: asyncpg.Connection, source_id: int, uid_list: Sequence[int], target_id: int, *, move: bool = False
+    conn: asyncpg.Connection,
+    source_id: int,
+    uid_list: Sequence[int],
+    target_id: int,
+    *,
+    move: bool = False,
+    limits: QuotaConfig | None = None,
 ) -> list[tuple[int, int]]:
-    """Copy (or move) messages to another mailbox, sharing their blobs; returns (source uid, new uid) pairs."""
+    """Copy (or move) messages to another mailbox, sharing their blobs; returns (source uid, new uid) pairs.
+
+    With ``limits`` (the configured quota defaults), a copy that would take the target's owner past a
+    quota limit stores nothing and raises OverQuota. A move is never checked: it stays within one user
+    and changes no usage.
+    """
     async with conn.transaction():
         rows = await conn.fetch(
-            "SELECT id, uid FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid",
+            "SELECT id, uid, size FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid",
             source_id,
             list(uid_list),
         )
         if not rows:
             return []
+        checked = limits is not None and not move
         box = await conn.fetchrow(
-            """UPDATE mailboxes SET uidnext = uidnext + $2, highestmodseq = highestmodseq + 1
-                WHERE id = $1 RETURNING uidnext - $2 AS first_uid, highestmodseq AS modseq, user_id""",
+            _COPY[checked],
             target_id,
             len(rows),
+            sum(r["size"] for r in rows),
+            *((limits.storage, limits.messages) if limits is not None and checked else ()),
         )
         if box is None:
+            if checked and await conn.fetchval("SELECT EXISTS (SELECT 1 FROM mailboxes WHERE id = $1)", target_id):
+                raise OverQuota("the copy would exceed the quota")
             raise MailboxGone("target mailbox is gone")
         pairs = [(r["uid"], box["first_uid"] + i) for i, r in enumerate(rows)]
         await conn.execute(

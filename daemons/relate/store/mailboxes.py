@@ -4,6 +4,11 @@ Names are UTF-8 with ``/`` as the hierarchy delimiter; ``INBOX`` is matched
 without regard to case (RFC 9051 §5.1). Changes that IMAP sessions must
 hear of are announced with ``NOTIFY relate_mail`` inside the transaction.
 
+Subscriptions are names, kept apart from the mailboxes (table ``subscriptions``,
+RFC 9051 §6.3.7): deleting a mailbox leaves its name subscribed, creating one
+subscribes nothing, and a name without a mailbox may be subscribed. RENAME
+takes the subscriptions of the renamed names along.
+
 Raw messages (blobs) are shared by every copy of a message and outlive it:
 removing messages (any path: expunge, move, POP3, the API, folder or user
 removal) leaves their blobs, which triggers note in ``blob_orphans`` with the
@@ -20,6 +25,7 @@ sweep reach such a blob anyway, its statement fails and it tries again later.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -30,7 +36,7 @@ from relate.store import changes
 from relate.store.db import Queryable
 
 CHANNEL = changes.MAIL
-_COLUMNS = "id, user_id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed"
+_COLUMNS = "id, user_id, name, special_use, uidvalidity, uidnext, highestmodseq"
 _SWEEP_LOCK = 0x424C4F42  # "BLOB": one blob sweep at a time, whatever the number of delivery daemons
 
 
@@ -63,13 +69,27 @@ async def by_id(conn: Queryable, mailbox_id: int) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def ancestors(name: str) -> list[str]:
+    """The names above ``name`` in the hierarchy (``a/b/c`` -> ``a``, ``a/b``), outermost first."""
+    return [name[:i] for i, ch in enumerate(name) if ch == "/"]
+
+
 async def create(conn: Queryable, user_id: int, name: str, special_use: str | None = None) -> dict[str, Any]:
+    """Create ``name``, and the mailboxes above it that do not exist yet (RFC 9051 §6.3.4); Conflict if it exists.
+
+    One statement: the parents are made only when ``name`` is new, so a refused CREATE changes nothing.
+    """
     row = await conn.fetchrow(
-        f"""INSERT INTO mailboxes (user_id, name, special_use) VALUES ($1, $2, $3)
+        f"""WITH parents AS (
+                INSERT INTO mailboxes (user_id, name) SELECT $1, p FROM unnest($4::text[]) AS p
+                 WHERE NOT EXISTS (SELECT 1 FROM mailboxes WHERE user_id = $1 AND name = $2)
+                ON CONFLICT DO NOTHING)
+            INSERT INTO mailboxes (user_id, name, special_use) VALUES ($1, $2, $3)
             ON CONFLICT DO NOTHING RETURNING {_COLUMNS}""",
         user_id,
         name,
         special_use,
+        ancestors(name),
     )
     if row is None:
         raise Conflict(f"mailbox {name} already exists")
@@ -83,11 +103,19 @@ async def delete(conn: asyncpg.Connection, user_id: int, name: str) -> None:
         if box is None:
             raise NotFound(f"no mailbox {name}")
         await conn.execute("DELETE FROM mailboxes WHERE id = $1", box["id"])  # blobs: see sweep_blobs
+        # The user made room: a quota's full-since clock stops (store/quota.py).
+        await conn.execute(
+            "UPDATE users SET quota_full_since = NULL WHERE id = $1 AND quota_full_since IS NOT NULL", user_id
+        )
         await notify(conn, "deleted", box["id"], user_id, box["highestmodseq"])
 
 
 async def rename(conn: asyncpg.Connection, user_id: int, old: str, new: str) -> None:
-    """Rename a folder and every folder below it (INBOX is the caller's special case, RFC 9051 §6.3.6)."""
+    """Rename a folder and every folder below it (INBOX is the caller's special case, RFC 9051 §6.3.6).
+
+    Mailboxes above the new name are made where missing, as CREATE makes them, and the
+    subscriptions of the old names become subscriptions of the new ones.
+    """
     async with conn.transaction():
         box = await get(conn, user_id, old)
         if box is None:
@@ -114,6 +142,22 @@ async def rename(conn: asyncpg.Connection, user_id: int, old: str, new: str) -> 
             new,
             _like_prefix(old + "/"),
         )
+        await conn.execute(
+            """INSERT INTO mailboxes (user_id, name) SELECT $1, p FROM unnest($2::text[]) AS p
+               ON CONFLICT DO NOTHING""",
+            user_id,
+            ancestors(new),
+        )
+        await conn.execute(
+            """WITH moved AS (
+                   DELETE FROM subscriptions WHERE user_id = $1 AND (name = $2 OR name LIKE $4) RETURNING name)
+               INSERT INTO subscriptions (user_id, name) SELECT $1, $3 || substr(name, length($2) + 1) FROM moved
+               ON CONFLICT DO NOTHING""",
+            user_id,
+            old,
+            new,
+            _like_prefix(old + "/"),
+        )
         await notify(conn, "renamed", box["id"], user_id, box["highestmodseq"])
 
 
@@ -121,21 +165,38 @@ def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-async def set_subscribed(conn: Queryable, user_id: int, name: str, subscribed: bool) -> None:
-    box = await get(conn, user_id, name)
-    if box is None:
-        raise NotFound(f"no mailbox {name}")
-    await conn.execute("UPDATE mailboxes SET subscribed = $2 WHERE id = $1", box["id"], subscribed)
+async def subscriptions(conn: Queryable, user_id: int) -> frozenset[str]:
+    """The names the user is subscribed to, mailbox or not."""
+    rows = await conn.fetch("SELECT name FROM subscriptions WHERE user_id = $1", user_id)
+    return frozenset(r["name"] for r in rows)
+
+
+async def subscribe(conn: Queryable, user_id: int, names: Sequence[str]) -> None:
+    """Subscribe these names (as given: the caller spells INBOX "INBOX"); subscribed ones stay as they are."""
+    await conn.execute(
+        "INSERT INTO subscriptions (user_id, name) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+        user_id,
+        list(names),
+    )
+
+
+async def unsubscribe(conn: Queryable, user_id: int, name: str) -> None:
+    """Forget the subscription to ``name``, if there is one."""
+    await conn.execute("DELETE FROM subscriptions WHERE user_id = $1 AND name = $2", user_id, name)
 
 
 async def status(conn: Queryable, mailbox_id: int) -> dict[str, int]:
-    """MESSAGES, UNSEEN, DELETED, SIZE, UIDNEXT, UIDVALIDITY, HIGHESTMODSEQ (RFC 9051 §6.3.11)."""
+    """MESSAGES, UNSEEN, DELETED, SIZE, UIDNEXT, UIDVALIDITY, HIGHESTMODSEQ (RFC 9051 §6.3.11), RECENT:
+    the messages no session has taken as recent yet (RFC 3501 §6.3.10, imap_messages.claim_recent), and
+    DELETED-STORAGE (RFC 9208 §4.1.4: the octets an EXPUNGE would free, as quota counts them)."""
     row = await conn.fetchrow(
         """SELECT b.uidnext, b.uidvalidity, b.highestmodseq,
                   count(m.id) AS messages,
+                  count(m.id) FILTER (WHERE m.uid > b.recent_uid) AS recent,
                   count(m.id) FILTER (WHERE NOT ('\\Seen' = ANY (m.flags))) AS unseen,
                   count(m.id) FILTER (WHERE '\\Deleted' = ANY (m.flags)) AS deleted,
-                  coalesce(sum(m.size), 0)::bigint AS size
+                  coalesce(sum(m.size), 0)::bigint AS size,
+                  coalesce(sum(m.size) FILTER (WHERE '\\Deleted' = ANY (m.flags)), 0)::bigint AS deleted_storage
              FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id
             WHERE b.id = $1 GROUP BY b.id""",
         mailbox_id,

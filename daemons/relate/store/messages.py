@@ -35,17 +35,18 @@ import dataclasses
 import hashlib
 import logging
 import struct
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from relate.config import QuotaConfig
 from relate.errors import MailboxGone
 from relate.mail.imapwire import envelope as imap_envelope
 from relate.mail.mime import Address, ParsedMessage, parse_message
-from relate.store import changes
+from relate.store import changes, quota
 from relate.store.db import Queryable
 
 log = logging.getLogger("relate.store")
@@ -63,12 +64,16 @@ _COPY_CHUNK = 256 * 1024
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
 
-# One round trip per copy: take the UID and modseq from the mailbox row (locking it until commit),
-# insert the message, and NOTIFY (delivered at commit). With _INGEST_WITH_BLOB the blob is written
-# in the same statement; the foreign key is checked at its end, when the blob row is there.
-_INGEST_CTES = """
-box AS (UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1
-         WHERE id = $1 RETURNING id, user_id, uidnext - 1 AS uid, highestmodseq AS modseq),
+# One round trip per copy: take the UID and modseq from the mailbox row (locking it until commit) and
+# count the message there (store/quota.py), insert the message, and NOTIFY (delivered at commit). With
+# the blob variant the blob is written in the same statement (the foreign key is checked at its end,
+# when the blob row is there); with the quota variant the mailbox row is updated, and the message
+# stored, only if its owner's limits allow (no row comes back otherwise).
+_BOX = """
+box AS (UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1,
+               message_count = message_count + 1, message_bytes = message_bytes + $4
+         WHERE id = $1{check} RETURNING id, user_id, uidnext - 1 AS uid, highestmodseq AS modseq),"""
+_MSG = """
 msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
              subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
              in_reply_to, "references", envelope, bodystructure, header_end,
@@ -83,11 +88,34 @@ SELECT msg.id, box.user_id, msg.uid, msg.modseq,
        pg_notify($23, json_build_object('event', 'new', 'user', box.user_id, 'mailbox', box.id,
                                         'id', msg.id, 'uid', msg.uid, 'modseq', msg.modseq)::text)
   FROM msg, box"""
-_INGEST = "WITH" + _INGEST_CTES
-_INGEST_WITH_BLOB = (
-    """WITH blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $26) ON CONFLICT (hash) DO NOTHING),"""
-    + _INGEST_CTES
-)
+_BLOB = """
+blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $26) ON CONFLICT (hash) DO NOTHING),"""
+
+
+def _ingest_sql(*, blob: bool, checked: bool) -> str:
+    """The ingest statement: $1-$25 always, then the blob's bytes (with ``blob``), then the configured
+    quota defaults, storage and messages (with ``checked``)."""
+    first = 27 if blob else 26
+    check = f" AND {quota.fits_sql('mailboxes', '$4', '1', f'${first}', f'${first + 1}')}" if checked else ""
+    return "WITH" + (_BLOB if blob else "") + _BOX.format(check=check) + _MSG
+
+
+_INGEST = {
+    (blob, checked): _ingest_sql(blob=blob, checked=checked) for blob in (False, True) for checked in (False, True)
+}
+
+
+@dataclass
+class Enforce:
+    """Quota for :func:`ingest`: whose limits it checks (in the statement that stores each copy, see
+    store/quota.py), and the mailboxes it found no room in (nothing stored there)."""
+
+    cfg: QuotaConfig
+    mailbox_ids: Collection[int] | None = None  # None: every mailbox ingest is given
+    refused: list[int] = field(default_factory=list)
+
+    def checks(self, mailbox_id: int) -> bool:
+        return self.mailbox_ids is None or mailbox_id in self.mailbox_ids
 
 
 @dataclass(frozen=True)
@@ -180,14 +208,18 @@ async def ingest(
     internal_date: datetime | None = None,
     parsed: ParsedMessage | None = None,
     prepared: Prepared | None = None,
+    enforce: Enforce | None = None,
 ) -> list[StoredMessage]:
     """Store ``raw`` once and add it to each mailbox, in one transaction.
 
-    Runs in a savepoint when the caller already holds a transaction, so a
-    caller can commit the message together with other work (queueing, say).
+    Runs in the caller's transaction when it holds one, so a caller can
+    commit the message together with other work (queueing, say).
     ``prepared`` (from :func:`prepare` on these very bytes) saves doing that
     again; with it, ``raw`` may be None when the caller has stored the blob
     already (:func:`put_blob_stream`), so the bytes need not be in memory.
+    With ``enforce``, a copy that would take its owner past a quota limit is
+    not stored: its mailbox goes to ``enforce.refused`` and the others are
+    stored still.
     """
     if prepared is None:
         if raw is None:
@@ -235,8 +267,9 @@ async def ingest(
         if raw is not None and not blob_pending:
             await put_blob(conn, raw, digest)
         for mailbox_id in sorted(set(mailbox_ids)):
+            checked = enforce is not None and enforce.checks(mailbox_id)
             row = await conn.fetchrow(
-                _INGEST_WITH_BLOB if blob_pending else _INGEST,
+                _INGEST[blob_pending, checked],
                 mailbox_id,
                 list(dict.fromkeys(flags)),
                 internal_date,
@@ -246,12 +279,24 @@ async def ingest(
                 CHANNEL,
                 *envelope_wire(envelope),
                 *((raw,) if blob_pending else ()),
+                *((enforce.cfg.storage, enforce.cfg.messages) if enforce is not None and checked else ()),
             )
+            blob_pending = False  # written by that statement, whatever became of its message
             if row is None:
-                raise MailboxGone(f"mailbox {mailbox_id} does not exist")
-            blob_pending = False
+                if enforce is None or not checked or not await _exists(conn, mailbox_id):
+                    raise MailboxGone(f"mailbox {mailbox_id} does not exist")
+                enforce.refused.append(mailbox_id)
+                continue
             stored.append(StoredMessage(row["id"], row["user_id"], mailbox_id, row["uid"], row["modseq"]))
+        if not stored and enforce is not None and enforce.refused:
+            # No copy refers to the blob this may have written: the sweep looks at it (store/mailboxes.py).
+            await conn.execute("INSERT INTO blob_orphans (hash) VALUES ($1)", digest)
     return stored
+
+
+async def _exists(conn: asyncpg.Connection, mailbox_id: int) -> bool:
+    found: bool = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM mailboxes WHERE id = $1)", mailbox_id)
+    return found
 
 
 async def index_pending(conn: asyncpg.Connection, limit: int = 50) -> int:

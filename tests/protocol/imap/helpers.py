@@ -343,7 +343,7 @@ def list_lines(result: Result) -> dict[str, tuple[list[str], bytes]]:
     out = {}
     for raw in result.lines("LIST") + result.lines("LSUB"):
         values = parse_values(raw.split(b" ", 2)[2])
-        attrs, _delim, name = values
+        attrs, _delim, name, *_extended = values  # extended data (CHILDINFO) may follow
         name_bytes = name if isinstance(name, bytes) else name.encode()
         out[name_bytes.decode("utf-8")] = ([str(a) for a in attrs], name_bytes)
     return out

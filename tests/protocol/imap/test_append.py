@@ -34,7 +34,7 @@ async def test_append_flags_and_date(imap: Imap) -> None:
     )
     await client.ok("SELECT INBOX")
     fetched = (await client.ok("FETCH 1 (FLAGS INTERNALDATE)")).fetches()[1]
-    assert sorted(fetched["FLAGS"]) == ["$Important", "\\Seen"]
+    assert sorted(fetched["FLAGS"]) == ["$Important", "\\Recent", "\\Seen"]  # recent: new to this session
     assert fetched["INTERNALDATE"] == b" 5-Jan-2026 06:30:00 +0000"  # the same instant, in UTC
 
 
@@ -43,7 +43,7 @@ async def test_append_system_flags_any_case(imap: Imap) -> None:
     client = await imap.connect()
     await client.ok("APPEND INBOX (\\seen \\FLAGGED) ", Lit(make_message()))
     await client.ok("SELECT INBOX")
-    assert sorted((await client.ok("FETCH 1 FLAGS")).fetches()[1]["FLAGS"]) == ["\\Flagged", "\\Seen"]
+    assert sorted((await client.ok("FETCH 1 FLAGS")).fetches()[1]["FLAGS"]) == ["\\Flagged", "\\Recent", "\\Seen"]
     assert (await client.ok("SEARCH SEEN")).search() == [1]
 
 

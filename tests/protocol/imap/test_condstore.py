@@ -61,7 +61,7 @@ async def test_store_answers_flags_and_modseq(imap: Imap) -> None:
     await client.ok("ENABLE CONDSTORE")  # a client should ENABLE before SELECT; this one is late, and still heard
     stored = (await client.ok("STORE 1 +FLAGS (\\Seen)")).fetches()
     highest = await _highest(imap)
-    assert stored == {1: {"FLAGS": ["\\Seen"], "MODSEQ": [str(highest)]}}
+    assert stored == {1: {"FLAGS": ["\\Recent", "\\Seen"], "MODSEQ": [str(highest)]}}  # rev1: this session took it
     silent = await client.ok("UID STORE 2 +FLAGS.SILENT (\\Flagged)")
     assert silent.fetches() == {2: {"UID": "2", "MODSEQ": [str(await _highest(imap))]}}
     assert (await client.ok("STORE 1 +FLAGS (\\Seen)")).untagged == []
@@ -130,11 +130,11 @@ async def test_fetch_changedsince(imap: Imap) -> None:
     stored = await _modseqs(imap)
     result = await client.ok(f"FETCH 1:* (FLAGS) (CHANGEDSINCE {since})")
     assert result.fetches() == {
-        2: {"FLAGS": ["\\Seen"], "MODSEQ": [str(stored[2])]},
-        4: {"FLAGS": ["\\Flagged"], "MODSEQ": [str(stored[4])]},
+        2: {"FLAGS": ["\\Recent", "\\Seen"], "MODSEQ": [str(stored[2])]},
+        4: {"FLAGS": ["\\Recent", "\\Flagged"], "MODSEQ": [str(stored[4])]},
     }
     by_uid = await client.ok(f"UID FETCH 3:5 (FLAGS) (CHANGEDSINCE {since})")
-    assert by_uid.fetches() == {4: {"UID": "4", "FLAGS": ["\\Flagged"], "MODSEQ": [str(stored[4])]}}
+    assert by_uid.fetches() == {4: {"UID": "4", "FLAGS": ["\\Recent", "\\Flagged"], "MODSEQ": [str(stored[4])]}}
     assert (await client.ok(f"FETCH 1:* (FLAGS) (CHANGEDSINCE {await _highest(imap)})")).fetches() == {}
 
 
@@ -144,7 +144,7 @@ async def test_fetch_that_sets_seen_reports_modseq(imap: Imap) -> None:
     await client.ok("FETCH 1 (MODSEQ)")
     item = (await client.ok("FETCH 1 (BODY[])")).fetches()[1]
     assert sorted(item) == ["BODY[]", "FLAGS", "MODSEQ"]
-    assert item["FLAGS"] == ["\\Seen"]
+    assert item["FLAGS"] == ["\\Recent", "\\Seen"]
     assert _modseq(item["MODSEQ"]) == await _highest(imap)
     again = (await client.ok("FETCH 1 (BODY[])")).fetches()[1]
     assert "MODSEQ" not in again  # \Seen was there already: nothing changed
@@ -214,7 +214,9 @@ async def test_other_sessions_changes_carry_modseq(imap: Imap) -> None:
     writer = await imap.connect(select="INBOX")
     await writer.ok("STORE 1 +FLAGS ($Later)")
     highest = await _highest(imap)
-    assert (await aware.ok("NOOP")).fetches() == {1: {"UID": "1", "FLAGS": ["$Later"], "MODSEQ": [str(highest)]}}
+    assert (await aware.ok("NOOP")).fetches() == {
+        1: {"UID": "1", "FLAGS": ["\\Recent", "$Later"], "MODSEQ": [str(highest)]}
+    }
     assert (await plain.ok("NOOP")).fetches() == {1: {"UID": "1", "FLAGS": ["$Later"]}}
 
 
@@ -232,7 +234,9 @@ async def test_flag_changes_wait_with_an_expunge_during_fetch(imap: Imap) -> Non
     assert during.fetches() == {2: {"UID": "2"}}  # neither the expunge nor the flag change
     after = await client.ok("NOOP")
     assert after.lines("EXPUNGE") == [b"* 3 EXPUNGE"]
-    assert after.fetches() == {1: {"UID": "1", "FLAGS": ["\\Flagged"], "MODSEQ": [str(await _highest(imap))]}}
+    assert after.fetches() == {
+        1: {"UID": "1", "FLAGS": ["\\Recent", "\\Flagged"], "MODSEQ": [str(await _highest(imap))]}
+    }
 
 
 async def test_bad_modifiers_keep_the_session(imap: Imap) -> None:
@@ -246,5 +250,5 @@ async def test_bad_modifiers_keep_the_session(imap: Imap) -> None:
         "SELECT INBOX (CONDSTORE FOO)",
     ):
         assert (await client.command(line)).status == "BAD", line
-    assert (await client.ok("FETCH 1 (FLAGS)")).fetches() == {1: {"FLAGS": []}}
+    assert (await client.ok("FETCH 1 (FLAGS)")).fetches() == {1: {"FLAGS": ["\\Recent"]}}
     await imap.assert_serves()

@@ -37,15 +37,26 @@ async def test_create_trailing_delimiter(imap: Imap) -> None:
     assert "Foo" in list_lines(await client.ok('LIST "" "Foo"'))
 
 
-async def test_create_nested_leaves_parent_nonexistent(imap: Imap) -> None:
-    """CREATE a/b/c makes a/b/c; its missing parents are listed as non-selectable."""
+async def test_create_nested_makes_real_parents(imap: Imap) -> None:
+    """CREATE a/b/c makes a and a/b too (RFC 9051 §6.3.4): real, selectable mailboxes that DELETE removes."""
     client = await imap.connect()
     await client.ok("CREATE a/b/c")
     listed = list_lines(await client.ok('LIST "" "a*"'))
+    assert set(listed) == {"a", "a/b", "a/b/c"}
     assert "\\HasNoChildren" in listed["a/b/c"][0]
-    assert "\\Noselect" in listed["a"][0]
-    assert "\\HasChildren" in listed["a"][0]
-    assert (await client.command("SELECT a")).status == "NO"
+    assert listed["a"][0] == ["\\HasChildren"]
+    assert b"* 0 EXISTS" in (await client.ok("SELECT a")).untagged
+    await client.ok("UNSELECT")
+    await client.ok("DELETE a/b/c")
+    await client.ok("DELETE a/b")
+    await client.ok("DELETE a")
+    assert list_lines(await client.ok('LIST "" "a*"')) == {}
+    # A parent that exists already is left as it is; the new name must be new.
+    await client.ok("CREATE p")
+    await imap.deliver(folder="p")
+    await client.ok("CREATE p/q")
+    assert b"* 1 EXISTS" in (await client.ok("EXAMINE p")).untagged
+    assert (await client.command("CREATE p/q")).code == "ALREADYEXISTS"
 
 
 async def test_create_under_inbox(imap: Imap) -> None:
@@ -83,9 +94,10 @@ async def test_create_utf8_after_enable(imap: Imap) -> None:
 
 
 async def test_create_malformed_modified_utf7(imap: Imap) -> None:
-    """A broken modified UTF-7 name (unterminated shift) is a syntax error."""
+    """A broken modified UTF-7 name (unterminated shift) is NO [CANNOT], not a syntax error (as in Dovecot)."""
     client = await imap.connect()
-    assert (await client.command('CREATE "Caf&AOk"')).status == "BAD"
+    result = await client.command('CREATE "Caf&AOk"')
+    assert (result.status, result.code) == ("NO", "CANNOT")
 
 
 async def test_create_special_use(imap: Imap) -> None:
@@ -123,5 +135,5 @@ async def test_create_names_with_special_characters(imap: Imap) -> None:
     assert {"Tom &- Jerry", 'say "hi"', "back\\slash"} <= set(listed)
     utf8 = await imap.connect(enable="UTF8=ACCEPT")
     assert "Tom & Jerry" in list_lines(await utf8.ok('LIST "" *'))
-    assert (await client.command('CREATE "Tom & Jerry"')).status == "BAD"  # "&" must be "&-" in modified UTF-7
+    assert (await client.command('CREATE "Tom & Jerry"')).status == "NO"  # "&" must be "&-" in modified UTF-7
     assert (await client.command('SELECT "say \\"hi\\""')).ok

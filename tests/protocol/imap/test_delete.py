@@ -42,7 +42,6 @@ async def test_delete_parent_keeps_children(imap: Imap) -> None:
     """Deleting a mailbox with children keeps the children; the parent lists as \\Noselect (rev1)."""
     client = await imap.connect()
     await client.ok("CREATE Work/2025")
-    await client.ok("CREATE Work")
     await client.ok("DELETE Work")
     listed = list_lines(await client.ok('LIST "" "Work*"'))
     assert "Work/2025" in listed

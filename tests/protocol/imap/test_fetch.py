@@ -100,7 +100,7 @@ async def test_flags_internaldate_size_uid(imap: Imap) -> None:
     await imap.deliver(SIMPLE, flags=["\\Seen", "$Work"], internal_date=datetime(2026, 1, 9, 7, 5, 3, tzinfo=UTC))
     client = await imap.connect(select="INBOX")
     item = await _fetch(client, "(FLAGS INTERNALDATE RFC822.SIZE UID)")
-    assert sorted(item["FLAGS"]) == ["$Work", "\\Seen"]
+    assert sorted(item["FLAGS"]) == ["$Work", "\\Recent", "\\Seen"]  # \\Recent: this SELECT took it
     assert item["INTERNALDATE"] == b" 9-Jan-2026 07:05:03 +0000"
     assert item["RFC822.SIZE"] == str(len(SIMPLE))
     assert item["UID"] == str((await imap.stored())[0]["uid"])
@@ -122,6 +122,15 @@ async def test_envelope(imap: Imap) -> None:
         b"<earlier@remote.example>",
         b"<multi-1@remote.example>",
     ]
+
+
+async def test_envelope_keeps_source_routes(imap: Imap) -> None:
+    """A source route (<@route:user@domain>, RFC 5322 §4.4) is the address's adl in ENVELOPE (imaptest)."""
+    raw = b"From: <@route:user@domain>\r\nTo: T <@a.example,@b.example:t@x>\r\n\r\nbody\r\n"
+    client = await _selected(imap, raw)
+    envelope = (await _fetch(client, "ENVELOPE"))["ENVELOPE"]
+    assert envelope[2] == envelope[3] == envelope[4] == [[None, b"@route", b"user", b"domain"]]
+    assert envelope[5] == [[b"T", b"@a.example,@b.example", b"t", b"x"]]
 
 
 async def test_envelope_non_ascii_header(imap: Imap) -> None:
@@ -264,7 +273,7 @@ async def test_rfc822_items(imap: Imap) -> None:
     assert (await imap.stored())[0]["flags"] == []  # RFC822.HEADER does not set \Seen
     item = await _fetch(client, "RFC822.TEXT")
     assert item["RFC822.TEXT"] == MULTI[HEADER_END:]
-    assert item["FLAGS"] == ["\\Seen"]
+    assert item["FLAGS"] == ["\\Recent", "\\Seen"]
     assert (await _fetch(client, "RFC822"))["RFC822"] == MULTI
 
 
@@ -293,7 +302,7 @@ async def test_binary_partial_and_sets_seen(imap: Imap) -> None:
     client = await _selected(imap, MULTI)
     item = await _fetch(client, "BINARY[2]<2.3>")
     assert item["BINARY[2]<2>"] == bytes([2, 3, 4])
-    assert item["FLAGS"] == ["\\Seen"]
+    assert item["FLAGS"] == ["\\Recent", "\\Seen"]
 
 
 async def test_binary_on_7bit_single_part(imap: Imap) -> None:
@@ -320,7 +329,7 @@ async def test_non_peek_sets_seen_seen_by_second_session(imap: Imap) -> None:
     other = await imap.connect(select="INBOX")
     item = await _fetch(client, "BODY[]")
     assert item["BODY[]"] == SIMPLE
-    assert item["FLAGS"] == ["\\Seen"]
+    assert item["FLAGS"] == ["\\Recent", "\\Seen"]  # recent in the session that selected first
     assert (await imap.stored())[0]["flags"] == ["\\Seen"]
     fetched = (await other.ok("NOOP")).fetches()
     assert fetched[1]["FLAGS"] == ["\\Seen"]
@@ -345,11 +354,82 @@ async def test_fetch_ranges(imap: Imap) -> None:
     assert (await client.command("FETCH 2:5 UID")).status == "BAD"
 
 
+# A message that is itself message/rfc822 (imaptest's fetch-body-message-rfc822), and one nested twice.
+INNER = b"From: sub@domain.org\r\nDate: Sun, 12 Aug 2012 12:34:56 +0300\r\nSubject: submsg\r\n\r\nHello world\r\n"
+INNER_HEADER = INNER[: INNER.index(b"\r\n\r\n") + 4]
+WRAPPED = (
+    b"From: user@domain.org\r\nDate: Sat, 24 Mar 2007 23:00:00 +0200\r\nMime-Version: 1.0\r\n"
+    b"Content-Type: message/rfc822\r\n\r\n" + INNER
+)
+MIDDLE = (
+    b"From: user2@domain.org\r\nDate: Fri, 23 Mar 2007 11:22:33 +0200\r\nMime-Version: 1.0\r\n"
+    b"Content-Type: message/rfc822\r\n\r\n" + INNER
+)
+WRAPPED_TWICE = (
+    b"From: user@domain.org\r\nDate: Sat, 24 Mar 2007 23:00:00 +0200\r\nMime-Version: 1.0\r\n"
+    b"Content-Type: message/rfc822\r\n\r\n" + MIDDLE
+)
+DIGEST = (
+    b'From: sub@domain.org\r\nSubject: submsg\r\nContent-Type: multipart/digest; boundary="foo"\r\n\r\n'
+    b"prologue\r\n\r\n--foo \r\n\r\nFrom: m1@example.com\r\nSubject: m1\r\n\r\nm1 body\r\n\r\n"
+    b"--foo \r\nX-Mime: m2 header\r\n\r\nFrom: m2@example.com\r\nSubject: m2\r\n\r\nm2 body\r\n\r\n--foo--\r\n"
+)
+WRAPPED_DIGEST = b"From: user@domain.org\r\nMime-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n" + DIGEST
+
+
+async def _sections(client: ImapClient, expected: dict[str, bytes]) -> None:
+    """FETCH 1 (BODY.PEEK[s] ...) for each section s: each comes back as ``expected[s]``."""
+    item = await _fetch(client, "(" + " ".join(f"BODY.PEEK[{s}]" for s in expected) + ")")
+    assert {s: item[f"BODY[{s}]"] for s in expected} == expected
+
+
+async def test_message_rfc822_message_sections(imap: Imap) -> None:
+    """A message/rfc822 message: BODY[1] is the encapsulated message; 1.HEADER, 1.TEXT and 1.1 address inside it."""
+    client = await _selected(imap, WRAPPED)
+    hello = b"Hello world\r\n"
+    await _sections(client, {"TEXT": INNER, "1": INNER, "1.1": hello, "1.HEADER": INNER_HEADER, "1.TEXT": hello})
+    fields = "1.HEADER.FIELDS (FROM SUBJECT X-FOO)"
+    await _sections(client, {fields: b"From: sub@domain.org\r\nSubject: submsg\r\n\r\n"})
+    assert (await _fetch(client, "BINARY.PEEK[1.1]"))["BINARY[1.1]"] == hello
+
+
+async def test_nested_message_rfc822_sections(imap: Imap) -> None:
+    """Two levels of message/rfc822: 1 is the middle message, 1.1 the inner one, 1.1.1 its body; HEADER/TEXT at each."""
+    client = await _selected(imap, WRAPPED_TWICE)
+    hello = b"Hello world\r\n"
+    middle_header = MIDDLE[: MIDDLE.index(b"\r\n\r\n") + 4]
+    await _sections(client, {"1": MIDDLE, "1.HEADER": middle_header, "1.TEXT": INNER, "1.1": INNER})
+    await _sections(client, {"1.1.1": hello, "1.1.HEADER": INNER_HEADER, "1.1.TEXT": hello})
+
+
+async def test_message_rfc822_holding_a_digest(imap: Imap) -> None:
+    """A message/rfc822 message holding a digest: 1.n are the digest's messages, with MIME, HEADER and TEXT each."""
+    client = await _selected(imap, WRAPPED_DIGEST)
+    m1, m2 = b"From: m1@example.com\r\nSubject: m1\r\n\r\n", b"From: m2@example.com\r\nSubject: m2\r\n\r\n"
+    await _sections(client, {"1": DIGEST, "1.1": m1 + b"m1 body\r\n", "1.1.MIME": b"\r\n", "1.1.HEADER": m1})
+    await _sections(client, {"1.2.MIME": b"X-Mime: m2 header\r\n\r\n", "1.2.TEXT": b"m2 body\r\n"})
+    await _sections(client, {"1.2": m2 + b"m2 body\r\n"})
+
+
+async def test_missing_part_is_empty_and_the_range_goes_on(imap: Imap) -> None:
+    """FETCH 1:3 (BODY.PEEK[2]) where message 1 has no part 2: an empty part for 1, the data for 2 and 3, OK."""
+    client = await _selected(imap, SIMPLE, MULTI, MULTI)
+    result = await client.command("FETCH 1:3 (BODY.PEEK[2] BINARY.PEEK[2] BINARY.SIZE[2])")
+    assert result.ok, str(result)
+    items = result.fetches()
+    assert set(items) == {1, 2, 3}
+    assert (items[1]["BODY[2]"], items[1]["BINARY[2]"], items[1]["BINARY.SIZE[2]"]) == (b"", b"", "0")
+    for n in (2, 3):
+        assert items[n]["BODY[2]"] == b"AAECAwQFBgcICQ=="
+        assert items[n]["BINARY[2]"] == bytes(range(10))
+    # HEADER of a part that holds no message is empty too, as is a part below a leaf's own part 1.
+    item = await _fetch(client, "(BODY.PEEK[1.1.HEADER] BODY.PEEK[9] BODY.PEEK[2.3])", 2)
+    assert (item["BODY[1.1.HEADER]"], item["BODY[9]"], item["BODY[2.3]"]) == (b"", b"", b"")
+
+
 async def test_fetch_errors(imap: Imap) -> None:
-    """A missing part is NO; unknown items and malformed sections are BAD; the session goes on."""
+    """Unknown items and malformed sections are BAD; the session goes on."""
     client = await _selected(imap, MULTI)
-    assert (await client.command("FETCH 1 BODY.PEEK[9]")).status == "NO"
-    assert (await client.command("FETCH 1 BODY.PEEK[1.1.HEADER]")).status == "NO"
     for bad in ("FETCH 1 BOGUS", "FETCH 1 (FLAGS", "FETCH 1 BODY[HEADER.FIELDS]", "FETCH 1 BODY[0]", "FETCH 1 ()"):
         assert (await client.command(bad)).status == "BAD", bad
     assert (await client.command("FETCH 1 FLAGS")).ok
@@ -409,7 +489,7 @@ async def test_repeated_envelope_fetch_is_identical_and_flags_stay_current(imap:
     again = (await client.ok("FETCH 1:* (FLAGS ENVELOPE)")).untagged
     assert len(first) == len(again) == 2
     assert again[0] == first[0]
-    assert again[1] == first[1].replace(b"FLAGS ()", b"FLAGS (\\Flagged)")
+    assert again[1] == first[1].replace(b"FLAGS (\\Recent)", b"FLAGS (\\Recent \\Flagged)")
     assert b"ENVELOPE (" in again[1]
     assert b'"second"' in again[1]
 

@@ -73,9 +73,11 @@ async def test_list_children_attributes(imap: Imap) -> None:
 
 
 async def test_list_missing_parent_rev1_and_rev2(imap: Imap) -> None:
-    """A parent that does not exist is \\Noselect for a rev1 client and \\NonExistent for rev2, with children."""
+    """A parent that does not exist (deleted) is \\Noselect for rev1, \\NonExistent for rev2 or LIST-EXTENDED."""
     client = await imap.connect()
     await _tree(client)
+    await client.ok("DELETE Lists")
+    assert "\\NonExistent" in list_lines(await client.ok('LIST "" Lists RETURN ()'))["Lists"][0]
     rev1 = list_lines(await client.ok('LIST "" Lists'))
     assert "\\Noselect" in rev1["Lists"][0]
     assert "\\HasChildren" in rev1["Lists"][0]
@@ -98,7 +100,7 @@ async def test_list_selection_subscribed(imap: Imap) -> None:
     """LIST (SUBSCRIBED) returns only subscribed mailboxes, each with \\Subscribed."""
     client = await imap.connect()
     await _tree(client)
-    await client.ok("UNSUBSCRIBE Work/2025")
+    await client.ok("SUBSCRIBE Work")
     listed = list_lines(await client.ok('LIST (SUBSCRIBED) "" *'))
     assert "Work/2025" not in listed
     assert "Work" in listed
@@ -141,6 +143,7 @@ async def test_list_return_status(imap: Imap) -> None:
     await imap.deliver(raw, flags=["\\Seen"])
     client = await imap.connect()
     await _tree(client)
+    await client.ok("DELETE Lists")
     result = await client.ok('LIST "" * RETURN (STATUS (MESSAGES UNSEEN SIZE))')
     statuses = {}
     for line in result.lines("STATUS"):
@@ -176,7 +179,7 @@ async def test_lsub(imap: Imap) -> None:
     """LSUB lists subscribed mailboxes matching the pattern."""
     client = await imap.connect()
     await _tree(client)
-    await client.ok("UNSUBSCRIBE Caf&AOk-")
+    await client.ok("SUBSCRIBE Work/2025/Q1")
     listed = list_lines(await client.ok('LSUB "" *'))
     assert "Work/2025/Q1" in listed
     assert "Caf&AOk-" not in listed
@@ -187,8 +190,7 @@ async def test_lsub_percent_returns_parent_of_subscribed_child(imap: Imap) -> No
     """LSUB "" % returns the parent of a subscribed child as \\Noselect even when the parent is not subscribed."""
     client = await imap.connect()
     await client.ok("CREATE Work/Sub")
-    await client.ok("CREATE Work")
-    await client.ok("UNSUBSCRIBE Work")
+    await client.ok("SUBSCRIBE Work/Sub")
     listed = list_lines(await client.ok('LSUB "" %'))
     assert "Work" in listed
     assert "\\Noselect" in listed["Work"][0]
@@ -201,6 +203,15 @@ async def test_list_syntax_errors(imap: Imap) -> None:
     assert (await client.command('LIST "" * RETURN')).status == "BAD"
     assert (await client.command('LIST "" * RETURN (STATUS)')).status == "BAD"
     assert (await client.command('LIST "" *')).ok
+
+
+async def test_list_unknown_options_are_bad(imap: Imap) -> None:
+    """An unknown selection or return option is BAD (RFC 5258 §3); REMOTE and an empty RETURN () are fine."""
+    client = await imap.connect()
+    for bad in ('LIST (imaptest) "" ""', 'LIST (SUBSCRIBED BOGUS) "" *', 'LIST "" "" RETURN (imaptest)'):
+        assert (await client.command(bad)).status == "BAD", bad
+    for fine in ('LIST (REMOTE) "" %', 'LIST "" % RETURN ()', 'LIST () "" %'):
+        assert "INBOX" in list_lines(await client.ok(fine)), fine
 
 
 async def test_list_with_imaplib(imap: Imap) -> None:

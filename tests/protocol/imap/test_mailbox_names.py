@@ -25,8 +25,8 @@ def _commands(name: str) -> list[tuple[str, str]]:
         (f'STATUS "{name}" (MESSAGES)', "NONEXISTENT"),
         (f'DELETE "{name}"', "NONEXISTENT"),
         (f'RENAME "{name}" Elsewhere', "NONEXISTENT"),
-        (f'SUBSCRIBE "{name}"', "NONEXISTENT"),
-        (f'UNSUBSCRIBE "{name}"', "NONEXISTENT"),
+        (f'SUBSCRIBE "{name}"', "CANNOT"),  # a subscription is a name: one that no mailbox could have
+        (f'UNSUBSCRIBE "{name}"', "CANNOT"),
         (f'CREATE "{name}"', "CANNOT"),
         (f'RENAME Work "{name}"', "CANNOT"),
     ]
@@ -69,24 +69,45 @@ async def test_control_characters_in_utf8_names(imap: Imap) -> None:
     await imap.assert_serves()
 
 
-@pytest.mark.parametrize("name", ["&Jjo", "&AGE-", "&2AA-", "&AOl-", "&A/k-", "Caf&AOk", "&AOk=-"])
-async def test_invalid_modified_utf7_is_bad(imap: Imap, name: str) -> None:
-    """Malformed modified UTF-7 (unterminated, ASCII encoded, lone surrogate, stray bits, "/" inside) is BAD."""
+# Not modified UTF-7 (unterminated, ASCII encoded, lone surrogate, stray bits, "/" inside, padding), a second
+# spelling of a name ("&AOk-&AOk-" is "&AOkA6Q-"), and imaptest's atoms group's name.
+NOT_MUTF7 = ["&Jjo", "&AGE-", "&2AA-", "&AOl-", "&A/k-", "Caf&AOk", "&AOk=-", "&AOk-&AOk-", "!#$&'+,-.0:;<=>?@^_`|[}"]
+
+
+@pytest.mark.parametrize("name", NOT_MUTF7)
+async def test_invalid_modified_utf7_is_no_never_bad(imap: Imap, name: str) -> None:
+    """A name that is not modified UTF-7 is NO [CANNOT] for every command (APPEND too), matches nothing in LIST."""
     client = await _selected(imap)
     for command, _ in _commands(name):
         result = await client.command(command)
-        assert result.status == "BAD", (command, str(result))
+        assert (result.status, result.code) == ("NO", "CANNOT"), (command, str(result))
+    result = await client.command(f'APPEND "{name}" ', Lit(make_message()))
+    assert (result.status, result.code) == ("NO", "CANNOT"), str(result)
+    assert (await client.ok(f'LIST "" "{name}"')).lines("LIST") == []
+    assert (await client.ok(f'LIST "" "{name}*"')).lines("LIST") == []
+    assert (await client.ok(f'LIST "{name}" "*"')).lines("LIST") == []
+    assert [b for b in await imap.pool.fetch("SELECT name FROM mailboxes") if "Elsewhere" in b["name"]] == []
     await imap.assert_serves()
 
 
-async def test_invalid_utf8_under_utf8_accept_is_bad(imap: Imap) -> None:
-    """Under UTF8=ACCEPT a name that is not UTF-8 is BAD for every command, a LIST pattern included."""
+async def test_many_invalid_names_in_a_row_keep_the_session(imap: Imap) -> None:
+    """More NOs for invalid names than max_bad_commands in a row do not end the session (they are not BAD)."""
+    client = await _selected(imap)
+    for _ in range(imap.cfg.imap.max_bad_commands + 5):
+        assert (await client.command('SELECT "&AGE-"')).status == "NO"
+    assert (await client.command("NOOP")).ok
+
+
+async def test_invalid_utf8_under_utf8_accept_is_no(imap: Imap) -> None:
+    """Under UTF8=ACCEPT a name that is not UTF-8 is NO [CANNOT] for every command and matches nothing in LIST."""
     client = await _selected(imap)
     await client.ok("ENABLE UTF8=ACCEPT")
-    for verb in ("SELECT ", "DELETE ", "CREATE ", "SUBSCRIBE ", 'LIST "" '):
+    for verb in ("SELECT ", "DELETE ", "CREATE ", "SUBSCRIBE "):
         result = await client.command(verb, Lit(b"\xff\xfe"))
-        assert result.status == "BAD", (verb, str(result))
-    assert (await client.command("APPEND ", Lit(b"\xc3"), " ", Lit(make_message()))).status == "BAD"
+        assert (result.status, result.code) == ("NO", "CANNOT"), (verb, str(result))
+    assert (await client.ok('LIST "" ', Lit(b"\xff\xfe"))).lines("LIST") == []
+    result = await client.command("APPEND ", Lit(b"\xc3"), " ", Lit(make_message()))
+    assert (result.status, result.code) == ("NO", "CANNOT"), str(result)
     await imap.assert_serves()
 
 

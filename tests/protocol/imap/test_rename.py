@@ -27,12 +27,22 @@ async def test_rename_moves_children(imap: Imap) -> None:
     """Renaming a parent renames every mailbox below it."""
     client = await imap.connect()
     await client.ok("CREATE Work/2024/Q1")
-    await client.ok("CREATE Work")
     await client.ok("RENAME Work Archive/Work")
     listed = list_lines(await client.ok('LIST "" "*"'))
-    assert "Archive/Work" in listed
-    assert "Archive/Work/2024/Q1" in listed
+    assert {"Archive/Work", "Archive/Work/2024", "Archive/Work/2024/Q1"} <= set(listed)
     assert not any(name.startswith("Work") for name in listed)
+
+
+async def test_rename_makes_missing_parents(imap: Imap) -> None:
+    """RENAME to a name below mailboxes that do not exist makes them, as CREATE does (RFC 9051 §6.3.6)."""
+    client = await imap.connect()
+    await client.ok("CREATE Work")
+    await client.ok("RENAME Work Top/Deep/Work")
+    listed = list_lines(await client.ok('LIST "" "Top*"'))
+    assert set(listed) == {"Top", "Top/Deep", "Top/Deep/Work"}
+    assert not any("\\Noselect" in attrs for attrs, _ in listed.values())
+    result = await client.command("RENAME Top Top/Below")
+    assert (result.status, result.code) == ("NO", "CANNOT")  # not below itself
 
 
 async def test_rename_refusals(imap: Imap) -> None:

@@ -32,7 +32,8 @@ class OfflineCopy:
                         self.flags.pop(uid, None)
             elif line.startswith(b"* ") and b" FETCH (" in line:
                 _, items = parse_fetch(line)
-                self.flags[int(items["UID"])] = sorted(items["FLAGS"])
+                # \Recent belongs to one session (RFC 3501 §2.3.2), so an offline copy does not keep it
+                self.flags[int(items["UID"])] = sorted(f for f in items["FLAGS"] if f != "\\Recent")
                 if "MODSEQ" in items:
                     self.highestmodseq = max(self.highestmodseq, int(items["MODSEQ"][0]))
         for code in result.codes():

@@ -83,7 +83,7 @@ async def test_all_and_sequence_sets(imap: Imap) -> None:
 
 
 async def test_flag_keys(imap: Imap) -> None:
-    """Each system-flag key and its UN- form match by the stored flags; NEW and RECENT match nothing."""
+    """Each system-flag key and its UN- form match by the stored flags; all four are recent in the selecting session."""
     client = await _setup(imap)
     expected = {
         "SEEN": [1, 3],
@@ -96,9 +96,9 @@ async def test_flag_keys(imap: Imap) -> None:
         "UNDELETED": [1, 2, 4],
         "DRAFT": [4],
         "UNDRAFT": [1, 2, 3],
-        "NEW": [],
-        "RECENT": [],
-        "OLD": [1, 2, 3, 4],
+        "NEW": [2, 4],
+        "RECENT": [1, 2, 3, 4],
+        "OLD": [],
     }
     for key, numbers in expected.items():
         assert await _search(client, key) == numbers, key
@@ -146,6 +146,21 @@ async def test_address_and_subject_keys(imap: Imap) -> None:
     assert await _search(client, "BCC bob@example.com") == [2]
     assert await _search(client, "SUBJECT quarterly") == [1, 4]
     assert await _search(client, 'SUBJECT "re: quarterly"') == [4]
+
+
+async def test_address_keys_match_group_names(imap: Imap) -> None:
+    """TO, FROM and CC match a group's display name, whether the group has members or not (imaptest's groups)."""
+    groups = "groupname: groupuser1@domain.org, groupuser2@domain.org;,\r\n  groupname2: groupuser3@domain.org;"
+    await imap.deliver(make_message(to=groups, headers=("Cc: =?utf-8?q?Caf=C3=A9_people?=: x@y.example;",)))
+    await imap.deliver(make_message(to="groupname:;", sender="Senders: a@b.example;"))
+    client = await imap.connect(select="INBOX")
+    assert await _search(client, "TO groupname") == [1, 2]
+    assert await _search(client, "TO groupname2") == [1]
+    assert await _search(client, "TO groupuser3") == [1]
+    assert await _search(client, "TO groupuser4") == []
+    assert await _search(client, "FROM senders") == [2]
+    assert await _search(client, "CHARSET UTF-8 CC ", Lit("caf\u00e9 PEOPLE".encode())) == [1]
+    assert await _search(client, "CC groupname") == []
 
 
 async def test_subject_decoded_non_ascii(imap: Imap) -> None:

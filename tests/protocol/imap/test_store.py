@@ -5,21 +5,22 @@ from __future__ import annotations
 import imaplib
 
 from .conftest import Imap
+from .helpers import Lit, Result, make_message
 
 
 async def test_store_add_remove_replace(imap: Imap) -> None:
-    """+FLAGS adds, -FLAGS removes, FLAGS replaces; each answers the new flags in FETCH."""
+    """+FLAGS adds, -FLAGS removes, FLAGS replaces; each answers the new flags in FETCH (and the session's \\Recent)."""
     await imap.deliver()
     client = await imap.connect(select="INBOX")
     added = (await client.ok("STORE 1 +FLAGS (\\Seen \\Flagged)")).fetches()[1]
-    assert sorted(added["FLAGS"]) == ["\\Flagged", "\\Seen"]
+    assert sorted(added["FLAGS"]) == ["\\Flagged", "\\Recent", "\\Seen"]
     removed = (await client.ok("STORE 1 -FLAGS (\\Seen)")).fetches()[1]
-    assert removed["FLAGS"] == ["\\Flagged"]
+    assert removed["FLAGS"] == ["\\Recent", "\\Flagged"]
     replaced = (await client.ok("STORE 1 FLAGS (\\Answered $Work)")).fetches()[1]
-    assert sorted(replaced["FLAGS"]) == ["$Work", "\\Answered"]
+    assert sorted(replaced["FLAGS"]) == ["$Work", "\\Answered", "\\Recent"]
     assert sorted((await imap.stored())[0]["flags"]) == ["$Work", "\\Answered"]
     cleared = (await client.ok("STORE 1 FLAGS ()")).fetches()[1]
-    assert cleared["FLAGS"] == []
+    assert cleared["FLAGS"] == ["\\Recent"]
 
 
 async def test_store_silent(imap: Imap) -> None:
@@ -74,6 +75,48 @@ async def test_keywords_persist_and_are_announced(imap: Imap) -> None:
     assert (await other.ok("FETCH 1 FLAGS")).fetches()[1]["FLAGS"] == ["$Project-X"]
 
 
+def _announced_before_fetch(result: Result, keyword: str, *, readonly: bool = False) -> None:
+    """``result`` has * FLAGS and * OK [PERMANENTFLAGS] naming ``keyword`` (not if read-only) before a FETCH with it."""
+    lines = result.untagged
+    flags = next(i for i, line in enumerate(lines) if line.startswith(b"* FLAGS "))
+    permanent = next(i for i, line in enumerate(lines) if b"[PERMANENTFLAGS " in line)
+    fetch = next(i for i, line in enumerate(lines) if b" FETCH " in line and keyword.encode() in line)
+    assert keyword.encode() in lines[flags]
+    assert (keyword.encode() in lines[permanent]) != readonly
+    assert flags < permanent < fetch, lines
+
+
+async def test_new_keyword_announced_before_fetch_to_every_session(imap: Imap) -> None:
+    """A STORE that brings a new keyword sends FLAGS and PERMANENTFLAGS first, there and in other sessions."""
+    await imap.deliver()
+    a = await imap.connect(select="INBOX")
+    b = await imap.connect(select="INBOX")
+    examiner = await imap.connect()
+    await examiner.ok("EXAMINE INBOX")
+    result = await a.ok("STORE 1 +FLAGS ($Fresh \\Seen)")
+    _announced_before_fetch(result, "$Fresh")
+    assert b"\\*" in next(line for line in result.untagged if b"PERMANENTFLAGS" in line)
+    _announced_before_fetch(await b.ok("NOOP"), "$Fresh")
+    seen = await examiner.ok("NOOP")
+    _announced_before_fetch(seen, "$Fresh", readonly=True)
+    assert b"[PERMANENTFLAGS ()]" in next(line for line in seen.untagged if b"PERMANENTFLAGS" in line)
+    # Once told, not again; a keyword the mailbox already had when selected is no news either.
+    await a.ok("STORE 1 -FLAGS ($Fresh)")
+    assert (await a.ok("STORE 1 +FLAGS ($Fresh)")).lines("FLAGS") == []
+    assert (await (await imap.connect(select="INBOX")).ok("STORE 1 +FLAGS ($Fresh)")).lines("FLAGS") == []
+
+
+async def test_new_keyword_of_an_appended_message_announced_before_its_fetch(imap: Imap) -> None:
+    """APPEND with a new keyword: a session with the mailbox selected hears FLAGS before a FETCH that shows it."""
+    await imap.deliver()
+    a = await imap.connect(select="INBOX")
+    b = await imap.connect()
+    await b.ok("APPEND INBOX ($FromAppend) ", Lit(make_message()))
+    await a.ok("NOOP")
+    _announced_before_fetch(await a.ok("FETCH 1:* (FLAGS)"), "$FromAppend")
+    assert (await a.ok("FETCH 1:* (FLAGS)")).lines("FLAGS") == []
+
+
 async def test_store_seen_by_other_session(imap: Imap) -> None:
     """STORE in session A reaches session B as * n FETCH (UID .. FLAGS ..) on NOOP and in IDLE."""
     stored = await imap.deliver()
@@ -97,7 +140,7 @@ async def test_uid_store_includes_uid(imap: Imap) -> None:
     second = await imap.deliver()
     client = await imap.connect(select="INBOX")
     result = await client.ok(f"UID STORE {second.uid} +FLAGS (\\Seen)")
-    assert result.fetches() == {2: {"UID": str(second.uid), "FLAGS": ["\\Seen"]}}
+    assert result.fetches() == {2: {"UID": str(second.uid), "FLAGS": ["\\Recent", "\\Seen"]}}
 
 
 async def test_store_sequence_ranges(imap: Imap) -> None:
@@ -142,4 +185,4 @@ async def test_store_with_imaplib(imap: Imap) -> None:
         conn.select("INBOX")
         return conn.store("1", "+FLAGS", "(\\Flagged)")[1]
 
-    assert await imap.imaplib(script) == [b"1 (FLAGS (\\Flagged))"]
+    assert await imap.imaplib(script) == [b"1 (FLAGS (\\Recent \\Flagged))"]

@@ -96,4 +96,4 @@ async def test_uid_with_imaplib(imap: Imap) -> None:
 
     found, fetched = await imap.imaplib(script)
     assert found == [str(first.uid).encode()]
-    assert fetched == [f"1 (UID {first.uid} FLAGS ())".encode()]
+    assert fetched == [f"1 (UID {first.uid} FLAGS (\\Recent))".encode()]

@@ -70,6 +70,14 @@ def test_groups() -> None:
     assert parse_address_list("undisclosed-recipients:;").groups == [("undisclosed-recipients", [])]
 
 
+def test_source_routes_are_kept_apart() -> None:
+    """A source route is left out of the addr-spec and kept, by addr-spec, in routes."""
+    result = parse_address_list("<@route:user@domain>, Bob <@a.example, @b.example:bob@x.example>, c@d.example")
+    assert result.groups == [(None, [("", "user@domain"), ("Bob", "bob@x.example"), ("", "c@d.example")])]
+    assert result.routes == {"user@domain": "@route", "bob@x.example": "@a.example,@b.example"}
+    assert parse_address_list("Alice <alice@example.org>").routes == {}
+
+
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
