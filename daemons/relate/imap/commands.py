@@ -762,9 +762,7 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
                     continue
                 raw = bytes(row["raw"])
                 if decodes and len(raw) > _DECODE_INLINE:  # BINARY of a large message: decoded off the loop
-                    pieces = await asyncio.to_thread(
-                        fetching.render_pieces, row, raw, atts, utf8=utf8, recent=recent
-                    )
+                    pieces = await asyncio.to_thread(fetching.render_pieces, row, raw, atts, utf8=utf8, recent=recent)
                 else:
                     pieces = fetching.render_pieces(row, raw, atts, utf8=utf8, recent=recent)
                 session.send_pieces([b"* %d FETCH " % msn, *pieces])
