@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .conftest import Imap
+from relate.services import accounts
+
+from .conftest import BOB, Imap
 from .helpers import Lit, make_message
 
 
@@ -86,3 +88,19 @@ async def test_multiappend_of_a_bad_flag_is_bad(imap: Imap) -> None:
     result = await client.command("APPEND INBOX ", Lit(make_message()), " (\\Bogus) ", Lit(make_message()))
     assert result.status == "BAD"
     assert await imap.stored() == []
+
+
+async def test_multiappend_past_the_quota_stores_none(imap: Imap) -> None:
+    """A MULTIAPPEND whose third message passes the user's MESSAGE limit is NO [OVERQUOTA]; the two that fit
+    are not stored either (RFC 3502 all or none); two alone fit afterwards."""
+    await accounts.set_quota(imap.pool, BOB, {"messages": 2})
+    client = await imap.connect(select="INBOX")
+    raws = [make_message(subject=f"q{i}") for i in range(3)]
+    result = await client.command("APPEND INBOX ", Lit(raws[0]), " ", Lit(raws[1]), " ", Lit(raws[2]))
+    assert (result.status, result.code) == ("NO", "OVERQUOTA")
+    assert result.lines("EXISTS") == []
+    assert await imap.stored() == []
+    assert (await imap.mailbox())["message_count"] == 0
+    await client.ok("APPEND INBOX ", Lit(raws[0]), " ", Lit(raws[1]))
+    assert [m["raw"] for m in await imap.stored()] == raws[:2]
+    assert imap.errors.records == []
