@@ -11,7 +11,8 @@ in this order, before anything is stored:
    given), a UID in it, and a section it has. Anything else is
    ``NO [BADURL url]``: no other user's mail can be read this way.
 2. Each message must be at most ``imap.max_literal_size`` octets (APPENDLIMIT),
-   URL parts counted: else ``NO [TOOBIG]``.
+   and all of them together at most ``imap.max_append_size``, URL parts
+   counted: else ``NO [TOOBIG]``.
 3. Twice the largest message is reserved in the memory budget (one message is
    in memory at a time), waiting at most ``imap.memory_wait``: else
    ``NO [LIMIT]``.
@@ -150,6 +151,9 @@ async def append(session: ImapSession, cmd: Append, box: dict[str, Any], flags: 
             sizes.append(size)
     if max(sizes) > cfg.max_literal_size:
         raise No(f"Message too big (at most {cfg.max_literal_size} octets)", "TOOBIG")
+    total = max(cfg.max_literal_size, cfg.max_append_size)  # as the session bounds the literals alone
+    if sum(sizes) > total:
+        raise No(f"Messages too big together (at most {total} octets)", "TOOBIG")
     largest = max(sizes)
     try:
         async with session.server.memory.reserve(2 * largest, wait=cfg.memory_wait):

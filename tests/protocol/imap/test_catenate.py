@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .conftest import ALICE, Imap
+from relate.services import accounts
+
+from .conftest import ALICE, BOB, Imap
 from .helpers import Lit
 
 _FIRST = b"From: foo@example.com\r\nSubject: one\r\n\r\nHello world body\r\n"
@@ -133,3 +135,33 @@ async def test_catenate_and_multiappend_together(imap: Imap) -> None:
         _SECOND[: _SECOND.index(b"\r\n\r\n") + 4] + b"body3\r\n",
     ]
     assert [m["flags"] for m in stored] == [[], ["\\Answered"], []]
+
+
+async def test_catenate_past_the_storage_quota_stores_nothing(imap: Imap) -> None:
+    """A CATENATE message that would pass the STORAGE limit is NO [OVERQUOTA], and so is a MULTIAPPEND holding
+    it beside one that fits: nothing is stored."""
+    await imap.deliver(b"Subject: big\r\n\r\n" + b"y" * 6000 + b"\r\n")
+    await accounts.set_quota(imap.pool, BOB, {"storage": 10_000})
+    client = await imap.connect()
+    twice = 'CATENATE (URL "/INBOX/;UID=1" URL "/INBOX/;UID=1")'
+    result = await client.command(f"APPEND Archive {twice}")
+    assert (result.status, result.code) == ("NO", "OVERQUOTA")
+    result = await client.command("APPEND Archive ", Lit(b"Subject: small\r\n\r\nx\r\n"), f" {twice}")
+    assert (result.status, result.code) == ("NO", "OVERQUOTA")
+    assert await _stored(imap) == []
+    await client.ok('APPEND Archive CATENATE (URL "/INBOX/;UID=1/;SECTION=HEADER" TEXT ', Lit(b"fits\r\n"), ")")
+    assert await _stored(imap) == [b"Subject: big\r\n\r\nfits\r\n"]
+
+
+async def test_catenate_urls_count_towards_the_append_size(imap: Imap) -> None:
+    """URL parts count towards imap.max_append_size like literals: two messages of 150 KB each from one URL pass
+    a 250 KB bound together (NO [TOOBIG], nothing stored), while one of them fits."""
+    await imap.deliver(b"Subject: big\r\n\r\n" + b"y" * 150_000 + b"\r\n")
+    async with imap.other_server(max_literal_size=200_000, max_append_size=250_000) as port:
+        client = await imap.connect(port=port)
+        one = 'CATENATE (URL "/INBOX/;UID=1")'
+        result = await client.command(f"APPEND Archive {one} {one}")
+        assert (result.status, result.code) == ("NO", "TOOBIG")
+        assert await _stored(imap) == []
+        await client.ok(f"APPEND Archive {one}")
+    assert len(await _stored(imap)) == 1
