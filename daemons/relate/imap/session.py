@@ -589,7 +589,7 @@ class ImapSession:
 
     def extension_capabilities(self) -> list[str]:
         """The extensions of imap/append.py, imap/preview.py and imap/notify.py, each listed once complete."""
-        return ["BINARY", "MULTIAPPEND", "CATENATE", "URL-PARTIAL", "WITHIN", "SAVEDATE"]
+        return ["BINARY", "MULTIAPPEND", "CATENATE", "URL-PARTIAL", "WITHIN", "SAVEDATE", "PREVIEW"]
 
     # -- the selected mailbox ------------------------------------------------------
 
