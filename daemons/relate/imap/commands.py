@@ -14,6 +14,7 @@ from relate.errors import Conflict, NotFound, OverQuota
 from relate.imap import append as appending
 from relate.imap import condstore, limits, listmatch
 from relate.imap import fetch as fetching
+from relate.imap import notify as notifying
 from relate.imap import preview as previewing
 from relate.imap import search as searching
 from relate.imap.errors import Bad, Bye, No
@@ -45,6 +46,7 @@ from relate.imap.session import (
     AUTHENTICATED,
     DB_UNAVAILABLE,
     LOGOUT,
+    NEWS_RETRY,
     NOT_AUTHENTICATED,
     SELECTED,
     Handler,
@@ -144,7 +146,8 @@ async def capability(session: ImapSession, cmd: Command) -> None:
 
 # RFC 9051 §6.1.2 (NOOP), §6.4.1 (CHECK is NOOP in IMAP4rev1 terms)
 async def noop(session: ImapSession, cmd: Command) -> None:
-    await session.sync()
+    if session.reports_selected():  # not under NOTIFY without SELECTED (RFC 5465 §3.1)
+        await session.sync()
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed", condstore.highest_code(session))
 
 
@@ -560,11 +563,7 @@ async def namespace(session: ImapSession, cmd: Command) -> None:
     session.tagged(cmd.tag, "OK", "NAMESPACE completed")
 
 
-# Seconds between attempts to report changes to an IDLE client while the database is out of reach.
-_IDLE_RETRY = 2.0
-
-
-# RFC 9051 §6.3.13 (IDLE)
+# RFC 9051 §6.3.13 (IDLE); under NOTIFY, RFC 5465 §4: what NOTIFY asked for, expunges included
 async def idle(session: ImapSession, cmd: Command) -> None:
     session.send(b"+ idling")
     await session.flush()
@@ -572,27 +571,22 @@ async def idle(session: ImapSession, cmd: Command) -> None:
     warned = False
     try:
         while True:
-            sel = session.selected
-            waiters: list[asyncio.Future[Any]] = [done]
-            changed = None
-            if sel is not None:
-                changed = asyncio.ensure_future(sel.changed.wait())
-                waiters.append(changed)
+            news = [asyncio.ensure_future(w) for w in session.news_waiters(idle=True)]
             session.waiting = True  # a shutdown may say BYE right here
             try:
                 finished, _ = await asyncio.wait(
-                    waiters, timeout=session.cfg.idle_timeout, return_when=asyncio.FIRST_COMPLETED
+                    [done, *news], timeout=session.cfg.idle_timeout, return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
                 session.waiting = False
-            if changed is not None and not changed.done():
-                changed.cancel()
+                for waiter in news:
+                    waiter.cancel()
             if not finished:
                 raise Bye("Autologout; idle for too long")
             if done in finished:
                 break
             try:
-                await session.sync()
+                await session.report_news(idle=True)
             except DB_UNAVAILABLE as exc:
                 if isinstance(exc, OSError) and session.writer.is_closing():
                     raise
@@ -600,16 +594,16 @@ async def idle(session: ImapSession, cmd: Command) -> None:
                 if not warned:
                     log.warning("imap-tempfail client=%s command=IDLE error=%s", session.client, describe(exc))
                     warned = True
-                await asyncio.wait([done], timeout=_IDLE_RETRY)
+                await asyncio.wait([done], timeout=NEWS_RETRY)
                 continue
-            await session.flush()
         line = done.result().strip()
         if line.upper() != b"DONE":
             raise Bad("Expected DONE")
     finally:
         if not done.done():
             done.cancel()
-    await session.sync()
+    if session.reports_selected():
+        await session.sync()
     session.tagged(cmd.tag, "OK", "IDLE terminated", condstore.highest_code(session))
 
 
@@ -958,13 +952,14 @@ HANDLERS: dict[str, Handler] = {
     "GETQUOTA": getquota,
     "GETQUOTAROOT": getquotaroot,
     "SETQUOTA": setquota,
+    "NOTIFY": notifying.notify,
 }
 
 _ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 _AUTHENTICATED = _ANY | {
     "ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
     "LIST", "LSUB", "NAMESPACE", "STATUS", "APPEND", "IDLE",
-    "GETQUOTA", "GETQUOTAROOT", "SETQUOTA",
+    "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "NOTIFY",
 }  # fmt: skip
 ALLOWED: dict[str, frozenset[str]] = {
     NOT_AUTHENTICATED: frozenset(_ANY | {"STARTTLS", "LOGIN", "AUTHENTICATE"}),

@@ -15,6 +15,12 @@ client mid-command. Once the client has enabled QRESYNC (RFC 7162 §3.2),
 expunges are reported as ``VANISHED uids`` instead; once it has used
 CONDSTORE, reported flag changes carry their MODSEQ.
 
+Under NOTIFY (RFC 5465, imap/notify.py) news are also written between
+commands: the session waits for the next command's first line and for news
+at once, and writes news only while no command is being read or run; the
+selected mailbox is then reported as NOTIFY asks (at once, with expunges
+held, or not at all).
+
 \\Recent (RFC 3501 §2.3.2) is for IMAP4rev1 sessions only: a session that
 SELECTs a mailbox takes, as recent, the messages no session has taken yet, and
 while it has the mailbox selected it takes the new ones when it hears of them
@@ -50,6 +56,7 @@ from relate.mail.imapwire import Piece, flag_list
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.tls import ReloadableTLS
 from relate.store import db, imap_messages
+from relate.store.changes import MailChange
 
 log = logging.getLogger("relate.imap")
 
@@ -156,6 +163,9 @@ class Selected:
     # and whether the session takes new mail as recent when it hears of it (read-write, IMAP4rev1).
     recent: list[tuple[int, int]] = field(default_factory=list)
     takes_recent: bool = False
+    # Expunges (and, with CONDSTORE, flag changes) heard of but not reportable yet: the next command that
+    # allows them reports them (sync_after), whether or not another notification comes meanwhile.
+    held: bool = False
 
     def msn(self, uid: int) -> int | None:
         """Message sequence number of ``uid`` (binary search; UIDs ascend)."""
@@ -209,6 +219,32 @@ class Watchers(Protocol):
 
     def unwatch(self, session: ImapSession, mailbox_id: int) -> None: ...
 
+    def watch_user(self, session: ImapSession, user_id: int) -> None: ...
+
+    def unwatch_user(self, session: ImapSession, user_id: int) -> None: ...
+
+
+# How NOTIFY (imap/notify.py) has the selected mailbox reported: as without NOTIFY (no NOTIFY in force), at once
+# between commands (SELECTED), at once but expunges only at a command that allows them (SELECTED-DELAYED), or
+# not at all (NOTIFY without a SELECTED group, or NOTIFY NONE: RFC 5465 §3.1, as Dovecot does).
+BASE, IMMEDIATE, DELAYED, SILENT = "base", "immediate", "delayed", "silent"
+# Seconds between attempts to report news between commands while the database is out of reach.
+NEWS_RETRY = 2.0
+
+
+class Notifications(Protocol):
+    """What a session asks of its NOTIFY settings (imap/notify.py's Notifier)."""
+
+    wakeup: asyncio.Event  # set when something is to be reported
+
+    def selected_mode(self) -> str: ...
+
+    def changed(self, change: MailChange | None) -> None: ...
+
+    async def deliver(self, session: ImapSession) -> None: ...
+
+    async def new_messages(self, session: ImapSession, uids: Sequence[int]) -> None: ...
+
 
 class Host(Protocol):
     """What a session needs of the server that accepted it (imap/server.py's ImapServer)."""
@@ -245,6 +281,8 @@ class ImapSession:
         self.rev2 = False  # ENABLE IMAP4rev2
         self.condstore = False  # after a CONDSTORE enabling command (RFC 7162 §3.1)
         self.qresync = False  # ENABLE QRESYNC (RFC 7162 §3.2.3): VANISHED instead of EXPUNGE
+        self.notifier: Notifications | None = None  # NOTIFY in force (RFC 5465)
+        self._news_warned = False  # a news report failed for want of the database (logged once)
         self.bad_in_a_row = 0
         self._out: list[Piece] = []
         self._big_piece = False  # a piece of _WRITE_ALONE octets or more is buffered
@@ -365,7 +403,7 @@ class ImapSession:
                 raise asyncio.IncompleteReadError(b"", size)
             size -= len(chunk)
 
-    async def read_command(self) -> list[Part] | None:
+    async def read_command(self, first: bytes | None = None) -> list[Part] | None:
         """A whole command with its literals; None when it was refused (and answered) while being read.
 
         The command's lines and literals together may hold at most ``imap.max_line_length``
@@ -385,10 +423,13 @@ class ImapSession:
         total = max(biggest, self.cfg.max_append_size)
         try:
             while True:
-                try:
-                    line = await self.readline()
-                except LineTooLong as exc:
-                    raise LineTooLong(tag if parts else exc.tag) from None
+                if first is not None:  # read already, while news were reported (NOTIFY)
+                    line, first = first, None
+                else:
+                    try:
+                        line = await self.readline()
+                    except LineTooLong as exc:
+                        raise LineTooLong(tag if parts else exc.tag) from None
                 if not parts:
                     tag = _tag_of(line)
                     append = _verb_of(line) == b"APPEND"
@@ -473,7 +514,7 @@ class ImapSession:
             while self.state != LOGOUT:
                 self.waiting = True
                 try:
-                    parts = await asyncio.wait_for(self.read_command(), self.cfg.idle_timeout)
+                    parts = await asyncio.wait_for(self._next_command(), self.cfg.idle_timeout)
                 except TimeoutError:
                     self.untagged("BYE Autologout; idle for too long")
                     break
@@ -509,6 +550,78 @@ class ImapSession:
         finally:
             with contextlib.suppress(OSError, RuntimeError):
                 await self.flush()
+
+    async def _next_command(self) -> list[Part] | None:
+        """The next command; under NOTIFY, news are reported (RFC 5465 §3) until its first line has come.
+
+        The first line is read by a task of its own, never cancelled while news go out, so nothing the
+        client sends is lost; once it is in, the rest of the command is read as always, without news.
+        """
+        if self.notifier is None:
+            return await self.read_command()
+        line = asyncio.ensure_future(self.readline())
+        try:
+            while not line.done():
+                self.waiting = False  # a shutdown now says BYE after this report, not inside it
+                try:
+                    await self.report_news(idle=False)
+                except DB_UNAVAILABLE as exc:
+                    if isinstance(exc, OSError) and self.writer.is_closing():
+                        raise
+                    if not self._news_warned:
+                        log.warning("imap-tempfail client=%s command=NOTIFY error=%s", self.client, describe(exc))
+                        self._news_warned = True
+                    await asyncio.wait([line], timeout=NEWS_RETRY)
+                    continue
+                finally:
+                    self.waiting = True
+                if self.leaving:
+                    raise Bye("Server shutting down")
+                news = [asyncio.ensure_future(w) for w in self.news_waiters(idle=False)]
+                try:
+                    await asyncio.wait([line, *news], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in news:
+                        waiter.cancel()
+            first = line.result()
+        finally:
+            if not line.done():
+                line.cancel()
+        return await self.read_command(first)
+
+    def selected_mode(self) -> str:
+        return BASE if self.notifier is None else self.notifier.selected_mode()
+
+    def reports_selected(self) -> bool:
+        """Whether changes to the selected mailbox are reported at all (not under NOTIFY without SELECTED)."""
+        return self.selected_mode() != SILENT
+
+    def news_waiters(self, *, idle: bool) -> list[Awaitable[Any]]:
+        """What to wait for between commands (under NOTIFY) or in IDLE: the selected mailbox's changes when
+        they are reported there, and NOTIFY's other news."""
+        out: list[Awaitable[Any]] = []
+        sel, mode = self.selected, self.selected_mode()
+        if sel is not None and (mode in (IMMEDIATE, DELAYED) or (idle and mode == BASE)):
+            out.append(sel.changed.wait())
+        if self.notifier is not None:
+            out.append(self.notifier.wakeup.wait())
+        return out
+
+    async def report_news(self, *, idle: bool) -> None:
+        """Report what :meth:`news_waiters` waited for, and write it out. In IDLE, or under SELECTED,
+        expunges too; under SELECTED-DELAYED they wait for a command that allows them (RFC 5465 §6)."""
+        sel, mode = self.selected, self.selected_mode()
+        if sel is not None and sel.changed.is_set() and mode != SILENT:
+            await self.sync(allow_expunge=idle or mode != DELAYED)
+        if self.notifier is not None:
+            await self.notifier.deliver(self)
+        self._news_warned = False
+        await self.flush()
+
+    def mail_changed(self, change: MailChange | None) -> None:
+        """A change to one of the user's mailboxes (None: any may have changed), for NOTIFY."""
+        if self.notifier is not None:
+            self.notifier.changed(change)
 
     async def _bad(self, tag: str, text: str) -> None:
         self.bad_in_a_row += 1
@@ -589,7 +702,7 @@ class ImapSession:
 
     def extension_capabilities(self) -> list[str]:
         """The extensions of imap/append.py, imap/preview.py and imap/notify.py, each listed once complete."""
-        return ["BINARY", "MULTIAPPEND", "CATENATE", "URL-PARTIAL", "WITHIN", "SAVEDATE", "PREVIEW"]
+        return ["BINARY", "MULTIAPPEND", "CATENATE", "URL-PARTIAL", "WITHIN", "SAVEDATE", "PREVIEW", "NOTIFY"]
 
     # -- the selected mailbox ------------------------------------------------------
 
@@ -662,15 +775,13 @@ class ImapSession:
             raise Bye("The selected mailbox was deleted")
         expunged = [u for u in delta["expunged"] if sel.msn(u) is not None]
         waiting = bool(expunged) and not allow_expunge
-        if waiting:
-            # Report the rest now, the expunges (and anything after them) at the next chance.
-            sel.changed.set()
-        elif expunged and self.qresync:
+        sel.held = waiting  # report the rest now, the expunges (and anything after them) at the next chance
+        if expunged and not waiting and self.qresync:
             gone = set(expunged)
             sel.uids = array.array("Q", (u for u in sel.uids if u not in gone))
             self.vanished(uid_runs(expunged), earlier=False)
             sel.vanished_unacknowledged = True
-        else:
+        elif not waiting:
             for uid in expunged:
                 msn = sel.msn(uid)
                 if msn is not None:
@@ -696,6 +807,8 @@ class ImapSession:
         if not waiting:
             sel.known_modseq = max(sel.known_modseq, delta["modseq"])
             sel.own_modseqs.clear()
+        if delta["new"] and self.notifier is not None:
+            await self.notifier.new_messages(self, delta["new"])  # NOTIFY MessageNew's fetch items
 
     async def sync_after(self, cmd: parser.Command) -> None:
         """After a command: report changes if a notification said there are any.
@@ -703,7 +816,8 @@ class ImapSession:
         NOOP, IDLE, EXPUNGE and friends call :meth:`sync` directly, which always
         asks the database, so a lost notification delays news only until then.
         """
-        if self.selected is None or not self.selected.changed.is_set():
+        sel = self.selected
+        if sel is None or not (sel.changed.is_set() or sel.held) or not self.reports_selected():
             return
         uid = getattr(cmd, "uid", False)
         await self.sync(allow_expunge=uid or cmd.name not in _NO_EXPUNGE)
@@ -744,6 +858,7 @@ __all__ = [
     "AUTHENTICATED",
     "DB_UNAVAILABLE",
     "LOGOUT",
+    "NEWS_RETRY",
     "NOT_AUTHENTICATED",
     "SELECTED",
     "ImapSession",
