@@ -12,6 +12,7 @@ from typing import Any
 from relate.auth import AuthRefused
 from relate.errors import Conflict, NotFound, OverQuota
 from relate.imap import append as appending
+from relate.imap import compress as compressing
 from relate.imap import condstore, limits, listmatch
 from relate.imap import fetch as fetching
 from relate.imap import notify as notifying
@@ -23,6 +24,7 @@ from relate.imap.parser import (
     Append,
     Authenticate,
     Command,
+    Compress,
     CopyMove,
     CreateSpecial,
     Enable,
@@ -186,6 +188,21 @@ async def starttls(session: ImapSession, cmd: Command) -> None:
         session.end = f"tls-failed:{transport_reason(exc)}"
         raise Bye("TLS negotiation failed") from None
     session.tls = True
+
+
+# RFC 4978 §3 (COMPRESS); imap/compress.py says how
+async def compress(session: ImapSession, cmd: Compress) -> None:
+    if cmd.mechanism != "DEFLATE":
+        raise Bad("Unknown compression mechanism")
+    if session.compressed:
+        raise No("Compression is already active", "COMPRESSIONACTIVE")
+    if pending_input(session.reader):
+        # Sent before the answer, so in clear: they run as sent, and the connection stays uncompressed.
+        raise No("Commands came after COMPRESS before its answer: not compressing", "CLIENTBUG")
+    session.tagged(cmd.tag, "OK", "DEFLATE active")
+    await session.flush()
+    compressing.start(session.writer, session.reader, session.compress_failed)
+    session.compressed = True
 
 
 async def _login_as(session: ImapSession, tag: str, user: str, key: str) -> None:
@@ -953,13 +970,14 @@ HANDLERS: dict[str, Handler] = {
     "GETQUOTAROOT": getquotaroot,
     "SETQUOTA": setquota,
     "NOTIFY": notifying.notify,
+    "COMPRESS": compress,
 }
 
 _ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 _AUTHENTICATED = _ANY | {
     "ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
     "LIST", "LSUB", "NAMESPACE", "STATUS", "APPEND", "IDLE",
-    "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "NOTIFY",
+    "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "NOTIFY", "COMPRESS",
 }  # fmt: skip
 ALLOWED: dict[str, frozenset[str]] = {
     NOT_AUTHENTICATED: frozenset(_ANY | {"STARTTLS", "LOGIN", "AUTHENTICATE"}),

@@ -282,6 +282,7 @@ class ImapSession:
         self.condstore = False  # after a CONDSTORE enabling command (RFC 7162 §3.1)
         self.qresync = False  # ENABLE QRESYNC (RFC 7162 §3.2.3): VANISHED instead of EXPUNGE
         self.notifier: Notifications | None = None  # NOTIFY in force (RFC 5465)
+        self.compressed = False  # COMPRESS DEFLATE (RFC 4978, imap/compress.py) in force
         self._news_warned = False  # a news report failed for want of the database (logged once)
         self.bad_in_a_row = 0
         self._out: list[Piece] = []
@@ -323,7 +324,8 @@ class ImapSession:
         self.send(f"{tag} {status} {coded}{text}".encode("utf-8", "replace"))
 
     async def flush(self) -> None:
-        if self._out and not self._big_piece:
+        # Compressing costs CPU per octet: more than a slice at once goes the slow way, a slice at a time.
+        if self._out and not self._big_piece and not (self.compressed and self._out_size > _WRITE_ALONE):
             self.writer.write(b"".join(self._out))  # the usual case: one write per batch of lines
             self._out.clear()
             self._out_size = 0
@@ -332,13 +334,19 @@ class ImapSession:
             # Small pieces go out joined (one write); a big one (a message body) uncopied, a slice at a time
             # with the transport drained in between, so encrypting it never holds the loop for long.
             run: list[Piece] = []
+            run_size = 0
             for piece in out:
                 if len(piece) < _WRITE_ALONE:
                     run.append(piece)
+                    run_size += len(piece)
+                    if run_size >= _WRITE_ALONE:  # many small pieces are a big one too
+                        self.writer.write(b"".join(run))
+                        run, run_size = [], 0
+                        await self.writer.drain()
                     continue
                 if run:
                     self.writer.write(b"".join(run))
-                    run = []
+                    run, run_size = [], 0
                 view = memoryview(piece)
                 for start in range(0, len(view), _WRITE_ALONE):
                     self.writer.write(view[start : start + _WRITE_ALONE])
@@ -618,6 +626,10 @@ class ImapSession:
         self._news_warned = False
         await self.flush()
 
+    def compress_failed(self, reason: str) -> None:
+        """The client's input is not DEFLATE (imap/compress.py closes the connection): the session's log says so."""
+        self.end = "network-error:deflate"
+
     def mail_changed(self, change: MailChange | None) -> None:
         """A change to one of the user's mailboxes (None: any may have changed), for NOTIFY."""
         if self.notifier is not None:
@@ -701,8 +713,9 @@ class ImapSession:
         return caps
 
     def extension_capabilities(self) -> list[str]:
-        """The extensions of imap/append.py, imap/preview.py and imap/notify.py, each listed once complete."""
-        return ["BINARY", "MULTIAPPEND", "CATENATE", "URL-PARTIAL", "WITHIN", "SAVEDATE", "PREVIEW", "NOTIFY"]
+        """The extensions of imap/append.py, preview.py, notify.py and compress.py, each listed once complete."""
+        caps = ["BINARY", "MULTIAPPEND", "CATENATE", "URL-PARTIAL", "WITHIN", "SAVEDATE", "PREVIEW", "NOTIFY"]
+        return caps + (["COMPRESS=DEFLATE"] if self.state != NOT_AUTHENTICATED else [])  # RFC 4978 §3
 
     # -- the selected mailbox ------------------------------------------------------
 
