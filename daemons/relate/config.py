@@ -171,6 +171,9 @@ class ImapConfig:
     max_line_length: int = 65536
     # The largest literal (APPEND message) accepted; advertised as APPENDLIMIT.
     max_literal_size: int = 50 * 1024 * 1024
+    # Octets of all the messages of one APPEND together (MULTIAPPEND; CATENATE text and URL parts): at
+    # least max_literal_size, whatever is set here. Spooled to disk while they arrive.
+    max_append_size: int = 100 * 1024 * 1024
     max_connections_per_user: int = 50
     max_connections_per_client: int = 50
     max_connections: int = 5000

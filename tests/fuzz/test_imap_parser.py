@@ -14,8 +14,9 @@ import contextlib
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from relate.imap import limits
 from relate.imap.errors import ParseError
-from relate.imap.parser import COMMANDS, MAX_MODSEQ, Append, Command, Literal, Part, Select, SeqSet, parse
+from relate.imap.parser import COMMANDS, MAX_MODSEQ, Append, Command, Literal, Notify, Part, Select, SeqSet, parse
 
 _GRAMMAR = [
     b" ", b"(", b")", b"[", b"]", b"<", b">", b".", b"*", b"%", b"$", b":", b",", b"\\", b'"', b"~", b"+",
@@ -28,6 +29,10 @@ _GRAMMAR = [
     b"\x00", b"\xff", b"\xc3\xa9", b"\r", b"\n", b"{5}", b"PLAIN", b"AGJvYgBrZXk=", b"=",
     b"(CONDSTORE)", b"(QRESYNC (", b"CHANGEDSINCE", b"VANISHED", b"(UNCHANGEDSINCE ", b"MODSEQ",
     b'"/flags/\\\\seen"', b"all", b"priv", b"9223372036854775807", b"9223372036854775808",
+    b"CATENATE (", b"TEXT ", b"URL ", b'"/INBOX/;UID=1"', b"SET", b"STATUS", b"NONE", b"(SELECTED ",
+    b"(PERSONAL ", b"(MAILBOXES (a b) ", b"(SUBTREE ", b"(MessageNew (UID FLAGS) MessageExpunge FlagChange)",
+    b"MailboxName", b"SubscriptionChange", b"DEFLATE", b"PREVIEW", b"(LAZY)", b"SAVEDATE", b"OLDER",
+    b"YOUNGER 5", b"SAVEDSINCE 1-Feb-2026", b"SAVEDATESUPPORTED",
 ]  # fmt: skip
 _VERBS = [v.encode() for v in COMMANDS] + [b"UID " + v for v in (b"FETCH", b"SEARCH", b"STORE", b"COPY", b"EXPUNGE")]
 _TOKENS = st.sampled_from(_VERBS + _GRAMMAR)
@@ -58,7 +63,15 @@ def _check(parts: list[Part], utf8: bool) -> None:
     assert isinstance(first, bytes)
     assert first.startswith(cmd.tag.encode("utf-8", "replace")) or "\ufffd" in cmd.tag
     if isinstance(cmd, Append):
-        assert cmd.message in parts
+        # Every message's literals are the command's own; a CATENATE URL is never a literal's octets.
+        assert 1 <= len(cmd.messages) <= limits.MAX_APPEND_MESSAGES
+        for message in cmd.messages:
+            assert message.parts
+            assert all(p in parts for p in message.parts if isinstance(p, Literal))
+            assert message.catenate or len(message.parts) == 1
+    if isinstance(cmd, Notify) and cmd.groups is not None:
+        assert 1 <= len(cmd.groups) <= limits.MAX_NOTIFY_GROUPS
+        assert sum(g.filter.startswith("SELECTED") for g in cmd.groups) <= 1
     # RFC 7162: mod-sequences fit in 63 bits; known UIDs never use "*" or "$".
     for modseq in (getattr(cmd, "changed_since", None), getattr(cmd, "unchanged_since", None)):
         assert modseq is None or 0 <= modseq <= MAX_MODSEQ
@@ -95,6 +108,13 @@ def _check(parts: list[Part], utf8: bool) -> None:
 @example([b"a UID FETCH 1:* FLAGS (CHANGEDSINCE " + b"9" * 5000 + b" VANISHED)"], False)
 @example([b"a STORE 1 (UNCHANGEDSINCE 0) +FLAGS.SILENT ()"], False)
 @example([b'a SEARCH MODSEQ "/flags/\\\\seen" all ', Literal(b"1", size=1), b""], False)
+@example([b"a APPEND INBOX ", Literal(b"x", size=1), b" (\\Seen) ", Literal(b"y", size=1, binary=True), b""], False)
+@example([b'a APPEND INBOX CATENATE (URL "/INBOX/;UID=1" TEXT ', Literal(b"z", size=1), b") CATENATE (TEXT "], False)
+@example([b"a APPEND INBOX " + b"CATENATE (URL x) " * 200], False)
+@example([b"a NOTIFY SET STATUS (SELECTED (MessageNew (UID BODY.PEEK[HEADER]) MessageExpunge)) (PERSONAL NONE)"], False)
+@example([b"a NOTIFY SET (SELECTED NONE) (SELECTED-DELAYED NONE)"], False)
+@example([b"a NOTIFY SET (MAILBOXES (" + b"x " * 300 + b") (MessageNew))"], False)
+@example([b"a FETCH 1 (PREVIEW (LAZY LAZY) SAVEDATE)"], False)
 def test_parse_raises_only_parse_error(parts: list[Part], utf8: bool) -> None:
     """Any command, bytes and literals alike, parses or raises ParseError (never another exception)."""
     _check(parts, utf8)

@@ -11,8 +11,12 @@ from typing import Any
 
 from relate.auth import AuthRefused
 from relate.errors import Conflict, NotFound, OverQuota
+from relate.imap import append as appending
+from relate.imap import compress as compressing
 from relate.imap import condstore, contexts, limits, listmatch
 from relate.imap import fetch as fetching
+from relate.imap import notify as notifying
+from relate.imap import preview as previewing
 from relate.imap import search as searching
 from relate.imap import sort as ordering
 from relate.imap.errors import Bad, Bye, No
@@ -21,6 +25,7 @@ from relate.imap.parser import (
     Append,
     Authenticate,
     Command,
+    Compress,
     CopyMove,
     CreateSpecial,
     Enable,
@@ -44,6 +49,7 @@ from relate.imap.session import (
     AUTHENTICATED,
     DB_UNAVAILABLE,
     LOGOUT,
+    NEWS_RETRY,
     NOT_AUTHENTICATED,
     SELECTED,
     Handler,
@@ -53,10 +59,8 @@ from relate.imap.session import (
     transport_reason,
 )
 from relate.mail.imapwire import astring, flag_list
-from relate.runtime.budget import BudgetExhausted
 from relate.runtime.streams import pending_input
-from relate.store import imap_messages, mailboxes, messages, quota
-from relate.store.messages import StoredMessage
+from relate.store import imap_messages, mailboxes, quota
 
 log = logging.getLogger("relate.imap")
 
@@ -116,25 +120,6 @@ def _existing_name(name: str) -> str:
     return name
 
 
-async def _store_appended(session: ImapSession, cmd: Append, mailbox_id: int, flags: list[str]) -> StoredMessage:
-    """The APPENDed message, read back from its spool file (in a thread) only now, and stored if it fits
-    the user's quota (checked as it is stored: store/quota.py).
-
-    Only ``raw`` refers to the bytes: neither the command nor the literal keeps a copy, so the
-    message is in memory once on this side, for as long as ingest runs.
-    """
-    if cmd.message.in_memory:
-        raw = cmd.message.read()
-    else:
-        raw = await asyncio.to_thread(cmd.message.read)
-    enforce = messages.Enforce(session.server.cfg.quota)
-    async with session.server.pool.acquire() as conn:
-        stored = await messages.ingest(conn, raw, [mailbox_id], flags=flags, internal_date=cmd.date, enforce=enforce)
-    if not stored:
-        raise _over_quota(session, cmd)
-    return stored[0]
-
-
 def _over_quota(session: ImapSession, cmd: Command) -> No:
     """RFC 9208 §4.3.1: APPEND, COPY that would take the user past a quota limit; nothing was stored."""
     log.info("imap-overquota client=%s user=%s command=%s", session.client, describe_user(session), cmd.name)
@@ -164,7 +149,8 @@ async def capability(session: ImapSession, cmd: Command) -> None:
 
 # RFC 9051 §6.1.2 (NOOP), §6.4.1 (CHECK is NOOP in IMAP4rev1 terms)
 async def noop(session: ImapSession, cmd: Command) -> None:
-    await session.sync()
+    if session.reports_selected():  # not under NOTIFY without SELECTED (RFC 5465 §3.1)
+        await session.sync()
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed", condstore.highest_code(session))
 
 
@@ -203,6 +189,21 @@ async def starttls(session: ImapSession, cmd: Command) -> None:
         session.end = f"tls-failed:{transport_reason(exc)}"
         raise Bye("TLS negotiation failed") from None
     session.tls = True
+
+
+# RFC 4978 §3 (COMPRESS); imap/compress.py says how
+async def compress(session: ImapSession, cmd: Compress) -> None:
+    if cmd.mechanism != "DEFLATE":
+        raise Bad("Unknown compression mechanism")
+    if session.compressed:
+        raise No("Compression is already active", "COMPRESSIONACTIVE")
+    if pending_input(session.reader):
+        # Sent before the answer, so in clear: they run as sent, and the connection stays uncompressed.
+        raise No("Commands came after COMPRESS before its answer: not compressing", "CLIENTBUG")
+    session.tagged(cmd.tag, "OK", "DEFLATE active")
+    await session.flush()
+    compressing.start(session.writer, session.reader, session.compress_failed)
+    session.compressed = True
 
 
 async def _login_as(session: ImapSession, tag: str, user: str, key: str) -> None:
@@ -558,7 +559,8 @@ async def status(session: ImapSession, cmd: Status) -> None:
     session.tagged(cmd.tag, "OK", "STATUS completed")
 
 
-# RFC 9051 §6.3.12 (APPEND), RFC 4315 (APPENDUID), RFC 7889 (APPENDLIMIT)
+# RFC 9051 §6.3.12 (APPEND), RFC 4315 (APPENDUID), RFC 7889 (APPENDLIMIT), RFC 9208 §4.3.1 (OVERQUOTA),
+# RFC 3502 (MULTIAPPEND), RFC 4469 (CATENATE), RFC 3516 §4.3 (binary data); imap/append.py stores them
 async def append(session: ImapSession, cmd: Append) -> None:
     assert session.principal is not None
     _existing_name(cmd.mailbox)  # a name that cannot exist: NONEXISTENT, not TRYCREATE (CREATE would fail)
@@ -566,19 +568,11 @@ async def append(session: ImapSession, cmd: Append) -> None:
         box = await _mailbox(session, cmd.mailbox)
     except No:
         raise No("No such mailbox", "TRYCREATE") from None
-    flags = _flags(cmd.flags)
-    cfg = session.cfg
-    # Storing holds the message and ingest's working copies: reserve about twice its size first, so
-    # concurrent APPENDs wait (and past imap.memory_wait are refused) instead of growing the process.
+    flags = [_flags(message.flags) for message in cmd.messages]
     try:
-        async with session.server.memory.reserve(2 * len(cmd.message), wait=cfg.memory_wait):
-            stored = await _store_appended(session, cmd, box["id"], flags)
-    except BudgetExhausted:
-        log.warning("imap-memory-full client=%s octets=%d", session.client, len(cmd.message))
-        raise No("Server busy with other messages, try again later", "LIMIT") from None
-    if session.selected is not None and session.selected.mailbox_id == box["id"]:
-        await session.sync()  # appending to the selected mailbox: the client hears EXISTS now
-    session.tagged(cmd.tag, "OK", "APPEND completed", f"APPENDUID {box['uidvalidity']} {stored.uid}")
+        await appending.append(session, cmd, box, flags)
+    except OverQuota:  # one message past a limit: none stored (RFC 3502 §6.3.11)
+        raise _over_quota(session, cmd) from None
 
 
 # RFC 9051 §6.3.10 (NAMESPACE)
@@ -587,11 +581,7 @@ async def namespace(session: ImapSession, cmd: Command) -> None:
     session.tagged(cmd.tag, "OK", "NAMESPACE completed")
 
 
-# Seconds between attempts to report changes to an IDLE client while the database is out of reach.
-_IDLE_RETRY = 2.0
-
-
-# RFC 9051 §6.3.13 (IDLE)
+# RFC 9051 §6.3.13 (IDLE); under NOTIFY, RFC 5465 §4: what NOTIFY asked for, expunges included
 async def idle(session: ImapSession, cmd: Command) -> None:
     session.send(b"+ idling")
     await session.flush()
@@ -599,27 +589,22 @@ async def idle(session: ImapSession, cmd: Command) -> None:
     warned = False
     try:
         while True:
-            sel = session.selected
-            waiters: list[asyncio.Future[Any]] = [done]
-            changed = None
-            if sel is not None:
-                changed = asyncio.ensure_future(sel.changed.wait())
-                waiters.append(changed)
+            news = [asyncio.ensure_future(w) for w in session.news_waiters(idle=True)]
             session.waiting = True  # a shutdown may say BYE right here
             try:
                 finished, _ = await asyncio.wait(
-                    waiters, timeout=session.cfg.idle_timeout, return_when=asyncio.FIRST_COMPLETED
+                    [done, *news], timeout=session.cfg.idle_timeout, return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
                 session.waiting = False
-            if changed is not None and not changed.done():
-                changed.cancel()
+                for waiter in news:
+                    waiter.cancel()
             if not finished:
                 raise Bye("Autologout; idle for too long")
             if done in finished:
                 break
             try:
-                await session.sync()
+                await session.report_news(idle=True)
             except DB_UNAVAILABLE as exc:
                 if isinstance(exc, OSError) and session.writer.is_closing():
                     raise
@@ -627,16 +612,16 @@ async def idle(session: ImapSession, cmd: Command) -> None:
                 if not warned:
                     log.warning("imap-tempfail client=%s command=IDLE error=%s", session.client, describe(exc))
                     warned = True
-                await asyncio.wait([done], timeout=_IDLE_RETRY)
+                await asyncio.wait([done], timeout=NEWS_RETRY)
                 continue
-            await session.flush()
         line = done.result().strip()
         if line.upper() != b"DONE":
             raise Bad("Expected DONE")
     finally:
         if not done.done():
             done.cancel()
-    await session.sync()
+    if session.reports_selected():
+        await session.sync()
     session.tagged(cmd.tag, "OK", "IDLE terminated", condstore.highest_code(session))
 
 
@@ -741,6 +726,8 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
     with_raw = fetching.needs_raw(atts)
     columns = fetching.columns(atts)
     utf8 = session.utf8
+    decodes = fetching.decodes(atts)
+    previews = previewing.wanted(atts)
     with_flags = any(a.name == "FLAGS" for a in atts)
     known = sel.flags  # the flags the client has been told of (announce_flags adds to it)
     for start in range(0, len(uids), _FETCH_ROWS):
@@ -750,6 +737,8 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
                 rows = await imap_messages.fetch(
                     conn, sel.mailbox_id, group, with_raw=with_raw, columns=columns, utf8=utf8
                 )
+            if previews:
+                rows = await previewing.fill(session, sel.mailbox_id, rows)
             for row in rows:
                 msn = sel.msn(row["uid"])
                 if msn is None:
@@ -764,7 +753,11 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
                 if not with_raw:
                     session.send(b"* %d FETCH " % msn + fetching.render(row, atts, utf8=utf8, recent=recent))
                     continue
-                pieces = fetching.render_pieces(row, bytes(row["raw"]), atts, utf8=utf8, recent=recent)
+                raw = bytes(row["raw"])
+                if decodes and len(raw) > _DECODE_INLINE:  # BINARY of a large message: decoded off the loop
+                    pieces = await asyncio.to_thread(fetching.render_pieces, row, raw, atts, utf8=utf8, recent=recent)
+                else:
+                    pieces = fetching.render_pieces(row, raw, atts, utf8=utf8, recent=recent)
                 session.send_pieces([b"* %d FETCH " % msn, *pieces])
                 if session.pending >= _FETCH_FLUSH:
                     await session.flush()  # waits for the client to take it: the buffer stays small
@@ -781,6 +774,8 @@ _FETCH_ROWS = 2000
 _FETCH_BYTES = 16 * 1024 * 1024
 # Buffered output past this many octets is written (and drained) before the next message is rendered.
 _FETCH_FLUSH = 1024 * 1024
+# BINARY of a message up to this size is decoded on the event loop, of a bigger one in a worker thread.
+_DECODE_INLINE = 256 * 1024
 
 
 async def _by_size(session: ImapSession, mailbox_id: int, uids: list[int]) -> list[list[int]]:
@@ -959,13 +954,15 @@ HANDLERS: dict[str, Handler] = {
     "GETQUOTA": getquota,
     "GETQUOTAROOT": getquotaroot,
     "SETQUOTA": setquota,
+    "NOTIFY": notifying.notify,
+    "COMPRESS": compress,
 }
 
 _ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 _AUTHENTICATED = _ANY | {
     "ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
     "LIST", "LSUB", "NAMESPACE", "STATUS", "APPEND", "IDLE",
-    "GETQUOTA", "GETQUOTAROOT", "SETQUOTA",
+    "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "NOTIFY", "COMPRESS",
 }  # fmt: skip
 ALLOWED: dict[str, frozenset[str]] = {
     NOT_AUTHENTICATED: frozenset(_ANY | {"STARTTLS", "LOGIN", "AUTHENTICATE"}),

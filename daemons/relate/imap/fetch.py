@@ -12,14 +12,12 @@ renders from the jsonb structure only for a row that lacks them.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import quopri
 from typing import Any
 
 from relate.imap.errors import No
 from relate.imap.parser import FetchAtt, Section
-from relate.mail.imapwire import Piece, body_structure, date_time, envelope, flag_list
+from relate.mail import transfer
+from relate.mail.imapwire import Piece, body_structure, date_time, envelope, flag_list, nstring
 
 RAW_ITEMS = frozenset({"BODY[]", "BINARY[]", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 
@@ -32,6 +30,8 @@ _COLUMNS_FOR = {
     "INTERNALDATE": {"internal_date"},
     "RFC822.SIZE": {"size"},
     "MODSEQ": {"modseq"},
+    "SAVEDATE": {"created_at"},
+    "PREVIEW": {"preview"},
     "ENVELOPE": {"envelope"},
     "BODYSTRUCTURE": {"bodystructure"},
     "BODY": {"bodystructure"},
@@ -133,6 +133,11 @@ def section_span(row: dict[str, Any], section: Section) -> tuple[int, int | None
     return inner_start, inner_body
 
 
+def header_fields(header: bytes, section: Section) -> bytes:
+    """The fields a HEADER.FIELDS (or .NOT) section picks from a header block (RFC 9051 §6.4.5)."""
+    return _fields(header, section.fields, exclude=section.text == "HEADER.FIELDS.NOT")
+
+
 def section_bytes(raw: Piece, row: dict[str, Any], section: Section) -> Piece:
     """The octets of BODY[section]: a slice of ``raw`` (a view, if ``raw`` is one), or the fields picked."""
     span = section_span(row, section)
@@ -145,25 +150,42 @@ def section_bytes(raw: Piece, row: dict[str, Any], section: Section) -> Piece:
     return data
 
 
-def decoded_part(raw: bytes, row: dict[str, Any], part: tuple[int, ...]) -> bytes:
-    """BINARY[part]: the part's body with its transfer encoding removed (RFC 9051 §6.4.5)."""
-    if not part:
-        return raw
+# Transfer encodings BINARY can undo (RFC 3516 §4.2); any other is NO [UNKNOWN-CTE].
+_DECODABLE = transfer.IDENTITY | {"base64", "quoted-printable"}
+
+
+def _encoded_body(row: dict[str, Any], part: tuple[int, ...]) -> tuple[int, int, str] | None:
+    """(start, end, transfer encoding) of part ``part``'s body, for BINARY (RFC 3516 §4.2); None: no such part."""
     node = _node(row["bodystructure"], part)
     if node is None:
-        return b""  # no such part: empty, as for BODY[part]
-    data = raw[int(node["body_start"]) : int(node["end"])]
+        return None
     encoding = str(node.get("encoding") or "7bit").lower()
-    if encoding == "base64":
-        try:
-            return base64.b64decode(b"".join(data.split()), validate=False)
-        except (binascii.Error, ValueError):
-            raise No("Cannot decode the part", "UNKNOWN-CTE") from None
-    if encoding == "quoted-printable":
-        return quopri.decodestring(data)
-    if encoding in ("7bit", "8bit", "binary"):
-        return data
-    raise No(f"Unknown transfer encoding {encoding}", "UNKNOWN-CTE")
+    if encoding not in _DECODABLE:
+        raise No(f"Unknown transfer encoding {encoding[:40]}", "UNKNOWN-CTE")
+    return int(node["body_start"]), int(node["end"]), encoding
+
+
+def decoded_part(raw: bytes, row: dict[str, Any], part: tuple[int, ...]) -> bytes:
+    """BINARY[part]: the part's body with its transfer encoding removed (RFC 3516 §4.2, mail/transfer.py)."""
+    if not part:
+        return raw
+    body = _encoded_body(row, part)
+    if body is None:
+        return b""  # no such part: empty, as for BODY[part]
+    return transfer.decode(raw, *body)[0]
+
+
+def decoded_size(raw: bytes, row: dict[str, Any], part: tuple[int, ...]) -> int:
+    """BINARY.SIZE[part]: octets of the decoded part, counted without decoding it whole (RFC 3516 §4.2)."""
+    if not part:
+        return len(raw)
+    body = _encoded_body(row, part)
+    return 0 if body is None else transfer.decoded_size(raw, *body)
+
+
+def decodes(atts: tuple[FetchAtt, ...]) -> bool:
+    """Whether these items undo a transfer encoding (work that grows with the message)."""
+    return any(a.name in ("BINARY[]", "BINARY.SIZE") for a in atts)
 
 
 def _partial(data: Piece, att: FetchAtt) -> tuple[Piece, str]:
@@ -202,7 +224,18 @@ def render_pieces(
 
 
 _SIMPLE_ITEMS = frozenset(
-    {"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "ENVELOPE", "BODYSTRUCTURE", "BODY"}
+    {
+        "UID",
+        "FLAGS",
+        "INTERNALDATE",
+        "RFC822.SIZE",
+        "MODSEQ",
+        "ENVELOPE",
+        "BODYSTRUCTURE",
+        "BODY",
+        "SAVEDATE",
+        "PREVIEW",
+    }
 )
 
 
@@ -219,6 +252,10 @@ def _item(row: dict[str, Any], att: FetchAtt, utf8: bool, recent: bool) -> bytes
         return b"RFC822.SIZE %d" % row["size"]
     if name == "MODSEQ":
         return b"MODSEQ (%d)" % row["modseq"]
+    if name == "SAVEDATE":  # RFC 8514 §4.1: when the message was stored in this mailbox
+        return b"SAVEDATE " + date_time(row["created_at"])
+    if name == "PREVIEW":  # RFC 8970 §3.1: imap/preview.py fills in a preview that was never made
+        return b"PREVIEW " + nstring(row["preview"], utf8=utf8)
     if name == "ENVELOPE":
         wire = row["envelope_wire"]  # rendered at ingest for this session's UTF-8 mode
         return b"ENVELOPE " + (wire if wire is not None else envelope(row["envelope"], utf8=utf8))
@@ -245,7 +282,7 @@ def _raw_item(row: dict[str, Any], raw: bytes, att: FetchAtt) -> list[Piece]:
         return _literal(b"RFC822.TEXT ", view[header_end:])
     section = att.section or Section()
     if name == "BINARY.SIZE":
-        return [b"BINARY.SIZE[%s] %d" % (section.spec().encode(), len(decoded_part(raw, row, section.part)))]
+        return [b"BINARY.SIZE[%s] %d" % (section.spec().encode(), decoded_size(raw, row, section.part))]
     if name == "BINARY[]":
         data, origin = _partial(decoded_part(raw, row, section.part), att)
         binary = b"\x00" in data

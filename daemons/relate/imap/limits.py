@@ -66,3 +66,15 @@ MAX_SORT_CRITERIA = 16
 
 # Resources named in one SETQUOTA (RFC 9208 defines 4; it is refused anyway, but parsed first).
 MAX_QUOTA_RESOURCES = 16
+
+# APPEND: messages in one MULTIAPPEND (RFC 3502), parts of one CATENATE message (RFC 4469), and the
+# length of one IMAP URL there (RFC 5092) in octets. Octets of all the messages of one APPEND together
+# are bounded by imap.max_append_size (each message by imap.max_literal_size).
+MAX_APPEND_MESSAGES = 100
+MAX_CATENATE_PARTS = 100
+MAX_URL_LENGTH = 4096
+
+# NOTIFY (RFC 5465): event groups in one NOTIFY SET, mailboxes named in one group, events in one group.
+MAX_NOTIFY_GROUPS = 16
+MAX_NOTIFY_MAILBOXES = 100
+MAX_NOTIFY_EVENTS = 16

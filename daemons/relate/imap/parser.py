@@ -240,11 +240,25 @@ class Status(Command):
 
 
 @dataclass(frozen=True)
-class Append(Command):
-    mailbox: str
+class AppendMessage:
+    """One message of an APPEND: its data is one literal, or (CATENATE, RFC 4469) literals and IMAP URLs."""
+
     flags: tuple[str, ...]
     date: datetime | None
-    message: Literal  # read into memory by the handler, within the memory budget
+    parts: tuple[Literal | str, ...]  # a literal's data, or (CATENATE URL) the URL as sent
+    catenate: bool = False
+
+    @property
+    def literal_octets(self) -> int:
+        return sum(len(p) for p in self.parts if isinstance(p, Literal))
+
+
+@dataclass(frozen=True)
+class Append(Command):
+    """APPEND of one message or, MULTIAPPEND (RFC 3502), several, stored all or none."""
+
+    mailbox: str
+    messages: tuple[AppendMessage, ...]  # read into memory by the handler, one at a time, within the memory budget
 
 
 @dataclass(frozen=True)
@@ -356,6 +370,27 @@ class SetQuota(QuotaRoot):
     """SETQUOTA (RFC 9208 §4.1.3): resource names (upper-case) and limits."""
 
     limits: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class NotifyGroup:
+    """One event group of NOTIFY SET (RFC 5465 §3.1): which mailboxes, which events."""
+
+    filter: str  # SELECTED, SELECTED-DELAYED, INBOXES, PERSONAL, SUBSCRIBED, SUBTREE, MAILBOXES
+    mailboxes: tuple[str, ...]  # SUBTREE and MAILBOXES only
+    events: tuple[str, ...]  # upper-cased names as sent, unknown ones too (the handler says BADEVENT); () is NONE
+    fetch_atts: tuple[FetchAtt, ...] = ()  # MessageNew's
+
+
+@dataclass(frozen=True)
+class Notify(Command):
+    groups: tuple[NotifyGroup, ...] | None  # None: NOTIFY NONE
+    status: bool = False
+
+
+@dataclass(frozen=True)
+class Compress(Command):
+    mechanism: str
 
 
 # -- the cursor -----------------------------------------------------------------------
@@ -901,24 +936,60 @@ def _status(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
 
 
 def _append(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    """RFC 9051 §6.3.12 with MULTIAPPEND (RFC 3502: more messages), CATENATE (RFC 4469), BINARY (RFC 3516
+    literal8) and UTF8 (RFC 6855 §4) data; no other append-ext (RFC 4466 §2.3) is known."""
     cur.sp()
     mailbox = cur.mailbox()
     cur.sp()
-    flags: list[str] = []
-    date = None
-    if cur.peek() == ord("("):
-        flags = cur.flag_list()
-        cur.sp()
-    if cur.peek() == ord('"'):
-        date = cur.date_time()
-        cur.sp()
-    if cur.take(b"UTF8 ("):
-        message = cur.literal()  # RFC 9051 APPEND data-ext for UTF8=ACCEPT
-        cur.expect(b")")
-    else:
-        cur.take(b"~")  # literal8 marker; the session already read it as a literal
-        message = cur.literal()
-    return Append(tag, name, mailbox, tuple(flags), date, message)
+    found: list[AppendMessage] = []
+    while True:
+        if len(found) >= limits.MAX_APPEND_MESSAGES:
+            raise ParseError(f"too many messages in one APPEND (at most {limits.MAX_APPEND_MESSAGES})")
+        flags: list[str] = []
+        date = None
+        if cur.peek() == ord("("):
+            flags = cur.flag_list()
+            cur.sp()
+        if cur.peek() == ord('"'):
+            date = cur.date_time()
+            cur.sp()
+        catenate = False
+        parts: list[Literal | str]
+        if cur.take(b"CATENATE ("):
+            parts = _catenate_parts(cur)
+            catenate = True
+        elif cur.take(b"UTF8 ("):
+            parts = [cur.literal()]  # RFC 6855 §4 append-data-ext for UTF8=ACCEPT
+            cur.expect(b")")
+        else:
+            cur.take(b"~")  # literal8 marker; the session already read it as a literal
+            parts = [cur.literal()]
+        found.append(AppendMessage(tuple(flags), date, tuple(parts), catenate))
+        if not cur.take(b" "):  # MULTIAPPEND: another message follows (RFC 3502 §6.3.11)
+            return Append(tag, name, mailbox, tuple(found))
+
+
+def _catenate_parts(cur: Cursor) -> list[Literal | str]:
+    """After ``CATENATE (``: ``TEXT literal`` and ``URL astring`` parts up to ``)`` (RFC 4469 §5)."""
+    parts: list[Literal | str] = []
+    while not cur.take(b")"):
+        if parts:
+            cur.sp()
+        if len(parts) >= limits.MAX_CATENATE_PARTS:
+            raise ParseError(f"too many CATENATE parts (at most {limits.MAX_CATENATE_PARTS})")
+        if cur.take(b"TEXT "):
+            cur.take(b"~")
+            parts.append(cur.literal())
+        elif cur.take(b"URL "):
+            url = cur.astring_bytes()
+            if len(url) > limits.MAX_URL_LENGTH:
+                raise ParseError(f"URL too long (at most {limits.MAX_URL_LENGTH} octets)")
+            parts.append(url.decode("utf-8", "replace"))
+        else:
+            raise ParseError("expected TEXT or URL")
+    if not parts:
+        raise ParseError("CATENATE needs at least one part")
+    return parts
 
 
 _SEARCH_NO_ARGS = {
@@ -929,6 +1000,9 @@ _SEARCH_STRING = {"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"}
 _SEARCH_DATE = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
 _SEARCH_NUMBER = {"LARGER", "SMALLER"}
 _SEARCH_FLAG = {"KEYWORD", "UNKEYWORD"}
+# RFC 5032 (WITHIN): seconds; RFC 8514 (SAVEDATE): the date a message was saved in its mailbox.
+_SEARCH_SECONDS = {"OLDER", "YOUNGER"}
+_SEARCH_SAVED = {"SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"}
 
 
 def _search_key(cur: Cursor) -> SearchKey:
@@ -947,13 +1021,15 @@ def _search_key(cur: Cursor) -> SearchKey:
         if nxt is not None and (0x30 <= nxt <= 0x39 or nxt in b"*$"):
             return SearchKey("SEQ", (cur.seqset(),))
         word = cur.atom("a search key").upper()
-        if word in _SEARCH_NO_ARGS:
+        if word in _SEARCH_NO_ARGS or word == "SAVEDATESUPPORTED":
             return SearchKey(word)
         cur.sp()
         if word in _SEARCH_STRING:
             return SearchKey(word, (cur.astring(),))
-        if word in _SEARCH_DATE:
+        if word in _SEARCH_DATE or word in _SEARCH_SAVED:
             return SearchKey(word, (cur.date(),))
+        if word in _SEARCH_SECONDS:
+            return SearchKey(word, (cur.nz_number(),))
         if word in _SEARCH_NUMBER:
             return SearchKey(word, (cur.number(),))
         if word in _SEARCH_FLAG:
@@ -1110,7 +1186,7 @@ _FETCH_MACROS = {
 }
 _FETCH_SIMPLE = {
     "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT",
-    "BODYSTRUCTURE", "UID", "BODY", "MODSEQ",
+    "BODYSTRUCTURE", "UID", "BODY", "MODSEQ", "SAVEDATE",
 }  # fmt: skip
 
 
@@ -1169,7 +1245,31 @@ def _fetch_att(cur: Cursor) -> FetchAtt:
         return FetchAtt(base + ("[]" if base != "BINARY.SIZE" else ""), section, partial, peek=word.endswith(".PEEK"))
     if word in _FETCH_SIMPLE:
         return FetchAtt(word)
+    if word == "PREVIEW":
+        # RFC 8970 §3.1: PREVIEW [(LAZY)]. The preview is kept once made, so LAZY changes nothing here.
+        if cur.take(b" ("):
+            modifiers = [cur.atom("a preview modifier").upper()]
+            while cur.take(b" "):
+                modifiers.append(cur.atom("a preview modifier").upper())
+            cur.expect(b")")
+            if set(modifiers) != {"LAZY"} or len(modifiers) > 1:
+                raise ParseError("unknown or repeated preview modifier")
+        return FetchAtt(word)
     raise ParseError(f"unknown fetch item {word[:40]}")
+
+
+def _fetch_att_list(cur: Cursor) -> list[FetchAtt]:
+    """After ``(``: fetch items up to ``)``, at least one, at most MAX_FETCH_ITEMS."""
+    atts: list[FetchAtt] = []
+    while not cur.take(b")"):
+        if atts:
+            cur.sp()
+        if len(atts) >= limits.MAX_FETCH_ITEMS:
+            raise ParseError(f"too many fetch items (at most {limits.MAX_FETCH_ITEMS})")
+        atts.append(_fetch_att(cur))
+    if not atts:
+        raise ParseError("empty fetch list")
+    return atts
 
 
 def _fetch(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
@@ -1178,14 +1278,7 @@ def _fetch(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
     atts: list[FetchAtt] = []
     if cur.take(b"("):
-        while not cur.take(b")"):
-            if atts:
-                cur.sp()
-            if len(atts) >= limits.MAX_FETCH_ITEMS:
-                raise ParseError(f"too many fetch items (at most {limits.MAX_FETCH_ITEMS})")
-            atts.append(_fetch_att(cur))
-        if not atts:
-            raise ParseError("empty fetch list")
+        atts = _fetch_att_list(cur)
     else:
         peek = cur._line()[cur.pos : cur.pos + 4].upper()
         macro = next((m for m in _FETCH_MACROS if peek.startswith(m.encode())), None)
@@ -1297,6 +1390,83 @@ def _setquota(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     return SetQuota(tag, name, root, tuple(resources))
 
 
+_NOTIFY_FILTERS = ("SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE", "MAILBOXES")
+
+
+def _notify(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    """RFC 5465 §8: ``NOTIFY NONE`` or ``NOTIFY SET [STATUS] (filter events) ...``."""
+    cur.sp()
+    if cur.take(b"NONE"):
+        return Notify(tag, name, None)
+    cur.expect(b"SET", "SET or NONE")
+    status = cur.take(b" STATUS")
+    groups: list[NotifyGroup] = []
+    while cur.take(b" "):
+        if len(groups) >= limits.MAX_NOTIFY_GROUPS:
+            raise ParseError(f"too many event groups (at most {limits.MAX_NOTIFY_GROUPS})")
+        groups.append(_notify_group(cur))
+    if not groups:
+        raise ParseError("NOTIFY SET needs an event group")
+    selected = [g.filter for g in groups if g.filter.startswith("SELECTED")]
+    if len(selected) > 1:
+        raise ParseError("SELECTED given twice")  # RFC 5465 §6.1
+    return Notify(tag, name, tuple(groups), status)
+
+
+def _notify_group(cur: Cursor) -> NotifyGroup:
+    cur.expect(b"(")
+    word = cur.atom("a mailbox filter").upper()
+    if word not in _NOTIFY_FILTERS:
+        raise ParseError(f"unknown mailbox filter {word[:40]}")
+    names: list[str] = []
+    if word in ("SUBTREE", "MAILBOXES"):
+        cur.sp()
+        if cur.take(b"("):
+            while not cur.take(b")"):
+                if names:
+                    cur.sp()
+                if len(names) >= limits.MAX_NOTIFY_MAILBOXES:
+                    raise ParseError(f"too many mailboxes (at most {limits.MAX_NOTIFY_MAILBOXES})")
+                names.append(cur.mailbox())
+            if not names:
+                raise ParseError("expected a mailbox")
+        else:
+            names.append(cur.mailbox())
+    cur.sp()
+    events: list[str] = []
+    atts: list[FetchAtt] = []
+    if not cur.take(b"NONE"):
+        cur.expect(b"(", "a list of events or NONE")
+        while not cur.take(b")"):
+            if events:
+                cur.sp()
+            if len(events) >= limits.MAX_NOTIFY_EVENTS:
+                raise ParseError(f"too many events (at most {limits.MAX_NOTIFY_EVENTS})")
+            event = cur.atom("an event").upper()
+            if event in events:
+                raise ParseError(f"{event[:40]} given twice")
+            events.append(event)
+            if event == "MESSAGENEW" and cur.take(b" ("):
+                atts = _fetch_att_list(cur)
+        if not events:
+            raise ParseError("expected an event")
+    cur.expect(b")")
+    return NotifyGroup(word, tuple(names), tuple(events), tuple(atts))
+
+
+def _compress(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    return Compress(tag, name, cur.atom("a compression mechanism").upper())
+
+
+def parse_section(text: bytes) -> Section:
+    """A section spec without brackets (``1.2.HEADER``, ``TEXT``, ``""``), as IMAP URLs name one (RFC 5092)."""
+    cur = Cursor([text + b"]"])
+    section = _section(cur, binary=False)
+    cur.end()
+    return section
+
+
 _PARSERS = {
     "CAPABILITY": _simple,
     "NOOP": _simple,
@@ -1334,5 +1504,7 @@ _PARSERS = {
     "GETQUOTA": _getquota,
     "GETQUOTAROOT": _mailbox_command,
     "SETQUOTA": _setquota,
+    "NOTIFY": _notify,
+    "COMPRESS": _compress,
 }
 COMMANDS = frozenset(_PARSERS)

@@ -17,7 +17,7 @@ import contextlib
 import email.utils
 import re
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from relate.imap.errors import No
@@ -86,7 +86,8 @@ _INDEXED_TEXT = 800_000
 _INLINE_ROWS = 200
 
 _LIGHT = """SELECT m.uid, m.modseq, m.flags, m.internal_date, m.date_header, m.envelope->>'date' AS date_text, m.size,
-                   m.subject, m.header_end, m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.text_indexed{extra}
+                   m.subject, m.header_end, m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.text_indexed,
+                   m.created_at{extra}
               FROM messages m WHERE {where} AND m.uid > ${after} ORDER BY m.uid LIMIT {batch}"""
 _ADDRESS_KEYS = frozenset({"FROM", "TO", "CC", "BCC"})
 # With address keys: each field's ENVELOPE addresses too, for the names of groups (RFC 5322 §3.4), which the
@@ -216,6 +217,7 @@ class _Context:
         self.count = len(sel.uids)
         self.largest_uid = sel.uids[-1] if sel.uids else 0
         self.saved = frozenset(sel.saved)
+        self.now = datetime.now(UTC)  # OLDER and YOUNGER (RFC 5032) count back from one instant per SEARCH
         self._spans: dict[tuple[int, int], Spans] = {}
 
     def spans(self, seqset: SeqSet, largest: int) -> Spans:
@@ -316,6 +318,14 @@ class _Message:
             return _compare(name, self.row["internal_date"], args[0])
         if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
             return _compare(name[4:], self._sent_date(), args[0])
+        if name in ("SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"):  # RFC 8514 §4.2: the date it was stored here
+            return _compare(name[5:], self.row["created_at"], args[0])
+        if name == "SAVEDATESUPPORTED":
+            return True  # every mailbox keeps save dates
+        if name in ("OLDER", "YOUNGER"):  # RFC 5032 §3: the internal date against now less n seconds
+            cutoff = self.ctx.now - timedelta(seconds=int(str(args[0])))
+            older: bool = self.row["internal_date"] < cutoff
+            return older == (name == "OLDER")
         needle = str(args[-1]).lower() if args else ""
         if name == "SUBJECT":
             return needle in (self.row["subject"] or "").lower()

@@ -23,15 +23,18 @@ log = logging.getLogger("relate.imap")
 
 
 class ChangeHub:
-    """Fans the change feed's mail changes out to the sessions that have that mailbox selected.
+    """Fans the change feed's mail changes out to the sessions that have that mailbox selected, and (NOTIFY,
+    RFC 5465) to the sessions that asked to hear of any mailbox of the change's user.
 
     A change names a mailbox; every session with it selected then asks the
     database what changed (by modseq and the expunge log) and tells its
     client, so nothing is missed, only late. After the feed reconnects
     (store/changes.py), every watched mailbox counts as changed, since what
-    happened meanwhile was not heard; while the feed is down, they are all
-    checked every ``POLL_WHILE_DOWN`` seconds, so IDLE clients still hear of
-    new mail, a little later.
+    happened meanwhile was not heard, and every NOTIFY session re-reads what it
+    reports; while the feed is down, selected mailboxes are all checked every
+    ``POLL_WHILE_DOWN`` seconds, so IDLE clients still hear of new mail, a
+    little later. Both fan-outs cost a dictionary look-up per change and one
+    call per interested session.
     """
 
     POLL_WHILE_DOWN = 5.0
@@ -39,9 +42,10 @@ class ChangeHub:
     def __init__(self, feed: ChangeFeed) -> None:
         self.feed = feed
         self._watchers: dict[int, set[ImapSession]] = collections.defaultdict(set)
+        self._users: dict[int, set[ImapSession]] = collections.defaultdict(set)  # NOTIFY sessions, by user
         self._poller: asyncio.Task[None] | None = None
         feed.subscribe(MAIL_CHANNEL, self._on_change)
-        feed.on_resync(self.mark_all)
+        feed.on_resync(self._resync)
 
     async def start(self) -> None:
         self._poller = asyncio.get_running_loop().create_task(self._poll_while_down())
@@ -62,20 +66,39 @@ class ChangeHub:
         self._watchers[mailbox_id].add(session)
 
     def unwatch(self, session: ImapSession, mailbox_id: int) -> None:
-        watchers = self._watchers.get(mailbox_id)
-        if watchers is not None:
-            watchers.discard(session)
-            if not watchers:
-                del self._watchers[mailbox_id]
+        _drop(self._watchers, mailbox_id, session)
+
+    def watch_user(self, session: ImapSession, user_id: int) -> None:
+        self._users[user_id].add(session)
+
+    def unwatch_user(self, session: ImapSession, user_id: int) -> None:
+        _drop(self._users, user_id, session)
 
     def mark_all(self) -> None:
         for mailbox_id, sessions in list(self._watchers.items()):
             for session in list(sessions):
                 session.mark_selected_changed(mailbox_id)
 
+    def _resync(self) -> None:
+        self.mark_all()
+        for sessions in list(self._users.values()):
+            for session in list(sessions):
+                session.mail_changed(None)
+
     def _on_change(self, change: MailChange) -> None:
         for session in self._watchers.get(change.mailbox, ()):
             session.mark_selected_changed(change.mailbox)
+        for session in self._users.get(change.user, ()):
+            session.mail_changed(change)
+
+
+def _drop(table: dict[int, set[ImapSession]], key: int, session: ImapSession) -> None:
+    """Take ``session`` out of ``table[key]``, and the entry out of the table once it is empty."""
+    sessions = table.get(key)
+    if sessions is not None:
+        sessions.discard(session)
+        if not sessions:
+            del table[key]
 
 
 class ImapServer(StreamServer):
@@ -122,6 +145,8 @@ class ImapServer(StreamServer):
             self._per_user[session.principal.user_id] -= 1
         if session.selected is not None:
             self.hub.unwatch(session, session.selected.mailbox_id)
+        if session.principal is not None:
+            self.hub.unwatch_user(session, session.principal.user_id)
         session.log_summary()
 
     def problem(self) -> str | None:

@@ -19,6 +19,12 @@ changes there: REMOVEFROM before the EXPUNGE (or VANISHED) responses, ADDTO
 after EXISTS; while any is kept, the session looks after every command, so
 its own changes are reported before the tagged OK.
 
+Under NOTIFY (RFC 5465, imap/notify.py) news are also written between
+commands: the session waits for the next command's first line and for news
+at once, and writes news only while no command is being read or run; the
+selected mailbox is then reported as NOTIFY asks (at once, with expunges
+held, or not at all).
+
 \\Recent (RFC 3501 §2.3.2) is for IMAP4rev1 sessions only: a session that
 SELECTs a mailbox takes, as recent, the messages no session has taken yet, and
 while it has the mailbox selected it takes the new ones when it hears of them
@@ -54,6 +60,7 @@ from relate.mail.imapwire import Piece, flag_list
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.tls import ReloadableTLS
 from relate.store import db, imap_messages
+from relate.store.changes import MailChange
 
 log = logging.getLogger("relate.imap")
 
@@ -161,6 +168,9 @@ class Selected:
     # and whether the session takes new mail as recent when it hears of it (read-write, IMAP4rev1).
     recent: list[tuple[int, int]] = field(default_factory=list)
     takes_recent: bool = False
+    # Expunges (and, with CONDSTORE, flag changes) heard of but not reportable yet: the next command that
+    # allows them reports them (sync_after), whether or not another notification comes meanwhile.
+    held: bool = False
 
     def msn(self, uid: int) -> int | None:
         """Message sequence number of ``uid`` (binary search; UIDs ascend)."""
@@ -239,6 +249,32 @@ class Watchers(Protocol):
 
     def unwatch(self, session: ImapSession, mailbox_id: int) -> None: ...
 
+    def watch_user(self, session: ImapSession, user_id: int) -> None: ...
+
+    def unwatch_user(self, session: ImapSession, user_id: int) -> None: ...
+
+
+# How NOTIFY (imap/notify.py) has the selected mailbox reported: as without NOTIFY (no NOTIFY in force), at once
+# between commands (SELECTED), at once but expunges only at a command that allows them (SELECTED-DELAYED), or
+# not at all (NOTIFY without a SELECTED group, or NOTIFY NONE: RFC 5465 §3.1, as Dovecot does).
+BASE, IMMEDIATE, DELAYED, SILENT = "base", "immediate", "delayed", "silent"
+# Seconds between attempts to report news between commands while the database is out of reach.
+NEWS_RETRY = 2.0
+
+
+class Notifications(Protocol):
+    """What a session asks of its NOTIFY settings (imap/notify.py's Notifier)."""
+
+    wakeup: asyncio.Event  # set when something is to be reported
+
+    def selected_mode(self) -> str: ...
+
+    def changed(self, change: MailChange | None) -> None: ...
+
+    async def deliver(self, session: ImapSession) -> None: ...
+
+    async def new_messages(self, session: ImapSession, uids: Sequence[int]) -> None: ...
+
 
 class Host(Protocol):
     """What a session needs of the server that accepted it (imap/server.py's ImapServer)."""
@@ -275,6 +311,9 @@ class ImapSession:
         self.rev2 = False  # ENABLE IMAP4rev2
         self.condstore = False  # after a CONDSTORE enabling command (RFC 7162 §3.1)
         self.qresync = False  # ENABLE QRESYNC (RFC 7162 §3.2.3): VANISHED instead of EXPUNGE
+        self.notifier: Notifications | None = None  # NOTIFY in force (RFC 5465)
+        self.compressed = False  # COMPRESS DEFLATE (RFC 4978, imap/compress.py) in force
+        self._news_warned = False  # a news report failed for want of the database (logged once)
         self.bad_in_a_row = 0
         self._out: list[Piece] = []
         self._big_piece = False  # a piece of _WRITE_ALONE octets or more is buffered
@@ -315,7 +354,8 @@ class ImapSession:
         self.send(f"{tag} {status} {coded}{text}".encode("utf-8", "replace"))
 
     async def flush(self) -> None:
-        if self._out and not self._big_piece:
+        # Compressing costs CPU per octet: more than a slice at once goes the slow way, a slice at a time.
+        if self._out and not self._big_piece and not (self.compressed and self._out_size > _WRITE_ALONE):
             self.writer.write(b"".join(self._out))  # the usual case: one write per batch of lines
             self._out.clear()
             self._out_size = 0
@@ -324,13 +364,19 @@ class ImapSession:
             # Small pieces go out joined (one write); a big one (a message body) uncopied, a slice at a time
             # with the transport drained in between, so encrypting it never holds the loop for long.
             run: list[Piece] = []
+            run_size = 0
             for piece in out:
                 if len(piece) < _WRITE_ALONE:
                     run.append(piece)
+                    run_size += len(piece)
+                    if run_size >= _WRITE_ALONE:  # many small pieces are a big one too
+                        self.writer.write(b"".join(run))
+                        run, run_size = [], 0
+                        await self.writer.drain()
                     continue
                 if run:
                     self.writer.write(b"".join(run))
-                    run = []
+                    run, run_size = [], 0
                 view = memoryview(piece)
                 for start in range(0, len(view), _WRITE_ALONE):
                     self.writer.write(view[start : start + _WRITE_ALONE])
@@ -395,26 +441,33 @@ class ImapSession:
                 raise asyncio.IncompleteReadError(b"", size)
             size -= len(chunk)
 
-    async def read_command(self) -> list[Part] | None:
+    async def read_command(self, first: bytes | None = None) -> list[Part] | None:
         """A whole command with its literals; None when it was refused (and answered) while being read.
 
         The command's lines and literals together may hold at most ``imap.max_line_length``
-        octets, and at most MAX_LITERALS literals; only an APPEND's message literal may be
-        bigger (up to ``imap.max_literal_size``). It alone is spooled to disk when large.
+        octets, and at most MAX_LITERALS literals; only an APPEND's message literals (and
+        CATENATE text) may be bigger, each up to ``imap.max_literal_size`` and together up to
+        ``imap.max_append_size``. Those alone are spooled to disk when large, and at most
+        SPOOL_ABOVE octets of them are held in memory.
         """
         parts: list[Part] = []
         tag = "*"
         append = False
-        used = 0  # octets of lines and literals, the APPEND message aside
+        used = 0  # octets of lines and literals, the APPEND messages aside
         literals = 0
-        message = False  # an APPEND message literal has been read
+        messages = 0  # octets of APPEND message literals (those past the line budget)
+        held = 0  # of those, octets kept in memory rather than spooled
         limit, biggest = self.cfg.max_line_length, self.cfg.max_literal_size
+        total = max(biggest, self.cfg.max_append_size)
         try:
             while True:
-                try:
-                    line = await self.readline()
-                except LineTooLong as exc:
-                    raise LineTooLong(tag if parts else exc.tag) from None
+                if first is not None:  # read already, while news were reported (NOTIFY)
+                    line, first = first, None
+                else:
+                    try:
+                        line = await self.readline()
+                    except LineTooLong as exc:
+                        raise LineTooLong(tag if parts else exc.tag) from None
                 if not parts:
                     tag = _tag_of(line)
                     append = _verb_of(line) == b"APPEND"
@@ -440,8 +493,9 @@ class ImapSession:
                     refusal = ("NO", "Literal too big", "TOOBIG")  # APPENDLIMIT says how big it may be
                 elif used + size <= limit:
                     pass
-                elif append and not message and used <= limit:
-                    big = message = True
+                elif append and used <= limit and messages + size <= total:
+                    big = True
+                    messages += size
                 else:
                     refusal = ("NO", f"Literal too big (at most {limit} octets outside an APPEND message)", "TOOBIG")
                 if refusal is not None:
@@ -459,7 +513,8 @@ class ImapSession:
                     self.send(b"+ Ready for literal data")
                     await self.flush()
                 if big:
-                    content = await self._read_literal(size)
+                    content = await self._read_literal(size, to_disk=held + size > SPOOL_ABOVE)
+                    held += size if isinstance(content, bytes) else 0
                 else:
                     used += size
                     content = await self.reader.readexactly(size)
@@ -468,10 +523,10 @@ class ImapSession:
             _close_literals(parts)
             raise
 
-    async def _read_literal(self, size: int) -> bytes | BinaryIO:
-        """Up to SPOOL_ABOVE octets in memory; more are streamed to an unlinked temporary file in chunks,
-        so an upload of any size up to APPENDLIMIT holds one chunk of memory while it arrives."""
-        if size <= SPOOL_ABOVE:
+    async def _read_literal(self, size: int, *, to_disk: bool) -> bytes | BinaryIO:
+        """In memory, or (``to_disk``) streamed to an unlinked temporary file in chunks, so an upload of
+        any size up to APPENDLIMIT holds one chunk of memory while it arrives."""
+        if not to_disk:
             return await self.reader.readexactly(size)
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - the Literal owns it; the session closes it
         try:
@@ -497,7 +552,7 @@ class ImapSession:
             while self.state != LOGOUT:
                 self.waiting = True
                 try:
-                    parts = await asyncio.wait_for(self.read_command(), self.cfg.idle_timeout)
+                    parts = await asyncio.wait_for(self._next_command(), self.cfg.idle_timeout)
                 except TimeoutError:
                     self.untagged("BYE Autologout; idle for too long")
                     break
@@ -533,6 +588,82 @@ class ImapSession:
         finally:
             with contextlib.suppress(OSError, RuntimeError):
                 await self.flush()
+
+    async def _next_command(self) -> list[Part] | None:
+        """The next command; under NOTIFY, news are reported (RFC 5465 §3) until its first line has come.
+
+        The first line is read by a task of its own, never cancelled while news go out, so nothing the
+        client sends is lost; once it is in, the rest of the command is read as always, without news.
+        """
+        if self.notifier is None:
+            return await self.read_command()
+        line = asyncio.ensure_future(self.readline())
+        try:
+            while not line.done():
+                self.waiting = False  # a shutdown now says BYE after this report, not inside it
+                try:
+                    await self.report_news(idle=False)
+                except DB_UNAVAILABLE as exc:
+                    if isinstance(exc, OSError) and self.writer.is_closing():
+                        raise
+                    if not self._news_warned:
+                        log.warning("imap-tempfail client=%s command=NOTIFY error=%s", self.client, describe(exc))
+                        self._news_warned = True
+                    await asyncio.wait([line], timeout=NEWS_RETRY)
+                    continue
+                finally:
+                    self.waiting = True
+                if self.leaving:
+                    raise Bye("Server shutting down")
+                news = [asyncio.ensure_future(w) for w in self.news_waiters(idle=False)]
+                try:
+                    await asyncio.wait([line, *news], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in news:
+                        waiter.cancel()
+            first = line.result()
+        finally:
+            if not line.done():
+                line.cancel()
+        return await self.read_command(first)
+
+    def selected_mode(self) -> str:
+        return BASE if self.notifier is None else self.notifier.selected_mode()
+
+    def reports_selected(self) -> bool:
+        """Whether changes to the selected mailbox are reported at all (not under NOTIFY without SELECTED)."""
+        return self.selected_mode() != SILENT
+
+    def news_waiters(self, *, idle: bool) -> list[Awaitable[Any]]:
+        """What to wait for between commands (under NOTIFY) or in IDLE: the selected mailbox's changes when
+        they are reported there, and NOTIFY's other news."""
+        out: list[Awaitable[Any]] = []
+        sel, mode = self.selected, self.selected_mode()
+        if sel is not None and (mode in (IMMEDIATE, DELAYED) or (idle and mode == BASE)):
+            out.append(sel.changed.wait())
+        if self.notifier is not None:
+            out.append(self.notifier.wakeup.wait())
+        return out
+
+    async def report_news(self, *, idle: bool) -> None:
+        """Report what :meth:`news_waiters` waited for, and write it out. In IDLE, or under SELECTED,
+        expunges too; under SELECTED-DELAYED they wait for a command that allows them (RFC 5465 §6)."""
+        sel, mode = self.selected, self.selected_mode()
+        if sel is not None and sel.changed.is_set() and mode != SILENT:
+            await self.sync(allow_expunge=idle or mode != DELAYED)
+        if self.notifier is not None:
+            await self.notifier.deliver(self)
+        self._news_warned = False
+        await self.flush()
+
+    def compress_failed(self, reason: str) -> None:
+        """The client's input is not DEFLATE (imap/compress.py closes the connection): the session's log says so."""
+        self.end = "network-error:deflate"
+
+    def mail_changed(self, change: MailChange | None) -> None:
+        """A change to one of the user's mailboxes (None: any may have changed), for NOTIFY."""
+        if self.notifier is not None:
+            self.notifier.changed(change)
 
     async def _bad(self, tag: str, text: str) -> None:
         self.bad_in_a_row += 1
@@ -610,7 +741,13 @@ class ImapSession:
             "CONTEXT=SEARCH", "CONTEXT=SORT",
         ]  # fmt: skip
         caps += ["QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE"]  # RFC 9208; no QUOTASET: SETQUOTA is refused
+        caps += self.extension_capabilities()
         return caps
+
+    def extension_capabilities(self) -> list[str]:
+        """The extensions of imap/append.py, preview.py, notify.py and compress.py, each listed once complete."""
+        caps = ["BINARY", "MULTIAPPEND", "CATENATE", "URL-PARTIAL", "WITHIN", "SAVEDATE", "PREVIEW", "NOTIFY"]
+        return caps + (["COMPRESS=DEFLATE"] if self.state != NOT_AUTHENTICATED else [])  # RFC 4978 §3
 
     # -- the selected mailbox ------------------------------------------------------
 
@@ -697,15 +834,13 @@ class ImapSession:
         for line in plan.removals(sel) if plan is not None else ():
             self.untagged(line)  # RFC 5267 §4.3.4: before the EXPUNGE responses, while the numbers hold
         waiting = bool(expunged) and not allow_expunge
-        if waiting:
-            # Report the rest now, the expunges (and anything after them) at the next chance.
-            sel.changed.set()
-        elif expunged and self.qresync:
+        sel.held = waiting  # report the rest now, the expunges (and anything after them) at the next chance
+        if expunged and not waiting and self.qresync:
             gone = set(expunged)
             sel.uids = array.array("Q", (u for u in sel.uids if u not in gone))
             self.vanished(uid_runs(expunged), earlier=False)
             sel.vanished_unacknowledged = True
-        else:
+        elif not waiting:
             for uid in expunged:
                 msn = sel.msn(uid)
                 if msn is not None:
@@ -731,6 +866,8 @@ class ImapSession:
         if not waiting:
             sel.known_modseq = max(sel.known_modseq, delta["modseq"])
             sel.own_modseqs.clear()
+        if delta["new"] and self.notifier is not None:
+            await self.notifier.new_messages(self, delta["new"])  # NOTIFY MessageNew's fetch items
 
     async def sync_after(self, cmd: parser.Command) -> None:
         """After a command: report changes if a notification said there are any.
@@ -738,7 +875,8 @@ class ImapSession:
         NOOP, IDLE, EXPUNGE and friends call :meth:`sync` directly, which always
         asks the database, so a lost notification delays news only until then.
         """
-        if self.selected is None or not (self.selected.changed.is_set() or self.selected.updates):
+        sel = self.selected
+        if sel is None or not (sel.changed.is_set() or sel.held or sel.updates) or not self.reports_selected():
             return  # a search kept up to date hears of this session's own changes at once
         uid = getattr(cmd, "uid", False)
         await self.sync(allow_expunge=uid or cmd.name not in _NO_EXPUNGE)
@@ -779,6 +917,7 @@ __all__ = [
     "AUTHENTICATED",
     "DB_UNAVAILABLE",
     "LOGOUT",
+    "NEWS_RETRY",
     "NOT_AUTHENTICATED",
     "SELECTED",
     "ImapSession",

@@ -12,8 +12,9 @@ Policy:
   (a mailing-list footer appended to the part, say) is not data. A final
   quantum of one character is dropped.
 - ``quoted-printable`` (§6.7) is ``binascii.a2b_qp`` over chunks that end at a
-  line break (or, in a line longer than a chunk, before an "="), which gives
-  what it gives over the whole body.
+  line break (or, in a line longer than a chunk, before an "=" or white
+  space), which gives what it gives over the whole body, after white space at
+  the end of each line is dropped (rule 3: it is padding, not data).
 
 Every function reads the body as ``raw[start:end]`` without slicing it whole.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import binascii
 import io
+import re
 from collections.abc import Iterator
 
 __all__ = ["IDENTITY", "chunks", "decode", "decoded_size"]
@@ -31,6 +33,8 @@ _CHUNK = 1 << 20
 _COUNT_CHUNK = 1 << 18  # counting allocates two of these at a time
 _BASE64_KEEP = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _BASE64_DROP = bytes(set(range(256)) - set(_BASE64_KEEP))
+_QP_PADDING = re.compile(rb"[ \t]++(?=\r?\n)")
+_QP_FINAL_PADDING = re.compile(rb"[ \t]++(?=\r?\n|\Z)")
 
 
 def chunks(raw: bytes, start: int, end: int, encoding: str) -> Iterator[bytes]:
@@ -98,8 +102,14 @@ def _quoted_printable(raw: bytes, start: int, end: int) -> Iterator[bytes]:
             newline = raw.rfind(b"\n", pos, cut)
             if newline >= 0:
                 cut = newline + 1
-            else:  # a line longer than a chunk: do not split "=XX" or a soft line break
+            else:  # a line longer than a chunk: do not split "=XX", a soft line break or trailing white space
                 equals = raw.rfind(b"=", max(pos, cut - 2), cut)
                 cut = equals if equals > pos else cut
-        yield binascii.a2b_qp(raw[pos:cut])
+                while cut > pos + 1 and raw[cut - 1] in b" \t":
+                    cut -= 1
+        chunk = raw[pos:cut]
+        # RFC 2045 §6.7 rule (3): white space at the end of an encoded line is not data (transport
+        # padding, also after a soft line break's "="); a2b_qp would keep it.
+        chunk = (_QP_FINAL_PADDING if cut == end else _QP_PADDING).sub(b"", chunk)
+        yield binascii.a2b_qp(chunk)
         pos = cut

@@ -4,9 +4,11 @@ Channels, and what their payloads say (sent from the transaction that makes
 the change, so a listener hears of it exactly when it commits):
 
 - ``relate_mail`` (:class:`MailChange`): something changed in a mailbox:
-  ``{"event": "new"|"flags"|"expunge"|"deleted"|"renamed", "user", "mailbox",
-  "modseq"}`` plus ``"id"``, ``"uid"`` of a message stored, or ``"ids"`` of
-  messages expunged. Written by store/messages.py and store/mailboxes.py.
+  ``{"event": "new"|"flags"|"expunge"|"created"|"deleted"|"renamed"|"subscriptions",
+  "user", "mailbox", "modseq"}`` plus ``"id"``, ``"uid"`` of a message stored,
+  or ``"ids"`` of messages expunged ("subscriptions" has mailbox 0: a user's
+  subscribed names changed). Written by store/messages.py and store/mailboxes.py;
+  a listener ignores events it does not know.
 - ``relate_delivery`` (:class:`DeliveryChange`): an outbound message's status
   changed, ``{"user", "id", "status"}`` (store/queue.py, store/outbound.py).
 - ``relate_queue`` (:class:`QueueChange`): the outbound queue has work now;
@@ -64,7 +66,7 @@ RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 @dataclass(frozen=True)
 class MailChange:
-    event: str  # new | flags | expunge | deleted | renamed
+    event: str  # new | flags | expunge | created | deleted | renamed | subscriptions
     user: int
     mailbox: int
     modseq: int | None = None

@@ -106,7 +106,9 @@ async def changes(conn: Queryable, mailbox_id: int, since_modseq: int, max_uid: 
     }
 
 
-FETCH_COLUMNS = frozenset({"envelope", "bodystructure", "header_end", "internal_date", "size", "modseq"})
+FETCH_COLUMNS = frozenset(
+    {"envelope", "bodystructure", "header_end", "internal_date", "size", "modseq", "created_at", "preview"}
+)
 
 
 async def fetch(
@@ -382,14 +384,14 @@ async def copy(
                     from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id, in_reply_to, "references",
                     envelope, bodystructure, header_end, attachments, attachment_count, search, text_indexed,
                     wire_size, search_head, search_body, envelope_wire, envelope_wire_utf8,
-                    sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids)
+                    sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids, preview)
                SELECT $1, n.new_uid, $2, m.flags, m.internal_date, m.size, m.blob_hash, m.subject,
                     m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.date_header, m.message_id, m.in_reply_to,
                     m."references", m.envelope, m.bodystructure, m.header_end, m.attachments,
                     m.attachment_count, m.search, m.text_indexed, m.wire_size, m.search_head, m.search_body,
                     m.envelope_wire, m.envelope_wire_utf8,
                     m.sort_subject, m.sort_from, m.sort_to, m.sort_cc, m.sort_display_from, m.sort_display_to,
-                    m.thread_ids
+                    m.thread_ids, m.preview
                  FROM messages m JOIN unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid) ON n.old_uid = m.uid
                 WHERE m.mailbox_id = $3""",
             target_id,
@@ -402,3 +404,52 @@ async def copy(
         if move:
             await remove(conn, source_id, [p[0] for p in pairs])
     return pairs
+
+
+async def structures(conn: Queryable, mailbox_id: int, uid_list: Sequence[int]) -> list[tuple[int, int, Any]]:
+    """(message id, uid, body structure) of these messages, by UID (what a preview or a URL part is cut by)."""
+    rows = await conn.fetch(
+        """SELECT id, uid, bodystructure FROM messages
+            WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid""",
+        mailbox_id,
+        list(uid_list),
+    )
+    return [(r["id"], r["uid"], r["bodystructure"]) for r in rows]
+
+
+async def message_part_source(conn: Queryable, mailbox_id: int, uid: int) -> dict[str, Any] | None:
+    """What a section of message ``uid`` is cut by (its body structure, header end and size), or None."""
+    row = await conn.fetchrow(
+        "SELECT uid, bodystructure, header_end, size FROM messages WHERE mailbox_id = $1 AND uid = $2",
+        mailbox_id,
+        uid,
+    )
+    return None if row is None else dict(row)
+
+
+async def slices(conn: Queryable, mailbox_id: int, wanted: Sequence[tuple[int, int, int]]) -> dict[int, bytes]:
+    """``raw[start:start + length]`` of each message given as (uid, start, length), by UID; only those
+    octets leave the database (a preview's text part, a CATENATE URL's section)."""
+    rows = await conn.fetch(
+        """SELECT w.uid, substring(b.data FROM w.start::int + 1 FOR w.length::int) AS data
+             FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS w(uid, start, length)
+             JOIN messages m ON m.mailbox_id = $1 AND m.uid = w.uid
+             JOIN blobs b ON b.hash = m.blob_hash""",
+        mailbox_id,
+        [w[0] for w in wanted],
+        [w[1] for w in wanted],
+        [w[2] for w in wanted],
+    )
+    return {r["uid"]: bytes(r["data"]) for r in rows}
+
+
+async def save_previews(conn: Queryable, previews: Sequence[tuple[int, str]]) -> None:
+    """Keep each message's preview, given as (message id, text). It changes no flag, so no modseq:
+    a preview is derived from the message, and the same for every copy of it (RFC 8970 §3.2)."""
+    await conn.execute(
+        """UPDATE messages m SET preview = p.text
+             FROM unnest($1::bigint[], $2::text[]) AS p(id, text)
+            WHERE m.id = p.id AND m.preview IS NULL""",
+        [p[0] for p in previews],
+        [p[1] for p in previews],
+    )

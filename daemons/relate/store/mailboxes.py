@@ -40,6 +40,16 @@ _COLUMNS = "id, user_id, name, special_use, uidvalidity, uidnext, highestmodseq"
 _SWEEP_LOCK = 0x424C4F42  # "BLOB": one blob sweep at a time, whatever the number of delivery daemons
 
 
+def _announce_sql(event: str, mailbox: str, channel: int) -> str:
+    """NOTIFY relate_mail from a statement's RETURNING, so it goes out only for a row the statement changed, in its
+    transaction: a mailbox made ("created") or a subscription made or dropped ("subscriptions", mailbox 0). The user
+    is parameter $1, the channel parameter ``channel``; no name is sent: a listener reads the user's list."""
+    return (
+        f"pg_notify(${channel}, json_build_object('event', '{event}', 'user', $1::bigint, 'mailbox', {mailbox},"
+        " 'modseq', 0)::text)"
+    )
+
+
 def is_inbox(name: str) -> bool:
     return name.upper() == "INBOX"
 
@@ -79,21 +89,22 @@ async def create(conn: Queryable, user_id: int, name: str, special_use: str | No
 
     One statement: the parents are made only when ``name`` is new, so a refused CREATE changes nothing.
     """
-    row = await conn.fetchrow(
+    row = await conn.fetchrow(  # one statement: the parents, the mailbox and its NOTIFY ("created") commit together
         f"""WITH parents AS (
                 INSERT INTO mailboxes (user_id, name) SELECT $1, p FROM unnest($4::text[]) AS p
                  WHERE NOT EXISTS (SELECT 1 FROM mailboxes WHERE user_id = $1 AND name = $2)
                 ON CONFLICT DO NOTHING)
             INSERT INTO mailboxes (user_id, name, special_use) VALUES ($1, $2, $3)
-            ON CONFLICT DO NOTHING RETURNING {_COLUMNS}""",
+            ON CONFLICT DO NOTHING RETURNING {_COLUMNS}, {_announce_sql("created", "id", 5)}""",
         user_id,
         name,
         special_use,
         ancestors(name),
+        CHANNEL,
     )
     if row is None:
         raise Conflict(f"mailbox {name} already exists")
-    return dict(row)
+    return {k: v for k, v in row.items() if k != "pg_notify"}
 
 
 async def delete(conn: asyncpg.Connection, user_id: int, name: str) -> None:
@@ -172,17 +183,26 @@ async def subscriptions(conn: Queryable, user_id: int) -> frozenset[str]:
 
 
 async def subscribe(conn: Queryable, user_id: int, names: Sequence[str]) -> None:
-    """Subscribe these names (as given: the caller spells INBOX "INBOX"); subscribed ones stay as they are."""
+    """Subscribe these names (as given: the caller spells INBOX "INBOX"); subscribed ones stay as they are.
+    Each new subscription is announced ("subscriptions", for IMAP NOTIFY's SubscriptionChange)."""
     await conn.execute(
-        "INSERT INTO subscriptions (user_id, name) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+        f"""INSERT INTO subscriptions (user_id, name) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING
+            RETURNING {_announce_sql("subscriptions", "0", 3)}""",
         user_id,
         list(names),
+        CHANNEL,
     )
 
 
 async def unsubscribe(conn: Queryable, user_id: int, name: str) -> None:
-    """Forget the subscription to ``name``, if there is one."""
-    await conn.execute("DELETE FROM subscriptions WHERE user_id = $1 AND name = $2", user_id, name)
+    """Forget the subscription to ``name``, if there is one (announced as subscribe announces)."""
+    await conn.execute(
+        f"""DELETE FROM subscriptions WHERE user_id = $1 AND name = $2
+            RETURNING {_announce_sql("subscriptions", "0", 3)}""",
+        user_id,
+        name,
+        CHANNEL,
+    )
 
 
 async def status(conn: Queryable, mailbox_id: int) -> dict[str, int]:

@@ -67,6 +67,18 @@ def _enable(n: int) -> bytes:
     return b"a ENABLE " + b" ".join([b"X"] * n)
 
 
+def _append_messages(n: int) -> bytes:
+    return b"a APPEND INBOX " + b" ".join([b'CATENATE (URL "/INBOX/;UID=1")'] * n)
+
+
+def _catenate_parts(n: int) -> bytes:
+    return b"a APPEND INBOX CATENATE (" + b" ".join([b'URL "/INBOX/;UID=1"'] * n) + b")"
+
+
+def _url_length(n: int) -> bytes:
+    return b'a APPEND INBOX CATENATE (URL "/INBOX/;UID=1/;PARTIAL=' + b"0" * (n - 23) + b'")'
+
+
 @pytest.mark.parametrize(
     ("build", "limit"),
     [
@@ -84,6 +96,9 @@ def _enable(n: int) -> bytes:
         (_credential, limits.MAX_CREDENTIAL),
         (_status_items, limits.MAX_STATUS_ITEMS),
         (_enable, limits.MAX_ENABLE),
+        (_append_messages, limits.MAX_APPEND_MESSAGES),
+        (_catenate_parts, limits.MAX_CATENATE_PARTS),
+        (_url_length, limits.MAX_URL_LENGTH),
     ],
 )
 def test_limit(build: Callable[[int], bytes], limit: int) -> None:

@@ -101,3 +101,24 @@ def test_uuencode_is_served_as_it_came() -> None:
     """x-uuencode (no standard; decodable only line by line) is served as it came, like any unknown encoding."""
     body = b"begin 644 file.bin\r\n" + binascii.b2a_uu(b"data").replace(b"\n", b"\r\n") + b"`\r\nend\r\n"
     assert decoded(body, "x-uuencode") == body
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"hello  \r\nbar\r\n", b"hello\r\nbar\r\n"),  # white space at a line's end is padding (RFC 2045 §6.7 (3))
+        (b"foo\t \t= \r\n=62\r\n", b"foo\t \tb\r\n"),  # a soft line break followed by padding
+        (b"foo = \t\r\nbar", b"foo bar"),
+        (b"end of body \t", b"end of body"),  # padding at the body's end, without a line break
+        (b"kept=20\r\n", b"kept \r\n"),  # encoded white space is data
+    ],
+)
+def test_quoted_printable_line_end_padding_is_dropped(body: bytes, expected: bytes) -> None:
+    """Quoted-printable white space before a line break (or the body's end) is not data; encoded spaces are."""
+    assert decoded(body, "quoted-printable") == expected
+
+
+def test_quoted_printable_padding_across_a_chunk_boundary() -> None:
+    """A line longer than a decoding chunk keeps white space inside it and drops only what ends it."""
+    body = b"a" * (transfer._CHUNK - 3) + b"      b   \r\nnext"
+    assert decoded(body, "quoted-printable") == b"a" * (transfer._CHUNK - 3) + b"      b\r\nnext"
