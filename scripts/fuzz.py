@@ -85,11 +85,19 @@ def fuzz_tests(only: str | None) -> dict[str, list[str]]:
     return by_module
 
 
+_RAN = re.compile(r"(\d+) passing, (?:\d+) failing")
+
+
 def _timing_noise(done: subprocess.CompletedProcess[str]) -> bool:
-    """Whether a failed run's only finding is an input that missed the deadline once and met it when
-    hypothesis ran it again ("Unreliable test timings"): a busy machine, not a slow input."""
+    """Whether a failed run's only finding is an input that missed a time bound once and met it when
+    hypothesis ran it again ("Unreliable test timings" for the wall deadline, a FlakyFailure of the CPU
+    bound): a busy machine, not a slow input."""
     out = done.stdout
-    return "Unreliable test timings" in out and out.count("Falsifying example") <= out.count("Unreliable test timings")
+    if "Falsifying example" in out:
+        return "Unreliable test timings" in out and out.count("Falsifying example") <= out.count(
+            "Unreliable test timings"
+        )
+    return "FlakyFailure" in out and "CpuDeadlineExceeded" in out
 
 
 def fuzz_one(
@@ -97,27 +105,30 @@ def fuzz_one(
 ) -> tuple[int, float, int, subprocess.CompletedProcess[str]]:
     """Run ``test`` again and again (a new seed each time) until ``seconds`` are used or it fails.
 
-    The first run has CALIBRATION inputs; each next one as many as fit in the time left at the rate
-    the last one showed (pytest's start-up included, so it errs short and the loop goes round again).
-    A deadline missed once but not when hypothesis replays the input is counted as timing noise and
-    the fuzzing goes on; returns (inputs, seconds, noise, the last run).
+    The first run asks for CALIBRATION inputs; each next one for as many as fit in the time left at the
+    rate the last one showed (pytest's start-up included, so it errs short and the loop goes round
+    again). Inputs are counted as hypothesis reports them run (a small search space ends a run early),
+    and a run asks for at most ten times what the last one ran. A deadline missed once but not when
+    hypothesis replays the input is counted as timing noise and the fuzzing goes on; returns (inputs,
+    seconds, noise, the last run).
     """
     start = time.monotonic()
     deadline = start + seconds
-    inputs, noise, rate = 0, 0, 0.0
+    inputs, noise, rate, ran = 0, 0, 0.0, CALIBRATION
     while True:
         left = deadline - time.monotonic()
-        count = max(CALIBRATION, int(rate * left))
+        count = max(CALIBRATION, min(int(rate * left), 10 * ran))
         began = time.monotonic()
-        done = _pytest([test], {**env, "FUZZ_EXAMPLES": str(count)})
+        done = _pytest([test, "--hypothesis-show-statistics"], {**env, "FUZZ_EXAMPLES": str(count)})
         if done.returncode != 0 and _timing_noise(done) and noise < 20:
             # The run stopped early, after an unknown number of its inputs: neither counted nor used for
             # the rate (a rate from a cut-short run would plan the next run far past the deadline).
             noise += 1
             done = subprocess.CompletedProcess(done.args, 0, "", "")
         else:
-            inputs += count
-            rate = count / max(time.monotonic() - began, 0.1)
+            ran = max(1, sum(int(n) for n in _RAN.findall(done.stdout)))
+            inputs += ran
+            rate = ran / max(time.monotonic() - began, 0.1)
         if done.returncode != 0 or deadline - time.monotonic() < 5:
             return inputs, time.monotonic() - start, noise, done
 
