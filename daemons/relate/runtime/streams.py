@@ -192,7 +192,7 @@ class StreamServer(abc.ABC):
                 await writer.start_tls(tls.context, ssl_handshake_timeout=self.handshake_timeout())
             except (OSError, EOFError, TimeoutError) as exc:  # ssl.SSLError is an OSError
                 self.tls_failed(role, client, exc)
-                writer.close()
+                await close(writer)
                 return
         if self.closing:
             reason = "shutting-down"
@@ -202,7 +202,7 @@ class StreamServer(abc.ABC):
             reason = ""
         if reason:
             self.refuse(writer, role, client, reason)
-            writer.close()
+            await close(writer)
             return
         session = self.make_session(reader, writer, role)
         self.sessions.add(session)
@@ -215,7 +215,7 @@ class StreamServer(abc.ABC):
             if self._per_client[client] <= 0:
                 del self._per_client[client]
             await self.session_ended(session)
-            writer.close()
+            await close(writer)
 
     @abc.abstractmethod
     async def session_ended(self, session: Session) -> None:
@@ -230,6 +230,30 @@ class StreamServer(abc.ABC):
             session.goodbye()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=grace)
+
+
+#: Seconds a closed connection may take to go (a TLS close_notify answered, the peer's FIN) before it is cut.
+CLOSE_LINGER = 30.0
+
+
+async def close(writer: asyncio.StreamWriter) -> None:
+    """Close ``writer`` and make sure its socket goes: cut it (RST) if it has not gone within CLOSE_LINGER.
+
+    ``close()`` alone can leave a TLS connection open for good: when the peer's FIN arrived while the
+    session's reader was full (reading paused), asyncio's TLS layer (3.11) waits for the reader to take
+    more and ignores the close, so the socket stayed open until garbage collection. Reading is resumed
+    first (what arrives is thrown away with the reader), which lets that close finish at once.
+    """
+    if isinstance(writer.transport, asyncio.ReadTransport):
+        writer.transport.resume_reading()
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_LINGER)
+    except (OSError, TimeoutError):  # ssl.SSLError is an OSError; the connection went either way
+        writer.transport.abort()
+    except asyncio.CancelledError:
+        writer.transport.abort()
+        raise
 
 
 def describe_tls_error(error: BaseException) -> str:
