@@ -372,7 +372,7 @@ class ImapSession:
                     if run_size >= _WRITE_ALONE:  # many small pieces are a big one too
                         self.writer.write(b"".join(run))
                         run, run_size = [], 0
-                        await self.writer.drain()
+                        await self._drain_slice()
                     continue
                 if run:
                     self.writer.write(b"".join(run))
@@ -380,10 +380,17 @@ class ImapSession:
                 view = memoryview(piece)
                 for start in range(0, len(view), _WRITE_ALONE):
                     self.writer.write(view[start : start + _WRITE_ALONE])
-                    await self.writer.drain()
+                    await self._drain_slice()
             if run:
                 self.writer.write(b"".join(run))
         await self.writer.drain()
+
+    async def _drain_slice(self) -> None:
+        """After one slice of a big response: wait for the socket, and let other sessions run even when it
+        had room (drain() returns at once then, and a 20 MB body that DEFLATE shrinks to little would
+        otherwise be compressed and encrypted in one go)."""
+        await self.writer.drain()
+        await asyncio.sleep(0)
 
     # -- input -----------------------------------------------------------------
 
