@@ -480,3 +480,18 @@ async def test_garbage_beside_a_well_behaved_client(pop3: Pop3, seed: int, caplo
     errors = [r.getMessage()[:200] for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
     await assert_serves(pop3)
+
+
+async def test_a_client_gone_while_its_input_waits_is_closed_at_once(pop3: Pop3) -> None:
+    """DELE and QUIT, a long unfinished line behind them (more than the reader holds) and the client's FIN,
+    all at once over TLS: the server's end of the connection goes at once (asyncio's TLS layer ignored the
+    server's close when the FIN came while the reader was full, and the socket stayed open, unanswered,
+    until garbage collection)."""
+    await pop3.deliver(ALICE, make_message())
+    client = await logged_in(pop3)
+    client.writer.write(b"DELE 1\r\nQUIT\r\n" + b"A" * (3 * pop3.cfg.pop3.max_line_length))
+    await client.writer.drain()
+    client.writer.get_extra_info("socket").shutdown(socket.SHUT_WR)  # a FIN, no TLS close_notify: gone
+    # TLS has no half-close: what the server answers after the FIN is not sent, but the connection must end.
+    await asyncio.wait_for(client.reader.read(), 10)
+    assert client.reader.at_eof()
