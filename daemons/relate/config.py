@@ -263,6 +263,8 @@ class QuotaConfig:
     # Mail to a user whose mailbox has been full this long is refused for good (552 5.2.2, and the
     # delivery daemon bounces it) instead of for now (452 4.2.2, the sender retries); 0 = at once.
     bounce_after_days: float = 3.0
+    # Mailboxes (folders) one user may have, and names one user may subscribe to; 0 = no limit.
+    mailboxes: int = 10_000
 
 
 @dataclass
@@ -371,6 +373,7 @@ class Config:
             ("quota.storage", self.quota.storage >= 0, "must be 0 (no limit) or more"),
             ("quota.messages", self.quota.messages >= 0, "must be 0 (no limit) or more"),
             ("quota.bounce_after_days", self.quota.bounce_after_days >= 0, "must be 0 (at once) or more"),
+            ("quota.mailboxes", self.quota.mailboxes >= 0, "must be 0 (no limit) or more"),
             ("logging.slow_callback_ms", self.logging.slow_callback_ms >= 0, "must be 0 (off) or more"),
             ("delivery.port", 1 <= self.delivery.port <= 65535, "must be a port number"),
             ("imap.max_line_length", self.imap.max_line_length >= 1000, "must be at least 1000"),

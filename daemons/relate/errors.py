@@ -27,3 +27,7 @@ class MailboxGone(NotFound, LookupError):
 
 class OverQuota(RelateError):
     """Storing would take a user past a quota limit (store/quota.py)."""
+
+
+class TooMany(RelateError):
+    """A user would have more of something than its limit allows (mailboxes, subscriptions)."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relate.auth import AuthRefused
-from relate.errors import Conflict, NotFound, OverQuota
+from relate.errors import Conflict, NotFound, OverQuota, TooMany
 from relate.imap import append as appending
 from relate.imap import compress as compressing
 from relate.imap import condstore, contexts, limits, listmatch
@@ -361,9 +361,13 @@ async def create(session: ImapSession, cmd: MailboxCommand) -> None:
             raise No("Unsupported special-use attribute", "USEATTR")
         special = next(s for s in _SPECIAL_USES if s.lower() == uses[0].lower()) if uses else None
     try:
-        await mailboxes.create(session.server.pool, session.principal.user_id, name, special)
+        await mailboxes.create(
+            session.server.pool, session.principal.user_id, name, special, limit=session.server.cfg.quota.mailboxes
+        )
     except Conflict:
         raise No("Mailbox already exists", "ALREADYEXISTS") from None
+    except TooMany as exc:
+        raise No(f"Too many mailboxes: {exc}", "LIMIT") from None
     session.tagged(cmd.tag, "OK", "CREATE completed")
 
 
@@ -423,7 +427,12 @@ async def subscribe(session: ImapSession, cmd: MailboxCommand) -> None:
     name = _check_name(cmd.mailbox)
     name = "INBOX" if mailboxes.is_inbox(name) else name
     if cmd.name == "SUBSCRIBE":
-        await mailboxes.subscribe(session.server.pool, session.principal.user_id, [name])
+        try:
+            await mailboxes.subscribe(
+                session.server.pool, session.principal.user_id, [name], limit=session.server.cfg.quota.mailboxes
+            )
+        except TooMany as exc:
+            raise No(f"Too many subscriptions: {exc}", "LIMIT") from None
     else:
         await mailboxes.unsubscribe(session.server.pool, session.principal.user_id, name)
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")

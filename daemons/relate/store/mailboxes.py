@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from relate.errors import Conflict, NotFound
+from relate.errors import Conflict, NotFound, TooMany
 from relate.store import changes
 from relate.store.db import Queryable
 
@@ -84,11 +84,24 @@ def ancestors(name: str) -> list[str]:
     return [name[:i] for i, ch in enumerate(name) if ch == "/"]
 
 
-async def create(conn: Queryable, user_id: int, name: str, special_use: str | None = None) -> dict[str, Any]:
-    """Create ``name``, and the mailboxes above it that do not exist yet (RFC 9051 §6.3.4); Conflict if it exists.
+async def create(
+    conn: Queryable, user_id: int, name: str, special_use: str | None = None, *, limit: int = 0
+) -> dict[str, Any]:
+    """Create ``name``, and the mailboxes above it that do not exist yet (RFC 9051 §6.3.4); Conflict if it exists,
+    TooMany if the user would have more than ``limit`` mailboxes (0: no limit).
 
-    One statement: the parents are made only when ``name`` is new, so a refused CREATE changes nothing.
+    One statement: the parents are made only when ``name`` is new, so a refused CREATE changes nothing. The
+    limit is read before it (two CREATEs at once may each pass it by one: a cap, not an exact count).
     """
+    if limit:
+        parents = ancestors(name)
+        held, made = await conn.fetchrow(
+            "SELECT count(*), count(*) FILTER (WHERE name = ANY($2::text[])) FROM mailboxes WHERE user_id = $1",
+            user_id,
+            parents,
+        )
+        if held + 1 + len(parents) - made > limit:
+            raise TooMany(f"a user may have at most {limit} mailboxes")
     row = await conn.fetchrow(  # one statement: the parents, the mailbox and its NOTIFY ("created") commit together
         f"""WITH parents AS (
                 INSERT INTO mailboxes (user_id, name) SELECT $1, p FROM unnest($4::text[]) AS p
@@ -182,9 +195,16 @@ async def subscriptions(conn: Queryable, user_id: int) -> frozenset[str]:
     return frozenset(r["name"] for r in rows)
 
 
-async def subscribe(conn: Queryable, user_id: int, names: Sequence[str]) -> None:
+async def subscribe(conn: Queryable, user_id: int, names: Sequence[str], *, limit: int = 0) -> None:
     """Subscribe these names (as given: the caller spells INBOX "INBOX"); subscribed ones stay as they are.
-    Each new subscription is announced ("subscriptions", for IMAP NOTIFY's SubscriptionChange)."""
+    Each new subscription is announced ("subscriptions", for IMAP NOTIFY's SubscriptionChange). TooMany if
+    the user would have more than ``limit`` subscriptions (0: no limit; read first, a cap as in create)."""
+    if limit:
+        others = await conn.fetchval(
+            "SELECT count(*) FROM subscriptions WHERE user_id = $1 AND name <> ALL($2::text[])", user_id, list(names)
+        )
+        if others + len(set(names)) > limit:
+            raise TooMany(f"a user may subscribe to at most {limit} names")
     await conn.execute(
         f"""INSERT INTO subscriptions (user_id, name) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING
             RETURNING {_announce_sql("subscriptions", "0", 3)}""",

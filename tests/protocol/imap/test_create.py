@@ -137,3 +137,25 @@ async def test_create_names_with_special_characters(imap: Imap) -> None:
     assert "Tom & Jerry" in list_lines(await utf8.ok('LIST "" *'))
     assert (await client.command('CREATE "Tom & Jerry"')).status == "NO"  # "&" must be "&-" in modified UTF-7
     assert (await client.command('SELECT "say \\"hi\\""')).ok
+
+
+async def test_mailboxes_and_subscriptions_per_user_are_capped(imap: Imap) -> None:
+    """Past quota.mailboxes a CREATE (counting the parents it would make) and a SUBSCRIBE are NO [LIMIT] and
+    change nothing; deleting one makes room again."""
+    client = await imap.connect()
+    have = len(list_lines(await client.ok('LIST "" "*"')))
+    imap.cfg.quota.mailboxes = have + 2
+    await client.ok("CREATE One")
+    result = await client.command("CREATE Two/Three")  # Two would be made too: one more than the limit
+    assert (result.status, result.code) == ("NO", "LIMIT")
+    assert not {"Two", "Two/Three"} & set(list_lines(await client.ok('LIST "" "*"')))
+    await client.ok("CREATE Two")
+    assert (await client.command("CREATE Four")).code == "LIMIT"
+    await client.ok("DELETE One")
+    await client.ok("CREATE Four")
+    subscribed = len(list_lines(await client.ok('LSUB "" "*"')))
+    imap.cfg.quota.mailboxes = subscribed + 1
+    await client.ok("SUBSCRIBE Four")
+    await client.ok("SUBSCRIBE Four")  # already subscribed: nothing new to count
+    assert (await client.command("SUBSCRIBE Two")).code == "LIMIT"
+    assert "Two" not in list_lines(await client.ok('LSUB "" "*"'))
