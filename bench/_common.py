@@ -727,6 +727,20 @@ def plain_imap_config(dsn: str, port: int, hostname: str) -> dict[str, Any]:
     }
 
 
+def query_row(dsn: str, sql: str, *args: Any) -> tuple[Any, ...]:
+    """The first row of one query, over a connection of its own (for figures and checks between loads)."""
+    import asyncpg
+
+    async def fetch() -> tuple[Any, ...]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return tuple(await conn.fetchrow(sql, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
 class RelateServer:
     """One relate daemon (``python -m module``) over an embedded, durable PostgreSQL, in ``workdir``.
 
@@ -769,16 +783,7 @@ class RelateServer:
 
     def count_messages(self) -> int:
         """Rows in ``messages``, over a connection of its own."""
-        import asyncpg
-
-        async def count() -> int:
-            conn = await asyncpg.connect(self.dsn)
-            try:
-                return int(await conn.fetchval("SELECT count(*) FROM messages"))
-            finally:
-                await conn.close()
-
-        return asyncio.run(count())
+        return int(query_row(self.dsn, "SELECT count(*) FROM messages")[0])
 
     def cpu(self) -> dict[str, float]:
         assert self.daemon is not None

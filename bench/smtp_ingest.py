@@ -68,6 +68,7 @@ from _common import (
     migrate_db,
     percentile,
     plan_jobs,
+    query_row,
     ratios,
     require_durable,
     run_benchmark,
@@ -469,33 +470,18 @@ class RelateDev:
 
     def counts(self) -> tuple[int, int]:
         """(messages stored, distinct Message-IDs among them) for the bench users."""
-
-        async def count() -> tuple[int, int]:
-            conn = await asyncpg.connect(self.dsn)
-            try:
-                row = await conn.fetchrow(
-                    """SELECT count(*) AS n, count(DISTINCT m.message_id) AS ids
-                         FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id JOIN users u ON u.id = b.user_id
-                        WHERE u.address LIKE '%@' || $1""",
-                    DOMAIN,
-                )
-                return int(row["n"]), int(row["ids"])
-            finally:
-                await conn.close()
-
-        return asyncio.run(count())
+        n, ids = query_row(
+            self.dsn,
+            """SELECT count(*), count(DISTINCT m.message_id)
+                 FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id JOIN users u ON u.id = b.user_id
+                WHERE u.address LIKE '%@' || $1""",
+            DOMAIN,
+        )
+        return int(n), int(ids)
 
     def unindexed(self) -> int:
         """Messages whose body text the indexer has not reached yet (issue 14: indexer lag)."""
-
-        async def count() -> int:
-            conn = await asyncpg.connect(self.dsn)
-            try:
-                return int(await conn.fetchval("SELECT count(*) FROM messages WHERE NOT text_indexed"))
-            finally:
-                await conn.close()
-
-        return asyncio.run(count())
+        return int(query_row(self.dsn, "SELECT count(*) FROM messages WHERE NOT text_indexed")[0])
 
     def log_tail(self, lines: int = 30) -> str:
         return log_tail(self.log_path, lines)
