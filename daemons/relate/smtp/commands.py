@@ -340,7 +340,8 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
             assert session.principal_id is not None
             assert session.principal_address is not None
             sender = Sender(session.principal_id, session.principal_address)
-        delivery = Delivery(server.pool, envelope.mail_from, sender=sender, quota=server.cfg.quota)
+        group = server.commit_group if sender is None else None
+        delivery = Delivery(server.pool, envelope.mail_from, sender=sender, quota=server.cfg.quota, group=group)
         for recipient in envelope.recipients:
             delivery.add(recipient)
         committed = await delivery.commit(spool, trace=trace, hold=hold)

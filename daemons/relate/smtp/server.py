@@ -27,6 +27,7 @@ from relate.runtime.streams import Session, StreamServer, describe_tls_error
 from relate.runtime.tls import TLSRegistry
 from relate.smtp import commands, replies
 from relate.smtp.session import SmtpSession
+from relate.store.group_commit import CommitGroup
 
 log = logging.getLogger("relate.smtp")
 
@@ -49,6 +50,7 @@ class SmtpServer(StreamServer):
         self.authenticator = authenticator
         self.notifier = notifier
         self.budget = MemoryBudget(cfg.smtp.memory_budget)
+        self.commit_group = CommitGroup(pool)  # MX deliveries arriving together share a commit
         self.commands = commands.COMMANDS
         self.listeners = {
             "mx": (cfg.smtp.mx, False),

@@ -76,6 +76,7 @@ from relate.smtp.errors import Hangup, ParseError, SmtpError
 from relate.smtp.replies import Reply
 from relate.store import db
 from relate.store.accounts import user_addresses
+from relate.store.group_commit import CommitGroup
 
 log = logging.getLogger("relate.smtp")
 
@@ -124,6 +125,7 @@ class Host(Protocol):
     authenticator: Authenticator
     notifier: Notifier
     budget: MemoryBudget
+    commit_group: CommitGroup
 
     @property
     def commands(self) -> Mapping[str, Verb]: ...
