@@ -7,6 +7,7 @@ import collections
 import contextlib
 import logging
 import socket
+from typing import Any
 
 import asyncpg
 
@@ -17,6 +18,7 @@ from relate.imap.session import Dispatch, ImapSession
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import Session, StreamServer
 from relate.runtime.tls import TLSRegistry
+from relate.store import imap_messages
 from relate.store.changes import MAIL_CHANNEL, ChangeFeed, MailChange
 
 log = logging.getLogger("relate.imap")
@@ -35,15 +37,29 @@ class ChangeHub:
     ``POLL_WHILE_DOWN`` seconds, so IDLE clients still hear of new mail, a
     little later. Both fan-outs cost a dictionary look-up per change and one
     call per interested session.
+
+    What a change costs the database does not grow with the sessions that hear of it
+    (:meth:`changes`, :meth:`claim_recent`): sessions woken by the same change that knew the same
+    state share one query, and once a session of this process has taken a mailbox's new messages
+    as recent, the others know there is nothing left to take without asking. So a delivery to a
+    mailbox that 10,000 sessions watch in IDLE costs one query, not 10,000.
     """
 
     POLL_WHILE_DOWN = 5.0
 
-    def __init__(self, feed: ChangeFeed) -> None:
+    def __init__(self, feed: ChangeFeed, pool: asyncpg.Pool) -> None:
         self.feed = feed
+        self.pool = pool
         self._watchers: dict[int, set[ImapSession]] = collections.defaultdict(set)
         self._users: dict[int, set[ImapSession]] = collections.defaultdict(set)  # NOTIFY sessions, by user
         self._poller: asyncio.Task[None] | None = None
+        # Per watched mailbox: how many changes were heard of (a query started at this count sees every
+        # one of them: a notification comes after its commit), the queries under way by what they ask,
+        # with the count they started at, and the highest UID some session here took as recent.
+        self._heard: dict[int, int] = {}
+        self._asking: dict[tuple[int, int, int], tuple[int, asyncio.Future[dict[str, Any]]]] = {}
+        self._recent_upto: dict[int, int] = {}
+        self._claiming: dict[int, asyncio.Lock] = {}
         feed.subscribe(MAIL_CHANNEL, self._on_change)
         feed.on_resync(self._resync)
 
@@ -67,6 +83,54 @@ class ChangeHub:
 
     def unwatch(self, session: ImapSession, mailbox_id: int) -> None:
         _drop(self._watchers, mailbox_id, session)
+        if mailbox_id not in self._watchers:
+            self._heard.pop(mailbox_id, None)
+            self._recent_upto.pop(mailbox_id, None)
+            lock = self._claiming.get(mailbox_id)
+            if lock is not None and not lock.locked():
+                del self._claiming[mailbox_id]
+
+    async def changes(self, mailbox_id: int, since_modseq: int, max_uid: int, *, share: bool) -> dict[str, Any]:
+        """``imap_messages.changes`` for a session that knows ``since_modseq`` and ``max_uid``.
+
+        With ``share``, a query already under way for the same question is awaited instead of asking
+        again, if it started after the last change heard of to this mailbox, so it sees everything
+        the caller was told of. Only sessions that changed nothing themselves since they heard may
+        share (IDLE, news between commands under NOTIFY): their own change's notification may not
+        have come yet, and a query that started before it would not show it.
+        """
+        if not share:
+            async with self.pool.acquire() as conn:
+                return await imap_messages.changes(conn, mailbox_id, since_modseq, max_uid)
+        heard = self._heard.get(mailbox_id, 0)
+        key = (mailbox_id, since_modseq, max_uid)
+        under_way = self._asking.get(key)
+        if under_way is None or under_way[0] != heard:
+            task = asyncio.ensure_future(self.changes(mailbox_id, since_modseq, max_uid, share=False))
+            under_way = (heard, task)
+            self._asking[key] = under_way
+
+            def done(_: object, entry: tuple[int, asyncio.Future[dict[str, Any]]] = under_way) -> None:
+                if self._asking.get(key) is entry:
+                    del self._asking[key]
+
+            task.add_done_callback(done)
+        return await asyncio.shield(under_way[1])  # one waiter cancelled (its client left) stops no other
+
+    async def claim_recent(self, mailbox_id: int, upto: int | None) -> tuple[int, int] | None:
+        """``imap_messages.claim_recent`` (one session per mailbox gets each message as \\Recent), asked of
+        the database only when no session of this process has taken messages up to ``upto`` already:
+        the mailbox's ``recent_uid`` only grows, so the answer would be "none" (lo == hi)."""
+        lock = self._claiming.setdefault(mailbox_id, asyncio.Lock())
+        async with lock:  # claims for one mailbox one after the other: the first answers for the rest
+            known = self._recent_upto.get(mailbox_id)
+            if upto is not None and known is not None and upto <= known:
+                return known, known
+            async with self.pool.acquire() as conn:
+                claimed = await imap_messages.claim_recent(conn, mailbox_id, upto)
+            if claimed is not None and mailbox_id in self._watchers:
+                self._recent_upto[mailbox_id] = max(claimed[1], known or 0)
+            return claimed
 
     def watch_user(self, session: ImapSession, user_id: int) -> None:
         self._users[user_id].add(session)
@@ -76,6 +140,7 @@ class ChangeHub:
 
     def mark_all(self) -> None:
         for mailbox_id, sessions in list(self._watchers.items()):
+            self._heard[mailbox_id] = self._heard.get(mailbox_id, 0) + 1
             for session in list(sessions):
                 session.mark_selected_changed(mailbox_id)
 
@@ -86,6 +151,8 @@ class ChangeHub:
                 session.mail_changed(None)
 
     def _on_change(self, change: MailChange) -> None:
+        if change.mailbox in self._watchers:
+            self._heard[change.mailbox] = self._heard.get(change.mailbox, 0) + 1
         for session in self._watchers.get(change.mailbox, ()):
             session.mark_selected_changed(change.mailbox)
         for session in self._users.get(change.user, ()):
@@ -120,7 +187,7 @@ class ImapServer(StreamServer):
         # The process's change feed when given (the runtime shares one), else one of its own.
         self._own_feed = feed is None
         self.feed = feed if feed is not None else ChangeFeed(cfg.database)
-        self.hub = ChangeHub(self.feed)
+        self.hub = ChangeHub(self.feed, pool)
         # Bytes of APPENDed messages held in memory while they are stored (about twice each message).
         self.memory = MemoryBudget(cfg.imap.memory_budget)
         self.commands = Dispatch(commands.HANDLERS, commands.ALLOWED)

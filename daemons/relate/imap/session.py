@@ -59,7 +59,7 @@ from relate.imap.parser import Literal, Part
 from relate.mail.imapwire import Piece, flag_list
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.tls import ReloadableTLS
-from relate.store import db, imap_messages
+from relate.store import db
 from relate.store.changes import MailChange
 
 log = logging.getLogger("relate.imap")
@@ -252,6 +252,10 @@ class Watchers(Protocol):
     def watch_user(self, session: ImapSession, user_id: int) -> None: ...
 
     def unwatch_user(self, session: ImapSession, user_id: int) -> None: ...
+
+    async def changes(self, mailbox_id: int, since_modseq: int, max_uid: int, *, share: bool) -> dict[str, Any]: ...
+
+    async def claim_recent(self, mailbox_id: int, upto: int | None) -> tuple[int, int] | None: ...
 
 
 # How NOTIFY (imap/notify.py) has the selected mailbox reported: as without NOTIFY (no NOTIFY in force), at once
@@ -650,7 +654,7 @@ class ImapSession:
         expunges too; under SELECTED-DELAYED they wait for a command that allows them (RFC 5465 §6)."""
         sel, mode = self.selected, self.selected_mode()
         if sel is not None and sel.changed.is_set() and mode != SILENT:
-            await self.sync(allow_expunge=idle or mode != DELAYED)
+            await self.sync(allow_expunge=idle or mode != DELAYED, share=True)
         if self.notifier is not None:
             await self.notifier.deliver(self)
         self._news_warned = False
@@ -794,8 +798,11 @@ class ImapSession:
             line = runs[start : start + VANISHED_RUNS]
             self.untagged(head + b",".join(b"%d" % lo if lo == hi else b"%d:%d" % (lo, hi) for lo, hi in line))
 
-    async def sync(self, *, allow_expunge: bool = True) -> None:
+    async def sync(self, *, allow_expunge: bool = True, share: bool = False) -> None:
         """Report what changed in the selected mailbox since the client last heard (RFC 9051 §7.5).
+
+        ``share``: the session changed nothing since it was told of the change (IDLE, news between
+        commands), so it may share the question with other sessions (ChangeHub.changes).
 
         With CONDSTORE, flag changes wait with the expunges when those cannot be reported yet (during
         FETCH, STORE, SEARCH): their MODSEQ would tell the client it had heard of everything below it.
@@ -805,15 +812,16 @@ class ImapSession:
             return
         sel.changed.clear()
         plan = None
+        hub = self.server.hub
         try:
-            async with self.server.pool.acquire() as conn:
-                delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
-                if sel.takes_recent and delta.get("new"):
-                    claimed = await imap_messages.claim_recent(conn, sel.mailbox_id, delta["new"][-1])
-                    if claimed is not None:  # kept at once (the claim is committed), so kept searches see them
-                        sel.add_recent(*claimed)
-                if sel.updates and not delta["gone"]:
-                    known = [u for u in delta["expunged"] if sel.msn(u) is not None]
+            delta = await hub.changes(sel.mailbox_id, sel.known_modseq, sel.max_uid, share=share)
+            if sel.takes_recent and delta.get("new"):
+                claimed = await hub.claim_recent(sel.mailbox_id, delta["new"][-1])
+                if claimed is not None:  # kept at once (the claim is committed), so kept searches see them
+                    sel.add_recent(*claimed)
+            if sel.updates and not delta["gone"]:
+                known = [u for u in delta["expunged"] if sel.msn(u) is not None]
+                async with self.server.pool.acquire() as conn:
                     plan = await sel.updates.prepare(
                         conn,
                         sel,

@@ -79,30 +79,33 @@ async def claim_recent(conn: Queryable, mailbox_id: int, upto: int | None) -> tu
     return int(row["lo"]), int(row["hi"])
 
 
+_CHANGES = """
+SELECT b.highestmodseq,
+       ARRAY(SELECT m.uid FROM messages m WHERE m.mailbox_id = b.id AND m.uid > $3 ORDER BY m.uid) AS new,
+       ARRAY(SELECT ROW(m.uid, m.flags, m.modseq) FROM messages m
+              WHERE m.mailbox_id = b.id AND m.modseq > $2 AND m.uid <= $3 ORDER BY m.uid) AS flags,
+       ARRAY(SELECT e.uid FROM mailbox_expunges e WHERE e.mailbox_id = b.id AND e.modseq > $2 ORDER BY e.uid)
+           AS expunged
+  FROM mailboxes b
+ WHERE b.id = $1"""
+
+
 async def changes(conn: Queryable, mailbox_id: int, since_modseq: int, max_uid: int) -> dict[str, Any]:
-    """What happened above ``since_modseq``: new messages, flag changes, expunged UIDs, and the new modseq."""
-    box = await conn.fetchrow("SELECT highestmodseq FROM mailboxes WHERE id = $1", mailbox_id)
-    if box is None:
+    """What happened above ``since_modseq``: new messages, flag changes, expunged UIDs, and the new modseq.
+
+    One statement, so one round trip and one snapshot: the modseq returned covers exactly the
+    changes listed. The lists are the caller's to read, never to change (IMAP sessions on one
+    mailbox share one answer, imap/news.py).
+    """
+    row = await conn.fetchrow(_CHANGES, mailbox_id, since_modseq, max_uid)
+    if row is None:
         return {"gone": True}
-    new = await conn.fetch(
-        "SELECT uid FROM messages WHERE mailbox_id = $1 AND uid > $2 ORDER BY uid", mailbox_id, max_uid
-    )
-    flags = await conn.fetch(
-        """SELECT uid, flags, modseq FROM messages
-            WHERE mailbox_id = $1 AND modseq > $2 AND uid <= $3 ORDER BY uid""",
-        mailbox_id,
-        since_modseq,
-        max_uid,
-    )
-    gone = await conn.fetch(
-        "SELECT uid FROM mailbox_expunges WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid", mailbox_id, since_modseq
-    )
     return {
         "gone": False,
-        "modseq": box["highestmodseq"],
-        "new": [r["uid"] for r in new],
-        "flags": [(r["uid"], list(r["flags"]), r["modseq"]) for r in flags],
-        "expunged": [r["uid"] for r in gone],
+        "modseq": row["highestmodseq"],
+        "new": list(row["new"]),
+        "flags": [(uid, list(flags), modseq) for uid, flags, modseq in row["flags"]],
+        "expunged": list(row["expunged"]),
     }
 
 
