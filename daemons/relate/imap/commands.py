@@ -654,7 +654,7 @@ async def close(session: ImapSession, cmd: Command) -> None:
     sel = session.require_selected()
     if cmd.name == "CLOSE" and not sel.readonly:
         async with session.server.pool.acquire() as conn:
-            await imap_messages.expunge(conn, sel.mailbox_id, None)
+            await imap_messages.expunge(conn, sel.mailbox_id, None, durable=False)
     _deselect(session, sel)
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
@@ -672,7 +672,7 @@ async def expunge(session: ImapSession, cmd: Command) -> None:
         raise No("Mailbox is read-only", "READ-ONLY")
     uid_list = _resolve(sel, cmd.seqset, True) if isinstance(cmd, UidExpunge) else None
     async with session.server.pool.acquire() as conn:
-        await imap_messages.expunge(conn, sel.mailbox_id, uid_list)
+        await imap_messages.expunge(conn, sel.mailbox_id, uid_list, durable=False)
     await session.sync()
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed", condstore.highest_code(session, expunge=True))
 
@@ -718,7 +718,7 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
         atts = condstore.with_modseq(atts)
     if uids and fetching.sets_seen(cmd.atts) and not sel.readonly:
         async with pool.acquire() as conn:
-            modseq, seen = await imap_messages.store_flags(conn, sel.mailbox_id, uids, "+", ["\\Seen"])
+            modseq, seen = await imap_messages.store_flags(conn, sel.mailbox_id, uids, "+", ["\\Seen"], durable=False)
         sel.own_modseqs.add(modseq)
         atts = atts if any(a.name == "FLAGS" for a in atts) else (*atts, _FLAGS)
         if seen and session.condstore:  # RFC 7162 §3.1, §3.2.4: \Seen set by FETCH
@@ -762,7 +762,8 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
                 if session.pending >= _FETCH_FLUSH:
                     await session.flush()  # waits for the client to take it: the buffer stays small
             del rows
-        await session.flush()
+        if not session.more_pipelined():
+            await session.flush()
     await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}FETCH completed")
 
@@ -780,6 +781,8 @@ _DECODE_INLINE = 256 * 1024
 
 async def _by_size(session: ImapSession, mailbox_id: int, uids: list[int]) -> list[list[int]]:
     """``uids`` in groups whose messages add up to at most _FETCH_BYTES (a bigger one alone)."""
+    if len(uids) <= 1:
+        return [list(uids)] if uids else []  # one message is fetched alone whatever its size: no need to ask
     async with session.server.pool.acquire() as conn:
         rows = await imap_messages.fetch(conn, mailbox_id, uids, with_raw=False, columns=frozenset({"size"}))
     groups: list[list[int]] = [[]]
@@ -803,7 +806,9 @@ async def store(session: ImapSession, cmd: Store) -> None:
     failed: list[int] = []
     async with session.server.pool.acquire() as conn:
         if cmd.unchanged_since is None:
-            modseq, changed = await imap_messages.store_flags(conn, sel.mailbox_id, uids, cmd.mode, flags)
+            modseq, changed = await imap_messages.store_flags(
+                conn, sel.mailbox_id, uids, cmd.mode, flags, durable=False
+            )
         else:
             session.enable_condstore()  # RFC 7162 §3.1.3
             modseq, changed, failed = await imap_messages.store_flags_unchanged_since(

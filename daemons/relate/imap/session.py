@@ -58,6 +58,7 @@ from relate.imap.errors import Bad, Bye, ImapError, No, ParseError
 from relate.imap.parser import Literal, Part
 from relate.mail.imapwire import Piece, flag_list
 from relate.runtime.budget import MemoryBudget
+from relate.runtime.streams import pending_input
 from relate.runtime.tls import ReloadableTLS
 from relate.store import db
 from relate.store.changes import MailChange
@@ -571,7 +572,8 @@ class ImapSession:
                     await self.execute(parts)
                 finally:
                     _close_literals(parts)
-                await self.flush()
+                if not self.more_pipelined() or self.pending >= _WRITE_ALONE:
+                    await self.flush()
                 if self.leaving:
                     raise Bye("Server shutting down")
             self.end = self.end or ("logout" if self.state == LOGOUT else "idle-timeout")
@@ -592,6 +594,18 @@ class ImapSession:
         finally:
             with contextlib.suppress(OSError, RuntimeError):
                 await self.flush()
+
+    def more_pipelined(self) -> bool:
+        """Whether the client has sent the next command line already (pipelining, RFC 9051 §5.5).
+
+        Then the answer to this one waits for the next one's, up to _WRITE_ALONE octets, and both go
+        out in one write: the client is not waiting on it before it sends more, and a connection
+        carrying a pipelining client (imaptest, mbsync, mutt) costs a syscall per batch, not per
+        command. Any answer goes out at once when no whole line is waiting, and before the session
+        waits for anything of the client's (a literal's ``+``, IDLE's ``+``, STARTTLS).
+        """
+        # Not while the rest of a refused overlong line is still to be dropped: its CRLF is no command.
+        return not self._rest_of_line and b"\n" in pending_input(self.reader)
 
     async def _next_command(self) -> list[Part] | None:
         """The next command; under NOTIFY, news are reported (RFC 5465 §3) until its first line has come.
