@@ -591,12 +591,13 @@ async def idle(session: ImapSession, cmd: Command) -> None:
         while True:
             news = [asyncio.ensure_future(w) for w in session.news_waiters(idle=True)]
             session.waiting = True  # a shutdown may say BYE right here
+            session.idling = True  # the change hub may write news itself meanwhile (ChangeHub.push)
             try:
                 finished, _ = await asyncio.wait(
                     [done, *news], timeout=session.cfg.idle_timeout, return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
-                session.waiting = False
+                session.waiting = session.idling = False
                 for waiter in news:
                     waiter.cancel()
             if not finished:

@@ -72,6 +72,8 @@ _WRITE_ALONE = 256 * 1024
 # Literals bigger than this are streamed to a temporary file, SPOOL_CHUNK octets at a time.
 SPOOL_ABOVE = 256 * 1024
 SPOOL_CHUNK = 64 * 1024
+# The change hub writes news to a session in IDLE itself only while less than this waits for the client.
+_PUSH_BUFFER = 64 * 1024
 
 
 def _close_literals(parts: list[Part]) -> None:
@@ -145,6 +147,49 @@ def _verb_of(line: bytes) -> bytes:
     return words[1].upper() if len(words) > 1 else b""
 
 
+class Signal:
+    """asyncio.Event's set, clear, is_set and wait, and :meth:`waiter`: a plain future, done once set.
+
+    A session in IDLE (or under NOTIFY) waits on it beside the client's next line; a future costs
+    less to make and to wake than the task that would wrap ``Event.wait()``, which counts when one
+    delivery wakes 10,000 sessions at once.
+    """
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if self._set:
+            return
+        self._set = True
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    def waiter(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._set:
+            fut.set_result(None)
+            return fut
+        if len(self._waiters) >= 8:  # waiters given up on (cancelled) go, so the list stays short
+            self._waiters = [f for f in self._waiters if not f.done()]
+        self._waiters.append(fut)
+        return fut
+
+    async def wait(self) -> None:
+        await self.waiter()
+
+
 @dataclass
 class Selected:
     """The selected mailbox as this client knows it."""
@@ -158,7 +203,7 @@ class Selected:
     max_uid: int
     own_modseqs: set[int] = field(default_factory=set)
     saved: list[int] = field(default_factory=list)  # SEARCH RETURN (SAVE) result, as UIDs
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: Signal = field(default_factory=Signal)
     updates: ResultUpdates | None = None  # searches kept up to date (RFC 5267 UPDATE), imap/contexts.py
     # A VANISHED was sent since the client last heard HIGHESTMODSEQ: no FETCH carries an expunge's
     # modseq, so NOOP, IDLE and EXPUNGE tell it in their tagged OK (QRESYNC only).
@@ -326,6 +371,7 @@ class ImapSession:
         self.started = time.monotonic()
         self.commands = 0
         self.waiting = False  # for the client: between commands, or in IDLE
+        self.idling = False  # in IDLE, waiting (the change hub may report news itself: pushable())
         self.leaving = False  # shutting down: BYE once the command in progress has answered
         self._rest_of_line = False  # an overlong line was refused: drop the rest of it before the next read
         self.end = ""  # how the session ended, for its log line: logout, bye, client-gone, tls-failed:REASON, ...
@@ -658,7 +704,7 @@ class ImapSession:
         out: list[Awaitable[Any]] = []
         sel, mode = self.selected, self.selected_mode()
         if sel is not None and (mode in (IMMEDIATE, DELAYED) or (idle and mode == BASE)):
-            out.append(sel.changed.wait())
+            out.append(sel.changed.waiter())
         if self.notifier is not None:
             out.append(self.notifier.wakeup.wait())
         return out
@@ -852,6 +898,40 @@ class ImapSession:
             self.selected = None
             self.state = AUTHENTICATED
             raise Bye("The selected mailbox was deleted")
+        self.report(sel, delta, plan, allow_expunge=allow_expunge)
+        if delta["new"] and self.notifier is not None:
+            await self.notifier.new_messages(self, delta["new"])  # NOTIFY MessageNew's fetch items
+
+    def pushable(self) -> bool:
+        """Whether the change hub may report news to this session itself (ChangeHub's push): in plain
+        IDLE with nothing pending, no NOTIFY and no kept-up-to-date search, and the client reading."""
+        sel = self.selected
+        return (
+            self.idling
+            and sel is not None
+            and not sel.changed.is_set()
+            and not sel.held
+            and not sel.updates
+            and self.notifier is None
+            and self.writer.transport.get_write_buffer_size() < _PUSH_BUFFER
+        )
+
+    def push(self, delta: Mapping[str, Any], claimed: tuple[int, int] | None) -> None:
+        """What :meth:`sync` does with ``delta`` (asked for this session's state, by the hub for every
+        session in IDLE on the mailbox at once) and the \\Recent ``claimed`` for it, written at once.
+        Runs between the session's awaits (it is in IDLE, see :meth:`pushable`): no await in here."""
+        sel = self.selected
+        assert sel is not None
+        if claimed is not None:
+            sel.add_recent(*claimed)
+        self.report(sel, delta, None, allow_expunge=True)
+        if self._out:
+            self.writer.write(b"".join(self._out))  # small lines: the transport buffers them (see pushable)
+            self._out.clear()
+            self._out_size = 0
+
+    def report(self, sel: Selected, delta: Mapping[str, Any], plan: UpdatePlan | None, *, allow_expunge: bool) -> None:
+        """The untagged responses for ``delta`` (see :meth:`sync`), and the session's view brought up to it."""
         expunged = [u for u in delta["expunged"] if sel.msn(u) is not None]
         for line in plan.removals(sel) if plan is not None else ():
             self.untagged(line)  # RFC 5267 §4.3.4: before the EXPUNGE responses, while the numbers hold
@@ -888,8 +968,6 @@ class ImapSession:
         if not waiting:
             sel.known_modseq = max(sel.known_modseq, delta["modseq"])
             sel.own_modseqs.clear()
-        if delta["new"] and self.notifier is not None:
-            await self.notifier.new_messages(self, delta["new"])  # NOTIFY MessageNew's fetch items
 
     async def sync_after(self, cmd: parser.Command) -> None:
         """After a command: report changes if a notification said there are any.
