@@ -527,35 +527,49 @@ async def list_(session: ImapSession, cmd: ListCommand) -> None:
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
 
-async def _status_line(session: ImapSession, box: dict[str, Any], items: tuple[str, ...]) -> bytes:
+_STATUS_NAMES = {
+    "MESSAGES": "messages",
+    "UIDNEXT": "uidnext",
+    "UIDVALIDITY": "uidvalidity",
+    "UNSEEN": "unseen",
+    "DELETED": "deleted",
+    "SIZE": "size",
+    "HIGHESTMODSEQ": "highestmodseq",
+    "DELETED-STORAGE": "deleted_storage",  # RFC 9208 §4.1.4
+    "RECENT": "recent",  # RFC 3501 §6.3.10; IMAP4rev2 has no \\Recent (RFC 9051 §6.3.11)
+}
+
+
+def _status_values(session: ImapSession, items: tuple[str, ...]) -> frozenset[str]:
+    """The store's STATUS values these items need (an unknown item is BAD before anything is asked)."""
+    for item in items:
+        if item not in _STATUS_NAMES:
+            raise Bad(f"Unknown status item {item[:40]}")
     if "HIGHESTMODSEQ" in items:
         session.enable_condstore()  # RFC 7162 §3.1.6
-    values = await mailboxes.status(session.server.pool, box["id"])
-    names = {
-        "MESSAGES": "messages",
-        "UIDNEXT": "uidnext",
-        "UIDVALIDITY": "uidvalidity",
-        "UNSEEN": "unseen",
-        "DELETED": "deleted",
-        "SIZE": "size",
-        "HIGHESTMODSEQ": "highestmodseq",
-        "DELETED-STORAGE": "deleted_storage",  # RFC 9208 §4.1.4
-    }
-    out = []
-    for item in items:
-        if item == "RECENT":  # RFC 3501 §6.3.10; IMAP4rev2 has no \\Recent (RFC 9051 §6.3.11)
-            out.append(f"RECENT {0 if session.rev2 else values['recent']}")
-        elif item in names:
-            out.append(f"{item} {values[names[item]]}")
-        else:
-            raise Bad(f"Unknown status item {item[:40]}")
+    return frozenset(_STATUS_NAMES[i] for i in items if not (i == "RECENT" and session.rev2))
+
+
+def _status_text(session: ImapSession, box: dict[str, Any], items: tuple[str, ...]) -> bytes:
+    out = [f"{item} {0 if item == 'RECENT' and session.rev2 else box[_STATUS_NAMES[item]]}" for item in items]
     return b"STATUS " + astring(_mailbox_name(session, box["name"]), utf8=session.utf8) + f" ({' '.join(out)})".encode()
+
+
+async def _status_line(session: ImapSession, box: dict[str, Any], items: tuple[str, ...]) -> bytes:
+    values = await mailboxes.status(session.server.pool, box["id"], _status_values(session, items))
+    return _status_text(session, values, items)
 
 
 # RFC 9051 §6.3.11 (STATUS), RFC 8438 (STATUS=SIZE)
 async def status(session: ImapSession, cmd: Status) -> None:
-    box = await _mailbox(session, cmd.mailbox)
-    session.untagged(await _status_line(session, box, cmd.items))
+    assert session.principal is not None
+    values = _status_values(session, cmd.items)
+    box = await mailboxes.status_named(
+        session.server.pool, session.principal.user_id, _existing_name(cmd.mailbox), values
+    )
+    if box is None:
+        raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")
+    session.untagged(_status_text(session, box, cmd.items))
     session.tagged(cmd.tag, "OK", "STATUS completed")
 
 
