@@ -478,7 +478,7 @@ default_login_user = dovenull
 default_internal_user = dovecot
 first_valid_uid = {uid}
 mail_location = maildir:~/Maildir
-mail_max_userip_connections = 200
+mail_max_userip_connections = {userip_limit}
 # peers.md has 500 and 2000; the memory test needs a process per IDLE connection.
 default_process_limit = {process_limit}
 default_client_limit = {client_limit}
@@ -522,7 +522,7 @@ service imap-login {{
   }}
 }}
 protocol imap {{
-  mail_max_userip_connections = 200
+  mail_max_userip_connections = {userip_limit}
 }}
 """
 
@@ -585,7 +585,7 @@ class Dovecot:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.port = free_port(HOST)
         conns = self.args.idle_connections
-        process_limit = max(500, conns + 2 * self.args.concurrency + 100)
+        process_limit = max(500, conns + 2 * self.args.concurrency + 100, self.args.fanout_peer_sessions + 100)
         self.conf.write_text(
             DOVECOT_CONF.format(
                 root=self.root,
@@ -594,6 +594,7 @@ class Dovecot:
                 password=DOVECOT_PASSWORD,
                 process_limit=process_limit,
                 client_limit=max(2000, 4 * process_limit),
+                userip_limit=max(200, self.args.fanout_peer_sessions + 10),
             )
         )
         # The same users as relate's, each with an (empty) INBOX, so a cold login does not create one.
@@ -1220,9 +1221,10 @@ def deliver_maildir(dovecot: Dovecot, n: int) -> float:
 
 
 async def run_deployed(
-    targets: list[DeployedRelate | Dovecot], args: argparse.Namespace, imaptest: str, workdir: Path
+    targets: list[DeployedRelate | Dovecot], args: argparse.Namespace, imaptest: str, workdir: Path, out: dict[str, Any]
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {t.name: {"setup": t.description} for t in targets}
+    """The deployed workloads into ``out`` (filled as they finish, so a failure keeps what was measured)."""
+    out.update({t.name: {"setup": t.description} for t in targets})
     if "stress" in args.workloads:
         for name, runs in (await asyncio.to_thread(stress, targets, args, imaptest, workdir)).items():
             out[name]["stress"] = runs
@@ -1575,7 +1577,8 @@ def main(argv: list[str] | None = None) -> int:
             live.start()
             asyncio.run(prepare_deployed(live, args, corpus))
             them: list[DeployedRelate | Dovecot] = [live] + ([peer] if peer is not None else [])
-            report["deployed"] = asyncio.run(run_deployed(them, args, imaptest, workdir))
+            report["deployed"] = {}
+            asyncio.run(run_deployed(them, args, imaptest, workdir, report["deployed"]))
             if peer is not None:
                 report["deployed"]["ratio"] = deployed_ratios(
                     report["deployed"]["relate"], report["deployed"]["dovecot"]
