@@ -63,7 +63,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     HOST,
     BenchError,
+    Job,
     MachineCpu,
+    RawSmtp,
     RelateServer,
     apt_install,
     comparison_rows,
@@ -85,6 +87,15 @@ from _common import (
     stop_targets,
     table,
     tree_cpu,
+)
+from _imapstress import (
+    STRESS_RUNS,
+    DeployedRelate,
+    bigbox_load,
+    fanout,
+    find_imaptest,
+    run_imaptest,
+    write_mbox,
 )
 
 from relate.config import AuthConfig, DatabaseConfig
@@ -372,49 +383,53 @@ class Relate(RelateServer):
             await pool.close()
 
     async def _load(self, pool: asyncpg.Pool, corpus: list[bytes]) -> None:
-        """The mailbox through the store's ingest (one transaction per batch), then its body text indexed."""
-        say(f"relate: loading {len(corpus)} messages with messages.ingest, batches of 500", quiet=self.quiet)
         async with pool.acquire() as conn:
-            inbox = await conn.fetchval(
-                "SELECT m.id FROM mailboxes m JOIN users u ON u.id = m.user_id "
-                "WHERE u.address = $1 AND upper(m.name) = 'INBOX'",
-                BIG_USER,
-            )
-            size0 = await conn.fetchval("SELECT pg_database_size(current_database())")
-            t0 = time.perf_counter()
-            for start in range(0, len(corpus), 500):
-                async with conn.transaction():
-                    for raw in corpus[start : start + 500]:
-                        await messages.ingest(conn, raw, [inbox])
-            ingest_s = time.perf_counter() - t0
-            say(f"relate: ingest took {ingest_s:.1f}s; indexing body text (index_pending until 0)", quiet=self.quiet)
-            t0 = time.perf_counter()
-            indexed = 0
-            while n := await messages.index_pending(conn, limit=500):
-                indexed += n
-            index_s = time.perf_counter() - t0
-            # Settle before measuring: autovacuum would otherwise go over the fresh rows during the first workloads.
-            await conn.execute("VACUUM ANALYZE")
-            await conn.execute("CHECKPOINT")
-            stored = await conn.fetchval("SELECT count(*) FROM messages WHERE mailbox_id = $1", inbox)
-            pending = await conn.fetchval("SELECT count(*) FROM messages WHERE NOT text_indexed")
-            size = await conn.fetchval("SELECT pg_database_size(current_database())")
-        if stored != len(corpus) or pending:
-            raise BenchError(f"relate: {stored} of {len(corpus)} messages stored, {pending} not indexed")
-        self.load = {
-            "seconds": round(ingest_s + index_s, 2),
-            "ingest_s": round(ingest_s, 2),
-            "index_s": round(index_s, 2),
-            "indexed": indexed,
-            "store_mib": round((size - size0) / 2**20, 1),  # tables, TOAST and indexes; WAL not counted
-            "how": "messages.ingest, 500 per transaction, then messages.index_pending until 0",
-        }
+            self.load = await ingest_corpus(conn, corpus, BIG_USER, quiet=self.quiet)
 
     def memory(self) -> dict[str, float]:
         assert self.daemon is not None
         proc = psutil.Process(self.daemon.pid)
         info = proc.memory_full_info()
         return {"rss": info.rss, "pss": info.pss, "uss": info.uss, "processes": 1}
+
+
+async def ingest_corpus(conn: asyncpg.Connection, corpus: list[bytes], user: str, *, quiet: bool) -> dict[str, Any]:
+    """``user``'s INBOX through the store's ingest (one transaction per batch), then its body text indexed."""
+    say(f"relate: loading {len(corpus)} messages with messages.ingest, batches of 500", quiet=quiet)
+    inbox = await conn.fetchval(
+        "SELECT m.id FROM mailboxes m JOIN users u ON u.id = m.user_id "
+        "WHERE u.address = $1 AND upper(m.name) = 'INBOX'",
+        user,
+    )
+    size0 = await conn.fetchval("SELECT pg_database_size(current_database())")
+    t0 = time.perf_counter()
+    for start in range(0, len(corpus), 500):
+        async with conn.transaction():
+            for raw in corpus[start : start + 500]:
+                await messages.ingest(conn, raw, [inbox])
+    ingest_s = time.perf_counter() - t0
+    say(f"relate: ingest took {ingest_s:.1f}s; indexing body text (index_pending until 0)", quiet=quiet)
+    t0 = time.perf_counter()
+    indexed = 0
+    while n := await messages.index_pending(conn, limit=500):
+        indexed += n
+    index_s = time.perf_counter() - t0
+    # Settle before measuring: autovacuum would otherwise go over the fresh rows during the first workloads.
+    await conn.execute("VACUUM ANALYZE")
+    await conn.execute("CHECKPOINT")
+    stored = await conn.fetchval("SELECT count(*) FROM messages WHERE mailbox_id = $1", inbox)
+    pending = await conn.fetchval("SELECT count(*) FROM messages WHERE NOT text_indexed")
+    size = await conn.fetchval("SELECT pg_database_size(current_database())")
+    if stored != len(corpus) or pending:
+        raise BenchError(f"relate: {stored} of {len(corpus)} messages stored, {pending} not indexed")
+    return {
+        "seconds": round(ingest_s + index_s, 2),
+        "ingest_s": round(ingest_s, 2),
+        "index_s": round(index_s, 2),
+        "indexed": indexed,
+        "store_mib": round((size - size0) / 2**20, 1),  # tables, TOAST and indexes; WAL not counted
+        "how": "messages.ingest, 500 per transaction, then messages.index_pending until 0",
+    }
 
 
 class RelateDelivery:
@@ -463,7 +478,7 @@ default_login_user = dovenull
 default_internal_user = dovecot
 first_valid_uid = {uid}
 mail_location = maildir:~/Maildir
-mail_max_userip_connections = 200
+mail_max_userip_connections = {userip_limit}
 # peers.md has 500 and 2000; the memory test needs a process per IDLE connection.
 default_process_limit = {process_limit}
 default_client_limit = {client_limit}
@@ -507,7 +522,7 @@ service imap-login {{
   }}
 }}
 protocol imap {{
-  mail_max_userip_connections = 200
+  mail_max_userip_connections = {userip_limit}
 }}
 """
 
@@ -570,7 +585,7 @@ class Dovecot:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.port = free_port(HOST)
         conns = self.args.idle_connections
-        process_limit = max(500, conns + 2 * self.args.concurrency + 100)
+        process_limit = max(500, conns + 2 * self.args.concurrency + 100, self.args.fanout_peer_sessions + 100)
         self.conf.write_text(
             DOVECOT_CONF.format(
                 root=self.root,
@@ -579,6 +594,7 @@ class Dovecot:
                 password=DOVECOT_PASSWORD,
                 process_limit=process_limit,
                 client_limit=max(2000, 4 * process_limit),
+                userip_limit=max(200, self.args.fanout_peer_sessions + 10),
             )
         )
         # The same users as relate's, each with an (empty) INBOX, so a cold login does not create one.
@@ -1104,6 +1120,167 @@ async def run_workloads(targets: list[Target], args: argparse.Namespace, hits: s
     return out
 
 
+# -- Relate as deployed: imaptest stress, the big mailbox, IDLE fan-out ------------------------------------
+
+
+def stress_user(n: int) -> str:
+    return f"stress{n}@{DOMAIN}"
+
+
+async def prepare_deployed(relate: DeployedRelate, args: argparse.Namespace, corpus: list[bytes]) -> None:
+    """The deployed run's accounts (an API key each, scope imap) and, for bigbox, the big INBOX."""
+    pool = await db.create_pool(DatabaseConfig(dsn=relate.dsn, pool_min=1, pool_max=4))
+    try:
+        relate.settings = {
+            name: str(await pool.fetchval(f"SHOW {name}")) for name in ("server_version", "fsync", "synchronous_commit")
+        }
+        await accounts.add_domain(pool, DOMAIN)
+        users = [IDLE_USER, *(stress_user(n) for n in range(1, args.stress_clients + 1))]
+        if "bigbox" in args.workloads:
+            users.append(BIG_USER)
+        for address in users:
+            await accounts.add_user(pool, address)
+            relate.keys[address], _ = await accounts.create_key(
+                pool, address, "bench", "imap", rounds=AuthConfig.bcrypt_rounds
+            )
+        if "bigbox" in args.workloads:
+            async with pool.acquire() as conn:
+                await ingest_corpus(conn, corpus, BIG_USER, quiet=args.json_only)
+    finally:
+        await pool.close()
+
+
+def userfile(target: DeployedRelate | Dovecot, args: argparse.Namespace, workdir: Path) -> Path:
+    path = workdir / f"users-{target.name}.txt"
+    path.write_text(
+        "".join(f"{u}:{target.password(u)}\n" for u in (stress_user(n) for n in range(1, args.stress_clients + 1)))
+    )
+    return path
+
+
+def stress(
+    targets: list[DeployedRelate | Dovecot], args: argparse.Namespace, imaptest: str, workdir: Path
+) -> dict[str, dict[str, Any]]:
+    """imaptest's three runs on every target, the order alternating; server CPU beside each."""
+    mbox = workdir / "stress.mbox"
+    write_mbox(mbox, 500)
+    out: dict[str, dict[str, Any]] = {t.name: {} for t in targets}
+    for n, run in enumerate(args.stress_runs):
+        for target in targets if n % 2 == 0 else targets[::-1]:
+            say(
+                f"{target.name}: imaptest {run}, {args.stress_clients} clients, {args.stress_secs}s",
+                quiet=args.json_only,
+            )
+            cpu0, machine0, t0 = target.cpu(), machine_cpu(), time.perf_counter()
+            result = run_imaptest(
+                imaptest,
+                target.port,
+                userfile(target, args, workdir),
+                mbox,
+                workdir,
+                f"{target.name}-{run}",
+                STRESS_RUNS[run],
+                args.stress_clients,
+                args.stress_secs,
+            )
+            wall, cpu1 = time.perf_counter() - t0, target.cpu()
+            result["server_cores_busy"] = {k: round((cpu1[k] - cpu0[k]) / wall, 2) for k in cpu1}
+            result["machine_cores_busy"] = round((machine_cpu() - machine0).busy / wall, 2)
+            out[target.name][run] = result
+    return out
+
+
+async def open_logged_in(target: DeployedRelate | Dovecot, user: str) -> Imap:
+    conn = await Imap.open(target.port)
+    await conn.login(user, target.password(user))
+    return conn
+
+
+async def deliver_smtp(relate: DeployedRelate, n: int) -> float:
+    """One message to IDLE_USER over relate-smtp's MX port; the perf_counter() time its final '.' went."""
+    smtp = await RawSmtp.connect(HOST, relate.smtp_port, 30)
+    try:
+        body = small_message(n, IDLE_USER).replace(b"\r\n.", b"\r\n..")
+        took = await smtp.send(Job(n, "sender@client.example", IDLE_USER, body))
+        return time.perf_counter() - took
+    finally:
+        await smtp.close()
+
+
+def deliver_maildir(dovecot: Dovecot, n: int) -> float:
+    """One message into IDLE_USER's Maildir/new the way an LDA does (tmp, then rename); the time of the rename."""
+    maildir = dovecot.home(IDLE_USER) / "Maildir"
+    raw = small_message(n, IDLE_USER)
+    name = f"{int(time.time())}.M{n:06d}P{os.getpid()}.fanout,S={len(raw)}"
+    tmp = maildir / "tmp" / name
+    tmp.write_bytes(raw)
+    os.chown(tmp, VMAIL_UID, VMAIL_UID)
+    at = time.perf_counter()
+    os.rename(tmp, maildir / "new" / name)
+    return at
+
+
+async def run_deployed(
+    targets: list[DeployedRelate | Dovecot], args: argparse.Namespace, imaptest: str, workdir: Path, out: dict[str, Any]
+) -> dict[str, Any]:
+    """The deployed workloads into ``out`` (filled as they finish, so a failure keeps what was measured)."""
+    out.update({t.name: {"setup": t.description} for t in targets})
+    if "stress" in args.workloads:
+        for name, runs in (await asyncio.to_thread(stress, targets, args, imaptest, workdir)).items():
+            out[name]["stress"] = runs
+    if "bigbox" in args.workloads:
+        for target in targets:
+            say(
+                f"{target.name}: {args.bigbox_sessions} sessions LIST/STATUS/SELECT on the big INBOX",
+                quiet=args.json_only,
+            )
+            out[target.name]["bigbox"] = await bigbox_load(
+                lambda t=target: open_logged_in(t, BIG_USER), args.bigbox_sessions, args.bigbox_secs
+            )
+    if "fanout" in args.workloads:
+        for target in targets:
+            if isinstance(target, DeployedRelate):
+                sessions = args.fanout_sessions
+
+                async def deliver(n: int, t: DeployedRelate = target) -> float:
+                    return await deliver_smtp(t, n)
+
+                how = "SMTP to relate-smtp's MX port; from the final '.'"
+            else:
+                sessions = args.fanout_peer_sessions
+
+                async def deliver(n: int, t: Dovecot = target) -> float:
+                    return deliver_maildir(t, n)
+
+                how = "a file renamed into Maildir/new (as an LDA does); from the rename"
+            result = await fanout(
+                lambda t=target: open_logged_in(t, IDLE_USER),
+                sessions,
+                args.fanout_deliveries,
+                deliver,
+                args.json_only,
+                target.name,
+            )
+            result["delivery"] = how
+            out[target.name]["fanout"] = result
+    return out
+
+
+def deployed_ratios(relate: dict[str, Any], peer: dict[str, Any]) -> dict[str, float | None]:
+    """relate / dovecot of every stress rate (higher is better for relate)."""
+    out: dict[str, float | None] = {}
+    for run, mine in relate.get("stress", {}).items():
+        theirs = peer.get("stress", {}).get(run)
+        if not theirs:
+            continue
+        out[f"stress.{run}.total_per_s"] = ratio(mine["total_per_s"], theirs["total_per_s"])
+        for name, c in mine["commands"].items():
+            other = theirs["commands"].get(name)
+            if other:
+                out[f"stress.{run}.{name}.per_s"] = ratio(c["per_s"], other["per_s"])
+    return out
+
+
 def noise(phases: list[Phase]) -> float | None:
     wall = sum(p.wall for p in phases)
     return round(sum(p.other for p in phases) / wall, 2) if wall else None
@@ -1177,13 +1354,66 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"relate:  {relate['setup']}")
     if peer:
         lines.append(f"dovecot: {peer['setup']}")
-    lines += ["", table(headers, rows)]
+    if relate and "setup" in relate:
+        lines += ["", table(headers, rows)]
+    if "deployed" in report:
+        lines += ["", render_deployed(report["deployed"])]
     return "\n".join(lines)
+
+
+def render_deployed(data: dict[str, Any]) -> str:
+    """The deployed runs: imaptest's columns per run (per second and mean ms), big mailbox and fan-out latencies."""
+    relate, peer = data["relate"], data.get("dovecot")
+    lines = [f"relate (as deployed): {relate['setup']}"]
+    if peer:
+        lines.append(f"dovecot: {peer['setup']}")
+    headers = ["", "relate/s", "relate ms"] + (["dovecot/s", "dovecot ms", "relate/dovecot"] if peer else [])
+    rows: list[list[Any]] = []
+    for run, mine in relate.get("stress", {}).items():
+        theirs = (peer or {}).get("stress", {}).get(run, {})
+        rows.append([f"imaptest {run} ({mine['args']})", "", ""] + (["", "", ""] if peer else []))
+        names = list(dict.fromkeys([*mine["commands"], *theirs.get("commands", {})]))
+        for name in names:
+            a, b = mine["commands"].get(name, {}), theirs.get("commands", {}).get(name, {})
+            row = [f"  {name}", a.get("per_s"), a.get("avg_ms")]
+            if peer:
+                row += [b.get("per_s"), b.get("avg_ms"), ratio(a.get("per_s"), b.get("per_s"))]
+            rows.append(row)
+        total = ["  all commands", mine["total_per_s"], ""]
+        errors = ["  errors (imaptest 'Error:' lines)", mine["errors"], ""]
+        if peer:
+            total += [theirs.get("total_per_s"), "", ratio(mine["total_per_s"], theirs.get("total_per_s"))]
+            errors += [theirs.get("errors"), "", ""]
+        rows += [total, errors]
+    parts = ["\n".join(lines)]
+    if rows:
+        parts.append(table(headers, rows))
+    latency: list[list[Any]] = []
+    two = ["relate", "dovecot"] if peer else ["relate"]
+    if "bigbox" in relate:
+        for name in ("list", "status", "select"):
+            for q in ("p50", "p99"):
+                latency.append(
+                    [f"big INBOX, {relate['bigbox']['sessions']} busy sessions: {name.upper()} {q} (ms)"]
+                    + [dig(data.get(t), ("bigbox", name, q)) for t in two]
+                )
+    if "fanout" in relate:
+        latency.append(["IDLE fan-out: sessions"] + [dig(data.get(t), ("fanout", "sessions")) for t in two])
+        for q in ("p50", "p99", "max"):
+            latency.append(
+                [f"  delivery -> EXISTS {q} (ms)"] + [dig(data.get(t), ("fanout", "to_exists_ms", q)) for t in two]
+            )
+        latency.append(["  sessions that missed one"] + [dig(data.get(t), ("fanout", "missed")) for t in two])
+    if latency:
+        parts.append(table(["", *two], latency))
+    return "\n\n".join(parts)
 
 
 # -- main -------------------------------------------------------------------------------------------
 
 WORKLOADS = ("login", "fetch", "idle", "memory")
+# Runs against Relate as deployed (relatectl dev --any-port: every daemon its own process), named explicitly.
+DEPLOYED = ("stress", "bigbox", "fanout")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1209,8 +1439,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workloads",
         default=",".join(WORKLOADS),
-        help=f"comma-separated subset of {','.join(WORKLOADS)} (default all; fetch includes SEARCH)",
+        help=f"comma-separated subset of {','.join(WORKLOADS + DEPLOYED)} (default {','.join(WORKLOADS)}; fetch "
+        "includes SEARCH). stress, bigbox and fanout run against Relate as deployed (relatectl dev --any-port); "
+        "stress runs imaptest, found through $IMAPTEST",
     )
+    parser.add_argument("--stress-clients", type=int, default=20, help="imaptest clients= (default 20)")
+    parser.add_argument("--stress-secs", type=int, default=30, help="imaptest secs= of each stress run (default 30)")
+    parser.add_argument(
+        "--stress-runs",
+        default=",".join(STRESS_RUNS),
+        help=f"comma-separated subset of {','.join(STRESS_RUNS)} (default all)",
+    )
+    parser.add_argument(
+        "--bigbox-sessions", type=int, default=20, help="sessions repeating LIST/STATUS/SELECT on the big INBOX"
+    )
+    parser.add_argument("--bigbox-secs", type=float, default=20, help="how long they do (default 20)")
+    parser.add_argument(
+        "--fanout-sessions", type=int, default=10000, help="sessions in IDLE on one INBOX (default 10000)"
+    )
+    parser.add_argument(
+        "--fanout-peer-sessions",
+        type=int,
+        default=1000,
+        help="the same for Dovecot, a process per session (default 1000)",
+    )
+    parser.add_argument("--fanout-deliveries", type=int, default=5, help="messages delivered to them (default 5)")
     parser.add_argument("--vs", choices=["dovecot"], help="also run the same workloads against a throwaway Dovecot")
     parser.add_argument("--timeout", type=float, default=300, help="limit in seconds for each workload (default 300)")
     parser.add_argument("--workdir", type=Path, help="parent of the temp dir (default: $TMPDIR or /tmp)")
@@ -1220,8 +1473,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    if unknown := set(args.workloads) - set(WORKLOADS):
-        parser.error(f"unknown workloads {sorted(unknown)}: choose from {','.join(WORKLOADS)}")
+    if unknown := set(args.workloads) - set(WORKLOADS + DEPLOYED):
+        parser.error(f"unknown workloads {sorted(unknown)}: choose from {','.join(WORKLOADS + DEPLOYED)}")
+    args.stress_runs = [r.strip() for r in args.stress_runs.split(",") if r.strip()]
+    if unknown := set(args.stress_runs) - set(STRESS_RUNS):
+        parser.error(f"unknown stress runs {sorted(unknown)}: choose from {','.join(STRESS_RUNS)}")
     if min(args.messages, args.concurrency, args.warm_logins, args.cold_users, args.fetch_rounds) < 1:
         parser.error("--messages, --concurrency, --warm-logins, --cold-users and --fetch-rounds must be positive")
     if min(args.searches, args.deliveries, args.idle_connections) < 1 or args.size < 512:
@@ -1239,10 +1495,12 @@ def raise_fd_limit(needed: int) -> None:
     if soft >= needed:
         return
     if hard < needed and os.geteuid() == 0:
-        hard = needed
+        with contextlib.suppress(ValueError, OSError):  # a container may deny root this too
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+            return
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
     if min(needed, hard) < needed:
-        raise BenchError(f"ulimit -n is {hard} at most; {needed} are needed for --idle-connections")
+        raise BenchError(f"ulimit -n is {hard} at most; {needed} are needed for --idle-connections / --fanout-sessions")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1264,34 +1522,68 @@ def main(argv: list[str] | None = None) -> int:
             "deliveries": args.deliveries,
             "idle_connections": args.idle_connections,
             "workloads": args.workloads,
+            "stress": {"clients": args.stress_clients, "secs": args.stress_secs, "runs": args.stress_runs},
+            "bigbox": {"sessions": args.bigbox_sessions, "secs": args.bigbox_secs},
+            "fanout": {
+                "sessions": args.fanout_sessions,
+                "peer_sessions": args.fanout_peer_sessions,
+                "deliveries": args.fanout_deliveries,
+            },
             "cpus": os.cpu_count(),
             "fs": fs_type(workdir),
         },
         "valid": False,
     }
-    targets: list[Target] = []
+    targets: list[Target | DeployedRelate] = []
 
     def body() -> None:
-        raise_fd_limit(2 * args.idle_connections + 4096)
+        classic = [w for w in args.workloads if w in WORKLOADS]
+        deployed = [w for w in args.workloads if w in DEPLOYED]
+        imaptest = find_imaptest() if "stress" in deployed else ""
+        fanout_sessions = args.fanout_sessions if "fanout" in deployed else 0
+        # Each process (this client, the servers) holds one end of every connection.
+        raise_fd_limit(max(2 * args.idle_connections, fanout_sessions) + 4096)
         say(f"generating {args.messages} messages of ~{args.size} bytes", quiet=quiet)
         corpus, hits = make_corpus(args.messages, args.size, args.hits)
         report["params"]["size"] = round(sum(map(len, corpus)) / len(corpus))
-        kinds: list[type[Relate] | type[Dovecot]] = [Relate] + ([Dovecot] if args.vs == "dovecot" else [])
-        for kind in kinds:
-            targets.append(kind(workdir, args))
-            targets[-1].start(corpus)
-        report.update(asyncio.run(run_workloads(targets, args, hits)))
-        if "memory" in args.workloads:
-            for target in targets:
-                if isinstance(target, Relate):
-                    # A new process, so the figure is not hidden in heap that earlier workloads freed.
-                    # Dovecot needs none: every connection gets an imap process of its own anyway.
-                    target.fresh()
-                report[target.name]["memory"] = asyncio.run(idle_memory(target, args))
-        for target in targets:
-            report[target.name]["other_cores_busy"] = noise(Meter.phases[target.name])
-        if "dovecot" in report:
-            report["ratio"] = ratios(report["relate"], report["dovecot"])
+        peer: Dovecot | None = None
+        if args.vs == "dovecot":
+            peer = Dovecot(workdir, args)
+            targets.append(peer)
+            peer.start(corpus)
+        if classic:
+            relate = Relate(workdir, args)
+            targets.insert(0, relate)
+            relate.start(corpus)
+            both: list[Target] = [relate] + ([peer] if peer is not None else [])
+            report.update(asyncio.run(run_workloads(both, args, hits)))
+            if "memory" in args.workloads:
+                for target in both:
+                    if isinstance(target, Relate):
+                        # A new process, so the figure is not hidden in heap that earlier workloads freed.
+                        # Dovecot needs none: every connection gets an imap process of its own anyway.
+                        target.fresh()
+                    report[target.name]["memory"] = asyncio.run(idle_memory(target, args))
+            for target in both:
+                report[target.name]["other_cores_busy"] = noise(Meter.phases[target.name])
+            if "dovecot" in report:
+                report["ratio"] = ratios(report["relate"], report["dovecot"])
+        if deployed:
+            if targets and isinstance(targets[0], Relate):
+                targets[0].stop()  # out of the way: the deployed run has its own database and daemons
+            sessions = max(fanout_sessions, args.bigbox_sessions, args.stress_clients)
+            live = DeployedRelate(workdir, sessions, quiet)
+            targets.append(live)
+            live.start()
+            asyncio.run(prepare_deployed(live, args, corpus))
+            them: list[DeployedRelate | Dovecot] = [live] + ([peer] if peer is not None else [])
+            report["deployed"] = {}
+            asyncio.run(run_deployed(them, args, imaptest, workdir, report["deployed"]))
+            if peer is not None:
+                report["deployed"]["ratio"] = deployed_ratios(
+                    report["deployed"]["relate"], report["deployed"]["dovecot"]
+                )
+        report["params"]["deployed_workloads"] = deployed
 
     return run_benchmark("imap bench", args, workdir, report, body, lambda: stop_targets(targets, "imap bench"), render)
 

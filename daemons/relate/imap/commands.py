@@ -536,35 +536,49 @@ async def list_(session: ImapSession, cmd: ListCommand) -> None:
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
 
-async def _status_line(session: ImapSession, box: dict[str, Any], items: tuple[str, ...]) -> bytes:
+_STATUS_NAMES = {
+    "MESSAGES": "messages",
+    "UIDNEXT": "uidnext",
+    "UIDVALIDITY": "uidvalidity",
+    "UNSEEN": "unseen",
+    "DELETED": "deleted",
+    "SIZE": "size",
+    "HIGHESTMODSEQ": "highestmodseq",
+    "DELETED-STORAGE": "deleted_storage",  # RFC 9208 §4.1.4
+    "RECENT": "recent",  # RFC 3501 §6.3.10; IMAP4rev2 has no \\Recent (RFC 9051 §6.3.11)
+}
+
+
+def _status_values(session: ImapSession, items: tuple[str, ...]) -> frozenset[str]:
+    """The store's STATUS values these items need (an unknown item is BAD before anything is asked)."""
+    for item in items:
+        if item not in _STATUS_NAMES:
+            raise Bad(f"Unknown status item {item[:40]}")
     if "HIGHESTMODSEQ" in items:
         session.enable_condstore()  # RFC 7162 §3.1.6
-    values = await mailboxes.status(session.server.pool, box["id"])
-    names = {
-        "MESSAGES": "messages",
-        "UIDNEXT": "uidnext",
-        "UIDVALIDITY": "uidvalidity",
-        "UNSEEN": "unseen",
-        "DELETED": "deleted",
-        "SIZE": "size",
-        "HIGHESTMODSEQ": "highestmodseq",
-        "DELETED-STORAGE": "deleted_storage",  # RFC 9208 §4.1.4
-    }
-    out = []
-    for item in items:
-        if item == "RECENT":  # RFC 3501 §6.3.10; IMAP4rev2 has no \\Recent (RFC 9051 §6.3.11)
-            out.append(f"RECENT {0 if session.rev2 else values['recent']}")
-        elif item in names:
-            out.append(f"{item} {values[names[item]]}")
-        else:
-            raise Bad(f"Unknown status item {item[:40]}")
+    return frozenset(_STATUS_NAMES[i] for i in items if not (i == "RECENT" and session.rev2))
+
+
+def _status_text(session: ImapSession, box: dict[str, Any], items: tuple[str, ...]) -> bytes:
+    out = [f"{item} {0 if item == 'RECENT' and session.rev2 else box[_STATUS_NAMES[item]]}" for item in items]
     return b"STATUS " + astring(_mailbox_name(session, box["name"]), utf8=session.utf8) + f" ({' '.join(out)})".encode()
+
+
+async def _status_line(session: ImapSession, box: dict[str, Any], items: tuple[str, ...]) -> bytes:
+    values = await mailboxes.status(session.server.pool, box["id"], _status_values(session, items))
+    return _status_text(session, values, items)
 
 
 # RFC 9051 §6.3.11 (STATUS), RFC 8438 (STATUS=SIZE)
 async def status(session: ImapSession, cmd: Status) -> None:
-    box = await _mailbox(session, cmd.mailbox)
-    session.untagged(await _status_line(session, box, cmd.items))
+    assert session.principal is not None
+    values = _status_values(session, cmd.items)
+    box = await mailboxes.status_named(
+        session.server.pool, session.principal.user_id, _existing_name(cmd.mailbox), values
+    )
+    if box is None:
+        raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")
+    session.untagged(_status_text(session, box, cmd.items))
     session.tagged(cmd.tag, "OK", "STATUS completed")
 
 
@@ -600,12 +614,13 @@ async def idle(session: ImapSession, cmd: Command) -> None:
         while True:
             news = [asyncio.ensure_future(w) for w in session.news_waiters(idle=True)]
             session.waiting = True  # a shutdown may say BYE right here
+            session.idling = True  # the change hub may write news itself meanwhile (ChangeHub.push)
             try:
                 finished, _ = await asyncio.wait(
                     [done, *news], timeout=session.cfg.idle_timeout, return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
-                session.waiting = False
+                session.waiting = session.idling = False
                 for waiter in news:
                     waiter.cancel()
             if not finished:
@@ -663,7 +678,7 @@ async def close(session: ImapSession, cmd: Command) -> None:
     sel = session.require_selected()
     if cmd.name == "CLOSE" and not sel.readonly:
         async with session.server.pool.acquire() as conn:
-            await imap_messages.expunge(conn, sel.mailbox_id, None)
+            await imap_messages.expunge(conn, sel.mailbox_id, None, durable=False)
     _deselect(session, sel)
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
@@ -681,7 +696,7 @@ async def expunge(session: ImapSession, cmd: Command) -> None:
         raise No("Mailbox is read-only", "READ-ONLY")
     uid_list = _resolve(sel, cmd.seqset, True) if isinstance(cmd, UidExpunge) else None
     async with session.server.pool.acquire() as conn:
-        await imap_messages.expunge(conn, sel.mailbox_id, uid_list)
+        await imap_messages.expunge(conn, sel.mailbox_id, uid_list, durable=False)
     await session.sync()
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed", condstore.highest_code(session, expunge=True))
 
@@ -727,7 +742,7 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
         atts = condstore.with_modseq(atts)
     if uids and fetching.sets_seen(cmd.atts) and not sel.readonly:
         async with pool.acquire() as conn:
-            modseq, seen = await imap_messages.store_flags(conn, sel.mailbox_id, uids, "+", ["\\Seen"])
+            modseq, seen = await imap_messages.store_flags(conn, sel.mailbox_id, uids, "+", ["\\Seen"], durable=False)
         sel.own_modseqs.add(modseq)
         atts = atts if any(a.name == "FLAGS" for a in atts) else (*atts, _FLAGS)
         if seen and session.condstore:  # RFC 7162 §3.1, §3.2.4: \Seen set by FETCH
@@ -771,7 +786,8 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
                 if session.pending >= _FETCH_FLUSH:
                     await session.flush()  # waits for the client to take it: the buffer stays small
             del rows
-        await session.flush()
+        if not session.more_pipelined():
+            await session.flush()
     await session.sync_after(cmd)
     session.tagged(cmd.tag, "OK", f"{'UID ' if cmd.uid else ''}FETCH completed")
 
@@ -789,6 +805,8 @@ _DECODE_INLINE = 256 * 1024
 
 async def _by_size(session: ImapSession, mailbox_id: int, uids: list[int]) -> list[list[int]]:
     """``uids`` in groups whose messages add up to at most _FETCH_BYTES (a bigger one alone)."""
+    if len(uids) <= 1:
+        return [list(uids)] if uids else []  # one message is fetched alone whatever its size: no need to ask
     async with session.server.pool.acquire() as conn:
         rows = await imap_messages.fetch(conn, mailbox_id, uids, with_raw=False, columns=frozenset({"size"}))
     groups: list[list[int]] = [[]]
@@ -812,7 +830,9 @@ async def store(session: ImapSession, cmd: Store) -> None:
     failed: list[int] = []
     async with session.server.pool.acquire() as conn:
         if cmd.unchanged_since is None:
-            modseq, changed = await imap_messages.store_flags(conn, sel.mailbox_id, uids, cmd.mode, flags)
+            modseq, changed = await imap_messages.store_flags(
+                conn, sel.mailbox_id, uids, cmd.mode, flags, durable=False
+            )
         else:
             session.enable_condstore()  # RFC 7162 §3.1.3
             modseq, changed, failed = await imap_messages.store_flags_unchanged_since(

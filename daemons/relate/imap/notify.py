@@ -182,7 +182,7 @@ class Notifier:
 
     async def status_line(self, session: ImapSession, conn: Queryable, mailbox_id: int, group: NotifyGroup) -> bytes:
         """``STATUS name (...)`` for a mailbox this group reports (§5.2-§5.4, Dovecot's items)."""
-        values = await mailboxes.status(conn, mailbox_id)
+        values = await mailboxes.status(conn, mailbox_id, frozenset({"messages", "unseen"}))
         items = [f"MESSAGES {values['messages']}", f"UIDNEXT {values['uidnext']}"]
         items += [f"UIDVALIDITY {values['uidvalidity']}", f"UNSEEN {values['unseen']}"]
         if "FLAGCHANGE" in group.events or session.condstore:

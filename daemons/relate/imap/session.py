@@ -58,8 +58,9 @@ from relate.imap.errors import Bad, Bye, ImapError, No, ParseError
 from relate.imap.parser import Literal, Part
 from relate.mail.imapwire import Piece, flag_list
 from relate.runtime.budget import MemoryBudget
+from relate.runtime.streams import pending_input
 from relate.runtime.tls import ReloadableTLS
-from relate.store import db, imap_messages
+from relate.store import db
 from relate.store.changes import MailChange
 
 log = logging.getLogger("relate.imap")
@@ -71,6 +72,8 @@ _WRITE_ALONE = 256 * 1024
 # Literals bigger than this are streamed to a temporary file, SPOOL_CHUNK octets at a time.
 SPOOL_ABOVE = 256 * 1024
 SPOOL_CHUNK = 64 * 1024
+# The change hub writes news to a session in IDLE itself only while less than this waits for the client.
+_PUSH_BUFFER = 64 * 1024
 
 
 def _close_literals(parts: list[Part]) -> None:
@@ -144,6 +147,49 @@ def _verb_of(line: bytes) -> bytes:
     return words[1].upper() if len(words) > 1 else b""
 
 
+class Signal:
+    """asyncio.Event's set, clear, is_set and wait, and :meth:`waiter`: a plain future, done once set.
+
+    A session in IDLE (or under NOTIFY) waits on it beside the client's next line; a future costs
+    less to make and to wake than the task that would wrap ``Event.wait()``, which counts when one
+    delivery wakes 10,000 sessions at once.
+    """
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if self._set:
+            return
+        self._set = True
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    def waiter(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._set:
+            fut.set_result(None)
+            return fut
+        if len(self._waiters) >= 8:  # waiters given up on (cancelled) go, so the list stays short
+            self._waiters = [f for f in self._waiters if not f.done()]
+        self._waiters.append(fut)
+        return fut
+
+    async def wait(self) -> None:
+        await self.waiter()
+
+
 @dataclass
 class Selected:
     """The selected mailbox as this client knows it."""
@@ -157,7 +203,7 @@ class Selected:
     max_uid: int
     own_modseqs: set[int] = field(default_factory=set)
     saved: list[int] = field(default_factory=list)  # SEARCH RETURN (SAVE) result, as UIDs
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: Signal = field(default_factory=Signal)
     updates: ResultUpdates | None = None  # searches kept up to date (RFC 5267 UPDATE), imap/contexts.py
     # A VANISHED was sent since the client last heard HIGHESTMODSEQ: no FETCH carries an expunge's
     # modseq, so NOOP, IDLE and EXPUNGE tell it in their tagged OK (QRESYNC only).
@@ -253,6 +299,10 @@ class Watchers(Protocol):
 
     def unwatch_user(self, session: ImapSession, user_id: int) -> None: ...
 
+    async def changes(self, mailbox_id: int, since_modseq: int, max_uid: int, *, share: bool) -> dict[str, Any]: ...
+
+    async def claim_recent(self, mailbox_id: int, upto: int | None) -> tuple[int, int] | None: ...
+
 
 # How NOTIFY (imap/notify.py) has the selected mailbox reported: as without NOTIFY (no NOTIFY in force), at once
 # between commands (SELECTED), at once but expunges only at a command that allows them (SELECTED-DELAYED), or
@@ -321,6 +371,7 @@ class ImapSession:
         self.started = time.monotonic()
         self.commands = 0
         self.waiting = False  # for the client: between commands, or in IDLE
+        self.idling = False  # in IDLE, waiting (the change hub may report news itself: pushable())
         self.leaving = False  # shutting down: BYE once the command in progress has answered
         self._rest_of_line = False  # an overlong line was refused: drop the rest of it before the next read
         self.end = ""  # how the session ended, for its log line: logout, bye, client-gone, tls-failed:REASON, ...
@@ -574,7 +625,8 @@ class ImapSession:
                     await self.execute(parts)
                 finally:
                     _close_literals(parts)
-                await self.flush()
+                if not self.more_pipelined() or self.pending >= _WRITE_ALONE:
+                    await self.flush()
                 if self.leaving:
                     raise Bye("Server shutting down")
             self.end = self.end or ("logout" if self.state == LOGOUT else "idle-timeout")
@@ -595,6 +647,18 @@ class ImapSession:
         finally:
             with contextlib.suppress(OSError, RuntimeError):
                 await self.flush()
+
+    def more_pipelined(self) -> bool:
+        """Whether the client has sent the next command line already (pipelining, RFC 9051 §5.5).
+
+        Then the answer to this one waits for the next one's, up to _WRITE_ALONE octets, and both go
+        out in one write: the client is not waiting on it before it sends more, and a connection
+        carrying a pipelining client (imaptest, mbsync, mutt) costs a syscall per batch, not per
+        command. Any answer goes out at once when no whole line is waiting, and before the session
+        waits for anything of the client's (a literal's ``+``, IDLE's ``+``, STARTTLS).
+        """
+        # Not while the rest of a refused overlong line is still to be dropped: its CRLF is no command.
+        return not self._rest_of_line and b"\n" in pending_input(self.reader)
 
     async def _next_command(self) -> list[Part] | None:
         """The next command; under NOTIFY, news are reported (RFC 5465 §3) until its first line has come.
@@ -647,7 +711,7 @@ class ImapSession:
         out: list[Awaitable[Any]] = []
         sel, mode = self.selected, self.selected_mode()
         if sel is not None and (mode in (IMMEDIATE, DELAYED) or (idle and mode == BASE)):
-            out.append(sel.changed.wait())
+            out.append(sel.changed.waiter())
         if self.notifier is not None:
             out.append(self.notifier.wakeup.wait())
         return out
@@ -657,7 +721,7 @@ class ImapSession:
         expunges too; under SELECTED-DELAYED they wait for a command that allows them (RFC 5465 §6)."""
         sel, mode = self.selected, self.selected_mode()
         if sel is not None and sel.changed.is_set() and mode != SILENT:
-            await self.sync(allow_expunge=idle or mode != DELAYED)
+            await self.sync(allow_expunge=idle or mode != DELAYED, share=True)
         if self.notifier is not None:
             await self.notifier.deliver(self)
         self._news_warned = False
@@ -801,8 +865,11 @@ class ImapSession:
             line = runs[start : start + VANISHED_RUNS]
             self.untagged(head + b",".join(b"%d" % lo if lo == hi else b"%d:%d" % (lo, hi) for lo, hi in line))
 
-    async def sync(self, *, allow_expunge: bool = True) -> None:
+    async def sync(self, *, allow_expunge: bool = True, share: bool = False) -> None:
         """Report what changed in the selected mailbox since the client last heard (RFC 9051 §7.5).
+
+        ``share``: the session changed nothing since it was told of the change (IDLE, news between
+        commands), so it may share the question with other sessions (ChangeHub.changes).
 
         With CONDSTORE, flag changes wait with the expunges when those cannot be reported yet (during
         FETCH, STORE, SEARCH): their MODSEQ would tell the client it had heard of everything below it.
@@ -812,15 +879,16 @@ class ImapSession:
             return
         sel.changed.clear()
         plan = None
+        hub = self.server.hub
         try:
-            async with self.server.pool.acquire() as conn:
-                delta = await imap_messages.changes(conn, sel.mailbox_id, sel.known_modseq, sel.max_uid)
-                if sel.takes_recent and delta.get("new"):
-                    claimed = await imap_messages.claim_recent(conn, sel.mailbox_id, delta["new"][-1])
-                    if claimed is not None:  # kept at once (the claim is committed), so kept searches see them
-                        sel.add_recent(*claimed)
-                if sel.updates and not delta["gone"]:
-                    known = [u for u in delta["expunged"] if sel.msn(u) is not None]
+            delta = await hub.changes(sel.mailbox_id, sel.known_modseq, sel.max_uid, share=share)
+            if sel.takes_recent and delta.get("new"):
+                claimed = await hub.claim_recent(sel.mailbox_id, delta["new"][-1])
+                if claimed is not None:  # kept at once (the claim is committed), so kept searches see them
+                    sel.add_recent(*claimed)
+            if sel.updates and not delta["gone"]:
+                known = [u for u in delta["expunged"] if sel.msn(u) is not None]
+                async with self.server.pool.acquire() as conn:
                     plan = await sel.updates.prepare(
                         conn,
                         sel,
@@ -837,6 +905,40 @@ class ImapSession:
             self.selected = None
             self.state = AUTHENTICATED
             raise Bye("The selected mailbox was deleted")
+        self.report(sel, delta, plan, allow_expunge=allow_expunge)
+        if delta["new"] and self.notifier is not None:
+            await self.notifier.new_messages(self, delta["new"])  # NOTIFY MessageNew's fetch items
+
+    def pushable(self) -> bool:
+        """Whether the change hub may report news to this session itself (ChangeHub's push): in plain
+        IDLE with nothing pending, no NOTIFY and no kept-up-to-date search, and the client reading."""
+        sel = self.selected
+        return (
+            self.idling
+            and sel is not None
+            and not sel.changed.is_set()
+            and not sel.held
+            and not sel.updates
+            and self.notifier is None
+            and self.writer.transport.get_write_buffer_size() < _PUSH_BUFFER
+        )
+
+    def push(self, delta: Mapping[str, Any], claimed: tuple[int, int] | None) -> None:
+        """What :meth:`sync` does with ``delta`` (asked for this session's state, by the hub for every
+        session in IDLE on the mailbox at once) and the \\Recent ``claimed`` for it, written at once.
+        Runs between the session's awaits (it is in IDLE, see :meth:`pushable`): no await in here."""
+        sel = self.selected
+        assert sel is not None
+        if claimed is not None:
+            sel.add_recent(*claimed)
+        self.report(sel, delta, None, allow_expunge=True)
+        if self._out:
+            self.writer.write(b"".join(self._out))  # small lines: the transport buffers them (see pushable)
+            self._out.clear()
+            self._out_size = 0
+
+    def report(self, sel: Selected, delta: Mapping[str, Any], plan: UpdatePlan | None, *, allow_expunge: bool) -> None:
+        """The untagged responses for ``delta`` (see :meth:`sync`), and the session's view brought up to it."""
         expunged = [u for u in delta["expunged"] if sel.msn(u) is not None]
         for line in plan.removals(sel) if plan is not None else ():
             self.untagged(line)  # RFC 5267 §4.3.4: before the EXPUNGE responses, while the numbers hold
@@ -873,8 +975,6 @@ class ImapSession:
         if not waiting:
             sel.known_modseq = max(sel.known_modseq, delta["modseq"])
             sel.own_modseqs.clear()
-        if delta["new"] and self.notifier is not None:
-            await self.notifier.new_messages(self, delta["new"])  # NOTIFY MessageNew's fetch items
 
     async def sync_after(self, cmd: parser.Command) -> None:
         """After a command: report changes if a notification said there are any.

@@ -71,38 +71,43 @@ async def claim_recent(conn: Queryable, mailbox_id: int, upto: int | None) -> tu
     locks the row (FOR UPDATE), reads it and moves it up to ``upto`` in one call, so however many
     sessions on however many hosts claim at once, the ranges they get are disjoint: each message
     is recent in exactly one session. It costs one round trip and one row update per claim (at
-    SELECT, and when a read-write IMAP4rev1 session hears of new mail), not a row per message.
+    SELECT, and when a read-write IMAP4rev1 session hears of new mail), not a row per message, and
+    commits without waiting for the disk (:data:`NOT_DURABLE`: a crash may give a message as
+    recent once more).
     """
-    row = await conn.fetchrow("SELECT lo, hi FROM relate_claim_recent($1, $2)", mailbox_id, upto)
+    row = await conn.fetchrow(f"SELECT lo, hi, {NOT_DURABLE} FROM relate_claim_recent($1, $2)", mailbox_id, upto)
     if row is None or row["lo"] is None:
         return None
     return int(row["lo"]), int(row["hi"])
 
 
+_CHANGES = """
+SELECT b.highestmodseq,
+       ARRAY(SELECT m.uid FROM messages m WHERE m.mailbox_id = b.id AND m.uid > $3 ORDER BY m.uid) AS new,
+       ARRAY(SELECT ROW(m.uid, m.flags, m.modseq) FROM messages m
+              WHERE m.mailbox_id = b.id AND m.modseq > $2 AND m.uid <= $3 ORDER BY m.uid) AS flags,
+       ARRAY(SELECT e.uid FROM mailbox_expunges e WHERE e.mailbox_id = b.id AND e.modseq > $2 ORDER BY e.uid)
+           AS expunged
+  FROM mailboxes b
+ WHERE b.id = $1"""
+
+
 async def changes(conn: Queryable, mailbox_id: int, since_modseq: int, max_uid: int) -> dict[str, Any]:
-    """What happened above ``since_modseq``: new messages, flag changes, expunged UIDs, and the new modseq."""
-    box = await conn.fetchrow("SELECT highestmodseq FROM mailboxes WHERE id = $1", mailbox_id)
-    if box is None:
+    """What happened above ``since_modseq``: new messages, flag changes, expunged UIDs, and the new modseq.
+
+    One statement, so one round trip and one snapshot: the modseq returned covers exactly the
+    changes listed. The lists are the caller's to read, never to change (IMAP sessions on one
+    mailbox share one answer, imap/news.py).
+    """
+    row = await conn.fetchrow(_CHANGES, mailbox_id, since_modseq, max_uid)
+    if row is None:
         return {"gone": True}
-    new = await conn.fetch(
-        "SELECT uid FROM messages WHERE mailbox_id = $1 AND uid > $2 ORDER BY uid", mailbox_id, max_uid
-    )
-    flags = await conn.fetch(
-        """SELECT uid, flags, modseq FROM messages
-            WHERE mailbox_id = $1 AND modseq > $2 AND uid <= $3 ORDER BY uid""",
-        mailbox_id,
-        since_modseq,
-        max_uid,
-    )
-    gone = await conn.fetch(
-        "SELECT uid FROM mailbox_expunges WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid", mailbox_id, since_modseq
-    )
     return {
         "gone": False,
-        "modseq": box["highestmodseq"],
-        "new": [r["uid"] for r in new],
-        "flags": [(r["uid"], list(r["flags"]), r["modseq"]) for r in flags],
-        "expunged": [r["uid"] for r in gone],
+        "modseq": row["highestmodseq"],
+        "new": list(row["new"]),
+        "flags": [(uid, list(flags), modseq) for uid, flags, modseq in row["flags"]],
+        "expunged": list(row["expunged"]),
     }
 
 
@@ -165,16 +170,26 @@ UPDATE users u SET quota_full_since = NULL FROM box WHERE u.id = box.user_id AND
 
 
 async def store_flags(
-    conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int], mode: str, flags: Sequence[str]
+    conn: asyncpg.Connection,
+    mailbox_id: int,
+    uid_list: Sequence[int],
+    mode: str,
+    flags: Sequence[str],
+    *,
+    durable: bool = True,
 ) -> tuple[int, list[tuple[int, list[str]]]]:
     """Add (``+``), remove (``-``) or set (``""``) flags; returns the modseq and (uid, flags) of changed messages.
 
-    A STORE that changes nothing leaves HIGHESTMODSEQ alone.
+    A STORE that changes nothing leaves HIGHESTMODSEQ alone. One statement, so one round trip: it
+    locks the mailbox row, updates the messages under that modseq, raises HIGHESTMODSEQ and
+    announces the change (all or nothing, as the statement is its own transaction unless the caller
+    holds one). ``durable=False`` commits without waiting for the disk (see :data:`NOT_DURABLE`).
     """
-    async with conn.transaction():
-        modseq, user_id = await _lock_mailbox(conn, mailbox_id)
-        changed = await _set_flags(conn, mailbox_id, user_id, uid_list, mode, flags, modseq, None)
-    return modseq, changed
+    sql = _STORE_SQL[mode, durable]
+    row = await conn.fetchrow(sql, mailbox_id, list(uid_list), list(flags), mailboxes.CHANNEL)
+    if row is None:
+        raise MailboxGone("mailbox is gone")
+    return row["modseq"], sorted((uid, list(new)) for uid, new in row["changed"])
 
 
 async def store_flags_unchanged_since(
@@ -204,6 +219,49 @@ async def store_flags_unchanged_since(
     return modseq, changed, list(row["failed"])
 
 
+def _new_flags(mode: str) -> str:
+    """The SQL of a message's flags after STORE ``mode`` with flags ``$3``."""
+    if mode == "+":
+        return "ARRAY(SELECT DISTINCT unnest(m.flags || $3::text[]))"
+    if mode == "-":
+        return "ARRAY(SELECT f FROM unnest(m.flags) AS f WHERE NOT f = ANY($3::text[]))"
+    return "ARRAY(SELECT DISTINCT unnest($3::text[]))"
+
+
+# What IMAP sessions change in messages they already hold (STORE, FETCH's implied \\Seen, EXPUNGE, the
+# \\Recent claim) may commit without waiting for the disk: a crash may forget the last fraction of a
+# second of such changes (PostgreSQL's asynchronous commit: never corruption, never half a change), as
+# Dovecot's mail_fsync=optimized forgets index changes. Whatever stores mail (delivery, APPEND, COPY)
+# always waits. In a statement, this makes the transaction it runs in commit so; in an implicit one,
+# only that statement's. Waiting costs a WAL flush per change (several ms on a busy disk, and the
+# mailbox row stays locked meanwhile, holding up every other change to that mailbox).
+NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
+
+# store_flags: $1 mailbox, $2 UIDs, $3 flags, $4 the NOTIFY channel. The mailbox row is locked first (box),
+# the messages take its next modseq, and only if one changed is that made the mailbox's and announced.
+_STORE_SQL = {
+    (mode, durable): f"""
+WITH box AS (SELECT id, user_id, highestmodseq + 1 AS next{"" if durable else ", " + NOT_DURABLE}
+               FROM mailboxes WHERE id = $1 FOR UPDATE),
+     upd AS (UPDATE messages m SET flags = {_new_flags(mode)}, modseq = box.next
+               FROM box
+              WHERE m.mailbox_id = box.id AND m.uid = ANY($2::bigint[])
+                AND NOT ({_new_flags(mode)} @> m.flags AND m.flags @> {_new_flags(mode)})
+          RETURNING m.uid, m.flags),
+     bump AS (UPDATE mailboxes b SET highestmodseq = box.next
+                FROM box
+               WHERE b.id = box.id AND EXISTS (SELECT 1 FROM upd)
+           RETURNING b.id)
+SELECT box.next AS modseq,
+       ARRAY(SELECT ROW(upd.uid, upd.flags) FROM upd) AS changed,
+       (SELECT pg_notify($4, json_build_object('event', 'flags', 'mailbox', box.id, 'user', box.user_id,
+                                               'modseq', box.next)::text) FROM bump) AS announced
+  FROM box"""
+    for mode in ("+", "-", "")
+    for durable in (True, False)
+}
+
+
 async def _set_flags(
     conn: Queryable,
     mailbox_id: int,
@@ -215,12 +273,7 @@ async def _set_flags(
     unchanged_since: int | None,
 ) -> list[tuple[int, list[str]]]:
     """The flag update itself, under the mailbox lock; stamps ``modseq`` on the messages it changes."""
-    if mode == "+":
-        new_flags = "ARRAY(SELECT DISTINCT unnest(m.flags || $3::text[]))"
-    elif mode == "-":
-        new_flags = "ARRAY(SELECT f FROM unnest(m.flags) AS f WHERE NOT f = ANY($3::text[]))"
-    else:
-        new_flags = "ARRAY(SELECT DISTINCT unnest($3::text[]))"
+    new_flags = _new_flags(mode)
     rows = await conn.fetch(
         f"""UPDATE messages m SET flags = {new_flags}, modseq = $4
              WHERE m.mailbox_id = $1 AND m.uid = ANY($2::bigint[]) AND ($5::bigint IS NULL OR m.modseq <= $5)
@@ -279,19 +332,51 @@ async def vanished(conn: Queryable, mailbox_id: int, since: int, upto: int | Non
     return [(r["lo"], r["hi"]) for r in rows]
 
 
-async def expunge(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int] | None) -> list[int]:
-    """Remove messages flagged \\Deleted (of ``uid_list``, if given); returns their UIDs."""
-    async with conn.transaction():
-        modseq, user_id = await _lock_mailbox(conn, mailbox_id)
-        rows = await conn.fetch(
-            """DELETE FROM messages WHERE mailbox_id = $1 AND '\\Deleted' = ANY (flags)
-                  AND ($2::bigint[] IS NULL OR uid = ANY($2::bigint[]))
-              RETURNING id, uid, size""",
-            mailbox_id,
-            list(uid_list) if uid_list is not None else None,
-        )
-        await _record_expunges(conn, mailbox_id, user_id, modseq, rows)
-    return sorted(r["uid"] for r in rows)
+# expunge: $1 mailbox, $2 UIDs (NULL: every \\Deleted message), $3 the NOTIFY channel, $4 how many ids a
+# notification may list. Under the mailbox row lock: delete, log the UIDs under the next modseq, make it
+# the mailbox's with the counts (and stop a quota's full-since clock), announce; nothing when nothing went.
+_EXPUNGE_SQL = {
+    durable: f"""
+WITH box AS (SELECT id, user_id, highestmodseq + 1 AS next{"" if durable else ", " + NOT_DURABLE}
+               FROM mailboxes WHERE id = $1 FOR UPDATE),
+     gone AS (DELETE FROM messages m USING box
+               WHERE m.mailbox_id = box.id AND '\\Deleted' = ANY (m.flags)
+                 AND ($2::bigint[] IS NULL OR m.uid = ANY($2::bigint[]))
+           RETURNING m.id, m.uid, m.size),
+     counted AS (SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM gone),
+     bump AS (UPDATE mailboxes b SET highestmodseq = box.next, message_count = b.message_count - counted.n,
+                                     message_bytes = b.message_bytes - counted.bytes
+                FROM box, counted
+               WHERE b.id = box.id AND counted.n > 0
+           RETURNING b.id),
+     room AS (UPDATE users u SET quota_full_since = NULL
+                FROM box, bump
+               WHERE u.id = box.user_id AND u.quota_full_since IS NOT NULL),
+     logged AS (INSERT INTO mailbox_expunges (mailbox_id, uid, modseq) SELECT box.id, gone.uid, box.next FROM box, gone)
+SELECT ARRAY(SELECT gone.uid FROM gone ORDER BY gone.uid) AS uids,
+       (SELECT pg_notify($3, json_build_object(
+                   'event', 'expunge', 'mailbox', box.id, 'user', box.user_id, 'modseq', box.next,
+                   'ids', CASE WHEN counted.n <= $4 THEN (SELECT json_agg(gone.id) FROM gone) END)::text)
+          FROM bump, counted) AS announced
+  FROM box"""
+    for durable in (True, False)
+}
+
+
+async def expunge(
+    conn: Queryable, mailbox_id: int, uid_list: Sequence[int] | None, *, durable: bool = True
+) -> list[int]:
+    """Remove messages flagged \\Deleted (of ``uid_list``, if given); returns their UIDs, ascending.
+
+    One statement (one round trip, its own transaction unless the caller holds one), as
+    :func:`_record_expunges` describes. ``durable=False`` commits without waiting for the disk
+    (:data:`NOT_DURABLE`).
+    """
+    uids = list(uid_list) if uid_list is not None else None
+    row = await conn.fetchrow(_EXPUNGE_SQL[durable], mailbox_id, uids, mailboxes.CHANNEL, EXPUNGE_IDS_MAX)
+    if row is None:
+        raise MailboxGone("mailbox is gone")
+    return list(row["uids"])
 
 
 async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int]) -> list[int]:

@@ -225,25 +225,47 @@ async def unsubscribe(conn: Queryable, user_id: int, name: str) -> None:
     )
 
 
-async def status(conn: Queryable, mailbox_id: int) -> dict[str, int]:
-    """MESSAGES, UNSEEN, DELETED, SIZE, UIDNEXT, UIDVALIDITY, HIGHESTMODSEQ (RFC 9051 §6.3.11), RECENT:
-    the messages no session has taken as recent yet (RFC 3501 §6.3.10, imap_messages.claim_recent), and
-    DELETED-STORAGE (RFC 9208 §4.1.4: the octets an EXPUNGE would free, as quota counts them)."""
-    row = await conn.fetchrow(
-        """SELECT b.uidnext, b.uidvalidity, b.highestmodseq,
-                  count(m.id) AS messages,
-                  count(m.id) FILTER (WHERE m.uid > b.recent_uid) AS recent,
-                  count(m.id) FILTER (WHERE NOT ('\\Seen' = ANY (m.flags))) AS unseen,
-                  count(m.id) FILTER (WHERE '\\Deleted' = ANY (m.flags)) AS deleted,
-                  coalesce(sum(m.size), 0)::bigint AS size,
-                  coalesce(sum(m.size) FILTER (WHERE '\\Deleted' = ANY (m.flags)), 0)::bigint AS deleted_storage
-             FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id
-            WHERE b.id = $1 GROUP BY b.id""",
-        mailbox_id,
-    )
+# What each STATUS value costs: the row's own columns and counters (kept by every path that adds or
+# removes messages, store/quota.py) cost nothing; the others count over the mailbox's messages, unseen
+# and recent by index (messages_unseen_idx, the (mailbox_id, uid) key), only when asked for.
+_STATUS_VALUES = {
+    "messages": "b.message_count",
+    "size": "b.message_bytes",
+    "unseen": "(SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id AND NOT ('\\Seen' = ANY (m.flags)))",
+    "recent": "(SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id AND m.uid > b.recent_uid)",
+    "deleted": "(SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id AND '\\Deleted' = ANY (m.flags))",
+    "deleted_storage": """(SELECT coalesce(sum(m.size), 0)::bigint FROM messages m
+                           WHERE m.mailbox_id = b.id AND '\\Deleted' = ANY (m.flags))""",
+}
+STATUS_VALUES = frozenset(_STATUS_VALUES)
+
+
+def _status_sql(values: frozenset[str], where: str) -> str:
+    wanted = "".join(f", {_STATUS_VALUES[v]} AS {v}" for v in sorted(values & STATUS_VALUES))
+    return f"SELECT {', '.join('b.' + c.strip() for c in _COLUMNS.split(','))}{wanted} FROM mailboxes b WHERE {where}"
+
+
+async def status(conn: Queryable, mailbox_id: int, values: frozenset[str] = STATUS_VALUES) -> dict[str, Any]:
+    """The mailbox's columns and the STATUS ``values`` asked for (RFC 9051 §6.3.11): messages, size (RFC 8438),
+    unseen, deleted, recent (the messages no session has taken as recent yet, RFC 3501 §6.3.10,
+    imap_messages.claim_recent) and deleted_storage (RFC 9208 §4.1.4: the octets an EXPUNGE would free,
+    as quota counts them); uidnext, uidvalidity and highestmodseq always. One statement."""
+    row = await conn.fetchrow(_status_sql(values, "b.id = $1"), mailbox_id)
     if row is None:
         raise NotFound("mailbox is gone")
     return dict(row)
+
+
+async def status_named(
+    conn: Queryable, user_id: int, name: str, values: frozenset[str] = STATUS_VALUES
+) -> dict[str, Any] | None:
+    """:func:`status` of the user's mailbox ``name`` (INBOX in any case), or None if there is none: the
+    look-up and the counts in one statement."""
+    if is_inbox(name):
+        row = await conn.fetchrow(_status_sql(values, "b.user_id = $1 AND upper(b.name) = 'INBOX'"), user_id)
+    else:
+        row = await conn.fetchrow(_status_sql(values, "b.user_id = $1 AND b.name = $2"), user_id, name)
+    return dict(row) if row else None
 
 
 async def sweep_blobs(conn: asyncpg.Connection, grace: timedelta, limit: int = 1000) -> tuple[int, int]:

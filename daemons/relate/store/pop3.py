@@ -237,12 +237,7 @@ async def fetch_raw(conn: db.Queryable, mailbox_id: int, uids: Sequence[int]) ->
 async def mark_seen(conn: asyncpg.Connection, mailbox_id: int, uids: Sequence[int], *, durable: bool) -> None:
     """Add \\Seen to these messages (IMAP and the API see it); ``durable=False`` commits without waiting for
     the disk (a crash may forget it; the next durable commit, e.g. QUIT's removal, flushes it with its own)."""
-    if durable:
-        await imap_messages.store_flags(conn, mailbox_id, uids, "+", ["\\Seen"])
-        return
-    async with conn.transaction():  # SET LOCAL: a pooled connection carries no setting out
-        await conn.execute("SET LOCAL synchronous_commit = off")
-        await imap_messages.store_flags(conn, mailbox_id, uids, "+", ["\\Seen"])
+    await imap_messages.store_flags(conn, mailbox_id, uids, "+", ["\\Seen"], durable=durable)
 
 
 async def remove(conn: asyncpg.Connection, mailbox_id: int, uids: Sequence[int]) -> list[int]:

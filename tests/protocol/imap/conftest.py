@@ -104,8 +104,13 @@ class Imap:
             box["id"],
             count,
         )
-        await self.pool.execute(
-            "UPDATE mailboxes SET uidnext = $2 + 1, highestmodseq = 2 WHERE id = $1", box["id"], count
+        await self.pool.execute(  # the counts too, as every path that stores mail keeps them
+            """UPDATE mailboxes b SET uidnext = $2 + 1, highestmodseq = 2,
+                      message_count = (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id),
+                      message_bytes = (SELECT coalesce(sum(m.size), 0) FROM messages m WHERE m.mailbox_id = b.id)
+                WHERE id = $1""",
+            box["id"],
+            count,
         )
 
     async def deliver(

@@ -124,3 +124,34 @@ async def test_idle_survives_a_lost_listen_connection(imap: Imap) -> None:
     lines = await client.read_until(lambda line: line.endswith(b" EXISTS"), wait=10)
     assert lines[-1] == b"* 1 EXISTS"
     assert (await client.done(tag)).ok
+
+
+async def test_many_idlers_each_hear_every_change_once(imap: Imap) -> None:
+    """Thirty sessions idling on one mailbox each hear a delivery, a flag change and an expunge, once each;
+    the new message is \\Recent in exactly one of them (they share the look in the database)."""
+    await imap.deliver()
+    idlers = [await imap.connect(select="INBOX") for _ in range(30)]
+    tags = [await client.idle() for client in idlers]
+    await imap.deliver(make_message(subject="to all"))
+    heard = [await client.read_until(lambda line: line.endswith(b"RECENT")) for client in idlers]
+    assert all(lines[-2] == b"* 2 EXISTS" for lines in heard)
+    actor = await imap.connect(select="INBOX")
+    await actor.ok("STORE 1 +FLAGS (\\Flagged)")
+    for client in idlers:
+        lines = await client.read_until(lambda line: b"FETCH" in line)
+        assert lines[-1].startswith(b"* 1 FETCH (")
+        assert b"\\Flagged" in lines[-1]
+    await actor.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    await actor.ok("EXPUNGE")
+    recent = 0
+    for client, tag in zip(idlers, tags, strict=True):
+        lines = await client.read_until(lambda line: line.endswith(b"EXPUNGE"))
+        assert lines[-1] == b"* 1 EXPUNGE"
+        done = await client.done(tag)
+        assert done.ok
+        assert done.lines("EXISTS") == []
+        assert done.lines("EXPUNGE") == []
+        fetched = (await client.ok("FETCH 1:* (UID FLAGS)")).fetches()
+        assert list(fetched) == [1]
+        recent += "\\Recent" in fetched[1]["FLAGS"]
+    assert recent == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from .conftest import Imap
 
 
@@ -61,3 +63,22 @@ async def test_check_is_noop_when_selected(imap: Imap) -> None:
     await imap.deliver()
     result = await client.ok("CHECK")
     assert b"* 1 EXISTS" in result.untagged
+
+
+async def test_pipelined_commands_are_all_answered_in_order(imap: Imap) -> None:
+    """A client that sends many commands at once (mbsync, imaptest) gets every answer, in order, each
+    with its own untagged data, including a half-sent last command answered once it is complete."""
+    await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    batch = b"".join(b"P%02d NOOP\r\nQ%02d FETCH 1 (FLAGS)\r\n" % (n, n) for n in range(40))
+    await client.send(batch + b"R00 STATUS INB")
+    for n in range(40):
+        assert (await client.read_tagged(f"P{n:02d}")).ok
+        fetched = await client.read_tagged(f"Q{n:02d}")
+        assert fetched.ok
+        assert list(fetched.fetches()) == [1]
+    await asyncio.sleep(0.2)
+    await client.send(b"OX (MESSAGES)\r\n")
+    status = await client.read_tagged("R00")
+    assert status.ok
+    assert status.lines("STATUS") == [b'* STATUS "INBOX" (MESSAGES 1)']
