@@ -191,6 +191,10 @@ class ImapConfig:
     # that need one are not made).
     thread_max_dummies: int = 500_000
     thread_max_walk: int = 5_000_000
+    # STORE, the \Seen a FETCH sets, EXPUNGE and CLOSE wait for PostgreSQL's disk flush before their OK.
+    # Off (the default, as Dovecot leaves its index unsynced): a database crash may forget the last
+    # fraction of a second of such changes; stored mail (APPEND, COPY, MOVE's target) always waits.
+    durable_changes: bool = False
 
 
 @dataclass

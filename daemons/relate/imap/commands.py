@@ -678,7 +678,7 @@ async def close(session: ImapSession, cmd: Command) -> None:
     sel = session.require_selected()
     if cmd.name == "CLOSE" and not sel.readonly:
         async with session.server.pool.acquire() as conn:
-            await imap_messages.expunge(conn, sel.mailbox_id, None, durable=False)
+            await imap_messages.expunge(conn, sel.mailbox_id, None, durable=session.server.cfg.imap.durable_changes)
     _deselect(session, sel)
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
@@ -696,7 +696,7 @@ async def expunge(session: ImapSession, cmd: Command) -> None:
         raise No("Mailbox is read-only", "READ-ONLY")
     uid_list = _resolve(sel, cmd.seqset, True) if isinstance(cmd, UidExpunge) else None
     async with session.server.pool.acquire() as conn:
-        await imap_messages.expunge(conn, sel.mailbox_id, uid_list, durable=False)
+        await imap_messages.expunge(conn, sel.mailbox_id, uid_list, durable=session.server.cfg.imap.durable_changes)
     await session.sync()
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed", condstore.highest_code(session, expunge=True))
 
@@ -742,7 +742,9 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
         atts = condstore.with_modseq(atts)
     if uids and fetching.sets_seen(cmd.atts) and not sel.readonly:
         async with pool.acquire() as conn:
-            modseq, seen = await imap_messages.store_flags(conn, sel.mailbox_id, uids, "+", ["\\Seen"], durable=False)
+            modseq, seen = await imap_messages.store_flags(
+                conn, sel.mailbox_id, uids, "+", ["\\Seen"], durable=session.server.cfg.imap.durable_changes
+            )
         sel.own_modseqs.add(modseq)
         atts = atts if any(a.name == "FLAGS" for a in atts) else (*atts, _FLAGS)
         if seen and session.condstore:  # RFC 7162 §3.1, §3.2.4: \Seen set by FETCH
@@ -831,7 +833,7 @@ async def store(session: ImapSession, cmd: Store) -> None:
     async with session.server.pool.acquire() as conn:
         if cmd.unchanged_since is None:
             modseq, changed = await imap_messages.store_flags(
-                conn, sel.mailbox_id, uids, cmd.mode, flags, durable=False
+                conn, sel.mailbox_id, uids, cmd.mode, flags, durable=session.server.cfg.imap.durable_changes
             )
         else:
             session.enable_condstore()  # RFC 7162 §3.1.3

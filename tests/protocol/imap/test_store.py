@@ -186,3 +186,19 @@ async def test_store_with_imaplib(imap: Imap) -> None:
         return conn.store("1", "+FLAGS", "(\\Flagged)")[1]
 
     assert await imap.imaplib(script) == [b"1 (FLAGS (\\Recent \\Flagged))"]
+
+
+async def test_changes_wait_for_the_disk_when_configured(imap: Imap) -> None:
+    """With imap.durable_changes, STORE (each mode), the \\Seen of a FETCH and EXPUNGE take the statements that
+    wait for the disk flush, and answer and store exactly what they do without it."""
+    imap.cfg.imap.durable_changes = True
+    await imap.deliver()
+    await imap.deliver()
+    client = await imap.connect(select="INBOX")
+    await client.ok("STORE 1 +FLAGS (\\Flagged $Work)")
+    await client.ok("STORE 1 -FLAGS ($Work)")
+    await client.ok("STORE 2 FLAGS (\\Deleted)")
+    assert "\\Seen" in (await client.ok("FETCH 1 BODY[]")).fetches()[1]["FLAGS"]
+    assert sorted((await imap.stored())[0]["flags"]) == ["\\Flagged", "\\Seen"]
+    assert (await client.ok("EXPUNGE")).untagged == [b"* 2 EXPUNGE"]
+    assert len(await imap.stored()) == 1
