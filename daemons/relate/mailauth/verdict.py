@@ -1,0 +1,215 @@
+"""What becomes of a message that arrived over port 25: SPF, DKIM and DMARC, the header, and the action.
+
+Policy, in order:
+
+1. SPF for MAIL FROM (or postmaster@HELO for the null reverse-path) and,
+   when MAIL FROM is not null, for the HELO name as well; DKIM for every
+   signature; these run at once. Then DMARC for each From domain.
+2. A From of a hosted domain must pass SPF or DKIM aligned with it
+   (relaxed), whatever DMARC record the domain publishes: mail that claims
+   to come from a hosted domain and does not is refused (``550 5.7.1``),
+   or deferred (``451 4.7.0``) when DNS trouble made a check inconclusive.
+   Mail between hosted users goes through submission and never needs this.
+3. A DMARC ``fail`` whose disposition (after ``pct``) is ``reject`` is
+   refused (``550 5.7.1``), or filed in Junk when
+   ``smtp.mailauth.dmarc_reject`` is ``junk``; ``quarantine`` is filed in
+   Junk; ``none`` is delivered. DMARC ``temperror`` and ``permerror``
+   apply no policy.
+4. Every message delivered gets one ``Authentication-Results:`` field with
+   all these results (RFC 8601), at the top; fields already in the message
+   claiming our authserv-id are removed (:mod:`relate.mailauth.authres`).
+
+Authenticated submission gets ``auth=pass smtp.auth=LOGIN`` instead
+(RFC 8601 §2.7.4): its sender is known, and its From was checked against
+the user's addresses already.
+
+Cost: the header section is read (at most ``MAX_HEADER_SECTION``); the whole
+message only when it carries a DKIM signature, in a worker thread. DNS
+answers come from the process's resolver cache when warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+
+from relate.config import MailAuthConfig
+from relate.mail.mime import field_addresses
+from relate.mail.spool import Spool
+from relate.mailauth import authres, dmarc
+from relate.mailauth import dkim as dkimv
+from relate.mailauth.dns import Dns
+from relate.mailauth.spf import SpfResult, check_helo, check_mail_from, valid_domain
+
+MAX_HEADER_SECTION = 1024 * 1024
+_FROM_FIELD = re.compile(rb"^from[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_AT_DOMAIN = re.compile(rb"@[ \t]*([A-Za-z0-9][A-Za-z0-9.\-]*[A-Za-z0-9])")
+
+# Entered around each step that holds the message whole in memory (the SMTP daemon's memory budget).
+Hold = Callable[[int], AbstractAsyncContextManager[object]]
+
+DELIVER = "deliver"
+JUNK = "junk"
+REFUSE = "refuse"
+DEFER = "defer"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str  # deliver, junk, refuse, defer
+    header: bytes  # the Authentication-Results field to put at the top ("" when checks are off)
+    reason: str = ""  # for the log
+    spf: SpfResult | None = None
+    dkim: list[dkimv.DkimResult] = field(default_factory=list)
+    dmarc: dmarc.DmarcResult | None = None
+    section: bytes | None = None  # the header section without forged fields of ours, when it had some
+    section_size: int = 0  # the size of the original header section (what ``section`` replaces)
+
+
+def header_section(head: bytes) -> bytes:
+    """The header section at the start of ``head``, blank line included (all of ``head`` when it has none)."""
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        cut = head.find(separator)
+        if cut >= 0:
+            return head[: cut + len(separator)]
+    return head
+
+
+def from_domains(section: bytes) -> tuple[list[str], bool]:
+    """(the From domains, whether the From field could be read without doubt)."""
+    found = field_addresses(section, "From")
+    if found is not None and found and len(_FROM_FIELD.findall(section)) == 1:
+        domains = [a.rpartition("@")[2].strip().lower().rstrip(".") for a in found]
+        return [d for d in dict.fromkeys(domains) if d], True
+    # Unreadable, absent or repeated: every domain that appears after an "@" in any From field, to catch a
+    # hosted domain hidden in a field readers disagree on.
+    domains = [m.decode("ascii").lower() for v in _FROM_FIELD.findall(section) for m in _AT_DOMAIN.findall(v)]
+    return list(dict.fromkeys(domains))[:20], False
+
+
+class Checker:
+    """The SMTP daemon's checks: one per process, sharing the resolver (and its cache)."""
+
+    def __init__(
+        self,
+        cfg: MailAuthConfig,
+        hostname: str,
+        dns: Dns,
+        hosted: Callable[[list[str]], Awaitable[set[str]]],
+    ) -> None:
+        self.cfg = cfg
+        self.authserv_id = (cfg.authserv_id or hostname).strip()
+        self.dns = dns
+        self.hosted = hosted
+
+    async def prepare(self) -> None:
+        """Load the public suffix list off the event loop (once per process)."""
+        await asyncio.to_thread(dmarc.load)
+
+    def _strip(self, section: bytes) -> tuple[bytes | None, int]:
+        return authres.strip_ours(section, self.authserv_id), len(section)
+
+    async def submitted(self, head: bytes, login: str) -> Verdict:
+        """Authenticated submission: ``auth=pass`` with the login (RFC 8601 §2.7.4)."""
+        if not self.cfg.enabled:
+            return Verdict(DELIVER, b"")
+        section = header_section(head)
+        stripped, size = self._strip(section)
+        header = authres.render(self.authserv_id, [authres.Entry("auth", "pass", properties={"smtp.auth": login})])
+        return Verdict(DELIVER, header, section=stripped, section_size=size)
+
+    async def inbound(
+        self, *, client: str, helo: str, mail_from: str, head: bytes, spool: Spool, hold: Hold
+    ) -> Verdict:
+        """The verdict on a message that arrived over port 25 (see the module docstring)."""
+        if not self.cfg.enabled:
+            return Verdict(DELIVER, b"")
+        await self.prepare()
+        section = header_section(head)
+        signatures = dkimv.find_signatures(section)
+
+        async def dkim_results() -> list[dkimv.DkimResult]:
+            if not signatures:
+                return []
+            keys = await dkimv.fetch_keys(self.dns, signatures)
+            # dkimpy holds the message, its lines and its canonical body: about three copies.
+            async with hold(spool.size * 3 // 2):
+                whole = await spool.read()
+                return await asyncio.to_thread(dkimv.verify, whole, signatures, keys)
+
+        async def helo_result() -> SpfResult | None:
+            if not mail_from or not valid_domain(helo):
+                return None
+            return await check_helo(self.dns, client, helo)
+
+        spf, spf_helo, dkim = await asyncio.gather(
+            check_mail_from(self.dns, client, mail_from, helo), helo_result(), dkim_results()
+        )
+        authors, readable = from_domains(section)
+        if readable:
+            result = await dmarc.evaluate(self.dns, authors, spf, dkim)
+        else:
+            result = dmarc.DmarcResult("permerror", authors[0] if authors else "", reason="From unreadable")
+        action, reason = await self._decide(authors, result, spf, dkim)
+        stripped, size = self._strip(section)
+        header = authres.render(self.authserv_id, _entries(spf, spf_helo, dkim, result))
+        return Verdict(action, header, reason, spf, dkim, result, stripped, size)
+
+    async def _decide(
+        self, authors: list[str], result: dmarc.DmarcResult, spf: SpfResult, dkim: list[dkimv.DkimResult]
+    ) -> tuple[str, str]:
+        hosted = await self.hosted(authors) if authors else set()
+        if hosted:
+            aligned = {a for a in hosted if dmarc.aligned_pass(a, spf, dkim, adkim="r", aspf="r")}
+            if aligned != hosted:
+                unsure = spf.result == "temperror" or any(d.result == "temperror" for d in dkim)
+                domain = sorted(hosted - aligned)[0]
+                return (DEFER if unsure else REFUSE), f"From of hosted domain {domain} not authenticated"
+        if result.result == "fail":
+            if result.disposition == "reject":
+                return (JUNK if self.cfg.dmarc_reject == "junk" else REFUSE), f"DMARC p=reject of {result.author}"
+            if result.disposition == "quarantine":
+                return JUNK, f"DMARC p=quarantine of {result.author}"
+        return DELIVER, ""
+
+
+def _entries(
+    spf: SpfResult, spf_helo: SpfResult | None, dkim: list[dkimv.DkimResult], result: dmarc.DmarcResult
+) -> list[authres.Entry]:
+    reasonable = ("permerror", "temperror", "fail", "neutral")
+    out = []
+    mailfrom = {"smtp.mailfrom": spf.sender} if spf.sender else {}
+    out.append(authres.Entry("spf", spf.result, spf.reason if spf.result in reasonable else "", mailfrom))
+    if spf_helo is not None:
+        reason = spf_helo.reason if spf_helo.result in reasonable else ""
+        out.append(authres.Entry("spf", spf_helo.result, reason, {"smtp.helo": spf_helo.domain}))
+    if not dkim:
+        out.append(authres.Entry("dkim", "none"))
+    for d in dkim:
+        props = {"header.d": d.domain, "header.s": d.selector, "header.a": d.algorithm, "header.b": d.b}
+        props = {k: v for k, v in props.items() if v}
+        out.append(authres.Entry("dkim", d.result, d.reason if d.result in reasonable else "", props))
+    props = {"header.from": result.author} if result.author else {}
+    comment = f"p={result.policy} dis={result.disposition}" if result.result in ("pass", "fail") else ""
+    reason = result.reason if result.result in reasonable else ""
+    out.append(authres.Entry("dmarc", result.result, reason, props, comment))
+    return out
+
+
+async def rewrite(spool: Spool, verdict: Verdict) -> Spool:
+    """The message with the verdict's header section (forged fields of ours removed) in place of its own."""
+    if verdict.section is None:
+        return spool
+    out = Spool()
+    await out.write(verdict.section)
+    skip = verdict.section_size
+    async for chunk in spool.chunks():
+        if skip >= len(chunk):
+            skip -= len(chunk)
+            continue
+        await out.write(memoryview(chunk)[skip:])
+        skip = 0
+    return out
