@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 _NAME = re.compile(rb"^authentication-results[ \t]*:", re.IGNORECASE)
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@\-]+\Z")
+_WORD = re.compile(r'(?:"(?:[^"\\]|\\.)*"?|[^\s"])+')  # a run of non-space characters and quoted strings
 _SAFE_REASON = re.compile(r"[^\x20-\x7e]|[\"\\]")
 
 
@@ -167,7 +168,7 @@ def parse(value: str) -> tuple[str, list[Entry]]:
     ident = authserv_id(pieces[0]) if pieces else ""
     entries: list[Entry] = []
     for piece in pieces[1:]:
-        words = [w for w in re.split(r"\s+", piece.strip()) if w]
+        words = _WORD.findall(piece)
         # "method = result" may be written with spaces: join a lone "=" with its neighbours.
         joined: list[str] = []
         for word in words:

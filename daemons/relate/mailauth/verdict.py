@@ -45,6 +45,7 @@ from relate.mailauth.dns import Dns
 from relate.mailauth.spf import SpfResult, check_helo, check_mail_from, valid_domain
 
 MAX_HEADER_SECTION = 1024 * 1024
+MAX_AUTHOR_DOMAINS = 10  # DMARC is looked up for at most this many From domains (more: permerror)
 _FROM_FIELD = re.compile(rb"^from[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 _AT_DOMAIN = re.compile(rb"@[ \t]*([A-Za-z0-9][A-Za-z0-9.\-]*[A-Za-z0-9])")
 
@@ -87,7 +88,7 @@ def from_domains(section: bytes) -> tuple[list[str], bool]:
     # Unreadable, absent or repeated: every domain that appears after an "@" in any From field, to catch a
     # hosted domain hidden in a field readers disagree on.
     domains = [m.decode("ascii").lower() for v in _FROM_FIELD.findall(section) for m in _AT_DOMAIN.findall(v)]
-    return list(dict.fromkeys(domains))[:20], False
+    return list(dict.fromkeys(domains)), False
 
 
 class Checker:
@@ -149,10 +150,11 @@ class Checker:
             check_mail_from(self.dns, client, mail_from, helo), helo_result(), dkim_results()
         )
         authors, readable = from_domains(section)
-        if readable:
+        if readable and len(authors) <= MAX_AUTHOR_DOMAINS:
             result = await dmarc.evaluate(self.dns, authors, spf, dkim)
         else:
-            result = dmarc.DmarcResult("permerror", authors[0] if authors else "", reason="From unreadable")
+            reason = "From unreadable" if not readable else f"From names more than {MAX_AUTHOR_DOMAINS} domains"
+            result = dmarc.DmarcResult("permerror", authors[0] if authors else "", reason=reason)
         action, reason = await self._decide(authors, result, spf, dkim)
         stripped, size = self._strip(section)
         header = authres.render(self.authserv_id, _entries(spf, spf_helo, dkim, result))
