@@ -201,13 +201,18 @@ def _entries(
     return out
 
 
-async def rewrite(spool: Spool, verdict: Verdict) -> Spool:
-    """The message with the verdict's header section (forged fields of ours removed) in place of its own."""
-    if verdict.section is None:
+async def rewrite(spool: Spool, verdict: Verdict, prefix: bytes = b"") -> Spool:
+    """The message with the verdict's header section (forged fields of ours removed) in place of its own, and
+    ``prefix`` (fields to add) before it; the spool itself when nothing changes."""
+    if verdict.section is None and not prefix:
         return spool
     out = Spool()
-    await out.write(verdict.section)
-    skip = verdict.section_size
+    await out.write(prefix)
+    if verdict.section is None:
+        skip = 0
+    else:
+        await out.write(verdict.section)
+        skip = verdict.section_size
     async for chunk in spool.chunks():
         if skip >= len(chunk):
             skip -= len(chunk)

@@ -350,7 +350,7 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
         delivery = Delivery(server.pool, envelope.mail_from, sender=sender, quota=server.cfg.quota)
         for recipient in recipients:
             delivery.add(recipient)
-        body = await rewrite(spool, verdict)
+        body = await rewrite(spool, verdict, await _missing_fields(session, spool) if sender is not None else b"")
         try:
             committed = await delivery.commit(body, trace=trace, hold=hold, results=verdict.header)
         finally:
@@ -421,6 +421,14 @@ async def _authenticate(session: SmtpSession, envelope: Envelope, spool: Spool, 
             f" reason={verdict.reason!r}" if verdict.reason else "",
         )
     return verdict
+
+
+async def _missing_fields(session: SmtpSession, spool: Spool) -> bytes:
+    """Submission: the Date and Message-ID fields the message lacks (relate.smtp.headers), to prepend."""
+    assert session.principal_address is not None
+    head = await spool.head(headers.MAX_HEADER_SECTION)
+    domain = session.principal_address.rpartition("@")[2]
+    return headers.missing_fields(head, domain, email.utils.localtime())
 
 
 async def _to_junk(session: SmtpSession, recipients: list[Recipient]) -> list[Recipient]:
