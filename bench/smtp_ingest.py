@@ -40,7 +40,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +86,7 @@ from relate.mail import dkim
 from relate.services import accounts
 from relate.services.dns import txt_strings
 from relate.store import db
-from relate.testing.dns import DnsServer, Zone
+from relate.testing.dns import ThreadedDnsServer, Zone
 
 DOMAIN = "bench.test"
 SENDER_DOMAIN = "client.example"
@@ -103,31 +102,16 @@ QUOTA_STORAGE = 1024**4
 QUOTA_MESSAGES = 10**9
 
 
-class LoopbackDns:
-    """relate.testing.dns on its own event loop in a thread: the sender's SPF, DKIM and DMARC records."""
-
-    def __init__(self, key: dkim.DkimKey | None) -> None:
-        self.zone = Zone()
-        spf = txt_strings(f"v=spf1 ip4:{HOST} -all")
-        self.zone.add(SENDER_DOMAIN, "TXT", spf)
-        self.zone.add(CLIENT_NAME, "TXT", spf)
-        self.zone.add(f"_dmarc.{SENDER_DOMAIN}", "TXT", txt_strings("v=DMARC1; p=reject"))
-        if key is not None:
-            self.zone.add(f"{key.selector}._domainkey.{SENDER_DOMAIN}", "TXT", txt_strings(key.txt_record()))
-        self.address = ""
-        self._loop = asyncio.new_event_loop()
-        self._server = DnsServer(self.zone)
-        self._thread = threading.Thread(target=self._loop.run_forever, name="bench-dns", daemon=True)
-
-    def start(self) -> str:
-        self._thread.start()
-        self.address = asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result(10)
-        return self.address
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._server.close)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+def sender_zone(key: dkim.DkimKey | None) -> Zone:
+    """The sender's SPF, DKIM and DMARC records (and SPF for the client's HELO name)."""
+    zone = Zone()
+    spf = txt_strings(f"v=spf1 ip4:{HOST} -all")
+    zone.add(SENDER_DOMAIN, "TXT", spf)
+    zone.add(CLIENT_NAME, "TXT", spf)
+    zone.add(f"_dmarc.{SENDER_DOMAIN}", "TXT", txt_strings("v=DMARC1; p=reject"))
+    if key is not None:
+        zone.add(f"{key.selector}._domainkey.{SENDER_DOMAIN}", "TXT", txt_strings(key.txt_record()))
+    return zone
 
 
 def sign_plan(plan: list[list[Job]], key: dkim.DkimKey) -> list[list[Job]]:
@@ -638,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         "valid": False,
     }
     targets: list[Target] = []
-    dns = LoopbackDns(key)
+    dns = ThreadedDnsServer(sender_zone(key))
 
     def body() -> None:
         rounds: dict[str, list[Round]] = {}
