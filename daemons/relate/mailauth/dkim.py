@@ -20,12 +20,18 @@ Policy:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import dkim
 import dkim.util
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from relate.mailauth.dns import Dns, TempError
 
@@ -36,6 +42,32 @@ MIN_RSA_BITS = 1024
 _dkimpy_log = logging.getLogger("relate.mailauth.dkimpy")
 _dkimpy_log.propagate = False
 _dkimpy_log.addHandler(logging.NullHandler())
+
+# dkimpy checks RSA signatures in pure Python (about 1 ms of CPU for a 2048-bit key, most of what verifying
+# a small message costs); the same check with the cryptography package (OpenSSL) takes some microseconds.
+# dkimpy's verify_sig_process calls the module-level name below; we put ours in its place (pinned to
+# dkimpy 1.1, and tests/unit/mailauth checks the name is still there and still called).
+_DKIMPY_RSA_VERIFY = dkim.RSASSA_PKCS1_v1_5_verify
+
+
+@functools.lru_cache(maxsize=256)
+def _rsa_key(modulus: int, exponent: int) -> rsa.RSAPublicKey:
+    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+
+
+def rsa_verify(digest: Any, signature: bytes, public_key: dict[str, int]) -> bool:
+    """RSASSA-PKCS1-v1_5 (RFC 8017 §8.2.2) of a SHA-256 ``digest`` (a hash object) with OpenSSL."""
+    if digest.name != "sha256":
+        return bool(_DKIMPY_RSA_VERIFY(digest, signature, public_key))
+    try:
+        key = _rsa_key(public_key["modulus"], public_key["publicExponent"])
+        key.verify(signature, digest.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+dkim.RSASSA_PKCS1_v1_5_verify = rsa_verify
 
 _SIGNATURE_FIELD = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE)
 _SELECTOR = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_])?\Z")
@@ -61,6 +93,18 @@ class DkimResult:
     algorithm: str
     b: str
     reason: str = ""
+
+
+@functools.lru_cache(maxsize=256)
+def _key_problem(record: bytes) -> str:
+    """Why a key record cannot verify anything (revoked, malformed, RSA too short), or "" (kept per record)."""
+    try:
+        _, keysize, ktag, _ = dkim.evaluate_pk(b"", record)
+    except (dkim.DKIMException, ValueError, IndexError, TypeError) as exc:
+        return f"bad key: {exc}"
+    if ktag == b"rsa" and keysize < MIN_RSA_BITS:
+        return f"key too small: {keysize} bits"
+    return ""
 
 
 def find_signatures(head: bytes) -> list[Signature]:
@@ -154,13 +198,9 @@ def verify(message: bytes, signatures: list[Signature], keys: dict[int, str | Ex
             done("permerror", str(key))
             continue
         record = key.encode("utf-8", "replace")
-        try:
-            pk = dkim.evaluate_pk(b"", record)
-        except (dkim.DKIMException, ValueError, IndexError, TypeError) as exc:
-            done("permerror", f"bad key: {exc}")
-            continue
-        if pk[2] == b"rsa" and pk[1] < MIN_RSA_BITS:
-            done("permerror", f"key too small: {pk[1]} bits")
+        problem = _key_problem(record)
+        if problem:
+            done("permerror", problem)
             continue
 
         def lookup(name: bytes, timeout: float = 5, record: bytes = record) -> bytes:

@@ -25,6 +25,7 @@ Policy:
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -37,6 +38,10 @@ from relate.mailauth.spf import SpfResult
 POLICIES = ("none", "quarantine", "reject")
 _SEVERITY = {"pass": 0, "none": 1, "temperror": 2, "permerror": 3, "fail": 4}
 _psl: PublicSuffixList | None = None
+
+
+def loaded() -> bool:
+    return _psl is not None
 
 
 def load() -> None:
@@ -71,6 +76,7 @@ class Record:
     at: str  # the domain the record was found at (author or organizational domain)
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_record(text: str, at: str) -> Record | None:
     """A ``v=DMARC1`` record's tags (§6.3), or None when it is not one."""
     parts = [p.strip() for p in text.split(";")]

@@ -26,6 +26,7 @@ Policy:
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import urllib.parse
@@ -74,7 +75,7 @@ class _Term:
 
 @dataclass(frozen=True)
 class _Record:
-    terms: list[_Term]
+    terms: tuple[_Term, ...]
     redirect: str | None
 
 
@@ -105,8 +106,9 @@ def _check_macro_string(text: str, *, exp: bool = False) -> None:
         pos = m.end()
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_record(text: str) -> _Record:
-    """The terms of one ``v=spf1`` record (§4.6.1, §12), or PermError."""
+    """The terms of one ``v=spf1`` record (§4.6.1, §12), or PermError (kept per record text: records repeat)."""
     words = text.split(" ")
     terms: list[_Term] = []
     modifiers: dict[str, str] = {}
@@ -127,7 +129,7 @@ def parse_record(text: str) -> _Record:
         if qualifier is not None:
             word = word[1:]
         terms.append(_parse_mechanism(word, qualifier or "pass"))
-    return _Record(terms, modifiers.get("redirect"))
+    return _Record(tuple(terms), modifiers.get("redirect"))
 
 
 def _parse_mechanism(word: str, qualifier: str) -> _Term:
