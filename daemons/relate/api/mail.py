@@ -23,7 +23,7 @@ from relate.api.security import READ, WRITE, principal, requires
 from relate.config import Config
 from relate.mail.headers import decoded_fields
 from relate.mail.mime import ParsedMessage, parse_message, part_content
-from relate.mailauth import authres
+from relate.mailauth import authres, verdict
 from relate.store import accounts, imap_messages
 from relate.store import emails as store
 from relate.store import mailboxes as mailbox_store
@@ -227,7 +227,7 @@ async def get_email(request: web.Request) -> web.Response:
 
 def authentication(headers: list[dict[str, str]], cfg: Config) -> dict[str, Any] | None:
     """The ``authentication`` block: our own Authentication-Results field (relate.mailauth), read back."""
-    ours = cfg.smtp.mailauth.authserv_id or cfg.hostname
+    ours = verdict.authserv_id(cfg)
     entries = authres.find_ours([(h["name"], h["value"]) for h in headers], ours)
     if entries is None:
         return None

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
-from relate.config import MailAuthConfig
+from relate.config import Config, MailAuthConfig
 from relate.mail.mime import field_addresses
 from relate.mail.spool import Spool
 from relate.mailauth import authres, dmarc
@@ -100,18 +100,26 @@ def from_domains(section: bytes) -> tuple[list[str], bool]:
     return list(dict.fromkeys(domains)), False
 
 
+def authserv_id(cfg: Config) -> str:
+    """Our authserv-id (RFC 8601 §2.5): ``smtp.mailauth.authserv_id``, else the host name."""
+    return (cfg.smtp.mailauth.authserv_id or cfg.hostname).strip()
+
+
+def submission_results(cfg: Config, login: str) -> bytes:
+    """The field for mail an authenticated user sent (SMTP submission, the REST send path): ``auth=pass``
+    (RFC 8601 §2.7.4) with the login; "" when the checks are off."""
+    if not cfg.smtp.mailauth.enabled:
+        return b""
+    return authres.render(authserv_id(cfg), [authres.Entry("auth", "pass", properties={"smtp.auth": login})])
+
+
 class Checker:
     """The SMTP daemon's checks: one per process, sharing the resolver (and its cache)."""
 
-    def __init__(
-        self,
-        cfg: MailAuthConfig,
-        hostname: str,
-        dns: Dns,
-        hosted: Callable[[list[str]], Awaitable[set[str]]],
-    ) -> None:
-        self.cfg = cfg
-        self.authserv_id = (cfg.authserv_id or hostname).strip()
+    def __init__(self, config: Config, dns: Dns, hosted: Callable[[list[str]], Awaitable[set[str]]]) -> None:
+        self.config = config
+        self.cfg: MailAuthConfig = config.smtp.mailauth
+        self.authserv_id = authserv_id(config)
         self.dns = dns
         self.hosted = hosted
         self._hosted_cache: dict[str, tuple[bool, float]] = {}  # domain: (hosted, valid until)
@@ -142,8 +150,7 @@ class Checker:
             return Verdict(DELIVER, b"")
         section = header_section(head)
         stripped, size = self._strip(section)
-        header = authres.render(self.authserv_id, [authres.Entry("auth", "pass", properties={"smtp.auth": login})])
-        return Verdict(DELIVER, header, section=stripped, section_size=size)
+        return Verdict(DELIVER, submission_results(self.config, login), section=stripped, section_size=size)
 
     async def inbound(
         self, *, client: str, helo: str, mail_from: str, head: bytes, spool: Spool, hold: Hold

@@ -55,10 +55,7 @@ class SmtpServer(StreamServer):
         self.budget = MemoryBudget(cfg.smtp.memory_budget)
         # SPF, DKIM and DMARC (relate.mailauth): one resolver, so one DNS cache, for every session.
         self.checker = Checker(
-            cfg.smtp.mailauth,
-            cfg.hostname,
-            Dns(make_resolver(cfg.delivery)),
-            lambda names: accounts.hosted_domains(pool, names),
+            cfg, Dns(make_resolver(cfg.delivery)), lambda names: accounts.hosted_domains(pool, names)
         )
         self.commands = commands.COMMANDS
         self.listeners = {
