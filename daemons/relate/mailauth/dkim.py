@@ -46,7 +46,8 @@ _dkimpy_log.addHandler(logging.NullHandler())
 # dkimpy checks RSA signatures in pure Python (about 1 ms of CPU for a 2048-bit key, most of what verifying
 # a small message costs); the same check with the cryptography package (OpenSSL) takes some microseconds.
 # dkimpy's verify_sig_process calls the module-level name below; we put ours in its place (pinned to
-# dkimpy 1.1, and tests/unit/mailauth checks the name is still there and still called).
+# dkimpy 1.1, and tests/unit/mailauth checks the name is still there and still called). Likewise its key
+# loader, so that each key record is parsed once, not per message.
 _DKIMPY_RSA_VERIFY = dkim.RSASSA_PKCS1_v1_5_verify
 
 
@@ -67,7 +68,18 @@ def rsa_verify(digest: Any, signature: bytes, public_key: dict[str, int]) -> boo
     return True
 
 
+@functools.lru_cache(maxsize=256)
+def _public_key(record: bytes) -> Any:
+    return dkim.evaluate_pk(b"", record)
+
+
+def load_pk(name: bytes, dnsfunc: Any, timeout: float = 5) -> Any:
+    """dkimpy's load_pk_from_dns, with each key record parsed once (its ASN.1 parser is pure Python)."""
+    return _public_key(dnsfunc(name, timeout=timeout))
+
+
 dkim.RSASSA_PKCS1_v1_5_verify = rsa_verify
+dkim.load_pk_from_dns = load_pk
 
 _SIGNATURE_FIELD = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE)
 _SELECTOR = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_])?\Z")
@@ -99,7 +111,7 @@ class DkimResult:
 def _key_problem(record: bytes) -> str:
     """Why a key record cannot verify anything (revoked, malformed, RSA too short), or "" (kept per record)."""
     try:
-        _, keysize, ktag, _ = dkim.evaluate_pk(b"", record)
+        _, keysize, ktag, _ = _public_key(record)
     except (dkim.DKIMException, ValueError, IndexError, TypeError) as exc:
         return f"bad key: {exc}"
     if ktag == b"rsa" and keysize < MIN_RSA_BITS:

@@ -54,6 +54,7 @@ DKIM_ON_LOOP = 128 * 1024
 # Whether a From domain is hosted here is asked of the database once per this many seconds: a domain added
 # is protected from forgery within that time.
 HOSTED_CACHE_SECONDS = 30.0
+HEADER_ON_LOOP = 16 * 1024  # a header section up to this size is read on the event loop (see _read_header)
 MAX_AUTHOR_DOMAINS = 10  # DMARC is looked up for at most this many From domains (more: permerror)
 _FROM_FIELD = re.compile(rb"^from[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 _AT_DOMAIN = re.compile(rb"@[ \t]*([A-Za-z0-9][A-Za-z0-9.\-]*[A-Za-z0-9])")
@@ -113,6 +114,30 @@ def submission_results(cfg: Config, login: str) -> bytes:
     return authres.render(authserv_id(cfg), [authres.Entry("auth", "pass", properties={"smtp.auth": login})])
 
 
+@dataclass(frozen=True)
+class _Header:
+    """What the checks need of the header section, read in one go."""
+
+    size: int  # of the header section
+    stripped: bytes | None  # the section without fields claiming our authserv-id; None: it has none
+    signatures: list[dkimv.Signature]
+    authors: list[str]
+    readable: bool
+
+
+def _parse_header(section: bytes, ours: str) -> _Header:
+    authors, readable = from_domains(section)
+    return _Header(len(section), authres.strip_ours(section, ours), dkimv.find_signatures(section), authors, readable)
+
+
+async def _read_header(section: bytes, ours: str) -> _Header:
+    """The header section read here when it is small, in a worker thread when it is not (1 MiB of hostile
+    addresses takes tens of milliseconds; a thread's hand-off costs more than reading a small one)."""
+    if len(section) <= HEADER_ON_LOOP:
+        return _parse_header(section, ours)
+    return await asyncio.to_thread(_parse_header, section, ours)
+
+
 class Checker:
     """The SMTP daemon's checks: one per process, sharing the resolver (and its cache)."""
 
@@ -141,16 +166,13 @@ class Checker:
                 self._hosted_cache[d] = (d in found, now + HOSTED_CACHE_SECONDS)
         return {d for d in domains if self._hosted_cache[d][0]}
 
-    def _strip(self, section: bytes) -> tuple[bytes | None, int]:
-        return authres.strip_ours(section, self.authserv_id), len(section)
-
     async def submitted(self, head: bytes, login: str) -> Verdict:
         """Authenticated submission: ``auth=pass`` with the login (RFC 8601 §2.7.4)."""
         if not self.cfg.enabled:
             return Verdict(DELIVER, b"")
-        section = header_section(head)
-        stripped, size = self._strip(section)
-        return Verdict(DELIVER, submission_results(self.config, login), section=stripped, section_size=size)
+        header = await _read_header(header_section(head), self.authserv_id)
+        results = submission_results(self.config, login)
+        return Verdict(DELIVER, results, section=header.stripped, section_size=header.size)
 
     async def inbound(
         self, *, client: str, helo: str, mail_from: str, head: bytes, spool: Spool, hold: Hold
@@ -159,8 +181,8 @@ class Checker:
         if not self.cfg.enabled:
             return Verdict(DELIVER, b"")
         await self.prepare()
-        section = header_section(head)
-        signatures = dkimv.find_signatures(section)
+        header = await _read_header(header_section(head), self.authserv_id)
+        signatures = header.signatures
 
         async def dkim_results() -> list[dkimv.DkimResult]:
             if not signatures:
@@ -181,16 +203,15 @@ class Checker:
         spf, spf_helo, dkim = await asyncio.gather(
             check_mail_from(self.dns, client, mail_from, helo), helo_result(), dkim_results()
         )
-        authors, readable = from_domains(section)
+        authors, readable = header.authors, header.readable
         if readable and len(authors) <= MAX_AUTHOR_DOMAINS:
             result = await dmarc.evaluate(self.dns, authors, spf, dkim)
         else:
             reason = "From unreadable" if not readable else f"From names more than {MAX_AUTHOR_DOMAINS} domains"
             result = dmarc.DmarcResult("permerror", authors[0] if authors else "", reason=reason)
         action, reason = await self._decide(authors, result, spf, dkim)
-        stripped, size = self._strip(section)
-        header = authres.render(self.authserv_id, _entries(spf, spf_helo, dkim, result))
-        return Verdict(action, header, reason, spf, dkim, result, stripped, size)
+        field = authres.render(self.authserv_id, _entries(spf, spf_helo, dkim, result))
+        return Verdict(action, field, reason, spf, dkim, result, header.stripped, header.size)
 
     async def _decide(
         self, authors: list[str], result: dmarc.DmarcResult, spf: SpfResult, dkim: list[dkimv.DkimResult]

@@ -28,15 +28,23 @@ def test_dkimpy_calls_our_rsa_check(key: dkim.DkimKey, monkeypatch: pytest.Monke
     """dkimpy's verification goes through the module-level RSA check we replace (a dkimpy upgrade that stops
     calling it would silently keep its slow pure-Python one: this test says so)."""
     assert dkimpy.RSASSA_PKCS1_v1_5_verify is dkimv.rsa_verify
+    assert dkimpy.load_pk_from_dns is dkimv.load_pk
     calls = []
 
     def counting(*args: object) -> bool:
         calls.append(args)
         return dkimv.rsa_verify(*args)  # type: ignore[arg-type]
 
+    loads = []
+
+    def loading(*args: object, **kwargs: object) -> object:
+        loads.append(args)
+        return dkimv.load_pk(*args, **kwargs)  # type: ignore[arg-type]
+
     monkeypatch.setattr(dkimpy, "RSASSA_PKCS1_v1_5_verify", counting)
+    monkeypatch.setattr(dkimpy, "load_pk_from_dns", loading)
     assert results(dkim.sign(MESSAGE, "remote.example", key) + MESSAGE, key.txt_record()) == [("pass", "")]
-    assert len(calls) == 1
+    assert (len(calls), len(loads)) == (1, 1)
 
 
 def test_rsa_pass_and_fail(key: dkim.DkimKey) -> None:
