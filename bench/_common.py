@@ -563,7 +563,7 @@ def cpu_figures(
     """CPU per 1,000 messages by process group, and the cores busy over ``window`` seconds: the server's,
     the kernel's (interrupts and kernel threads: loopback TCP, file-system journal, block I/O done for the
     server) and everyone else's (other users' tests, say: big values mean noisy figures)."""
-    server = sum(cpu.values())
+    server = sum(v for k, v in cpu.items() if not k.startswith("of which "))  # parts of another entry
     return {
         "cpu_s_per_1k": {k: round(per_1k(v, messages), 3) for k, v in cpu.items()}
         | {"server_total": round(per_1k(server, messages), 3), "client": round(per_1k(client, messages), 3)},
@@ -727,6 +727,20 @@ def plain_imap_config(dsn: str, port: int, hostname: str) -> dict[str, Any]:
     }
 
 
+def query_row(dsn: str, sql: str, *args: Any) -> tuple[Any, ...]:
+    """The first row of one query, over a connection of its own (for figures and checks between loads)."""
+    import asyncpg
+
+    async def fetch() -> tuple[Any, ...]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return tuple(await conn.fetchrow(sql, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
 class RelateServer:
     """One relate daemon (``python -m module``) over an embedded, durable PostgreSQL, in ``workdir``.
 
@@ -769,16 +783,7 @@ class RelateServer:
 
     def count_messages(self) -> int:
         """Rows in ``messages``, over a connection of its own."""
-        import asyncpg
-
-        async def count() -> int:
-            conn = await asyncpg.connect(self.dsn)
-            try:
-                return int(await conn.fetchval("SELECT count(*) FROM messages"))
-            finally:
-                await conn.close()
-
-        return asyncio.run(count())
+        return int(query_row(self.dsn, "SELECT count(*) FROM messages")[0])
 
     def cpu(self) -> dict[str, float]:
         assert self.daemon is not None

@@ -299,8 +299,9 @@ async def change(
     for uids, flag in ((to_flag[:half], "\\Seen"), (to_flag[half:], "\\Flagged")):
         if uids:
             await conn.command(f"UID STORE {','.join(map(str, uids))} +FLAGS.SILENT ({flag})")
-    await conn.command(f"UID STORE {','.join(map(str, to_expunge))} +FLAGS.SILENT (\\Deleted)")
-    await conn.command(f"UID EXPUNGE {','.join(map(str, to_expunge))}")
+    if to_expunge:
+        await conn.command(f"UID STORE {','.join(map(str, to_expunge))} +FLAGS.SILENT (\\Deleted)")
+        await conn.command(f"UID EXPUNGE {','.join(map(str, to_expunge))}")
     await conn.command("LOGOUT")
     await conn.close()
     return set(to_flag), set(to_expunge)
@@ -425,7 +426,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=10_000, help="messages in the mailbox (default 10000)")
     parser.add_argument("--size", type=int, default=2048, help="approximate message size in bytes (default 2048)")
     parser.add_argument("--flagged", type=int, default=10, help="messages flagged per round (default 10)")
-    parser.add_argument("--expunged", type=int, default=3, help="messages expunged per round (default 3)")
+    parser.add_argument("--expunged", type=int, default=3, help="messages expunged per round (default 3; 0: none)")
     parser.add_argument("--rounds", type=int, default=5, help="change-and-resync rounds (default 5)")
     parser.add_argument("--pipeline", type=int, default=50, help="APPENDs in flight while filling (default 50)")
     parser.add_argument("--vs", choices=["dovecot"], help="also run against the Dovecot of shared/peers.md")
@@ -435,8 +436,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) for inspection")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
-    if min(args.messages, args.rounds, args.pipeline, args.expunged) < 1 or args.flagged < 0 or args.size < 512:
-        parser.error("--messages, --rounds, --pipeline and --expunged must be positive, --size at least 512")
+    if min(args.messages, args.rounds, args.pipeline) < 1 or min(args.flagged, args.expunged) < 0 or args.size < 512:
+        parser.error(
+            "--messages, --rounds and --pipeline must be positive, --flagged and --expunged not negative,"
+            " --size at least 512"
+        )
     if (args.flagged + args.expunged) * args.rounds > args.messages // 2:
         parser.error("--rounds x (--flagged + --expunged) must be at most half of --messages")
     return args

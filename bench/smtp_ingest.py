@@ -34,17 +34,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import pwd
+import re
+import resource
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import psutil
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -63,11 +72,13 @@ from _common import (
     find_program,
     free_port,
     fs_type,
+    log_tail,
     machine_cpu,
     make_workdir,
     migrate_db,
     percentile,
     plan_jobs,
+    query_row,
     ratios,
     require_durable,
     run_benchmark,
@@ -394,6 +405,362 @@ class Postfix:
         self.started = False
 
 
+# -- the deployed shape: `relatectl dev --any-port` driven by Postfix's smtp-source ------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One smtp-source load of the deployed shape."""
+
+    key: str
+    label: str
+    reuse: bool  # smtp-source -d: one connection per session for all its messages
+    recipients: int  # 1: every message to user1; N: the load spread over user1..N, one smtp-source each
+
+
+CASES = {
+    "one": Case("one", "1 recipient", False, 1),
+    "one-d": Case("one-d", "1 recipient, -d", True, 1),
+    "twenty": Case("twenty", "20 recipients", False, 20),
+}
+
+
+class RelateDev:
+    """The whole system as users run it: ``relatectl dev --any-port`` in ``workdir/dev`` (every daemon its
+    own process as the systemd units start them, logging INFO, the indexer and notifications on, an
+    embedded durable PostgreSQL), with domain ``bench.test`` and its users added to it."""
+
+    name = "relate"
+
+    def __init__(self, workdir: Path, users: list[str], sessions: int, quiet: bool) -> None:
+        self.workdir = workdir
+        self.state = workdir / "dev"
+        self.users = users
+        self.sessions = sessions
+        self.quiet = quiet
+        self.log_path = workdir / "relatectl-dev.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.dsn = ""
+        self.postmaster_pid = 0
+        self.settings: dict[str, str] = {}
+
+    @property
+    def description(self) -> str:
+        return (
+            "relatectl dev --any-port (api, smtp, imap, pop3, delivery: each its own process, logging INFO, "
+            f"indexer and notifications on) -> PostgreSQL {self.settings.get('server_version', '?')} "
+            f"(fsync={self.settings.get('fsync')}, synchronous_commit={self.settings.get('synchronous_commit')})"
+        )
+
+    def start(self) -> None:
+        self.state.mkdir()
+        # The one change to the dev run's config: the load comes from one address, and smtp-source without
+        # -d opens a connection per message, so the per-client cap (meant for strangers) is raised.
+        extra = self.workdir / "dev-extra.yaml"
+        extra.write_text(yaml.safe_dump({"smtp": {"max_connections_per_client": 2 * self.sessions + 10}}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RELATE_")}
+        say(f"relate: starting relatectl dev --any-port in {self.state}", quiet=self.quiet)
+        dev_args = ["--state-dir", str(self.state), "--any-port"]
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(  # noqa: S603 - this interpreter, this project's CLI
+                [sys.executable, "-m", "relatectl", "--config", str(extra), "dev", *dev_args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 180
+        info: dict[str, Any] = {}
+        while "ports" not in info:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"relatectl dev did not come up\n{self.log_tail()}")
+            time.sleep(0.2)
+            with contextlib.suppress(OSError, ValueError):
+                info = json.loads((self.state / "dev.json").read_text())
+        self.port, self.dsn = int(info["ports"]["smtp"]), str(info["dsn"])
+        self.postmaster_pid = int((self.state / "pgdata" / "postmaster.pid").read_text().split()[0])
+        self.settings = asyncio.run(self._prepare())
+        require_durable(self.settings)
+        wait_for_smtp(HOST, self.port, 60)
+
+    async def _prepare(self) -> dict[str, str]:
+        pool = await db.create_pool(DatabaseConfig(dsn=self.dsn, pool_min=1, pool_max=2))
+        try:
+            await accounts.add_domain(pool, DOMAIN)
+            for address in self.users:
+                await accounts.add_user(pool, address)
+            names = ("server_version", "fsync", "synchronous_commit")
+            return {name: str(await pool.fetchval(f"SHOW {name}")) for name in names}
+        finally:
+            await pool.close()
+
+    def daemon_pid(self, module: str) -> int | None:
+        """The pid of the dev run's daemon running ``python -m module``."""
+        assert self.proc is not None
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                if module in child.cmdline():
+                    return child.pid
+        return None
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far: every relate process, PostgreSQL, and each daemon on its own (the parts of
+        the first figure that matter: ``smtp``, ``api`` (notifications), ``delivery`` (the indexer))."""
+        assert self.proc is not None
+        out = {"daemons": tree_cpu(self.proc.pid), "postgres": tree_cpu(self.postmaster_pid)}
+        for name in ("smtp", "api", "delivery"):
+            pid = self.daemon_pid(f"relate.{'queue' if name == 'delivery' else name}")
+            out[f"of which {name}"] = tree_cpu(pid) if pid else 0.0
+        return out
+
+    def counts(self) -> tuple[int, int]:
+        """(messages stored, distinct Message-IDs among them) for the bench users."""
+        n, ids = query_row(
+            self.dsn,
+            """SELECT count(*), count(DISTINCT m.message_id)
+                 FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id JOIN users u ON u.id = b.user_id
+                WHERE u.address LIKE '%@' || $1""",
+            DOMAIN,
+        )
+        return int(n), int(ids)
+
+    def unindexed(self) -> int:
+        """Messages whose body text the indexer has not reached yet (issue 14: indexer lag)."""
+        return int(query_row(self.dsn, "SELECT count(*) FROM messages WHERE NOT text_indexed")[0])
+
+    def wait_indexed(self, timeout: float) -> float | None:
+        """Seconds until the indexer has caught up (None: not within ``timeout``)."""
+        t0 = time.perf_counter()
+        while self.unindexed():
+            if time.perf_counter() - t0 > timeout:
+                return None
+            time.sleep(0.2)
+        return round(time.perf_counter() - t0, 1)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return log_tail(self.log_path, lines)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)  # the dev run stops its daemons, then its PostgreSQL
+        try:
+            self.proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def postfix_counts(postfix: Postfix) -> tuple[int, int]:
+    """(messages in the maildirs, distinct Message-IDs among them)."""
+    base = postfix.root / "vmail" / DOMAIN
+    count, ids = 0, set()
+    for box in base.iterdir() if base.is_dir() else ():
+        for name in os.listdir(box / "new") if (box / "new").is_dir() else ():
+            count += 1
+            with (box / "new" / name).open("rb") as fh:
+                head = fh.read(4096)
+            found = re.search(rb"^Message-Id: (.*)$", head, re.M | re.I)
+            ids.add(found.group(1).strip() if found else name.encode())
+    return count, len(ids)
+
+
+def source_commands(source: str, port: int, case: Case, args: argparse.Namespace, users: list[str]) -> list[list[str]]:
+    """The smtp-source command lines of one load: one, or one per recipient (the sessions and messages split)."""
+    n = case.recipients
+    out = []
+    for i in range(n):
+        messages = args.messages // n + (1 if i < args.messages % n else 0)
+        sessions = max(1, args.sessions // n + (1 if i < args.sessions % n else 0))
+        out.append(
+            [source, "-s", str(sessions), "-m", str(messages), "-l", str(args.size), "-f", SENDER, "-t", users[i]]
+            + (["-d"] if case.reuse else [])
+            + [f"{HOST}:{port}"]
+        )
+    return out
+
+
+def run_source(commands: list[list[str]], timeout: float) -> tuple[float, float]:
+    """Run the smtp-source processes at once; (wall seconds, their CPU seconds). Any failure is fatal:
+    smtp-source exits non-zero on the first reply that is not 2xx, so exit 0 means every message got 250."""
+    usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # noqa: S603
+        for cmd in commands
+    ]
+    outputs = [p.communicate(timeout=timeout)[0].decode(errors="replace") for p in procs]
+    wall = time.perf_counter() - t0
+    usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    failed = [(p.returncode, out.strip()) for p, out in zip(procs, outputs, strict=True) if p.returncode != 0]
+    if failed:
+        raise BenchError(f"smtp-source failed ({len(failed)} of {len(procs)}): {failed[0]}; no figures reported")
+    cpu = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
+    return wall, cpu
+
+
+class WaitSampler:
+    """What the dev run's PostgreSQL backends wait on during a load (pg_stat_activity every 20 ms)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.counts: Counter[str] = Counter()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            while not self._stop.is_set():
+                rows = await conn.fetch(
+                    """SELECT coalesce(wait_event_type || ':' || wait_event, 'on CPU') AS w FROM pg_stat_activity
+                        WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()"""
+                )
+                self.samples += 1
+                self.counts.update(r["w"] for r in rows)
+                await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+
+    def __enter__(self) -> WaitSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def summary(self) -> dict[str, float]:
+        """Active backends per sample by what they wait on (mean)."""
+        return {k: round(v / max(1, self.samples), 2) for k, v in self.counts.most_common(12)}
+
+
+def deployed_round(
+    target: RelateDev | Postfix, case: Case, source: str, args: argparse.Namespace, users: list[str], first: bool
+) -> dict[str, Any]:
+    """One verified smtp-source load against one target: its figures."""
+    n0, ids0 = target.counts() if isinstance(target, RelateDev) else postfix_counts(target)
+    commands = source_commands(source, target.port, case, args, users)
+    profiler = waits = None
+    if isinstance(target, RelateDev) and first and args.py_spy:
+        pid = target.daemon_pid("relate.smtp")
+        profiler = start_py_spy(args.py_spy, pid, args.profile) if pid else None
+    if isinstance(target, RelateDev) and args.pg_waits:
+        waits = WaitSampler(target.dsn)
+        waits.__enter__()
+    load0 = os.getloadavg()[0]
+    cpu0, machine0 = target.cpu(), machine_cpu()
+    try:
+        wall, client = run_source(commands, args.timeout)
+        backlog = target.unindexed() if isinstance(target, RelateDev) else None
+        if isinstance(target, Postfix):
+            _, tail = target.wait_stored(n0 + args.messages, args.timeout)
+        else:
+            tail = 0.0  # stored at 250
+        cpu1, machine1 = target.cpu(), machine_cpu()
+    finally:
+        if waits is not None:
+            waits.__exit__()
+        if profiler is not None:
+            stop_py_spy(profiler, Path(args.profile), "relate-smtp", quiet=args.json_only)
+    n1, ids1 = target.counts() if isinstance(target, RelateDev) else postfix_counts(target)
+    if (n1 - n0, ids1 - ids0) != (args.messages, args.messages):
+        raise BenchError(
+            f"{target.name}, {case.label}: {args.messages} messages acknowledged, {n1 - n0} stored with "
+            f"{ids1 - ids0} distinct Message-IDs; no figures reported\n{target.log_tail()}"
+        )
+    cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
+    window = wall + tail
+    out: dict[str, Any] = {
+        "msg_per_s": round(args.messages / wall, 1),
+        "end_to_end_msg_per_s": round(args.messages / window, 1),
+        "wall_s": round(wall, 3),
+        "stored_once": args.messages,
+        "load_avg_1m": [round(load0, 1), round(os.getloadavg()[0], 1)],
+    } | cpu_figures(cpu, client, machine1 - machine0, args.messages, window)
+    if isinstance(target, RelateDev):
+        # Outside the measured window, so each load starts with the index caught up (issue 14: indexer lag).
+        out["unindexed_at_end"] = backlog
+        out["index_catch_up_s"] = target.wait_indexed(args.timeout)
+    if waits is not None:
+        out["pg_waits"] = waits.summary()
+    return out
+
+
+def deployed_body(args: argparse.Namespace, workdir: Path, report: dict[str, Any], targets: list[Any]) -> None:
+    quiet = args.json_only
+    cases = [CASES[k] for k in args.cases.split(",")]
+    users = [f"user{n}@{DOMAIN}" for n in range(1, max(c.recipients for c in cases) + 1)]
+    source = find_program("smtp-source")
+    if source is None:
+        ensure_postfix(quiet)
+        source = find_program("smtp-source")
+    if source is None:
+        raise BenchError("the postfix package is installed but has no smtp-source")
+    targets.append(RelateDev(workdir, users, args.sessions, quiet))
+    if args.vs == "postfix":
+        targets.append(Postfix(workdir, users, quiet))
+    for target in targets:
+        target.start()
+    report["setup"] = {t.name: t.description for t in targets}
+    report["cases"] = {}
+    for case in cases:
+        rounds: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+        for n in range(args.rounds):
+            for target in targets if n % 2 == 0 else targets[::-1]:
+                say(f"{target.name}: {case.label}: round {n + 1}/{args.rounds}", quiet=quiet)
+                rounds[target.name].append(
+                    deployed_round(target, case, source, args, users, first=n == 0 and case is cases[0])
+                )
+        entry: dict[str, Any] = {}
+        for name, done in rounds.items():
+            best = max(done, key=lambda r: r["msg_per_s"])
+            entry[name] = best | {"rounds_msg_per_s": [r["msg_per_s"] for r in done]}
+        if "postfix" in entry:
+            entry["ratio"] = ratios(entry["relate"], entry["postfix"], DEPLOYED_RATIO_OF)
+        report["cases"][case.key] = entry
+
+
+DEPLOYED_ROWS: list[tuple[str, tuple[str, ...]]] = [
+    ("messages/s (250 received)", ("msg_per_s",)),
+    ("messages/s end to end (stored)", ("end_to_end_msg_per_s",)),
+    ("daemons CPU s / 1k msgs (all relate processes)", ("cpu_s_per_1k", "daemons")),
+    ("  of which relate-smtp", ("cpu_s_per_1k", "of which smtp")),
+    ("  of which relate-api (notifications)", ("cpu_s_per_1k", "of which api")),
+    ("  of which relate-delivery (indexer)", ("cpu_s_per_1k", "of which delivery")),
+    ("PostgreSQL CPU s / 1k msgs", ("cpu_s_per_1k", "postgres")),
+    ("Postfix CPU s / 1k msgs (all processes)", ("cpu_s_per_1k", "postfix")),
+    ("server CPU s / 1k msgs, total", ("cpu_s_per_1k", "server_total")),
+    ("smtp-source CPU s / 1k msgs", ("cpu_s_per_1k", "client")),
+    ("other processes' cores busy (noise)", ("other_cores_busy",)),
+    ("text index backlog at the last 250", ("unindexed_at_end",)),
+    ("index catch-up after the load (s)", ("index_catch_up_s",)),
+    ("stored exactly once (count, Message-IDs)", ("stored_once",)),
+]
+DEPLOYED_RATIO_OF = {
+    ("msg_per_s",): "msg_per_s",
+    ("end_to_end_msg_per_s",): "end_to_end_msg_per_s",
+    ("cpu_s_per_1k", "server_total"): "server_cpu_per_msg",
+}
+
+
+def render_deployed(report: dict[str, Any]) -> str:
+    p = report["params"]
+    lines = [
+        f"SMTP ingest, deployed shape: smtp-source -s {p['sessions']} -m {p['messages']} -l {p['size']} per case "
+        f"(best of {p['rounds']} rounds), {p['cpus']} CPUs shared, work dir on {p['fs']}",
+        *(f"{name}: {setup}" for name, setup in report["setup"].items()),
+    ]
+    for key, entry in report["cases"].items():
+        lines += ["", f"{CASES[key].label}:", comparison_table(DEPLOYED_ROWS, entry, "postfix", DEPLOYED_RATIO_OF)]
+        if "pg_waits" in entry["relate"]:
+            lines.append(f"  relate PostgreSQL backends active per sample: {entry['relate']['pg_waits']}")
+    return "\n".join(lines)
+
+
 # -- one run ------------------------------------------------------------------------
 
 Target = Relate | Postfix
@@ -534,7 +901,25 @@ def render(report: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--sessions", type=int, default=20, help="concurrent SMTP sessions (default 20)")
-    parser.add_argument("--messages", type=int, default=2000, help="messages in all (default 2000)")
+    parser.add_argument(
+        "--shape",
+        choices=["daemon", "deployed"],
+        default="daemon",
+        help="daemon: relate-smtp alone, driven by this script's client (default); deployed: the whole system "
+        "(relatectl dev --any-port) driven by Postfix's smtp-source, case by case (--cases)",
+    )
+    parser.add_argument(
+        "--cases",
+        default="one,one-d,twenty",
+        help="deployed shape: which loads, of one (every message to one recipient), one-d (the same with "
+        "smtp-source -d), twenty (spread over 20 recipients, one smtp-source each); default all three",
+    )
+    parser.add_argument(
+        "--pg-waits", action="store_true", help="deployed shape: sample what PostgreSQL's backends wait on"
+    )
+    parser.add_argument(
+        "--messages", type=int, help="messages in all, per case (default 2000; 5000 in the deployed shape)"
+    )
     parser.add_argument("--size", type=int, default=10240, help="approximate message size in bytes (default 10240)")
     parser.add_argument("--users", type=int, default=20, help="recipient mailboxes, user1..N@bench.test (default 20)")
     parser.add_argument(
@@ -577,6 +962,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, help="where py-spy writes collapsed stacks (with --py-spy)")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
+    if args.messages is None:
+        args.messages = 5000 if args.shape == "deployed" else 2000
+    if any(case not in CASES for case in args.cases.split(",")):
+        parser.error(f"--cases: a comma-separated list of {', '.join(CASES)}")
     if min(args.sessions, args.messages, args.users, args.rounds) < 1 or args.size < 512 or args.warmup < 0:
         parser.error("--sessions, --messages, --users and --rounds must be positive, --size at least 512")
     if args.py_spy and not args.profile:
@@ -588,6 +977,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet = args.json_only
     workdir = make_workdir("relate-bench-", args.workdir)
+    if args.shape == "deployed":
+        return deployed_main(args, workdir)
     users = [f"user{n}@{DOMAIN}" for n in range(1, args.users + 1)]
     plan = plan_jobs(args.messages, args.sessions, args.size, SENDER, users)
     key = dkim.generate("bench", "rsa") if args.dkim else None
@@ -656,6 +1047,34 @@ def main(argv: list[str] | None = None) -> int:
         dns.stop()
 
     return run_benchmark("smtp_ingest", args, workdir, report, body, stop, render)
+
+
+def deployed_main(args: argparse.Namespace, workdir: Path) -> int:
+    report: dict[str, Any] = {
+        "benchmark": "smtp_ingest",
+        "params": {
+            "shape": "deployed",
+            "client": "smtp-source",
+            "sessions": args.sessions,
+            "messages": args.messages,
+            "size": args.size,
+            "cases": args.cases.split(","),
+            "rounds": args.rounds,
+            "cpus": os.cpu_count(),
+            "fs": fs_type(workdir),
+        },
+        "valid": False,
+    }
+    targets: list[Any] = []
+    return run_benchmark(
+        "smtp_ingest",
+        args,
+        workdir,
+        report,
+        lambda: deployed_body(args, workdir, report, targets),
+        lambda: stop_targets(targets, "smtp_ingest"),
+        render_deployed,
+    )
 
 
 if __name__ == "__main__":

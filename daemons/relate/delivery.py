@@ -77,6 +77,7 @@ from relate.mail.address import split_address
 from relate.mail.mime import ParsedMessage
 from relate.mail.spool import Spool
 from relate.store import accounts, drafts, messages, outbound, quota
+from relate.store.group_commit import CommitGroup
 from relate.store.messages import StoredMessage
 from relate.store.quota import Verdict
 
@@ -182,9 +183,16 @@ async def _judge(
 
 class Delivery:
     def __init__(
-        self, pool: asyncpg.Pool, mail_from: str, *, sender: Sender | None = None, quota: QuotaConfig | None = None
+        self,
+        pool: asyncpg.Pool,
+        mail_from: str,
+        *,
+        sender: Sender | None = None,
+        quota: QuotaConfig | None = None,
+        group: CommitGroup | None = None,
     ) -> None:
         self._pool = pool
+        self._group = group  # see commit()
         self.mail_from = mail_from
         self.sender = sender
         self.quota = quota  # None: no quota is checked (see the module docstring)
@@ -246,7 +254,16 @@ class Delivery:
         first = local or sent
         parsed = first.prepared.parsed if first is not None and first.prepared is not None else None
         result.parsed = parsed
-        # Then one transaction; large blobs go from the spool to PostgreSQL a chunk at a time.
+        if self._group is not None and self.sender is None and local is not None and local.raw is not None:
+            # Local copies only, small enough to be in memory already (an MX delivery, nearly always):
+            # stored in a transaction shared with the deliveries arriving with it (store/group_commit.py).
+            # The work may run twice, so it changes nothing but the database (waiting stays empty: MX).
+            copy = local
+            result.local = await self._group.run(
+                inboxes, lambda conn: self._store_local(conn, copy, inboxes, checked, waiting)
+            )
+            return result
+        # Else one transaction of its own; large blobs go from the spool to PostgreSQL a chunk at a time.
         async with self._pool.acquire() as conn, conn.transaction():
             draft_copy = None
             if record is not None and record.email_id is not None:

@@ -7,6 +7,14 @@ the API's Unix socket (``internal.api_socket``) or, when set,
 timeout (``internal.notify_timeout``); failure is logged at most once a
 minute and never affects the mail, which is already committed. IMAP
 sessions do not depend on this: they hear of changes through PostgreSQL.
+
+One post at a time: notifications made while a post is in flight (or in
+the same turn of the event loop: the messages of one group commit) wait and
+go together in the next, as ``{"notifications": [...]}`` (at most
+``MAX_BATCH``); a lone one goes as itself. So the API handles one request
+and one query per batch, not per message. At most ``MAX_PENDING`` wait: past
+that (an API that hangs while mail pours in) the oldest are dropped, logged
+like a failure.
 """
 
 from __future__ import annotations
@@ -25,35 +33,55 @@ log = logging.getLogger("relate.notify")
 PATH = "/api/internal-notifications"
 
 
+MAX_BATCH = 500
+MAX_PENDING = 10_000
+
+
 class Notifier:
     def __init__(self, cfg: InternalConfig) -> None:
         self._cfg = cfg
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: list[dict[str, Any]] = []
+        self._sender: asyncio.Task[None] | None = None
         self._last_warning = 0.0
 
     def new_email(self, *, mailbox_id: int, email_id: int, sender: str | None, subject: str | None) -> None:
         """Schedule one notification; returns at once."""
         if not self._cfg.api_key:
             return
-        body = {"mailboxId": mailbox_id, "emailId": email_id, "from": sender, "subject": subject}
-        task = asyncio.get_running_loop().create_task(self._post(body))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._pending.append({"mailboxId": mailbox_id, "emailId": email_id, "from": sender, "subject": subject})
+        if len(self._pending) > MAX_PENDING:
+            dropped = len(self._pending) - MAX_PENDING
+            del self._pending[:dropped]
+            self._warn(f"dropped={dropped} (too many waiting)")
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send_pending())
 
     async def drain(self) -> None:
-        """Wait for notifications in flight (at shutdown; each is bounded by the timeout)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Wait for notifications waiting or in flight (at shutdown; each post is bounded by the timeout)."""
+        while self._sender is not None:
+            await asyncio.gather(self._sender, return_exceptions=True)
+
+    async def _send_pending(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[:MAX_BATCH]
+                await self._post(batch[0] if len(batch) == 1 else {"notifications": batch})
+        finally:
+            self._sender = None
+
+    def _warn(self, problem: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 60:
+            self._last_warning = now
+            target = self._cfg.api_url or self._cfg.api_socket
+            log.warning("notify-failed target=%s %s", target, problem)
 
     async def _post(self, body: dict[str, Any]) -> None:
         try:
             await asyncio.wait_for(self._send(json.dumps(body).encode()), self._cfg.notify_timeout)
         except (OSError, TimeoutError, ValueError) as exc:
-            now = time.monotonic()
-            if now - self._last_warning > 60:
-                self._last_warning = now
-                target = self._cfg.api_url or self._cfg.api_socket
-                log.warning("notify-failed target=%s error=%s", target, type(exc).__name__)
+            self._warn(f"error={type(exc).__name__}")
 
     async def _send(self, payload: bytes) -> None:
         if self._cfg.api_url:

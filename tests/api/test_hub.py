@@ -303,6 +303,22 @@ async def test_internal_notification_announces_new_mail(api: Api) -> None:
         assert [e for e in await alice.during(0.3) if e["type"] == "NewEmail"] == []
 
 
+async def test_internal_notifications_in_one_post_announce_each_message(api: Api) -> None:
+    """{notifications: [...]} (messages committed together) makes NewEmail for each stored message in it, and
+    skips one that is gone; a list that is empty, too long or holds a malformed one is a 422."""
+    first, second = [(await api.deliver(message(f"batch {n}"), "alice@example.com"))[0] for n in range(2)]
+    inbox = await inbox_id(api)
+    async with hub_client(api) as alice:
+        hub_of(api.server)._recent.clear()
+        notices = [{"mailboxId": inbox, "emailId": i, "from": None, "subject": None} for i in (first, 999999, second)]
+        assert await internal_post(api, {"notifications": notices}) == (202, {"accepted": True})
+        announced = [(await alice.next("NewEmail"))["data"]["id"] for _ in range(2)]
+        assert sorted(announced) == sorted([first, second])
+    for bad in ([], [{"mailboxId": inbox}], [notices[0]] * 1001, "x"):
+        status, body = await internal_post(api, {"notifications": bad})
+        assert (status, body["error"]) == (422, "invalid"), bad
+
+
 async def test_internal_notification_validates(api: Api) -> None:
     """A malformed notification is a 422, one for a message that does not exist a 404."""
     status, body = await internal_post(api, {"mailboxId": "x", "emailId": 1})

@@ -22,7 +22,8 @@ Policy:
   When the feed has been down (a database restart), every client gets
   ``Resync`` once it is back (changes made meanwhile were missed).
 - ``POST /api/internal-notifications`` (internal key; Unix socket, or HTTP
-  with ``api.internal_over_http``) is how the SMTP daemon announces new mail.
+  with ``api.internal_over_http``) is how the SMTP daemon announces new mail:
+  one message, or a list of those committed together, in one request.
   It reaches exactly one API instance, so it alone triggers web push. The
   same message also arrives by NOTIFY: NewEmail is sent once per message id
   (the ids recently announced are remembered), whichever comes first.
@@ -350,22 +351,57 @@ def _text_field(data: dict[str, Any], name: str) -> str | None:
     return value[:998] if value else None
 
 
+# One post carries one notification, or a list of them (what the SMTP daemon sends when several messages
+# were committed together); at most this many.
+MAX_NOTIFICATIONS = 1000
+
+
 @routes.post("/api/internal-notifications")
 @requires(INTERNAL)
 async def internal_notification(request: web.Request) -> web.Response:
-    """New mail stored by another daemon: NewEmail to the owner's hub clients, web push to their devices."""
+    """New mail stored by another daemon: NewEmail to the owner's hub clients, web push to their devices.
+
+    A list (``{"notifications": [...]}``) is read in one query; a message of it that is gone already
+    (expunged since) is skipped, where a single notification about one answers 404.
+    """
     data = await json_body(request)
-    mailbox_id, email_id = _id_field(data, "mailboxId"), _id_field(data, "emailId")
-    sender, subject = _text_field(data, "from"), _text_field(data, "subject")
+    if "notifications" in data:
+        items = data["notifications"]
+        if not isinstance(items, list) or not 0 < len(items) <= MAX_NOTIFICATIONS:
+            raise invalid(f"notifications must be a list of 1 to {MAX_NOTIFICATIONS} notifications")
+        notices = [_notice(item) for item in items]
+        rows = await events.new_emails(state(request).pool, [n[1] for n in notices])
+        for mailbox_id, email_id, sender, subject in notices:
+            row = rows.get(email_id)
+            if row is not None and row["mailbox_id"] == mailbox_id:
+                _announce(request, row, sender, subject)
+        return web.json_response({"accepted": True}, status=202)
+    mailbox_id, email_id, sender, subject = _notice(data)
     row = await events.new_email(state(request).pool, email_id, mailbox_id)
     if row is None:
         raise not_found("email")
+    _announce(request, row, sender, subject)
+    return web.json_response({"accepted": True}, status=202)
+
+
+def _notice(data: Any) -> tuple[int, int, str | None, str | None]:
+    """(mailboxId, emailId, from, subject) of one notification, or 422."""
+    if not isinstance(data, dict):
+        raise invalid("a notification must be an object")
+    return (
+        _id_field(data, "mailboxId"),
+        _id_field(data, "emailId"),
+        _text_field(data, "from"),
+        _text_field(data, "subject"),
+    )
+
+
+def _announce(request: web.Request, row: dict[str, Any], sender: str | None, subject: str | None) -> None:
     hub_of(request).announce_new(row)
     push = state(request).parts.get("push")
     if push is not None:
         from_row = (row.get("from_addr") or [{}])[0].get("email")
-        push.new_email(row["user_id"], email_id, mailbox_id, sender or from_row, subject or row.get("subject"))
-    return web.json_response({"accepted": True}, status=202)
+        push.new_email(row["user_id"], row["id"], row["mailbox_id"], sender or from_row, subject or row.get("subject"))
 
 
 def setup(app: web.Application) -> None:

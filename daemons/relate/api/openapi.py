@@ -591,6 +591,10 @@ SCHEMAS: dict[str, Any] = {
         **{"from": nullable("string", description="the sender, for the push message (default: the stored one)")},
         subject=nullable("string", description="for the push message (default: the stored one)"),
     ),
+    "InternalNotifications": obj(
+        ["notifications"],
+        notifications=array(ref("InternalNotification"), minItems=1, maxItems=1000),
+    ),
     "HubEvent": {
         "description": "one text frame of /hubs/email",
         "oneOf": [
@@ -996,14 +1000,20 @@ PATHS: dict[str, dict[str, Any]] = {
             returns("accepted", obj(["accepted"], accepted={"const": True})),
             status="202",
             scope=INTERNAL,
-            body=ref("InternalNotification"),
+            body={"oneOf": [ref("InternalNotification"), ref("InternalNotifications")]},
             errors={
                 **_JSON_ERRORS,
                 "401": "not the internal key (internal.api_key)",
-                "404": "no such email in that mailbox; or over HTTP while api.internal_over_http is off",
-                "422": "mailboxId or emailId not a positive integer, or from or subject not a string",
+                "404": "no such email in that mailbox (one notification); or over HTTP while "
+                "api.internal_over_http is off",
+                "422": "mailboxId or emailId not a positive integer, or from or subject not a string; "
+                "notifications not a list of 1 to 1000 of them",
             },
-            description="Unix socket (internal.api_socket) always; HTTP only with api.internal_over_http.",
+            description=(
+                "Unix socket (internal.api_socket) always; HTTP only with api.internal_over_http. One "
+                "notification, or {notifications: [...]} for messages committed together (one whose message "
+                "is gone already is skipped)."
+            ),
         )
     },
     "/hubs/email": {

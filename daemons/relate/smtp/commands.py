@@ -347,7 +347,8 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
         if verdict.action in (REFUSE, DEFER):
             return replies.NOT_AUTHENTICATED if verdict.action == REFUSE else replies.UNVERIFIED
         recipients = await _to_junk(session, envelope.recipients) if verdict.action == JUNK else envelope.recipients
-        delivery = Delivery(server.pool, envelope.mail_from, sender=sender, quota=server.cfg.quota)
+        group = server.commit_group if sender is None else None
+        delivery = Delivery(server.pool, envelope.mail_from, sender=sender, quota=server.cfg.quota, group=group)
         for recipient in recipients:
             delivery.add(recipient)
         body = await rewrite(spool, verdict, await _missing_fields(session, spool) if sender is not None else b"")

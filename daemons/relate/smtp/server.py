@@ -31,6 +31,7 @@ from relate.runtime.tls import TLSRegistry
 from relate.smtp import commands, replies
 from relate.smtp.session import SmtpSession
 from relate.store import accounts
+from relate.store.group_commit import CommitGroup
 
 log = logging.getLogger("relate.smtp")
 
@@ -57,6 +58,7 @@ class SmtpServer(StreamServer):
         self.checker = Checker(
             cfg, Dns(make_resolver(cfg.delivery)), lambda names: accounts.hosted_domains(pool, names)
         )
+        self.commit_group = CommitGroup(pool)  # MX deliveries arriving together share a commit
         self.commands = commands.COMMANDS
         self.listeners = {
             "mx": (cfg.smtp.mx, False),

@@ -77,6 +77,7 @@ from relate.smtp.errors import Hangup, ParseError, SmtpError
 from relate.smtp.replies import Reply
 from relate.store import db
 from relate.store.accounts import user_addresses
+from relate.store.group_commit import CommitGroup
 
 log = logging.getLogger("relate.smtp")
 
@@ -126,6 +127,7 @@ class Host(Protocol):
     notifier: Notifier
     budget: MemoryBudget
     checker: Checker
+    commit_group: CommitGroup
 
     @property
     def commands(self) -> Mapping[str, Verb]: ...

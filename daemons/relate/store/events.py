@@ -29,6 +29,16 @@ async def new_email(conn: Queryable, email_id: int, mailbox_id: int | None = Non
     return dict(row) if row else None
 
 
+async def new_emails(conn: Queryable, email_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """:func:`new_email` for many messages in one query: id -> row, for those that still exist."""
+    rows = await conn.fetch(
+        f"""SELECT {_SUMMARY}, b.user_id FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+             WHERE m.id = ANY($1::bigint[])""",
+        email_ids,
+    )
+    return {r["id"]: dict(r) for r in rows}
+
+
 async def at_modseq(conn: Queryable, mailbox_id: int, modseq: int, limit: int) -> list[dict[str, Any]]:
     """Listing rows of the mailbox's messages last changed (or added) at ``modseq``, at most ``limit``."""
     rows = await conn.fetch(

@@ -11,6 +11,10 @@ Invariants:
   and no session can see UID n+1 before UID n. Mailboxes are locked in id
   order so concurrent multi-recipient deliveries cannot deadlock; the lock is
   taken after the blob is written, to hold it for as short a time as can be.
+  Held until commit, that lock (and NOTIFY's database-wide one) makes each
+  commit wait for the one before it to reach the disk: relate-smtp therefore
+  commits the deliveries that arrive together in one transaction
+  (store/group_commit.py), whose messages take consecutive UIDs.
 - Only the subject and addresses enter the full-text vector here; the body
   text is added after commit by :func:`index_pending`, so delivery never
   waits on text search.

@@ -99,18 +99,36 @@ async def test_new_mail_is_posted_to_the_api(smtp: Smtp, api: FakeApi) -> None:
     }
 
 
-async def test_one_post_per_recipient_mailbox(smtp: Smtp, api: FakeApi) -> None:
-    """One message to bob and alice posts once for each INBOX; bob's two addresses post only once."""
+async def test_one_notification_per_recipient_mailbox(smtp: Smtp, api: FakeApi) -> None:
+    """One message to bob and alice is announced once for each INBOX, in one post; bob's two addresses once."""
     message = make_message(subject="for both")
     rcpts = ["bob@example.com", "bobby@example.com", "alice@example.com"]
     replies = await run_session(smtp.mx, "carol@remote.example", rcpts, message)
     assert replies[-1].head == "250 2.0.0"
-    bodies = [json.loads((await api.next()).body) for _ in range(2)]
+    bodies = json.loads((await api.next()).body)["notifications"]
     expected = [*await stored_ids(smtp, "bob@example.com"), *await stored_ids(smtp, "alice@example.com")]
     assert sorted((b["mailboxId"], b["emailId"]) for b in bodies) == sorted(expected)
     assert all(b["subject"] == "for both" for b in bodies)
     await asyncio.sleep(0.2)
     assert api.requests.empty()
+
+
+async def test_messages_committed_together_are_posted_together(smtp: Smtp, api: FakeApi) -> None:
+    """Ten sessions delivering at once: every message is announced exactly once, in fewer than ten posts."""
+    sessions = [
+        run_session(smtp.mx, "carol@remote.example", ["bob@example.com"], make_message(subject=f"together {n}"))
+        for n in range(10)
+    ]
+    assert [r[-1].head for r in await asyncio.gather(*sessions)] == ["250 2.0.0"] * 10
+    await smtp.server.notifier.drain()
+    posts = []
+    while not api.requests.empty():
+        posts.append(json.loads((await api.next()).body))
+    announced = [n for p in posts for n in p.get("notifications", [p])]
+    assert sorted((n["mailboxId"], n["emailId"]) for n in announced) == sorted(
+        await stored_ids(smtp, "bob@example.com")
+    )
+    assert len(posts) < 10
 
 
 async def test_submission_to_a_local_user_is_posted(smtp: Smtp, api: FakeApi) -> None:
