@@ -60,6 +60,8 @@ from _common import (
     wait_for_smtp,
 )
 
+from relate.testing.dns import ThreadedDnsServer
+
 DOMAIN = "bench.test"
 RCPT = f"rcpt@{DOMAIN}"
 DAEMONS = {"smtp": "relate.smtp", "imap": "relate.imap", "pop3": "relate.pop3", "api": "relate.api"}
@@ -224,6 +226,7 @@ class World:
         self.ports = {name: free_port() for name in ("smtp", "imap", "pop3", "api")}
         self.procs: dict[str, Any] = {}
         self.pids: dict[str, int] = {}
+        self.dns = ThreadedDnsServer()
 
     def start(self) -> None:
         say("starting the embedded PostgreSQL (durable) and the schema")
@@ -245,7 +248,8 @@ class World:
             "imap": {"imap": {"listen": [f"{HOST}:{self.ports['imap']}"]}, "imaps": off, "allow_plaintext_auth": True},
             "pop3": {"pop3": {"listen": [f"{HOST}:{self.ports['pop3']}"]}, "pop3s": off},
             "api": {"listen": [f"{HOST}:{self.ports['api']}"]},
-            "delivery": {"dns_servers": ["127.0.0.1:9"]},
+            # Loopback DNS that knows no name: the SMTP daemon's SPF/DKIM/DMARC lookups get a quick NXDOMAIN.
+            "delivery": {"dns_servers": [self.dns.start()]},
         }
         path = self.workdir / "relate.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -269,6 +273,7 @@ class World:
         for proc in self.procs.values():
             stop_daemon(proc)
         self.pg.stop()
+        self.dns.stop()
 
 
 def render(report: dict[str, Any]) -> str:

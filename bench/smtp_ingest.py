@@ -11,6 +11,15 @@ messages of about ``--size`` bytes between them, and prints:
 - CPU seconds per 1,000 messages of the daemon and of the PostgreSQL cluster
   (every process of it, reaped ones included), and of the load client itself.
 
+Sender authentication (relate/mailauth) is on, as deployed: a loopback DNS
+server (``relate.testing.dns``, in a thread of this script) publishes SPF and
+DMARC (``p=reject``) for the sender's domain ``client.example``, SPF for the
+client's HELO name and, with ``--dkim`` (the default), the key every message
+is signed with (RSA 2048, signed before the load starts), so each message
+costs SPF twice, a DKIM verification and DMARC, answered from the daemon's
+warm DNS cache after the first. ``--no-mailauth`` turns the checks off
+(``smtp.mailauth.enabled: false``): run both to see what they cost.
+
 It refuses to report figures unless the database then holds exactly the
 messages that were acknowledged. ``--vs postfix`` runs the same load with the
 same client against a throwaway Postfix (installed from Debian if missing)
@@ -18,7 +27,7 @@ that delivers to maildirs, as ``shared/peers.md`` describes, and adds the
 ratio relate/postfix. Everything started is stopped again, also on Ctrl-C.
 
 Usage: ``.venv/bin/python bench/smtp_ingest.py [--sessions 20] [--messages 2000]
-[--size 10240] [--vs postfix] [--quota] [--json-only]``; ``--help`` for the rest.
+[--size 10240] [--vs postfix] [--quota] [--no-mailauth] [--no-dkim] [--json-only]``; ``--help`` for the rest.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    CLIENT_NAME,
     HOST,
     BenchError,
     Job,
@@ -83,11 +93,15 @@ from _common import (
 )
 
 from relate.config import DatabaseConfig
+from relate.mail import dkim
 from relate.services import accounts
+from relate.services.dns import txt_strings
 from relate.store import db
+from relate.testing.dns import ThreadedDnsServer, Zone
 
 DOMAIN = "bench.test"
-SENDER = "sender@client.example"
+SENDER_DOMAIN = "client.example"
+SENDER = f"sender@{SENDER_DOMAIN}"
 VMAIL_UID = 5000  # peers.md: virtual_uid_maps = static:5000
 
 
@@ -99,6 +113,25 @@ QUOTA_STORAGE = 1024**4
 QUOTA_MESSAGES = 10**9
 
 
+def sender_zone(key: dkim.DkimKey | None) -> Zone:
+    """The sender's SPF, DKIM and DMARC records (and SPF for the client's HELO name)."""
+    zone = Zone()
+    spf = txt_strings(f"v=spf1 ip4:{HOST} -all")
+    zone.add(SENDER_DOMAIN, "TXT", spf)
+    zone.add(CLIENT_NAME, "TXT", spf)
+    zone.add(f"_dmarc.{SENDER_DOMAIN}", "TXT", txt_strings("v=DMARC1; p=reject"))
+    if key is not None:
+        zone.add(f"{key.selector}._domainkey.{SENDER_DOMAIN}", "TXT", txt_strings(key.txt_record()))
+    return zone
+
+
+def sign_plan(plan: list[list[Job]], key: dkim.DkimKey) -> list[list[Job]]:
+    """Every message DKIM-signed by the sender's domain (before the load: the client's CPU is not measured)."""
+    return [
+        [Job(j.index, j.mail_from, j.rcpt_to, dkim.sign(j.data, SENDER_DOMAIN, key) + j.data) for j in s] for s in plan
+    ]
+
+
 class Relate(RelateServer):
     """relate-smtp over an embedded, durable PostgreSQL, in ``workdir``."""
 
@@ -106,19 +139,31 @@ class Relate(RelateServer):
     daemon_name = "relate-smtp"
 
     def __init__(
-        self, workdir: Path, users: list[str], pool_max: int | None, sessions: int, quiet: bool, quota: bool = False
+        self,
+        workdir: Path,
+        users: list[str],
+        pool_max: int | None,
+        sessions: int,
+        quiet: bool,
+        quota: bool = False,
+        *,
+        dns: str,
+        mailauth: bool = True,
     ) -> None:
         super().__init__(workdir, quiet)
         self.users = users
         self.pool_max = pool_max
         self.sessions = sessions
         self.quota = quota
+        self.dns = dns
+        self.mailauth = mailauth
 
     @property
     def description(self) -> str:
         return (
             f"relate-smtp (MX role, logging WARNING, pool_max {self.pool_max or DatabaseConfig.pool_max}"
-            f"{', every user under a quota' if self.quota else ''}) -> "
+            f"{', every user under a quota' if self.quota else ''}"
+            f", SPF/DKIM/DMARC {'on' if self.mailauth else 'off'}) -> "
             f"PostgreSQL {self.settings.get('server_version', '?')} "
             f"(fsync={self.settings.get('fsync')}, synchronous_commit={self.settings.get('synchronous_commit')})"
         )
@@ -143,7 +188,9 @@ class Relate(RelateServer):
                         "submissions": {"listen": []},
                         # Room for reconnects (--no-reuse) so the per-client cap never refuses the load.
                         "max_connections_per_client": 2 * self.sessions + 10,
+                        "mailauth": {"enabled": self.mailauth},
                     },
+                    "delivery": {"dns_servers": [self.dns]},
                     "logging": {"level": "WARNING"},
                     # --quota: limits far above the load, so every delivery is checked and none refused.
                     **({"quota": {"storage": QUOTA_STORAGE, "messages": QUOTA_MESSAGES}} if self.quota else {}),
@@ -896,6 +943,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="give every user quota limits (far above the load): the cost of checking them on every delivery",
     )
+    parser.add_argument(
+        "--mailauth",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="SPF, DKIM and DMARC on every message, as deployed (default); --no-mailauth: smtp.mailauth.enabled false",
+    )
+    parser.add_argument(
+        "--dkim",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sign every message (RSA 2048) and publish the key (default); --no-dkim sends them unsigned",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="limit in seconds for each load (default 600)")
     parser.add_argument("--workdir", type=Path, help="parent of the temp dir (default: $TMPDIR or /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) for inspection")
@@ -922,6 +981,9 @@ def main(argv: list[str] | None = None) -> int:
         return deployed_main(args, workdir)
     users = [f"user{n}@{DOMAIN}" for n in range(1, args.users + 1)]
     plan = plan_jobs(args.messages, args.sessions, args.size, SENDER, users)
+    key = dkim.generate("bench", "rsa") if args.dkim else None
+    if key is not None:
+        plan = sign_plan(plan, key)
     warmup = [
         [
             Job(j.index + args.messages, j.mail_from, j.rcpt_to, j.data.replace(b"bench message", b"warm-up", 1))
@@ -929,6 +991,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for s in plan_jobs(args.warmup, args.sessions, args.size, SENDER, users)
     ]
+    if key is not None:
+        warmup = sign_plan(warmup, key)
     report: dict[str, Any] = {
         "benchmark": "smtp_ingest",
         "params": {
@@ -941,16 +1005,23 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "rounds": args.rounds,
             "quota": args.quota,
+            "mailauth": args.mailauth,
+            "dkim": args.dkim,
             "cpus": os.cpu_count(),
             "fs": fs_type(workdir),
         },
         "valid": False,
     }
     targets: list[Target] = []
+    dns = ThreadedDnsServer(sender_zone(key))
 
     def body() -> None:
         rounds: dict[str, list[Round]] = {}
-        targets.append(Relate(workdir, users, args.pool_max, args.sessions, quiet, args.quota))
+        address = dns.start()
+        relate = Relate(
+            workdir, users, args.pool_max, args.sessions, quiet, args.quota, dns=address, mailauth=args.mailauth
+        )
+        targets.append(relate)
         if args.vs == "postfix":
             targets.append(Postfix(workdir, users, quiet))
         for target in targets:
@@ -971,9 +1042,11 @@ def main(argv: list[str] | None = None) -> int:
         if "postfix" in report:
             report["ratio"] = ratios(report["relate"], report["postfix"], RATIO_OF)
 
-    return run_benchmark(
-        "smtp_ingest", args, workdir, report, body, lambda: stop_targets(targets, "smtp_ingest"), render
-    )
+    def stop() -> None:
+        stop_targets(targets, "smtp_ingest")
+        dns.stop()
+
+    return run_benchmark("smtp_ingest", args, workdir, report, body, stop, render)
 
 
 def deployed_main(args: argparse.Namespace, workdir: Path) -> int:

@@ -30,6 +30,7 @@ from relate.config import DatabaseConfig
 from relate.runtime.tls import make_self_signed
 from relate.services import accounts
 from relate.store import db
+from relate.testing.dns import ThreadedDnsServer
 
 USER = "alice@example.com"
 ON_CI = bool(os.environ.get("CI"))
@@ -54,6 +55,18 @@ def free_port() -> int:
         return port
 
 
+_EMPTY_DNS: ThreadedDnsServer | None = None
+
+
+def empty_dns() -> str:
+    """``host:port`` of a loopback DNS server with an empty zone, started once per test process."""
+    global _EMPTY_DNS
+    if _EMPTY_DNS is None:
+        _EMPTY_DNS = ThreadedDnsServer()
+        _EMPTY_DNS.start()
+    return _EMPTY_DNS.address
+
+
 def write_config(path: Path, dsn: str, **sections: Any) -> Path:
     """A config file for the test's database, with every listener off unless ``sections`` turns it on."""
     off = {"listen": []}
@@ -65,7 +78,9 @@ def write_config(path: Path, dsn: str, **sections: Any) -> Path:
         "smtp": {"mx": off, "submission": off, "submissions": off},
         "imap": {"imap": off, "imaps": off},
         "pop3": {"pop3": off, "pop3s": off},
-        "delivery": {"dns_servers": ["127.0.0.1:9"]},
+        # A loopback DNS server that knows no name: never the real resolver, and a quick NXDOMAIN for the
+        # SMTP daemon's SPF, DKIM and DMARC lookups (an unreachable server would cost dns_timeout each).
+        "delivery": {"dns_servers": [empty_dns()]},
     }
     for name, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(name), dict):

@@ -121,8 +121,27 @@ def _address_or_empty(text: str | None) -> bool:
     return True
 
 
+def _has_special(text: str) -> bool:
+    return any(ch.isspace() or ch in ';"()\\' for ch in text)
+
+
 def _listener(*addresses: str) -> Callable[[], ListenerConfig]:
     return lambda: ListenerConfig(listen=list(addresses))
+
+
+@dataclass
+class MailAuthConfig:
+    """SPF, DKIM and DMARC on mail arriving over port 25 (relate/mailauth)."""
+
+    # Check inbound mail and write Authentication-Results (RFC 8601); off: mail
+    # is taken as it comes, with no header and no policy.
+    enabled: bool = True
+    # The authserv-id of our Authentication-Results fields; unset: the host name.
+    authserv_id: str | None = None
+    # A DMARC failure whose domain asks p=reject: "refuse" (550 5.7.1 at the
+    # end of DATA) or "junk" (delivered to the Junk folder). p=quarantine
+    # always files in Junk; a forged From of a hosted domain is always refused.
+    dmarc_reject: str = "refuse"
 
 
 @dataclass
@@ -154,6 +173,7 @@ class SmtpConfig:
     max_bad_commands: int = 20
     # Unknown verbs a session may send (a web browser, a port scanner); then 502 and close.
     max_unknown_commands: int = 5
+    mailauth: MailAuthConfig = field(default_factory=MailAuthConfig)
 
     def listeners(self) -> dict[str, ListenerConfig]:
         """The three roles by name: mx, submission (STARTTLS), submissions (implicit TLS)."""
@@ -372,6 +392,16 @@ class Config:
             ("smtp.postmaster", _address_or_empty(self.smtp.postmaster), "must be an address (local@domain) or unset"),
             ("smtp.max_bad_commands", self.smtp.max_bad_commands >= 1, "must be 1 or more"),
             ("smtp.max_unknown_commands", self.smtp.max_unknown_commands >= 1, "must be 1 or more"),
+            (
+                "smtp.mailauth.dmarc_reject",
+                self.smtp.mailauth.dmarc_reject in {"refuse", "junk"},
+                "must be refuse or junk",
+            ),
+            (
+                "smtp.mailauth.authserv_id",
+                not self.smtp.mailauth.authserv_id or not _has_special(self.smtp.mailauth.authserv_id),
+                "must be a host name (no spaces, ';', quotes or parentheses)",
+            ),
             ("imap.memory_budget", self.imap.memory_budget >= 1024 * 1024, "must be at least 1 MiB"),
             ("imap.memory_wait", self.imap.memory_wait >= 0, "must be 0 or more"),
             ("quota.storage", self.quota.storage >= 0, "must be 0 (no limit) or more"),

@@ -219,12 +219,15 @@ class Delivery:
         sent_copy: bytes | None = None,
         record: drafts.Sent | None = None,
         hold: Hold | None = None,
+        results: bytes = b"",
     ) -> Committed:
         """Store and queue ``message`` in one transaction; returns once it is committed.
 
         ``trace`` (the ``Received:`` header of this hop) is prepended to every
         copy that travels on or is delivered; the Sent copy keeps the message
         exactly as the user submitted it (or ``sent_copy``, when given).
+        ``results`` (an ``Authentication-Results:`` field, relate.mailauth)
+        goes above the trace in the local copies only.
         ``hold(size)`` is entered around each step that has a copy of ``size``
         bytes in memory (a memory budget, see relate.runtime.budget); nothing
         else of the commit holds more than a chunk of the message.
@@ -238,11 +241,12 @@ class Delivery:
         hold = hold or _no_hold
         return_path = b"Return-Path: <" + self.mail_from.encode("utf-8", "surrogateescape") + b">\r\n"
         # Quota first, before any work on the message: which local copies are tried, which wait.
-        checked, waiting = await self._plan(len(return_path + trace) + body.size) if inboxes else (set(), {})
+        local_prefix = return_path + results + trace
+        checked, waiting = await self._plan(len(local_prefix) + body.size) if inboxes else (set(), {})
         inboxes = [i for i in inboxes if i not in waiting]
         # Then, with no database connection held: parse and hash each copy (the only steps that need it in
         # memory), one at a time.
-        local = await _Copy.prepare(body, return_path + trace, hold) if inboxes else None
+        local = await _Copy.prepare(body, local_prefix, hold) if inboxes else None
         sent = None
         if self.sender is not None:
             sent = await _Copy.prepare(body if sent_copy is None else Spool.of(sent_copy), b"", hold)

@@ -302,3 +302,34 @@ async def test_search_spans_folders_newest_first_and_caps_paging(api: Api) -> No
     status, body = await api.call("GET", "/api/emails/search?q=needle&page=11&pageSize=100")
     assert status == 400
     assert "1000" in body["message"]
+
+
+async def test_detail_has_the_authentication_block(api: Api) -> None:
+    """Our Authentication-Results field becomes the detail's authentication block; another host's is ignored."""
+    raw = (
+        b"Authentication-Results: mail.example.com;\r\n\tspf=pass smtp.mailfrom=carol@remote.example;\r\n"
+        b'\tspf=none smtp.helo=mx.remote.example;\r\n\tdkim=fail reason="body hash" header.d=remote.example;\r\n'
+        b"\tdkim=pass header.d=remote.example header.s=ed header.a=ed25519-sha256;\r\n"
+        b"\tdmarc=pass (p=reject dis=none) header.from=remote.example\r\n"
+        b"Authentication-Results: mx.elsewhere.example; dmarc=fail\r\n" + message("signed")
+    )
+    (email_id,) = await api.deliver(raw, "alice@example.com")
+    (plain_id,) = await api.deliver(message("no checks"), "alice@example.com")
+    status, body = await api.call("GET", f"/api/emails/{email_id}")
+    assert status == 200
+    block = body["authentication"]
+    assert (block["authservId"], block["spf"], block["dkim"], block["dmarc"]) == (
+        "mail.example.com",
+        "pass",
+        "pass",
+        "pass",
+    )
+    assert block["results"][0] == {
+        "method": "spf",
+        "result": "pass",
+        "reason": None,
+        "properties": {"smtp.mailfrom": "carol@remote.example"},
+    }
+    assert block["results"][2]["reason"] == "body hash"
+    status, body = await api.call("GET", f"/api/emails/{plain_id}")
+    assert body["authentication"] is None

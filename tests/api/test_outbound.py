@@ -574,3 +574,21 @@ async def test_local_mail_only_keeps_message_out_of_the_queue(api: Api) -> None:
     row = await api.pool.fetchrow("SELECT blob_hash, next_retry_at FROM outbound_emails WHERE id = $1", sent["id"])
     assert (row["blob_hash"], row["next_retry_at"]) == (None, None)
     assert (await api.call("GET", "/api/outbound/outbox"))[1]["total"] == 0
+
+
+async def test_rest_send_to_local_user_is_marked_authenticated(api: Api) -> None:
+    """Mail Alice sends over REST reaches Bob marked auth=pass smtp.auth=alice@example.com (in the stored
+    header and the detail's authentication block); her Sent copy carries no such field."""
+    status, sent = await api.call("POST", "/api/outbound/send", json={"to": [BOB], "subject": "signed in"})
+    assert status == 201, sent
+    (received,) = (await api.call("GET", "/api/emails", api.bob))[1]["items"]
+    msg = await raw_of(api, received["id"], api.bob)
+    assert (
+        " ".join(str(msg["Authentication-Results"]).split())
+        == "mail.example.com; auth=pass smtp.auth=alice@example.com"
+    )
+    status, detail = await api.call("GET", f"/api/emails/{received['id']}", api.bob)
+    assert (detail["authentication"]["auth"], detail["authentication"]["spf"]) == ("pass", None)
+    (copy,) = await folder(api, "Sent")
+    status, mine = await api.call("GET", f"/api/emails/{copy['id']}")
+    assert mine["authentication"] is None

@@ -20,8 +20,10 @@ from aiohttp import web
 from relate.api.app import int_param, json_body, page_of, paging, path_id, state
 from relate.api.errors import ApiError, bad_request, invalid, not_found
 from relate.api.security import READ, WRITE, principal, requires
+from relate.config import Config
 from relate.mail.headers import decoded_fields
 from relate.mail.mime import ParsedMessage, parse_message, part_content
+from relate.mailauth import authres, verdict
 from relate.store import accounts, imap_messages
 from relate.store import emails as store
 from relate.store import mailboxes as mailbox_store
@@ -218,8 +220,35 @@ async def get_email(request: web.Request) -> web.Response:
         "textBody": parsed.text_body,
         "htmlBody": html,
         "attachments": _attachments(row),
+        "authentication": authentication(headers, state(request).cfg),
     }
     return web.json_response(body)
+
+
+def authentication(headers: list[dict[str, str]], cfg: Config) -> dict[str, Any] | None:
+    """The ``authentication`` block: our own Authentication-Results field (relate.mailauth), read back."""
+    ours = verdict.authserv_id(cfg)
+    entries = authres.find_ours([(h["name"], h["value"]) for h in headers], ours)
+    if entries is None:
+        return None
+
+    def first(method: str, *, best: bool = False) -> str | None:
+        found = [e.result for e in entries if e.method == method]
+        if best and "pass" in found:
+            return "pass"
+        return found[0] if found else None
+
+    return {
+        "authservId": ours,
+        "spf": first("spf"),
+        "dkim": first("dkim", best=True),
+        "dmarc": first("dmarc"),
+        "auth": first("auth"),
+        "results": [
+            {"method": e.method, "result": e.result, "reason": e.reason or None, "properties": e.properties}
+            for e in entries
+        ],
+    }
 
 
 @routes.get("/api/emails/{id}/raw")

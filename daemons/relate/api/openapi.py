@@ -241,6 +241,26 @@ SCHEMAS: dict[str, Any] = {
         attachmentCount=INTEGER,
     ),
     "Header": obj(["name", "value"], name=STRING, value=STRING),
+    "AuthResult": obj(
+        ["method", "result", "properties"],
+        method={"type": "string", "description": "spf, dkim, dmarc or auth (RFC 8601)"},
+        result={"type": "string", "description": "pass, fail, softfail, neutral, none, temperror, permerror"},
+        reason=nullable("string"),
+        properties={
+            "type": "object",
+            "additionalProperties": STRING,
+            "description": "smtp.mailfrom, smtp.helo, smtp.auth, header.d, header.s, header.a, header.b, header.from",
+        },
+    ),
+    "Authentication": obj(
+        ["authservId", "spf", "dkim", "dmarc", "results"],
+        authservId=STRING,
+        spf=nullable("string", description="the MAIL FROM identity's SPF result"),
+        dkim=nullable("string", description="pass when any signature passed, else the first signature's result"),
+        dmarc=nullable("string"),
+        auth=nullable("string", description="pass: sent by an authenticated user of this host"),
+        results=array(ref("AuthResult"), description="every result, in the header's order"),
+    ),
     "Attachment": obj(
         ["index", "part"],
         index={"type": "integer", "description": "for /api/emails/{id}/attachments/{n}"},
@@ -267,6 +287,11 @@ SCHEMAS: dict[str, Any] = {
                 textBody=nullable("string"),
                 htmlBody=nullable("string", description="sanitised for display: no scripts or event handlers"),
                 attachments=array(ref("Attachment")),
+                authentication={
+                    "oneOf": [ref("Authentication"), {"type": "null"}],
+                    "description": "SPF, DKIM and DMARC as checked on arrival (our Authentication-Results); "
+                    "null for mail that did not arrive over SMTP",
+                },
             ),
         ]
     },

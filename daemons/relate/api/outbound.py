@@ -56,6 +56,7 @@ from relate.errors import Invalid
 from relate.mail import compose as mime
 from relate.mail.address import normalize_address, split_address
 from relate.mail.mime import Address, ParsedMessage, parse_message, part_content
+from relate.mailauth.verdict import submission_results
 from relate.notify import Notifier
 from relate.store import accounts, drafts
 from relate.store import emails as email_store
@@ -443,7 +444,9 @@ async def _send(
         email_id=None if row is None else row["id"],
         version=None if row is None else row["updated_at"],
     )
-    committed = await delivery.commit(message, sent_copy=sent_copy, record=record)
+    # The local copies say who sent them, as submission's do (relate.mailauth; the Sent copy does not).
+    results = submission_results(st.cfg, who.address)
+    committed = await delivery.commit(message, sent_copy=sent_copy, record=record, results=results)
     notifier: Notifier | None = st.parts.get(_NOTIFIER)
     if notifier is not None:
         for stored in committed.local:

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
-import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
-from relate.config import DeliveryConfig, parse_listen
+from relate.runtime.resolver import make_resolver
+
+__all__ = ["DnsPermanent", "DnsTemporary", "Host", "hosts_for", "make_resolver"]
 
 
 class DnsPermanent(Exception):
@@ -38,26 +39,6 @@ class DnsTemporary(Exception):
 class Host:
     name: str
     addresses: list[str]
-
-
-def make_resolver(cfg: DeliveryConfig) -> dns.asyncresolver.Resolver:
-    if not cfg.dns_servers:
-        resolver = dns.asyncresolver.Resolver()
-    else:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        servers: list[str | dns.nameserver.Nameserver] = []
-        for item in cfg.dns_servers:
-            # "192.0.2.1", "2001:db8::1", or with a port: "192.0.2.1:53", "[2001:db8::1]:53".
-            if item.startswith("[") or item.count(":") == 1:
-                host, port = parse_listen(item)
-                servers.append(dns.nameserver.Do53Nameserver(host, port))
-            else:
-                servers.append(item)
-        resolver.nameservers = servers
-    resolver.cache = dns.resolver.LRUCache()  # answers are kept for their TTL
-    resolver.lifetime = cfg.dns_timeout
-    resolver.timeout = cfg.dns_timeout
-    return resolver
 
 
 async def _addresses(resolver: dns.asyncresolver.Resolver, name: str) -> list[str]:

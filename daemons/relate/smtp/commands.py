@@ -32,6 +32,7 @@ follows MAIL takes longer than that; refusing early would only delay mail.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import logging
 import re
@@ -41,10 +42,12 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from relate.delivery import Delivery, Kind, MailboxFull, Recipient, Sender, admit, classify, local_recipient
+from relate.delivery import Delivery, Hold, Kind, MailboxFull, Recipient, Sender, admit, classify, local_recipient
 from relate.errors import Invalid
 from relate.mail.address import normalize_address, split_address
 from relate.mail.spool import Spool
+from relate.mailauth import verdict as mailauth
+from relate.mailauth.verdict import DEFER, JUNK, REFUSE, rewrite
 from relate.runtime.budget import BudgetExhausted
 from relate.smtp import headers, parser, replies
 from relate.smtp.data import DataState, read_data
@@ -340,11 +343,20 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
             assert session.principal_id is not None
             assert session.principal_address is not None
             sender = Sender(session.principal_id, session.principal_address)
+        verdict = await _authenticate(session, envelope, spool, hold)
+        if verdict.action in (REFUSE, DEFER):
+            return replies.NOT_AUTHENTICATED if verdict.action == REFUSE else replies.UNVERIFIED
+        recipients = await _to_junk(session, envelope.recipients) if verdict.action == JUNK else envelope.recipients
         group = server.commit_group if sender is None else None
         delivery = Delivery(server.pool, envelope.mail_from, sender=sender, quota=server.cfg.quota, group=group)
-        for recipient in envelope.recipients:
+        for recipient in recipients:
             delivery.add(recipient)
-        committed = await delivery.commit(spool, trace=trace, hold=hold)
+        body = await rewrite(spool, verdict, await _missing_fields(session, spool) if sender is not None else b"")
+        try:
+            committed = await delivery.commit(body, trace=trace, hold=hold, results=verdict.header)
+        finally:
+            if body is not spool:
+                body.close()
     except MailboxFull as full:
         log.info(
             "smtp-quota client=%s rcpts=%s size=%d refused=%s",
@@ -385,6 +397,46 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
     if committed.sent_over_quota:
         return replies.QUEUED.with_text(f"Message accepted as {queue_id}; not saved to Sent: mailbox full")
     return replies.QUEUED.with_text(f"Message accepted as {queue_id}")
+
+
+async def _authenticate(session: SmtpSession, envelope: Envelope, spool: Spool, hold: Hold) -> mailauth.Verdict:
+    """SPF, DKIM and DMARC (port 25) or the submission's login: the verdict of relate.mailauth, logged."""
+    checker = session.server.checker
+    head = await spool.head(headers.MAX_HEADER_SECTION)
+    if session.role != "mx":
+        assert session.principal_address is not None
+        return await checker.submitted(head, session.principal_address)
+    verdict = await checker.inbound(
+        client=session.client, helo=session.helo_name, mail_from=envelope.mail_from, head=head, spool=spool, hold=hold
+    )
+    if verdict.header:
+        dkim = ",".join(d.result for d in verdict.dkim) or "none"
+        log.info(
+            "smtp-authentication client=%s from=<%s> spf=%s dkim=%s dmarc=%s action=%s%s",
+            session.client,
+            envelope.mail_from,
+            verdict.spf.result if verdict.spf else "-",
+            dkim,
+            verdict.dmarc.result if verdict.dmarc else "-",
+            verdict.action,
+            f" reason={verdict.reason!r}" if verdict.reason else "",
+        )
+    return verdict
+
+
+async def _missing_fields(session: SmtpSession, spool: Spool) -> bytes:
+    """Submission: the Date and Message-ID fields the message lacks (relate.smtp.headers), to prepend."""
+    assert session.principal_address is not None
+    head = await spool.head(headers.MAX_HEADER_SECTION)
+    domain = session.principal_address.rpartition("@")[2]
+    return headers.missing_fields(head, domain, email.utils.localtime())
+
+
+async def _to_junk(session: SmtpSession, recipients: list[Recipient]) -> list[Recipient]:
+    """The recipients with their Junk folder in place of their INBOX (those without one keep their INBOX)."""
+    users = [r.user_id for r in recipients if r.user_id is not None]
+    junk = await accounts.junk_folders(session.server.pool, users)
+    return [dataclasses.replace(r, inbox_id=junk[r.user_id]) if r.user_id in junk else r for r in recipients]
 
 
 async def _check_headers(session: SmtpSession, spool: Spool) -> replies.Reply | None:

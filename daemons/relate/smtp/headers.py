@@ -1,6 +1,11 @@
 """Submission's header rule: which addresses the From and Sender fields name (RFC 5322 §3.6.2).
 
-Policy: on the submission ports every address that the From field or the
+Policy: a submitted message without a ``Date`` or a ``Message-ID`` field
+gets one (RFC 6409 §8.3, §8.4: the submission server may add them), at the
+top of its header: the date of its arrival, and an id at the domain of the
+authenticated user's address. Nothing else of the message is changed.
+
+On the submission ports every address that the From field or the
 Sender field names must be one of the authenticated user's; a message with no
 From, or with a From or Sender that cannot be read without doubt, is refused
 (``550 5.7.1``). What a field "names" is :func:`relate.mail.mime.field_addresses`:
@@ -15,8 +20,11 @@ read, and a message whose header goes on past them is refused as unreadable.
 
 from __future__ import annotations
 
+import email.utils
 import re
+from datetime import datetime
 
+from relate.mail.compose import make_message_id
 from relate.mail.mime import field_addresses
 
 MAX_HEADER_SECTION = 1024 * 1024
@@ -53,3 +61,20 @@ def named_addresses(head: bytes) -> dict[str, set[str] | None] | None:
 
 # A field's first line (continuation lines start with white space, so they never match).
 _FIELD_START = {name: re.compile(rb"^" + name.encode() + rb"[ \t]*:", re.IGNORECASE | re.MULTILINE) for name in FIELDS}
+
+
+_DATE = re.compile(rb"^date[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+def missing_fields(head: bytes, domain: str, now: datetime) -> bytes:
+    """The Date and Message-ID fields (RFC 6409 §8.3, §8.4) the message starting with ``head`` lacks, to prepend."""
+    section = header_section(head)
+    if section is None:
+        return b""
+    added = b""
+    if not _DATE.search(section):
+        added += b"Date: " + email.utils.format_datetime(now).encode() + b"\r\n"
+    if not _MESSAGE_ID.search(section):
+        added += b"Message-ID: " + make_message_id(domain).encode("utf-8", "surrogateescape") + b"\r\n"
+    return added

@@ -21,12 +21,16 @@ import asyncpg
 
 from relate.auth import Authenticator
 from relate.config import Config
+from relate.mailauth.dns import Dns
+from relate.mailauth.verdict import Checker
 from relate.notify import Notifier
 from relate.runtime.budget import MemoryBudget
+from relate.runtime.resolver import make_resolver
 from relate.runtime.streams import Session, StreamServer, describe_tls_error
 from relate.runtime.tls import TLSRegistry
 from relate.smtp import commands, replies
 from relate.smtp.session import SmtpSession
+from relate.store import accounts
 from relate.store.group_commit import CommitGroup
 
 log = logging.getLogger("relate.smtp")
@@ -50,6 +54,10 @@ class SmtpServer(StreamServer):
         self.authenticator = authenticator
         self.notifier = notifier
         self.budget = MemoryBudget(cfg.smtp.memory_budget)
+        # SPF, DKIM and DMARC (relate.mailauth): one resolver, so one DNS cache, for every session.
+        self.checker = Checker(
+            cfg, Dns(make_resolver(cfg.delivery)), lambda names: accounts.hosted_domains(pool, names)
+        )
         self.commit_group = CommitGroup(pool)  # MX deliveries arriving together share a commit
         self.commands = commands.COMMANDS
         self.listeners = {
@@ -107,6 +115,7 @@ class SmtpServer(StreamServer):
 
     async def start(self, sockets: dict[str, list[socket.socket]] | None = None) -> None:
         """Listen on the configured addresses, or on ``sockets`` handed over (socket activation)."""
+        await self.checker.prepare()
         await self.start_listeners(sockets)
 
     async def stop(self, grace: float = 30.0) -> None:

@@ -67,6 +67,7 @@ import asyncpg
 from relate.auth import Authenticator, AuthRefused
 from relate.config import Config
 from relate.delivery import Recipient
+from relate.mailauth.verdict import Checker
 from relate.notify import Notifier
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import describe_tls_error, pending_input, read_line
@@ -125,6 +126,7 @@ class Host(Protocol):
     authenticator: Authenticator
     notifier: Notifier
     budget: MemoryBudget
+    checker: Checker
     commit_group: CommitGroup
 
     @property

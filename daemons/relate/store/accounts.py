@@ -261,3 +261,19 @@ async def inbox_id(conn: Queryable, user_id: int) -> int | None:
         "SELECT id FROM mailboxes WHERE user_id = $1 AND upper(name) = 'INBOX'", user_id
     )
     return found
+
+
+async def hosted_domains(conn: Queryable, names: list[str]) -> set[str]:
+    """Which of ``names`` (lower case) are hosted here."""
+    rows = await conn.fetch("SELECT name FROM domains WHERE name = ANY($1::text[])", names)
+    return {r["name"] for r in rows}
+
+
+async def junk_folders(conn: Queryable, user_ids: list[int]) -> dict[int, int]:
+    """Each user's Junk folder (special-use \\Junk), by user id; users without one are left out."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (user_id) user_id, id FROM mailboxes
+            WHERE user_id = ANY($1::bigint[]) AND special_use = '\\Junk' ORDER BY user_id, id""",
+        user_ids,
+    )
+    return {r["user_id"]: r["id"] for r in rows}

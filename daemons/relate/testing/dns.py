@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import typing
 from dataclasses import dataclass, field
 
@@ -83,3 +84,27 @@ class DnsServer:
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+class ThreadedDnsServer:
+    """A :class:`DnsServer` on an event loop of its own in a daemon thread, for synchronous code (benchmarks,
+    tests that start the daemons as processes): ``start()`` returns ``host:port``; the zone may be changed
+    while it runs."""
+
+    def __init__(self, zone: Zone | None = None) -> None:
+        self.zone = zone if zone is not None else Zone()
+        self.address = ""
+        self._loop = asyncio.new_event_loop()
+        self._server = DnsServer(self.zone)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="relate-test-dns", daemon=True)
+
+    def start(self) -> str:
+        self._thread.start()
+        self.address = asyncio.run_coroutine_threadsafe(self._server.start(), self._loop).result(10)
+        return self.address
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._server.close)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)

@@ -16,6 +16,7 @@ from relate.notify import Notifier
 from relate.runtime.tls import make_self_signed
 from relate.services import accounts
 from relate.smtp.server import SmtpServer
+from relate.testing.dns import DnsServer, Zone
 from tests.support import close_all
 
 
@@ -53,10 +54,30 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+@dataclass
+class Dns:
+    """The loopback DNS server the daemon's SPF, DKIM and DMARC checks ask, and its records."""
+
+    zone: Zone
+    address: str
+
+
 @pytest.fixture
-def smtp_config(dsn: str, tls_files: tuple[Path, Path]) -> Config:
-    """Every role on 127.0.0.1, ephemeral ports."""
+async def dns() -> AsyncIterator[Dns]:
+    """An empty zone served on loopback: every name is NXDOMAIN until a test adds records."""
+    zone = Zone()
+    server = DnsServer(zone)
+    address = await server.start()
+    yield Dns(zone, address)
+    server.close()
+
+
+@pytest.fixture
+def smtp_config(dsn: str, tls_files: tuple[Path, Path], dns: Dns) -> Config:
+    """Every role on 127.0.0.1, ephemeral ports, the loopback DNS server."""
     cfg = Config(hostname="mail.example.com")
+    cfg.delivery.dns_servers = [dns.address]
+    cfg.delivery.dns_timeout = 2.0
     cfg.database.dsn = dsn
     cfg.tls.cert, cfg.tls.key = tls_files
     cfg.auth.bcrypt_rounds = 4

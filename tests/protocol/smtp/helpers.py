@@ -139,16 +139,24 @@ make_message = functools.partial(support.make_message, sender="carol@remote.exam
 
 
 def split_trace(stored: bytes) -> tuple[list[str], bytes]:
-    """(the unfolded header fields a server prepended: Return-Path then Received..., the rest)."""
+    """(the unfolded header fields a server prepended: Return-Path then Received..., the rest).
+
+    The Authentication-Results field (relate.mailauth) between them is passed over: see :func:`without_results`."""
     fields: list[str] = []
     rest = stored
-    while rest.startswith((b"Return-Path:", b"Received:")):
+    while rest.startswith((b"Return-Path:", b"Received:", b"Authentication-Results:")):
         end = rest.index(b"\r\n")
         while rest[end + 2 : end + 3] in (b"\t", b" "):
             end = rest.index(b"\r\n", end + 2)
-        fields.append(rest[:end].decode("utf-8").replace("\r\n", ""))
+        if not rest.startswith(b"Authentication-Results:"):
+            fields.append(rest[:end].decode("utf-8").replace("\r\n", ""))
         rest = rest[end + 2 :]
     return fields, rest
+
+
+def without_results(stored: bytes) -> bytes:
+    """The stored message without the Authentication-Results field the server put after Return-Path."""
+    return re.sub(rb"\r\nAuthentication-Results: [^\r]*\r\n(?:[ \t][^\r]*\r\n)*", b"\r\n", stored, count=1)
 
 
 async def run_session(port: int, mail_from: str, rcpts: list[str], message: bytes) -> list[Reply]:

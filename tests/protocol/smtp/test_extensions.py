@@ -7,7 +7,7 @@ import re
 from relate.services import accounts
 
 from .conftest import Smtp
-from .helpers import Client, split_trace
+from .helpers import Client, split_trace, without_results
 
 UTF8_BODY = "Grüße aus Köln, ça va? 日本語のテキスト — ✓\r\n".encode()
 
@@ -59,7 +59,7 @@ async def test_smtputf8_address_and_headers_are_delivered(smtp: Smtp) -> None:
     assert [r.head for r in replies] == ["250 2.1.0", "250 2.1.5", "250 2.0.0"]
     await client.close()
     (stored,) = await smtp.inbox("jörg@example.com")
-    assert stored.startswith("Return-Path: <müller@bücher.example>\r\nReceived: ".encode())
+    assert without_results(stored).startswith("Return-Path: <müller@bücher.example>\r\nReceived: ".encode())
     trace, rest = split_trace(stored)
     assert rest == message
     assert re.search(r"\bwith UTF8SMTP id ", trace[1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from .conftest import Smtp
-from .helpers import Client, make_message, message_count, outbound, run_session, split_trace
+from .helpers import Client, make_message, message_count, outbound, run_session, split_trace, without_results
 
 ACCEPTED = ["250 2.1.0", "250 2.1.5", "250 2.0.0"]
 
@@ -75,7 +75,7 @@ async def test_stored_copy_starts_with_return_path_and_received(smtp: Smtp) -> N
     assert queue_id is not None
     await client.close()
     (stored,) = await smtp.inbox("bob@example.com")
-    assert stored.startswith(b"Return-Path: <carol@remote.example>\r\nReceived: ")
+    assert without_results(stored).startswith(b"Return-Path: <carol@remote.example>\r\nReceived: ")
     trace, rest = split_trace(stored)
     assert rest == message
     assert len(trace) == 2
@@ -159,7 +159,7 @@ async def test_null_sender_is_stored_as_empty_return_path(smtp: Smtp) -> None:
     replies = await run_session(smtp.mx, "", ["bob@example.com"], message)
     assert [r.head for r in replies] == ACCEPTED
     (stored,) = await smtp.inbox("bob@example.com")
-    assert stored.startswith(b"Return-Path: <>\r\nReceived: ")
+    assert without_results(stored).startswith(b"Return-Path: <>\r\nReceived: ")
 
 
 async def test_two_addresses_of_one_user_store_one_copy(smtp: Smtp) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import re
 
@@ -270,3 +271,35 @@ async def test_own_sender_header_is_accepted(smtp: Smtp) -> None:
         assert [r.head for r in replies] == ["250 2.1.0", "250 2.1.5", "250 2.0.0"], sender
     await client.close()
     assert len(await smtp.inbox("bob@example.com")) == 2
+
+
+async def test_missing_date_and_message_id_are_added(smtp: Smtp) -> None:
+    """A submission without Date and Message-ID gets both (RFC 6409 §8.3-8.4), the id at the sender's domain,
+    in every copy: bob's, the Sent copy and the one queued for carol; the rest of the message is as sent."""
+    message = b"From: alice@example.com\r\nTo: bob@example.com, carol@remote.example\r\nSubject: bare\r\n\r\nhi\r\n"
+    client = await submission_client(smtp)
+    replies = await client.mail(ALICE, ["bob@example.com", "carol@remote.example"], message)
+    assert [r.head for r in replies] == ["250 2.1.0", "250 2.1.5", "250 2.1.5", "250 2.0.0"]
+    await client.close()
+    (delivered,) = await smtp.inbox("bob@example.com")
+    (sent,) = await smtp.inbox(ALICE, "Sent")
+    (queued,) = await outbound(smtp)
+    blob = bytes(await smtp.pool.fetchval("SELECT data FROM blobs WHERE hash = $1", queued["blob_hash"]))
+    _, rest = split_trace(delivered)
+    for copy in (rest, sent, split_trace(blob)[1]):
+        added = re.match(rb"Date: ([^\r]+)\r\nMessage-ID: (<[0-9A-Za-z.@_-]+@example\.com>)\r\n", copy)
+        assert added is not None, copy[:200]
+        assert copy[added.end() :] == message
+        assert queued["message_id"] == added.group(2).decode()
+    assert email.utils.parsedate_to_datetime(added.group(1).decode()).tzinfo is not None
+
+
+async def test_present_date_and_message_id_are_kept(smtp: Smtp) -> None:
+    """A submission with its own Date and Message-ID is stored exactly as sent (only a missing one is added)."""
+    only_date = b"From: alice@example.com\r\nDate: Tue, 03 Nov 2026 09:15:00 +0100\r\nTo: bob@example.com\r\n\r\nhi\r\n"
+    client = await submission_client(smtp)
+    replies = await client.mail(ALICE, ["bob@example.com"], only_date)
+    assert [r.head for r in replies] == ["250 2.1.0", "250 2.1.5", "250 2.0.0"]
+    await client.close()
+    (sent,) = await smtp.inbox(ALICE, "Sent")
+    assert re.fullmatch(rb"Message-ID: <[^>]+@example\.com>\r\n" + re.escape(only_date), sent)

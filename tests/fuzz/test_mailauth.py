@@ -1,0 +1,84 @@
+"""The mail-authentication parsers (Authentication-Results, SPF records, DKIM-Signature discovery, DMARC records,
+From domains): whatever a sender writes, an answer or the parser's own error comes out, quickly."""
+
+from __future__ import annotations
+
+import contextlib
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from relate.mailauth import authres, dmarc
+from relate.mailauth import dkim as dkimv
+from relate.mailauth.spf import PermError, parse_record
+from relate.mailauth.verdict import from_domains
+
+_AR_PIECES = st.sampled_from(
+    ["mail.example.com", ";", " ", "\t", "(", ")", '"', "\\", "=", "spf", "pass", "dkim", "reason", "x.y", "@", "é"]
+)
+_SPF_PIECES = st.sampled_from(
+    [
+        *("v=spf1", " ", "a", "mx", "ip4:", "ip6:", "1.2.3.4", "::1", "/", "//", "24", "%{", "}", "i", "r", "-", "+"),
+        *("~", "include:", "redirect=", "exists:", "ptr", "all", "%%", "%_", ".", "example.com", "exp=", "="),
+    ]
+)
+
+
+@given(st.text(max_size=3000))
+@example("(" * 5000)
+@example('"' * 5000)
+@example("mail.example.com; " + "spf=pass " * 2000)
+@example('x; dkim=pass reason="' + "\\" * 3000)
+def test_authentication_results_parse(value: str) -> None:
+    """Any field value parses into an authserv-id and entries; nothing raises."""
+    ident, entries = authres.parse(value)
+    assert isinstance(ident, str)
+    assert all(e.method and isinstance(e.properties, dict) for e in entries)
+
+
+@given(st.lists(_AR_PIECES, max_size=400))
+def test_authentication_results_shaped(pieces: list[str]) -> None:
+    """Values made of the grammar's pieces parse; stripping ours from a header of them keeps the rest whole."""
+    value = "".join(pieces)
+    authres.parse(value)
+    section = b"Subject: x\r\nAuthentication-Results: " + value.encode() + b"\r\nTo: y\r\n\r\n"
+    stripped = authres.strip_ours(section, "mail.example.com")
+    if stripped is not None:
+        assert stripped.startswith(b"Subject: x\r\n")
+        assert stripped.endswith(b"To: y\r\n\r\n")
+
+
+@given(st.binary(max_size=3000))
+@example(b"DKIM-Signature: " + b"a=" * 3000 + b"\r\n\r\n")
+@example(b"DKIM-Signature: v=1; d=example.com; s=s; b=; bh=\r\n" * 200 + b"\r\n")
+def test_dkim_signature_discovery(head: bytes) -> None:
+    """Any header gives a list of signatures, each with a domain and selector or a problem."""
+    for sig in dkimv.find_signatures(head):
+        assert sig.problem or (sig.domain and sig.selector)
+
+
+@given(st.lists(_SPF_PIECES, max_size=200))
+def test_spf_record_parse(pieces: list[str]) -> None:
+    """Any record parses into terms or raises PermError."""
+    with contextlib.suppress(PermError):
+        parse_record("v=spf1 " + "".join(pieces))
+
+
+@given(st.text(max_size=2000))
+def test_dmarc_record_parse(text: str) -> None:
+    """Any TXT value is a DMARC record with known values, or not one."""
+    record = dmarc.parse_record("v=DMARC1;" + text, "example.com")
+    assert record is not None
+    assert record.p in dmarc.POLICIES
+    assert record.sp in dmarc.POLICIES
+    assert 0 <= record.pct <= 100
+
+
+@given(st.binary(max_size=3000))
+@example(b"From: a <b" + b"(" * 500 + b"\r\n\r\n")
+@example(b"From: " + b"@x.example " * 2000 + b"\r\n\r\n")
+def test_from_domains(section: bytes) -> None:
+    """Any header gives a list of distinct From domains, none empty."""
+    domains, _ = from_domains(section)
+    assert len(domains) == len(set(domains))
+    assert all(domains)
