@@ -63,6 +63,16 @@ class Section:
     body: int  # where the body starts
 
 
+def leading_section(head: bytes) -> bytes | None:
+    """The header section at the start of ``head`` (a message's first bytes) up to and including its first
+    empty line (CRLF or bare LF); None when ``head`` has no empty line."""
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        cut = head.find(separator)
+        if cut >= 0:
+            return head[: cut + len(separator)]
+    return None
+
+
 def scan(raw: bytes, start: int, end: int) -> Section:
     """Find the header section that starts at ``start`` in raw[start:end]."""
     pos = start

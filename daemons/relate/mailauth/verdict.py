@@ -40,6 +40,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from relate.config import Config, MailAuthConfig
+from relate.mail.headers import leading_section
 from relate.mail.mime import field_addresses
 from relate.mail.spool import Spool
 from relate.mailauth import authres, dmarc
@@ -82,11 +83,7 @@ class Verdict:
 
 def header_section(head: bytes) -> bytes:
     """The header section at the start of ``head``, blank line included (all of ``head`` when it has none)."""
-    for separator in (b"\r\n\r\n", b"\n\n"):
-        cut = head.find(separator)
-        if cut >= 0:
-            return head[: cut + len(separator)]
-    return head
+    return leading_section(head) or head
 
 
 def from_domains(section: bytes) -> tuple[list[str], bool]:

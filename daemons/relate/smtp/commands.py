@@ -336,14 +336,15 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
         return server.budget.reserve(MEMORY_PER_BYTE * size, wait=session.cfg.memory_wait)
 
     try:
+        head = await spool.head(headers.MAX_HEADER_SECTION)
         if session.role != "mx":
-            refusal = await _check_headers(session, spool)
+            refusal = await _check_headers(session, head)
             if refusal is not None:
                 return refusal
             assert session.principal_id is not None
             assert session.principal_address is not None
             sender = Sender(session.principal_id, session.principal_address)
-        verdict = await _authenticate(session, envelope, spool, hold)
+        verdict = await _authenticate(session, envelope, head, spool, hold)
         if verdict.action in (REFUSE, DEFER):
             return replies.NOT_AUTHENTICATED if verdict.action == REFUSE else replies.UNVERIFIED
         recipients = await _to_junk(session, envelope.recipients) if verdict.action == JUNK else envelope.recipients
@@ -351,7 +352,8 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
         delivery = Delivery(server.pool, envelope.mail_from, sender=sender, quota=server.cfg.quota, group=group)
         for recipient in recipients:
             delivery.add(recipient)
-        body = await rewrite(spool, verdict, await _missing_fields(session, spool) if sender is not None else b"")
+        body = await rewrite(spool, verdict, _missing_fields(session, head) if sender is not None else b"")
+        del head  # up to MAX_HEADER_SECTION: not held while the message is stored
         try:
             committed = await delivery.commit(body, trace=trace, hold=hold, results=verdict.header)
         finally:
@@ -399,10 +401,11 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
     return replies.QUEUED.with_text(f"Message accepted as {queue_id}")
 
 
-async def _authenticate(session: SmtpSession, envelope: Envelope, spool: Spool, hold: Hold) -> mailauth.Verdict:
+async def _authenticate(
+    session: SmtpSession, envelope: Envelope, head: bytes, spool: Spool, hold: Hold
+) -> mailauth.Verdict:
     """SPF, DKIM and DMARC (port 25) or the submission's login: the verdict of relate.mailauth, logged."""
     checker = session.server.checker
-    head = await spool.head(headers.MAX_HEADER_SECTION)
     if session.role != "mx":
         assert session.principal_address is not None
         return await checker.submitted(head, session.principal_address)
@@ -424,10 +427,9 @@ async def _authenticate(session: SmtpSession, envelope: Envelope, spool: Spool, 
     return verdict
 
 
-async def _missing_fields(session: SmtpSession, spool: Spool) -> bytes:
+def _missing_fields(session: SmtpSession, head: bytes) -> bytes:
     """Submission: the Date and Message-ID fields the message lacks (relate.smtp.headers), to prepend."""
     assert session.principal_address is not None
-    head = await spool.head(headers.MAX_HEADER_SECTION)
     domain = session.principal_address.rpartition("@")[2]
     return headers.missing_fields(head, domain, email.utils.localtime())
 
@@ -439,9 +441,8 @@ async def _to_junk(session: SmtpSession, recipients: list[Recipient]) -> list[Re
     return [dataclasses.replace(r, inbox_id=junk[r.user_id]) if r.user_id in junk else r for r in recipients]
 
 
-async def _check_headers(session: SmtpSession, spool: Spool) -> replies.Reply | None:
+async def _check_headers(session: SmtpSession, head: bytes) -> replies.Reply | None:
     """Submission: every From and Sender address must be the user's (relate.smtp.headers); the refusal, or None."""
-    head = await spool.head(headers.MAX_HEADER_SECTION)
     named = await asyncio.to_thread(headers.named_addresses, head)
     if named is None:
         return replies.HEADER_TOO_BIG

@@ -25,6 +25,7 @@ import re
 from datetime import datetime
 
 from relate.mail.compose import make_message_id
+from relate.mail.headers import leading_section
 from relate.mail.mime import field_addresses
 
 MAX_HEADER_SECTION = 1024 * 1024
@@ -38,11 +39,10 @@ def header_section(head: bytes) -> bytes | None:
     longer message (``head`` is then exactly that long); a message without a
     body is all header.
     """
-    for separator in (b"\r\n\r\n", b"\n\n"):
-        cut = head.find(separator)
-        if cut >= 0:
-            return head[: cut + len(separator)]
-    return None if len(head) >= MAX_HEADER_SECTION else head
+    section = leading_section(head)
+    if section is None and len(head) < MAX_HEADER_SECTION:
+        return head
+    return section
 
 
 def named_addresses(head: bytes) -> dict[str, set[str] | None] | None:
@@ -59,12 +59,14 @@ def named_addresses(head: bytes) -> dict[str, set[str] | None] | None:
     return result
 
 
-# A field's first line (continuation lines start with white space, so they never match).
-_FIELD_START = {name: re.compile(rb"^" + name.encode() + rb"[ \t]*:", re.IGNORECASE | re.MULTILINE) for name in FIELDS}
+def _field_start(name: str) -> re.Pattern[bytes]:
+    """A field's first line (continuation lines start with white space, so they never match)."""
+    return re.compile(rb"^" + name.encode() + rb"[ \t]*:", re.IGNORECASE | re.MULTILINE)
 
 
-_DATE = re.compile(rb"^date[ \t]*:", re.IGNORECASE | re.MULTILINE)
-_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_FIELD_START = {name: _field_start(name) for name in FIELDS}
+_DATE = _field_start("date")
+_MESSAGE_ID = _field_start("message-id")
 
 
 def missing_fields(head: bytes, domain: str, now: datetime) -> bytes:

@@ -97,7 +97,7 @@ async def changes(conn: Queryable, mailbox_id: int, since_modseq: int, max_uid: 
 
     One statement, so one round trip and one snapshot: the modseq returned covers exactly the
     changes listed. The lists are the caller's to read, never to change (IMAP sessions on one
-    mailbox share one answer, imap/news.py).
+    mailbox share one answer, ChangeHub in imap/server.py).
     """
     row = await conn.fetchrow(_CHANGES, mailbox_id, since_modseq, max_uid)
     if row is None:
@@ -162,13 +162,6 @@ async def _commit_modseq(conn: Queryable, mailbox_id: int, modseq: int) -> None:
 
 # A removal's modseq and counts on the mailbox row; the owner has made room, so a quota's full-since
 # clock (store/quota.py) stops, which writes the user's row only when it was running.
-_COMMIT_REMOVAL = """
-WITH box AS (UPDATE mailboxes SET highestmodseq = $2, message_count = message_count - $3,
-                                  message_bytes = message_bytes - $4
-              WHERE id = $1 RETURNING user_id)
-UPDATE users u SET quota_full_since = NULL FROM box WHERE u.id = box.user_id AND u.quota_full_since IS NOT NULL"""
-
-
 async def store_flags(
     conn: asyncpg.Connection,
     mailbox_id: int,
@@ -332,15 +325,20 @@ async def vanished(conn: Queryable, mailbox_id: int, since: int, upto: int | Non
     return [(r["lo"], r["hi"]) for r in rows]
 
 
-# expunge: $1 mailbox, $2 UIDs (NULL: every \\Deleted message), $3 the NOTIFY channel, $4 how many ids a
-# notification may list. Under the mailbox row lock: delete, log the UIDs under the next modseq, make it
-# the mailbox's with the counts (and stop a quota's full-since clock), announce; nothing when nothing went.
+# expunge and remove: $1 mailbox, $2 UIDs (NULL: every one), $3 the NOTIFY channel, $4 how many ids a
+# notification may list, $5 whether only messages flagged \\Deleted go (EXPUNGE) or any (remove). Under the
+# mailbox row lock: delete, log the UIDs under the next modseq (a UID is deleted once and never reused, so
+# the log takes them without a conflict check), make it the mailbox's with the counts (and stop a quota's
+# full-since clock), announce (the API's hub tells apps which messages went by id; NOTIFY payloads are
+# capped at 8000 bytes, so a bulk removal leaves the ids out and listeners refetch the mailbox); nothing
+# when nothing went. The blobs stay: a trigger notes them and the delivery daemon's sweep deletes those
+# left unreferenced (mailboxes.sweep_blobs).
 _EXPUNGE_SQL = {
     durable: f"""
 WITH box AS (SELECT id, user_id, highestmodseq + 1 AS next{"" if durable else ", " + NOT_DURABLE}
                FROM mailboxes WHERE id = $1 FOR UPDATE),
      gone AS (DELETE FROM messages m USING box
-               WHERE m.mailbox_id = box.id AND '\\Deleted' = ANY (m.flags)
+               WHERE m.mailbox_id = box.id AND (NOT $5::boolean OR '\\Deleted' = ANY (m.flags))
                  AND ($2::bigint[] IS NULL OR m.uid = ANY($2::bigint[]))
            RETURNING m.id, m.uid, m.size),
      counted AS (SELECT count(*) AS n, coalesce(sum(size), 0) AS bytes FROM gone),
@@ -368,52 +366,26 @@ async def expunge(
 ) -> list[int]:
     """Remove messages flagged \\Deleted (of ``uid_list``, if given); returns their UIDs, ascending.
 
-    One statement (one round trip, its own transaction unless the caller holds one), as
-    :func:`_record_expunges` describes. ``durable=False`` commits without waiting for the disk
-    (:data:`NOT_DURABLE`).
+    One statement (one round trip, its own transaction unless the caller holds one), as the comment of
+    ``_EXPUNGE_SQL`` describes. ``durable=False`` commits without waiting for the disk (:data:`NOT_DURABLE`).
     """
+    return await _remove(conn, mailbox_id, uid_list, only_deleted=True, durable=durable)
+
+
+async def _remove(
+    conn: Queryable, mailbox_id: int, uid_list: Sequence[int] | None, *, only_deleted: bool, durable: bool
+) -> list[int]:
     uids = list(uid_list) if uid_list is not None else None
-    row = await conn.fetchrow(_EXPUNGE_SQL[durable], mailbox_id, uids, mailboxes.CHANNEL, EXPUNGE_IDS_MAX)
+    row = await conn.fetchrow(_EXPUNGE_SQL[durable], mailbox_id, uids, mailboxes.CHANNEL, EXPUNGE_IDS_MAX, only_deleted)
     if row is None:
         raise MailboxGone("mailbox is gone")
     return list(row["uids"])
 
 
 async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int]) -> list[int]:
-    """Remove these messages whatever their flags (MOVE's source side, POP3 DELE, API delete)."""
-    async with conn.transaction():
-        modseq, user_id = await _lock_mailbox(conn, mailbox_id)
-        rows = await conn.fetch(
-            "DELETE FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) RETURNING id, uid, size",
-            mailbox_id,
-            list(uid_list),
-        )
-        await _record_expunges(conn, mailbox_id, user_id, modseq, rows)
-    return sorted(r["uid"] for r in rows)
-
-
-async def _record_expunges(conn: Queryable, mailbox_id: int, user_id: int, modseq: int, rows: Sequence[Any]) -> None:
-    """Log expunged UIDs under ``modseq`` (and make it the mailbox's); nothing at all when nothing went.
-
-    The caller holds the mailbox row lock and has deleted ``rows`` (id, uid, size; a UID is deleted
-    once, and UIDs are never reused, so the log takes them without a conflict check). Their blobs stay: a trigger
-    notes them and the delivery daemon's sweep deletes those left unreferenced
-    (``mailboxes.sweep_blobs``).
-    """
-    if not rows:
-        return
-    await conn.execute(_COMMIT_REMOVAL, mailbox_id, modseq, len(rows), sum(r["size"] for r in rows))
-    await conn.execute(
-        """INSERT INTO mailbox_expunges (mailbox_id, uid, modseq)
-           SELECT $1, uid, $3 FROM unnest($2::bigint[]) AS uid""",
-        mailbox_id,
-        [r["uid"] for r in rows],
-        modseq,
-    )
-    # The API's hub tells apps which messages went, by id; NOTIFY payloads are capped at 8000 bytes,
-    # so a bulk expunge leaves the ids out and listeners refetch the mailbox.
-    ids = [r["id"] for r in rows] if len(rows) <= EXPUNGE_IDS_MAX else None
-    await mailboxes.notify(conn, "expunge", mailbox_id, user_id, modseq, ids=ids)
+    """Remove these messages whatever their flags (MOVE's source side, POP3 DELE, API delete); returns their
+    UIDs, ascending. One statement, waiting for the disk, as :func:`expunge` does it."""
+    return await _remove(conn, mailbox_id, uid_list, only_deleted=False, durable=True)
 
 
 # COPY's and MOVE's side of the target: UIDs, a modseq and the counts; with the quota variant, only if
