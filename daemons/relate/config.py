@@ -292,6 +292,24 @@ class QuotaConfig:
 
 
 @dataclass
+class SendingLimitsConfig:
+    """Per-user sending limits (store/sending.py), for users with none of their own (`relatectl user limits`)."""
+
+    # Messages one user may send in 24 hours (SMTP submission and the REST send path), and first-time
+    # recipients (addresses the user never sent to before) in 24 hours; 0 = no limit. Over either,
+    # submission answers 451 4.7.0 (the REST API 429) and the log names the user once.
+    messages_per_day: int = 1000
+    recipients_per_day: int = 200
+
+
+@dataclass
+class SubmissionConfig:
+    """What applies to mail users send, whichever way they send it."""
+
+    limits: SendingLimitsConfig = field(default_factory=SendingLimitsConfig)
+
+
+@dataclass
 class PushConfig:
     # VAPID key pair for web push (base64url, raw EC P-256); `relatectl setup`
     # generates them.
@@ -355,6 +373,7 @@ class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
     quota: QuotaConfig = field(default_factory=QuotaConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     push: PushConfig = field(default_factory=PushConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -408,6 +427,16 @@ class Config:
             ("quota.messages", self.quota.messages >= 0, "must be 0 (no limit) or more"),
             ("quota.bounce_after_days", self.quota.bounce_after_days >= 0, "must be 0 (at once) or more"),
             ("quota.mailboxes", self.quota.mailboxes >= 0, "must be 0 (no limit) or more"),
+            (
+                "submission.limits.messages_per_day",
+                0 <= self.submission.limits.messages_per_day <= 2**31 - 1,
+                "must be 0 (no limit) or a number of messages",
+            ),
+            (
+                "submission.limits.recipients_per_day",
+                0 <= self.submission.limits.recipients_per_day <= 2**31 - 1,
+                "must be 0 (no limit) or a number of recipients",
+            ),
             ("logging.slow_callback_ms", self.logging.slow_callback_ms >= 0, "must be 0 (off) or more"),
             ("delivery.port", 1 <= self.delivery.port <= 65535, "must be a port number"),
             ("imap.max_line_length", self.imap.max_line_length >= 1000, "must be at least 1000"),

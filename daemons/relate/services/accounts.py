@@ -13,10 +13,10 @@ from typing import Any
 import asyncpg
 
 from relate import auth
-from relate.config import AuthConfig, QuotaConfig
+from relate.config import AuthConfig, QuotaConfig, SendingLimitsConfig
 from relate.errors import Conflict, Invalid, NotFound
 from relate.mail.address import normalize_address, normalize_domain, split_address
-from relate.store import accounts, keys, quota
+from relate.store import accounts, keys, quota, sending
 
 
 async def add_domain(pool: asyncpg.Pool, name: str) -> dict[str, Any]:
@@ -117,6 +117,41 @@ async def set_quota(pool: asyncpg.Pool, address: str, changes: dict[str, int | N
         messages = changes["messages"] if "messages" in changes else row["quota_messages"]
         await quota.set_limits(conn, user["id"], storage, messages)
     return {"address": user["address"], "own_storage": storage, "own_messages": messages}
+
+
+async def set_sending_limits(pool: asyncpg.Pool, address: str, changes: dict[str, int | None]) -> None:
+    """Set a user's own sending limits (``changes``: ``messages`` and/or ``recipients`` per day, each a
+    limit, NO_LIMIT, or None to follow the configured default; store/sending.py)."""
+    unknown = set(changes) - {sending.MESSAGES, sending.RECIPIENTS}
+    if unknown:
+        raise Invalid(f"unknown sending limit: {', '.join(sorted(unknown))}")
+    for name, value in changes.items():
+        if value is not None and not 0 <= value < 2**31:
+            raise Invalid(f"a {name} limit must be 0 (none) or a number up to {2**31 - 1}")
+    user = await get_user(pool, address)
+    async with pool.acquire() as conn, conn.transaction():
+        own = await sending.own_limits(conn, user["id"], lock=True)
+        if own is None:
+            raise NotFound(f"no such user: {address}")
+        messages = changes[sending.MESSAGES] if sending.MESSAGES in changes else own[0]
+        recipients = changes[sending.RECIPIENTS] if sending.RECIPIENTS in changes else own[1]
+        await sending.set_limits(conn, user["id"], messages, recipients)
+
+
+async def sending_view(pool: asyncpg.Pool, address: str, cfg: SendingLimitsConfig) -> dict[str, Any]:
+    """A user's sending in the last 24 hours against the limits in force (None: no limit), and whether
+    each limit is the user's own or the configured default."""
+    user = await get_user(pool, address)
+    own = await sending.own_limits(pool, user["id"])
+    if own is None:
+        raise NotFound(f"no such user: {address}")
+    used = await sending.usage(pool, user["id"])
+    defaults = (cfg.messages_per_day, cfg.recipients_per_day)
+    view: dict[str, Any] = {"address": user["address"]}
+    for name, mine, default, count in zip((sending.MESSAGES, sending.RECIPIENTS), own, defaults, used, strict=True):
+        limit = default if mine is None else mine
+        view[name] = {"used": count, "limit": limit or None, "own": mine is not None}
+    return view
 
 
 async def remove_user(pool: asyncpg.Pool, address: str) -> None:

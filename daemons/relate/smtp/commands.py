@@ -53,7 +53,7 @@ from relate.smtp import headers, parser, replies
 from relate.smtp.data import DataState, read_data
 from relate.smtp.errors import Hangup, SmtpError
 from relate.smtp.session import DATABASE_ERRORS, Envelope, SmtpSession, State, check_login, decode_sasl
-from relate.store import accounts
+from relate.store import accounts, sending
 from relate.store.quota import Verdict
 
 log = logging.getLogger("relate.smtp")
@@ -344,6 +344,8 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
             assert session.principal_id is not None
             assert session.principal_address is not None
             sender = Sender(session.principal_id, session.principal_address)
+            if not await _within_limits(session, sender, envelope):
+                return replies.SENDING_LIMIT
         verdict = await _authenticate(session, envelope, head, spool, hold)
         if verdict.action in (REFUSE, DEFER):
             return replies.NOT_AUTHENTICATED if verdict.action == REFUSE else replies.UNVERIFIED
@@ -399,6 +401,24 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
     if committed.sent_over_quota:
         return replies.QUEUED.with_text(f"Message accepted as {queue_id}; not saved to Sent: mailbox full")
     return replies.QUEUED.with_text(f"Message accepted as {queue_id}")
+
+
+async def _within_limits(session: SmtpSession, sender: Sender, envelope: Envelope) -> bool:
+    """Submission: count the message against the user's daily sending limits (store/sending.py); whether it
+    fits. The first refusal by a limit since the user's last message that fitted is logged, once."""
+    limits = sending.Limits.of(session.server.cfg.submission.limits)
+    found = await sending.charge(session.server.pool, sender.user_id, envelope.addresses, limits)
+    if found.over is None:
+        return True
+    if found.first:
+        log.warning(
+            "smtp-sending-limit user=%s %s client=%s: the user's mail is refused (451 4.7.0) until the last "
+            "24 hours' count falls under the limit (relatectl user limits)",
+            sender.address,
+            found.summary,
+            session.client,
+        )
+    return False
 
 
 async def _authenticate(

@@ -46,6 +46,7 @@ TIMEOUT = Reply(421, "4.4.2", "Timeout, closing connection")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
 TEMPFAIL = Reply(451, "4.3.0", "Temporary failure, try again later")
 UNVERIFIED = Reply(451, "4.7.0", "Sender could not be verified now, try again later")  # relate.mailauth: DNS
+SENDING_LIMIT = Reply(451, "4.7.0", "Daily sending limit reached, try again later")  # store/sending.py
 NO_MEMORY = Reply(452, "4.3.1", "Insufficient system resources, try again later")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full, try again later")  # quota, for now (store/quota.py)
