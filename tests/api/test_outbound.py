@@ -8,6 +8,7 @@ import email
 import email.policy
 import imaplib
 import json
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
@@ -592,3 +593,30 @@ async def test_rest_send_to_local_user_is_marked_authenticated(api: Api) -> None
     (copy,) = await folder(api, "Sent")
     status, mine = await api.call("GET", f"/api/emails/{copy['id']}")
     assert mine["authentication"] is None
+
+
+async def test_send_over_the_daily_sending_limit_is_429_and_logged_once(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past submission.limits.messages_per_day sending is 429 sending_limit (Retry-After), nothing sent, one log."""
+    caplog.set_level(logging.INFO, logger="relate")
+    api.cfg.submission.limits.messages_per_day = 2
+    for i in range(2):
+        status, body = await api.call("POST", "/api/outbound/send", json={"to": [BOB], "subject": f"n{i}"})
+        assert status == 201, body
+    body = await draft(api, to=[BOB], subject="third")
+    for _ in range(2):
+        async with api.session.post(f"{api.url}/api/outbound/{body['id']}/send", headers=api.auth(api.alice)) as resp:
+            assert resp.status == 429
+            assert resp.headers["Retry-After"] == "3600"
+            error = await resp.json()
+        assert error["error"] == "sending_limit"
+        assert "4.7.0" in error["message"]
+    assert len((await api.call("GET", "/api/emails", api.bob))[1]["items"]) == 2
+    assert (await api.call("GET", "/api/outbound/drafts"))[1]["total"] == 1  # still a draft
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("api-sending-limit")]
+    (line,) = lines
+    assert "user=alice@example.com limit=messages used=2/2" in line
+    # Writing from another user's key still works: the budget is alice's.
+    status, body = await api.call("POST", "/api/outbound/send", api.bob, json={"to": ["alice@example.com"]})
+    assert status == 201, body

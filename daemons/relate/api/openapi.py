@@ -74,6 +74,17 @@ _AUTH_ERRORS = {
 }
 
 
+# Sending over the user's daily sending limit (submission.limits; SMTP submission's 451 4.7.0).
+_SENDING_LIMIT = {
+    "description": (
+        "over a per-key limit, or over the user's daily sending limit (error sending_limit: messages or "
+        "first-time recipients in 24 hours); nothing was sent, try again after Retry-After seconds"
+    ),
+    "headers": {"Retry-After": {"schema": INTEGER, "description": "seconds until sending may work"}},
+    "content": json_content(ref("Error")),
+}
+
+
 def op(
     summary: str,
     tag: str,
@@ -883,6 +894,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 "404": "no such outbound email",
                 "409": "no longer a draft, or saved while being sent (conflict)",
                 "422": "not sendable: from not the user's, no or over 100 recipients, an unknown local recipient",
+                "429": _SENDING_LIMIT,
             },
         )
     },
@@ -894,7 +906,7 @@ PATHS: dict[str, dict[str, Any]] = {
             status="201",
             scope=W,
             body=ref("DraftRequest"),
-            errors={**_JSON_ERRORS, "413": _TOO_LARGE, "422": "a bad field, or not sendable"},
+            errors={**_JSON_ERRORS, "413": _TOO_LARGE, "422": "a bad field, or not sendable", "429": _SENDING_LIMIT},
         )
     },
     "/api/outbound/reply/{emailId}": {
@@ -910,7 +922,13 @@ PATHS: dict[str, dict[str, Any]] = {
             ],
             body=ref("ReplyRequest"),
             body_required=False,
-            errors={**_JSON_ERRORS, "404": "no such email", "413": _TOO_LARGE, "422": "a bad field, or not sendable"},
+            errors={
+                **_JSON_ERRORS,
+                "404": "no such email",
+                "413": _TOO_LARGE,
+                "422": "a bad field, or not sendable",
+                "429": _SENDING_LIMIT,
+            },
         )
     },
     "/api/outbound/forward/{emailId}": {
@@ -923,7 +941,13 @@ PATHS: dict[str, dict[str, Any]] = {
             params=[REPLY_TO_ID],
             body=ref("ForwardRequest"),
             body_required=False,
-            errors={**_JSON_ERRORS, "404": "no such email", "413": _TOO_LARGE, "422": "a bad field, or not sendable"},
+            errors={
+                **_JSON_ERRORS,
+                "404": "no such email",
+                "413": _TOO_LARGE,
+                "422": "a bad field, or not sendable",
+                "429": _SENDING_LIMIT,
+            },
         )
     },
     "/api/outbound/drafts": {

@@ -13,6 +13,10 @@ Policy:
   must be one of the user's addresses (primary or alias, a display name
   allowed), else 422. Sending also needs 1 to 100 recipients (to, cc and
   bcc together, each address once) and every local one to exist (422).
+- Sending counts against the user's daily sending limits
+  (``submission.limits``, store/sending.py), as SMTP submission does: over
+  one, 429 ``sending_limit`` (SMTP's 451 4.7.0) with ``Retry-After``,
+  nothing sent, and the log names the user once.
 - Sending composes the message (RFC 5322 Message-Id at the From domain,
   Date, In-Reply-To, References; no Bcc header in what recipients get, the
   Sent copy keeps it) and delivers it through the one delivery transaction:
@@ -39,6 +43,7 @@ import asyncio
 import base64
 import binascii
 import email.utils
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,7 +55,7 @@ from aiohttp import web
 from relate.api.app import ApiState, json_body, page_of, paging, path_id, state
 from relate.api.errors import ApiError, invalid, not_found
 from relate.api.mail import sanitize_html
-from relate.api.security import READ, WRITE, principal, requires
+from relate.api.security import READ, WRITE, client_address, principal, requires
 from relate.delivery import Delivery, Kind, Sender, classify
 from relate.errors import Invalid
 from relate.mail import compose as mime
@@ -58,9 +63,10 @@ from relate.mail.address import normalize_address, split_address
 from relate.mail.mime import Address, ParsedMessage, parse_message, part_content
 from relate.mailauth.verdict import submission_results
 from relate.notify import Notifier
-from relate.store import accounts, drafts
+from relate.store import accounts, drafts, sending
 from relate.store import emails as email_store
 
+log = logging.getLogger("relate.api")
 routes = web.RouteTableDef()
 
 MAX_RECIPIENTS = 100
@@ -419,6 +425,7 @@ async def _send(
     _, domain = split_address(edit.sender.email)
     message_id = mime.make_message_id(domain)
     delivery = Delivery(st.pool, edit.sender.email, sender=Sender(who.user_id, edit.sender.email), quota=st.cfg.quota)
+    limits = st.cfg.submission.limits
     checked = []
     for r in recipients:
         target = await classify(st.pool, r.address, st.cfg.quota)
@@ -426,6 +433,22 @@ async def _send(
             raise invalid(f"{r.address} does not exist")
         delivery.add(target)
         checked.append(drafts.Recipient(r.kind, r.address, r.name, local=target.kind is Kind.LOCAL))
+    found = await sending.charge(st.pool, who.user_id, [r.address for r in recipients], sending.Limits.of(limits))
+    if found.over is not None:
+        if found.first:
+            log.warning(
+                "api-sending-limit user=%s %s client=%s: the user's mail is refused (429) until the last "
+                "24 hours' count falls under the limit (relatectl user limits)",
+                who.address,
+                found.summary,
+                client_address(request),
+            )
+        raise ApiError(
+            429,
+            "sending_limit",
+            f"4.7.0 daily sending limit reached ({found.over} per day); try again later",
+            headers={"Retry-After": "3600"},
+        )
     draft = _draft(edit, attachments, message_id=message_id, date=datetime.now().astimezone())
     message = await _compose(draft, include_bcc=False)
     sent_copy = await _compose(draft, include_bcc=True) if edit.bcc else None
