@@ -184,6 +184,61 @@ def _count(text: str) -> int:
     return int(stripped)
 
 
+@app.command("limits")
+def limits(
+    address: str = typer.Argument(..., help="The user's address or an alias."),
+    messages: str | None = typer.Option(
+        None, "--messages-per-day", help="Messages the user may send in 24 hours: a number, none, or default."
+    ),
+    recipients: str | None = typer.Option(
+        None,
+        "--recipients-per-day",
+        help="First-time recipients (never written to before) in 24 hours: a number, none, or default.",
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show a user's sending in the last 24 hours against its limits, or set its own limits.
+
+    Without options, only show. ``none`` lifts a limit for this user, ``default``
+    follows submission.limits.messages_per_day / recipients_per_day again. Over a
+    limit, submission answers 451 4.7.0 and the REST API 429.
+    """
+    changes: dict[str, int | None] = {}
+    if messages is not None:
+        changes["messages"] = _sending_limit(messages, "--messages-per-day")
+    if recipients is not None:
+        changes["recipients"] = _sending_limit(recipients, "--recipients-per-day")
+    cfg = load_config()
+
+    async def go(pool: asyncpg.Pool) -> dict[str, Any]:
+        if changes:
+            await accounts.set_sending_limits(pool, address, changes)
+        return await accounts.sending_view(pool, address, cfg.submission.limits)
+
+    view = with_pool(go, cfg=cfg)
+    if as_json:
+        print_json(view)
+        return
+    parts = []
+    for name, label in (("messages", "messages"), ("recipients", "new recipients")):
+        item = view[name]
+        limit = "no limit" if item["limit"] is None else str(item["limit"])
+        parts.append(f"{label} {item['used']} / {limit}" + (" (own)" if item["own"] else " (default)"))
+    console.print(Text(f"sending of {view['address']} in the last 24 hours: " + ", ".join(parts)))
+
+
+def _sending_limit(text: str, option: str) -> int | None:
+    """A value of --messages-per-day or --recipients-per-day: a count, ``none`` (NO_LIMIT) or ``default`` (None)."""
+    word = text.strip().lower()
+    if word in {"none", "unlimited"}:
+        return accounts.NO_LIMIT
+    if word == "default":
+        return None
+    if not word.isdigit() or len(word) > 10 or not 1 <= int(word) < 2**31:
+        fail(f"{option}: expected a number from 1, none or default, got {text[:40]!r}")
+    return int(word)
+
+
 @app.command("remove")
 def remove(
     address: str = typer.Argument(..., help="The user's primary address."),

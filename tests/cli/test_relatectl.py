@@ -779,6 +779,30 @@ def test_user_quota_refuses_bad_values_in_one_line(relatectl: Invoke, bob: str, 
     ]
 
 
+def test_user_limits_sets_shows_and_restores_sending_limits(relatectl: Invoke, bob: str, dsn: str) -> None:
+    """`user limits` shows the day's sending against the limits, sets the user's own, none lifts, default restores."""
+    assert ok(relatectl("user", "limits", bob)).stdout.strip() == (
+        f"sending of {bob} in the last 24 hours: messages 0 / 1000 (default), new recipients 0 / 200 (default)"
+    )
+    (user_id,) = [r["id"] for r in query(dsn, "SELECT id FROM users")]
+    query(dsn, "INSERT INTO sending_counts VALUES ($1, date_trunc('hour', now()), 7, 3)", user_id)
+    out = ok(relatectl("user", "limits", bob, "--messages-per-day", "50", "--recipients-per-day", "none")).stdout
+    assert out.strip() == (
+        f"sending of {bob} in the last 24 hours: messages 7 / 50 (own), new recipients 3 / no limit (own)"
+    )
+    assert query(dsn, "SELECT send_messages_per_day, send_recipients_per_day FROM users") == [
+        {"send_messages_per_day": 50, "send_recipients_per_day": 0}
+    ]
+    ok(relatectl("user", "limits", bob, "--messages-per-day", "default"))  # recipients stay
+    shown = as_json(relatectl("user", "limits", bob, "--json", RELATE_SUBMISSION__LIMITS__MESSAGES_PER_DAY="9"))
+    assert shown["messages"] == {"used": 7, "limit": 9, "own": False}
+    assert shown["recipients"] == {"used": 3, "limit": None, "own": True}
+    assert "--messages-per-day: expected a number" in one_error(
+        relatectl("user", "limits", bob, "--messages-per-day", "-1")
+    )
+    assert one_error(relatectl("user", "limits", "carol@example.com")) == "error: no such user: carol@example.com"
+
+
 def test_user_list_and_show_include_the_quota(relatectl: Invoke, bob: str, dsn: str) -> None:
     """`user list` shows each user's storage and messages against the limits; `user show` has a quota line."""
     ok(relatectl("user", "quota", bob, "--storage", "1M", "--messages", "10"))
