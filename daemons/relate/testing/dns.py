@@ -108,3 +108,8 @@ class ThreadedDnsServer:
             self._loop.call_soon_threadsafe(self._server.close)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            # The transport's socket is closed by a callback that the loop stopped before running; run it,
+            # then close the loop (its self-pipe too): nothing is left to the garbage collector.
+            self._loop.run_until_complete(asyncio.sleep(0))
+            self._loop.close()
