@@ -274,6 +274,10 @@ class DeliveryConfig:
     max_age: float = 5 * 24 * 3600.0
     # Tell the sender once when a message is still undelivered after this long; 0 = never.
     delay_warning: float = 4 * 3600.0
+    # The public addresses this host's mail leaves from, as remote servers see them (behind NAT: the
+    # outside address); `relatectl domain check` checks SPF and reverse DNS for them. Empty: the
+    # addresses `hostname` resolves to.
+    outbound_addresses: list[str] = field(default_factory=list)
     smarthost: SmarthostConfig = field(default_factory=SmarthostConfig)
 
 
@@ -497,6 +501,11 @@ class Config:
         for where, cert, key_file in pairs:
             if (cert is None) != (key_file is None):
                 raise ConfigError(f"{where}.cert and {where}.key: give both or neither")
+        for i, item in enumerate(self.delivery.outbound_addresses):
+            try:
+                ipaddress.ip_address(item.strip())
+            except ValueError:
+                raise ConfigError(f"delivery.outbound_addresses[{i}]: not an IP address, got {item!r}") from None
         for i, item in enumerate(self.api.trusted_proxies):
             try:
                 ipaddress.ip_network(item.strip(), strict=False)

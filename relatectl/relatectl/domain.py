@@ -6,8 +6,10 @@ from typing import Any
 
 import asyncpg
 import typer
+from rich.table import Table
+from rich.text import Text
 
-from relate.services import accounts
+from relate.services import accounts, domain_check
 from relate.services import dns as dns_service
 from relatectl.common import JsonOption, console, load_config, print_json, print_rows, with_pool
 
@@ -67,3 +69,50 @@ def dns(name: str = typer.Argument(..., help="A hosted domain."), as_json: bool 
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         console.print(f"{r['name']:<{width}}  3600  IN  {r['type']:<5}  {r['value']}", highlight=False, markup=False)
+
+
+_STYLE = {"ok": "green", "warn": "bold yellow", "fail": "bold red", "skip": "dim"}
+
+
+@app.command("check")
+def check(name: str = typer.Argument(..., help="A hosted domain."), as_json: bool = JsonOption) -> None:
+    """Check a domain's live DNS and this host's certificate: MX, SPF, DKIM, DMARC, reverse DNS, MTA-STS, TLS-RPT.
+
+    Each problem comes with the record to publish (or what to run), in the
+    order to fix them. Lookups use delivery.dns_servers; the outbound addresses
+    are delivery.outbound_addresses, else what the host name resolves to.
+    Exit status 1 when a check fails (warnings alone: 0).
+    """
+    cfg = load_config()
+
+    async def go(pool: asyncpg.Pool) -> domain_check.Report:
+        return await domain_check.check_domain(pool, cfg, name)
+
+    report = with_pool(go, cfg=cfg)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        _print_report(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _print_report(report: domain_check.Report) -> None:
+    sending = ", ".join(report.addresses) or "unknown addresses"
+    table = Table(
+        title=f"{report.domain}: mail set-up for {report.host} (sending from {sending})", title_justify="left"
+    )
+    for heading in ("Check", "State", "Found", "Problem"):
+        table.add_column(heading)
+    for c in report.checks:
+        table.add_row(Text(c.check), Text(c.state, style=_STYLE[c.state]), Text(c.found), Text(c.problem or "-"))
+    console.print(table)
+    todo = report.fix_first
+    if not todo:
+        console.print(f"nothing to fix: {report.domain} is set up for mail to and from {report.host}", highlight=False)
+        return
+    console.print("Fix first:", style="bold")
+    for i, c in enumerate(todo, 1):
+        console.print(Text(f"{i}. {c.check} ({c.state}): {c.problem}"))
+        for line in c.fix.splitlines():
+            console.print(Text(f"   {line}"))
