@@ -278,6 +278,14 @@ class DeliveryConfig:
     # outside address); `relatectl domain check` checks SPF and reverse DNS for them. Empty: the
     # addresses `hostname` resolves to.
     outbound_addresses: list[str] = field(default_factory=list)
+    # MTA-STS (RFC 8461): fetch, cache and apply recipient domains' policies; an `enforce` policy sends
+    # only to MX hosts it lists, with a verified certificate, or the mail waits (and in the end bounces).
+    mta_sts: bool = True
+    # Trust anchors (a PEM file) for verified TLS (MTA-STS policy fetches, MX hosts under an enforce
+    # policy) in place of the system's; unset: the system store.
+    tls_ca_file: Path | None = None
+    # The HTTPS port MTA-STS policies are fetched from; only tests change it.
+    mta_sts_port: int = 443
     smarthost: SmarthostConfig = field(default_factory=SmarthostConfig)
 
 
@@ -311,6 +319,19 @@ class SubmissionConfig:
     """What applies to mail users send, whichever way they send it."""
 
     limits: SendingLimitsConfig = field(default_factory=SendingLimitsConfig)
+
+
+@dataclass
+class MtaStsConfig:
+    """Our own domains' MTA-STS policy (RFC 8461), which relate-api serves for each hosted DOMAIN at
+    https://mta-sts.DOMAIN/.well-known/mta-sts.txt (behind the HTTPS proxy that answers for that name)."""
+
+    # none: no policy is served (404); testing or enforce: the policy's mode.
+    mode: str = "none"
+    # The MX host names (or *.domain patterns) senders may deliver to; empty: `hostname` alone.
+    mx: list[str] = field(default_factory=list)
+    # Seconds senders keep the policy (at most 31557600).
+    max_age: int = 604800
 
 
 @dataclass
@@ -378,6 +399,7 @@ class Config:
     pop3: Pop3Config = field(default_factory=Pop3Config)
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    mta_sts: MtaStsConfig = field(default_factory=MtaStsConfig)
     push: PushConfig = field(default_factory=PushConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -431,6 +453,8 @@ class Config:
             ("quota.messages", self.quota.messages >= 0, "must be 0 (no limit) or more"),
             ("quota.bounce_after_days", self.quota.bounce_after_days >= 0, "must be 0 (at once) or more"),
             ("quota.mailboxes", self.quota.mailboxes >= 0, "must be 0 (no limit) or more"),
+            ("mta_sts.mode", self.mta_sts.mode in {"none", "testing", "enforce"}, "must be none, testing or enforce"),
+            ("mta_sts.max_age", 0 <= self.mta_sts.max_age <= 31_557_600, "must be between 0 and 31557600 seconds"),
             (
                 "submission.limits.messages_per_day",
                 0 <= self.submission.limits.messages_per_day <= 2**31 - 1,
@@ -443,6 +467,7 @@ class Config:
             ),
             ("logging.slow_callback_ms", self.logging.slow_callback_ms >= 0, "must be 0 (off) or more"),
             ("delivery.port", 1 <= self.delivery.port <= 65535, "must be a port number"),
+            ("delivery.mta_sts_port", 1 <= self.delivery.mta_sts_port <= 65535, "must be a port number"),
             ("imap.max_line_length", self.imap.max_line_length >= 1000, "must be at least 1000"),
             ("imap.max_literal_size", self.imap.max_literal_size >= 1024, "must be at least 1024 bytes"),
             ("imap.idle_timeout", self.imap.idle_timeout >= 60, "must be at least 60 seconds"),
@@ -501,6 +526,11 @@ class Config:
         for where, cert, key_file in pairs:
             if (cert is None) != (key_file is None):
                 raise ConfigError(f"{where}.cert and {where}.key: give both or neither")
+        from relate.mail.mtasts import valid_mx_pattern
+
+        for i, item in enumerate(self.mta_sts.mx):
+            if not valid_mx_pattern(item):
+                raise ConfigError(f"mta_sts.mx[{i}]: not a host name or *.domain pattern, got {item!r}")
         for i, item in enumerate(self.delivery.outbound_addresses):
             try:
                 ipaddress.ip_address(item.strip())

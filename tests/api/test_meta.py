@@ -18,6 +18,7 @@ from relate.api.server import ApiServer
 from relate.auth import Authenticator
 from relate.config import Config
 from relate.delivery import Delivery, Sender, classify
+from relate.mail.mtasts import parse_policy
 from relate.notify import Notifier
 from relate.runtime.daemon import Context
 from relate.services import accounts
@@ -201,3 +202,26 @@ async def test_autoconfig_escapes_configured_values(api: Api) -> None:
     assert b"mail&amp;co&lt;1&gt;.example.com" in text
     doc = ET.fromstring(text)  # noqa: S314 - our own server's answer
     assert {s.findtext("hostname") for s in doc.iter("incomingServer")} == {"mail&co<1>.example.com"}
+
+
+async def test_mta_sts_policy_is_served_for_hosted_domains_by_host(api: Api) -> None:
+    """GET /.well-known/mta-sts.txt with Host mta-sts.example.com: the configured policy as text/plain (mx defaults to
+    the host name); 404 for another Host, a domain not hosted here, or mode none."""
+    url = api.url + "/.well-known/mta-sts.txt"
+    async with api.session.get(url, headers={"Host": "mta-sts.example.com"}) as resp:
+        assert resp.status == 404  # mode none: nothing served
+    api.cfg.mta_sts.mode = "enforce"
+    api.cfg.mta_sts.max_age = 86400
+    async with api.session.get(url, headers={"Host": "mta-sts.example.com"}) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/plain"
+        body = await resp.text()
+    expected = f"version: STSv1\r\nmode: enforce\r\nmx: {api.cfg.hostname.lower()}\r\nmax_age: 86400\r\n"
+    assert body == expected
+    assert parse_policy(body.encode()).matches(api.cfg.hostname)
+    api.cfg.mta_sts.mx = ["mx1.example.com", "*.backup.example.net"]
+    async with api.session.get(url, headers={"Host": "MTA-STS.Example.COM:443"}) as resp:
+        assert "mx: mx1.example.com\r\nmx: *.backup.example.net\r\n" in await resp.text()
+    for host in ("mta-sts.elsewhere.example", "example.com", "mail.example.com"):
+        async with api.session.get(url, headers={"Host": host}) as resp:
+            assert resp.status == 404, host

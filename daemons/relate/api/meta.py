@@ -17,6 +17,12 @@ Policy:
   offered. The roles a mail client uses are IMAP (993 implicit TLS, 143
   STARTTLS), POP3 (995, 110) and submission (465 implicit TLS, 587
   STARTTLS); the MX port is not for clients. Usernames are the full address.
+- ``GET /.well-known/mta-sts.txt`` with ``Host: mta-sts.DOMAIN`` serves
+  our MTA-STS policy (RFC 8461 §3.2) for a hosted DOMAIN, from the
+  ``mta_sts`` section of the configuration (mode, mx, max_age; mx defaults
+  to ``hostname``); 404 when ``mta_sts.mode`` is none or the domain is not
+  hosted. RFC 8461 wants it over HTTPS with a certificate for that name:
+  the proxy in front of relate-api terminates TLS and passes Host on.
 - Autoconfig answers only for hosted domains (404 otherwise, so it cannot be
   used to make the server vouch for someone else's domain) and never says
   whether the address itself exists.
@@ -39,6 +45,7 @@ from relate.api.security import READ, principal, requires
 from relate.config import Config, ListenerConfig, parse_listen
 from relate.errors import RelateError
 from relate.mail.address import normalize_address, split_address
+from relate.mail.mtasts import Policy
 from relate.services import accounts as account_service
 from relate.store import accounts, heartbeats
 from relate.store.db import DatabaseUnavailable
@@ -225,6 +232,20 @@ def autoconfig_xml(cfg: Config, domain: str) -> bytes:
     ET.indent(root)
     body: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return body + b"\n"
+
+
+# RFC 8461 §3.2 (the policy file), §3.3 (served at mta-sts.DOMAIN)
+@routes.get("/.well-known/mta-sts.txt")
+async def mta_sts_policy(request: web.Request) -> web.Response:
+    cfg = state(request).cfg
+    host = (request.url.host or "").lower().rstrip(".")
+    prefix = "mta-sts."
+    domain = host[len(prefix) :] if host.startswith(prefix) else ""
+    if cfg.mta_sts.mode == "none" or not domain or await accounts.get_domain(state(request).pool, domain) is None:
+        raise not_found("MTA-STS policy")
+    mx = tuple(m.lower() for m in cfg.mta_sts.mx) or (cfg.hostname.lower().rstrip("."),)
+    policy = Policy(cfg.mta_sts.mode, mx, cfg.mta_sts.max_age)
+    return web.Response(text=policy.text(), content_type="text/plain", headers={"Cache-Control": "max-age=3600"})
 
 
 @routes.get("/.well-known/autoconfig/mail/config-v1.1.xml")

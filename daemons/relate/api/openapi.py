@@ -1148,6 +1148,14 @@ _AUTOCONFIG = op(
     params=[{**query("emailaddress", "the address being set up", EMAIL), "required": True}],
     errors={"400": "no or a bad emailaddress", "404": "the domain is not hosted here"},
 )
+PATHS["/.well-known/mta-sts.txt"] = {
+    "get": op(
+        "Our MTA-STS policy (RFC 8461) for the hosted domain of the Host header (mta-sts.DOMAIN)",
+        META,
+        returns("version, mode, mx and max_age lines (the mta_sts configuration)", {"type": "string"}, "text/plain"),
+        errors={"404": "mta_sts.mode is none, or Host is not mta-sts. and a hosted domain"},
+    )
+}
 PATHS["/.well-known/autoconfig/mail/config-v1.1.xml"] = {"get": _AUTOCONFIG}
 PATHS["/mail/config-v1.1.xml"] = {"get": copy.deepcopy(_AUTOCONFIG)}
 

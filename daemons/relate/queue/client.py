@@ -11,6 +11,12 @@ Policy (RFC 5321 §4.2, §5.1):
   host that offers no STARTTLS is skipped, and mail waits rather than go in
   clear. A smarthost always gets its configured TLS and a verified
   certificate.
+- MTA-STS (RFC 8461 §5, the policy from relate.queue.mtasts; never for a
+  smarthost): under an ``enforce`` policy only the MX hosts it lists are
+  tried, each only over STARTTLS with a certificate verified for its name;
+  when none is left, or none verifies, the mail is deferred with the reason.
+  Under ``testing`` the same checks are made and their failures logged, and
+  the mail goes as it would without a policy.
 - Per recipient: a 2xx to RCPT and then to DATA is sent; a 5xx at RCPT, or
   at DATA for the recipients RCPT accepted, fails them; any 4xx, timeout or
   broken connection defers them.
@@ -49,6 +55,8 @@ from typing import Protocol, TypeVar
 import aiosmtplib
 
 from relate.config import DeliveryConfig
+from relate.mail.mtasts import Policy
+from relate.queue.mtasts import MtaSts
 from relate.queue.mx import DnsPermanent, DnsTemporary, Host, hosts_for
 
 log = logging.getLogger("relate.delivery")
@@ -143,11 +151,28 @@ def _opportunistic_context() -> ssl.SSLContext:
     return ctx
 
 
+@dataclass(frozen=True)
+class _Sts:
+    """The MTA-STS policy one delivery applies (None: no policy, or mode none)."""
+
+    domain: str
+    policy: Policy
+
+    @property
+    def enforce(self) -> bool:
+        return self.policy.mode == "enforce"
+
+
+class StsRefused(aiosmtplib.SMTPException):
+    """An MX host that an enforce policy rules out (no STARTTLS, or a certificate not verified)."""
+
+
 class DomainSender:
-    def __init__(self, cfg: DeliveryConfig, helo: str, resolver: object) -> None:
+    def __init__(self, cfg: DeliveryConfig, helo: str, resolver: object, mta_sts: MtaSts | None = None) -> None:
         self.cfg = cfg
         self.helo = helo
         self.resolver = resolver
+        self.mta_sts = mta_sts
         self._opportunistic = _opportunistic_context()
 
     def _smarthost_for(self, domain: str) -> bool:
@@ -164,12 +189,16 @@ class DomainSender:
                 await attempt.pending
 
     async def _send(self, domain: str, messages: Sequence[Message], outbox: Outbox, attempt: _Attempt) -> None:
+        sts: _Sts | None = None
         if self._smarthost_for(domain):
             assert self.cfg.smarthost.host is not None
             hosts = [Host(self.cfg.smarthost.host, [self.cfg.smarthost.host])]
             port = self.cfg.smarthost.port
         else:
             port = self.cfg.port
+            if self.mta_sts is not None:
+                policy = await self.mta_sts.policy_for(domain)
+                sts = _Sts(domain, policy) if policy is not None and policy.mode != "none" else None
             try:
                 hosts = await hosts_for(self.resolver, domain)  # type: ignore[arg-type]
             except DnsPermanent as exc:
@@ -178,13 +207,17 @@ class DomainSender:
             except DnsTemporary as exc:
                 await outbox.done(self._all(messages, "deferred", "4.4.3", str(exc), None))
                 return
+            if sts is not None:
+                hosts = await self._sts_hosts(sts, hosts, messages, outbox)
+                if not hosts:
+                    return
         remaining = list(messages)
         for host in hosts:
             for address in host.addresses:
                 remaining = [m for m in remaining if outbox.keep(m)]
                 if not remaining:
                     break
-                remaining = await self._via(host.name, address, port, remaining, outbox, attempt)
+                remaining = await self._via(host.name, address, port, remaining, outbox, attempt, sts)
             if not remaining:
                 break
         remaining = [m for m in remaining if m.email_id not in attempt.reported and outbox.keep(m)]
@@ -192,6 +225,26 @@ class DomainSender:
         await outbox.done(self._all(remaining, "deferred", "4.4.1", attempt.last_error, None))
         for message in remaining:
             message.data = None
+
+    async def _sts_hosts(self, sts: _Sts, hosts: list[Host], messages: Sequence[Message], outbox: Outbox) -> list[Host]:
+        """RFC 8461 §4.1: the MX hosts the policy lists (enforce; all of them under testing, the others logged).
+        None left under enforce: every message is deferred with the reason, and the list is empty."""
+        listed = [h for h in hosts if sts.policy.matches(h.name)]
+        unlisted = [h.name for h in hosts if not sts.policy.matches(h.name)]
+        if not unlisted:
+            return hosts
+        if not sts.enforce:
+            log.warning(
+                "delivery-mta-sts-testing domain=%s hosts=%s: not in the policy (enforce would not use them)",
+                sts.domain,
+                ",".join(unlisted),
+            )
+            return hosts
+        if not listed:
+            text = f"MTA-STS policy of {sts.domain} (enforce) lists none of its MX hosts ({', '.join(unlisted)})"
+            log.warning("delivery-mta-sts-refused domain=%s reason=%r", sts.domain, text)
+            await outbox.done(self._all(messages, "deferred", "4.7.5", text, None))
+        return listed
 
     def _all(self, messages: Sequence[Message], status: str, enhanced: str, text: str, mta: str | None) -> list[Result]:
         return [Result(rid, status, enhanced, text, mta) for m in messages for rid, _ in m.recipients]
@@ -223,7 +276,23 @@ class DomainSender:
             total += message.size
         return chosen
 
-    async def _connect(self, host: str, address: str, port: int) -> aiosmtplib.SMTP:
+    async def _connect(self, host: str, address: str, port: int, sts: _Sts | None = None) -> aiosmtplib.SMTP:
+        """A connection ready for MAIL; under an MTA-STS policy, over TLS verified for ``host`` (enforce), or
+        as without a policy once a failure to verify is logged (testing)."""
+        if sts is None:
+            return await self._open(host, address, port)
+        try:
+            return await self._open(host, address, port, verify=True)
+        except StsRefused as exc:
+            if sts.enforce:
+                log.warning("delivery-mta-sts-refused domain=%s host=%s reason=%r", sts.domain, host, str(exc))
+                raise
+            log.warning(
+                "delivery-mta-sts-testing domain=%s host=%s: enforce would refuse it: %s", sts.domain, host, exc
+            )
+        return await self._open(host, address, port)
+
+    async def _open(self, host: str, address: str, port: int, *, verify: bool = False) -> aiosmtplib.SMTP:
         smarthost = self._smarthost_for_host(host)
         sh = self.cfg.smarthost
         client = aiosmtplib.SMTP(
@@ -246,6 +315,8 @@ class DomainSender:
                     await client.ehlo()  # RFC 3207 §4.2: extensions are learnt again over TLS
                 if sh.username:
                     await client.login(sh.username, sh.password or "")
+            elif verify:
+                await self._verified_starttls(client, host, wants_tls)
             elif wants_tls:
                 await client.starttls(server_hostname=host, tls_context=self._opportunistic, validate_certs=False)
                 await client.ehlo()
@@ -256,15 +327,35 @@ class DomainSender:
             raise
         return client
 
+    async def _verified_starttls(self, client: aiosmtplib.SMTP, host: str, offered: bool) -> None:
+        """STARTTLS with the certificate verified for ``host`` (RFC 8461 §4.2); raises StsRefused."""
+        assert self.mta_sts is not None
+        if not offered:
+            raise StsRefused(f"MTA-STS: {host} does not offer STARTTLS")
+        context = await self.mta_sts.verified_context()
+        try:
+            await client.starttls(server_hostname=host, tls_context=context, validate_certs=True)
+        except (ssl.SSLError, aiosmtplib.SMTPException) as exc:
+            reason = getattr(exc, "verify_message", None) or _describe(exc)
+            raise StsRefused(f"MTA-STS: TLS to {host} not verified: {reason}") from None
+        await client.ehlo()
+
     def _smarthost_for_host(self, host: str) -> bool:
         return bool(self.cfg.smarthost.host) and host == self.cfg.smarthost.host
 
     async def _via(
-        self, host: str, address: str, port: int, messages: list[Message], outbox: Outbox, attempt: _Attempt
+        self,
+        host: str,
+        address: str,
+        port: int,
+        messages: list[Message],
+        outbox: Outbox,
+        attempt: _Attempt,
+        sts: _Sts | None = None,
     ) -> list[Message]:
         """Send what this host takes; returns the messages still to try elsewhere."""
         try:
-            client = await self._connect(host, address, port)
+            client = await self._connect(host, address, port, sts)
         except (OSError, aiosmtplib.SMTPException, TimeoutError) as exc:
             attempt.last_error = f"{host}[{address}]: {_describe(exc)}"
             log.info("delivery-connect-failed host=%s address=%s error=%s", host, address, _describe(exc))
@@ -280,7 +371,7 @@ class DomainSender:
                         await client.quit()
                     client.close()
                     try:
-                        client = await self._connect(host, address, port)
+                        client = await self._connect(host, address, port, sts)
                     except (OSError, aiosmtplib.SMTPException, TimeoutError) as exc:
                         attempt.last_error = f"{host}[{address}]: {_describe(exc)}"
                         return messages[index:]

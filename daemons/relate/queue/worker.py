@@ -63,6 +63,7 @@ from relate.mail.address import split_address
 from relate.mail.mime import parse_message
 from relate.queue import bounce
 from relate.queue.client import DomainSender, Message, Result, off_loop, wire_form
+from relate.queue.mtasts import MtaSts
 from relate.queue.mx import make_resolver
 from relate.store import accounts, db, mailboxes, messages, quota
 from relate.store import dkim as dkim_store
@@ -224,7 +225,9 @@ class DeliveryWorker:
         self.blob_grace = blob_grace
         self._next_sweep = 0.0  # loop.time() of the next blob sweep
         self._background_due = 0.0  # loop.time() by which background work gets a turn, busy or not
-        self.sender = DomainSender(cfg.delivery, cfg.hostname, make_resolver(cfg.delivery))
+        resolver = make_resolver(cfg.delivery)
+        mta_sts = MtaSts(cfg.delivery, pool, resolver, clock) if cfg.delivery.mta_sts else None
+        self.sender = DomainSender(cfg.delivery, cfg.hostname, resolver, mta_sts)
         self._rng = random.Random()  # noqa: S311 - retry jitter, not cryptography
         self._wake = asyncio.Event()
         self._stopping = False

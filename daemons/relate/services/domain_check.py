@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +46,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 
 from relate.config import Config
 from relate.errors import NotFound
-from relate.mail import dkim
+from relate.mail import dkim, mtasts
 from relate.mail.address import normalize_domain
 from relate.mailauth import dmarc, spf
 from relate.mailauth.dns import Dns, TempError
@@ -60,7 +59,6 @@ from relate.store import dkim as dkim_store
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 ORDER = ("MX", "SPF", "DKIM", "DMARC", "reverse DNS", "certificate", "MTA-STS", "TLS-RPT")
 TTL = 3600
-_STS_ID = re.compile(r"[A-Za-z0-9]{1,32}\Z")
 
 
 @dataclass(frozen=True)
@@ -366,7 +364,7 @@ async def _mta_sts(ctx: _Context) -> Check:
     text = await _optional_record(ctx, "MTA-STS", name, "v=STSv1", absent, fix)
     if isinstance(text, Check):
         return text
-    if not _STS_ID.match(_tags(text).get("id", "")):
+    if mtasts.txt_id([text]) is None:
         return Check("MTA-STS", FAIL, text, f"the {name} record has no valid id=", fix)
     return Check("MTA-STS", OK, text)
 

@@ -1,0 +1,198 @@
+"""MTA-STS (RFC 8461): policies fetched over verified HTTPS, cached in the database, enforced or only logged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from relate.runtime.tls import server_context
+from relate.testing.ca import TestCa
+
+from .conftest import Harness, Sink
+from .helpers import ALICE
+
+POLICY = "version: STSv1\r\nmode: {mode}\r\nmx: {mx}\r\nmax_age: 86400\r\n"
+
+
+@dataclass
+class PolicyServer:
+    """The HTTPS server of mta-sts.sts.test: what it serves, and how often it was asked."""
+
+    ca: TestCa
+    body: str = POLICY.format(mode="enforce", mx="mx.sts.test")
+    content_type: str = "text/plain"
+    status: int = 200
+    fetches: list[str] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.fetches.append(request.host)
+        return web.Response(status=self.status, text=self.body, content_type=self.content_type)
+
+
+@pytest.fixture
+async def sts(h: Harness, tmp_path: Path) -> AsyncIterator[PolicyServer]:
+    """sts.test publishes an MTA-STS record (id 1) and serves its policy over HTTPS with a test-CA certificate;
+    the delivery daemon trusts that CA (delivery.tls_ca_file) and nothing else."""
+    ca = TestCa(tmp_path)
+    server = PolicyServer(ca)
+    app = web.Application()
+    app.router.add_get("/.well-known/mta-sts.txt", server.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(*ca.issue("mta-sts.sts.test")))
+    await site.start()
+    assert runner.addresses
+    h.cfg.delivery.mta_sts_port = runner.addresses[0][1]
+    h.cfg.delivery.tls_ca_file = ca.cert_path
+    h.net.zone.add("_mta-sts.sts.test", "TXT", '"v=STSv1; id=1"')
+    h.net.zone.add("mta-sts.sts.test", "A", "127.0.0.1")
+    yield server
+    await runner.cleanup()
+
+
+async def mx(h: Harness, sts: PolicyServer, address: str, name: str, *, trusted: bool) -> Sink:
+    """An MX host of sts.test offering STARTTLS with a certificate for ``name`` from the test CA, or self-signed."""
+    if trusted:
+        h.net.tls = server_context(*sts.ca.issue(name))
+    sink = await h.net.mta(address, starttls=True)
+    h.net.mx("sts.test", (10, name, address))
+    return sink
+
+
+def forget_dns(h: Harness) -> None:
+    """The worker's DNS cache forgets what it holds, as TTLs would on the clock the test moves."""
+    cache = h.worker.sender.mta_sts.resolver.cache if h.worker.sender.mta_sts else None
+    assert cache is not None
+    cache.flush()
+
+
+async def test_enforce_delivers_over_verified_tls_and_caches_the_policy(h: Harness, sts: PolicyServer) -> None:
+    """An enforce policy and an MX with a trusted certificate: delivered over TLS; the policy is fetched once,
+    kept in the database with its id and expiry, and used for the next message."""
+    sink = await mx(h, sts, "127.0.0.2", "mx.sts.test", trusted=True)
+    eid = await h.queue(["a@sts.test"])
+    await h.run()
+    assert (await h.recipients(eid))["a@sts.test"]["status"] == "sent"
+    assert [t.tls for t in sink.transactions] == [True]
+    assert sts.fetches == [f"mta-sts.sts.test:{h.cfg.delivery.mta_sts_port}"]
+    row = await h.pool.fetchrow("SELECT * FROM mta_sts_policies")
+    assert (row["domain"], row["policy_id"], row["mode"], row["mx"], row["max_age"]) == (
+        "sts.test",
+        "1",
+        "enforce",
+        ["mx.sts.test"],
+        86400,
+    )
+    await h.queue(["b@sts.test"])
+    await h.run()
+    assert len(sink.transactions) == 2
+    assert len(sts.fetches) == 1
+
+
+async def test_enforce_refuses_an_unverified_certificate_and_bounces_with_the_reason(
+    h: Harness, sts: PolicyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Enforce, and the MX's certificate is self-signed: no MAIL is sent, the mail waits with the reason, and when
+    it expires the DSN says MTA-STS was why."""
+    caplog.set_level(logging.INFO, logger="relate")
+    sink = await mx(h, sts, "127.0.0.2", "mx.sts.test", trusted=False)
+    eid = await h.queue(["a@sts.test"])
+    await h.run()
+    rcpt = (await h.recipients(eid))["a@sts.test"]
+    assert rcpt["status"] == "deferred"
+    assert "MTA-STS: TLS to mx.sts.test not verified" in rcpt["last_error"]
+    assert sink.mail_commands == 0
+    assert any("delivery-mta-sts-refused domain=sts.test host=mx.sts.test" in r.getMessage() for r in caplog.records)
+    h.clock.advance(5 * 24 * 3600 + 1)
+    await h.run()
+    assert (await h.recipients(eid))["a@sts.test"]["status"] == "failed"
+    (dsn,) = await h.dsns(ALICE)
+    assert "MTA-STS" in str(dsn.recipient("a@sts.test"))
+    assert sink.mail_commands == 0
+
+
+async def test_enforce_never_uses_an_mx_host_the_policy_does_not_list(h: Harness, sts: PolicyServer) -> None:
+    """The policy lists mx.sts.test but the MX record names rogue.sts.test: no connection, deferred 4.7.5 saying so."""
+    sink = await mx(h, sts, "127.0.0.2", "rogue.sts.test", trusted=True)
+    eid = await h.queue(["a@sts.test"])
+    await h.run()
+    rcpt = (await h.recipients(eid))["a@sts.test"]
+    assert (rcpt["status"], rcpt["status_code"]) == ("deferred", "4.7.5")
+    assert "lists none of its MX hosts (rogue.sts.test)" in rcpt["last_error"]
+    assert sink.connections == 0
+
+
+async def test_testing_mode_delivers_and_logs_what_enforce_would_refuse(
+    h: Harness, sts: PolicyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mode: testing with a self-signed MX certificate: the mail goes (opportunistic TLS) and the log says enforce
+    would have refused it."""
+    caplog.set_level(logging.INFO, logger="relate")
+    sts.body = POLICY.format(mode="testing", mx="mx.sts.test")
+    sink = await mx(h, sts, "127.0.0.2", "mx.sts.test", trusted=False)
+    eid = await h.queue(["a@sts.test"])
+    await h.run()
+    assert (await h.recipients(eid))["a@sts.test"]["status"] == "sent"
+    assert [t.tls for t in sink.transactions] == [True]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("delivery-mta-sts-testing")]
+    assert len(lines) == 1
+    assert "domain=sts.test host=mx.sts.test: enforce would refuse it" in lines[0]
+
+
+async def test_a_new_id_refetches_and_a_failed_fetch_keeps_the_cached_policy(
+    h: Harness, sts: PolicyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new TXT id makes a fetch; when that fetch fails (404) the cached enforce policy still applies; with no TXT
+    record at all the cached policy applies until it expires, then mail goes as without a policy."""
+    caplog.set_level(logging.INFO, logger="relate")
+    sink = await mx(h, sts, "127.0.0.2", "mx.sts.test", trusted=False)
+    sts.body = POLICY.format(mode="enforce", mx="mx.sts.test")
+    eid = await h.queue(["a@sts.test"])
+    await h.run()
+    assert (await h.recipients(eid))["a@sts.test"]["status"] == "deferred"
+    h.net.zone.records[("_mta-sts.sts.test", "TXT")] = ['"v=STSv1; id=2"']
+    sts.status = 404
+    h.clock.advance(3600)
+    forget_dns(h)
+    await h.run()
+    assert len(sts.fetches) == 2
+    assert any("delivery-mta-sts-fetch-failed domain=sts.test id=2" in r.getMessage() for r in caplog.records)
+    assert (await h.recipients(eid))["a@sts.test"]["status"] == "deferred"
+    assert sink.mail_commands == 0
+    del h.net.zone.records[("_mta-sts.sts.test", "TXT")]
+    h.clock.advance(3600)
+    forget_dns(h)
+    await h.run()
+    assert (await h.recipients(eid))["a@sts.test"]["status"] == "deferred"  # cached, unexpired: still enforced
+    h.clock.advance(86400)
+    await h.run()
+    assert (await h.recipients(eid))["a@sts.test"]["status"] == "sent"  # expired, no record: no policy
+    assert len(sts.fetches) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "body"),
+    [
+        (200, "text/html", POLICY.format(mode="enforce", mx="mx.sts.test")),
+        (200, "text/plain", "version: STSv1\r\nmode: enforce\r\nmax_age: 86400\r\n"),  # no mx
+        (200, "text/plain", "x" * (64 * 1024 + 1)),
+        (301, "text/plain", ""),
+    ],
+)
+async def test_a_bad_policy_is_no_policy(
+    h: Harness, sts: PolicyServer, status: int, content_type: str, body: str
+) -> None:
+    """A policy that is not text/plain, has no mx, is over 64 KiB, or is a redirect is not used: mail goes as
+    without a policy (to a host with a self-signed certificate)."""
+    sts.status, sts.content_type, sts.body = status, content_type, body
+    sink = await mx(h, sts, "127.0.0.2", "mx.sts.test", trusted=False)
+    eid = await h.queue(["a@sts.test"])
+    await h.run()
+    assert (await h.recipients(eid))["a@sts.test"]["status"] == "sent"
+    assert len(sink.transactions) == 1
+    assert await h.pool.fetchval("SELECT count(*) FROM mta_sts_policies") == 0
