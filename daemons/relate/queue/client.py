@@ -17,6 +17,8 @@ Policy (RFC 5321 §4.2, §5.1):
   when none is left, or none verifies, the mail is deferred with the reason.
   Under ``testing`` the same checks are made and their failures logged, and
   the mail goes as it would without a policy.
+- TLS-RPT (RFC 8460): every TLS session, and every session a policy
+  refused, is tallied for the domain's daily report (relate.queue.tlsrpt).
 - Per recipient: a 2xx to RCPT and then to DATA is sent; a 5xx at RCPT, or
   at DATA for the recipients RCPT accepted, fails them; any 4xx, timeout or
   broken connection defers them.
@@ -56,6 +58,7 @@ import aiosmtplib
 
 from relate.config import DeliveryConfig
 from relate.mail.mtasts import Policy
+from relate.queue import tlsrpt
 from relate.queue.mtasts import MtaSts
 from relate.queue.mx import DnsPermanent, DnsTemporary, Host, hosts_for
 
@@ -166,13 +169,25 @@ class _Sts:
 class StsRefused(aiosmtplib.SMTPException):
     """An MX host that an enforce policy rules out (no STARTTLS, or a certificate not verified)."""
 
+    def __init__(self, message: str, result_type: str) -> None:
+        super().__init__(message)
+        self.result_type = result_type  # RFC 8460 §4.3.2.1, for the TLS report
+
 
 class DomainSender:
-    def __init__(self, cfg: DeliveryConfig, helo: str, resolver: object, mta_sts: MtaSts | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DeliveryConfig,
+        helo: str,
+        resolver: object,
+        mta_sts: MtaSts | None = None,
+        tally: tlsrpt.TlsTally | None = None,
+    ) -> None:
         self.cfg = cfg
         self.helo = helo
         self.resolver = resolver
         self.mta_sts = mta_sts
+        self.tally = tally
         self._opportunistic = _opportunistic_context()
 
     def _smarthost_for(self, domain: str) -> bool:
@@ -217,7 +232,7 @@ class DomainSender:
                 remaining = [m for m in remaining if outbox.keep(m)]
                 if not remaining:
                     break
-                remaining = await self._via(host.name, address, port, remaining, outbox, attempt, sts)
+                remaining = await self._via(domain, host.name, address, port, remaining, outbox, attempt, sts)
             if not remaining:
                 break
         remaining = [m for m in remaining if m.email_id not in attempt.reported and outbox.keep(m)]
@@ -233,6 +248,9 @@ class DomainSender:
         unlisted = [h.name for h in hosts if not sts.policy.matches(h.name)]
         if not unlisted:
             return hosts
+        if self.tally is not None:
+            for name in unlisted:
+                self.tally.failure(sts.domain, sts.policy.text(), name, tlsrpt.VALIDATION_FAILURE)
         if not sts.enforce:
             log.warning(
                 "delivery-mta-sts-testing domain=%s hosts=%s: not in the policy (enforce would not use them)",
@@ -276,14 +294,25 @@ class DomainSender:
             total += message.size
         return chosen
 
-    async def _connect(self, host: str, address: str, port: int, sts: _Sts | None = None) -> aiosmtplib.SMTP:
+    async def _connect(
+        self, domain: str, host: str, address: str, port: int, sts: _Sts | None = None
+    ) -> aiosmtplib.SMTP:
         """A connection ready for MAIL; under an MTA-STS policy, over TLS verified for ``host`` (enforce), or
-        as without a policy once a failure to verify is logged (testing)."""
+        as without a policy once a failure to verify is logged (testing). TLS results go to the tally."""
         if sts is None:
-            return await self._open(host, address, port)
+            client = await self._open(host, address, port)
+            tls = client.get_transport_info("sslcontext") is not None
+            if self.tally is not None and tls and not self._smarthost_for_host(host):
+                self.tally.success(domain, None)
+            return client
         try:
-            return await self._open(host, address, port, verify=True)
+            client = await self._open(host, address, port, verify=True)
+            if self.tally is not None:
+                self.tally.success(domain, sts.policy.text())
+            return client
         except StsRefused as exc:
+            if self.tally is not None:
+                self.tally.failure(domain, sts.policy.text(), host, exc.result_type)
             if sts.enforce:
                 log.warning("delivery-mta-sts-refused domain=%s host=%s reason=%r", sts.domain, host, str(exc))
                 raise
@@ -331,13 +360,14 @@ class DomainSender:
         """STARTTLS with the certificate verified for ``host`` (RFC 8461 §4.2); raises StsRefused."""
         assert self.mta_sts is not None
         if not offered:
-            raise StsRefused(f"MTA-STS: {host} does not offer STARTTLS")
+            raise StsRefused(f"MTA-STS: {host} does not offer STARTTLS", tlsrpt.STARTTLS_NOT_SUPPORTED)
         context = await self.mta_sts.verified_context()
         try:
             await client.starttls(server_hostname=host, tls_context=context, validate_certs=True)
         except (ssl.SSLError, aiosmtplib.SMTPException) as exc:
             reason = getattr(exc, "verify_message", None) or _describe(exc)
-            raise StsRefused(f"MTA-STS: TLS to {host} not verified: {reason}") from None
+            cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__ or exc
+            raise StsRefused(f"MTA-STS: TLS to {host} not verified: {reason}", tlsrpt.result_type(cause)) from None
         await client.ehlo()
 
     def _smarthost_for_host(self, host: str) -> bool:
@@ -345,6 +375,7 @@ class DomainSender:
 
     async def _via(
         self,
+        domain: str,
         host: str,
         address: str,
         port: int,
@@ -355,7 +386,7 @@ class DomainSender:
     ) -> list[Message]:
         """Send what this host takes; returns the messages still to try elsewhere."""
         try:
-            client = await self._connect(host, address, port, sts)
+            client = await self._connect(domain, host, address, port, sts)
         except (OSError, aiosmtplib.SMTPException, TimeoutError) as exc:
             attempt.last_error = f"{host}[{address}]: {_describe(exc)}"
             log.info("delivery-connect-failed host=%s address=%s error=%s", host, address, _describe(exc))
@@ -371,7 +402,7 @@ class DomainSender:
                         await client.quit()
                     client.close()
                     try:
-                        client = await self._connect(host, address, port, sts)
+                        client = await self._connect(domain, host, address, port, sts)
                     except (OSError, aiosmtplib.SMTPException, TimeoutError) as exc:
                         attempt.last_error = f"{host}[{address}]: {_describe(exc)}"
                         return messages[index:]

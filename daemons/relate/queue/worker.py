@@ -29,10 +29,11 @@ pass, so a message going to several domains is signed once.
 
 When the queue is idle (and at least every ``BACKGROUND_SECONDS`` when it
 never is), the loop also adds the body text of newly stored messages to
-their full-text vectors (see ``store.messages.index_pending``), and every
+their full-text vectors (see ``store.messages.index_pending``), every
 ``BLOB_SWEEP_SECONDS`` deletes the raw messages that have had no reference
 for ``BLOB_GRACE`` (see ``store.mailboxes.sweep_blobs``), batch after batch
-while there are more.
+while there are more, adds its TLS tally to the database, and every
+``REPORT_SECONDS`` queues the TLS-RPT reports due (relate.queue.tlsrpt).
 
 Recipients at hosted domains are delivered locally through the ingest path,
 without SMTP, each in the transaction that records it. Remote ones are
@@ -61,10 +62,12 @@ from relate.config import Config
 from relate.mail import dkim
 from relate.mail.address import split_address
 from relate.mail.mime import parse_message
-from relate.queue import bounce
+from relate.mailauth.dns import Dns
+from relate.queue import bounce, tlsrpt
 from relate.queue.client import DomainSender, Message, Result, off_loop, wire_form
 from relate.queue.mtasts import MtaSts
 from relate.queue.mx import make_resolver
+from relate.queue.tlsrpt import TlsTally
 from relate.store import accounts, db, mailboxes, messages, quota
 from relate.store import dkim as dkim_store
 from relate.store import queue as store
@@ -81,6 +84,8 @@ Clock = Callable[[], datetime]
 # Raw messages are deleted this long after their last reference went, by a sweep this often.
 BLOB_GRACE = timedelta(minutes=5)
 BLOB_SWEEP_SECONDS = 60.0
+# How often the loop looks for TLS-RPT reports to send (the days before today's, relate.queue.tlsrpt).
+REPORT_SECONDS = 300.0
 # A queue that is never idle still leaves a turn for indexing and sweeping this often.
 BACKGROUND_SECONDS = 1.0
 # A claim may be sent for this share of lease_seconds after its last renewal; the rest is margin for the
@@ -227,7 +232,10 @@ class DeliveryWorker:
         self._background_due = 0.0  # loop.time() by which background work gets a turn, busy or not
         resolver = make_resolver(cfg.delivery)
         mta_sts = MtaSts(cfg.delivery, pool, resolver, clock) if cfg.delivery.mta_sts else None
-        self.sender = DomainSender(cfg.delivery, cfg.hostname, resolver, mta_sts)
+        self.tls_tally = TlsTally(clock)
+        self._dns = Dns(resolver)
+        self._next_reports = 0.0  # loop.time() of the next look for TLS reports to send
+        self.sender = DomainSender(cfg.delivery, cfg.hostname, resolver, mta_sts, self.tls_tally)
         self._rng = random.Random()  # noqa: S311 - retry jitter, not cryptography
         self._wake = asyncio.Event()
         self._stopping = False
@@ -269,6 +277,8 @@ class DeliveryWorker:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+        with contextlib.suppress(*db.ERRORS):
+            await self.tls_tally.flush(self.pool)  # the last second's TLS results
         if self._own_feed:
             await self.feed.stop()
 
@@ -286,6 +296,8 @@ class DeliveryWorker:
                 busy = await self._index_text() or busy
                 if not self._stopping:
                     busy = await self._sweep_blobs() or busy
+                if not self._stopping:
+                    await self._tls_reports()
             if busy or self._stopping:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -340,6 +352,22 @@ class DeliveryWorker:
             return True  # more are due: the next batch in the next turn of the loop
         self._next_sweep = loop.time() + BLOB_SWEEP_SECONDS
         return False
+
+    async def _tls_reports(self) -> None:
+        """Now and then: add the TLS tally to the database; every REPORT_SECONDS, queue the TLS reports due."""
+        loop = asyncio.get_running_loop()
+        try:
+            await self.tls_tally.flush(self.pool)
+            if loop.time() >= self._next_reports:
+                self._next_reports = loop.time() + REPORT_SECONDS
+                await self.send_tls_reports()
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("tlsrpt-error error=%s: %s", type(exc).__name__, exc)
+
+    async def send_tls_reports(self) -> int:
+        """Add the tally to the database and queue the TLS-RPT reports of the days before today (by the clock)."""
+        await self.tls_tally.flush(self.pool)
+        return await tlsrpt.send_reports(self.pool, self._dns, self.cfg.hostname, self.clock())
 
     # -- one pass ----------------------------------------------------------------
 

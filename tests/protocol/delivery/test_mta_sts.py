@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import email
+import email.message
+import gzip
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -108,6 +113,9 @@ async def test_enforce_refuses_an_unverified_certificate_and_bounces_with_the_re
     assert "MTA-STS: TLS to mx.sts.test not verified" in rcpt["last_error"]
     assert sink.mail_commands == 0
     assert any("delivery-mta-sts-refused domain=sts.test host=mx.sts.test" in r.getMessage() for r in caplog.records)
+    await h.worker.send_tls_reports()  # the TLS-RPT tally, into the database
+    row = await h.pool.fetchrow("SELECT mx_host, result_type, sessions FROM tls_results")
+    assert dict(row) == {"mx_host": "mx.sts.test", "result_type": "certificate-not-trusted", "sessions": 1}
     h.clock.advance(5 * 24 * 3600 + 1)
     await h.run()
     assert (await h.recipients(eid))["a@sts.test"]["status"] == "failed"
@@ -196,3 +204,92 @@ async def test_a_bad_policy_is_no_policy(
     assert (await h.recipients(eid))["a@sts.test"]["status"] == "sent"
     assert len(sink.transactions) == 1
     assert await h.pool.fetchval("SELECT count(*) FROM mta_sts_policies") == 0
+
+
+# --- TLS-RPT (RFC 8460) ---------------------------------------------------------------
+
+
+def tls_report(raw: bytes) -> tuple[email.message.Message, dict[str, Any]]:
+    """The report mail and its JSON report, checked for the shape of RFC 8460 §5.3."""
+    msg = email.message_from_bytes(raw)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "tlsrpt"
+    parts = msg.get_payload()
+    assert isinstance(parts, list)
+    (attachment,) = [p for p in parts if p.get_content_type() == "application/tlsrpt+gzip"]
+    assert attachment.get_filename().endswith(".json.gz")
+    return msg, json.loads(gzip.decompress(attachment.get_payload(decode=True)))
+
+
+async def test_tls_report_of_the_day_goes_to_the_rua_the_next_day(h: Harness, sts: PolicyServer) -> None:
+    """A day's verified and refused (host mismatch) sessions under sts.test's policy reach its rua= the next day as
+    a gzipped JSON report in a multipart/report mail; once sent, the results are gone and no second report follows."""
+    sts.body = "version: STSv1\r\nmode: enforce\r\nmx: mx1.sts.test\r\nmx: mx2.sts.test\r\nmax_age: 86400\r\n"
+    # Both hosts present mx2's certificate (Net hands each connection the context of the moment): trusted, but
+    # not for mx1's name.
+    h.net.tls = server_context(*sts.ca.issue("mx2.sts.test"))
+    bad = await h.net.mta("127.0.0.2", starttls=True)
+    good = await h.net.mta("127.0.0.3", starttls=True)
+    h.net.mx("sts.test", (10, "mx1.sts.test", "127.0.0.2"), (20, "mx2.sts.test", "127.0.0.3"))
+    reports = await h.net.mta("127.0.0.4")
+    h.net.mx("reports.test", (10, "mx.reports.test", "127.0.0.4"))
+    h.net.zone.add("_smtp._tls.sts.test", "TXT", '"v=TLSRPTv1; rua=mailto:tlsrpt@reports.test,https://r.example/x"')
+    eid = await h.queue(["a@sts.test"])
+    await h.run()
+    assert (await h.recipients(eid))["a@sts.test"]["remote_mta"] == "mx2.sts.test"
+    assert (bad.mail_commands, len(good.transactions)) == (0, 1)
+    assert await h.worker.send_tls_reports() == 0  # the day is not over
+    h.clock.advance(24 * 3600)
+    assert await h.worker.send_tls_reports() == 1
+    await h.run()
+    (sent,) = reports.transactions
+    assert sent.rcpt_tos == ["tlsrpt@reports.test"]
+    msg, report = tls_report(sent.data)
+    assert msg["TLS-Report-Domain"] == "sts.test"
+    assert msg["TLS-Report-Submitter"] == "mail.example.com"
+    subject = " ".join(msg["Subject"].split())  # unfolded
+    assert subject == f"Report Domain: sts.test Submitter: mail.example.com Report-ID: <{report['report-id']}>"
+    assert report["organization-name"] == "mail.example.com"
+    assert report["contact-info"] == "postmaster@example.com"
+    assert report["date-range"]["start-datetime"].endswith("T00:00:00Z")
+    assert report["policies"] == [
+        {
+            "policy": {
+                "policy-type": "sts",
+                "policy-domain": "sts.test",
+                "policy-string": [
+                    "version: STSv1",
+                    "mode: enforce",
+                    "mx: mx1.sts.test",
+                    "mx: mx2.sts.test",
+                    "max_age: 86400",
+                ],
+                "mx-host": ["mx1.sts.test", "mx2.sts.test"],
+            },
+            "summary": {"total-successful-session-count": 1, "total-failure-session-count": 1},
+            "failure-details": [
+                {
+                    "result-type": "certificate-host-mismatch",
+                    "receiving-mx-hostname": "mx1.sts.test",
+                    "failed-session-count": 1,
+                }
+            ],
+        }
+    ]
+    h.clock.advance(24 * 3600)
+    assert await h.worker.send_tls_reports() == 0
+    assert await h.pool.fetchval("SELECT count(*) FROM tls_results") == 0
+
+
+async def test_no_tls_report_without_a_tlsrpt_record(h: Harness, sts: PolicyServer) -> None:
+    """A domain that publishes no _smtp._tls record gets no report; its results are dropped once the day is over."""
+    await mx(h, sts, "127.0.0.2", "mx.sts.test", trusted=True)
+    await h.queue(["a@sts.test"])
+    await h.run()
+    await h.worker.send_tls_reports()
+    row = await h.pool.fetchrow("SELECT policy_type, mx_host, result_type, sessions FROM tls_results")
+    assert dict(row) == {"policy_type": "sts", "mx_host": "", "result_type": "", "sessions": 1}
+    h.clock.advance(24 * 3600)
+    assert await h.worker.send_tls_reports() == 0
+    assert await h.pool.fetchval("SELECT count(*) FROM tls_results") == 0
+    assert await h.pool.fetchval("SELECT count(*) FROM outbound_emails") == 1  # the message alone
