@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,43 @@ def dns_server() -> Iterator[ThreadedDnsServer]:
     server.stop()
 
 
+class PolicyHandler(http.server.BaseHTTPRequestHandler):
+    policy = "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmax_age: 86400\r\n"
+
+    def do_GET(self) -> None:
+        body = self.policy.encode()
+        self.send_response(200 if self.path == "/.well-known/mta-sts.txt" else 404)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> TestCa:
+    """A throwaway CA: it signs the MX and policy certificates, and relatectl trusts it (delivery.tls_ca_file)."""
+    return TestCa(tmp_path)
+
+
+@pytest.fixture
+def policy_server(ca: TestCa) -> Iterator[tuple[int, type[PolicyHandler]]]:
+    """https://mta-sts.example.com in a thread, with a test-CA certificate: (port, the handler class serving it)."""
+    handler = type("Handler", (PolicyHandler,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*ca.issue("mta-sts.example.com"))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], handler
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
 @pytest.fixture
 def dkim_record(dsn: str) -> str:
     """example.com hosted, with a user and an RSA DKIM key; the key's TXT record value (as quoted strings)."""
@@ -56,9 +96,11 @@ def relatectl(dsn: str) -> Invoke:
 
 
 @pytest.fixture
-def check(relatectl: Invoke, dns_server: ThreadedDnsServer, tmp_path: Path) -> Any:
-    """``check(*args, cert_names=...)``: relatectl domain check example.com against the loopback DNS server."""
-    ca = TestCa(tmp_path)
+def check(
+    relatectl: Invoke, dns_server: ThreadedDnsServer, ca: TestCa, policy_server: tuple[int, type[PolicyHandler]]
+) -> Any:
+    """``check(*args, cert_names=...)``: relatectl domain check example.com against the loopback DNS server, the
+    policy server trusted through delivery.tls_ca_file."""
 
     def run(*args: str, cert_names: tuple[str, ...] = (HOST,)) -> Any:
         cert, key = ca.issue(*cert_names)
@@ -72,6 +114,8 @@ def check(relatectl: Invoke, dns_server: ThreadedDnsServer, tmp_path: Path) -> A
             RELATE_DELIVERY__DNS_TIMEOUT="2",
             RELATE_TLS__CERT=str(cert),
             RELATE_TLS__KEY=str(key),
+            RELATE_DELIVERY__TLS_CA_FILE=str(ca.cert_path),
+            RELATE_DELIVERY__MTA_STS_PORT=str(policy_server[0]),
         )
 
     return run
@@ -91,6 +135,7 @@ def publish_good(zone: Zone, dkim_record: str) -> None:
     zone.add("relate1._domainkey.example.com", "TXT", dkim_record)
     zone.add("_dmarc.example.com", "TXT", '"v=DMARC1; p=quarantine"')
     zone.add("_mta-sts.example.com", "TXT", '"v=STSv1; id=20261207T1500"')
+    zone.add("mta-sts.example.com", "A", "127.0.0.1")
     zone.add("_smtp._tls.example.com", "TXT", '"v=TLSRPTv1; rua=mailto:tlsrpt@example.com"')
 
 
@@ -204,3 +249,27 @@ def test_no_dkim_key_and_dns_trouble_say_what_to_run(
     assert states["MX"]["state"] == "fail"
     assert "DNS did not answer" in states["MX"]["problem"]
     assert check().exit_code == 1
+
+
+def test_an_mta_sts_policy_that_misses_our_mx_or_cannot_be_fetched_fails(
+    check: Any, dns_server: ThreadedDnsServer, dkim_record: str, policy_server: tuple[int, type[PolicyHandler]]
+) -> None:
+    """The policy is fetched as senders fetch it: one whose mx lines miss this host fails (fix: mta_sts.mx), one in
+    testing mode warns, and one that cannot be fetched (no address for mta-sts.example.com) fails, saying why."""
+    publish_good(dns_server.zone, dkim_record)
+    _, handler = policy_server
+    handler.policy = "version: STSv1\r\nmode: enforce\r\nmx: mx.elsewhere.example\r\nmax_age: 86400\r\n"
+    states = {c["check"]: c for c in report_of(check("--json"))["checks"]}
+    assert states["MTA-STS"]["state"] == "fail"
+    assert states["MTA-STS"]["problem"].startswith("the policy's mx lines do not cover mail.example.com")
+    assert states["MTA-STS"]["fix"] == "mta_sts.mx in relate.yaml to include mail.example.com"
+    handler.policy = "version: STSv1\r\nmode: testing\r\nmx: *.example.com\r\nmax_age: 86400\r\n"
+    states = {c["check"]: c for c in report_of(check("--json"))["checks"]}
+    assert (states["MTA-STS"]["state"], states["MTA-STS"]["problem"]) == (
+        "warn",
+        "mode testing: senders do not insist on TLS yet",
+    )
+    del dns_server.zone.records[("mta-sts.example.com", "A")]
+    states = {c["check"]: c for c in report_of(check("--json"))["checks"]}
+    assert states["MTA-STS"]["state"] == "fail"
+    assert states["MTA-STS"]["problem"].startswith("the policy cannot be fetched: https://mta-sts.example.com:")

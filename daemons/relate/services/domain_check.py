@@ -21,7 +21,10 @@ are to be fixed in this order, failures before warnings:
    every MX name that points here, and is in date; a self-signed one is a
    warning (senders that verify will not use it).
 7. MTA-STS (RFC 8461 §3.1): absent is a warning; present, it must be one
-   ``v=STSv1`` record with a valid ``id``.
+   ``v=STSv1`` record with a valid ``id``, and the policy fetched as senders
+   fetch it (relate.queue.mtasts: verified HTTPS, ``delivery.tls_ca_file``)
+   must cover this host's name and the MX names that point here; a policy
+   in ``testing`` or ``none`` mode is a warning.
 8. TLS-RPT (RFC 8460 §3): absent is a warning; present, one ``v=TLSRPTv1``
    record whose every ``rua`` is a ``mailto:`` or ``https:`` URI.
 
@@ -50,6 +53,7 @@ from relate.mail import dkim, mtasts
 from relate.mail.address import normalize_domain
 from relate.mailauth import dmarc, spf
 from relate.mailauth.dns import Dns, TempError
+from relate.queue.mtasts import FetchError, MtaSts
 from relate.runtime.resolver import make_resolver
 from relate.runtime.tls import certificate_summary
 from relate.services.dns import txt_strings
@@ -354,19 +358,31 @@ async def _optional_record(ctx: _Context, check: str, name: str, version: str, a
 async def _mta_sts(ctx: _Context) -> Check:
     name = f"_mta-sts.{ctx.domain}"
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    fix = (
-        record(name, "TXT", f'"v=STSv1; id={stamp}"')
-        + f"\nwith the policy served at https://mta-sts.{ctx.domain}/.well-known/mta-sts.txt (a certificate"
-        + f" for mta-sts.{ctx.domain}): version: STSv1, mode: testing (enforce once TLS-RPT reports are clean),"
-        + f" mx: {ctx.host}, max_age: 604800"
+    serve = (
+        f"mta_sts.mode: testing (enforce once TLS reports are clean) in relate.yaml, and mta-sts.{ctx.domain}"
+        f" routed to relate-api over HTTPS with a certificate for that name"
     )
+    fix = record(name, "TXT", f'"v=STSv1; id={stamp}"') + "\n" + serve
     absent = "no MTA-STS record (optional): senders cannot insist on TLS to your MX"
     text = await _optional_record(ctx, "MTA-STS", name, "v=STSv1", absent, fix)
     if isinstance(text, Check):
         return text
     if mtasts.txt_id([text]) is None:
         return Check("MTA-STS", FAIL, text, f"the {name} record has no valid id=", fix)
-    return Check("MTA-STS", OK, text)
+    # The policy itself, fetched as a sender fetches it (relate.queue.mtasts), must cover our MX names.
+    fetcher = MtaSts(ctx.cfg.delivery, ctx.pool, ctx.dns.resolver, lambda: datetime.now(UTC))
+    try:
+        policy = await fetcher.fetch(ctx.domain)
+    except FetchError as exc:
+        return Check("MTA-STS", FAIL, text, f"the policy cannot be fetched: {exc}", serve)
+    found = f"{text}; mode {policy.mode}, mx {', '.join(policy.mx) or '-'}"
+    missing = [n for n in dict.fromkeys([ctx.host, *ctx.mx_here]) if not policy.matches(n)]
+    if missing:
+        problem = f"the policy's mx lines do not cover {', '.join(missing)}: senders that enforce it refuse those"
+        return Check("MTA-STS", FAIL, found, problem, f"mta_sts.mx in relate.yaml to include {', '.join(missing)}")
+    if policy.mode != "enforce":
+        return Check("MTA-STS", WARN, found, f"mode {policy.mode}: senders do not insist on TLS yet", serve)
+    return Check("MTA-STS", OK, found)
 
 
 async def _tls_rpt(ctx: _Context) -> Check:
