@@ -18,14 +18,16 @@ path 429) and not counted. The window slides by the hour: counts are kept
 per (user, hour), so "the last 24 hours" is the current hour and the 23
 before it, by the database's clock, which every host shares.
 
-Cost and concurrency. One transaction of two statements per message: the
-first takes a transaction-scoped advisory lock keyed by the user (so two
-hosts counting the same user's messages at once cannot both take the last
-unit of budget; other users never wait on it) and reads the user's limits;
-the second reads at most 24 hourly rows and the recipients' rows of
-``sent_recipients``, and writes the counts. No row is shared between users.
-A message counted whose storing then fails (a lost database) stays counted:
-the budget errs on the safe side.
+Cost and concurrency. One statement per message, in a transaction of its
+own: it adds the message to the user's row of the current hour first (the
+row lock that takes makes two hosts counting the same user's messages at
+once wait for each other, so they cannot both take the last unit of budget;
+other users never wait on it), then reads at most 23 earlier hourly rows,
+the user's limits and the recipients' rows of ``sent_recipients``. Over a
+limit, the transaction is rolled back: the refused message is not counted.
+No row is shared between users. Two messages of one user racing to the same
+new address may both count it (the budget errs on the safe side), and a
+message counted whose storing then fails (a lost database) stays counted.
 
 Logging once. The first refusal of a user by a limit records it in
 ``sending_limit_hits`` and tells the caller so (:attr:`Charge.first`), which
@@ -41,8 +43,6 @@ import asyncpg
 
 from relate.config import SendingLimitsConfig
 from relate.store.db import Queryable
-
-LOCK_CLASS = 0x53454E44  # "SEND": the first key of every user's sending-limit lock
 
 MESSAGES = "messages"
 RECIPIENTS = "recipients"
@@ -80,57 +80,69 @@ class Charge:
         return f"limit={self.over} used={self.recipients}+{self.new_recipients}/{self.limits.recipients}"
 
 
-# $1 user id, $2 default messages limit, $3 default recipients limit.
-_LOCK = f"""SELECT pg_advisory_xact_lock({LOCK_CLASS}, ($1 % 2147483648)::int),
-                   coalesce(send_messages_per_day, $2) AS messages,
-                   coalesce(send_recipients_per_day, $3) AS recipients
-              FROM users WHERE id = $1"""
-
 _WINDOW = "hour > date_trunc('hour', now()) - interval '24 hours'"
 
-# $1 user id, $2 recipient addresses, $3 messages limit, $4 recipients limit (0: none).
+# $1 user id, $2 recipient addresses, $3 and $4 the default limits of messages and recipients. Counts the
+# message in the current hour's row first: ON CONFLICT DO UPDATE waits for, then adds to, the row as
+# another transaction of the same user committed it, so the count it returns is exact, and the row
+# stays locked (that user's next message waits) until this transaction ends. The earlier hours' rows
+# no longer change. The caller commits, or rolls back when a limit is passed.
 _CHARGE = f"""
-WITH used AS (
+WITH limits AS (
+    SELECT coalesce(send_messages_per_day, $3) AS messages, coalesce(send_recipients_per_day, $4) AS recipients
+      FROM users WHERE id = $1),
+earlier AS (
     SELECT coalesce(sum(messages), 0)::bigint AS messages, coalesce(sum(new_recipients), 0)::bigint AS recipients
-      FROM sending_counts WHERE user_id = $1 AND {_WINDOW}),
+      FROM sending_counts WHERE user_id = $1 AND {_WINDOW} AND hour < date_trunc('hour', now())),
 fresh AS (
     SELECT DISTINCT a.address FROM unnest($2::text[]) AS a (address)
      WHERE NOT EXISTS (SELECT 1 FROM sent_recipients s WHERE s.user_id = $1 AND s.address = a.address)),
-verdict AS (
-    SELECT u.messages, u.recipients, f.n AS fresh,
-           CASE WHEN $3 > 0 AND u.messages + 1 > $3 THEN 'messages'
-                WHEN $4 > 0 AND u.recipients + f.n > $4 THEN 'recipients' END AS over
-      FROM used u, (SELECT count(*) AS n FROM fresh) f),
-remember AS (
-    INSERT INTO sent_recipients (user_id, address)
-    SELECT $1, address FROM fresh WHERE (SELECT over FROM verdict) IS NULL
-    ON CONFLICT DO NOTHING),
 counted AS (
     INSERT INTO sending_counts AS c (user_id, hour, messages, new_recipients)
-    SELECT $1, date_trunc('hour', now()), 1, fresh FROM verdict WHERE over IS NULL
+    SELECT $1, date_trunc('hour', now()), 1, count(*) FROM fresh
     ON CONFLICT (user_id, hour) DO UPDATE
-       SET messages = c.messages + 1, new_recipients = c.new_recipients + excluded.new_recipients),
+       SET messages = c.messages + 1, new_recipients = c.new_recipients + excluded.new_recipients
+    RETURNING messages, new_recipients),
+remember AS (
+    INSERT INTO sent_recipients (user_id, address) SELECT $1, address FROM fresh ON CONFLICT DO NOTHING),
 pruned AS (
-    DELETE FROM sending_counts
-     WHERE user_id = $1 AND hour < now() - interval '2 days' AND (SELECT over FROM verdict) IS NULL),
+    DELETE FROM sending_counts WHERE user_id = $1 AND hour < now() - interval '2 days'),
 cleared AS (
-    DELETE FROM sending_limit_hits WHERE user_id = $1 AND (SELECT over FROM verdict) IS NULL),
-hit AS (
-    INSERT INTO sending_limit_hits (user_id, kind)
-    SELECT $1, over FROM verdict WHERE over IS NOT NULL
-    ON CONFLICT DO NOTHING
-    RETURNING 1)
-SELECT v.messages, v.recipients, v.fresh, v.over, EXISTS (SELECT 1 FROM hit) AS first FROM verdict v"""
+    DELETE FROM sending_limit_hits WHERE user_id = $1)
+SELECT l.messages AS messages_limit, l.recipients AS recipients_limit,
+       e.messages + c.messages AS messages, e.recipients + c.new_recipients AS recipients,
+       (SELECT count(*) FROM fresh) AS fresh
+  FROM limits l, earlier e, counted c"""
+
+# A refusal, after the charge was rolled back: True when it is the first since the user's last message that fitted.
+_HIT = """INSERT INTO sending_limit_hits (user_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true"""
+
+
+class _Refused(Exception):
+    """Rolls the charge back."""
 
 
 async def charge(pool: asyncpg.Pool, user_id: int, recipients: Sequence[str], defaults: Limits) -> Charge:
     """Count one message of ``user_id`` to ``recipients`` (normalized addresses), or refuse it; see the
-    module docstring. ``defaults``: the configured limits."""
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(_LOCK, user_id, defaults.messages, defaults.recipients)
-        limits = Limits(row["messages"], row["recipients"]) if row is not None else defaults
-        found = await conn.fetchrow(_CHARGE, user_id, list(recipients), limits.messages, limits.recipients)
-    return Charge(found["over"], found["first"], limits, found["messages"], found["recipients"], found["fresh"])
+    module docstring. ``defaults``: the configured limits. One statement in a transaction of its own."""
+    async with pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                row = await conn.fetchrow(_CHARGE, user_id, list(recipients), defaults.messages, defaults.recipients)
+                limits = Limits(row["messages_limit"], row["recipients_limit"])
+                over = None
+                if limits.messages and row["messages"] > limits.messages:
+                    over = MESSAGES
+                elif limits.recipients and row["recipients"] > limits.recipients:
+                    over = RECIPIENTS
+                if over is not None:
+                    raise _Refused
+        except _Refused:
+            first = bool(await conn.fetchval(_HIT, user_id, over))
+        else:
+            first = False
+    fresh = row["fresh"]
+    return Charge(over, first, limits, row["messages"] - 1, row["recipients"] - fresh, fresh)
 
 
 async def usage(conn: Queryable, user_id: int) -> tuple[int, int]:
