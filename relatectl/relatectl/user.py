@@ -199,7 +199,7 @@ def limits(
 ) -> None:
     """Show a user's sending in the last 24 hours against its limits, or set its own limits.
 
-    Without options, only show. ``none`` lifts a limit for this user, ``default``
+    Without options, only show. "none" lifts a limit for this user, "default"
     follows submission.limits.messages_per_day / recipients_per_day again. Over a
     limit, submission answers 451 4.7.0 and the REST API 429.
     """
