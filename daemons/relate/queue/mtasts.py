@@ -16,7 +16,9 @@ Policy:
   200 with ``text/plain``, at most 64 KiB, all within
   ``delivery.connect_timeout``. A fetch that fails leaves the cached policy
   (if unexpired) in force, else none: mail goes as if the domain had no
-  policy (§5.1), and the log says why, once per fetch.
+  policy (§5.1), and the log says why, once per fetch. This daemon does not
+  try that domain's policy (that id) again for ``RETRY_FAILED`` (5 minutes):
+  a policy server that hangs delays the domain's mail once, not every pass.
 - What the policy does (§5): relate.queue.client applies it. ``enforce``:
   only MX hosts the policy lists, only over STARTTLS with a certificate
   verified for the MX name; otherwise the mail waits (deferred, the reason
@@ -32,7 +34,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -50,6 +52,8 @@ from relate.store import mtasts as store
 log = logging.getLogger("relate.delivery")
 
 WELL_KNOWN = "/.well-known/mta-sts.txt"
+# A failed fetch of a domain's policy (one id) is not tried again by this daemon for this long.
+RETRY_FAILED = timedelta(minutes=5)
 
 
 class FetchError(Exception):
@@ -99,6 +103,7 @@ class MtaSts:
         self.dns = Dns(resolver)
         self.clock = clock
         self._verified: ssl.SSLContext | None = None
+        self._failed: dict[tuple[str, str], datetime] = {}  # (domain, id) -> until when not to fetch it again
 
     async def verified_context(self) -> ssl.SSLContext:
         """A client context that verifies certificates and host names (made once, off the event loop: loading
@@ -122,9 +127,13 @@ class MtaSts:
         valid = cached if cached is not None and cached.expires_at > now else None
         if policy_id is None or (valid is not None and valid.policy_id == policy_id):
             return valid.policy if valid is not None else None
+        if self._failed.get((domain, policy_id), now) > now:
+            return valid.policy if valid is not None else None
         try:
             policy = await self.fetch(domain)
         except FetchError as exc:
+            self._failed = {k: until for k, until in self._failed.items() if until > now}  # forget the old ones
+            self._failed[(domain, policy_id)] = now + RETRY_FAILED
             log.warning(
                 "delivery-mta-sts-fetch-failed domain=%s id=%s error=%s: %s",
                 domain,

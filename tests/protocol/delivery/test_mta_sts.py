@@ -155,8 +155,9 @@ async def test_testing_mode_delivers_and_logs_what_enforce_would_refuse(
 async def test_a_new_id_refetches_and_a_failed_fetch_keeps_the_cached_policy(
     h: Harness, sts: PolicyServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A new TXT id makes a fetch; when that fetch fails (404) the cached enforce policy still applies; with no TXT
-    record at all the cached policy applies until it expires, then mail goes as without a policy."""
+    """A new TXT id makes a fetch; when that fetch fails (404) the cached enforce policy still applies and the fetch
+    is not repeated at once; with no TXT record at all the cached policy applies until it expires, then mail goes as
+    without a policy."""
     caplog.set_level(logging.INFO, logger="relate")
     sink = await mx(h, sts, "127.0.0.2", "mx.sts.test", trusted=False)
     sts.body = POLICY.format(mode="enforce", mx="mx.sts.test")
@@ -171,6 +172,9 @@ async def test_a_new_id_refetches_and_a_failed_fetch_keeps_the_cached_policy(
     assert len(sts.fetches) == 2
     assert any("delivery-mta-sts-fetch-failed domain=sts.test id=2" in r.getMessage() for r in caplog.records)
     assert (await h.recipients(eid))["a@sts.test"]["status"] == "deferred"
+    await h.queue(["b@sts.test"])
+    await h.run()
+    assert len(sts.fetches) == 2  # a failed fetch is not tried again at once
     assert sink.mail_commands == 0
     del h.net.zone.records[("_mta-sts.sts.test", "TXT")]
     h.clock.advance(3600)
