@@ -8,6 +8,7 @@ dkimpy (through relate.mail.dkim) with keys made for the test.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -309,3 +310,22 @@ async def test_big_signed_message_does_not_block_the_loop(smtp: Smtp, dns: Dns, 
     await other.close()
     (stored,) = await smtp.inbox(BOB)
     assert summary(stored)["dkim"] == ["pass"]
+
+
+async def test_the_log_has_one_line_per_message_with_its_results(
+    smtp: Smtp, dns: Dns, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivered message's results are in its smtp-accepted line; a refused one gets an smtp-authentication
+    line with the reason (and no smtp-accepted)."""
+    caplog.set_level(logging.INFO, logger="relate.smtp")
+    txt(dns, "remote.example", "v=spf1 ip4:127.0.0.1 -all")
+    txt(dns, "_dmarc.remote.example", "v=DMARC1; p=reject")
+    assert await deliver(smtp, make_message()) == ACCEPTED
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("smtp-")]
+    (accepted,) = [line for line in lines if not line.startswith("smtp-session")]
+    assert accepted.startswith("smtp-accepted ") and accepted.endswith("spf=pass dkim=none dmarc=pass"), accepted
+    caplog.clear()
+    assert await deliver(smtp, make_message(), "carol@elsewhere.example") == REFUSED  # From not aligned: p=reject
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("smtp-")]
+    (refused,) = [line for line in lines if not line.startswith("smtp-session")]
+    assert refused.startswith("smtp-authentication ") and "dmarc=fail action=refuse" in refused, refused
