@@ -115,7 +115,7 @@ QUOTA_MESSAGES = 10**9
 
 def sender_zone(key: dkim.DkimKey | None) -> Zone:
     """The sender's SPF, DKIM and DMARC records (and SPF for the client's HELO name)."""
-    zone = Zone()
+    zone = Zone(negative_ttl=300)  # void answers carry an SOA, as a real server's do, and are kept
     spf = txt_strings(f"v=spf1 ip4:{HOST} -all")
     zone.add(SENDER_DOMAIN, "TXT", spf)
     zone.add(CLIENT_NAME, "TXT", spf)
@@ -432,8 +432,12 @@ class RelateDev:
 
     name = "relate"
 
-    def __init__(self, workdir: Path, users: list[str], sessions: int, quiet: bool) -> None:
+    def __init__(
+        self, workdir: Path, users: list[str], sessions: int, quiet: bool, *, dns: str, mailauth: bool
+    ) -> None:
         self.workdir = workdir
+        self.dns = dns
+        self.mailauth = mailauth
         self.state = workdir / "dev"
         self.users = users
         self.sessions = sessions
@@ -455,10 +459,21 @@ class RelateDev:
 
     def start(self) -> None:
         self.state.mkdir()
-        # The one change to the dev run's config: the load comes from one address, and smtp-source without
-        # -d opens a connection per message, so the per-client cap (meant for strangers) is raised.
+        # The changes to the dev run's config: the load comes from one address, and smtp-source without -d
+        # opens a connection per message, so the per-client cap (meant for strangers) is raised; DNS is the
+        # bench's loopback server (the sender's SPF and DMARC records), never the machine's resolver.
         extra = self.workdir / "dev-extra.yaml"
-        extra.write_text(yaml.safe_dump({"smtp": {"max_connections_per_client": 2 * self.sessions + 10}}))
+        extra.write_text(
+            yaml.safe_dump(
+                {
+                    "smtp": {
+                        "max_connections_per_client": 2 * self.sessions + 10,
+                        "mailauth": {"enabled": self.mailauth},
+                    },
+                    "delivery": {"dns_servers": [self.dns]},
+                }
+            )
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("RELATE_")}
         say(f"relate: starting relatectl dev --any-port in {self.state}", quiet=self.quiet)
         dev_args = ["--state-dir", str(self.state), "--any-port"]
@@ -575,7 +590,8 @@ def source_commands(source: str, port: int, case: Case, args: argparse.Namespace
         messages = args.messages // n + (1 if i < args.messages % n else 0)
         sessions = max(1, args.sessions // n + (1 if i < args.sessions % n else 0))
         out.append(
-            [source, "-s", str(sessions), "-m", str(messages), "-l", str(args.size), "-f", SENDER, "-t", users[i]]
+            [source, "-s", str(sessions), "-m", str(messages), "-l", str(args.size), "-M", CLIENT_NAME]
+            + ["-f", SENDER, "-t", users[i]]
             + (["-d"] if case.reuse else [])
             + [f"{HOST}:{port}"]
         )
@@ -700,11 +716,27 @@ def deployed_body(args: argparse.Namespace, workdir: Path, report: dict[str, Any
         source = find_program("smtp-source")
     if source is None:
         raise BenchError("the postfix package is installed but has no smtp-source")
-    targets.append(RelateDev(workdir, users, args.sessions, quiet))
+    dns = ThreadedDnsServer(sender_zone(None))  # smtp-source's mail is not signed
+    targets.append(RelateDev(workdir, users, args.sessions, quiet, dns=dns.start(), mailauth=args.mailauth))
     if args.vs == "postfix":
         targets.append(Postfix(workdir, users, quiet))
-    for target in targets:
-        target.start()
+    try:
+        for target in targets:
+            target.start()
+        deployed_cases(args, cases, source, users, report, targets)
+    finally:
+        dns.stop()
+
+
+def deployed_cases(
+    args: argparse.Namespace,
+    cases: list[Case],
+    source: str,
+    users: list[str],
+    report: dict[str, Any],
+    targets: list[Any],
+) -> None:
+    quiet = args.json_only
     report["setup"] = {t.name: t.description for t in targets}
     report["cases"] = {}
     for case in cases:

@@ -26,7 +26,7 @@ the user's addresses already.
 Cost: the header section is read (at most ``MAX_HEADER_SECTION``); the whole
 message only when it carries a DKIM signature, verified on the event loop
 up to ``DKIM_ON_LOOP`` bytes times signatures and in a worker thread beyond. DNS answers come
-from the process's resolver cache when warm; parsed SPF and DMARC records
+from the process's answer cache (relate.mailauth.dns) when warm; parsed SPF and DMARC records
 and the hosted-domain answers (``HOSTED_CACHE_SECONDS``) are kept too.
 """
 

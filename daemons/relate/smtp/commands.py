@@ -47,7 +47,7 @@ from relate.errors import Invalid
 from relate.mail.address import normalize_address, split_address
 from relate.mail.spool import Spool
 from relate.mailauth import verdict as mailauth
-from relate.mailauth.verdict import DEFER, JUNK, REFUSE, rewrite
+from relate.mailauth.verdict import DEFER, DELIVER, JUNK, REFUSE, rewrite
 from relate.runtime.budget import BudgetExhausted
 from relate.smtp import headers, parser, replies
 from relate.smtp.data import DataState, read_data
@@ -389,7 +389,7 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
                 mailbox_id=stored.mailbox_id, email_id=stored.id, sender=sender_text, subject=parsed.subject
             )
     log.info(
-        "smtp-accepted id=%s client=%s from=<%s> rcpts=%d local=%d remote=%d size=%d",
+        "smtp-accepted id=%s client=%s from=<%s> rcpts=%d local=%d remote=%d size=%d%s",
         queue_id,
         session.client,
         envelope.mail_from,
@@ -397,6 +397,7 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
         len(committed.local),
         len(delivery.remote),
         spool.size,
+        f" {_results(verdict)}" if session.role == "mx" and verdict.header else "",
     )
     if committed.sent_over_quota:
         return replies.QUEUED.with_text(f"Message accepted as {queue_id}; not saved to Sent: mailbox full")
@@ -424,7 +425,8 @@ async def _within_limits(session: SmtpSession, sender: Sender, envelope: Envelop
 async def _authenticate(
     session: SmtpSession, envelope: Envelope, head: bytes, spool: Spool, hold: Hold
 ) -> mailauth.Verdict:
-    """SPF, DKIM and DMARC (port 25) or the submission's login: the verdict of relate.mailauth, logged."""
+    """SPF, DKIM and DMARC (port 25) or the submission's login: the verdict of relate.mailauth. A message
+    delivered as usual has its results in its ``smtp-accepted`` line; any other outcome gets a line here."""
     checker = session.server.checker
     if session.role != "mx":
         assert session.principal_address is not None
@@ -432,19 +434,23 @@ async def _authenticate(
     verdict = await checker.inbound(
         client=session.client, helo=session.helo_name, mail_from=envelope.mail_from, head=head, spool=spool, hold=hold
     )
-    if verdict.header:
-        dkim = ",".join(d.result for d in verdict.dkim) or "none"
+    if verdict.header and verdict.action != DELIVER:
         log.info(
-            "smtp-authentication client=%s from=<%s> spf=%s dkim=%s dmarc=%s action=%s%s",
+            "smtp-authentication client=%s from=<%s> %s action=%s%s",
             session.client,
             envelope.mail_from,
-            verdict.spf.result if verdict.spf else "-",
-            dkim,
-            verdict.dmarc.result if verdict.dmarc else "-",
+            _results(verdict),
             verdict.action,
             f" reason={verdict.reason!r}" if verdict.reason else "",
         )
     return verdict
+
+
+def _results(verdict: mailauth.Verdict) -> str:
+    """The checks' results for a log line."""
+    dkim = ",".join(d.result for d in verdict.dkim) or "none"
+    spf = verdict.spf.result if verdict.spf else "-"
+    return f"spf={spf} dkim={dkim} dmarc={verdict.dmarc.result if verdict.dmarc else '-'}"
 
 
 def _missing_fields(session: SmtpSession, head: bytes) -> bytes:

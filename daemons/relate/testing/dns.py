@@ -3,7 +3,11 @@
 It answers UDP queries from a table of records (``zone.add("example.test",
 "MX", "10 mx1.example.test.")``) and says NXDOMAIN for names it has never
 heard of, or NOERROR with no answer for a known name without that type.
-Names in ``zone.fail`` get SERVFAIL. Nothing here is for production.
+Names in ``zone.fail`` get SERVFAIL. With ``negative_ttl`` set, a negative
+answer carries an SOA (for the name's last two labels) whose MINIMUM is that
+many seconds, as a real server's does, so resolvers keep it (RFC 2308); by
+default it carries none and nothing negative is kept, so a test may add a
+record a moment after a lookup missed it. Nothing here is for production.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import dns.rrset
 class Zone:
     records: dict[tuple[str, str], list[str]] = field(default_factory=lambda: collections.defaultdict(list))
     fail: set[str] = field(default_factory=set)
+    negative_ttl: int = 0
 
     def add(self, name: str, rdtype: str, value: str) -> None:
         self.records[(name.lower().rstrip("."), rdtype.upper())].append(value)
@@ -45,8 +50,15 @@ class Zone:
             response.answer.append(
                 dns.rrset.from_text_list(question.name, 60, dns.rdataclass.IN, question.rdtype, values)
             )
-        elif not any(key[0] == name for key in self.records):
-            response.set_rcode(dns.rcode.NXDOMAIN)
+        else:
+            if not any(key[0] == name for key in self.records):
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            if self.negative_ttl > 0:
+                apex = dns.name.from_text(".".join(name.split(".")[-2:]) + ".")
+                soa = f"ns.{apex} hostmaster.{apex} 1 3600 600 86400 {self.negative_ttl}"
+                response.authority.append(
+                    dns.rrset.from_text_list(apex, self.negative_ttl, dns.rdataclass.IN, dns.rdatatype.SOA, [soa])
+                )
         return response
 
 

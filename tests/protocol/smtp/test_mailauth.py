@@ -8,6 +8,7 @@ dkimpy (through relate.mail.dkim) with keys made for the test.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -201,7 +202,7 @@ async def test_relaxed_and_strict_spf_alignment(smtp: Smtp, dns: Dns) -> None:
     (stored,) = await smtp.inbox(BOB)
     assert summary(stored)["dmarc"] == ["pass"]
     dns.zone.records[("_dmarc.remote.example", "TXT")] = [txt_strings("v=DMARC1; p=reject; aspf=s")]
-    smtp.server.checker.dns.resolver.cache.flush()  # type: ignore[union-attr]
+    smtp.server.checker.dns.forget()
     assert await deliver(smtp, make_message(), "carol@bounce.remote.example") == REFUSED
 
 
@@ -212,7 +213,7 @@ async def test_relaxed_and_strict_dkim_alignment(smtp: Smtp, dns: Dns, keys: dic
     message = signed(make_message(), keys["rsa"], domain="mail.remote.example")
     assert await deliver(smtp, message) == REFUSED
     dns.zone.records[("_dmarc.remote.example", "TXT")] = [txt_strings("v=DMARC1; p=reject")]
-    smtp.server.checker.dns.resolver.cache.flush()  # type: ignore[union-attr]
+    smtp.server.checker.dns.forget()
     assert await deliver(smtp, message) == ACCEPTED
 
 
@@ -223,7 +224,7 @@ async def test_subdomain_policy(smtp: Smtp, dns: Dns) -> None:
     assert await deliver(smtp, news) == REFUSED
     assert await deliver(smtp, make_message()) == ACCEPTED  # remote.example itself: p=none
     dns.zone.records[("_dmarc.remote.example", "TXT")] = [txt_strings("v=DMARC1; p=reject; sp=none")]
-    smtp.server.checker.dns.resolver.cache.flush()  # type: ignore[union-attr]
+    smtp.server.checker.dns.forget()
     assert await deliver(smtp, news) == ACCEPTED
     assert len(await smtp.inbox(BOB)) == 2
 
@@ -309,3 +310,22 @@ async def test_big_signed_message_does_not_block_the_loop(smtp: Smtp, dns: Dns, 
     await other.close()
     (stored,) = await smtp.inbox(BOB)
     assert summary(stored)["dkim"] == ["pass"]
+
+
+async def test_the_log_has_one_line_per_message_with_its_results(
+    smtp: Smtp, dns: Dns, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivered message's results are in its smtp-accepted line; a refused one gets an smtp-authentication
+    line with the reason (and no smtp-accepted)."""
+    caplog.set_level(logging.INFO, logger="relate.smtp")
+    txt(dns, "remote.example", "v=spf1 ip4:127.0.0.1 -all")
+    txt(dns, "_dmarc.remote.example", "v=DMARC1; p=reject")
+    assert await deliver(smtp, make_message()) == ACCEPTED
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("smtp-")]
+    (accepted,) = [line for line in lines if not line.startswith("smtp-session")]
+    assert accepted.startswith("smtp-accepted ") and accepted.endswith("spf=pass dkim=none dmarc=pass"), accepted
+    caplog.clear()
+    assert await deliver(smtp, make_message(), "carol@elsewhere.example") == REFUSED  # From not aligned: p=reject
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("smtp-")]
+    (refused,) = [line for line in lines if not line.startswith("smtp-session")]
+    assert refused.startswith("smtp-authentication ") and "dmarc=fail action=refuse" in refused, refused

@@ -1,0 +1,60 @@
+"""The checks' DNS answers are kept for their TTL (void ones for their SOA's negative TTL), never past it,
+and a temporary failure is never kept: what a sender's domain publishes counts again once its TTL is up."""
+
+from __future__ import annotations
+
+import pytest
+
+from relate.mailauth import dns as authdns
+from relate.mailauth.dns import TempError
+
+from .conftest import Net
+
+
+async def test_a_warm_answer_asks_no_server_and_an_expired_one_asks_again(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(net.dns, "_answers", authdns._Answers(clock=lambda: now[0]))
+    net.txt("sender.example", "v=spf1 -all")
+    assert await net.dns.txt("sender.example") == ["v=spf1 -all"]
+    assert await net.dns.txt("Sender.Example.") == ["v=spf1 -all"]  # one name, however spelt
+    assert net.queries.count(("sender.example", "TXT")) == 1
+    net.zone.records[("sender.example", "TXT")] = ['"v=spf1 +all"']
+    now[0] += 61  # the loopback server's records have a TTL of 60 s
+    assert await net.dns.txt("sender.example") == ["v=spf1 +all"]
+    assert net.queries.count(("sender.example", "TXT")) == 2
+
+
+async def test_a_void_answer_is_kept_for_the_soa_negative_ttl_only(net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(net.dns, "_answers", authdns._Answers(clock=lambda: now[0]))
+    net.zone.negative_ttl = 30
+    assert await net.dns.txt("_dmarc.nothing.example") is None  # NXDOMAIN
+    assert await net.dns.txt("_dmarc.nothing.example") is None
+    assert net.queries.count(("_dmarc.nothing.example", "TXT")) == 1
+    now[0] += 31
+    net.txt("_dmarc.nothing.example", "v=DMARC1; p=reject")
+    assert await net.dns.txt("_dmarc.nothing.example") == ["v=DMARC1; p=reject"]
+
+
+async def test_without_an_soa_a_void_answer_is_not_kept(net: Net) -> None:
+    assert await net.dns.mx("later.example") is None
+    net.zone.add("later.example", "MX", "10 mx.later.example.")
+    assert await net.dns.mx("later.example") == ["mx.later.example"]
+
+
+async def test_a_server_failure_is_not_kept(net: Net) -> None:
+    net.zone.fail.add("flaky.example")
+    with pytest.raises(TempError):
+        await net.dns.txt("flaky.example")
+    net.zone.fail.discard("flaky.example")
+    net.txt("flaky.example", "v=spf1 -all")
+    assert await net.dns.txt("flaky.example") == ["v=spf1 -all"]
+
+
+def test_the_cache_is_bounded() -> None:
+    answers = authdns._Answers(entries=3, clock=lambda: 0.0)
+    for i in range(5):
+        answers.put((f"n{i}.example", "TXT"), [str(i)], 60)
+    assert [answers.get((f"n{i}.example", "TXT"))[0] for i in range(5)] == [False, False, True, True, True]
