@@ -668,6 +668,33 @@ def test_empty_database_needs_db_migrate_first(empty_dsn: str) -> None:
 # --- configuration errors ----------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "bad",
+    ["not a dsn", "host=localhost dbname=relate", "postgresql://relate:secret@localhost:notaport/relate"],
+)
+def test_a_malformed_dsn_is_one_line_saying_what_to_write(bad: str) -> None:
+    """A DSN the driver cannot read is one line naming database.dsn and the form it takes (no traceback,
+    and not the password)."""
+    line = one_error(invoke(bad, "domain", "list"))
+    assert line.startswith("error: database.dsn: must be a URI like postgresql://USER:PASSWORD@HOST:5432/DATABASE")
+    assert "secret" not in line
+
+
+def test_a_dsn_option_the_driver_refuses_is_one_line(pg_server: str) -> None:
+    line = one_error(invoke(pg_server + "&sslmode=sometimes", "domain", "list"))
+    assert line.startswith("error: database.dsn: ") and "sslmode" in line
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the retry as the DSN's system user happens only as root")
+def test_as_root_a_missing_database_is_named_not_hidden_by_the_peer_retry(pg_server: str) -> None:
+    """As root, a refused connection is tried again as the DSN's system user (peer authentication); when
+    that fails too, the first answer (here: the role is missing) still reaches the admin."""
+    parts = urlsplit(pg_server)
+    missing = urlunsplit(parts._replace(netloc="nobody@", path="/relate_missing"))
+    line = one_error(invoke(missing, "domain", "list"))
+    assert 'role "nobody" does not exist' in line, line
+
+
 def test_missing_config_file_named_with_config(tmp_path: Path) -> None:
     """`--config` naming a file that does not exist fails with one line naming the file."""
     missing = tmp_path / "nonexistent.yaml"
