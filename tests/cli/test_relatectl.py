@@ -682,7 +682,8 @@ def test_a_malformed_dsn_is_one_line_saying_what_to_write(bad: str) -> None:
 
 def test_a_dsn_option_the_driver_refuses_is_one_line(pg_server: str) -> None:
     line = one_error(invoke(pg_server + "&sslmode=sometimes", "domain", "list"))
-    assert line.startswith("error: database.dsn: ") and "sslmode" in line
+    assert line.startswith("error: database.dsn: ")
+    assert "sslmode" in line
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the retry as the DSN's system user happens only as root")
