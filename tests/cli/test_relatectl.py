@@ -516,6 +516,16 @@ def test_key_create_bad_expiry_refused(relatectl: Invoke, bob: str) -> None:
     assert as_json(relatectl("key", "list", "--all", "--json")) == []
 
 
+def test_key_create_with_a_past_or_far_expiry_is_refused(relatectl: Invoke, bob: str) -> None:
+    """`--expires 2020-01-01` is refused as the API refuses it (it made a key that never worked), and so is a
+    date more than ten years ahead; no key is made."""
+    line = one_error(relatectl("key", "create", bob, "--scope", "imap", "--expires", "2020-01-01"))
+    assert line == "error: the expiry 2020-01-01 00:00 UTC is in the past: a key must expire later"
+    line = one_error(relatectl("key", "create", bob, "--scope", "imap", "--expires", "2999-01-01"))
+    assert "too far ahead" in line
+    assert as_json(relatectl("key", "list", "--all", "--json")) == []
+
+
 def test_key_create_json(relatectl: Invoke, bob: str, dsn: str) -> None:
     """`key create --json` prints the key with its id, user, name and scopes, and nothing on stderr."""
     result = ok(relatectl("key", "create", bob, "--scope", "app,imap", "--name", "laptop", "--json"))
