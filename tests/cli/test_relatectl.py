@@ -10,6 +10,8 @@ import asyncio
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +22,7 @@ import asyncpg
 import pytest
 from typer.testing import CliRunner, Result
 
+import relate
 from relate.auth import USER_SCOPES, Authenticator, AuthRefused, Principal
 from relate.config import AuthConfig, DatabaseConfig
 from relate.store import db, migrate
@@ -830,3 +833,27 @@ def test_user_list_and_show_include_the_quota(relatectl: Invoke, bob: str, dsn: 
     assert listed["quota"]["full"] is True
     out = ok(relatectl("user", "show", bob)).stdout
     assert f"quota of {bob}: storage 512 KiB / 1 MiB, messages 10 / 10; FULL since 2026-01-0" in out
+
+
+def test_version_answers_without_loading_the_commands() -> None:
+    """`relatectl --version` (the console script) prints the version without importing the command tree, the
+    database driver or the mail parser: it answers in milliseconds, not a quarter of a second."""
+    probe = (
+        "import sys; sys.argv = ['relatectl', '--version']\n"
+        "from relatectl.launch import main\n"
+        "main()\n"
+        "print(sorted(m for m in ('relatectl.main', 'asyncpg', 'relate.mail.mime', 'typer') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out == f"relatectl {relate.__version__}\n[]\n"
+    full = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.argv = ['relatectl', '--help']\nfrom relatectl.launch import main\nmain()",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert full.returncode == 0
+    assert "Usage: relatectl" in full.stdout

@@ -11,7 +11,6 @@ import asyncpg
 
 from relate.config import Config
 from relate.errors import Invalid, NotFound
-from relate.queue.worker import DeliveryWorker
 from relate.store import queue as store
 
 STATUSES = ("queued", "sending", "sent", "partial_failure", "failed", "held", "deferred")
@@ -94,6 +93,8 @@ async def release(pool: asyncpg.Pool, email_ids: Sequence[int]) -> Done:
 
 async def fail(cfg: Config, pool: asyncpg.Pool, email_ids: Sequence[int]) -> Done:
     """Fail every waiting recipient now; the senders get a DSN."""
+    from relate.queue.worker import DeliveryWorker  # the delivery daemon's code: only this command needs it
+
     failed = await DeliveryWorker(cfg, pool).fail_now(email_ids)
     done = await _done(
         pool, email_ids, [f.email_id for f in failed], lambda i, status: f"message {i} is {status}: nothing to fail"
