@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import socket
 import types
 import typing
@@ -119,6 +120,21 @@ def _address_or_empty(text: str | None) -> bool:
     except Invalid:
         return False
     return True
+
+
+_DSN_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^:\[\]]*)(?::[0-9]{1,5})?")
+
+
+def _postgres_uri(dsn: str | None) -> bool:
+    """Whether ``dsn`` is unset or a PostgreSQL URI (the only DSN form the database driver reads) whose
+    hosts (``host[:port]``, comma-separated) have numeric ports."""
+    if dsn is None:
+        return True
+    scheme, _, rest = dsn.partition("://")
+    if scheme not in ("postgresql", "postgres") or not _:
+        return False
+    hosts = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    return all(_DSN_HOST.fullmatch(host) for host in hosts.split(","))
 
 
 def _has_special(text: str) -> bool:
@@ -409,6 +425,12 @@ class Config:
     def validate(self) -> None:
         """Cross-field checks that a single value's type cannot express."""
         checks: list[tuple[str, bool, str]] = [
+            (
+                "database.dsn",
+                _postgres_uri(self.database.dsn),
+                "must be a URI like postgresql://USER:PASSWORD@HOST:5432/DATABASE, ports numeric "
+                "(or postgresql://USER@/DATABASE?host=/run/postgresql for a local socket)",
+            ),
             ("database.pool_min", self.database.pool_min >= 0, "must be 0 or more"),
             (
                 "database.pool_max",

@@ -77,12 +77,20 @@ async def as_peer(cfg: Config, opener: Callable[[], Awaitable[T]]) -> T:
     """
     try:
         return await opener()
-    except db.DatabaseUnavailable:
+    except db.DatabaseUnavailable as refused:
         peer = setup_service.peer_user(cfg.database.dsn)
         if peer is None or os.geteuid() != 0:
             raise
-        with setup_service.acting_as(peer):
-            return await opener()
+        try:
+            with setup_service.acting_as(peer):
+                return await opener()
+        except db.DatabaseUnavailable as again:
+            if str(again) == str(refused):
+                raise
+            # Both answers: the first is often the one that says what is wrong (a missing database), the
+            # second why the peer attempt failed too (a socket that user cannot open).
+            detail = str(again).removeprefix("cannot connect to the database: ")
+            raise db.DatabaseUnavailable(f"{refused}; and as the system user {peer}: {detail}") from None
 
 
 def with_pool(fn: Callable[[asyncpg.Pool], Awaitable[T]], *, check_schema: bool = True, cfg: Config | None = None) -> T:

@@ -15,10 +15,21 @@ from typing import Any
 
 import asyncpg
 import typer
+from rich.markup import escape
 
 from relate.errors import Invalid
 from relate.services import queue as queue_service
-from relatectl.common import JsonOption, cell, console, fail, load_config, print_json, print_rows, with_pool
+from relatectl.common import (
+    JsonOption,
+    cell,
+    console,
+    err_console,
+    fail,
+    load_config,
+    print_json,
+    print_rows,
+    with_pool,
+)
 
 app = typer.Typer(
     help="The outbound queue: list, show, retry, hold, release, fail, delete, flush.", no_args_is_help=True
@@ -77,9 +88,13 @@ def list_cmd(
     recipient: str | None = typer.Option(None, "--to", help="Only mail to this address."),
     domain: str | None = typer.Option(None, "--domain", help="Only mail with a recipient at this domain."),
     older_than: str | None = typer.Option(None, "--older-than", help="Only mail queued longer ago (30m, 2h, 5d)."),
+    limit: int = typer.Option(1000, "--limit", min=1, help="Show at most this many (the oldest); says how many more."),
     as_json: bool = JsonOption,
 ) -> None:
-    """List queued and recently finished outbound mail, oldest first."""
+    """List queued and recently finished outbound mail, oldest first.
+
+    Statuses: queued, sending, held, sent, partial_failure, failed, and deferred (waiting mail that has
+    been tried and will be again)."""
 
     async def go(pool: asyncpg.Pool) -> list[dict[str, Any]]:
         return await queue_service.list_messages(
@@ -89,9 +104,13 @@ def list_cmd(
             recipient=recipient.lower() if recipient else None,
             domain=domain.lower() if domain else None,
             queued_before=datetime.now(UTC) - _age(older_than) if older_than else None,
+            limit=limit,
         )
 
     rows = with_pool(go)
+    more = rows[0].pop("matched") - len(rows) if rows else 0
+    for row in rows[1:]:
+        row.pop("matched")
     for row in rows:
         row["recipients"] = [
             f"{a} ({s})" for a, s in zip(row["recipients"], row.pop("recipient_statuses"), strict=True)
@@ -111,6 +130,11 @@ def list_cmd(
         as_json=as_json,
         title="Queue",
     )
+    if more:
+        (err_console if as_json else console).print(
+            f"{more} more not shown (the oldest {len(rows)} are): use --limit {len(rows) + more} or filters",
+            highlight=False,
+        )
 
 
 @app.command("show")
@@ -151,67 +175,87 @@ def _targets(ids: list[str] | None, all_: bool, domain: str | None) -> list[int]
     return _require(_read_ids(ids))
 
 
+def _report(done: queue_service.Done, result: str, summary: str, *, as_json: bool) -> None:
+    """Print what an action did (``summary`` on stdout, or JSON per id) and one ``error:`` line per id it left
+    alone; exit 1 when there was any."""
+    if as_json:
+        rows: list[dict[str, Any]] = [{"id": i, "result": result} for i in done.done]
+        rows += [{"id": i, "result": "error", "error": why} for i, why in done.problems.items()]
+        print_json(sorted(rows, key=lambda row: row["id"]))
+    elif done.done or not done.problems:
+        console.print(summary, highlight=False)
+    for why in done.problems.values():
+        err_console.print(f"[bold red]error:[/] {escape(why)}", highlight=False)
+    if done.problems:
+        raise typer.Exit(1)
+
+
 @app.command("retry")
 def retry(
     ids: list[str] | None = IdsArgument,
-    all_: bool = typer.Option(False, "--all", help="Every waiting message."),
+    all_: bool = typer.Option(False, "--all", help="Every waiting message that is not held."),
     domain: str | None = typer.Option(None, "--domain", help="Every waiting message with a recipient at this domain."),
+    as_json: bool = JsonOption,
 ) -> None:
-    """Make waiting recipients due now (the delivery daemon picks them up at once)."""
+    """Make waiting recipients due now (the delivery daemon picks them up at once); held mail stays held."""
     targets = _targets(ids, all_, domain)
 
-    async def go(pool: asyncpg.Pool) -> int:
+    async def go(pool: asyncpg.Pool) -> queue_service.Done:
         return await queue_service.retry(pool, targets)
 
-    console.print(f"{with_pool(go)} message(s) due now", highlight=False)
+    done = with_pool(go)
+    _report(done, "due", f"{len(done.done)} message(s) due now", as_json=as_json)
 
 
 @app.command("flush")
-def flush() -> None:
-    """Retry everything waiting in the queue now."""
-    retry(None, all_=True, domain=None)
+def flush(as_json: bool = JsonOption) -> None:
+    """Retry everything waiting in the queue now (held mail stays held)."""
+    retry(None, all_=True, domain=None, as_json=as_json)
 
 
 @app.command("hold")
-def hold(ids: list[str] | None = IdsArgument) -> None:
+def hold(ids: list[str] | None = IdsArgument, as_json: bool = JsonOption) -> None:
     """Keep messages in the queue without trying them until released."""
     targets = _require(_read_ids(ids))
 
-    async def go(pool: asyncpg.Pool) -> list[int]:
+    async def go(pool: asyncpg.Pool) -> queue_service.Done:
         return await queue_service.hold(pool, targets)
 
     done = with_pool(go)
-    console.print(f"held {len(done)} message(s)" + (f": {', '.join(map(str, done))}" if done else ""), highlight=False)
+    listed = f": {', '.join(map(str, done.done))}" if done.done else ""
+    _report(done, "held", f"held {len(done.done)} message(s){listed}", as_json=as_json)
 
 
 @app.command("release")
-def release(ids: list[str] | None = IdsArgument) -> None:
+def release(ids: list[str] | None = IdsArgument, as_json: bool = JsonOption) -> None:
     """Put held messages back in the queue."""
     targets = _require(_read_ids(ids))
 
-    async def go(pool: asyncpg.Pool) -> list[int]:
+    async def go(pool: asyncpg.Pool) -> queue_service.Done:
         return await queue_service.release(pool, targets)
 
     done = with_pool(go)
-    console.print(f"released {len(done)} message(s)", highlight=False)
+    _report(done, "released", f"released {len(done.done)} message(s)", as_json=as_json)
 
 
 @app.command("fail")
-def fail_cmd(ids: list[str] | None = IdsArgument) -> None:
+def fail_cmd(ids: list[str] | None = IdsArgument, as_json: bool = JsonOption) -> None:
     """Give up on messages now: their waiting recipients fail and the senders get a bounce."""
     targets = _require(_read_ids(ids))
     cfg = load_config()
 
-    async def go(pool: asyncpg.Pool) -> int:
+    async def go(pool: asyncpg.Pool) -> queue_service.Done:
         return await queue_service.fail(cfg, pool, targets)
 
-    console.print(f"failed {with_pool(go, cfg=cfg)} recipient(s); bounces sent to the senders", highlight=False)
+    done = with_pool(go, cfg=cfg)
+    _report(done, "failed", f"failed {done.recipients} recipient(s); bounces sent to the senders", as_json=as_json)
 
 
 @app.command("delete")
 def delete(
     ids: list[str] | None = IdsArgument,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = JsonOption,
 ) -> None:
     """Drop messages from the queue silently (no bounce)."""
     targets = _require(_read_ids(ids))
@@ -220,7 +264,8 @@ def delete(
             fail("reading ids from standard input: add --yes to confirm the deletion")
         typer.confirm(f"Delete {len(targets)} message(s) without telling their senders?", abort=True)
 
-    async def go(pool: asyncpg.Pool) -> list[int]:
+    async def go(pool: asyncpg.Pool) -> queue_service.Done:
         return await queue_service.delete(pool, targets)
 
-    console.print(f"deleted {len(with_pool(go))} message(s)", highlight=False)
+    done = with_pool(go)
+    _report(done, "deleted", f"deleted {len(done.done)} message(s)", as_json=as_json)

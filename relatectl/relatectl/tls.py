@@ -3,8 +3,10 @@
 ``tls status`` reads the certificate files the config names, per service and
 listener (a listener without its own pair uses ``tls.cert``/``tls.key``),
 and shows subject, names, issuer, expiry and days left. A certificate with
-fewer than 14 days left is a warning; an expired or unreadable one makes the
-exit code 1, so the command doubles as a monitoring check.
+fewer than 14 days left is a warning; an expired or unreadable one, or none
+at all where the listener serves only over TLS (465, 993, 995, and 587, which
+takes no login before STARTTLS), makes the exit code 1, so the command
+doubles as a monitoring check.
 
 ``tls reload`` makes the daemons on this host re-read their certificates:
 ``systemctl reload relate.target`` when systemd runs Relate Mail (each unit's
@@ -39,6 +41,9 @@ from relatectl.common import JsonOption, cell, console, err_console, fail, load_
 app = typer.Typer(help="TLS certificates: what each listener uses, and reloading them.", no_args_is_help=True)
 
 WARN_DAYS = 14
+# Listeners that cannot serve without a certificate: implicit TLS (465, 993, 995), and submission on 587,
+# which takes no AUTH before STARTTLS.
+NEEDS_TLS = frozenset({"submission", "submissions", "imaps", "pop3s"})
 
 
 def listeners(cfg: Config) -> list[tuple[str, str, ListenerConfig]]:
@@ -72,6 +77,8 @@ def inspect(cfg: Config, now: datetime | None = None) -> list[dict[str, Any]]:
         }
         rows.append(row)
         if cert is None:
+            if listener in NEEDS_TLS:
+                row["state"] = "missing"
             continue
         try:
             info = certificate_summary(Path(cert))
@@ -98,7 +105,14 @@ def inspect(cfg: Config, now: datetime | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-_STYLE = {"ok": "green", "expiring": "bold yellow", "expired": "bold red", "error": "bold red", "none": "dim"}
+_STYLE = {
+    "ok": "green",
+    "expiring": "bold yellow",
+    "expired": "bold red",
+    "error": "bold red",
+    "missing": "bold red",
+    "none": "dim",
+}
 
 
 @app.command("status")
@@ -137,7 +151,16 @@ def status_cmd(as_json: bool = JsonOption) -> None:
             err_console.print(Text(f"error: {where}: {r['cert']} is {r['state']}", style="red"), highlight=False)
         elif r["state"] == "error":
             err_console.print(Text(f"error: {where}: cannot read {r['cert']}: {r['error']}", style="red"))
-    if any(r["state"] in {"expired", "not yet valid", "error"} for r in rows):
+        elif r["state"] == "missing":
+            err_console.print(
+                Text(
+                    f"error: {where}: serves only over TLS and has no certificate: set tls.cert and tls.key "
+                    "(relatectl setup makes a self-signed pair)",
+                    style="red",
+                ),
+                highlight=False,
+            )
+    if any(r["state"] in {"expired", "not yet valid", "error", "missing"} for r in rows):
         raise typer.Exit(1)
 
 

@@ -503,8 +503,8 @@ async def test_hold_and_release_are_announced(api: Api, dsn: str) -> None:
     listener = await asyncpg.connect(dsn)
     await listener.add_listener("relate_delivery", lambda *args: events.append(json.loads(args[3])))
     try:
-        assert await queue_service.hold(api.pool, [sent["id"]]) == [sent["id"]]
-        assert await queue_service.release(api.pool, [sent["id"]]) == [sent["id"]]
+        assert (await queue_service.hold(api.pool, [sent["id"]])).done == [sent["id"]]
+        assert (await queue_service.release(api.pool, [sent["id"]])).done == [sent["id"]]
         await asyncio.sleep(0.1)
     finally:
         await listener.close()

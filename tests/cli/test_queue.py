@@ -32,7 +32,7 @@ from tests.protocol.delivery.helpers import ALICE, BOB, parse_dsn, queue_mail
 
 T = TypeVar("T")
 Invoke = Callable[..., Result]
-STATUSES = "queued, sending, sent, partial_failure, failed, held"
+STATUSES = "queued, sending, sent, partial_failure, failed, held, deferred"
 
 
 # --- running relatectl -------------------------------------------------------------
@@ -284,7 +284,9 @@ def test_list_leaves_out_drafts(relatectl: Invoke, mail: Db) -> None:
     )
     assert listed_ids(relatectl) == [queued]
     assert one_error(relatectl("queue", "show", str(draft["id"]))) == f"error: no queued message {draft['id']}"
-    assert ok(relatectl("queue", "delete", "--yes", str(draft["id"]))).stdout == "deleted 0 message(s)\n"
+    assert one_error(relatectl("queue", "delete", "--yes", str(draft["id"]))) == (
+        f"error: no queued message {draft['id']}"
+    )
     assert mail.status(draft["id"]) == "draft"
 
 
@@ -413,10 +415,10 @@ def test_hold_keeps_a_message_from_delivery_until_released(relatectl: Invoke, ma
     assert {r["status"] for r in mail.recipients(held).values()} == {"pending"}
     assert mail.inbox(BOB) == []
 
-    assert ok(relatectl("queue", "hold", str(held))).stdout == "held 0 message(s)\n"  # already held
+    assert one_error(relatectl("queue", "hold", str(held))) == f"error: message {held} is already held"
     assert ok(relatectl("queue", "release", str(held))).stdout == "released 1 message(s)\n"
     assert mail.status(held) == "queued"
-    assert ok(relatectl("queue", "release", str(held))).stdout == "released 0 message(s)\n"
+    assert one_error(relatectl("queue", "release", str(held))) == f"error: message {held} is queued, not held"
 
     assert mail.run_worker() is True
     assert mail.status(held) == "sent"
@@ -446,8 +448,8 @@ def test_fail_gives_up_now_and_bounces_to_the_sender(relatectl: Invoke, mail: Db
     assert {(r["Action"], r["Status"]) for r in dsn.recipients} == {("failed", "5.3.0")}
     assert dsn.original["Subject"] == "Too late"
 
-    # Nothing left to fail: no second bounce.
-    assert ok(relatectl("queue", "fail", str(eid))).stdout == "failed 0 recipient(s); bounces sent to the senders\n"
+    # Nothing left to fail: an error naming it, and no second bounce.
+    assert one_error(relatectl("queue", "fail", str(eid))) == f"error: message {eid} is failed: nothing to fail"
     assert len(mail.inbox(ALICE)) == 1
 
 
@@ -480,10 +482,14 @@ def test_delete_asks_first_without_yes(relatectl: Invoke, mail: Db) -> None:
 
 
 def test_delete_with_yes_does_not_ask(relatectl: Invoke, mail: Db) -> None:
-    """`queue delete --yes` deletes at once; ids that do not exist are not counted."""
+    """`queue delete --yes` deletes at once; an id that does not exist is an error naming it (exit 1), and
+    the others are deleted all the same."""
     a = mail.queue(["carol@remote.test"])
     b = mail.queue(["dave@remote.test"])
-    assert ok(relatectl("queue", "delete", "--yes", str(a), "9999")).stdout == "deleted 1 message(s)\n"
+    result = relatectl("queue", "delete", "--yes", str(a), "9999")
+    assert result.exit_code == 1
+    assert result.stdout == "deleted 1 message(s)\n"
+    assert result.stderr == "error: no queued message 9999\n"
     assert listed_ids(relatectl) == [b]
 
 
@@ -494,6 +500,74 @@ def test_delete_from_stdin_needs_yes(relatectl: Invoke, mail: Db) -> None:
         "error: reading ids from standard input: add --yes to confirm the deletion"
     )
     assert mail.status(eid) == "queued"
+
+
+# --- what an action leaves alone is an error naming the id ----------------------------------------
+
+
+def test_unknown_ids_are_errors_naming_each(relatectl: Invoke, mail: Db) -> None:
+    """Every action verb names an id that is not in the queue, exits 1, and acts on nothing else."""
+    eid = mail.queue(["carol@remote.test"])
+    for verb in ("hold", "release", "retry", "fail"):
+        assert one_error(relatectl("queue", verb, "9999")) == "error: no queued message 9999"
+    assert one_error(relatectl("queue", "delete", "--yes", "9998")) == "error: no queued message 9998"
+    assert mail.status(eid) == "queued"
+
+
+def test_retry_of_a_held_message_says_so_and_leaves_it_held(relatectl: Invoke, mail: Db) -> None:
+    """`queue retry` of a held message is an error that says to release it; the message stays held and its
+    recipients are not made due. `--all` and `flush` pass held mail by without an error."""
+    held = mail.queue(["carol@remote.test"])
+    mail.deferred(held, minutes=45)
+    waiting = mail.queue(["dave@remote.test"])
+    mail.deferred(waiting, minutes=45)
+    ok(relatectl("queue", "hold", str(held)))
+    later = next_tries(mail, held)
+    assert one_error(relatectl("queue", "retry", str(held))) == (
+        f"error: message {held} is held: release it first (relatectl queue release {held})"
+    )
+    assert mail.status(held) == "held"
+    assert next_tries(mail, held) == later
+    assert ok(relatectl("queue", "flush")).stdout == "1 message(s) due now\n"
+    assert next_tries(mail, held) == later
+
+
+def test_action_results_as_json(relatectl: Invoke, mail: Db) -> None:
+    """`--json` prints one result per id asked for (an error for each one left alone) and exits 1 if any."""
+    a = mail.queue(["carol@remote.test"])
+    b = mail.queue(["dave@remote.test"])
+    ok(relatectl("queue", "hold", str(b)))
+    result = relatectl("queue", "hold", "--json", str(a), str(b), "9999")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == [
+        {"id": a, "result": "held"},
+        {"id": b, "result": "error", "error": f"message {b} is already held"},
+        {"id": 9999, "result": "error", "error": "no queued message 9999"},
+    ]
+    listing = ok(relatectl("queue", "list", "--json", "--status", "held")).stdout
+    assert as_json(relatectl("queue", "release", "--json", "-", input=listing)) == [
+        {"id": a, "result": "released"},
+        {"id": b, "result": "released"},
+    ]
+
+
+def test_status_deferred_lists_mail_tried_and_waiting(relatectl: Invoke, mail: Db) -> None:
+    """`--status deferred` (Postfix's word) lists waiting mail with a recipient tried and due again."""
+    tried = mail.queue(["carol@remote.test"])
+    mail.deferred(tried)
+    mail.queue(["dave@remote.test"])  # never tried
+    assert listed_ids(relatectl, "--status", "deferred") == [tried]
+
+
+def test_list_says_how_many_more_past_the_limit(relatectl: Invoke, mail: Db) -> None:
+    """`queue list` shows at most --limit rows (the oldest) and says how many more there are."""
+    ids = [mail.queue([f"user{i}@remote.test"]) for i in range(5)]
+    table = ok(relatectl("queue", "list", "--limit", "3"))
+    assert table.stdout.rstrip().endswith("2 more not shown (the oldest 3 are): use --limit 5 or filters")
+    listed = relatectl("queue", "list", "--json", "--limit", "3")
+    assert [row["id"] for row in as_json(listed)] == ids[:3]
+    assert "2 more not shown" in listed.stderr
+    assert "more not shown" not in ok(relatectl("queue", "list")).stdout
 
 
 # --- ids on standard input -------------------------------------------------------------------------

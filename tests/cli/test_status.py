@@ -233,6 +233,34 @@ def test_tls_status_expired_or_unreadable_exits_1(tmp_path: Path) -> None:
     assert "is expired" in result.stderr
 
 
+def test_tls_status_without_certificates_names_what_cannot_serve(tmp_path: Path) -> None:
+    """No certificate at all: the TLS-only listeners (465, 993, 995) and submission on 587 (no login before
+    STARTTLS) are errors naming the fix, and the exit code is 1; port 25, 143 and 110 are plain "none"."""
+    on = {"listen": ["127.0.0.1:0"]}
+    config = write_config(
+        tmp_path / "relate.yaml",
+        "postgresql://relate@127.0.0.1:9/relate",
+        smtp={"mx": on, "submission": on, "submissions": on},
+        imap={"imap": on, "imaps": on},
+        pop3={"pop3": on, "pop3s": on},
+    )
+    result = relatectl(config, "tls", "status", "--json")
+    assert result.exit_code == 1
+    states = {r["listener"]: r["state"] for r in json.loads(result.stdout)}
+    assert states == {
+        "mx": "none",
+        "submission": "missing",
+        "submissions": "missing",
+        "imap": "none",
+        "imaps": "missing",
+        "pop3": "none",
+        "pop3s": "missing",
+    }
+    errors = result.stderr.splitlines()
+    assert len(errors) == 4
+    assert "error: imap.imaps: serves only over TLS and has no certificate: set tls.cert and tls.key" in errors[2]
+
+
 async def _register(dsn: str, problem: str | None) -> None:
     conn = await db.connect(DatabaseConfig(dsn=dsn))
     try:

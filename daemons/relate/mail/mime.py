@@ -443,12 +443,14 @@ def _content_type(value: str, ctx: _Context | None = None) -> tuple[str, str, di
 
 # Mailboxes (RFC 5322 §3.4) of the simple forms: addr-spec, <addr-spec>, and a display name of atoms
 # (dots allowed, as in obsolete phrases) or one quoted string without quoted-pairs, then <addr-spec>.
-# Non-ASCII characters count as atext (RFC 6532 §3.2).
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]"
-_LABEL = r"[A-Za-z0-9\u0080-\U0010ffff-]++"
+# Non-ASCII characters count as atext (RFC 6532 §3.2). Each class is written as the complement of the ASCII
+# characters it leaves out: the same set as "[A-Za-z0-9!#...\u0080-\U0010ffff]", compiled 100 times faster
+# (a range up to U+10FFFF costs the compiler ~9 ms a class, 0.2 s for this module at every start).
+_ATEXT = r"[^\x00-\x20\x22\x28\x29\x2c\x2e\x3a-\x3c\x3e\x40\x5b-\x5d\x7f]"  # RFC 5322 atext, and non-ASCII
+_LABEL = r"[^\x00-\x2c\x2e\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]++"  # letters, digits, "-", and non-ASCII
 _ADDR_SPEC = rf"{_ATEXT}++(?:\.{_ATEXT}++)*+@{_LABEL}(?:\.{_LABEL})*+"
-_PHRASE_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\u0080-\U0010ffff-]++"
-_DISPLAY = rf'(?:{_PHRASE_ATOM}(?:[ \t]++{_PHRASE_ATOM})*+|"[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]*+")'
+_PHRASE_ATOM = r"[^\x00-\x20\x22\x28\x29\x2c\x3a-\x3c\x3e\x40\x5b-\x5d\x7f]++"  # atext and "."
+_DISPLAY = rf'(?:{_PHRASE_ATOM}(?:[ \t]++{_PHRASE_ATOM})*+|"[^\x00-\x1f\x22\x5c\x7f]*+")'
 _MAILBOX = rf"(?:{_ADDR_SPEC}|(?:{_DISPLAY}[ \t]*+)?<{_ADDR_SPEC}>)"
 _SIMPLE_ADDRESS_LIST = re.compile(rf"[ \t]*+{_MAILBOX}(?:[ \t]*+,[ \t]*+{_MAILBOX})*+[ \t]*+")
 _MAILBOXES = re.compile(rf"({_ADDR_SPEC})|(?:({_DISPLAY})[ \t]*)?<({_ADDR_SPEC})>")

@@ -647,13 +647,13 @@ class DeliveryWorker:
 
     async def fail_now(
         self, email_ids: Sequence[int], reason: str = "removed from the queue by the administrator"
-    ) -> int:
-        """``relatectl queue fail``: fail every waiting recipient of these messages, with a DSN."""
+    ) -> list[store.Failed]:
+        """``relatectl queue fail``: fail every waiting recipient of these messages, with a DSN; those failed."""
         async with self.pool.acquire() as conn, conn.transaction():
             failed = await store.fail_waiting(conn, email_ids, self.clock(), "5.3.0", reason)
         self._log_failed(failed)
         await self._bounce_due(email_ids)
-        return len(failed)
+        return failed
 
     # -- DSNs ------------------------------------------------------------------------
 

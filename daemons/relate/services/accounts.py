@@ -7,7 +7,7 @@ checked); the store only runs SQL.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -17,6 +17,9 @@ from relate.config import AuthConfig, QuotaConfig, SendingLimitsConfig
 from relate.errors import Conflict, Invalid, NotFound
 from relate.mail.address import normalize_address, normalize_domain, split_address
 from relate.store import accounts, keys, quota, sending
+
+# Far enough for "never" in practice; beyond it a date is more likely a typo.
+MAX_KEY_LIFETIME = timedelta(days=3660)
 
 
 async def add_domain(pool: asyncpg.Pool, name: str) -> dict[str, Any]:
@@ -187,11 +190,20 @@ async def create_key(
     expires_at: datetime | None = None,
     rounds: int = AuthConfig.bcrypt_rounds,
 ) -> tuple[str, dict[str, Any]]:
-    """(the key, shown once; its stored record without secret)."""
+    """(the key, shown once; its stored record without secret). An expiry must lie ahead, within
+    ``MAX_KEY_LIFETIME``."""
     user = await get_user(pool, address)
     scope_list = auth.parse_scopes(scopes)
     if not name.strip():
         raise Invalid("a key needs a name")
+    if expires_at is not None:
+        now = datetime.now(UTC)
+        if expires_at <= now:
+            raise Invalid(
+                f"the expiry {expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC is in the past: a key must expire later"
+            )
+        if expires_at > now + MAX_KEY_LIFETIME:
+            raise Invalid("the expiry is too far ahead (10 years at most; no expiry is allowed)")
     key, prefix, hashed = await asyncio.to_thread(auth.new_key, rounds)
     row = await keys.insert(pool, user["id"], name.strip(), prefix, hashed, scope_list, expires_at)
     row["user"] = user["address"]

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from relate.config import DatabaseConfig
+from relate.config import ConfigError, DatabaseConfig
 from relate.errors import RelateError
 from relate.store import migrate
 
@@ -119,6 +119,8 @@ async def connect(cfg: DatabaseConfig, *, application_name: str | None = None) -
         conn = await asyncpg.connect(
             dsn, timeout=cfg.connect_timeout, command_timeout=cfg.command_timeout, server_settings=settings
         )
+    except ValueError as exc:
+        raise ConfigError(f"database.dsn: {_describe(exc)}") from None
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {_describe(exc)}") from None
     await _init_connection(conn)
@@ -145,6 +147,8 @@ async def create_pool(cfg: DatabaseConfig, *, check_schema: bool = True) -> asyn
     pool.acquire_timeout = cfg.acquire_timeout
     try:
         await pool
+    except ValueError as exc:  # a DSN the driver cannot read (ClientConfigurationError, a malformed option)
+        raise ConfigError(f"database.dsn: {_describe(exc)}") from None
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {_describe(exc)}") from None
     if check_schema:

@@ -503,7 +503,8 @@ _LIST = """SELECT e.id, e.status, e.mail_from, e.from_address, e.subject, e.mess
                   e.next_retry_at, e.retry_count, e.last_error, u.address AS "user",
                   (SELECT b.size FROM blobs b WHERE b.hash = e.blob_hash) AS size,
                   array_agg(r.address ORDER BY r.id) AS recipients,
-                  array_agg(r.status ORDER BY r.id) AS recipient_statuses
+                  array_agg(r.status ORDER BY r.id) AS recipient_statuses,
+                  count(*) OVER () AS matched
              FROM outbound_emails e
              JOIN users u ON u.id = e.user_id
              JOIN outbound_recipients r ON r.outbound_email_id = e.id"""
@@ -520,11 +521,16 @@ async def list_messages(
     ids: Sequence[int] | None = None,
     limit: int = 1000,
 ) -> list[dict[str, Any]]:
-    """Queue entries (not drafts) matching every given filter, oldest first."""
+    """Queue entries (not drafts) matching every given filter, oldest first, at most ``limit``; each row's
+    ``matched`` is how many matched in all. The status ``deferred`` (Postfix's word) matches waiting mail
+    with a recipient that has been tried and will be again."""
     rows = await conn.fetch(
         f"""{_LIST}
             WHERE e.status <> 'draft'
-              AND ($1::text[] IS NULL OR e.status = ANY($1))
+              AND ($1::text[] IS NULL OR e.status = ANY($1)
+                   OR ('deferred' = ANY($1) AND e.status IN ('queued', 'sending')
+                       AND EXISTS (SELECT 1 FROM outbound_recipients x
+                                    WHERE x.outbound_email_id = e.id AND x.status = 'deferred')))
               AND ($2::text IS NULL OR e.mail_from = $2 OR e.from_address = $2)
               AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM outbound_recipients x
                                                WHERE x.outbound_email_id = e.id AND x.address = $3))
@@ -567,12 +573,14 @@ async def show(conn: Queryable, email_id: int) -> dict[str, Any] | None:
     return result
 
 
-async def retry(conn: Queryable, email_ids: Sequence[int], now: datetime) -> int:
-    """Make the waiting recipients of these messages due now; returns how many messages moved."""
+async def retry(conn: Queryable, email_ids: Sequence[int], now: datetime) -> list[int]:
+    """Make the waiting recipients of these messages due now (not of held ones); returns the messages moved."""
     rows = await conn.fetch(
-        """UPDATE outbound_recipients SET next_attempt_at = $2, updated_at = $2
-            WHERE outbound_email_id = ANY($1::bigint[]) AND status IN ('pending', 'deferred')
-        RETURNING outbound_email_id""",
+        """UPDATE outbound_recipients r SET next_attempt_at = $2, updated_at = $2
+             FROM outbound_emails e
+            WHERE e.id = r.outbound_email_id AND e.status IN ('queued', 'sending')
+              AND r.outbound_email_id = ANY($1::bigint[]) AND r.status IN ('pending', 'deferred')
+        RETURNING r.outbound_email_id""",
         list(email_ids),
         now,
     )
@@ -580,7 +588,15 @@ async def retry(conn: Queryable, email_ids: Sequence[int], now: datetime) -> int
     await refresh(conn, moved, now)
     if moved:
         await conn.execute("SELECT pg_notify('relate_queue', 'retry')")
-    return len(moved)
+    return moved
+
+
+async def statuses(conn: Queryable, email_ids: Sequence[int]) -> dict[int, str]:
+    """The status of each of these messages that is in the queue (drafts are not)."""
+    rows = await conn.fetch(
+        "SELECT id, status FROM outbound_emails WHERE id = ANY($1::bigint[]) AND status <> 'draft'", list(email_ids)
+    )
+    return {r["id"]: r["status"] for r in rows}
 
 
 async def hold(conn: Queryable, email_ids: Sequence[int], now: datetime) -> list[int]:

@@ -6,6 +6,7 @@ The general parsers are relate.mail.structured's; test_stdlib_agreement.py compa
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import pytest
@@ -221,3 +222,28 @@ def test_parse_message_identical_with_and_without_fast_paths(monkeypatch: pytest
     _without_fast_paths(monkeypatch)
     slow: list[dict[str, Any]] = [mime.parse_message(raw).to_json() for raw in corpus]
     assert fast == slow
+
+
+# The address classes as RFC 5322 and RFC 6532 state them; mime.py writes each as the complement of the ASCII
+# characters it leaves out (far cheaper to compile): the two must be the same set.
+READABLE = {
+    "_ATEXT": r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]",
+    "_LABEL": r"[A-Za-z0-9\u0080-\U0010ffff-]++",
+    "_PHRASE_ATOM": r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\u0080-\U0010ffff-]++",
+}
+SAMPLES = [*range(0x100), 0x100, 0x7FF, 0x800, 0xD7FF, 0xD800, 0xDFFF, 0xE000, 0xFF20, 0xFFFF, 0x10000, 0x10FFFF]
+
+
+@pytest.mark.parametrize("name", sorted(READABLE))
+def test_address_classes_are_the_sets_the_rfcs_give(name: str) -> None:
+    ours = re.compile(getattr(mime, name))
+    readable = re.compile(READABLE[name])
+    for code in SAMPLES:
+        assert bool(ours.fullmatch(chr(code))) == bool(readable.fullmatch(chr(code))), hex(code)
+
+
+def test_a_quoted_display_name_takes_what_a_quoted_string_may_hold() -> None:
+    quoted = re.compile(r'"[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]*+"')
+    for code in SAMPLES:
+        value = f'"{chr(code)}" <a@example.com>'
+        assert bool(mime._SIMPLE_ADDRESS_LIST.fullmatch(value)) == bool(quoted.fullmatch(f'"{chr(code)}"')), hex(code)
