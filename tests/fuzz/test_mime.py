@@ -13,8 +13,8 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from relate.mail import limits, structured
-from relate.mail.mime import ParsedMessage, parse_message, part_content, simple_mailbox
+from relate.mail import limits
+from relate.mail.mime import ParsedMessage, parse_message, part_content
 
 # Issue 12's reproducers and the inputs that once broke the parser.
 SUBJECT_16K_WORDS = (
@@ -190,25 +190,3 @@ def test_part_content_of_any_part(raw: bytes, part: str) -> None:
     """part_content of any part number of any bytes is bytes or None, never an error."""
     content = part_content(raw, part)
     assert content is None or isinstance(content, bytes)
-
-
-SENDER_PIECES = ["a", "Z", "0", ".", "@", "-", "_", "+", "%", "'", " ", "\t", "<", ">", '"', "(", ")", ",", ":", ";"]
-
-
-@given(
-    st.lists(st.sampled_from(SENDER_PIECES), max_size=60).map("".join)
-    | st.from_regex(r"[ \t]*([A-Za-z' ]{0,12}<)?[a-z0-9.+_%-]{1,10}@[a-z0-9.-]{1,12}>?[ \t]*", fullmatch=True)
-)
-@example(" Bob Smith <bob@example.com>")
-@example(" bob@example.com")
-def test_a_simple_sender_reads_as_the_full_parser_reads_it(value: str) -> None:
-    """The fast path of field_addresses (``simple_mailbox``) answers only for values the full parser reads
-    as that one address, with no problem and nothing else address-like."""
-    fast = simple_mailbox(value)
-    if fast is None:
-        return
-    parsed = structured.parse_address_list(value)
-    assert not parsed.problems, (value, parsed.problems)
-    assert not parsed.comments
-    assert [(group, [addr for _, addr in members]) for group, members in parsed.groups] == [(None, [fast])], value
-    assert all("@" not in display for _, members in parsed.groups for display, _ in members)

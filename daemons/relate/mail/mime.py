@@ -710,23 +710,7 @@ _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _UNSAFE = re.compile(rb"\r(?!\n)|\x00")  # a bare CR is a line break to some readers; NUL ends strings in others
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Something a reader could take for an address, wherever it stands (full-width at signs included).
-# The common shape of a sender field, ``addr@example.com`` or ``Plain Name <addr@example.com>``: atoms only
-# (no quotes, comments, encoded words, groups or second "@"), read without the full parser, whose answer for
-# it is this one address (tests/fuzz/test_mime.py checks the two agree).
-_ADDR_SPEC = (
-    r"[A-Za-z0-9_%+\-]+(?:\.[A-Za-z0-9_%+\-]+)*"
-    r"@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*"
-)
-_SIMPLE_MAILBOX = re.compile(
-    rf"[ \t]*(?:({_ADDR_SPEC})|(?:[A-Za-z0-9_'\-]+(?:[ \t]+[A-Za-z0-9_'\-]+)*[ \t]*)?<({_ADDR_SPEC})>)[ \t]*"
-)
 _ADDRESS_LIKE = re.compile(r"[^\s\"<>()\[\],;:@\uff20\ufe6b]+[@\uff20\ufe6b][^\s\"<>()\[\],;:@\uff20\ufe6b]+")
-
-
-def simple_mailbox(value: str) -> str | None:
-    """The address of a field value of the common shape (``_SIMPLE_MAILBOX``), or None for any other."""
-    match = _SIMPLE_MAILBOX.fullmatch(value)
-    return None if match is None else match.group(1) or match.group(2)
 
 
 def field_addresses(head: bytes, name: str) -> list[str] | None:
@@ -777,15 +761,14 @@ def field_addresses(head: bytes, name: str) -> list[str] | None:
         value = headers.unfold(raw_value)
         if _CONTROL.search(value) is not None:
             return None
-        simple = simple_mailbox(value)
-        if simple is not None:
-            found.setdefault(simple)
-            continue
-        parsed = structured.parse_address_list(value)
-        if parsed.problems:
-            return None
-        texts = list(parsed.comments)
-        for group, members in parsed.groups:
+        groups = _simple_address_list(value)  # the common forms without the general parser (same answer)
+        texts: list[str] = []
+        if groups is None:
+            parsed = structured.parse_address_list(value)
+            if parsed.problems:
+                return None
+            groups, texts = parsed.groups, list(parsed.comments)
+        for group, members in groups:
             if group:
                 texts.append(group)
             for display, addr in members:

@@ -323,9 +323,11 @@ async def test_the_log_has_one_line_per_message_with_its_results(
     assert await deliver(smtp, make_message()) == ACCEPTED
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("smtp-")]
     (accepted,) = [line for line in lines if not line.startswith("smtp-session")]
-    assert accepted.startswith("smtp-accepted ") and accepted.endswith("spf=pass dkim=none dmarc=pass"), accepted
+    assert accepted.startswith("smtp-accepted "), accepted
+    assert accepted.endswith("spf=pass dkim=none dmarc=pass"), accepted
     caplog.clear()
     assert await deliver(smtp, make_message(), "carol@elsewhere.example") == REFUSED  # From not aligned: p=reject
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("smtp-")]
     (refused,) = [line for line in lines if not line.startswith("smtp-session")]
-    assert refused.startswith("smtp-authentication ") and "dmarc=fail action=refuse" in refused, refused
+    assert refused.startswith("smtp-authentication "), refused
+    assert "dmarc=fail action=refuse" in refused, refused
