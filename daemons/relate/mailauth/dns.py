@@ -12,11 +12,12 @@ negative TTL its SOA gives (RFC 2308 §5), none longer than ``MAX_TTL``:
 a warm lookup is one dictionary read, not a resolver call that builds a DNS
 name and, for a void answer, raises and catches an exception (about a tenth
 of the SMTP daemon's CPU per message before). TempError is never kept. The
-resolver given is this cache's alone: its own cache is switched off.
+resolver given is copied without its cache; the original keeps its own.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -82,8 +83,10 @@ class Dns:
     """The lookups SPF, DKIM and DMARC make, through one shared resolver and one cache of their answers."""
 
     def __init__(self, resolver: dns.asyncresolver.Resolver) -> None:
-        self.resolver = resolver
-        resolver.cache = None  # this class keeps the answers (one cache, one notion of a void answer's life)
+        # A copy without dnspython's cache: this class keeps the answers (one cache, one notion of a void answer's
+        # life); the resolver given, which other lookups of the daemon may share (MX), keeps its own.
+        self.resolver = copy.copy(resolver)
+        self.resolver.cache = None
         self._answers = _Answers()
 
     def forget(self) -> None:

@@ -71,9 +71,11 @@ async def mx(h: Harness, sts: PolicyServer, address: str, name: str, *, trusted:
 
 def forget_dns(h: Harness) -> None:
     """The worker's DNS cache forgets what it holds, as TTLs would on the clock the test moves."""
-    cache = h.worker.sender.mta_sts.resolver.cache if h.worker.sender.mta_sts else None
-    assert cache is not None
-    cache.flush()
+    mta_sts = h.worker.sender.mta_sts
+    assert mta_sts is not None
+    assert mta_sts.resolver.cache is not None
+    mta_sts.resolver.cache.flush()
+    mta_sts.dns.forget()
 
 
 async def test_enforce_delivers_over_verified_tls_and_caches_the_policy(h: Harness, sts: PolicyServer) -> None:

@@ -58,3 +58,15 @@ def test_the_cache_is_bounded() -> None:
     for i in range(5):
         answers.put((f"n{i}.example", "TXT"), [str(i)], 60)
     assert [answers.get((f"n{i}.example", "TXT"))[0] for i in range(5)] == [False, False, True, True, True]
+
+
+def test_the_resolver_given_keeps_its_own_cache() -> None:
+    """The daemon's resolver (the delivery daemon's MX lookups share it with MTA-STS's checks) keeps its cache."""
+    from relate.config import DeliveryConfig
+    from relate.runtime.resolver import make_resolver
+
+    resolver = make_resolver(DeliveryConfig(dns_servers=["127.0.0.1:9"]))
+    checks = authdns.Dns(resolver)
+    assert resolver.cache is not None
+    assert checks.resolver is not resolver
+    assert checks.resolver.cache is None
