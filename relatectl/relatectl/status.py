@@ -126,6 +126,17 @@ def _print(report: dict[str, Any]) -> None:
                 state,
             )
         console.print(table)
+        for host in dict.fromkeys(d["host"] for d in daemons):
+            rows = [d for d in daemons if d["host"] == host]
+            if all(d["stale"] for d in rows):
+                newest = min(rows, key=lambda d: d["age_seconds"])
+                console.print(
+                    Text(
+                        f"host {host}: no daemon heard from since {cell(newest['last_seen'])} "
+                        f"({_ago(newest['age_seconds'])}); its rows go when a daemon starts there, or after 7 days",
+                        style="bold red",
+                    )
+                )
     elif database["reachable"]:
         console.print("daemons: none running (no heartbeats)", highlight=False)
 

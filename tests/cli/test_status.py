@@ -287,3 +287,40 @@ def test_status_shows_a_degraded_daemon_and_exits_1(dsn: str, tmp_path: Path) ->
     result = relatectl(config, "status")
     assert result.exit_code == 0, result.output
     assert "running" in next(line for line in result.stdout.splitlines() if "mx1" in line)
+
+
+async def _heartbeat(dsn: str, host: str, service: str, pid: int, *, hours_ago: float = 0) -> None:
+    """A heartbeat row as the daemon writes it, last heard from ``hours_ago``."""
+    conn = await db.connect(DatabaseConfig(dsn=dsn))
+    try:
+        row = await heartbeats.register(conn, host=host, service=service, pid=pid, version="0.1.0", interval=15)
+        await conn.execute(
+            "UPDATE daemon_heartbeats SET last_seen = now() - make_interval(secs => $2) WHERE id = $1",
+            row,
+            hours_ago * 3600,
+        )
+    finally:
+        await conn.close()
+
+
+def test_a_restarted_daemon_replaces_its_dead_rows_and_a_gone_host_says_when_it_was_seen(
+    dsn: str, tmp_path: Path
+) -> None:
+    """Crashes of one service on one host leave one stale row at most: the next start of that service there
+    replaces them. A host whose every daemon is stale gets one line saying when it was last heard from."""
+    config = write_config(tmp_path / "relate.yaml", dsn)
+    for pid in (101, 102, 103):  # three crashes, each restarted
+        asyncio.run(_heartbeat(dsn, "mx1", "smtp", pid, hours_ago=1))
+    asyncio.run(_heartbeat(dsn, "mx1", "smtp", 104))
+    asyncio.run(_heartbeat(dsn, "mx1", "imap", 105, hours_ago=1))  # another service's dead row stays
+    asyncio.run(_heartbeat(dsn, "old-box", "pop3", 7, hours_ago=3))
+    report = json.loads(relatectl(config, "status", "--json").stdout)
+    assert sorted((d["host"], d["pid"], d["stale"]) for d in report["daemons"]) == [
+        ("mx1", 104, False),
+        ("mx1", 105, True),
+        ("old-box", 7, True),
+    ]
+    text = relatectl(config, "status").stdout
+    (line,) = [line for line in text.splitlines() if line.startswith("host ")]
+    assert line.startswith("host old-box: no daemon heard from since ")
+    assert "(3h ago)" in line

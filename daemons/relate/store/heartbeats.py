@@ -7,8 +7,12 @@ count and what it reports as degraded (``problem``, e.g. its change feed is
 down), and deleted on a clean stop. A process that dies leaves its row
 behind; a row not refreshed for three of its own intervals is *stale*, and
 shown as such rather than hidden, because a daemon that died is exactly what
-an admin wants to see. Rows stale for more than a week are pruned whenever a
-daemon starts, so a box that was rebuilt does not haunt the table forever.
+an admin wants to see, until a process of the same service on the same host
+starts (it replaces what died: a daemon that crashed and was restarted ten
+times leaves no ten rows). Rows stale for more than a week are pruned
+whenever a daemon starts, so a box that was rebuilt does not haunt the table
+forever; ``relatectl status`` says when a host whose every row is stale was
+last heard from.
 
 The host is the machine's own name (``socket.gethostname()``), not the mail
 hostname, which every copy of a cluster shares.
@@ -35,10 +39,16 @@ async def register(
     connections: int = 0,
     problem: str | None = None,
 ) -> int:
-    """Record a process that has started serving; returns its row id (a reused pid replaces the dead row)."""
+    """Record a process that has started serving; returns its row id. It replaces the stale rows of its service
+    on its host (and a reused pid's row)."""
     await conn.execute(
-        "DELETE FROM daemon_heartbeats WHERE last_seen < now() - make_interval(secs => $1)",
+        f"""DELETE FROM daemon_heartbeats
+             WHERE last_seen < now() - make_interval(secs => $1)
+                OR (host = $2 AND service = $3
+                    AND last_seen < now() - make_interval(secs => interval_seconds * {STALE_INTERVALS}))""",
         float(PRUNE_AFTER_SECONDS),
+        host,
+        service,
     )
     row_id: int = await conn.fetchval(
         """INSERT INTO daemon_heartbeats (host, service, pid, version, connections, interval_seconds, problem)
