@@ -32,14 +32,11 @@ async def uids(conn: Queryable, mailbox_id: int) -> list[int]:
     return [r["uid"] for r in rows]
 
 
-# SELECT's view of a mailbox in one statement (one snapshot, one round trip): the mailbox row,
-# its UIDs in order, the flags in use and the first unseen UID. The flags come from the distinct
-# flag sets (a handful, hashed) rather than from sorting every message's flags.
+# SELECT's view of a mailbox in one statement (one snapshot, one round trip): the mailbox row with
+# its keywords (kept there, migration 0023), its UIDs in order and the first unseen UID.
 _SELECT_STATE = """
-SELECT box.id, box.name, box.uidvalidity, box.uidnext, box.highestmodseq, box.recent_uid,
+SELECT box.id, box.name, box.uidvalidity, box.uidnext, box.highestmodseq, box.recent_uid, box.keywords AS flags,
        (SELECT coalesce(array_agg(uid ORDER BY uid), '{{}}') FROM messages WHERE mailbox_id = box.id) AS uids,
-       (SELECT coalesce(array_agg(DISTINCT f ORDER BY f), '{{}}')
-          FROM (SELECT DISTINCT flags FROM messages WHERE mailbox_id = box.id) AS d, unnest(d.flags) AS f) AS flags,
        (SELECT min(uid) FROM messages WHERE mailbox_id = box.id AND NOT ('\\Seen' = ANY (flags))) AS unseen
   FROM mailboxes box WHERE box.user_id = $1 AND {match}"""
 _SELECT_INBOX = _SELECT_STATE.format(match="upper(box.name) = 'INBOX'")
@@ -50,8 +47,8 @@ async def select_state(conn: Queryable, user_id: int, name: str) -> dict[str, An
     """The mailbox ``name`` (INBOX in any case) as SELECT reports it, or None if there is none.
 
     Keys: id, name, uidvalidity, uidnext, highestmodseq, recent_uid (see :func:`claim_recent`),
-    uids (ascending), flags (every flag and keyword in use, sorted), unseen (the lowest UID
-    without \\Seen, or None).
+    uids (ascending), flags (every keyword set on a message of the mailbox, sorted; the system
+    flags are the caller's), unseen (the lowest UID without \\Seen, or None).
     """
     if mailboxes.is_inbox(name):
         row = await conn.fetchrow(_SELECT_INBOX, user_id)
@@ -156,8 +153,14 @@ async def _lock_mailbox(conn: Queryable, mailbox_id: int) -> tuple[int, int]:
     return row["next"], row["user_id"]
 
 
-async def _commit_modseq(conn: Queryable, mailbox_id: int, modseq: int) -> None:
-    await conn.execute("UPDATE mailboxes SET highestmodseq = $2 WHERE id = $1", mailbox_id, modseq)
+async def _commit_modseq(conn: Queryable, mailbox_id: int, modseq: int, flags: Sequence[str]) -> None:
+    """The mailbox's new HIGHESTMODSEQ, and the keywords among ``flags`` (now on some message) in its list."""
+    await conn.execute(
+        "UPDATE mailboxes SET highestmodseq = $2, keywords = relate_add_keywords(keywords, $3) WHERE id = $1",
+        mailbox_id,
+        modseq,
+        list(flags),
+    )
 
 
 # A removal's modseq and counts on the mailbox row; the owner has made room, so a quota's full-since
@@ -231,7 +234,10 @@ def _new_flags(mode: str) -> str:
 NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
 
 # store_flags: $1 mailbox, $2 UIDs, $3 flags, $4 the NOTIFY channel. The mailbox row is locked first (box),
-# the messages take its next modseq, and only if one changed is that made the mailbox's and announced.
+# the messages take its next modseq, and only if one changed is that made the mailbox's (with the keywords
+# added or set, migration 0023) and announced.
+_ADD_KEYWORDS = {"+": ", keywords = relate_add_keywords(b.keywords, $3)", "-": ""}
+_ADD_KEYWORDS[""] = _ADD_KEYWORDS["+"]
 _STORE_SQL = {
     (mode, durable): f"""
 WITH box AS (SELECT id, user_id, highestmodseq + 1 AS next{"" if durable else ", " + NOT_DURABLE}
@@ -241,7 +247,7 @@ WITH box AS (SELECT id, user_id, highestmodseq + 1 AS next{"" if durable else ",
               WHERE m.mailbox_id = box.id AND m.uid = ANY($2::bigint[])
                 AND NOT ({_new_flags(mode)} @> m.flags AND m.flags @> {_new_flags(mode)})
           RETURNING m.uid, m.flags),
-     bump AS (UPDATE mailboxes b SET highestmodseq = box.next
+     bump AS (UPDATE mailboxes b SET highestmodseq = box.next{_ADD_KEYWORDS[mode]}
                 FROM box
                WHERE b.id = box.id AND EXISTS (SELECT 1 FROM upd)
            RETURNING b.id)
@@ -279,7 +285,7 @@ async def _set_flags(
         unchanged_since,
     )
     if rows:
-        await _commit_modseq(conn, mailbox_id, modseq)
+        await _commit_modseq(conn, mailbox_id, modseq, () if mode == "-" else flags)
         await mailboxes.notify(conn, "flags", mailbox_id, user_id, modseq)
     return sorted((r["uid"], list(r["flags"])) for r in rows)
 
@@ -417,7 +423,7 @@ async def copy(
     """
     async with conn.transaction():
         rows = await conn.fetch(
-            "SELECT id, uid, size FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid",
+            "SELECT id, uid, size, flags FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid",
             source_id,
             list(uid_list),
         )
@@ -429,6 +435,7 @@ async def copy(
             target_id,
             len(rows),
             sum(r["size"] for r in rows),
+            list({f: None for r in rows for f in r["flags"]}),
             *((limits.storage, limits.messages) if limits is not None and checked else ()),
         )
         if box is None:

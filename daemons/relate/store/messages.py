@@ -71,13 +71,14 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
 
 # One round trip per copy: take the UID and modseq from the mailbox row (locking it until commit) and
-# count the message there (store/quota.py), insert the message, and NOTIFY (delivered at commit). With
-# the blob variant the blob is written in the same statement (the foreign key is checked at its end,
-# when the blob row is there); with the quota variant the mailbox row is updated, and the message
-# stored, only if its owner's limits allow (no row comes back otherwise).
+# count the message there (store/quota.py) and its keywords (migration 0023), insert the message, and
+# NOTIFY (delivered at commit). With the blob variant the blob is written in the same statement (the
+# foreign key is checked at its end, when the blob row is there); with the quota variant the mailbox
+# row is updated, and the message stored, only if its owner's limits allow (no row comes back otherwise).
 _BOX = """
 box AS (UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1,
-               message_count = message_count + 1, message_bytes = message_bytes + $4
+               message_count = message_count + 1, message_bytes = message_bytes + $4,
+               keywords = relate_add_keywords(keywords, $2)
          WHERE id = $1{check} RETURNING id, user_id, uidnext - 1 AS uid, highestmodseq AS modseq),"""
 _MSG = """
 msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,

@@ -154,3 +154,20 @@ async def test_select_lists_each_keyword_once_in_order(imap: Imap) -> None:
     assert b"* 6 EXISTS" in result.untagged
     uids = [f["UID"] for f in (await client.ok("FETCH 1:* UID")).fetches().values()]
     assert uids == sorted(uids)
+
+
+async def test_select_keeps_listing_a_keyword_once_used(imap: Imap) -> None:
+    """A keyword set on a message stays in FLAGS and PERMANENTFLAGS after no message carries it (as Dovecot keeps
+    it), and one copied in from another mailbox is listed there."""
+    await imap.deliver(flags=["$Old"])
+    client = await imap.connect(select="INBOX")
+    await client.ok("STORE 1 -FLAGS ($Old)")
+    await client.ok("STORE 1 +FLAGS ($Kept)")
+    await client.ok("COPY 1 Archive")
+    await client.ok("STORE 1 +FLAGS (\\Deleted)")
+    await client.ok("EXPUNGE")
+    result = await client.ok("SELECT INBOX")
+    assert result.lines("FLAGS") == [b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Kept $Old)"]
+    assert "$Old" in result.code_value("PERMANENTFLAGS")
+    result = await client.ok("SELECT Archive")
+    assert result.lines("FLAGS") == [b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Kept)"]
