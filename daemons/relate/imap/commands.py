@@ -516,9 +516,7 @@ async def list_(session: ImapSession, cmd: ListCommand) -> None:
         session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
         return
     user_id = session.principal.user_id
-    async with session.server.pool.acquire() as conn:
-        boxes = await mailboxes.list_all(conn, user_id)
-        subscribed = await mailboxes.subscriptions(conn, user_id)
+    boxes, subscribed = await mailboxes.listing(session.server.pool, user_id)
     if (len(boxes) + len(subscribed)) * len(cmd.patterns) > _LIST_INLINE:
         rows = await asyncio.to_thread(_list_rows, boxes, subscribed, cmd, session.rev2)
     else:

@@ -195,6 +195,25 @@ async def subscriptions(conn: Queryable, user_id: int) -> frozenset[str]:
     return frozenset(r["name"] for r in rows)
 
 
+# The user's mailboxes, then the names subscribed to (the mailbox columns NULL), in one round trip.
+_LISTING = f"""
+SELECT {_COLUMNS}, NULL::text AS subscribed FROM mailboxes WHERE user_id = $1
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, name FROM subscriptions WHERE user_id = $1"""
+
+
+async def listing(conn: Queryable, user_id: int) -> tuple[list[dict[str, Any]], frozenset[str]]:
+    """:func:`list_all` (not sorted) and :func:`subscriptions` in one statement, as LIST needs both."""
+    boxes: list[dict[str, Any]] = []
+    subscribed: list[str] = []
+    for row in await conn.fetch(_LISTING, user_id):
+        if row["subscribed"] is None:
+            boxes.append({k: v for k, v in row.items() if k != "subscribed"})
+        else:
+            subscribed.append(row["subscribed"])
+    return boxes, frozenset(subscribed)
+
+
 async def subscribe(conn: Queryable, user_id: int, names: Sequence[str], *, limit: int = 0) -> None:
     """Subscribe these names (as given: the caller spells INBOX "INBOX"); subscribed ones stay as they are.
     Each new subscription is announced ("subscriptions", for IMAP NOTIFY's SubscriptionChange). TooMany if
