@@ -694,8 +694,11 @@ async def expunge(session: ImapSession, cmd: Command) -> None:
         raise No("Mailbox is read-only", "READ-ONLY")
     uid_list = _resolve(sel, cmd.seqset, True) if isinstance(cmd, UidExpunge) else None
     async with session.server.pool.acquire() as conn:
-        await imap_messages.expunge(conn, sel.mailbox_id, uid_list, durable=session.server.cfg.imap.durable_changes)
-    await session.sync()
+        removed = await imap_messages.expunge(
+            conn, sel.mailbox_id, uid_list, durable=session.server.cfg.imap.durable_changes
+        )
+    if not await session.own_change(sel.mailbox_id, removed.modseq, expunged=removed.uids):
+        await session.sync()
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed", condstore.highest_code(session, expunge=True))
 
 
@@ -743,7 +746,8 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
             modseq, seen = await imap_messages.store_flags(
                 conn, sel.mailbox_id, uids, "+", ["\\Seen"], durable=session.server.cfg.imap.durable_changes
             )
-        sel.own_modseqs.add(modseq)
+        if not (seen and await session.own_change(sel.mailbox_id, modseq)):
+            sel.own_modseqs.add(modseq)
         atts = atts if any(a.name == "FLAGS" for a in atts) else (*atts, _FLAGS)
         if seen and session.condstore:  # RFC 7162 §3.1, §3.2.4: \Seen set by FETCH
             atts = condstore.with_modseq(atts, uid=session.qresync)
@@ -838,7 +842,8 @@ async def store(session: ImapSession, cmd: Store) -> None:
             modseq, changed, failed = await imap_messages.store_flags_unchanged_since(
                 conn, sel.mailbox_id, uids, cmd.mode, flags, cmd.unchanged_since
             )
-    sel.own_modseqs.add(modseq)
+    if not (changed and await session.own_change(sel.mailbox_id, modseq)):
+        sel.own_modseqs.add(modseq)
     session.announce_flags(f for _, new_flags in changed for f in new_flags)
     for uid, new_flags in changed:
         msn = sel.msn(uid)

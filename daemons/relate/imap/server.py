@@ -177,7 +177,11 @@ class ChangeHub:
         if watchers:
             self._heard[change.mailbox] = self._heard.get(change.mailbox, 0) + 1
             idle: list[ImapSession] = []
+            known = change.modseq if change.event in _MESSAGE_EVENTS and change.modseq else None
             for session in watchers:
+                sel = session.selected
+                if known is not None and sel is not None and sel.known_modseq >= known:
+                    continue  # the session's own change, taken into its view already (ImapSession.own_change)
                 if session.pushable():
                     idle.append(session)
                 else:
@@ -232,6 +236,10 @@ class ChangeHub:
         self._pushing.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("imap-push-failed error=%r", task.exception())
+
+
+# Changes to a mailbox's messages, each with the modseq it took: a session that knows that modseq has it.
+_MESSAGE_EVENTS = frozenset({"new", "flags", "expunge"})
 
 
 def _drop(table: dict[int, set[ImapSession]], key: int, session: ImapSession) -> None:

@@ -14,6 +14,7 @@ time hears exactly which UIDs went since its modseq.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -357,7 +358,7 @@ WITH box AS (SELECT id, user_id, highestmodseq + 1 AS next{"" if durable else ",
                 FROM box, bump
                WHERE u.id = box.user_id AND u.quota_full_since IS NOT NULL),
      logged AS (INSERT INTO mailbox_expunges (mailbox_id, uid, modseq) SELECT box.id, gone.uid, box.next FROM box, gone)
-SELECT ARRAY(SELECT gone.uid FROM gone ORDER BY gone.uid) AS uids,
+SELECT ARRAY(SELECT gone.uid FROM gone ORDER BY gone.uid) AS uids, (SELECT box.next FROM bump) AS modseq,
        (SELECT pg_notify($3, json_build_object(
                    'event', 'expunge', 'mailbox', box.id, 'user', box.user_id, 'modseq', box.next,
                    'ids', CASE WHEN counted.n <= $4 THEN (SELECT json_agg(gone.id) FROM gone) END)::text)
@@ -367,10 +368,16 @@ SELECT ARRAY(SELECT gone.uid FROM gone ORDER BY gone.uid) AS uids,
 }
 
 
-async def expunge(
-    conn: Queryable, mailbox_id: int, uid_list: Sequence[int] | None, *, durable: bool = True
-) -> list[int]:
-    """Remove messages flagged \\Deleted (of ``uid_list``, if given); returns their UIDs, ascending.
+@dataclass(frozen=True)
+class Removed:
+    """What an expunge removed: the UIDs, ascending, and the modseq it took (None when nothing went)."""
+
+    uids: list[int]
+    modseq: int | None
+
+
+async def expunge(conn: Queryable, mailbox_id: int, uid_list: Sequence[int] | None, *, durable: bool = True) -> Removed:
+    """Remove messages flagged \\Deleted (of ``uid_list``, if given).
 
     One statement (one round trip, its own transaction unless the caller holds one), as the comment of
     ``_EXPUNGE_SQL`` describes. ``durable=False`` commits without waiting for the disk (:data:`NOT_DURABLE`).
@@ -380,29 +387,30 @@ async def expunge(
 
 async def _remove(
     conn: Queryable, mailbox_id: int, uid_list: Sequence[int] | None, *, only_deleted: bool, durable: bool
-) -> list[int]:
+) -> Removed:
     uids = list(uid_list) if uid_list is not None else None
     row = await conn.fetchrow(_EXPUNGE_SQL[durable], mailbox_id, uids, mailboxes.CHANNEL, EXPUNGE_IDS_MAX, only_deleted)
     if row is None:
         raise MailboxGone("mailbox is gone")
-    return list(row["uids"])
+    return Removed(list(row["uids"]), row["modseq"])
 
 
 async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int]) -> list[int]:
     """Remove these messages whatever their flags (MOVE's source side, POP3 DELE, API delete); returns their
     UIDs, ascending. One statement, waiting for the disk, as :func:`expunge` does it."""
-    return await _remove(conn, mailbox_id, uid_list, only_deleted=False, durable=True)
+    return (await _remove(conn, mailbox_id, uid_list, only_deleted=False, durable=True)).uids
 
 
-# COPY's and MOVE's side of the target: UIDs, a modseq and the counts; with the quota variant, only if
-# the owner's limits allow (store/quota.py).
+# COPY's and MOVE's side of the target: UIDs, a modseq, the counts and the keywords of the messages ($4);
+# with the quota variant, only if the owner's limits allow (store/quota.py).
 _COPY_TARGET = """
 UPDATE mailboxes SET uidnext = uidnext + $2, highestmodseq = highestmodseq + 1,
-                     message_count = message_count + $2, message_bytes = message_bytes + $3
+                     message_count = message_count + $2, message_bytes = message_bytes + $3,
+                     keywords = relate_add_keywords(keywords, $4)
  WHERE id = $1{check} RETURNING uidnext - $2 AS first_uid, highestmodseq AS modseq, user_id"""
 _COPY = {
     False: _COPY_TARGET.format(check=""),
-    True: _COPY_TARGET.format(check=" AND " + quota.fits_sql("mailboxes", "$3", "$2", "$4", "$5")),
+    True: _COPY_TARGET.format(check=" AND " + quota.fits_sql("mailboxes", "$3", "$2", "$5", "$6")),
 }
 
 
