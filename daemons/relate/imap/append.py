@@ -32,6 +32,7 @@ uidvalidity uid-set]`` (RFC 4315 §3).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -181,7 +182,11 @@ async def _store(
     """Store every message in one transaction; returns them, by ascending UID."""
     done: list[messages.StoredMessage] = []
     enforce = messages.Enforce(session.server.cfg.quota)  # checked as each is stored (store/quota.py)
-    async with session.server.pool.acquire() as conn, conn.transaction():
+    async with (
+        session.server.pool.acquire() as conn,
+        # One message is ingest's to store, in one statement when it can (no BEGIN and COMMIT round trips).
+        conn.transaction() if len(found) > 1 else contextlib.nullcontext(),
+    ):
         for i, message in enumerate(found):
             pieces: list[bytes] = []
             for j, part in enumerate(message.parts):

@@ -99,6 +99,10 @@ SELECT msg.id, box.user_id, msg.uid, msg.modseq,
   FROM msg, box"""
 _BLOB = """
 blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $33) ON CONFLICT (hash) DO NOTHING),"""
+# With the blob: when no message was stored (the mailbox is gone, or full), the sweep is told to look at
+# the blob the statement may have written (store/mailboxes.py), so the statement needs no transaction.
+_ORPHAN = """
+orphan AS (INSERT INTO blob_orphans (hash) SELECT $5 WHERE NOT EXISTS (SELECT 1 FROM box)),"""
 
 
 def _ingest_sql(*, blob: bool, checked: bool) -> str:
@@ -106,7 +110,7 @@ def _ingest_sql(*, blob: bool, checked: bool) -> str:
     (with ``blob``), then the configured quota defaults, storage and messages (with ``checked``)."""
     first = 34 if blob else 33
     check = f" AND {quota.fits_sql('mailboxes', '$4', '1', f'${first}', f'${first + 1}')}" if checked else ""
-    return "WITH" + (_BLOB if blob else "") + _BOX.format(check=check) + _MSG
+    return "WITH" + (_BLOB if blob else "") + _BOX.format(check=check) + (_ORPHAN if blob else "") + _MSG
 
 
 _INGEST = {
@@ -271,14 +275,18 @@ async def ingest(
     threading = thread_ids(parsed.message_id, parsed.in_reply_to, parsed.references)
     keys = _clean([sort.subject, sort.from_, sort.to, sort.cc, sort.display_from, sort.display_to, threading])
     stored: list[StoredMessage] = []
-    # One transaction: the caller's when it has one (no savepoint round trips), else our own.
-    async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
-        # A small blob goes in with the first copy, in one statement; a large one first, so the
-        # mailbox row lock is not held while its bytes are written.
-        blob_pending = raw is not None and len(raw) <= BLOB_INLINE
+    # A small blob goes in with the first copy, in one statement; a large one first, so the
+    # mailbox row lock is not held while its bytes are written.
+    inline = raw is not None and len(raw) <= BLOB_INLINE
+    boxes = sorted(set(mailbox_ids))
+    # One transaction: the caller's when it has one (no savepoint round trips), else our own, unless one
+    # statement does it all (one mailbox, a small message): BEGIN and COMMIT would cost two round trips more.
+    own = not conn.is_in_transaction() and not (inline and len(boxes) == 1)
+    async with conn.transaction() if own else contextlib.nullcontext():
+        blob_pending = inline
         if raw is not None and not blob_pending:
             await put_blob(conn, raw, digest)
-        for mailbox_id in sorted(set(mailbox_ids)):
+        for mailbox_id in boxes:
             checked = enforce is not None and enforce.checks(mailbox_id)
             row = await conn.fetchrow(
                 _INGEST[blob_pending, checked],
@@ -301,8 +309,9 @@ async def ingest(
                 enforce.refused.append(mailbox_id)
                 continue
             stored.append(StoredMessage(row["id"], row["user_id"], mailbox_id, row["uid"], row["modseq"]))
-        if not stored and enforce is not None and enforce.refused:
+        if not stored and enforce is not None and enforce.refused and not inline:
             # No copy refers to the blob this may have written: the sweep looks at it (store/mailboxes.py).
+            # (A blob written with a copy was noted by that statement.)
             await conn.execute("INSERT INTO blob_orphans (hash) VALUES ($1)", digest)
     return stored
 
