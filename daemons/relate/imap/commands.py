@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import bisect
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -759,12 +760,20 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
     with_flags = any(a.name == "FLAGS" for a in atts)
     known = sel.flags  # the flags the client has been told of (announce_flags adds to it)
     for start in range(0, len(uids), _FETCH_ROWS):
-        chunk = uids[start : start + _FETCH_ROWS]
-        for group in await _by_size(session, sel.mailbox_id, chunk) if with_raw else [chunk]:
+        group = uids[start : start + _FETCH_ROWS]
+        while group:
             async with pool.acquire() as conn:
                 rows = await imap_messages.fetch(
-                    conn, sel.mailbox_id, group, with_raw=with_raw, columns=columns, utf8=utf8
+                    conn,
+                    sel.mailbox_id,
+                    group,
+                    with_raw=with_raw,
+                    columns=columns,
+                    utf8=utf8,
+                    max_bytes=_FETCH_BYTES if with_raw else None,
                 )
+            # With the raw bytes, the rows may stop short of the group (_FETCH_BYTES): the rest comes next.
+            group = group[bisect.bisect_right(group, rows[-1]["uid"]) :] if with_raw and rows else []
             if previews:
                 rows = await previewing.fill(session, sel.mailbox_id, rows)
             for row in rows:
@@ -805,23 +814,6 @@ _FETCH_BYTES = 16 * 1024 * 1024
 _FETCH_FLUSH = 1024 * 1024
 # BINARY of a message up to this size is decoded on the event loop, of a bigger one in a worker thread.
 _DECODE_INLINE = 256 * 1024
-
-
-async def _by_size(session: ImapSession, mailbox_id: int, uids: list[int]) -> list[list[int]]:
-    """``uids`` in groups whose messages add up to at most _FETCH_BYTES (a bigger one alone)."""
-    if len(uids) <= 1:
-        return [list(uids)] if uids else []  # one message is fetched alone whatever its size: no need to ask
-    async with session.server.pool.acquire() as conn:
-        rows = await imap_messages.fetch(conn, mailbox_id, uids, with_raw=False, columns=frozenset({"size"}))
-    groups: list[list[int]] = [[]]
-    held = 0
-    for row in rows:
-        if groups[-1] and held + row["size"] > _FETCH_BYTES:
-            groups.append([])
-            held = 0
-        groups[-1].append(row["uid"])
-        held += row["size"]
-    return groups if groups[0] else []
 
 
 # RFC 9051 §6.4.6 (STORE)

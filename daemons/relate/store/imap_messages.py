@@ -122,25 +122,40 @@ async def fetch(
     with_raw: bool,
     columns: frozenset[str] = FETCH_COLUMNS,
     utf8: bool = False,
+    max_bytes: int | None = None,
 ) -> list[Any]:
     """UID, flags and ``columns`` (and, if asked, the raw bytes) of these messages, in UID order.
 
     Rows are asyncpg records (read like dicts); decoding only the columns a
     FETCH needs keeps large listings cheap. For ``envelope`` the row carries
     ``envelope_wire``, the ENVELOPE as sent (to a UTF-8 session if ``utf8``),
-    and ``envelope`` (the jsonb) only where that is missing.
+    and ``envelope`` (the jsonb) only where that is missing. With ``max_bytes``,
+    only the first messages whose sizes add up to at most that many octets (the
+    first one whatever its size): the caller asks again for those after them.
     """
     wanted = "".join(f", m.{c}" for c in sorted((columns & FETCH_COLUMNS) - {"envelope"}))
     if "envelope" in columns:
         wire = "coalesce(m.envelope_wire_utf8, m.envelope_wire)" if utf8 else "m.envelope_wire"
         wanted += f", {wire} AS envelope_wire, CASE WHEN m.envelope_wire IS NULL THEN m.envelope END AS envelope"
     raw = ", b.data AS raw" if with_raw else ""
+    blobs = "JOIN blobs b ON b.hash = m.blob_hash" if with_raw else ""
+    if max_bytes is None or len(uid_list) <= 1:
+        return await conn.fetch(
+            f"""SELECT m.id, m.uid, m.flags{wanted}{raw} FROM messages m {blobs}
+                 WHERE m.mailbox_id = $1 AND m.uid = ANY($2::bigint[]) ORDER BY m.uid""",
+            mailbox_id,
+            list(uid_list),
+        )
+    # The sizes add up in UID order over the index; only the rows kept are read whole.
     return await conn.fetch(
         f"""SELECT m.id, m.uid, m.flags{wanted}{raw}
-              FROM messages m {"JOIN blobs b ON b.hash = m.blob_hash" if with_raw else ""}
-             WHERE m.mailbox_id = $1 AND m.uid = ANY($2::bigint[]) ORDER BY m.uid""",
+              FROM (SELECT id, size, sum(size) OVER (ORDER BY uid) AS upto FROM messages
+                     WHERE mailbox_id = $1 AND uid = ANY($2::bigint[])) AS w
+              JOIN messages m ON m.id = w.id {blobs}
+             WHERE w.upto <= $3 OR w.upto = w.size ORDER BY m.uid""",
         mailbox_id,
         list(uid_list),
+        max_bytes,
     )
 
 
