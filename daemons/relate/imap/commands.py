@@ -291,10 +291,9 @@ async def select(session: ImapSession, cmd: Select) -> None:
     # One statement, so one snapshot: the UIDs, flags and counters agree with each other.
     name = _existing_name(cmd.mailbox)
     takes_recent = not session.rev2 and not cmd.readonly
-    async with session.server.pool.acquire() as conn:
-        box = await imap_messages.select_state(conn, session.principal.user_id, name)
-        # RFC 3501 §2.3.2: SELECT takes the messages no session has taken as recent yet; EXAMINE only looks.
-        claimed = await imap_messages.claim_recent(conn, box["id"], None) if box and takes_recent else None
+    # RFC 3501 §2.3.2: SELECT takes the messages no session has taken as recent yet; EXAMINE only looks.
+    box = await imap_messages.select_state(session.server.pool, session.principal.user_id, name, claim=takes_recent)
+    claimed = box["claimed"] if box is not None and takes_recent else None
     if box is None:
         raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")
     uids = box["uids"]

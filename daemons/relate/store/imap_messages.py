@@ -33,29 +33,54 @@ async def uids(conn: Queryable, mailbox_id: int) -> list[int]:
     return [r["uid"] for r in rows]
 
 
+# What IMAP sessions change in messages they already hold (STORE, FETCH's implied \\Seen, EXPUNGE, the
+# \\Recent claim) may commit without waiting for the disk: a crash may forget the last fraction of a
+# second of such changes (PostgreSQL's asynchronous commit: never corruption, never half a change), as
+# Dovecot's mail_fsync=optimized forgets index changes. Whatever stores mail (delivery, APPEND, COPY)
+# always waits. In a statement, this makes the transaction it runs in commit so; in an implicit one,
+# only that statement's. Waiting costs a WAL flush per change (several ms on a busy disk, and the
+# mailbox row stays locked meanwhile, holding up every other change to that mailbox).
+NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
+
 # SELECT's view of a mailbox in one statement (one snapshot, one round trip): the mailbox row with
-# its keywords (kept there, migration 0023), its UIDs in order and the first unseen UID.
+# its keywords (kept there, migration 0023), its UIDs in order and the first unseen UID; with {claim},
+# the \\Recent claim too (claim_recent), which locks the mailbox row only when the snapshot shows
+# messages no session has taken yet: SELECTs of a mailbox without new mail do not queue for its lock.
 _SELECT_STATE = """
 SELECT box.id, box.name, box.uidvalidity, box.uidnext, box.highestmodseq, box.recent_uid, box.keywords AS flags,
        (SELECT coalesce(array_agg(uid ORDER BY uid), '{{}}') FROM messages WHERE mailbox_id = box.id) AS uids,
-       (SELECT min(uid) FROM messages WHERE mailbox_id = box.id AND NOT ('\\Seen' = ANY (flags))) AS unseen
+       (SELECT min(uid) FROM messages WHERE mailbox_id = box.id AND NOT ('\\Seen' = ANY (flags))) AS unseen{claim}
   FROM mailboxes box WHERE box.user_id = $1 AND {match}"""
-_SELECT_INBOX = _SELECT_STATE.format(match="upper(box.name) = 'INBOX'")
-_SELECT_NAMED = _SELECT_STATE.format(match="box.name = $2")
+_CLAIM = f""",
+       CASE WHEN box.recent_uid < box.uidnext - 1
+            THEN (SELECT ARRAY[c.lo, c.hi] FROM relate_claim_recent(box.id, NULL) AS c)
+            ELSE ARRAY[box.recent_uid, box.recent_uid] END AS claimed, {NOT_DURABLE}"""
+_SELECT = {
+    (inbox, claim): _SELECT_STATE.format(
+        match="upper(box.name) = 'INBOX'" if inbox else "box.name = $2", claim=_CLAIM if claim else ""
+    )
+    for inbox in (False, True)
+    for claim in (False, True)
+}
 
 
-async def select_state(conn: Queryable, user_id: int, name: str) -> dict[str, Any] | None:
+async def select_state(conn: Queryable, user_id: int, name: str, *, claim: bool = False) -> dict[str, Any] | None:
     """The mailbox ``name`` (INBOX in any case) as SELECT reports it, or None if there is none.
 
     Keys: id, name, uidvalidity, uidnext, highestmodseq, recent_uid (see :func:`claim_recent`),
     uids (ascending), flags (every keyword set on a message of the mailbox, sorted; the system
-    flags are the caller's), unseen (the lowest UID without \\Seen, or None).
+    flags are the caller's), unseen (the lowest UID without \\Seen, or None); with ``claim``,
+    claimed: the (lo, hi) :func:`claim_recent` would return for ``upto`` None, in the same statement.
     """
-    if mailboxes.is_inbox(name):
-        row = await conn.fetchrow(_SELECT_INBOX, user_id)
-    else:
-        row = await conn.fetchrow(_SELECT_NAMED, user_id, name)
-    return None if row is None else dict(row)
+    inbox = mailboxes.is_inbox(name)
+    sql = _SELECT[inbox, claim]
+    row = await (conn.fetchrow(sql, user_id) if inbox else conn.fetchrow(sql, user_id, name))
+    if row is None:
+        return None
+    state = dict(row)
+    if claim:
+        state["claimed"] = (int(row["claimed"][0]), int(row["claimed"][1]))
+    return state
 
 
 async def claim_recent(conn: Queryable, mailbox_id: int, upto: int | None) -> tuple[int, int] | None:
@@ -68,8 +93,9 @@ async def claim_recent(conn: Queryable, mailbox_id: int, upto: int | None) -> tu
     highest UID already given out as recent (migration 0016). The function ``relate_claim_recent``
     locks the row (FOR UPDATE), reads it and moves it up to ``upto`` in one call, so however many
     sessions on however many hosts claim at once, the ranges they get are disjoint: each message
-    is recent in exactly one session. It costs one round trip and one row update per claim (at
-    SELECT, and when a read-write IMAP4rev1 session hears of new mail), not a row per message, and
+    is recent in exactly one session. It costs one round trip and one row update per claim (when
+    a read-write IMAP4rev1 session hears of new mail; SELECT's is part of :func:`select_state`,
+    and only when there is something to take), not a row per message, and
     commits without waiting for the disk (:data:`NOT_DURABLE`: a crash may give a message as
     recent once more).
     """
@@ -239,15 +265,6 @@ def _new_flags(mode: str) -> str:
         return "ARRAY(SELECT f FROM unnest(m.flags) AS f WHERE NOT f = ANY($3::text[]))"
     return "ARRAY(SELECT DISTINCT unnest($3::text[]))"
 
-
-# What IMAP sessions change in messages they already hold (STORE, FETCH's implied \\Seen, EXPUNGE, the
-# \\Recent claim) may commit without waiting for the disk: a crash may forget the last fraction of a
-# second of such changes (PostgreSQL's asynchronous commit: never corruption, never half a change), as
-# Dovecot's mail_fsync=optimized forgets index changes. Whatever stores mail (delivery, APPEND, COPY)
-# always waits. In a statement, this makes the transaction it runs in commit so; in an implicit one,
-# only that statement's. Waiting costs a WAL flush per change (several ms on a busy disk, and the
-# mailbox row stays locked meanwhile, holding up every other change to that mailbox).
-NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
 
 # store_flags: $1 mailbox, $2 UIDs, $3 flags, $4 the NOTIFY channel. The mailbox row is locked first (box),
 # the messages take its next modseq, and only if one changed is that made the mailbox's (with the keywords

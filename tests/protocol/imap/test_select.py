@@ -171,3 +171,17 @@ async def test_select_keeps_listing_a_keyword_once_used(imap: Imap) -> None:
     assert "$Old" in result.code_value("PERMANENTFLAGS")
     result = await client.ok("SELECT Archive")
     assert result.lines("FLAGS") == [b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Kept)"]
+
+
+async def test_select_without_new_mail_does_not_wait_for_a_change_in_progress(imap: Imap) -> None:
+    """While another transaction holds the mailbox (a delivery or STORE under way), SELECT of a mailbox whose
+    messages were all taken as \\Recent answers at once instead of queueing behind it."""
+    await imap.deliver()
+    await (await imap.connect()).ok("SELECT INBOX")  # takes the message as recent
+    box = await imap.mailbox()
+    async with imap.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM mailboxes WHERE id = $1 FOR UPDATE", box["id"])
+        client = await imap.connect()
+        result = await client.ok("SELECT INBOX", wait=3)
+    assert b"* 1 EXISTS" in result.untagged
+    assert b"* 0 RECENT" in result.untagged
