@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import array
 import asyncio
 import base64
 import bisect
@@ -303,7 +302,7 @@ async def select(session: ImapSession, cmd: Select) -> None:
         name=box["name"],
         readonly=cmd.readonly,
         uidvalidity=box["uidvalidity"],
-        uids=array.array("Q", uids),
+        uids=uids,
         known_modseq=box["highestmodseq"],
         max_uid=max(uids[-1] if uids else 0, box["uidnext"] - 1),
         flags=dict.fromkeys([*SYSTEM_FLAGS, *box["flags"]]),

@@ -13,6 +13,8 @@ time hears exactly which UIDs went since its modseq.
 
 from __future__ import annotations
 
+import array
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +50,8 @@ NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
 # messages no session has taken yet: SELECTs of a mailbox without new mail do not queue for its lock.
 _SELECT_STATE = """
 SELECT box.id, box.name, box.uidvalidity, box.uidnext, box.highestmodseq, box.recent_uid, box.keywords AS flags,
-       (SELECT coalesce(array_agg(uid ORDER BY uid), '{{}}') FROM messages WHERE mailbox_id = box.id) AS uids,
+       (SELECT coalesce(string_agg(int8send(uid), '' ORDER BY uid), '') FROM messages WHERE mailbox_id = box.id)
+           AS uids,
        (SELECT min(uid) FROM messages WHERE mailbox_id = box.id AND NOT ('\\Seen' = ANY (flags))) AS unseen{claim}
   FROM mailboxes box WHERE box.user_id = $1 AND {match}"""
 _CLAIM = f""",
@@ -68,9 +71,10 @@ async def select_state(conn: Queryable, user_id: int, name: str, *, claim: bool 
     """The mailbox ``name`` (INBOX in any case) as SELECT reports it, or None if there is none.
 
     Keys: id, name, uidvalidity, uidnext, highestmodseq, recent_uid (see :func:`claim_recent`),
-    uids (ascending), flags (every keyword set on a message of the mailbox, sorted; the system
-    flags are the caller's), unseen (the lowest UID without \\Seen, or None); with ``claim``,
-    claimed: the (lo, hi) :func:`claim_recent` would return for ``upto`` None, in the same statement.
+    uids (ascending, an ``array.array("Q")``), flags (every keyword set on a message of the
+    mailbox, sorted; the system flags are the caller's), unseen (the lowest UID without \\Seen, or
+    None); with ``claim``, claimed: the (lo, hi) :func:`claim_recent` would return for ``upto`` None,
+    in the same statement.
     """
     inbox = mailboxes.is_inbox(name)
     sql = _SELECT[inbox, claim]
@@ -78,6 +82,11 @@ async def select_state(conn: Queryable, user_id: int, name: str, *, claim: bool 
     if row is None:
         return None
     state = dict(row)
+    # The UIDs come as 8-octet big-endian integers, one after the other: no Python int per message.
+    state["uids"] = uids = array.array("Q")
+    uids.frombytes(row["uids"])
+    if sys.byteorder == "little":
+        uids.byteswap()
     if claim:
         state["claimed"] = (int(row["claimed"][0]), int(row["claimed"][1]))
     return state
