@@ -533,6 +533,8 @@ async def list_(session: ImapSession, cmd: ListCommand) -> None:
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
 
+# The mailboxes whose STATUS counts a session keeps (ImapSession.status_counts), at most.
+_STATUS_COUNTS_KEPT = 32
 _STATUS_NAMES = {
     "MESSAGES": "messages",
     "UIDNEXT": "uidnext",
@@ -570,11 +572,22 @@ async def _status_line(session: ImapSession, box: dict[str, Any], items: tuple[s
 async def status(session: ImapSession, cmd: Status) -> None:
     assert session.principal is not None
     values = _status_values(session, cmd.items)
-    box = await mailboxes.status_named(
-        session.server.pool, session.principal.user_id, _existing_name(cmd.mailbox), values
-    )
+    name = _existing_name(cmd.mailbox)
+    key = "INBOX" if mailboxes.is_inbox(name) else name
+    # Counts this session made of the mailbox are not made again while its modseq says they still hold
+    # (mailboxes.COUNTED): a client polling STATUS of a big unchanged mailbox costs no count over it.
+    counted = values & mailboxes.COUNTED
+    earlier = session.status_counts.get(key)
+    known = earlier[:2] if earlier is not None and counted <= earlier[2].keys() else None
+    box = await mailboxes.status_named(session.server.pool, session.principal.user_id, name, values, known)
     if box is None:
         raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")
+    if known is not None and earlier is not None and (box["id"], box["highestmodseq"]) == known:
+        box.update({v: earlier[2][v] for v in counted})
+    elif counted:
+        if len(session.status_counts) >= _STATUS_COUNTS_KEPT:
+            session.status_counts.clear()
+        session.status_counts[key] = (box["id"], box["highestmodseq"], {v: box[v] for v in counted})
     session.untagged(_status_text(session, box, cmd.items))
     session.tagged(cmd.tag, "OK", "STATUS completed")
 

@@ -365,6 +365,8 @@ class ImapSession:
         self.state = NOT_AUTHENTICATED
         self.principal: Principal | None = None
         self.selected: Selected | None = None
+        # STATUS counts over messages by mailbox name: (mailbox id, modseq they were made at, the counts).
+        self.status_counts: dict[str, tuple[int, int, dict[str, int]]] = {}
         self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855), or IMAP4rev2
         self.rev2 = False  # ENABLE IMAP4rev2
         self.condstore = False  # after a CONDSTORE enabling command (RFC 7162 §3.1)
