@@ -58,6 +58,7 @@ from relate.imap.session import (
     describe,
     transport_reason,
 )
+from relate.imap.views import View
 from relate.mail.imapwire import astring, flag_list
 from relate.runtime.streams import pending_input
 from relate.store import imap_messages, mailboxes, quota
@@ -291,12 +292,23 @@ async def select(session: ImapSession, cmd: Select) -> None:
     name = _existing_name(cmd.mailbox)
     takes_recent = not session.rev2 and not cmd.readonly
     # RFC 3501 §2.3.2: SELECT takes the messages no session has taken as recent yet; EXAMINE only looks.
-    box = await imap_messages.select_state(session.server.pool, session.principal.user_id, name, claim=takes_recent)
+    key = (session.principal.user_id, "INBOX" if mailboxes.is_inbox(name) else name)
+    view = session.server.views.get(key)  # what a SELECT here read before (imap/views.py)
+    box = await imap_messages.select_state(
+        session.server.pool,
+        session.principal.user_id,
+        name,
+        claim=takes_recent,
+        known=None if view is None else (view.mailbox_id, view.modseq),
+    )
     claimed = box["claimed"] if box is not None and takes_recent else None
     if box is None:
         raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")
-    uids = box["uids"]
-    unseen = box["unseen"]
+    if not box["reused"] or view is None:
+        view = View(box["id"], box["highestmodseq"], box["uids"], box["unseen"])
+        session.server.views.keep(key, view)
+    uids = imap_messages.uid_array(view.uids)
+    unseen = view.unseen
     sel = Selected(
         mailbox_id=box["id"],
         name=box["name"],

@@ -15,6 +15,7 @@ from relate.auth import Authenticator
 from relate.config import Config
 from relate.imap import commands
 from relate.imap.session import Dispatch, ImapSession
+from relate.imap.views import MailboxViews
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import Session, StreamServer
 from relate.runtime.tls import TLSRegistry
@@ -273,6 +274,7 @@ class ImapServer(StreamServer):
         self.hub = ChangeHub(self.feed, pool)
         # Bytes of APPENDed messages held in memory while they are stored (about twice each message).
         self.memory = MemoryBudget(cfg.imap.memory_budget)
+        self.views = MailboxViews()  # what SELECT read, for the next SELECT of an unchanged mailbox
         self.commands = Dispatch(commands.HANDLERS, commands.ALLOWED)
         self.listeners = {"imap": (cfg.imap.imap, False), "imaps": (cfg.imap.imaps, True)}
         self._per_user: collections.Counter[int] = collections.Counter()

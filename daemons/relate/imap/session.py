@@ -59,6 +59,7 @@ from relate.errors import MailboxGone
 from relate.imap import limits, parser
 from relate.imap.errors import Bad, Bye, ImapError, No, ParseError
 from relate.imap.parser import Literal, Part
+from relate.imap.views import MailboxViews
 from relate.mail.imapwire import Piece, flag_list
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import pending_input
@@ -342,6 +343,7 @@ class Host(Protocol):
     authenticator: Authenticator
     memory: MemoryBudget
     commands: Dispatch
+    views: MailboxViews
 
     @property
     def hub(self) -> Watchers: ...

@@ -48,48 +48,73 @@ NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
 # its keywords (kept there, migration 0023), its UIDs in order and the first unseen UID; with {claim},
 # the \\Recent claim too (claim_recent), which locks the mailbox row only when the snapshot shows
 # messages no session has taken yet: SELECTs of a mailbox without new mail do not queue for its lock.
+# With {reuse}, $R and $R+1 are the mailbox id and modseq of UIDs the caller read before (imap/views.py):
+# while the mailbox is at that modseq they hold, and neither they nor the first unseen UID are read again.
 _SELECT_STATE = """
 SELECT box.id, box.name, box.uidvalidity, box.uidnext, box.highestmodseq, box.recent_uid, box.keywords AS flags,
-       (SELECT coalesce(string_agg(int8send(uid), '' ORDER BY uid), '') FROM messages WHERE mailbox_id = box.id)
-           AS uids,
-       (SELECT min(uid) FROM messages WHERE mailbox_id = box.id AND NOT ('\\Seen' = ANY (flags))) AS unseen{claim}
+       {reuse} AS reused,
+       CASE WHEN {reuse} THEN NULL ELSE
+           (SELECT coalesce(string_agg(int8send(uid), '' ORDER BY uid), '') FROM messages WHERE mailbox_id = box.id)
+       END AS uids,
+       CASE WHEN {reuse} THEN NULL ELSE
+           (SELECT min(uid) FROM messages WHERE mailbox_id = box.id AND NOT ('\\Seen' = ANY (flags)))
+       END AS unseen{claim}
   FROM mailboxes box WHERE box.user_id = $1 AND {match}"""
 _CLAIM = f""",
        CASE WHEN box.recent_uid < box.uidnext - 1
             THEN (SELECT ARRAY[c.lo, c.hi] FROM relate_claim_recent(box.id, NULL) AS c)
             ELSE ARRAY[box.recent_uid, box.recent_uid] END AS claimed, {NOT_DURABLE}"""
-_SELECT = {
-    (inbox, claim): _SELECT_STATE.format(
-        match="upper(box.name) = 'INBOX'" if inbox else "box.name = $2", claim=_CLAIM if claim else ""
+
+
+def _select_sql(inbox: bool, claim: bool, reuse: bool) -> str:
+    first = 2 if inbox else 3  # the parameter after the user (and the name)
+    return _SELECT_STATE.format(
+        match="upper(box.name) = 'INBOX'" if inbox else "box.name = $2",
+        claim=_CLAIM if claim else "",
+        reuse=f"(box.id = ${first} AND box.highestmodseq = ${first + 1})" if reuse else "false",
     )
+
+
+_SELECT = {
+    (inbox, claim, reuse): _select_sql(inbox, claim, reuse)
     for inbox in (False, True)
     for claim in (False, True)
+    for reuse in (False, True)
 }
 
 
-async def select_state(conn: Queryable, user_id: int, name: str, *, claim: bool = False) -> dict[str, Any] | None:
+async def select_state(
+    conn: Queryable, user_id: int, name: str, *, claim: bool = False, known: tuple[int, int] | None = None
+) -> dict[str, Any] | None:
     """The mailbox ``name`` (INBOX in any case) as SELECT reports it, or None if there is none.
 
     Keys: id, name, uidvalidity, uidnext, highestmodseq, recent_uid (see :func:`claim_recent`),
-    uids (ascending, an ``array.array("Q")``), flags (every keyword set on a message of the
-    mailbox, sorted; the system flags are the caller's), unseen (the lowest UID without \\Seen, or
-    None); with ``claim``, claimed: the (lo, hi) :func:`claim_recent` would return for ``upto`` None,
-    in the same statement.
+    flags (every keyword set on a message of the mailbox, sorted; the system flags are the
+    caller's), uids (ascending, as :func:`uid_array` reads them) and unseen (the lowest UID without
+    \\Seen, or None), unless ``known`` (mailbox id, modseq) still holds: then reused is true and
+    uids and unseen are None, the caller's are right. With ``claim``, claimed: the (lo, hi)
+    :func:`claim_recent` would return for ``upto`` None, in the same statement.
     """
     inbox = mailboxes.is_inbox(name)
-    sql = _SELECT[inbox, claim]
-    row = await (conn.fetchrow(sql, user_id) if inbox else conn.fetchrow(sql, user_id, name))
+    sql = _SELECT[inbox, claim, known is not None]
+    args = ((user_id,) if inbox else (user_id, name)) + (known or ())
+    row = await conn.fetchrow(sql, *args)
     if row is None:
         return None
     state = dict(row)
-    # The UIDs come as 8-octet big-endian integers, one after the other: no Python int per message.
-    state["uids"] = uids = array.array("Q")
-    uids.frombytes(row["uids"])
-    if sys.byteorder == "little":
-        uids.byteswap()
     if claim:
         state["claimed"] = (int(row["claimed"][0]), int(row["claimed"][1]))
     return state
+
+
+def uid_array(data: bytes) -> array.array[int]:
+    """UIDs as :func:`select_state` sends them (8-octet big-endian integers, one after the other: no
+    Python int per message) as an array of its own."""
+    uids = array.array("Q")
+    uids.frombytes(data)
+    if sys.byteorder == "little":
+        uids.byteswap()
+    return uids
 
 
 async def claim_recent(conn: Queryable, mailbox_id: int, upto: int | None) -> tuple[int, int] | None:

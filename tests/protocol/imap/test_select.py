@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from .conftest import Imap
-from .helpers import make_message
+from .helpers import Lit, make_message
 
 
 async def test_select_reports_mailbox_state(imap: Imap) -> None:
@@ -185,3 +185,34 @@ async def test_select_without_new_mail_does_not_wait_for_a_change_in_progress(im
         result = await client.ok("SELECT INBOX", wait=3)
     assert b"* 1 EXISTS" in result.untagged
     assert b"* 0 RECENT" in result.untagged
+
+
+async def test_reselect_shows_every_change_made_meanwhile(imap: Imap) -> None:
+    """SELECT again after other sessions changed the mailbox (a delivery, \\Seen, an expunge, the mailbox
+    deleted and made again under its name) shows it as it is now; with nothing changed, as before."""
+    for _ in range(3):
+        await imap.deliver()
+    client = await imap.connect()
+    first = await client.ok("SELECT INBOX")
+    assert b"* 3 EXISTS" in first.untagged
+    assert first.code_value("UNSEEN") == "1"
+    again = await client.ok("SELECT INBOX")
+    assert b"* 3 EXISTS" in again.untagged
+    assert again.code_value("UNSEEN") == "1"
+    other = await imap.connect(select="INBOX")
+    await other.ok("STORE 1 +FLAGS.SILENT (\\Seen)")
+    assert (await client.ok("SELECT INBOX")).code_value("UNSEEN") == "2"
+    await other.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    await other.ok("EXPUNGE")
+    await imap.deliver()
+    result = await client.ok("SELECT INBOX")
+    assert b"* 3 EXISTS" in result.untagged
+    uids = [int(f["UID"]) for f in (await client.ok("FETCH 1:* UID")).fetches().values()]
+    assert uids == [1, 3, 4]
+    await other.ok("CREATE Work")
+    await other.ok("APPEND Work ", Lit(make_message()))
+    assert b"* 1 EXISTS" in (await client.ok("SELECT Work")).untagged
+    await other.ok("DELETE Work")
+    await other.ok("CREATE Work")
+    result = await client.ok("SELECT Work")
+    assert b"* 0 EXISTS" in result.untagged
