@@ -590,7 +590,7 @@ async def status(session: ImapSession, cmd: Status) -> None:
     # (mailboxes.COUNTED): a client polling STATUS of a big unchanged mailbox costs no count over it.
     counted = values & mailboxes.COUNTED
     earlier = session.status_counts.get(key)
-    known = earlier[:2] if earlier is not None and counted <= earlier[2].keys() else None
+    known = earlier[:2] if earlier is not None and counted and counted <= earlier[2].keys() else None
     box = await mailboxes.status_named(session.server.pool, session.principal.user_id, name, values, known)
     if box is None:
         raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")

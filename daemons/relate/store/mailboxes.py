@@ -296,7 +296,7 @@ async def status_named(
     """:func:`status` of the user's mailbox ``name`` (INBOX in any case), or None if there is none: the
     look-up and the counts in one statement. ``known``: (mailbox id, modseq) at which the caller counted
     the COUNTED values it asks for; they come back None when they still hold (see COUNTED)."""
-    reuse = () if known is None else known
+    reuse = known if known is not None and values & COUNTED else ()
     if is_inbox(name):
         sql = _status_sql(values, "b.user_id = $1 AND upper(b.name) = 'INBOX'", 2 if reuse else 0)
         row = await conn.fetchrow(sql, user_id, *reuse)

@@ -121,3 +121,6 @@ async def test_status_again_counts_what_changed_meanwhile(imap: Imap) -> None:
     await imap.deliver()
     assert (await counts())["UNSEEN"] == 2
     assert (await poller.ok("STATUS INBOX (UNSEEN)")).lines("STATUS") == [b'* STATUS "INBOX" (UNSEEN 2)']
+    assert (await poller.ok("STATUS INBOX (MESSAGES RECENT)")).lines("STATUS") == [
+        b'* STATUS "INBOX" (MESSAGES 3 RECENT 1)'
+    ]
