@@ -9,7 +9,8 @@ import pytest
 
 from relate.config import DatabaseConfig
 from relate.services import accounts
-from relate.store import db, imap_messages, messages, migrate
+from relate.store import db, imap_messages, messages
+from tests.store import premigration
 from tests.support import make_message
 
 BOB = "bob@example.com"
@@ -53,22 +54,16 @@ async def test_migration_lists_keywords_already_in_use(empty_dsn: str) -> None:
     """Migration 0023 fills each mailbox's keywords from the flags its messages already carry."""
     conn = await db.connect(DatabaseConfig(dsn=empty_dsn))
     try:
-        for mig in migrate.available():
-            if mig.version < 23:
-                await conn.execute(mig.sql)
+        await premigration.before(conn, 23)
         await conn.execute(
-            """INSERT INTO domains (name) VALUES ('example.com');
-               INSERT INTO users (domain_id, address) SELECT id, 'bob@example.com' FROM domains;
-               INSERT INTO mailboxes (user_id, name) SELECT id, n FROM users, unnest(ARRAY['INBOX', 'Old', 'Empty']) n;
-               INSERT INTO blobs (hash, size, data) VALUES ('\\x01', 3, 'abc');
-               INSERT INTO messages (mailbox_id, uid, modseq, size, blob_hash, envelope, bodystructure, header_end,
+            """INSERT INTO messages (mailbox_id, uid, modseq, size, blob_hash, envelope, bodystructure, header_end,
                                      search, flags)
                SELECT b.id, g, 1, 3, '\\x01', '{}', '{}', 0, '',
                       CASE g WHEN 1 THEN ARRAY['\\Seen', '$b'] WHEN 2 THEN ARRAY['$a', '$b'] ELSE ARRAY['\\Seen'] END
                  FROM mailboxes b, generate_series(1, 3) g
                 WHERE b.name = 'INBOX' OR (b.name = 'Old' AND g = 3)"""
         )
-        await conn.execute(next(m for m in migrate.available() if m.version == 23).sql)
+        await premigration.apply(conn, 23)
         rows = await conn.fetch("SELECT name, keywords FROM mailboxes ORDER BY name")
     finally:
         await conn.close()
