@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -14,7 +15,7 @@ from relate.config import Config
 from relate.mail.mime import parse_message
 from relate.queue.worker import DeliveryWorker
 from relate.services import accounts
-from relate.store import messages
+from relate.store import mailboxes, messages
 from relate.store.messages import CHANNEL
 
 
@@ -233,6 +234,17 @@ async def test_unknown_mailbox_fails_whole_delivery(pool: asyncpg.Pool, inbox: d
     with pytest.raises(LookupError):
         await deliver(pool, REAL_WORLD, inbox["id"], 999_999)
     assert await pool.fetchval("SELECT count(*) FROM messages") == 0
+
+
+async def test_delivery_to_a_gone_mailbox_leaves_its_blob_to_the_sweep(pool: asyncpg.Pool) -> None:
+    """A one-mailbox delivery (one statement, no transaction of its own) to a mailbox that is gone stores no
+    message, and the blob it wrote is noted for the sweep rather than kept for ever."""
+    with pytest.raises(LookupError):
+        await deliver(pool, REAL_WORLD, 999_999)
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 0
+    async with pool.acquire() as conn:
+        await mailboxes.sweep_blobs(conn, timedelta(0))
+    assert await pool.fetchval("SELECT count(*) FROM blobs") == 0
 
 
 async def test_large_message(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:

@@ -12,8 +12,9 @@ import pytest
 from relate.config import DatabaseConfig, QuotaConfig
 from relate.errors import OverQuota
 from relate.services import accounts
-from relate.store import db, drafts, imap_messages, mailboxes, messages, migrate, pop3, quota
+from relate.store import db, drafts, imap_messages, mailboxes, messages, pop3, quota
 from relate.store.quota import Verdict
+from tests.store import premigration
 from tests.support import make_message
 
 BOB = "bob@example.com"
@@ -96,20 +97,14 @@ async def test_migration_counts_messages_already_stored(empty_dsn: str) -> None:
     """Migration 0019 fills each mailbox's count and bytes from the messages it already holds."""
     conn = await db.connect(DatabaseConfig(dsn=empty_dsn))
     try:
-        for mig in migrate.available():
-            if mig.version < 19:
-                await conn.execute(mig.sql)
+        await premigration.before(conn, 19)
         await conn.execute(
-            """INSERT INTO domains (name) VALUES ('example.com');
-               INSERT INTO users (domain_id, address) SELECT id, 'bob@example.com' FROM domains;
-               INSERT INTO mailboxes (user_id, name) SELECT id, n FROM users, unnest(ARRAY['INBOX', 'Old', 'Empty']) n;
-               INSERT INTO blobs (hash, size, data) VALUES ('\\x01', 3, 'abc');
-               INSERT INTO messages (mailbox_id, uid, modseq, size, blob_hash, envelope, bodystructure, header_end,
+            """INSERT INTO messages (mailbox_id, uid, modseq, size, blob_hash, envelope, bodystructure, header_end,
                                      search)
                SELECT b.id, g, 1, g * 100, '\\x01', '{}', '{}', 0, ''
                  FROM mailboxes b, generate_series(1, 4) g WHERE b.name <> 'Empty' AND (b.name = 'INBOX' OR g < 3)"""
         )
-        await conn.execute(next(m for m in migrate.available() if m.version == 19).sql)
+        await premigration.apply(conn, 19)
         rows = await conn.fetch("SELECT name, message_count, message_bytes FROM mailboxes ORDER BY name")
     finally:
         await conn.close()

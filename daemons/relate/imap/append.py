@@ -32,6 +32,7 @@ uidvalidity uid-set]`` (RFC 4315 §3).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -157,12 +158,16 @@ async def append(session: ImapSession, cmd: Append, box: dict[str, Any], flags: 
     largest = max(sizes)
     try:
         async with session.server.memory.reserve(2 * largest, wait=cfg.memory_wait):
-            uids = await _store(session, cmd.messages, cuts, box["id"], flags)
+            stored = await _store(session, cmd.messages, cuts, box["id"], flags)
     except BudgetExhausted:
         log.warning("imap-memory-full client=%s octets=%d", session.client, largest)
         raise No("Server busy with other messages, try again later", "LIMIT") from None
-    if session.selected is not None and session.selected.mailbox_id == box["id"]:
-        await session.sync()  # appending to the selected mailbox: the client hears EXISTS now
+    uids = [m.uid for m in stored]
+    # Appending to the selected mailbox: the client hears EXISTS now. One transaction took consecutive
+    # modseqs, so the session knows what changed unless another change came before.
+    selected = session.selected is not None and session.selected.mailbox_id == box["id"]
+    if selected and not await session.own_change(box["id"], stored[0].modseq, stored[-1].modseq, new=uids):
+        await session.sync()
     code = f"APPENDUID {box['uidvalidity']} {compact(uids)}"
     session.tagged(cmd.tag, "OK", "APPEND completed", code)
 
@@ -173,11 +178,15 @@ async def _store(
     cuts: dict[tuple[int, int], _Cut],
     mailbox_id: int,
     flags: Sequence[list[str]],
-) -> list[int]:
-    """Store every message in one transaction; returns their UIDs, ascending."""
-    uids: list[int] = []
+) -> list[messages.StoredMessage]:
+    """Store every message in one transaction; returns them, by ascending UID."""
+    done: list[messages.StoredMessage] = []
     enforce = messages.Enforce(session.server.cfg.quota)  # checked as each is stored (store/quota.py)
-    async with session.server.pool.acquire() as conn, conn.transaction():
+    async with (
+        session.server.pool.acquire() as conn,
+        # One message is ingest's to store, in one statement when it can (no BEGIN and COMMIT round trips).
+        conn.transaction() if len(found) > 1 else contextlib.nullcontext(),
+    ):
         for i, message in enumerate(found):
             pieces: list[bytes] = []
             for j, part in enumerate(message.parts):
@@ -195,5 +204,5 @@ async def _store(
             del raw
             if not stored:
                 raise OverQuota("APPEND past the user's quota")  # rolls back the messages before it too
-            uids.append(stored[0].uid)
-    return uids
+            done.append(stored[0])
+    return done

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import array
 import asyncio
 import base64
+import bisect
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +58,7 @@ from relate.imap.session import (
     describe,
     transport_reason,
 )
+from relate.imap.views import View
 from relate.mail.imapwire import astring, flag_list
 from relate.runtime.streams import pending_input
 from relate.store import imap_messages, mailboxes, quota
@@ -290,20 +291,30 @@ async def select(session: ImapSession, cmd: Select) -> None:
     # One statement, so one snapshot: the UIDs, flags and counters agree with each other.
     name = _existing_name(cmd.mailbox)
     takes_recent = not session.rev2 and not cmd.readonly
-    async with session.server.pool.acquire() as conn:
-        box = await imap_messages.select_state(conn, session.principal.user_id, name)
-        # RFC 3501 §2.3.2: SELECT takes the messages no session has taken as recent yet; EXAMINE only looks.
-        claimed = await imap_messages.claim_recent(conn, box["id"], None) if box and takes_recent else None
+    # RFC 3501 §2.3.2: SELECT takes the messages no session has taken as recent yet; EXAMINE only looks.
+    key = (session.principal.user_id, "INBOX" if mailboxes.is_inbox(name) else name)
+    view = session.server.views.get(key)  # what a SELECT here read before (imap/views.py)
+    box = await imap_messages.select_state(
+        session.server.pool,
+        session.principal.user_id,
+        name,
+        claim=takes_recent,
+        known=None if view is None else (view.mailbox_id, view.modseq),
+    )
+    claimed = box["claimed"] if box is not None and takes_recent else None
     if box is None:
         raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")
-    uids = box["uids"]
-    unseen = box["unseen"]
+    if not box["reused"] or view is None:
+        view = View(box["id"], box["highestmodseq"], box["uids"], box["unseen"])
+        session.server.views.keep(key, view)
+    uids = imap_messages.uid_array(view.uids)
+    unseen = view.unseen
     sel = Selected(
         mailbox_id=box["id"],
         name=box["name"],
         readonly=cmd.readonly,
         uidvalidity=box["uidvalidity"],
-        uids=array.array("Q", uids),
+        uids=uids,
         known_modseq=box["highestmodseq"],
         max_uid=max(uids[-1] if uids else 0, box["uidnext"] - 1),
         flags=dict.fromkeys([*SYSTEM_FLAGS, *box["flags"]]),
@@ -516,9 +527,7 @@ async def list_(session: ImapSession, cmd: ListCommand) -> None:
         session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
         return
     user_id = session.principal.user_id
-    async with session.server.pool.acquire() as conn:
-        boxes = await mailboxes.list_all(conn, user_id)
-        subscribed = await mailboxes.subscriptions(conn, user_id)
+    boxes, subscribed = await mailboxes.listing(session.server.pool, user_id)
     if (len(boxes) + len(subscribed)) * len(cmd.patterns) > _LIST_INLINE:
         rows = await asyncio.to_thread(_list_rows, boxes, subscribed, cmd, session.rev2)
     else:
@@ -536,6 +545,8 @@ async def list_(session: ImapSession, cmd: ListCommand) -> None:
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed")
 
 
+# The mailboxes whose STATUS counts a session keeps (ImapSession.status_counts), at most.
+_STATUS_COUNTS_KEPT = 32
 _STATUS_NAMES = {
     "MESSAGES": "messages",
     "UIDNEXT": "uidnext",
@@ -573,11 +584,22 @@ async def _status_line(session: ImapSession, box: dict[str, Any], items: tuple[s
 async def status(session: ImapSession, cmd: Status) -> None:
     assert session.principal is not None
     values = _status_values(session, cmd.items)
-    box = await mailboxes.status_named(
-        session.server.pool, session.principal.user_id, _existing_name(cmd.mailbox), values
-    )
+    name = _existing_name(cmd.mailbox)
+    key = "INBOX" if mailboxes.is_inbox(name) else name
+    # Counts this session made of the mailbox are not made again while its modseq says they still hold
+    # (mailboxes.COUNTED): a client polling STATUS of a big unchanged mailbox costs no count over it.
+    counted = values & mailboxes.COUNTED
+    earlier = session.status_counts.get(key)
+    known = earlier[:2] if earlier is not None and counted and counted <= earlier[2].keys() else None
+    box = await mailboxes.status_named(session.server.pool, session.principal.user_id, name, values, known)
     if box is None:
         raise No(f"No such mailbox {cmd.mailbox[:200]}", "NONEXISTENT")
+    if known is not None and earlier is not None and (box["id"], box["highestmodseq"]) == known:
+        box.update({v: earlier[2][v] for v in counted})
+    elif counted:
+        if len(session.status_counts) >= _STATUS_COUNTS_KEPT:
+            session.status_counts.clear()
+        session.status_counts[key] = (box["id"], box["highestmodseq"], {v: box[v] for v in counted})
     session.untagged(_status_text(session, box, cmd.items))
     session.tagged(cmd.tag, "OK", "STATUS completed")
 
@@ -696,8 +718,11 @@ async def expunge(session: ImapSession, cmd: Command) -> None:
         raise No("Mailbox is read-only", "READ-ONLY")
     uid_list = _resolve(sel, cmd.seqset, True) if isinstance(cmd, UidExpunge) else None
     async with session.server.pool.acquire() as conn:
-        await imap_messages.expunge(conn, sel.mailbox_id, uid_list, durable=session.server.cfg.imap.durable_changes)
-    await session.sync()
+        removed = await imap_messages.expunge(
+            conn, sel.mailbox_id, uid_list, durable=session.server.cfg.imap.durable_changes
+        )
+    if not await session.own_change(sel.mailbox_id, removed.modseq, expunged=removed.uids):
+        await session.sync()
     session.tagged(cmd.tag, "OK", f"{cmd.name} completed", condstore.highest_code(session, expunge=True))
 
 
@@ -745,7 +770,8 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
             modseq, seen = await imap_messages.store_flags(
                 conn, sel.mailbox_id, uids, "+", ["\\Seen"], durable=session.server.cfg.imap.durable_changes
             )
-        sel.own_modseqs.add(modseq)
+        if not (seen and await session.own_change(sel.mailbox_id, modseq)):
+            sel.own_modseqs.add(modseq)
         atts = atts if any(a.name == "FLAGS" for a in atts) else (*atts, _FLAGS)
         if seen and session.condstore:  # RFC 7162 §3.1, §3.2.4: \Seen set by FETCH
             atts = condstore.with_modseq(atts, uid=session.qresync)
@@ -757,12 +783,20 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
     with_flags = any(a.name == "FLAGS" for a in atts)
     known = sel.flags  # the flags the client has been told of (announce_flags adds to it)
     for start in range(0, len(uids), _FETCH_ROWS):
-        chunk = uids[start : start + _FETCH_ROWS]
-        for group in await _by_size(session, sel.mailbox_id, chunk) if with_raw else [chunk]:
+        group = uids[start : start + _FETCH_ROWS]
+        while group:
             async with pool.acquire() as conn:
                 rows = await imap_messages.fetch(
-                    conn, sel.mailbox_id, group, with_raw=with_raw, columns=columns, utf8=utf8
+                    conn,
+                    sel.mailbox_id,
+                    group,
+                    with_raw=with_raw,
+                    columns=columns,
+                    utf8=utf8,
+                    max_bytes=_FETCH_BYTES if with_raw else None,
                 )
+            # With the raw bytes, the rows may stop short of the group (_FETCH_BYTES): the rest comes next.
+            group = group[bisect.bisect_right(group, rows[-1]["uid"]) :] if with_raw and rows else []
             if previews:
                 rows = await previewing.fill(session, sel.mailbox_id, rows)
             for row in rows:
@@ -805,23 +839,6 @@ _FETCH_FLUSH = 1024 * 1024
 _DECODE_INLINE = 256 * 1024
 
 
-async def _by_size(session: ImapSession, mailbox_id: int, uids: list[int]) -> list[list[int]]:
-    """``uids`` in groups whose messages add up to at most _FETCH_BYTES (a bigger one alone)."""
-    if len(uids) <= 1:
-        return [list(uids)] if uids else []  # one message is fetched alone whatever its size: no need to ask
-    async with session.server.pool.acquire() as conn:
-        rows = await imap_messages.fetch(conn, mailbox_id, uids, with_raw=False, columns=frozenset({"size"}))
-    groups: list[list[int]] = [[]]
-    held = 0
-    for row in rows:
-        if groups[-1] and held + row["size"] > _FETCH_BYTES:
-            groups.append([])
-            held = 0
-        groups[-1].append(row["uid"])
-        held += row["size"]
-    return groups if groups[0] else []
-
-
 # RFC 9051 §6.4.6 (STORE)
 async def store(session: ImapSession, cmd: Store) -> None:
     sel = session.require_selected()
@@ -840,7 +857,8 @@ async def store(session: ImapSession, cmd: Store) -> None:
             modseq, changed, failed = await imap_messages.store_flags_unchanged_since(
                 conn, sel.mailbox_id, uids, cmd.mode, flags, cmd.unchanged_since
             )
-    sel.own_modseqs.add(modseq)
+    if not (changed and await session.own_change(sel.mailbox_id, modseq)):
+        sel.own_modseqs.add(modseq)
     session.announce_flags(f for _, new_flags in changed for f in new_flags)
     for uid, new_flags in changed:
         msn = sel.msn(uid)

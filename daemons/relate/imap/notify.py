@@ -163,9 +163,11 @@ class Notifier:
 
     async def _read(self, conn: Queryable) -> tuple[dict[int, str], frozenset[str]]:
         """The user's mailboxes (id -> name) and, when they matter here, subscriptions, as they are now."""
-        boxes = {b["id"]: b["name"] for b in await mailboxes.list_all(conn, self.user_id)}
-        subscribed = await mailboxes.subscriptions(conn, self.user_id) if self.reads_subscriptions else frozenset()
-        return boxes, subscribed
+        if self.reads_subscriptions:
+            rows, subscribed = await mailboxes.listing(conn, self.user_id)
+        else:
+            rows, subscribed = await mailboxes.list_all(conn, self.user_id), frozenset()
+        return {b["id"]: b["name"] for b in rows}, subscribed
 
     async def start(self, session: ImapSession, conn: Queryable, *, status: bool) -> None:
         """Take the mailboxes and subscriptions as they are as what the client knows; with ``status``, send

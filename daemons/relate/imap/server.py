@@ -15,6 +15,7 @@ from relate.auth import Authenticator
 from relate.config import Config
 from relate.imap import commands
 from relate.imap.session import Dispatch, ImapSession
+from relate.imap.views import MailboxViews
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import Session, StreamServer
 from relate.runtime.tls import TLSRegistry
@@ -177,7 +178,11 @@ class ChangeHub:
         if watchers:
             self._heard[change.mailbox] = self._heard.get(change.mailbox, 0) + 1
             idle: list[ImapSession] = []
+            known = change.modseq if change.event in _MESSAGE_EVENTS and change.modseq else None
             for session in watchers:
+                sel = session.selected
+                if known is not None and sel is not None and sel.known_modseq >= known:
+                    continue  # the session's own change, taken into its view already (ImapSession.own_change)
                 if session.pushable():
                     idle.append(session)
                 else:
@@ -234,6 +239,10 @@ class ChangeHub:
             log.error("imap-push-failed error=%r", task.exception())
 
 
+# Changes to a mailbox's messages, each with the modseq it took: a session that knows that modseq has it.
+_MESSAGE_EVENTS = frozenset({"new", "flags", "expunge"})
+
+
 def _drop(table: dict[int, set[ImapSession]], key: int, session: ImapSession) -> None:
     """Take ``session`` out of ``table[key]``, and the entry out of the table once it is empty."""
     sessions = table.get(key)
@@ -265,6 +274,7 @@ class ImapServer(StreamServer):
         self.hub = ChangeHub(self.feed, pool)
         # Bytes of APPENDed messages held in memory while they are stored (about twice each message).
         self.memory = MemoryBudget(cfg.imap.memory_budget)
+        self.views = MailboxViews()  # what SELECT read, for the next SELECT of an unchanged mailbox
         self.commands = Dispatch(commands.HANDLERS, commands.ALLOWED)
         self.listeners = {"imap": (cfg.imap.imap, False), "imaps": (cfg.imap.imaps, True)}
         self._per_user: collections.Counter[int] = collections.Counter()

@@ -11,7 +11,10 @@ made anywhere from ``NOTIFY relate_mail`` and asks the store for everything
 above the modseq it knew (new UIDs, flag changes, expunged UIDs). It reports
 them after commands, in IDLE and on NOOP; never EXPUNGE during FETCH, STORE
 or SEARCH (their UID forms excepted), so message numbers never shift under a
-client mid-command. Once the client has enabled QRESYNC (RFC 7162 §3.2),
+client mid-command. The session's own changes (STORE, APPEND, EXPUNGE, FETCH's \\Seen) need no such
+question when they took the modseq right after the one it knew: nothing else can lie between, so it
+takes them into its view itself (``own_change``), and their notifications wake nothing. Once the
+client has enabled QRESYNC (RFC 7162 §3.2),
 expunges are reported as ``VANISHED uids`` instead; once it has used
 CONDSTORE, reported flag changes carry their MODSEQ. Searches the client
 keeps up to date (RFC 5267 UPDATE, ``Selected.updates``) hear of the same
@@ -56,6 +59,7 @@ from relate.errors import MailboxGone
 from relate.imap import limits, parser
 from relate.imap.errors import Bad, Bye, ImapError, No, ParseError
 from relate.imap.parser import Literal, Part
+from relate.imap.views import MailboxViews
 from relate.mail.imapwire import Piece, flag_list
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import pending_input
@@ -217,6 +221,11 @@ class Selected:
     # Expunges (and, with CONDSTORE, flag changes) heard of but not reportable yet: the next command that
     # allows them reports them (sync_after), whether or not another notification comes meanwhile.
     held: bool = False
+    # What set ``changed`` since the last sync asked: changes to messages up to this modseq, and whether
+    # anything else (a change of unknown modseq, a reconnected feed, a failed report). When all of it is
+    # the session's own change, known already, own_change() clears ``changed`` again.
+    heard_modseq: int = 0
+    heard_other: bool = False
 
     def msn(self, uid: int) -> int | None:
         """Message sequence number of ``uid`` (binary search; UIDs ascend)."""
@@ -334,6 +343,7 @@ class Host(Protocol):
     authenticator: Authenticator
     memory: MemoryBudget
     commands: Dispatch
+    views: MailboxViews
 
     @property
     def hub(self) -> Watchers: ...
@@ -357,6 +367,8 @@ class ImapSession:
         self.state = NOT_AUTHENTICATED
         self.principal: Principal | None = None
         self.selected: Selected | None = None
+        # STATUS counts over messages by mailbox name: (mailbox id, modseq they were made at, the counts).
+        self.status_counts: dict[str, tuple[int, int, dict[str, int]]] = {}
         self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855), or IMAP4rev2
         self.rev2 = False  # ENABLE IMAP4rev2
         self.condstore = False  # after a CONDSTORE enabling command (RFC 7162 §3.1)
@@ -878,6 +890,7 @@ class ImapSession:
         if sel is None:
             return
         sel.changed.clear()
+        sel.heard_other = False  # the query below covers whatever it was
         plan = None
         hub = self.server.hub
         try:
@@ -898,6 +911,7 @@ class ImapSession:
                         deferred=bool(known) and not allow_expunge,
                     )
         except BaseException:
+            sel.heard_other = True
             sel.changed.set()  # nothing was reported: the news stays pending
             raise
         if delta["gone"]:
@@ -976,6 +990,57 @@ class ImapSession:
             sel.known_modseq = max(sel.known_modseq, delta["modseq"])
             sel.own_modseqs.clear()
 
+    async def own_change(
+        self,
+        mailbox_id: int,
+        first: int | None,
+        last: int | None = None,
+        *,
+        new: Sequence[int] = (),
+        expunged: Sequence[int] = (),
+    ) -> bool:
+        """After this session's own change to the selected mailbox, which took modseqs ``first`` to ``last``
+        (one change: ``last`` is ``first``): bring the session's view up to it without asking the database,
+        when nothing else can have happened meanwhile. Returns False, doing nothing, when that is not sure;
+        :meth:`sync` then asks as before.
+
+        Sure means: the change's first modseq follows the one the session knows (the mailbox row lock hands
+        out modseqs one at a time, so no other change came between what the session last heard and its
+        own), nothing is held back, and no search kept up to date nor NOTIFY needs the database's view.
+        ``new`` are the UIDs the change added (APPEND: EXISTS, and \\Recent taken as :meth:`sync` takes
+        it), ``expunged`` those it removed (EXPUNGE: reported now). The notification of the change, when it
+        comes, then finds the session knowing its modseq and wakes nothing (ChangeHub._on_change).
+        """
+        sel = self.selected
+        if (
+            first is None
+            or sel is None
+            or sel.mailbox_id != mailbox_id
+            or first != sel.known_modseq + 1
+            or sel.held
+            or sel.updates
+            or self.notifier is not None
+            or not self.reports_selected()
+        ):
+            return False
+        if new and sel.takes_recent:
+            claimed = await self.server.hub.claim_recent(mailbox_id, new[-1])
+            if claimed is not None:
+                sel.add_recent(*claimed)
+        if sel is not self.selected or first != sel.known_modseq + 1:
+            return False  # (only the claim awaited) the view moved meanwhile: ask as before
+        delta = {
+            "gone": False,
+            "modseq": first if last is None else last,
+            "new": new,
+            "flags": (),
+            "expunged": expunged,
+        }
+        self.report(sel, delta, None, allow_expunge=True)
+        if sel.changed.is_set() and not sel.heard_other and sel.heard_modseq <= sel.known_modseq:
+            sel.changed.clear()  # set by this very change's notification, which came first
+        return True
+
     async def sync_after(self, cmd: parser.Command) -> None:
         """After a command: report changes if a notification said there are any.
 
@@ -1014,9 +1079,14 @@ class ImapSession:
         self._out.clear()
         self.writer.close()
 
-    def mark_selected_changed(self, mailbox_id: int) -> None:
+    def mark_selected_changed(self, mailbox_id: int, modseq: int | None = None) -> None:
+        """The selected mailbox changed: a change to its messages that took ``modseq``, or (None) anything."""
         sel = self.selected
         if sel is not None and sel.mailbox_id == mailbox_id:
+            if modseq is None:
+                sel.heard_other = True
+            else:
+                sel.heard_modseq = max(sel.heard_modseq, modseq)
             sel.changed.set()
 
 

@@ -13,7 +13,10 @@ time hears exactly which UIDs went since its modseq.
 
 from __future__ import annotations
 
+import array
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -32,32 +35,86 @@ async def uids(conn: Queryable, mailbox_id: int) -> list[int]:
     return [r["uid"] for r in rows]
 
 
-# SELECT's view of a mailbox in one statement (one snapshot, one round trip): the mailbox row,
-# its UIDs in order, the flags in use and the first unseen UID. The flags come from the distinct
-# flag sets (a handful, hashed) rather than from sorting every message's flags.
+# What IMAP sessions change in messages they already hold (STORE, FETCH's implied \\Seen, EXPUNGE, the
+# \\Recent claim) may commit without waiting for the disk: a crash may forget the last fraction of a
+# second of such changes (PostgreSQL's asynchronous commit: never corruption, never half a change), as
+# Dovecot's mail_fsync=optimized forgets index changes. Whatever stores mail (delivery, APPEND, COPY)
+# always waits. In a statement, this makes the transaction it runs in commit so; in an implicit one,
+# only that statement's. Waiting costs a WAL flush per change (several ms on a busy disk, and the
+# mailbox row stays locked meanwhile, holding up every other change to that mailbox).
+NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
+
+# SELECT's view of a mailbox in one statement (one snapshot, one round trip): the mailbox row with
+# its keywords (kept there, migration 0023), its UIDs in order and the first unseen UID; with {claim},
+# the \\Recent claim too (claim_recent), which locks the mailbox row only when the snapshot shows
+# messages no session has taken yet: SELECTs of a mailbox without new mail do not queue for its lock.
+# With {reuse}, $R and $R+1 are the mailbox id and modseq of UIDs the caller read before (imap/views.py):
+# while the mailbox is at that modseq they hold, and neither they nor the first unseen UID are read again.
 _SELECT_STATE = """
-SELECT box.id, box.name, box.uidvalidity, box.uidnext, box.highestmodseq, box.recent_uid,
-       (SELECT coalesce(array_agg(uid ORDER BY uid), '{{}}') FROM messages WHERE mailbox_id = box.id) AS uids,
-       (SELECT coalesce(array_agg(DISTINCT f ORDER BY f), '{{}}')
-          FROM (SELECT DISTINCT flags FROM messages WHERE mailbox_id = box.id) AS d, unnest(d.flags) AS f) AS flags,
-       (SELECT min(uid) FROM messages WHERE mailbox_id = box.id AND NOT ('\\Seen' = ANY (flags))) AS unseen
+SELECT box.id, box.name, box.uidvalidity, box.uidnext, box.highestmodseq, box.recent_uid, box.keywords AS flags,
+       {reuse} AS reused,
+       CASE WHEN {reuse} THEN NULL ELSE
+           (SELECT coalesce(string_agg(int8send(uid), '' ORDER BY uid), '') FROM messages WHERE mailbox_id = box.id)
+       END AS uids,
+       CASE WHEN {reuse} THEN NULL ELSE
+           (SELECT min(uid) FROM messages WHERE mailbox_id = box.id AND NOT ('\\Seen' = ANY (flags)))
+       END AS unseen{claim}
   FROM mailboxes box WHERE box.user_id = $1 AND {match}"""
-_SELECT_INBOX = _SELECT_STATE.format(match="upper(box.name) = 'INBOX'")
-_SELECT_NAMED = _SELECT_STATE.format(match="box.name = $2")
+_CLAIM = f""",
+       CASE WHEN box.recent_uid < box.uidnext - 1
+            THEN (SELECT ARRAY[c.lo, c.hi] FROM relate_claim_recent(box.id, NULL) AS c)
+            ELSE ARRAY[box.recent_uid, box.recent_uid] END AS claimed, {NOT_DURABLE}"""
 
 
-async def select_state(conn: Queryable, user_id: int, name: str) -> dict[str, Any] | None:
+def _select_sql(inbox: bool, claim: bool, reuse: bool) -> str:
+    first = 2 if inbox else 3  # the parameter after the user (and the name)
+    return _SELECT_STATE.format(
+        match="upper(box.name) = 'INBOX'" if inbox else "box.name = $2",
+        claim=_CLAIM if claim else "",
+        reuse=f"(box.id = ${first} AND box.highestmodseq = ${first + 1})" if reuse else "false",
+    )
+
+
+_SELECT = {
+    (inbox, claim, reuse): _select_sql(inbox, claim, reuse)
+    for inbox in (False, True)
+    for claim in (False, True)
+    for reuse in (False, True)
+}
+
+
+async def select_state(
+    conn: Queryable, user_id: int, name: str, *, claim: bool = False, known: tuple[int, int] | None = None
+) -> dict[str, Any] | None:
     """The mailbox ``name`` (INBOX in any case) as SELECT reports it, or None if there is none.
 
     Keys: id, name, uidvalidity, uidnext, highestmodseq, recent_uid (see :func:`claim_recent`),
-    uids (ascending), flags (every flag and keyword in use, sorted), unseen (the lowest UID
-    without \\Seen, or None).
+    flags (every keyword set on a message of the mailbox, sorted; the system flags are the
+    caller's), uids (ascending, as :func:`uid_array` reads them) and unseen (the lowest UID without
+    \\Seen, or None), unless ``known`` (mailbox id, modseq) still holds: then reused is true and
+    uids and unseen are None, the caller's are right. With ``claim``, claimed: the (lo, hi)
+    :func:`claim_recent` would return for ``upto`` None, in the same statement.
     """
-    if mailboxes.is_inbox(name):
-        row = await conn.fetchrow(_SELECT_INBOX, user_id)
-    else:
-        row = await conn.fetchrow(_SELECT_NAMED, user_id, name)
-    return None if row is None else dict(row)
+    inbox = mailboxes.is_inbox(name)
+    sql = _SELECT[inbox, claim, known is not None]
+    args = ((user_id,) if inbox else (user_id, name)) + (known or ())
+    row = await conn.fetchrow(sql, *args)
+    if row is None:
+        return None
+    state = dict(row)
+    if claim:
+        state["claimed"] = (int(row["claimed"][0]), int(row["claimed"][1]))
+    return state
+
+
+def uid_array(data: bytes) -> array.array[int]:
+    """UIDs as :func:`select_state` sends them (8-octet big-endian integers, one after the other: no
+    Python int per message) as an array of its own."""
+    uids = array.array("Q")
+    uids.frombytes(data)
+    if sys.byteorder == "little":
+        uids.byteswap()
+    return uids
 
 
 async def claim_recent(conn: Queryable, mailbox_id: int, upto: int | None) -> tuple[int, int] | None:
@@ -70,8 +127,9 @@ async def claim_recent(conn: Queryable, mailbox_id: int, upto: int | None) -> tu
     highest UID already given out as recent (migration 0016). The function ``relate_claim_recent``
     locks the row (FOR UPDATE), reads it and moves it up to ``upto`` in one call, so however many
     sessions on however many hosts claim at once, the ranges they get are disjoint: each message
-    is recent in exactly one session. It costs one round trip and one row update per claim (at
-    SELECT, and when a read-write IMAP4rev1 session hears of new mail), not a row per message, and
+    is recent in exactly one session. It costs one round trip and one row update per claim (when
+    a read-write IMAP4rev1 session hears of new mail; SELECT's is part of :func:`select_state`,
+    and only when there is something to take), not a row per message, and
     commits without waiting for the disk (:data:`NOT_DURABLE`: a crash may give a message as
     recent once more).
     """
@@ -124,25 +182,40 @@ async def fetch(
     with_raw: bool,
     columns: frozenset[str] = FETCH_COLUMNS,
     utf8: bool = False,
+    max_bytes: int | None = None,
 ) -> list[Any]:
     """UID, flags and ``columns`` (and, if asked, the raw bytes) of these messages, in UID order.
 
     Rows are asyncpg records (read like dicts); decoding only the columns a
     FETCH needs keeps large listings cheap. For ``envelope`` the row carries
     ``envelope_wire``, the ENVELOPE as sent (to a UTF-8 session if ``utf8``),
-    and ``envelope`` (the jsonb) only where that is missing.
+    and ``envelope`` (the jsonb) only where that is missing. With ``max_bytes``,
+    only the first messages whose sizes add up to at most that many octets (the
+    first one whatever its size): the caller asks again for those after them.
     """
     wanted = "".join(f", m.{c}" for c in sorted((columns & FETCH_COLUMNS) - {"envelope"}))
     if "envelope" in columns:
         wire = "coalesce(m.envelope_wire_utf8, m.envelope_wire)" if utf8 else "m.envelope_wire"
         wanted += f", {wire} AS envelope_wire, CASE WHEN m.envelope_wire IS NULL THEN m.envelope END AS envelope"
     raw = ", b.data AS raw" if with_raw else ""
+    blobs = "JOIN blobs b ON b.hash = m.blob_hash" if with_raw else ""
+    if max_bytes is None or len(uid_list) <= 1:
+        return await conn.fetch(
+            f"""SELECT m.id, m.uid, m.flags{wanted}{raw} FROM messages m {blobs}
+                 WHERE m.mailbox_id = $1 AND m.uid = ANY($2::bigint[]) ORDER BY m.uid""",
+            mailbox_id,
+            list(uid_list),
+        )
+    # The sizes add up in UID order over the index; only the rows kept are read whole.
     return await conn.fetch(
         f"""SELECT m.id, m.uid, m.flags{wanted}{raw}
-              FROM messages m {"JOIN blobs b ON b.hash = m.blob_hash" if with_raw else ""}
-             WHERE m.mailbox_id = $1 AND m.uid = ANY($2::bigint[]) ORDER BY m.uid""",
+              FROM (SELECT id, size, sum(size) OVER (ORDER BY uid) AS upto FROM messages
+                     WHERE mailbox_id = $1 AND uid = ANY($2::bigint[])) AS w
+              JOIN messages m ON m.id = w.id {blobs}
+             WHERE w.upto <= $3 OR w.upto = w.size ORDER BY m.uid""",
         mailbox_id,
         list(uid_list),
+        max_bytes,
     )
 
 
@@ -156,8 +229,14 @@ async def _lock_mailbox(conn: Queryable, mailbox_id: int) -> tuple[int, int]:
     return row["next"], row["user_id"]
 
 
-async def _commit_modseq(conn: Queryable, mailbox_id: int, modseq: int) -> None:
-    await conn.execute("UPDATE mailboxes SET highestmodseq = $2 WHERE id = $1", mailbox_id, modseq)
+async def _commit_modseq(conn: Queryable, mailbox_id: int, modseq: int, flags: Sequence[str]) -> None:
+    """The mailbox's new HIGHESTMODSEQ, and the keywords among ``flags`` (now on some message) in its list."""
+    await conn.execute(
+        "UPDATE mailboxes SET highestmodseq = $2, keywords = relate_add_keywords(keywords, $3) WHERE id = $1",
+        mailbox_id,
+        modseq,
+        list(flags),
+    )
 
 
 # A removal's modseq and counts on the mailbox row; the owner has made room, so a quota's full-since
@@ -221,17 +300,11 @@ def _new_flags(mode: str) -> str:
     return "ARRAY(SELECT DISTINCT unnest($3::text[]))"
 
 
-# What IMAP sessions change in messages they already hold (STORE, FETCH's implied \\Seen, EXPUNGE, the
-# \\Recent claim) may commit without waiting for the disk: a crash may forget the last fraction of a
-# second of such changes (PostgreSQL's asynchronous commit: never corruption, never half a change), as
-# Dovecot's mail_fsync=optimized forgets index changes. Whatever stores mail (delivery, APPEND, COPY)
-# always waits. In a statement, this makes the transaction it runs in commit so; in an implicit one,
-# only that statement's. Waiting costs a WAL flush per change (several ms on a busy disk, and the
-# mailbox row stays locked meanwhile, holding up every other change to that mailbox).
-NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
-
 # store_flags: $1 mailbox, $2 UIDs, $3 flags, $4 the NOTIFY channel. The mailbox row is locked first (box),
-# the messages take its next modseq, and only if one changed is that made the mailbox's and announced.
+# the messages take its next modseq, and only if one changed is that made the mailbox's (with the keywords
+# added or set, migration 0023) and announced.
+_ADD_KEYWORDS = {"+": ", keywords = relate_add_keywords(b.keywords, $3)", "-": ""}
+_ADD_KEYWORDS[""] = _ADD_KEYWORDS["+"]
 _STORE_SQL = {
     (mode, durable): f"""
 WITH box AS (SELECT id, user_id, highestmodseq + 1 AS next{"" if durable else ", " + NOT_DURABLE}
@@ -241,7 +314,7 @@ WITH box AS (SELECT id, user_id, highestmodseq + 1 AS next{"" if durable else ",
               WHERE m.mailbox_id = box.id AND m.uid = ANY($2::bigint[])
                 AND NOT ({_new_flags(mode)} @> m.flags AND m.flags @> {_new_flags(mode)})
           RETURNING m.uid, m.flags),
-     bump AS (UPDATE mailboxes b SET highestmodseq = box.next
+     bump AS (UPDATE mailboxes b SET highestmodseq = box.next{_ADD_KEYWORDS[mode]}
                 FROM box
                WHERE b.id = box.id AND EXISTS (SELECT 1 FROM upd)
            RETURNING b.id)
@@ -279,7 +352,7 @@ async def _set_flags(
         unchanged_since,
     )
     if rows:
-        await _commit_modseq(conn, mailbox_id, modseq)
+        await _commit_modseq(conn, mailbox_id, modseq, () if mode == "-" else flags)
         await mailboxes.notify(conn, "flags", mailbox_id, user_id, modseq)
     return sorted((r["uid"], list(r["flags"])) for r in rows)
 
@@ -351,7 +424,7 @@ WITH box AS (SELECT id, user_id, highestmodseq + 1 AS next{"" if durable else ",
                 FROM box, bump
                WHERE u.id = box.user_id AND u.quota_full_since IS NOT NULL),
      logged AS (INSERT INTO mailbox_expunges (mailbox_id, uid, modseq) SELECT box.id, gone.uid, box.next FROM box, gone)
-SELECT ARRAY(SELECT gone.uid FROM gone ORDER BY gone.uid) AS uids,
+SELECT ARRAY(SELECT gone.uid FROM gone ORDER BY gone.uid) AS uids, (SELECT box.next FROM bump) AS modseq,
        (SELECT pg_notify($3, json_build_object(
                    'event', 'expunge', 'mailbox', box.id, 'user', box.user_id, 'modseq', box.next,
                    'ids', CASE WHEN counted.n <= $4 THEN (SELECT json_agg(gone.id) FROM gone) END)::text)
@@ -361,10 +434,16 @@ SELECT ARRAY(SELECT gone.uid FROM gone ORDER BY gone.uid) AS uids,
 }
 
 
-async def expunge(
-    conn: Queryable, mailbox_id: int, uid_list: Sequence[int] | None, *, durable: bool = True
-) -> list[int]:
-    """Remove messages flagged \\Deleted (of ``uid_list``, if given); returns their UIDs, ascending.
+@dataclass(frozen=True)
+class Removed:
+    """What an expunge removed: the UIDs, ascending, and the modseq it took (None when nothing went)."""
+
+    uids: list[int]
+    modseq: int | None
+
+
+async def expunge(conn: Queryable, mailbox_id: int, uid_list: Sequence[int] | None, *, durable: bool = True) -> Removed:
+    """Remove messages flagged \\Deleted (of ``uid_list``, if given).
 
     One statement (one round trip, its own transaction unless the caller holds one), as the comment of
     ``_EXPUNGE_SQL`` describes. ``durable=False`` commits without waiting for the disk (:data:`NOT_DURABLE`).
@@ -374,29 +453,30 @@ async def expunge(
 
 async def _remove(
     conn: Queryable, mailbox_id: int, uid_list: Sequence[int] | None, *, only_deleted: bool, durable: bool
-) -> list[int]:
+) -> Removed:
     uids = list(uid_list) if uid_list is not None else None
     row = await conn.fetchrow(_EXPUNGE_SQL[durable], mailbox_id, uids, mailboxes.CHANNEL, EXPUNGE_IDS_MAX, only_deleted)
     if row is None:
         raise MailboxGone("mailbox is gone")
-    return list(row["uids"])
+    return Removed(list(row["uids"]), row["modseq"])
 
 
 async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int]) -> list[int]:
     """Remove these messages whatever their flags (MOVE's source side, POP3 DELE, API delete); returns their
     UIDs, ascending. One statement, waiting for the disk, as :func:`expunge` does it."""
-    return await _remove(conn, mailbox_id, uid_list, only_deleted=False, durable=True)
+    return (await _remove(conn, mailbox_id, uid_list, only_deleted=False, durable=True)).uids
 
 
-# COPY's and MOVE's side of the target: UIDs, a modseq and the counts; with the quota variant, only if
-# the owner's limits allow (store/quota.py).
+# COPY's and MOVE's side of the target: UIDs, a modseq, the counts and the keywords of the messages ($4);
+# with the quota variant, only if the owner's limits allow (store/quota.py).
 _COPY_TARGET = """
 UPDATE mailboxes SET uidnext = uidnext + $2, highestmodseq = highestmodseq + 1,
-                     message_count = message_count + $2, message_bytes = message_bytes + $3
+                     message_count = message_count + $2, message_bytes = message_bytes + $3,
+                     keywords = relate_add_keywords(keywords, $4)
  WHERE id = $1{check} RETURNING uidnext - $2 AS first_uid, highestmodseq AS modseq, user_id"""
 _COPY = {
     False: _COPY_TARGET.format(check=""),
-    True: _COPY_TARGET.format(check=" AND " + quota.fits_sql("mailboxes", "$3", "$2", "$4", "$5")),
+    True: _COPY_TARGET.format(check=" AND " + quota.fits_sql("mailboxes", "$3", "$2", "$5", "$6")),
 }
 
 
@@ -417,7 +497,7 @@ async def copy(
     """
     async with conn.transaction():
         rows = await conn.fetch(
-            "SELECT id, uid, size FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid",
+            "SELECT id, uid, size, flags FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid",
             source_id,
             list(uid_list),
         )
@@ -429,6 +509,7 @@ async def copy(
             target_id,
             len(rows),
             sum(r["size"] for r in rows),
+            list({f: None for r in rows for f in r["flags"]}),
             *((limits.storage, limits.messages) if limits is not None and checked else ()),
         )
         if box is None:

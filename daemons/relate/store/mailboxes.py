@@ -195,6 +195,25 @@ async def subscriptions(conn: Queryable, user_id: int) -> frozenset[str]:
     return frozenset(r["name"] for r in rows)
 
 
+# The user's mailboxes, then the names subscribed to (the mailbox columns NULL), in one round trip.
+_LISTING = f"""
+SELECT {_COLUMNS}, NULL::text AS subscribed FROM mailboxes WHERE user_id = $1
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, name FROM subscriptions WHERE user_id = $1"""
+
+
+async def listing(conn: Queryable, user_id: int) -> tuple[list[dict[str, Any]], frozenset[str]]:
+    """:func:`list_all` (not sorted) and :func:`subscriptions` in one statement, as LIST needs both."""
+    boxes: list[dict[str, Any]] = []
+    subscribed: list[str] = []
+    for row in await conn.fetch(_LISTING, user_id):
+        if row["subscribed"] is None:
+            boxes.append({k: v for k, v in row.items() if k != "subscribed"})
+        else:
+            subscribed.append(row["subscribed"])
+    return boxes, frozenset(subscribed)
+
+
 async def subscribe(conn: Queryable, user_id: int, names: Sequence[str], *, limit: int = 0) -> None:
     """Subscribe these names (as given: the caller spells INBOX "INBOX"); subscribed ones stay as they are.
     Each new subscription is announced ("subscriptions", for IMAP NOTIFY's SubscriptionChange). TooMany if
@@ -238,10 +257,21 @@ _STATUS_VALUES = {
                            WHERE m.mailbox_id = b.id AND '\\Deleted' = ANY (m.flags))""",
 }
 STATUS_VALUES = frozenset(_STATUS_VALUES)
+# The counts over the messages that only a change raising the mailbox's HIGHESTMODSEQ can change (every
+# message added, removed or re-flagged raises it; the \\Recent claim does not): a caller that counted
+# them at some modseq may hand that in (``known``) and get NULL for them while it still holds.
+COUNTED = frozenset({"unseen", "deleted", "deleted_storage"})
 
 
-def _status_sql(values: frozenset[str], where: str) -> str:
-    wanted = "".join(f", {_STATUS_VALUES[v]} AS {v}" for v in sorted(values & STATUS_VALUES))
+def _status_sql(values: frozenset[str], where: str, known: int = 0) -> str:
+    """STATUS's statement; with ``known``, parameters $known and $known+1 are the mailbox id and modseq of
+    earlier counts: the COUNTED values are NULL (not counted again) while the mailbox is at that modseq."""
+    wanted = ""
+    for v in sorted(values & STATUS_VALUES):
+        value = _STATUS_VALUES[v]
+        if known and v in COUNTED:
+            value = f"CASE WHEN b.id = ${known} AND b.highestmodseq = ${known + 1} THEN NULL ELSE {value} END"
+        wanted += f", {value} AS {v}"
     return f"SELECT {', '.join('b.' + c.strip() for c in _COLUMNS.split(','))}{wanted} FROM mailboxes b WHERE {where}"
 
 
@@ -257,14 +287,22 @@ async def status(conn: Queryable, mailbox_id: int, values: frozenset[str] = STAT
 
 
 async def status_named(
-    conn: Queryable, user_id: int, name: str, values: frozenset[str] = STATUS_VALUES
+    conn: Queryable,
+    user_id: int,
+    name: str,
+    values: frozenset[str] = STATUS_VALUES,
+    known: tuple[int, int] | None = None,
 ) -> dict[str, Any] | None:
     """:func:`status` of the user's mailbox ``name`` (INBOX in any case), or None if there is none: the
-    look-up and the counts in one statement."""
+    look-up and the counts in one statement. ``known``: (mailbox id, modseq) at which the caller counted
+    the COUNTED values it asks for; they come back None when they still hold (see COUNTED)."""
+    reuse = known if known is not None and values & COUNTED else ()
     if is_inbox(name):
-        row = await conn.fetchrow(_status_sql(values, "b.user_id = $1 AND upper(b.name) = 'INBOX'"), user_id)
+        sql = _status_sql(values, "b.user_id = $1 AND upper(b.name) = 'INBOX'", 2 if reuse else 0)
+        row = await conn.fetchrow(sql, user_id, *reuse)
     else:
-        row = await conn.fetchrow(_status_sql(values, "b.user_id = $1 AND b.name = $2"), user_id, name)
+        sql = _status_sql(values, "b.user_id = $1 AND b.name = $2", 3 if reuse else 0)
+        row = await conn.fetchrow(sql, user_id, name, *reuse)
     return dict(row) if row else None
 
 

@@ -71,13 +71,14 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _COPY_TRAILER = struct.pack("!h", -1)
 
 # One round trip per copy: take the UID and modseq from the mailbox row (locking it until commit) and
-# count the message there (store/quota.py), insert the message, and NOTIFY (delivered at commit). With
-# the blob variant the blob is written in the same statement (the foreign key is checked at its end,
-# when the blob row is there); with the quota variant the mailbox row is updated, and the message
-# stored, only if its owner's limits allow (no row comes back otherwise).
+# count the message there (store/quota.py) and its keywords (migration 0023), insert the message, and
+# NOTIFY (delivered at commit). With the blob variant the blob is written in the same statement (the
+# foreign key is checked at its end, when the blob row is there); with the quota variant the mailbox
+# row is updated, and the message stored, only if its owner's limits allow (no row comes back otherwise).
 _BOX = """
 box AS (UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1,
-               message_count = message_count + 1, message_bytes = message_bytes + $4
+               message_count = message_count + 1, message_bytes = message_bytes + $4,
+               keywords = relate_add_keywords(keywords, $2)
          WHERE id = $1{check} RETURNING id, user_id, uidnext - 1 AS uid, highestmodseq AS modseq),"""
 _MSG = """
 msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
@@ -98,6 +99,10 @@ SELECT msg.id, box.user_id, msg.uid, msg.modseq,
   FROM msg, box"""
 _BLOB = """
 blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $33) ON CONFLICT (hash) DO NOTHING),"""
+# With the blob: when no message was stored (the mailbox is gone, or full), the sweep is told to look at
+# the blob the statement may have written (store/mailboxes.py), so the statement needs no transaction.
+_ORPHAN = """
+orphan AS (INSERT INTO blob_orphans (hash) SELECT $5 WHERE NOT EXISTS (SELECT 1 FROM box)),"""
 
 
 def _ingest_sql(*, blob: bool, checked: bool) -> str:
@@ -105,7 +110,7 @@ def _ingest_sql(*, blob: bool, checked: bool) -> str:
     (with ``blob``), then the configured quota defaults, storage and messages (with ``checked``)."""
     first = 34 if blob else 33
     check = f" AND {quota.fits_sql('mailboxes', '$4', '1', f'${first}', f'${first + 1}')}" if checked else ""
-    return "WITH" + (_BLOB if blob else "") + _BOX.format(check=check) + _MSG
+    return "WITH" + (_BLOB if blob else "") + _BOX.format(check=check) + (_ORPHAN if blob else "") + _MSG
 
 
 _INGEST = {
@@ -270,14 +275,18 @@ async def ingest(
     threading = thread_ids(parsed.message_id, parsed.in_reply_to, parsed.references)
     keys = _clean([sort.subject, sort.from_, sort.to, sort.cc, sort.display_from, sort.display_to, threading])
     stored: list[StoredMessage] = []
-    # One transaction: the caller's when it has one (no savepoint round trips), else our own.
-    async with contextlib.nullcontext() if conn.is_in_transaction() else conn.transaction():
-        # A small blob goes in with the first copy, in one statement; a large one first, so the
-        # mailbox row lock is not held while its bytes are written.
-        blob_pending = raw is not None and len(raw) <= BLOB_INLINE
+    # A small blob goes in with the first copy, in one statement; a large one first, so the
+    # mailbox row lock is not held while its bytes are written.
+    inline = raw is not None and len(raw) <= BLOB_INLINE
+    boxes = sorted(set(mailbox_ids))
+    # One transaction: the caller's when it has one (no savepoint round trips), else our own, unless one
+    # statement does it all (one mailbox, a small message): BEGIN and COMMIT would cost two round trips more.
+    own = not conn.is_in_transaction() and not (inline and len(boxes) == 1)
+    async with conn.transaction() if own else contextlib.nullcontext():
+        blob_pending = inline
         if raw is not None and not blob_pending:
             await put_blob(conn, raw, digest)
-        for mailbox_id in sorted(set(mailbox_ids)):
+        for mailbox_id in boxes:
             checked = enforce is not None and enforce.checks(mailbox_id)
             row = await conn.fetchrow(
                 _INGEST[blob_pending, checked],
@@ -300,8 +309,9 @@ async def ingest(
                 enforce.refused.append(mailbox_id)
                 continue
             stored.append(StoredMessage(row["id"], row["user_id"], mailbox_id, row["uid"], row["modseq"]))
-        if not stored and enforce is not None and enforce.refused:
+        if not stored and enforce is not None and enforce.refused and not inline:
             # No copy refers to the blob this may have written: the sweep looks at it (store/mailboxes.py).
+            # (A blob written with a copy was noted by that statement.)
             await conn.execute("INSERT INTO blob_orphans (hash) VALUES ($1)", digest)
     return stored
 

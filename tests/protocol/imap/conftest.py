@@ -140,13 +140,16 @@ class Imap:
         await self.heard((await self.mailbox(folder))["id"])
 
     async def heard(self, mailbox_id: int, wait: float = 5.0) -> None:
-        """Until every session with ``mailbox_id`` selected has heard of its change from the change feed."""
+        """Until every session with ``mailbox_id`` selected has heard of its change from the change feed (or
+        knows the mailbox's modseq already: the session that made the change)."""
         deadline = asyncio.get_running_loop().time() + wait
+        highest = await self.pool.fetchval("SELECT highestmodseq FROM mailboxes WHERE id = $1", mailbox_id)
         while any(
             isinstance(s, ImapSession)
             and s.selected is not None
             and s.selected.mailbox_id == mailbox_id
             and not s.selected.changed.is_set()
+            and s.selected.known_modseq < highest
             for s in self.server.sessions
         ):
             assert asyncio.get_running_loop().time() < deadline, "the change feed did not tell the sessions"

@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from .conftest import Imap
-from .helpers import make_message
+from .helpers import Lit, make_message
 
 
 async def test_select_reports_mailbox_state(imap: Imap) -> None:
@@ -154,3 +154,65 @@ async def test_select_lists_each_keyword_once_in_order(imap: Imap) -> None:
     assert b"* 6 EXISTS" in result.untagged
     uids = [f["UID"] for f in (await client.ok("FETCH 1:* UID")).fetches().values()]
     assert uids == sorted(uids)
+
+
+async def test_select_keeps_listing_a_keyword_once_used(imap: Imap) -> None:
+    """A keyword set on a message stays in FLAGS and PERMANENTFLAGS after no message carries it (as Dovecot keeps
+    it), and one copied in from another mailbox is listed there."""
+    await imap.deliver(flags=["$Old"])
+    client = await imap.connect(select="INBOX")
+    await client.ok("STORE 1 -FLAGS ($Old)")
+    await client.ok("STORE 1 +FLAGS ($Kept)")
+    await client.ok("COPY 1 Archive")
+    await client.ok("STORE 1 +FLAGS (\\Deleted)")
+    await client.ok("EXPUNGE")
+    result = await client.ok("SELECT INBOX")
+    assert result.lines("FLAGS") == [b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Kept $Old)"]
+    assert "$Old" in result.code_value("PERMANENTFLAGS")
+    result = await client.ok("SELECT Archive")
+    assert result.lines("FLAGS") == [b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Kept)"]
+
+
+async def test_select_without_new_mail_does_not_wait_for_a_change_in_progress(imap: Imap) -> None:
+    """While another transaction holds the mailbox (a delivery or STORE under way), SELECT of a mailbox whose
+    messages were all taken as \\Recent answers at once instead of queueing behind it."""
+    await imap.deliver()
+    await (await imap.connect()).ok("SELECT INBOX")  # takes the message as recent
+    box = await imap.mailbox()
+    async with imap.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM mailboxes WHERE id = $1 FOR UPDATE", box["id"])
+        client = await imap.connect()
+        result = await client.ok("SELECT INBOX", wait=3)
+    assert b"* 1 EXISTS" in result.untagged
+    assert b"* 0 RECENT" in result.untagged
+
+
+async def test_reselect_shows_every_change_made_meanwhile(imap: Imap) -> None:
+    """SELECT again after other sessions changed the mailbox (a delivery, \\Seen, an expunge, the mailbox
+    deleted and made again under its name) shows it as it is now; with nothing changed, as before."""
+    for _ in range(3):
+        await imap.deliver()
+    client = await imap.connect()
+    first = await client.ok("SELECT INBOX")
+    assert b"* 3 EXISTS" in first.untagged
+    assert first.code_value("UNSEEN") == "1"
+    again = await client.ok("SELECT INBOX")
+    assert b"* 3 EXISTS" in again.untagged
+    assert again.code_value("UNSEEN") == "1"
+    other = await imap.connect(select="INBOX")
+    await other.ok("STORE 1 +FLAGS.SILENT (\\Seen)")
+    assert (await client.ok("SELECT INBOX")).code_value("UNSEEN") == "2"
+    await other.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    await other.ok("EXPUNGE")
+    await imap.deliver()
+    result = await client.ok("SELECT INBOX")
+    assert b"* 3 EXISTS" in result.untagged
+    uids = [int(f["UID"]) for f in (await client.ok("FETCH 1:* UID")).fetches().values()]
+    assert uids == [1, 3, 4]
+    await other.ok("CREATE Work")
+    await other.ok("APPEND Work ", Lit(make_message()))
+    assert b"* 1 EXISTS" in (await client.ok("SELECT Work")).untagged
+    await other.ok("DELETE Work")
+    await other.ok("CREATE Work")
+    result = await client.ok("SELECT Work")
+    assert b"* 0 EXISTS" in result.untagged

@@ -92,3 +92,35 @@ async def test_status_with_imaplib(imap: Imap) -> None:
         return data[0]
 
     assert await imap.imaplib(script) == b'"INBOX" (MESSAGES 1 UNSEEN 1)'
+
+
+async def test_status_again_counts_what_changed_meanwhile(imap: Imap) -> None:
+    """A session asking STATUS of one mailbox again and again gets the counts as they are each time: after a
+    flag change, an expunge or a delivery made elsewhere, and the same counts while nothing changed."""
+    for _ in range(3):
+        await imap.deliver()
+    poller = await imap.connect()
+    ask = "STATUS INBOX (MESSAGES UNSEEN DELETED DELETED-STORAGE)"
+
+    async def counts() -> dict[str, int]:
+        (line,) = (await poller.ok(ask)).lines("STATUS")
+        return status_items(line)
+
+    first = await counts()
+    assert (first["MESSAGES"], first["UNSEEN"], first["DELETED"]) == (3, 3, 0)
+    assert await counts() == first
+    other = await imap.connect(select="INBOX")
+    await other.ok("STORE 1 +FLAGS.SILENT (\\Seen)")
+    assert (await counts())["UNSEEN"] == 2
+    await other.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    flagged = await counts()
+    assert (flagged["UNSEEN"], flagged["DELETED"]) == (2, 1)
+    assert flagged["DELETED-STORAGE"] > 0
+    await other.ok("EXPUNGE")
+    assert await counts() == {"MESSAGES": 2, "UNSEEN": 1, "DELETED": 0, "DELETED-STORAGE": 0}
+    await imap.deliver()
+    assert (await counts())["UNSEEN"] == 2
+    assert (await poller.ok("STATUS INBOX (UNSEEN)")).lines("STATUS") == [b'* STATUS "INBOX" (UNSEEN 2)']
+    assert (await poller.ok("STATUS INBOX (MESSAGES RECENT)")).lines("STATUS") == [
+        b'* STATUS "INBOX" (MESSAGES 3 RECENT 1)'
+    ]
