@@ -121,7 +121,7 @@ def _address_or_empty(text: str | None) -> bool:
     return True
 
 
-def _http_url_or_empty(text: str) -> bool:
+def _http_url_or_empty(text: str | None) -> bool:
     from urllib.parse import urlsplit
 
     if not text:
@@ -161,11 +161,11 @@ class MailAuthConfig:
 class RspamdConfig:
     """The spam filter: a running rspamd spoken to over HTTP (relate/spam)."""
 
-    # The normal worker's address, e.g. "http://127.0.0.1:11333"; empty: no spam filtering.
-    url: str = ""
+    # The normal worker's address, e.g. "http://127.0.0.1:11333"; unset or empty: no spam filtering.
+    url: str | None = None
     # The controller worker's address, for learning from moves into and out of Junk
-    # (e.g. "http://127.0.0.1:11334"); empty: nothing is learnt.
-    controller_url: str = ""
+    # (e.g. "http://127.0.0.1:11334"); unset or empty: nothing is learnt.
+    controller_url: str | None = None
     # The controller's password, when it asks for one (give it as password_file).
     password: str | None = None
     # Seconds a check (or a learn call) may take before rspamd counts as unreachable.

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from relate.config import RspamdConfig
 from relate.mail.mime import field_addresses
 from relate.mail.spool import Spool
-from relate.spam.rspamd import Envelope, Result, Rspamd, Unreachable
+from relate.spam.rspamd import MAX_SYMBOLS, Envelope, Result, Rspamd, Unreachable
 from relate.store import spam as store
 
 log = logging.getLogger("relate.spam")
@@ -102,6 +102,31 @@ def render(result: Result | None, skipped: str = "") -> bytes:
     listed = [f"{name}({score:.2f})" for name, score in result.symbols]
     symbols = _fold("X-Spam-Symbols", listed) if listed else b""
     return status + f"X-Spam-Score: {result.score:.2f}\r\n".encode() + symbols
+
+
+_SYMBOL = re.compile(r"([^\s,()]+)\((-?[0-9.]+)\)")
+
+
+def read_back(status: str, symbols: str | None) -> dict[str, object]:
+    """What :func:`render` wrote, read back from the values of X-Spam-Status and X-Spam-Symbols (for the REST
+    detail): spam yes or no, the score, the threshold, rspamd's action, why it was not asked, the symbols."""
+    verdict, _, rest = status.partition(",")
+    words = dict(w.split("=", 1) for w in rest.split() if "=" in w)
+
+    def number(key: str) -> float | None:
+        try:
+            return float(words[key])
+        except (KeyError, ValueError):
+            return None
+
+    return {
+        "spam": verdict.strip().lower() == "yes",
+        "score": number("score"),
+        "required": number("required"),
+        "action": words["action"].replace("_", " ") if "action" in words else None,
+        "skipped": rest.strip().removeprefix("skipped=") if rest.strip().startswith("skipped=") else None,
+        "symbols": [{"name": n, "score": float(v)} for n, v in _SYMBOL.findall(symbols or "")][:MAX_SYMBOLS],
+    }
 
 
 class SpamFilter:
@@ -183,4 +208,4 @@ async def _senders(section: bytes, mail_from: str) -> list[str]:
     return list(dict.fromkeys([a for a in [mail_from, *(found or [])] if a]))
 
 
-__all__ = ["DEFER", "DELIVER", "JUNK", "REFUSE", "SpamFilter", "SpamVerdict", "render", "strip_fields"]
+__all__ = ["DEFER", "DELIVER", "JUNK", "REFUSE", "SpamFilter", "SpamVerdict", "read_back", "render", "strip_fields"]

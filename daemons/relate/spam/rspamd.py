@@ -135,7 +135,7 @@ class Rspamd:
         headers["Queue-Id"] = envelope.queue_id
         if envelope.user:
             headers["User"] = envelope.user
-        return parse_answer(await self._post(self.cfg.url.rstrip("/") + "/checkv2", headers, message.chunks()))
+        return parse_answer(await self._post((self.cfg.url or "").rstrip("/") + "/checkv2", headers, message.chunks()))
 
     async def learn(self, kind: str, message: bytes) -> None:
         """Teach rspamd's controller that ``message`` is ``kind`` (spam or ham); raises Unreachable when it
@@ -144,7 +144,7 @@ class Rspamd:
         headers: CIMultiDict[str] = CIMultiDict()
         if self.cfg.password:
             headers["Password"] = self.cfg.password
-        url = self.cfg.controller_url.rstrip("/") + f"/learn{kind}"
+        url = (self.cfg.controller_url or "").rstrip("/") + f"/learn{kind}"
         try:
             answer = await self._post(url, headers, message)
         except Unreachable as exc:
