@@ -63,6 +63,8 @@ class Learner:
                     pass  # more may be due at once
             except db.UNAVAILABLE as exc:
                 log.warning("spam-learn-tempfail error=%s", type(exc).__name__)
+            except Exception:  # a bug: logged, and the task lives on to try the next round
+                log.exception("spam-learn-error")
             await asyncio.sleep(self.cfg.learn_interval)
 
     async def work(self) -> int:

@@ -126,7 +126,7 @@ class Rspamd:
         """rspamd's verdict on the message; raises Unreachable."""
         headers: CIMultiDict[str] = CIMultiDict()
         headers["Content-Length"] = str(message.size)
-        headers["From"] = envelope.mail_from
+        headers["From"] = envelope.mail_from or "<>"  # the null reverse-path, as MTAs hand it to rspamd
         for rcpt in envelope.recipients:
             headers.add("Rcpt", rcpt)
         headers["IP"] = envelope.client
