@@ -1034,7 +1034,7 @@ def main(argv: list[str] | None = None) -> int:
         if binary is None:
             apt_install("rspamd", ["rspamd"], quiet=quiet)
             binary = find_program("rspamd") or "rspamd"
-        spam = RspamdServer(workdir / "rspamd", binary)
+        spam = RspamdServer(workdir / "rspamd", binary, workers=os.cpu_count() or 1)  # rspamd's default count
 
     def body() -> None:
         rounds: dict[str, list[Round]] = {}

@@ -33,7 +33,6 @@ from relate.smtp.session import SmtpSession
 from relate.spam.filter import SpamFilter
 from relate.spam.learner import Learner
 from relate.store import accounts
-from relate.store import spam as spam_store
 from relate.store.group_commit import CommitGroup
 
 log = logging.getLogger("relate.smtp")
@@ -62,7 +61,7 @@ class SmtpServer(StreamServer):
             cfg, Dns(make_resolver(cfg.delivery)), lambda names: accounts.hosted_domains(pool, names)
         )
         # Sender lists and rspamd (relate.spam); the learner teaches rspamd what users move into or out of Junk.
-        self.spam = SpamFilter(cfg.smtp.rspamd, lambda users, senders: spam_store.decisions(pool, users, senders))
+        self.spam = SpamFilter(cfg.smtp.rspamd, pool)
         self.learner = Learner(pool, self.spam.rspamd, cfg.smtp.rspamd)
         self.commit_group = CommitGroup(pool)  # MX deliveries arriving together share a commit
         self.commands = commands.COMMANDS

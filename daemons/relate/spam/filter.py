@@ -36,8 +36,10 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import asyncpg
 
 from relate.config import RspamdConfig
 from relate.mail.mime import field_addresses
@@ -56,9 +58,6 @@ HEADER_ON_LOOP = 16 * 1024  # a header section up to this size is read for From 
 # The fields we write, removed first wherever they are in the header section (with their continuation lines).
 _OURS = re.compile(rb"^x-spam-(?:status|score|symbols)[ \t]*+:[^\n]*+\n?(?:[ \t][^\n]*+\n?)*+", re.I | re.M)
 _FOLD_AT = 76
-
-# What the lists say of the senders, per user (relate.store.spam.decisions).
-Decide = Callable[[Sequence[int], Sequence[str]], Awaitable[dict[int, str]]]
 
 
 @dataclass(frozen=True)
@@ -132,9 +131,9 @@ def read_back(status: str, symbols: str | None) -> dict[str, object]:
 class SpamFilter:
     """The SMTP daemon's spam filter: one per process, sharing the rspamd client."""
 
-    def __init__(self, cfg: RspamdConfig, decide: Decide) -> None:
+    def __init__(self, cfg: RspamdConfig, pool: asyncpg.Pool) -> None:
         self.cfg = cfg
-        self.decide = decide
+        self.pool = pool
         self.rspamd = Rspamd(cfg)
         self._warned_at = -WARN_EVERY  # monotonic time of the last "unreachable" line
         self._unwarned = 0  # messages that met an unreachable rspamd since that line
@@ -155,7 +154,11 @@ class SpamFilter:
         if submitted and not self.cfg.check_submission:
             return SpamVerdict(DELIVER, render(None, "submission"), strip=True)
         users = list(dict.fromkeys(users))
-        lists = await self.decide(users, await _senders(section, envelope.mail_from)) if users else {}
+        listing = await store.listing(self.pool, users) if users else []
+        # The From field is read only for recipients with lists (most have none: one indexed probe).
+        lists = (
+            await store.decisions(self.pool, listing, await _senders(section, envelope.mail_from)) if listing else {}
+        )
         allowed = {u for u, kind in lists.items() if kind == store.ALLOW}
         blocked = frozenset(u for u, kind in lists.items() if kind == store.BLOCK)
         if blocked and blocked == set(users) and self.cfg.block_action == "refuse":

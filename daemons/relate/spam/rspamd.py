@@ -2,8 +2,8 @@
 
 Policy:
 
-- The message goes as the request body, streamed from its spool with its
-  length declared; the envelope goes in request headers (rspamd's protocol
+- The message goes as the request body (streamed from its spool once that
+  is on disk) with its length declared; the envelope goes in request headers (rspamd's protocol
   page): ``From`` (MAIL FROM), one ``Rcpt`` per recipient, ``IP``, ``Helo``,
   ``User`` (an authenticated sender), ``Queue-Id``. ``Hostname`` (the
   client's name from reverse DNS) is not sent: we do not resolve it, and
@@ -135,7 +135,9 @@ class Rspamd:
         headers["Queue-Id"] = envelope.queue_id
         if envelope.user:
             headers["User"] = envelope.user
-        return parse_answer(await self._post((self.cfg.url or "").rstrip("/") + "/checkv2", headers, message.chunks()))
+        # A spool still in memory (up to 256 KiB) goes as one bytes object; one on disk is streamed from it.
+        body = message.chunks() if message.on_disk else await message.read()
+        return parse_answer(await self._post((self.cfg.url or "").rstrip("/") + "/checkv2", headers, body))
 
     async def learn(self, kind: str, message: bytes) -> None:
         """Teach rspamd's controller that ``message`` is ``kind`` (spam or ham); raises Unreachable when it

@@ -78,6 +78,16 @@ async def delete_rule(conn: Queryable, user_id: int, *, rule_id: int | None = No
     return str(done).endswith(" 1")
 
 
+async def listing(conn: Queryable, user_ids: Sequence[int]) -> list[int]:
+    """Which of these users have any entry at all (one probe of the (user_id, pattern) index)."""
+    rows = await conn.fetch(
+        """SELECT u.id FROM unnest($1::bigint[]) AS u(id)
+            WHERE EXISTS (SELECT 1 FROM sender_rules r WHERE r.user_id = u.id)""",
+        list(user_ids),
+    )
+    return [r["id"] for r in rows]
+
+
 async def decisions(conn: Queryable, user_ids: Sequence[int], senders: Iterable[str]) -> dict[int, str]:
     """What each user's lists say of these senders: ``block`` when any entry blocks one of them, else
     ``allow`` when any entry allows one; users whose lists name none are left out."""

@@ -37,7 +37,7 @@ options {{
   dns {{ nameserver = ["127.0.0.1:9"]; timeout = 0.2s; retransmits = 1; }}
 }}
 logging {{ type = "file"; filename = "{dir}/rspamd.log"; level = "info"; }}
-worker "normal" {{ bind_socket = "127.0.0.1:{normal}"; count = 1; }}
+worker "normal" {{ bind_socket = "127.0.0.1:{normal}"; count = {workers}; }}
 worker "controller" {{ bind_socket = "127.0.0.1:{controller}"; count = 1; secure_ip = "127.0.0.1"; }}
 classifier "bayes" {{
   backend = "sqlite3";
@@ -62,8 +62,9 @@ def free_port() -> int:
 class RspamdServer:
     """rspamd started in ``directory``; ``url`` and ``controller_url`` for relate's configuration."""
 
-    def __init__(self, directory: Path, binary: str = "rspamd") -> None:
+    def __init__(self, directory: Path, binary: str = "rspamd", *, workers: int = 1) -> None:
         self.binary = binary
+        self.workers = workers  # normal worker processes (rspamd's default: one per core)
         self.directory = directory
         self.normal = free_port()
         self.controller = free_port()
@@ -81,7 +82,9 @@ class RspamdServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "rules.lua").write_text(RULES)
         conf = self.directory / "rspamd.conf"
-        conf.write_text(CONFIG.format(dir=self.directory, normal=self.normal, controller=self.controller))
+        conf.write_text(
+            CONFIG.format(dir=self.directory, normal=self.normal, controller=self.controller, workers=self.workers)
+        )
         # -f: stay in the foreground (a child of the test). As root (CI, a container), -i lets its workers
         # run as root rather than ask for a -u user.
         command = [self.binary, "-c", str(conf), "-f", *(["-i"] if os.getuid() == 0 else [])]

@@ -174,3 +174,15 @@ async def test_unreachable_tempfails_when_configured(smtp: Smtp) -> None:
     smtp.cfg.smtp.rspamd.on_unreachable = "tempfail"
     assert await deliver(smtp, make_message()) == ["250 2.1.0", "250 2.1.5", "451 4.7.1"]
     assert await smtp.inbox(BOB) == []
+
+
+async def test_a_message_spooled_to_disk_is_streamed_to_rspamd(smtp: Smtp) -> None:
+    """A 600 KiB message (past the spool's memory limit) is streamed to rspamd whole (a short body would leave
+    rspamd waiting, and the check would time out): its verdict files it in Junk. (rspamd looks for GTUBE in
+    small text parts only, so the subject rule is what scores here.)"""
+    message = make_message(subject="cheap pills in bulk", body=("y" * 76 + "\r\n") * 8000)
+    assert len(message) > 600_000
+    assert await deliver(smtp, message) == ACCEPTED
+    [stored] = await smtp.inbox(BOB, "Junk")
+    assert field(stored, "X-Spam-Status")[0].startswith("Yes, score=8.00")
+    assert stored.endswith(message)
