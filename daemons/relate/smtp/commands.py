@@ -476,8 +476,8 @@ async def _filter(
 
 
 def _without_spam_fields(verdict: mailauth.Verdict, spam: spam_filter.SpamVerdict, head: bytes) -> mailauth.Verdict:
-    """The verdict with the message's own X-Spam-* fields taken out of the header section it writes, when the
-    spam filter writes its own."""
+    """The verdict with the message's own X-Spam-* fields taken out of the header section it writes: when the
+    spam filter writes its own, and on port 25 always."""
     if not spam.strip:
         return verdict
     section = mailauth.header_section(head)

@@ -22,12 +22,9 @@ from .helpers import make_message
 async def learner(imap: Imap, rspamd_server: RspamdServer) -> AsyncIterator[Learner]:
     """The learner the SMTP daemon runs, against the test's rspamd controller, looking every 0.1 s."""
     cfg = imap.cfg.smtp.rspamd
-    cfg.url, cfg.controller_url, cfg.learn_interval, cfg.timeout = (
-        rspamd_server.url,
-        rspamd_server.controller_url,
-        0.1,
-        5,
-    )
+    cfg.url, cfg.controller_url = rspamd_server.url, rspamd_server.controller_url
+    cfg.learn_interval = 0.1
+    cfg.timeout = 30  # a shared machine may keep rspamd's answer waiting for seconds
     client = Rspamd(cfg)
     running = Learner(imap.pool, client, cfg)
     running.start()
@@ -42,7 +39,7 @@ def wordy(subject: str) -> bytes:
     return make_message(subject=subject, body=f"Dear friend,\r\n{words}\r\n")
 
 
-async def learns_reach(rspamd_server: RspamdServer, count: int, wait: float = 30.0) -> int:
+async def learns_reach(rspamd_server: RspamdServer, count: int, wait: float = 45.0) -> int:
     """Wait until rspamd's /stat counts ``count`` lessons; the count it reached."""
     deadline = asyncio.get_running_loop().time() + wait
     while True:
