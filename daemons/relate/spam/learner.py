@@ -15,7 +15,8 @@ Policy:
 - A failed call is tried again after ``RETRY_STEP`` seconds times the
   attempts so far, at most ``smtp.rspamd.learn_attempts`` times; then the
   lesson is given up with one ``spam-learn-failed`` line. A message gone
-  meanwhile (expunged and swept) is dropped.
+  meanwhile (expunged and swept), or larger than ``smtp.rspamd.max_size``
+  (it was never checked either), is dropped.
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ class Learner:
         return len(lessons)
 
     async def _teach(self, lesson: store.Lesson) -> None:
-        message = await store.message(self.pool, lesson)
+        message, size = await store.message(self.pool, lesson, self.cfg.max_size)
         if message is None:
-            await store.failed(self.pool, lesson, "message gone", attempts=0)
+            reason = "message gone" if size is None else f"larger than smtp.rspamd.max_size ({size} bytes)"
+            await store.failed(self.pool, lesson, reason, attempts=0)
             return
         try:
             await self.rspamd.learn(lesson.wanted, message)

@@ -152,10 +152,15 @@ async def claim(conn: Queryable, limit: int, lease: float) -> list[Lesson]:
     return [Lesson(r["user_id"], bytes(r["blob_hash"]), r["wanted"], r["attempts"]) for r in rows]
 
 
-async def message(conn: Queryable, lesson: Lesson) -> bytes | None:
-    """The message's bytes; None when it is gone (its blob swept after every copy was removed)."""
-    data = await conn.fetchval("SELECT data FROM blobs WHERE hash = $1", lesson.blob_hash)
-    return None if data is None else bytes(data)
+async def message(conn: Queryable, lesson: Lesson, limit: int) -> tuple[bytes | None, int | None]:
+    """(the message's bytes, unless it is larger than ``limit``; its size); (None, None) when it is gone
+    (its blob swept after every copy was removed)."""
+    row = await conn.fetchrow(
+        "SELECT size, CASE WHEN size <= $2 THEN data END AS data FROM blobs WHERE hash = $1", lesson.blob_hash, limit
+    )
+    if row is None:
+        return None, None
+    return (None if row["data"] is None else bytes(row["data"])), row["size"]
 
 
 async def learnt(conn: Queryable, lesson: Lesson) -> None:

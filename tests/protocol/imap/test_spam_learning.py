@@ -49,9 +49,17 @@ async def learns_reach(rspamd_server: RspamdServer, count: int, wait: float = 45
         await asyncio.sleep(0.1)
 
 
-async def pending(imap: Imap) -> list[tuple[str, str | None]]:
-    rows = await imap.pool.fetch("SELECT wanted, learnt FROM spam_learning ORDER BY updated_at")
-    return [(r["wanted"], r["learnt"]) for r in rows]
+async def pending(imap: Imap, expected: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+    """(wanted, learnt) of each queued lesson, once they are ``expected`` or after 10 s (rspamd counts a lesson
+    a moment before the learner records it)."""
+    found: list[tuple[str, str | None]] = []
+    for _ in range(100):
+        rows = await imap.pool.fetch("SELECT wanted, learnt FROM spam_learning ORDER BY updated_at")
+        found = [(r["wanted"], r["learnt"]) for r in rows]
+        if found == expected:
+            break
+        await asyncio.sleep(0.1)
+    return found
 
 
 async def test_move_into_junk_learns_spam_then_out_learns_ham(
@@ -63,11 +71,11 @@ async def test_move_into_junk_learns_spam_then_out_learns_ham(
     client = await imap.connect(select="INBOX")
     await client.ok("MOVE 1 Junk")
     assert await learns_reach(rspamd_server, before + 1) == before + 1
-    assert await pending(imap) == [("spam", "spam")]
+    assert await pending(imap, [("spam", "spam")]) == [("spam", "spam")]
     client = await imap.connect(select="Junk")
     await client.ok("MOVE 1 INBOX")
     assert await learns_reach(rspamd_server, before + 2) == before + 2
-    assert await pending(imap) == [("ham", "ham")]
+    assert await pending(imap, [("ham", "ham")]) == [("ham", "ham")]
 
 
 async def test_copies_into_junk_learn_once(imap: Imap, rspamd_server: RspamdServer, learner: Learner) -> None:
@@ -82,7 +90,7 @@ async def test_copies_into_junk_learn_once(imap: Imap, rspamd_server: RspamdServ
     await junk.ok("MOVE 1:* Trash")
     await asyncio.sleep(0.5)  # five rounds of the learner
     assert await asyncio.to_thread(rspamd_server.learns) == before + 1
-    assert await pending(imap) == [("spam", "spam")]
+    assert await pending(imap, [("spam", "spam")]) == [("spam", "spam")]
 
 
 async def test_rspamd_down_retries_then_gives_up(imap: Imap, learner: Learner) -> None:
@@ -112,3 +120,22 @@ async def attempted(imap: Imap, attempts: int) -> dict[str, Any]:
         await asyncio.sleep(0.1)
     assert row is not None
     return dict(row)
+
+
+async def test_a_message_over_max_size_is_not_sent(imap: Imap, rspamd_server: RspamdServer, learner: Learner) -> None:
+    """A message larger than smtp.rspamd.max_size moved to Junk is dropped from the queue, never sent."""
+    learner.cfg.max_size = 1024
+    before = await asyncio.to_thread(rspamd_server.learns)
+    await imap.deliver(wordy("too long to learn") + b"z" * 2048 + b"\r\n")
+    client = await imap.connect(select="INBOX")
+    await client.ok("MOVE 1 Junk")
+    row = None
+    for _ in range(100):
+        row = await imap.pool.fetchrow("SELECT due, last_error FROM spam_learning")
+        if row is not None and row["due"] is None:
+            break
+        await asyncio.sleep(0.1)
+    assert row is not None
+    assert row["due"] is None
+    assert "max_size" in row["last_error"]
+    assert await asyncio.to_thread(rspamd_server.learns) == before
