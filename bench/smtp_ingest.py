@@ -19,6 +19,8 @@ is signed with (RSA 2048, signed before the load starts), so each message
 costs SPF twice, a DKIM verification and DMARC, answered from the daemon's
 warm DNS cache after the first. ``--no-mailauth`` turns the checks off
 (``smtp.mailauth.enabled: false``): run both to see what they cost.
+``--rspamd`` adds spam filtering: a throwaway rspamd (relate.testing.rspamd)
+asked for every message, as ``smtp.rspamd.url`` does; compare with a run without.
 
 It refuses to report figures unless the database then holds exactly the
 messages that were acknowledged. ``--vs postfix`` runs the same load with the
@@ -27,7 +29,7 @@ that delivers to maildirs, as ``shared/peers.md`` describes, and adds the
 ratio relate/postfix. Everything started is stopped again, also on Ctrl-C.
 
 Usage: ``.venv/bin/python bench/smtp_ingest.py [--sessions 20] [--messages 2000]
-[--size 10240] [--vs postfix] [--quota] [--no-mailauth] [--no-dkim] [--json-only]``; ``--help`` for the rest.
+[--size 10240] [--vs postfix] [--quota] [--no-mailauth] [--rspamd] [--no-dkim] [--json-only]``; ``--help`` for the rest.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ from relate.services import accounts
 from relate.services.dns import txt_strings
 from relate.store import db
 from relate.testing.dns import ThreadedDnsServer, Zone
+from relate.testing.rspamd import RspamdServer
 
 DOMAIN = "bench.test"
 SENDER_DOMAIN = "client.example"
@@ -149,8 +152,10 @@ class Relate(RelateServer):
         *,
         dns: str,
         mailauth: bool = True,
+        rspamd: str | None = None,
     ) -> None:
         super().__init__(workdir, quiet)
+        self.rspamd = rspamd
         self.users = users
         self.pool_max = pool_max
         self.sessions = sessions
@@ -163,7 +168,7 @@ class Relate(RelateServer):
         return (
             f"relate-smtp (MX role, logging WARNING, pool_max {self.pool_max or DatabaseConfig.pool_max}"
             f"{', every user under a quota' if self.quota else ''}"
-            f", SPF/DKIM/DMARC {'on' if self.mailauth else 'off'}) -> "
+            f", SPF/DKIM/DMARC {'on' if self.mailauth else 'off'}, rspamd {'on' if self.rspamd else 'off'}) -> "
             f"PostgreSQL {self.settings.get('server_version', '?')} "
             f"(fsync={self.settings.get('fsync')}, synchronous_commit={self.settings.get('synchronous_commit')})"
         )
@@ -189,6 +194,7 @@ class Relate(RelateServer):
                         # Room for reconnects (--no-reuse) so the per-client cap never refuses the load.
                         "max_connections_per_client": 2 * self.sessions + 10,
                         "mailauth": {"enabled": self.mailauth},
+                        **({"rspamd": {"url": self.rspamd}} if self.rspamd else {}),
                     },
                     "delivery": {"dns_servers": [self.dns]},
                     "logging": {"level": "WARNING"},
@@ -982,6 +988,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="SPF, DKIM and DMARC on every message, as deployed (default); --no-mailauth: smtp.mailauth.enabled false",
     )
     parser.add_argument(
+        "--rspamd",
+        action="store_true",
+        help="spam filtering on: a throwaway rspamd (Debian's, relate.testing.rspamd's minimal configuration, "
+        "no network lookups) asked for every message (smtp.rspamd.url); default off",
+    )
+    parser.add_argument(
         "--dkim",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -1038,6 +1050,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "quota": args.quota,
             "mailauth": args.mailauth,
+            "rspamd": args.rspamd,
             "dkim": args.dkim,
             "cpus": os.cpu_count(),
             "fs": fs_type(workdir),
@@ -1047,11 +1060,29 @@ def main(argv: list[str] | None = None) -> int:
     targets: list[Target] = []
     dns = ThreadedDnsServer(sender_zone(key))
 
+    spam = None
+    if args.rspamd:
+        binary = find_program("rspamd")
+        if binary is None:
+            apt_install("rspamd", ["rspamd"], quiet=quiet)
+            binary = find_program("rspamd") or "rspamd"
+        spam = RspamdServer(workdir / "rspamd", binary, workers=os.cpu_count() or 1)  # rspamd's default count
+
     def body() -> None:
         rounds: dict[str, list[Round]] = {}
         address = dns.start()
+        if spam is not None:
+            spam.start()
         relate = Relate(
-            workdir, users, args.pool_max, args.sessions, quiet, args.quota, dns=address, mailauth=args.mailauth
+            workdir,
+            users,
+            args.pool_max,
+            args.sessions,
+            quiet,
+            args.quota,
+            dns=address,
+            mailauth=args.mailauth,
+            rspamd=spam.url if spam is not None else None,
         )
         targets.append(relate)
         if args.vs == "postfix":
@@ -1077,6 +1108,8 @@ def main(argv: list[str] | None = None) -> int:
     def stop() -> None:
         stop_targets(targets, "smtp_ingest")
         dns.stop()
+        if spam is not None:
+            spam.stop()
 
     return run_benchmark("smtp_ingest", args, workdir, report, body, stop, render)
 

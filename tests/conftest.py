@@ -20,6 +20,7 @@ from relate.config import AuthConfig, DatabaseConfig
 from relate.runtime.embedded_pg import EmbeddedPostgres
 from relate.runtime.looplag import LoopWatchdog
 from relate.store import db, migrate
+from tests.rspamd import RspamdServer
 
 TEMPLATE = "relate_template"
 _counter = itertools.count()
@@ -125,3 +126,13 @@ def _no_loop_blocking(request: pytest.FixtureRequest) -> None:
     """Every async test fails when daemon code blocks the loop for more than 100 ms (see runtime/looplag.py)."""
     if inspect.iscoroutinefunction(request.function):
         request.getfixturevalue("loop_watchdog")
+
+
+@pytest.fixture(scope="session")
+def rspamd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RspamdServer]:
+    """A real rspamd on loopback (tests/rspamd.py), started once per test session; skipped when the binary
+    is missing, except under CI (scripts/test-deps installs it)."""
+    server = RspamdServer(tmp_path_factory.mktemp("rspamd"))
+    server.start()
+    yield server
+    server.stop()

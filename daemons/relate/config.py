@@ -137,6 +137,19 @@ def _postgres_uri(dsn: str | None) -> bool:
     return all(_DSN_HOST.fullmatch(host) for host in hosts.split(","))
 
 
+def _http_url_or_empty(text: str | None) -> bool:
+    from urllib.parse import urlsplit
+
+    if not text:
+        return True
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises on a bad port
+    except ValueError:
+        return False
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)
+
+
 def _has_special(text: str) -> bool:
     return any(ch.isspace() or ch in ';"()\\' for ch in text)
 
@@ -158,6 +171,35 @@ class MailAuthConfig:
     # end of DATA) or "junk" (delivered to the Junk folder). p=quarantine
     # always files in Junk; a forged From of a hosted domain is always refused.
     dmarc_reject: str = "refuse"
+
+
+@dataclass
+class RspamdConfig:
+    """The spam filter: a running rspamd spoken to over HTTP (relate/spam)."""
+
+    # The normal worker's address, e.g. "http://127.0.0.1:11333"; unset or empty: no spam filtering.
+    url: str | None = None
+    # The controller worker's address, for learning from moves into and out of Junk
+    # (e.g. "http://127.0.0.1:11334"); unset or empty: nothing is learnt.
+    controller_url: str | None = None
+    # The controller's password, when it asks for one (give it as password_file).
+    password: str | None = None
+    # Seconds a check (or a learn call) may take before rspamd counts as unreachable.
+    timeout: float = 10.0
+    # rspamd unreachable (or answering nonsense): "accept" (delivered unchecked, and
+    # said so in X-Spam-Status) or "tempfail" (451 4.7.1: the sender tries later).
+    on_unreachable: str = "accept"
+    # Larger mail is not sent to rspamd: delivered unchecked, and said so in X-Spam-Status.
+    max_size: int = 20 * 1024 * 1024
+    # Check mail an authenticated user submits (587/465) too; off: skipped, and said so.
+    check_submission: bool = False
+    # A sender on a recipient's block list: "junk" (filed in Junk) or "refuse"
+    # (550 5.7.1, when every recipient blocks the sender).
+    block_action: str = "junk"
+    # Learning: how often the queue of moves into and out of Junk is looked at,
+    # and how many times one learn call is tried before it is given up.
+    learn_interval: float = 5.0
+    learn_attempts: int = 5
 
 
 @dataclass
@@ -190,6 +232,7 @@ class SmtpConfig:
     # Unknown verbs a session may send (a web browser, a port scanner); then 502 and close.
     max_unknown_commands: int = 5
     mailauth: MailAuthConfig = field(default_factory=MailAuthConfig)
+    rspamd: RspamdConfig = field(default_factory=RspamdConfig)
 
     def listeners(self) -> dict[str, ListenerConfig]:
         """The three roles by name: mx, submission (STARTTLS), submissions (implicit TLS)."""
@@ -469,6 +512,22 @@ class Config:
                 not self.smtp.mailauth.authserv_id or not _has_special(self.smtp.mailauth.authserv_id),
                 "must be a host name (no spaces, ';', quotes or parentheses)",
             ),
+            ("smtp.rspamd.url", _http_url_or_empty(self.smtp.rspamd.url), "must be an http:// URL or empty"),
+            (
+                "smtp.rspamd.controller_url",
+                _http_url_or_empty(self.smtp.rspamd.controller_url),
+                "must be an http:// URL or empty",
+            ),
+            ("smtp.rspamd.timeout", self.smtp.rspamd.timeout > 0, "must be positive"),
+            (
+                "smtp.rspamd.on_unreachable",
+                self.smtp.rspamd.on_unreachable in {"accept", "tempfail"},
+                "must be accept or tempfail",
+            ),
+            ("smtp.rspamd.max_size", self.smtp.rspamd.max_size >= 1024, "must be at least 1024 bytes"),
+            ("smtp.rspamd.block_action", self.smtp.rspamd.block_action in {"junk", "refuse"}, "must be junk or refuse"),
+            ("smtp.rspamd.learn_interval", self.smtp.rspamd.learn_interval > 0, "must be positive"),
+            ("smtp.rspamd.learn_attempts", self.smtp.rspamd.learn_attempts >= 1, "must be 1 or more"),
             ("imap.memory_budget", self.imap.memory_budget >= 1024 * 1024, "must be at least 1 MiB"),
             ("imap.memory_wait", self.imap.memory_wait >= 0, "must be 0 or more"),
             ("quota.storage", self.quota.storage >= 0, "must be 0 (no limit) or more"),

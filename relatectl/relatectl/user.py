@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from relate.services import accounts
+from relate.services import accounts, senders
 from relatectl.common import JsonOption, cell, console, fail, load_config, print_json, print_rows, with_pool
 from relatectl.sizes import format_size, parse_size
 
@@ -83,9 +83,7 @@ def _quota_line(address: str, view: dict[str, Any]) -> str:
 
 
 @app.command("show")
-def show(
-    address: str = typer.Argument(..., help="The user's address or an alias."), as_json: bool = JsonOption
-) -> None:
+def show(address: str = typer.Argument(..., help="The user's primary address."), as_json: bool = JsonOption) -> None:
     """Show a user's aliases, quota, folders (messages, unread, size) and keys."""
     cfg = load_config()
 
@@ -127,7 +125,7 @@ def show(
 
 @app.command("quota")
 def quota(
-    address: str = typer.Argument(..., help="The user's address or an alias."),
+    address: str = typer.Argument(..., help="The user's primary address."),
     storage: str | None = typer.Option(
         None, "--storage", help="Limit on the bytes of the user's messages, every folder: 500M, 2G, 1.5T, or none."
     ),
@@ -253,3 +251,60 @@ def remove(
 
     with_pool(go)
     console.print(f"removed user {address.lower()}", highlight=False)
+
+
+# -- sender lists (relate.spam: applied before rspamd's verdict) -------------------------------
+
+
+def _put_sender(address: str, sender: str, kind: str) -> None:
+    async def go(pool: asyncpg.Pool) -> dict[str, Any]:
+        return await senders.put(pool, await senders.user_id_of(pool, address), sender, kind)
+
+    rule = with_pool(go)
+    console.print(Text(f"{address.lower()}: {rule['pattern']} is on the {kind} list"))
+
+
+@app.command("allow")
+def allow(
+    address: str = typer.Argument(..., help="The user's primary address."),
+    sender: str = typer.Argument(..., help="An address, or a domain (its subdomains too)."),
+) -> None:
+    """Deliver mail from SENDER to INBOX whatever rspamd says (DMARC refusals still apply)."""
+    _put_sender(address, sender, "allow")
+
+
+@app.command("block")
+def block(
+    address: str = typer.Argument(..., help="The user's primary address."),
+    sender: str = typer.Argument(..., help="An address, or a domain (its subdomains too)."),
+) -> None:
+    """File mail from SENDER in Junk (or refuse it: smtp.rspamd.block_action)."""
+    _put_sender(address, sender, "block")
+
+
+@app.command("unlist")
+def unlist(
+    address: str = typer.Argument(..., help="The user's primary address."),
+    sender: str = typer.Argument(..., help="The entry to remove, as allowed or blocked."),
+) -> None:
+    """Take SENDER off the user's allow or block list."""
+
+    async def go(pool: asyncpg.Pool) -> None:
+        await senders.remove(pool, await senders.user_id_of(pool, address), sender)
+
+    with_pool(go)
+    console.print(Text(f"{address.lower()}: {sender.lower()} removed"))
+
+
+@app.command("senders")
+def senders_cmd(
+    address: str = typer.Argument(..., help="The user's primary address."), as_json: bool = JsonOption
+) -> None:
+    """List the user's allowed and blocked senders."""
+
+    async def go(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+        return await senders.list_for(pool, await senders.user_id_of(pool, address))
+
+    rows = with_pool(go)
+    columns = [("pattern", "Sender"), ("kind", "List"), ("createdAt", "Added")]
+    print_rows(rows, columns, as_json=as_json, title="Senders")

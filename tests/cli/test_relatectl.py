@@ -881,3 +881,18 @@ def test_version_answers_without_loading_the_commands() -> None:
     )
     assert full.returncode == 0
     assert "Usage: relatectl" in full.stdout
+
+
+def test_user_allow_block_unlist_senders(relatectl: Invoke, bob: str) -> None:
+    """allow and block put senders on bob's lists (a second call moves one), senders lists them, unlist removes."""
+    assert "example.org is on the allow list" in ok(relatectl("user", "allow", bob, "Example.ORG")).stdout
+    ok(relatectl("user", "block", bob, "spammer@bad.example"))
+    assert "example.org is on the block list" in ok(relatectl("user", "block", bob, "example.org")).stdout
+    rows = json.loads(ok(relatectl("user", "senders", bob, "--json")).stdout)
+    assert [(r["pattern"], r["kind"]) for r in rows] == [("example.org", "block"), ("spammer@bad.example", "block")]
+    ok(relatectl("user", "unlist", bob, "example.org"))
+    assert "example.org" not in ok(relatectl("user", "senders", bob)).stdout
+    failed = relatectl("user", "unlist", bob, "example.org")
+    assert failed.exit_code != 0
+    assert "neither list" in failed.stderr
+    assert relatectl("user", "allow", bob, "not a domain").exit_code != 0

@@ -95,6 +95,9 @@ def test_secret_from_file_in_yaml_and_env(tmp_path: Path) -> None:
         ("", {"RELATE_INTERNAL__API_KEY_FILE": "/nonexistent/key"}, ["api_key_file", "cannot read"]),
         ("- a\n- b\n", {}, ["top level must be a mapping"]),
         ("database:\n  dsn: [unclosed\n", {}, ["relate.yaml", "line"]),
+        ("smtp:\n  rspamd:\n    url: 127.0.0.1:11333\n", {}, ["smtp.rspamd.url", "http://"]),
+        ("", {"RELATE_SMTP__RSPAMD__ON_UNREACHABLE": "drop"}, ["smtp.rspamd.on_unreachable", "accept or tempfail"]),
+        ("", {"RELATE_SMTP__RSPAMD__BLOCK_ACTION": "bounce"}, ["smtp.rspamd.block_action", "junk or refuse"]),
     ],
 )
 def test_bad_config_is_one_line_naming_key_and_source(

@@ -24,6 +24,7 @@ from relate.config import Config
 from relate.mail.headers import decoded_fields
 from relate.mail.mime import ParsedMessage, parse_message, part_content
 from relate.mailauth import authres, verdict
+from relate.spam import filter as spam_filter
 from relate.store import accounts, imap_messages
 from relate.store import emails as store
 from relate.store import mailboxes as mailbox_store
@@ -221,6 +222,7 @@ async def get_email(request: web.Request) -> web.Response:
         "htmlBody": html,
         "attachments": _attachments(row),
         "authentication": authentication(headers, state(request).cfg),
+        "spam": spam_verdict(headers),
     }
     return web.json_response(body)
 
@@ -249,6 +251,16 @@ def authentication(headers: list[dict[str, str]], cfg: Config) -> dict[str, Any]
             for e in entries
         ],
     }
+
+
+def spam_verdict(headers: list[dict[str, str]]) -> dict[str, Any] | None:
+    """The ``spam`` block: the X-Spam-* fields relate.spam wrote on arrival (a sender's own are removed from
+    every message arriving over port 25, filter on or off), read back; None when the message has none."""
+    status = next((h["value"] for h in headers if h["name"].lower() == "x-spam-status"), None)
+    if status is None:
+        return None
+    symbols = next((h["value"] for h in headers if h["name"].lower() == "x-spam-symbols"), None)
+    return spam_filter.read_back(status, symbols)
 
 
 @routes.get("/api/emails/{id}/raw")

@@ -272,6 +272,35 @@ SCHEMAS: dict[str, Any] = {
         auth=nullable("string", description="pass: sent by an authenticated user of this host"),
         results=array(ref("AuthResult"), description="every result, in the header's order"),
     ),
+    "Spam": obj(
+        ["spam", "symbols"],
+        spam={"type": "boolean", "description": "rspamd's action was other than no action"},
+        score=nullable("number"),
+        required=nullable("number", description="the score of rspamd's reject action"),
+        action=nullable(
+            "string", description="reject, soft reject, rewrite subject, add header, greylist or no action"
+        ),
+        skipped=nullable(
+            "string",
+            description="why rspamd was not asked: submission, sender-lists, too-big ..., unreachable",
+        ),
+        symbols=array(obj(["name", "score"], name=STRING, score={"type": "number"})),
+    ),
+    "SenderRule": obj(
+        ["id", "pattern", "kind", "createdAt"],
+        id=INTEGER,
+        pattern={"type": "string", "description": "an address, or a domain (its subdomains too)"},
+        kind={"enum": ["allow", "block"]},
+        createdAt={"type": "string", "format": "date-time"},
+    ),
+    "SenderRuleRequest": {
+        **obj(
+            ["pattern", "kind"],
+            pattern={"type": "string", "description": "an address or a domain"},
+            kind={"enum": ["allow", "block"]},
+        ),
+        "additionalProperties": False,
+    },
     "Attachment": obj(
         ["index", "part"],
         index={"type": "integer", "description": "for /api/emails/{id}/attachments/{n}"},
@@ -302,6 +331,11 @@ SCHEMAS: dict[str, Any] = {
                     "oneOf": [ref("Authentication"), {"type": "null"}],
                     "description": "SPF, DKIM and DMARC as checked on arrival (our Authentication-Results); "
                     "null for mail that did not arrive over SMTP",
+                },
+                spam={
+                    "oneOf": [ref("Spam"), {"type": "null"}],
+                    "description": "rspamd's verdict on arrival (our X-Spam-* fields); null when the spam "
+                    "filter did not look at the message",
                 },
             ),
         ]
@@ -1112,6 +1146,35 @@ PATHS: dict[str, dict[str, Any]] = {
             scope=W,
             params=[path_param("id", "the subscription's id")],
             errors={"404": "no such subscription (or another user's)"},
+        )
+    },
+    # Sender lists (senders.py), applied by the spam filter before rspamd's verdict.
+    "/api/sender-rules": {
+        "get": op(
+            "The user's allow and block lists of senders",
+            MAIL,
+            returns("every entry", obj(["items", "total"], items=array(ref("SenderRule")), total=INTEGER)),
+            scope=R,
+        ),
+        "post": op(
+            "Allow or block a sender (an address, or a domain and its subdomains); an entry on the other "
+            "list moves to this one",
+            MAIL,
+            returns("the entry", ref("SenderRule")),
+            status="201",
+            scope=W,
+            body=ref("SenderRuleRequest"),
+            errors={**_JSON_ERRORS, "422": "not an address or a domain name, or kind not allow or block"},
+        ),
+    },
+    "/api/sender-rules/{id}": {
+        "delete": op(
+            "Remove an entry from the user's lists",
+            MAIL,
+            returns("deleted", ref("PushDeleted")),
+            scope=W,
+            params=[path_param("id", "the entry's id")],
+            errors={"404": "no such entry (or another user's)"},
         )
     },
     # The server (meta.py, this module).

@@ -53,6 +53,8 @@ from relate.smtp import headers, parser, replies
 from relate.smtp.data import DataState, read_data
 from relate.smtp.errors import Hangup, SmtpError
 from relate.smtp.session import DATABASE_ERRORS, Envelope, SmtpSession, State, check_login, decode_sasl
+from relate.spam import filter as spam_filter
+from relate.spam import rspamd
 from relate.store import accounts, sending
 from relate.store.quota import Verdict
 
@@ -349,7 +351,12 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
         verdict = await _authenticate(session, envelope, head, spool, hold)
         if verdict.action in (REFUSE, DEFER):
             return replies.NOT_AUTHENTICATED if verdict.action == REFUSE else replies.UNVERIFIED
-        recipients = await _to_junk(session, envelope.recipients) if verdict.action == JUNK else envelope.recipients
+        spam = await _filter(session, envelope, head, spool, queue_id)
+        if spam.action in (REFUSE, DEFER):
+            return replies.SPAM_REFUSED if spam.action == REFUSE else replies.SPAM_DEFERRED
+        verdict = _without_spam_fields(verdict, spam, head)
+        junk = None if verdict.action == JUNK else spam.junk  # None: everyone's copy
+        recipients = await _to_junk(session, envelope.recipients, junk) if junk != frozenset() else envelope.recipients
         group = server.commit_group if sender is None else None
         delivery = Delivery(server.pool, envelope.mail_from, sender=sender, quota=server.cfg.quota, group=group)
         for recipient in recipients:
@@ -357,7 +364,7 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
         body = await rewrite(spool, verdict, _missing_fields(session, head) if sender is not None else b"")
         del head  # up to MAX_HEADER_SECTION: not held while the message is stored
         try:
-            committed = await delivery.commit(body, trace=trace, hold=hold, results=verdict.header)
+            committed = await delivery.commit(body, trace=trace, hold=hold, results=verdict.header + spam.fields)
         finally:
             if body is not spool:
                 body.close()
@@ -460,10 +467,59 @@ def _missing_fields(session: SmtpSession, head: bytes) -> bytes:
     return headers.missing_fields(head, domain, email.utils.localtime())
 
 
-async def _to_junk(session: SmtpSession, recipients: list[Recipient]) -> list[Recipient]:
-    """The recipients with their Junk folder in place of their INBOX (those without one keep their INBOX)."""
-    users = [r.user_id for r in recipients if r.user_id is not None]
-    junk = await accounts.junk_folders(session.server.pool, users)
+async def _filter(
+    session: SmtpSession, envelope: Envelope, head: bytes, spool: Spool, queue_id: str
+) -> spam_filter.SpamVerdict:
+    """The spam filter's verdict (relate.spam.filter: the recipients' sender lists, then rspamd), logged."""
+    spam = session.server.spam
+    if not spam.enabled:
+        # Filter off: fields of our names are still taken out of mail from outside, so that none is ever
+        # read as ours (the REST detail's spam block).
+        return spam_filter.SpamVerdict(spam_filter.DELIVER, strip=session.role == "mx")
+    about = rspamd.Envelope(
+        client=session.client,
+        helo=session.helo_name,
+        mail_from=envelope.mail_from,
+        recipients=envelope.addresses,
+        queue_id=queue_id,
+        user=session.principal_address,
+    )
+    users = [r.user_id for r in envelope.recipients if r.user_id is not None]
+    section = mailauth.header_section(head)
+    found = await spam.judge(spool, section, about, users, submitted=session.role != "mx")
+    if found.result is not None or found.reason:
+        log.info(
+            "smtp-spam id=%s client=%s from=<%s> action=%s score=%s junk=%d%s",
+            queue_id,
+            session.client,
+            envelope.mail_from,
+            found.action,
+            f"{found.result.score:.2f}" if found.result else "-",
+            len(found.junk),
+            f" reason={found.reason!r}" if found.reason else "",
+        )
+    return found
+
+
+def _without_spam_fields(verdict: mailauth.Verdict, spam: spam_filter.SpamVerdict, head: bytes) -> mailauth.Verdict:
+    """The verdict with the message's own X-Spam-* fields taken out of the header section it writes: when the
+    spam filter writes its own, and on port 25 always."""
+    if not spam.strip:
+        return verdict
+    section = mailauth.header_section(head)
+    stripped = spam_filter.strip_fields(section if verdict.section is None else verdict.section)
+    if stripped is None:
+        return verdict
+    return dataclasses.replace(verdict, section=stripped, section_size=len(section))
+
+
+async def _to_junk(
+    session: SmtpSession, recipients: list[Recipient], users: frozenset[int] | None = None
+) -> list[Recipient]:
+    """The recipients (of ``users`` only, when given) with their Junk folder in place of their INBOX (those
+    without one keep their INBOX)."""
+    wanted = [r.user_id for r in recipients if r.user_id is not None and (users is None or r.user_id in users)]
+    junk = await accounts.junk_folders(session.server.pool, wanted)
     return [dataclasses.replace(r, inbox_id=junk[r.user_id]) if r.user_id in junk else r for r in recipients]
 
 

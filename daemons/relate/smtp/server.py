@@ -30,6 +30,8 @@ from relate.runtime.streams import Session, StreamServer, describe_tls_error
 from relate.runtime.tls import TLSRegistry
 from relate.smtp import commands, replies
 from relate.smtp.session import SmtpSession
+from relate.spam.filter import SpamFilter
+from relate.spam.learner import Learner
 from relate.store import accounts
 from relate.store.group_commit import CommitGroup
 
@@ -58,6 +60,9 @@ class SmtpServer(StreamServer):
         self.checker = Checker(
             cfg, Dns(make_resolver(cfg.delivery)), lambda names: accounts.hosted_domains(pool, names)
         )
+        # Sender lists and rspamd (relate.spam); the learner teaches rspamd what users move into or out of Junk.
+        self.spam = SpamFilter(cfg.smtp.rspamd, pool)
+        self.learner = Learner(pool, self.spam.rspamd, cfg.smtp.rspamd)
         self.commit_group = CommitGroup(pool)  # MX deliveries arriving together share a commit
         self.commands = commands.COMMANDS
         self.listeners = {
@@ -117,6 +122,7 @@ class SmtpServer(StreamServer):
         """Listen on the configured addresses, or on ``sockets`` handed over (socket activation)."""
         await self.checker.prepare()
         await self.start_listeners(sockets)
+        self.learner.start()
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop listening, let transactions in flight finish (up to ``grace`` seconds), then close with 421."""
@@ -127,3 +133,5 @@ class SmtpServer(StreamServer):
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         await self.notifier.drain()
+        await self.learner.stop()
+        await self.spam.close()

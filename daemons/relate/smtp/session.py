@@ -75,6 +75,7 @@ from relate.runtime.tls import ReloadableTLS
 from relate.smtp import parser, replies
 from relate.smtp.errors import Hangup, ParseError, SmtpError
 from relate.smtp.replies import Reply
+from relate.spam.filter import SpamFilter
 from relate.store import db
 from relate.store.accounts import user_addresses
 from relate.store.group_commit import CommitGroup
@@ -127,6 +128,7 @@ class Host(Protocol):
     notifier: Notifier
     budget: MemoryBudget
     checker: Checker
+    spam: SpamFilter
     commit_group: CommitGroup
 
     @property

@@ -23,7 +23,7 @@ import asyncpg
 
 from relate.config import QuotaConfig
 from relate.errors import MailboxGone, OverQuota
-from relate.store import mailboxes, quota
+from relate.store import mailboxes, quota, spam
 from relate.store.db import Queryable
 
 # At most this many expunged message ids travel in one NOTIFY (ids of up to 19 digits fit in 8000 bytes).
@@ -539,6 +539,7 @@ async def copy(
             [p[1] for p in pairs],
         )
         await mailboxes.notify(conn, "new", target_id, box["user_id"], box["modseq"])
+        await spam.note_moves(conn, source_id, target_id, [p[0] for p in pairs])  # into/out of Junk: learn
         if move:
             await remove(conn, source_id, [p[0] for p in pairs])
     return pairs
