@@ -12,7 +12,7 @@ maildir (shared/peers.md), then in one run:
    with a rare word (``quixzotl``) and half of them with a second one
    (``brambleweft``), so the searches below have known answers;
 3. waits for the text indexer to catch up (seconds reported), runs what
-   autovacuum would (``VACUUM``), a ``CHECKPOINT``, and measures every table
+   autovacuum would (``VACUUM ANALYZE``), a ``CHECKPOINT``, and measures every table
    of the database (heap, TOAST, each index: ``pg_relation_size``;
    ``pg_total_relation_size`` per table; WAL is not counted) against the
    maildir (apparent bytes and disk blocks of its files);
@@ -130,7 +130,7 @@ async def measure_db(dsn: str) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
         t0 = time.perf_counter()
-        await conn.execute("VACUUM")
+        await conn.execute("VACUUM ANALYZE")
         await conn.execute("CHECKPOINT")
         vacuum_s = time.perf_counter() - t0
         rows = await conn.fetch(SIZES)
