@@ -29,7 +29,8 @@ that delivers to maildirs, as ``shared/peers.md`` describes, and adds the
 ratio relate/postfix. Everything started is stopped again, also on Ctrl-C.
 
 Usage: ``.venv/bin/python bench/smtp_ingest.py [--sessions 20] [--messages 2000]
-[--size 10240] [--vs postfix] [--quota] [--no-mailauth] [--rspamd] [--no-dkim] [--json-only]``; ``--help`` for the rest.
+[--size 10240] [--vs postfix] [--quota] [--no-mailauth] [--rspamd] [--no-dkim] [--json-only]``, or
+``--shape deployed [--cases one,one-d,twenty] [--sustained 60]``; ``--help`` for the rest.
 """
 
 from __future__ import annotations
@@ -714,8 +715,8 @@ def deployed_round(
 
 def deployed_body(args: argparse.Namespace, workdir: Path, report: dict[str, Any], targets: list[Any]) -> None:
     quiet = args.json_only
-    cases = [CASES[k] for k in args.cases.split(",")]
-    users = [f"user{n}@{DOMAIN}" for n in range(1, max(c.recipients for c in cases) + 1)]
+    cases = [CASES[k] for k in args.cases.split(",") if k]
+    users = [f"user{n}@{DOMAIN}" for n in range(1, max((c.recipients for c in cases), default=1) + 1)]
     source = find_program("smtp-source")
     if source is None:
         ensure_postfix(quiet)
@@ -760,6 +761,70 @@ def deployed_cases(
         if "postfix" in entry:
             entry["ratio"] = ratios(entry["relate"], entry["postfix"], DEPLOYED_RATIO_OF)
         report["cases"][case.key] = entry
+    if args.sustained:
+        relate = targets[0]
+        say(f"relate: sustained smtp-source to one recipient for {args.sustained:g} s", quiet=quiet)
+        report["sustained"] = sustained_round(relate, source, args, users)
+
+
+def index_lag(target: RelateDev) -> tuple[int, float]:
+    """(messages whose text the indexer has not stored yet, age in seconds of the oldest of them)."""
+    n, age = query_row(
+        target.dsn,
+        """SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+             FROM messages WHERE NOT text_indexed""",
+    )
+    return int(n), round(float(age), 1)
+
+
+def sustained_round(target: RelateDev, source: str, args: argparse.Namespace, users: list[str]) -> dict[str, Any]:
+    """smtp-source at full speed to one recipient for ``--sustained`` seconds (loads of ``20 x sessions``
+    messages back to back), the text index backlog sampled every second; then how long the indexer takes
+    to catch up. Every acknowledged message must be stored once."""
+    n0, ids0 = target.counts()
+    chunk = argparse.Namespace(**{**vars(args), "messages": 20 * args.sessions})
+    samples: list[tuple[float, int, float]] = []
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def sample() -> None:
+        while not stop.is_set():
+            backlog, age = index_lag(target)
+            samples.append((round(time.perf_counter() - t0, 1), backlog, age))
+            stop.wait(1.0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    cpu0, load0, sent = target.cpu(), os.getloadavg()[0], 0
+    try:
+        while time.perf_counter() - t0 < args.sustained:
+            run_source(source_commands(source, target.port, CASES["one"], chunk, users), args.timeout)
+            sent += chunk.messages
+        wall = time.perf_counter() - t0
+        backlog, age = index_lag(target)
+        cpu1 = target.cpu()
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
+    catch_up = target.wait_indexed(args.timeout)
+    n1, ids1 = target.counts()
+    if (n1 - n0, ids1 - ids0) != (sent, sent):
+        raise BenchError(f"relate, sustained: {sent} acknowledged, {n1 - n0} stored with {ids1 - ids0} Message-IDs")
+    return {
+        "seconds": round(wall, 1),
+        "messages": sent,
+        "msg_per_s": round(sent / wall, 1),
+        "backlog_at_end": backlog,
+        "oldest_unindexed_at_end_s": age,
+        "max_backlog": max((b for _, b, _ in samples), default=0),
+        "max_oldest_unindexed_s": max((a for _, _, a in samples), default=0.0),
+        "index_catch_up_s": catch_up,
+        "indexed_msg_per_s_during_load": round((sent - backlog) / wall, 1),
+        "cpu_s_per_1k": {k: round((cpu1[k] - cpu0[k]) * 1000 / sent, 2) for k in cpu0},
+        "load_avg_1m": [round(load0, 1), round(os.getloadavg()[0], 1)],
+        "backlog_every_10s": [(t, b, a) for t, b, a in samples if int(t) % 10 == 0],
+        "stored_once": sent,
+    }
 
 
 DEPLOYED_ROWS: list[tuple[str, tuple[str, ...]]] = [
@@ -796,6 +861,18 @@ def render_deployed(report: dict[str, Any]) -> str:
         lines += ["", f"{CASES[key].label}:", comparison_table(DEPLOYED_ROWS, entry, "postfix", DEPLOYED_RATIO_OF)]
         if "pg_waits" in entry["relate"]:
             lines.append(f"  relate PostgreSQL backends active per sample: {entry['relate']['pg_waits']}")
+    if "sustained" in report:
+        s = report["sustained"]
+        lines += [
+            "",
+            f"sustained, 1 recipient, {s['seconds']} s at full speed: {s['messages']} messages, {s['msg_per_s']} msg/s "
+            f"(load {s['load_avg_1m']}); indexed during the load {s['indexed_msg_per_s_during_load']} msg/s",
+            f"  text index backlog at the end: {s['backlog_at_end']} messages, "
+            f"oldest {s['oldest_unindexed_at_end_s']} s "
+            f"(most during the load: {s['max_backlog']} messages, {s['max_oldest_unindexed_s']} s); "
+            f"caught up {s['index_catch_up_s']} s after the load",
+            f"  (s, backlog, oldest s) every 10 s: {s['backlog_every_10s']}",
+        ]
     return "\n".join(lines)
 
 
@@ -956,6 +1033,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--pg-waits", action="store_true", help="deployed shape: sample what PostgreSQL's backends wait on"
     )
     parser.add_argument(
+        "--sustained",
+        type=float,
+        metavar="SECONDS",
+        help="deployed shape: then smtp-source to one recipient at full speed for SECONDS (e.g. 60), the text "
+        "index backlog sampled every second, and its catch-up time (--cases '' for this alone)",
+    )
+    parser.add_argument(
         "--messages", type=int, help="messages in all, per case (default 2000; 5000 in the deployed shape)"
     )
     parser.add_argument("--size", type=int, default=10240, help="approximate message size in bytes (default 10240)")
@@ -1008,10 +1092,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.messages is None:
         args.messages = 5000 if args.shape == "deployed" else 2000
-    if any(case not in CASES for case in args.cases.split(",")):
+    if any(case not in CASES for case in args.cases.split(",") if case):
         parser.error(f"--cases: a comma-separated list of {', '.join(CASES)}")
     if min(args.sessions, args.messages, args.users, args.rounds) < 1 or args.size < 512 or args.warmup < 0:
         parser.error("--sessions, --messages, --users and --rounds must be positive, --size at least 512")
+    if args.sustained is not None and (args.shape != "deployed" or args.sustained <= 0):
+        parser.error("--sustained needs --shape deployed and a positive number of seconds")
     if args.py_spy and not args.profile:
         parser.error("--py-spy needs --profile FILE")
     return args
@@ -1123,7 +1209,8 @@ def deployed_main(args: argparse.Namespace, workdir: Path) -> int:
             "sessions": args.sessions,
             "messages": args.messages,
             "size": args.size,
-            "cases": args.cases.split(","),
+            "cases": [c for c in args.cases.split(",") if c],
+            "sustained_s": args.sustained,
             "rounds": args.rounds,
             "cpus": os.cpu_count(),
             "fs": fs_type(workdir),
