@@ -24,6 +24,7 @@ import asyncpg
 from relate.config import QuotaConfig
 from relate.errors import MailboxGone, OverQuota
 from relate.store import mailboxes, quota, spam
+from relate.store.spam import JUNK
 from relate.store.db import Queryable
 
 # At most this many expunged message ids travel in one NOTIFY (ids of up to 19 digits fit in 8000 bytes).
@@ -473,7 +474,7 @@ _COPY_TARGET = """
 UPDATE mailboxes SET uidnext = uidnext + $2, highestmodseq = highestmodseq + 1,
                      message_count = message_count + $2, message_bytes = message_bytes + $3,
                      keywords = relate_add_keywords(keywords, $4)
- WHERE id = $1{check} RETURNING uidnext - $2 AS first_uid, highestmodseq AS modseq, user_id"""
+ WHERE id = $1{check} RETURNING uidnext - $2 AS first_uid, highestmodseq AS modseq, user_id, special_use"""
 _COPY = {
     False: _COPY_TARGET.format(check=""),
     True: _COPY_TARGET.format(check=" AND " + quota.fits_sql("mailboxes", "$3", "$2", "$5", "$6")),
@@ -497,7 +498,8 @@ async def copy(
     """
     async with conn.transaction():
         rows = await conn.fetch(
-            "SELECT id, uid, size, flags FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid",
+            """SELECT id, uid, size, flags, (SELECT special_use FROM mailboxes WHERE id = $1) AS source_use
+                 FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid""",
             source_id,
             list(uid_list),
         )
@@ -539,7 +541,8 @@ async def copy(
             [p[1] for p in pairs],
         )
         await mailboxes.notify(conn, "new", target_id, box["user_id"], box["modseq"])
-        await spam.note_moves(conn, source_id, target_id, [p[0] for p in pairs])  # into/out of Junk: learn
+        if JUNK in (rows[0]["source_use"], box["special_use"]):  # into or out of Junk: a lesson for rspamd
+            await spam.note_moves(conn, source_id, target_id, [p[0] for p in pairs])
         if move:
             await remove(conn, source_id, [p[0] for p in pairs])
     return pairs

@@ -105,6 +105,8 @@ async def decisions(conn: Queryable, user_ids: Sequence[int], senders: Iterable[
 
 # -- learning ----------------------------------------------------------------------------
 
+JUNK = "\\Junk"  # the special use (RFC 6154) of the mailbox whose border teaches rspamd
+
 # One statement, whatever the mailboxes: rows only when the move crosses Junk's border. Into Junk from
 # anywhere: spam; out of Junk into anything but Trash: ham (deleting spam teaches nothing).
 _NOTE = """
@@ -124,7 +126,8 @@ ON CONFLICT (user_id, blob_hash) DO UPDATE
 
 async def note_moves(conn: Queryable, source_id: int, target_id: int, uids: Sequence[int]) -> None:
     """Queue what a copy or move of ``uids`` from ``source_id`` to ``target_id`` teaches (see _NOTE); call it
-    in the copy's transaction, before a move removes the source messages."""
+    in the copy's transaction, before a move removes the source messages, when either mailbox is Junk (no
+    other copy teaches anything, and it spares the statement)."""
     await conn.execute(_NOTE, source_id, target_id, list(uids))
 
 
