@@ -24,8 +24,8 @@ import asyncpg
 from relate.config import QuotaConfig
 from relate.errors import MailboxGone, OverQuota
 from relate.store import mailboxes, quota, spam
-from relate.store.spam import JUNK
 from relate.store.db import Queryable
+from relate.store.spam import JUNK
 
 # At most this many expunged message ids travel in one NOTIFY (ids of up to 19 digits fit in 8000 bytes).
 EXPUNGE_IDS_MAX = 300
