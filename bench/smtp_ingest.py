@@ -197,7 +197,7 @@ class Relate(RelateServer):
                         "mailauth": {"enabled": self.mailauth},
                         **({"rspamd": {"url": self.rspamd}} if self.rspamd else {}),
                     },
-                    "delivery": {"dns_servers": [self.dns]},
+                    "delivery": {"dns_servers": [self.dns.start()]},
                     "logging": {"level": "WARNING"},
                     # --quota: limits far above the load, so every delivery is checked and none refused.
                     **({"quota": {"storage": QUOTA_STORAGE, "messages": QUOTA_MESSAGES}} if self.quota else {}),
@@ -439,11 +439,11 @@ class RelateDev:
 
     name = "relate"
 
-    def __init__(
-        self, workdir: Path, users: list[str], sessions: int, quiet: bool, *, dns: str, mailauth: bool
-    ) -> None:
+    def __init__(self, workdir: Path, users: list[str], sessions: int, quiet: bool, *, mailauth: bool = True) -> None:
         self.workdir = workdir
-        self.dns = dns
+        # The sender's SPF and DMARC records on a loopback DNS server of its own (smtp-source's mail is not
+        # signed): the dev run asks it, never the machine's resolver.
+        self.dns = ThreadedDnsServer(sender_zone(None))
         self.mailauth = mailauth
         self.state = workdir / "dev"
         self.users = users
@@ -477,7 +477,7 @@ class RelateDev:
                         "max_connections_per_client": 2 * self.sessions + 10,
                         "mailauth": {"enabled": self.mailauth},
                     },
-                    "delivery": {"dns_servers": [self.dns]},
+                    "delivery": {"dns_servers": [self.dns.start()]},
                 }
             )
         )
@@ -565,14 +565,14 @@ class RelateDev:
         return log_tail(self.log_path, lines)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)  # the dev run stops its daemons, then its PostgreSQL
-        try:
-            self.proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # the dev run stops its daemons, then its PostgreSQL
+            try:
+                self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.dns.stop()
 
 
 def postfix_counts(postfix: Postfix) -> tuple[int, int]:
@@ -713,26 +713,28 @@ def deployed_round(
     return out
 
 
-def deployed_body(args: argparse.Namespace, workdir: Path, report: dict[str, Any], targets: list[Any]) -> None:
-    quiet = args.json_only
-    cases = [CASES[k] for k in args.cases.split(",") if k]
-    users = [f"user{n}@{DOMAIN}" for n in range(1, max((c.recipients for c in cases), default=1) + 1)]
+def smtp_source(quiet: bool) -> str:
+    """Postfix's smtp-source (the postfix package installed when it is missing)."""
     source = find_program("smtp-source")
     if source is None:
         ensure_postfix(quiet)
         source = find_program("smtp-source")
     if source is None:
         raise BenchError("the postfix package is installed but has no smtp-source")
-    dns = ThreadedDnsServer(sender_zone(None))  # smtp-source's mail is not signed
-    targets.append(RelateDev(workdir, users, args.sessions, quiet, dns=dns.start(), mailauth=args.mailauth))
+    return source
+
+
+def deployed_body(args: argparse.Namespace, workdir: Path, report: dict[str, Any], targets: list[Any]) -> None:
+    quiet = args.json_only
+    cases = [CASES[k] for k in args.cases.split(",") if k]
+    users = [f"user{n}@{DOMAIN}" for n in range(1, max((c.recipients for c in cases), default=1) + 1)]
+    source = smtp_source(quiet)
+    targets.append(RelateDev(workdir, users, args.sessions, quiet, mailauth=args.mailauth))
     if args.vs == "postfix":
         targets.append(Postfix(workdir, users, quiet))
-    try:
-        for target in targets:
-            target.start()
-        deployed_cases(args, cases, source, users, report, targets)
-    finally:
-        dns.stop()
+    for target in targets:
+        target.start()
+    deployed_cases(args, cases, source, users, report, targets)
 
 
 def deployed_cases(

@@ -50,7 +50,6 @@ from _common import (
     HOST,
     BenchError,
     Job,
-    find_program,
     fs_type,
     make_workdir,
     percentile,
@@ -68,9 +67,9 @@ from smtp_ingest import (
     SENDER,
     Postfix,
     RelateDev,
-    ensure_postfix,
     postfix_counts,
     run_source,
+    smtp_source,
     source_commands,
 )
 
@@ -285,12 +284,7 @@ async def make_keys(dsn: str, user: str, count: int) -> list[str]:
 def body(args: argparse.Namespace, workdir: Path, report: dict[str, Any], targets: list[Any]) -> None:
     quiet = args.json_only
     user = f"user1@{DOMAIN}"
-    source = find_program("smtp-source")
-    if source is None:
-        ensure_postfix(quiet)
-        source = find_program("smtp-source")
-    if source is None:
-        raise BenchError("the postfix package is installed but has no smtp-source")
+    source = smtp_source(quiet)
     relate = RelateDev(workdir, [user], args.sessions, quiet)
     targets.append(relate)
     postfix = Postfix(workdir, [user], quiet) if args.vs == "postfix" else None
