@@ -1,33 +1,118 @@
-"""relatectl dkim: keys that sign outbound mail."""
+"""relatectl dkim: keys that sign outbound mail, and their rotation.
+
+A domain's first key signs at once. A later one (``keygen`` again, the
+rotation) is *pending*: the current key keeps signing until the new record is
+seen in DNS, which the delivery daemon checks every ten minutes (or
+``dkim activate``, which looks it up at once); the key it replaces stays as
+*previous*, its record still useful while mail it signed is verified, until
+``dkim retire``.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import asyncpg
 import typer
 
 from relate.mail.dkim import DkimKey
+from relate.mailauth.dns import Dns
+from relate.runtime.resolver import make_resolver
 from relate.services import dns as dns_service
-from relatectl.common import JsonOption, console, err_console, print_json, with_pool
+from relatectl.common import JsonOption, console, err_console, load_config, print_json, print_rows, with_pool
 
-app = typer.Typer(help="DKIM keys that sign outbound mail.", no_args_is_help=True)
+app = typer.Typer(help="DKIM keys that sign outbound mail: make, list, activate, retire.", no_args_is_help=True)
 
 
 @app.command("keygen")
 def keygen(
     domain: str = typer.Argument(..., help="A hosted domain."),
     algorithm: str = typer.Option("rsa", "--algorithm", help="rsa (2048 bits) or ed25519."),
-    selector: str | None = typer.Option(None, "--selector", help="Selector (default: relateYYYYMM)."),
+    selector: str | None = typer.Option(None, "--selector", help="Selector (default: relateYYYYMMDD)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Make a new DKIM key for DOMAIN, sign its outbound mail with it, and print the DNS record."""
+    """Make a new DKIM key for DOMAIN and print its DNS record; it signs at once if DOMAIN has no key, else
+    when its record is seen in DNS (the current key signs until then)."""
 
-    async def go(pool: asyncpg.Pool) -> DkimKey:
+    async def go(pool: asyncpg.Pool) -> tuple[DkimKey, str]:
         return await dns_service.dkim_keygen(pool, domain, kind=algorithm.lower(), selector=selector)
 
-    key = with_pool(go)
+    key, state = with_pool(go)
     name = f"{key.selector}._domainkey.{domain.lower()}."
     if as_json:
-        print_json({"name": name, "type": "TXT", "value": key.txt_record(), "algorithm": key.algorithm})
+        print_json({"name": name, "type": "TXT", "value": key.txt_record(), "algorithm": key.algorithm, "state": state})
         return
-    err_console.print(f"publish this TXT record, then mail from {domain.lower()} is signed with it:", highlight=False)
+    if state == "active":
+        err_console.print(
+            f"publish this TXT record, then mail from {domain.lower()} is signed with it:", highlight=False
+        )
+    else:
+        err_console.print(
+            f"publish this TXT record; the current key signs {domain.lower()}'s mail until the delivery daemon sees "
+            f"it in DNS (it looks every 10 minutes; `relatectl dkim activate {domain.lower()} {key.selector}` looks "
+            "now):",
+            highlight=False,
+        )
     console.print(f"{name} TXT {dns_service.txt_strings(key.txt_record())}", highlight=False, markup=False)
+
+
+@app.command("list")
+def list_cmd(
+    domain: str | None = typer.Argument(None, help="Only this domain's keys."), as_json: bool = JsonOption
+) -> None:
+    """Every DKIM key with its state: active (signs), pending (waits for its DNS record), previous (replaced)."""
+
+    async def go(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+        return await dns_service.dkim_keys(pool, domain)
+
+    rows = with_pool(go)
+    for row in rows:
+        row.pop("public_key")
+    print_rows(
+        rows,
+        [
+            ("domain", "Domain"),
+            ("selector", "Selector"),
+            ("algorithm", "Algorithm"),
+            ("state", "State"),
+            ("created_at", "Created"),
+            ("activated_at", "Signing since"),
+            ("checked_at", "DNS checked"),
+        ],
+        as_json=as_json,
+        title="DKIM keys",
+    )
+
+
+@app.command("activate")
+def activate(
+    domain: str = typer.Argument(..., help="A hosted domain."),
+    selector: str = typer.Argument(..., help="The key's selector (see `dkim list`)."),
+    force: bool = typer.Option(False, "--force", help="Even if its record is not seen in DNS."),
+) -> None:
+    """Make a key sign DOMAIN's mail now, once its record is seen in DNS (the signing key becomes previous)."""
+    cfg = load_config()
+    dns = Dns(make_resolver(cfg.delivery))
+
+    async def go(pool: asyncpg.Pool) -> str:
+        return await dns_service.dkim_activate(pool, dns, domain, selector, force=force)
+
+    before = with_pool(go, cfg=cfg)
+    if before == "active":
+        console.print(f"{selector} already signs {domain.lower()}'s mail", highlight=False)
+    else:
+        console.print(f"{selector} signs {domain.lower()}'s mail from now on", highlight=False)
+
+
+@app.command("retire")
+def retire(
+    domain: str = typer.Argument(..., help="A hosted domain."),
+    selector: str = typer.Argument(..., help="The key's selector (see `dkim list`)."),
+) -> None:
+    """Delete a key that does not sign (previous or pending); then remove its TXT record from DNS."""
+
+    async def go(pool: asyncpg.Pool) -> None:
+        await dns_service.dkim_retire(pool, domain, selector)
+
+    with_pool(go)
+    console.print(f"retired {selector}; remove {selector}._domainkey.{domain.lower()}. TXT from DNS", highlight=False)

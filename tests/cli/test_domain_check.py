@@ -81,7 +81,7 @@ def dkim_record(dsn: str) -> str:
         try:
             await accounts.add_domain(pool, "example.com")
             await accounts.add_user(pool, "alice@example.com")
-            key = await dns_service.dkim_keygen(pool, "example.com", selector="relate1")
+            key, _ = await dns_service.dkim_keygen(pool, "example.com", selector="relate1")
             return dns_service.txt_strings(key.txt_record())
         finally:
             await pool.close()

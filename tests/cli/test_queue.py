@@ -689,18 +689,52 @@ def test_domain_dns_after_keygen_lists_the_dkim_record(relatectl: Invoke, mail: 
 
 
 def test_dkim_keygen_ed25519_json_and_rotation(relatectl: Invoke, mail: Db) -> None:
-    """`dkim keygen --algorithm ed25519 --json` prints the record; a second keygen replaces the published key."""
+    """`dkim keygen --algorithm ed25519 --json` prints the record of a key that signs at once; a second keygen
+    is pending (the first keeps signing) and `domain dns` lists both records; a selector in use is refused."""
     first = as_json(relatectl("dkim", "keygen", "example.com", "--algorithm", "ed25519", "--json"))
     assert first["algorithm"] == "ed25519-sha256"
-    assert re.fullmatch(r"relate\d{6}\._domainkey\.example\.com\.", first["name"])
+    assert re.fullmatch(r"relate\d{8}\._domainkey\.example\.com\.", first["name"])
     assert re.fullmatch(r"v=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=", first["value"])
     assert first["type"] == "TXT"
+    assert first["state"] == "active"
 
+    again = as_json(relatectl("dkim", "keygen", "example.com", "--json"))  # the same day: the next free selector
+    assert again["name"] == first["name"].replace("._domainkey", "b._domainkey")
+    assert again["state"] == "pending"
     second = as_json(relatectl("dkim", "keygen", "example.com", "--algorithm", "ED25519", "--selector", "k2", "--json"))
     assert second["name"] == "k2._domainkey.example.com."
-    (dkim_row,) = [r for r in dns_rows(relatectl) if "_domainkey" in r["name"]]
-    assert dkim_row["name"] == "k2._domainkey.example.com."
-    assert dkim_row["value"] == f'"{second["value"]}"'
+    dkim_rows = [r for r in dns_rows(relatectl) if "_domainkey" in r["name"]]
+    assert [r["name"] for r in dkim_rows] == [first["name"], again["name"], second["name"]]
+    assert dkim_rows[2]["value"] == f'"{second["value"]}"'
+    assert one_error(relatectl("dkim", "keygen", "example.com", "--selector", "k2")) == (
+        "error: selector 'k2' is in use for example.com: pick another (see `relatectl dkim list`)"
+    )
+
+
+def test_dkim_list_activate_and_retire(relatectl: Invoke, mail: Db) -> None:
+    """`dkim list` shows each key's state; `activate` refuses a key whose record DNS does not show (unless
+    --force); the signing key cannot be retired, a previous one can."""
+    ok(relatectl("dkim", "keygen", "example.com", "--selector", "one"))
+    ok(relatectl("dkim", "keygen", "example.com", "--selector", "two"))
+    states = {k["selector"]: k["state"] for k in as_json(relatectl("dkim", "list", "--json"))}
+    assert states == {"one": "active", "two": "pending"}
+    line = one_error(relatectl("dkim", "activate", "example.com", "two"))
+    assert line.startswith("error: cannot look up two._domainkey.example.com now")  # the resolver: a dead port
+    assert ok(relatectl("dkim", "activate", "example.com", "two", "--force")).stdout == (
+        "two signs example.com's mail from now on\n"
+    )
+    states = {k["selector"]: k["state"] for k in as_json(relatectl("dkim", "list", "--json"))}
+    assert states == {"one": "previous", "two": "active"}
+    assert one_error(relatectl("dkim", "retire", "example.com", "two")) == (
+        "error: 'two' signs example.com's mail: make another key and let it take over first"
+    )
+    assert ok(relatectl("dkim", "retire", "example.com", "one")).stdout == (
+        "retired one; remove one._domainkey.example.com. TXT from DNS\n"
+    )
+    assert one_error(relatectl("dkim", "retire", "example.com", "one")) == (
+        "error: no DKIM key 'one' for example.com (see `relatectl dkim list`)"
+    )
+    assert [k["selector"] for k in as_json(relatectl("dkim", "list", "--json"))] == ["two"]
 
 
 def test_dkim_keygen_and_domain_dns_for_an_unhosted_domain(relatectl: Invoke, mail: Db) -> None:

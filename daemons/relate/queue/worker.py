@@ -34,7 +34,9 @@ wakes it, at most once per ``INDEX_WAKE_SECONDS``), every
 ``BLOB_SWEEP_SECONDS`` deletes the raw messages that have had no reference
 for ``BLOB_GRACE`` (see ``store.mailboxes.sweep_blobs``), batch after batch
 while there are more, adds its TLS tally to the database, and every
-``REPORT_SECONDS`` queues the TLS-RPT reports due (relate.queue.tlsrpt).
+``REPORT_SECONDS`` queues the TLS-RPT reports due (relate.queue.tlsrpt), and
+looks up the records of pending DKIM keys (each at most every
+``DKIM_CHECK_SECONDS``): one that is published starts signing.
 
 Recipients at hosted domains are delivered locally through the ingest path,
 without SMTP, each in the transaction that records it. Remote ones are
@@ -69,6 +71,7 @@ from relate.queue.client import DomainSender, Message, Result, off_loop, wire_fo
 from relate.queue.mtasts import MtaSts
 from relate.queue.mx import make_resolver
 from relate.queue.tlsrpt import TlsTally
+from relate.services import dns as dns_service
 from relate.store import accounts, db, mailboxes, messages, quota
 from relate.store import dkim as dkim_store
 from relate.store import queue as store
@@ -238,6 +241,7 @@ class DeliveryWorker:
         self.tls_tally = TlsTally(clock)
         self._dns = Dns(resolver)
         self._next_reports = 0.0  # loop.time() of the next look for TLS reports to send
+        self._next_dkim_check = 0.0  # loop.time() of the next look for pending DKIM keys (services.dns)
         self.sender = DomainSender(cfg.delivery, cfg.hostname, resolver, mta_sts, self.tls_tally)
         self._rng = random.Random()  # noqa: S311 - retry jitter, not cryptography
         self._wake = asyncio.Event()
@@ -312,6 +316,8 @@ class DeliveryWorker:
                     busy = await self._sweep_blobs() or busy
                 if not self._stopping:
                     await self._tls_reports()
+                if not self._stopping:
+                    await self._dkim_rotation()
             if busy or self._stopping:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -377,6 +383,18 @@ class DeliveryWorker:
                 await self.send_tls_reports()
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             log.warning("tlsrpt-error error=%s: %s", type(exc).__name__, exc)
+
+    async def _dkim_rotation(self) -> None:
+        """Now and then: a pending DKIM key whose record is now published starts signing (services.dns)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_dkim_check:
+            return
+        self._next_dkim_check = loop.time() + BLOB_SWEEP_SECONDS
+        try:
+            for name in await dns_service.promote_published(self.pool, self._dns):
+                log.info("dkim-activated key=%s: its record is published; it signs from now on", name)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("dkim-rotation-error error=%s: %s", type(exc).__name__, exc)
 
     async def send_tls_reports(self) -> int:
         """Add the tally to the database and queue the TLS-RPT reports of the days before today (by the clock)."""

@@ -11,6 +11,8 @@ import dkim
 import pytest
 from typer.testing import CliRunner
 
+from relate.mailauth.dns import Dns
+from relate.runtime.resolver import make_resolver
 from relate.services import accounts
 from relate.services import dns as dns_service
 from relatectl.main import app
@@ -96,7 +98,7 @@ async def test_only_domains_with_a_key_are_signed(h: Harness) -> None:
 
     assert b"DKIM-Signature" not in (await deliver_one(h)).data.split(b"\r\n\r\n")[0]
 
-    key = await dns_service.dkim_keygen(h.pool, "example.com", kind="ed25519", selector="k1")
+    key, _ = await dns_service.dkim_keygen(h.pool, "example.com", kind="ed25519", selector="k1")
     signed = await deliver_one(h)
     unsigned = await deliver_one(h, sender="carol@example.org")
     assert signed.data.startswith(b"DKIM-Signature:")
@@ -104,20 +106,36 @@ async def test_only_domains_with_a_key_are_signed(h: Harness) -> None:
     assert dkim.verify(signed.data, dnsfunc=dns_for({"k1._domainkey.example.com": key.txt_record()})) is True
 
 
-async def test_new_key_replaces_the_old_one(h: Harness) -> None:
-    """A second keygen makes the new key (and selector) the one mail is signed with."""
-    await dns_service.dkim_keygen(h.pool, "example.com", kind="ed25519", selector="old")
-    new = await dns_service.dkim_keygen(h.pool, "example.com", kind="ed25519", selector="new")
+async def test_a_new_key_signs_only_once_its_record_is_published(h: Harness) -> None:
+    """Rotation: a second keygen makes a pending key; the old one keeps signing (its record is what receivers
+    have) until the delivery daemon sees the new record in DNS, then the new one signs and the old one stays
+    published as previous until retired."""
+    old, state = await dns_service.dkim_keygen(h.pool, "example.com", kind="ed25519", selector="old")
+    assert state == "active"
+    new, state = await dns_service.dkim_keygen(h.pool, "example.com", kind="ed25519", selector="new")
+    assert state == "pending"
+    rows = await dns_service.records(h.pool, h.cfg, "example.com")
+    assert [r["name"] for r in rows if "_domainkey" in r["name"]] == [
+        "old._domainkey.example.com.",
+        "new._domainkey.example.com.",
+    ]
+    checks = Dns(make_resolver(h.cfg.delivery))
+    assert await dns_service.promote_published(h.pool, checks, every=0) == []  # not in DNS yet
+    assert "s=old" in (await deliver_one(h)).data.split(b"\r\n\r\n", 1)[0].decode()
+
+    h.net.zone.add("new._domainkey.example.com", "TXT", dns_service.txt_strings(new.txt_record()))
+    assert await dns_service.promote_published(h.pool, checks, every=0) == ["new._domainkey.example.com"]
     seen = await deliver_one(h)
     assert "s=new" in seen.data.split(b"\r\n\r\n", 1)[0].decode()
     assert dkim.verify(seen.data, dnsfunc=dns_for({"new._domainkey.example.com": new.txt_record()})) is True
-    rows = await dns_service.records(h.pool, h.cfg, "example.com")
-    assert [r["name"] for r in rows if "_domainkey" in r["name"]] == ["new._domainkey.example.com."]
+    states = {k["selector"]: k["state"] for k in await dns_service.dkim_keys(h.pool, "example.com")}
+    assert states == {"old": "previous", "new": "active"}
+    assert old.selector == "old"
 
 
 async def test_bare_cr_and_lf_in_the_body_keep_the_signature_valid(h: Harness) -> None:
     """A stored body with a bare CR, a bare LF, a leading dot and no final CRLF arrives signed and verifying."""
-    key = await dns_service.dkim_keygen(h.pool, "example.com", kind="rsa", selector="crlf")
+    key, _ = await dns_service.dkim_keygen(h.pool, "example.com", kind="rsa", selector="crlf")
     sink = await h.net.mta("127.0.0.2")
     h.net.mx("remote.test", (10, "mx1.remote.test", "127.0.0.2"))
     body = "one\rtwo\nthree\r\n.four\r\n..five\r\nsix"
