@@ -14,12 +14,11 @@ import pytest
 
 from relate.config import DatabaseConfig
 from relate.queue.worker import DeliveryWorker
-from relate.store import db, messages
+from relate.store import db
 from relate.store import queue as store
-from tests.support import make_message
 
 from .conftest import Harness
-from .helpers import BOB, queue_mail
+from .helpers import queue_mail
 
 
 @pytest.fixture
@@ -139,27 +138,3 @@ async def test_stop_lets_the_daemon_finish(h: Harness) -> None:
     await worker.stop(grace=5)
     assert time.monotonic() - start < 1.0
     assert await h.pool.fetchval("SELECT count(*) FROM outbound_recipients WHERE status = 'sending'") == 0
-
-
-async def test_new_mail_wakes_the_indexer_at_once(h: Harness) -> None:
-    """With a 60 s poll interval, a message stored in a mailbox has its body text indexed within a couple of
-    seconds (the mail channel wakes the idle loop), not at the next poll."""
-    h.cfg.delivery.poll_seconds = 60
-    worker = DeliveryWorker(h.cfg, h.pool)  # the real clock
-    h.workers.append(worker)
-    await worker.start()
-    await asyncio.sleep(0.3)  # its first pass found nothing; it is asleep now
-    inbox = await h.pool.fetchval(
-        "SELECT m.id FROM mailboxes m JOIN users u ON u.id = m.user_id WHERE u.address = $1 AND m.name = 'INBOX'", BOB
-    )
-    start = time.monotonic()
-    async with h.pool.acquire() as conn:
-        (stored,) = await messages.ingest(conn, make_message(body="a zebracorn walked in"), [inbox])
-
-    async def indexed() -> bool:
-        return bool(await h.pool.fetchval("SELECT text_indexed FROM messages WHERE id = $1", stored.id))
-
-    await wait_for(indexed, 5)
-    assert time.monotonic() - start < 2.5
-    await worker.stop(grace=5)
-    h.workers.clear()
