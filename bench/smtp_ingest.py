@@ -197,7 +197,7 @@ class Relate(RelateServer):
                         "mailauth": {"enabled": self.mailauth},
                         **({"rspamd": {"url": self.rspamd}} if self.rspamd else {}),
                     },
-                    "delivery": {"dns_servers": [self.dns.start()]},
+                    "delivery": {"dns_servers": [self.dns]},
                     "logging": {"level": "WARNING"},
                     # --quota: limits far above the load, so every delivery is checked and none refused.
                     **({"quota": {"storage": QUOTA_STORAGE, "messages": QUOTA_MESSAGES}} if self.quota else {}),
