@@ -26,8 +26,8 @@ async def active(conn: Queryable, domain: str) -> dict[str, Any] | None:
 
 
 async def add(conn: Any, domain_id: int, selector: str, algorithm: str, private_key: str, public_key: str) -> str:
-    """Store a new key: active at once when the domain has none, else pending. Its state; an existing
-    selector is never replaced (None is not returned: the unique constraint raises)."""
+    """Store a new key: active at once when the domain has none, else pending; returns that state. An existing
+    selector is never replaced: the unique constraint raises."""
     async with conn.transaction():
         signing = await conn.fetchval("SELECT 1 FROM dkim_keys WHERE domain_id = $1 AND active FOR UPDATE", domain_id)
         await conn.execute(
