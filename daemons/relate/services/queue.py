@@ -104,4 +104,5 @@ async def fail(cfg: Config, pool: asyncpg.Pool, email_ids: Sequence[int]) -> Don
 
 
 async def delete(pool: asyncpg.Pool, email_ids: Sequence[int]) -> Done:
-    return await _done(pool, email_ids, await store.delete(pool, email_ids), lambda i, status: "")
+    deleted = await store.delete(pool, email_ids)
+    return await _done(pool, email_ids, deleted, lambda i, status: f"message {i} is {status}: not deleted, try again")
