@@ -45,8 +45,13 @@ class State:
 state = State()
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
+def print_error(message: str) -> None:
+    """One ``error: ...`` line on standard error."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    print_error(message)
     raise typer.Exit(code)
 
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import asyncpg
 import typer
-from rich.markup import escape
 
 from relate.errors import Invalid
 from relate.services import queue as queue_service
@@ -26,6 +25,7 @@ from relatectl.common import (
     err_console,
     fail,
     load_config,
+    print_error,
     print_json,
     print_rows,
     with_pool,
@@ -108,10 +108,9 @@ def list_cmd(
         )
 
     rows = with_pool(go)
-    more = rows[0].pop("matched") - len(rows) if rows else 0
-    for row in rows[1:]:
-        row.pop("matched")
+    more = rows[0]["matched"] - len(rows) if rows else 0
     for row in rows:
+        del row["matched"]
         row["recipients"] = [
             f"{a} ({s})" for a, s in zip(row["recipients"], row.pop("recipient_statuses"), strict=True)
         ]
@@ -185,7 +184,7 @@ def _report(done: queue_service.Done, result: str, summary: str, *, as_json: boo
     elif done.done or not done.problems:
         console.print(summary, highlight=False)
     for why in done.problems.values():
-        err_console.print(f"[bold red]error:[/] {escape(why)}", highlight=False)
+        print_error(why)
     if done.problems:
         raise typer.Exit(1)
 

@@ -14,7 +14,6 @@ from relate.errors import Invalid, NotFound
 from relate.store import queue as store
 
 STATUSES = ("queued", "sending", "sent", "partial_failure", "failed", "held", "deferred")
-FINISHED = ("sent", "partial_failure", "failed")
 
 
 @dataclass
@@ -33,15 +32,6 @@ async def _done(pool: asyncpg.Pool, asked: Sequence[int], done: Sequence[int], w
     found = await store.statuses(pool, skipped) if skipped else {}
     problems = {i: why(i, found[i]) if i in found else f"no queued message {i}" for i in skipped}
     return Done(sorted(acted), problems)
-
-
-def _not_waiting(verb: str) -> Callable[[int, str], str]:
-    def why(email_id: int, status: str) -> str:
-        if status == "held":
-            return f"message {email_id} is held: release it first (relatectl queue release {email_id})"
-        return f"message {email_id} is {status}: nothing waiting to {verb}"
-
-    return why
 
 
 async def list_messages(pool: asyncpg.Pool, **filters: Any) -> list[dict[str, Any]]:
@@ -71,7 +61,13 @@ async def retry(pool: asyncpg.Pool, email_ids: Sequence[int]) -> Done:
     """Make the waiting recipients of these messages due now (a held message stays held: a problem)."""
     async with pool.acquire() as conn, conn.transaction():
         moved = await store.retry(conn, email_ids, datetime.now(UTC))
-    return await _done(pool, email_ids, moved, _not_waiting("retry"))
+
+    def why(email_id: int, status: str) -> str:
+        if status == "held":
+            return f"message {email_id} is held: release it first (relatectl queue release {email_id})"
+        return f"message {email_id} is {status}: nothing waiting to retry"
+
+    return await _done(pool, email_ids, moved, why)
 
 
 async def hold(pool: asyncpg.Pool, email_ids: Sequence[int]) -> Done:
