@@ -69,6 +69,8 @@ def parse_answer(data: bytes) -> Result:
         body = json.loads(data)
     except ValueError as exc:
         raise Unreachable(f"answer is not JSON: {exc}") from None
+    except RecursionError:  # arrays or objects nested thousands deep (json recurses per level)
+        raise Unreachable("answer nested too deep") from None
     if not isinstance(body, dict):
         raise Unreachable("answer is not a JSON object")
     action = body.get("action")
