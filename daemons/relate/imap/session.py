@@ -622,7 +622,9 @@ class ImapSession:
             while self.state != LOGOUT:
                 self.waiting = True
                 try:
-                    parts = await asyncio.wait_for(self._next_command(), self.cfg.idle_timeout)
+                    # asyncio.timeout, not wait_for: no task per command (Python 3.11's wait_for makes one).
+                    async with asyncio.timeout(self.cfg.idle_timeout):
+                        parts = await self._next_command()
                 except TimeoutError:
                     self.untagged("BYE Autologout; idle for too long")
                     break

@@ -195,6 +195,8 @@ async def fetch(
     first one whatever its size): the caller asks again for those after them.
     """
     wanted = "".join(f", m.{c}" for c in sorted((columns & FETCH_COLUMNS) - {"envelope"}))
+    if "bodystructure_text" in columns:  # the JSON as text: imap/fetch.py renders it once per structure
+        wanted += ", m.bodystructure::text AS bodystructure_text"
     if "envelope" in columns:
         wire = "coalesce(m.envelope_wire_utf8, m.envelope_wire)" if utf8 else "m.envelope_wire"
         wanted += f", {wire} AS envelope_wire, CASE WHEN m.envelope_wire IS NULL THEN m.envelope END AS envelope"
