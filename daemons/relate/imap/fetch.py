@@ -27,6 +27,20 @@ def needs_raw(atts: tuple[FetchAtt, ...]) -> bool:
     return any(a.name in RAW_ITEMS for a in atts)
 
 
+_HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+
+
+def header_only(atts: tuple[FetchAtt, ...]) -> bool:
+    """Whether the items that read the message's bytes read only its header (RFC822.HEADER, BODY[HEADER],
+    BODY[HEADER.FIELDS ...]): what a client listing a folder asks for, and a fraction of the bytes."""
+    return all(
+        a.name not in RAW_ITEMS
+        or a.name == "RFC822.HEADER"
+        or (a.name == "BODY[]" and a.section is not None and not a.section.part and a.section.text in _HEADER_TEXTS)
+        for a in atts
+    )
+
+
 _COLUMNS_FOR = {
     "INTERNALDATE": {"internal_date"},
     "RFC822.SIZE": {"size"},
@@ -93,7 +107,7 @@ def _node(structure: dict[str, Any], part: tuple[int, ...]) -> dict[str, Any] | 
 
 def _fields(header: bytes, names: tuple[str, ...], *, exclude: bool) -> bytes:
     """HEADER.FIELDS (or .NOT): the matching header lines, folding kept, plus the blank line."""
-    wanted = {n.lower() for n in names}
+    wanted = {n.lower().encode("utf-8", "replace") for n in names}  # compared as octets: no decode per line
     out: list[bytes] = []
     keep = False
     for line in header.splitlines(keepends=True):
@@ -103,8 +117,7 @@ def _fields(header: bytes, names: tuple[str, ...], *, exclude: bool) -> bytes:
             if keep:
                 out.append(line)
             continue
-        name = line.split(b":", 1)[0].strip().decode("ascii", "replace").lower()
-        keep = (name in wanted) != exclude
+        keep = (line.split(b":", 1)[0].strip().lower() in wanted) != exclude
         if keep:
             out.append(line)
     return b"".join(out) + b"\r\n"

@@ -53,3 +53,12 @@ def test_memo_stays_within_its_budget() -> None:
     memo.put(("y" * 20_000, True, False), b"w")  # bigger than the whole budget: not kept
     assert memo.get(("y" * 20_000, True, False)) is None
     assert memo.get(newest) == b"w" * 50
+
+
+def test_only_header_items_read_the_header_alone() -> None:
+    header = FetchAtt("BODY[]", Section((), "HEADER"), peek=True)
+    fields = FetchAtt("BODY[]", Section((), "HEADER.FIELDS", ("Subject",)), peek=True)
+    assert fetching.header_only((FetchAtt("UID"), header, fields, FetchAtt("RFC822.HEADER")))
+    assert not fetching.header_only((header, FetchAtt("BODY[]", Section((), "TEXT"), peek=True)))
+    assert not fetching.header_only((header, FetchAtt("BODY[]", Section((1,), "HEADER"), peek=True)))
+    assert not fetching.header_only((FetchAtt("RFC822"),))
