@@ -78,8 +78,33 @@ def load_pk(name: bytes, dnsfunc: Any, timeout: float = 5) -> Any:
     return _public_key(dnsfunc(name, timeout=timeout))
 
 
+_DKIMPY_RFC822_PARSE = dkim.rfc822_parse
+_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")
+
+
+def rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
+    """dkimpy's rfc822_parse (header fields as [name, value + CRLF], and the body), without splitting the
+    body into lines with a regular expression and joining it again: that was half of what verifying a
+    10 KiB message cost. The fast path takes a message whose lines all end in CRLF, as SMTP delivers them,
+    and gives what dkimpy's would; anything else goes to dkimpy's own."""
+    end = message.find(b"\r\n\r\n")
+    if end < 0 or message.count(b"\n") != message.count(b"\r\n"):  # dkimpy turns a bare LF into CRLF
+        return _DKIMPY_RFC822_PARSE(message)  # type: ignore[no-any-return]
+    headers: list[list[bytes]] = []
+    for line in message[:end].split(b"\r\n"):
+        if line[:1] in (b"\t", b" ") and headers:
+            headers[-1][1] += line + b"\r\n"
+            continue
+        match = _FIELD_NAME.match(line)
+        if match is None:
+            return _DKIMPY_RFC822_PARSE(message)  # type: ignore[no-any-return]  # it says what is wrong
+        headers.append([match.group(1), line[match.end() :] + b"\r\n"])
+    return headers, message[end + 4 :]
+
+
 dkim.RSASSA_PKCS1_v1_5_verify = rsa_verify
 dkim.load_pk_from_dns = load_pk
+dkim.rfc822_parse = rfc822_parse
 
 _SIGNATURE_FIELD = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE)
 _SELECTOR = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_])?\Z")
