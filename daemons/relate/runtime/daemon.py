@@ -55,6 +55,7 @@ from relate.notify import Notifier
 from relate.runtime.heartbeat import Heartbeat
 from relate.runtime.listen import inherited_sockets
 from relate.runtime.looplag import LoopWatchdog
+from relate.runtime.metrics import DAEMON_INFO, MetricsServer, pool_usage
 from relate.runtime.sdnotify import SystemdNotifier
 from relate.store import db
 from relate.store.changes import ChangeFeed
@@ -92,6 +93,8 @@ class Context:
     notifier: Notifier
     # The process's one change feed; None: each service that needs one makes its own (tests do).
     feed: ChangeFeed | None = None
+    # The process's /metrics endpoint, for services to add what they read at scrape time; None in tests.
+    metrics: MetricsServer | None = None
 
 
 def _stderr_is_journal() -> bool:
@@ -177,6 +180,7 @@ async def open_context(cfg: Config) -> Context:
         authenticator=Authenticator(pool, cfg.auth, internal_key=cfg.internal.api_key),
         notifier=Notifier(cfg.internal),
         feed=ChangeFeed(cfg.database),
+        metrics=MetricsServer(),
     )
 
 
@@ -197,6 +201,27 @@ def start_watchdog(cfg: Config) -> LoopWatchdog | None:
     watchdog = LoopWatchdog(cfg.logging.slow_callback_ms / 1000)
     watchdog.start()
     return watchdog
+
+
+async def start_metrics(
+    ctx: Context, services: Mapping[str, Starter], sockets: dict[str, list[socket.socket]] | None
+) -> None:
+    """The process's /metrics: on the ``metrics`` socket handed over, else ``metrics.<service>`` of each."""
+    assert ctx.metrics is not None
+    for name in services:
+        DAEMON_INFO.labels(name, __version__).set(1)
+    pool = ctx.pool
+
+    async def read_pool() -> None:
+        pool_usage(pool)
+
+    ctx.metrics.before_scrape(read_pool, every=0)
+    inherited = sockets.get("metrics") if sockets is not None else None
+    if not ctx.cfg.metrics.enabled:
+        for sock in inherited or []:
+            sock.close()
+        return
+    await ctx.metrics.start([a for name in services for a in ctx.cfg.metrics.listen(name)], inherited)
 
 
 def open_connections(service: Service) -> int | None:
@@ -222,6 +247,7 @@ async def serve(cfg: Config, services: Mapping[str, Starter], notifier: SystemdN
             started[name] = await start(ctx, sockets)
         if ctx.feed.wanted:
             await ctx.feed.start()
+        await start_metrics(ctx, services, sockets)
         for name, service in started.items():
             beat = Heartbeat(
                 ctx.pool,
@@ -266,6 +292,8 @@ async def serve(cfg: Config, services: Mapping[str, Starter], notifier: SystemdN
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await ctx.feed.stop()
+        if ctx.metrics is not None:
+            await ctx.metrics.stop()
         await ctx.notifier.drain()
         await ctx.pool.close()
         if watchdog is not None:
