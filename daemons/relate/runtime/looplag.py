@@ -23,7 +23,9 @@ it: its thread computed for at least half of it, not counting the garbage
 collector (whose pauses land on whatever code allocated last), or was found
 asleep in a call (a blocking read, a sleep), or it lasted a second. Anything
 else was the machine's doing, a process left no CPU for a moment (INFO,
-``loop-starved``). Stalls are also kept in :attr:`LoopWatchdog.stalls`, which
+``loop-starved``). Every tick's lateness is observed in the
+``relate_event_loop_lag_seconds`` histogram and every stall counted in
+``relate_event_loop_stalls_total`` (runtime/metrics.py). Stalls are also kept in :attr:`LoopWatchdog.stalls`, which
 the test suite reads to fail any test during which Relate Mail's code blocked
 the loop.
 """
@@ -40,6 +42,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+
+from relate.runtime import metrics
 
 log = logging.getLogger("relate.runtime")
 
@@ -156,6 +160,7 @@ class LoopWatchdog:
         now = time.monotonic()
         cpu = time.thread_time()
         late = now - self._last - TICK
+        metrics.loop_lag(late)
         if late > self.threshold:
             seen = self._seen if self._seen is not None and self._seen[0] == self._last else None
             where, ours, asleep = seen[1:] if seen is not None else ("-", False, "")
@@ -166,6 +171,7 @@ class LoopWatchdog:
 
     def _report(self, stall: Stall) -> None:
         self.stalls.append(stall)
+        metrics.child(metrics.LOOP_STALLS, "blocked" if stall.blocking else "starved").inc()
         log.log(
             logging.WARNING if stall.blocking else logging.INFO,
             "%s ms=%d cpu_ms=%s gc_ms=%d %sat=%s",
