@@ -130,7 +130,7 @@ def shows_metrics(state: Path, info: dict[str, Any], pids: dict[str, int]) -> No
     """Each daemon serves its metrics on the port in dev.json, and `relatectl status` with the dev run's
     config shows the two messages the SMTP daemon accepted."""
     for service, port in info["metrics"].items():
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             assert resp.headers["X-Relate-Pid"] == str(pids[service])
             assert f'relate_daemon_info{{service="{service}"'.encode() in resp.read()
     status = subprocess.run(

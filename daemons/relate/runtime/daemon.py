@@ -42,7 +42,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import NoReturn, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NoReturn, Protocol, runtime_checkable
 
 import asyncpg
 
@@ -55,10 +55,12 @@ from relate.notify import Notifier
 from relate.runtime.heartbeat import Heartbeat
 from relate.runtime.listen import inherited_sockets
 from relate.runtime.looplag import LoopWatchdog
-from relate.runtime.metrics import DAEMON_INFO, MetricsServer, pool_usage
 from relate.runtime.sdnotify import SystemdNotifier
 from relate.store import db
 from relate.store.changes import ChangeFeed
+
+if TYPE_CHECKING:  # imported where used: relatectl imports this module, and prometheus_client costs 50 ms
+    from relate.runtime.metrics import MetricsServer
 
 log = logging.getLogger("relate")
 
@@ -180,7 +182,7 @@ async def open_context(cfg: Config) -> Context:
         authenticator=Authenticator(pool, cfg.auth, internal_key=cfg.internal.api_key),
         notifier=Notifier(cfg.internal),
         feed=ChangeFeed(cfg.database),
-        metrics=MetricsServer(),
+        metrics=_metrics_server(),
     )
 
 
@@ -203,10 +205,18 @@ def start_watchdog(cfg: Config) -> LoopWatchdog | None:
     return watchdog
 
 
+def _metrics_server() -> MetricsServer:
+    from relate.runtime.metrics import MetricsServer
+
+    return MetricsServer()
+
+
 async def start_metrics(
     ctx: Context, services: Mapping[str, Starter], sockets: dict[str, list[socket.socket]] | None
 ) -> None:
     """The process's /metrics: on the ``metrics`` socket handed over, else ``metrics.<service>`` of each."""
+    from relate.runtime.metrics import DAEMON_INFO, pool_usage
+
     assert ctx.metrics is not None
     for name in services:
         DAEMON_INFO.labels(name, __version__).set(1)

@@ -159,6 +159,10 @@ def loop_lag(seconds: float) -> None:
     LOOP_LAG.observe(max(seconds, 0.0))
 
 
+def stalled(kind: str) -> None:
+    child(LOOP_STALLS, kind).inc()
+
+
 def pool_usage(pool: Any) -> None:
     """The pool's size now (an asyncpg.Pool: get_size, get_idle_size, get_max_size)."""
     size = pool.get_size()
