@@ -220,6 +220,8 @@ def _print(report: dict[str, Any]) -> None:
 def status(as_json: bool = JsonOption) -> None:
     """Show the database, every daemon on every host (stale and degraded ones marked), and the outbound queue.
 
+    For this host's daemons, a few numbers from their metrics endpoints (metrics.* of the config).
+
     Exits 1 when the database is down or out of date, or a live daemon reports a problem.
     """
     report = run(gather(load_config()))
