@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import imaplib
+import poplib
 import re
 import smtplib
 import socket
@@ -14,7 +16,7 @@ import pytest
 
 from relate.runtime.metrics import Scrape, scrape
 from tests.cli.test_status import _defer_one
-from tests.daemons import Daemon, clean_env, daemon_argv, fetch, write_config
+from tests.daemons import USER, Daemon, add_user, clean_env, daemon_argv, fetch, write_config
 from tests.integration.test_smtp_durability import prepare
 
 MESSAGES = 200
@@ -149,3 +151,55 @@ def test_delivery_daemon_reports_the_queue_from_the_database(dsn: str, tmp_path:
     assert found.total("relate_queue_recipients", state="pending") == 0
     assert found.total("relate_queue_oldest_age_seconds", state="deferred") >= 0
     assert found.total("relate_db_pool_connections", state="open") >= 1
+
+
+def test_imap_and_pop3_count_what_their_clients_saw(dsn: str, tmp_path: Path) -> None:
+    """A wrong key and a right one over IMAP and POP3: the endpoints count the failed logins by protocol,
+    the commands by verb, and the OK/NO and +OK/-ERR answers the clients got."""
+    key = add_user(dsn)
+    config = write_config(
+        tmp_path / "relate.yaml",
+        dsn,
+        imap={"imap": {"listen": ["127.0.0.1:0"]}, "allow_plaintext_auth": True},
+        pop3={"pop3": {"listen": ["127.0.0.1:0"]}, "allow_plaintext_auth": True},
+    )
+    imapd = Daemon(daemon_argv("relate.imap", config), clean_env(), tmp_path / "imap.log")
+    pop3d = Daemon(daemon_argv("relate.pop3", config), clean_env(), tmp_path / "pop3.log")
+    try:
+        imap_port = int(address_in_log(imapd, "listening role=imap address=").rpartition(":")[2])
+        pop3_port = int(address_in_log(pop3d, "listening role=pop3 address=").rpartition(":")[2])
+        imap_metrics = address_in_log(imapd, "metrics-listening address=")
+        pop3_metrics = address_in_log(pop3d, "metrics-listening address=")
+        imapd.wait_log("ready service=imap")
+        pop3d.wait_log("ready service=pop3")
+
+        with imaplib.IMAP4("127.0.0.1", imap_port, timeout=10) as imap:
+            with pytest.raises(imaplib.IMAP4.error):
+                imap.login(USER, "wrong-key")
+            imap.login(USER, key)
+            imap.select("INBOX")
+            imap.logout()
+        pop = poplib.POP3("127.0.0.1", pop3_port, timeout=10)
+        pop.user(USER)
+        with pytest.raises(poplib.error_proto):
+            pop.pass_("wrong-key")
+        pop.user(USER)
+        pop.pass_(key)
+        assert pop.stat() == (0, 0)
+        pop.quit()
+        imap_seen, pop3_seen = scrape_now(imap_metrics), scrape_now(pop3_metrics)
+    finally:
+        imapd.stop()
+        pop3d.stop()
+    assert imap_seen.total("relate_auth_failures_total", protocol="imap") == 1
+    assert imap_seen.total("relate_commands_total", protocol="imap", command="LOGIN") == 2
+    assert imap_seen.total("relate_commands_total", protocol="imap", command="SELECT") == 1
+    assert imap_seen.total("relate_replies_total", protocol="imap", status="NO") == 1
+    assert imap_seen.total("relate_replies_total", protocol="imap", status="OK") >= 3  # LOGIN, SELECT, LOGOUT
+    assert imap_seen.total("relate_connections_total", protocol="imap", listener="imap") == 1
+    assert pop3_seen.total("relate_auth_failures_total", protocol="pop3") == 1
+    assert pop3_seen.total("relate_commands_total", protocol="pop3", command="PASS") == 2
+    assert pop3_seen.total("relate_commands_total", protocol="pop3", command="STAT") == 1
+    assert pop3_seen.total("relate_replies_total", protocol="pop3", status="-ERR") == 1
+    # The greeting, USER twice, PASS, STAT and QUIT.
+    assert pop3_seen.total("relate_replies_total", protocol="pop3", status="+OK") == 6
