@@ -136,16 +136,19 @@ def test_endpoint_answers_only_get_metrics(dsn: str, tmp_path: Path) -> None:
 
 
 def test_delivery_daemon_reports_the_queue_from_the_database(dsn: str, tmp_path: Path) -> None:
-    """relate-delivery's endpoint shows a deferred recipient in the queue depth, with its age."""
+    """relate-delivery's endpoint shows a deferred recipient in the queue depth, with its age, and counts
+    the attempt it makes at the message never tried (to a domain that does not exist: failed for good)."""
     asyncio.run(_defer_one(dsn))
     config = write_config(tmp_path / "relate.yaml", dsn)
     daemon = Daemon(daemon_argv("relate.queue", config), clean_env(), tmp_path / "delivery.log")
     try:
         endpoint = address_in_log(daemon, "metrics-listening address=")
-        daemon.wait_log("ready service=delivery")
+        daemon.wait_log("rcpt=other@elsewhere.example status=failed")
         found = scrape_now(endpoint)
     finally:
         daemon.stop()
+    assert found.total("relate_delivery_attempts_total") == 1
+    assert found.total("relate_delivery_attempts_total", result="failed") == 1
     assert found.total("relate_queue_recipients", state="deferred") == 1
     assert found.total("relate_queue_messages", state="deferred") == 1
     assert found.total("relate_queue_recipients", state="pending") == 0
