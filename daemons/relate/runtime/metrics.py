@@ -146,20 +146,35 @@ def child(metric: Counter | Gauge, *labels: str) -> Any:
     return found
 
 
+# The per-command and per-reply children by protocol, then verb or status: two dict hits, no tuple.
+_commands: dict[str, dict[str, Any]] = {}
+_replies: dict[str, dict[str, Any]] = {}
+
+
+def _counted(table: dict[str, dict[str, Any]], metric: Counter, protocol: str, value: str) -> None:
+    by_value = table.get(protocol)
+    if by_value is None:
+        by_value = table[protocol] = {}
+    found = by_value.get(value)
+    if found is None:
+        found = by_value[value] = metric.labels(protocol, value)
+    found.inc()
+
+
 def command(protocol: str, verb: str) -> None:
-    child(COMMANDS, protocol, verb).inc()
+    _counted(_commands, COMMANDS, protocol, verb)
 
 
 def reply(protocol: str, status: str) -> None:
-    child(REPLIES, protocol, status).inc()
+    _counted(_replies, REPLIES, protocol, status)
 
 
-_SMTP_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+_SMTP_CLASSES = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 
 def smtp_reply(code: int) -> None:
     """One SMTP reply, counted by its class."""
-    reply("smtp", _SMTP_CLASSES[min(max(code // 100, 1), 5) - 1])
+    reply("smtp", _SMTP_CLASSES[min(max(code // 100, 1), 5)])
 
 
 def auth_failure(protocol: str, reason: str) -> None:
