@@ -133,17 +133,16 @@ def shows_metrics(state: Path, info: dict[str, Any], pids: dict[str, int]) -> No
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             assert resp.headers["X-Relate-Pid"] == str(pids[service])
             assert f'relate_daemon_info{{service="{service}"'.encode() in resp.read()
-    status = subprocess.run(
-        [sys.executable, "-m", "relatectl", "--config", str(state / "relate.yaml"), "status", "--json"],
-        env={k: v for k, v in os.environ.items() if not k.startswith("RELATE_")},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELATE_")}
+    command = [sys.executable, "-m", "relatectl", "--config", str(state / "relate.yaml"), "status"]
+    status = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True, timeout=30, check=True)
     smtp = next(d for d in json.loads(status.stdout)["daemons"] if d["service"] == "smtp")
     assert smtp["metrics"]["accepted"] == 2
     assert smtp["metrics"]["endpoint"] == f"127.0.0.1:{info['metrics']['smtp']}"
+    shown = subprocess.run(command, env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=30).stdout
+    assert f"metrics smtp (pid {pids['smtp']}, 127.0.0.1:{info['metrics']['smtp']}): connections" in shown
+    assert "accepted 2, refused 0" in shown
+    assert "metrics delivery (pid" in shown
 
 
 def restarts_a_killed_daemon(info: dict[str, Any], pid: int) -> None:
