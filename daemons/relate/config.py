@@ -437,6 +437,28 @@ class ApiConfig:
     push_timeout: float = 10.0
 
 
+METRICS_SERVICES = ("smtp", "imap", "pop3", "api", "delivery")
+
+
+@dataclass
+class MetricsConfig:
+    """Each daemon's Prometheus endpoint, GET /metrics (relate/runtime/metrics.py; docs/metrics.md)."""
+
+    enabled: bool = True
+    # "host:port" items per daemon, loopback by default (the numbers say how busy the box is: keep them
+    # off the Internet); an empty list turns that daemon's endpoint off. Two copies of one daemon on one
+    # host need an address each (the second cannot bind the first's; it logs metrics-unavailable).
+    smtp: list[str] = field(default_factory=lambda: ["127.0.0.1:9461"])
+    imap: list[str] = field(default_factory=lambda: ["127.0.0.1:9462"])
+    pop3: list[str] = field(default_factory=lambda: ["127.0.0.1:9463"])
+    api: list[str] = field(default_factory=lambda: ["127.0.0.1:9464"])
+    delivery: list[str] = field(default_factory=lambda: ["127.0.0.1:9465"])
+
+    def listen(self, service: str) -> list[str]:
+        """The addresses of ``service``'s endpoint (none when metrics are off)."""
+        return list(getattr(self, service, [])) if self.enabled else []
+
+
 @dataclass
 class LoggingConfig:
     level: str = "INFO"
@@ -462,6 +484,7 @@ class Config:
     push: PushConfig = field(default_factory=PushConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Where the file came from, for messages; not a key.
     source: Path | None = field(default=None, compare=False, metadata={"internal": True})
 
@@ -632,6 +655,12 @@ class Config:
                     parse_listen(item)
                 except ValueError as exc:
                     raise ConfigError(f"{where}.listen[{i}]: {exc}, got {item!r}") from None
+        for service in METRICS_SERVICES:
+            for i, item in enumerate(getattr(self.metrics, service)):
+                try:
+                    parse_listen(item)
+                except ValueError as exc:
+                    raise ConfigError(f"metrics.{service}[{i}]: {exc}, got {item!r}") from None
 
 
 def parse_listen(item: str) -> tuple[str, int]:

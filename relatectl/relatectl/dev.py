@@ -68,6 +68,8 @@ DEV_SMTP_PORTS = {"mx": 2525, "submission": 2587, "submissions": 2465}
 DEV_IMAP_PORTS = {"imap": 2143, "imaps": 2993}
 DEV_POP3_PORTS = {"pop3": 2110, "pop3s": 2995}
 DEV_API_PORT = 8080
+# Each daemon's metrics endpoint (production: 9461-9465, config.MetricsConfig).
+DEV_METRICS_PORTS = {"smtp": 9561, "imap": 9562, "pop3": 9563, "api": 9564, "delivery": 9565}
 
 
 def dev_config(state_dir: Path, dsn: str, internal_key: str, *, any_port: bool = False) -> Config:
@@ -81,6 +83,9 @@ def dev_config(state_dir: Path, dsn: str, internal_key: str, *, any_port: bool =
     cfg.pop3.pop3.listen = [f"127.0.0.1:{0 if any_port else DEV_POP3_PORTS['pop3']}"]
     cfg.pop3.pop3s.listen = [f"127.0.0.1:{0 if any_port else DEV_POP3_PORTS['pop3s']}"]
     cfg.api.listen = [f"127.0.0.1:{0 if any_port else DEV_API_PORT}"]
+    if cfg.metrics.enabled:
+        for service, port in DEV_METRICS_PORTS.items():
+            setattr(cfg.metrics, service, [f"127.0.0.1:{0 if any_port else port}"])
     # The dev run listens on loopback only, where plain-text logins harm no one.
     cfg.imap.allow_plaintext_auth = True
     cfg.pop3.allow_plaintext_auth = True
@@ -133,12 +138,15 @@ def _listeners(cfg: Config) -> dict[str, list[str]]:
         "pop3": cfg.pop3.pop3.listen,
         "pop3s": cfg.pop3.pop3s.listen,
         "api": cfg.api.listen,
+        **{f"metrics-{service}": cfg.metrics.listen(service) for service in DEV_METRICS_PORTS},
     }
 
 
 def _set_listen(cfg: Config, role: str, addresses: list[str]) -> None:
     if role == "api":
         cfg.api.listen = addresses
+    elif role.startswith("metrics-"):
+        setattr(cfg.metrics, role.removeprefix("metrics-"), addresses)
     elif role in cfg.smtp.listeners():
         cfg.smtp.listeners()[role].listen = addresses
     elif role.startswith("imap"):
@@ -181,7 +189,9 @@ async def _serve(cfg: Config, state_dir: Path, describe: Callable[[dict[str, int
         except RuntimeError as exc:
             fail(str(exc))
         loop.add_signal_handler(signal.SIGHUP, supervisor.reload)
-        ports = {("smtp" if role == "mx" else role): socks[0].getsockname()[1] for role, socks in sockets.items()}
+        ports = {
+            ("smtp" if role == "mx" else role): socks[0].getsockname()[1] for role, socks in sockets.items() if socks
+        }
         for line in describe(ports):
             console.print(line, highlight=False)
         await stop.wait()
@@ -233,9 +243,13 @@ def dev(
             "state_dir": str(state_dir),
         }
 
-        def describe(ports: dict[str, int]) -> list[str]:
+        def describe(bound: dict[str, int]) -> list[str]:
+            ports = {name: port for name, port in bound.items() if not name.startswith("metrics-")}
+            # Each daemon's metrics endpoint; `relatectl --config STATE/relate.yaml status` reads them too.
             info["ports"] = ports
+            info["metrics"] = {n.removeprefix("metrics-"): p for n, p in bound.items() if n.startswith("metrics-")}
             _write_state(state_file, info)
+            endpoints = ", ".join(f"{name} {port}" for name, port in info["metrics"].items())
             return [
                 "[bold]Relate Mail dev run[/]",
                 f"  database     {dsn}",
@@ -243,6 +257,7 @@ def dev(
                 f"  user         {DEMO_USER}",
                 f"  key          {key}",
                 *(f"  {name:<12} 127.0.0.1:{port}" for name, port in ports.items()),
+                *([f"  metrics      127.0.0.1: {endpoints} (GET /metrics)"] if endpoints else []),
                 f"  state        {state_file}",
                 "Ctrl-C stops everything.",
             ]

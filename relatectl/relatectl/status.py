@@ -5,13 +5,19 @@ release wants, every daemon process on every host from the heartbeats they
 write (a daemon that stopped writing is marked stale rather than hidden: it
 died or lost the database; one that reports a problem, such as a change feed
 that cannot reach the database, is marked degraded with the problem), the
-outbound queue by status, and the message deferred longest. Exit code 0 when
+outbound queue by status, and the message deferred longest. For each live
+daemon on this host it reads a few numbers from the daemon's own metrics
+endpoint (``metrics.<service>`` of the config; the answer must come from the
+process the heartbeat names): connections, messages accepted and refused,
+failed logins, queue depth. Exit code 0 when
 the database is reachable, its schema current and no live daemon is
 degraded, 1 otherwise, so monitoring can run it as a check.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,7 +77,59 @@ async def gather(cfg: Config) -> dict[str, Any]:
         database["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     finally:
         await conn.close()
+    await _read_metrics(cfg, report["daemons"])
     return report
+
+
+# What the status shows of each daemon's metrics: (key, sample name, labels).
+_KEY_METRICS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("connections", "relate_connections_open", {}),
+    ("accepted", "relate_smtp_messages_accepted_total", {}),
+    ("refused", "relate_smtp_messages_refused_total", {}),
+    ("auth_failures", "relate_auth_failures_total", {}),
+    ("delivered", "relate_delivery_attempts_total", {"result": "sent"}),
+    ("deferred", "relate_delivery_attempts_total", {"result": "deferred"}),
+    ("failed", "relate_delivery_attempts_total", {"result": "failed"}),
+    ("queued", "relate_queue_recipients", {}),
+)
+# Which of them each daemon shows.
+_SHOWN = {
+    "smtp": ("connections", "accepted", "refused", "auth_failures"),
+    "imap": ("connections", "auth_failures"),
+    "pop3": ("connections", "auth_failures"),
+    "api": ("connections", "auth_failures"),
+    "delivery": ("delivered", "deferred", "failed", "queued"),
+}
+
+
+async def _read_metrics(cfg: Config, daemons: list[dict[str, Any]]) -> None:
+    """Each live daemon of this host gets ``metrics``: its key numbers, or None when its endpoint is
+    unknown, silent or answered by another process."""
+    from relate.runtime import metrics  # here: prometheus_client costs every other command 50 ms
+
+    here = socket.gethostname()
+
+    async def one(daemon: dict[str, Any]) -> None:
+        daemon["metrics"] = None
+        if daemon["stale"] or daemon["host"] != here:
+            return
+        for address in cfg.metrics.listen(daemon["service"]):
+            if address.endswith(":0"):
+                continue
+            try:
+                found = await metrics.scrape(address, 2.0)
+            except (OSError, TimeoutError, ValueError):
+                continue
+            if found.pid != daemon["pid"]:
+                continue
+            shown = _SHOWN.get(daemon["service"], ())
+            daemon["metrics"] = {
+                "endpoint": address,
+                **{key: int(found.total(name, **labels)) for key, name, labels in _KEY_METRICS if key in shown},
+            }
+            return
+
+    await asyncio.gather(*(one(d) for d in daemons))
 
 
 def degraded(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -137,6 +195,11 @@ def _print(report: dict[str, Any]) -> None:
                         style="bold red",
                     )
                 )
+        for d in daemons:
+            numbers = d.get("metrics")
+            if numbers:
+                text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in numbers.items() if k != "endpoint")
+                console.print(Text(f"metrics {d['service']} (pid {d['pid']}, {numbers['endpoint']}): {text}"))
     elif database["reachable"]:
         console.print("daemons: none running (no heartbeats)", highlight=False)
 
@@ -156,6 +219,8 @@ def _print(report: dict[str, Any]) -> None:
 
 def status(as_json: bool = JsonOption) -> None:
     """Show the database, every daemon on every host (stale and degraded ones marked), and the outbound queue.
+
+    For this host's daemons, a few numbers from their metrics endpoints (metrics.* of the config).
 
     Exits 1 when the database is down or out of date, or a live daemon reports a problem.
     """

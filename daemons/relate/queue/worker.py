@@ -72,6 +72,7 @@ from relate.queue.client import DomainSender, Message, Result, off_loop, wire_fo
 from relate.queue.mtasts import MtaSts
 from relate.queue.mx import make_resolver
 from relate.queue.tlsrpt import TlsTally
+from relate.runtime import metrics
 from relate.services import dns as dns_service
 from relate.store import accounts, db, mailboxes, messages, quota
 from relate.store import dkim as dkim_store
@@ -272,6 +273,15 @@ class DeliveryWorker:
 
     def reload_tls(self) -> None:
         """Nothing to reload: the delivery daemon only makes outgoing connections."""
+
+    async def read_backlog(self) -> None:
+        """The queue's depth and oldest age by state, into the metrics (at scrape time, runtime/metrics.py)."""
+        found = {b.state: b for b in await store.backlog(self.pool)}
+        for state in metrics.QUEUE_STATES:
+            b = found.get(state)
+            metrics.child(metrics.QUEUE_MESSAGES, state).set(b.messages if b else 0)
+            metrics.child(metrics.QUEUE_RECIPIENTS, state).set(b.recipients if b else 0)
+            metrics.child(metrics.QUEUE_OLDEST, state).set(b.oldest_seconds if b else 0)
 
     async def stop(self, grace: float = 30.0) -> None:
         self._stopping = True
@@ -641,6 +651,7 @@ class DeliveryWorker:
                 lost += 1
                 continue
             c = claim.items[r.recipient_id]
+            metrics.child(metrics.DELIVERY_ATTEMPTS, r.status).inc()
             log.info(
                 "delivery id=%d rcpt=%s status=%s code=%s mta=%s reply=%s",
                 c.email_id,
@@ -657,6 +668,7 @@ class DeliveryWorker:
 
     def _log_failed(self, failed: Sequence[Failed]) -> None:
         for f in failed:
+            metrics.DELIVERY_EXPIRED.inc()
             log.info(
                 "delivery id=%d rcpt=%s status=failed code=%s mta=- reply=%s",
                 f.email_id,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from relate.config import ConfigError, ListenerConfig
+from relate.runtime import metrics
 from relate.runtime.listen import bound, open_servers
 from relate.runtime.tls import ReloadableTLS, TLSRegistry
 
@@ -87,6 +88,8 @@ class StreamServer(abc.ABC):
     listeners: dict[str, tuple[ListenerConfig, bool]]
     refusal: bytes = b""
     log: logging.Logger
+    #: The protocol's name in metrics (relate_connections_total{protocol=...}).
+    protocol: str = ""
     #: Implicit-TLS handshakes done by the server (see the module docstring) instead of by asyncio's listener.
     handshake_in_server: bool = False
 
@@ -201,15 +204,20 @@ class StreamServer(abc.ABC):
         else:
             reason = ""
         if reason:
+            metrics.child(metrics.CONNECTIONS_REFUSED, self.protocol, reason).inc()
             self.refuse(writer, role, client, reason)
             await close(writer)
             return
         session = self.make_session(reader, writer, role)
         self.sessions.add(session)
         self._per_client[client] += 1
+        metrics.child(metrics.CONNECTIONS, self.protocol, role).inc()
+        open_now = metrics.child(metrics.CONNECTIONS_OPEN, self.protocol, role)
+        open_now.inc()
         try:
             await session.run()
         finally:
+            open_now.dec()
             self.sessions.discard(session)
             self._per_client[client] -= 1
             if self._per_client[client] <= 0:

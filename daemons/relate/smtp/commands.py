@@ -48,6 +48,7 @@ from relate.mail.address import normalize_address, split_address
 from relate.mail.spool import Spool
 from relate.mailauth import verdict as mailauth
 from relate.mailauth.verdict import DEFER, DELIVER, JUNK, REFUSE, rewrite
+from relate.runtime import metrics
 from relate.runtime.budget import BudgetExhausted
 from relate.smtp import headers, parser, replies
 from relate.smtp.data import DataState, read_data
@@ -320,6 +321,10 @@ async def data(session: SmtpSession, cmd: parser.Command) -> None:
             session.recipient_count += len(envelope.recipients)
             reply = await _store(session, envelope, spool)
         session.last_result = str(reply.code)
+        if reply.code == 250:
+            metrics.child(metrics.SMTP_ACCEPTED, session.role).inc()
+        else:
+            metrics.child(metrics.SMTP_REFUSED, session.role, replies.refusal_reason(reply)).inc()
         session.reply(reply)
     finally:
         spool.close()
