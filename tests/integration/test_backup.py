@@ -29,10 +29,9 @@ from relate.runtime.tls import make_self_signed
 from relate.services import accounts
 from relate.store import db, messages, migrate
 from tests.daemons import clean_env
-from tests.support import make_message
+from tests.support import imap_folders, make_message
 
 BOB, ALICE = "bob@example.com", "alice@example.com"
-FETCH = re.compile(rb"UID (\d+) FLAGS \(([^)]*)\) INTERNALDATE \"([^\"]+)\"")
 
 Snapshot = dict[str, dict[str, Any]]
 
@@ -61,24 +60,7 @@ def _snapshot(port: int, user: str, key: str) -> dict[str, Any]:
     conn = imaplib.IMAP4("127.0.0.1", port, timeout=30)
     try:
         conn.login(user, key)
-        _, listed = conn.list()
-        folders: dict[str, Any] = {}
-        for line in listed:
-            assert isinstance(line, bytes)
-            name = line.rsplit(b' "/" ', 1)[1].decode().strip('"')
-            typ, data = conn.select(name, readonly=True)
-            assert typ == "OK", (name, data)
-            validity = conn.response("UIDVALIDITY")[1]
-            rows = []
-            if int(data[0] or 0):
-                _, fetched = conn.uid("FETCH", "1:*", "(UID FLAGS INTERNALDATE BODY.PEEK[])")
-                for item in fetched:
-                    if isinstance(item, tuple):
-                        m = FETCH.search(item[0])
-                        assert m is not None, item[0]
-                        rows.append((int(m[1]), sorted(m[2].split()), m[3], item[1]))
-            folders[name] = {"uidvalidity": validity, "messages": rows}
-        return folders
+        return imap_folders(conn)
     finally:
         conn.logout()
 
