@@ -179,3 +179,18 @@ def _stale_pop3(dsn: str) -> None:
            VALUES ($1, 'pop3', 999999, 'old', 1, now() - interval '1 hour') RETURNING id""",
         socket.gethostname(),
     )
+
+
+def test_tls_status_leaves_out_what_is_switched_off(tmp_path: Path) -> None:
+    """With no certificate anywhere, `tls status` fails for the TLS-only listeners; switched off (SMTP, POP3 and
+    imaps), they are not checked, and what is left (IMAP on 143, STARTTLS) passes."""
+    config = tmp_path / "relate.yaml"
+    config.write_text("smtp:\n  enabled: false\npop3:\n  enabled: false\nimap:\n  imaps:\n    enabled: false\n")
+    env: dict[str, str | None] = {name: None for name in os.environ if name.startswith("RELATE_")}
+    env.update({"NO_COLOR": "1", "COLUMNS": "200"})
+    result = CliRunner().invoke(app, ["--config", str(config), "tls", "status", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert {(row["service"], row["listener"]) for row in json.loads(result.output)} <= {("imap", "imap")}
+    config.write_text("imap:\n  imaps:\n    enabled: true\n")
+    result = CliRunner().invoke(app, ["--config", str(config), "tls", "status", "--json"], env=env)
+    assert result.exit_code == 1
