@@ -185,7 +185,5 @@ def restore(
     for original, path in done.written:
         console.print(f"wrote {path} (was {original})", highlight=False)
     if config_dir is None and (manifest.get("config") or manifest["files"]):
-        console.print(
-            f"the config and {len(manifest['files'])} file(s) it names were not written: give --config-dir DIR",
-            highlight=False,
-        )
+        files = f" and the {len(manifest['files'])} file(s) it names" if manifest["files"] else ""
+        console.print(f"the config file{files} were not written: give --config-dir DIR", highlight=False)
