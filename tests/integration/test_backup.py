@@ -4,7 +4,9 @@ that serves every message byte for byte over IMAP, with its flags, dates and fol
 from __future__ import annotations
 
 import asyncio
+import gzip
 import imaplib
+import io
 import json
 import os
 import re
@@ -189,7 +191,8 @@ async def _tables(dsn: str) -> int:
 
 
 async def test_restore_serves_every_message_byte_for_byte(dsn: str, tmp_path: Path) -> None:
-    """Mail delivered and changed over IMAP, backed up, restored into a new PostgreSQL cluster: every folder,
+    """Mail delivered and changed over IMAP, backed up, restored (from a gzipped copy on standard input) into a
+    new PostgreSQL cluster: every folder,
     UIDVALIDITY, UID, flag, date and BODY[] octet is the same over IMAP, the old keys log in, the config and
     every file it names come back under --config-dir with their modes, and nothing secret was printed."""
     keys = await _fill(dsn)
@@ -217,8 +220,8 @@ async def test_restore_serves_every_message_byte_for_byte(dsn: str, tmp_path: Pa
         target_config = tmp_path / "target.yaml"
         target_config.write_text(yaml.safe_dump({"database": {"dsn": target}}))
         restored_dir = tmp_path / "restored"
-        code, out, err = await _relatectl(
-            target_config, "restore", "-", "--config-dir", str(restored_dir), stdin=archive.read_bytes()
+        code, out, err = await _relatectl(  # through gzip, as `backup - | gzip > file` keeps it
+            target_config, "restore", "-", "--config-dir", str(restored_dir), stdin=gzip.compress(archive.read_bytes())
         )
         assert code == 0, err
         assert "restored the database" in out
@@ -287,3 +290,20 @@ async def test_backup_to_standard_output_and_its_schema(dsn: str, tmp_path: Path
         manifest = json.loads(handle.read())
     assert manifest["schema_version"] == migrate.latest_version()
     assert manifest["pg_dump_major"] >= manifest["server_major"]
+
+
+async def test_what_is_not_a_backup_is_refused_in_one_line(empty_dsn: str, tmp_path: Path) -> None:
+    """A tar of something else, and one whose manifest is nonsense, are refused in one line; nothing is restored."""
+    config = tmp_path / "relate.yaml"
+    config.write_text(yaml.safe_dump({"database": {"dsn": empty_dsn}}))
+    for name, content in (("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"), ("relate-backup/manifest.json", b"[]")):
+        archive = tmp_path / "other.tar"
+        with tarfile.open(archive, "w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+        code, _, err = await _relatectl(config, "restore", str(archive))
+        assert code == 1
+        assert err.startswith("error: not a Relate Mail backup"), err
+        assert len(err.strip().splitlines()) == 1, err
+    assert await _tables(empty_dsn) == 0

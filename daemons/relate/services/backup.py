@@ -405,12 +405,24 @@ def restore_archive(
 ) -> Restored:
     """Restore the archive on ``source`` into the (empty) database at ``dsn``; write the config and its files
     under ``config_dir`` (when given) once the database is in."""
+    try:
+        return _restore(source, dsn, server_major, config_dir, run_as, pg_bin)
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:  # JSONDecodeError: a ValueError
+        raise BackupError(f"not a Relate Mail backup, or a damaged one: {type(exc).__name__} {exc}") from None
+
+
+def _restore(
+    source: IO[bytes], dsn: str, server_major: int, config_dir: Path | None, run_as: str | None, pg_bin: Path | None
+) -> Restored:
+    """restore_archive's work; a manifest or trailer that does not say what it should raises KeyError and such."""
     started = time.monotonic()
     members = _members(source)
     first = next(members, None)
     if first is None or first[0] != "manifest.json":
         raise BackupError("not a Relate Mail backup: it does not begin with relate-backup/manifest.json")
     manifest = json.loads(first[1])
+    if not isinstance(manifest, dict):
+        raise BackupError("not a Relate Mail backup: its manifest.json is not an object")
     if manifest.get("format") != FORMAT:
         raise BackupError(f"backup format {manifest.get('format')!r} is not one this release reads ({FORMAT})")
     tool = find_tool("pg_restore", max(server_major, int(manifest["pg_dump_major"])), prefer="newest", extra=pg_bin)
