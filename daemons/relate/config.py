@@ -104,6 +104,9 @@ class ListenerConfig:
 
     # "host:port" items ("[::]:25" for IPv6); an empty list turns the role off.
     listen: list[str] = field(default_factory=list)
+    # false: this listener is off, also under systemd (the socket its .socket unit passes is closed unserved:
+    # disable that unit too); a protocol whose every listener is off is off as a whole.
+    enabled: bool = True
     # Certificate and key for this listener; default: tls.cert / tls.key.
     cert: Path | None = None
     key: Path | None = None
@@ -204,6 +207,9 @@ class RspamdConfig:
 
 @dataclass
 class SmtpConfig:
+    # false: no SMTP at all (relate-smtp exits at once, the dev run does not start it); the delivery daemon
+    # still sends the queue, and local mail still arrives through the REST API.
+    enabled: bool = True
     mx: ListenerConfig = field(default_factory=_listener("0.0.0.0:25", "[::]:25"))
     submission: ListenerConfig = field(default_factory=_listener("0.0.0.0:587", "[::]:587"))
     submissions: ListenerConfig = field(default_factory=_listener("0.0.0.0:465", "[::]:465"))
@@ -241,6 +247,8 @@ class SmtpConfig:
 
 @dataclass
 class ImapConfig:
+    # false: no IMAP at all (relate-imap exits at once, the dev run does not start it).
+    enabled: bool = True
     imap: ListenerConfig = field(default_factory=_listener("0.0.0.0:143", "[::]:143"))  # STARTTLS
     imaps: ListenerConfig = field(default_factory=_listener("0.0.0.0:993", "[::]:993"))  # implicit TLS
     # LOGIN/AUTHENTICATE before TLS: refused (LOGINDISABLED) unless this is set.
@@ -278,6 +286,8 @@ class ImapConfig:
 
 @dataclass
 class Pop3Config:
+    # false: no POP3 at all (relate-pop3 exits at once, the dev run does not start it).
+    enabled: bool = True
     pop3: ListenerConfig = field(default_factory=_listener("0.0.0.0:110", "[::]:110"))  # STLS
     pop3s: ListenerConfig = field(default_factory=_listener("0.0.0.0:995", "[::]:995"))  # implicit TLS
     # USER/PASS and AUTH before TLS: refused unless this is set.
@@ -487,6 +497,44 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Where the file came from, for messages; not a key.
     source: Path | None = field(default=None, compare=False, metadata={"internal": True})
+
+    def protocol_listeners(self) -> dict[str, dict[str, ListenerConfig]]:
+        """The listeners of each protocol daemon by role: smtp (mx, submission, submissions), imap (imap,
+        imaps), pop3 (pop3, pop3s). Role names are unique: they are the sockets' FileDescriptorName."""
+        return {
+            "smtp": self.smtp.listeners(),
+            "imap": {"imap": self.imap.imap, "imaps": self.imap.imaps},
+            "pop3": {"pop3": self.pop3.pop3, "pop3s": self.pop3.pop3s},
+        }
+
+    def listener_key(self, role: str) -> str:
+        """The config key of a listener role (``imaps`` -> ``imap.imaps``)."""
+        for protocol, listeners in self.protocol_listeners().items():
+            if role in listeners:
+                return f"{protocol}.{role}"
+        return role
+
+    def disabled_services(self) -> dict[str, str]:
+        """The protocol daemons switched off in config, each with the reason in the config's words."""
+        out = {}
+        for protocol, listeners in self.protocol_listeners().items():
+            if not getattr(self, protocol).enabled:
+                out[protocol] = f"{protocol}.enabled is false"
+            elif not any(lst.enabled for lst in listeners.values()):
+                out[protocol] = (
+                    "every listener is off (" + ", ".join(f"{protocol}.{r}.enabled" for r in listeners) + ")"
+                )
+        return out
+
+    def disabled_listeners(self) -> list[str]:
+        """The config keys of the listeners that are off, by their own switch or their protocol's."""
+        off = self.disabled_services()
+        return [
+            f"{protocol}.{role}"
+            for protocol, listeners in self.protocol_listeners().items()
+            for role, lst in listeners.items()
+            if protocol in off or not lst.enabled
+        ]
 
     def validate(self) -> None:
         """Cross-field checks that a single value's type cannot express."""

@@ -35,7 +35,7 @@ from relate.errors import Conflict, RelateError
 from relate.runtime import tls
 from relate.runtime.daemon import setup_logging
 from relate.runtime.embedded_pg import EmbeddedPostgres
-from relate.runtime.supervisor import Supervisor, bind
+from relate.runtime.supervisor import DAEMONS, Supervisor, bind
 from relate.services import accounts
 from relate.services import setup as setup_service
 from relate.store import accounts as account_store
@@ -130,16 +130,34 @@ async def _prepare(cfg: Config, previous_key: str | None) -> str:
 
 
 def _listeners(cfg: Config) -> dict[str, list[str]]:
-    """The dev run's listening addresses by role (the FileDescriptorName its daemon expects)."""
+    """The dev run's listening addresses by role (the FileDescriptorName its daemon expects); none for a
+    listener or protocol switched off in config."""
+    off = set(cfg.disabled_listeners())
     return {
-        **{role: lst.listen for role, lst in cfg.smtp.listeners().items()},
-        "imap": cfg.imap.imap.listen,
-        "imaps": cfg.imap.imaps.listen,
-        "pop3": cfg.pop3.pop3.listen,
-        "pop3s": cfg.pop3.pop3s.listen,
+        **{
+            role: lst.listen
+            for listeners in cfg.protocol_listeners().values()
+            for role, lst in listeners.items()
+            if cfg.listener_key(role) not in off
+        },
         "api": cfg.api.listen,
-        **{f"metrics-{service}": cfg.metrics.listen(service) for service in DEV_METRICS_PORTS},
+        **{
+            f"metrics-{service}": cfg.metrics.listen(service)
+            for service in DEV_METRICS_PORTS
+            if service not in cfg.disabled_services()
+        },
     }
+
+
+def switched_off(cfg: Config) -> dict[str, str]:
+    """What the config switches off, for the banner: each disabled daemon, and each listener off by itself."""
+    off = cfg.disabled_services()
+    out = dict(off)
+    for key in cfg.disabled_listeners():
+        protocol, role = key.split(".")
+        if protocol not in off:
+            out[role] = f"{key}.enabled is false"
+    return out
 
 
 def _set_listen(cfg: Config, role: str, addresses: list[str]) -> None:
@@ -183,7 +201,8 @@ async def _serve(cfg: Config, state_dir: Path, describe: Callable[[dict[str, int
         config_file = state_dir / "relate.yaml"
         write_config(config_file, cfg)
         env = {k: v for k, v in os.environ.items() if not k.startswith(config_mod.ENV_PREFIX)}
-        supervisor = Supervisor(config_file, state_dir / "run", sockets, env=env)
+        daemons = [name for name in DAEMONS if name not in cfg.disabled_services()]
+        supervisor = Supervisor(config_file, state_dir / "run", sockets, daemons=daemons, env=env)
         try:
             await supervisor.start()
         except RuntimeError as exc:
@@ -243,11 +262,14 @@ def dev(
             "state_dir": str(state_dir),
         }
 
+        off = switched_off(cfg)
+
         def describe(bound: dict[str, int]) -> list[str]:
             ports = {name: port for name, port in bound.items() if not name.startswith("metrics-")}
             # Each daemon's metrics endpoint; `relatectl --config STATE/relate.yaml status` reads them too.
             info["ports"] = ports
             info["metrics"] = {n.removeprefix("metrics-"): p for n, p in bound.items() if n.startswith("metrics-")}
+            info["off"] = off
             _write_state(state_file, info)
             endpoints = ", ".join(f"{name} {port}" for name, port in info["metrics"].items())
             return [
@@ -258,6 +280,7 @@ def dev(
                 f"  key          {key}",
                 *(f"  {name:<12} 127.0.0.1:{port}" for name, port in ports.items()),
                 *([f"  metrics      127.0.0.1: {endpoints} (GET /metrics)"] if endpoints else []),
+                *(f"  {name:<12} off ({reason})" for name, reason in off.items()),
                 f"  state        {state_file}",
                 "Ctrl-C stops everything.",
             ]

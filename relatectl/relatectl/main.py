@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from relate import __version__
-from relatectl import alias, db, dev, dkim, domain, key, queue, setup, status, tls, user
+from relatectl import alias, backup, db, dev, dkim, domain, key, queue, setup, status, tls, user
 from relatectl.common import state
 
 app = typer.Typer(
@@ -27,6 +27,8 @@ app.add_typer(tls.app, name="tls")
 app.command("setup")(setup.setup)
 app.command("dev")(dev.dev)
 app.command("status")(status.status)
+app.command("backup")(backup.backup)
+app.command("restore")(backup.restore)
 
 
 def _version(value: bool) -> None:

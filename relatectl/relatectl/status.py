@@ -4,7 +4,8 @@ Shows whether the database answers, its schema version against the one this
 release wants, every daemon process on every host from the heartbeats they
 write (a daemon that stopped writing is marked stale rather than hidden: it
 died or lost the database; one that reports a problem, such as a change feed
-that cannot reach the database, is marked degraded with the problem), the
+that cannot reach the database, is marked degraded with the problem; one switched off in
+this host's config is shown as disabled, not as missing or stale), the
 outbound queue by status, and the message deferred longest. For each live
 daemon on this host it reads a few numbers from the daemon's own metrics
 endpoint (``metrics.<service>`` of the config; the answer must come from the
@@ -61,6 +62,7 @@ async def gather(cfg: Config) -> dict[str, Any]:
         conn = await as_peer(cfg, lambda: db.connect(cfg.database))
     except db.DatabaseUnavailable as exc:
         database["error"] = str(exc)
+        mark_disabled(report, cfg)
         return report
     try:
         database["reachable"] = True
@@ -77,6 +79,7 @@ async def gather(cfg: Config) -> dict[str, Any]:
         database["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     finally:
         await conn.close()
+    mark_disabled(report, cfg)
     await _read_metrics(cfg, report["daemons"])
     return report
 
@@ -132,6 +135,18 @@ async def _read_metrics(cfg: Config, daemons: list[dict[str, Any]]) -> None:
     await asyncio.gather(*(one(d) for d in daemons))
 
 
+def mark_disabled(report: dict[str, Any], cfg: Config) -> None:
+    """What this host's config switches off: ``disabled`` (daemon -> reason) and ``listeners_off``; and each
+    daemon row of this host whose service is off carries ``disabled`` (a stale one is the process that ran
+    before it was switched off, not one that died)."""
+    off = cfg.disabled_services()
+    report["disabled"] = off
+    report["listeners_off"] = cfg.disabled_listeners()
+    here = socket.gethostname()
+    for d in report["daemons"]:
+        d["disabled"] = d["host"] == here and d["service"] in off
+
+
 def degraded(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The live daemons that report a problem."""
     return [d for d in report["daemons"] if d.get("problem") and not d["stale"]]
@@ -161,13 +176,18 @@ def _print(report: dict[str, Any]) -> None:
         if database["error"]:
             console.print(Text(f"database: error: {database['error']}", style="bold red"))
 
-    daemons = report["daemons"]
-    if daemons:
+    off: dict[str, str] = report.get("disabled", {})
+    # A stale row of a service switched off here is what ran before: one "disabled" row stands for it.
+    daemons = [d for d in report["daemons"] if not (d.get("disabled") and d["stale"])]
+    here = socket.gethostname()
+    if daemons or off:
         table = Table(title="Daemons", title_justify="left")
         for heading in ("Host", "Service", "PID", "Version", "Started", "Last seen", "Connections", "State"):
             table.add_column(heading)
         for d in daemons:
-            if d["stale"]:
+            if d.get("disabled"):
+                state = Text(f"running, but disabled in config ({off[d['service']]}): stops at restart", style="yellow")
+            elif d["stale"]:
                 state = Text("STALE", style="bold red")
             elif d.get("problem"):
                 state = Text(f"DEGRADED: {d['problem']}", style="bold yellow")
@@ -183,6 +203,8 @@ def _print(report: dict[str, Any]) -> None:
                 str(d["connections"]),
                 state,
             )
+        for service, reason in off.items():
+            table.add_row(Text(here), Text(service), "-", "-", "-", "-", "-", Text(f"disabled ({reason})", style="dim"))
         console.print(table)
         for host in dict.fromkeys(d["host"] for d in daemons):
             rows = [d for d in daemons if d["host"] == host]
@@ -202,6 +224,10 @@ def _print(report: dict[str, Any]) -> None:
                 console.print(Text(f"metrics {d['service']} (pid {d['pid']}, {numbers['endpoint']}): {text}"))
     elif database["reachable"]:
         console.print("daemons: none running (no heartbeats)", highlight=False)
+
+    lone = [key for key in report.get("listeners_off", []) if key.split(".")[0] not in off]
+    if lone:
+        console.print(Text(f"listeners off in config: {', '.join(lone)}"))
 
     if database["reachable"]:
         by_status = report["queue"]["by_status"]

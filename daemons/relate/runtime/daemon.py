@@ -53,7 +53,7 @@ from relate.config import Config, ConfigError
 from relate.errors import RelateError
 from relate.notify import Notifier
 from relate.runtime.heartbeat import Heartbeat
-from relate.runtime.listen import inherited_sockets
+from relate.runtime.listen import inherited_sockets, socket_unit
 from relate.runtime.looplag import LoopWatchdog
 from relate.runtime.sdnotify import SystemdNotifier
 from relate.store import db
@@ -311,6 +311,27 @@ async def serve(cfg: Config, services: Mapping[str, Starter], notifier: SystemdN
     log.info("stopped")
 
 
+def exit_disabled(cfg: Config, name: str, reason: str, notifier: SystemdNotifier) -> NoReturn:
+    """Exit 0 at once, saying why in one line, for a daemon its config switches off.
+
+    Under systemd the unit is ``Type=notify``: a process that exits before ``READY=1`` fails the start with
+    result ``protocol``, which ``Restart=on-failure`` restarts. So it says READY, then STOPPING, and waits
+    for the manager to have read both (``BARRIER=1``) before it exits: the unit ends inactive, not failed,
+    and is not restarted. Its .socket units still listen and would start it again at the next connection.
+    """
+    sockets = ""
+    if os.environ.get("LISTEN_FDS"):
+        units = " ".join(socket_unit(role) for role in cfg.protocol_listeners().get(name, {}))
+        sockets = f"; systemd still listens for it: systemctl disable --now {units}"
+    log.warning("disabled service=%s: %s, exiting%s", name, reason, sockets)
+    status = f"relate-{name} disabled in config ({reason})"
+    notifier.ready(status)
+    notifier.stopping(status)
+    notifier.barrier()
+    notifier.close()
+    sys.exit(0)
+
+
 def run(name: str, start: Starter) -> None:
     """The body of a daemon's console script: :func:`serve` for its one service."""
     parser = argparse.ArgumentParser(prog=f"relate-{name}", description=f"Relate Mail {name} daemon.")
@@ -329,6 +350,9 @@ def run(name: str, start: Starter) -> None:
     except ConfigError as exc:
         fail(str(exc))
     setup_logging(cfg.logging.level, f"relate-{name}")
+    off = cfg.disabled_services().get(name)
+    if off is not None:
+        exit_disabled(cfg, name, off, notifier)
     try:
         asyncio.run(serve(cfg, {name: start}, notifier))
     except (RelateError, ConfigError) as exc:

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from relate.config import ConfigError, ListenerConfig
 from relate.runtime import metrics
-from relate.runtime.listen import bound, open_servers
+from relate.runtime.listen import bound, open_servers, socket_unit
 from relate.runtime.tls import ReloadableTLS, TLSRegistry
 
 
@@ -155,11 +155,23 @@ class StreamServer(abc.ABC):
                     self.tls_name(role),
                     lst.cert,
                     lst.key,
-                    required=self.tls_required(role, implicit) and bool(lst.listen),
+                    required=self.tls_required(role, implicit) and bool(lst.listen) and lst.enabled,
                 )
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         for role, (lst, implicit) in self.listeners.items():
+            if not lst.enabled:
+                self.log.info("listener-off role=%s: disabled in config", role)
+                for sock in (sockets or {}).get(role, []):
+                    # Not served, and closed here; systemd's copy keeps listening until its unit is stopped.
+                    self.log.warning(
+                        "listener-disabled role=%s: its .socket unit passed it, closed unserved; "
+                        "systemctl disable --now %s",
+                        role,
+                        socket_unit(role),
+                    )
+                    sock.close()
+                continue
             tls = self._role_tls[role]
             ssl = tls.context if implicit and tls is not None and not self.handshake_in_server else None
             inherited = sockets.get(role, []) if sockets is not None else None
