@@ -171,6 +171,12 @@ class MailAuthConfig:
     # end of DATA) or "junk" (delivered to the Junk folder). p=quarantine
     # always files in Junk; a forged From of a hosted domain is always refused.
     dmarc_reject: str = "refuse"
+    # ARC sealers (the d= of their ARC-Seal, e.g. "lists.example.org") whose word is
+    # trusted: a DMARC failure is overridden (delivered) when the ARC chain passes
+    # and, going down from the newest set through trusted sealers only, one of them
+    # saw dmarc=pass (RFC 8617; forwarders and lists that change the message).
+    # Empty: ARC is checked and reported, never overrides anything.
+    arc_trusted_sealers: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -457,7 +457,8 @@ def _results(verdict: mailauth.Verdict) -> str:
     """The checks' results for a log line."""
     dkim = ",".join(d.result for d in verdict.dkim) or "none"
     spf = verdict.spf.result if verdict.spf else "-"
-    return f"spf={spf} dkim={dkim} dmarc={verdict.dmarc.result if verdict.dmarc else '-'}"
+    arc = f" arc={verdict.arc.result}" if verdict.arc.result != "none" else ""
+    return f"spf={spf} dkim={dkim}{arc} dmarc={verdict.dmarc.result if verdict.dmarc else '-'}"
 
 
 def _missing_fields(session: SmtpSession, head: bytes) -> bytes:
