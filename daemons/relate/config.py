@@ -202,6 +202,10 @@ class RspamdConfig:
     # A sender on a recipient's block list: "junk" (filed in Junk) or "refuse"
     # (550 5.7.1, when every recipient blocks the sender).
     block_action: str = "junk"
+    # rspamd's "rewrite subject" action: the Subject becomes the one rspamd gives
+    # (its actions.subject, e.g. "***SPAM*** %s") and the message is filed in
+    # "inbox" (marked, where the user sees it) or "junk".
+    rewrite_subject_folder: str = "inbox"
     # Learning: how often the queue of moves into and out of Junk is looked at,
     # and how many times one learn call is tried before it is given up.
     learn_interval: float = 5.0
@@ -532,6 +536,11 @@ class Config:
             ),
             ("smtp.rspamd.max_size", self.smtp.rspamd.max_size >= 1024, "must be at least 1024 bytes"),
             ("smtp.rspamd.block_action", self.smtp.rspamd.block_action in {"junk", "refuse"}, "must be junk or refuse"),
+            (
+                "smtp.rspamd.rewrite_subject_folder",
+                self.smtp.rspamd.rewrite_subject_folder in {"inbox", "junk"},
+                "must be inbox or junk",
+            ),
             ("smtp.rspamd.learn_interval", self.smtp.rspamd.learn_interval > 0, "must be positive"),
             ("smtp.rspamd.learn_attempts", self.smtp.rspamd.learn_attempts >= 1, "must be 1 or more"),
             ("imap.memory_budget", self.imap.memory_budget >= 1024 * 1024, "must be at least 1 MiB"),

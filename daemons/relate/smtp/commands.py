@@ -503,12 +503,16 @@ async def _filter(
 
 
 def _without_spam_fields(verdict: mailauth.Verdict, spam: spam_filter.SpamVerdict, head: bytes) -> mailauth.Verdict:
-    """The verdict with the message's own X-Spam-* fields taken out of the header section it writes: when the
-    spam filter writes its own, and on port 25 always."""
-    if not spam.strip:
+    """The verdict with the message's own X-Spam-* fields taken out of the header section it writes (when the
+    spam filter writes its own, and on port 25 always), and with rspamd's Subject in place of the message's
+    when it said "rewrite subject"."""
+    if not spam.strip and not spam.subject:
         return verdict
     section = mailauth.header_section(head)
-    stripped = spam_filter.strip_fields(section if verdict.section is None else verdict.section)
+    current = section if verdict.section is None else verdict.section
+    stripped = spam_filter.strip_fields(current) if spam.strip else None
+    if spam.subject:
+        stripped = spam_filter.replace_subject(current if stripped is None else stripped, spam.subject)
     if stripped is None:
         return verdict
     return dataclasses.replace(verdict, section=stripped, section_size=len(section))
