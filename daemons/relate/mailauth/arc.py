@@ -43,6 +43,7 @@ from relate.mailauth.dns import Dns, TempError
 
 MAX_SETS = 10
 
+_ANY = re.compile(rb"^arc-", re.IGNORECASE | re.MULTILINE)  # one C pass: most mail has no ARC field at all
 _SEAL = re.compile(rb"^arc-seal[ \t]*:", re.IGNORECASE)
 _SIGNATURE = re.compile(rb"^arc-message-signature[ \t]*:", re.IGNORECASE)
 _RESULTS = re.compile(rb"^arc-authentication-results[ \t]*:", re.IGNORECASE)
@@ -92,6 +93,8 @@ def _instance(tags: dict[bytes, bytes]) -> int:
 
 def find_chain(section: bytes) -> Chain | None:
     """The ARC sets of a header section; None when it has no ARC field at all."""
+    if _ANY.search(section) is None:
+        return None
     seals = field_values(section, _SEAL)
     signatures = field_values(section, _SIGNATURE)
     results = field_values(section, _RESULTS)
