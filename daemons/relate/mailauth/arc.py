@@ -6,17 +6,17 @@ Policy:
   is validated as RFC 8617 §5.2 says, by dkimpy (``dkim.ARC``): every set
   complete and numbered 1..N, the newest ARC-Message-Signature valid, every
   ARC-Seal valid, ``cv=none`` on the first seal and ``cv=pass`` on the
-  others; the result is ``pass`` or ``fail`` (§4.4: a seal saying
-  ``cv=fail`` ends the chain: ``fail``).
+  others; the result is ``pass`` or ``fail`` (a seal saying ``cv=fail``
+  ends the chain: ``fail``).
 - Keys are fetched first through the daemon's resolver (``s._domainkey.d``
   TXT of each seal and message signature, each name once), as for DKIM
   (relate.mailauth.dkim); dkimpy then verifies, reading only those keys.
   A key DNS did not give makes the chain ``fail`` marked *unsure* (the
   caller may defer rather than act on it).
-- Bounds: more than :data:`MAX_SETS` sets (RFC 8617 §4.2.1 allows 50; no
+- Bounds: more than :data:`MAX_SETS` sets (RFC 8617 §4.2.1 and §5.2 allow 50; no
   real path has more than a handful, and each set hashes the whole body
   once more) is ``fail`` without any lookup or hashing.
-- The Authentication-Results entry (RFC 8617 §10.1 ptypes): ``arc=pass``
+- The Authentication-Results entry (with the ptypes IANA registers for RFC 8617): ``arc=pass``
   with ``header.oldest-pass`` (the oldest instance whose
   ARC-Message-Signature still validates, 0 when all do) and
   ``smtp.remote-ip``; a comment names the newest instance and its sealer.
@@ -25,7 +25,9 @@ Policy:
   sealer saw. Starting at the newest set and going down while the sealer
   (``d=`` of the ARC-Seal) is trusted, if one of their
   ARC-Authentication-Results says ``dmarc=pass``, the message passed DMARC
-  before a trusted intermediary changed it.
+  before a trusted intermediary changed it. Sealers and their results are
+  taken as dkimpy validated them, not from our own first reading of the
+  fields (which only finds the keys to fetch).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import dkim
 import dkim.util
@@ -57,8 +60,7 @@ class Chain:
 
     instances: int  # the highest i= found (the number of sets, when the chain is whole)
     keys: tuple[tuple[str, str], ...]  # (selector, domain) of every seal and message signature, each once
-    sealers: dict[int, str]  # i= of each ARC-Seal: its d=, lower case
-    results: dict[int, str]  # i= of each ARC-Authentication-Results: its value after "i=N;"
+    sealers: dict[int, str]  # i= of each ARC-Seal: its d=, lower case (for the log and header; trust: ArcResult)
     problem: str = ""  # why it fails without verification (too many sets)
 
 
@@ -70,7 +72,9 @@ class ArcResult:
     oldest_pass: int | None = None  # header.oldest-pass (pass only)
     reason: str = ""
     unsure: bool = False  # failed because DNS did not answer for a key
-    chain: Chain | None = None
+    # pass only: each set dkimpy validated, newest first: (instance, the ARC-Seal's d=, what its
+    # ARC-Authentication-Results says after "i=N;"), as dkimpy read them (not our own reading of the fields)
+    validated: tuple[tuple[int, str, str], ...] = ()
 
 
 NONE = ArcResult("none")
@@ -102,7 +106,7 @@ def find_chain(section: bytes) -> Chain | None:
         return None
     most = max(len(seals), len(signatures), len(results))
     if most > MAX_SETS:
-        return Chain(most, (), {}, {}, f"more than {MAX_SETS} ARC sets: not verified")
+        return Chain(most, (), {}, f"more than {MAX_SETS} ARC sets: not verified")
     keys: dict[tuple[str, str], None] = {}
     sealers: dict[int, str] = {}
     instances = 0
@@ -117,16 +121,13 @@ def find_chain(section: bytes) -> Chain | None:
                 keys[(selector, domain)] = None
                 if kind == b"as":
                     sealers.setdefault(instance, domain)
-    read: dict[int, str] = {}
     for value in results:
         found = _INSTANCE.match(value)
         if found is not None:
-            instance = int(found.group(1))
-            instances = max(instances, instance)
-            read.setdefault(instance, value[found.end() :].decode("utf-8", "replace"))
+            instances = max(instances, int(found.group(1)))
     if instances > MAX_SETS:
-        return Chain(instances, (), sealers, read, f"ARC instance {instances} over {MAX_SETS}: not verified")
-    return Chain(instances, tuple(keys), sealers, read)
+        return Chain(instances, (), sealers, f"ARC instance {instances} over {MAX_SETS}: not verified")
+    return Chain(instances, tuple(keys), sealers)
 
 
 def _key_name(selector: str, domain: str) -> bytes:
@@ -154,7 +155,7 @@ def verify(message: bytes, chain: Chain, keys: dict[bytes, str | TempError | Non
     """Validate the chain (RFC 8617 §5.2) with the keys fetched (CPU: a worker thread for large mail)."""
     newest = chain.sealers.get(chain.instances, "")
     if chain.problem:
-        return ArcResult("fail", chain.instances, newest, reason=chain.problem, chain=chain)
+        return ArcResult("fail", chain.instances, newest, reason=chain.problem)
     unsure: list[str] = []
 
     def lookup(name: bytes, timeout: float = 5) -> bytes:
@@ -174,11 +175,21 @@ def verify(message: bytes, chain: Chain, keys: dict[bytes, str | TempError | Non
             if not found.get("ams-valid"):
                 break
             oldest = found["instance"]
-        return ArcResult("pass", chain.instances, newest, 0 if oldest == 1 else oldest, chain=chain)
+        validated = tuple(_validated(found) for found in sets)
+        return ArcResult("pass", chain.instances, newest, 0 if oldest == 1 else oldest, validated=validated)
     if cv == dkim.CV_None:  # no set dkimpy could read (every field without a usable i=)
         reason = "ARC fields without a usable instance"
     reason = f"DNS did not answer: {unsure[0]}" if unsure else str(reason)[:200]
-    return ArcResult("fail", chain.instances, newest, reason=reason, unsure=bool(unsure), chain=chain)
+    return ArcResult("fail", chain.instances, newest, reason=reason, unsure=bool(unsure))
+
+
+def _validated(found: dict[str, Any]) -> tuple[int, str, str]:
+    """(instance, sealer, results) of one set as dkimpy's verify reports it."""
+    results = bytes(found.get("aar-value", b""))
+    prefix = _INSTANCE.match(results)
+    text = results[prefix.end() :] if prefix is not None else b""
+    sealer = bytes(found.get("as-domain", b"")).decode("ascii", "replace").strip().lower()
+    return int(found["instance"]), sealer, text.decode("utf-8", "replace")
 
 
 def entry(result: ArcResult, client: str) -> authres.Entry:
@@ -200,14 +211,12 @@ def trusted(sealer: str, sealers: list[str]) -> bool:
 
 def vouched(result: ArcResult, sealers: list[str]) -> str:
     """The trusted sealer who saw the message pass DMARC (see the module docstring), or ""."""
-    chain = result.chain
-    if result.result != "pass" or chain is None or not sealers:
+    if result.result != "pass" or not sealers:
         return ""
-    for instance in range(chain.instances, 0, -1):
-        sealer = chain.sealers.get(instance, "")
+    for _, sealer, results in result.validated:  # newest first
         if not trusted(sealer, sealers):
             return ""
-        _, entries = authres.parse(chain.results.get(instance, ""))
+        _, entries = authres.parse(results)
         if any(e.method == "dmarc" and e.result == "pass" for e in entries):
             return sealer
     return ""
