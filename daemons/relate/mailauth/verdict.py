@@ -197,6 +197,8 @@ class Checker:
         async def signed() -> tuple[list[dkimv.DkimResult], arc.ArcResult]:
             if not signatures and chain is None:
                 return [], arc.NONE
+            if not signatures and chain is not None and chain.problem:
+                return [], arc.verify(b"", chain, {})  # fails unverified: the message is not read
             keys, arc_keys = await asyncio.gather(
                 dkimv.fetch_keys(self.dns, signatures), arc.fetch_keys(self.dns, chain)
             )

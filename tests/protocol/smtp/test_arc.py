@@ -153,3 +153,17 @@ async def test_a_large_sealed_message_is_verified(smtp: Smtp, published: Dns, ke
     assert await deliver(smtp, sealed, LIST_BOUNCES) == ACCEPTED
     (stored,) = await smtp.inbox(BOB)
     assert summary(stored)["arc"] == ["pass"]
+
+
+async def test_more_sets_than_the_bound_fail_unverified(smtp: Smtp, dns: Dns) -> None:
+    """Eleven ARC sets (more than arc.MAX_SETS): arc=fail saying so, and the message is delivered as DMARC says."""
+    sets = "".join(
+        f"ARC-Seal: i={i}; cv=pass; a=rsa-sha256; d=x.example; s=s; b=AA==\r\n"
+        f"ARC-Message-Signature: i={i}; a=rsa-sha256; d=x.example; s=s; h=from; bh=AA==; b=AA==\r\n"
+        f"ARC-Authentication-Results: i={i}; x.example; dmarc=pass\r\n"
+        for i in range(11, 0, -1)
+    )
+    assert await deliver(smtp, sets.encode() + make_message()) == ACCEPTED
+    (stored,) = await smtp.inbox(BOB)
+    (arc,) = [e for e in results(stored) if e.method == "arc"]
+    assert (arc.result, arc.reason) == ("fail", "more than 10 ARC sets: not verified")
