@@ -20,11 +20,12 @@ and a DMARC quarantine still files in Junk):
    gives (its ``subject``; folded, control characters made spaces, non-ASCII
    put in RFC 2047 words) and the message goes to INBOX, or Junk with
    ``smtp.rspamd.rewrite_subject_folder: junk`` (Junk too when rspamd gave no
-   subject); ``no action``: INBOX. When a recipient allows the sender, a
-   refusal cannot be said to the others alone after DATA: the message is
-   accepted, and their copies go to Junk; nor can the subject be changed for
-   them alone (one stored copy): it is left as it came, and their copies go
-   to Junk.
+   subject, and for mail a user submitted, whose copies going out must stay
+   as the user wrote them); ``no action``: INBOX. When a recipient allows
+   the sender, a refusal cannot be said to the others alone after DATA: the
+   message is accepted, and their copies go to Junk; nor can the subject be
+   changed for them alone (one stored copy): it is left as it came, and
+   their copies go to Junk.
 3. rspamd unreachable (or answering nonsense): with ``on_unreachable:
    accept`` the message is delivered unchecked, with ``tempfail`` it gets
    ``451 4.7.1``. The log says so once per ``WARN_EVERY`` seconds, with the
@@ -221,7 +222,7 @@ class SpamFilter:
         if result.action in ("reject", "soft reject", "greylist") and not allowed:
             return SpamVerdict(REFUSE if result.action == "reject" else DEFER, fields, reason=reason, result=result)
         junk = frozenset(u for u in users if u not in allowed)
-        if result.action == "rewrite subject" and result.subject is not None and not allowed:
+        if result.action == "rewrite subject" and result.subject is not None and not allowed and not submitted:
             if self.cfg.rewrite_subject_folder == "inbox":
                 junk = blocked
             return SpamVerdict(DELIVER, fields, junk, reason, result, strip=True, subject=subject_field(result.subject))

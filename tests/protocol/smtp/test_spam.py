@@ -131,6 +131,17 @@ async def test_rewrite_subject_leaves_an_allowed_senders_subject_alone(smtp: Smt
     assert field(junk, "Subject") == ["act now"]
 
 
+async def test_rewrite_subject_never_alters_a_submission(smtp: Smtp) -> None:
+    """alice submits (checked: check_submission) a message rspamd would mark: bob's copy keeps alice's subject
+    and goes to his Junk, as for add header."""
+    smtp.cfg.smtp.rspamd.check_submission = True
+    client = await submission_client(smtp)
+    replies = await client.mail(ALICE, [BOB], make_message(sender=ALICE, subject="act now"))
+    assert [r.head for r in replies] == ACCEPTED
+    assert await subjects(smtp) == []
+    assert await subjects(smtp, "Junk") == ["act now"]
+
+
 async def test_greylist_is_deferred(smtp: Smtp) -> None:
     """rspamd greylists: 451 4.7.1, nothing stored (the sender tries again)."""
     assert await deliver(smtp, make_message(subject="maybe later")) == ["250 2.1.0", "250 2.1.5", "451 4.7.1"]
