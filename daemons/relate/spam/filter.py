@@ -68,6 +68,7 @@ _OURS = re.compile(rb"^x-spam-(?:status|score|symbols)[ \t]*+:[^\n]*+\n?(?:[ \t]
 _SUBJECT = re.compile(rb"^subject[ \t]*+:[^\n]*+\n?(?:[ \t][^\n]*+\n?)*+", re.I | re.M)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _FOLD_AT = 76
+_LONGEST_WORD = 900
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,11 @@ def strip_fields(section: bytes) -> bytes | None:
 
 def subject_field(subject: str) -> bytes:
     """The ``Subject:`` field (CRLF-terminated) for the subject rspamd gives: control characters (a CR or LF
-    would start a field of the sender's choosing) made spaces, non-ASCII text put in RFC 2047 words (rspamd
-    encodes it already when the original was), folded between words."""
+    would start a field of the sender's choosing) made spaces, non-ASCII text (and a word too long for a
+    line) put in RFC 2047 words (rspamd encodes it already when the original was), folded between words."""
     text = _CONTROL.sub(" ", subject).strip()
-    if not text.isascii():
+    # A word too long for a line (RFC 5322 §2.1.1: 998) is put in encoded words too, which may be split.
+    if not text.isascii() or max(map(len, text.split(" "))) > _LONGEST_WORD:
         text = Header(text, "utf-8").encode(linesep=" ")
     return _fold("Subject", text.split(" "), sep="", indent=" ")
 
