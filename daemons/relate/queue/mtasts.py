@@ -182,6 +182,8 @@ class MtaSts:
     async def refresh(self) -> int:
         """Fetch again the cached policies due for a proactive refresh (see the module docstring); how many were
         refreshed."""
+        if not self._used:
+            return 0
         now = self.clock()
         cached = await store.get_many(self.pool, list(self._used))
         due = [
