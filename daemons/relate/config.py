@@ -174,6 +174,12 @@ class MailAuthConfig:
     # end of DATA) or "junk" (delivered to the Junk folder). p=quarantine
     # always files in Junk; a forged From of a hosted domain is always refused.
     dmarc_reject: str = "refuse"
+    # ARC sealers (the d= of their ARC-Seal, e.g. "lists.example.org") whose word is
+    # trusted: a DMARC failure is overridden (delivered) when the ARC chain passes
+    # and, going down from the newest set through trusted sealers only, one of them
+    # saw dmarc=pass (RFC 8617; forwarders and lists that change the message).
+    # Empty: ARC is checked and reported, never overrides anything.
+    arc_trusted_sealers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -199,6 +205,10 @@ class RspamdConfig:
     # A sender on a recipient's block list: "junk" (filed in Junk) or "refuse"
     # (550 5.7.1, when every recipient blocks the sender).
     block_action: str = "junk"
+    # rspamd's "rewrite subject" action: the Subject becomes the one rspamd gives
+    # (its actions.subject, e.g. "***SPAM*** %s") and the message is filed in
+    # "inbox" (marked, where the user sees it) or "junk".
+    rewrite_subject_folder: str = "inbox"
     # Learning: how often the queue of moves into and out of Junk is looked at,
     # and how many times one learn call is tried before it is given up.
     learn_interval: float = 5.0
@@ -597,6 +607,11 @@ class Config:
             ),
             ("smtp.rspamd.max_size", self.smtp.rspamd.max_size >= 1024, "must be at least 1024 bytes"),
             ("smtp.rspamd.block_action", self.smtp.rspamd.block_action in {"junk", "refuse"}, "must be junk or refuse"),
+            (
+                "smtp.rspamd.rewrite_subject_folder",
+                self.smtp.rspamd.rewrite_subject_folder in {"inbox", "junk"},
+                "must be inbox or junk",
+            ),
             ("smtp.rspamd.learn_interval", self.smtp.rspamd.learn_interval > 0, "must be positive"),
             ("smtp.rspamd.learn_attempts", self.smtp.rspamd.learn_attempts >= 1, "must be 1 or more"),
             ("imap.memory_budget", self.imap.memory_budget >= 1024 * 1024, "must be at least 1 MiB"),

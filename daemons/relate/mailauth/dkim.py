@@ -39,9 +39,9 @@ MAX_SIGNATURES = 10
 MIN_RSA_BITS = 1024
 
 # dkimpy logs every failure of a remote signature at error level; that is the sender's problem, not ours.
-_dkimpy_log = logging.getLogger("relate.mailauth.dkimpy")
-_dkimpy_log.propagate = False
-_dkimpy_log.addHandler(logging.NullHandler())
+dkimpy_log = logging.getLogger("relate.mailauth.dkimpy")
+dkimpy_log.propagate = False
+dkimpy_log.addHandler(logging.NullHandler())
 
 # dkimpy checks RSA signatures in pure Python (about 1 ms of CPU for a 2048-bit key, most of what verifying
 # a small message costs); the same check with the cryptography package (OpenSSL) takes some microseconds.
@@ -147,7 +147,7 @@ def _key_problem(record: bytes) -> str:
 def find_signatures(head: bytes) -> list[Signature]:
     """The DKIM-Signature fields of a header section, parsed just enough to fetch their keys."""
     found: list[Signature] = []
-    for index, value in enumerate(_field_values(head)):
+    for index, value in enumerate(field_values(head, _SIGNATURE_FIELD)):
         try:
             tags = dkim.util.parse_tag_value(value)
         except dkim.util.InvalidTagValueList as exc:
@@ -168,8 +168,9 @@ def find_signatures(head: bytes) -> list[Signature]:
     return found
 
 
-def _field_values(head: bytes) -> list[bytes]:
-    """The values of the DKIM-Signature fields (continuation lines joined), in order."""
+def field_values(head: bytes, name: re.Pattern[bytes]) -> list[bytes]:
+    """The values of the fields whose start matches ``name`` (``^field-name:``; continuation lines joined), in
+    order."""
     values: list[bytes] = []
     current: list[bytes] | None = None
     for line in re.split(rb"\r?\n", head):
@@ -182,7 +183,7 @@ def _field_values(head: bytes) -> list[bytes]:
             current = None
         if not line:
             break
-        if _SIGNATURE_FIELD.match(line):
+        if name.match(line):
             current = [line.split(b":", 1)[1]]
     if current is not None:
         values.append(b"\r\n".join(current))
@@ -213,7 +214,7 @@ def verify(message: bytes, signatures: list[Signature], keys: dict[int, str | Ex
     verifier: dkim.DKIM | None = None
     problem = ""
     try:
-        verifier = dkim.DKIM(message, logger=_dkimpy_log, minkey=MIN_RSA_BITS)
+        verifier = dkim.DKIM(message, logger=dkimpy_log, minkey=MIN_RSA_BITS)
     except dkim.DKIMException as exc:
         problem = f"message unreadable: {exc}"
     for sig in signatures:

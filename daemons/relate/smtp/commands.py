@@ -462,7 +462,8 @@ def _results(verdict: mailauth.Verdict) -> str:
     """The checks' results for a log line."""
     dkim = ",".join(d.result for d in verdict.dkim) or "none"
     spf = verdict.spf.result if verdict.spf else "-"
-    return f"spf={spf} dkim={dkim} dmarc={verdict.dmarc.result if verdict.dmarc else '-'}"
+    arc = f" arc={verdict.arc.result}" if verdict.arc.result != "none" else ""
+    return f"spf={spf} dkim={dkim}{arc} dmarc={verdict.dmarc.result if verdict.dmarc else '-'}"
 
 
 def _missing_fields(session: SmtpSession, head: bytes) -> bytes:
@@ -507,12 +508,16 @@ async def _filter(
 
 
 def _without_spam_fields(verdict: mailauth.Verdict, spam: spam_filter.SpamVerdict, head: bytes) -> mailauth.Verdict:
-    """The verdict with the message's own X-Spam-* fields taken out of the header section it writes: when the
-    spam filter writes its own, and on port 25 always."""
-    if not spam.strip:
+    """The verdict with the message's own X-Spam-* fields taken out of the header section it writes (when the
+    spam filter writes its own, and on port 25 always), and with rspamd's Subject in place of the message's
+    when it said "rewrite subject"."""
+    if not spam.strip and not spam.subject:
         return verdict
     section = mailauth.header_section(head)
-    stripped = spam_filter.strip_fields(section if verdict.section is None else verdict.section)
+    current = section if verdict.section is None else verdict.section
+    stripped = spam_filter.strip_fields(current) if spam.strip else None
+    if spam.subject:
+        stripped = spam_filter.replace_subject(current if stripped is None else stripped, spam.subject)
     if stripped is None:
         return verdict
     return dataclasses.replace(verdict, section=stripped, section_size=len(section))
