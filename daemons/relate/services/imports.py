@@ -25,12 +25,17 @@ Policy:
   ``_QUEUED`` messages; they are stored in transactions of at most ``_BATCH``
   messages or ``_BATCH_OCTETS`` octets. A message past ``max_size`` is
   skipped and counted.
+- Line ends: Maildir and mbox files hold messages with LF line ends; they
+  are stored with CRLF, as the message is on the wire (RFC 5322 §2.3) and
+  as Dovecot serves the same file over IMAP, so BODY[] gives the octets the
+  old server gave, and the same message imported over IMAP is the same blob.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -52,6 +57,7 @@ _QUEUED = 64
 _BATCH = 200
 _BATCH_OCTETS = 8 * 1024 * 1024
 DEFAULT_MAX_SIZE = 100 * 1024 * 1024
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 _SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")}
 
 
@@ -149,6 +155,11 @@ def clean_flags(flags: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(kept))
 
 
+def crlf(raw: bytes) -> bytes:
+    """``raw`` with CRLF line ends: files keep LF, the wire (and Dovecot's IMAP, and an IMAP import) has CRLF."""
+    return _BARE_LF.sub(b"\r\n", raw) if b"\n" in raw else raw
+
+
 # -- the sources, as events (each runs in the worker thread) --------------------------------------------
 
 
@@ -172,7 +183,7 @@ def maildir_events(root: Path, max_size: int = DEFAULT_MAX_SIZE) -> Iterator[Eve
             except OSError as exc:
                 yield Skipped(f"{message.path}: {exc.strerror}")
                 continue
-            yield Item(raw, message.flags, message.internal_date)
+            yield Item(crlf(raw), message.flags, message.internal_date)
 
 
 def mbox_events(
@@ -191,7 +202,7 @@ def mbox_events(
                 if isinstance(message, mbox.Oversized):
                     yield Skipped(f"{path} at octet {message.offset}: {message.size} octets, more than --max-size")
                 else:
-                    yield Item(message.raw, message.flags, message.internal_date)
+                    yield Item(crlf(message.raw), message.flags, message.internal_date)
 
 
 def imap_events(
@@ -348,12 +359,14 @@ async def run(
     *,
     source: str | None = None,
     progress: Progress | None = None,
+    batch_size: int = _BATCH,
 ) -> Result:
     """Import what ``events`` yields into ``address``'s folders (see the module's policy).
 
     ``events`` is called in the worker thread with the progress recorded for
     ``source`` (a name for the IMAP account: its folders' UIDVALIDITY and
-    last UID), so it can skip what earlier runs stored.
+    last UID), so it can skip what earlier runs stored. Each transaction
+    stores at most ``batch_size`` messages.
     """
     shown = progress or _Quiet()
     user = await find_user(pool, address)
@@ -404,7 +417,7 @@ async def run(
                     octets += len(event.raw)
                     if target is not None and target.start.messages is None:
                         target.result.messages += 1  # counted as read
-                    if len(batch) >= _BATCH or octets >= _BATCH_OCTETS:
+                    if len(batch) >= batch_size or octets >= _BATCH_OCTETS:
                         await flush()
             await flush()
     finally:

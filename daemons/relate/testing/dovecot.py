@@ -132,10 +132,10 @@ service imap-login {{
         self.port = _free_port()
         self._write_config()
         assert self.binary is not None
-        log = (self.dir / "log" / "stderr.log").open("wb")
-        self.proc = subprocess.Popen(  # noqa: S603 - Debian's dovecot with our own config file
-            [self.binary, "-F", "-c", str(self.config)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
-        )
+        with (self.dir / "log" / "stderr.log").open("wb") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(  # noqa: S603 - Debian's dovecot with our own config file
+                [self.binary, "-F", "-c", str(self.config)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
