@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PASSWORD = "pass"
+PASSWORD = "pass"  # noqa: S105 - every user's password on this loopback-only test server (peers.md)
 
 
 class Unavailable(Exception):
