@@ -133,7 +133,7 @@ def maildir(
 
 @app.command("mbox")
 def mbox(
-    files: list[Path] = typer.Argument(..., metavar="FILE...", help="mbox files."),
+    file: list[Path] = typer.Argument(..., metavar="FILE...", help="mbox files."),
     user: str = UserOption,
     mailbox: str | None = typer.Option(
         None, "--mailbox", "-m", metavar="NAME", help="The folder they all go to (default: one per file, by its name)."
@@ -148,10 +148,10 @@ def mbox(
 
     Run it again and only what is new is stored: a message already in its folder is never stored twice.
     """
-    for f in files:
+    for f in file:
         if not f.is_file():
             fail(f"{f} is not a file")
-    _import(user, lambda _known: imports.mbox_events(files, mailbox, rd=not mboxo, max_size=max_size), as_json=as_json)
+    _import(user, lambda _known: imports.mbox_events(file, mailbox, rd=not mboxo, max_size=max_size), as_json=as_json)
 
 
 @app.command("imap")
