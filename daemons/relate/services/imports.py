@@ -214,7 +214,7 @@ def imap_events(
         uidvalidity, exists = source.examine(folder)
         before = known.get(folder.name)
         after = before.last_uid if before is not None and before.uidvalidity == uidvalidity else 0
-        wanted = source.sizes(after)
+        wanted = source.sizes(after) if exists else []  # (some servers answer BAD to 1:* in an empty folder)
         fetched = [(uid, size) for uid, size in wanted if size <= max_size]
         yield FolderStart(folder.name, folder.name, folder.special_use, exists, exists - len(wanted), uidvalidity)
         for uid, size in wanted:

@@ -21,18 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from relate.testing.rspamd import free_port
+
 PASSWORD = "pass"  # noqa: S105 - every user's password on this loopback-only test server (peers.md)
 
 
 class Unavailable(Exception):
     """Dovecot cannot run here (the text says why)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class ThrowawayDovecot:
@@ -129,7 +124,7 @@ service imap-login {{
 
     def start(self, timeout: float = 30.0) -> int:
         """Start it in the foreground (a child of ours); returns its IMAP port once it answers."""
-        self.port = _free_port()
+        self.port = free_port()
         self._write_config()
         assert self.binary is not None
         with (self.dir / "log" / "stderr.log").open("wb") as log:  # the child keeps its own copy
