@@ -39,7 +39,6 @@ import imaplib
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import threading
@@ -195,27 +194,39 @@ async def relate_contents(dsn: str) -> dict[str, Counter[tuple[bytes, frozenset[
 
 
 def measured(
-    argv: list[str], *, pids: dict[str, int], timeout: float
+    argv: list[str], *, pids: dict[str, int], timeout: float, workdir: Path
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    """Run ``argv``; its wall time, its CPU and that of ``pids``' process trees, the load and others' CPU."""
-    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """Run ``argv``; its wall time, CPU and peak resident set (from wait4), the CPU of ``pids``' process
+    trees over the same time, the load average before, and the CPU the rest of the machine used meanwhile."""
     before = {name: tree_cpu(pid) for name, pid in pids.items()}
     machine = machine_cpu()
     load = os.getloadavg()[0]
+    out, err = workdir / "run.out", workdir / "run.err"
     started = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)  # noqa: S603
+    with out.open("wb") as o, err.open("wb") as e:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=o, stderr=e)  # noqa: S603
+    deadline = started + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise BenchError(f"{argv[0]} ran past {timeout:.0f} s")
+        time.sleep(0.02)
     wall = time.monotonic() - started
-    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    own = (after_children.ru_utime - before_children.ru_utime) + (after_children.ru_stime - before_children.ru_stime)
-    cpu = {"client": own, **{name: tree_cpu(pid) - before[name] for name, pid in pids.items()}}
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    cpu = {"client": usage.ru_utime + usage.ru_stime, **{n: tree_cpu(p) - before[n] for n, p in pids.items()}}
     busy = (machine_cpu() - machine).busy
     figures = {
         "seconds": round(wall, 2),
         "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
+        "client_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "load_average_1m_before": round(load, 2),
         "others_cpu_seconds": round(max(0.0, busy - sum(cpu.values())), 2),
     }
-    return proc, figures
+    done = subprocess.CompletedProcess(argv, proc.returncode, out.read_text(), err.read_text())
+    return done, figures
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -235,6 +246,7 @@ ROWS = [
     ("messages/s", "messages_per_second"),
     ("MB/s", "megabytes_per_second"),
     ("client CPU ms/msg", "client_cpu_ms_per_message"),
+    ("client peak RSS MB", "client_peak_rss_mb"),
     ("PostgreSQL CPU ms/msg", "postgres_cpu_ms_per_message"),
     ("Dovecot CPU ms/msg", "dovecot_cpu_ms_per_message"),
     ("others' CPU s (machine shared)", "others_cpu_seconds"),
@@ -315,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         ]  # fmt: skip
         pids = {"postgres": postmaster, "dovecot": dovecot.proc.pid}
         say("relate: relatectl import imap", quiet=quiet)
-        proc, figures = measured(argv, pids=pids, timeout=3600)
+        proc, figures = measured(argv, pids=pids, timeout=3600, workdir=workdir)
         if proc.returncode != 0:
             raise BenchError(f"relatectl import failed ({proc.returncode}): {proc.stderr.strip()}")
         first = json.loads(proc.stdout)
@@ -330,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         octets = int(query_row(dsn, "SELECT coalesce(sum(size), 0) FROM messages")[0])
         report["relate"] = _per_message(figures, args.messages, octets)
         say("relate: a second run (must import nothing)", quiet=quiet)
-        proc, again = measured(argv, pids=pids, timeout=600)
+        proc, again = measured(argv, pids=pids, timeout=600, workdir=workdir)
         second = json.loads(proc.stdout) if proc.returncode == 0 else {"imported": None}
         if second["imported"] != 0:
             raise BenchError(f"the second run imported {second['imported']}: {proc.stderr.strip()}")
@@ -352,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             (workdir / "mbsync-state").mkdir()
             say("mbsync: pulling the same account", quiet=quiet)
-            proc, peer = measured([mbsync, "-c", str(rc), "-a", "-q"], pids={"dovecot": dovecot.proc.pid}, timeout=3600)
+            proc, peer = measured(
+                [mbsync, "-c", str(rc), "-a", "-q"], pids={"dovecot": dovecot.proc.pid}, timeout=3600, workdir=workdir
+            )
             if proc.returncode != 0:
                 raise BenchError(f"mbsync failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
             files = sum(1 for p in local.rglob("*") if p.is_file() and p.parent.name in ("cur", "new"))

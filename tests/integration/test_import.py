@@ -469,3 +469,25 @@ async def test_import_errors_are_one_line(relate: Relate, dovecot: ThrowawayDove
     assert code == 1
     assert err.strip() == f"error: {tmp_path} is not a Maildir: no cur/ or new/ in it or in any .Folder beside them"
     assert await relate.count() == {}
+
+
+async def test_a_full_mailbox_stops_the_import_and_a_second_run_goes_on(relate: Relate, tmp_path: Path) -> None:
+    """Over quota: one line naming the user and the command to raise it, exit 1, nothing of the failed batch
+    stored; with room made, the same command stores the rest, and only the rest."""
+    path = tmp_path / "big.mbox"
+    path.write_bytes(
+        b"".join(b"From a@x Mon Jan  5 10:00:00 2026\nSubject: %d\n\nbody %d\n\n" % (i, i) for i in range(5))
+    )
+    await accounts.set_quota(relate.pool, USER, {"messages": 3})
+    code, out, err = await relatectl(relate.config, "import", "mbox", str(path), "-u", USER, "-m", "INBOX")
+    assert code == 1
+    assert err.strip() == (
+        f"error: {USER} is over quota (after 0 messages in INBOX): "
+        f"raise it (relatectl user quota {USER} ...) and run the same import again"
+    )
+    assert await relate.count() == {}
+    await accounts.set_quota(relate.pool, USER, {"messages": None})
+    code, out, err = await relatectl(relate.config, "import", "mbox", str(path), "-u", USER, "-m", "INBOX", "--json")
+    assert code == 0, err
+    assert json.loads(out)["imported"] == 5
+    assert await relate.count() == {"INBOX": 5}
