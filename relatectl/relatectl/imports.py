@@ -66,11 +66,12 @@ def _summary(result: imports.Result, as_json: bool) -> None:
         table.add_row(f.name, str(f.messages), str(f.imported), str(f.already), str(f.skipped), format_size(f.octets))
     table.add_section()
     table.add_row(
-        f"{len(result.folders)} folders",
+        f"{len(result.folders)} folder{'' if len(result.folders) == 1 else 's'}",
         *(str(result.total(key)) for key in ("messages", "imported", "already", "skipped")),
         format_size(result.total("octets")),
     )
-    table.caption = f"{result.seconds:.1f} s, {result.rate:.0f} messages/s"
+    done = f"{result.rate:.0f} messages/s" if result.total("imported") else "nothing new"
+    table.caption = f"{result.seconds:.1f} s, {done}"
     console.print(table)
     for problem in result.problems[:20]:
         err_console.print(f"[yellow]skipped:[/] {problem}", highlight=False, markup=True)
