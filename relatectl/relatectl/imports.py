@@ -1,4 +1,8 @@
-"""relatectl import: move a user's mail in from a Maildir tree, mbox files or a live IMAP server."""
+"""relatectl import: move a user's mail in from a Maildir tree, mbox files or a live IMAP server.
+
+The importer (relate.services.imports) and what it needs (the mail parser, the store) are imported when a
+command runs, not when relatectl starts, so other commands and shell completion do not pay for them.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import typer
@@ -14,11 +18,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from relate.config import Config
-from relate.importing.imap import ImapSource, Security
-from relate.services import imports
-from relate.store.imports import Progress as SourceProgress
+from relate.importing import DEFAULT_MAX_SIZE
 from relatectl.common import JsonOption, console, err_console, fail, load_config, print_json, with_pool
 from relatectl.sizes import format_size
+
+if TYPE_CHECKING:
+    from relate.importing.imap import ImapSource, Security
+    from relate.services import imports
+    from relate.store.imports import Progress as SourceProgress
+
 
 app = typer.Typer(
     help="Move mail in from an old server: a Maildir tree, mbox files, or a live IMAP account.",
@@ -27,7 +35,7 @@ app = typer.Typer(
 
 UserOption = typer.Option(..., "--user", "-u", metavar="ADDRESS", help="The Relate Mail user it goes to.")
 MaxSizeOption = typer.Option(
-    imports.DEFAULT_MAX_SIZE, "--max-size", metavar="OCTETS", help="Skip (and count) messages larger than this."
+    DEFAULT_MAX_SIZE, "--max-size", metavar="OCTETS", help="Skip (and count) messages larger than this."
 )
 
 
@@ -88,6 +96,8 @@ def _import(
     before: Callable[[], Any] | None = None,
     after: Callable[[], Any] | None = None,
 ) -> None:
+    from relate.services import imports
+
     cfg: Config = load_config()
 
     async def go(pool: asyncpg.Pool) -> imports.Result:
@@ -127,6 +137,8 @@ def maildir(
 
     Run it again and only what is new is stored: a message already in its folder is never stored twice.
     """
+    from relate.services import imports
+
     if not path.is_dir():
         fail(f"{path} is not a directory")
     _import(user, lambda _known: imports.maildir_events(path, max_size), as_json=as_json)
@@ -149,6 +161,8 @@ def mbox(
 
     Run it again and only what is new is stored: a message already in its folder is never stored twice.
     """
+    from relate.services import imports
+
     for f in file:
         if not f.is_file():
             fail(f"{f} is not a file")
@@ -179,6 +193,9 @@ def imap(
 
     An interrupted run goes on where it stopped; after a UIDVALIDITY change, messages are compared by content.
     """
+    from relate.importing.imap import ImapSource
+    from relate.services import imports
+
     if sum((tls, starttls, plain)) > 1:
         fail("give one of --tls, --starttls, --plain", 2)
     security: Security = "starttls" if starttls else "plain" if plain else "tls"

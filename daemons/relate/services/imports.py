@@ -48,7 +48,7 @@ import asyncpg
 
 from relate.config import Config
 from relate.errors import Invalid, NotFound, OverQuota
-from relate.importing import KEYWORD, maildir, mbox
+from relate.importing import DEFAULT_MAX_SIZE, KEYWORD, maildir, mbox
 from relate.importing.imap import ImapSource, RemoteFolder
 from relate.mail.address import normalize_address
 from relate.store import accounts, imports, mailboxes, messages
@@ -56,7 +56,6 @@ from relate.store import accounts, imports, mailboxes, messages
 _QUEUED = 64
 _BATCH = 200
 _BATCH_OCTETS = 8 * 1024 * 1024
-DEFAULT_MAX_SIZE = 100 * 1024 * 1024
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _SYSTEM_FLAGS = {f.lower(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")}
 
