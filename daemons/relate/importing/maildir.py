@@ -17,15 +17,22 @@ Policy:
   ``new`` has no flags.
 - The internal date is the file's mtime: Dovecot sets it to the time the
   message arrived (and reads it back as INTERNALDATE).
+- Compressed files (Dovecot's zlib plugin: gzip, bzip2 or xz) are read
+  uncompressed: a file whose ``,S=`` size (the message's) differs from its
+  size on disk and that starts with one of those formats' magic bytes.
 - Linear and bounded: listing a folder holds its file names, never the
   messages; a file is read when its turn comes.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
+import lzma
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +43,12 @@ from relate.importing import KEYWORD
 
 _SYSTEM = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen", "T": "\\Deleted", "P": "$Forwarded"}
 _INFO = re.compile(r"[:!;]2,([A-Za-z]*)$")
+_SIZE = re.compile(r",S=(\d+)")
+_COMPRESSED: tuple[tuple[bytes, Callable[[io.BytesIO], io.BufferedIOBase]], ...] = (
+    (b"\x1f\x8b", lambda raw: gzip.GzipFile(fileobj=raw)),
+    (b"BZh", bz2.BZ2File),
+    (b"\xfd7zXZ\x00", lzma.LZMAFile),
+)
 _UIDLIST_LINE = re.compile(r"^(\d+)\s(?:.*?\s)?:(.+)$")
 
 
@@ -150,3 +163,38 @@ def messages(folder: Path) -> Iterator[MaildirMessage]:
             continue  # expunged or moved by a client meanwhile
         flags = flags_of(name, table) if sub == "cur" else ()
         yield MaildirMessage(path, flags, datetime.fromtimestamp(mtime, UTC))
+
+
+class TooBig(Exception):
+    """A message larger than the limit it was read with (``size``: as far as it was read)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def declared_size(name: str) -> int | None:
+    """The message's size that a Dovecot file name carries (``,S=``), if it does."""
+    m = _SIZE.search(base_name(name))
+    return int(m.group(1)) if m else None
+
+
+def read(path: Path, max_size: int) -> bytes:
+    """A message file's octets, uncompressed (see the module's policy); TooBig past ``max_size``."""
+    on_disk = path.stat().st_size
+    declared = declared_size(path.name)
+    if on_disk > max_size and declared is None:
+        raise TooBig(on_disk)
+    with path.open("rb") as f:
+        data = f.read(max_size + 1)
+    if declared is not None and declared != on_disk:
+        for magic, opener in _COMPRESSED:
+            if data.startswith(magic):
+                if len(data) > max_size:
+                    raise TooBig(on_disk)
+                with opener(io.BytesIO(data)) as unpacked:
+                    data = unpacked.read(max_size + 1)
+                break
+    if len(data) > max_size:
+        raise TooBig(len(data))
+    return data

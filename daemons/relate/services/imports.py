@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import lzma
 import re
 import threading
 import time
@@ -172,15 +173,14 @@ def maildir_events(root: Path, max_size: int = DEFAULT_MAX_SIZE) -> Iterator[Eve
         yield FolderStart(str(folder.path), folder.name, None, len(listed))
         for message in listed:
             try:
-                size = message.path.stat().st_size
-                if size > max_size:
-                    yield Skipped(f"{message.path}: {size} octets, more than --max-size")
-                    continue
-                raw = message.path.read_bytes()
+                raw = maildir.read(message.path, max_size)
+            except maildir.TooBig as exc:
+                yield Skipped(f"{message.path}: {exc.size} octets or more, more than --max-size")
+                continue
             except FileNotFoundError:
                 continue  # moved or expunged by a client of the old server meanwhile
-            except OSError as exc:
-                yield Skipped(f"{message.path}: {exc.strerror}")
+            except (OSError, EOFError, lzma.LZMAError) as exc:
+                yield Skipped(f"{message.path}: {getattr(exc, 'strerror', None) or exc}")
                 continue
             yield Item(crlf(raw), message.flags, message.internal_date)
 

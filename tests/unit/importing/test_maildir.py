@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from relate.importing import maildir
 
@@ -54,3 +60,24 @@ def test_order_follows_dovecot_uidlist_then_names(tmp_path: Path) -> None:
     _file(tmp_path, "new", "0-unlisted", 4)
     (tmp_path / "dovecot-uidlist").write_text("3 V123 N4 Gabc\n1 :c\n2 W40 :b\n3 :a\n")
     assert [m.path.name for m in maildir.messages(tmp_path)] == ["c", "b:2,S", "a:2,", "0-unlisted"]
+
+
+@pytest.mark.parametrize("pack", [gzip.compress, bz2.compress, lzma.compress])
+def test_files_dovecot_compressed_are_read_uncompressed(tmp_path: Path, pack: Callable[[bytes], bytes]) -> None:
+    """A file whose ,S= size is not its size on disk and that starts with gzip, bzip2 or xz magic is unpacked."""
+    message = b"Subject: packed\n\n" + b"line of text\n" * 500
+    path = tmp_path / f"1700000000.M1P1.host,S={len(message)},W={len(message) + 501}:2,S"
+    path.write_bytes(pack(message))
+    assert maildir.read(path, 1 << 20) == message
+    with pytest.raises(maildir.TooBig):
+        maildir.read(path, 1000)
+
+
+def test_a_plain_file_is_read_as_it_is_and_limited(tmp_path: Path) -> None:
+    """Without a differing ,S= a file is read byte for byte, even one that happens to start like a gzip file."""
+    data = b"\x1f\x8bnot really\n"
+    path = tmp_path / f"1.M1.host,S={len(data)}:2,"
+    path.write_bytes(data)
+    assert maildir.read(path, 100) == data
+    with pytest.raises(maildir.TooBig):
+        maildir.read(path, 5)
