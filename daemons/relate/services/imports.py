@@ -293,11 +293,8 @@ async def _mailbox(conn: asyncpg.Connection, user_id: int, start: FolderStart, c
     box = await mailboxes.get(conn, user_id, start.name)
     if box is not None:
         return box["id"], box["name"]
-    special = start.special_use
-    if special and await accounts.special_mailbox(conn, user_id, special) is not None:
-        special = None
-    async with conn.transaction():
-        made = await mailboxes.create(conn, user_id, start.name, special, limit=cfg.quota.mailboxes)
+    async with conn.transaction():  # (the user has no folder of its special use, if it has one: it gets it)
+        made = await mailboxes.create(conn, user_id, start.name, start.special_use, limit=cfg.quota.mailboxes)
         await mailboxes.subscribe(conn, user_id, [*mailboxes.ancestors(start.name), start.name])
     return made["id"], made["name"]
 
