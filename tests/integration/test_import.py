@@ -491,3 +491,26 @@ async def test_a_full_mailbox_stops_the_import_and_a_second_run_goes_on(relate: 
     assert code == 0, err
     assert json.loads(out)["imported"] == 5
     assert await relate.count() == {"INBOX": 5}
+
+
+async def test_a_client_in_idle_hears_of_imported_mail(relate: Relate, tmp_path: Path) -> None:
+    """Imported mail is announced like delivered mail: an IMAP client idling in INBOX gets EXISTS for it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", relate.port)
+    try:
+        await reader.readline()
+        writer.write(f'a LOGIN {USER} "{relate.key}"\r\nb SELECT INBOX\r\nc IDLE\r\n'.encode())
+        while not (await asyncio.wait_for(reader.readline(), 30)).startswith(b"+ "):
+            pass
+        path = tmp_path / "inbox"
+        path.write_bytes(
+            b"From a@x Mon Jan  5 10:00:00 2026\nSubject: 1\n\none\n\nFrom b@x Mon Jan  5 10:00:00 2026\n\n2\n"
+        )
+        code, _, err = await relatectl(relate.config, "import", "mbox", str(path), "-u", USER)
+        assert code == 0, err
+        heard = b""
+        while b"* 2 EXISTS" not in heard:
+            heard += await asyncio.wait_for(reader.readline(), 30)
+        writer.write(b"DONE\r\nd LOGOUT\r\n")
+        await writer.drain()
+    finally:
+        writer.close()
