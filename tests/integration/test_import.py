@@ -514,3 +514,39 @@ async def test_a_client_in_idle_hears_of_imported_mail(relate: Relate, tmp_path:
         await writer.drain()
     finally:
         writer.close()
+
+
+async def test_imap_import_over_tls_and_starttls_checks_the_certificate(relate: Relate, tmp_path: Path) -> None:
+    """Implicit TLS and STARTTLS both import; a certificate that does not verify stops the import with one line
+    (the old server's self-signed one), unless --insecure says not to check it."""
+    try:
+        server = ThrowawayDovecot(separator=".", tls=True)
+        await asyncio.to_thread(server.start)
+    except Unavailable as exc:
+        if ON_CI:
+            pytest.fail(f"Dovecot is needed under CI: {exc}")
+        pytest.skip(f"no Dovecot to import from: {exc}")
+    try:
+        await asyncio.to_thread(fill, server, {"INBOX": 3, "Work": 2})
+        secret = tmp_path / "password"
+        secret.write_text(PASSWORD)
+        base = ["import", "imap", "--host", "127.0.0.1", "--login", SOURCE, "--password-file", str(secret), "-u", USER]
+        code, _, err = await relatectl(relate.config, *base, "--tls", "--port", str(server.tls_port))
+        assert code == 1
+        assert err.strip().startswith(f"error: TLS with the IMAP server 127.0.0.1:{server.tls_port} failed: ")
+        assert "CERTIFICATE_VERIFY_FAILED" in err
+        assert len(err.strip().splitlines()) == 1
+
+        tls = [*base, "--tls", "--port", str(server.tls_port), "--insecure", "--json"]
+        code, out, err = await relatectl(relate.config, *tls)
+        assert code == 0, err
+        assert json.loads(out)["imported"] == 5
+        starttls = [*base, "--starttls", "--port", str(server.port), "--insecure", "--json"]
+        await asyncio.to_thread(fill, server, {"INBOX": 1}, seed=5, start=5)
+        code, out, err = await relatectl(relate.config, *starttls)
+        assert code == 0, err
+        # Another port is another source (no UIDs recorded for it): all 6 fetched, 5 found here by content.
+        assert (json.loads(out)["imported"], json.loads(out)["already"]) == (1, 5)
+        assert await relate.count() == {"INBOX": 4, "Work": 2}
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from relate.runtime.tls import make_self_signed
 from relate.testing.rspamd import free_port
 
 PASSWORD = "pass"  # noqa: S105 - every user's password on this loopback-only test server (peers.md)
@@ -35,10 +36,11 @@ class ThrowawayDovecot:
 
     ``separator`` is the IMAP hierarchy delimiter of its one namespace (on
     disk Maildir++ always uses ``.``); ``sent`` names the folder marked
-    ``\\Sent``.
+    ``\\Sent``. With ``tls`` it also offers STARTTLS and listens for
+    implicit TLS on ``tls_port``, with a self-signed certificate.
     """
 
-    def __init__(self, *, separator: str = ".", sent: str = "Sent") -> None:
+    def __init__(self, *, separator: str = ".", sent: str = "Sent", tls: bool = False) -> None:
         self.binary = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
         if self.binary is None:
             raise Unavailable("dovecot is not installed (Debian's dovecot-imapd; scripts/test-deps installs it)")
@@ -53,6 +55,8 @@ class ThrowawayDovecot:
         self.separator = separator
         self.sent = sent
         self.port = 0
+        self.tls = tls
+        self.tls_port = 0
         self.dir = Path(tempfile.mkdtemp(prefix="relate-dovecot-"))
         self.dir.chmod(0o755)  # the mail user must reach its home below it
         self.proc: subprocess.Popen[bytes] | None = None
@@ -73,6 +77,10 @@ class ThrowawayDovecot:
         for sub in ("run", "state", "log", "home"):
             (d / sub).mkdir(exist_ok=True)
         os.chown(d / "home", self.mail_user.pw_uid, self.mail_user.pw_gid)
+        ssl = "ssl = no"
+        if self.tls:
+            make_self_signed(d / "cert.pem", d / "key.pem", "localhost")
+            ssl = f"ssl = yes\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem"
         self.config.write_text(
             f"""# Throwaway Dovecot for Relate Mail's import tests (relate/testing/dovecot.py); loopback IMAP only.
 instance_name = relate-test-{self.port}
@@ -80,7 +88,7 @@ base_dir = {d}/run
 state_dir = {d}/state
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 log_path = {d}/log/dovecot.log
@@ -116,7 +124,8 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.tls_port}
   }}
 }}
 """
@@ -125,6 +134,7 @@ service imap-login {{
     def start(self, timeout: float = 30.0) -> int:
         """Start it in the foreground (a child of ours); returns its IMAP port once it answers."""
         self.port = free_port()
+        self.tls_port = free_port() if self.tls else 0
         self._write_config()
         assert self.binary is not None
         with (self.dir / "log" / "stderr.log").open("wb") as log:  # the child keeps its own copy
