@@ -57,16 +57,22 @@ _FETCH = re.compile(rb"UID (\d+)|FLAGS \(([^)]*)\)|INTERNALDATE \"([^\"]+)\"")
 # -- Dovecot ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def dovecot() -> AsyncIterator[ThrowawayDovecot]:
-    """A throwaway Dovecot on a loopback port; skipped (failed under CI) where it cannot run."""
+async def start_dovecot(**options: Any) -> ThrowawayDovecot:
+    """A throwaway Dovecot on a loopback port; the test is skipped (failed under CI) where it cannot run."""
     try:
-        server = ThrowawayDovecot(separator=".", sent="Sent Items")
+        server = ThrowawayDovecot(separator=".", sent="Sent Items", **options)
         await asyncio.to_thread(server.start)
     except Unavailable as exc:
         if ON_CI:
             pytest.fail(f"Dovecot is needed under CI: {exc}")
         pytest.skip(f"no Dovecot to import from: {exc}")
+    return server
+
+
+@pytest.fixture
+async def dovecot() -> AsyncIterator[ThrowawayDovecot]:
+    """A throwaway Dovecot (:func:`start_dovecot`), stopped after the test."""
+    server = await start_dovecot()
     try:
         yield server
     finally:
@@ -519,13 +525,7 @@ async def test_a_client_in_idle_hears_of_imported_mail(relate: Relate, tmp_path:
 async def test_imap_import_over_tls_and_starttls_checks_the_certificate(relate: Relate, tmp_path: Path) -> None:
     """Implicit TLS and STARTTLS both import; a certificate that does not verify stops the import with one line
     (the old server's self-signed one), unless --insecure says not to check it."""
-    try:
-        server = ThrowawayDovecot(separator=".", tls=True)
-        await asyncio.to_thread(server.start)
-    except Unavailable as exc:
-        if ON_CI:
-            pytest.fail(f"Dovecot is needed under CI: {exc}")
-        pytest.skip(f"no Dovecot to import from: {exc}")
+    server = await start_dovecot(tls=True)
     try:
         await asyncio.to_thread(fill, server, {"INBOX": 3, "Work": 2})
         secret = tmp_path / "password"
