@@ -146,7 +146,7 @@ def maildir(
 
 @app.command("mbox")
 def mbox(
-    file: list[Path] = typer.Argument(..., metavar="FILE...", help="mbox files."),
+    file: list[Path] = typer.Argument(..., metavar="FILE", help="mbox files."),
     user: str = UserOption,
     mailbox: str | None = typer.Option(
         None, "--mailbox", "-m", metavar="NAME", help="The folder they all go to (default: one per file, by its name)."
