@@ -550,3 +550,16 @@ async def test_imap_import_over_tls_and_starttls_checks_the_certificate(relate: 
         assert await relate.count() == {"INBOX": 4, "Work": 2}
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_a_courier_style_namespace_prefix_is_taken_off(relate: Relate, tmp_path: Path) -> None:
+    """An old server whose folders all sit below INBOX. (Courier's layout, NAMESPACE (("INBOX." "."))): its
+    INBOX.Work.Reports is our Work/Reports, not INBOX/Work/Reports."""
+    server = await start_dovecot(prefix="INBOX.")
+    try:
+        await asyncio.to_thread(fill, server, {"INBOX": 2, "INBOX.Work": 2, "INBOX.Work.Reports": 1})
+        result = await import_imap(relate, server, tmp_path, "--json")
+        assert result["imported"] == 5
+        assert await relate.count() == {"INBOX": 2, "Work": 2, "Work/Reports": 1}
+    finally:
+        await asyncio.to_thread(server.stop)

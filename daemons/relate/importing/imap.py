@@ -10,7 +10,9 @@ Policy:
   mail that is in other folders, as Gmail's All Mail: importing it would
   store everything twice). Names are modified UTF-7 (RFC 3501 §5.1.3)
   with the server's hierarchy delimiter; ours is ``/`` (a ``/`` inside a
-  name of a server whose delimiter is another becomes ``_``).
+  name of a server whose delimiter is another becomes ``_``). The prefix
+  of the personal namespace (RFC 2342), such as Courier's ``INBOX.``, is
+  taken off: the old ``INBOX.Sent`` is our ``Sent``.
   Special-use attributes (RFC 6154) are kept so Sent goes to Sent.
 - Each folder is opened with EXAMINE (read-only: nothing on the source
   changes, not even \\Seen), its UIDVALIDITY read, and the UIDs above the
@@ -44,6 +46,7 @@ BATCH_OCTETS = 16 * 1024 * 1024
 Security = Literal["tls", "starttls", "plain"]
 
 _LIST = re.compile(rb'^\((?P<attrs>[^)]*)\) (?P<delim>NIL|"(?:\\.|[^"\\])*") ?(?P<name>.*)$', re.IGNORECASE)
+_NAMESPACE = re.compile(rb'^\(\("((?:\\.|[^"\\])*)" ')
 _UID = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)", re.IGNORECASE)
 _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)", re.IGNORECASE)
@@ -92,8 +95,10 @@ def _decode(name: bytes) -> str:
         return text  # a server that sends UTF-8 (or broken names): as it stands
 
 
-def our_name(wire: bytes, delimiter: bytes | None) -> str:
-    """A server's folder name (modified UTF-7, its delimiter) as ours."""
+def our_name(wire: bytes, delimiter: bytes | None, prefix: bytes = b"") -> str:
+    """A server's folder name (modified UTF-7, its delimiter, below the personal namespace ``prefix``) as ours."""
+    if prefix and wire.startswith(prefix) and len(wire) > len(prefix):
+        wire = wire[len(prefix) :]
     if not delimiter or delimiter == b"/":
         name = _decode(wire)
     else:
@@ -101,7 +106,7 @@ def our_name(wire: bytes, delimiter: bytes | None) -> str:
     return "INBOX" if name.upper() == "INBOX" else name
 
 
-def parse_list(lines: list[bytes | tuple[bytes, bytes]]) -> list[RemoteFolder]:
+def parse_list(lines: list[bytes | tuple[bytes, bytes]], prefix: bytes = b"") -> list[RemoteFolder]:
     """The folders in imaplib's LIST answer (a line each, or a tuple where the name came as a literal)."""
     found: list[RemoteFolder] = []
     for line in lines:
@@ -119,7 +124,7 @@ def parse_list(lines: list[bytes | tuple[bytes, bytes]]) -> list[RemoteFolder]:
         delim = m.group("delim")
         delimiter = None if delim.upper() == b"NIL" else _unquote(delim)
         special = next((_SPECIAL[a] for a in attrs if a in _SPECIAL), None)
-        found.append(RemoteFolder(our_name(wire, delimiter), wire, special))
+        found.append(RemoteFolder(our_name(wire, delimiter, prefix), wire, special))
     return found
 
 
@@ -174,8 +179,18 @@ class ImapSource:
             raise SourceError(f"the IMAP server {self.label} refused {what}: {text}")
         return [d for d in data if d is not None]
 
+    def personal_prefix(self) -> bytes:
+        """The prefix of the first personal namespace (RFC 2342), b"" when none or NAMESPACE is unknown."""
+        try:
+            data = self._call("NAMESPACE", self.client.namespace)
+        except SourceError:
+            return b""
+        m = _NAMESPACE.match(data[0]) if data and isinstance(data[0], bytes) else None
+        return _unquote(b'"' + m.group(1) + b'"') if m else b""
+
     def folders(self) -> list[RemoteFolder]:
-        return parse_list(self._call("LIST", lambda: self.client.list('""', "*")))
+        prefix = self.personal_prefix()
+        return parse_list(self._call("LIST", lambda: self.client.list('""', "*")), prefix)
 
     def examine(self, folder: RemoteFolder) -> tuple[int, int]:
         """Open ``folder`` read-only: (UIDVALIDITY, messages in it)."""

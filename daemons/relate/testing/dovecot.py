@@ -37,10 +37,11 @@ class ThrowawayDovecot:
     ``separator`` is the IMAP hierarchy delimiter of its one namespace (on
     disk Maildir++ always uses ``.``); ``sent`` names the folder marked
     ``\\Sent``. With ``tls`` it also offers STARTTLS and listens for
-    implicit TLS on ``tls_port``, with a self-signed certificate.
+    implicit TLS on ``tls_port``, with a self-signed certificate. ``prefix``
+    is the namespace's (Courier's layout: ``INBOX.``, every folder below INBOX).
     """
 
-    def __init__(self, *, separator: str = ".", sent: str = "Sent", tls: bool = False) -> None:
+    def __init__(self, *, separator: str = ".", sent: str = "Sent", tls: bool = False, prefix: str = "") -> None:
         self.binary = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
         if self.binary is None:
             raise Unavailable("dovecot is not installed (Debian's dovecot-imapd; scripts/test-deps installs it)")
@@ -56,6 +57,7 @@ class ThrowawayDovecot:
         self.sent = sent
         self.port = 0
         self.tls = tls
+        self.prefix = prefix
         self.tls_port = 0
         self.dir = Path(tempfile.mkdtemp(prefix="relate-dovecot-"))
         self.dir.chmod(0o755)  # the mail user must reach its home below it
@@ -109,6 +111,7 @@ userdb {{
 namespace inbox {{
   inbox = yes
   separator = {self.separator}
+  prefix = {self.prefix}
   mailbox "{self.sent}" {{
     special_use = \\Sent
     auto = subscribe
