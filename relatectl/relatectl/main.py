@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from relate import __version__
-from relatectl import alias, backup, db, dev, dkim, domain, key, queue, setup, status, tls, user
+from relatectl import alias, backup, db, dev, dkim, domain, imports, key, queue, setup, status, tls, user
 from relatectl.common import state
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app.add_typer(key.app, name="key")
 app.add_typer(queue.app, name="queue")
 app.add_typer(dkim.app, name="dkim")
 app.add_typer(tls.app, name="tls")
+app.add_typer(imports.app, name="import")
 app.command("setup")(setup.setup)
 app.command("dev")(dev.dev)
 app.command("status")(status.status)
