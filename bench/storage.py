@@ -350,7 +350,7 @@ def body(args: argparse.Namespace, workdir: Path, report: dict[str, Any], target
         )
     else:
         # smtp-source's body is the same line over and over: its first word is in every message.
-        row = query_row(relate.dsn, "SELECT search_body FROM messages ORDER BY id LIMIT 1")
+        row = query_row(relate.dsn, "SELECT body FROM message_texts ORDER BY message_id LIMIT 1")
         common = str(row[0]).split()[0]
         expected["common"] = expected["common_imap"] = args.messages
     report["common_word"] = common

@@ -310,8 +310,8 @@ async def test_one_batch_gives_each_message_its_own_text(pool: asyncpg.Pool, inb
     async with pool.acquire() as conn:
         assert await messages.index_pending(conn, limit=100) == 5
     rows = await pool.fetch(
-        "SELECT b.data, m.search_head, m.search_body, m.text_indexed"
-        " FROM messages m JOIN blobs b ON b.hash = m.blob_hash ORDER BY m.id"
+        "SELECT b.data, t.head AS search_head, t.body AS search_body, m.text_indexed FROM messages m"
+        " JOIN blobs b ON b.hash = m.blob_hash JOIN message_texts t ON t.message_id = m.id ORDER BY m.id"
     )
     assert len(rows) == 5
     for row in rows:
@@ -339,7 +339,7 @@ async def test_concurrent_indexers_share_the_work(pool: asyncpg.Pool, inbox: dic
     assert await pool.fetchval("SELECT count(*) FROM messages WHERE NOT text_indexed") == 0
     zebra = "SELECT count(*) FROM messages WHERE search @@ plainto_tsquery('simple', 'zebra')"
     assert await pool.fetchval(zebra) == 40
-    assert await pool.fetchval("SELECT count(*) FROM messages WHERE search_body LIKE '%word39 zebra%'") == 1
+    assert await pool.fetchval("SELECT count(*) FROM message_texts WHERE body LIKE '%word39 zebra%'") == 1
 
 
 async def test_delivery_daemon_indexes_a_backlog_by_itself(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:
@@ -357,4 +357,4 @@ async def test_delivery_daemon_indexes_a_backlog_by_itself(pool: asyncpg.Pool, i
         await worker.stop()
     okapi = "SELECT count(*) FROM messages WHERE search @@ plainto_tsquery('simple', 'okapi')"
     assert await pool.fetchval(okapi) == 130
-    assert await pool.fetchval("SELECT count(*) FROM messages WHERE search_body = 'backlogword129 okapi'") == 1
+    assert await pool.fetchval("SELECT count(*) FROM message_texts WHERE body = 'backlogword129 okapi'") == 1

@@ -63,15 +63,20 @@ def _prefilter(key: SearchKey, sel: Selected, params: list[Any]) -> list[str]:
         params.append(args[0])
         return [f"m.modseq >= ${len(params)}"]
     if name in ("BODY", "TEXT"):
-        # LIKE with the needle escaped: the trigram indexes answer it (migration 0006).
+        # LIKE with the needle escaped: the trigram indexes answer it (migration 0006; on message_texts since 0032).
         needle = str(args[0]).lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         params.append(f"%{needle}%")
         n = len(params)
-        found = f"m.search_body LIKE ${n}"
+        found = f"t.body LIKE ${n}"
         if name == "TEXT":
-            found = f"({found} OR m.search_head LIKE ${n})"
-        # Messages not indexed yet pass through, to be checked on their own text.
-        return [f"(NOT m.text_indexed OR {found})"]
+            found = f"({found} OR t.head LIKE ${n})"
+        # Messages not indexed yet pass through, to be checked on their own text. One list of candidates
+        # (the trigram indexes' and the partial index of those not indexed): an OR over the two tables
+        # would scan the mailbox instead.
+        return [
+            f"""m.id IN (SELECT t.message_id FROM message_texts t WHERE {found}
+                         UNION ALL SELECT p.id FROM messages p WHERE NOT p.text_indexed)"""
+        ]
     return []
 
 
@@ -175,9 +180,10 @@ async def _add_text(
         raw = "CASE WHEN m.text_indexed THEN NULL ELSE b.data END"
     else:
         raw = "substring(b.data from 1 for m.header_end::int)"
-    stored = ", m.search_head, m.search_body" if texts else ""
+    stored = ", t.head AS search_head, t.body AS search_body" if texts else ""
+    texts_join = "LEFT JOIN message_texts t ON t.message_id = m.id" if texts else ""
     heavy = await conn.fetch(
-        f"""SELECT m.uid{stored}, {raw} AS raw FROM messages m JOIN blobs b ON b.hash = m.blob_hash
+        f"""SELECT m.uid{stored}, {raw} AS raw FROM messages m JOIN blobs b ON b.hash = m.blob_hash {texts_join}
              WHERE m.mailbox_id = $1 AND m.uid = ANY($2::bigint[])""",
         mailbox_id,
         [r["uid"] for r in group],

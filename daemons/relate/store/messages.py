@@ -327,7 +327,7 @@ async def index_pending(conn: asyncpg.Connection, limit: int = 50) -> int:
 
     Copies of one message share a blob, so each blob is read and parsed once.
     Rows are claimed with SKIP LOCKED, so several indexers never do the same
-    work. The batch costs three round trips (claim, blobs, one UPDATE over
+    work. The batch costs three round trips (claim, blobs, one statement over
     ``unnest``) whatever its size; nearly all the time is PostgreSQL's
     (``to_tsvector``, trigram extraction and the three GIN indexes), so the
     Python side only parses.
@@ -358,11 +358,15 @@ async def index_pending(conn: asyncpg.Connection, limit: int = 50) -> int:
                 ids.append(message_id)
                 heads.append(head)
                 bodies.append(body)
+        # The text goes in a table of its own (migration 0032), written this once: a flag change, which
+        # makes a new version of the message's row, does not index it again.
         await conn.execute(
-            """UPDATE messages m SET search = m.search || to_tsvector('simple', u.body), text_indexed = true,
-                      search_head = u.head, search_body = u.body
-                 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u (id, head, body)
-                WHERE m.id = u.id""",
+            """WITH u AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u (id, head, body)),
+                    marked AS (UPDATE messages m SET search = m.search || to_tsvector('simple', u.body),
+                                      text_indexed = true
+                                 FROM u WHERE m.id = u.id)
+               INSERT INTO message_texts (message_id, head, body) SELECT id, head, body FROM u
+                   ON CONFLICT (message_id) DO UPDATE SET head = excluded.head, body = excluded.body""",
             ids,
             heads,
             bodies,

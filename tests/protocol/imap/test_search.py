@@ -424,3 +424,22 @@ async def test_search_key_count_is_bounded(imap: Imap) -> None:
     result = await client.command("SEARCH " + " ".join(["SEEN"] * 501))
     assert result.status == "BAD"
     assert "500" in result.text
+
+
+async def test_indexed_messages_copied_moved_and_flagged_are_found_by_text(imap: Imap) -> None:
+    """A message indexed, then flagged, copied and moved, is found by BODY/TEXT in every mailbox it is in: its
+    indexed text goes with each copy (migration 0032 keeps it apart from the row a flag change rewrites)."""
+    client = await _setup(imap, index=True)
+    await client.ok("STORE 1:4 +FLAGS (\\Seen $Label1)")
+    await client.ok("CREATE Kept")
+    await client.ok("CREATE Later")
+    await client.ok("COPY 1,3 Kept")
+    await client.ok("MOVE 4 Later")
+    assert await _search(client, "BODY umbers") == [1]
+    await client.ok("SELECT Kept")
+    assert await _search(client, "BODY umbers") == [1]
+    assert await _search(client, "TEXT xylophone") == [2]
+    assert await _search(client, "BODY latte") == [2]
+    await client.ok("SELECT Later")
+    assert await _search(client, 'BODY "ee the"') == [1]
+    assert await _search(client, "BODY umbers") == []
