@@ -27,11 +27,23 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+
+@dataclass
+class State:
+    """What the top-level options set for the command that runs."""
+
+    config_path: Path | None = None
+
+
+state = State()
 
 JsonOption: Any = typer.Option(False, "--json", help="Print JSON instead of a table.")
 

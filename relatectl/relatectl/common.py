@@ -6,13 +6,11 @@ Errors are one line on stderr and exit code 1; usage errors are typer's
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -27,6 +25,7 @@ from rich.text import Text
 from relate.errors import RelateError
 from relate.mail.address import domain_to_unicode
 from relatectl.cli import lazy_module
+from relatectl.cli import state as state  # re-exported: commands read state.config_path here
 
 if TYPE_CHECKING:  # imported when a command first uses them, not by --help or a TAB completion
     import asyncpg
@@ -45,14 +44,6 @@ T = TypeVar("T")
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
-
-
-@dataclass
-class State:
-    config_path: Path | None = None
-
-
-state = State()
 
 
 def print_error(message: str) -> None:
@@ -75,6 +66,8 @@ def load_config() -> Config:
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine, turning Relate Mail's errors into one line and exit 1."""
     try:
+        import asyncio  # here: --help and TAB completion of a noun do not need it
+
         return asyncio.run(coro)
     except (RelateError, config_mod.ConfigError) as exc:
         fail(str(exc))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from relate.mail.address import domain_to_unicode
+from relate.mail.address import comparable_domain, domain_to_unicode
 from relatectl import complete
 from relatectl.cli import App, JsonOption, lazy_module
 from relatectl.common import console, err_console, load_config, print_json, print_rows, with_pool
@@ -50,7 +50,7 @@ def keygen(
         return await dns_service.dkim_keygen(pool, domain, kind=algorithm.lower(), selector=selector)
 
     key, state = with_pool(go)
-    name = f"{key.selector}._domainkey.{domain.lower()}."
+    name = f"{key.selector}._domainkey.{comparable_domain(domain)}."  # DNS wants the A-label
     if as_json:
         print_json({"name": name, "type": "TXT", "value": key.txt_record(), "algorithm": key.algorithm, "state": state})
         return
@@ -135,4 +135,5 @@ def retire(
         await dns_service.dkim_retire(pool, domain, selector)
 
     with_pool(go)
-    console.print(f"retired {selector}; remove {selector}._domainkey.{domain.lower()}. TXT from DNS", highlight=False)
+    record = f"{selector}._domainkey.{comparable_domain(domain)}."
+    console.print(f"retired {selector}; remove {record} TXT from DNS", highlight=False)

@@ -58,9 +58,9 @@ def _show_new_key(key: str, row: dict[str, Any], as_json: bool, verb: str) -> No
     if as_json:
         print_json({"key": key, **{c[0]: row.get(c[0]) for c in _COLUMNS}})
         return
+    user, scopes = address_to_unicode(row["user"]), ",".join(row["scopes"])
     err_console.print(
-        f"{verb} key {row['id']} for {row['user']} (scopes {','.join(row['scopes'])}); it is shown only this once:",
-        highlight=False,
+        f"{verb} key {row['id']} for {user} (scopes {scopes}); it is shown only this once:", highlight=False
     )
     console.print(key, highlight=False, soft_wrap=True)
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import typer
 
 from relate import __version__
-from relatectl.cli import Group
-from relatectl.common import state
+from relatectl.cli import Group, state
 
 app = typer.Typer(
     cls=Group,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from relate.errors import Invalid
-from relate.mail.address import address_to_unicode
+from relate.mail.address import address_to_unicode, comparable_address, comparable_domain
 from relatectl import complete
 from relatectl.cli import App, JsonOption, lazy_module
 from relatectl.common import (
@@ -123,9 +123,9 @@ def list_cmd(
         return await queue_service.list_messages(
             pool,
             statuses=[s.lower() for s in status] or None,
-            sender=sender.lower() if sender else None,
-            recipient=recipient.lower() if recipient else None,
-            domain=domain.lower() if domain else None,
+            sender=comparable_address(sender) if sender else None,
+            recipient=comparable_address(recipient) if recipient else None,
+            domain=comparable_domain(domain) if domain else None,
             queued_before=datetime.now(UTC) - _age(older_than) if older_than else None,
             limit=limit,
         )
@@ -197,7 +197,7 @@ def _targets(ids: list[str] | None, all_: bool, domain: str | None) -> list[int]
     if all_ or domain:
 
         async def go(pool: asyncpg.Pool) -> list[int]:
-            return await queue_service.ids_for(pool, domain=domain.lower() if domain else None)
+            return await queue_service.ids_for(pool, domain=comparable_domain(domain) if domain else None)
 
         return with_pool(go)
     return _require(_read_ids(ids))

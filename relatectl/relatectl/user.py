@@ -37,8 +37,9 @@ def add(
         return await accounts.add_user(pool, address, name)
 
     row = with_pool(go)
+    shown = address_to_unicode(row["address"])
     console.print(
-        f"added user {row['address']}; give it a key: relatectl key create {row['address']} --scope imap,smtp,pop3,app",
+        f"added user {shown}; give it a key: relatectl key create {shown} --scope imap,smtp,pop3,app",
         highlight=False,
     )
 

@@ -897,3 +897,17 @@ def test_user_allow_block_unlist_senders(relatectl: Invoke, bob: str) -> None:
     assert failed.exit_code != 0
     assert "neither list" in failed.stderr
     assert relatectl("user", "allow", bob, "not a domain").exit_code != 0
+
+
+def test_an_idna_domain_is_one_domain_whichever_form_is_typed(relatectl: Invoke) -> None:
+    """`domain add München.de` hosts xn--mnchen-3ya.de (and says both); the A-label form is then the same domain;
+    users of either form are one; the DKIM record to publish is named by the A-label; ☃.net is refused."""
+    assert ok(relatectl("domain", "add", "München.de")).stdout == "added domain münchen.de (xn--mnchen-3ya.de)\n"
+    one_error(relatectl("domain", "add", "xn--mnchen-3ya.de"))
+    ok(relatectl("user", "add", "jörg@xn--mnchen-3ya.de"))
+    one_error(relatectl("user", "add", "Jörg@münchen.de"))
+    assert "jörg@münchen.de" in ok(relatectl("user", "list")).stdout
+    assert as_json(relatectl("user", "show", "jörg@münchen.de", "--json"))["address"] == "jörg@xn--mnchen-3ya.de"
+    record = ok(relatectl("dkim", "keygen", "münchen.de", "--algorithm", "ed25519")).stdout
+    assert re.match(r"relate\d{8}\._domainkey\.xn--mnchen-3ya\.de\. TXT ", record), record
+    assert "not a valid domain name" in one_error(relatectl("domain", "add", "☃.net"))

@@ -78,6 +78,14 @@ def address_to_unicode(address: str) -> str:
     return f"{local}{at}{domain_to_unicode(domain)}" if at else address
 
 
+def comparable_domain(text: str) -> str:
+    """``text`` as stored domains are compared: normalized (A-labels) when valid, else lower-cased."""
+    try:
+        return normalize_domain(text)
+    except Invalid:
+        return text.strip().lower()
+
+
 def comparable_address(text: str) -> str:
     """``text`` as stored addresses are compared: normalized when it is a valid address, else lower-cased.
 
