@@ -15,10 +15,12 @@ Two things typer does not do the way an admin needs, done here for every command
   argument as ``{address}``. ``Command`` gives each parameter a metavar (its
   name in capitals unless one was given: ``ADDRESS``, ``--storage SIZE``),
   shows none for flags, and writes the usage line as click did
-  (``ADDRESS``, ``[USER]``, ``IDS...``). typer's classes are subclassed
-  through their public rendering methods only (``display_type_rich``,
-  ``collect_usage_pieces``, ``get_params``); tests/cli/test_help.py walks
-  every command's --help and fails if a typer release renders otherwise.
+  (``ADDRESS``, ``[USER]``, ``ID...``). typer builds its parameter objects
+  itself (there is no hook for their class), so ``get_params`` gives each
+  one, as the command hands it out, a subclass that overrides only
+  ``display_type_rich``; the command overrides ``collect_usage_pieces``.
+  typer is pinned to 0.29.x for this, and tests/cli/test_help.py walks every
+  command's --help and fails if a typer release renders otherwise.
 """
 
 from __future__ import annotations
