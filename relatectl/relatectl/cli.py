@@ -31,8 +31,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from types import ModuleType, UnionType
+from typing import Any, Union, get_args, get_origin
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
@@ -92,9 +92,51 @@ def lazy_module(name: str) -> ModuleType:
     return module
 
 
+def _plain_value(annotation: Any, value: Any) -> tuple[bool, Any]:
+    """(True, the value) when a parameter of this type needs no conversion beyond the obvious; else (False, _).
+
+    typer 0.29 converts every value through a pydantic TypeAdapter, and
+    importing pydantic for it is a third of a completion's time. Text, paths,
+    flags and lists of text are converted here; anything else (numbers with
+    their ranges, choices) is left to typer.
+    """
+    if value is None:
+        return True, None  # not given and no default: nothing to convert
+    if get_origin(annotation) in (Union, UnionType) and type(None) in get_args(annotation):
+        rest = [a for a in get_args(annotation) if a is not type(None)]
+        if len(rest) != 1:
+            return False, value
+        annotation = rest[0]
+    if annotation is str and isinstance(value, str):
+        return True, value
+    if annotation is bool and isinstance(value, bool):
+        return True, value
+    if annotation is Path and isinstance(value, str):
+        return True, Path(value)
+    texts = get_origin(annotation) is list and get_args(annotation) == (str,)
+    if texts and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return True, list(value)
+    return False, value
+
+
+def _process(param: Any, ctx: Any, value: Any, typer_way: Callable[[Any, Any], Any]) -> Any:
+    """A parameter's value as relatectl takes it: plain types here, the rest as typer does (``typer_way``)."""
+    handled, plain = _plain_value(param.type_descriptor.annotation, value)
+    if not handled or (param.required and param.value_is_missing(plain)):
+        if plain is None and ctx.resilient_parsing:
+            return None  # completing: a missing value is not an error, and not worth importing pydantic
+        return typer_way(ctx, value)
+    if param.callback is not None:
+        plain = param.callback(ctx, param, plain)
+    return plain
+
+
 class _Argument(TyperArgument):
     def display_type_rich(self, ctx: Any) -> str | None:
         return None  # the metavar in the name column (ADDRESS) says it
+
+    def process_value(self, ctx: Any, value: Any) -> Any:
+        return _process(self, ctx, value, super().process_value)
 
 
 class _Option(TyperOption):
@@ -102,6 +144,9 @@ class _Option(TyperOption):
         if self.is_flag or self.count:
             return None
         return self.metavar or (self.name or "value").upper()
+
+    def process_value(self, ctx: Any, value: Any) -> Any:
+        return _process(self, ctx, value, super().process_value)
 
 
 def _plain_all(params: list[Any]) -> list[Any]:

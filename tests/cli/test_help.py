@@ -85,7 +85,7 @@ def _imported_after(*argv: str, **env: str) -> set[str]:
         f"sys.argv = {['relatectl', *argv]!r}\n"
         "from relatectl.launch import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "names = [n for n, m in sys.modules.items() if n.startswith(('relatectl.', 'relate.services'))"
+        "names = [n for n, m in sys.modules.items() if n.startswith(('relatectl.', 'relate.services', 'pydantic'))"
         " and type(m).__name__ != '_LazyModule']\n"
         "print(' '.join(names), file=sys.stderr)\n"
     )
@@ -97,10 +97,16 @@ def _imported_after(*argv: str, **env: str) -> set[str]:
 
 def test_help_and_noun_completion_import_no_command_module() -> None:
     """`relatectl --help` and completing a noun load no noun's module; `relatectl user --help` loads only user's,
-    and not the services it runs."""
+    and not the services it runs, nor pydantic."""
     nouns = {f"relatectl.{name}" for name in cli.COMMANDS}
     assert not _imported_after("--help") & nouns
     assert not _imported_after(_RELATECTL_COMPLETE="complete_bash", COMP_WORDS="relatectl d", COMP_CWORD="1") & nouns
     loaded = _imported_after("user", "--help")
     assert loaded & nouns == {"relatectl.user"}
     assert "relate.services.accounts" not in loaded
+    # Nor pydantic, which typer 0.29 would import to convert any value (relatectl.cli converts text itself).
+    assert "pydantic" not in loaded
+    completing = _imported_after(
+        _RELATECTL_COMPLETE="complete_bash", COMP_WORDS="relatectl key revoke ", COMP_CWORD="3"
+    )
+    assert "pydantic" not in completing
