@@ -24,7 +24,7 @@ app = App(help="Aliases: more addresses for a user.")
 @app.command("add")
 def add(
     alias: str = typer.Argument(..., help="The new address, at a hosted domain."),
-    target: str = typer.Argument(..., help="The user it delivers to.", metavar="USER", autocompletion=complete.users),
+    target: str = typer.Argument(..., help="The user it delivers to.", autocompletion=complete.users),
 ) -> None:
     """Make ALIAS deliver to TARGET's mailbox (and let TARGET send as ALIAS)."""
 

@@ -68,7 +68,7 @@ def _show_new_key(key: str, row: dict[str, Any], as_json: bool, verb: str) -> No
 @app.command("create")
 def create(
     user: str = typer.Argument(
-        ..., help="The user's address (or an alias).", metavar="ADDRESS", autocompletion=complete.addresses
+        ..., help="The user's address (or an alias).", metavar="USER", autocompletion=complete.addresses
     ),
     scope: str = typer.Option(
         ...,
@@ -98,7 +98,7 @@ def create(
 @app.command("list")
 def list_cmd(
     user: str | None = typer.Argument(
-        None, help="Only this user's keys.", metavar="ADDRESS", autocompletion=complete.addresses
+        None, help="Only this user's keys.", metavar="USER", autocompletion=complete.addresses
     ),
     include_revoked: bool = typer.Option(False, "--all", help="Include revoked keys."),
     as_json: bool = JsonOption,

@@ -150,7 +150,7 @@ def quota(
         help="Limit on the bytes of the user's messages, every folder: 500M, 2G, 1.5T, or none.",
     ),
     messages: str | None = typer.Option(
-        None, "--messages", metavar="COUNT", help="Limit on the number of messages, or none."
+        None, "--messages", metavar="N", help="Limit on the number of messages, or none."
     ),
     no_limits: bool = typer.Option(False, "--none", help="No limit at all for this user, whatever the defaults."),
     default: bool = typer.Option(
@@ -212,13 +212,13 @@ def limits(
     messages: str | None = typer.Option(
         None,
         "--messages-per-day",
-        metavar="COUNT",
+        metavar="N",
         help="Messages the user may send in 24 hours: a number, none, or default.",
     ),
     recipients: str | None = typer.Option(
         None,
         "--recipients-per-day",
-        metavar="COUNT",
+        metavar="N",
         help="First-time recipients (never written to before) in 24 hours: a number, none, or default.",
     ),
     as_json: bool = JsonOption,

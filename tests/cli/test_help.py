@@ -57,11 +57,11 @@ def test_help_shows_what_to_type(path: list[str]) -> None:
 
 
 def test_options_show_their_metavar_and_flags_none() -> None:
-    """`user quota --help` names --storage SIZE and --messages COUNT, and a flag (--none) with no value."""
+    """`user quota --help` names --storage SIZE and --messages N, and a flag (--none) with no value."""
     out = CliRunner().invoke(app, ["user", "quota", "--help"], env={"COLUMNS": "100", "NO_COLOR": "1"}).stdout
     assert re.search(r"user quota \[OPTIONS\] ADDRESS *$", out, re.M), out
     assert re.search(r"--storage\s+SIZE\s", out), out
-    assert re.search(r"--messages\s+COUNT\s", out), out
+    assert re.search(r"--messages\s+N\s", out), out
     assert re.search(r"--none\s+No limit", out), out
     out = CliRunner().invoke(app, ["queue", "delete", "--help"], env={"COLUMNS": "100", "NO_COLOR": "1"}).stdout
     assert "queue delete [OPTIONS] [ID...]" in out

@@ -113,7 +113,9 @@ def test_relatectl_page_documents_every_command_option_and_argument() -> None:
         for param in cmd.params:
             if param.name == "help":
                 continue
-            names = param.opts if param.param_type_name == "option" else [param.name.upper()]
+            # An argument as --help shows it: its metavar (DOMAIN, ID...), else its name in capitals.
+            shown = (param.metavar or param.name.upper()).removesuffix("...")
+            names = param.opts if param.param_type_name == "option" else [shown]
             for name in names:
                 if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", body):
                     problems.append(f"relatectl {path}: {name} not documented")
