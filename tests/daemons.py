@@ -81,6 +81,8 @@ def write_config(path: Path, dsn: str, **sections: Any) -> Path:
         # A loopback DNS server that knows no name: never the real resolver, and a quick NXDOMAIN for the
         # SMTP daemon's SPF, DKIM and DMARC lookups (an unreachable server would cost dns_timeout each).
         "delivery": {"dns_servers": [empty_dns()]},
+        # Each daemon's metrics endpoint on a port of its own (its log's metrics-listening line names it).
+        "metrics": {service: ["127.0.0.1:0"] for service in ("smtp", "imap", "pop3", "api", "delivery")},
     }
     for name, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(name), dict):

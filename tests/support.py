@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import imaplib
+import re
 import ssl
 import uuid
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class RawClient:
@@ -65,3 +67,30 @@ def make_message(
     ]
     head = ("\r\n".join(lines) + "\r\n").encode("utf-8")
     return head + (body.encode("utf-8") if isinstance(body, str) else body)
+
+
+_FETCHED = re.compile(rb"UID (\d+) FLAGS \(([^)]*)\) INTERNALDATE \"([^\"]+)\"")
+
+
+def imap_folders(conn: imaplib.IMAP4) -> dict[str, dict[str, Any]]:
+    """Every selectable folder of a logged-in imaplib client: its UIDVALIDITY and each message as (UID, sorted
+    flags, INTERNALDATE, BODY[] octets), in UID order."""
+    folders: dict[str, dict[str, Any]] = {}
+    _, listed = conn.list()
+    for line in listed:
+        assert isinstance(line, bytes)
+        if b"\\Noselect" in line or b"\\NonExistent" in line:
+            continue  # a parent that exists only as part of its children's names
+        name = line.rsplit(b' "/" ', 1)[1].decode().strip('"')
+        typ, data = conn.select(f'"{name}"', readonly=True)
+        assert typ == "OK", (name, data)
+        rows = []
+        if int(data[0] or 0):
+            _, fetched = conn.uid("FETCH", "1:*", "(UID FLAGS INTERNALDATE BODY.PEEK[])")
+            for item in fetched:
+                if isinstance(item, tuple):
+                    m = _FETCHED.search(item[0])
+                    assert m is not None, item[0]
+                    rows.append((int(m[1]), sorted(f.decode() for f in m[2].split()), m[3].decode(), item[1]))
+        folders[name] = {"uidvalidity": conn.response("UIDVALIDITY")[1], "messages": rows}
+    return folders

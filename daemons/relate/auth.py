@@ -302,6 +302,9 @@ class Authenticator:
             log.warning("auth-count-failed client=%s error=%s", client, type(exc).__name__)
 
     def _refuse(self, service: str, client: str, login: str, reason: str) -> AuthRefused:
+        from relate.runtime import metrics  # here: relatectl imports this module, and prometheus_client costs 50 ms
+
+        metrics.auth_failure(service, reason)
         log.warning(
             "auth-failure service=%s client=%s user=%s reason=%s",
             service,
@@ -338,5 +341,8 @@ class Authenticator:
         self._counted.add((client, counted_as))
         for which in recorded.locked:
             user = "*" if which == failure_store.WHOLE_ADDRESS else json.dumps(which[:256])
+            from relate.runtime import metrics
+
+            metrics.child(metrics.AUTH_LOCKOUTS, service).inc()
             log.warning("auth-lockout client=%s user=%s seconds=%d", client, user, cfg.lockout_seconds)
         return refusal

@@ -104,6 +104,9 @@ class ListenerConfig:
 
     # "host:port" items ("[::]:25" for IPv6); an empty list turns the role off.
     listen: list[str] = field(default_factory=list)
+    # false: this listener is off, also under systemd (the socket its .socket unit passes is closed unserved:
+    # disable that unit too); a protocol whose every listener is off is off as a whole.
+    enabled: bool = True
     # Certificate and key for this listener; default: tls.cert / tls.key.
     cert: Path | None = None
     key: Path | None = None
@@ -171,6 +174,12 @@ class MailAuthConfig:
     # end of DATA) or "junk" (delivered to the Junk folder). p=quarantine
     # always files in Junk; a forged From of a hosted domain is always refused.
     dmarc_reject: str = "refuse"
+    # ARC sealers (the d= of their ARC-Seal, e.g. "lists.example.org") whose word is
+    # trusted: a DMARC failure is overridden (delivered) when the ARC chain passes
+    # and, going down from the newest set through trusted sealers only, one of them
+    # saw dmarc=pass (RFC 8617; forwarders and lists that change the message).
+    # Empty: ARC is checked and reported, never overrides anything.
+    arc_trusted_sealers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -196,6 +205,10 @@ class RspamdConfig:
     # A sender on a recipient's block list: "junk" (filed in Junk) or "refuse"
     # (550 5.7.1, when every recipient blocks the sender).
     block_action: str = "junk"
+    # rspamd's "rewrite subject" action: the Subject becomes the one rspamd gives
+    # (its actions.subject, e.g. "***SPAM*** %s") and the message is filed in
+    # "inbox" (marked, where the user sees it) or "junk".
+    rewrite_subject_folder: str = "inbox"
     # Learning: how often the queue of moves into and out of Junk is looked at,
     # and how many times one learn call is tried before it is given up.
     learn_interval: float = 5.0
@@ -204,6 +217,9 @@ class RspamdConfig:
 
 @dataclass
 class SmtpConfig:
+    # false: no SMTP at all (relate-smtp exits at once, the dev run does not start it); the delivery daemon
+    # still sends the queue, and local mail still arrives through the REST API.
+    enabled: bool = True
     mx: ListenerConfig = field(default_factory=_listener("0.0.0.0:25", "[::]:25"))
     submission: ListenerConfig = field(default_factory=_listener("0.0.0.0:587", "[::]:587"))
     submissions: ListenerConfig = field(default_factory=_listener("0.0.0.0:465", "[::]:465"))
@@ -241,6 +257,8 @@ class SmtpConfig:
 
 @dataclass
 class ImapConfig:
+    # false: no IMAP at all (relate-imap exits at once, the dev run does not start it).
+    enabled: bool = True
     imap: ListenerConfig = field(default_factory=_listener("0.0.0.0:143", "[::]:143"))  # STARTTLS
     imaps: ListenerConfig = field(default_factory=_listener("0.0.0.0:993", "[::]:993"))  # implicit TLS
     # LOGIN/AUTHENTICATE before TLS: refused (LOGINDISABLED) unless this is set.
@@ -278,6 +296,8 @@ class ImapConfig:
 
 @dataclass
 class Pop3Config:
+    # false: no POP3 at all (relate-pop3 exits at once, the dev run does not start it).
+    enabled: bool = True
     pop3: ListenerConfig = field(default_factory=_listener("0.0.0.0:110", "[::]:110"))  # STLS
     pop3s: ListenerConfig = field(default_factory=_listener("0.0.0.0:995", "[::]:995"))  # implicit TLS
     # USER/PASS and AUTH before TLS: refused unless this is set.
@@ -437,6 +457,28 @@ class ApiConfig:
     push_timeout: float = 10.0
 
 
+METRICS_SERVICES = ("smtp", "imap", "pop3", "api", "delivery")
+
+
+@dataclass
+class MetricsConfig:
+    """Each daemon's Prometheus endpoint, GET /metrics (relate/runtime/metrics.py; docs/metrics.md)."""
+
+    enabled: bool = True
+    # "host:port" items per daemon, loopback by default (the numbers say how busy the box is: keep them
+    # off the Internet); an empty list turns that daemon's endpoint off. Two copies of one daemon on one
+    # host need an address each (the second cannot bind the first's; it logs metrics-unavailable).
+    smtp: list[str] = field(default_factory=lambda: ["127.0.0.1:9461"])
+    imap: list[str] = field(default_factory=lambda: ["127.0.0.1:9462"])
+    pop3: list[str] = field(default_factory=lambda: ["127.0.0.1:9463"])
+    api: list[str] = field(default_factory=lambda: ["127.0.0.1:9464"])
+    delivery: list[str] = field(default_factory=lambda: ["127.0.0.1:9465"])
+
+    def listen(self, service: str) -> list[str]:
+        """The addresses of ``service``'s endpoint (none when metrics are off)."""
+        return list(getattr(self, service, [])) if self.enabled else []
+
+
 @dataclass
 class LoggingConfig:
     level: str = "INFO"
@@ -462,8 +504,47 @@ class Config:
     push: PushConfig = field(default_factory=PushConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Where the file came from, for messages; not a key.
     source: Path | None = field(default=None, compare=False, metadata={"internal": True})
+
+    def protocol_listeners(self) -> dict[str, dict[str, ListenerConfig]]:
+        """The listeners of each protocol daemon by role: smtp (mx, submission, submissions), imap (imap,
+        imaps), pop3 (pop3, pop3s). Role names are unique: they are the sockets' FileDescriptorName."""
+        return {
+            "smtp": self.smtp.listeners(),
+            "imap": {"imap": self.imap.imap, "imaps": self.imap.imaps},
+            "pop3": {"pop3": self.pop3.pop3, "pop3s": self.pop3.pop3s},
+        }
+
+    def listener_key(self, role: str) -> str:
+        """The config key of a listener role (``imaps`` -> ``imap.imaps``)."""
+        for protocol, listeners in self.protocol_listeners().items():
+            if role in listeners:
+                return f"{protocol}.{role}"
+        return role
+
+    def disabled_services(self) -> dict[str, str]:
+        """The protocol daemons switched off in config, each with the reason in the config's words."""
+        out = {}
+        for protocol, listeners in self.protocol_listeners().items():
+            if not getattr(self, protocol).enabled:
+                out[protocol] = f"{protocol}.enabled is false"
+            elif not any(lst.enabled for lst in listeners.values()):
+                out[protocol] = (
+                    "every listener is off (" + ", ".join(f"{protocol}.{r}.enabled" for r in listeners) + ")"
+                )
+        return out
+
+    def disabled_listeners(self) -> list[str]:
+        """The config keys of the listeners that are off, by their own switch or their protocol's."""
+        off = self.disabled_services()
+        return [
+            f"{protocol}.{role}"
+            for protocol, listeners in self.protocol_listeners().items()
+            for role, lst in listeners.items()
+            if protocol in off or not lst.enabled
+        ]
 
     def validate(self) -> None:
         """Cross-field checks that a single value's type cannot express."""
@@ -526,6 +607,11 @@ class Config:
             ),
             ("smtp.rspamd.max_size", self.smtp.rspamd.max_size >= 1024, "must be at least 1024 bytes"),
             ("smtp.rspamd.block_action", self.smtp.rspamd.block_action in {"junk", "refuse"}, "must be junk or refuse"),
+            (
+                "smtp.rspamd.rewrite_subject_folder",
+                self.smtp.rspamd.rewrite_subject_folder in {"inbox", "junk"},
+                "must be inbox or junk",
+            ),
             ("smtp.rspamd.learn_interval", self.smtp.rspamd.learn_interval > 0, "must be positive"),
             ("smtp.rspamd.learn_attempts", self.smtp.rspamd.learn_attempts >= 1, "must be 1 or more"),
             ("imap.memory_budget", self.imap.memory_budget >= 1024 * 1024, "must be at least 1 MiB"),
@@ -632,6 +718,12 @@ class Config:
                     parse_listen(item)
                 except ValueError as exc:
                     raise ConfigError(f"{where}.listen[{i}]: {exc}, got {item!r}") from None
+        for service in METRICS_SERVICES:
+            for i, item in enumerate(getattr(self.metrics, service)):
+                try:
+                    parse_listen(item)
+                except ValueError as exc:
+                    raise ConfigError(f"metrics.{service}[{i}]: {exc}, got {item!r}") from None
 
 
 def parse_listen(item: str) -> tuple[str, int]:

@@ -60,6 +60,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "queue": ("relatectl.queue", "app", "The outbound queue: list, show, retry, hold, release, fail, delete, flush."),
     "dkim": ("relatectl.dkim", "app", "DKIM keys that sign outbound mail: make, list, activate, retire."),
     "tls": ("relatectl.tls", "app", "TLS certificates: what each listener uses, and reloading them."),
+    "import": (
+        "relatectl.imports",
+        "app",
+        "Move mail in from an old server: a Maildir tree, mbox files, or a live IMAP account.",
+    ),
     "setup": (
         "relatectl.setup",
         "setup",
@@ -70,6 +75,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "relatectl.status",
         "status",
         "Show the database, every daemon on every host (stale and degraded ones marked), and the outbound queue.",
+    ),
+    "backup": (
+        "relatectl.backup",
+        "backup",
+        "Back up the database, the config file and the keys it names into one tar archive (0600).",
+    ),
+    "restore": (
+        "relatectl.backup",
+        "restore",
+        "Restore a backup into the empty database of database.dsn, then migrate it to this release.",
     ),
 }
 
@@ -178,7 +193,7 @@ class Command(TyperCommand):
         for param in self.get_params(ctx):
             if isinstance(param, TyperArgument):
                 name = param.metavar or (param.name or "value").upper()
-                pieces.append(name if param.required else f"[{name}]")
+                pieces.append(name if param.required or name.startswith("[") else f"[{name}]")
         return pieces
 
 

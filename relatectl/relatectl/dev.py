@@ -35,7 +35,7 @@ from relate.errors import Conflict, RelateError
 from relate.runtime import tls
 from relate.runtime.daemon import setup_logging
 from relate.runtime.embedded_pg import EmbeddedPostgres
-from relate.runtime.supervisor import Supervisor, bind
+from relate.runtime.supervisor import DAEMONS, Supervisor, bind
 from relate.services import accounts
 from relate.services import setup as setup_service
 from relate.store import accounts as account_store
@@ -68,6 +68,8 @@ DEV_SMTP_PORTS = {"mx": 2525, "submission": 2587, "submissions": 2465}
 DEV_IMAP_PORTS = {"imap": 2143, "imaps": 2993}
 DEV_POP3_PORTS = {"pop3": 2110, "pop3s": 2995}
 DEV_API_PORT = 8080
+# Each daemon's metrics endpoint (production: 9461-9465, config.MetricsConfig).
+DEV_METRICS_PORTS = {"smtp": 9561, "imap": 9562, "pop3": 9563, "api": 9564, "delivery": 9565}
 
 
 def dev_config(state_dir: Path, dsn: str, internal_key: str, *, any_port: bool = False) -> Config:
@@ -81,6 +83,9 @@ def dev_config(state_dir: Path, dsn: str, internal_key: str, *, any_port: bool =
     cfg.pop3.pop3.listen = [f"127.0.0.1:{0 if any_port else DEV_POP3_PORTS['pop3']}"]
     cfg.pop3.pop3s.listen = [f"127.0.0.1:{0 if any_port else DEV_POP3_PORTS['pop3s']}"]
     cfg.api.listen = [f"127.0.0.1:{0 if any_port else DEV_API_PORT}"]
+    if cfg.metrics.enabled:
+        for service, port in DEV_METRICS_PORTS.items():
+            setattr(cfg.metrics, service, [f"127.0.0.1:{0 if any_port else port}"])
     # The dev run listens on loopback only, where plain-text logins harm no one.
     cfg.imap.allow_plaintext_auth = True
     cfg.pop3.allow_plaintext_auth = True
@@ -125,20 +130,41 @@ async def _prepare(cfg: Config, previous_key: str | None) -> str:
 
 
 def _listeners(cfg: Config) -> dict[str, list[str]]:
-    """The dev run's listening addresses by role (the FileDescriptorName its daemon expects)."""
+    """The dev run's listening addresses by role (the FileDescriptorName its daemon expects); none for a
+    listener or protocol switched off in config."""
+    off = set(cfg.disabled_listeners())
     return {
-        **{role: lst.listen for role, lst in cfg.smtp.listeners().items()},
-        "imap": cfg.imap.imap.listen,
-        "imaps": cfg.imap.imaps.listen,
-        "pop3": cfg.pop3.pop3.listen,
-        "pop3s": cfg.pop3.pop3s.listen,
+        **{
+            role: lst.listen
+            for listeners in cfg.protocol_listeners().values()
+            for role, lst in listeners.items()
+            if cfg.listener_key(role) not in off
+        },
         "api": cfg.api.listen,
+        **{
+            f"metrics-{service}": cfg.metrics.listen(service)
+            for service in DEV_METRICS_PORTS
+            if service not in cfg.disabled_services()
+        },
     }
+
+
+def switched_off(cfg: Config) -> dict[str, str]:
+    """What the config switches off, for the banner: each disabled daemon, and each listener off by itself."""
+    off = cfg.disabled_services()
+    out = dict(off)
+    for key in cfg.disabled_listeners():
+        protocol, role = key.split(".")
+        if protocol not in off:
+            out[role] = f"{key}.enabled is false"
+    return out
 
 
 def _set_listen(cfg: Config, role: str, addresses: list[str]) -> None:
     if role == "api":
         cfg.api.listen = addresses
+    elif role.startswith("metrics-"):
+        setattr(cfg.metrics, role.removeprefix("metrics-"), addresses)
     elif role in cfg.smtp.listeners():
         cfg.smtp.listeners()[role].listen = addresses
     elif role.startswith("imap"):
@@ -175,13 +201,16 @@ async def _serve(cfg: Config, state_dir: Path, describe: Callable[[dict[str, int
         config_file = state_dir / "relate.yaml"
         write_config(config_file, cfg)
         env = {k: v for k, v in os.environ.items() if not k.startswith(config_mod.ENV_PREFIX)}
-        supervisor = Supervisor(config_file, state_dir / "run", sockets, env=env)
+        daemons = [name for name in DAEMONS if name not in cfg.disabled_services()]
+        supervisor = Supervisor(config_file, state_dir / "run", sockets, daemons=daemons, env=env)
         try:
             await supervisor.start()
         except RuntimeError as exc:
             fail(str(exc))
         loop.add_signal_handler(signal.SIGHUP, supervisor.reload)
-        ports = {("smtp" if role == "mx" else role): socks[0].getsockname()[1] for role, socks in sockets.items()}
+        ports = {
+            ("smtp" if role == "mx" else role): socks[0].getsockname()[1] for role, socks in sockets.items() if socks
+        }
         for line in describe(ports):
             console.print(line, highlight=False)
         await stop.wait()
@@ -235,9 +264,16 @@ def dev(
             "state_dir": str(state_dir),
         }
 
-        def describe(ports: dict[str, int]) -> list[str]:
+        off = switched_off(cfg)
+
+        def describe(bound: dict[str, int]) -> list[str]:
+            ports = {name: port for name, port in bound.items() if not name.startswith("metrics-")}
+            # Each daemon's metrics endpoint; `relatectl --config STATE/relate.yaml status` reads them too.
             info["ports"] = ports
+            info["metrics"] = {n.removeprefix("metrics-"): p for n, p in bound.items() if n.startswith("metrics-")}
+            info["off"] = off
             _write_state(state_file, info)
+            endpoints = ", ".join(f"{name} {port}" for name, port in info["metrics"].items())
             return [
                 "[bold]Relate Mail dev run[/]",
                 f"  database     {dsn}",
@@ -245,6 +281,8 @@ def dev(
                 f"  user         {DEMO_USER}",
                 f"  key          {key}",
                 *(f"  {name:<12} 127.0.0.1:{port}" for name, port in ports.items()),
+                *([f"  metrics      127.0.0.1: {endpoints} (GET /metrics)"] if endpoints else []),
+                *(f"  {name:<12} off ({reason})" for name, reason in off.items()),
                 f"  state        {state_file}",
                 "Ctrl-C stops everything.",
             ]

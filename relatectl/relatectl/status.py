@@ -4,14 +4,21 @@ Shows whether the database answers, its schema version against the one this
 release wants, every daemon process on every host from the heartbeats they
 write (a daemon that stopped writing is marked stale rather than hidden: it
 died or lost the database; one that reports a problem, such as a change feed
-that cannot reach the database, is marked degraded with the problem), the
-outbound queue by status, and the message deferred longest. Exit code 0 when
+that cannot reach the database, is marked degraded with the problem; one switched off in
+this host's config is shown as disabled, not as missing or stale), the
+outbound queue by status, and the message deferred longest. For each live
+daemon on this host it reads a few numbers from the daemon's own metrics
+endpoint (``metrics.<service>`` of the config; the answer must come from the
+process the heartbeat names): connections, messages accepted and refused,
+failed logins, queue depth. Exit code 0 when
 the database is reachable, its schema current and no live daemon is
 degraded, 1 otherwise, so monitoring can run it as a check.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +62,7 @@ async def gather(cfg: Config) -> dict[str, Any]:
         conn = await as_peer(cfg, lambda: db.connect(cfg.database))
     except db.DatabaseUnavailable as exc:
         database["error"] = str(exc)
+        mark_disabled(report, cfg)
         return report
     try:
         database["reachable"] = True
@@ -71,7 +79,72 @@ async def gather(cfg: Config) -> dict[str, Any]:
         database["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     finally:
         await conn.close()
+    mark_disabled(report, cfg)
+    await _read_metrics(cfg, report["daemons"])
     return report
+
+
+# What the status shows of each daemon's metrics: (key, sample name, labels).
+_KEY_METRICS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("connections", "relate_connections_open", {}),
+    ("accepted", "relate_smtp_messages_accepted_total", {}),
+    ("refused", "relate_smtp_messages_refused_total", {}),
+    ("auth_failures", "relate_auth_failures_total", {}),
+    ("delivered", "relate_delivery_attempts_total", {"result": "sent"}),
+    ("deferred", "relate_delivery_attempts_total", {"result": "deferred"}),
+    ("failed", "relate_delivery_attempts_total", {"result": "failed"}),
+    ("queued", "relate_queue_recipients", {}),
+)
+# Which of them each daemon shows.
+_SHOWN = {
+    "smtp": ("connections", "accepted", "refused", "auth_failures"),
+    "imap": ("connections", "auth_failures"),
+    "pop3": ("connections", "auth_failures"),
+    "api": ("connections", "auth_failures"),
+    "delivery": ("delivered", "deferred", "failed", "queued"),
+}
+
+
+async def _read_metrics(cfg: Config, daemons: list[dict[str, Any]]) -> None:
+    """Each live daemon of this host gets ``metrics``: its key numbers, or None when its endpoint is
+    unknown, silent or answered by another process."""
+    from relate.runtime import metrics  # here: prometheus_client costs every other command 50 ms
+
+    here = socket.gethostname()
+
+    async def one(daemon: dict[str, Any]) -> None:
+        daemon["metrics"] = None
+        if daemon["stale"] or daemon["host"] != here:
+            return
+        for address in cfg.metrics.listen(daemon["service"]):
+            if address.endswith(":0"):
+                continue
+            try:
+                found = await metrics.scrape(address, 2.0)
+            except (OSError, TimeoutError, ValueError):
+                continue
+            if found.pid != daemon["pid"]:
+                continue
+            shown = _SHOWN.get(daemon["service"], ())
+            daemon["metrics"] = {
+                "endpoint": address,
+                **{key: int(found.total(name, **labels)) for key, name, labels in _KEY_METRICS if key in shown},
+            }
+            return
+
+    await asyncio.gather(*(one(d) for d in daemons))
+
+
+def mark_disabled(report: dict[str, Any], cfg: Config) -> None:
+    """What this host's config switches off: ``disabled`` (daemon -> reason) and ``listeners_off``; and each
+    daemon row of this host whose service is off carries ``disabled`` (a stale one is the process that ran
+    before it was switched off, not one that died)."""
+    off = cfg.disabled_services()
+    report["disabled"] = off
+    report["listeners_off"] = cfg.disabled_listeners()
+    here = socket.gethostname()
+    for d in report["daemons"]:
+        d["disabled"] = d["host"] == here and d["service"] in off
 
 
 def degraded(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -103,11 +176,16 @@ def _print(report: dict[str, Any]) -> None:
         if database["error"]:
             console.print(Text(f"database: error: {database['error']}", style="bold red"))
 
-    daemons = report["daemons"]
-    if daemons:
+    off: dict[str, str] = report.get("disabled", {})
+    # A stale row of a service switched off here is what ran before: one "disabled" row stands for it.
+    daemons = [d for d in report["daemons"] if not (d.get("disabled") and d["stale"])]
+    here = socket.gethostname()
+    if daemons or off:
         cells: list[list[str | Text]] = []
         for d in daemons:
-            if d["stale"]:
+            if d.get("disabled"):
+                state = Text(f"running, but disabled in config ({off[d['service']]}): stops at restart", style="yellow")
+            elif d["stale"]:
                 state = Text("STALE", style="bold red")
             elif d.get("problem"):
                 state = Text(f"DEGRADED: {d['problem']}", style="bold yellow")
@@ -124,6 +202,10 @@ def _print(report: dict[str, Any]) -> None:
                     str(d["connections"]),
                     state,
                 ]
+            )
+        for service, reason in off.items():
+            cells.append(
+                [Text(here), Text(service), "-", "-", "-", "-", "-", Text(f"disabled ({reason})", style="dim")]
             )
         print_table(
             "Daemons",
@@ -150,8 +232,17 @@ def _print(report: dict[str, Any]) -> None:
                         style="bold red",
                     )
                 )
+        for d in daemons:
+            numbers = d.get("metrics")
+            if numbers:
+                text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in numbers.items() if k != "endpoint")
+                console.print(Text(f"metrics {d['service']} (pid {d['pid']}, {numbers['endpoint']}): {text}"))
     elif database["reachable"]:
         console.print("daemons: none running (no heartbeats)", highlight=False)
+
+    lone = [key for key in report.get("listeners_off", []) if key.split(".")[0] not in off]
+    if lone:
+        console.print(Text(f"listeners off in config: {', '.join(lone)}"))
 
     if database["reachable"]:
         by_status = report["queue"]["by_status"]
@@ -169,6 +260,8 @@ def _print(report: dict[str, Any]) -> None:
 
 def status(as_json: bool = JsonOption) -> None:
     """Show the database, every daemon on every host (stale and degraded ones marked), and the outbound queue.
+
+    For this host's daemons, a few numbers from their metrics endpoints (metrics.* of the config).
 
     Exits 1 when the database is down or out of date, or a live daemon reports a problem.
     """

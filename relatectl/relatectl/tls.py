@@ -68,8 +68,9 @@ def inspect(cfg: Config, now: datetime | None = None) -> list[dict[str, Any]]:
     """One row per listener with a certificate: what the file holds, days left and a state."""
     now = now or datetime.now(UTC)
     rows: list[dict[str, Any]] = []
+    off = set(cfg.disabled_listeners())
     for service, listener, lst in listeners(cfg):
-        if not lst.listen:
+        if not lst.listen or f"{service}.{listener}" in off:
             continue  # switched off (under socket activation the .socket unit decides, the config still lists it)
         cert, key = (lst.cert, lst.key) if lst.cert is not None else (cfg.tls.cert, cfg.tls.key)
         row: dict[str, Any] = {

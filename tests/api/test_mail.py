@@ -305,11 +305,13 @@ async def test_search_spans_folders_newest_first_and_caps_paging(api: Api) -> No
 
 
 async def test_detail_has_the_authentication_block(api: Api) -> None:
-    """Our Authentication-Results field becomes the detail's authentication block; another host's is ignored."""
+    """Our Authentication-Results field becomes the detail's authentication block (ARC's result too); another
+    host's is ignored."""
     raw = (
         b"Authentication-Results: mail.example.com;\r\n\tspf=pass smtp.mailfrom=carol@remote.example;\r\n"
         b'\tspf=none smtp.helo=mx.remote.example;\r\n\tdkim=fail reason="body hash" header.d=remote.example;\r\n'
         b"\tdkim=pass header.d=remote.example header.s=ed header.a=ed25519-sha256;\r\n"
+        b"\tarc=pass (i=1 as.d=lists.example) header.oldest-pass=0 smtp.remote-ip=192.0.2.7;\r\n"
         b"\tdmarc=pass (p=reject dis=none) header.from=remote.example\r\n"
         b"Authentication-Results: mx.elsewhere.example; dmarc=fail\r\n" + message("signed")
     )
@@ -331,5 +333,7 @@ async def test_detail_has_the_authentication_block(api: Api) -> None:
         "properties": {"smtp.mailfrom": "carol@remote.example"},
     }
     assert block["results"][2]["reason"] == "body hash"
+    assert block["arc"] == "pass"
+    assert block["results"][4]["properties"] == {"header.oldest-pass": "0", "smtp.remote-ip": "192.0.2.7"}
     status, body = await api.call("GET", f"/api/emails/{plain_id}")
     assert body["authentication"] is None

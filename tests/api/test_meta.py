@@ -74,6 +74,13 @@ async def test_discovery_is_public_and_follows_the_config(api: Api) -> None:
     assert body["protocols"]["pop3"] == {"enabled": False, "ports": []}
     assert {"port": 1143, "security": "starttls"} in body["protocols"]["imap"]["ports"]
     assert body["hostname"] == "mx.example.net"
+    # Switched off by their enabled keys: SMTP as a whole, and one IMAP listener.
+    api.cfg.smtp.enabled = False
+    api.cfg.imap.imaps.enabled = False
+    async with api.session.get(api.url + "/api/discovery") as resp:
+        body = await resp.json()
+    assert body["protocols"]["smtp"] == {"enabled": False, "ports": []}
+    assert body["protocols"]["imap"]["ports"] == [{"port": 1143, "security": "starttls"}]
 
 
 async def test_healthz_reports_database_and_queue(api: Api) -> None:

@@ -273,3 +273,21 @@ def test_an_mta_sts_policy_that_misses_our_mx_or_cannot_be_fetched_fails(
     states = {c["check"]: c for c in report_of(check("--json"))["checks"]}
     assert states["MTA-STS"]["state"] == "fail"
     assert states["MTA-STS"]["problem"].startswith("the policy cannot be fetched: https://mta-sts.example.com:")
+
+
+def test_a_new_dkim_key_not_yet_published_warns_with_its_record(
+    check: Any, relatectl: Invoke, dns_server: ThreadedDnsServer, dkim_record: str
+) -> None:
+    """After `dkim keygen` while a key signs, the new (pending) key's missing record is a warning giving the record
+    to publish; once it is published, DKIM is ok again."""
+    publish_good(dns_server.zone, dkim_record)
+    made = ok(relatectl("dkim", "keygen", "example.com", "--json"))
+    new = json.loads(made.stdout)
+    selector = new["name"].split(".")[0]
+    dkim = {c["check"]: c for c in as_json(check("--json"))["checks"]}["DKIM"]
+    assert dkim["state"] == "warn"
+    assert selector in dkim["problem"]
+    assert dkim["fix"].startswith(f"{selector}._domainkey.example.com")
+    assert check().exit_code == 0  # a warning: the current key still signs
+    dns_server.zone.add(new["name"], "TXT", dns_service.txt_strings(new["value"]))
+    assert {c["check"]: c["state"] for c in as_json(check("--json"))["checks"]}["DKIM"] == "ok"

@@ -53,7 +53,7 @@ def test_help_shows_what_to_type(path: list[str]) -> None:
     assert not BRACED.search(out), out
     usage = next(line for line in out.splitlines() if "Usage:" in line)
     for word in usage.split()[2 + len(path) :]:
-        assert re.fullmatch(r"\[?(OPTIONS|COMMAND|ARGS|[A-Z][A-Z_]*)(\.\.\.)?\]?(\.\.\.)?", word), usage
+        assert re.fullmatch(r"\[?(OPTIONS|COMMAND|ARGS|[A-Z][A-Z_]*(\|-)?)(\.\.\.)?\]?(\.\.\.)?", word), usage
 
 
 def test_options_show_their_metavar_and_flags_none() -> None:

@@ -1,5 +1,5 @@
-"""The mail-authentication parsers (Authentication-Results, SPF records, DKIM-Signature discovery, DMARC records,
-From domains): whatever a sender writes, an answer or the parser's own error comes out, quickly."""
+"""The mail-authentication parsers (Authentication-Results, SPF records, DKIM-Signature and ARC set discovery,
+DMARC records, From domains): whatever a sender writes, an answer or the parser's own error comes out, quickly."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import contextlib
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from relate.mailauth import authres, dmarc
+from relate.mailauth import arc, authres, dmarc
 from relate.mailauth import dkim as dkimv
 from relate.mailauth.spf import PermError, parse_record
 from relate.mailauth.verdict import from_domains
@@ -55,6 +55,21 @@ def test_dkim_signature_discovery(head: bytes) -> None:
     """Any header gives a list of signatures, each with a domain and selector or a problem."""
     for sig in dkimv.find_signatures(head):
         assert sig.problem or (sig.domain and sig.selector)
+
+
+@given(st.binary(max_size=3000))
+@example(b"ARC-Seal: i=1; d=a.example; s=s; cv=none; b=\r\n" * 11 + b"\r\n")
+@example(b"ARC-Authentication-Results: i=999999; x; dmarc=pass\r\nARC-Seal: i=" + b"9" * 3000 + b"\r\n\r\n")
+@example(b"ARC-Message-Signature: " + b"d=" * 3000 + b"\r\n\r\n")
+def test_arc_set_discovery(head: bytes) -> None:
+    """Any header gives no chain or one within the bounds (at most 2 keys a set), or one marked unverifiable;
+    a chain not marked is verified to pass or fail without raising."""
+    chain = arc.find_chain(head)
+    if chain is None or chain.problem:
+        return
+    assert chain.instances <= arc.MAX_SETS
+    assert len(chain.keys) <= 2 * arc.MAX_SETS
+    assert arc.verify(head, chain, {}).result in ("pass", "fail")
 
 
 @given(st.lists(_SPF_PIECES, max_size=200))

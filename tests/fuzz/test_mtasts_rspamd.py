@@ -1,5 +1,5 @@
-"""MTA-STS records and policies, DKIM key records and rspamd's answers: whatever a remote server (or a broken
-rspamd) sends, an answer or the parser's own error comes out, quickly."""
+"""MTA-STS records and policies, DKIM key records, rspamd's answers and the subject it gives: whatever a remote
+server (or a broken rspamd) sends, an answer or the parser's own error comes out, quickly."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from relate.mail.mtasts import PolicyError, parse_policy, txt_id, valid_mx_pattern
 from relate.services.dns import published
+from relate.spam.filter import replace_subject, subject_field
 from relate.spam.rspamd import Unreachable, parse_answer
 
 _POLICY_LINES = st.sampled_from(
@@ -89,3 +90,23 @@ def test_rspamd_answer_shaped(body: dict[str, object]) -> None:
     except Unreachable:
         return
     assert all(isinstance(name, str) for name, _ in result.symbols)
+
+
+@given(st.text(max_size=2000), st.binary(max_size=2000))
+@example("\r\n" * 500 + "Bcc: x@y", b"Subject: a\r\n" * 300 + b"\r\n")
+@example("é" * 2000, b"subject:" + b"\r\n " * 500)
+@example("x" * 2000, b"")
+def test_rewritten_subject_is_one_field(subject: str, section: bytes) -> None:
+    """Whatever subject rspamd gives, the field written is one ASCII Subject field (continuations start with a
+    space, no bare CR or LF), and it replaces the subject of any header section, keeping the rest."""
+    field = subject_field(subject)
+    assert field.isascii()
+    assert field.startswith(b"Subject:")
+    assert field.endswith(b"\r\n")
+    lines = field[:-2].split(b"\r\n")
+    assert all(line.startswith(b" ") for line in lines[1:])
+    assert all(len(line) <= 998 for line in lines)
+    assert b"\r" not in b"".join(lines)
+    assert b"\n" not in b"".join(lines)
+    replaced = replace_subject(section, field)
+    assert field in replaced

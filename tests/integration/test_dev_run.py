@@ -126,6 +126,25 @@ def reloads_every_listener(info: dict[str, Any]) -> None:
     assert {peer_common_name(port) for port in ports} == {"renewed.example.test"}
 
 
+def shows_metrics(state: Path, info: dict[str, Any], pids: dict[str, int]) -> None:
+    """Each daemon serves its metrics on the port in dev.json, and `relatectl status` with the dev run's
+    config shows the two messages the SMTP daemon accepted."""
+    for service, port in info["metrics"].items():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            assert resp.headers["X-Relate-Pid"] == str(pids[service])
+            assert f'relate_daemon_info{{service="{service}"'.encode() in resp.read()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELATE_")}
+    command = [sys.executable, "-m", "relatectl", "--config", str(state / "relate.yaml"), "status"]
+    status = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True, timeout=30, check=True)
+    smtp = next(d for d in json.loads(status.stdout)["daemons"] if d["service"] == "smtp")
+    assert smtp["metrics"]["accepted"] == 2
+    assert smtp["metrics"]["endpoint"] == f"127.0.0.1:{info['metrics']['smtp']}"
+    shown = subprocess.run(command, env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=30).stdout
+    assert f"metrics smtp (pid {pids['smtp']}, 127.0.0.1:{info['metrics']['smtp']}): connections" in shown
+    assert "accepted 2, refused 0" in shown
+    assert "metrics delivery (pid" in shown
+
+
 def restarts_a_killed_daemon(info: dict[str, Any], pid: int) -> None:
     """A daemon killed with SIGKILL is started again on the same port, as systemd's Restart= would."""
     os.kill(pid, signal.SIGKILL)
@@ -155,6 +174,8 @@ def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
         assert (state / "dev.json").stat().st_mode & 0o077 == 0
         assert asyncio.run(authenticates(info["dsn"], info["user"], info["key"]))
         assert set(info["ports"]) == {"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "api"}
+        assert set(info["metrics"]) == {"smtp", "imap", "pop3", "api", "delivery"}
+        assert f"smtp {info['metrics']['smtp']}" in banner
         send_both_ways(info)
         assert asyncio.run(inbox_subjects(info["dsn"], info["user"])) == ["via mx", "via submission"]
         with imaplib.IMAP4("127.0.0.1", info["ports"]["imap"], timeout=10) as imap:
@@ -193,6 +214,7 @@ def test_dev_run_prints_credentials_and_stops_cleanly(tmp_path: Path) -> None:
         pids = {d["service"]: d["pid"] for d in daemons}
         assert len(set(pids.values())) == 5
         assert proc.pid not in pids.values()
+        shows_metrics(state, info, pids)
         reloads_every_listener(info)
         restarts_a_killed_daemon(info, pids["imap"])
     finally:

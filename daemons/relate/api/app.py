@@ -23,6 +23,7 @@ from relate.api.errors import ApiError, error_response
 from relate.auth import Authenticator
 from relate.config import Config
 from relate.errors import Conflict, Invalid, MailboxGone, NotFound
+from relate.runtime import metrics
 from relate.store import db
 from relate.store.changes import ChangeFeed
 from relate.store.db import DatabaseUnavailable
@@ -57,6 +58,21 @@ _STATUS_CODES |= {409: "conflict", 413: "too_large", 415: "unsupported_media_typ
 
 def state(request: web.Request) -> ApiState:
     return request.app[STATE]
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: security.Handler) -> web.StreamResponse:
+    """Each request counted by its route (the pattern, never the path) and its answer's status class."""
+    resource = request.match_info.route.resource
+    route = f"{request.method} {resource.canonical}" if resource is not None else "unmatched"
+    metrics.command("api", route if len(route) <= 120 else "unmatched")
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        metrics.reply("api", f"{exc.status // 100}xx")
+        raise
+    metrics.reply("api", f"{response.status // 100}xx")
+    return response
 
 
 @web.middleware
@@ -119,7 +135,7 @@ def _check_parameters(request: web.Request) -> None:
 
 def make_app(st: ApiState, route_modules: Sequence[ModuleType]) -> web.Application:
     """The application serving ``route_modules`` (relate.api.routes.ROUTE_MODULES, which import this module)."""
-    app = web.Application(middlewares=[errors_middleware], client_max_size=st.cfg.api.max_body_size)
+    app = web.Application(middlewares=[metrics_middleware, errors_middleware], client_max_size=st.cfg.api.max_body_size)
     app[STATE] = st
     for module in route_modules:
         app.add_routes(module.routes)

@@ -246,6 +246,7 @@ def authentication(headers: list[dict[str, str]], cfg: Config) -> dict[str, Any]
         "spf": first("spf"),
         "dkim": first("dkim", best=True),
         "dmarc": first("dmarc"),
+        "arc": first("arc"),
         "auth": first("auth"),
         "results": [
             {"method": e.method, "result": e.result, "reason": e.reason or None, "properties": e.properties}

@@ -98,7 +98,10 @@ def _port(listener: ListenerConfig) -> int | None:
 def client_servers(cfg: Config) -> dict[str, list[dict[str, Any]]]:
     """``{"imap": [{"port", "security"}...], "pop3": [...], "smtp": [...]}``, preferred first; off roles left out."""
     found: dict[str, list[dict[str, Any]]] = {"imap": [], "pop3": [], "smtp": []}
+    off = set(cfg.disabled_listeners())  # switched off in config (smtp.enabled, imap.imaps.enabled, ...)
     for protocol, role, security in _ROLES:
+        if f"{protocol}.{role}" in off:
+            continue
         port = _port(_listener(cfg, role))
         if port is not None:
             found[protocol].append({"port": port, "security": security})

@@ -254,7 +254,7 @@ SCHEMAS: dict[str, Any] = {
     "Header": obj(["name", "value"], name=STRING, value=STRING),
     "AuthResult": obj(
         ["method", "result", "properties"],
-        method={"type": "string", "description": "spf, dkim, dmarc or auth (RFC 8601)"},
+        method={"type": "string", "description": "spf, dkim, arc, dmarc or auth (RFC 8601)"},
         result={"type": "string", "description": "pass, fail, softfail, neutral, none, temperror, permerror"},
         reason=nullable("string"),
         properties={
@@ -269,6 +269,7 @@ SCHEMAS: dict[str, Any] = {
         spf=nullable("string", description="the MAIL FROM identity's SPF result"),
         dkim=nullable("string", description="pass when any signature passed, else the first signature's result"),
         dmarc=nullable("string"),
+        arc=nullable("string", description="the ARC chain (RFC 8617): pass, fail, or none when it had no ARC sets"),
         auth=nullable("string", description="pass: sent by an authenticated user of this host"),
         results=array(ref("AuthResult"), description="every result, in the header's order"),
     ),
@@ -329,7 +330,7 @@ SCHEMAS: dict[str, Any] = {
                 attachments=array(ref("Attachment")),
                 authentication={
                     "oneOf": [ref("Authentication"), {"type": "null"}],
-                    "description": "SPF, DKIM and DMARC as checked on arrival (our Authentication-Results); "
+                    "description": "SPF, DKIM, ARC and DMARC as checked on arrival (our Authentication-Results); "
                     "null for mail that did not arrive over SMTP",
                 },
                 spam={

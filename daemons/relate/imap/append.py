@@ -141,15 +141,14 @@ async def append(session: ImapSession, cmd: Append, box: dict[str, Any], flags: 
     """Store ``cmd``'s messages in ``box`` with their ``flags`` (checked by the caller), all or none."""
     cfg = session.cfg
     cuts: dict[tuple[int, int], _Cut] = {}
-    sizes: list[int] = []
-    async with session.server.pool.acquire() as conn:
-        for i, message in enumerate(cmd.messages):
-            size = message.literal_octets
-            for j, part in enumerate(message.parts):
-                if isinstance(part, str):
-                    cuts[i, j] = cut = await _resolve(session, conn, part)
-                    size += cut.size
-            sizes.append(size)
+    sizes = [message.literal_octets for message in cmd.messages]
+    if any(isinstance(part, str) for message in cmd.messages for part in message.parts):
+        async with session.server.pool.acquire() as conn:  # CATENATE's URLs (RFC 4469)
+            for i, message in enumerate(cmd.messages):
+                for j, part in enumerate(message.parts):
+                    if isinstance(part, str):
+                        cuts[i, j] = cut = await _resolve(session, conn, part)
+                        sizes[i] += cut.size
     if max(sizes) > cfg.max_literal_size:
         raise No(f"Message too big (at most {cfg.max_literal_size} octets)", "TOOBIG")
     total = max(cfg.max_literal_size, cfg.max_append_size)  # as the session bounds the literals alone

@@ -776,6 +776,7 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
         if seen and session.condstore:  # RFC 7162 §3.1, §3.2.4: \Seen set by FETCH
             atts = condstore.with_modseq(atts, uid=session.qresync)
     with_raw = fetching.needs_raw(atts)
+    header_only = with_raw and fetching.header_only(atts)
     columns = fetching.columns(atts)
     utf8 = session.utf8
     decodes = fetching.decodes(atts)
@@ -794,6 +795,7 @@ async def fetch(session: ImapSession, cmd: Fetch) -> None:
                     columns=columns,
                     utf8=utf8,
                     max_bytes=_FETCH_BYTES if with_raw else None,
+                    header_only=header_only,
                 )
             # With the raw bytes, the rows may stop short of the group (_FETCH_BYTES): the rest comes next.
             group = group[bisect.bisect_right(group, rows[-1]["uid"]) :] if with_raw and rows else []

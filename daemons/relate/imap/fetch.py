@@ -12,6 +12,7 @@ renders from the jsonb structure only for a row that lacks them.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from relate.imap.errors import No
@@ -26,6 +27,20 @@ def needs_raw(atts: tuple[FetchAtt, ...]) -> bool:
     return any(a.name in RAW_ITEMS for a in atts)
 
 
+_HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+
+
+def header_only(atts: tuple[FetchAtt, ...]) -> bool:
+    """Whether the items that read the message's bytes read only its header (RFC822.HEADER, BODY[HEADER],
+    BODY[HEADER.FIELDS ...]): what a client listing a folder asks for, and a fraction of the bytes."""
+    return all(
+        a.name not in RAW_ITEMS
+        or a.name == "RFC822.HEADER"
+        or (a.name == "BODY[]" and a.section is not None and not a.section.part and a.section.text in _HEADER_TEXTS)
+        for a in atts
+    )
+
+
 _COLUMNS_FOR = {
     "INTERNALDATE": {"internal_date"},
     "RFC822.SIZE": {"size"},
@@ -33,8 +48,8 @@ _COLUMNS_FOR = {
     "SAVEDATE": {"created_at"},
     "PREVIEW": {"preview"},
     "ENVELOPE": {"envelope"},
-    "BODYSTRUCTURE": {"bodystructure"},
-    "BODY": {"bodystructure"},
+    "BODYSTRUCTURE": {"bodystructure_text"},
+    "BODY": {"bodystructure_text"},
     "RFC822": {"header_end"},
     "RFC822.HEADER": {"header_end"},
     "RFC822.TEXT": {"header_end"},
@@ -45,10 +60,19 @@ def columns(atts: tuple[FetchAtt, ...]) -> frozenset[str]:
     """The stored columns these items are rendered from (UID and FLAGS always come)."""
     out: set[str] = set()
     for att in atts:
-        # Sections are cut with the part offsets in the body structure and the header end.
-        out |= (
-            _COLUMNS_FOR.get(att.name, {"bodystructure", "header_end"}) if att.name not in ("UID", "FLAGS") else set()
-        )
+        if att.name in ("UID", "FLAGS"):
+            continue
+        if att.section is None:
+            out |= _COLUMNS_FOR.get(att.name, set())
+        elif att.section.part:
+            # A numbered part is found with the part offsets in the body structure.
+            out |= {"bodystructure", "header_end"}
+        else:
+            # The message's own HEADER, TEXT or fields: the header end is all it takes (and decoding the
+            # body structure of every message of a `FETCH 1:* (BODY.PEEK[HEADER.FIELDS ...])` is not free).
+            out.add("header_end")
+    if "bodystructure" in out:
+        out.discard("bodystructure_text")  # the decoded structure renders BODY and BODYSTRUCTURE too
     return frozenset(out)
 
 
@@ -83,7 +107,7 @@ def _node(structure: dict[str, Any], part: tuple[int, ...]) -> dict[str, Any] | 
 
 def _fields(header: bytes, names: tuple[str, ...], *, exclude: bool) -> bytes:
     """HEADER.FIELDS (or .NOT): the matching header lines, folding kept, plus the blank line."""
-    wanted = {n.lower() for n in names}
+    wanted = {n.lower().encode("utf-8", "replace") for n in names}  # compared as octets: no decode per line
     out: list[bytes] = []
     keep = False
     for line in header.splitlines(keepends=True):
@@ -93,8 +117,7 @@ def _fields(header: bytes, names: tuple[str, ...], *, exclude: bool) -> bytes:
             if keep:
                 out.append(line)
             continue
-        name = line.split(b":", 1)[0].strip().decode("ascii", "replace").lower()
-        keep = (name in wanted) != exclude
+        keep = (line.split(b":", 1)[0].strip().lower() in wanted) != exclude
         if keep:
             out.append(line)
     return b"".join(out) + b"\r\n"
@@ -259,10 +282,54 @@ def _item(row: dict[str, Any], att: FetchAtt, utf8: bool, recent: bool) -> bytes
     if name == "ENVELOPE":
         wire = row["envelope_wire"]  # rendered at ingest for this session's UTF-8 mode
         return b"ENVELOPE " + (wire if wire is not None else envelope(row["envelope"], utf8=utf8))
-    if name == "BODYSTRUCTURE":
-        return b"BODYSTRUCTURE " + body_structure(row["bodystructure"], extended=True, utf8=utf8)
-    assert name == "BODY", name
-    return b"BODY " + body_structure(row["bodystructure"], extended=False, utf8=utf8)
+    assert name in ("BODYSTRUCTURE", "BODY"), name
+    return name.encode() + b" " + _structure(row, extended=name == "BODYSTRUCTURE", utf8=utf8)
+
+
+def _structure(row: dict[str, Any], *, extended: bool, utf8: bool) -> bytes:
+    """BODY or BODYSTRUCTURE as sent: from the decoded structure if the row has it, else from its JSON text."""
+    text = row.get("bodystructure_text")
+    if text is None:
+        return body_structure(row["bodystructure"], extended=extended, utf8=utf8)
+    key = (text, extended, utf8)
+    wire = _STRUCTURES.get(key)
+    if wire is None:
+        wire = body_structure(json.loads(text), extended=extended, utf8=utf8)
+        _STRUCTURES.put(key, wire)
+    return wire
+
+
+class WireMemo:
+    """Rendered BODY/BODYSTRUCTURE by the stored structure's JSON text, up to ``budget`` octets (oldest out first).
+
+    Clients fetch the same structures again and again (every device of a user, a client that
+    lists a range with BODYSTRUCTURE on each resync), and decoding the JSON and rendering it is
+    most of what such a FETCH costs. Keyed by the text itself, an entry can never be stale: the
+    same structure always renders the same way.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self._wires: dict[tuple[str, bool, bool], bytes] = {}
+
+    def get(self, key: tuple[str, bool, bool]) -> bytes | None:
+        return self._wires.get(key)
+
+    def put(self, key: tuple[str, bool, bool], wire: bytes) -> None:
+        cost = len(key[0]) + len(wire) + _ENTRY_OVERHEAD
+        if cost > self.budget:
+            return
+        while self.used + cost > self.budget:
+            oldest = next(iter(self._wires))
+            self.used -= len(oldest[0]) + len(self._wires.pop(oldest)) + _ENTRY_OVERHEAD
+        self._wires[key] = wire
+        self.used += cost
+
+
+# What a memo entry costs beyond its text and wire: the key tuple, two str/bytes headers, the dict slot.
+_ENTRY_OVERHEAD = 200
+_STRUCTURES = WireMemo(16 * 1024 * 1024)
 
 
 def _literal(prefix: bytes, data: Piece, *, binary: bool = False) -> list[Piece]:

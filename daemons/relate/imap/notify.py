@@ -261,8 +261,10 @@ class Notifier:
             return
         atts = tuple(replace(a, peek=True) if a.name in ("BODY[]", "BINARY[]") else a for a in group.fetch_atts)
         with_raw = fetching.needs_raw(atts)
+        header_only = with_raw and fetching.header_only(atts)
         columns = fetching.columns(atts)
-        step = 1 if with_raw else _FETCH_ROWS  # a body section holds its message in memory: one at a time
+        # A body section holds its message in memory: one at a time (headers are small: many at once).
+        step = 1 if with_raw and not header_only else _FETCH_ROWS
         for start in range(0, len(uids), step):
             async with session.server.pool.acquire() as conn:
                 rows: list[Any] = await imap_messages.fetch(
@@ -272,6 +274,7 @@ class Notifier:
                     with_raw=with_raw,
                     columns=columns,
                     utf8=session.utf8,
+                    header_only=header_only,
                 )
             if previewing.wanted(atts):
                 rows = await previewing.fill(session, sel.mailbox_id, rows)

@@ -254,6 +254,7 @@ def _drop(table: dict[int, set[ImapSession]], key: int, session: ImapSession) ->
 
 class ImapServer(StreamServer):
     log = logging.getLogger("relate.imap")
+    protocol = "imap"
     refusal = b"* BYE Too many connections, try again later\r\n"
 
     def __init__(

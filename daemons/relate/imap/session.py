@@ -61,6 +61,7 @@ from relate.imap.errors import Bad, Bye, ImapError, No, ParseError
 from relate.imap.parser import Literal, Part
 from relate.imap.views import MailboxViews
 from relate.mail.imapwire import Piece, flag_list
+from relate.runtime import metrics
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import pending_input
 from relate.runtime.tls import ReloadableTLS
@@ -413,6 +414,7 @@ class ImapSession:
         self.send(b"* " + (text.encode("utf-8") if isinstance(text, str) else text))
 
     def tagged(self, tag: str, status: str, text: str, code: str | None = None) -> None:
+        metrics.reply("imap", status)
         coded = f"[{code}] " if code else ""
         self.send(f"{tag} {status} {coded}{text}".encode("utf-8", "replace"))
 
@@ -622,7 +624,9 @@ class ImapSession:
             while self.state != LOGOUT:
                 self.waiting = True
                 try:
-                    parts = await asyncio.wait_for(self._next_command(), self.cfg.idle_timeout)
+                    # asyncio.timeout, not wait_for: no task per command (Python 3.11's wait_for makes one).
+                    async with asyncio.timeout(self.cfg.idle_timeout):
+                        parts = await self._next_command()
                 except TimeoutError:
                     self.untagged("BYE Autologout; idle for too long")
                     break
@@ -761,9 +765,11 @@ class ImapSession:
         try:
             cmd = parser.parse(parts, utf8=self.utf8)
         except ParseError as exc:
+            metrics.command("imap", "invalid")
             first = parts[0] if parts and isinstance(parts[0], bytes) else b""
             await self._bad(_tag_of(first), f"Syntax error: {exc.text}")
             return
+        metrics.command("imap", cmd.name)
         if cmd.name not in self.server.commands.allowed[self.state]:
             await self._bad(cmd.tag, f"{cmd.name} is not allowed now")
             return

@@ -316,36 +316,51 @@ def _split_multipart(raw: bytes, boundary: bytes, start: int, end: int) -> list[
     RFC 2046 §5.1.1: a delimiter is "--" boundary at the start of a line, optionally
     followed by "--" (close delimiter) and transport padding; the CRLF preceding it
     belongs to the delimiter. Preamble and epilogue are ignored. Without a close
-    delimiter the last part runs to ``end``. The search is for the line break
-    before the delimiter, so only line starts are candidates and the scan stays
-    in the regular expression engine.
+    delimiter the last part runs to ``end``. Only line starts are candidates: the
+    scan is ``bytes.find`` for the line break before the delimiter, and one fixed
+    regular expression checks what follows it (a pattern per boundary would be
+    compiled anew for every message: the boundaries differ).
     """
-    tail = re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)"
-    after_line = re.compile(rb"\n--" + tail)
     spans: list[tuple[int, int]] = []
     part_start: int | None = None
-    found = start
-    match = re.compile(rb"--" + tail).match(raw, start, end)  # a delimiter on the body's first line
-    if match is None:
-        match = after_line.search(raw, start, end)
-        found = 0 if match is None else match.start() + 1
-    while match is not None:
+    found = _delimiter(raw, b"--" + boundary, start, end, first=True)
+    while found is not None:
+        at, after, closing = found
         if part_start is not None:
-            part_end = found
+            part_end = at
             if part_end > start and raw[part_end - 1] == 0x0A:
                 part_end -= 1
                 if part_end > start and raw[part_end - 1] == 0x0D:
                     part_end -= 1
             spans.append((part_start, max(part_start, part_end)))
-        if match.group(1):
+        if closing:
             return spans
-        part_start = match.end()
-        match = after_line.search(raw, part_start, end)
-        if match is not None:
-            found = match.start() + 1
+        part_start = after
+        found = _delimiter(raw, b"--" + boundary, after, end, first=False)
     if part_start is not None:
         spans.append((part_start, end))
     return spans
+
+
+# What may follow "--" boundary on a delimiter line: "--" if it closes, transport padding, the line end.
+_DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r?\n|\Z)")
+
+
+def _delimiter(raw: bytes, dashed: bytes, pos: int, end: int, *, first: bool) -> tuple[int, int, bool] | None:
+    """The first delimiter line (``dashed`` is "--" boundary) from ``pos`` on: where it starts, where the
+    line after it starts, and whether it is the close delimiter; with ``first``, it may start at ``pos``."""
+    if first and raw.startswith(dashed, pos, end):
+        tail = _DELIMITER_TAIL.match(raw, pos + len(dashed), end)
+        if tail is not None:
+            return pos, tail.end(), tail.group(1) is not None
+    needle = b"\n" + dashed
+    at = raw.find(needle, pos, end)
+    while at != -1:
+        tail = _DELIMITER_TAIL.match(raw, at + len(needle), end)
+        if tail is not None:
+            return at + 1, tail.end(), tail.group(1) is not None
+        at = raw.find(needle, at + 1, end)
+    return None
 
 
 def _leaves(root: _Entity) -> Iterator[tuple[_Entity, str, bool, bool]]:

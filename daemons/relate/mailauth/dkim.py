@@ -39,9 +39,9 @@ MAX_SIGNATURES = 10
 MIN_RSA_BITS = 1024
 
 # dkimpy logs every failure of a remote signature at error level; that is the sender's problem, not ours.
-_dkimpy_log = logging.getLogger("relate.mailauth.dkimpy")
-_dkimpy_log.propagate = False
-_dkimpy_log.addHandler(logging.NullHandler())
+dkimpy_log = logging.getLogger("relate.mailauth.dkimpy")
+dkimpy_log.propagate = False
+dkimpy_log.addHandler(logging.NullHandler())
 
 # dkimpy checks RSA signatures in pure Python (about 1 ms of CPU for a 2048-bit key, most of what verifying
 # a small message costs); the same check with the cryptography package (OpenSSL) takes some microseconds.
@@ -78,8 +78,33 @@ def load_pk(name: bytes, dnsfunc: Any, timeout: float = 5) -> Any:
     return _public_key(dnsfunc(name, timeout=timeout))
 
 
+_DKIMPY_RFC822_PARSE = dkim.rfc822_parse
+_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")
+
+
+def rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
+    """dkimpy's rfc822_parse (header fields as [name, value + CRLF], and the body), without splitting the
+    body into lines with a regular expression and joining it again: that was half of what verifying a
+    10 KiB message cost. The fast path takes a message whose lines all end in CRLF, as SMTP delivers them,
+    and gives what dkimpy's would; anything else goes to dkimpy's own."""
+    end = message.find(b"\r\n\r\n")
+    if end < 0 or message.count(b"\n") != message.count(b"\r\n"):  # dkimpy turns a bare LF into CRLF
+        return _DKIMPY_RFC822_PARSE(message)  # type: ignore[no-any-return]
+    headers: list[list[bytes]] = []
+    for line in message[:end].split(b"\r\n"):
+        if line[:1] in (b"\t", b" ") and headers:
+            headers[-1][1] += line + b"\r\n"
+            continue
+        match = _FIELD_NAME.match(line)
+        if match is None:
+            return _DKIMPY_RFC822_PARSE(message)  # type: ignore[no-any-return]  # it says what is wrong
+        headers.append([match.group(1), line[match.end() :] + b"\r\n"])
+    return headers, message[end + 4 :]
+
+
 dkim.RSASSA_PKCS1_v1_5_verify = rsa_verify
 dkim.load_pk_from_dns = load_pk
+dkim.rfc822_parse = rfc822_parse
 
 _SIGNATURE_FIELD = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE)
 _SELECTOR = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_])?\Z")
@@ -122,7 +147,7 @@ def _key_problem(record: bytes) -> str:
 def find_signatures(head: bytes) -> list[Signature]:
     """The DKIM-Signature fields of a header section, parsed just enough to fetch their keys."""
     found: list[Signature] = []
-    for index, value in enumerate(_field_values(head)):
+    for index, value in enumerate(field_values(head, _SIGNATURE_FIELD)):
         try:
             tags = dkim.util.parse_tag_value(value)
         except dkim.util.InvalidTagValueList as exc:
@@ -143,8 +168,9 @@ def find_signatures(head: bytes) -> list[Signature]:
     return found
 
 
-def _field_values(head: bytes) -> list[bytes]:
-    """The values of the DKIM-Signature fields (continuation lines joined), in order."""
+def field_values(head: bytes, name: re.Pattern[bytes]) -> list[bytes]:
+    """The values of the fields whose start matches ``name`` (``^field-name:``; continuation lines joined), in
+    order."""
     values: list[bytes] = []
     current: list[bytes] | None = None
     for line in re.split(rb"\r?\n", head):
@@ -157,7 +183,7 @@ def _field_values(head: bytes) -> list[bytes]:
             current = None
         if not line:
             break
-        if _SIGNATURE_FIELD.match(line):
+        if name.match(line):
             current = [line.split(b":", 1)[1]]
     if current is not None:
         values.append(b"\r\n".join(current))
@@ -188,7 +214,7 @@ def verify(message: bytes, signatures: list[Signature], keys: dict[int, str | Ex
     verifier: dkim.DKIM | None = None
     problem = ""
     try:
-        verifier = dkim.DKIM(message, logger=_dkimpy_log, minkey=MIN_RSA_BITS)
+        verifier = dkim.DKIM(message, logger=dkimpy_log, minkey=MIN_RSA_BITS)
     except dkim.DKIMException as exc:
         problem = f"message unreadable: {exc}"
     for sig in signatures:

@@ -160,7 +160,8 @@ async def _retr_fetching(session: Pop3Session, number: int, msg: Message) -> Non
 
 
 def _send_message(session: Pop3Session, msg: Message, raw: bytes) -> None:
-    session.out(b"+OK %d octets\r\n" % msg.size, responses.to_wire(raw, crlf=msg.crlf), responses.END)
+    session.send(b"+OK %d octets" % msg.size)
+    session.out(responses.to_wire(raw, crlf=msg.crlf), responses.END)
     session.retrieved += 1
     session.require_maildrop().note_retrieved(msg)
 

@@ -20,6 +20,7 @@ from relate.store.pop3 import MaildropLocks
 
 class Pop3Server(StreamServer):
     log = logging.getLogger("relate.pop3")
+    protocol = "pop3"
     refusal = b"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
 
     def __init__(self, cfg: Config, pool: asyncpg.Pool, authenticator: Authenticator) -> None:

@@ -67,6 +67,7 @@ from relate.config import Config
 from relate.pop3 import parser, responses
 from relate.pop3.errors import GONE, TEMPORARY, ClientGone, ParseError, Pop3Error, TempFail
 from relate.pop3.maildrop import Maildrop
+from relate.runtime import metrics
 from relate.runtime.streams import pending_input, read_line
 from relate.runtime.tls import ReloadableTLS
 from relate.store.pop3 import MaildropLocks
@@ -133,7 +134,13 @@ class Pop3Session:
     # -- output -----------------------------------------------------------------------------
 
     def send(self, line: str | bytes) -> None:
-        self.out((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        data = line.encode() if isinstance(line, str) else line
+        if data[:1] in (b"+", b"-"):  # a status line (+OK, -ERR); a list's lines start with a digit, a name or "."
+            if data.startswith(b"+OK"):
+                metrics.reply("pop3", "+OK")
+            elif data.startswith(b"-ERR"):
+                metrics.reply("pop3", "-ERR")
+        self.out(data + b"\r\n")
 
     def out(self, *data: bytes) -> None:
         """Queue bytes for the client: the answers to a burst of pipelined commands go out in one write."""
@@ -267,6 +274,7 @@ class Pop3Session:
         try:
             cmd = parser.parse(line, max_length=self.server.line_limit)
         except ParseError as exc:
+            metrics.command("pop3", exc.verb or "invalid")
             if exc.verb is None:
                 self._bad(exc.text)
             elif exc.verb not in allowed:
@@ -275,6 +283,7 @@ class Pop3Session:
                 self.send(exc.line)
             return None
         verb = cmd.verb
+        metrics.command("pop3", verb)
         if verb not in allowed:
             self._bad(f"{verb} is not allowed now")
             return None

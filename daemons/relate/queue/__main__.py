@@ -11,6 +11,8 @@ from relate.runtime.daemon import Context, run
 async def start(ctx: Context, sockets: dict[str, list[socket.socket]] | None) -> DeliveryWorker:
     worker = DeliveryWorker(ctx.cfg, ctx.pool, feed=ctx.feed)
     await worker.start()
+    if ctx.metrics is not None:
+        ctx.metrics.before_scrape(worker.read_backlog)
     return worker
 
 

@@ -19,6 +19,18 @@ Policy:
   policy (§5.1), and the log says why, once per fetch. This daemon does not
   try that domain's policy (that id) again for ``RETRY_FAILED`` (5 minutes):
   a policy server that hangs delays the domain's mail once, not every pass.
+- Proactive refresh (§10.2 asks senders to refresh cached policies before
+  they expire, e.g. daily, so that an attacker who blocks the TXT lookup
+  cannot make one lapse): :meth:`MtaSts.refresh`, run by the delivery loop
+  every ``REFRESH_SECONDS``, fetches again each unexpired cached policy that
+  is older than ``REFRESH_AFTER`` (a day) or half its ``max_age`` when that
+  is shorter, for a domain this daemon has sent to since the policy was
+  fetched (traffic keeps a policy warm; a domain mailed once is not polled
+  for ever). The id comes from the TXT record as usual; without one (gone,
+  or DNS trouble) the cached policy is left to run its course (§5.1). A
+  failed refresh leaves the cached policy as it was, to be tried again the
+  next time. At most ``REFRESH_BATCH`` domains a time, ``REFRESH_PARALLEL``
+  at once; daemons sharing the database skip what another just refreshed.
 - What the policy does (§5): relate.queue.client applies it. ``enforce``:
   only MX hosts the policy lists, only over STARTTLS with a certificate
   verified for the MX name; otherwise the mail waits (deferred, the reason
@@ -33,6 +45,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,6 +67,11 @@ log = logging.getLogger("relate.delivery")
 WELL_KNOWN = "/.well-known/mta-sts.txt"
 # A failed fetch of a domain's policy (one id) is not tried again by this daemon for this long.
 RETRY_FAILED = timedelta(minutes=5)
+# Proactive refresh (see the module docstring).
+REFRESH_AFTER = timedelta(days=1)
+REFRESH_BATCH = 100
+REFRESH_PARALLEL = 4
+MAX_USED = 10_000  # domains whose last use this daemon remembers (least recent forgotten first)
 
 
 class FetchError(Exception):
@@ -104,6 +122,7 @@ class MtaSts:
         self.clock = clock
         self._verified: ssl.SSLContext | None = None
         self._failed: dict[tuple[str, str], datetime] = {}  # (domain, id) -> until when not to fetch it again
+        self._used: OrderedDict[str, datetime] = OrderedDict()  # domain -> when mail to it last asked for its policy
 
     async def verified_context(self) -> ssl.SSLContext:
         """A client context that verifies certificates and host names (made once, off the event loop: loading
@@ -118,6 +137,7 @@ class MtaSts:
     async def policy_for(self, domain: str) -> Policy | None:
         """The policy in force for ``domain`` now, or None (§5.1, as the module docstring says)."""
         domain = domain.lower()
+        self._use(domain)
         try:
             policy_id = txt_id(await self.dns.txt(f"_mta-sts.{domain}") or [])
         except TempError:
@@ -152,6 +172,67 @@ class MtaSts:
             policy.max_age,
         )
         return policy
+
+    def _use(self, domain: str) -> None:
+        self._used[domain] = self.clock()
+        self._used.move_to_end(domain)
+        while len(self._used) > MAX_USED:
+            self._used.popitem(last=False)
+
+    async def refresh(self) -> int:
+        """Fetch again the cached policies due for a proactive refresh (see the module docstring); how many were
+        refreshed."""
+        if not self._used:
+            return 0
+        now = self.clock()
+        cached = await store.get_many(self.pool, list(self._used))
+        due = [
+            domain
+            for domain, c in cached.items()
+            if now < c.expires_at
+            and now >= c.fetched_at + min(REFRESH_AFTER, timedelta(seconds=c.policy.max_age / 2))
+            and self._used.get(domain, c.fetched_at) > c.fetched_at
+        ]
+        due.sort(key=lambda d: cached[d].expires_at)  # the nearest to expiry first
+        parallel = asyncio.Semaphore(REFRESH_PARALLEL)
+
+        async def one(domain: str) -> bool:
+            async with parallel:
+                return await self._refresh_one(domain, cached[domain])
+
+        done = await asyncio.gather(*(one(d) for d in due[:REFRESH_BATCH]))
+        return sum(done)
+
+    async def _refresh_one(self, domain: str, cached: store.Cached) -> bool:
+        try:
+            policy_id = txt_id(await self.dns.txt(f"_mta-sts.{domain}") or [])
+        except TempError:
+            policy_id = None
+        if policy_id is None:
+            return False  # no record to be had: the cached policy runs its course (§5.1)
+        try:
+            policy = await self.fetch(domain)
+        except FetchError as exc:
+            log.warning(
+                "delivery-mta-sts-refresh-failed domain=%s id=%s error=%s: the cached policy stays until %s",
+                domain,
+                policy_id,
+                exc,
+                cached.expires_at.isoformat(timespec="seconds"),
+            )
+            return False
+        now = self.clock()
+        await store.put(self.pool, domain, policy_id, policy, now)
+        log.info(
+            "delivery-mta-sts-refreshed domain=%s id=%s mode=%s max_age=%d (was id=%s mode=%s)",
+            domain,
+            policy_id,
+            policy.mode,
+            policy.max_age,
+            cached.policy_id,
+            cached.policy.mode,
+        )
+        return True
 
     async def fetch(self, domain: str) -> Policy:
         """GET the policy of ``domain`` over verified HTTPS (§3.3); raises FetchError."""

@@ -37,7 +37,10 @@ for ``BLOB_GRACE`` (see ``store.mailboxes.sweep_blobs``), batch after batch
 while there are more, adds its TLS tally to the database, and every
 ``REPORT_SECONDS`` queues the TLS-RPT reports due (relate.queue.tlsrpt), and
 looks up the records of pending DKIM keys (each at most every
-``DKIM_CHECK_SECONDS``): one that is published starts signing.
+``DKIM_CHECK_SECONDS``): one that is published starts signing. Every
+``MTA_STS_REFRESH_SECONDS`` it starts a refresh of the cached MTA-STS
+policies due for one (relate.queue.mtasts) in a task of its own, so that a
+slow policy server never holds up deliveries.
 
 Recipients at hosted domains are delivered locally through the ingest path,
 without SMTP, each in the transaction that records it. Remote ones are
@@ -72,6 +75,7 @@ from relate.queue.client import DomainSender, Message, Result, off_loop, wire_fo
 from relate.queue.mtasts import MtaSts
 from relate.queue.mx import make_resolver
 from relate.queue.tlsrpt import TlsTally
+from relate.runtime import metrics
 from relate.services import dns as dns_service
 from relate.store import accounts, db, mailboxes, messages, quota
 from relate.store import dkim as dkim_store
@@ -91,6 +95,8 @@ BLOB_GRACE = timedelta(minutes=5)
 BLOB_SWEEP_SECONDS = 60.0
 # How often the loop looks for TLS-RPT reports to send (the days before today's, relate.queue.tlsrpt).
 REPORT_SECONDS = 300.0
+# How often the loop starts a proactive refresh of cached MTA-STS policies (relate.queue.mtasts).
+MTA_STS_REFRESH_SECONDS = 3600.0
 # A queue that is never idle still leaves a turn for indexing and sweeping this often.
 BACKGROUND_SECONDS = 1.0
 # A claim may be sent for this share of lease_seconds after its last renewal; the rest is margin for the
@@ -242,6 +248,8 @@ class DeliveryWorker:
         self._next_reports = 0.0  # loop.time() of the next look for TLS reports to send
         self._next_dkim_check = 0.0  # loop.time() of the next look for pending DKIM keys (services.dns)
         self.sender = DomainSender(cfg.delivery, cfg.hostname, resolver, mta_sts, self.tls_tally)
+        self._next_refresh = 0.0  # loop.time() of the next MTA-STS refresh
+        self._refreshing: asyncio.Task[int] | None = None
         self._rng = random.Random()  # noqa: S311 - retry jitter, not cryptography
         self._wake = asyncio.Event()
         self._stopping = False
@@ -273,9 +281,22 @@ class DeliveryWorker:
     def reload_tls(self) -> None:
         """Nothing to reload: the delivery daemon only makes outgoing connections."""
 
+    async def read_backlog(self) -> None:
+        """The queue's depth and oldest age by state, into the metrics (at scrape time, runtime/metrics.py)."""
+        found = {b.state: b for b in await store.backlog(self.pool)}
+        for state in metrics.QUEUE_STATES:
+            b = found.get(state)
+            metrics.child(metrics.QUEUE_MESSAGES, state).set(b.messages if b else 0)
+            metrics.child(metrics.QUEUE_RECIPIENTS, state).set(b.recipients if b else 0)
+            metrics.child(metrics.QUEUE_OLDEST, state).set(b.oldest_seconds if b else 0)
+
     async def stop(self, grace: float = 30.0) -> None:
         self._stopping = True
         self._wake.set()
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refreshing
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, grace)
@@ -306,6 +327,8 @@ class DeliveryWorker:
                     await self._tls_reports()
                 if not self._stopping:
                     await self._dkim_rotation()
+                if not self._stopping:
+                    self._start_mta_sts_refresh()
             if busy or self._stopping:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -383,6 +406,26 @@ class DeliveryWorker:
                 log.info("dkim-activated key=%s: its record is published; it signs from now on", name)
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             log.warning("dkim-rotation-error error=%s: %s", type(exc).__name__, exc)
+
+    def _start_mta_sts_refresh(self) -> None:
+        """Every MTA_STS_REFRESH_SECONDS, unless the last refresh still runs: start the next in its own task."""
+        loop = asyncio.get_running_loop()
+        if self.sender.mta_sts is None or loop.time() < self._next_refresh:
+            return
+        if self._refreshing is not None and not self._refreshing.done():
+            return
+        self._next_refresh = loop.time() + MTA_STS_REFRESH_SECONDS
+        self._refreshing = loop.create_task(self.refresh_mta_sts())
+
+    async def refresh_mta_sts(self) -> int:
+        """Fetch again the cached MTA-STS policies due for it (relate.queue.mtasts); how many were refreshed."""
+        if self.sender.mta_sts is None:
+            return 0
+        try:
+            return await self.sender.mta_sts.refresh()
+        except Exception as exc:  # noqa: BLE001 - a task of its own: what it meets is logged, never lost unseen
+            log.warning("delivery-mta-sts-refresh-error error=%s: %s", type(exc).__name__, exc)
+            return 0
 
     async def send_tls_reports(self) -> int:
         """Add the tally to the database and queue the TLS-RPT reports of the days before today (by the clock)."""
@@ -641,6 +684,7 @@ class DeliveryWorker:
                 lost += 1
                 continue
             c = claim.items[r.recipient_id]
+            metrics.child(metrics.DELIVERY_ATTEMPTS, r.status).inc()
             log.info(
                 "delivery id=%d rcpt=%s status=%s code=%s mta=%s reply=%s",
                 c.email_id,
@@ -657,6 +701,7 @@ class DeliveryWorker:
 
     def _log_failed(self, failed: Sequence[Failed]) -> None:
         for f in failed:
+            metrics.DELIVERY_EXPIRED.inc()
             log.info(
                 "delivery id=%d rcpt=%s status=failed code=%s mta=- reply=%s",
                 f.email_id,

@@ -42,7 +42,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import NoReturn, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NoReturn, Protocol, runtime_checkable
 
 import asyncpg
 
@@ -53,11 +53,14 @@ from relate.config import Config, ConfigError
 from relate.errors import RelateError
 from relate.notify import Notifier
 from relate.runtime.heartbeat import Heartbeat
-from relate.runtime.listen import inherited_sockets
+from relate.runtime.listen import inherited_sockets, socket_unit
 from relate.runtime.looplag import LoopWatchdog
 from relate.runtime.sdnotify import SystemdNotifier
 from relate.store import db
 from relate.store.changes import ChangeFeed
+
+if TYPE_CHECKING:  # imported where used: relatectl imports this module, and prometheus_client costs 50 ms
+    from relate.runtime.metrics import MetricsServer
 
 log = logging.getLogger("relate")
 
@@ -92,6 +95,8 @@ class Context:
     notifier: Notifier
     # The process's one change feed; None: each service that needs one makes its own (tests do).
     feed: ChangeFeed | None = None
+    # The process's /metrics endpoint, for services to add what they read at scrape time; None in tests.
+    metrics: MetricsServer | None = None
 
 
 def _stderr_is_journal() -> bool:
@@ -177,6 +182,7 @@ async def open_context(cfg: Config) -> Context:
         authenticator=Authenticator(pool, cfg.auth, internal_key=cfg.internal.api_key),
         notifier=Notifier(cfg.internal),
         feed=ChangeFeed(cfg.database),
+        metrics=_metrics_server(),
     )
 
 
@@ -197,6 +203,35 @@ def start_watchdog(cfg: Config) -> LoopWatchdog | None:
     watchdog = LoopWatchdog(cfg.logging.slow_callback_ms / 1000)
     watchdog.start()
     return watchdog
+
+
+def _metrics_server() -> MetricsServer:
+    from relate.runtime.metrics import MetricsServer
+
+    return MetricsServer()
+
+
+async def start_metrics(
+    ctx: Context, services: Mapping[str, Starter], sockets: dict[str, list[socket.socket]] | None
+) -> None:
+    """The process's /metrics: on the ``metrics`` socket handed over, else ``metrics.<service>`` of each."""
+    from relate.runtime.metrics import DAEMON_INFO, pool_usage
+
+    assert ctx.metrics is not None
+    for name in services:
+        DAEMON_INFO.labels(name, __version__).set(1)
+    pool = ctx.pool
+
+    async def read_pool() -> None:
+        pool_usage(pool)
+
+    ctx.metrics.before_scrape(read_pool, every=0)
+    inherited = sockets.get("metrics") if sockets is not None else None
+    if not ctx.cfg.metrics.enabled:
+        for sock in inherited or []:
+            sock.close()
+        return
+    await ctx.metrics.start([a for name in services for a in ctx.cfg.metrics.listen(name)], inherited)
 
 
 def open_connections(service: Service) -> int | None:
@@ -222,6 +257,7 @@ async def serve(cfg: Config, services: Mapping[str, Starter], notifier: SystemdN
             started[name] = await start(ctx, sockets)
         if ctx.feed.wanted:
             await ctx.feed.start()
+        await start_metrics(ctx, services, sockets)
         for name, service in started.items():
             beat = Heartbeat(
                 ctx.pool,
@@ -266,11 +302,34 @@ async def serve(cfg: Config, services: Mapping[str, Starter], notifier: SystemdN
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await ctx.feed.stop()
+        if ctx.metrics is not None:
+            await ctx.metrics.stop()
         await ctx.notifier.drain()
         await ctx.pool.close()
         if watchdog is not None:
             watchdog.stop()
     log.info("stopped")
+
+
+def exit_disabled(cfg: Config, name: str, reason: str, notifier: SystemdNotifier) -> NoReturn:
+    """Exit 0 at once, saying why in one line, for a daemon its config switches off.
+
+    Under systemd the unit is ``Type=notify``: a process that exits before ``READY=1`` fails the start with
+    result ``protocol``, which ``Restart=on-failure`` restarts. So it says READY, then STOPPING, and waits
+    for the manager to have read both (``BARRIER=1``) before it exits: the unit ends inactive, not failed,
+    and is not restarted. Its .socket units still listen and would start it again at the next connection.
+    """
+    sockets = ""
+    if os.environ.get("LISTEN_FDS"):
+        units = " ".join(socket_unit(role) for role in cfg.protocol_listeners().get(name, {}))
+        sockets = f"; systemd still listens for it: systemctl disable --now {units}"
+    log.warning("disabled service=%s: %s, exiting%s", name, reason, sockets)
+    status = f"relate-{name} disabled in config ({reason})"
+    notifier.ready(status)
+    notifier.stopping(status)
+    notifier.barrier()
+    notifier.close()
+    sys.exit(0)
 
 
 def run(name: str, start: Starter) -> None:
@@ -291,6 +350,9 @@ def run(name: str, start: Starter) -> None:
     except ConfigError as exc:
         fail(str(exc))
     setup_logging(cfg.logging.level, f"relate-{name}")
+    off = cfg.disabled_services().get(name)
+    if off is not None:
+        exit_disabled(cfg, name, off, notifier)
     try:
         asyncio.run(serve(cfg, {name: start}, notifier))
     except (RelateError, ConfigError) as exc:

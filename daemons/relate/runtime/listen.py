@@ -21,6 +21,14 @@ from relate.config import parse_listen
 SD_LISTEN_FDS_START = 3
 
 
+_SMTP_ROLES = ("mx", "submission", "submissions")
+
+
+def socket_unit(role: str) -> str:
+    """The systemd .socket unit that passes a role's socket (systemd/ in the source tree)."""
+    return f"relate-smtp-{role}.socket" if role in _SMTP_ROLES else f"relate-{role}.socket"
+
+
 def inherited_sockets(environ: MutableMapping[str, str] | None = None) -> dict[str, list[socket.socket]] | None:
     """Sockets by name when socket-activated, else None. The variables are removed, as sd_listen_fds does."""
     env = os.environ if environ is None else environ

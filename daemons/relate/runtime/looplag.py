@@ -23,7 +23,9 @@ it: its thread computed for at least half of it, not counting the garbage
 collector (whose pauses land on whatever code allocated last), or was found
 asleep in a call (a blocking read, a sleep), or it lasted a second. Anything
 else was the machine's doing, a process left no CPU for a moment (INFO,
-``loop-starved``). Stalls are also kept in :attr:`LoopWatchdog.stalls`, which
+``loop-starved``). Every tick's lateness is observed in the
+``relate_event_loop_lag_seconds`` histogram and every stall counted in
+``relate_event_loop_stalls_total`` (runtime/metrics.py). Stalls are also kept in :attr:`LoopWatchdog.stalls`, which
 the test suite reads to fail any test during which Relate Mail's code blocked
 the loop.
 """
@@ -37,6 +39,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -106,6 +109,8 @@ def _describe(frame: FrameType | None) -> tuple[str, bool]:
 class LoopWatchdog:
     def __init__(self, threshold: float = 0.1) -> None:
         self.threshold = threshold
+        self._observe: Callable[[float], None] = _nothing  # the metrics (runtime/metrics.py), from start()
+        self._stalled: Callable[[str], None] = _nothing
         self.stalls: list[Stall] = []
         self._last = time.monotonic()
         self._cpu_last = 0.0
@@ -123,6 +128,10 @@ class LoopWatchdog:
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Watch ``loop`` (the running one by default); call from the loop's thread."""
+        from relate.runtime import metrics  # here: relatectl imports this module; prometheus_client costs 50 ms
+
+        self._observe = metrics.loop_lag
+        self._stalled = metrics.stalled
         self._loop = loop or asyncio.get_running_loop()
         self._loop_thread_id = threading.get_ident()
         self._loop_native_id = threading.get_native_id()
@@ -156,6 +165,7 @@ class LoopWatchdog:
         now = time.monotonic()
         cpu = time.thread_time()
         late = now - self._last - TICK
+        self._observe(late)
         if late > self.threshold:
             seen = self._seen if self._seen is not None and self._seen[0] == self._last else None
             where, ours, asleep = seen[1:] if seen is not None else ("-", False, "")
@@ -166,6 +176,7 @@ class LoopWatchdog:
 
     def _report(self, stall: Stall) -> None:
         self.stalls.append(stall)
+        self._stalled("blocked" if stall.blocking else "starved")
         log.log(
             logging.WARNING if stall.blocking else logging.INFO,
             "%s ms=%d cpu_ms=%s gc_ms=%d %sat=%s",
@@ -191,6 +202,10 @@ class LoopWatchdog:
             if self._last != last:
                 continue  # the stall ended while we looked: what was seen may belong to what came after it
             self._seen = (last, where, ours, asleep)
+
+
+def _nothing(_value: object) -> None:
+    pass
 
 
 def _idle(frame: FrameType | None) -> bool:

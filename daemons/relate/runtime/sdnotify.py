@@ -16,8 +16,10 @@ service manager's view is advisory, mail is not.
 
 from __future__ import annotations
 
+import array
 import logging
 import os
+import select
 import socket
 from collections.abc import Mapping
 
@@ -70,6 +72,36 @@ class SystemdNotifier:
 
     def stopping(self, status: str = "stopping") -> None:
         self.send(stopping=1, status=status)
+
+    def barrier(self, timeout: float = 5.0) -> bool:
+        """Wait until the service manager has read every message sent before (``BARRIER=1``, systemd 246+,
+        as sd_notify_barrier(3)): a process about to exit must not race its last words. True when it did
+        within ``timeout``; False without a manager, on a send failure or past the timeout."""
+        if self._address is None:
+            return False
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        try:
+            try:
+                if self._sock is None:
+                    self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock.sendmsg(
+                    [b"BARRIER=1"],
+                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [write_end]))],
+                    0,
+                    self._address,
+                )
+            except OSError:
+                return False
+            os.close(write_end)
+            write_end = -1
+            # The manager closes its copy of the write end once it has read the message: then the pipe hangs up.
+            poller = select.poll()
+            poller.register(read_end, select.POLLHUP)
+            return bool(poller.poll(int(timeout * 1000)))
+        finally:
+            os.close(read_end)
+            if write_end >= 0:
+                os.close(write_end)
 
     def close(self) -> None:
         if self._sock is not None:

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from relate.config import ConfigError, ListenerConfig
-from relate.runtime.listen import bound, open_servers
+from relate.runtime import metrics
+from relate.runtime.listen import bound, open_servers, socket_unit
 from relate.runtime.tls import ReloadableTLS, TLSRegistry
 
 
@@ -87,6 +88,8 @@ class StreamServer(abc.ABC):
     listeners: dict[str, tuple[ListenerConfig, bool]]
     refusal: bytes = b""
     log: logging.Logger
+    #: The protocol's name in metrics (relate_connections_total{protocol=...}).
+    protocol: str = ""
     #: Implicit-TLS handshakes done by the server (see the module docstring) instead of by asyncio's listener.
     handshake_in_server: bool = False
 
@@ -152,11 +155,23 @@ class StreamServer(abc.ABC):
                     self.tls_name(role),
                     lst.cert,
                     lst.key,
-                    required=self.tls_required(role, implicit) and bool(lst.listen),
+                    required=self.tls_required(role, implicit) and bool(lst.listen) and lst.enabled,
                 )
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         for role, (lst, implicit) in self.listeners.items():
+            if not lst.enabled:
+                self.log.info("listener-off role=%s: disabled in config", role)
+                for sock in (sockets or {}).get(role, []):
+                    # Not served, and closed here; systemd's copy keeps listening until its unit is stopped.
+                    self.log.warning(
+                        "listener-disabled role=%s: its .socket unit passed it, closed unserved; "
+                        "systemctl disable --now %s",
+                        role,
+                        socket_unit(role),
+                    )
+                    sock.close()
+                continue
             tls = self._role_tls[role]
             ssl = tls.context if implicit and tls is not None and not self.handshake_in_server else None
             inherited = sockets.get(role, []) if sockets is not None else None
@@ -201,15 +216,20 @@ class StreamServer(abc.ABC):
         else:
             reason = ""
         if reason:
+            metrics.child(metrics.CONNECTIONS_REFUSED, self.protocol, reason).inc()
             self.refuse(writer, role, client, reason)
             await close(writer)
             return
         session = self.make_session(reader, writer, role)
         self.sessions.add(session)
         self._per_client[client] += 1
+        metrics.child(metrics.CONNECTIONS, self.protocol, role).inc()
+        open_now = metrics.child(metrics.CONNECTIONS_OPEN, self.protocol, role)
+        open_now.inc()
         try:
             await session.run()
         finally:
+            open_now.dec()
             self.sessions.discard(session)
             self._per_client[client] -= 1
             if self._per_client[client] <= 0:

@@ -96,7 +96,8 @@ class Supervisor:
         daemons: list[str] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        """``sockets``: the listening sockets by role; ``daemons``: which to run (default: all)."""
+        """``sockets``: the listening sockets by role (``metrics-NAME``: daemon NAME's metrics endpoint, handed
+        over as its ``metrics`` socket); ``daemons``: which to run (default: all)."""
         self.config = config
         self.run_dir = run_dir
         self.env = dict(os.environ if env is None else env)
@@ -104,6 +105,7 @@ class Supervisor:
         for name in daemons or list(DAEMONS):
             module, roles = DAEMONS[name]
             mine = [(role, sock) for role in roles for sock in sockets.get(role, [])]
+            mine += [("metrics", sock) for sock in sockets.get(f"metrics-{name}", [])]
             self.processes[name] = Process(name, module, mine)
         self._notify: socket.socket | None = None
         self._tasks: list[asyncio.Task[None]] = []

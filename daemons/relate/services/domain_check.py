@@ -12,7 +12,7 @@ are to be fixed in this order, failures before warnings:
 2. SPF: the domain's one ``v=spf1`` record gives ``pass`` for every
    outbound address (evaluated with relate.mailauth's own SPF code). The fix
    keeps the record and puts the missing ``ip4:``/``ip6:`` terms first.
-3. DKIM: the selector of the domain's active key publishes that very key.
+3. DKIM: the selector of the domain's active key publishes that very key (and a pending new key's, a warning).
 4. DMARC: a ``v=DMARC1`` record governs the domain (its own, or the
    organizational domain's); ``p=none`` is a warning.
 5. Reverse DNS, forward-confirmed: each outbound address has a PTR record
@@ -245,11 +245,34 @@ async def _dkim(ctx: _Context) -> Check:
         return _dns_trouble("DKIM", exc)
     keys = ["".join(_tags(t).get("p", "").split()) for t in published]
     if key["public_key"] in keys:
-        return Check("DKIM", OK, f"{name} ({key['algorithm']})")
+        return await _pending_dkim(ctx) or Check("DKIM", OK, f"{name} ({key['algorithm']})")
     if not keys:
         return Check("DKIM", FAIL, "-", f"no DKIM record at {name}", fix)
     problem = f"{name} publishes another key than the one mail is signed with"
     return Check("DKIM", FAIL, f"{name}: another key", problem, fix)
+
+
+async def _pending_dkim(ctx: _Context) -> Check | None:
+    """A warning for a new key (``relatectl dkim keygen`` while another signs) whose record is not in DNS yet:
+    the rotation waits for it, and the old key keeps signing meanwhile."""
+    for key in await dkim_store.listing(ctx.pool, ctx.domain):
+        if key["state"] != "pending":
+            continue
+        name = f"{key['selector']}._domainkey.{ctx.domain}"
+        try:
+            published = await ctx.dns.txt(name) or []
+        except TempError as exc:
+            return _dns_trouble("DKIM", exc)
+        if key["public_key"] not in ["".join(_tags(t).get("p", "").split()) for t in published]:
+            expected = dkim.DkimKey(key["selector"], key["algorithm"], "", key["public_key"]).txt_record()
+            return Check(
+                "DKIM",
+                WARN,
+                f"new key {key['selector']} not published",
+                f"the new key {key['selector']} signs once {name} publishes it; the current key signs until then",
+                record(name, "TXT", txt_strings(expected)),
+            )
+    return None
 
 
 async def _dmarc(ctx: _Context) -> Check:

@@ -48,6 +48,7 @@ from relate.mail.address import normalize_address, split_address
 from relate.mail.spool import Spool
 from relate.mailauth import verdict as mailauth
 from relate.mailauth.verdict import DEFER, DELIVER, JUNK, REFUSE, rewrite
+from relate.runtime import metrics
 from relate.runtime.budget import BudgetExhausted
 from relate.smtp import headers, parser, replies
 from relate.smtp.data import DataState, read_data
@@ -320,6 +321,10 @@ async def data(session: SmtpSession, cmd: parser.Command) -> None:
             session.recipient_count += len(envelope.recipients)
             reply = await _store(session, envelope, spool)
         session.last_result = str(reply.code)
+        if reply.code == 250:
+            metrics.child(metrics.SMTP_ACCEPTED, session.role).inc()
+        else:
+            metrics.child(metrics.SMTP_REFUSED, session.role, replies.refusal_reason(reply)).inc()
         session.reply(reply)
     finally:
         spool.close()
@@ -457,7 +462,8 @@ def _results(verdict: mailauth.Verdict) -> str:
     """The checks' results for a log line."""
     dkim = ",".join(d.result for d in verdict.dkim) or "none"
     spf = verdict.spf.result if verdict.spf else "-"
-    return f"spf={spf} dkim={dkim} dmarc={verdict.dmarc.result if verdict.dmarc else '-'}"
+    arc = f" arc={verdict.arc.result}" if verdict.arc.result != "none" else ""
+    return f"spf={spf} dkim={dkim}{arc} dmarc={verdict.dmarc.result if verdict.dmarc else '-'}"
 
 
 def _missing_fields(session: SmtpSession, head: bytes) -> bytes:
@@ -502,12 +508,16 @@ async def _filter(
 
 
 def _without_spam_fields(verdict: mailauth.Verdict, spam: spam_filter.SpamVerdict, head: bytes) -> mailauth.Verdict:
-    """The verdict with the message's own X-Spam-* fields taken out of the header section it writes: when the
-    spam filter writes its own, and on port 25 always."""
-    if not spam.strip:
+    """The verdict with the message's own X-Spam-* fields taken out of the header section it writes (when the
+    spam filter writes its own, and on port 25 always), and with rspamd's Subject in place of the message's
+    when it said "rewrite subject"."""
+    if not spam.strip and not spam.subject:
         return verdict
     section = mailauth.header_section(head)
-    stripped = spam_filter.strip_fields(section if verdict.section is None else verdict.section)
+    current = section if verdict.section is None else verdict.section
+    stripped = spam_filter.strip_fields(current) if spam.strip else None
+    if spam.subject:
+        stripped = spam_filter.replace_subject(current if stripped is None else stripped, spam.subject)
     if stripped is None:
         return verdict
     return dataclasses.replace(verdict, section=stripped, section_size=len(section))

@@ -80,3 +80,38 @@ BAD_ADDRESS = Reply(553, "5.1.3", "Address not accepted")
 NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address needs SMTPUTF8")  # RFC 6531 §3.5
 RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 BAD_PARAMETER = Reply(555, "5.5.4", "Parameter not recognized or not implemented")
+
+
+# What a refusal is counted as in metrics (relate_smtp_messages_refused_total{reason}): a fixed set of
+# words; a reply missing here counts as its code and enhanced code (still a fixed set: this catalogue).
+REASONS: dict[Reply, str] = {
+    TOO_MANY_RECIPIENTS: "too-many-recipients",
+    TEMPFAIL: "tempfail",
+    UNVERIFIED: "dmarc-unverified",
+    SENDING_LIMIT: "sending-limit",
+    SPAM_DEFERRED: "spam-deferred",
+    NO_MEMORY: "no-memory",
+    MAILBOX_FULL: "mailbox-full",
+    LINE_TOO_LONG: "line-too-long",
+    BAD_SEQUENCE: "bad-sequence",
+    UNKNOWN_USER: "unknown-user",
+    NOT_AUTHENTICATED: "dmarc",
+    SPAM_REFUSED: "spam",
+    FROM_NOT_OWNED: "from-not-owned",
+    SENDER_HEADER_NOT_OWNED: "sender-not-owned",
+    TOO_BIG: "too-big",
+    MAILBOX_FULL_FOR_GOOD: "mailbox-full-for-good",
+    HEADER_TOO_BIG: "header-too-big",
+    SENDER_NOT_OWNED: "sender-not-owned",
+    BAD_ADDRESS: "bad-address",
+    NEEDS_SMTPUTF8: "needs-smtputf8",
+    RELAY_DENIED: "relay-denied",
+    BAD_ARGUMENTS: "bad-arguments",
+    BAD_PARAMETER: "bad-parameter",
+    AUTH_REQUIRED: "auth-required",
+}
+
+
+def refusal_reason(reply: Reply) -> str:
+    """The metrics reason of a refusal (see REASONS)."""
+    return REASONS.get(reply) or f"{reply.code}-{reply.enhanced or 'none'}"

@@ -42,6 +42,7 @@ ROLES = ("mx", "submission", "submissions")
 
 class SmtpServer(StreamServer):
     log = log
+    protocol = "smtp"
     handshake_in_server = True
 
     def __init__(self, cfg: Config, pool: asyncpg.Pool, authenticator: Authenticator, notifier: Notifier) -> None:

@@ -69,12 +69,13 @@ from relate.config import Config
 from relate.delivery import Recipient
 from relate.mailauth.verdict import Checker
 from relate.notify import Notifier
+from relate.runtime import metrics
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import describe_tls_error, pending_input, read_line
 from relate.runtime.tls import ReloadableTLS
 from relate.smtp import parser, replies
 from relate.smtp.errors import Hangup, ParseError, SmtpError
-from relate.smtp.replies import Reply
+from relate.smtp.replies import Reply, refusal_reason
 from relate.spam.filter import SpamFilter
 from relate.store import db
 from relate.store.accounts import user_addresses
@@ -210,11 +211,13 @@ class SmtpSession:
 
     def reply(self, reply: Reply) -> None:
         self.last_code = reply.code
+        metrics.smtp_reply(reply.code)
         self.send(str(reply))
 
     def reply_lines(self, code: int, lines: list[str]) -> None:
         """A multi-line reply (RFC 5321 §4.2.1): ``code-`` on every line but the last."""
         self.last_code = code
+        metrics.smtp_reply(code)
         for line in lines[:-1]:
             self.send(f"{code}-{line}")
         self.send(f"{code} {lines[-1]}")
@@ -330,6 +333,7 @@ class SmtpSession:
         try:
             verb, rest = parser.split_verb(parser.decode(line))
         except ParseError as exc:
+            metrics.command("smtp", "invalid")
             self.unknown_commands += 1
             if self.unknown_commands >= self.cfg.max_unknown_commands:
                 log.info("smtp-too-many-unknown client=%s role=%s", self.client, self.role)
@@ -337,6 +341,7 @@ class SmtpSession:
             self._bad(exc.reply)
             return
         spec = self.server.commands[verb]
+        metrics.command("smtp", verb)
         try:
             spec.admit(self)
             command = parser.parse_arguments(verb, rest)
@@ -345,6 +350,8 @@ class SmtpSession:
         except (Hangup, OSError, EOFError, asyncio.IncompleteReadError):
             raise  # run() handles these: the end of the session, or a client that went away
         except SmtpError as exc:
+            if verb == "RCPT":
+                metrics.child(metrics.SMTP_RCPT_REFUSED, self.role, refusal_reason(exc.reply)).inc()
             if exc.reply.code in (500, 501, 503, 555) or isinstance(exc, ParseError):
                 self._bad(exc.reply)
             else:

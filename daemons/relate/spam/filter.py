@@ -16,9 +16,16 @@ and a DMARC quarantine still files in Junk):
    ``smtp.rspamd.max_size``, or it was submitted by an authenticated user
    and ``smtp.rspamd.check_submission`` is off. Its action: ``reject``:
    ``550 5.7.1``; ``soft reject`` or ``greylist``: ``451 4.7.1``; ``add
-   header`` or ``rewrite subject``: Junk; ``no action``: INBOX. When a
-   recipient allows the sender, a refusal cannot be said to the others alone
-   after DATA: the message is accepted, and their copies go to Junk.
+   header``: Junk; ``rewrite subject``: the Subject becomes the one rspamd
+   gives (its ``subject``; folded, control characters made spaces, non-ASCII
+   put in RFC 2047 words) and the message goes to INBOX, or Junk with
+   ``smtp.rspamd.rewrite_subject_folder: junk`` (Junk too when rspamd gave no
+   subject, and for mail a user submitted, whose copies going out must stay
+   as the user wrote them); ``no action``: INBOX. When a recipient allows
+   the sender, a refusal cannot be said to the others alone after DATA: the
+   message is accepted, and their copies go to Junk; nor can the subject be
+   changed for them alone (one stored copy): it is left as it came, and
+   their copies go to Junk.
 3. rspamd unreachable (or answering nonsense): with ``on_unreachable:
    accept`` the message is delivered unchecked, with ``tempfail`` it gets
    ``451 4.7.1``. The log says so once per ``WARN_EVERY`` seconds, with the
@@ -38,6 +45,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from email.header import Header
 
 import asyncpg
 
@@ -57,7 +65,10 @@ WARN_EVERY = 60.0  # seconds between two log lines saying rspamd cannot be reach
 HEADER_ON_LOOP = 16 * 1024  # a header section up to this size is read for From on the event loop
 # The fields we write, removed first wherever they are in the header section (with their continuation lines).
 _OURS = re.compile(rb"^x-spam-(?:status|score|symbols)[ \t]*+:[^\n]*+\n?(?:[ \t][^\n]*+\n?)*+", re.I | re.M)
+_SUBJECT = re.compile(rb"^subject[ \t]*+:[^\n]*+\n?(?:[ \t][^\n]*+\n?)*+", re.I | re.M)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _FOLD_AT = 76
+_LONGEST_WORD = 900
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,7 @@ class SpamVerdict:
     reason: str = ""  # for the log
     result: Result | None = None  # rspamd's answer, when it was asked and answered
     strip: bool = False  # remove X-Spam-* fields the message came with
+    subject: bytes = b""  # the Subject field to put in place of the message's (rspamd's "rewrite subject")
 
 
 def strip_fields(section: bytes) -> bytes | None:
@@ -77,13 +89,42 @@ def strip_fields(section: bytes) -> bytes | None:
     return stripped if count else None
 
 
-def _fold(name: str, items: Sequence[str]) -> bytes:
+def subject_field(subject: str) -> bytes:
+    """The ``Subject:`` field (CRLF-terminated) for the subject rspamd gives: control characters (a CR or LF
+    would start a field of the sender's choosing) made spaces, non-ASCII text (and a word too long for a
+    line) put in RFC 2047 words (rspamd encodes it already when the original was), folded between words."""
+    text = _CONTROL.sub(" ", subject).strip()
+    # A word too long for a line (RFC 5322 §2.1.1: 998) is put in encoded words too, which may be split.
+    if not text.isascii() or max(map(len, text.split(" "))) > _LONGEST_WORD:
+        text = Header(text, "utf-8").encode(linesep=" ")
+    return _fold("Subject", text.split(" "), sep="", indent=" ")
+
+
+def replace_subject(section: bytes, field: bytes) -> bytes:
+    """The header section with ``field`` in place of its Subject field (every one, when it has several; before
+    the blank line when it has none). One regular-expression pass, linear in the section."""
+    found = _SUBJECT.search(section)
+    if found is not None:
+        start = found.start()
+        return section[:start] + field + _SUBJECT.sub(b"", section[start:])
+    if section in (b"\r\n", b"\n"):
+        at = 0
+    elif section.endswith(b"\r\n\r\n"):
+        at = len(section) - 2
+    elif section.endswith(b"\n\n"):
+        at = len(section) - 1
+    else:
+        at = len(section)
+    return section[:at] + field + section[at:]
+
+
+def _fold(name: str, items: Sequence[str], sep: str = ",", indent: str = "\t") -> bytes:
     """``name: a, b, c`` folded before an item when a line would pass _FOLD_AT characters."""
     lines = [f"{name}:"]
     for i, item in enumerate(items):
-        text = item + ("," if i < len(items) - 1 else "")
-        if len(lines[-1]) + 1 + len(text) > _FOLD_AT and len(lines[-1]) > len(name) + 1:
-            lines.append("\t" + text)
+        text = item + (sep if i < len(items) - 1 else "")
+        if text and len(lines[-1]) + 1 + len(text) > _FOLD_AT and len(lines[-1]) > len(name) + 1:
+            lines.append(indent + text)
         else:
             lines[-1] += " " + text
     return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")
@@ -183,6 +224,10 @@ class SpamFilter:
         if result.action in ("reject", "soft reject", "greylist") and not allowed:
             return SpamVerdict(REFUSE if result.action == "reject" else DEFER, fields, reason=reason, result=result)
         junk = frozenset(u for u in users if u not in allowed)
+        if result.action == "rewrite subject" and result.subject is not None and not allowed and not submitted:
+            if self.cfg.rewrite_subject_folder == "inbox":
+                junk = blocked
+            return SpamVerdict(DELIVER, fields, junk, reason, result, strip=True, subject=subject_field(result.subject))
         return SpamVerdict(DELIVER, fields, junk, reason, result, strip=True)
 
     def _unreachable(self, exc: Unreachable) -> None:

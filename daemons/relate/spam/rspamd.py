@@ -33,6 +33,7 @@ from relate.mail.spool import Spool
 
 MAX_ANSWER = 256 * 1024  # bytes of JSON read from rspamd; its answer for one message is a few KiB
 MAX_SYMBOLS = 200  # symbols kept of an answer (the rest are left out of the headers and the REST detail)
+MAX_SUBJECT = 2000  # characters of the subject rspamd gives for "rewrite subject" (a longer one is not used)
 ACTIONS = ("reject", "soft reject", "rewrite subject", "add header", "greylist", "no action")
 
 
@@ -61,6 +62,7 @@ class Result:
     score: float
     required: float
     symbols: list[tuple[str, float]] = field(default_factory=list)  # by name
+    subject: str | None = None  # the new Subject rspamd gives with "rewrite subject"
 
 
 def parse_answer(data: bytes) -> Result:
@@ -85,7 +87,10 @@ def parse_answer(data: bytes) -> Result:
             value = _number(entry.get("score")) if isinstance(entry, dict) else 0.0
             if isinstance(name, str) and name.isprintable() and len(name) <= 100:
                 symbols.append((name, value))
-    return Result(str(action), score, required, sorted(symbols))
+    subject = body.get("subject")
+    if not isinstance(subject, str) or len(subject) > MAX_SUBJECT:
+        subject = None
+    return Result(str(action), score, required, sorted(symbols), subject)
 
 
 def _number(value: Any) -> float:

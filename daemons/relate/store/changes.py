@@ -5,7 +5,8 @@ the change, so a listener hears of it exactly when it commits):
 
 - ``relate_mail`` (:class:`MailChange`): something changed in a mailbox:
   ``{"event": "new"|"flags"|"expunge"|"created"|"deleted"|"renamed"|"subscriptions",
-  "user", "mailbox", "modseq"}`` plus ``"id"``, ``"uid"`` of a message stored,
+  "user", "mailbox", "modseq"}`` plus ``"id"``, ``"uid"`` of a message stored
+  (and ``"at"``, the database's clock then, from ingest: the notification lag metric),
   or ``"ids"`` of messages expunged ("subscriptions" has mailbox 0: a user's
   subscribed names changed). Written by store/messages.py and store/mailboxes.py;
   a listener ignores events it does not know.
@@ -73,6 +74,7 @@ class MailChange:
     id: int | None = None  # a message stored ("new" from ingest)
     uid: int | None = None
     ids: tuple[int, ...] | None = None  # messages expunged, when listed
+    at: float | None = None  # "new" from ingest: the database's clock when it was stored (Unix time)
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,9 @@ def parse_mail(payload: str) -> MailChange | None:
     ids = data.get("ids")
     listed = tuple(i for i in ids if _int(i) is not None) if isinstance(ids, list) else None
     modseq, message_id, uid = _int(data.get("modseq")), _int(data.get("id")), _int(data.get("uid"))
-    return MailChange(event, user, mailbox, modseq, message_id, uid, listed)
+    at = data.get("at")
+    stamp = float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None
+    return MailChange(event, user, mailbox, modseq, message_id, uid, listed, stamp)
 
 
 def parse_delivery(payload: str) -> DeliveryChange | None:
@@ -266,6 +270,11 @@ class ChangeFeed:
         if change is None:
             log.debug("change-feed-ignored channel=%s payload=%.200s", channel, payload)
             return
+        if isinstance(change, MailChange) and change.at is not None:
+            from relate.runtime import metrics  # here: relatectl imports the store, and prometheus_client costs 50 ms
+
+            # Across hosts this includes the clocks' difference from the database server's.
+            metrics.NOTIFICATION_LAG.observe(max(time.time() - change.at, 0.0))
         for callback in list(callbacks):
             try:
                 callback(change)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Protocol
 
@@ -70,6 +71,16 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 - asyncpg's signature
+        # asyncpg bounds the wait with its wait_for, which runs the wait as a task of its own, and then
+        # bounds the release with the same timeout: a task and two timers per query of every daemon.
+        # asyncio.timeout bounds it in the caller's task; the release (a local reset, see _release)
+        # needs no bound.
+        if timeout is None:
+            return await super()._acquire(None)
+        async with asyncio.timeout(timeout):
+            return await super()._acquire(None)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

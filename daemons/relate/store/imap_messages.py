@@ -184,6 +184,7 @@ async def fetch(
     columns: frozenset[str] = FETCH_COLUMNS,
     utf8: bool = False,
     max_bytes: int | None = None,
+    header_only: bool = False,
 ) -> list[Any]:
     """UID, flags and ``columns`` (and, if asked, the raw bytes) of these messages, in UID order.
 
@@ -193,13 +194,21 @@ async def fetch(
     and ``envelope`` (the jsonb) only where that is missing. With ``max_bytes``,
     only the first messages whose sizes add up to at most that many octets (the
     first one whatever its size): the caller asks again for those after them.
+    With ``header_only``, ``raw`` is the header section only (up to ``header_end``), and
+    ``max_bytes`` counts header octets.
     """
     wanted = "".join(f", m.{c}" for c in sorted((columns & FETCH_COLUMNS) - {"envelope"}))
+    if "bodystructure_text" in columns:  # the JSON as text: imap/fetch.py renders it once per structure
+        wanted += ", m.bodystructure::text AS bodystructure_text"
     if "envelope" in columns:
         wire = "coalesce(m.envelope_wire_utf8, m.envelope_wire)" if utf8 else "m.envelope_wire"
         wanted += f", {wire} AS envelope_wire, CASE WHEN m.envelope_wire IS NULL THEN m.envelope END AS envelope"
-    raw = ", b.data AS raw" if with_raw else ""
+    # Only the header: PostgreSQL decompresses a stored blob only as far as the slice asked for.
+    raw = ""
+    if with_raw:
+        raw = ", substring(b.data FROM 1 FOR m.header_end::int) AS raw" if header_only else ", b.data AS raw"
     blobs = "JOIN blobs b ON b.hash = m.blob_hash" if with_raw else ""
+    weight = "header_end" if header_only else "size"
     if max_bytes is None or len(uid_list) <= 1:
         return await conn.fetch(
             f"""SELECT m.id, m.uid, m.flags{wanted}{raw} FROM messages m {blobs}
@@ -210,7 +219,7 @@ async def fetch(
     # The sizes add up in UID order over the index; only the rows kept are read whole.
     return await conn.fetch(
         f"""SELECT m.id, m.uid, m.flags{wanted}{raw}
-              FROM (SELECT id, size, sum(size) OVER (ORDER BY uid) AS upto FROM messages
+              FROM (SELECT id, {weight} AS size, sum({weight}) OVER (ORDER BY uid) AS upto FROM messages
                      WHERE mailbox_id = $1 AND uid = ANY($2::bigint[])) AS w
               JOIN messages m ON m.id = w.id {blobs}
              WHERE w.upto <= $3 OR w.upto = w.size ORDER BY m.uid""",

@@ -95,7 +95,8 @@ msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, siz
         RETURNING id, uid, modseq)
 SELECT msg.id, box.user_id, msg.uid, msg.modseq,
        pg_notify($23, json_build_object('event', 'new', 'user', box.user_id, 'mailbox', box.id,
-                                        'id', msg.id, 'uid', msg.uid, 'modseq', msg.modseq)::text)
+                                        'id', msg.id, 'uid', msg.uid, 'modseq', msg.modseq,
+                                        'at', extract(epoch FROM clock_timestamp()))::text)
   FROM msg, box"""
 _BLOB = """
 blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $33) ON CONFLICT (hash) DO NOTHING),"""

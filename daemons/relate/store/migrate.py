@@ -66,15 +66,15 @@ async def current_version(conn: asyncpg.Connection) -> int:
     return max(done, default=0)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[Migration]:
-    """Apply every pending migration; returns those applied now."""
+async def migrate(conn: asyncpg.Connection, up_to: int | None = None) -> list[Migration]:
+    """Apply every pending migration (``up_to``: those numbered up to it only); returns those applied now."""
     ran: list[Migration] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
         await _ensure_table(conn)
         done = await applied(conn)
         for mig in available():
-            if mig.version in done:
+            if mig.version in done or (up_to is not None and mig.version > up_to):
                 continue
             async with conn.transaction():
                 await conn.execute(mig.sql)

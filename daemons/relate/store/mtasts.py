@@ -28,6 +28,21 @@ async def get(conn: Queryable, domain: str) -> Cached | None:
     return Cached(row["policy_id"], policy, row["fetched_at"], row["expires_at"])
 
 
+async def get_many(conn: Queryable, domains: list[str]) -> dict[str, Cached]:
+    """The policies last fetched for ``domains`` (those that have one), expired or not."""
+    rows = await conn.fetch(
+        """SELECT domain, policy_id, mode, mx, max_age, fetched_at, expires_at FROM mta_sts_policies
+            WHERE domain = ANY($1::text[])""",
+        domains,
+    )
+    return {
+        r["domain"]: Cached(
+            r["policy_id"], Policy(r["mode"], tuple(r["mx"]), r["max_age"]), r["fetched_at"], r["expires_at"]
+        )
+        for r in rows
+    }
+
+
 async def put(conn: Queryable, domain: str, policy_id: str, policy: Policy, now: datetime) -> None:
     """Store a policy just fetched; it is valid for its max_age from ``now``."""
     await conn.execute(

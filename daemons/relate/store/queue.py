@@ -632,3 +632,26 @@ async def delete(conn: Queryable, email_ids: Sequence[int]) -> list[int]:
         list(email_ids),
     )
     return [r["id"] for r in rows]
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The queue's work in one state (pending, sending, deferred, held), for metrics."""
+
+    state: str
+    messages: int
+    recipients: int
+    oldest_seconds: float  # since the oldest of them was queued
+
+
+async def backlog(conn: Queryable) -> list[Backlog]:
+    """Recipients still to deliver, by state (a held message's count as ``held``), with their messages and age."""
+    rows = await conn.fetch(
+        """SELECT CASE WHEN e.status = 'held' THEN 'held' ELSE r.status END AS state,
+                  count(DISTINCT e.id)::int AS messages, count(*)::int AS recipients,
+                  extract(epoch FROM now() - min(coalesce(e.queued_at, e.created_at)))::float8 AS oldest
+             FROM outbound_recipients r JOIN outbound_emails e ON e.id = r.outbound_email_id
+            WHERE r.status IN ('pending', 'sending', 'deferred') AND e.status IN ('queued', 'sending', 'held')
+            GROUP BY 1"""
+    )
+    return [Backlog(r["state"], r["messages"], r["recipients"], max(r["oldest"], 0.0)) for r in rows]

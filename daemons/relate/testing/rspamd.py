@@ -4,9 +4,10 @@ Two workers: ``normal`` (``/checkv2``) and ``controller`` (``/learnspam``,
 ``/learnham``, ``/stat``, trusted from 127.0.0.1 without a password), each
 on a free loopback port. No redis: GTUBE is rspamd's core, and the Bayes
 classifier keeps its statistics in sqlite3 files in the test's directory.
-Two rules of the test's own give the other actions: a Subject containing
+Three rules of the test's own give the other actions: a Subject containing
 ``cheap pills`` scores 8 (``add header``, at 6), ``maybe later`` 4.5
-(``greylist``, at 4). DNS goes to a discard port, so nothing leaves the machine
+(``greylist``, at 4), ``act now`` 11 (``rewrite subject``, at 10, with
+rspamd's ``***SPAM*** %s``). DNS goes to a discard port, so nothing leaves the machine
 (rspamd's stock configuration would ask public DNS blocklists).
 """
 
@@ -29,6 +30,7 @@ local function subject_has(text)
 end
 rspamd_config:register_symbol({name = 'RELATE_TEST_SPAMMY', score = 8.0, callback = subject_has('cheap pills')})
 rspamd_config:register_symbol({name = 'RELATE_TEST_DOUBTFUL', score = 4.5, callback = subject_has('maybe later')})
+rspamd_config:register_symbol({name = 'RELATE_TEST_PUSHY', score = 11.0, callback = subject_has('act now')})
 """
 
 CONFIG = """
@@ -46,7 +48,7 @@ classifier "bayes" {{
   statfile {{ symbol = "BAYES_HAM"; path = "{dir}/bayes.ham.sqlite"; spam = false; }}
   statfile {{ symbol = "BAYES_SPAM"; path = "{dir}/bayes.spam.sqlite"; spam = true; }}
 }}
-actions {{ reject = 15; add_header = 6; greylist = 4; }}
+actions {{ reject = 15; rewrite_subject = 10; add_header = 6; greylist = 4; subject = "***SPAM*** %s"; }}
 lua = "{dir}/rules.lua";
 """
 

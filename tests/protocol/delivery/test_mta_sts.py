@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,41 @@ async def test_a_new_id_refetches_and_a_failed_fetch_keeps_the_cached_policy(
     await h.run()
     assert (await h.recipients(eid))["a@sts.test"]["status"] == "sent"  # expired, no record: no policy
     assert len(sts.fetches) == 2
+
+
+async def test_cached_policies_are_refreshed_before_they_expire(
+    h: Harness, sts: PolicyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 8461 §10.2: a cached policy (max_age one day) of a domain still mailed is fetched again at half its
+    life though its id did not change, and lives on from then; a failed refresh keeps it as it was; a domain not
+    mailed since the last fetch is left alone."""
+    caplog.set_level(logging.INFO, logger="relate")
+    await mx(h, sts, "127.0.0.2", "mx.sts.test", trusted=True)
+    await h.queue(["a@sts.test"])
+    await h.run()
+    assert await h.worker.refresh_mta_sts() == 0  # just fetched
+    first = await h.pool.fetchrow("SELECT * FROM mta_sts_policies")
+    h.clock.advance(12 * 3600 + 1)
+    assert await h.worker.refresh_mta_sts() == 0  # due, but no mail to sts.test since the fetch
+    await h.queue(["b@sts.test"])
+    await h.run()
+    assert len(sts.fetches) == 1  # the cached policy served b@ (same id)
+    sts.body = POLICY.format(mode="testing", mx="mx.sts.test")
+    assert await h.worker.refresh_mta_sts() == 1
+    assert len(sts.fetches) == 2
+    row = await h.pool.fetchrow("SELECT * FROM mta_sts_policies")
+    assert (row["policy_id"], row["mode"]) == ("1", "testing")
+    assert row["expires_at"] - first["expires_at"] == timedelta(seconds=12 * 3600 + 1)
+    assert any("delivery-mta-sts-refreshed domain=sts.test id=1 mode=testing" in r.getMessage() for r in caplog.records)
+    assert await h.worker.refresh_mta_sts() == 0  # just refreshed
+    h.clock.advance(12 * 3600 + 1)
+    await h.queue(["c@sts.test"])
+    await h.run()
+    sts.status = 404
+    assert await h.worker.refresh_mta_sts() == 0
+    assert len(sts.fetches) == 3
+    assert dict(await h.pool.fetchrow("SELECT * FROM mta_sts_policies")) == dict(row)
+    assert any("delivery-mta-sts-refresh-failed domain=sts.test" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,66 @@ async def test_add_header_files_in_junk_with_symbols(smtp: Smtp) -> None:
     assert field(stored, "X-Spam-Symbols") == ["RELATE_TEST_SPAMMY(8.00)"]
 
 
+async def subjects(smtp: Smtp, folder: str = "INBOX") -> list[str]:
+    """The subject column of bob's messages in ``folder`` (what IMAP ENVELOPE and the REST list show)."""
+    rows = await smtp.pool.fetch(
+        """SELECT m.subject FROM messages m JOIN mailboxes x ON x.id = m.mailbox_id JOIN users u ON u.id = x.user_id
+            WHERE u.address = $1 AND x.name = $2 ORDER BY m.uid""",
+        BOB,
+        folder,
+    )
+    return [r["subject"] for r in rows]
+
+
+async def test_rewrite_subject_marks_the_subject_and_files_in_inbox(smtp: Smtp) -> None:
+    """rspamd says rewrite subject (score 11 past 10): INBOX, the Subject replaced by rspamd's own (once), the
+    rest of the message as it came."""
+    message = make_message(subject="act now: one offer")
+    assert await deliver(smtp, message) == ACCEPTED
+    assert await smtp.inbox(BOB, "Junk") == []
+    [stored] = await smtp.inbox(BOB)
+    assert field(stored, "Subject") == ["***SPAM*** act now: one offer"]
+    assert "action=rewrite_subject" in field(stored, "X-Spam-Status")[0]
+    assert stored.endswith(message.split(b"\r\n\r\n", 1)[1])
+    assert field(stored, "Message-ID") == field(message, "Message-ID")
+    assert await subjects(smtp) == ["***SPAM*** act now: one offer"]
+
+
+async def test_rewrite_subject_keeps_non_ascii_readable(smtp: Smtp) -> None:
+    """An encoded (RFC 2047) subject comes back from rspamd encoded: stored as such, read as the marked text."""
+    assert await deliver(smtp, make_message(subject="=?UTF-8?Q?Gr=C3=BC=C3=9Fe_act_now?=")) == ACCEPTED
+    assert await subjects(smtp) == ["***SPAM*** Grüße act now"]
+
+
+async def test_rewrite_subject_may_file_in_junk(smtp: Smtp) -> None:
+    """With smtp.rspamd.rewrite_subject_folder: junk the marked message goes to Junk."""
+    smtp.cfg.smtp.rspamd.rewrite_subject_folder = "junk"
+    assert await deliver(smtp, make_message(subject="act now")) == ACCEPTED
+    assert await smtp.inbox(BOB) == []
+    assert await subjects(smtp, "Junk") == ["***SPAM*** act now"]
+
+
+async def test_rewrite_subject_leaves_an_allowed_senders_subject_alone(smtp: Smtp) -> None:
+    """bob allows the sender, alice does not: one stored copy cannot carry two subjects, so it keeps its own;
+    bob's copy is in his INBOX, alice's in her Junk."""
+    await spam_store.set_rule(smtp.pool, await user_id(smtp, BOB), "remote.example", spam_store.ALLOW)
+    assert (await deliver(smtp, make_message(subject="act now"), [BOB, ALICE]))[-1] == "250 2.0.0"
+    assert await subjects(smtp) == ["act now"]
+    [junk] = await smtp.inbox(ALICE, "Junk")
+    assert field(junk, "Subject") == ["act now"]
+
+
+async def test_rewrite_subject_never_alters_a_submission(smtp: Smtp) -> None:
+    """alice submits (checked: check_submission) a message rspamd would mark: bob's copy keeps alice's subject
+    and goes to his Junk, as for add header."""
+    smtp.cfg.smtp.rspamd.check_submission = True
+    client = await submission_client(smtp)
+    replies = await client.mail(ALICE, [BOB], make_message(sender=ALICE, subject="act now"))
+    assert [r.head for r in replies] == ACCEPTED
+    assert await subjects(smtp) == []
+    assert await subjects(smtp, "Junk") == ["act now"]
+
+
 async def test_greylist_is_deferred(smtp: Smtp) -> None:
     """rspamd greylists: 451 4.7.1, nothing stored (the sender tries again)."""
     assert await deliver(smtp, make_message(subject="maybe later")) == ["250 2.1.0", "250 2.1.5", "451 4.7.1"]

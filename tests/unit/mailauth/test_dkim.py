@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dkim as dkimpy
 import pytest
 
@@ -29,6 +31,7 @@ def test_dkimpy_calls_our_rsa_check(key: dkim.DkimKey, monkeypatch: pytest.Monke
     calling it would silently keep its slow pure-Python one: this test says so)."""
     assert dkimpy.RSASSA_PKCS1_v1_5_verify is dkimv.rsa_verify
     assert dkimpy.load_pk_from_dns is dkimv.load_pk
+    assert dkimpy.rfc822_parse is dkimv.rfc822_parse
     calls = []
 
     def counting(*args: object) -> bool:
@@ -79,3 +82,26 @@ def test_sha1_and_missing_tags_are_permerror() -> None:
     found = dkimv.find_signatures(head)
     assert [bool(s.problem) for s in found] == [True, True]
     assert [r.result for r in dkimv.verify(head, found, {})] == ["permerror", "permerror"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        MESSAGE,
+        b"From: a@x\r\nSubject: folded\r\n  over two lines\r\n\r\nbody\r\n\r\n\r\n",
+        b"From: a@x\r\n\r\nbare\nline feeds in the body\r\n",  # dkimpy makes them CRLF: its own parse
+        b"From sender@x Mon Dec  7 10:00:00 2026\r\nFrom: a@x\r\n\r\nmbox line\r\n",
+        b"From: a@x\r\nno blank line\r\n",
+        b"\r\nno header\r\n\r\n",
+    ],
+)
+def test_message_parse_is_dkimpys(message: bytes) -> None:
+    """Our parse of a message for dkimpy (header fields and body, or the error) is exactly the one it replaces."""
+
+    def outcome(parse: Callable[[bytes], object]) -> object:
+        try:
+            return parse(message)
+        except dkimpy.DKIMException as exc:
+            return repr(exc)
+
+    assert outcome(dkimv.rfc822_parse) == outcome(dkimv._DKIMPY_RFC822_PARSE)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from relate.spam.filter import read_back, render, strip_fields
+from relate.spam.filter import read_back, render, replace_subject, strip_fields, subject_field
 from relate.spam.rspamd import MAX_SYMBOLS, Unreachable, parse_answer
 from relate.store.spam import patterns_for
 
@@ -74,6 +74,38 @@ def test_strip_is_linear() -> None:
     started = time.perf_counter()
     assert strip_fields(section) == b"\r\n"
     assert time.perf_counter() - started < 1.0
+
+
+def test_rewrite_subject_answer_gives_the_subject() -> None:
+    """rspamd's "subject" comes with a rewrite subject answer; one that is not text, or too long, is dropped."""
+    assert parse_answer(answer(action="rewrite subject", subject="***SPAM*** hi")).subject == "***SPAM*** hi"
+    assert parse_answer(answer(action="rewrite subject", subject=["x"])).subject is None
+    assert parse_answer(answer(action="rewrite subject", subject="x" * 5000)).subject is None
+
+
+def test_subject_field_is_one_safe_folded_field() -> None:
+    """A CR or LF in rspamd's subject cannot start a field; long subjects fold between words; non-ASCII text is
+    put in RFC 2047 words (ASCII left as it is)."""
+    injected = subject_field("***SPAM*** hi\r\nBcc: everyone@example.com")
+    assert injected == b"Subject: ***SPAM*** hi Bcc: everyone@example.com\r\n"
+    long = subject_field("***SPAM*** " + " ".join(["word"] * 40))
+    lines = long.split(b"\r\n")
+    assert all(len(line) <= 78 for line in lines)
+    assert all(line.startswith(b" ") for line in lines[1:-1])
+    assert long.replace(b"\r\n ", b" ") == b"Subject: ***SPAM*** " + b" ".join([b"word"] * 40) + b"\r\n"
+    encoded = subject_field("***SPAM*** Grüße")
+    assert encoded.isascii()
+    assert b"=?utf-8?" in encoded.lower()
+
+
+def test_replace_subject_keeps_every_other_field() -> None:
+    """The Subject (with its continuation lines, every copy of it) is replaced where it stood; a section
+    without one gets it before the blank line."""
+    section = b"From: a@b\r\nSubject: old\r\n  folded\r\nTo: c@d\r\nsubject: again\r\n\r\n"
+    new = b"Subject: ***SPAM*** old\r\n"
+    assert replace_subject(section, new) == b"From: a@b\r\n" + new + b"To: c@d\r\n\r\n"
+    assert replace_subject(b"From: a@b\r\n\r\n", new) == b"From: a@b\r\n" + new + b"\r\n"
+    assert replace_subject(b"\r\n", new) == new + b"\r\n"
 
 
 def test_an_entry_matches_the_address_its_domain_and_parents() -> None:
