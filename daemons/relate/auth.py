@@ -78,6 +78,9 @@ import bcrypt
 
 from relate.config import AuthConfig
 from relate.errors import Invalid, RelateError
+from relate.mail.address import comparable_address
+from relate.scopes import INTERNAL_SCOPE as INTERNAL_SCOPE  # re-exported: daemons name them as auth.*
+from relate.scopes import USER_SCOPES as USER_SCOPES
 from relate.store import db
 from relate.store import keys as key_store
 from relate.store import login_failures as failure_store
@@ -87,9 +90,6 @@ log = logging.getLogger("relate.auth")
 
 T = TypeVar("T")
 
-# Scopes a user's key may carry; `internal` is for daemon-to-API calls only.
-USER_SCOPES = ("smtp", "imap", "pop3", "api:read", "api:write", "app")
-INTERNAL_SCOPE = "internal"
 # The start of the refusal reason for a valid key without the scope asked for.
 MISSING_SCOPE = "missing-scope:"
 _IMPLIED = {"app": {"api:read", "api:write"}}
@@ -205,7 +205,7 @@ class Authenticator:
         temporary failure for the caller to answer).
         """
         given = login or "-"  # for the log line
-        raw_login, login = login, None if login is None else login.strip().lower()
+        raw_login, login = login, None if login is None else comparable_address(login)  # münchen.de: A-label
         prefix = key_prefix(key)
         # What the database sees of the login: text it can store, and nothing that could name a user by accident.
         named = None if login is None else (login if len(login) <= _MAX_LOGIN and not _UNSTORABLE.search(login) else "")

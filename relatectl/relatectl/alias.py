@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import typer
 
-from relate.services import accounts
-from relatectl.common import JsonOption, console, print_rows, with_pool
+from relate.mail.address import address_to_unicode
+from relatectl import complete
+from relatectl.cli import App, JsonOption, lazy_module
+from relatectl.common import console, print_rows, with_pool
 
-app = typer.Typer(help="Aliases: more addresses for a user.", no_args_is_help=True)
+if TYPE_CHECKING:
+    import asyncpg
+
+    from relate.services import accounts
+else:
+    accounts = lazy_module("relate.services.accounts")
+
+app = App(help="Aliases: more addresses for a user.")
 
 
 @app.command("add")
 def add(
     alias: str = typer.Argument(..., help="The new address, at a hosted domain."),
-    target: str = typer.Argument(..., help="The user it delivers to."),
+    target: str = typer.Argument(..., help="The user it delivers to.", autocompletion=complete.users),
 ) -> None:
     """Make ALIAS deliver to TARGET's mailbox (and let TARGET send as ALIAS)."""
 
@@ -29,7 +37,9 @@ def add(
 
 @app.command("list")
 def list_cmd(
-    domain: str | None = typer.Option(None, "--domain", help="Only aliases at this domain."),
+    domain: str | None = typer.Option(
+        None, "--domain", help="Only aliases at this domain.", autocompletion=complete.domains
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """List aliases and the users they deliver to."""
@@ -38,13 +48,16 @@ def list_cmd(
         return await accounts.list_aliases(pool, domain)
 
     rows = with_pool(go)
+    if not as_json:
+        for row in rows:
+            row["alias"], row["target"] = address_to_unicode(row["alias"]), address_to_unicode(row["target"])
     print_rows(
-        rows, [("alias", "Alias"), ("target", "User"), ("created_at", "Created")], as_json=as_json, title="Aliases"
+        rows, [("alias", "Alias"), ("target", "User"), ("created_at", "Created", 1)], as_json=as_json, title="Aliases"
     )
 
 
 @app.command("remove")
-def remove(alias: str = typer.Argument(..., help="The alias address.")) -> None:
+def remove(alias: str = typer.Argument(..., help="The alias address.", autocompletion=complete.aliases)) -> None:
     """Remove an alias (a user's primary address cannot be removed this way)."""
 
     async def go(pool: asyncpg.Pool) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import asyncpg
-import typer
+from typing import TYPE_CHECKING
 
 from relate.store import migrate
-from relatectl.common import JsonOption, console, print_rows, with_pool
+from relatectl.cli import App, JsonOption
+from relatectl.common import console, print_rows, with_pool
 
-app = typer.Typer(help="Database schema: apply migrations, show the version.", no_args_is_help=True)
+if TYPE_CHECKING:
+    import asyncpg
+
+app = App(help="Database schema: apply migrations, show the version.")
 
 
 @app.command("migrate")
@@ -46,7 +49,7 @@ def status_cmd(as_json: bool = JsonOption) -> None:
     ]
     print_rows(
         rows,
-        [("version", "Version"), ("name", "Name"), ("applied", "Applied"), ("applied_at", "Applied at")],
+        [("version", "Version"), ("name", "Name"), ("applied", "Applied"), ("applied_at", "Applied at", 1)],
         as_json=as_json,
         title="Migrations",
     )

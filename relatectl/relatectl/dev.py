@@ -222,7 +222,9 @@ async def _serve(cfg: Config, state_dir: Path, describe: Callable[[dict[str, int
 
 
 def dev(
-    state_dir: Path = typer.Option(Path(".relate-dev"), "--state-dir", help="Where the dev run keeps its state."),
+    state_dir: Path = typer.Option(
+        Path(".relate-dev"), "--state-dir", metavar="DIR", help="Where the dev run keeps its state."
+    ),
     any_port: bool = typer.Option(
         False, "--any-port", help="Listen on free ports instead of the dev ports (dev.json has the ones used)."
     ),

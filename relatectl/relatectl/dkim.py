@@ -10,24 +10,36 @@ seen in DNS, which the delivery daemon checks every ten minutes (or
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import typer
 
-from relate.mail.dkim import DkimKey
-from relate.mailauth.dns import Dns
-from relate.runtime.resolver import make_resolver
-from relate.services import dns as dns_service
-from relatectl.common import JsonOption, console, err_console, load_config, print_json, print_rows, with_pool
+from relate.mail.address import comparable_domain, domain_to_unicode
+from relatectl import complete
+from relatectl.cli import App, JsonOption, lazy_module
+from relatectl.common import console, err_console, load_config, print_json, print_rows, with_pool
 
-app = typer.Typer(help="DKIM keys that sign outbound mail: make, list, activate, retire.", no_args_is_help=True)
+if TYPE_CHECKING:
+    import asyncpg
+
+    from relate.mail.dkim import DkimKey
+    from relate.services import dns as dns_service
+else:
+    dns_service = lazy_module("relate.services.dns")
+
+app = App(help="DKIM keys that sign outbound mail: make, list, activate, retire.")
+Domain = typer.Argument(..., help="A hosted domain.", metavar="DOMAIN", autocompletion=complete.domains)
+Selector = typer.Argument(
+    ..., help="The key's selector (see `dkim list`).", metavar="SELECTOR", autocompletion=complete.selectors
+)
 
 
 @app.command("keygen")
 def keygen(
-    domain: str = typer.Argument(..., help="A hosted domain."),
-    algorithm: str = typer.Option("rsa", "--algorithm", help="rsa (2048 bits) or ed25519."),
+    domain: str = Domain,
+    algorithm: str = typer.Option(
+        "rsa", "--algorithm", autocompletion=complete.comma_list(["rsa", "ed25519"]), help="rsa (2048 bits) or ed25519."
+    ),
     selector: str | None = typer.Option(None, "--selector", help="Selector (default: relateYYYYMMDD)."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -38,7 +50,7 @@ def keygen(
         return await dns_service.dkim_keygen(pool, domain, kind=algorithm.lower(), selector=selector)
 
     key, state = with_pool(go)
-    name = f"{key.selector}._domainkey.{domain.lower()}."
+    name = f"{key.selector}._domainkey.{comparable_domain(domain)}."  # DNS wants the A-label
     if as_json:
         print_json({"name": name, "type": "TXT", "value": key.txt_record(), "algorithm": key.algorithm, "state": state})
         return
@@ -58,7 +70,10 @@ def keygen(
 
 @app.command("list")
 def list_cmd(
-    domain: str | None = typer.Argument(None, help="Only this domain's keys."), as_json: bool = JsonOption
+    domain: str | None = typer.Argument(
+        None, help="Only this domain's keys.", metavar="DOMAIN", autocompletion=complete.domains
+    ),
+    as_json: bool = JsonOption,
 ) -> None:
     """Every DKIM key with its state: active (signs), pending (waits for its DNS record), previous (replaced)."""
 
@@ -68,16 +83,18 @@ def list_cmd(
     rows = with_pool(go)
     for row in rows:
         row.pop("public_key")
+        if not as_json:
+            row["domain"] = domain_to_unicode(row["domain"])
     print_rows(
         rows,
         [
             ("domain", "Domain"),
             ("selector", "Selector"),
-            ("algorithm", "Algorithm"),
+            ("algorithm", "Algorithm", 2),
             ("state", "State"),
-            ("created_at", "Created"),
-            ("activated_at", "Signing since"),
-            ("checked_at", "DNS checked"),
+            ("created_at", "Created", 3),
+            ("activated_at", "Signing since", 1),
+            ("checked_at", "DNS checked", 1),
         ],
         as_json=as_json,
         title="DKIM keys",
@@ -86,11 +103,14 @@ def list_cmd(
 
 @app.command("activate")
 def activate(
-    domain: str = typer.Argument(..., help="A hosted domain."),
-    selector: str = typer.Argument(..., help="The key's selector (see `dkim list`)."),
+    domain: str = Domain,
+    selector: str = Selector,
     force: bool = typer.Option(False, "--force", help="Even if its record is not seen in DNS."),
 ) -> None:
     """Make a key sign DOMAIN's mail now, once its record is seen in DNS (the signing key becomes previous)."""
+    from relate.mailauth.dns import Dns
+    from relate.runtime.resolver import make_resolver
+
     cfg = load_config()
     dns = Dns(make_resolver(cfg.delivery))
 
@@ -106,8 +126,8 @@ def activate(
 
 @app.command("retire")
 def retire(
-    domain: str = typer.Argument(..., help="A hosted domain."),
-    selector: str = typer.Argument(..., help="The key's selector (see `dkim list`)."),
+    domain: str = Domain,
+    selector: str = Selector,
 ) -> None:
     """Delete a key that does not sign (previous or pending); then remove its TXT record from DNS."""
 
@@ -115,4 +135,5 @@ def retire(
         await dns_service.dkim_retire(pool, domain, selector)
 
     with_pool(go)
-    console.print(f"retired {selector}; remove {selector}._domainkey.{domain.lower()}. TXT from DNS", highlight=False)
+    record = f"{selector}._domainkey.{comparable_domain(domain)}."
+    console.print(f"retired {selector}; remove {record} TXT from DNS", highlight=False)

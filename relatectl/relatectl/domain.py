@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from relate.services import accounts, domain_check
-from relate.services import dns as dns_service
-from relatectl.common import JsonOption, console, load_config, print_json, print_rows, with_pool
+from relate.mail.address import domain_to_unicode
+from relatectl import complete
+from relatectl.cli import App, JsonOption, lazy_module
+from relatectl.common import console, load_config, print_json, print_rows, print_table, shown_domain, with_pool
 
-app = typer.Typer(help="Hosted domains.", no_args_is_help=True)
+if TYPE_CHECKING:
+    import asyncpg
+
+    from relate.services import accounts, domain_check
+    from relate.services import dns as dns_service
+else:
+    accounts = lazy_module("relate.services.accounts")
+    domain_check = lazy_module("relate.services.domain_check")
+    dns_service = lazy_module("relate.services.dns")
+
+app = App(help="Hosted domains.")
+HostedDomain = typer.Argument(..., help="A hosted domain.", metavar="DOMAIN", autocompletion=complete.domains)
 
 
 @app.command("add")
-def add(name: str = typer.Argument(..., help="Domain name, e.g. example.com.")) -> None:
+def add(name: str = typer.Argument(..., help="Domain name, e.g. example.com or münchen.de.", metavar="DOMAIN")) -> None:
     """Host a domain: mail for its known addresses is accepted."""
 
     async def go(pool: asyncpg.Pool) -> dict[str, Any]:
         return await accounts.add_domain(pool, name)
 
     row = with_pool(go)
-    console.print(f"added domain {row['name']}", highlight=False)
+    console.print(f"added domain {shown_domain(row['name'])}", highlight=False)
 
 
 @app.command("list")
@@ -35,27 +45,30 @@ def list_cmd(as_json: bool = JsonOption) -> None:
         return await accounts.list_domains(pool)
 
     rows = with_pool(go)
+    if not as_json:
+        for row in rows:
+            row["name"] = domain_to_unicode(row["name"])
     print_rows(
         rows,
-        [("name", "Domain"), ("users", "Users"), ("aliases", "Aliases"), ("created_at", "Created")],
+        [("name", "Domain"), ("users", "Users"), ("aliases", "Aliases"), ("created_at", "Created", 1)],
         as_json=as_json,
         title="Domains",
     )
 
 
 @app.command("remove")
-def remove(name: str = typer.Argument(..., help="Domain name.")) -> None:
+def remove(name: str = HostedDomain) -> None:
     """Stop hosting a domain. Refused while it still has users or aliases."""
 
     async def go(pool: asyncpg.Pool) -> None:
         await accounts.remove_domain(pool, name)
 
     with_pool(go)
-    console.print(f"removed domain {name.lower()}", highlight=False)
+    console.print(f"removed domain {name.strip().lower()}", highlight=False)
 
 
 @app.command("dns")
-def dns(name: str = typer.Argument(..., help="A hosted domain."), as_json: bool = JsonOption) -> None:
+def dns(name: str = HostedDomain, as_json: bool = JsonOption) -> None:
     """Print the DNS records to publish for a domain: MX, SPF, DKIM, DMARC, autoconfig and SRV."""
     cfg = load_config()
 
@@ -75,7 +88,7 @@ _STYLE = {"ok": "green", "warn": "bold yellow", "fail": "bold red", "skip": "dim
 
 
 @app.command("check")
-def check(name: str = typer.Argument(..., help="A hosted domain."), as_json: bool = JsonOption) -> None:
+def check(name: str = HostedDomain, as_json: bool = JsonOption) -> None:
     """Check a domain's live DNS and this host's certificate: MX, SPF, DKIM, DMARC, reverse DNS, MTA-STS, TLS-RPT.
 
     Each problem comes with the record to publish (or what to run), in the
@@ -99,14 +112,14 @@ def check(name: str = typer.Argument(..., help="A hosted domain."), as_json: boo
 
 def _print_report(report: domain_check.Report) -> None:
     sending = ", ".join(report.addresses) or "unknown addresses"
-    table = Table(
-        title=f"{report.domain}: mail set-up for {report.host} (sending from {sending})", title_justify="left"
+    print_table(
+        f"{report.domain}: mail set-up for {report.host} (sending from {sending})",
+        [("check", "Check"), ("state", "State"), ("found", "Found"), ("problem", "Problem")],
+        [
+            [Text(c.check), Text(c.state, style=_STYLE[c.state]), Text(c.found), Text(c.problem or "-")]
+            for c in report.checks
+        ],
     )
-    for heading in ("Check", "State", "Found", "Problem"):
-        table.add_column(heading)
-    for c in report.checks:
-        table.add_row(Text(c.check), Text(c.state, style=_STYLE[c.state]), Text(c.found), Text(c.problem or "-"))
-    console.print(table)
     todo = report.fix_first
     if not todo:
         console.print(f"nothing to fix: {report.domain} is set up for mail to and from {report.host}", highlight=False)

@@ -19,7 +19,8 @@ from rich.table import Table
 
 from relate.config import Config
 from relate.importing import DEFAULT_MAX_SIZE
-from relatectl.common import JsonOption, console, err_console, fail, load_config, print_json, with_pool
+from relatectl.cli import App, JsonOption
+from relatectl.common import console, err_console, fail, load_config, print_json, with_pool
 from relatectl.sizes import format_size
 
 if TYPE_CHECKING:
@@ -28,10 +29,7 @@ if TYPE_CHECKING:
     from relate.store.imports import Progress as SourceProgress
 
 
-app = typer.Typer(
-    help="Move mail in from an old server: a Maildir tree, mbox files, or a live IMAP account.",
-    no_args_is_help=True,
-)
+app = App(help="Move mail in from an old server: a Maildir tree, mbox files, or a live IMAP account.")
 
 UserOption = typer.Option(..., "--user", "-u", metavar="ADDRESS", help="The Relate Mail user it goes to.")
 MaxSizeOption = typer.Option(

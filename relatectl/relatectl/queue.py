@@ -11,15 +11,15 @@ import json
 import re
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import typer
 
 from relate.errors import Invalid
-from relate.services import queue as queue_service
+from relate.mail.address import address_to_unicode, comparable_address, comparable_domain
+from relatectl import complete
+from relatectl.cli import App, JsonOption, lazy_module
 from relatectl.common import (
-    JsonOption,
     cell,
     console,
     err_console,
@@ -31,13 +31,23 @@ from relatectl.common import (
     with_pool,
 )
 
-app = typer.Typer(
-    help="The outbound queue: list, show, retry, hold, release, fail, delete, flush.", no_args_is_help=True
-)
+if TYPE_CHECKING:
+    import asyncpg
+
+    from relate.services import queue as queue_service
+else:
+    queue_service = lazy_module("relate.services.queue")
+
+app = App(help="The outbound queue: list, show, retry, hold, release, fail, delete, flush.")
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-IdsArgument = typer.Argument(None, help="Message ids, or - to read them from standard input.")
+IdsArgument = typer.Argument(
+    None, help="Message ids, or - to read them from standard input.", metavar="ID...", autocompletion=complete.queue_ids
+)
+HeldArgument = typer.Argument(
+    None, help="Message ids, or - to read them from standard input.", metavar="ID...", autocompletion=complete.held_ids
+)
 
 
 def _age(text: str) -> timedelta:
@@ -83,12 +93,25 @@ def _require(ids: list[int]) -> list[int]:
 
 @app.command("list")
 def list_cmd(
-    status: list[str] = typer.Option([], "--status", help="Only these statuses (repeatable)."),
-    sender: str | None = typer.Option(None, "--from", help="Only mail from this address."),
-    recipient: str | None = typer.Option(None, "--to", help="Only mail to this address."),
-    domain: str | None = typer.Option(None, "--domain", help="Only mail with a recipient at this domain."),
-    older_than: str | None = typer.Option(None, "--older-than", help="Only mail queued longer ago (30m, 2h, 5d)."),
-    limit: int = typer.Option(1000, "--limit", min=1, help="Show at most this many (the oldest); says how many more."),
+    status: list[str] = typer.Option(
+        [],
+        "--status",
+        autocompletion=lambda incomplete: [s for s in queue_service.STATUSES if s.startswith(incomplete)],
+        help="Only these statuses (repeatable).",
+    ),
+    sender: str | None = typer.Option(
+        None, "--from", metavar="ADDRESS", autocompletion=complete.addresses, help="Only mail from this address."
+    ),
+    recipient: str | None = typer.Option(None, "--to", metavar="ADDRESS", help="Only mail to this address."),
+    domain: str | None = typer.Option(
+        None, "--domain", autocompletion=complete.domains, help="Only mail with a recipient at this domain."
+    ),
+    older_than: str | None = typer.Option(
+        None, "--older-than", metavar="AGE", help="Only mail queued longer ago (30m, 2h, 5d)."
+    ),
+    limit: int = typer.Option(
+        1000, "--limit", min=1, metavar="N", help="Show at most this many (the oldest); says how many more."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """List queued and recently finished outbound mail, oldest first.
@@ -100,9 +123,9 @@ def list_cmd(
         return await queue_service.list_messages(
             pool,
             statuses=[s.lower() for s in status] or None,
-            sender=sender.lower() if sender else None,
-            recipient=recipient.lower() if recipient else None,
-            domain=domain.lower() if domain else None,
+            sender=comparable_address(sender) if sender else None,
+            recipient=comparable_address(recipient) if recipient else None,
+            domain=comparable_domain(domain) if domain else None,
             queued_before=datetime.now(UTC) - _age(older_than) if older_than else None,
             limit=limit,
         )
@@ -111,19 +134,22 @@ def list_cmd(
     more = rows[0]["matched"] - len(rows) if rows else 0
     for row in rows:
         del row["matched"]
+        shown = address_to_unicode if not as_json else str
         row["recipients"] = [
-            f"{a} ({s})" for a, s in zip(row["recipients"], row.pop("recipient_statuses"), strict=True)
+            f"{shown(a)} ({s})" for a, s in zip(row["recipients"], row.pop("recipient_statuses"), strict=True)
         ]
+        if not as_json and row["mail_from"]:
+            row["mail_from"] = address_to_unicode(row["mail_from"])
     print_rows(
         rows,
         [
             ("id", "Id"),
             ("status", "Status"),
-            ("queued_at", "Queued"),
+            ("queued_at", "Queued", 2),
             ("mail_from", "From"),
             ("recipients", "Recipients"),
-            ("size", "Size"),
-            ("next_retry_at", "Next try"),
+            ("size", "Size", 3),
+            ("next_retry_at", "Next try", 1),
             ("last_error", "Last error"),
         ],
         as_json=as_json,
@@ -137,7 +163,10 @@ def list_cmd(
 
 
 @app.command("show")
-def show(email_id: int = typer.Argument(..., help="Message id."), as_json: bool = JsonOption) -> None:
+def show(
+    email_id: int = typer.Argument(..., help="Message id.", metavar="ID", autocompletion=complete.queue_ids),
+    as_json: bool = JsonOption,
+) -> None:
     """Show one message: headers, and every recipient with status, attempts, next try and last reply."""
 
     async def go(pool: asyncpg.Pool) -> dict[str, Any]:
@@ -154,9 +183,9 @@ def show(email_id: int = typer.Argument(..., help="Message id."), as_json: bool 
         [
             ("address", "Recipient"),
             ("status", "Status"),
-            ("attempts", "Attempts"),
-            ("next_attempt_at", "Next try"),
-            ("remote_mta", "Remote MTA"),
+            ("attempts", "Attempts", 1),
+            ("next_attempt_at", "Next try", 2),
+            ("remote_mta", "Remote MTA", 3),
             ("remote_reply", "Last reply"),
         ],
         as_json=False,
@@ -168,7 +197,7 @@ def _targets(ids: list[str] | None, all_: bool, domain: str | None) -> list[int]
     if all_ or domain:
 
         async def go(pool: asyncpg.Pool) -> list[int]:
-            return await queue_service.ids_for(pool, domain=domain.lower() if domain else None)
+            return await queue_service.ids_for(pool, domain=comparable_domain(domain) if domain else None)
 
         return with_pool(go)
     return _require(_read_ids(ids))
@@ -193,7 +222,12 @@ def _report(done: queue_service.Done, result: str, summary: str, *, as_json: boo
 def retry(
     ids: list[str] | None = IdsArgument,
     all_: bool = typer.Option(False, "--all", help="Every waiting message that is not held."),
-    domain: str | None = typer.Option(None, "--domain", help="Every waiting message with a recipient at this domain."),
+    domain: str | None = typer.Option(
+        None,
+        "--domain",
+        autocompletion=complete.domains,
+        help="Every waiting message with a recipient at this domain.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Make waiting recipients due now (the delivery daemon picks them up at once); held mail stays held."""
@@ -226,7 +260,7 @@ def hold(ids: list[str] | None = IdsArgument, as_json: bool = JsonOption) -> Non
 
 
 @app.command("release")
-def release(ids: list[str] | None = IdsArgument, as_json: bool = JsonOption) -> None:
+def release(ids: list[str] | None = HeldArgument, as_json: bool = JsonOption) -> None:
     """Put held messages back in the queue."""
     targets = _require(_read_ids(ids))
 

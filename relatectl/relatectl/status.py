@@ -24,12 +24,12 @@ from typing import Any
 
 import asyncpg
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from relate.config import Config
 from relate.store import db, heartbeats, migrate
-from relatectl.common import JsonOption, as_peer, cell, console, load_config, print_json, run
+from relatectl.cli import JsonOption
+from relatectl.common import as_peer, cell, console, load_config, print_json, print_table, run, table_cell
 
 HEARTBEAT_VERSION = 8  # the migration that created daemon_heartbeats
 PROBLEM_VERSION = 15  # the migration that added daemon_heartbeats.problem
@@ -181,9 +181,7 @@ def _print(report: dict[str, Any]) -> None:
     daemons = [d for d in report["daemons"] if not (d.get("disabled") and d["stale"])]
     here = socket.gethostname()
     if daemons or off:
-        table = Table(title="Daemons", title_justify="left")
-        for heading in ("Host", "Service", "PID", "Version", "Started", "Last seen", "Connections", "State"):
-            table.add_column(heading)
+        cells: list[list[str | Text]] = []
         for d in daemons:
             if d.get("disabled"):
                 state = Text(f"running, but disabled in config ({off[d['service']]}): stops at restart", style="yellow")
@@ -193,19 +191,36 @@ def _print(report: dict[str, Any]) -> None:
                 state = Text(f"DEGRADED: {d['problem']}", style="bold yellow")
             else:
                 state = Text("running", style="green")
-            table.add_row(
-                Text(d["host"]),
-                Text(d["service"]),
-                str(d["pid"]),
-                Text(d["version"]),
-                cell(d["started_at"]),
-                _ago(d["age_seconds"]),
-                str(d["connections"]),
-                state,
+            cells.append(
+                [
+                    Text(d["host"]),
+                    Text(d["service"]),
+                    str(d["pid"]),
+                    Text(d["version"]),
+                    table_cell(d["started_at"]),
+                    _ago(d["age_seconds"]),
+                    str(d["connections"]),
+                    state,
+                ]
             )
         for service, reason in off.items():
-            table.add_row(Text(here), Text(service), "-", "-", "-", "-", "-", Text(f"disabled ({reason})", style="dim"))
-        console.print(table)
+            cells.append(
+                [Text(here), Text(service), "-", "-", "-", "-", "-", Text(f"disabled ({reason})", style="dim")]
+            )
+        print_table(
+            "Daemons",
+            [
+                ("host", "Host"),
+                ("service", "Service"),
+                ("pid", "PID", 1),
+                ("version", "Version", 3),
+                ("started", "Started", 2),
+                ("last_seen", "Last seen"),
+                ("connections", "Connections"),
+                ("state", "State"),
+            ],
+            cells,
+        )
         for host in dict.fromkeys(d["host"] for d in daemons):
             rows = [d for d in daemons if d["host"] == host]
             if all(d["stale"] for d in rows):

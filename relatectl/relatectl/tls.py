@@ -30,15 +30,25 @@ from typing import Any
 import asyncpg
 import typer
 from cryptography.exceptions import UnsupportedAlgorithm
-from rich.table import Table
 from rich.text import Text
 
 from relate.config import Config, ListenerConfig
 from relate.runtime.tls import certificate_summary
 from relate.store import heartbeats
-from relatectl.common import JsonOption, cell, console, err_console, fail, load_config, print_json, with_pool
+from relatectl.cli import App, JsonOption
+from relatectl.common import (
+    cell,
+    console,
+    err_console,
+    fail,
+    load_config,
+    print_json,
+    print_table,
+    table_cell,
+    with_pool,
+)
 
-app = typer.Typer(help="TLS certificates: what each listener uses, and reloading them.", no_args_is_help=True)
+app = App(help="TLS certificates: what each listener uses, and reloading them.")
 
 WARN_DAYS = 14
 # Listeners that cannot serve without a certificate: implicit TLS (465, 993, 995), and submission on 587,
@@ -125,22 +135,35 @@ def status_cmd(as_json: bool = JsonOption) -> None:
     elif not rows:
         console.print("no listeners are configured", highlight=False)
     else:
-        table = Table(title="TLS certificates", title_justify="left")
-        for heading in ("Service", "Listener", "Subject", "Names", "Issuer", "Expires", "Days left", "State"):
-            table.add_column(heading)
+        cells: list[list[str | Text]] = []
         for r in rows:
             state = r["state"] if r["state"] != "error" else f"error: {r['error']}"
-            table.add_row(
-                r["service"],
-                r["listener"],
-                Text(cell(r["subject"])),
-                Text(cell(r["names"])),
-                Text(cell(r["issuer"])),
-                cell(r["not_after"]),
-                cell(r["days_left"]),
-                Text(state, style=_STYLE.get(r["state"], "")),
+            cells.append(
+                [
+                    r["service"],
+                    r["listener"],
+                    Text(cell(r["subject"])),
+                    Text(cell(r["names"])),
+                    Text(cell(r["issuer"])),
+                    table_cell(r["not_after"]),
+                    cell(r["days_left"]),
+                    Text(state, style=_STYLE.get(r["state"], "")),
+                ]
             )
-        console.print(table)
+        print_table(
+            "TLS certificates",
+            [
+                ("service", "Service"),
+                ("listener", "Listener"),
+                ("subject", "Subject", 2),
+                ("names", "Names"),
+                ("issuer", "Issuer", 3),
+                ("not_after", "Expires", 1),
+                ("days_left", "Days left"),
+                ("state", "State"),
+            ],
+            cells,
+        )
     for r in rows:
         where = f"{r['service']}.{r['listener']}"
         if r["state"] == "expiring":

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import typer
 from rich.markup import escape
 from rich.text import Text
 
-from relate.services import accounts, senders
-from relatectl.common import JsonOption, cell, console, fail, load_config, print_json, print_rows, with_pool
+from relate.mail.address import address_to_unicode
+from relatectl import complete
+from relatectl.cli import App, JsonOption, lazy_module
+from relatectl.common import Column, cell, console, fail, load_config, print_json, print_rows, with_pool
 from relatectl.sizes import format_size, parse_size
 
-app = typer.Typer(help="Users (mailbox owners).", no_args_is_help=True)
+if TYPE_CHECKING:
+    import asyncpg
+
+    from relate.services import accounts, senders
+else:
+    accounts = lazy_module("relate.services.accounts")
+    senders = lazy_module("relate.services.senders")
+
+app = App(help="Users (mailbox owners).")
+User = typer.Argument(..., help="The user's primary address.", metavar="ADDRESS", autocompletion=complete.users)
 
 
 @app.command("add")
@@ -27,15 +37,18 @@ def add(
         return await accounts.add_user(pool, address, name)
 
     row = with_pool(go)
+    shown = address_to_unicode(row["address"])
     console.print(
-        f"added user {row['address']}; give it a key: relatectl key create {row['address']} --scope imap,smtp,pop3,app",
+        f"added user {shown}; give it a key: relatectl key create {shown} --scope imap,smtp,pop3,app",
         highlight=False,
     )
 
 
 @app.command("list")
 def list_cmd(
-    domain: str | None = typer.Option(None, "--domain", help="Only users of this domain."),
+    domain: str | None = typer.Option(
+        None, "--domain", help="Only users of this domain.", autocompletion=complete.domains
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """List users with their alias and key counts and their quota (usage / limit)."""
@@ -45,21 +58,22 @@ def list_cmd(
         return await accounts.list_users(pool, domain, cfg.quota)
 
     rows = with_pool(go, cfg=cfg)
-    for row in rows:
-        row["storage"] = _usage_text(row["quota"]["storage"], format_size)
-        row["messages"] = _usage_text(row["quota"]["messages"], str)
-    columns = [
+    columns: list[Column] = [
         ("address", "Address"),
-        ("display_name", "Name"),
-        ("aliases", "Aliases"),
-        ("keys", "Keys"),
-        ("disabled", "Disabled"),
-        ("created_at", "Created"),
+        ("display_name", "Name", 2),
+        ("aliases", "Aliases", 4),
+        ("keys", "Keys", 4),
+        ("disabled", "Disabled", 3),
+        ("created_at", "Created", 5),
     ]
     if as_json:
         print_rows(rows, [*columns, ("quota", "Quota")], as_json=True, title="Users")
         return
-    print_rows(rows, [*columns, ("storage", "Storage"), ("messages", "Messages")], as_json=False, title="Users")
+    for row in rows:
+        row["address"] = address_to_unicode(row["address"])
+        row["storage"] = _usage_text(row["quota"]["storage"], format_size)
+        row["messages"] = _usage_text(row["quota"]["messages"], str)
+    print_rows(rows, [*columns, ("storage", "Storage"), ("messages", "Messages", 1)], as_json=False, title="Users")
 
 
 def _usage_text(resource: dict[str, Any], show: Any) -> str:
@@ -83,7 +97,7 @@ def _quota_line(address: str, view: dict[str, Any]) -> str:
 
 
 @app.command("show")
-def show(address: str = typer.Argument(..., help="The user's primary address."), as_json: bool = JsonOption) -> None:
+def show(address: str = User, as_json: bool = JsonOption) -> None:
     """Show a user's aliases, quota, folders (messages, unread, size) and keys."""
     cfg = load_config()
 
@@ -94,14 +108,17 @@ def show(address: str = typer.Argument(..., help="The user's primary address."),
     if as_json:
         print_json(user)
         return
-    console.print(f"[bold]{escape(user['address'])}[/]  {escape(user['display_name'] or '')}", highlight=False)
-    console.print(Text(f"aliases: {', '.join(user['aliases']) or '-'}"))
+    console.print(
+        f"[bold]{escape(address_to_unicode(user['address']))}[/]  {escape(user['display_name'] or '')}",
+        highlight=False,
+    )
+    console.print(Text(f"aliases: {', '.join(map(address_to_unicode, user['aliases'])) or '-'}"))
     console.print(Text(_quota_line(user["address"], user["quota"])))
     print_rows(
         user["mailboxes"],
         [
             ("name", "Folder"),
-            ("special_use", "Special use"),
+            ("special_use", "Special use", 1),
             ("messages", "Messages"),
             ("unread", "Unread"),
             ("bytes", "Bytes"),
@@ -115,8 +132,8 @@ def show(address: str = typer.Argument(..., help="The user's primary address."),
             ("id", "Key id"),
             ("name", "Name"),
             ("scopes", "Scopes"),
-            ("last_used_at", "Last used"),
-            ("expires_at", "Expires"),
+            ("last_used_at", "Last used", 1),
+            ("expires_at", "Expires", 2),
         ],
         as_json=False,
         title="Keys",
@@ -125,11 +142,16 @@ def show(address: str = typer.Argument(..., help="The user's primary address."),
 
 @app.command("quota")
 def quota(
-    address: str = typer.Argument(..., help="The user's primary address."),
+    address: str = User,
     storage: str | None = typer.Option(
-        None, "--storage", help="Limit on the bytes of the user's messages, every folder: 500M, 2G, 1.5T, or none."
+        None,
+        "--storage",
+        metavar="SIZE",
+        help="Limit on the bytes of the user's messages, every folder: 500M, 2G, 1.5T, or none.",
     ),
-    messages: str | None = typer.Option(None, "--messages", help="Limit on the number of messages, or none."),
+    messages: str | None = typer.Option(
+        None, "--messages", metavar="N", help="Limit on the number of messages, or none."
+    ),
     no_limits: bool = typer.Option(False, "--none", help="No limit at all for this user, whatever the defaults."),
     default: bool = typer.Option(
         False, "--default", help="Follow the configured defaults (quota.storage, quota.messages) again."
@@ -184,13 +206,19 @@ def _count(text: str) -> int:
 
 @app.command("limits")
 def limits(
-    address: str = typer.Argument(..., help="The user's address or an alias."),
+    address: str = typer.Argument(
+        ..., help="The user's address or an alias.", metavar="ADDRESS", autocompletion=complete.addresses
+    ),
     messages: str | None = typer.Option(
-        None, "--messages-per-day", help="Messages the user may send in 24 hours: a number, none, or default."
+        None,
+        "--messages-per-day",
+        metavar="N",
+        help="Messages the user may send in 24 hours: a number, none, or default.",
     ),
     recipients: str | None = typer.Option(
         None,
         "--recipients-per-day",
+        metavar="N",
         help="First-time recipients (never written to before) in 24 hours: a number, none, or default.",
     ),
     as_json: bool = JsonOption,
@@ -239,7 +267,7 @@ def _sending_limit(text: str, option: str) -> int | None:
 
 @app.command("remove")
 def remove(
-    address: str = typer.Argument(..., help="The user's primary address."),
+    address: str = User,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete a user with all its mail, folders, aliases and keys."""
@@ -266,7 +294,7 @@ def _put_sender(address: str, sender: str, kind: str) -> None:
 
 @app.command("allow")
 def allow(
-    address: str = typer.Argument(..., help="The user's primary address."),
+    address: str = User,
     sender: str = typer.Argument(..., help="An address, or a domain (its subdomains too)."),
 ) -> None:
     """Deliver mail from SENDER to INBOX whatever rspamd says (DMARC refusals still apply)."""
@@ -275,7 +303,7 @@ def allow(
 
 @app.command("block")
 def block(
-    address: str = typer.Argument(..., help="The user's primary address."),
+    address: str = User,
     sender: str = typer.Argument(..., help="An address, or a domain (its subdomains too)."),
 ) -> None:
     """File mail from SENDER in Junk (or refuse it: smtp.rspamd.block_action)."""
@@ -284,7 +312,7 @@ def block(
 
 @app.command("unlist")
 def unlist(
-    address: str = typer.Argument(..., help="The user's primary address."),
+    address: str = User,
     sender: str = typer.Argument(..., help="The entry to remove, as allowed or blocked."),
 ) -> None:
     """Take SENDER off the user's allow or block list."""
@@ -297,9 +325,7 @@ def unlist(
 
 
 @app.command("senders")
-def senders_cmd(
-    address: str = typer.Argument(..., help="The user's primary address."), as_json: bool = JsonOption
-) -> None:
+def senders_cmd(address: str = User, as_json: bool = JsonOption) -> None:
     """List the user's allowed and blocked senders."""
 
     async def go(pool: asyncpg.Pool) -> list[dict[str, Any]]:

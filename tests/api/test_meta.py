@@ -200,6 +200,22 @@ async def test_autoconfig_only_for_hosted_domains(api: Api) -> None:
         assert resp.status == 200
 
 
+async def test_autoconfig_for_an_idna_domain_in_either_form(api: Api) -> None:
+    """münchen.de hosted (stored as xn--mnchen-3ya.de): autoconfig answers for jörg@münchen.de and for the A-label
+    form, naming the domain by its A-label; köln.de, not hosted, is 404."""
+    await accounts.add_domain(api.pool, "münchen.de")
+    url = api.url + "/mail/config-v1.1.xml"
+    for address in ("jörg@münchen.de", "info@XN--MNCHEN-3YA.DE"):
+        async with api.session.get(url, params={"emailaddress": address}) as resp:
+            assert resp.status == 200, address
+            doc = ET.fromstring(await resp.read())  # noqa: S314 - our own server's answer
+        provider = doc.find("emailProvider")
+        assert provider is not None
+        assert provider.findtext("domain") == "xn--mnchen-3ya.de"
+    async with api.session.get(url, params={"emailaddress": "info@köln.de"}) as resp:
+        assert resp.status == 404
+
+
 async def test_autoconfig_escapes_configured_values(api: Api) -> None:
     """Values from the configuration are XML-escaped: the document stays well-formed and says what was set."""
     api.cfg.api.public_hostname = "mail&co<1>.example.com"

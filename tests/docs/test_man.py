@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import typer
+from typer.core import TyperGroup
 
 from relate import config as config_mod
 from relatectl.main import app
@@ -39,10 +40,10 @@ def leaf_commands() -> Iterator[tuple[str, Any]]:
     """(path, click command) for every command of relatectl that runs something."""
 
     def walk(cmd: Any, path: list[str]) -> Iterator[tuple[str, Any]]:
-        subs = getattr(cmd, "commands", None)
-        if subs:
-            for name, sub in sorted(subs.items()):
-                yield from walk(sub, [*path, name])
+        if isinstance(cmd, TyperGroup):  # the top level loads each noun when asked for it
+            ctx = typer.Context(cmd)
+            for name in sorted(cmd.list_commands(ctx)):
+                yield from walk(cmd.get_command(ctx, name), [*path, name])
         else:
             yield " ".join(path), cmd
 
@@ -112,7 +113,9 @@ def test_relatectl_page_documents_every_command_option_and_argument() -> None:
         for param in cmd.params:
             if param.name == "help":
                 continue
-            names = param.opts if param.param_type_name == "option" else [param.name.upper()]
+            # An argument as --help shows it: its metavar (DOMAIN, ID...), else its name in capitals.
+            shown = (param.metavar or param.name.upper()).removesuffix("...")
+            names = param.opts if param.param_type_name == "option" else [shown]
             for name in names:
                 if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", body):
                     problems.append(f"relatectl {path}: {name} not documented")

@@ -373,3 +373,15 @@ async def test_rehash_never_undoes_a_rotation(pool: asyncpg.Pool, bob: str) -> N
     await pool.execute("UPDATE api_keys SET hash = 'rotated' WHERE id = $1", key_id)
     await key_store.touch(pool, key_id, rehash=(verified, "stale-rehash"))
     assert await pool.fetchval("SELECT hash FROM api_keys WHERE id = $1", key_id) == "rotated"
+
+
+async def test_login_names_an_idna_domain_in_either_form(pool: asyncpg.Pool, auth_config: AuthConfig) -> None:
+    """A user of münchen.de logs in as info@münchen.de, INFO@München.DE or info@xn--mnchen-3ya.de; not köln.de."""
+    await accounts.add_domain(pool, "münchen.de")
+    await accounts.add_user(pool, "info@münchen.de")
+    key, _ = await new_key(pool, "info@xn--mnchen-3ya.de", "imap")
+    auth = Authenticator(pool, auth_config)
+    for login in ["info@münchen.de", "INFO@München.DE", "info@xn--mnchen-3ya.de"]:
+        principal = await auth.authenticate(login, key, "imap", client="192.0.2.1", service="imap")
+        assert principal.address == "info@xn--mnchen-3ya.de"
+    assert await refused(auth, "info@köln.de", key, "imap") == "wrong-user"

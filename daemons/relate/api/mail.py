@@ -21,6 +21,7 @@ from relate.api.app import int_param, json_body, page_of, paging, path_id, state
 from relate.api.errors import ApiError, bad_request, invalid, not_found
 from relate.api.security import READ, WRITE, principal, requires
 from relate.config import Config
+from relate.mail.address import comparable_address
 from relate.mail.headers import decoded_fields
 from relate.mail.mime import ParsedMessage, parse_message, part_content
 from relate.mailauth import authres, verdict
@@ -195,7 +196,7 @@ async def _sent_by_user(request: web.Request, row: dict[str, Any]) -> bool:
     if row["special_use"] in ("\\Sent", "\\Drafts"):
         return True
     own = await accounts.user_addresses(state(request).pool, principal(request).user_id)
-    return any((a.get("email") or "").lower() in own for a in row.get("from_addr") or [])
+    return any(comparable_address(a.get("email") or "") in own for a in row.get("from_addr") or [])
 
 
 @routes.get("/api/emails/{id}")

@@ -59,7 +59,7 @@ from relate.api.security import READ, WRITE, client_address, principal, requires
 from relate.delivery import Delivery, Kind, Sender, classify
 from relate.errors import Invalid
 from relate.mail import compose as mime
-from relate.mail.address import normalize_address, split_address
+from relate.mail.address import comparable_address, normalize_address, split_address
 from relate.mail.mime import Address, ParsedMessage, parse_message, part_content
 from relate.mailauth.verdict import submission_results
 from relate.notify import Notifier
@@ -637,8 +637,9 @@ async def _own_sender(request: web.Request, parsed: ParsedMessage) -> mime.Perso
     default = await _default_sender(request)
     own = await accounts.user_addresses(state(request).pool, principal(request).user_id)
     for a in (*parsed.to, *parsed.cc, *parsed.bcc):
-        if a.email.lower() in own and a.email.lower() != default.email:
-            return mime.Person(a.email.lower(), default.name)
+        email = comparable_address(a.email)
+        if email in own and email != default.email:
+            return mime.Person(email, default.name)
     return default
 
 
@@ -653,7 +654,7 @@ async def reply(request: web.Request) -> web.Response:
     _, parsed = await _original(request)
     own = await accounts.user_addresses(state(request).pool, principal(request).user_id)
     sender = await _own_sender(request, parsed)
-    wrote_it = bool(parsed.from_) and parsed.from_[0].email.lower() in own
+    wrote_it = bool(parsed.from_) and comparable_address(parsed.from_[0].email) in own
     skip = set() if wrote_it else set(own)
     to = _valid_people(parsed.to if wrote_it else (parsed.reply_to or parsed.from_), skip)
     cc: list[mime.Person] = []

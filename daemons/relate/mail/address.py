@@ -7,6 +7,18 @@ case-sensitive in theory, case-insensitive in every deployed system).
 Quoted local parts, source routes, address literals and ``%`` hacks are
 refused: they are the raw material of relay tricks and no hosted user needs
 them.
+
+Internationalized domain names (RFC 5890) are stored and compared as
+A-labels: ``München.de`` and ``xn--mnchen-3ya.de`` are one domain, kept as
+``xn--mnchen-3ya.de``, whichever form was typed, sent in RCPT TO (an
+SMTPUTF8 path may carry the U-label) or given to the API. The mapping is
+IDNA2008 with the UTS #46 preprocessing browsers use (case folded, so
+``ß`` stays ``ß``: ``straße.de`` is ``xn--strae-oqa.de``, not
+``strasse.de``); a name IDNA2008 refuses (``☃.net``) is not a valid domain.
+An ASCII name is checked as letters, digits and hyphens only, so the hot
+path (nearly every name) never loads the IDNA tables. People read U-labels:
+``domain_to_unicode`` and ``address_to_unicode`` turn stored names back for
+display. The local part is not touched (RFC 6531 keeps it UTF-8).
 """
 
 from __future__ import annotations
@@ -19,17 +31,71 @@ from relate.errors import Invalid
 # less '%' which only ever serves relay tricks.
 _ATEXT = r"[A-Za-z0-9!#$&'*+/=?^_`{|}~\-\u0080-\U0010FFFF]"
 _LOCAL = re.compile(rf"^{_ATEXT}+(\.{_ATEXT}+)*$")
-_LABEL = re.compile(r"^(?!-)[a-z0-9\-\u0080-\U0010FFFF]{1,63}(?<!-)$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9\-]{1,63}(?<!-)$")
+_MAX_TYPED = 1024  # characters of a domain name worth mapping at all (an A-label name has at most 253)
+
+
+def _to_ascii(domain: str) -> str:
+    """The A-label form of a lower-cased name with non-ASCII labels."""
+    import idna  # loaded by the few names that need it, not at every relatectl start
+
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        raise Invalid("not a valid domain name") from None
 
 
 def normalize_domain(name: str) -> str:
-    """A hosted-domain name, lower-cased and checked; raises Invalid."""
+    """A hosted-domain name, lower-cased, as A-labels, and checked; raises Invalid."""
     domain = name.strip().lower()
-    if not domain or len(domain) > 253 or domain.endswith(".") or "." not in domain:
+    if not domain or len(domain) > _MAX_TYPED or domain.endswith(".") or "." not in domain:
         raise Invalid(f"not a valid domain name: {name!r}")
-    if not all(_LABEL.match(label) for label in domain.split(".")):
+    if not domain.isascii():
+        try:
+            domain = _to_ascii(domain)
+        except Invalid:
+            raise Invalid(f"not a valid domain name: {name!r}") from None
+    if len(domain) > 253 or not all(_LABEL.match(label) for label in domain.split(".")):
         raise Invalid(f"not a valid domain name: {name!r}")
     return domain
+
+
+def domain_to_unicode(domain: str) -> str:
+    """A stored (A-label) domain as people read it: ``xn--mnchen-3ya.de`` -> ``münchen.de``; else unchanged."""
+    if "xn--" not in domain:
+        return domain
+    import idna
+
+    try:
+        return str(idna.decode(domain))
+    except (idna.IDNAError, UnicodeError):
+        return domain
+
+
+def address_to_unicode(address: str) -> str:
+    """A stored address with its domain as U-labels, for display."""
+    local, at, domain = address.rpartition("@")
+    return f"{local}{at}{domain_to_unicode(domain)}" if at else address
+
+
+def comparable_domain(text: str) -> str:
+    """``text`` as stored domains are compared: normalized (A-labels) when valid, else lower-cased."""
+    try:
+        return normalize_domain(text)
+    except Invalid:
+        return text.strip().lower()
+
+
+def comparable_address(text: str) -> str:
+    """``text`` as stored addresses are compared: normalized when it is a valid address, else lower-cased.
+
+    For matching an address taken from a header or a login against stored
+    ones, where something that is not an address simply matches nothing.
+    """
+    try:
+        return normalize_address(text)
+    except Invalid:
+        return text.strip().lower()
 
 
 def split_address(address: str) -> tuple[str, str]:

@@ -16,6 +16,18 @@ from relate.store.db import Queryable
 _STATE = "CASE WHEN k.active THEN 'active' WHEN k.activated_at IS NULL THEN 'pending' ELSE 'previous' END"
 
 
+async def selector_list(conn: Queryable, domain: str | None, limit: int) -> list[dict[str, Any]]:
+    """Selectors (selector, domain, state) of ``domain``'s keys, or of every domain's; for TAB completion."""
+    rows = await conn.fetch(
+        f"""SELECT k.selector, d.name AS domain, {_STATE} AS state FROM dkim_keys k
+              JOIN domains d ON d.id = k.domain_id
+             WHERE $1::text IS NULL OR d.name = $1 ORDER BY k.selector LIMIT $2""",
+        domain,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
 async def active(conn: Queryable, domain: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         """SELECT k.selector, k.algorithm, k.private_key, k.public_key, k.created_at FROM dkim_keys k

@@ -14,10 +14,13 @@ wish to learn from it commit together; :func:`claim` takes due rows with
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from relate.errors import Invalid
+from relate.mail.address import normalize_domain
 from relate.store.db import Queryable
 
 ALLOW = "allow"
@@ -40,6 +43,10 @@ def patterns_for(address: str) -> list[str]:
     address = address.strip().lower().rstrip(".")
     if not address:
         return []
+    if not address.isascii():  # entries hold A-labels: an SMTPUTF8 sender may name the domain as U-labels
+        local, at, domain = address.rpartition("@")
+        with contextlib.suppress(Invalid):
+            address = f"{local}{at}{normalize_domain(domain)}"
     domain = address.rpartition("@")[2]
     labels = domain.split(".")
     out = [address] if "@" in address else []

@@ -7,7 +7,7 @@ from email._header_value_parser import get_angle_addr
 import pytest
 
 from relate.errors import Invalid
-from relate.mail.address import normalize_address, normalize_domain, plain_path
+from relate.mail.address import address_to_unicode, domain_to_unicode, normalize_address, normalize_domain, plain_path
 
 
 @pytest.mark.parametrize(
@@ -16,12 +16,30 @@ from relate.mail.address import normalize_address, normalize_domain, plain_path
         ("Bob@Example.COM", "bob@example.com"),
         ("  alice.smith+tag@mail.example.org ", "alice.smith+tag@mail.example.org"),
         ("o'brien@example.ie", "o'brien@example.ie"),
-        ("jörg@bücher.example", "jörg@bücher.example"),
+        ("jörg@bücher.example", "jörg@xn--bcher-kva.example"),
+        ("Jörg@BÜCHER.example", "jörg@xn--bcher-kva.example"),
+        ("jörg@XN--BCHER-KVA.example", "jörg@xn--bcher-kva.example"),
+        ("info@straße.de", "info@xn--strae-oqa.de"),
     ],
 )
 def test_valid_addresses_are_lower_cased(given: str, expected: str) -> None:
-    """Valid addresses are accepted and compared lower-case."""
+    """Valid addresses are accepted and compared lower-case, their domain as IDNA A-labels (the local part as is)."""
     assert normalize_address(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("xn--mnchen-3ya.de", "münchen.de"),
+        ("mail.xn--bcher-kva.example", "mail.bücher.example"),
+        ("example.com", "example.com"),
+        ("xn--zz.example", "xn--zz.example"),  # not a valid A-label: shown as stored
+    ],
+)
+def test_stored_domains_are_shown_as_u_labels(stored: str, shown: str) -> None:
+    """domain_to_unicode turns A-labels back for people; address_to_unicode leaves the local part alone."""
+    assert domain_to_unicode(stored) == shown
+    assert address_to_unicode(f"Jörg@{stored}") == f"Jörg@{shown}"
 
 
 @pytest.mark.parametrize(
@@ -45,6 +63,9 @@ def test_valid_addresses_are_lower_cased(given: str, expected: str) -> None:
         "bob@localhost",
         "bob smith@example.com",
         "x" * 65 + "@example.com",
+        "bob@☃.net",  # IDNA2008 refuses the snowman
+        "bob@münchen..de",
+        "bob@" + "ü" * 70 + ".de",  # its A-label is longer than 63
     ],
 )
 def test_relay_tricks_and_malformed_addresses_are_refused(given: str) -> None:
