@@ -607,7 +607,7 @@ def test_relatectl_status_shows_all_five_daemons(booted: Container) -> None:
 
 
 def test_daemon_logs_reach_the_journal_with_structured_fields(booted: Container) -> None:
-    """A refused IMAP login is a warning-priority journal entry of relate-imap.service, as the relate user."""
+    """A refused IMAP login is a warning journal entry of relate-imap.service with its logger and code location."""
     booted.wait_active()
     wrong = "nobody-" + uuid.uuid4().hex[:8] + "@relate.test"
     c = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=_tls(), timeout=30)
@@ -631,3 +631,13 @@ def test_daemon_logs_reach_the_journal_with_structured_fields(booted: Container)
     assert entry["_SYSTEMD_UNIT"] == "relate-imap.service"
     assert entry["_UID"] == relate_uid
     assert entry["_PID"] == str(booted.main_pid("imap"))
+    # Sent over journald's native protocol, so an admin can select on them (journalctl LOGGER=relate.auth).
+    assert entry["_TRANSPORT"] == "journal"
+    assert entry["LOGGER"] == "relate.auth"
+    assert entry["CODE_FILE"].endswith("/site-packages/relate/auth.py")
+    assert entry["CODE_FUNC"] == "_refuse"
+    assert int(entry["CODE_LINE"]) > 0
+    selected = booted.run(
+        f"journalctl -b -u relate-imap.service LOGGER=relate.auth -p warning -o cat | grep -c {wrong}"
+    )
+    assert selected.stdout.strip() == "1"
