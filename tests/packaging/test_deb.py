@@ -25,10 +25,12 @@ tests/packaging`), and fails rather than skips under CI when asked for.
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import json
 import os
 import poplib
+import shlex
 import shutil
 import smtplib
 import socket
@@ -113,6 +115,37 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _apt_archives(where: Path) -> Iterator[Path]:
+    """apt's download directory for one root: the cached .debs linked in, and what apt downloads linked back.
+
+    Not the cache itself: apt locks the directory it downloads to, and another run of these tests on this
+    machine (another checkout's CI) would find it locked and fail at once ("Could not get lock").
+    """
+    shared = CACHE / "apt-archives"
+    shared.mkdir(parents=True, exist_ok=True)
+    mine = where / "apt-archives"
+    (mine / "partial").mkdir(parents=True)
+    for deb in shared.glob("*.deb"):
+        _link(deb, mine / deb.name)
+    try:
+        yield mine
+    finally:
+        for deb in mine.glob("*.deb"):
+            if not (shared / deb.name).exists():
+                _link(deb, shared / deb.name)
+
+
+def _link(source: Path, target: Path) -> None:
+    """A hard link (the cache and the temp dirs share /tmp), else a copy, put in place whole."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
+    try:
+        os.link(source, partial)
+    except OSError:
+        shutil.copyfile(source, partial)
+    os.replace(partial, target)
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Iterator[Path]:
     """A fresh Debian 12 minbase root, with apt's downloads cached across runs."""
@@ -123,11 +156,11 @@ def root(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "root"
     path.mkdir()
     subprocess.run(["tar", "-C", str(path), "-xf", str(tarball)], check=True, timeout=300)
-    (CACHE / "apt-archives" / "partial").mkdir(parents=True, exist_ok=True)
     # Keep the .debs apt downloads (minbase's apt deletes them after install).
     (path / "etc/apt/apt.conf.d/99relate-test-keep").write_text('Binary::apt::APT::Keep-Downloaded-Packages "true";\n')
     (path / "etc/resolv.conf").write_text(Path("/etc/resolv.conf").read_text())
-    yield path
+    with _apt_archives(tmp_path):  # in_root binds it
+        yield path
     subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False, timeout=300)
 
 
@@ -137,7 +170,7 @@ def in_root(root: Path, script: str, timeout: float = 900) -> subprocess.Complet
 set -e
 mount -t proc proc {root}/proc
 mount --rbind /dev {root}/dev
-mount --bind {CACHE}/apt-archives {root}/var/cache/apt/archives
+mount --bind {root.parent}/apt-archives {root}/var/cache/apt/archives
 exec chroot {root} /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \\
     SMTP_PORT="$SMTP_PORT" IMAPS_PORT="$IMAPS_PORT" POP3S_PORT="$POP3S_PORT" API_PORT="$API_PORT" \\
     /bin/bash -c "$SCRIPT"
@@ -329,50 +362,49 @@ def booted(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cont
     shutil.copy(REPO / "packaging" / "provision.sh", inbox / "provision.sh")
     keep = work / "99relate-test-keep"  # keep the .debs apt downloads, in the cache bound below
     keep.write_text('Binary::apt::APT::Keep-Downloaded-Packages "true";\n')
-    archives = CACHE / "apt-archives"
-    (archives / "partial").mkdir(parents=True, exist_ok=True)
-    (work / "root").mkdir()
-    # The root lives on a tmpfs mounted in a mount namespace of its own: unpacking is quick, and the memory goes
-    # back when the container stops, however the test ends (deleting ~700 MB of files took 35 s under load).
-    boot = f"""
-set -e
+    with _apt_archives(work) as archives:  # new downloads go back to the cache once the container has stopped
+        (work / "root").mkdir()
+        # The root lives on a tmpfs mounted in a mount namespace of its own: unpacking is quick, and the memory goes
+        # back when the container stops, however the test ends (deleting ~700 MB of files took 35 s under load).
+        nspawn_cmd = [*NSPAWN, "-D", f"{work}/root", f"--bind={archives}:/var/cache/apt/archives"]
+        nspawn_cmd += [f"--bind-ro={inbox}:/root/relate-test", f"--bind-ro={keep}:/etc/apt/apt.conf.d/{keep.name}"]
+        boot = f"""set -e
 mount -t tmpfs -o size=3g,mode=0755 relate-test-root {work}/root
 tar -C {work}/root -xf {tarball}
-exec {" ".join(NSPAWN)} -D {work}/root --bind={archives}:/var/cache/apt/archives --bind-ro={inbox}:/root/relate-test \\
-    --bind-ro={keep}:/etc/apt/apt.conf.d/99relate-test-keep
+exec {shlex.join(nspawn_cmd)}
 """
-    log = work / "nspawn.log"
-    with log.open("wb") as out:
-        nspawn = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "bash", "-c", boot],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        box = Container(_container_init(nspawn, log))
-        deadline = time.monotonic() + 120
-        while True:
-            state = box.run("systemctl is-system-running --wait", check=False, timeout=120)
-            if state.stdout.strip() in {"running", "degraded"} or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)  # nsenter may come before systemd's bus is up
-        assert state.stdout.strip() == "running", box.run("systemctl --failed --no-pager", check=False).stdout
-        print(f"unpacked and booted in {time.monotonic() - started:.0f} s")
-        started = time.monotonic()
-        provision = box.run(f"bash /root/relate-test/provision.sh /root/relate-test/{deb.name}", timeout=900)
-        print(f"provision.sh with systemd took {time.monotonic() - started:.0f} s")
-        assert "smoke: ok" in provision.stdout, provision.stdout
-        yield box
-    finally:
-        stopping = time.monotonic()
-        nspawn.terminate()  # systemd-nspawn powers the container off (SIGRTMIN+3 to its systemd)
+        log = work / "nspawn.log"
+        with log.open("wb") as out:
+            nspawn = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private", "bash", "-c", boot],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
-            nspawn.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            nspawn.kill()
-            nspawn.wait(timeout=30)
-        print(f"container powered off in {time.monotonic() - stopping:.0f} s")
+            box = Container(_container_init(nspawn, log))
+            deadline = time.monotonic() + 120
+            while True:
+                state = box.run("systemctl is-system-running --wait", check=False, timeout=120)
+                if state.stdout.strip() in {"running", "degraded"} or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)  # nsenter may come before systemd's bus is up
+            assert state.stdout.strip() == "running", box.run("systemctl --failed --no-pager", check=False).stdout
+            print(f"unpacked and booted in {time.monotonic() - started:.0f} s")
+            started = time.monotonic()
+            provision = box.run(f"bash /root/relate-test/provision.sh /root/relate-test/{deb.name}", timeout=900)
+            print(f"provision.sh with systemd took {time.monotonic() - started:.0f} s")
+            assert "smoke: ok" in provision.stdout, provision.stdout
+            yield box
+        finally:
+            stopping = time.monotonic()
+            nspawn.terminate()  # systemd-nspawn powers the container off (SIGRTMIN+3 to its systemd)
+            try:
+                nspawn.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                nspawn.kill()
+                nspawn.wait(timeout=30)
+            print(f"container powered off in {time.monotonic() - stopping:.0f} s")
 
 
 @pytest.fixture(scope="module")
