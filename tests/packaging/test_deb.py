@@ -17,8 +17,8 @@ socket activation, readiness and the watchdog, restarts after kill -9, TLS
 reload, `relatectl status` and the journal there (see the section below).
 
 Needs root, debootstrap, systemd-nspawn and the Debian mirror, and the booted
-part needs ports 25, 110, 143, 465, 587, 993, 995, 8080 and 5432 free on the
-host (it skips, naming them, when they are not); it is slow (a few minutes),
+part needs ports 25, 110, 143, 465, 587, 993, 995, 8080, 9461-9465 and 5432
+free on the host (it skips, naming them, when they are not); it is slow (a few minutes),
 so it runs only with SLOW_TESTS=1 (`SLOW_TESTS=1 bash scripts/test
 tests/packaging`), and fails rather than skips under CI when asked for.
 """
@@ -262,8 +262,8 @@ SOCKETS = (
     ("relate-pop3.socket", 110, "pop3"),
     ("relate-pop3s.socket", 995, "pop3s"),
 )
-# Bound in the host's namespace too: the API and the container's PostgreSQL.
-OTHER_PORTS = (8080, 5432)
+# Bound in the host's namespace too: the API, each daemon's metrics endpoint and the container's PostgreSQL.
+OTHER_PORTS = (8080, 9461, 9462, 9463, 9464, 9465, 5432)
 USER = "postmaster@relate.test"
 # As the issue boots it: --keep-unit is what makes it work in this machine's container (no machined, no scope).
 NSPAWN = ("systemd-nspawn", "-b", "--register=no", "--keep-unit", "--console=pipe")
