@@ -9,20 +9,38 @@ role and database on that PostgreSQL, and the smoke test sends by SMTP
 submission and reads back by IMAP and POP3. Then `relatectl --version`,
 and `systemd-analyze verify` on every installed unit.
 
-Needs root, debootstrap and the Debian mirror; it is slow (a few minutes),
+Then the same provisioning under real systemd: a bookworm root with systemd,
+systemd-sysv and dbus (also cached as a tarball, keyed by that package list)
+is booted with systemd-nspawn in the host's network namespace, provision.sh
+runs in it with `systemctl enable --now relate.target`, and the tests check
+socket activation, readiness and the watchdog, restarts after kill -9, TLS
+reload, `relatectl status` and the journal there (see the section below).
+
+Needs root, debootstrap, systemd-nspawn and the Debian mirror, and the booted
+part needs ports 25, 110, 143, 465, 587, 993, 995, 8080, 9461-9465 and 5432
+free on the host (it skips, naming them, when they are not); it is slow (a few minutes),
 so it runs only with SLOW_TESTS=1 (`SLOW_TESTS=1 bash scripts/test
 tests/packaging`), and fails rather than skips under CI when asked for.
 """
 
 from __future__ import annotations
 
+import contextlib
+import imaplib
+import json
 import os
+import poplib
+import shlex
 import shutil
+import smtplib
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -51,27 +69,33 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _minbase_tarball() -> Path:
-    """A debootstrap --variant=minbase bookworm root as a tarball, made once and kept under the temp dir."""
-    tarball = CACHE / "bookworm-minbase.tar"
+def _bootstrap_tarball(include: tuple[str, ...]) -> Path:
+    """A debootstrap --variant=minbase bookworm root with ``include`` as a tarball, made once per package list."""
+    tarball = CACHE / ("bookworm-minbase" + "".join(f"+{name}" for name in include) + ".tar")
     if tarball.exists():
         return tarball
     CACHE.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=CACHE))
     try:
         started = time.monotonic()
+        options = ["--variant=minbase"] + ([f"--include={','.join(include)}"] if include else [])
         subprocess.run(
-            ["debootstrap", "--variant=minbase", "bookworm", str(work / "root"), MIRROR],
+            ["debootstrap", *options, "bookworm", str(work / "root"), MIRROR],
             check=True,
             capture_output=True,
             timeout=900,
         )
-        print(f"debootstrap took {time.monotonic() - started:.0f} s")
+        print(f"debootstrap {' '.join(options)} took {time.monotonic() - started:.0f} s")
         subprocess.run(["tar", "-C", str(work / "root"), "-cf", str(work / "root.tar"), "."], check=True, timeout=300)
         os.replace(work / "root.tar", tarball)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False, timeout=300)
     return tarball
+
+
+def _minbase_tarball() -> Path:
+    """A debootstrap --variant=minbase bookworm root as a tarball, made once and kept under the temp dir."""
+    return _bootstrap_tarball(())
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +115,37 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _apt_archives(where: Path) -> Iterator[Path]:
+    """apt's download directory for one root: the cached .debs linked in, and what apt downloads linked back.
+
+    Not the cache itself: apt locks the directory it downloads to, and another run of these tests on this
+    machine (another checkout's CI) would find it locked and fail at once ("Could not get lock").
+    """
+    shared = CACHE / "apt-archives"
+    shared.mkdir(parents=True, exist_ok=True)
+    mine = where / "apt-archives"
+    (mine / "partial").mkdir(parents=True)
+    for deb in shared.glob("*.deb"):
+        _link(deb, mine / deb.name)
+    try:
+        yield mine
+    finally:
+        for deb in mine.glob("*.deb"):
+            if not (shared / deb.name).exists():
+                _link(deb, shared / deb.name)
+
+
+def _link(source: Path, target: Path) -> None:
+    """A hard link (the cache and the temp dirs share /tmp), else a copy, put in place whole."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
+    try:
+        os.link(source, partial)
+    except OSError:
+        shutil.copyfile(source, partial)
+    os.replace(partial, target)
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Iterator[Path]:
     """A fresh Debian 12 minbase root, with apt's downloads cached across runs."""
@@ -101,11 +156,11 @@ def root(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "root"
     path.mkdir()
     subprocess.run(["tar", "-C", str(path), "-xf", str(tarball)], check=True, timeout=300)
-    (CACHE / "apt-archives" / "partial").mkdir(parents=True, exist_ok=True)
     # Keep the .debs apt downloads (minbase's apt deletes them after install).
     (path / "etc/apt/apt.conf.d/99relate-test-keep").write_text('Binary::apt::APT::Keep-Downloaded-Packages "true";\n')
     (path / "etc/resolv.conf").write_text(Path("/etc/resolv.conf").read_text())
-    yield path
+    with _apt_archives(tmp_path):  # in_root binds it
+        yield path
     subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False, timeout=300)
 
 
@@ -115,7 +170,7 @@ def in_root(root: Path, script: str, timeout: float = 900) -> subprocess.Complet
 set -e
 mount -t proc proc {root}/proc
 mount --rbind /dev {root}/dev
-mount --bind {CACHE}/apt-archives {root}/var/cache/apt/archives
+mount --bind {root.parent}/apt-archives {root}/var/cache/apt/archives
 exec chroot {root} /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \\
     SMTP_PORT="$SMTP_PORT" IMAPS_PORT="$IMAPS_PORT" POP3S_PORT="$POP3S_PORT" API_PORT="$API_PORT" \\
     /bin/bash -c "$SCRIPT"
@@ -183,3 +238,449 @@ SYSTEMD_LOG_LEVEL=notice systemd-analyze verify --man=no $units
     assert "relate.target" in result.stdout
     problems = [line for line in result.stderr.splitlines() if "relate" in line]
     assert problems == []
+
+
+# --- Real systemd: Debian 12 booted in a container -------------------------------------------------------------
+#
+# A debootstrap root with systemd, systemd-sysv and dbus (cached as a tarball keyed by that package list) is
+# booted with `systemd-nspawn -b --register=no --keep-unit --console=pipe` in the host's network namespace (no
+# --private-network: apt inside needs the Debian mirror, and this is the namespace the ports are tested in), and
+# commands run inside with `nsenter -t <its PID 1> -a`. packaging/provision.sh, the Vagrantfile's provisioning,
+# installs the .deb and PostgreSQL there, runs `relatectl setup` and `systemctl enable --now relate.target`, and
+# sends, reads and lists one message. The tests below then check what systemd does for the daemons, in file
+# order, on the one booted container; clients connect from the test process over the shared loopback.
+
+SYSTEMD_PACKAGES = ("systemd", "systemd-sysv", "dbus")
+SERVICES = ("smtp", "imap", "pop3", "api", "delivery")
+# (unit, port, how a client speaks to it): every port a .socket unit binds.
+SOCKETS = (
+    ("relate-smtp-mx.socket", 25, "smtp"),
+    ("relate-smtp-submission.socket", 587, "smtp"),
+    ("relate-smtp-submissions.socket", 465, "smtps"),
+    ("relate-imap.socket", 143, "imap"),
+    ("relate-imaps.socket", 993, "imaps"),
+    ("relate-pop3.socket", 110, "pop3"),
+    ("relate-pop3s.socket", 995, "pop3s"),
+)
+# Bound in the host's namespace too: the API, each daemon's metrics endpoint and the container's PostgreSQL.
+OTHER_PORTS = (8080, 9461, 9462, 9463, 9464, 9465, 5432)
+USER = "postmaster@relate.test"
+# As the issue boots it: --keep-unit is what makes it work in this machine's container (no machined, no scope).
+NSPAWN = ("systemd-nspawn", "-b", "--register=no", "--keep-unit", "--console=pipe")
+NSENTER = ("nsenter", "-t")
+CLEAN_ENV = ("/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "SYSTEMD_PAGER=")
+WATCHDOG_WAIT = 90.0  # WatchdogSec=30s, then SIGABRT (with SIGCONT), RestartSec=2s and a start
+
+
+def _taken_ports() -> list[int]:
+    taken = []
+    for port in [p for _, p, _ in SOCKETS] + list(OTHER_PORTS):
+        with socket.socket(socket.AF_INET6) as s:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            try:
+                s.bind(("::", port))
+            except OSError:
+                taken.append(port)
+    return taken
+
+
+class Container:
+    """A booted systemd-nspawn container: commands run inside with nsenter."""
+
+    def __init__(self, init_pid: int) -> None:
+        self.init_pid = init_pid  # the container's PID 1, as the host numbers it
+
+    def run(self, script: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``bash -c script`` inside the container, as root, with a clean environment."""
+        done = subprocess.run(
+            [*NSENTER, str(self.init_pid), "-a", *CLEAN_ENV, "/bin/bash", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check:
+            assert done.returncode == 0, f"{script}\nexit {done.returncode}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        return done
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.run(f"systemctl show {unit} " + " ".join(f"-p {p}" for p in props)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def main_pid(self, service: str) -> int:
+        return int(self.show(f"relate-{service}.service", "MainPID")["MainPID"])
+
+    def wait_active(self, timeout: float = 60) -> None:
+        """Every Relate Mail service active (after a restart the tests caused)."""
+        units = " ".join(f"relate-{s}.service" for s in SERVICES)
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.run(f"systemctl is-active {units}", check=False).stdout.split()
+            if states == ["active"] * len(SERVICES):
+                return
+            assert time.monotonic() < deadline, dict(zip(SERVICES, states, strict=False))
+            time.sleep(0.5)
+
+
+def _container_init(nspawn: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> int:
+    """The host pid of the container's systemd, once it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert nspawn.poll() is None, f"systemd-nspawn exited {nspawn.returncode}: {log.read_text()[-3000:]}"
+        try:
+            children = Path(f"/proc/{nspawn.pid}/task/{nspawn.pid}/children").read_text().split()
+            for child in children:
+                if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
+                    return int(child)
+        except OSError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"the container's systemd did not start in {timeout:.0f} s: {log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def booted(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    """Debian 12 booted under its own systemd, with the .deb provisioned: relate.target enabled and running."""
+    _require()
+    missing = [tool for tool in ("systemd-nspawn", "nsenter") if shutil.which(tool) is None]
+    if missing:
+        why = f"needs {', '.join(missing)} (scripts/test-deps installs systemd-container)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    taken = _taken_ports()
+    if taken:
+        pytest.skip(
+            f"ports {', '.join(map(str, taken))} are in use on this host; the booted container shares the host's"
+            " network and binds them itself"
+        )
+    started = time.monotonic()
+    tarball = _bootstrap_tarball(SYSTEMD_PACKAGES)
+    work = tmp_path_factory.mktemp("booted")
+    inbox = work / "relate-test"  # the .deb and provision.sh, seen at /root/relate-test (/tmp is a tmpfs there)
+    inbox.mkdir()
+    shutil.copy(deb, inbox / deb.name)
+    shutil.copy(REPO / "packaging" / "provision.sh", inbox / "provision.sh")
+    keep = work / "99relate-test-keep"  # keep the .debs apt downloads, in the cache bound below
+    keep.write_text('Binary::apt::APT::Keep-Downloaded-Packages "true";\n')
+    with _apt_archives(work) as archives:  # new downloads go back to the cache once the container has stopped
+        (work / "root").mkdir()
+        # The root lives on a tmpfs mounted in a mount namespace of its own: unpacking is quick, and the memory goes
+        # back when the container stops, however the test ends (deleting ~700 MB of files took 35 s under load).
+        nspawn_cmd = [*NSPAWN, "-D", f"{work}/root", f"--bind={archives}:/var/cache/apt/archives"]
+        nspawn_cmd += [f"--bind-ro={inbox}:/root/relate-test", f"--bind-ro={keep}:/etc/apt/apt.conf.d/{keep.name}"]
+        boot = f"""set -e
+mount -t tmpfs -o size=3g,mode=0755 relate-test-root {work}/root
+tar -C {work}/root -xf {tarball}
+exec {shlex.join(nspawn_cmd)}
+"""
+        log = work / "nspawn.log"
+        with log.open("wb") as out:
+            nspawn = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private", "bash", "-c", boot],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            box = Container(_container_init(nspawn, log))
+            deadline = time.monotonic() + 120
+            while True:
+                state = box.run("systemctl is-system-running --wait", check=False, timeout=120)
+                if state.stdout.strip() in {"running", "degraded"} or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)  # nsenter may come before systemd's bus is up
+            assert state.stdout.strip() == "running", box.run("systemctl --failed --no-pager", check=False).stdout
+            print(f"unpacked and booted in {time.monotonic() - started:.0f} s")
+            started = time.monotonic()
+            provision = box.run(f"bash /root/relate-test/provision.sh /root/relate-test/{deb.name}", timeout=900)
+            print(f"provision.sh with systemd took {time.monotonic() - started:.0f} s")
+            assert "smoke: ok" in provision.stdout, provision.stdout
+            yield box
+        finally:
+            stopping = time.monotonic()
+            nspawn.terminate()  # systemd-nspawn powers the container off (SIGRTMIN+3 to its systemd)
+            try:
+                nspawn.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                nspawn.kill()
+                nspawn.wait(timeout=30)
+            print(f"container powered off in {time.monotonic() - stopping:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def key(booted: Container) -> str:
+    """An app password for the provisioned user, made with relatectl inside the container."""
+    out = booted.run(f"relatectl key create {USER} --scope smtp,imap,pop3 --name systemd-test --json").stdout
+    return str(json.loads(out)["key"])
+
+
+def _tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # setup's self-signed certificate
+    return ctx
+
+
+def _served_certificate(port: int, how: str) -> bytes:
+    """Greet the listener on ``port``, go to TLS (STARTTLS/STLS or implicit) and return the certificate served."""
+    host, ctx = "127.0.0.1", _tls()
+    if how == "smtp":
+        with smtplib.SMTP(host, port, timeout=30) as s:
+            s.starttls(context=ctx)
+            return _peer(s.sock)
+    if how == "smtps":
+        with smtplib.SMTP_SSL(host, port, timeout=30, context=ctx) as s:
+            s.noop()
+            return _peer(s.sock)
+    if how in {"imap", "imaps"}:
+        if how == "imap":
+            c = imaplib.IMAP4(host, port, timeout=30)
+            c.starttls(ssl_context=ctx)
+        else:
+            c = imaplib.IMAP4_SSL(host, port, ssl_context=ctx, timeout=30)
+        der = _peer(c.sock)
+        c.logout()
+        return der
+    p = poplib.POP3(host, port, timeout=30) if how == "pop3" else poplib.POP3_SSL(host, port, context=ctx)
+    if how == "pop3":
+        p.stls(context=ctx)
+    der = _peer(p.sock)
+    p.quit()
+    return der
+
+
+def _peer(sock: socket.socket | None) -> bytes:
+    assert isinstance(sock, ssl.SSLSocket)
+    der = sock.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on TCP ``port`` in this network namespace (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                found.add(fields[9])
+    return found
+
+
+def _holders(inodes: set[str]) -> set[int]:
+    """Host pids of the processes with one of these sockets open."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            links = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+        except OSError:
+            continue
+        if any(f"socket:[{inode}]" in links for inode in inodes):
+            pids.add(int(proc.name))
+    return pids
+
+
+def _wait_restarted(box: Container, service: str, old_pid: int, timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        now = box.show(f"relate-{service}.service", "MainPID", "ActiveState", "NRestarts", "StatusText")
+        if now["ActiveState"] == "active" and now["MainPID"] not in {"0", str(old_pid)}:
+            return now
+        assert time.monotonic() < deadline, f"relate-{service} not restarted in {timeout:.0f} s: {now}"
+        time.sleep(0.5)
+
+
+def _subjects_in_inbox(key: str) -> set[str]:
+    c = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=_tls(), timeout=30)
+    c.login(USER, key)
+    c.select("INBOX", readonly=True)
+    typ, data = c.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    c.logout()
+    assert typ == "OK"
+    return {
+        part[1].decode().split(":", 1)[1].strip()
+        for part in data
+        if isinstance(part, tuple) and part[1].lower().startswith(b"subject:")
+    }
+
+
+def test_booted_debian_runs_relate_target_from_the_package(booted: Container) -> None:
+    """Under Debian 12's own systemd the .deb provisions, relate.target runs and the system is not degraded."""
+    assert booted.run("systemctl is-system-running").stdout.strip() == "running"
+    assert booted.run("systemctl is-enabled relate.target").stdout.strip() == "enabled"
+    units = [unit for unit, _, _ in SOCKETS] + [f"relate-{s}.service" for s in SERVICES] + ["relate.target"]
+    states = booted.run("systemctl is-active " + " ".join(units), check=False).stdout.split()
+    assert dict(zip(units, states, strict=True)) == dict.fromkeys(units, "active")
+
+
+def test_socket_units_listen_before_services_and_hold_the_ports(booted: Container) -> None:
+    """Each .socket listened before its service started; systemd holds every mail port, the daemons run as relate."""
+    relate_uid, relate_gid = booted.run("id -u relate; id -g relate").stdout.split()
+    assert relate_uid != "0"
+    assert relate_gid != "0"
+    for unit, port, _ in SOCKETS:
+        service = booted.show(unit, "Triggers")["Triggers"]
+        socket_at = int(booted.show(unit, "ActiveEnterTimestampMonotonic")["ActiveEnterTimestampMonotonic"])
+        started_at = int(booted.show(service, "ExecMainStartTimestampMonotonic")["ExecMainStartTimestampMonotonic"])
+        assert 0 < socket_at <= started_at, f"{unit} listened at {socket_at}, {service} started at {started_at}"
+        holders = _holders(_listening_inodes(port))
+        assert booted.init_pid in holders, f"port {port} is not held by systemd (pid {booted.init_pid}): {holders}"
+    for service in SERVICES:
+        pid = booted.main_pid(service)
+        status = booted.run(f"grep -E '^(Uid|Gid|CapEff):' /proc/{pid}/status").stdout.split()
+        assert status == ["Uid:", *[relate_uid] * 4, "Gid:", *[relate_gid] * 4, "CapEff:", "0" * 16], status
+
+
+def test_first_connection_starts_a_stopped_service(booted: Container) -> None:
+    """With the service stopped, the socket still listens and a client's first connection starts the daemon."""
+    booted.wait_active()
+    for unit, port, how in SOCKETS:
+        service = booted.show(unit, "Triggers")["Triggers"]
+        booted.run(f"systemctl stop {service}")
+        assert booted.run(f"systemctl is-active {service}", check=False).stdout.strip() == "inactive"
+        assert booted.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+        assert booted.init_pid in _holders(_listening_inodes(port)), f"{unit} stopped listening with {service}"
+        _served_certificate(port, how)  # the greeting, then TLS: served by a daemon systemd started for us
+        # (It serves from the moment it listens; READY=1 follows once its change feed and heartbeat run.)
+        booted.wait_active()
+
+
+def test_notify_readiness_and_the_watchdog_restart_a_hung_daemon(booted: Container, key: str) -> None:
+    """Type=notify: start returns when the daemon serves; a daemon whose loop hangs (SIGSTOP) is restarted."""
+    booted.wait_active()
+    for service in SERVICES:
+        shown = booted.show(f"relate-{service}.service", "Type", "WatchdogUSec", "StatusText")
+        assert shown["Type"] == "notify"
+        assert shown["WatchdogUSec"] == "30s"
+        assert shown["StatusText"].startswith(f"relate-{service} running"), shown  # sent with READY=1
+    # `systemctl restart` returns on READY=1: the very next login is served, with no retry.
+    booted.run("systemctl restart relate-pop3.service")
+    p = poplib.POP3_SSL("127.0.0.1", 995, context=_tls(), timeout=30)
+    p.user(USER)
+    p.pass_(key)
+    p.quit()
+
+    hung = booted.main_pid("pop3")
+    before = int(booted.show("relate-pop3.service", "NRestarts")["NRestarts"])
+    started = time.monotonic()
+    booted.run(f"kill -STOP {hung}")
+    after = _wait_restarted(booted, "pop3", hung, WATCHDOG_WAIT)
+    print(f"watchdog restarted a hung relate-pop3 after {time.monotonic() - started:.0f} s")
+    assert int(after["NRestarts"]) == before + 1
+    journal = booted.run("journalctl -b -u relate-pop3.service --no-pager -o cat").stdout
+    assert "relate-pop3.service: Watchdog timeout" in journal, journal[-2000:]
+    p = poplib.POP3_SSL("127.0.0.1", 995, context=_tls(), timeout=30)
+    p.user(USER)
+    p.pass_(key)
+    p.quit()
+
+
+def test_kill_9_restarts_the_daemon_and_keeps_accepted_mail(booted: Container, key: str) -> None:
+    """kill -9 after 250: relate-smtp is restarted, accepted mail is in the INBOX, a waiting client is served."""
+    booted.wait_active()
+    subjects = [f"kill -9 test {uuid.uuid4()}" for _ in range(3)]
+    victim = booted.main_pid("smtp")
+    before = int(booted.show("relate-smtp.service", "NRestarts")["NRestarts"])
+    s = smtplib.SMTP("127.0.0.1", 587, timeout=30)
+    s.starttls(context=_tls())
+    s.login(USER, key)
+    for subject in subjects:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = USER, USER, subject
+        msg.set_content("Accepted means committed.\n")
+        assert s.send_message(msg) == {}
+    booted.run(f"kill -9 {victim}")
+    with pytest.raises((smtplib.SMTPServerDisconnected, OSError)):
+        s.noop()
+    s.close()
+    # Connected while no daemon runs: the socket unit queues the connection and the restarted daemon greets it.
+    with smtplib.SMTP("127.0.0.1", 25, timeout=30) as waiting:
+        assert waiting.ehlo()[0] == 250
+    after = _wait_restarted(booted, "smtp", victim, 30)
+    assert int(after["NRestarts"]) == before + 1
+    assert set(subjects) <= _subjects_in_inbox(key)
+
+
+def test_tls_reload_serves_the_new_certificate_on_every_listener(booted: Container) -> None:
+    """After `relatectl tls reload` all seven listeners serve the new certificate; a live session keeps going."""
+    booted.wait_active()
+    rows = json.loads(booted.run("relatectl tls status --json").stdout)
+    assert {(r["cert"], r["key"]) for r in rows} == {("/etc/relate/tls/cert.pem", "/etc/relate/tls/key.pem")}
+    live = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=_tls(), timeout=30)
+    old = _peer(live.sock)
+    # As an admin renews: new files in place (ownership and modes kept), then the reload.
+    booted.run(
+        """/usr/lib/relate-mail/bin/python3 - <<'EOF'
+from pathlib import Path
+from relate.runtime.tls import make_self_signed
+make_self_signed(Path("/etc/relate/tls/cert.pem"), Path("/etc/relate/tls/key.pem"), "renewed.relate.test")
+EOF"""
+    )
+    assert booted.run("stat -c '%U:%G %a' /etc/relate/tls/key.pem").stdout.split() == ["root:relate", "640"]
+    new = ssl.PEM_cert_to_DER_cert(booted.run("cat /etc/relate/tls/cert.pem").stdout)
+    assert new != old
+    out = booted.run("relatectl tls reload").stdout
+    assert "reloaded relate.target" in out
+    for unit, port, how in SOCKETS:
+        assert _served_certificate(port, how) == new, f"{unit} (port {port}) still serves the old certificate"
+    assert live.noop()[0] == "OK"
+    live.logout()
+    reloaded = booted.run("journalctl -b -u relate-smtp.service -u relate-imap.service -u relate-pop3.service -o cat")
+    assert reloaded.stdout.count("reloading TLS certificates") >= 3
+
+
+def test_relatectl_status_shows_all_five_daemons(booted: Container) -> None:
+    """`relatectl status` (exit 0) lists a live smtp, imap, pop3, api and delivery daemon on the booted host."""
+    booted.wait_active()
+    time.sleep(1)  # a daemon restarted by an earlier test writes its first heartbeat just after READY=1
+    done = booted.run("relatectl status --json")
+    report = json.loads(done.stdout)
+    live: dict[str, set[int]] = {}
+    for daemon in report["daemons"]:
+        if not daemon["stale"]:
+            live.setdefault(daemon["service"], set()).add(daemon["pid"])
+    # (A process killed by an earlier test keeps its row until it goes stale.)
+    assert set(live) == set(SERVICES), report["daemons"]
+    for service in SERVICES:
+        assert booted.main_pid(service) in live[service], (service, report["daemons"])
+    table = booted.run("COLUMNS=200 relatectl status").stdout
+    for service in SERVICES:
+        assert service in table
+
+
+def test_daemon_logs_reach_the_journal_with_structured_fields(booted: Container) -> None:
+    """A refused IMAP login is a warning journal entry of relate-imap.service with its logger and code location."""
+    booted.wait_active()
+    wrong = "nobody-" + uuid.uuid4().hex[:8] + "@relate.test"
+    c = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=_tls(), timeout=30)
+    with pytest.raises(imaplib.IMAP4.error):
+        c.login(wrong, "not-a-key")
+    c.logout()
+    relate_uid = booted.run("id -u relate").stdout.strip()
+    deadline = time.monotonic() + 10
+    while True:
+        lines = booted.run("journalctl -b -u relate-imap.service -o json --no-pager").stdout.splitlines()
+        entries = [json.loads(line) for line in lines]
+        found = [e for e in entries if wrong in str(e.get("MESSAGE", ""))]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(found) == 1, entries[-5:]
+    entry = found[0]
+    assert "auth-failure service=imap" in entry["MESSAGE"]
+    assert entry["PRIORITY"] == "4"  # warning
+    assert entry["SYSLOG_IDENTIFIER"] == "relate-imap"
+    assert entry["_SYSTEMD_UNIT"] == "relate-imap.service"
+    assert entry["_UID"] == relate_uid
+    assert entry["_PID"] == str(booted.main_pid("imap"))
+    # Sent over journald's native protocol, so an admin can select on them (journalctl LOGGER=relate.auth).
+    assert entry["_TRANSPORT"] == "journal"
+    assert entry["LOGGER"] == "relate.auth"
+    assert entry["CODE_FILE"].endswith("/site-packages/relate/auth.py")
+    assert entry["CODE_FUNC"] == "_refuse"
+    assert int(entry["CODE_LINE"]) > 0
+    selected = booted.run(
+        f"journalctl -b -u relate-imap.service LOGGER=relate.auth -p warning -o cat | grep -c {wrong}"
+    )
+    assert selected.stdout.strip() == "1"

@@ -23,11 +23,11 @@ Start-up problems (bad config, unreachable database, old schema) are one line
 on stderr and exit code 1, never a traceback.
 
 Logging goes to the journal when stderr is connected to it (``$JOURNAL_STREAM``
-names stderr's device and inode): through systemd-python's JournalHandler,
-with the logger name, code location and process as journal fields, when that
-module is installed; else as plain lines with a ``<N>`` syslog priority
-prefix, which journald turns into the entry's priority. Elsewhere: stderr with
-timestamps.
+names stderr's device and inode): as entries with fields (priority,
+identifier, logger name, code location) over journald's native socket
+(runtime/journal.py); without that socket, as plain lines with a ``<N>``
+syslog priority prefix, which journald turns into the entry's priority.
+Elsewhere: stderr with timestamps.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from relate.auth import Authenticator
 from relate.config import Config, ConfigError
 from relate.errors import RelateError
 from relate.notify import Notifier
+from relate.runtime import journal
 from relate.runtime.heartbeat import Heartbeat
 from relate.runtime.listen import inherited_sockets, socket_unit
 from relate.runtime.looplag import LoopWatchdog
@@ -99,36 +100,20 @@ class Context:
     metrics: MetricsServer | None = None
 
 
-def _stderr_is_journal() -> bool:
-    """True when stderr is the journal stream systemd connected (``$JOURNAL_STREAM`` = "device:inode")."""
-    expected = os.environ.get("JOURNAL_STREAM", "")
-    try:
-        st = os.fstat(sys.stderr.fileno())
-    except (OSError, ValueError):
-        return False
-    return bool(expected) and expected == f"{st.st_dev}:{st.st_ino}"
-
-
-_SYSLOG_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-
 class _PriorityPrefix(logging.Formatter):
     """``<N>`` syslog priority before each line (sd-daemon(3)); the journal adds time, host and unit itself."""
 
     def format(self, record: logging.LogRecord) -> str:
-        prefix = f"<{_SYSLOG_PRIORITY.get(record.levelno, 6)}>"
+        prefix = f"<{journal.SYSLOG_PRIORITY.get(record.levelno, 6)}>"
         return prefix + super().format(record).replace("\n", "\n" + prefix)
 
 
 def _journal_handler(identifier: str) -> logging.Handler:
-    try:
-        from systemd.journal import JournalHandler  # type: ignore[import-not-found]  # optional: python3-systemd
-    except ImportError:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_PriorityPrefix("%(name)s: %(message)s"))
-        return handler
-    journal: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER=identifier)
-    return journal
+    if journal.native_available():
+        return journal.JournalHandler(identifier)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PriorityPrefix("%(name)s: %(message)s"))
+    return handler
 
 
 class _OneLine(logging.Filter):
@@ -162,7 +147,7 @@ def setup_logging(level: str, identifier: str = "relate") -> None:
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    if _stderr_is_journal():
+    if journal.stderr_is_journal():
         handler = _journal_handler(identifier)
     else:
         handler = logging.StreamHandler(sys.stderr)
