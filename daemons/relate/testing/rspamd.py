@@ -81,6 +81,21 @@ class RspamdServer:
         return f"http://127.0.0.1:{self.controller}"
 
     def start(self, wait: float = 60.0) -> None:
+        """Start rspamd and wait for both workers. Its controller and normal worker open the Bayes sqlite
+        files at once, and on a first start one of them may find the other creating them and give up on
+        that statfile for its whole life (``cannot init backend sqlite3``: every lesson then fails with
+        "cannot find statfile backend"); rspamd is then started again, on the files now made."""
+        problem = ""
+        for _ in range(3):
+            self._start(wait)
+            if "cannot init backend" not in self.log():
+                return
+            problem = self.log()[-2000:]
+            self.stop()
+            (self.directory / "rspamd.log").unlink(missing_ok=True)
+        raise RuntimeError(f"rspamd cannot open its Bayes statistics: {problem}")
+
+    def _start(self, wait: float) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "rules.lua").write_text(RULES)
         conf = self.directory / "rspamd.conf"
