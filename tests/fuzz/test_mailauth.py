@@ -4,6 +4,7 @@ DMARC records, From domains): whatever a sender writes, an answer or the parser'
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -97,3 +98,19 @@ def test_from_domains(section: bytes) -> None:
     domains, _ = from_domains(section)
     assert len(domains) == len(set(domains))
     assert all(domains)
+
+
+@given(st.binary(max_size=3000))
+@example(b"From: a\r\n" + b" folded\r\n" * 5000 + b"\r\nbody\r\n")
+@example(b"X:" * 10000 + b"\r\n\r\n")
+@example(b"From: a\r\n" + b"body\n" * 5000)  # a bare LF anywhere: dkimpy's own parse
+def test_dkim_message_parse_is_dkimpys(message: bytes) -> None:
+    """The message parse given to dkimpy (its fast path) gives what dkimpy's own gives, or the same error."""
+
+    def outcome(parse: Any) -> object:
+        try:
+            return parse(message)
+        except Exception as exc:  # noqa: BLE001 - compared, not handled
+            return (type(exc), str(exc))
+
+    assert outcome(dkimv.rfc822_parse) == outcome(dkimv._DKIMPY_RFC822_PARSE)

@@ -30,6 +30,9 @@ DEEP_RFC822 = b"Content-Type: message/rfc822\r\n\r\n" * 200 + b"Subject: inner\r
 CT_COMMENTS = b"Content-Type: text/plain; " + b"(" * 3000 + b"\r\n\r\nx"
 PARAM_SECTIONS = b"Content-Type: text/plain; name*99999999999999999999999=x; name*0*=''%ZZ\r\n\r\nx"
 MARKED_SECTION = b"Content-Type: text/html\r\n\r\n<p>before</p><![foo[ x ]]><p>after</p>"
+# Delimiter candidates that are not delimiters: each "--b" followed by a long run of transport padding and
+# then more text (the padding is read once per candidate, never again).
+PADDED_CANDIDATES = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + b"\n--b" + (b" " * 3000 + b"x\n--b") * 300
 
 
 def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -67,6 +70,7 @@ def check(raw: bytes, parsed: ParsedMessage) -> None:
 @example(CT_COMMENTS)
 @example(PARAM_SECTIONS)
 @example(MARKED_SECTION)
+@example(PADDED_CANDIDATES)
 def test_arbitrary_bytes(raw: bytes) -> None:
     """Any bytes parse without raising, with ordered offsets and attachment sizes equal to their content."""
     check(raw, parse_message(raw))

@@ -51,7 +51,7 @@ from relate.config import Config
 from relate.errors import Invalid, NotFound, OverQuota
 from relate.importing import DEFAULT_MAX_SIZE, KEYWORD, maildir, mbox
 from relate.importing.imap import ImapSource, RemoteFolder
-from relate.mail.address import normalize_address
+from relate.services import accounts as users
 from relate.store import accounts, imports, mailboxes, messages
 
 _QUEUED = 64
@@ -341,10 +341,11 @@ async def _store(
 
 
 async def find_user(pool: asyncpg.Pool, address: str) -> dict[str, Any]:
-    user = await accounts.get_user(pool, normalize_address(address))
-    if user is None:
-        raise NotFound(f"no such user: {address} (add it with `relatectl user add {address}`)")
-    return user
+    """The user mail is imported for; an unknown one is an error that says how to add it."""
+    try:
+        return await users.get_user(pool, address)
+    except NotFound:
+        raise NotFound(f"no such user: {address} (add it with `relatectl user add {address}`)") from None
 
 
 async def run(
