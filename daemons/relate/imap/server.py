@@ -148,6 +148,11 @@ class ChangeHub:
                 if self._claims.get(mailbox_id, (0, None))[1] is task:
                     del self._claims[mailbox_id]
 
+    def claimed_recent(self, mailbox_id: int, uid: int) -> None:
+        """A session of this process took messages up to ``uid`` as \\Recent when it stored them (APPEND)."""
+        if mailbox_id in self._watchers:
+            self._recent_upto[mailbox_id] = max(uid, self._recent_upto.get(mailbox_id, 0))
+
     async def _claim(self, mailbox_id: int, upto: int | None) -> tuple[int, int] | None:
         async with self.pool.acquire() as conn:
             claimed = await imap_messages.claim_recent(conn, mailbox_id, upto)

