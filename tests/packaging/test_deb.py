@@ -15,6 +15,10 @@ is booted with systemd-nspawn in the host's network namespace, provision.sh
 runs in it with `systemctl enable --now relate.target`, and the tests check
 socket activation, readiness and the watchdog, restarts after kill -9, TLS
 reload, `relatectl status` and the journal there (see the section below).
+Last, on that container, the upgrade to a next release built from a copy of
+this tree with one migration more: postinst migrates, then restarts the
+daemons; with PostgreSQL stopped it configures all the same and restarts
+nothing.
 
 Needs root, debootstrap, systemd-nspawn and the Debian mirror, and the booted
 part needs ports 25, 110, 143, 465, 587, 993, 995, 8080, 9461-9465 and 5432
@@ -287,8 +291,9 @@ def _taken_ports() -> list[int]:
 class Container:
     """A booted systemd-nspawn container: commands run inside with nsenter."""
 
-    def __init__(self, init_pid: int) -> None:
+    def __init__(self, init_pid: int, inbox: Path) -> None:
         self.init_pid = init_pid  # the container's PID 1, as the host numbers it
+        self.inbox = inbox  # a host directory the container sees (read-only) at /root/relate-test
 
     def run(self, script: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``bash -c script`` inside the container, as root, with a clean environment."""
@@ -382,7 +387,7 @@ exec {shlex.join(nspawn_cmd)}
                 stderr=subprocess.STDOUT,
             )
         try:
-            box = Container(_container_init(nspawn, log))
+            box = Container(_container_init(nspawn, log), inbox)
             deadline = time.monotonic() + 120
             while True:
                 state = box.run("systemctl is-system-running --wait", check=False, timeout=120)
@@ -684,3 +689,125 @@ def test_daemon_logs_reach_the_journal_with_structured_fields(booted: Container)
         f"journalctl -b -u relate-imap.service LOGGER=relate.auth -p warning -o cat | grep -c {wrong}"
     )
     assert selected.stdout.strip() == "1"
+
+
+# --- A package upgrade that carries a migration --------------------------------------------------------------
+#
+# The next release is this tree copied with one migration more and a higher version, built by the same
+# scripts/build-deb; `dpkg -i` of it on the booted container is an admin's `apt upgrade`. Last in the file: it
+# leaves the container on that release.
+
+
+@pytest.fixture(scope="module")
+def next_release(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The next release's .deb (this tree, one migration more, a higher version) and that migration's name."""
+    work = tmp_path_factory.mktemp("next-release")
+    tree = work / "src"
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, tree / name)
+    pyproject = tree / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    assert '\nversion = "0.1.0"\n' in text
+    pyproject.write_text(text.replace('\nversion = "0.1.0"\n', '\nversion = "0.1.0.post1"\n'), encoding="utf-8")
+    migrations = tree / "daemons" / "relate" / "store" / "migrations"
+    number = max(int(path.name[:4]) for path in migrations.glob("[0-9][0-9][0-9][0-9]_*.sql")) + 1
+    migration = f"{number:04d}_upgrade_test"
+    (migrations / f"{migration}.sql").write_text(
+        "CREATE TABLE upgrade_test (release text NOT NULL);\nINSERT INTO upgrade_test VALUES ('0.1.0.post1');\n"
+    )
+    subprocess.run(["git", "init", "-q", str(tree)], check=True, timeout=60)  # build-deb lists files with git
+    started = time.monotonic()
+    built = subprocess.run(
+        ["bash", str(tree / "scripts" / "build-deb"), str(work / "dist")], capture_output=True, text=True, timeout=900
+    )
+    assert built.returncode == 0, built.stderr
+    print(f"build-deb of the next release took {time.monotonic() - started:.0f} s")
+    path = Path(built.stdout.strip().splitlines()[-1])
+    assert path.name.startswith("relate-mail_0.1.0.post1_")
+    return path, migration
+
+
+def _restarts(box: Container) -> dict[str, tuple[int, int]]:
+    """Each service's (MainPID, NRestarts)."""
+    found = {}
+    for service in SERVICES:
+        shown = box.show(f"relate-{service}.service", "MainPID", "NRestarts")
+        found[service] = (int(shown["MainPID"]), int(shown["NRestarts"]))
+    return found
+
+
+def _imap_login(key: str) -> None:
+    c = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=_tls(), timeout=30)
+    c.login(USER, key)
+    assert c.select("INBOX", readonly=True)[0] == "OK"
+    c.logout()
+
+
+def _dpkg_install(box: Container, deb: Path) -> subprocess.CompletedProcess[str]:
+    """``dpkg -i`` of ``deb`` in the container, as an admin's upgrade runs it (exit status not checked)."""
+    shutil.copy(deb, box.inbox / deb.name)
+    started = time.monotonic()
+    done = box.run(f"DEBIAN_FRONTEND=noninteractive dpkg -i /root/relate-test/{deb.name}", timeout=600, check=False)
+    print(f"dpkg -i {deb.name} took {time.monotonic() - started:.0f} s (exit {done.returncode})")
+    return done
+
+
+def test_package_upgrade_migrates_the_database_then_restarts_the_daemons(
+    booted: Container, key: str, next_release: tuple[Path, str]
+) -> None:
+    """`dpkg -i` of a release with a new migration applies it, then restarts the daemons, which serve on it."""
+    booted.wait_active()
+    deb, migration = next_release
+    before = _restarts(booted)
+    done = _dpkg_install(booted, deb)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"relate-mail: applied {migration}" in done.stdout, done.stdout + done.stderr
+    booted.wait_active()
+    after = _restarts(booted)
+    for service in SERVICES:  # restarted once by postinst (a new pid), never by systemd's Restart=
+        assert after[service][0] != before[service][0], (service, before, after)
+        assert after[service][1] == before[service][1], (service, before, after)
+    rows = json.loads(booted.run("relatectl db status --json").stdout)
+    assert all(row["applied"] for row in rows), rows
+    assert f"{rows[-1]['version']:04d}_{rows[-1]['name']}" == migration
+    assert booted.run("relatectl --version").stdout.strip() == "relatectl 0.1.0.post1"
+    _imap_login(key)  # a key made under the previous release, served by the new one
+    assert booted.run("systemctl is-system-running").stdout.strip() == "running"
+
+
+def test_package_upgrade_with_the_database_down_configures_and_restarts_nothing(
+    booted: Container, key: str, next_release: tuple[Path, str]
+) -> None:
+    """PostgreSQL stopped: dpkg -i succeeds, says what failed and what to run, and no daemon restarts or loops."""
+    booted.wait_active()
+    before = _restarts(booted)
+    booted.run("systemctl stop postgresql.service")
+    try:
+        done = _dpkg_install(booted, next_release[0])  # a reinstall of the release now installed
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "relate-mail: the database schema was not migrated to this release: " in done.stderr, done.stderr
+        assert "relate-mail:     relatectl db migrate\n" in done.stderr
+        assert "relate-mail:     systemctl restart relate.target\n" in done.stderr
+        assert "Traceback" not in done.stderr
+        status = booted.run("dpkg-query -W -f '${Status} ${Version}' relate-mail").stdout
+        assert status == "install ok installed 0.1.0.post1"
+        time.sleep(5)  # long enough for systemd to have restarted a daemon (RestartSec=2s)
+        assert _restarts(booted) == before
+        booted.wait_active(timeout=1)
+    finally:
+        booted.run("systemctl start postgresql.service")
+    # The two commands the message names finish the upgrade.
+    assert "nothing to do" in booted.run("relatectl db migrate").stdout
+    booted.run("systemctl restart relate.target")
+    booted.wait_active()
+    _imap_login(key)
