@@ -38,3 +38,35 @@ async def test_indexed_words_move_out_of_messages(empty_dsn: str) -> None:
     assert rows == 2
     assert left == 0
     assert index is None
+
+
+async def test_0034_validates_the_key_without_stranded_words(empty_dsn: str) -> None:
+    """0034 removes words whose message went while 0033 copied, validates the key (so expunging a message takes
+    its words), drops the Message-ID index nothing reads, and runs on a server without lz4 as well."""
+    conn = await db.connect(DatabaseConfig(dsn=empty_dsn))
+    try:
+        await premigration.before(conn, 34)
+        await conn.execute(
+            """INSERT INTO messages (mailbox_id, uid, modseq, size, blob_hash, envelope, bodystructure, header_end)
+               SELECT b.id, g, 1, 3, '\\x01', '{}', '{}', 0 FROM mailboxes b, generate_series(1, 2) g
+                WHERE b.name = 'INBOX';
+               INSERT INTO message_words (message_id, words) SELECT id, to_tsvector('simple', 'zebra') FROM messages"""
+        )
+        # As if a message had been expunged between 0033's copy and its key (which now refuses such a row).
+        await conn.execute(
+            """SET session_replication_role = replica;
+               INSERT INTO message_words (message_id, words) VALUES (-1, to_tsvector('simple', 'zebra'));
+               RESET session_replication_role"""
+        )
+        await premigration.apply(conn, 34)
+        valid = await conn.fetchval(
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'message_words_message_id_fkey'"
+        )
+        await conn.execute("DELETE FROM messages WHERE uid = 1")
+        left = await conn.fetchval("SELECT count(*) FROM message_words")
+        index = await conn.fetchval("SELECT to_regclass('messages_message_id_idx')")
+    finally:
+        await conn.close()
+    assert valid is True
+    assert left == 1
+    assert index is None
