@@ -130,8 +130,8 @@ async def test_thread_rows_in_batches(pool: asyncpg.Pool, boxes: tuple[int, int]
         await conn.execute("INSERT INTO blobs (hash, size, data) VALUES ('\\x00', 1, 'x')")
         await conn.execute(
             """INSERT INTO messages (mailbox_id, uid, modseq, size, blob_hash, envelope, bodystructure, header_end,
-                                     search, thread_ids)
-               SELECT $1, n, 1, 1, '\\x00', '{}', '{}', 0, '', ARRAY['<' || n || '@x>']
+                                     thread_ids)
+               SELECT $1, n, 1, 1, '\\x00', '{}', '{}', 0, ARRAY['<' || n || '@x>']
                  FROM generate_series(1, $2) AS n""",
             inbox,
             count,

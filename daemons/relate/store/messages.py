@@ -15,9 +15,10 @@ Invariants:
   commit wait for the one before it to reach the disk: relate-smtp therefore
   commits the deliveries that arrive together in one transaction
   (store/group_commit.py), whose messages take consecutive UIDs.
-- Only the subject and addresses enter the full-text vector here; the body
-  text is added after commit by :func:`index_pending`, so delivery never
-  waits on text search.
+- Nothing is indexed for text search here: :func:`index_pending` writes a
+  message's text and words after commit (message_texts, message_words), so
+  delivery never waits on text search, and search reads a message not
+  indexed yet from its own columns and bytes.
 - ``NOTIFY relate_mail`` is sent inside the transaction, so listeners hear of
   the message exactly when it is committed, and never of one rolled back.
 
@@ -85,22 +86,21 @@ _MSG = """
 msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
              subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
              in_reply_to, "references", envelope, bodystructure, header_end,
-             attachments, attachment_count, search, text_indexed, wire_size, envelope_wire, envelope_wire_utf8,
+             attachments, attachment_count, text_indexed, wire_size, envelope_wire, envelope_wire_utf8,
              sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids)
         SELECT box.id, box.uid, box.modseq, $2, coalesce($3, now()), $4, $5,
              $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-             setweight(to_tsvector('simple', coalesce($6, '')), 'A')
-             || setweight(to_tsvector('simple', $20), 'B'), $21, $22, $24, $25,
-             $26, $27, $28, $29, $30, $31, $32
+             $20, $21, $23, $24,
+             $25, $26, $27, $28, $29, $30, $31
           FROM box
         RETURNING id, uid, modseq)
 SELECT msg.id, box.user_id, msg.uid, msg.modseq, box.recent,
-       pg_notify($23, json_build_object('event', 'new', 'user', box.user_id, 'mailbox', box.id,
+       pg_notify($22, json_build_object('event', 'new', 'user', box.user_id, 'mailbox', box.id,
                                         'id', msg.id, 'uid', msg.uid, 'modseq', msg.modseq,
                                         'at', extract(epoch FROM clock_timestamp()))::text)
   FROM msg, box"""
 _BLOB = """
-blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $33) ON CONFLICT (hash) DO NOTHING),"""
+blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $32) ON CONFLICT (hash) DO NOTHING),"""
 # With the blob: when no message was stored (the mailbox is gone, or full), the sweep is told to look at
 # the blob the statement may have written (store/mailboxes.py), so the statement needs no transaction.
 _ORPHAN = """
@@ -108,12 +108,12 @@ orphan AS (INSERT INTO blob_orphans (hash) SELECT $5 WHERE NOT EXISTS (SELECT 1 
 
 
 def _ingest_sql(*, blob: bool, checked: bool, durable: bool, recent: bool) -> str:
-    """The ingest statement: $1-$32 always (the SORT and THREAD keys are $26-$32), then the blob's bytes
+    """The ingest statement: $1-$31 always (the SORT and THREAD keys are $25-$31), then the blob's bytes
     (with ``blob``), then the configured quota defaults, storage and messages (with ``checked``). Without
     ``durable``, the transaction it runs in commits without waiting for the disk (db.NOT_DURABLE). With
     ``recent``, the message is claimed as \\Recent (store/imap_messages.py: claim_recent) if every message
     before it has been: the caller's session is the one that has it so (``recent`` comes back true)."""
-    first = 34 if blob else 33
+    first = 33 if blob else 32
     check = f" AND {quota.fits_sql('mailboxes', '$4', '1', f'${first}', f'${first + 1}')}" if checked else ""
     commit = "" if durable else f", {NOT_DURABLE}"
     claim = ",\n               recent_uid = CASE WHEN recent_uid = uidnext - 1 THEN uidnext ELSE recent_uid END"
@@ -271,7 +271,6 @@ async def ingest(
         }
         for a in parsed.attachments
     ]
-    people = " ".join(f"{a.name or ''} {a.email}" for a in (*parsed.from_, *parsed.to, *parsed.cc))
     envelope = _clean(parsed.envelope)
     columns = (
         _clean(parsed.subject),
@@ -288,7 +287,6 @@ async def ingest(
         parsed.header_end,
         attachments,
         sum(1 for a in parsed.attachments if not a.inline),
-        _clean(people),
         False,  # text_indexed: the background indexer fills the body text in
         prepared.wire_size,
     )
@@ -345,7 +343,7 @@ async def _exists(conn: asyncpg.Connection, mailbox_id: int) -> bool:
 
 
 async def index_pending(conn: asyncpg.Connection, limit: int = 50) -> int:
-    """Add body text to the full-text vector of messages stored since the last run; returns how many.
+    """Index the text of messages stored since the last run (message_texts, message_words); returns how many.
 
     Copies of one message share a blob, so each blob is read and parsed once.
     Rows are claimed with SKIP LOCKED, so several indexers never do the same
@@ -380,13 +378,15 @@ async def index_pending(conn: asyncpg.Connection, limit: int = 50) -> int:
                 ids.append(message_id)
                 heads.append(head)
                 bodies.append(body)
-        # The text goes in a table of its own (migration 0032), written this once: a flag change, which
-        # makes a new version of the message's row, does not index it again.
+        # The text and its words go in tables of their own (migrations 0032, 0033), written this once: a
+        # flag change, which makes a new version of the message's row, does not index them again.
         await conn.execute(
             """WITH u AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u (id, head, body)),
-                    marked AS (UPDATE messages m SET search = m.search || to_tsvector('simple', u.body),
-                                      text_indexed = true
-                                 FROM u WHERE m.id = u.id)
+                    marked AS (UPDATE messages m SET text_indexed = true FROM u WHERE m.id = u.id
+                               RETURNING m.id, relate_head_words(m.subject, m.from_addr, m.to_addr, m.cc_addr)
+                                               || to_tsvector('simple', u.body) AS words),
+                    words AS (INSERT INTO message_words (message_id, words) SELECT id, words FROM marked
+                                  ON CONFLICT (message_id) DO UPDATE SET words = excluded.words)
                INSERT INTO message_texts (message_id, head, body) SELECT id, head, body FROM u
                    ON CONFLICT (message_id) DO UPDATE SET head = excluded.head, body = excluded.body""",
             ids,
