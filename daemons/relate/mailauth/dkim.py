@@ -22,7 +22,6 @@ Policy:
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
@@ -36,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from relate.mailauth import dkimverify
-from relate.mailauth.dns import Dns, TempError
+from relate.mailauth.dns import Dns, TempError, each
 
 MAX_SIGNATURES = 10
 MIN_RSA_BITS = 1024
@@ -195,7 +194,7 @@ async def fetch_keys(dns: Dns, signatures: list[Signature]) -> dict[int, str | E
             return LookupError(f"no key at {sig.selector}._domainkey.{sig.domain}")
         return keys[0]
 
-    answers = await asyncio.gather(*(one(s) for s in wanted))
+    answers = await each([one(s) for s in wanted])
     return {s.index: a for s, a in zip(wanted, answers, strict=True)}
 
 
