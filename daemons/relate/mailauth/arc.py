@@ -32,7 +32,6 @@ Policy:
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +41,7 @@ import dkim.util
 
 from relate.mailauth import authres
 from relate.mailauth.dkim import MIN_RSA_BITS, dkimpy_log, field_values
-from relate.mailauth.dns import Dns, TempError
+from relate.mailauth.dns import Dns, TempError, each
 
 MAX_SETS = 10
 
@@ -147,7 +146,7 @@ async def fetch_keys(dns: Dns, chain: Chain | None) -> dict[bytes, str | TempErr
         keys = [r for r in records or () if "p=" in r]
         return keys[0] if keys else None
 
-    answers = await asyncio.gather(*(one(s, d) for s, d in chain.keys))
+    answers = await each([one(s, d) for s, d in chain.keys])
     return {_key_name(s, d): a for (s, d), a in zip(chain.keys, answers, strict=True)}
 
 

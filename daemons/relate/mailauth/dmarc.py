@@ -51,8 +51,10 @@ def load() -> None:
         _psl = PublicSuffixList()
 
 
+@functools.lru_cache(maxsize=4096)
 def org_domain(domain: str) -> str:
-    """The organizational domain (§3.2): the registrable domain, or the domain itself when it is a suffix."""
+    """The organizational domain (§3.2): the registrable domain, or the domain itself when it is a suffix (kept
+    per name: the same senders' domains come back with every message, and each lookup walks the list's labels)."""
     load()
     assert _psl is not None
     domain = domain.lower().rstrip(".")

@@ -17,10 +17,12 @@ resolver given is copied without its cache; the original keeps its own.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import dns.asyncresolver
 import dns.exception
@@ -33,6 +35,7 @@ MAX_TTL = 3600  # seconds an answer is kept at most, whatever its TTL
 MAX_ENTRIES = 20_000  # answers kept at most (least recently used dropped first)
 
 Values = list[str] | None
+T = TypeVar("T")
 
 
 class TempError(Exception):
@@ -134,3 +137,11 @@ class Dns:
 
     async def ptr(self, name: str) -> Values:
         return await self._lookup(name, "PTR", lambda answer: [r.target.to_text(omit_final_dot=True) for r in answer])
+
+
+async def each(coroutines: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """asyncio.gather of ``coroutines``, without a task when there is only one (with the answers cached, the
+    lookups of a message never wait, and the tasks would be most of what they cost)."""
+    if len(coroutines) == 1:
+        return [await coroutines[0]]
+    return list(await asyncio.gather(*coroutines))

@@ -79,6 +79,7 @@ class _Record:
     redirect: str | None
 
 
+@functools.lru_cache(maxsize=4096)
 def valid_domain(domain: str) -> bool:
     """A multi-label domain name with no empty or over-long label (§4.3)."""
     name = domain[:-1] if domain.endswith(".") else domain
@@ -310,7 +311,7 @@ class _Evaluation:
         if name in ("ip4", "ip6"):
             if (name == "ip4") != (self.ip.version == 4):
                 return False
-            return self.ip in ipaddress.ip_network(f"{term.arg}/{term.cidr4}", strict=False)
+            return self.ip in _network(f"{term.arg}/{term.cidr4}")
         self._count()
         target = self.target(term.arg, domain)
         if name == "include":
@@ -342,7 +343,7 @@ class _Evaluation:
         bits = term.cidr4 if self.ip.version == 4 else term.cidr6
         for address in addresses:
             try:
-                network = ipaddress.ip_network(address if bits is None else f"{address}/{bits}", strict=False)
+                network = _network(address if bits is None else f"{address}/{bits}")
             except ValueError:
                 continue
             if self.ip in network:
@@ -364,6 +365,14 @@ class _Evaluation:
         return False
 
 
+@functools.lru_cache(maxsize=4096)
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An address or network of a record or an answer (kept per text: the same come back with every message,
+    and ipaddress parses in Python); raises ValueError."""
+    return ipaddress.ip_network(text, strict=False)
+
+
+@functools.lru_cache(maxsize=4096)
 def client_ip(address: str) -> IP | None:
     """The client's address as SPF sees it (an IPv4-mapped IPv6 address as IPv4), or None."""
     try:

@@ -199,9 +199,13 @@ class Checker:
                 return [], arc.NONE
             if not signatures and chain is not None and chain.problem:
                 return [], arc.verify(b"", chain, {})  # fails unverified: the message is not read
-            keys, arc_keys = await asyncio.gather(
-                dkimv.fetch_keys(self.dns, signatures), arc.fetch_keys(self.dns, chain)
-            )
+            arc_keys: dict[bytes, str | TempError | None] = {}
+            if chain is None:
+                keys = await dkimv.fetch_keys(self.dns, signatures)
+            else:
+                keys, arc_keys = await asyncio.gather(
+                    dkimv.fetch_keys(self.dns, signatures), arc.fetch_keys(self.dns, chain)
+                )
             # dkimpy holds the message, its lines and its canonical body: about three copies.
             async with hold(spool.size * 3 // 2):
                 whole = await spool.read()
