@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 description of every route the API serves, at ``GET /api/openapi.json``.
 
-Policy: this module is the one place the API is described; a route added to
-any route module must be added here too (a test compares the running app's
+Policy: this module (with openapi_ext.py, which it merges in) is the one place
+the API is described; a route added to any route module must be added here too (a test compares the running app's
 router with this document, both ways). The document is public, like the
 routes it lists: it names no user, key or host. Scopes are written as the
 roles of the ``bearer`` scheme (OpenAPI 3.1 allows role names for any
@@ -1225,7 +1225,9 @@ PATHS["/mail/config-v1.1.xml"] = {"get": copy.deepcopy(_AUTOCONFIG)}
 
 
 def document() -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document (a fresh copy)."""
+    """The whole OpenAPI 3.1 document (a fresh copy), with openapi_ext.py's routes."""
+    from relate.api import openapi_ext  # it builds on this module's blocks
+
     return {
         "openapi": "3.1.0",
         "info": {
@@ -1241,11 +1243,11 @@ def document() -> dict[str, Any]:
             "license": {"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"},
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": name} for name in (MAIL, OUTBOUND, KEYS, REALTIME, META)],
+        "tags": [{"name": name} for name in (MAIL, OUTBOUND, KEYS, REALTIME, META, *openapi_ext.TAGS)],
         "security": [{"bearer": []}],
-        "paths": copy.deepcopy(PATHS),
+        "paths": copy.deepcopy(PATHS | openapi_ext.PATHS),
         "components": {
-            "schemas": copy.deepcopy(SCHEMAS),
+            "schemas": copy.deepcopy(SCHEMAS | openapi_ext.SCHEMAS),
             "responses": copy.deepcopy(RESPONSES),
             "parameters": copy.deepcopy(PARAMETERS),
             "securitySchemes": {
