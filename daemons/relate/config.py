@@ -519,6 +519,8 @@ class ApiConfig:
     public_hostname: str | None = None
     websocket_heartbeat: float = 30.0
     push_timeout: float = 10.0
+    # MBOX exports (GET /api/export/mbox) each user may start per hour; one runs at a time per user.
+    exports_per_hour: int = 6
     oidc: OidcConfig = field(default_factory=OidcConfig)
 
 
@@ -739,6 +741,7 @@ class Config:
                 self.api.proxy_header.lower() in {"x-forwarded-for", "forwarded"},
                 "must be X-Forwarded-For or Forwarded",
             ),
+            ("api.exports_per_hour", self.api.exports_per_hour >= 1, "must be 1 or more"),
             *self.api.oidc.checks(),
             ("auth.bcrypt_rounds", 4 <= self.auth.bcrypt_rounds <= 31, "must be between 4 and 31"),
             (

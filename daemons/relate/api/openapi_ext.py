@@ -10,18 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from relate.api.openapi import (
-    _JSON_ERRORS,
-    R,
-    W,
-    op,
-    ref,
-    returns,
-)
+from relate.api.openapi import _JSON_ERRORS, EMAIL_ID, R, W, op, query, ref, returns
 from relate.services import preferences
 
-PREFERENCES = "preferences"
-TAGS = [PREFERENCES]
+PREFERENCES, EXPORT = "preferences", "export"
+TAGS = [PREFERENCES, EXPORT]
 
 SCHEMAS: dict[str, Any] = {
     "Preferences": {
@@ -55,5 +48,45 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": op("The user's preferences", PREFERENCES, returns("every preference", ref("Preferences")), scope=R),
         "put": _prefs_write("Replace the user's preferences (those left out return to their defaults)"),
         "patch": _prefs_write("Change some preferences (JSON merge patch, RFC 7396: null returns one to its default)"),
+    },
+    "/api/emails/{id}/eml": {
+        "get": op(
+            "The message as an .eml file to save (the raw RFC 5322 bytes, Content-Disposition: attachment)",
+            EXPORT,
+            returns("the message, named email-ID.eml", {"type": "string"}, "message/rfc822"),
+            scope=R,
+            params=[EMAIL_ID],
+            errors={"404": "no such email"},
+        )
+    },
+    "/api/export/mbox": {
+        "get": op(
+            "A folder, a search, or the whole account as one MBOX file (mboxrd), streamed",
+            EXPORT,
+            returns(
+                "mboxrd: each message after a From_ line, LF line ends, >From escaping; folder by folder in "
+                "UID order. Chunked: a body that ends without the final chunk is an export that failed",
+                {"type": "string"},
+                "application/mbox",
+            ),
+            scope=R,
+            params=[
+                query("mailbox", "only this folder (id or name); none: every folder"),
+                query("q", 'full-text search (words, "phrases", -exclusions, OR), as /api/emails/search'),
+                query("from", "a substring of the sender's address or name"),
+                query("after", "received at or after (ISO 8601)", {"type": "string", "format": "date-time"}),
+                query("before", "received before (ISO 8601)", {"type": "string", "format": "date-time"}),
+            ],
+            errors={
+                "400": "a bad date, a q or from over 1000 characters, or a parameter with NUL",
+                "404": "no such mailbox",
+                "429": {
+                    "description": "over api.exports_per_hour, an export of this account already running, or the "
+                    "server's exports at their limit; try again after Retry-After seconds",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                    "content": {"application/json": {"schema": ref("Error")}},
+                },
+            },
+        )
     },
 }
