@@ -326,7 +326,16 @@ SCHEMAS: dict[str, Any] = {
                 references=array(STRING),
                 headers=array(ref("Header"), description="every field in order; Bcc only when the user sent it"),
                 textBody=nullable("string"),
-                htmlBody=nullable("string", description="sanitised for display: no scripts or event handlers"),
+                htmlBody=nullable(
+                    "string",
+                    description="sanitised for display: no scripts or event handlers; remote images have "
+                    "data-remote-src instead of src unless remoteContent=allow; cid: images point at "
+                    "/api/emails/{id}/cid/{cid}",
+                ),
+                remoteContentBlocked={
+                    "type": "integer",
+                    "description": "remote images and fetching style declarations taken out of htmlBody",
+                },
                 attachments=array(ref("Attachment")),
                 authentication={
                     "oneOf": [ref("Authentication"), {"type": "null"}],
@@ -820,8 +829,15 @@ PATHS: dict[str, dict[str, Any]] = {
             MAIL,
             returns("the email", ref("EmailDetail")),
             scope=R,
-            params=[EMAIL_ID],
-            errors={"404": "no such email (or another user's)"},
+            params=[
+                EMAIL_ID,
+                query(
+                    "remoteContent",
+                    "block (the default): remote images and styles taken out of htmlBody; allow: kept",
+                    {"type": "string", "enum": ["block", "allow"], "default": "block"},
+                ),
+            ],
+            errors={"400": "remoteContent not block or allow", "404": "no such email (or another user's)"},
         ),
         "patch": op(
             "Mark read or unread, set flags, or move to another folder",

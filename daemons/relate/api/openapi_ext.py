@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relate.api.openapi import _JSON_ERRORS, EMAIL_ID, R, W, op, query, ref, returns
+from relate.api.openapi import _JSON_ERRORS, EMAIL_ID, MAIL, R, W, op, query, ref, returns
 from relate.services import preferences
 
 PREFERENCES, EXPORT = "preferences", "export"
@@ -57,6 +57,19 @@ PATHS: dict[str, dict[str, Any]] = {
             scope=R,
             params=[EMAIL_ID],
             errors={"404": "no such email"},
+        )
+    },
+    "/api/emails/{id}/cid/{cid}": {
+        "get": op(
+            "A part of the message by its Content-ID (RFC 2392 cid: URL), for the images its HTML shows",
+            MAIL,
+            returns("the part: images inline, anything else as a download", {"type": "string"}, "*/*"),
+            scope=R,
+            params=[
+                EMAIL_ID,
+                {**query("cid", "the Content-ID, without angle brackets"), "in": "path", "required": True},
+            ],
+            errors={"404": "no such email, or no part with that Content-ID"},
         )
     },
     "/api/export/mbox": {
