@@ -153,6 +153,18 @@ def _http_url_or_empty(text: str | None) -> bool:
     return parts.scheme in {"http", "https"} and bool(parts.hostname)
 
 
+def _oidc_issuer(text: str | None) -> bool:
+    """An https URL, or http on a loopback address (a provider on the same host, as in the tests)."""
+    from urllib.parse import urlsplit
+
+    if not text:
+        return True
+    if not _http_url_or_empty(text):
+        return False
+    parts = urlsplit(text)
+    return parts.scheme == "https" or parts.hostname in {"127.0.0.1", "::1", "localhost"}
+
+
 def _has_special(text: str) -> bool:
     return any(ch.isspace() or ch in ';"()\\' for ch in text)
 
@@ -426,6 +438,58 @@ class PushConfig:
     allow_http_endpoints: bool = False
 
 
+# The Relate scopes an OIDC token may be granted (REST and the hub only: never protocol logins or internal).
+OIDC_TARGET_SCOPES = ("app", "api:read", "api:write")
+OIDC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+
+
+@dataclass
+class OidcConfig:
+    """Sign-in through an OpenID Connect provider: JWT bearer tokens (relate/api/oidc.py)."""
+
+    # The provider's issuer URL, exactly as its tokens' "iss" says; empty: API keys only.
+    issuer: str | None = None
+    # What the tokens' "aud" must hold (the API's resource identifier at the provider).
+    audience: str | None = None
+    # Signature algorithms accepted; none and HS* never are.
+    algorithms: list[str] = field(default_factory=lambda: list(OIDC_ALGORITHMS))
+    # Seconds of clock difference allowed when checking exp and nbf.
+    clock_skew: int = 60
+    # The claim holding the user's address, matched against users and aliases.
+    email_claim: str = "email"
+    # Refuse a token whose email_verified claim is not true.
+    require_email_verified: bool = True
+    # Create the user on first sign-in when the address is at a hosted domain.
+    provision: bool = False
+    # "TOKEN_SCOPE=RELATE_SCOPE" items: what each scope of the token's "scope" (or "scp") grants.
+    scopes: list[str] = field(default_factory=lambda: ["relate.app=app", "relate.read=api:read"])
+
+    def scope_map(self) -> dict[str, set[str]]:
+        """Token scope -> the Relate scopes it grants."""
+        out: dict[str, set[str]] = {}
+        for item in self.scopes:
+            theirs, _, ours = item.partition("=")
+            out.setdefault(theirs.strip(), set()).add(ours.strip())
+        return out
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        """(key, holds, problem) rows for Config.validate."""
+        pairs = [item.partition("=") for item in self.scopes]
+        return [
+            ("api.oidc.issuer", _oidc_issuer(self.issuer), "must be an https:// URL (http:// on loopback) or empty"),
+            ("api.oidc.audience", bool(self.audience) or not self.issuer, "is required when api.oidc.issuer is set"),
+            ("api.oidc.algorithms", set(self.algorithms) <= set(OIDC_ALGORITHMS), "must be among RS256, ES256, EdDSA"),
+            ("api.oidc.algorithms", bool(self.algorithms), "must name at least one algorithm"),
+            ("api.oidc.clock_skew", 0 <= self.clock_skew <= 600, "must be between 0 and 600 seconds"),
+            ("api.oidc.email_claim", bool(self.email_claim), "must not be empty"),
+            (
+                "api.oidc.scopes",
+                all(sep and a.strip() and b.strip() in OIDC_TARGET_SCOPES for a, sep, b in pairs),
+                "items must be TOKEN_SCOPE=app, =api:read or =api:write",
+            ),
+        ]
+
+
 @dataclass
 class ApiConfig:
     # HTTP listeners (put a TLS-terminating proxy in front for the Internet).
@@ -455,6 +519,9 @@ class ApiConfig:
     public_hostname: str | None = None
     websocket_heartbeat: float = 30.0
     push_timeout: float = 10.0
+    # MBOX exports (GET /api/export/mbox) each user may start per hour; one runs at a time per user.
+    exports_per_hour: int = 6
+    oidc: OidcConfig = field(default_factory=OidcConfig)
 
 
 METRICS_SERVICES = ("smtp", "imap", "pop3", "api", "delivery")
@@ -674,6 +741,8 @@ class Config:
                 self.api.proxy_header.lower() in {"x-forwarded-for", "forwarded"},
                 "must be X-Forwarded-For or Forwarded",
             ),
+            ("api.exports_per_hour", self.api.exports_per_hour >= 1, "must be 1 or more"),
+            *self.api.oidc.checks(),
             ("auth.bcrypt_rounds", 4 <= self.auth.bcrypt_rounds <= 31, "must be between 4 and 31"),
             (
                 "logging.level",

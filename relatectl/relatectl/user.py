@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -17,9 +20,10 @@ from relatectl.sizes import format_size, parse_size
 if TYPE_CHECKING:
     import asyncpg
 
-    from relate.services import accounts, senders
+    from relate.services import accounts, export, senders
 else:
     accounts = lazy_module("relate.services.accounts")
+    export = lazy_module("relate.services.export")
     senders = lazy_module("relate.services.senders")
 
 app = App(help="Users (mailbox owners).")
@@ -334,3 +338,39 @@ def senders_cmd(address: str = User, as_json: bool = JsonOption) -> None:
     rows = with_pool(go)
     columns = [("pattern", "Sender"), ("kind", "List"), ("createdAt", "Added")]
     print_rows(rows, columns, as_json=as_json, title="Senders")
+
+
+@app.command("export")
+def export_cmd(
+    address: str = User,
+    output: str = typer.Option(
+        ..., "--output", "-o", help="The MBOX file to write (mode 0600), or - for stdout.", metavar="FILE"
+    ),
+    mailbox: str | None = typer.Option(None, "--mailbox", help="Only this folder (by name).", metavar="FOLDER"),
+    search: str | None = typer.Option(
+        None, "--search", help="Only messages matching this full-text search (as the REST search's q).", metavar="QUERY"
+    ),
+) -> None:
+    """Write the user's mail (every folder, one folder, or a search) as one MBOX file (mboxrd), as the REST
+    export does. The file appears under its name only when complete."""
+    if output == "-":
+        sink = sys.stdout.buffer
+        count, size = with_pool(
+            lambda pool: export.export_user(pool, address, sink.write, mailbox=mailbox, query=search)
+        )
+        sink.flush()
+        print(f"exported {count} messages ({format_size(size)})", file=sys.stderr)
+        return
+    target = Path(output)
+    partial = target.with_name(target.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb", buffering=1024 * 1024) as file:
+            count, size = with_pool(
+                lambda pool: export.export_user(pool, address, file.write, mailbox=mailbox, query=search)
+            )
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(target)
+    console.print(f"exported {count} messages ({format_size(size)}) to {escape(str(target))}", highlight=False)

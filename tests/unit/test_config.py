@@ -98,6 +98,10 @@ def test_secret_from_file_in_yaml_and_env(tmp_path: Path) -> None:
         ("smtp:\n  rspamd:\n    url: 127.0.0.1:11333\n", {}, ["smtp.rspamd.url", "http://"]),
         ("", {"RELATE_SMTP__RSPAMD__ON_UNREACHABLE": "drop"}, ["smtp.rspamd.on_unreachable", "accept or tempfail"]),
         ("", {"RELATE_SMTP__RSPAMD__BLOCK_ACTION": "bounce"}, ["smtp.rspamd.block_action", "junk or refuse"]),
+        ("api:\n  oidc:\n    issuer: http://idp.example\n    audience: a\n", {}, ["api.oidc.issuer", "https"]),
+        ("api:\n  oidc:\n    issuer: https://idp.example\n", {}, ["api.oidc.audience", "required"]),
+        ("", {"RELATE_API__OIDC__ALGORITHMS": "RS256,HS256"}, ["api.oidc.algorithms", "RS256, ES256, EdDSA"]),
+        ("", {"RELATE_API__OIDC__SCOPES": "mail=internal"}, ["api.oidc.scopes", "api:read"]),
     ],
 )
 def test_bad_config_is_one_line_naming_key_and_source(

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from relate.api import forwarded, jsonbody, security
+from relate.api import forwarded, jsonbody, oidc, security
 from relate.api.errors import ApiError, error_response
 from relate.auth import Authenticator
 from relate.config import Config
@@ -91,6 +91,7 @@ async def errors_middleware(request: web.Request, handler: security.Handler) -> 
             authenticator=st.authenticator,
             limiter=st.limiter,
             cfg=st.cfg.api,
+            verifier=request.app.get(oidc.VERIFIER),
         )
         _check_parameters(request)
         return await handler(request)

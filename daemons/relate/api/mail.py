@@ -9,6 +9,7 @@ expunges, for this user only (other copies are separate messages).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -17,10 +18,12 @@ from urllib.parse import quote
 import nh3
 from aiohttp import web
 
+from relate.api import content
 from relate.api.app import int_param, json_body, page_of, paging, path_id, state
 from relate.api.errors import ApiError, bad_request, invalid, not_found
 from relate.api.security import READ, WRITE, principal, requires
 from relate.config import Config
+from relate.mail import display
 from relate.mail.address import comparable_address
 from relate.mail.headers import decoded_fields
 from relate.mail.mime import ParsedMessage, parse_message, part_content
@@ -166,13 +169,20 @@ def sanitize_html(html: str) -> str:
     return nh3.clean(html, link_rel="noopener noreferrer", url_schemes={"http", "https", "mailto", "cid"})
 
 
-def _detail(raw: bytes, header_end: int) -> tuple[ParsedMessage, list[dict[str, str]], str | None]:
+def _detail(
+    raw: bytes, header_end: int, email_id: int, block_remote: bool
+) -> tuple[ParsedMessage, list[dict[str, str]], display.Display | None]:
     """What the detail view needs of the stored bytes: the parse, every header field in order (RFC 2047
-    words decoded, bounded: mail/headers.py) and the HTML body made safe to show. Run in a worker thread:
-    a big or hostile message costs tens of milliseconds."""
+    words decoded, bounded: mail/headers.py) and the HTML body made safe to show (remote content blocked
+    unless asked for: mail/display.py). Run in a worker thread: a big or hostile message costs tens of
+    milliseconds."""
     parsed = parse_message(raw)
     headers = [{"name": name, "value": value} for name, value in decoded_fields(raw, header_end)]
-    html = sanitize_html(parsed.html_body) if parsed.html_body is not None else None
+    html = None
+    if parsed.html_body is not None:
+        html = display.display_html(
+            parsed.html_body, cid_url=functools.partial(content.cid_path, email_id), block_remote=block_remote
+        )
     return parsed, headers, html
 
 
@@ -202,10 +212,15 @@ async def _sent_by_user(request: web.Request, row: dict[str, Any]) -> bool:
 @routes.get("/api/emails/{id}")
 @requires(READ)
 async def get_email(request: web.Request) -> web.Response:
-    row = await store.get(state(request).pool, principal(request).user_id, path_id(request))
+    remote = request.query.get("remoteContent", "block")
+    if remote not in ("block", "allow"):
+        raise bad_request("remoteContent must be block or allow")
+    email_id = path_id(request)
+    row = await store.get(state(request).pool, principal(request).user_id, email_id)
     if row is None:
         raise not_found("email")
-    parsed, headers, html = await asyncio.to_thread(_detail, bytes(row["raw"]), row["header_end"])
+    detail = functools.partial(_detail, bytes(row["raw"]), row["header_end"], email_id, remote == "block")
+    parsed, headers, html = await asyncio.to_thread(detail)
     body = summary(row)
     own = await _sent_by_user(request, row)
     if not own:
@@ -220,7 +235,8 @@ async def get_email(request: web.Request) -> web.Response:
         "references": list(row["references"] or []),
         "headers": headers,
         "textBody": parsed.text_body,
-        "htmlBody": html,
+        "htmlBody": html.html if html else None,
+        "remoteContentBlocked": html.remote_blocked if html else 0,
         "attachments": _attachments(row),
         "authentication": authentication(headers, state(request).cfg),
         "spam": spam_verdict(headers),

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 description of every route the API serves, at ``GET /api/openapi.json``.
 
-Policy: this module is the one place the API is described; a route added to
-any route module must be added here too (a test compares the running app's
+Policy: this module (with openapi_ext.py, which it merges in) is the one place
+the API is described; a route added to any route module must be added here too (a test compares the running app's
 router with this document, both ways). The document is public, like the
 routes it lists: it names no user, key or host. Scopes are written as the
 roles of the ``bearer`` scheme (OpenAPI 3.1 allows role names for any
@@ -326,7 +326,16 @@ SCHEMAS: dict[str, Any] = {
                 references=array(STRING),
                 headers=array(ref("Header"), description="every field in order; Bcc only when the user sent it"),
                 textBody=nullable("string"),
-                htmlBody=nullable("string", description="sanitised for display: no scripts or event handlers"),
+                htmlBody=nullable(
+                    "string",
+                    description="sanitised for display: no scripts or event handlers; remote images have "
+                    "data-remote-src instead of src unless remoteContent=allow; cid: images point at "
+                    "/api/emails/{id}/cid/{cid}",
+                ),
+                remoteContentBlocked={
+                    "type": "integer",
+                    "description": "remote images and fetching style declarations taken out of htmlBody",
+                },
                 attachments=array(ref("Attachment")),
                 authentication={
                     "oneOf": [ref("Authentication"), {"type": "null"}],
@@ -820,8 +829,15 @@ PATHS: dict[str, dict[str, Any]] = {
             MAIL,
             returns("the email", ref("EmailDetail")),
             scope=R,
-            params=[EMAIL_ID],
-            errors={"404": "no such email (or another user's)"},
+            params=[
+                EMAIL_ID,
+                query(
+                    "remoteContent",
+                    "block (the default): remote images and styles taken out of htmlBody; allow: kept",
+                    {"type": "string", "enum": ["block", "allow"], "default": "block"},
+                ),
+            ],
+            errors={"400": "remoteContent not block or allow", "404": "no such email (or another user's)"},
         ),
         "patch": op(
             "Mark read or unread, set flags, or move to another folder",
@@ -1225,7 +1241,9 @@ PATHS["/mail/config-v1.1.xml"] = {"get": copy.deepcopy(_AUTOCONFIG)}
 
 
 def document() -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document (a fresh copy)."""
+    """The whole OpenAPI 3.1 document (a fresh copy), with openapi_ext.py's routes."""
+    from relate.api import openapi_ext  # it builds on this module's blocks
+
     return {
         "openapi": "3.1.0",
         "info": {
@@ -1241,11 +1259,11 @@ def document() -> dict[str, Any]:
             "license": {"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"},
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": name} for name in (MAIL, OUTBOUND, KEYS, REALTIME, META)],
+        "tags": [{"name": name} for name in (MAIL, OUTBOUND, KEYS, REALTIME, META, *openapi_ext.TAGS)],
         "security": [{"bearer": []}],
-        "paths": copy.deepcopy(PATHS),
+        "paths": copy.deepcopy(PATHS | openapi_ext.PATHS),
         "components": {
-            "schemas": copy.deepcopy(SCHEMAS),
+            "schemas": copy.deepcopy(SCHEMAS | openapi_ext.SCHEMAS),
             "responses": copy.deepcopy(RESPONSES),
             "parameters": copy.deepcopy(PARAMETERS),
             "securitySchemes": {

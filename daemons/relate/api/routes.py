@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from relate.api import hub, keys, mail, meta, openapi, outbound, push, senders
+from relate.api import content, export, hub, keys, mail, meta, oidc, openapi, outbound, prefs, push, senders
 
-ROUTE_MODULES: tuple[ModuleType, ...] = (mail, outbound, keys, meta, openapi, hub, push, senders)
+ROUTE_MODULES: tuple[ModuleType, ...] = (
+    mail,
+    outbound,
+    keys,
+    meta,
+    openapi,
+    hub,
+    push,
+    senders,
+    oidc,
+    prefs,
+    export,
+    content,
+)

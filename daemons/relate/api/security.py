@@ -22,6 +22,7 @@ Policy:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
@@ -30,9 +31,12 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from relate.api import oidc
 from relate.api.errors import ApiError
 from relate.auth import Authenticator, AuthRefused, Principal
 from relate.config import ApiConfig
+
+log = logging.getLogger("relate.api")
 
 READ = "api:read"
 WRITE = "api:write"
@@ -137,6 +141,7 @@ async def authorize(
     authenticator: Authenticator,
     limiter: RateLimiter,
     cfg: ApiConfig,
+    verifier: oidc.Verifier | None = None,
 ) -> None:
     """Check the caller against the route's scope; sets the request's principal for user routes."""
     scope, key_management = scope_of(handler)
@@ -153,14 +158,29 @@ async def authorize(
     key = presented_key(request, allow_query=request.path.startswith("/hubs/"))
     if not key:
         raise ApiError(401, "unauthorized", "an API key is required", headers={"WWW-Authenticate": "Bearer"})
-    try:
-        principal = await authenticator.authenticate(None, key, None, client=client, service="api")
-    except AuthRefused:
-        raise ApiError(401, "unauthorized", "invalid API key", headers={"WWW-Authenticate": "Bearer"}) from None
+    if verifier is not None and oidc.looks_like_jwt(key):
+        principal = await _token_principal(verifier, key, client)
+    else:
+        try:
+            principal = await authenticator.authenticate(None, key, None, client=client, service="api")
+        except AuthRefused:
+            raise ApiError(401, "unauthorized", "invalid API key", headers={"WWW-Authenticate": "Bearer"}) from None
     if not principal.has(scope):
         raise ApiError(403, "forbidden", f"this key lacks the {scope} scope")
     limiter.check(principal.key_id, request.method, key_management)
     request[PRINCIPAL] = principal
+
+
+async def _token_principal(verifier: oidc.Verifier, token: str, client: str) -> Principal:
+    """The principal of an OIDC token (api/oidc.py), or 401 (503 when the provider cannot be reached)."""
+    try:
+        return await verifier.principal(token)
+    except oidc.TokenRefused as exc:
+        log.warning("api-oidc-refused client=%s reason=%s", client, exc.reason)
+        raise ApiError(401, "unauthorized", "invalid token", headers={"WWW-Authenticate": "Bearer"}) from None
+    except oidc.ProviderUnavailable as exc:
+        log.warning("api-oidc-unavailable client=%s reason=%s", client, exc)
+        raise ApiError(503, "unavailable", "the identity provider cannot be reached; try again later") from None
 
 
 def principal(request: web.Request) -> Principal:
