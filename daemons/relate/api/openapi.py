@@ -644,7 +644,7 @@ SCHEMAS: dict[str, Any] = {
     "HubEvent": {
         "description": "one text frame of /hubs/email",
         "oneOf": [
-            _event("NewEmail", ref("EmailSummary"), "a message arrived in (or was copied or moved to) a folder"),
+            _event("NewEmail", ref("EmailSummary"), "a message arrived in (or was copied to) a folder"),
             _event(
                 "EmailUpdated",
                 obj(
@@ -659,7 +659,14 @@ SCHEMAS: dict[str, Any] = {
             _event(
                 "EmailDeleted",
                 obj(["ids", "mailboxId"], ids=array(INTEGER), mailboxId=INTEGER),
-                "messages left a folder (expunged, or moved away)",
+                "messages were removed from a folder (expunged)",
+            ),
+            _event(
+                "EmailMoved",
+                obj(
+                    ["ids", "mailboxId", "fromMailboxId"], ids=array(INTEGER), mailboxId=INTEGER, fromMailboxId=INTEGER
+                ),
+                "messages moved between the user's folders (REST, IMAP MOVE, bulk); they keep their ids",
             ),
             _event(
                 "UnreadCountChanged",

@@ -472,7 +472,7 @@ async def _remove(
 
 
 async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int]) -> list[int]:
-    """Remove these messages whatever their flags (MOVE's source side, POP3 DELE, API delete); returns their
+    """Remove these messages whatever their flags (POP3 DELE, deleting from Trash); returns their
     UIDs, ascending. One statement, waiting for the disk, as :func:`expunge` does it."""
     return (await _remove(conn, mailbox_id, uid_list, only_deleted=False, durable=True)).uids
 
@@ -490,6 +490,21 @@ _COPY = {
 }
 
 
+# A move's side of the source: the messages have left (their rows now belong to the target), so the source
+# logs their UIDs as expunged under its next modseq, drops them from its counts, and announces the expunge
+# naming the target (``to``), so the hub can tell apps of a move rather than a deletion. $1 source, $2 UIDs,
+# $3 their number, $4 their bytes, $5 the moved ids (or NULL past EXPUNGE_IDS_MAX), $6 the target, $7 channel.
+_MOVED_OUT_SQL = """
+WITH box AS (UPDATE mailboxes SET highestmodseq = highestmodseq + 1, message_count = message_count - $3,
+                                  message_bytes = message_bytes - $4
+              WHERE id = $1 RETURNING id, user_id, highestmodseq AS modseq),
+     logged AS (INSERT INTO mailbox_expunges (mailbox_id, uid, modseq)
+                SELECT box.id, u, box.modseq FROM box, unnest($2::bigint[]) AS u)
+SELECT box.modseq, pg_notify($7, json_build_object('event', 'expunge', 'mailbox', box.id, 'user', box.user_id,
+                                                   'modseq', box.modseq, 'ids', $5::bigint[], 'to', $6::bigint)::text)
+  FROM box"""
+
+
 async def copy(
     conn: asyncpg.Connection,
     source_id: int,
@@ -501,11 +516,20 @@ async def copy(
 ) -> list[tuple[int, int]]:
     """Copy (or move) messages to another mailbox, sharing their blobs; returns (source uid, new uid) pairs.
 
+    A copy is a new message (a new id). A move keeps the message's id (JMAP's model: an email has one id
+    for its life in the account) and gives it a new UID in the target, as IMAP MOVE must (RFC 6851): the
+    row itself changes mailbox, and the source logs the old UID as expunged. Both mailbox rows are locked
+    first, in id order, so two moves in opposite directions cannot deadlock.
+
     With ``limits`` (the configured quota defaults), a copy that would take the target's owner past a
     quota limit stores nothing and raises OverQuota. A move is never checked: it stays within one user
     and changes no usage.
     """
     async with conn.transaction():
+        if move:
+            await conn.execute(
+                "SELECT id FROM mailboxes WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", [source_id, target_id]
+            )
         rows = await conn.fetch(
             """SELECT id, uid, size, flags, (SELECT special_use FROM mailboxes WHERE id = $1) AS source_use
                  FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid""",
@@ -528,6 +552,12 @@ async def copy(
                 raise OverQuota("the copy would exceed the quota")
             raise MailboxGone("target mailbox is gone")
         pairs = [(r["uid"], box["first_uid"] + i) for i, r in enumerate(rows)]
+        if JUNK in (rows[0]["source_use"], box["special_use"]):  # into or out of Junk: a lesson for rspamd
+            await spam.note_moves(conn, source_id, target_id, [p[0] for p in pairs])
+        if move:
+            await _move_rows(conn, source_id, target_id, rows, pairs, box["modseq"])
+            await mailboxes.notify(conn, "new", target_id, box["user_id"], box["modseq"], **{"from": source_id})
+            return pairs
         await conn.execute(
             """WITH copied AS (
                 INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash, subject,
@@ -557,11 +587,41 @@ async def copy(
             [p[1] for p in pairs],
         )
         await mailboxes.notify(conn, "new", target_id, box["user_id"], box["modseq"])
-        if JUNK in (rows[0]["source_use"], box["special_use"]):  # into or out of Junk: a lesson for rspamd
-            await spam.note_moves(conn, source_id, target_id, [p[0] for p in pairs])
-        if move:
-            await remove(conn, source_id, [p[0] for p in pairs])
     return pairs
+
+
+async def _move_rows(
+    conn: asyncpg.Connection,
+    source_id: int,
+    target_id: int,
+    rows: Sequence[asyncpg.Record],
+    pairs: Sequence[tuple[int, int]],
+    modseq: int,
+) -> None:
+    """The move itself, in the caller's transaction with both mailboxes locked: each row takes the target,
+    its new UID and the target's modseq, and its save date (RFC 8514 SAVEDATE) becomes now; the source
+    logs the expunges (``_MOVED_OUT_SQL``)."""
+    await conn.execute(
+        """UPDATE messages m SET mailbox_id = $1, uid = n.new_uid, modseq = $2, created_at = now()
+             FROM unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid)
+            WHERE m.mailbox_id = $3 AND m.uid = n.old_uid""",
+        target_id,
+        modseq,
+        source_id,
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )
+    ids = [r["id"] for r in rows]
+    await conn.execute(
+        _MOVED_OUT_SQL,
+        source_id,
+        [p[0] for p in pairs],
+        len(rows),
+        sum(r["size"] for r in rows),
+        ids if len(ids) <= EXPUNGE_IDS_MAX else None,
+        target_id,
+        mailboxes.CHANNEL,
+    )
 
 
 async def structures(conn: Queryable, mailbox_id: int, uid_list: Sequence[int]) -> list[tuple[int, int, Any]]:
