@@ -154,7 +154,7 @@ async def authorize(
     if not key:
         raise ApiError(401, "unauthorized", "an API key is required", headers={"WWW-Authenticate": "Bearer"})
     try:
-        principal = await authenticator.authenticate(None, key, None, client=client, service="api")
+        principal = await authenticator.authenticate(None, key, None, client=client, service="api", use_scope=scope)
     except AuthRefused:
         raise ApiError(401, "unauthorized", "invalid API key", headers={"WWW-Authenticate": "Bearer"}) from None
     if not principal.has(scope):
