@@ -226,4 +226,3 @@ async def raw(conn: Queryable, user_id: int, email_id: int) -> bytes | None:
 async def summaries(conn: Queryable, ids: Sequence[int]) -> list[dict[str, Any]]:
     rows = await conn.fetch(f"SELECT {_SUMMARY} FROM messages m WHERE m.id = ANY($1::bigint[])", list(ids))
     return [dict(r) for r in rows]
-
