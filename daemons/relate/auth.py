@@ -194,13 +194,14 @@ class Authenticator:
         self._dummy_hash = bcrypt.hashpw(b"relate-dummy", bcrypt.gensalt(cfg.bcrypt_rounds))
 
     async def authenticate(
-        self, login: str | None, key: str, scope: str | None, *, client: str, service: str
+        self, login: str | None, key: str, scope: str | None, *, client: str, service: str, use_scope: str | None = None
     ) -> Principal:
         """The principal for (login, key) holding ``scope``, or AuthRefused.
 
         ``login=None``: a bearer key. ``scope=None``: the caller checks scopes
         itself (the REST API answers a valid key without the scope with 403,
-        which is not a failed login). The database failing while the lockout
+        which is not a failed login; it passes that scope as ``use_scope``, so
+        such a refusal records no use either). The database failing while the lockout
         state or the key is read raises asyncpg.PostgresError or OSError (a
         temporary failure for the caller to answer).
         """
@@ -215,6 +216,7 @@ class Authenticator:
             + key.encode("utf-8", "surrogateescape")
         ).digest()
         principal = self._cached(cache_key)
+        verified, rehash = False, None
         if principal is not None:
             if (client, counted_as) in self._counted:
                 await self._clear(client, counted_as)
@@ -225,18 +227,31 @@ class Authenticator:
             if lock.locked_until is not None:
                 raise self._refuse(service, client, given, "locked-out")
             try:
-                principal = await _available(self._verify(named, key, prefix))
+                verified_as, rehash = await _available(self._verify(named, key, prefix))
             except AuthRefused as exc:
                 raise await self._fail(service, client, given, counted_as, exc.reason) from None
-            self._cache_put(cache_key, principal)
+            principal = verified_as
+            self._cache_put(cache_key, verified_as)
+            verified = True
             if lock.counted:
                 await self._clear(client, counted_as)
-        if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
-            raise await self._fail(service, client, raw_login or principal.address, counted_as, "expired")
-        if scope is not None and not principal.has(scope):
-            reason = f"{MISSING_SCOPE}{scope}"
-            raise await self._fail(service, client, raw_login or principal.address, counted_as, reason)
+        assert principal is not None
+        try:
+            self._refuse_unusable(principal, scope)
+        except AuthRefused as exc:
+            raise await self._fail(service, client, raw_login or principal.address, counted_as, exc.reason) from None
+        if verified and (use_scope is None or principal.has(use_scope)):
+            # A use is recorded only for a login that succeeds: an expired key or a missing scope is no use.
+            await _available(key_store.touch(self._pool, principal.key_id, rehash=rehash))
         return principal
+
+    @staticmethod
+    def _refuse_unusable(principal: Principal, scope: str | None) -> None:
+        """AuthRefused for a verified key that has expired or lacks ``scope``."""
+        if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
+            raise AuthRefused("expired")
+        if scope is not None and not principal.has(scope):
+            raise AuthRefused(f"{MISSING_SCOPE}{scope}")
 
     def check_internal(self, key: str, *, client: str) -> bool:
         """Whether ``key`` is the configured internal key (constant time); a wrong one is logged, not counted."""
@@ -264,8 +279,9 @@ class Authenticator:
             self._cache.clear()
         self._cache[cache_key] = (principal, self._clock() + self._cfg.cache_seconds)
 
-    async def _verify(self, login: str | None, key: str, prefix: str) -> Principal:
-        """The principal of a well-formed key; ``login`` is None for a bearer key, "" for one that names nobody."""
+    async def _verify(self, login: str | None, key: str, prefix: str) -> tuple[Principal, tuple[str, str] | None]:
+        """The principal of a well-formed key, and the (old, new) hash when the work factor changed; ``login`` is
+        None for a bearer key, "" for one that names nobody. Records no use: the caller does, once it accepts."""
         row = await key_store.for_verification(self._pool, prefix, login or "")
         if row is None:
             await asyncio.to_thread(bcrypt.checkpw, key.encode(), self._dummy_hash)
@@ -290,8 +306,7 @@ class Authenticator:
             # auth.bcrypt_rounds changed since this key was hashed: follow it now that we hold the key.
             fresh = await asyncio.to_thread(bcrypt.hashpw, key.encode(), bcrypt.gensalt(self._cfg.bcrypt_rounds))
             rehash = (row["hash"], fresh.decode())
-        await key_store.touch(self._pool, row["id"], rehash=rehash)
-        return principal
+        return principal, rehash
 
     async def _clear(self, client: str, login: str) -> None:
         """Forget (client, login)'s failures after a success; a database error only leaves them to expire."""

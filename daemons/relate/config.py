@@ -125,6 +125,8 @@ def _address_or_empty(text: str | None) -> bool:
     return True
 
 
+# An origin (RFC 6454 §6.2): scheme://host[:port], no path; or "*" for any.
+_ORIGIN = re.compile(r"\*|https?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(?::[0-9]{1,5})?")
 _DSN_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^:\[\]]*)(?::[0-9]{1,5})?")
 
 
@@ -500,6 +502,9 @@ class ApiConfig:
     # The header those proxies set: X-Forwarded-For or Forwarded (RFC 7239). Only
     # this one is read: a client could write the other through a proxy unchanged.
     proxy_header: str = "X-Forwarded-For"
+    # Origins (scheme://host[:port]) whose web pages may call the API (CORS), or "*"
+    # for any (then never with credentials); empty: none (api/cors.py).
+    cors_origins: list[str] = field(default_factory=list)
     # Accept POST /api/internal-notifications over HTTP too (for daemons on
     # other hosts); the Unix socket (internal.api_socket) always accepts it.
     internal_over_http: bool = False
@@ -777,6 +782,11 @@ class Config:
                 ipaddress.ip_network(item.strip(), strict=False)
             except ValueError:
                 raise ConfigError(f"api.trusted_proxies[{i}]: not an IP address or network, got {item!r}") from None
+        for i, item in enumerate(self.api.cors_origins):
+            if not _ORIGIN.fullmatch(item.strip().rstrip("/")):
+                raise ConfigError(
+                    f'api.cors_origins[{i}]: not an origin such as https://mail.example.com (or "*"), got {item!r}'
+                )
         listeners = [(f"smtp.{role}", lst) for role, lst in self.smtp.listeners().items()]
         listeners += [("imap.imap", self.imap.imap), ("imap.imaps", self.imap.imaps)]
         listeners += [("pop3.pop3", self.pop3.pop3), ("pop3.pop3s", self.pop3.pop3s)]

@@ -215,23 +215,25 @@ async def test_imap_store_sends_email_updated(api: Api) -> None:
         await server.stop(grace=1)
 
 
-async def test_delete_sends_email_deleted_and_new_in_trash(api: Api) -> None:
-    """Deleting over REST moves to Trash: EmailDeleted from the inbox, NewEmail in Trash; expunging from Trash too."""
+async def test_delete_sends_email_moved_to_trash_then_email_deleted(api: Api) -> None:
+    """Deleting over REST moves to Trash under the same id (EmailMoved, both unread counts); deleting from Trash
+    expunges (EmailDeleted)."""
     (email_id,) = await api.deliver(message("bye"), "alice@example.com")
     inbox = await inbox_id(api)
     async with hub_client(api) as alice:
         status, body = await api.call("DELETE", f"/api/emails/{email_id}")
         assert status == 200
-        trash_id, trash = body["id"], body["mailboxId"]
-        events = [await alice.next() for _ in range(4)]
-        kinds = {e["type"]: e["data"] for e in events}
-        assert kinds["NewEmail"]["id"] == trash_id
-        assert kinds["NewEmail"]["mailboxId"] == trash
-        assert kinds["EmailDeleted"] == {"ids": [email_id], "mailboxId": inbox}
-        status, _ = await api.call("DELETE", f"/api/emails/{trash_id}")
+        assert body["id"] == email_id
+        trash = body["mailboxId"]
+        events = [await alice.next() for _ in range(3)]
+        moved = [e["data"] for e in events if e["type"] == "EmailMoved"]
+        assert moved == [{"ids": [email_id], "mailboxId": trash, "fromMailboxId": inbox}]
+        counts = {e["data"]["mailboxId"]: e["data"]["unread"] for e in events if e["type"] == "UnreadCountChanged"}
+        assert counts == {inbox: 0, trash: 1}
+        status, _ = await api.call("DELETE", f"/api/emails/{email_id}")
         assert status == 200
         gone = await alice.next("EmailDeleted")
-        assert gone["data"] == {"ids": [trash_id], "mailboxId": trash}
+        assert gone["data"] == {"ids": [email_id], "mailboxId": trash}
 
 
 async def test_delivery_status_changed_from_notify(api: Api) -> None:

@@ -159,14 +159,74 @@ async def test_revoked_key_stops_working_at_once(api: Api) -> None:
     assert status == 404
 
 
-async def test_a_key_with_fewer_scopes_may_still_revoke(api: Api) -> None:
-    """An api:write key can revoke the user's app key (cutting off a lost device is never an escalation)."""
-    status, made = await api.call("POST", KEYS, json={"name": "lost tablet", "scopes": ["app"]})
+async def test_a_key_revokes_only_keys_whose_scopes_it_holds(api: Api) -> None:
+    """An api:read,api:write key cannot revoke the user's smtp, imap or app keys (403, they keep working); a key
+    holding smtp may revoke an smtp key; the app key may revoke any."""
+    status, writer = await api.call("POST", KEYS, json={"name": "web", "scopes": ["api:read", "api:write"]})
     assert status == 201
-    status, _ = await api.call("DELETE", f"{KEYS}/{made['id']}", api.alice_write)
+    for scopes in (["smtp"], ["imap"], ["app"]):
+        status, made = await api.call("POST", KEYS, json={"name": "device", "scopes": scopes})
+        assert status == 201
+        status, body = await api.call("DELETE", f"{KEYS}/{made['id']}", writer["key"])
+        assert (status, body["error"]) == (403, "forbidden")
+        assert await api.pool.fetchval("SELECT revoked_at FROM api_keys WHERE id = $1", made["id"]) is None
+    status, mailer = await api.call("POST", KEYS, json={"name": "mailer", "scopes": ["smtp", "api:write"]})
+    status, phone = await api.call("POST", KEYS, json={"name": "phone", "scopes": ["smtp"]})
+    status, _ = await api.call("DELETE", f"{KEYS}/{phone['id']}", mailer["key"])
     assert status == 200
-    status, _ = await api.call("GET", "/api/profile", made["key"])
+    status, _ = await api.call("DELETE", f"{KEYS}/{writer['id']}")
+    assert status == 200
+    status, _ = await api.call("GET", "/api/mailboxes", writer["key"])
     assert status == 401
+
+
+async def test_a_key_revokes_or_rotates_itself_only_with_self_true(api: Api) -> None:
+    """DELETE or rotate of the calling key itself is 409 without ?self=true (it keeps working), done with it."""
+    status, made = await api.call("POST", KEYS, json={"name": "me", "scopes": ["api:read", "api:write"]})
+    assert status == 201
+    for method, path in (("DELETE", f"{KEYS}/{made['id']}"), ("POST", f"{KEYS}/{made['id']}/rotate")):
+        status, body = await api.call(method, path, made["key"])
+        assert (status, body["error"]) == (409, "conflict")
+        assert "self=true" in body["message"]
+    status, _ = await api.call("GET", "/api/mailboxes", made["key"])
+    assert status == 200
+    status, body = await api.call("DELETE", f"{KEYS}/{made['id']}?self=true", made["key"])
+    assert (status, body) == (200, {"revoked": True, "id": made["id"]})
+    status, _ = await api.call("GET", "/api/mailboxes", made["key"])
+    assert status == 401
+
+
+async def _last_used(api: Api, key_id: int) -> datetime | None:
+    found: datetime | None = await api.pool.fetchval("SELECT last_used_at FROM api_keys WHERE id = $1", key_id)
+    return found
+
+
+async def test_refused_logins_do_not_update_last_used(api: Api) -> None:
+    """A key refused for a missing scope (403) or for its expiry (401) keeps its lastUsedAt; a success sets it."""
+    status, made = await api.call("POST", KEYS, json={"name": "reader", "scopes": ["api:read"]})
+    assert status == 201
+    status, _ = await api.call("POST", "/api/smtp-credentials", made["key"], json={"name": "x", "scopes": ["smtp"]})
+    assert status == 403
+    assert await _last_used(api, made["id"]) is None
+    status, expiring = await api.call("POST", KEYS, json={"name": "old", "scopes": ["api:read"]})
+    await api.pool.execute("UPDATE api_keys SET expires_at = now() - interval '1 minute' WHERE id = $1", expiring["id"])
+    status, _ = await api.call("GET", "/api/mailboxes", expiring["key"])
+    assert status == 401
+    assert await _last_used(api, expiring["id"]) is None
+    status, fresh = await api.call("POST", KEYS, json={"name": "fresh", "scopes": ["api:read"]})
+    status, _ = await api.call("GET", "/api/mailboxes", fresh["key"])
+    assert status == 200
+    assert await _last_used(api, fresh["id"]) is not None
+
+
+async def test_an_expired_key_cannot_be_rotated(api: Api) -> None:
+    """Rotating a key whose expiry has passed is 409 (the new key would carry a past expiry); no key is made."""
+    status, made = await api.call("POST", KEYS, json={"name": "trip", "scopes": ["api:read"]})
+    await api.pool.execute("UPDATE api_keys SET expires_at = now() - interval '1 minute' WHERE id = $1", made["id"])
+    status, body = await api.call("POST", f"{KEYS}/{made['id']}/rotate")
+    assert (status, body["error"]) == (409, "conflict")
+    _, listed = await api.call("GET", KEYS)
+    assert [k["name"] for k in listed["items"]].count("trip") == 1
 
 
 async def test_other_users_keys_are_out_of_reach(api: Api) -> None:

@@ -334,16 +334,19 @@ async def test_real_time_answers_and_events_match_the_documented_schemas(api: Ap
                     _valid(doc, hub_event, event, f"hub event {event}")
                     seen[event["type"]] = event["data"]
 
-        # Changes that make the other events: read, delete (a move to Trash), send, rename a folder.
+        # Changes that make the other events: read, delete (a move to Trash, then out of it), send, rename a folder.
         await _call(api, doc, "PATCH", f"/api/emails/{email_id}", "/api/emails/{id}", 200, json={"isRead": True})
         # The hub reads a flag change's rows when it handles it: moved away by then, they make no EmailUpdated.
         await collect({"EmailUpdated"})
         await _call(api, doc, "DELETE", f"/api/emails/{email_id}", "/api/emails/{id}", 200)
+        await collect({"EmailMoved"})
+        await _call(api, doc, "DELETE", f"/api/emails/{email_id}", "/api/emails/{id}", 200)  # out of Trash
         await _call(api, doc, "POST", "/api/outbound/send", "/api/outbound/send", 201, json={"to": ["bob@example.com"]})
         async with api.pool.acquire() as conn:
             await mailbox_store.create(conn, user_id, "Projects")
             await mailbox_store.rename(conn, user_id, "Projects", "Old projects")
-        kinds = {"NewEmail", "EmailUpdated", "EmailDeleted", "UnreadCountChanged", "DeliveryStatusChanged", "Resync"}
+        kinds = {"NewEmail", "EmailUpdated", "EmailMoved", "EmailDeleted", "UnreadCountChanged"}
+        kinds |= {"DeliveryStatusChanged", "Resync"}
         await collect(kinds)
         assert set(seen) == kinds
     assert seen["Resync"]["reason"] == "mailboxes"

@@ -19,6 +19,7 @@ import asyncpg
 from aiohttp import web
 
 from relate.api import forwarded, jsonbody, oidc, security
+from relate.api.cors import Cors
 from relate.api.errors import ApiError, error_response
 from relate.auth import Authenticator
 from relate.config import Config
@@ -42,9 +43,12 @@ class ApiState:
     parts: dict[str, Any] = field(default_factory=dict)
     # api.trusted_proxies, parsed once (the config has checked them).
     proxies: list[forwarded.Network] = field(init=False)
+    # api.cors_origins (api/cors.py).
+    cors: Cors = field(init=False)
 
     def __post_init__(self) -> None:
         self.proxies = forwarded.parse_networks(self.cfg.api.trusted_proxies)
+        self.cors = Cors(self.cfg.api)
 
 
 STATE = web.AppKey("relate_state", ApiState)
@@ -73,6 +77,13 @@ async def metrics_middleware(request: web.Request, handler: security.Handler) ->
         raise
     metrics.reply("api", f"{response.status // 100}xx")
     return response
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: security.Handler) -> web.StreamResponse:
+    """A CORS preflight from an allowed origin is answered before authentication (api/cors.py)."""
+    answer = request.app[STATE].cors.preflight(request)
+    return answer if answer is not None else await handler(request)
 
 
 @web.middleware
@@ -136,8 +147,13 @@ def _check_parameters(request: web.Request) -> None:
 
 def make_app(st: ApiState, route_modules: Sequence[ModuleType]) -> web.Application:
     """The application serving ``route_modules`` (relate.api.routes.ROUTE_MODULES, which import this module)."""
-    app = web.Application(middlewares=[metrics_middleware, errors_middleware], client_max_size=st.cfg.api.max_body_size)
+    middlewares = [metrics_middleware, errors_middleware]
+    if st.cors.enabled:
+        middlewares.insert(1, cors_middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=st.cfg.api.max_body_size)
     app[STATE] = st
+    if st.cors.enabled:
+        app.on_response_prepare.append(st.cors.on_prepare)
     for module in route_modules:
         app.add_routes(module.routes)
         setup = getattr(module, "setup", None)

@@ -7,7 +7,8 @@ Policy:
   receives only its own user's events, as JSON text frames ``{"type",
   "data"}``: ``NewEmail`` (the listing shape of the message),
   ``EmailUpdated`` (``id, mailboxId, flags, isRead``), ``EmailDeleted``
-  (``ids, mailboxId``), ``UnreadCountChanged`` (``mailboxId, unread``),
+  (``ids, mailboxId``), ``EmailMoved`` (``ids, mailboxId, fromMailboxId``:
+  moved messages keep their ids), ``UnreadCountChanged`` (``mailboxId, unread``),
   ``DeliveryStatusChanged`` (``id, status``, an outbound email) and
   ``Resync`` (``reason``, and ``mailboxId`` when one mailbox is meant):
   refetch, because what changed is too much to list (``bulk``), folders
@@ -278,6 +279,15 @@ class Hub:
             rows = await events.at_modseq(self.pool, mailbox_id, event.modseq or 0, BULK + 1)
             if len(rows) > BULK:
                 self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": mailbox_id})
+                if event.source is not None:
+                    self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": event.source})
+                return
+            if event.source is not None:
+                # A move: the messages keep their ids; one event names where they went.
+                touched.add(event.source)
+                if rows:
+                    moved = {"ids": [r["id"] for r in rows], "mailboxId": mailbox_id, "fromMailboxId": event.source}
+                    self.publish(user_id, "EmailMoved", moved)
                 return
             for row in rows:
                 if self.claim(row["id"]):
@@ -294,6 +304,8 @@ class Hub:
                 self.publish(user_id, "EmailUpdated", data)
         elif kind == "expunge":
             touched.add(mailbox_id)
+            if event.target is not None:
+                return  # the messages moved: the target's "new" (EmailMoved) tells of them
             if event.ids is not None:
                 self.publish(user_id, "EmailDeleted", {"ids": list(event.ids), "mailboxId": mailbox_id})
             else:

@@ -5,12 +5,17 @@ Policy:
 - Every route here counts as key management (``api.key_calls_per_minute``,
   10 by default, on top of the other limits). Listing needs ``api:read``;
   creating, revoking and rotating need ``api:write``.
-- A key never mints more than it holds: each scope asked for must be one
-  the calling key carries (``app`` counts as carrying ``api:read`` and
-  ``api:write``), except that an ``app`` key (the user's own apps) may
-  mint any user scope. Rotating hands out a new secret with the old key's
-  scopes, so it follows the same rule; revoking does not (losing access is
-  never an escalation), so a user can always cut off a lost key.
+- A key never reaches past what it holds: each scope it creates, and each
+  scope of a key it revokes or rotates, must be one the calling key carries
+  (``app`` counts as carrying ``api:read`` and ``api:write``), except that
+  an ``app`` key (the user's own apps) may manage any user scope. So an
+  ``api:read,api:write`` key cannot cut off the user's ``smtp``, ``imap``
+  or ``app`` keys. Rotating hands out a new secret with the old key's scopes
+  and expiry; a key whose expiry has passed cannot be rotated (expiry in the
+  past is refused everywhere: create one instead).
+- A key revokes or rotates itself only when asked explicitly (``?self=true``);
+  without it the request answers 409, so a client cannot lock itself out
+  by picking the wrong row.
 - Keys of other users are invisible: their ids answer 404, like missing ones.
 - A key's secret is shown once, in the answer that creates it (create,
   rotate), with the connection settings a mail client needs. Hashes never
@@ -60,12 +65,22 @@ def key_view(row: dict[str, Any], current_key: int | None = None) -> dict[str, A
     }
 
 
-def _check_mintable(who: Principal, scopes: list[str]) -> None:
+def _check_holds(who: Principal, scopes: list[str], action: str) -> None:
+    """403 unless the calling key carries every scope in ``scopes`` (an ``app`` key manages any user scope)."""
     if "app" in who.scopes:
         return
     missing = [s for s in scopes if not who.has(s)]
     if missing:
-        raise ApiError(403, "forbidden", f"this key cannot grant scopes it lacks: {', '.join(missing)}")
+        raise ApiError(403, "forbidden", f"this key cannot {action} scopes it lacks: {', '.join(missing)}")
+
+
+def _check_self(request: web.Request, key_id: int, action: str) -> None:
+    """409 when the calling key names itself without ``?self=true``."""
+    if key_id != principal(request).key_id:
+        return
+    raw = request.query.get("self", "")
+    if raw.lower() not in ("true", "1", "yes"):
+        raise ApiError(409, "conflict", f"this is the key making the request; add ?self=true to {action} it")
 
 
 def _scopes(value: Any) -> list[str]:
@@ -121,7 +136,7 @@ async def create_key(request: web.Request) -> web.Response:
     scopes = _scopes(data.get("scopes"))
     expires_at = _expiry(data.get("expiresAt"))
     who = principal(request)
-    _check_mintable(who, scopes)
+    _check_holds(who, scopes, "grant")
     st = state(request)
     key, row = await accounts.create_key(
         st.pool, who.address, name, scopes, expires_at=expires_at, rounds=st.cfg.auth.bcrypt_rounds
@@ -136,7 +151,11 @@ async def revoke_key(request: web.Request) -> web.Response:
     key_id = path_id(request)
     # A key already revoked answers 404 too: it is gone from the list.
     row = await accounts.get_user_key(st.pool, principal(request).user_id, key_id)
-    if row["revoked_at"] is not None or not await accounts.revoke_key(st.pool, key_id):
+    if row["revoked_at"] is not None:
+        raise ApiError(404, "not_found", "key not found")
+    _check_holds(principal(request), list(row["scopes"]), "revoke keys with")
+    _check_self(request, key_id, "revoke")
+    if not await accounts.revoke_key(st.pool, key_id):
         raise ApiError(404, "not_found", "key not found")
     st.authenticator.forget()
     return web.json_response({"revoked": True, "id": key_id})
@@ -151,7 +170,8 @@ async def rotate_key(request: web.Request) -> web.Response:
     old = await accounts.get_user_key(st.pool, who.user_id, key_id)
     if old["revoked_at"] is not None:
         raise ApiError(404, "not_found", "key not found")
-    _check_mintable(who, list(old["scopes"]))
+    _check_holds(who, list(old["scopes"]), "rotate keys with")
+    _check_self(request, key_id, "rotate")
     key, row = await accounts.rotate_key(st.pool, key_id, rounds=st.cfg.auth.bcrypt_rounds, user_id=who.user_id)
     st.authenticator.forget()
     return _created(request, key, row)

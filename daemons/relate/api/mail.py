@@ -354,14 +354,12 @@ async def _trash(request: web.Request) -> dict[str, Any]:
 
 
 async def _move(request: web.Request, found: dict[str, Any], target_id: int) -> int:
-    """Move the message to ``target_id`` (IMAP MOVE semantics); returns its new id."""
+    """Move the message to ``target_id`` (IMAP MOVE semantics: a new UID there); it keeps its id."""
     async with state(request).pool.acquire() as conn:
         pairs = await imap_messages.copy(conn, found["mailbox_id"], [found["uid"]], target_id, move=True)
-        if not pairs:
-            raise not_found("email")
-        new_id = await store.id_for_uid(conn, target_id, pairs[0][1])
-    assert new_id is not None
-    return new_id
+    if not pairs:
+        raise not_found("email")
+    return int(found["id"])
 
 
 @routes.patch("/api/emails/{id}")

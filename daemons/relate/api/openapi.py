@@ -158,6 +158,7 @@ def query(name: str, description: str, schema: dict[str, Any] | None = None) -> 
 PAGING = [{"$ref": "#/components/parameters/page"}, {"$ref": "#/components/parameters/pageSize"}]
 EMAIL_ID = path_param("id", "the email's id (from a listing)")
 KEY_ID = path_param("id", "the key's id")
+KEY_SELF = query("self", "true to revoke or rotate the calling key itself (409 otherwise)", BOOLEAN)
 OUTBOUND_ID = path_param("id", "the outbound email's id")
 REPLY_TO_ID = path_param("emailId", "the received email answered or forwarded")
 
@@ -653,7 +654,7 @@ SCHEMAS: dict[str, Any] = {
     "HubEvent": {
         "description": "one text frame of /hubs/email",
         "oneOf": [
-            _event("NewEmail", ref("EmailSummary"), "a message arrived in (or was copied or moved to) a folder"),
+            _event("NewEmail", ref("EmailSummary"), "a message arrived in (or was copied to) a folder"),
             _event(
                 "EmailUpdated",
                 obj(
@@ -668,7 +669,14 @@ SCHEMAS: dict[str, Any] = {
             _event(
                 "EmailDeleted",
                 obj(["ids", "mailboxId"], ids=array(INTEGER), mailboxId=INTEGER),
-                "messages left a folder (expunged, or moved away)",
+                "messages were removed from a folder (expunged)",
+            ),
+            _event(
+                "EmailMoved",
+                obj(
+                    ["ids", "mailboxId", "fromMailboxId"], ids=array(INTEGER), mailboxId=INTEGER, fromMailboxId=INTEGER
+                ),
+                "messages moved between the user's folders (REST, IMAP MOVE, bulk); they keep their ids",
             ),
             _event(
                 "UnreadCountChanged",
@@ -1050,8 +1058,12 @@ PATHS: dict[str, dict[str, Any]] = {
             KEYS,
             returns("revoked", obj(["revoked", "id"], revoked=BOOLEAN, id=INTEGER)),
             scope=W,
-            params=[KEY_ID],
-            errors={"404": "no such key (or already revoked, or another user's)"},
+            params=[KEY_ID, KEY_SELF],
+            errors={
+                "403": "the key has scopes the calling key lacks",
+                "404": "no such key (or already revoked, or another user's)",
+                "409": "the calling key itself, without self=true",
+            },
             key_management=True,
         )
     },
@@ -1062,8 +1074,12 @@ PATHS: dict[str, dict[str, Any]] = {
             returns("the new key", ref("KeyCreated")),
             status="201",
             scope=W,
-            params=[KEY_ID],
-            errors={"403": "the key has scopes the calling key lacks", "404": "no such key"},
+            params=[KEY_ID, KEY_SELF],
+            errors={
+                "403": "the key has scopes the calling key lacks",
+                "404": "no such key",
+                "409": "the calling key itself without self=true, or a key whose expiry has passed",
+            },
             key_management=True,
         )
     },

@@ -162,7 +162,7 @@ async def authorize(
         principal = await _token_principal(verifier, key, client)
     else:
         try:
-            principal = await authenticator.authenticate(None, key, None, client=client, service="api")
+            principal = await authenticator.authenticate(None, key, None, client=client, service="api", use_scope=scope)
         except AuthRefused:
             raise ApiError(401, "unauthorized", "invalid API key", headers={"WWW-Authenticate": "Bearer"}) from None
     if not principal.has(scope):

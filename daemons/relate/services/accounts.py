@@ -245,6 +245,9 @@ async def rotate_key(
     old = await get_user_key(pool, user_id, key_id) if user_id is not None else await keys.get(pool, key_id)
     if old["revoked_at"] is not None:
         raise Conflict(f"key {key_id} is revoked; create a new one instead")
+    if old["expires_at"] is not None and old["expires_at"] <= datetime.now(UTC):
+        # The new key would take the old one's expiry, already past: refused, as create_key refuses one.
+        raise Conflict(f"key {key_id} has expired; create a new one instead")
     key, prefix, hashed = await asyncio.to_thread(auth.new_key, rounds)
     async with pool.acquire() as conn, conn.transaction():
         if not await keys.revoke(conn, key_id):

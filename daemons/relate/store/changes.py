@@ -75,6 +75,8 @@ class MailChange:
     uid: int | None = None
     ids: tuple[int, ...] | None = None  # messages expunged, when listed
     at: float | None = None  # "new" from ingest: the database's clock when it was stored (Unix time)
+    source: int | None = None  # "new" of a move: the mailbox the messages came from (they keep their ids)
+    target: int | None = None  # "expunge" of a move: the mailbox the messages went to
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ def parse_mail(payload: str) -> MailChange | None:
     modseq, message_id, uid = _int(data.get("modseq")), _int(data.get("id")), _int(data.get("uid"))
     at = data.get("at")
     stamp = float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None
-    return MailChange(event, user, mailbox, modseq, message_id, uid, listed, stamp)
+    source, target = _int(data.get("from")), _int(data.get("to"))
+    return MailChange(event, user, mailbox, modseq, message_id, uid, listed, stamp, source, target)
 
 
 def parse_delivery(payload: str) -> DeliveryChange | None:

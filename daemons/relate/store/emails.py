@@ -277,10 +277,3 @@ async def raw(conn: Queryable, user_id: int, email_id: int) -> bytes | None:
 async def summaries(conn: Queryable, ids: Sequence[int]) -> list[dict[str, Any]]:
     rows = await conn.fetch(f"SELECT {_SUMMARY} FROM messages m WHERE m.id = ANY($1::bigint[])", list(ids))
     return [dict(r) for r in rows]
-
-
-async def id_for_uid(conn: Queryable, mailbox_id: int, uid: int) -> int | None:
-    found: int | None = await conn.fetchval(
-        "SELECT id FROM messages WHERE mailbox_id = $1 AND uid = $2", mailbox_id, uid
-    )
-    return found

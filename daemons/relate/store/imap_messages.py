@@ -469,7 +469,7 @@ async def _remove(
 
 
 async def remove(conn: asyncpg.Connection, mailbox_id: int, uid_list: Sequence[int]) -> list[int]:
-    """Remove these messages whatever their flags (MOVE's source side, POP3 DELE, API delete); returns their
+    """Remove these messages whatever their flags (POP3 DELE, deleting from Trash); returns their
     UIDs, ascending. One statement, waiting for the disk, as :func:`expunge` does it."""
     return (await _remove(conn, mailbox_id, uid_list, only_deleted=False, durable=True)).uids
 
@@ -487,6 +487,21 @@ _COPY = {
 }
 
 
+# A move's side of the source: the messages have left (their rows now belong to the target), so the source
+# logs their UIDs as expunged under its next modseq, drops them from its counts, and announces the expunge
+# naming the target (``to``), so the hub can tell apps of a move rather than a deletion. $1 source, $2 UIDs,
+# $3 their number, $4 their bytes, $5 the moved ids (or NULL past EXPUNGE_IDS_MAX), $6 the target, $7 channel.
+_MOVED_OUT_SQL = """
+WITH box AS (UPDATE mailboxes SET highestmodseq = highestmodseq + 1, message_count = message_count - $3,
+                                  message_bytes = message_bytes - $4
+              WHERE id = $1 RETURNING id, user_id, highestmodseq AS modseq),
+     logged AS (INSERT INTO mailbox_expunges (mailbox_id, uid, modseq)
+                SELECT box.id, u, box.modseq FROM box, unnest($2::bigint[]) AS u)
+SELECT box.modseq, pg_notify($7, json_build_object('event', 'expunge', 'mailbox', box.id, 'user', box.user_id,
+                                                   'modseq', box.modseq, 'ids', $5::bigint[], 'to', $6::bigint)::text)
+  FROM box"""
+
+
 async def copy(
     conn: asyncpg.Connection,
     source_id: int,
@@ -498,6 +513,11 @@ async def copy(
 ) -> list[tuple[int, int]]:
     """Copy (or move) messages to another mailbox, sharing their blobs; returns (source uid, new uid) pairs.
 
+    A copy is a new message (a new id). A move keeps the message's id (JMAP's model: an email has one id
+    for its life in the account) and gives it a new UID in the target, as IMAP MOVE must (RFC 6851): the
+    row itself changes mailbox, and the source logs the old UID as expunged. Both mailbox rows are locked
+    first, in id order, so two moves in opposite directions cannot deadlock.
+
     With ``limits`` (the configured quota defaults), a copy that would take the target's owner past a
     quota limit stores nothing and raises OverQuota. A move is never checked: it stays within one user
     and changes no usage.
@@ -506,6 +526,10 @@ async def copy(
     # is waited for after (store/db.py). In the caller's transaction, the caller commits.
     own = not conn.is_in_transaction()
     async with conn.transaction():
+        if move:
+            await conn.execute(
+                "SELECT id FROM mailboxes WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", [source_id, target_id]
+            )
         rows = await conn.fetch(
             f"""SELECT id, uid, size, flags, (SELECT special_use FROM mailboxes WHERE id = $1) AS source_use
                        {", " + NOT_DURABLE if own else ""}
@@ -529,46 +553,82 @@ async def copy(
                 raise OverQuota("the copy would exceed the quota")
             raise MailboxGone("target mailbox is gone")
         pairs = [(r["uid"], box["first_uid"] + i) for i, r in enumerate(rows)]
-        await conn.execute(
-            """WITH copied AS (
-                INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash, subject,
-                    from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id, in_reply_to, "references",
-                    envelope, bodystructure, header_end, attachments, attachment_count, text_indexed,
-                    wire_size, envelope_wire, envelope_wire_utf8,
-                    sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids, preview)
-               SELECT $1, n.new_uid, $2, m.flags, m.internal_date, m.size, m.blob_hash, m.subject,
-                    m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.date_header, m.message_id, m.in_reply_to,
-                    m."references", m.envelope, m.bodystructure, m.header_end, m.attachments,
-                    m.attachment_count, m.text_indexed, m.wire_size,
-                    m.envelope_wire, m.envelope_wire_utf8,
-                    m.sort_subject, m.sort_from, m.sort_to, m.sort_cc, m.sort_display_from, m.sort_display_to,
-                    m.thread_ids, m.preview
-                 FROM messages m JOIN unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid) ON n.old_uid = m.uid
-                WHERE m.mailbox_id = $3
-            RETURNING id, uid),
-            pairs AS (
-               SELECT copied.id AS new_id, m.id AS old_id
-                 FROM copied JOIN unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid) ON n.new_uid = copied.uid
-                 JOIN messages m ON m.mailbox_id = $3 AND m.uid = n.old_uid),
-            words AS (
-               INSERT INTO message_words (message_id, words)
-               SELECT pairs.new_id, w.words FROM pairs JOIN message_words w ON w.message_id = pairs.old_id)
-            INSERT INTO message_texts (message_id, head, body)
-            SELECT pairs.new_id, t.head, t.body FROM pairs JOIN message_texts t ON t.message_id = pairs.old_id""",
-            target_id,
-            box["modseq"],
-            source_id,
-            [p[0] for p in pairs],
-            [p[1] for p in pairs],
-        )
-        await mailboxes.notify(conn, "new", target_id, box["user_id"], box["modseq"])
         if JUNK in (rows[0]["source_use"], box["special_use"]):  # into or out of Junk: a lesson for rspamd
             await spam.note_moves(conn, source_id, target_id, [p[0] for p in pairs])
         if move:
-            await remove(conn, source_id, [p[0] for p in pairs])
+            await _move_rows(conn, source_id, target_id, rows, pairs, box["modseq"])
+            await mailboxes.notify(conn, "new", target_id, box["user_id"], box["modseq"], **{"from": source_id})
+        else:
+            await conn.execute(
+                """WITH copied AS (
+                    INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash, subject,
+                        from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id, in_reply_to, "references",
+                        envelope, bodystructure, header_end, attachments, attachment_count, text_indexed,
+                        wire_size, envelope_wire, envelope_wire_utf8,
+                        sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids, preview)
+                   SELECT $1, n.new_uid, $2, m.flags, m.internal_date, m.size, m.blob_hash, m.subject,
+                        m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.date_header, m.message_id, m.in_reply_to,
+                        m."references", m.envelope, m.bodystructure, m.header_end, m.attachments,
+                        m.attachment_count, m.text_indexed, m.wire_size,
+                        m.envelope_wire, m.envelope_wire_utf8,
+                        m.sort_subject, m.sort_from, m.sort_to, m.sort_cc, m.sort_display_from, m.sort_display_to,
+                        m.thread_ids, m.preview
+                     FROM messages m JOIN unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid) ON n.old_uid = m.uid
+                    WHERE m.mailbox_id = $3
+                RETURNING id, uid),
+                pairs AS (
+                   SELECT copied.id AS new_id, m.id AS old_id
+                     FROM copied JOIN unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid) ON n.new_uid = copied.uid
+                     JOIN messages m ON m.mailbox_id = $3 AND m.uid = n.old_uid),
+                words AS (
+                   INSERT INTO message_words (message_id, words)
+                   SELECT pairs.new_id, w.words FROM pairs JOIN message_words w ON w.message_id = pairs.old_id)
+                INSERT INTO message_texts (message_id, head, body)
+                SELECT pairs.new_id, t.head, t.body FROM pairs JOIN message_texts t ON t.message_id = pairs.old_id""",
+                target_id,
+                box["modseq"],
+                source_id,
+                [p[0] for p in pairs],
+                [p[1] for p in pairs],
+            )
+            await mailboxes.notify(conn, "new", target_id, box["user_id"], box["modseq"])
     if own:
         await wait_durable(conn)
     return pairs
+
+
+async def _move_rows(
+    conn: asyncpg.Connection,
+    source_id: int,
+    target_id: int,
+    rows: Sequence[asyncpg.Record],
+    pairs: Sequence[tuple[int, int]],
+    modseq: int,
+) -> None:
+    """The move itself, in the caller's transaction with both mailboxes locked: each row takes the target,
+    its new UID and the target's modseq, and its save date (RFC 8514 SAVEDATE) becomes now; the source
+    logs the expunges (``_MOVED_OUT_SQL``)."""
+    await conn.execute(
+        """UPDATE messages m SET mailbox_id = $1, uid = n.new_uid, modseq = $2, created_at = now()
+             FROM unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid)
+            WHERE m.mailbox_id = $3 AND m.uid = n.old_uid""",
+        target_id,
+        modseq,
+        source_id,
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )
+    ids = [r["id"] for r in rows]
+    await conn.execute(
+        _MOVED_OUT_SQL,
+        source_id,
+        [p[0] for p in pairs],
+        len(rows),
+        sum(r["size"] for r in rows),
+        ids if len(ids) <= EXPUNGE_IDS_MAX else None,
+        target_id,
+        mailboxes.CHANNEL,
+    )
 
 
 async def structures(conn: Queryable, mailbox_id: int, uid_list: Sequence[int]) -> list[tuple[int, int, Any]]:
