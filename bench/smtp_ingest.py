@@ -97,6 +97,7 @@ from _common import (
 
 from relate.config import DatabaseConfig
 from relate.mail import dkim
+from relate.runtime.embedded_pg import EmbeddedPostgres
 from relate.services import accounts
 from relate.services.dns import txt_strings
 from relate.store import db
@@ -432,6 +433,19 @@ CASES = {
 }
 
 
+_TOP_STATEMENTS = """SELECT calls, total_exec_time AS total, mean_exec_time AS mean, query
+                       FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'
+                      ORDER BY total_exec_time DESC LIMIT $1"""
+
+
+async def _fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
 class RelateDev:
     """The whole system as users run it: ``relatectl dev --any-port`` in ``workdir/dev`` (every daemon its
     own process as the systemd units start them, logging INFO, the indexer and notifications on, an
@@ -439,8 +453,18 @@ class RelateDev:
 
     name = "relate"
 
-    def __init__(self, workdir: Path, users: list[str], sessions: int, quiet: bool, *, mailauth: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        users: list[str],
+        sessions: int,
+        quiet: bool,
+        *,
+        mailauth: bool = True,
+        statements: bool = False,
+    ) -> None:
         self.workdir = workdir
+        self.statements = statements
         # The sender's SPF and DMARC records on a loopback DNS server of its own (smtp-source's mail is not
         # signed): the dev run asks it, never the machine's resolver.
         self.dns = ThreadedDnsServer(sender_zone(None))
@@ -466,6 +490,13 @@ class RelateDev:
 
     def start(self) -> None:
         self.state.mkdir()
+        if self.statements:
+            # pg_stat_statements must be loaded when the server starts: the cluster is made here first, with
+            # it preloaded, and the dev run starts that cluster (it reuses the data directory it finds).
+            pg = EmbeddedPostgres(self.state / "pgdata")
+            dsn = pg.start()
+            asyncio.run(_fetch(dsn, "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'"))
+            pg.stop()
         # The changes to the dev run's config: the load comes from one address, and smtp-source without -d
         # opens a connection per message, so the per-client cap (meant for strangers) is raised; DNS is the
         # bench's loopback server (the sender's SPF and DMARC records), never the machine's resolver.
@@ -513,6 +544,8 @@ class RelateDev:
             await accounts.add_domain(pool, DOMAIN)
             for address in self.users:
                 await accounts.add_user(pool, address)
+            if self.statements:
+                await pool.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             names = ("server_version", "fsync", "synchronous_commit")
             return {name: str(await pool.fetchval(f"SHOW {name}")) for name in names}
         finally:
@@ -547,6 +580,22 @@ class RelateDev:
             DOMAIN,
         )
         return int(n), int(ids)
+
+    def reset_statements(self) -> None:
+        query_row(self.dsn, "SELECT pg_stat_statements_reset() IS NULL")
+
+    def top_statements(self, messages: int, top: int = 20) -> list[dict[str, Any]]:
+        """The statements PostgreSQL ran since :meth:`reset_statements`, most total time first, per message."""
+        rows = asyncio.run(_fetch(self.dsn, _TOP_STATEMENTS, top))
+        return [
+            {
+                "calls_per_msg": round(r["calls"] / messages, 3),
+                "ms_per_msg": round(r["total"] / messages, 4),
+                "mean_ms": round(r["mean"], 4),
+                "query": " ".join(r["query"].split())[:110],
+            }
+            for r in rows
+        ]
 
     def unindexed(self) -> int:
         """Messages whose body text the indexer has not reached yet (issue 14: indexer lag)."""
@@ -674,6 +723,9 @@ def deployed_round(
     if isinstance(target, RelateDev) and args.pg_waits:
         waits = WaitSampler(target.dsn)
         waits.__enter__()
+    statements = isinstance(target, RelateDev) and target.statements
+    if statements:
+        target.reset_statements()
     load0 = os.getloadavg()[0]
     cpu0, machine0 = target.cpu(), machine_cpu()
     try:
@@ -684,6 +736,8 @@ def deployed_round(
         else:
             tail = 0.0  # stored at 250
         cpu1, machine1 = target.cpu(), machine_cpu()
+        # Taken at once: the indexer's catch-up below, and the counts, are not the load's.
+        top = target.top_statements(args.messages) if statements and isinstance(target, RelateDev) else None
     finally:
         if waits is not None:
             waits.__exit__()
@@ -710,6 +764,8 @@ def deployed_round(
         out["index_catch_up_s"] = target.wait_indexed(args.timeout)
     if waits is not None:
         out["pg_waits"] = waits.summary()
+    if top is not None:
+        out["pg_statements"] = top
     return out
 
 
@@ -729,7 +785,9 @@ def deployed_body(args: argparse.Namespace, workdir: Path, report: dict[str, Any
     cases = [CASES[k] for k in args.cases.split(",") if k]
     users = [f"user{n}@{DOMAIN}" for n in range(1, max((c.recipients for c in cases), default=1) + 1)]
     source = smtp_source(quiet)
-    targets.append(RelateDev(workdir, users, args.sessions, quiet, mailauth=args.mailauth))
+    targets.append(
+        RelateDev(workdir, users, args.sessions, quiet, mailauth=args.mailauth, statements=args.pg_statements)
+    )
     if args.vs == "postfix":
         targets.append(Postfix(workdir, users, quiet))
     for target in targets:
@@ -863,6 +921,12 @@ def render_deployed(report: dict[str, Any]) -> str:
         lines += ["", f"{CASES[key].label}:", comparison_table(DEPLOYED_ROWS, entry, "postfix", DEPLOYED_RATIO_OF)]
         if "pg_waits" in entry["relate"]:
             lines.append(f"  relate PostgreSQL backends active per sample: {entry['relate']['pg_waits']}")
+        if "pg_statements" in entry["relate"]:
+            lines.append("  relate PostgreSQL statements (pg_stat_statements), per message: calls, ms, mean ms")
+            lines += [
+                f"    {r['calls_per_msg']:>7} {r['ms_per_msg']:>8} {r['mean_ms']:>8}  {r['query']}"
+                for r in entry["relate"]["pg_statements"]
+            ]
     if "sustained" in report:
         s = report["sustained"]
         lines += [
@@ -1033,6 +1097,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--pg-waits", action="store_true", help="deployed shape: sample what PostgreSQL's backends wait on"
+    )
+    parser.add_argument(
+        "--pg-statements",
+        action="store_true",
+        help="deployed shape: PostgreSQL with pg_stat_statements loaded; report its top statements per message",
     )
     parser.add_argument(
         "--sustained",
