@@ -522,9 +522,25 @@ async def copy(
     quota limit stores nothing and raises OverQuota. A move is never checked: it stays within one user
     and changes no usage.
     """
-    # Ours to commit: then without waiting for the disk (the target's row lock goes at once), and the disk
-    # is waited for after (store/db.py). In the caller's transaction, the caller commits.
-    own = not conn.is_in_transaction()
+    if conn.is_in_transaction():  # the caller's to commit
+        return await _copy(conn, source_id, uid_list, target_id, move=move, limits=limits, durable=True)
+    # Ours to commit: without waiting for the disk (the mailbox row locks go at once), then waiting for it.
+    pairs = await _copy(conn, source_id, uid_list, target_id, move=move, limits=limits, durable=False)
+    if pairs:
+        await wait_durable(conn)
+    return pairs
+
+
+async def _copy(
+    conn: asyncpg.Connection,
+    source_id: int,
+    uid_list: Sequence[int],
+    target_id: int,
+    *,
+    move: bool = False,
+    limits: QuotaConfig | None,
+    durable: bool,
+) -> list[tuple[int, int]]:
     async with conn.transaction():
         if move:
             await conn.execute(
@@ -532,7 +548,7 @@ async def copy(
             )
         rows = await conn.fetch(
             f"""SELECT id, uid, size, flags, (SELECT special_use FROM mailboxes WHERE id = $1) AS source_use
-                       {", " + NOT_DURABLE if own else ""}
+                       {"" if durable else ", " + NOT_DURABLE}
                  FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid""",
             source_id,
             list(uid_list),
@@ -558,42 +574,36 @@ async def copy(
         if move:
             await _move_rows(conn, source_id, target_id, rows, pairs, box["modseq"])
             await mailboxes.notify(conn, "new", target_id, box["user_id"], box["modseq"], **{"from": source_id})
-        else:
-            await conn.execute(
-                """WITH copied AS (
-                    INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash, subject,
-                        from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id, in_reply_to, "references",
-                        envelope, bodystructure, header_end, attachments, attachment_count, text_indexed,
-                        wire_size, envelope_wire, envelope_wire_utf8,
-                        sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids, preview)
-                   SELECT $1, n.new_uid, $2, m.flags, m.internal_date, m.size, m.blob_hash, m.subject,
-                        m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.date_header, m.message_id, m.in_reply_to,
-                        m."references", m.envelope, m.bodystructure, m.header_end, m.attachments,
-                        m.attachment_count, m.text_indexed, m.wire_size,
-                        m.envelope_wire, m.envelope_wire_utf8,
-                        m.sort_subject, m.sort_from, m.sort_to, m.sort_cc, m.sort_display_from, m.sort_display_to,
-                        m.thread_ids, m.preview
-                     FROM messages m JOIN unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid) ON n.old_uid = m.uid
-                    WHERE m.mailbox_id = $3
-                RETURNING id, uid),
-                pairs AS (
-                   SELECT copied.id AS new_id, m.id AS old_id
-                     FROM copied JOIN unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid) ON n.new_uid = copied.uid
-                     JOIN messages m ON m.mailbox_id = $3 AND m.uid = n.old_uid),
-                words AS (
-                   INSERT INTO message_words (message_id, words)
-                   SELECT pairs.new_id, w.words FROM pairs JOIN message_words w ON w.message_id = pairs.old_id)
-                INSERT INTO message_texts (message_id, head, body)
-                SELECT pairs.new_id, t.head, t.body FROM pairs JOIN message_texts t ON t.message_id = pairs.old_id""",
-                target_id,
-                box["modseq"],
-                source_id,
-                [p[0] for p in pairs],
-                [p[1] for p in pairs],
-            )
-            await mailboxes.notify(conn, "new", target_id, box["user_id"], box["modseq"])
-    if own:
-        await wait_durable(conn)
+            return pairs
+        await conn.execute(
+            """WITH copied AS (
+                INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash, subject,
+                    from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id, in_reply_to, "references",
+                    envelope, bodystructure, header_end, attachments, attachment_count, search, text_indexed,
+                    wire_size, envelope_wire, envelope_wire_utf8,
+                    sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids, preview)
+               SELECT $1, n.new_uid, $2, m.flags, m.internal_date, m.size, m.blob_hash, m.subject,
+                    m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.date_header, m.message_id, m.in_reply_to,
+                    m."references", m.envelope, m.bodystructure, m.header_end, m.attachments,
+                    m.attachment_count, m.search, m.text_indexed, m.wire_size,
+                    m.envelope_wire, m.envelope_wire_utf8,
+                    m.sort_subject, m.sort_from, m.sort_to, m.sort_cc, m.sort_display_from, m.sort_display_to,
+                    m.thread_ids, m.preview
+                 FROM messages m JOIN unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid) ON n.old_uid = m.uid
+                WHERE m.mailbox_id = $3
+            RETURNING id, uid)
+            INSERT INTO message_texts (message_id, head, body)
+            SELECT copied.id, t.head, t.body
+              FROM copied JOIN unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid) ON n.new_uid = copied.uid
+              JOIN messages m ON m.mailbox_id = $3 AND m.uid = n.old_uid
+              JOIN message_texts t ON t.message_id = m.id""",
+            target_id,
+            box["modseq"],
+            source_id,
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+        )
+        await mailboxes.notify(conn, "new", target_id, box["user_id"], box["modseq"])
     return pairs
 
 
