@@ -46,7 +46,8 @@ def _where(sel: Selection, args: list[Any]) -> str:
 
     where = ["m.mailbox_id = $1"]
     if sel.query:
-        where.append(f"m.search @@ websearch_to_tsquery('simple', {arg(sel.query)})")
+        query = f"websearch_to_tsquery('simple', {arg(sel.query)})"  # as store/emails.py's search finds it
+        where.append(f"relate_has_words(m.id, m.text_indexed, m.subject, m.from_addr, m.to_addr, m.cc_addr, {query})")
     if sel.sender:
         where.append(f"m.from_addr::text ILIKE {arg('%' + _like(sel.sender) + '%')}")
     if sel.after is not None:
