@@ -50,7 +50,7 @@ from relate.config import Config, MailAuthConfig
 from relate.mail.headers import leading_section
 from relate.mail.mime import field_addresses
 from relate.mail.spool import Spool
-from relate.mailauth import arc, authres, dmarc
+from relate.mailauth import arc, authres, dkimverify, dmarc
 from relate.mailauth import dkim as dkimv
 from relate.mailauth.dns import Dns, TempError
 from relate.mailauth.spf import SpfResult, check_helo, check_mail_from, valid_domain
@@ -129,6 +129,7 @@ class _Header:
     size: int  # of the header section
     stripped: bytes | None  # the section without fields claiming our authserv-id; None: it has none
     signatures: list[dkimv.Signature]
+    fields: dkimverify.Message  # the section as DKIM reads it, which verification reuses
     chain: arc.Chain | None
     authors: list[str]
     readable: bool
@@ -137,7 +138,9 @@ class _Header:
 def _parse_header(section: bytes, ours: str) -> _Header:
     authors, readable = from_domains(section)
     stripped = authres.strip_ours(section, ours)
-    return _Header(len(section), stripped, dkimv.find_signatures(section), arc.find_chain(section), authors, readable)
+    fields = dkimverify.read_header(section)
+    signatures = dkimv.find_signatures(section, fields)
+    return _Header(len(section), stripped, signatures, fields, arc.find_chain(section), authors, readable)
 
 
 async def _read_header(section: bytes, ours: str) -> _Header:
@@ -212,8 +215,8 @@ class Checker:
                 # Each signature and ARC set canonicalises the body once.
                 sets = chain.instances if chain is not None and not chain.problem else 0
                 if len(whole) * (len(signatures) + sets) <= DKIM_ON_LOOP and sets <= ARC_SETS_ON_LOOP:
-                    return _verify(whole, signatures, keys, chain, arc_keys)
-                return await asyncio.to_thread(_verify, whole, signatures, keys, chain, arc_keys)
+                    return _verify(whole, header.fields, signatures, keys, chain, arc_keys)
+                return await asyncio.to_thread(_verify, whole, header.fields, signatures, keys, chain, arc_keys)
 
         async def helo_result() -> SpfResult | None:
             if not mail_from or not valid_domain(helo):
@@ -264,13 +267,14 @@ class Checker:
 
 def _verify(
     message: bytes,
+    fields: dkimverify.Message,
     signatures: list[dkimv.Signature],
     keys: dict[int, str | Exception],
     chain: arc.Chain | None,
     arc_keys: dict[bytes, str | TempError | None],
 ) -> tuple[list[dkimv.DkimResult], arc.ArcResult]:
     """DKIM and ARC of one message with the keys fetched (CPU: see Checker.inbound for where it runs)."""
-    dkim = dkimv.verify(message, signatures, keys) if signatures else []
+    dkim = dkimv.verify(message, signatures, keys, fields) if signatures else []
     return dkim, (arc.verify(message, chain, arc_keys) if chain is not None else arc.NONE)
 
 
