@@ -33,8 +33,11 @@ Cost: the header section is read (at most ``MAX_HEADER_SECTION``); the whole
 message only when it carries a DKIM signature or ARC sets, verified on the event
 loop up to ``DKIM_ON_LOOP`` bytes times signatures (and ARC sets, at most
 ``ARC_SETS_ON_LOOP`` of them) and in a worker thread beyond. DNS answers come
-from the process's answer cache (relate.mailauth.dns) when warm; parsed SPF and DMARC records
-and the hosted-domain answers (``HOSTED_CACHE_SECONDS``) are kept too.
+from the process's answer cache (relate.mailauth.dns) when warm; parsed SPF and DMARC records, public
+suffix lookups and the hosted-domain answers (``HOSTED_CACHE_SECONDS``) are kept too. When the first lookup
+of each check is cached, SPF and DKIM run one after the other rather than as concurrent tasks (which cost
+more than the checks of a known sender). The header section is read for DKIM once, for finding the signatures
+and verifying them (relate.mailauth.dkimverify).
 """
 
 from __future__ import annotations
@@ -209,7 +212,7 @@ class Checker:
                 keys, arc_keys = await asyncio.gather(
                     dkimv.fetch_keys(self.dns, signatures), arc.fetch_keys(self.dns, chain)
                 )
-            # dkimpy holds the message, its lines and its canonical body: about three copies.
+            # The verifier holds the message, its body and the canonical body: about three copies.
             async with hold(spool.size * 3 // 2):
                 whole = await spool.read()
                 # Each signature and ARC set canonicalises the body once.
