@@ -75,11 +75,23 @@ class TagListError(ValueError):
     """A tag list that is not one (RFC 6376 §3.2)."""
 
 
-@functools.lru_cache(maxsize=64)
+KEPT_TAG_LIST = 4096  # bytes: a tag list up to this size is kept once parsed (64 of them at most)
+
+
 def parse_tags(value: bytes) -> dict[bytes, bytes]:
     """A tag=value list (RFC 6376 §3.2), as dkimpy reads it (values stripped of surrounding whitespace, folding
-    inside kept), with the tag-name syntax checked; a repeated tag is an error. The last few are kept: a
-    signature is read when it is found and again when it is verified (callers do not change the dict)."""
+    inside kept), with the tag-name syntax checked; a repeated tag is an error. The last few of ordinary size
+    are kept: a signature is read when it is found and again when it is verified (callers do not change the
+    dict)."""
+    return _parse_kept(value) if len(value) <= KEPT_TAG_LIST else _parse_tags(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_kept(value: bytes) -> dict[bytes, bytes]:
+    return _parse_tags(value)
+
+
+def _parse_tags(value: bytes) -> dict[bytes, bytes]:
     specs = value.strip().split(b";")
     if not specs[-1]:
         specs.pop()  # a trailing ";" is allowed
