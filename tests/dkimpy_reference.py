@@ -68,8 +68,14 @@ def compare(message: bytes, record: bytes | None = None, kind: str = "rsa") -> l
     """Each signature of ``message``: (ours, dkimpy's, our reason), after checking that the two agree: the same
     result, except where ours refuses for a check of RFC 6376 dkimpy does not make (never the other way)."""
     record = record if record is not None else keys()[kind].txt_record().encode()
-    signatures = dkimv.find_signatures(header_section(message))
-    found = dkimv.verify(message, signatures, {s.index: record.decode() for s in signatures if not s.problem})
+    section = header_section(message)
+    signatures = dkimv.find_signatures(section)
+    fetched: dict[int, str | Exception] = {s.index: record.decode() for s in signatures if not s.problem}
+    found = dkimv.verify(message, signatures, fetched)
+    # The path of relate.mailauth.verdict: the header section read once, for discovery and verification.
+    header = dkimverify.read_header(section)
+    assert dkimv.find_signatures(section, header) == signatures
+    assert dkimv.verify(message, signatures, fetched, header) == found
     out = []
     for sig, result in zip(signatures, found, strict=True):
         theirs = "permerror" if sig.problem else dkimpy_result(message, sig.index, record)

@@ -10,6 +10,7 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from relate.mailauth import dkimverify
+from relate.mailauth.verdict import header_section
 from tests.dkimpy_reference import compare, sign
 
 _NAMES = [b"From", b"To", b"Subject", b"Date", b"Cc", b"X-Thing", b"from", b"SUBJECT"]
@@ -73,3 +74,18 @@ def test_any_bytes(message: bytes, record: bytes) -> None:
     verifier = dkimverify.Verifier(message)
     with contextlib.suppress(dkimverify.Failed, dkimverify.Permerror):
         verifier.verify(0, record)
+
+
+@given(st.binary(max_size=2000))
+@example(b"\r\nFrom: a\r\n\r\nbody")
+@example(b"From: a\r\n\nX: b\r\n\r\nbody\n")
+@example(b"From: a\r\n X\r\n\r\n\r\n\r\nbody\r\n")
+def test_header_read_once_is_the_same_reading(message: bytes) -> None:
+    """A message read from its header section read beforehand (relate.mailauth.verdict's path) is the message
+    read whole."""
+    section = header_section(message)
+    header = dkimverify.read_header(section)
+    once = header.with_body(message)
+    if once is not None:
+        assert once == dkimverify.read_message(message)
+    assert dkimverify.Verifier(message, header).message == dkimverify.read_message(message)

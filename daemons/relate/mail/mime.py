@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -728,6 +729,12 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ADDRESS_LIKE = re.compile(r"[^\s\"<>()\[\],;:@\uff20\ufe6b]+[@\uff20\ufe6b][^\s\"<>()\[\],;:@\uff20\ufe6b]+")
 
 
+@functools.lru_cache(maxsize=16)
+def _field_names(name: str) -> headers.FieldNames:
+    """The FieldNames of one field (its expression compiled once per name, not per message)."""
+    return headers.FieldNames((name,))
+
+
 def field_addresses(head: bytes, name: str) -> list[str] | None:
     """Every address a mail client could show for field ``name`` (e.g. "From", "Sender"), or None.
 
@@ -765,7 +772,7 @@ def field_addresses(head: bytes, name: str) -> list[str] | None:
     notes: set[str] = set()
     found: dict[str, None] = {}
     size = 0
-    for _, raw_value in headers.fields(head, section, headers.FieldNames((name,)), notes):
+    for _, raw_value in headers.fields(head, section, _field_names(name), notes):
         size += len(raw_value)
         if size > MAX_SENDER_FIELD_BYTES:
             return None

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 
 _NAME = re.compile(rb"^authentication-results[ \t]*:", re.IGNORECASE)
+# Any line of a header section that starts such a field: a section without one is passed over in one search.
+_ANY = re.compile(rb"^authentication-results[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@\-]+\Z")
 _WORD = re.compile(r'(?:"(?:[^"\\]|\\.)*"?|[^\s"])+')  # a run of non-space characters and quoted strings
 _SAFE_REASON = re.compile(r"[^\x20-\x7e]|[\"\\]")
@@ -88,6 +90,8 @@ def authserv_id(value: str) -> str:
 
 def strip_ours(section: bytes, ours: str) -> bytes | None:
     """The header section without the fields claiming authserv-id ``ours``; None when it has none."""
+    if _ANY.search(section) is None:
+        return None
     ours = ours.lower()
     kept: list[bytes] = []
     dropped = False

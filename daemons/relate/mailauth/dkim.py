@@ -134,10 +134,15 @@ class DkimResult:
     reason: str = ""
 
 
-def find_signatures(head: bytes) -> list[Signature]:
-    """The DKIM-Signature fields of a header section, parsed just enough to fetch their keys."""
+def find_signatures(head: bytes, header: dkimverify.Message | None = None) -> list[Signature]:
+    """The DKIM-Signature fields of a header section, parsed just enough to fetch their keys; ``header``: the
+    section as dkimverify.read_header read it (then not read again here, nor by verify when given it too)."""
+    if header is not None and not header.problem:
+        values = [v for n, v in header.fields if n.lower() == b"dkim-signature"]
+    else:  # a header the verifier cannot read (every signature permerror) still has its signatures named
+        values = field_values(head, _SIGNATURE_FIELD)
     found: list[Signature] = []
-    for index, value in enumerate(field_values(head, _SIGNATURE_FIELD)):
+    for index, value in enumerate(values):
         try:
             tags = dkimverify.parse_tags(value)
         except dkimverify.TagListError as exc:
@@ -198,11 +203,16 @@ async def fetch_keys(dns: Dns, signatures: list[Signature]) -> dict[int, str | E
     return {s.index: a for s, a in zip(wanted, answers, strict=True)}
 
 
-def verify(message: bytes, signatures: list[Signature], keys: dict[int, str | Exception]) -> list[DkimResult]:
+def verify(
+    message: bytes,
+    signatures: list[Signature],
+    keys: dict[int, str | Exception],
+    header: dkimverify.Message | None = None,
+) -> list[DkimResult]:
     """Verify each signature against the keys fetched (CPU: see relate.mailauth.verdict for where it runs), with
-    our own verifier (relate.mailauth.dkimverify)."""
+    our own verifier (relate.mailauth.dkimverify); ``header``: the header section as find_signatures read it."""
     results: list[DkimResult] = []
-    verifier = dkimverify.Verifier(message)
+    verifier = dkimverify.Verifier(message, header)
     for sig in signatures:
 
         def done(result: str, reason: str = "", sig: Signature = sig) -> None:

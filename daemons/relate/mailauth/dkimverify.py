@@ -75,9 +75,23 @@ class TagListError(ValueError):
     """A tag list that is not one (RFC 6376 §3.2)."""
 
 
+KEPT_TAG_LIST = 4096  # bytes: a tag list up to this size is kept once parsed (64 of them at most)
+
+
 def parse_tags(value: bytes) -> dict[bytes, bytes]:
     """A tag=value list (RFC 6376 §3.2), as dkimpy reads it (values stripped of surrounding whitespace, folding
-    inside kept), with the tag-name syntax checked; a repeated tag is an error."""
+    inside kept), with the tag-name syntax checked; a repeated tag is an error. The last few of ordinary size
+    are kept: a signature is read when it is found and again when it is verified (callers do not change the
+    dict)."""
+    return _parse_kept(value) if len(value) <= KEPT_TAG_LIST else _parse_tags(value)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_kept(value: bytes) -> dict[bytes, bytes]:
+    return _parse_tags(value)
+
+
+def _parse_tags(value: bytes) -> dict[bytes, bytes]:
     specs = value.strip().split(b";")
     if not specs[-1]:
         specs.pop()  # a trailing ";" is allowed
@@ -104,6 +118,18 @@ class Message:
     fields: list[tuple[bytes, bytes]]
     body: bytes
     problem: str = ""
+    section: int = -1  # read from a header section alone (body empty): its size, when a message's can be sliced
+
+    def with_body(self, message: bytes) -> Message | None:
+        """This header section's reading with the body of ``message``, which starts with the section: what
+        read_message(message) gives, without reading the header again; None when that cannot be sure."""
+        if (
+            self.section <= 0
+            or self.problem
+            or message.count(b"\n", self.section) != message.count(b"\r\n", self.section)
+        ):
+            return None
+        return Message(self.fields, message[self.section :])
 
     @functools.cached_property
     def positions(self) -> dict[bytes, list[int]]:
@@ -112,6 +138,17 @@ class Message:
         for i, (name, _) in enumerate(self.fields):
             found.setdefault(name.lower(), []).append(i)
         return found
+
+
+def read_header(section: bytes) -> Message:
+    """A header section (up to and including its empty line) read as :func:`read_message` would read the message
+    it starts; its ``section`` says whether a message's body can be sliced off after it (Message.with_body)."""
+    found = read_message(section)
+    crlf_only = section.count(b"\n") == section.count(b"\r\n")
+    clean = crlf_only and section.endswith(b"\r\n\r\n") and section.find(b"\r\n\r\n") == len(section) - 4
+    if clean and not section.startswith(b"\r\n") and not found.problem and not found.body:
+        return Message(found.fields, b"", section=len(section))
+    return found
 
 
 def read_message(message: bytes) -> Message:
@@ -262,8 +299,10 @@ def _rsa_public(der: bytes) -> rsa.RSAPublicKey:
 class Verifier:
     """The signatures of one message, verified one by one against keys already fetched (CPU only)."""
 
-    def __init__(self, message: bytes | Message) -> None:
-        self.message = message if isinstance(message, Message) else read_message(message)
+    def __init__(self, message: bytes, header: Message | None = None) -> None:
+        """``header``: the message's header section as read_header read it, if it was (not read again then)."""
+        whole = header.with_body(message) if header is not None else None
+        self.message = whole if whole is not None else read_message(message)
         self._signatures = [i for i, (n, _) in enumerate(self.message.fields) if n.lower() == b"dkim-signature"]
         self._bodies: dict[bool, bytes] = {}
 

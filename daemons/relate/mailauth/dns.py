@@ -92,6 +92,10 @@ class Dns:
         self.resolver.cache = None
         self._answers = _Answers()
 
+    def kept(self, name: str, rdtype: str = "TXT") -> bool:
+        """Whether an answer for ``name`` is in the cache (a lookup of it would not wait)."""
+        return self._answers.get((name.rstrip(".").lower(), rdtype))[0]
+
     def forget(self) -> None:
         """Drop every answer kept (what a domain publishes is asked again)."""
         self._answers.clear()
