@@ -52,18 +52,17 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from relate.api.app import ApiState, json_body, page_of, paging, path_id, state
+from relate.api.app import json_body, page_of, paging, path_id, state
 from relate.api.errors import ApiError, invalid, not_found
-from relate.api.mail import sanitize_html
 from relate.api.security import READ, WRITE, client_address, principal, requires
+from relate.api.shapes import sanitize_html
 from relate.delivery import Delivery, Kind, Sender, classify
 from relate.errors import Invalid
 from relate.mail import compose as mime
 from relate.mail.address import comparable_address, normalize_address, split_address
 from relate.mail.mime import Address, ParsedMessage, parse_message, part_content
 from relate.mailauth.verdict import submission_results
-from relate.notify import Notifier
-from relate.store import accounts, drafts, sending
+from relate.store import accounts, drafts, events, sending
 from relate.store import emails as email_store
 
 log = logging.getLogger("relate.api")
@@ -85,24 +84,6 @@ _CONTENT_ID = re.compile(r"^[^<>\s\"\\]{1,200}$")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Compose in a worker thread past this many attachment bytes, off the event loop.
 _THREADED_COMPOSE = 256 * 1024
-_NOTIFIER = "outbound_notifier"
-
-
-def setup(app: web.Application) -> None:
-    """A notifier for mail the send path delivers locally (the hub's NewEmail), drained at shutdown."""
-
-    async def notifier(app: web.Application) -> Any:
-        from relate.api.app import STATE
-
-        st: ApiState = app[STATE]
-        made = Notifier(st.cfg.internal)
-        st.parts[_NOTIFIER] = made
-        yield
-        await made.drain()
-
-    app.cleanup_ctx.append(notifier)
-
-
 # --- reading requests ---------------------------------------------------------------------
 
 
@@ -470,12 +451,12 @@ async def _send(
     # The local copies say who sent them, as submission's do (relate.mailauth; the Sent copy does not).
     results = submission_results(st.cfg, who.address)
     committed = await delivery.commit(message, sent_copy=sent_copy, record=record, results=results)
-    notifier: Notifier | None = st.parts.get(_NOTIFIER)
-    if notifier is not None:
+    if committed.local:
+        # Local recipients' copies: NewEmail and web push from here, as the SMTP daemon's notification does.
+        rows = await events.new_emails(st.pool, [stored.id for stored in committed.local])
         for stored in committed.local:
-            notifier.new_email(
-                mailbox_id=stored.mailbox_id, email_id=stored.id, sender=edit.sender.email, subject=edit.subject
-            )
+            if (copy := rows.get(stored.id)) is not None:
+                st.announce_new(copy, edit.sender.email, edit.subject)
     assert committed.outbound_id is not None
     return committed.outbound_id
 

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from relate.api import hub, keys, mail, meta, openapi, outbound, push, senders
+from relate.api import folders, hub, keys, mail, meta, openapi, outbound, push, senders
 
-ROUTE_MODULES: tuple[ModuleType, ...] = (mail, outbound, keys, meta, openapi, hub, push, senders)
+ROUTE_MODULES: tuple[ModuleType, ...] = (folders, mail, outbound, keys, meta, openapi, hub, push, senders)

@@ -24,6 +24,7 @@ import asyncpg
 from relate.config import QuotaConfig
 from relate.errors import MailboxGone, OverQuota
 from relate.store import mailboxes, quota, spam
+from relate.store.changes import BULK_MARK
 from relate.store.db import Queryable
 from relate.store.spam import JUNK
 
@@ -331,7 +332,7 @@ WITH box AS (SELECT id, user_id, highestmodseq + 1 AS next{"" if durable else ",
 SELECT box.next AS modseq,
        ARRAY(SELECT ROW(upd.uid, upd.flags) FROM upd) AS changed,
        (SELECT pg_notify($4, json_build_object('event', 'flags', 'mailbox', box.id, 'user', box.user_id,
-                                               'modseq', box.next)::text) FROM bump) AS announced
+                                               'modseq', box.next, 'bulk', {BULK_MARK})::text) FROM bump) AS announced
   FROM box"""
     for mode in ("+", "-", "")
     for durable in (True, False)
@@ -437,7 +438,8 @@ WITH box AS (SELECT id, user_id, highestmodseq + 1 AS next{"" if durable else ",
 SELECT ARRAY(SELECT gone.uid FROM gone ORDER BY gone.uid) AS uids, (SELECT box.next FROM bump) AS modseq,
        (SELECT pg_notify($3, json_build_object(
                    'event', 'expunge', 'mailbox', box.id, 'user', box.user_id, 'modseq', box.next,
-                   'ids', CASE WHEN counted.n <= $4 THEN (SELECT json_agg(gone.id) FROM gone) END)::text)
+                   'ids', CASE WHEN counted.n <= $4 THEN (SELECT json_agg(gone.id) FROM gone) END,
+                   'bulk', {BULK_MARK})::text)
           FROM bump, counted) AS announced
   FROM box"""
     for durable in (True, False)
@@ -494,14 +496,15 @@ _COPY = {
 # logs their UIDs as expunged under its next modseq, drops them from its counts, and announces the expunge
 # naming the target (``to``), so the hub can tell apps of a move rather than a deletion. $1 source, $2 UIDs,
 # $3 their number, $4 their bytes, $5 the moved ids (or NULL past EXPUNGE_IDS_MAX), $6 the target, $7 channel.
-_MOVED_OUT_SQL = """
+_MOVED_OUT_SQL = f"""
 WITH box AS (UPDATE mailboxes SET highestmodseq = highestmodseq + 1, message_count = message_count - $3,
                                   message_bytes = message_bytes - $4
               WHERE id = $1 RETURNING id, user_id, highestmodseq AS modseq),
      logged AS (INSERT INTO mailbox_expunges (mailbox_id, uid, modseq)
                 SELECT box.id, u, box.modseq FROM box, unnest($2::bigint[]) AS u)
 SELECT box.modseq, pg_notify($7, json_build_object('event', 'expunge', 'mailbox', box.id, 'user', box.user_id,
-                                                   'modseq', box.modseq, 'ids', $5::bigint[], 'to', $6::bigint)::text)
+                                                   'modseq', box.modseq, 'ids', $5::bigint[], 'to', $6::bigint,
+                                                   'bulk', {BULK_MARK})::text)
   FROM box"""
 
 
