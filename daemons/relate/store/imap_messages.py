@@ -603,7 +603,9 @@ async def _move_rows(
 ) -> None:
     """The move itself, in the caller's transaction with both mailboxes locked: each row takes the target,
     its new UID and the target's modseq, and its save date (RFC 8514 SAVEDATE) becomes now; the source
-    logs the expunges (``_MOVED_OUT_SQL``)."""
+    logs the expunges (``_MOVED_OUT_SQL``). A draft's Drafts copy moved away (a mail client deleting it
+    to Trash) stops being the draft's copy, as when a copy is expunged (store/drafts.py): the next save
+    writes a new one, and sending leaves the moved one where the user put it."""
     await conn.execute(
         """UPDATE messages m SET mailbox_id = $1, uid = n.new_uid, modseq = $2, created_at = now()
              FROM unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid)
@@ -615,6 +617,9 @@ async def _move_rows(
         [p[1] for p in pairs],
     )
     ids = [r["id"] for r in rows]
+    await conn.execute(
+        "UPDATE outbound_emails SET draft_message_id = NULL WHERE draft_message_id = ANY($1::bigint[])", ids
+    )
     await conn.execute(
         _MOVED_OUT_SQL,
         source_id,
