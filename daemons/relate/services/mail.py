@@ -112,7 +112,10 @@ async def apply(
         held = await _lock(conn, user_id, boxes)
         if target is not None and target not in held:
             raise NotFound("no such mailbox")
-        found = [f for f in found if f.mailbox_id in held]  # a folder deleted meanwhile took its messages along
+        if found:
+            # Read again under the locks: a message moved (or expunged) meanwhile is left out, as one in a
+            # folder deleted meanwhile is: the answer lists what the action was applied to.
+            found = [f for f in await emails.locate_many(conn, user_id, wanted) if f.mailbox_id in held]
         removed = await _run(conn, action, found, target)
         touched = sorted({f.mailbox_id for f in found} | ({target} if target is not None and found else set()))
         if bulk and found:
