@@ -10,7 +10,8 @@ Policy:
   (``ids, mailboxId``), ``EmailMoved`` (``ids, mailboxId, fromMailboxId``:
   moved messages keep their ids), ``UnreadCountChanged`` (``mailboxId, unread``),
   ``BulkChanged`` (``action, count, mailboxIds``: one event for a bulk
-  action of up to 1,000 messages; refetch those folders),
+  action of up to 1,000 messages; refetch those folders, or every folder
+  when ``mailboxIds`` is null: more than 300 were touched),
   ``MailboxChanged`` (``change`` created, renamed or deleted, ``id``, and
   ``name, specialUse`` unless deleted; from REST or IMAP alike),
   ``DeliveryStatusChanged`` (``id, status``, an outbound email) and
@@ -319,7 +320,7 @@ class Hub:
             else:
                 self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": mailbox_id})
         elif kind == "bulk":
-            boxes = sorted(set(event.mailboxes or ()))
+            boxes = None if event.mailboxes is None else sorted(set(event.mailboxes))
             data = {"action": event.bulk, "count": event.count or 0, "mailboxIds": boxes}
             self.publish(user_id, "BulkChanged", data)
         elif kind in ("created", "deleted", "renamed"):

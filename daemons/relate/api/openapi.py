@@ -730,9 +730,10 @@ SCHEMAS: dict[str, Any] = {
                     ["action", "count", "mailboxIds"],
                     action=STRING,
                     count=INTEGER,
-                    mailboxIds=array(INTEGER),
+                    mailboxIds={"oneOf": [array(INTEGER), {"type": "null"}]},
                 ),
-                "a bulk action changed count emails in these folders (one event for all of them): refetch them",
+                "a bulk action changed count emails in these folders (one event for all of them): refetch them "
+                "(every folder when mailboxIds is null: more than 300 were touched)",
             ),
             _event(
                 "MailboxChanged",

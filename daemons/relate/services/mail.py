@@ -17,7 +17,7 @@ Policy:
   actions (or an action and an IMAP MOVE) cannot deadlock.
 - A bulk action (up to :data:`MAX_BULK` ids) marks its message changes with
   the action (store/changes.py) and ends with one ``bulk`` event naming the
-  action, the count and the mailboxes touched: the hub sends apps that one
+  action, the count and the mailboxes touched (null past 300): the hub sends apps that one
   summary (``BulkChanged``) instead of an event per message, while IMAP
   sessions follow each mailbox as ever.
 """
@@ -119,7 +119,9 @@ async def apply(
         removed = await _run(conn, action, found, target)
         touched = sorted({f.mailbox_id for f in found} | ({target} if target is not None and found else set()))
         if bulk and found:
-            await mailboxes.notify(conn, "bulk", 0, user_id, 0, action=action, count=len(found), mailboxes=touched)
+            # Listed while it fits a NOTIFY payload (8000 bytes), as expunged ids are; else null: refetch all.
+            listed = touched if len(touched) <= imap_messages.EXPUNGE_IDS_MAX else None
+            await mailboxes.notify(conn, "bulk", 0, user_id, 0, action=action, count=len(found), mailboxes=listed)
     return Changed(action, sorted(f.id for f in found), missing, target, tuple(removed))
 
 
