@@ -278,6 +278,9 @@ class Hub:
             return
         if kind == "new":
             touched.add(mailbox_id)
+            if event.source is not None:
+                touched.add(event.source)  # a move: the source's "expunge" tells of it (EmailMoved)
+                return
             if event.id is not None:
                 if self.claim(event.id):
                     row = await events.new_email(self.pool, event.id)
@@ -288,15 +291,6 @@ class Hub:
             rows = await events.at_modseq(self.pool, mailbox_id, event.modseq or 0, BULK + 1)
             if len(rows) > BULK:
                 self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": mailbox_id})
-                if event.source is not None:
-                    self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": event.source})
-                return
-            if event.source is not None:
-                # A move: the messages keep their ids; one event names where they went.
-                touched.add(event.source)
-                if rows:
-                    moved = {"ids": [r["id"] for r in rows], "mailboxId": mailbox_id, "fromMailboxId": event.source}
-                    self.publish(user_id, "EmailMoved", moved)
                 return
             for row in rows:
                 if self.claim(row["id"]):
@@ -314,7 +308,16 @@ class Hub:
         elif kind == "expunge":
             touched.add(mailbox_id)
             if event.target is not None:
-                return  # the messages moved: the target's "new" (EmailMoved) tells of them
+                # A move: the messages keep their ids; one event names where they went (read from the payload,
+                # so a message changed again since is still told of).
+                touched.add(event.target)
+                if event.ids is not None:
+                    moved = {"ids": list(event.ids), "mailboxId": event.target, "fromMailboxId": mailbox_id}
+                    self.publish(user_id, "EmailMoved", moved)
+                else:
+                    for box in (mailbox_id, event.target):
+                        self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": box})
+                return
             if event.ids is not None:
                 self.publish(user_id, "EmailDeleted", {"ids": list(event.ids), "mailboxId": mailbox_id})
             else:
