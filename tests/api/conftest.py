@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +15,9 @@ import pytest
 
 from relate.api.server import ApiServer
 from relate.auth import Authenticator
-from relate.config import Config
+from relate.config import Config, ListenerConfig
 from relate.delivery import Delivery, classify
+from relate.imap.server import ImapServer
 from relate.notify import Notifier
 from relate.runtime.daemon import Context
 from relate.services import accounts
@@ -155,3 +158,18 @@ async def api(pool: asyncpg.Pool, api_config: Config) -> AsyncIterator[Api]:
             session=session,
         )
     await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def imap_port(api: Api) -> AsyncIterator[int]:
+    """The IMAP daemon on loopback (plain text logins allowed, for the test), on the API's database."""
+    cfg = copy.deepcopy(api.cfg)
+    cfg.imap.imap = ListenerConfig(listen=["127.0.0.1:0"])
+    cfg.imap.imaps = ListenerConfig(listen=[])
+    cfg.imap.allow_plaintext_auth = True
+    server = ImapServer(cfg, api.pool, Authenticator(api.pool, cfg.auth))
+    await server.start()
+    try:
+        yield server.addresses("imap")[0][1]
+    finally:
+        await server.stop(grace=1)

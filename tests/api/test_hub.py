@@ -25,12 +25,11 @@ from relate.api.hub import CLIENT_QUEUE, Hub
 from relate.api.server import ApiServer
 from relate.auth import Authenticator
 from relate.config import ListenerConfig
-from relate.imap.server import ImapServer
 from relate.notify import Notifier
 from relate.runtime.daemon import Context
 from relate.smtp.server import SmtpServer
 from relate.store.changes import APPLICATION_NAME
-from tests.api.conftest import INTERNAL_KEY, Api, message
+from tests.api.conftest import INTERNAL_KEY, Api, imap_port, message
 
 Event = dict[str, Any]
 _instances = itertools.count(2)
@@ -68,8 +67,7 @@ async def another_api(api: Api, tmp_path: Path, **changes: Any) -> AsyncIterator
 
 
 def hub_of(server: ApiServer) -> Hub:
-    hub = server.state.parts["hub"]
-    assert isinstance(hub, Hub)
+    (hub,) = [listener for listener in server.state.listeners if isinstance(listener, Hub)]
     return hub
 
 
@@ -186,13 +184,6 @@ async def test_rest_patch_sends_email_updated_and_unread_count(api: Api) -> None
 async def test_imap_store_sends_email_updated(api: Api) -> None:
     """A flag set by an IMAP client (STORE) reaches the socket as EmailUpdated with the unread count."""
     (email_id,) = await api.deliver(message("flag me"), "alice@example.com")
-    cfg = copy.deepcopy(api.cfg)
-    cfg.imap.imap = ListenerConfig(listen=["127.0.0.1:0"])
-    cfg.imap.imaps = ListenerConfig(listen=[])
-    cfg.imap.allow_plaintext_auth = True  # loopback only, for the test
-    server = ImapServer(cfg, api.pool, Authenticator(api.pool, cfg.auth))
-    await server.start()
-    port = server.addresses("imap")[0][1]
 
     def store() -> None:
         client = imaplib.IMAP4("127.0.0.1", port, timeout=10)
@@ -203,16 +194,13 @@ async def test_imap_store_sends_email_updated(api: Api) -> None:
         finally:
             client.logout()
 
-    try:
-        async with hub_client(api) as alice:
-            await asyncio.to_thread(store)
-            updated = await alice.next("EmailUpdated")
-            assert updated["data"]["id"] == email_id
-            assert sorted(updated["data"]["flags"]) == ["\\Flagged", "\\Seen"]
-            assert updated["data"]["isRead"] is True
-            assert (await alice.next("UnreadCountChanged"))["data"]["unread"] == 0
-    finally:
-        await server.stop(grace=1)
+    async with imap_port(api) as port, hub_client(api) as alice:
+        await asyncio.to_thread(store)
+        updated = await alice.next("EmailUpdated")
+        assert updated["data"]["id"] == email_id
+        assert sorted(updated["data"]["flags"]) == ["\\Flagged", "\\Seen"]
+        assert updated["data"]["isRead"] is True
+        assert (await alice.next("UnreadCountChanged"))["data"]["unread"] == 0
 
 
 async def test_delete_sends_email_moved_to_trash_then_email_deleted(api: Api) -> None:

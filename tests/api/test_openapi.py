@@ -334,7 +334,8 @@ async def test_real_time_answers_and_events_match_the_documented_schemas(api: Ap
                     _valid(doc, hub_event, event, f"hub event {event}")
                     seen[event["type"]] = event["data"]
 
-        # Changes that make the other events: read, delete (a move to Trash, then out of it), send, rename a folder.
+        # Changes that make the other events: read, delete (a move to Trash, then out of it), send, make and rename a
+        # folder, a bulk action.
         await _call(api, doc, "PATCH", f"/api/emails/{email_id}", "/api/emails/{id}", 200, json={"isRead": True})
         # The hub reads a flag change's rows when it handles it: moved away by then, they make no EmailUpdated.
         await collect({"EmailUpdated"})
@@ -345,8 +346,10 @@ async def test_real_time_answers_and_events_match_the_documented_schemas(api: Ap
         async with api.pool.acquire() as conn:
             await mailbox_store.create(conn, user_id, "Projects")
             await mailbox_store.rename(conn, user_id, "Projects", "Old projects")
+        bulk = {"action": "markUnread", "query": {}}
+        await _call(api, doc, "POST", "/api/emails/bulk", "/api/emails/bulk", 200, json=bulk)
         kinds = {"NewEmail", "EmailUpdated", "EmailMoved", "EmailDeleted", "UnreadCountChanged"}
-        kinds |= {"DeliveryStatusChanged", "Resync"}
+        kinds |= {"DeliveryStatusChanged", "Resync", "MailboxChanged", "BulkChanged"}
         await collect(kinds)
         assert set(seen) == kinds
     assert seen["Resync"]["reason"] == "mailboxes"

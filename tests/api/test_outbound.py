@@ -99,6 +99,20 @@ async def test_autosave_replaces_fields_named_and_the_drafts_copy(api: Api) -> N
     assert status == 404
 
 
+async def test_a_drafts_copy_moved_away_is_left_where_the_user_put_it(api: Api) -> None:
+    """A Drafts copy moved to Trash (keeping its id) stops being the draft's copy: the next save writes a new
+    one in Drafts and the moved one stays in Trash."""
+    body = await draft(api, to=[BOB], subject="v1")
+    status, moved = await api.call("DELETE", f"/api/emails/{body['draftEmailId']}")
+    assert (status, moved["id"], moved["deleted"]) == (200, body["draftEmailId"], False)
+    status, saved = await api.call("PUT", f"/api/outbound/{body['id']}", json={"subject": "v2"})
+    assert status == 200
+    (copy,) = await folder(api, "Drafts")
+    assert (copy["subject"], copy["id"]) == ("v2", saved["draftEmailId"])
+    status, kept = await api.call("GET", f"/api/emails/{body['draftEmailId']}")
+    assert (status, kept["mailboxName"], kept["subject"]) == (200, "Trash", "v1")
+
+
 async def test_discard_draft_removes_it_and_its_copy(api: Api) -> None:
     """DELETE discards the draft and its Drafts copy; a second DELETE is 404."""
     body = await draft(api, subject="scrap")

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from relate.config import Config
+from relate.notify import Notifier
+from relate.queue.worker import DeliveryWorker
 from relate.services.setup import new_vapid_keys
 from tests.api.conftest import Api, message
 from tests.api.test_hub import another_api, internal_post
@@ -273,3 +275,34 @@ async def test_http_endpoints_need_the_setting(api: Api, tmp_path: Path) -> None
                 url + "/api/push-subscriptions", json=payload, headers=api.auth(api.alice)
             ) as resp:
                 assert resp.status == want, endpoint
+
+
+async def test_mail_sent_over_rest_to_a_local_user_is_pushed(api: Api, push_service: PushService) -> None:
+    """A message sent over REST to a local user is pushed to their device by the API itself (no internal request)."""
+    device = Device()
+    assert (await subscribe(api, push_service.url + "/push/bobs", device, api.bob))[0] == 201
+    status, _ = await api.call("POST", "/api/outbound/send", json={"to": ["bob@example.com"], "subject": "Lunch?"})
+    assert status == 201
+    path, _headers, body = await asyncio.wait_for(push_service.received.get(), 10)
+    assert path == "/push/bobs"
+    pushed = device.decrypt(body)
+    assert (pushed["sender"], pushed["subject"]) == ("alice@example.com", "Lunch?")
+
+
+async def test_a_bounce_made_by_the_delivery_daemon_is_pushed(api: Api, push_service: PushService) -> None:
+    """The DSN the delivery daemon puts in the sender's INBOX is announced to the API, which pushes it to them."""
+    device = Device()
+    assert (await subscribe(api, push_service.url + "/push/phone", device))[0] == 201
+    status, sent = await api.call("POST", "/api/outbound/send", json={"to": ["someone@remote.example"], "subject": "x"})
+    assert status == 201
+    notifier = Notifier(api.cfg.internal)
+    worker = DeliveryWorker(api.cfg, api.pool, notifier=notifier)
+    failed = await worker.fail_now([sent["id"]])
+    assert [f.address for f in failed] == ["someone@remote.example"]
+    await notifier.drain()
+    path, _headers, body = await asyncio.wait_for(push_service.received.get(), 10)
+    assert path == "/push/phone"
+    pushed = device.decrypt(body)
+    _, bounce = await api.call("GET", f"/api/emails/{pushed['emailId']}")
+    assert bounce["from"]["email"].lower() == "mailer-daemon@mail.example.com"
+    assert pushed["subject"] == bounce["subject"]

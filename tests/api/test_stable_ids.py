@@ -3,31 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import copy
 import imaplib
-from collections.abc import AsyncIterator
 
-from relate.auth import Authenticator
-from relate.config import ListenerConfig
-from relate.imap.server import ImapServer
-from tests.api.conftest import Api, message
+from tests.api.conftest import Api, imap_port, message
 from tests.api.test_hub import hub_client
-
-
-@contextlib.asynccontextmanager
-async def imap_port(api: Api) -> AsyncIterator[int]:
-    """The IMAP daemon on loopback (plain text logins allowed, for the test), on the API's database."""
-    cfg = copy.deepcopy(api.cfg)
-    cfg.imap.imap = ListenerConfig(listen=["127.0.0.1:0"])
-    cfg.imap.imaps = ListenerConfig(listen=[])
-    cfg.imap.allow_plaintext_auth = True
-    server = ImapServer(cfg, api.pool, Authenticator(api.pool, cfg.auth))
-    await server.start()
-    try:
-        yield server.addresses("imap")[0][1]
-    finally:
-        await server.stop(grace=1)
 
 
 async def test_patch_move_keeps_the_id_and_imap_sees_a_move(api: Api) -> None:

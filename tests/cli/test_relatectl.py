@@ -630,6 +630,14 @@ def test_key_rotate_revoked_key_refused(relatectl: Invoke, bob: str) -> None:
     assert as_json(relatectl("key", "list", "--json")) == []
 
 
+def test_key_rotate_expired_key_refused(relatectl: Invoke, bob: str, dsn: str) -> None:
+    """A key whose expiry has passed cannot be rotated (the new key would carry it); no key is made."""
+    created = as_json(relatectl("key", "create", bob, "--scope", "imap", "--expires", "30d", "--json"))
+    query(dsn, "UPDATE api_keys SET expires_at = now() - interval '1 minute' WHERE id = $1", created["id"])
+    assert "has expired; create a new one" in one_error(relatectl("key", "rotate", str(created["id"])))
+    assert [k["id"] for k in as_json(relatectl("key", "list", "--json"))] == [created["id"]]
+
+
 # --- database schema ---------------------------------------------------------
 
 

@@ -22,10 +22,16 @@ from relate.store.changes import (
 
 
 def test_payloads_parse_into_typed_changes() -> None:
-    """Mail and delivery payloads become typed changes; anything else is ignored, never an error."""
+    """Mail and delivery payloads become typed changes (moves and bulk actions too); anything else is ignored."""
     assert parse_mail('{"event": "expunge", "user": 1, "mailbox": 2, "modseq": 7, "ids": [3, "x", 4]}') == MailChange(
         "expunge", 1, 2, modseq=7, ids=(3, 4)
     )
+    moved = '{"event": "new", "user": 1, "mailbox": 5, "modseq": 8, "from": 2, "bulk": "move"}'
+    assert parse_mail(moved) == MailChange("new", 1, 5, modseq=8, source=2, bulk="move")
+    summary = (
+        '{"event": "bulk", "user": 1, "mailbox": 0, "modseq": 0, "action": "flag", "count": 3, "mailboxes": [2, 5]}'
+    )
+    assert parse_mail(summary) == MailChange("bulk", 1, 0, modseq=0, bulk="flag", count=3, mailboxes=(2, 5))
     assert parse_delivery('{"user": 1, "id": 9, "status": "sent"}') == DeliveryChange(1, 9, "sent")
     for junk in ("", "null", "[]", '{"user": "1", "mailbox": 2, "event": "new"}', '{"user": true, "id": 1}', "{"):
         assert parse_mail(junk) is None

@@ -13,23 +13,31 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from aiohttp import web
 
 from relate.api import forwarded, jsonbody, oidc, security
 from relate.api.cors import Cors
-from relate.api.errors import ApiError, error_response
+from relate.api.errors import ApiError, error_response, not_found
 from relate.auth import Authenticator
 from relate.config import Config
-from relate.errors import Conflict, Invalid, MailboxGone, NotFound
+from relate.errors import Conflict, Invalid, MailboxGone, NotFound, TooMany
 from relate.runtime import metrics
-from relate.store import db
+from relate.store import db, emails
 from relate.store.changes import ChangeFeed
 from relate.store.db import DatabaseUnavailable
 
 log = logging.getLogger("relate.api")
+
+
+class MailListener(Protocol):
+    """Something that tells people of new mail (the hub's clients, web push devices)."""
+
+    def announce_new(self, row: dict[str, Any], sender: str | None, subject: str | None) -> None:
+        """A message was stored: ``row`` is its store.events.new_email row; ``sender`` and ``subject`` as the
+        daemon that stored it saw them (None: the row's)."""
 
 
 @dataclass
@@ -39,8 +47,8 @@ class ApiState:
     authenticator: Authenticator
     limiter: security.RateLimiter
     feed: ChangeFeed
-    # Filled in by route modules' setup hooks (the hub, the push sender, ...).
-    parts: dict[str, Any] = field(default_factory=dict)
+    # Told of new mail (route modules' setup hooks add themselves: the hub, the push sender).
+    listeners: list[MailListener] = field(default_factory=list)
     # api.trusted_proxies, parsed once (the config has checked them).
     proxies: list[forwarded.Network] = field(init=False)
     # api.cors_origins (api/cors.py).
@@ -50,9 +58,16 @@ class ApiState:
         self.proxies = forwarded.parse_networks(self.cfg.api.trusted_proxies)
         self.cors = Cors(self.cfg.api)
 
+    def announce_new(self, row: dict[str, Any], sender: str | None = None, subject: str | None = None) -> None:
+        """New mail, to every listener: what the internal notification and the REST send path both call."""
+        for listener in self.listeners:
+            listener.announce_new(row, sender, subject)
+
 
 STATE = web.AppKey("relate_state", ApiState)
 
+# The largest id a row can have (bigint).
+_MAX_ID = 2**63 - 1
 # JSON bodies larger than this are parsed in a worker thread.
 _THREADED_JSON = 64 * 1024
 
@@ -116,7 +131,7 @@ async def errors_middleware(request: web.Request, handler: security.Handler) -> 
         return error_response(exc.status, code, exc.reason, headers)
     except (NotFound, MailboxGone) as exc:
         return error_response(404, "not_found", str(exc))
-    except Conflict as exc:
+    except (Conflict, TooMany) as exc:
         return error_response(409, "conflict", str(exc))
     except Invalid as exc:
         return error_response(422, "invalid", str(exc))
@@ -197,9 +212,20 @@ def int_param(request: web.Request, name: str, default: int | None = None, *, mi
 def path_id(request: web.Request, name: str = "id") -> int:
     """A positive bigint id from the path; else 404 (int() alone would take "+1", "1_0" or Arabic digits)."""
     text = request.match_info[name]
-    if not (text.isascii() and text.isdigit() and len(text) <= 19) or not 1 <= int(text) <= 2**63 - 1:
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) or not 1 <= int(text) <= _MAX_ID:
         raise ApiError(404, "not_found", "not found")
     return int(text)
+
+
+async def mailbox_ref(request: web.Request, ref: str) -> dict[str, Any]:
+    """A mailbox of the caller's by id or name (``id, name, special_use``); 404 when there is none."""
+    if ref.isdigit() and not (ref.isascii() and len(ref) <= 19 and int(ref) <= _MAX_ID):
+        # The store reads any digits as an id: "²" or 20 digits would fail in int() or PostgreSQL.
+        raise not_found("mailbox")
+    box = await emails.find_mailbox(state(request).pool, security.principal(request).user_id, ref)
+    if box is None:
+        raise not_found("mailbox")
+    return box
 
 
 def paging(request: web.Request) -> tuple[int, int]:

@@ -11,7 +11,6 @@ send the key). Served like attachments: never rendered from the API's origin
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import quote
 
 from aiohttp import web
 
@@ -22,11 +21,6 @@ from relate.mail.mime import part_content
 from relate.store import emails as store
 
 routes = web.RouteTableDef()
-
-
-def cid_path(email_id: int, content_id: str) -> str:
-    """Where the API serves the part of ``email_id`` whose Content-ID is ``content_id`` (no angle brackets)."""
-    return f"/api/emails/{email_id}/cid/{quote(content_id, safe='')}"
 
 
 def _bare(content_id: str) -> str:

@@ -9,6 +9,11 @@ Policy:
   ``EmailUpdated`` (``id, mailboxId, flags, isRead``), ``EmailDeleted``
   (``ids, mailboxId``), ``EmailMoved`` (``ids, mailboxId, fromMailboxId``:
   moved messages keep their ids), ``UnreadCountChanged`` (``mailboxId, unread``),
+  ``BulkChanged`` (``action, count, mailboxIds``: one event for a bulk
+  action of up to 1,000 messages; refetch those folders, or every folder
+  when ``mailboxIds`` is null: more than 300 were touched),
+  ``MailboxChanged`` (``change`` created, renamed or deleted, ``id``, and
+  ``name, specialUse`` unless deleted; from REST or IMAP alike),
   ``DeliveryStatusChanged`` (``id, status``, an outbound email) and
   ``Resync`` (``reason``, and ``mailboxId`` when one mailbox is meant):
   refetch, because what changed is too much to list (``bulk``), folders
@@ -52,8 +57,8 @@ from aiohttp import WSCloseCode, web
 
 from relate.api.app import STATE, json_body, state
 from relate.api.errors import ApiError, invalid, not_found
-from relate.api.mail import summary
 from relate.api.security import INTERNAL, READ, principal, requires
+from relate.api.shapes import mailbox_name, summary
 from relate.store import db, events
 from relate.store.changes import DELIVERY_CHANNEL, MAIL_CHANNEL, ChangeFeed, DeliveryChange, MailChange
 
@@ -217,7 +222,7 @@ class Hub:
             self._recent.popitem(last=False)
         return True
 
-    def announce_new(self, row: dict[str, Any]) -> None:
+    def announce_new(self, row: dict[str, Any], sender: str | None = None, subject: str | None = None) -> None:
         """NewEmail for a stored message (a row of store.events.new_email), unless already announced."""
         if self.claim(row["id"]):
             self.publish(row["user_id"], "NewEmail", summary(row))
@@ -267,8 +272,15 @@ class Hub:
     async def _apply(self, user_id: int, event: MailChange, touched: set[int]) -> None:
         kind = event.event
         mailbox_id = event.mailbox
+        if event.bulk is not None and kind in ("new", "flags", "expunge"):
+            # Part of a bulk action: its "bulk" event, last in its transaction, sums it up.
+            touched.add(mailbox_id)
+            return
         if kind == "new":
             touched.add(mailbox_id)
+            if event.source is not None:
+                touched.add(event.source)  # a move: the source's "expunge" tells of it (EmailMoved)
+                return
             if event.id is not None:
                 if self.claim(event.id):
                     row = await events.new_email(self.pool, event.id)
@@ -279,15 +291,6 @@ class Hub:
             rows = await events.at_modseq(self.pool, mailbox_id, event.modseq or 0, BULK + 1)
             if len(rows) > BULK:
                 self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": mailbox_id})
-                if event.source is not None:
-                    self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": event.source})
-                return
-            if event.source is not None:
-                # A move: the messages keep their ids; one event names where they went.
-                touched.add(event.source)
-                if rows:
-                    moved = {"ids": [r["id"] for r in rows], "mailboxId": mailbox_id, "fromMailboxId": event.source}
-                    self.publish(user_id, "EmailMoved", moved)
                 return
             for row in rows:
                 if self.claim(row["id"]):
@@ -305,15 +308,41 @@ class Hub:
         elif kind == "expunge":
             touched.add(mailbox_id)
             if event.target is not None:
-                return  # the messages moved: the target's "new" (EmailMoved) tells of them
+                # A move: the messages keep their ids; one event names where they went (read from the payload,
+                # so a message changed again since is still told of).
+                touched.add(event.target)
+                if event.ids is not None:
+                    moved = {"ids": list(event.ids), "mailboxId": event.target, "fromMailboxId": mailbox_id}
+                    self.publish(user_id, "EmailMoved", moved)
+                else:
+                    for box in (mailbox_id, event.target):
+                        self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": box})
+                return
             if event.ids is not None:
                 self.publish(user_id, "EmailDeleted", {"ids": list(event.ids), "mailboxId": mailbox_id})
             else:
                 self.publish(user_id, "Resync", {"reason": "bulk", "mailboxId": mailbox_id})
-        elif kind in ("deleted", "renamed"):
-            self.publish(user_id, "Resync", {"reason": "mailboxes", "mailboxId": mailbox_id})
+        elif kind == "bulk":
+            boxes = None if event.mailboxes is None else sorted(set(event.mailboxes))
+            data = {"action": event.bulk, "count": event.count or 0, "mailboxIds": boxes}
+            self.publish(user_id, "BulkChanged", data)
+        elif kind in ("created", "deleted", "renamed"):
+            await self._folder(user_id, kind, mailbox_id)
         elif kind == "lagging":
             self.publish(user_id, "Resync", {"reason": "lagging"})
+
+    async def _folder(self, user_id: int, kind: str, mailbox_id: int) -> None:
+        """MailboxChanged for a folder made, renamed or deleted (REST or IMAP); a rename or a deletion is also
+        a Resync of the folder list: the folders below a renamed one were renamed with it."""
+        row = None if kind == "deleted" else await events.mailbox(self.pool, mailbox_id)
+        if row is None and kind != "deleted":
+            return  # gone already: its "deleted" follows
+        data: dict[str, Any] = {"change": kind, "id": mailbox_id}
+        if row is not None:
+            data |= {"name": mailbox_name(row["name"]), "specialUse": row["special_use"]}
+        self.publish(user_id, "MailboxChanged", data)
+        if kind != "created":
+            self.publish(user_id, "Resync", {"reason": "mailboxes", "mailboxId": mailbox_id})
 
 
 HUB = web.AppKey("relate_hub", Hub)
@@ -386,13 +415,13 @@ async def internal_notification(request: web.Request) -> web.Response:
         for mailbox_id, email_id, sender, subject in notices:
             row = rows.get(email_id)
             if row is not None and row["mailbox_id"] == mailbox_id:
-                _announce(request, row, sender, subject)
+                state(request).announce_new(row, sender, subject)
         return web.json_response({"accepted": True}, status=202)
     mailbox_id, email_id, sender, subject = _notice(data)
     row = await events.new_email(state(request).pool, email_id, mailbox_id)
     if row is None:
         raise not_found("email")
-    _announce(request, row, sender, subject)
+    state(request).announce_new(row, sender, subject)
     return web.json_response({"accepted": True}, status=202)
 
 
@@ -408,19 +437,11 @@ def _notice(data: Any) -> tuple[int, int, str | None, str | None]:
     )
 
 
-def _announce(request: web.Request, row: dict[str, Any], sender: str | None, subject: str | None) -> None:
-    hub_of(request).announce_new(row)
-    push = state(request).parts.get("push")
-    if push is not None:
-        from_row = (row.get("from_addr") or [{}])[0].get("email")
-        push.new_email(row["user_id"], row["id"], row["mailbox_id"], sender or from_row, subject or row.get("subject"))
-
-
 def setup(app: web.Application) -> None:
     st = app[STATE]
     hub = Hub(st.pool, st.feed)
     app[HUB] = hub
-    st.parts["hub"] = hub
+    st.listeners.append(hub)
 
     async def shutdown(_app: web.Application) -> None:
         await hub.close_clients()

@@ -34,11 +34,11 @@ from aiohttp import web
 from relate import auth
 from relate.api.app import json_body, path_id, state
 from relate.api.errors import ApiError, invalid
-from relate.api.meta import connection_settings
 from relate.api.security import READ, WRITE, principal, requires
 from relate.auth import Principal
 from relate.errors import Invalid
 from relate.services import accounts
+from relate.services.clients import connection_settings
 
 routes = web.RouteTableDef()
 

@@ -1,9 +1,11 @@
-"""Folders and mail: list, search, read, raw, attachments, flag, move, delete.
+"""Mail: list, search, read, raw, attachments; flag, move, delete one message or many (bulk).
 
-Reads need ``api:read``, changes ``api:write``. Changes go through the same
-store functions IMAP uses, so every IMAP session (IDLE included) and the
-WebSocket hub hear of them. Deleting moves to Trash; deleting from Trash
-expunges, for this user only (other copies are separate messages).
+Reads need ``api:read``, changes ``api:write``. Changes are services/mail.py's
+(the store functions IMAP uses, so every IMAP session, IDLE included, and the
+WebSocket hub hear of them). An email keeps its id when it moves between
+folders. Deleting moves to Trash; deleting from Trash expunges, for this user
+only (other copies are separate messages). A bulk action takes up to 1,000
+ids, or a search, and runs in one transaction with one hub event.
 """
 
 from __future__ import annotations
@@ -15,23 +17,22 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import nh3
 from aiohttp import web
 
-from relate.api import content
-from relate.api.app import int_param, json_body, page_of, paging, path_id, state
+from relate.api.app import json_body, mailbox_ref, page_of, paging, path_id, state
 from relate.api.errors import ApiError, bad_request, invalid, not_found
 from relate.api.security import READ, WRITE, principal, requires
+from relate.api.shapes import cid_path, mailbox_name, person, summary
 from relate.config import Config
 from relate.mail import display
 from relate.mail.address import comparable_address
 from relate.mail.headers import decoded_fields
 from relate.mail.mime import ParsedMessage, parse_message, part_content
 from relate.mailauth import authres, verdict
+from relate.services import mail as mail_service
 from relate.spam import filter as spam_filter
-from relate.store import accounts, imap_messages
+from relate.store import accounts
 from relate.store import emails as store
-from relate.store import mailboxes as mailbox_store
 
 routes = web.RouteTableDef()
 
@@ -41,70 +42,10 @@ SYSTEM_FLAGS |= {"\\deleted": "\\Deleted", "\\draft": "\\Draft"}
 _KEYWORD = re.compile(r"^[!#$&'+\-.0-9:;<=>?@A-Z^_`a-z|~]{1,100}$")
 
 
-def _person(item: dict[str, Any]) -> dict[str, Any]:
-    return {"name": item.get("name"), "email": item.get("email")}
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def summary(row: dict[str, Any]) -> dict[str, Any]:
-    """The listing shape of a message (also the ``data`` of NewEmail events)."""
-    from_addr = row.get("from_addr") or []
-    return {
-        "id": row["id"],
-        "mailboxId": row["mailbox_id"],
-        "from": _person(from_addr[0]) if from_addr else None,
-        "to": [_person(a) for a in row.get("to_addr") or []],
-        "subject": row.get("subject"),
-        "received": _iso(row["internal_date"]),
-        "date": _iso(row.get("date_header")),
-        "size": row["size"],
-        "isRead": "\\Seen" in row["flags"],
-        "flags": list(row["flags"]),
-        "attachmentCount": row["attachment_count"],
-    }
-
-
-def _mailbox(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "name": "INBOX" if mailbox_store.is_inbox(row["name"]) else row["name"],
-        "specialUse": row["special_use"],
-        "subscribed": row["subscribed"],
-        "total": row["total"],
-        "unread": row["unread"],
-    }
-
-
-# RFC 9051 §6.3.9 (LIST), as folders for apps.
-@routes.get("/api/mailboxes")
-@requires(READ)
-async def list_mailboxes(request: web.Request) -> web.Response:
-    rows = await store.mailboxes(state(request).pool, principal(request).user_id)
-    return web.json_response({"items": [_mailbox(r) for r in rows], "total": len(rows)})
-
-
-# The largest id a mailbox can have (bigint).
-_MAX_ID = 2**63 - 1
-
-
-async def _mailbox_ref(request: web.Request, ref: str) -> dict[str, Any]:
-    """A mailbox of the caller's by id or name; 404 when there is none."""
-    if ref.isdigit() and not (ref.isascii() and len(ref) <= 19 and int(ref) <= _MAX_ID):
-        # The store reads any digits as an id: "²" or 20 digits would fail in int() or PostgreSQL.
-        raise not_found("mailbox")
-    box = await store.find_mailbox(state(request).pool, principal(request).user_id, ref)
-    if box is None:
-        raise not_found("mailbox")
-    return box
-
-
 @routes.get("/api/emails")
 @requires(READ)
 async def list_emails(request: web.Request) -> web.Response:
-    box = await _mailbox_ref(request, request.query.get("mailbox") or "INBOX")
+    box = await mailbox_ref(request, request.query.get("mailbox") or "INBOX")
     page, size = paging(request)
     rows, total = await store.listing(state(request).pool, box["id"], (page - 1) * size, size)
     return web.json_response(page_of([summary(r) for r in rows], page, size, total))
@@ -121,15 +62,20 @@ def _bool_param(request: web.Request, name: str) -> bool | None:
     raise bad_request(f"{name} must be true or false")
 
 
+def _utc(raw: str) -> datetime:
+    """An ISO 8601 date or date-time (UTC unless it says otherwise), in UTC; ValueError or OverflowError."""
+    value = datetime.fromisoformat(raw)
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    # PostgreSQL is given UTC: year 1 at +14:00, or 9999-12-31 at -14:00, is out of range there.
+    return value.astimezone(UTC)
+
+
 def _date_param(request: web.Request, name: str) -> datetime | None:
     raw = request.query.get(name)
     if not raw:
         return None
     try:
-        value = datetime.fromisoformat(raw)
-        value = value if value.tzinfo else value.replace(tzinfo=UTC)
-        # PostgreSQL is given UTC: year 1 at +14:00, or 9999-12-31 at -14:00, is out of range there.
-        return value.astimezone(UTC)
+        return _utc(raw)
     except (ValueError, OverflowError):
         raise bad_request(f"{name} must be an ISO 8601 date or date-time from year 1 to 9999") from None
 
@@ -141,7 +87,7 @@ async def search_emails(request: web.Request) -> web.Response:
     if len(q) > 1000:
         raise bad_request("q is too long (1000 characters at most)")
     mailbox = request.query.get("mailbox")
-    box_id = (await _mailbox_ref(request, mailbox))["id"] if mailbox else None
+    box_id = (await mailbox_ref(request, mailbox))["id"] if mailbox else None
     page, size = paging(request)
     if page * size > store.SEARCH_CAP:
         raise bad_request(f"search answers the first {store.SEARCH_CAP} matches; narrow the search")
@@ -164,11 +110,6 @@ async def search_emails(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-def sanitize_html(html: str) -> str:
-    """HTML safe to show in a web page: no scripts, styles, event handlers or javascript: links."""
-    return nh3.clean(html, link_rel="noopener noreferrer", url_schemes={"http", "https", "mailto", "cid"})
-
-
 def _detail(
     raw: bytes, header_end: int, email_id: int, block_remote: bool
 ) -> tuple[ParsedMessage, list[dict[str, str]], display.Display | None]:
@@ -181,7 +122,7 @@ def _detail(
     html = None
     if parsed.html_body is not None:
         html = display.display_html(
-            parsed.html_body, cid_url=functools.partial(content.cid_path, email_id), block_remote=block_remote
+            parsed.html_body, cid_url=functools.partial(cid_path, email_id), block_remote=block_remote
         )
     return parsed, headers, html
 
@@ -226,9 +167,9 @@ async def get_email(request: web.Request) -> web.Response:
     if not own:
         headers = [h for h in headers if h["name"].lower() != "bcc"]
     body |= {
-        "mailboxName": "INBOX" if mailbox_store.is_inbox(row["mailbox_name"]) else row["mailbox_name"],
-        "cc": [_person(a) for a in row["cc_addr"] or []],
-        "bcc": [_person(a) for a in row["bcc_addr"] or []] if own else [],
+        "mailboxName": mailbox_name(row["mailbox_name"]),
+        "cc": [person(a) for a in row["cc_addr"] or []],
+        "bcc": [person(a) for a in row["bcc_addr"] or []] if own else [],
         "replyTo": [{"name": a.name, "email": a.email} for a in parsed.reply_to],
         "messageId": row["message_id"],
         "inReplyTo": row["in_reply_to"],
@@ -342,24 +283,16 @@ def _flag(value: Any) -> str:
     return value
 
 
-async def _trash(request: web.Request) -> dict[str, Any]:
-    user_id = principal(request).user_id
-    pool = state(request).pool
-    box = await store.special(pool, user_id, "\\Trash")
-    if box is None:
-        box = await store.find_mailbox(pool, user_id, "Trash")
-    if box is None:
-        box = await mailbox_store.create(pool, user_id, "Trash", "\\Trash")
-    return box
+def _flags(value: Any) -> list[str]:
+    if not isinstance(value, list) or len(value) > 100:
+        raise invalid("flags must be a list (at most 100)")
+    return list(dict.fromkeys(_flag(f) for f in value))
 
 
-async def _move(request: web.Request, found: dict[str, Any], target_id: int) -> int:
-    """Move the message to ``target_id`` (IMAP MOVE semantics: a new UID there); it keeps its id."""
-    async with state(request).pool.acquire() as conn:
-        pairs = await imap_messages.copy(conn, found["mailbox_id"], [found["uid"]], target_id, move=True)
-    if not pairs:
-        raise not_found("email")
-    return int(found["id"])
+async def _target(request: web.Request, value: Any) -> dict[str, Any]:
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise invalid("mailbox must be a mailbox id or name")
+    return await mailbox_ref(request, str(value))
 
 
 @routes.patch("/api/emails/{id}")
@@ -371,30 +304,23 @@ async def patch_email(request: web.Request) -> web.Response:
         raise invalid(f"unknown fields: {', '.join(sorted(unknown))}")
     pool = state(request).pool
     user_id = principal(request).user_id
-    found = await store.locate(pool, user_id, path_id(request))
+    email_id = path_id(request)
+    found = await store.locate(pool, user_id, email_id)
     if found is None:
         raise not_found("email")
-    flags: list[str] | None = None
-    if "flags" in data:
-        if not isinstance(data["flags"], list) or len(data["flags"]) > 100:
-            raise invalid("flags must be a list (at most 100)")
-        flags = list(dict.fromkeys(_flag(f) for f in data["flags"]))
+    flags = _flags(data["flags"]) if "flags" in data else None
     if "isRead" in data:
         if not isinstance(data["isRead"], bool):
             raise invalid("isRead must be true or false")
         base = flags if flags is not None else list(found["flags"])
         flags = [f for f in base if f != "\\Seen"] + (["\\Seen"] if data["isRead"] else [])
-    target = None
-    if "mailbox" in data:
-        if not isinstance(data["mailbox"], (str, int)) or isinstance(data["mailbox"], bool):
-            raise invalid("mailbox must be a mailbox id or name")
-        target = await _mailbox_ref(request, str(data["mailbox"]))
-    if flags is not None:
-        async with pool.acquire() as conn:
-            await imap_messages.store_flags(conn, found["mailbox_id"], [found["uid"]], "", flags)
-    email_id = found["id"]
+    target = await _target(request, data["mailbox"]) if "mailbox" in data else None
+    if flags is not None and not await mail_service.set_flags(pool, user_id, email_id, flags):
+        raise not_found("email")
     if target is not None and target["id"] != found["mailbox_id"]:
-        email_id = await _move(request, found, target["id"])
+        moved = await mail_service.apply(pool, user_id, "move", [email_id], target_id=target["id"], bulk=False)
+        if not moved.ids:
+            raise not_found("email")
     rows = await store.summaries(pool, [email_id])
     if not rows:
         raise not_found("email")
@@ -404,21 +330,114 @@ async def patch_email(request: web.Request) -> web.Response:
 @routes.delete("/api/emails/{id}")
 @requires(WRITE)
 async def delete_email(request: web.Request) -> web.Response:
-    pool = state(request).pool
-    found = await store.locate(pool, principal(request).user_id, path_id(request))
-    if found is None:
+    email_id = path_id(request)
+    done = await mail_service.apply(state(request).pool, principal(request).user_id, "delete", [email_id], bulk=False)
+    if not done.ids:
         raise not_found("email")
-    if found["special_use"] == "\\Trash":
-        async with pool.acquire() as conn:
-            await imap_messages.remove(conn, found["mailbox_id"], [found["uid"]])
-        return web.json_response({"deleted": True, "id": found["id"]})
-    trash = await _trash(request)
-    if trash["id"] == found["mailbox_id"]:
-        async with pool.acquire() as conn:
-            await imap_messages.remove(conn, found["mailbox_id"], [found["uid"]])
-        return web.json_response({"deleted": True, "id": found["id"]})
-    new_id = await _move(request, found, trash["id"])
-    return web.json_response({"deleted": False, "id": new_id, "mailboxId": trash["id"]})
+    if done.removed:
+        return web.json_response({"deleted": True, "id": email_id})
+    return web.json_response({"deleted": False, "id": email_id, "mailboxId": done.mailbox_id})
 
 
-__all__ = ["ApiError", "int_param", "routes", "sanitize_html", "summary"]
+# --- bulk ---------------------------------------------------------------------------------------------
+
+_BULK_FIELDS = {"action", "ids", "query", "mailbox"}
+_QUERY_FIELDS = {"q", "mailbox", "from", "to", "after", "before", "hasAttachments", "isRead"}
+
+
+def _text_field(query: dict[str, Any], name: str, limit: int) -> str | None:
+    value = query.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise invalid(f"query.{name} must be a string of at most {limit} characters")
+    return value
+
+
+def _bool_field(query: dict[str, Any], name: str) -> bool | None:
+    value = query.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise invalid(f"query.{name} must be true, false or null")
+    return value
+
+
+def _date_field(query: dict[str, Any], name: str) -> datetime | None:
+    raw = _text_field(query, name, 64)
+    try:
+        return None if raw is None else _utc(raw)
+    except (ValueError, OverflowError):
+        raise invalid(f"query.{name} must be an ISO 8601 date or date-time from year 1 to 9999") from None
+
+
+async def _matches(request: web.Request, query: Any) -> list[int]:
+    """The ids a bulk action's search picks (the search of GET /api/emails/search, as JSON); 422 past the cap."""
+    if not isinstance(query, dict):
+        raise invalid("query must be an object")
+    unknown = set(query) - _QUERY_FIELDS
+    if unknown:
+        raise invalid(f"unknown query fields: {', '.join(sorted(unknown))}")
+    mailbox = query.get("mailbox")
+    box_id = (await _target(request, mailbox))["id"] if mailbox is not None else None
+    cap = mail_service.MAX_BULK
+    rows, _total, exact = await store.search(
+        state(request).pool,
+        principal(request).user_id,
+        query=(_text_field(query, "q", 1000) or "").strip() or None,
+        mailbox_id=box_id,
+        sender=_text_field(query, "from", 1000),
+        recipient=_text_field(query, "to", 1000),
+        after=_date_field(query, "after"),
+        before=_date_field(query, "before"),
+        has_attachments=_bool_field(query, "hasAttachments"),
+        is_read=_bool_field(query, "isRead"),
+        offset=0,
+        limit=min(cap, store.SEARCH_CAP),
+    )
+    if not exact:
+        raise invalid(f"the query matches more than {cap} emails; narrow it (a bulk action takes at most {cap})")
+    return [r["id"] for r in rows]
+
+
+def _ids(value: Any) -> list[int]:
+    cap = mail_service.MAX_BULK
+    if (
+        not isinstance(value, list)
+        or not 0 < len(value) <= cap
+        or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < 2**63 for i in value)
+    ):
+        raise invalid(f"ids must be a list of 1 to {cap} email ids")
+    return value
+
+
+@routes.post("/api/emails/bulk")
+@requires(WRITE)
+async def bulk(request: web.Request) -> web.Response:
+    data = await json_body(request)
+    unknown = set(data) - _BULK_FIELDS
+    if unknown:
+        raise invalid(f"unknown fields: {', '.join(sorted(unknown))}")
+    action = data.get("action")
+    if action not in mail_service.ACTIONS:
+        raise invalid(f"action must be one of {', '.join(mail_service.ACTIONS)}")
+    if ("ids" in data) == ("query" in data):
+        raise invalid("give either ids or query")
+    if (action == "move") != ("mailbox" in data):
+        raise invalid("mailbox is required for move, and only for move")
+    target = await _target(request, data["mailbox"]) if action == "move" else None
+    ids = _ids(data["ids"]) if "ids" in data else await _matches(request, data["query"])
+    done = await mail_service.apply(
+        state(request).pool, principal(request).user_id, action, ids, target_id=None if target is None else target["id"]
+    )
+    return web.json_response(
+        {
+            "action": action,
+            "count": len(done.ids),
+            "ids": done.ids,
+            "notFound": done.not_found,
+            "mailboxId": done.mailbox_id,
+            "removed": list(done.removed),
+        }
+    )
+
+
+__all__ = ["ApiError", "routes"]

@@ -11,12 +11,7 @@ Policy:
   health check never says more than "reachable" about the database (no
   error text, which could carry a host name or a user).
 - Connection settings (for ``/api/discovery``, the key-creation answer and
-  autoconfig) come from the configuration: the host is
-  ``api.public_hostname`` or ``hostname``, each port is the first port of
-  the role's ``listen`` items, and a role whose list is empty is off and not
-  offered. The roles a mail client uses are IMAP (993 implicit TLS, 143
-  STARTTLS), POP3 (995, 110) and submission (465 implicit TLS, 587
-  STARTTLS); the MX port is not for clients. Usernames are the full address.
+  autoconfig) come from the configuration, as services/clients.py says.
 - ``GET /.well-known/mta-sts.txt`` with ``Host: mta-sts.DOMAIN`` serves
   our MTA-STS policy (RFC 8461 §3.2) for a hosted DOMAIN, from the
   ``mta_sts`` section of the configuration (mode, mx, max_age; mx defaults
@@ -33,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import xml.etree.ElementTree as ET
-from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -42,11 +36,12 @@ import relate
 from relate.api.app import state
 from relate.api.errors import bad_request, not_found
 from relate.api.security import READ, principal, requires
-from relate.config import Config, ListenerConfig, parse_listen
+from relate.config import Config
 from relate.errors import RelateError
 from relate.mail.address import normalize_address, split_address
 from relate.mail.mtasts import Policy
 from relate.services import accounts as account_service
+from relate.services.clients import client_servers, public_hostname
 from relate.store import accounts, heartbeats
 from relate.store.db import DatabaseUnavailable
 
@@ -57,60 +52,8 @@ routes = web.RouteTableDef()
 # The health check gives up on the database after this long (a load balancer's probe is short).
 HEALTH_TIMEOUT = 3.0
 
-# (protocol, config role, security) in the order mail clients should prefer them.
-_ROLES: tuple[tuple[str, str, str], ...] = (
-    ("imap", "imaps", "tls"),
-    ("imap", "imap", "starttls"),
-    ("pop3", "pop3s", "tls"),
-    ("pop3", "pop3", "starttls"),
-    ("smtp", "submissions", "tls"),
-    ("smtp", "submission", "starttls"),
-)
 # Mozilla ISPDB's names for the two kinds of TLS.
 _SOCKET_TYPE = {"tls": "SSL", "starttls": "STARTTLS"}
-
-
-def public_hostname(cfg: Config) -> str:
-    return cfg.api.public_hostname or cfg.hostname
-
-
-def _listener(cfg: Config, role: str) -> ListenerConfig:
-    listeners: dict[str, ListenerConfig] = {
-        "imap": cfg.imap.imap,
-        "imaps": cfg.imap.imaps,
-        "pop3": cfg.pop3.pop3,
-        "pop3s": cfg.pop3.pop3s,
-        **cfg.smtp.listeners(),
-    }
-    return listeners[role]
-
-
-def _port(listener: ListenerConfig) -> int | None:
-    """The first port of the role's listen items, or None when the role is off."""
-    for item in listener.listen:
-        try:
-            return parse_listen(item)[1]
-        except ValueError:
-            continue
-    return None
-
-
-def client_servers(cfg: Config) -> dict[str, list[dict[str, Any]]]:
-    """``{"imap": [{"port", "security"}...], "pop3": [...], "smtp": [...]}``, preferred first; off roles left out."""
-    found: dict[str, list[dict[str, Any]]] = {"imap": [], "pop3": [], "smtp": []}
-    off = set(cfg.disabled_listeners())  # switched off in config (smtp.enabled, imap.imaps.enabled, ...)
-    for protocol, role, security in _ROLES:
-        if f"{protocol}.{role}" in off:
-            continue
-        port = _port(_listener(cfg, role))
-        if port is not None:
-            found[protocol].append({"port": port, "security": security})
-    return found
-
-
-def connection_settings(cfg: Config, address: str) -> dict[str, Any]:
-    """What a mail client needs besides the key: host, ports and the username (the address)."""
-    return {"hostname": public_hostname(cfg), "username": address, **client_servers(cfg)}
 
 
 # --- profile ------------------------------------------------------------------

@@ -157,6 +157,7 @@ def query(name: str, description: str, schema: dict[str, Any] | None = None) -> 
 
 PAGING = [{"$ref": "#/components/parameters/page"}, {"$ref": "#/components/parameters/pageSize"}]
 EMAIL_ID = path_param("id", "the email's id (from a listing)")
+MAILBOX_ID = path_param("id", "the folder's id")
 KEY_ID = path_param("id", "the key's id")
 KEY_SELF = query("self", "true to revoke or rotate the calling key itself (409 otherwise)", BOOLEAN)
 OUTBOUND_ID = path_param("id", "the outbound email's id")
@@ -360,10 +361,64 @@ SCHEMAS: dict[str, Any] = {
         ),
         "additionalProperties": False,
     },
+    "MailboxRequest": {
+        **obj(
+            ["name"],
+            name={"type": "string", "description": "the full name, levels joined by '/' (Projects/2026)"},
+            specialUse={
+                "oneOf": [
+                    {
+                        "type": "string",
+                        "enum": ["\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash", "\\All", "\\Flagged"],
+                    },
+                    {"type": "null"},
+                ],
+                "description": "RFC 6154 special use, once per user",
+            },
+        ),
+        "additionalProperties": False,
+    },
+    "MailboxRename": {
+        **obj(["name"], name={"type": "string", "description": "the new full name; folders below follow"}),
+        "additionalProperties": False,
+    },
+    "MailboxDeleted": obj(["deleted", "id"], deleted={"const": True}, id=INTEGER),
+    "BulkRequest": {
+        **obj(
+            ["action"],
+            action={"type": "string", "enum": ["markRead", "markUnread", "flag", "unflag", "move", "delete"]},
+            ids=array(_POSITIVE, minItems=1, maxItems=1000, description="the emails (give ids or query)"),
+            query={
+                **obj(
+                    None,
+                    q={"type": "string", "maxLength": 1000},
+                    mailbox={"oneOf": [INTEGER, STRING], "description": "only this folder (id or name)"},
+                    **{"from": {"type": "string", "maxLength": 1000}, "to": {"type": "string", "maxLength": 1000}},
+                    after={"type": "string", "format": "date-time"},
+                    before={"type": "string", "format": "date-time"},
+                    hasAttachments=nullable("boolean"),
+                    isRead=nullable("boolean"),
+                ),
+                "additionalProperties": False,
+                "description": "the emails a search finds (as GET /api/emails/search; at most 1000 matches)",
+            },
+            mailbox={"oneOf": [INTEGER, STRING], "description": "move: the target folder (id or name)"},
+        ),
+        "additionalProperties": False,
+    },
+    "BulkResult": obj(
+        ["action", "count", "ids", "notFound", "mailboxId", "removed"],
+        action=STRING,
+        count={"type": "integer", "description": "emails the action applied to"},
+        ids=array(INTEGER, description="those emails (their ids do not change, moved or not)"),
+        notFound=array(INTEGER, description="ids asked for that are not the user's emails"),
+        mailboxId=nullable("integer", description="move, delete: the folder they are in now (the target, Trash)"),
+        removed=array(INTEGER, description="delete: emails removed for good (they were in Trash)"),
+    ),
     "Deleted": obj(
         ["deleted", "id"],
         deleted={"type": "boolean", "description": "true: expunged (it was in Trash); false: moved to Trash"},
-        id={"type": "integer", "description": "the message's id now (a move to Trash gives it a new one)"},
+        id={"type": "integer", "description": "the message's id (the same in Trash: a move keeps it)"},
         mailboxId=INTEGER,
     ),
     "ConnectionSettings": obj(
@@ -679,6 +734,28 @@ SCHEMAS: dict[str, Any] = {
                 "messages moved between the user's folders (REST, IMAP MOVE, bulk); they keep their ids",
             ),
             _event(
+                "BulkChanged",
+                obj(
+                    ["action", "count", "mailboxIds"],
+                    action=STRING,
+                    count=INTEGER,
+                    mailboxIds={"oneOf": [array(INTEGER), {"type": "null"}]},
+                ),
+                "a bulk action changed count emails in these folders (one event for all of them): refetch them "
+                "(every folder when mailboxIds is null: more than 300 were touched)",
+            ),
+            _event(
+                "MailboxChanged",
+                obj(
+                    ["change", "id"],
+                    change={"type": "string", "enum": ["created", "renamed", "deleted"]},
+                    id=INTEGER,
+                    name=STRING,
+                    specialUse=nullable("string"),
+                ),
+                "a folder was made, renamed or deleted (REST or IMAP); name and specialUse unless deleted",
+            ),
+            _event(
                 "UnreadCountChanged",
                 obj(["mailboxId", "unread"], mailboxId=INTEGER, unread=INTEGER),
                 "a folder's unread count, after changes to it",
@@ -784,7 +861,45 @@ PATHS: dict[str, dict[str, Any]] = {
             MAIL,
             returns("INBOX first, then by name", obj(["items", "total"], items=array(ref("Mailbox")), total=INTEGER)),
             scope=R,
-        )
+        ),
+        "post": op(
+            "Create a folder (and the folders above it)",
+            MAIL,
+            returns("the new folder", ref("Mailbox")),
+            status="201",
+            scope=W,
+            body=ref("MailboxRequest"),
+            errors={
+                "409": "it exists (INBOX always does), the special use is taken, or quota.mailboxes is reached",
+                "422": "a bad name (empty level, control characters, too long or deep) or special use",
+            },
+        ),
+    },
+    "/api/mailboxes/{id}": {
+        "patch": op(
+            "Rename a folder (folders below follow; renaming INBOX moves its mail to a new folder)",
+            MAIL,
+            returns("the folder with the new name (for INBOX: the new folder holding its mail)", ref("Mailbox")),
+            scope=W,
+            params=[MAILBOX_ID],
+            body=ref("MailboxRename"),
+            errors={
+                "404": "no such folder",
+                "409": "the new name exists (or is INBOX)",
+                "422": "a bad name, or one below the folder itself",
+            },
+        ),
+        "delete": op(
+            "Delete a folder and its mail for good",
+            MAIL,
+            returns("deleted", ref("MailboxDeleted")),
+            scope=W,
+            params=[MAILBOX_ID],
+            errors={
+                "404": "no such folder",
+                "409": "INBOX, a special-use folder (Sent, Trash...), or one with folders below it",
+            },
+        ),
     },
     "/api/emails": {
         "get": op(
@@ -831,6 +946,24 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         )
     },
+    "/api/emails/bulk": {
+        "post": op(
+            "Mark read or unread, flag, unflag, move or delete up to 1000 emails (ids or a search) at once",
+            MAIL,
+            returns("what was done", ref("BulkResult")),
+            scope=W,
+            body=ref("BulkRequest"),
+            errors={
+                "404": "no such folder (mailbox, or query.mailbox)",
+                "422": "a bad field; both or neither of ids and query; mailbox given for another action than move "
+                "or missing for move; a query matching more than 1000 emails",
+            },
+            description=(
+                "One transaction: all of it or none. Ids that are not the user's emails are listed in notFound. "
+                "The hub sends one BulkChanged event (and the unread counts), not an event per email."
+            ),
+        )
+    },
     "/api/emails/{id}": {
         "get": op(
             "One email: headers, text and sanitised HTML bodies, recipients, attachments",
@@ -850,7 +983,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "patch": op(
             "Mark read or unread, set flags, or move to another folder",
             MAIL,
-            returns("the email as it is now (a move gives it a new id)", ref("EmailSummary")),
+            returns("the email as it is now (a move keeps its id)", ref("EmailSummary")),
             scope=W,
             params=[EMAIL_ID],
             body=ref("EmailChange"),

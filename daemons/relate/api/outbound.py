@@ -1,5 +1,8 @@
 """Outbound mail over REST: drafts, send, reply, forward, outbox and sent.
 
+This module reads requests and shapes answers; sending itself (recipients,
+limits, composing, the delivery transaction) is services/outbound.py's.
+
 Policy:
 
 - A draft (``POST /api/outbound``, ``PUT /api/outbound/{id}``) is kept
@@ -45,31 +48,28 @@ import binascii
 import email.utils
 import logging
 import re
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from relate.api.app import ApiState, json_body, page_of, paging, path_id, state
+from relate.api.app import json_body, page_of, paging, path_id, state
 from relate.api.errors import ApiError, invalid, not_found
-from relate.api.mail import sanitize_html
 from relate.api.security import READ, WRITE, client_address, principal, requires
-from relate.delivery import Delivery, Kind, Sender, classify
+from relate.api.shapes import sanitize_html
 from relate.errors import Invalid
 from relate.mail import compose as mime
-from relate.mail.address import comparable_address, normalize_address, split_address
+from relate.mail.address import comparable_address, normalize_address
 from relate.mail.mime import Address, ParsedMessage, parse_message, part_content
-from relate.mailauth.verdict import submission_results
-from relate.notify import Notifier
-from relate.store import accounts, drafts, sending
+from relate.services import outbound
+from relate.services.outbound import Edit
+from relate.store import accounts, drafts, events
 from relate.store import emails as email_store
 
 log = logging.getLogger("relate.api")
 routes = web.RouteTableDef()
 
-MAX_RECIPIENTS = 100
 MAX_ATTACHMENTS = 100
 LISTS = {
     "drafts": ("draft",),
@@ -83,26 +83,6 @@ _CONTENT_ID = re.compile(r"^[^<>\s\"\\]{1,200}$")
 # checked as a space), DEL, and U+2028/U+2029, which end a line for Python's str.splitlines() and the
 # email package as CR and LF do. A mail client pasting one into a subject would be asked to remove it.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# Compose in a worker thread past this many attachment bytes, off the event loop.
-_THREADED_COMPOSE = 256 * 1024
-_NOTIFIER = "outbound_notifier"
-
-
-def setup(app: web.Application) -> None:
-    """A notifier for mail the send path delivers locally (the hub's NewEmail), drained at shutdown."""
-
-    async def notifier(app: web.Application) -> Any:
-        from relate.api.app import STATE
-
-        st: ApiState = app[STATE]
-        made = Notifier(st.cfg.internal)
-        st.parts[_NOTIFIER] = made
-        yield
-        await made.drain()
-
-    app.cleanup_ctx.append(notifier)
-
-
 # --- reading requests ---------------------------------------------------------------------
 
 
@@ -150,8 +130,8 @@ def _people(value: Any, name: str) -> list[mime.Person]:
         return []
     if not isinstance(value, list):
         raise invalid(f"{name} must be a list of addresses")
-    if len(value) > MAX_RECIPIENTS:
-        raise invalid(f"{name}: at most {MAX_RECIPIENTS} recipients")
+    if len(value) > outbound.MAX_RECIPIENTS:
+        raise invalid(f"{name}: at most {outbound.MAX_RECIPIENTS} recipients")
     return [_person(item, f"{name}[{i}]") for i, item in enumerate(value)]
 
 
@@ -162,49 +142,6 @@ def _message_ids(value: Any, name: str) -> list[str]:
     if items is None or len(items) > 100 or not all(isinstance(v, str) and mime.is_message_id(v) for v in items):
         raise invalid(f"{name} must be a list of message ids like <id@host> (at most 100)")
     return list(items)
-
-
-@dataclass
-class Edit:
-    """A draft being written: what it says, and what happens to its attachments."""
-
-    sender: mime.Person
-    to: list[mime.Person] = field(default_factory=list)
-    cc: list[mime.Person] = field(default_factory=list)
-    bcc: list[mime.Person] = field(default_factory=list)
-    subject: str | None = None
-    text_body: str | None = None
-    html_body: str | None = None
-    in_reply_to: str | None = None
-    references: list[str] = field(default_factory=list)
-    existing: dict[int, int] = field(default_factory=dict)  # attachment id -> size, of the stored draft
-    keep: list[int] | None = None  # None: keep every existing attachment
-    new: list[drafts.NewAttachment] = field(default_factory=list)
-
-    def recipients(self) -> list[drafts.Recipient]:
-        return [
-            drafts.Recipient(kind, p.email, p.name)
-            for kind, people in (("to", self.to), ("cc", self.cc), ("bcc", self.bcc))
-            for p in people
-        ]
-
-    def attachment_bytes(self) -> int:
-        kept = self.existing.keys() if self.keep is None else self.keep
-        return sum(self.existing[i] for i in kept) + sum(len(a.data) for a in self.new)
-
-    def fields(self) -> drafts.Fields:
-        return drafts.Fields(
-            from_address=self.sender.email,
-            from_name=self.sender.name,
-            subject=self.subject,
-            text_body=self.text_body,
-            html_body=self.html_body,
-            in_reply_to=self.in_reply_to,
-            references=self.references,
-            recipients=self.recipients(),
-            keep_attachments=self.keep,
-            new_attachments=self.new,
-        )
 
 
 def _attachment(value: Any, name: str) -> drafts.NewAttachment:
@@ -328,22 +265,6 @@ def _edit_of(row: dict[str, Any]) -> Edit:
 # --- composing and storing -----------------------------------------------------------------
 
 
-def _draft(edit: Edit, attachments: list[mime.Attachment], **extra: Any) -> mime.Draft:
-    return mime.Draft(
-        sender=edit.sender,
-        to=edit.to,
-        cc=edit.cc,
-        bcc=edit.bcc,
-        subject=edit.subject or "",
-        text_body=edit.text_body,
-        html_body=edit.html_body,
-        attachments=attachments,
-        in_reply_to=edit.in_reply_to,
-        references=edit.references,
-        **extra,
-    )
-
-
 def _stored_attachments(rows: list[dict[str, Any]]) -> list[mime.Attachment]:
     return [mime.Attachment(r["filename"], r["content_type"], r["data"], r["content_id"], r["inline"]) for r in rows]
 
@@ -352,16 +273,10 @@ def _new_attachments(items: list[drafts.NewAttachment]) -> list[mime.Attachment]
     return [mime.Attachment(a.filename, a.content_type, a.data, a.content_id, a.inline) for a in items]
 
 
-async def _compose(draft: mime.Draft, *, include_bcc: bool) -> bytes:
-    if sum(len(a.data) for a in draft.attachments) > _THREADED_COMPOSE:
-        return await asyncio.to_thread(mime.compose, draft, include_bcc=include_bcc)
-    return mime.compose(draft, include_bcc=include_bcc)
-
-
 async def _write_copy(conn: asyncpg.Connection, user_id: int, email_id: int, edit: Edit) -> None:
     """Compose the draft as it is now stored and make it the Drafts folder's copy."""
     stored = await drafts.attachment_data(conn, email_id)
-    raw = await _compose(_draft(edit, _stored_attachments(stored)), include_bcc=True)
+    raw = await outbound.compose(outbound.compose_draft(edit, _stored_attachments(stored)), include_bcc=True)
     await drafts.replace_copy(conn, user_id, email_id, raw)
 
 
@@ -408,76 +323,29 @@ def _require_draft(row: dict[str, Any]) -> None:
 async def _send(
     request: web.Request, edit: Edit, attachments: list[mime.Attachment], row: dict[str, Any] | None
 ) -> int:
-    """Check, compose and deliver; returns the outbound id once the delivery transaction has committed."""
+    """Send through services/outbound.py once the sender is checked; announce the local copies; the outbound id."""
     st = state(request)
     who = principal(request)
     await _check_sender(request, edit.sender)
-    recipients: list[drafts.Recipient] = []
-    seen: set[str] = set()
-    for r in edit.recipients():
-        if r.address not in seen:
-            seen.add(r.address)
-            recipients.append(r)
-    if not recipients:
-        raise invalid("a message needs at least one recipient (to, cc or bcc)")
-    if len(recipients) > MAX_RECIPIENTS:
-        raise invalid(f"a message may have at most {MAX_RECIPIENTS} recipients (to, cc and bcc together)")
-    _, domain = split_address(edit.sender.email)
-    message_id = mime.make_message_id(domain)
-    delivery = Delivery(st.pool, edit.sender.email, sender=Sender(who.user_id, edit.sender.email), quota=st.cfg.quota)
-    limits = st.cfg.submission.limits
-    checked = []
-    for r in recipients:
-        target = await classify(st.pool, r.address, st.cfg.quota)
-        if target.kind is Kind.UNKNOWN:
-            raise invalid(f"{r.address} does not exist")
-        delivery.add(target)
-        checked.append(drafts.Recipient(r.kind, r.address, r.name, local=target.kind is Kind.LOCAL))
-    found = await sending.charge(st.pool, who.user_id, [r.address for r in recipients], sending.Limits.of(limits))
-    if found.over is not None:
-        if found.first:
+    try:
+        sent = await outbound.send(st.pool, st.cfg, who.user_id, who.address, edit, attachments, row)
+    except outbound.SendingLimit as exc:
+        if exc.first:
             log.warning(
                 "api-sending-limit user=%s %s client=%s: the user's mail is refused (429) until the last "
                 "24 hours' count falls under the limit (relatectl user limits)",
                 who.address,
-                found.summary,
+                exc.summary,
                 client_address(request),
             )
-        raise ApiError(
-            429,
-            "sending_limit",
-            f"4.7.0 daily sending limit reached ({found.over} per day); try again later",
-            headers={"Retry-After": "3600"},
-        )
-    draft = _draft(edit, attachments, message_id=message_id, date=datetime.now().astimezone())
-    message = await _compose(draft, include_bcc=False)
-    sent_copy = await _compose(draft, include_bcc=True) if edit.bcc else None
-    record = drafts.Sent(
-        user_id=who.user_id,
-        from_address=edit.sender.email,
-        from_name=edit.sender.name,
-        mail_from=edit.sender.email,
-        subject=edit.subject,
-        text_body=edit.text_body,
-        html_body=edit.html_body,
-        message_id=message_id,
-        in_reply_to=edit.in_reply_to,
-        references=edit.references,
-        recipients=checked,
-        email_id=None if row is None else row["id"],
-        version=None if row is None else row["updated_at"],
-    )
-    # The local copies say who sent them, as submission's do (relate.mailauth; the Sent copy does not).
-    results = submission_results(st.cfg, who.address)
-    committed = await delivery.commit(message, sent_copy=sent_copy, record=record, results=results)
-    notifier: Notifier | None = st.parts.get(_NOTIFIER)
-    if notifier is not None:
-        for stored in committed.local:
-            notifier.new_email(
-                mailbox_id=stored.mailbox_id, email_id=stored.id, sender=edit.sender.email, subject=edit.subject
-            )
-    assert committed.outbound_id is not None
-    return committed.outbound_id
+        raise ApiError(429, "sending_limit", str(exc), headers={"Retry-After": "3600"}) from None
+    if sent.local:
+        # Local recipients' copies: NewEmail and web push from here, as the SMTP daemon's notification does.
+        rows = await events.new_emails(st.pool, [stored.id for stored in sent.local])
+        for stored in sent.local:
+            if (copy := rows.get(stored.id)) is not None:
+                st.announce_new(copy, edit.sender.email, edit.subject)
+    return sent.outbound_id
 
 
 # --- answers ---------------------------------------------------------------------------------

@@ -95,6 +95,11 @@ class PushSender:
     def configured(self) -> bool:
         return self.vapid is not None
 
+    def announce_new(self, row: dict[str, Any], sender: str | None, subject: str | None) -> None:
+        """New mail (api/app.py MailListener): a push to the owner's devices."""
+        from_row = (row.get("from_addr") or [{}])[0].get("email")
+        self.new_email(row["user_id"], row["id"], row["mailbox_id"], sender or from_row, subject or row.get("subject"))
+
     def new_email(self, user_id: int, email_id: int, mailbox_id: int, sender: str | None, subject: str | None) -> None:
         """Push a new-mail message to every device of the user, in the background."""
         if self.vapid is None:
@@ -258,7 +263,7 @@ def setup(app: web.Application) -> None:
     st = app[STATE]
     sender = PushSender(st.pool, st.cfg)
     app[PUSH] = sender
-    st.parts["push"] = sender
+    st.listeners.append(sender)
 
     async def cleanup(_app: web.Application) -> None:
         await sender.close()

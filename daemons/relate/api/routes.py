@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from relate.api import content, export, hub, keys, mail, meta, oidc, openapi, outbound, prefs, push, senders
+from relate.api import content, export, folders, hub, keys, mail, meta, oidc, openapi, outbound, prefs, push, senders
 
 ROUTE_MODULES: tuple[ModuleType, ...] = (
+    folders,
     mail,
     outbound,
     keys,

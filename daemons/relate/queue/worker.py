@@ -43,7 +43,11 @@ policies due for one (relate.queue.mtasts) in a task of its own, so that a
 slow policy server never holds up deliveries.
 
 Recipients at hosted domains are delivered locally through the ingest path,
-without SMTP, each in the transaction that records it. Remote ones are
+without SMTP, each in the transaction that records it. What the queue stores
+(those copies, and DSNs in a sender's INBOX) is announced as the SMTP daemon
+announces mail: the change feed tells every listener at commit (the hub's
+NewEmail), and, once committed, the API is told through ``notifier``
+(relate.notify, never waited on) so it pushes to the owner's devices. Remote ones are
 grouped by domain, at most ``max_connections_per_domain`` connections per
 domain and ``max_connections`` in all. The loop wakes on the change feed's
 ``relate_queue`` channel (and after the feed was down, when it may have missed
@@ -70,6 +74,7 @@ from relate.mail import dkim
 from relate.mail.address import split_address
 from relate.mail.mime import parse_message
 from relate.mailauth.dns import Dns
+from relate.notify import Notifier
 from relate.queue import bounce, tlsrpt
 from relate.queue.client import DomainSender, Message, Result, off_loop, wire_form
 from relate.queue.mtasts import MtaSts
@@ -234,9 +239,11 @@ class DeliveryWorker:
         clock: Clock = utcnow,
         blob_grace: timedelta = BLOB_GRACE,
         feed: ChangeFeed | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.cfg = cfg
         self.pool = pool
+        self.notifier = notifier
         self.clock = clock
         self.blob_grace = blob_grace
         self._next_sweep = 0.0  # loop.time() of the next blob sweep
@@ -613,6 +620,8 @@ class DeliveryWorker:
                             raise _NotOurs()
                 except _NotOurs:
                     recorded = []
+                else:
+                    self._announce(stored, c.mail_from or None, None)
                 self._recorded(work.claim, [result], set(recorded))
 
     async def _signature(self, wire: bytes, keys: dict[str, dkim.DkimKey | None]) -> bytes:
@@ -737,8 +746,9 @@ class DeliveryWorker:
                     notice = await store.take_bounce(conn, email_id)
                     if notice is None:
                         continue  # another daemon is on it
-                    await self._notify_sender(conn, notice, "failed")
+                    stored = await self._notify_sender(conn, notice, "failed")
                     await store.bounced(conn, notice.recipient_ids)
+                self._announce(stored, None, None)
                 made += 1
             except db.ERRORS as exc:
                 log.warning("dsn-error id=%d error=%s: %s", email_id, type(exc).__name__, exc)
@@ -758,16 +768,25 @@ class DeliveryWorker:
                     notice = await store.take_delay_warning(conn, email_id, now, after)
                     if notice is None:
                         continue
-                    if notice.recipients:
-                        await self._notify_sender(conn, notice, "delayed")
+                    stored = await self._notify_sender(conn, notice, "delayed") if notice.recipients else []
                     await store.warned(conn, email_id, now)
+                self._announce(stored, None, None)
             except db.ERRORS as exc:
                 log.warning("dsn-error id=%d error=%s: %s", email_id, type(exc).__name__, exc)
 
-    async def _notify_sender(self, conn: asyncpg.Connection, notice: Notice, action: str) -> None:
-        """Put the DSN into the sender's INBOX, in the caller's transaction."""
+    def _announce(self, stored: Sequence[messages.StoredMessage], sender: str | None, subject: str | None) -> None:
+        """Tell the API of messages the queue stored, once committed (their owners' devices are pushed)."""
+        if self.notifier is None:
+            return
+        for message in stored:
+            self.notifier.new_email(mailbox_id=message.mailbox_id, email_id=message.id, sender=sender, subject=subject)
+
+    async def _notify_sender(
+        self, conn: asyncpg.Connection, notice: Notice, action: str
+    ) -> list[messages.StoredMessage]:
+        """Put the DSN into the sender's INBOX, in the caller's transaction; what was stored."""
         if not notice.mail_from:
-            return  # never a DSN for a message with the null sender
+            return []  # never a DSN for a message with the null sender
         head = await store.blob_head(conn, notice.blob_hash, DSN_HEADER_BYTES)
         dsn = bounce.build(
             reporting_mta=self.cfg.hostname,
@@ -783,8 +802,9 @@ class DeliveryWorker:
         inbox = await accounts.inbox_id(conn, notice.user_id)
         if inbox is None:
             log.warning("dsn-undeliverable user=%d (no INBOX)", notice.user_id)
-            return
-        await messages.ingest(conn, b"Return-Path: <>\r\n" + dsn, [inbox])
+            return []
+        stored = await messages.ingest(conn, b"Return-Path: <>\r\n" + dsn, [inbox])
         log.info(
             "dsn action=%s to=%s rcpts=%s", action, notice.mail_from, ",".join(r.address for r in notice.recipients)
         )
+        return list(stored)

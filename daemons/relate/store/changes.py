@@ -8,8 +8,14 @@ the change, so a listener hears of it exactly when it commits):
   "user", "mailbox", "modseq"}`` plus ``"id"``, ``"uid"`` of a message stored
   (and ``"at"``, the database's clock then, from ingest: the notification lag metric),
   or ``"ids"`` of messages expunged ("subscriptions" has mailbox 0: a user's
-  subscribed names changed). Written by store/messages.py and store/mailboxes.py;
-  a listener ignores events it does not know.
+  subscribed names changed). A move's "new" names the source (``"from"``) and
+  its "expunge" the target (``"to"``): the messages keep their ids. A change
+  made by a bulk action (services/mail.py) carries ``"bulk"`` (the action),
+  and the action ends with one ``{"event": "bulk", "mailbox": 0, "action",
+  "count", "mailboxes"}``: a listener that reports to people (the API's hub)
+  can sum it up once, while IMAP sessions follow each mailbox's changes as
+  ever. Written by store/messages.py, store/imap_messages.py and
+  store/mailboxes.py; a listener ignores events it does not know.
 - ``relate_delivery`` (:class:`DeliveryChange`): an outbound message's status
   changed, ``{"user", "id", "status"}`` (store/queue.py, store/outbound.py).
 - ``relate_queue`` (:class:`QueueChange`): the outbound queue has work now;
@@ -55,6 +61,10 @@ from relate.store import db
 log = logging.getLogger("relate.store.changes")
 
 MAIL = "relate_mail"
+# A transaction of a bulk action sets this (``set_config(BULK_SETTING, action, true)``); the message changes it
+# makes carry the action as ``"bulk"`` (SQL: BULK_MARK, NULL outside one).
+BULK_SETTING = "relate.bulk"
+BULK_MARK = f"nullif(current_setting('{BULK_SETTING}', true), '')"
 DELIVERY = "relate_delivery"
 QUEUE = "relate_queue"
 
@@ -77,6 +87,9 @@ class MailChange:
     at: float | None = None  # "new" from ingest: the database's clock when it was stored (Unix time)
     source: int | None = None  # "new" of a move: the mailbox the messages came from (they keep their ids)
     target: int | None = None  # "expunge" of a move: the mailbox the messages went to
+    bulk: str | None = None  # the bulk action a message change is part of; the action's own event for "bulk"
+    count: int | None = None  # "bulk": messages the action changed
+    mailboxes: tuple[int, ...] | None = None  # "bulk": the mailboxes it touched
 
 
 @dataclass(frozen=True)
@@ -117,7 +130,24 @@ def parse_mail(payload: str) -> MailChange | None:
     at = data.get("at")
     stamp = float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None
     source, target = _int(data.get("from")), _int(data.get("to"))
-    return MailChange(event, user, mailbox, modseq, message_id, uid, listed, stamp, source, target)
+    bulk = data.get("bulk") if event != "bulk" else data.get("action")
+    boxes = data.get("mailboxes")
+    touched = tuple(i for i in boxes if _int(i) is not None) if isinstance(boxes, list) else None
+    return MailChange(
+        event,
+        user,
+        mailbox,
+        modseq,
+        message_id,
+        uid,
+        listed,
+        stamp,
+        source,
+        target,
+        bulk if isinstance(bulk, str) else None,
+        _int(data.get("count")),
+        touched,
+    )
 
 
 def parse_delivery(payload: str) -> DeliveryChange | None:

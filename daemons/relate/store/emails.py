@@ -9,6 +9,7 @@ sessions and the WebSocket hub hear of them the same way.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,16 +19,18 @@ _SUMMARY = """m.id, m.mailbox_id, m.uid, m.subject, m.from_addr, m.to_addr, m.in
               m.size, m.flags, m.attachment_count"""
 
 
-async def mailboxes(conn: Queryable, user_id: int) -> list[dict[str, Any]]:
+async def mailboxes(conn: Queryable, user_id: int, only: int | None = None) -> list[dict[str, Any]]:
+    """The user's folders with their counts (INBOX first); ``only``: just that one."""
     rows = await conn.fetch(
         """SELECT b.id, b.name, b.special_use,
                   EXISTS (SELECT 1 FROM subscriptions s WHERE s.user_id = b.user_id AND s.name = b.name) AS subscribed,
                   (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id) AS total,
                   (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id
                       AND NOT ('\\Seen' = ANY (m.flags))) AS unread
-             FROM mailboxes b WHERE b.user_id = $1
+             FROM mailboxes b WHERE b.user_id = $1 AND ($2::bigint IS NULL OR b.id = $2)
             ORDER BY upper(b.name) <> 'INBOX', b.name""",
         user_id,
+        only,
     )
     return [dict(r) for r in rows]
 
@@ -262,6 +265,30 @@ async def locate(conn: Queryable, user_id: int, email_id: int) -> dict[str, Any]
         user_id,
     )
     return dict(row) if row else None
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where one of a user's messages is, for a change to it."""
+
+    id: int
+    mailbox_id: int
+    uid: int
+    flags: tuple[str, ...]
+    special_use: str | None
+
+
+async def locate_many(conn: Queryable, user_id: int, ids: Sequence[int]) -> list[Located]:
+    """:func:`locate` for many messages in one query: those of ``ids`` that are the user's, by mailbox and UID."""
+    rows = await conn.fetch(
+        """SELECT m.id, m.mailbox_id, m.uid, m.flags, b.special_use
+             FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+            WHERE m.id = ANY($1::bigint[]) AND b.user_id = $2
+            ORDER BY m.mailbox_id, m.uid""",
+        list(ids),
+        user_id,
+    )
+    return [Located(r["id"], r["mailbox_id"], r["uid"], tuple(r["flags"]), r["special_use"]) for r in rows]
 
 
 async def raw(conn: Queryable, user_id: int, email_id: int) -> bytes | None:

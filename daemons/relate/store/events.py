@@ -59,3 +59,9 @@ async def unread(conn: Queryable, mailbox_ids: list[int]) -> dict[int, int]:
         mailbox_ids,
     )
     return {r["id"]: r["unread"] for r in rows}
+
+
+async def mailbox(conn: Queryable, mailbox_id: int) -> dict[str, Any] | None:
+    """A folder's ``name`` and ``special_use``; None if it is gone."""
+    row = await conn.fetchrow("SELECT name, special_use FROM mailboxes WHERE id = $1", mailbox_id)
+    return dict(row) if row else None

@@ -24,6 +24,7 @@ import asyncpg
 from relate.config import QuotaConfig
 from relate.errors import MailboxGone, OverQuota
 from relate.store import mailboxes, quota, spam
+from relate.store.changes import BULK_MARK
 from relate.store.db import NOT_DURABLE, Queryable, wait_durable
 from relate.store.spam import JUNK
 
@@ -328,7 +329,7 @@ WITH box AS (SELECT id, user_id, highestmodseq + 1 AS next{"" if durable else ",
 SELECT box.next AS modseq,
        ARRAY(SELECT ROW(upd.uid, upd.flags) FROM upd) AS changed,
        (SELECT pg_notify($4, json_build_object('event', 'flags', 'mailbox', box.id, 'user', box.user_id,
-                                               'modseq', box.next)::text) FROM bump) AS announced
+                                               'modseq', box.next, 'bulk', {BULK_MARK})::text) FROM bump) AS announced
   FROM box"""
     for mode in ("+", "-", "")
     for durable in (True, False)
@@ -434,7 +435,8 @@ WITH box AS (SELECT id, user_id, highestmodseq + 1 AS next{"" if durable else ",
 SELECT ARRAY(SELECT gone.uid FROM gone ORDER BY gone.uid) AS uids, (SELECT box.next FROM bump) AS modseq,
        (SELECT pg_notify($3, json_build_object(
                    'event', 'expunge', 'mailbox', box.id, 'user', box.user_id, 'modseq', box.next,
-                   'ids', CASE WHEN counted.n <= $4 THEN (SELECT json_agg(gone.id) FROM gone) END)::text)
+                   'ids', CASE WHEN counted.n <= $4 THEN (SELECT json_agg(gone.id) FROM gone) END,
+                   'bulk', {BULK_MARK})::text)
           FROM bump, counted) AS announced
   FROM box"""
     for durable in (True, False)
@@ -491,14 +493,15 @@ _COPY = {
 # logs their UIDs as expunged under its next modseq, drops them from its counts, and announces the expunge
 # naming the target (``to``), so the hub can tell apps of a move rather than a deletion. $1 source, $2 UIDs,
 # $3 their number, $4 their bytes, $5 the moved ids (or NULL past EXPUNGE_IDS_MAX), $6 the target, $7 channel.
-_MOVED_OUT_SQL = """
+_MOVED_OUT_SQL = f"""
 WITH box AS (UPDATE mailboxes SET highestmodseq = highestmodseq + 1, message_count = message_count - $3,
                                   message_bytes = message_bytes - $4
               WHERE id = $1 RETURNING id, user_id, highestmodseq AS modseq),
      logged AS (INSERT INTO mailbox_expunges (mailbox_id, uid, modseq)
                 SELECT box.id, u, box.modseq FROM box, unnest($2::bigint[]) AS u)
 SELECT box.modseq, pg_notify($7, json_build_object('event', 'expunge', 'mailbox', box.id, 'user', box.user_id,
-                                                   'modseq', box.modseq, 'ids', $5::bigint[], 'to', $6::bigint)::text)
+                                                   'modseq', box.modseq, 'ids', $5::bigint[], 'to', $6::bigint,
+                                                   'bulk', {BULK_MARK})::text)
   FROM box"""
 
 
@@ -621,7 +624,9 @@ async def _move_rows(
 ) -> None:
     """The move itself, in the caller's transaction with both mailboxes locked: each row takes the target,
     its new UID and the target's modseq, and its save date (RFC 8514 SAVEDATE) becomes now; the source
-    logs the expunges (``_MOVED_OUT_SQL``)."""
+    logs the expunges (``_MOVED_OUT_SQL``). A draft's Drafts copy moved away (a mail client deleting it
+    to Trash) stops being the draft's copy, as when a copy is expunged (store/drafts.py): the next save
+    writes a new one, and sending leaves the moved one where the user put it."""
     await conn.execute(
         """UPDATE messages m SET mailbox_id = $1, uid = n.new_uid, modseq = $2, created_at = now()
              FROM unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid)
@@ -633,6 +638,9 @@ async def _move_rows(
         [p[1] for p in pairs],
     )
     ids = [r["id"] for r in rows]
+    await conn.execute(
+        "UPDATE outbound_emails SET draft_message_id = NULL WHERE draft_message_id = ANY($1::bigint[])", ids
+    )
     await conn.execute(
         _MOVED_OUT_SQL,
         source_id,

@@ -54,9 +54,14 @@ def is_inbox(name: str) -> bool:
     return name.upper() == "INBOX"
 
 
+# The payload, with the bulk action the transaction is part of, if any (store/changes.py).
+_NOTIFY = f"""SELECT pg_notify($1, CASE WHEN {changes.BULK_MARK} IS NULL THEN $2::text
+    ELSE ($2::text::jsonb || jsonb_build_object('bulk', {changes.BULK_MARK}))::text END)"""
+
+
 async def notify(conn: Queryable, event: str, mailbox_id: int, user_id: int, modseq: int, **extra: Any) -> None:
     payload = {"event": event, "mailbox": mailbox_id, "user": user_id, "modseq": modseq, **extra}
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, json.dumps(payload))
+    await conn.execute(_NOTIFY, CHANNEL, json.dumps(payload))
 
 
 async def list_all(conn: Queryable, user_id: int) -> list[dict[str, Any]]:
@@ -102,13 +107,17 @@ async def create(
         )
         if held + 1 + len(parents) - made > limit:
             raise TooMany(f"a user may have at most {limit} mailboxes")
-    row = await conn.fetchrow(  # one statement: the parents, the mailbox and its NOTIFY ("created") commit together
+    # One statement: the parents, the mailbox and their NOTIFYs ("created", parents first) commit together.
+    row = await conn.fetchrow(
         f"""WITH parents AS (
                 INSERT INTO mailboxes (user_id, name) SELECT $1, p FROM unnest($4::text[]) AS p
                  WHERE NOT EXISTS (SELECT 1 FROM mailboxes WHERE user_id = $1 AND name = $2)
-                ON CONFLICT DO NOTHING)
+                ON CONFLICT DO NOTHING RETURNING id, name)
             INSERT INTO mailboxes (user_id, name, special_use) VALUES ($1, $2, $3)
-            ON CONFLICT DO NOTHING RETURNING {_COLUMNS}, {_announce_sql("created", "id", 5)}""",
+            ON CONFLICT DO NOTHING
+            RETURNING (SELECT count({_announce_sql("created", "p.id", 5)})
+                         FROM (SELECT id FROM parents ORDER BY name) p) AS parents_announced,
+                      {_COLUMNS}, {_announce_sql("created", "id", 5)}""",
         user_id,
         name,
         special_use,
@@ -117,7 +126,7 @@ async def create(
     )
     if row is None:
         raise Conflict(f"mailbox {name} already exists")
-    return {k: v for k, v in row.items() if k != "pg_notify"}
+    return {k: v for k, v in row.items() if k not in ("pg_notify", "parents_announced")}
 
 
 async def delete(conn: asyncpg.Connection, user_id: int, name: str) -> None:
