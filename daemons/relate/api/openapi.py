@@ -1400,7 +1400,8 @@ def document() -> dict[str, Any]:
             "version": relate.__version__,
             "description": (
                 "REST API of Relate Mail for web, desktop and mobile apps. Authenticate with an API key: "
-                "`Authorization: Bearer KEY` (or `ApiKey KEY`). Lists are paginated "
+                "`Authorization: Bearer KEY` (or `ApiKey KEY`), or with an access token of the OIDC provider "
+                "the server is configured for (api.oidc). Lists are paginated "
                 "(`page`, `pageSize`; answers carry `items`, `page`, `pageSize`, `total`). Errors are "
                 '`{"error": code, "message": text}`. Per-key limits per minute: requests, writes, and '
                 "key management; over one: 429 with Retry-After."
@@ -1419,7 +1420,8 @@ def document() -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "an API key (relate_<prefix>_<secret>); roles are the scopes a route needs",
+                    "description": "an API key (relate_<prefix>_<secret>) or an OIDC access token (a JWT of "
+                    "api.oidc.issuer); roles are the scopes a route needs",
                 },
                 "accessToken": {
                     "type": "apiKey",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relate.api.openapi import _JSON_ERRORS, EMAIL_ID, MAIL, R, W, op, query, ref, returns
+from relate.api.openapi import _JSON_ERRORS, EMAIL_ID, MAIL, META, R, W, op, query, ref, returns
 from relate.services import preferences
 
 PREFERENCES, EXPORT = "preferences", "export"
@@ -100,6 +100,13 @@ PATHS: dict[str, dict[str, Any]] = {
                     "content": {"application/json": {"schema": ref("Error")}},
                 },
             },
+        )
+    },
+    "/api/docs": {
+        "get": op(
+            "This document as a page for people (generated from it; self-contained, no scripts)",
+            META,
+            returns("the reference", {"type": "string"}, "text/html"),
         )
     },
 }

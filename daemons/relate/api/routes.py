@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from relate.api import content, export, folders, hub, keys, mail, meta, oidc, openapi, outbound, prefs, push, senders
-
-ROUTE_MODULES: tuple[ModuleType, ...] = (
-    folders,
-    mail,
-    outbound,
-    keys,
-    meta,
-    openapi,
-    hub,
-    push,
-    senders,
-    oidc,
-    prefs,
-    export,
+from relate.api import (
     content,
+    export,
+    folders,
+    hub,
+    keys,
+    mail,
+    meta,
+    oidc,
+    openapi,
+    outbound,
+    prefs,
+    push,
+    reference,
+    senders,
 )
+
+ROUTE_MODULES: tuple[ModuleType, ...] = (mail, outbound, keys, meta, openapi, hub, push, senders, folders)
+# Issue 17's features for the apps: OIDC sign-in, preferences, export, cid: parts, the reference page.
+ROUTE_MODULES += (oidc, prefs, export, content, reference)
