@@ -111,7 +111,7 @@ class _PriorityPrefix(logging.Formatter):
 
 class _Timestamped(logging.Formatter):
     """``%(asctime)s`` as logging.Formatter writes it, the part before the milliseconds made once a second:
-    the daemons log a line or two per message and connection, and ``time.strftime`` was most of a line's
+    the daemons log a line or two per message and connection, and ``time.strftime`` was half of a line's
     formatting."""
 
     _made: tuple[int, str] = (-1, "")  # (second, its text): one tuple, replaced whole
@@ -123,7 +123,8 @@ class _Timestamped(logging.Formatter):
         if int(record.created) != second:
             text = time.strftime(self.default_time_format, self.converter(record.created))
             self._made = (int(record.created), text)
-        return self.default_msec_format % (text, record.msecs)
+        msec = self.default_msec_format
+        return text if msec is None else msec % (text, record.msecs)
 
 
 def _journal_handler(identifier: str) -> logging.Handler:
