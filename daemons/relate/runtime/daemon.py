@@ -40,6 +40,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn, Protocol, runtime_checkable
@@ -108,6 +109,24 @@ class _PriorityPrefix(logging.Formatter):
         return prefix + super().format(record).replace("\n", "\n" + prefix)
 
 
+class _Timestamped(logging.Formatter):
+    """``%(asctime)s`` as logging.Formatter writes it, the part before the milliseconds made once a second:
+    the daemons log a line or two per message and connection, and ``time.strftime`` was half of a line's
+    formatting."""
+
+    _made: tuple[int, str] = (-1, "")  # (second, its text): one tuple, replaced whole
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second, text = self._made
+        if int(record.created) != second:
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._made = (int(record.created), text)
+        msec = self.default_msec_format
+        return text if msec is None else msec % (text, record.msecs)
+
+
 def _journal_handler(identifier: str) -> logging.Handler:
     if journal.native_available():
         return journal.JournalHandler(identifier)
@@ -151,7 +170,12 @@ def setup_logging(level: str, identifier: str = "relate") -> None:
         handler = _journal_handler(identifier)
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_Timestamped("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # No handler here writes the thread or process of a record (journald has the pid from the socket):
+    # not looking them up saves each line a few calls (the logging HOWTO's "Optimization").
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root.addHandler(handler)
     root.setLevel(level.upper())
     pool_log = logging.getLogger("asyncpg.pool")

@@ -268,7 +268,10 @@ async def close(writer: asyncio.StreamWriter) -> None:
         writer.transport.resume_reading()
     writer.close()
     try:
-        await asyncio.wait_for(writer.wait_closed(), CLOSE_LINGER)
+        # asyncio.timeout, not wait_for: wait_for (3.11) runs the wait as a task of its own, plus a future and
+        # a timer, for every connection closed; this bounds it in the caller's task with one timer.
+        async with asyncio.timeout(CLOSE_LINGER):
+            await writer.wait_closed()
     except (OSError, TimeoutError):  # ssl.SSLError is an OSError; the connection went either way
         writer.transport.abort()
     except asyncio.CancelledError:

@@ -195,6 +195,49 @@ class Prepared:
     digest: bytes  # SHA-256 of the raw bytes: the blob's key
     wire_size: int | None  # see wire_size()
     size: int  # len(raw)
+    # The ingest statement's $6-$31, the same for every copy: made here, before any connection is taken, so
+    # a delivery sharing a transaction (store/group_commit.py) does not hold its mailbox row lock meanwhile,
+    # and made once when that transaction is run again.
+    values: tuple[Any, ...]
+
+
+def _values(parsed: ParsedMessage, wire: int | None) -> tuple[Any, ...]:
+    """The columns of a message row that come from the message (see :class:`Prepared`)."""
+    attachments = [
+        {
+            "part": a.part,
+            "filename": _clean(a.filename),
+            "contentType": _clean(a.content_type),
+            "size": a.size,
+            "contentId": _clean(a.content_id),
+            "inline": a.inline,
+        }
+        for a in parsed.attachments
+    ]
+    envelope = _clean(parsed.envelope)
+    sort = sort_keys(parsed.subject, envelope)
+    threading = thread_ids(parsed.message_id, parsed.in_reply_to, parsed.references)
+    return (
+        _clean(parsed.subject),
+        _addresses(parsed.from_),
+        _addresses(parsed.to),
+        _addresses(parsed.cc),
+        _addresses(parsed.bcc),
+        parsed.date,
+        _clean(parsed.message_id),
+        _clean(parsed.in_reply_to),
+        _clean(parsed.references),
+        envelope,
+        _clean(parsed.bodystructure),
+        parsed.header_end,
+        attachments,
+        sum(1 for a in parsed.attachments if not a.inline),
+        False,  # text_indexed: the background indexer fills the body text in
+        wire,
+        CHANNEL,
+        *envelope_wire(envelope),
+        *_clean([sort.subject, sort.from_, sort.to, sort.cc, sort.display_from, sort.display_to, threading]),
+    )
 
 
 def _parse(raw: bytes) -> ParsedMessage:
@@ -208,7 +251,9 @@ def _parse(raw: bytes) -> ParsedMessage:
 
 
 def _prepare(raw: bytes, parsed: ParsedMessage | None) -> Prepared:
-    return Prepared(parsed or _parse(raw), hashlib.sha256(raw).digest(), wire_size(raw), len(raw))
+    parsed = parsed or _parse(raw)
+    wire = wire_size(raw)
+    return Prepared(parsed, hashlib.sha256(raw).digest(), wire, len(raw), _values(parsed, wire))
 
 
 async def parse(raw: bytes) -> ParsedMessage:
@@ -259,40 +304,7 @@ async def ingest(
         if raw is None:
             raise ValueError("ingest needs the message's bytes or what prepare() made of them")
         prepared = await prepare(raw, parsed)
-    parsed, digest = prepared.parsed, prepared.digest
-    attachments = [
-        {
-            "part": a.part,
-            "filename": _clean(a.filename),
-            "contentType": _clean(a.content_type),
-            "size": a.size,
-            "contentId": _clean(a.content_id),
-            "inline": a.inline,
-        }
-        for a in parsed.attachments
-    ]
-    envelope = _clean(parsed.envelope)
-    columns = (
-        _clean(parsed.subject),
-        _addresses(parsed.from_),
-        _addresses(parsed.to),
-        _addresses(parsed.cc),
-        _addresses(parsed.bcc),
-        parsed.date,
-        _clean(parsed.message_id),
-        _clean(parsed.in_reply_to),
-        _clean(parsed.references),
-        envelope,
-        _clean(parsed.bodystructure),
-        parsed.header_end,
-        attachments,
-        sum(1 for a in parsed.attachments if not a.inline),
-        False,  # text_indexed: the background indexer fills the body text in
-        prepared.wire_size,
-    )
-    sort = sort_keys(parsed.subject, envelope)
-    threading = thread_ids(parsed.message_id, parsed.in_reply_to, parsed.references)
-    keys = _clean([sort.subject, sort.from_, sort.to, sort.cc, sort.display_from, sort.display_to, threading])
+    digest = prepared.digest
     stored: list[StoredMessage] = []
     # A small blob goes in with the first copy, in one statement; a large one first, so the
     # mailbox row lock is not held while its bytes are written.
@@ -314,10 +326,7 @@ async def ingest(
                 internal_date,
                 prepared.size,
                 digest,
-                *columns,
-                CHANNEL,
-                *envelope_wire(envelope),
-                *keys,
+                *prepared.values,
                 *((raw,) if blob_pending else ()),
                 *((enforce.cfg.storage, enforce.cfg.messages) if enforce is not None and checked else ()),
             )
