@@ -719,6 +719,10 @@ def next_release(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     text = pyproject.read_text(encoding="utf-8")
     assert '\nversion = "0.1.0"\n' in text
     pyproject.write_text(text.replace('\nversion = "0.1.0"\n', '\nversion = "0.1.0.post1"\n'), encoding="utf-8")
+    init = tree / "daemons" / "relate" / "__init__.py"
+    text = init.read_text(encoding="utf-8")
+    assert '\n__version__ = "0.1.0"\n' in text
+    init.write_text(text.replace('"0.1.0"', '"0.1.0.post1"'), encoding="utf-8")
     migrations = tree / "daemons" / "relate" / "store" / "migrations"
     number = max(int(path.name[:4]) for path in migrations.glob("[0-9][0-9][0-9][0-9]_*.sql")) + 1
     migration = f"{number:04d}_upgrade_test"
@@ -780,6 +784,8 @@ def test_package_upgrade_migrates_the_database_then_restarts_the_daemons(
     rows = json.loads(booted.run("relatectl db status --json").stdout)
     assert all(row["applied"] for row in rows), rows
     assert f"{rows[-1]['version']:04d}_{rows[-1]['name']}" == migration
+    status = booted.run("dpkg-query -W -f '${Status} ${Version}' relate-mail").stdout
+    assert status == "install ok installed 0.1.0.post1"
     assert booted.run("relatectl --version").stdout.strip() == "relatectl 0.1.0.post1"
     _imap_login(key)  # a key made under the previous release, served by the new one
     assert booted.run("systemctl is-system-running").stdout.strip() == "running"
