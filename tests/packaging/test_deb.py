@@ -547,7 +547,7 @@ def test_first_connection_starts_a_stopped_service(booted: Container) -> None:
         assert booted.run(f"systemctl is-active {unit}").stdout.strip() == "active"
         assert booted.init_pid in _holders(_listening_inodes(port)), f"{unit} stopped listening with {service}"
         _served_certificate(port, how)  # the greeting, then TLS: served by a daemon systemd started for us
-        # (It serves from the moment it listens; READY=1 follows once its change feed and heartbeat run.)
+        # (The connection waits on the socket until the daemon has sent READY=1: only then does it accept.)
         booted.wait_active()
 
 
