@@ -691,6 +691,41 @@ def test_daemon_logs_reach_the_journal_with_structured_fields(booted: Container)
     assert selected.stdout.strip() == "1"
 
 
+def _refused(port: int) -> bool:
+    """Nothing listens on ``port`` (a connection is refused at once)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_setup_masks_a_protocol_switched_off_and_unmasks_it_when_on_again(booted: Container, key: str) -> None:
+    """pop3.enabled: false then `relatectl setup`: systemd stops listening on 110 and 995, even across a restart
+    of relate.target, with the system not degraded; switched on again, setup brings POP3 back."""
+    booted.wait_active()
+    config = "/etc/relate/relate.yaml"
+    booted.run(f"cp -p {config} /root/relate.yaml.before && printf 'pop3:\\n  enabled: false\\n' >>{config}")
+    try:
+        out = booted.run("relatectl setup --non-interactive").stdout
+        assert "pop3 is off (pop3.enabled is false): masked and stopped relate-pop3.service" in out, out
+        booted.run("systemctl restart relate.target")  # relate.target wants them: masked, they stay off
+        units = ["relate-pop3.service", "relate-pop3.socket", "relate-pop3s.socket"]
+        assert booted.run("systemctl is-enabled " + " ".join(units), check=False).stdout.split() == ["masked"] * 3
+        assert _refused(110)
+        assert _refused(995)
+        assert booted.run("systemctl is-system-running").stdout.strip() == "running"
+    finally:
+        booted.run(f"cp -p /root/relate.yaml.before {config}")
+    out = booted.run("relatectl setup --non-interactive").stdout
+    assert "pop3 is on: unmasked relate-pop3.service relate-pop3.socket relate-pop3s.socket" in out, out
+    booted.wait_active()
+    p = poplib.POP3_SSL("127.0.0.1", 995, context=_tls(), timeout=30)
+    p.user(USER)
+    p.pass_(key)
+    p.quit()
+
+
 # --- A package upgrade that carries a migration --------------------------------------------------------------
 #
 # The next release is this tree copied with one migration more and a higher version, built by the same

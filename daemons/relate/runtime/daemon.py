@@ -320,12 +320,13 @@ def exit_disabled(cfg: Config, name: str, reason: str, notifier: SystemdNotifier
     Under systemd the unit is ``Type=notify``: a process that exits before ``READY=1`` fails the start with
     result ``protocol``, which ``Restart=on-failure`` restarts. So it says READY, then STOPPING, and waits
     for the manager to have read both (``BARRIER=1``) before it exits: the unit ends inactive, not failed,
-    and is not restarted. Its .socket units still listen and would start it again at the next connection.
+    and is not restarted. Its .socket units still listen and would start it again at the next connection,
+    until `relatectl setup` (as root) masks them with the service.
     """
     sockets = ""
     if os.environ.get("LISTEN_FDS"):
         units = " ".join(socket_unit(role) for role in cfg.protocol_listeners().get(name, {}))
-        sockets = f"; systemd still listens for it: systemctl disable --now {units}"
+        sockets = f"; systemd still listens for it on {units}: run `relatectl setup` as root to mask them"
     log.warning("disabled service=%s: %s, exiting%s", name, reason, sockets)
     status = f"relate-{name} disabled in config ({reason})"
     notifier.ready(status)
