@@ -798,6 +798,7 @@ def _dpkg_install(box: Container, deb: Path) -> subprocess.CompletedProcess[str]
     started = time.monotonic()
     done = box.run(f"DEBIAN_FRONTEND=noninteractive dpkg -i /root/relate-test/{deb.name}", timeout=600, check=False)
     print(f"dpkg -i {deb.name} took {time.monotonic() - started:.0f} s (exit {done.returncode})")
+    print("\n".join(line for line in (done.stdout + done.stderr).splitlines() if line.startswith("relate-mail:")))
     return done
 
 
