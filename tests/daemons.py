@@ -166,6 +166,16 @@ class NotifyListener:
                 raise AssertionError(f"no {key}={value or '*'} within {timeout}s; got {self.messages}")
             self._drain(min(left, 0.5))
 
+    def received(self) -> list[dict[str, str]]:
+        """Every message so far, with those queued on the socket now (without waiting for more)."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line))
+        except BlockingIOError:
+            return list(self.messages)
+
     def close(self) -> None:
         self.sock.close()
 

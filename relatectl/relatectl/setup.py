@@ -17,13 +17,23 @@ file's owner, group and mode.
 
 The commented reference of every key that the package installs (below
 REFERENCE_MARKER) is kept whenever setup rewrites the file.
+
+Protocols switched off (``smtp|imap|pop3.enabled: false``, or every listener
+of one off): where systemd runs the packaged units, setup (as root) masks
+that daemon's service and .socket units and stops them, so systemd no longer
+listens on its ports (it would start the daemon, which exits at once, for
+every client: relate.target wants each unit, so disabling them would not
+do). A protocol switched on again is unmasked and, when relate.target runs,
+started.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +45,7 @@ from relate import config as config_mod
 from relate.config import ConfigError
 from relate.errors import Conflict
 from relate.runtime import tls
+from relate.runtime.listen import socket_unit
 from relate.services import accounts
 from relate.services import setup as setup_service
 from relate.store import db, migrate
@@ -51,6 +62,49 @@ def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 REFERENCE_MARKER = "# --- reference: every key with its default ---"
+
+
+UNIT_DIRS = (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
+
+
+def _mask_disabled_protocols(cfg: config_mod.Config) -> list[str]:
+    """Mask (and stop) the units of each protocol the config switches off; unmask those switched on again.
+
+    Only as root where systemd runs and the package's units are installed; what was done, as changes.
+    """
+    systemctl = shutil.which("systemctl")
+    if (
+        os.geteuid() != 0
+        or systemctl is None
+        or not Path("/run/systemd/system").is_dir()
+        or not any((d / "relate.target").exists() for d in UNIT_DIRS)
+    ):
+        return []
+
+    def systemd(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([systemctl, *args], capture_output=True, text=True, check=False)  # noqa: S603
+
+    off = cfg.disabled_services()
+    done: list[str] = []
+    unmasked = False
+    for protocol, listeners in cfg.protocol_listeners().items():
+        units = [f"relate-{protocol}.service", *(socket_unit(role) for role in listeners)]
+        masked = [unit for unit in units if systemd("is-enabled", unit).stdout.strip() == "masked"]
+        if protocol in off and masked != units:
+            todo = [unit for unit in units if unit not in masked]
+            result = systemd("mask", "--now", *todo)
+            if result.returncode != 0:
+                fail(f"systemctl mask --now {' '.join(todo)}: {result.stderr.strip()}")
+            done.append(f"{protocol} is off ({off[protocol]}): masked and stopped {' '.join(todo)}")
+        elif protocol not in off and masked:
+            result = systemd("unmask", *masked)
+            if result.returncode != 0:
+                fail(f"systemctl unmask {' '.join(masked)}: {result.stderr.strip()}")
+            done.append(f"{protocol} is on: unmasked {' '.join(masked)}")
+            unmasked = True
+    if unmasked and systemd("is-active", "--quiet", "relate.target").returncode == 0:
+        systemd("start", "relate.target")  # what it wants and does not run yet: the units just unmasked
+    return done
 
 
 def _shared_group(directory: Path) -> int | None:
@@ -209,6 +263,7 @@ def setup(
         return done
 
     changes += run(database_work())
+    changes += _mask_disabled_protocols(cfg)
     if changes:
         console.print(f"setup wrote {path}:" if path.exists() else "setup:", highlight=False)
         for change in changes:

@@ -153,6 +153,32 @@ def test_imap_and_pop3_socket_activated_bye_on_stop(dsn: str, tmp_path: Path, no
         pop3d.stop()
 
 
+@pytest.mark.parametrize(
+    ("module", "roles"),
+    [
+        ("relate.smtp", ["mx", "submission", "submissions"]),
+        ("relate.imap", ["imap", "imaps"]),
+        ("relate.pop3", ["pop3", "pop3s"]),
+    ],
+)
+def test_socket_activated_daemon_greets_only_after_ready(
+    dsn: str, tmp_path: Path, notify: NotifyListener, module: str, roles: list[str]
+) -> None:
+    """The connection that starts a socket-activated daemon is greeted only once READY=1 is sent: it serves up."""
+    cert, cert_key = make_cert(tmp_path)
+    config = write_config(tmp_path / "relate.yaml", dsn, tls={"cert": str(cert), "key": str(cert_key)})
+    daemon, ports = socket_activated(module, config, roles, tmp_path / "daemon.log", notify=notify.path)
+    try:
+        with socket.create_connection(("127.0.0.1", ports[roles[0]]), timeout=60) as first:
+            greeting = first.makefile("rb").readline()
+            sent = notify.received()
+        assert greeting.split()[:1] in ([b"220"], [b"*"], [b"+OK"]), greeting
+        assert any(m.get("READY") == "1" for m in sent), f"greeted before READY=1: {sent}"
+        assert daemon.stop() == 0, daemon.log()
+    finally:
+        daemon.stop()
+
+
 def test_daemon_never_ready_on_an_old_schema(empty_dsn: str, tmp_path: Path, notify: NotifyListener) -> None:
     """Against a database without the schema the daemon exits 1 naming the fix, and never says READY=1."""
     config = write_config(tmp_path / "relate.yaml", empty_dsn)

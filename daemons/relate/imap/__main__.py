@@ -20,7 +20,7 @@ async def start(ctx: Context, sockets: dict[str, list[socket.socket]] | None) ->
     gc.freeze()  # what start-up made (modules, config) lives as long as the process: never scanned again
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     server = ImapServer(ctx.cfg, ctx.pool, ctx.authenticator, ctx.feed)
-    await server.start(sockets)
+    await server.start(sockets, hold=ctx.hold_listeners)
     return server
 
 

@@ -311,11 +311,11 @@ class ImapServer(StreamServer):
         """What is degraded (for the heartbeat and ``relatectl status``), or None."""
         return self.feed.problem()
 
-    async def start(self, sockets: dict[str, list[socket.socket]] | None = None) -> None:
+    async def start(self, sockets: dict[str, list[socket.socket]] | None = None, *, hold: bool = False) -> None:
         await self.hub.start()
         if self._own_feed:
             await self.feed.start()
-        await self.start_listeners(sockets)
+        await self.start_listeners(sockets, hold=hold)
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.stop_listeners(grace)

@@ -10,7 +10,7 @@ from relate.runtime.daemon import Context, run
 
 async def start(ctx: Context, sockets: dict[str, list[socket.socket]] | None) -> Pop3Server:
     server = Pop3Server(ctx.cfg, ctx.pool, ctx.authenticator)
-    await server.start(sockets)
+    await server.start(sockets, hold=ctx.hold_listeners)
     return server
 
 

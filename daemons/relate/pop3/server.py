@@ -44,8 +44,8 @@ class Pop3Server(StreamServer):
         assert isinstance(session, Pop3Session)
         await session.release()
 
-    async def start(self, sockets: dict[str, list[socket.socket]] | None = None) -> None:
-        await self.start_listeners(sockets)
+    async def start(self, sockets: dict[str, list[socket.socket]] | None = None, *, hold: bool = False) -> None:
+        await self.start_listeners(sockets, hold=hold)
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.stop_listeners(grace)

@@ -10,7 +10,9 @@ any, and returns it.
 Start-up, in order: config, logging, the pool (with the schema check), the
 services' listeners, the change feed (when a service subscribed to it), a
 heartbeat row per service, the loop-lag watchdog, then ``READY=1`` to systemd,
-so a unit is "active" only when it really serves. Then the watchdog is fed
+so a unit is "active" only when it really serves, and only then do the
+listeners accept (until then they listen, and clients wait in the backlog, as
+they do on systemd's sockets before the daemon starts). Then the watchdog is fed
 from the event loop (a loop that hangs stops the keep-alives and systemd
 restarts the daemon), and the process waits for SIGTERM/SIGINT (graceful
 stop: ``STOPPING=1``, then each service's own ``stop``, which lets SMTP
@@ -87,6 +89,13 @@ class Degradable(Protocol):
     def problem(self) -> str | None: ...
 
 
+@runtime_checkable
+class Held(Protocol):
+    """A service whose listeners accept nothing until told to (it was started with ``Context.hold_listeners``)."""
+
+    async def start_serving(self) -> None: ...
+
+
 @dataclass
 class Context:
     """The shared parts a service is built from."""
@@ -99,6 +108,8 @@ class Context:
     feed: ChangeFeed | None = None
     # The process's /metrics endpoint, for services to add what they read at scrape time; None in tests.
     metrics: MetricsServer | None = None
+    # Services listen but accept nothing until serve() says so, after READY=1 (see serve()).
+    hold_listeners: bool = False
 
 
 class _PriorityPrefix(logging.Formatter):
@@ -258,6 +269,10 @@ async def serve(cfg: Config, services: Mapping[str, Starter], notifier: SystemdN
     watchdog: LoopWatchdog | None = None
     ctx = await open_context(cfg)  # the pool, and the schema checked: READY=1 must come after both
     assert ctx.feed is not None
+    # Listeners (systemd's sockets, or bound here) queue connections until the change feed, the heartbeat and
+    # the watchdog run and READY=1 is sent: no client is served by a half-started daemon, and a unit is
+    # "active" by the time anyone is greeted.
+    ctx.hold_listeners = True
     started: dict[str, Service] = {}
     beats: list[Heartbeat] = []
     tasks: list[asyncio.Task[None]] = []
@@ -297,6 +312,9 @@ async def serve(cfg: Config, services: Mapping[str, Starter], notifier: SystemdN
         # anyone is served.
         watchdog = start_watchdog(cfg)
         notifier.ready(f"{label} running")
+        for service in started.values():
+            if isinstance(service, Held):
+                await service.start_serving()
         log.info("ready service=%s pid=%d version=%s", ",".join(services), os.getpid(), __version__)
         await stop.wait()
         log.info("stopping")
@@ -326,12 +344,13 @@ def exit_disabled(cfg: Config, name: str, reason: str, notifier: SystemdNotifier
     Under systemd the unit is ``Type=notify``: a process that exits before ``READY=1`` fails the start with
     result ``protocol``, which ``Restart=on-failure`` restarts. So it says READY, then STOPPING, and waits
     for the manager to have read both (``BARRIER=1``) before it exits: the unit ends inactive, not failed,
-    and is not restarted. Its .socket units still listen and would start it again at the next connection.
+    and is not restarted. Its .socket units still listen and would start it again at the next connection,
+    until `relatectl setup` (as root) masks them with the service.
     """
     sockets = ""
     if os.environ.get("LISTEN_FDS"):
         units = " ".join(socket_unit(role) for role in cfg.protocol_listeners().get(name, {}))
-        sockets = f"; systemd still listens for it: systemctl disable --now {units}"
+        sockets = f"; systemd still listens for it on {units}: run `relatectl setup` as root to mask them"
     log.warning("disabled service=%s: %s, exiting%s", name, reason, sockets)
     status = f"relate-{name} disabled in config ({reason})"
     notifier.ready(status)

@@ -54,20 +54,28 @@ async def open_servers(
     ssl: SSLContext | None,
     *,
     handshake_timeout: float = 30.0,
+    start_serving: bool = True,
 ) -> list[asyncio.Server]:
     """Serve on the sockets systemd passed when there are any, else bind ``host:port`` items.
 
     On implicit-TLS listeners a client must finish the handshake within
-    ``handshake_timeout`` seconds; a silent one is dropped.
+    ``handshake_timeout`` seconds; a silent one is dropped. With
+    ``start_serving`` false the sockets listen (clients queue in the backlog)
+    but nothing is accepted until each server's ``start_serving()``.
     """
     loop = asyncio.get_running_loop()
     tls_args: dict[str, Any] = {"ssl": ssl, "ssl_handshake_timeout": handshake_timeout} if ssl else {}
     if inherited is not None:
-        return [await loop.create_server(factory, sock=sock, **tls_args) for sock in inherited]
+        return [
+            await loop.create_server(factory, sock=sock, start_serving=start_serving, **tls_args) for sock in inherited
+        ]
     servers = []
     for item in addresses:
         host, port = parse_listen(item)
-        servers.append(await loop.create_server(factory, host, port, reuse_address=True, **tls_args))
+        server = await loop.create_server(
+            factory, host, port, reuse_address=True, start_serving=start_serving, **tls_args
+        )
+        servers.append(server)
     return servers
 
 

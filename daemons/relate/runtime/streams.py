@@ -148,7 +148,12 @@ class StreamServer(abc.ABC):
     def reload_tls(self) -> None:
         self._tls.reload(self.log)
 
-    async def start_listeners(self, sockets: dict[str, list[socket.socket]] | None) -> None:
+    async def start_listeners(self, sockets: dict[str, list[socket.socket]] | None, *, hold: bool = False) -> None:
+        """Listen on each enabled role: on ``sockets`` handed over, else on its configured addresses.
+
+        With ``hold`` the listeners accept nothing until :meth:`start_serving` (connections wait in the
+        backlog): a daemon serves only once everything it serves with runs and systemd has its READY=1.
+        """
         for role, (lst, implicit) in self.listeners.items():
             try:
                 self._role_tls[role] = self._tls.for_listener(
@@ -176,9 +181,15 @@ class StreamServer(abc.ABC):
             ssl = tls.context if implicit and tls is not None and not self.handshake_in_server else None
             inherited = sockets.get(role, []) if sockets is not None else None
             factory = self._factory(role, paused=implicit and tls is not None and self.handshake_in_server)
-            self._servers[role] = await open_servers(factory, lst.listen, inherited, ssl)
+            self._servers[role] = await open_servers(factory, lst.listen, inherited, ssl, start_serving=not hold)
             for host, port in self.addresses(role):
                 self.log.info("listening role=%s address=%s:%d", role, host, port)
+
+    async def start_serving(self) -> None:
+        """Accept on every listener that :meth:`start_listeners` held (a no-op on those already serving)."""
+        for servers in self._servers.values():
+            for server in servers:
+                await server.start_serving()
 
     def _factory(self, role: str, *, paused: bool = False) -> Callable[[], asyncio.StreamReaderProtocol]:
         protocol = _ReadNothingYet if paused else asyncio.StreamReaderProtocol

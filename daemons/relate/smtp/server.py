@@ -119,10 +119,11 @@ class SmtpServer(StreamServer):
 
     # -- start and stop ------------------------------------------------------------------
 
-    async def start(self, sockets: dict[str, list[socket.socket]] | None = None) -> None:
-        """Listen on the configured addresses, or on ``sockets`` handed over (socket activation)."""
+    async def start(self, sockets: dict[str, list[socket.socket]] | None = None, *, hold: bool = False) -> None:
+        """Listen on the configured addresses, or on ``sockets`` handed over (socket activation); ``hold``:
+        accept nothing until :meth:`start_serving`."""
         await self.checker.prepare()
-        await self.start_listeners(sockets)
+        await self.start_listeners(sockets, hold=hold)
         self.learner.start()
 
     async def stop(self, grace: float = 30.0) -> None:
