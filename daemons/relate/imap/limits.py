@@ -17,6 +17,8 @@ message literal may be bigger, up to ``imap.max_literal_size``.
 
 from __future__ import annotations
 
+from relate.store import mailboxes
+
 # Literals in one command (LOGIN has 2, a SEARCH with non-ASCII strings a few, ID at most 60).
 MAX_LITERALS = 64
 
@@ -31,9 +33,9 @@ MAX_SEARCH_KEYS = 500
 MAX_LIST_PATTERNS = 32
 MAX_PATTERN_LENGTH = 2048
 
-# Mailbox names: octets of UTF-8, and levels below the root (a/b/c has 3).
-MAX_MAILBOX_NAME = 1000
-MAX_MAILBOX_DEPTH = 64
+# Mailbox names: octets of UTF-8, and levels below the root (a/b/c has 3): the store's, which REST keeps too.
+MAX_MAILBOX_NAME = mailboxes.MAX_NAME
+MAX_MAILBOX_DEPTH = mailboxes.MAX_DEPTH
 
 # FETCH: items in one command, field names in one HEADER.FIELDS list, levels of a part number (1.2.3).
 MAX_FETCH_ITEMS = 100

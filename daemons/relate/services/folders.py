@@ -3,8 +3,8 @@
 Policy (RFC 9051 §5.1, §6.3.4 to §6.3.6; RFC 6154 for special use):
 
 - Names are UTF-8 with ``/`` between levels: no empty level, no control
-  characters, at most ``MAX_MAILBOX_NAME`` octets and ``MAX_MAILBOX_DEPTH``
-  levels (the IMAP daemon's bounds, so a folder made here can be selected
+  characters, at most ``store.mailboxes.MAX_NAME`` octets and ``MAX_DEPTH``
+  levels (the IMAP daemon's bounds too, so a folder made here can be selected
   there); a trailing ``/`` is dropped. ``INBOX`` is matched in any case and
   spelt ``INBOX``; ``INBOX/x`` is below it.
 - Create makes the missing folders above the name too, as CREATE does, and
@@ -33,7 +33,6 @@ from typing import Any
 import asyncpg
 
 from relate.errors import Conflict, Invalid
-from relate.imap import limits  # the IMAP daemon's bounds on names: a folder made here must be usable there
 from relate.store import imap_messages, mailboxes
 
 SPECIAL_USES = ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash", "\\All", "\\Flagged")
@@ -46,10 +45,10 @@ def check_name(name: str) -> str:
         raise Invalid("name must be levels of text joined by '/', without empty levels or control characters")
     if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
         raise Invalid("name must not contain lone surrogates")
-    if len(name.encode()) > limits.MAX_MAILBOX_NAME:
-        raise Invalid(f"name is too long (at most {limits.MAX_MAILBOX_NAME} octets)")
-    if name.count("/") >= limits.MAX_MAILBOX_DEPTH:
-        raise Invalid(f"name is too deep (at most {limits.MAX_MAILBOX_DEPTH} levels)")
+    if len(name.encode()) > mailboxes.MAX_NAME:
+        raise Invalid(f"name is too long (at most {mailboxes.MAX_NAME} octets)")
+    if name.count("/") >= mailboxes.MAX_DEPTH:
+        raise Invalid(f"name is too deep (at most {mailboxes.MAX_DEPTH} levels)")
     return "INBOX" + name[5:] if name.upper().startswith("INBOX/") else name
 
 

@@ -36,6 +36,10 @@ from relate.store import changes
 from relate.store.db import Queryable
 
 CHANNEL = changes.MAIL
+# A mailbox name: octets of UTF-8, and levels below the root (a/b/c has 3). Every way of making one (IMAP,
+# REST) holds to these, so a folder made by one can be used by the other.
+MAX_NAME = 1000
+MAX_DEPTH = 64
 _COLUMNS = "id, user_id, name, special_use, uidvalidity, uidnext, highestmodseq"
 _SWEEP_LOCK = 0x424C4F42  # "BLOB": one blob sweep at a time, whatever the number of delivery daemons
 
