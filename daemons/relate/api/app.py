@@ -65,6 +65,8 @@ class ApiState:
 
 
 STATE = web.AppKey("relate_state", ApiState)
+# OIDC bearer tokens' verifier (api/oidc.py), when an issuer is configured.
+VERIFIER = web.AppKey("relate_oidc", oidc.Verifier)
 
 # The largest id a row can have (bigint).
 _MAX_ID = 2**63 - 1
@@ -117,7 +119,7 @@ async def errors_middleware(request: web.Request, handler: security.Handler) -> 
             authenticator=st.authenticator,
             limiter=st.limiter,
             cfg=st.cfg.api,
-            verifier=request.app.get(oidc.VERIFIER),
+            verifier=request.app.get(VERIFIER),
         )
         _check_parameters(request)
         return await handler(request)
@@ -167,6 +169,13 @@ def make_app(st: ApiState, route_modules: Sequence[ModuleType]) -> web.Applicati
         middlewares.insert(1, cors_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=st.cfg.api.max_body_size)
     app[STATE] = st
+    if st.cfg.api.oidc.issuer:  # passed to security.authorize
+        verifier = app[VERIFIER] = oidc.Verifier(st.cfg.api.oidc, st.pool)
+
+        async def close_verifier(_: web.Application) -> None:
+            await verifier.close()
+
+        app.on_cleanup.append(close_verifier)
     if st.cors.enabled:
         app.on_response_prepare.append(st.cors.on_prepare)
     for module in route_modules:

@@ -44,7 +44,6 @@ from typing import Any
 import aiohttp
 import asyncpg
 import jwt
-from aiohttp import web
 
 from relate.auth import Principal
 from relate.config import OidcConfig
@@ -241,25 +240,3 @@ def _token_scopes(claims: dict[str, Any]) -> list[str]:
     if isinstance(scp, list):
         return [s for s in scp if isinstance(s, str)]
     return []
-
-
-VERIFIER = web.AppKey("relate_oidc", Verifier)
-
-
-def setup(app: web.Application) -> None:
-    """Make the verifier when an issuer is configured (relate.api.app passes it to security.authorize)."""
-    from relate.api.app import STATE
-
-    st = app[STATE]
-    if not st.cfg.api.oidc.issuer:
-        return
-    verifier = Verifier(st.cfg.api.oidc, st.pool)
-    app[VERIFIER] = verifier
-
-    async def close(_: web.Application) -> None:
-        await verifier.close()
-
-    app.on_cleanup.append(close)
-
-
-routes = web.RouteTableDef()

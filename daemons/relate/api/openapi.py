@@ -1,12 +1,10 @@
 """The OpenAPI 3.1 description of every route the API serves, at ``GET /api/openapi.json``.
 
-Policy: this module (with openapi_ext.py, which it merges in) is the one place
-the API is described; a route added to any route module must be added here too (a test compares the running app's
-router with this document, both ways). The document is public, like the
-routes it lists: it names no user, key or host. Scopes are written as the
-roles of the ``bearer`` scheme (OpenAPI 3.1 allows role names for any
-scheme): ``api:read``, ``api:write`` (an ``app`` key holds both), and
-``internal`` for the daemons' own calls.
+Policy: this module is the one place the API is described; a route added to any route module must be
+added here too (a test compares the running app's router with this document, both ways). The document
+is public, like the routes it lists: it names no user, key or host. Scopes are written as the roles of
+the ``bearer`` scheme (OpenAPI 3.1 allows role names for any scheme): ``api:read``, ``api:write`` (an
+``app`` key holds both), and ``internal`` for the daemons' own calls.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 import relate
+from relate.services import preferences
 
 routes = web.RouteTableDef()
 
@@ -1389,10 +1388,111 @@ PATHS["/.well-known/autoconfig/mail/config-v1.1.xml"] = {"get": _AUTOCONFIG}
 PATHS["/mail/config-v1.1.xml"] = {"get": copy.deepcopy(_AUTOCONFIG)}
 
 
-def document() -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document (a fresh copy), with openapi_ext.py's routes."""
-    from relate.api import openapi_ext  # it builds on this module's blocks
+# --- issue 17's apps features: preferences, export, the reference pages ------------------------------
 
+PREFERENCES, EXPORT = "preferences", "export"
+_EXT_TAGS = [PREFERENCES, EXPORT]
+
+_EXT_SCHEMAS: dict[str, Any] = {
+    "Preferences": {
+        **preferences.SCHEMA,
+        "required": list(preferences.SCHEMA["properties"]),
+        "description": "every preference, with its default where the user set none",
+    },
+    "PreferencesChange": {
+        **{k: v for k, v in preferences.SCHEMA.items() if k != "properties"},
+        "properties": {
+            name: ({**spec, "type": [spec["type"], "null"]} if isinstance(spec["type"], str) else spec)
+            for name, spec in preferences.SCHEMA["properties"].items()
+        },
+        "description": "some or all preferences; null (or, for PUT, leaving one out) returns it to its default",
+    },
+}
+
+_PREFS_ERRORS: dict[str, str | dict[str, Any]] = {
+    **_JSON_ERRORS,
+    "422": "an unknown preference, a wrong type, a value out of bounds, or a defaultFrom not the user's",
+}
+
+
+def _prefs_write(summary: str) -> dict[str, Any]:
+    answer = returns("every preference, as stored", ref("Preferences"))
+    return op(summary, PREFERENCES, answer, scope=W, body=ref("PreferencesChange"), errors=_PREFS_ERRORS)
+
+
+_EXT_PATHS: dict[str, dict[str, Any]] = {
+    "/api/preferences": {
+        "get": op("The user's preferences", PREFERENCES, returns("every preference", ref("Preferences")), scope=R),
+        "put": _prefs_write("Replace the user's preferences (those left out return to their defaults)"),
+        "patch": _prefs_write("Change some preferences (JSON merge patch, RFC 7396: null returns one to its default)"),
+    },
+    "/api/emails/{id}/eml": {
+        "get": op(
+            "The message as an .eml file to save (the raw RFC 5322 bytes, Content-Disposition: attachment)",
+            EXPORT,
+            returns("the message, named email-ID.eml", {"type": "string"}, "message/rfc822"),
+            scope=R,
+            params=[EMAIL_ID],
+            errors={"404": "no such email"},
+        )
+    },
+    "/api/emails/{id}/cid/{cid}": {
+        "get": op(
+            "A part of the message by its Content-ID (RFC 2392 cid: URL), for the images its HTML shows",
+            MAIL,
+            returns("the part: images inline, anything else as a download", {"type": "string"}, "*/*"),
+            scope=R,
+            params=[
+                EMAIL_ID,
+                {**query("cid", "the Content-ID, without angle brackets"), "in": "path", "required": True},
+            ],
+            errors={"404": "no such email, or no part with that Content-ID"},
+        )
+    },
+    "/api/export/mbox": {
+        "get": op(
+            "A folder, a search, or the whole account as one MBOX file (mboxrd), streamed",
+            EXPORT,
+            returns(
+                "mboxrd: each message after a From_ line, LF line ends, >From escaping; folder by folder in "
+                "UID order. Chunked: a body that ends without the final chunk is an export that failed",
+                {"type": "string"},
+                "application/mbox",
+            ),
+            scope=R,
+            params=[
+                query("mailbox", "only this folder (id or name); none: every folder"),
+                query("q", 'full-text search (words, "phrases", -exclusions, OR), as /api/emails/search'),
+                query("from", "a substring of the sender's address or name"),
+                query("after", "received at or after (ISO 8601)", {"type": "string", "format": "date-time"}),
+                query("before", "received before (ISO 8601)", {"type": "string", "format": "date-time"}),
+            ],
+            errors={
+                "400": "a bad date, a q or from over 1000 characters, or a parameter with NUL",
+                "404": "no such mailbox",
+                "429": {
+                    "description": "over api.exports_per_hour, an export of this account already running, or the "
+                    "server's exports at their limit; try again after Retry-After seconds",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                    "content": {"application/json": {"schema": ref("Error")}},
+                },
+            },
+        )
+    },
+    "/api/docs": {
+        "get": op(
+            "This document as a page for people (generated from it; self-contained, no scripts)",
+            META,
+            returns("the reference", {"type": "string"}, "text/html"),
+        )
+    },
+}
+PATHS |= _EXT_PATHS
+SCHEMAS |= _EXT_SCHEMAS
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document (a fresh copy)."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -1409,11 +1509,11 @@ def document() -> dict[str, Any]:
             "license": {"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"},
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": name} for name in (MAIL, OUTBOUND, KEYS, REALTIME, META, *openapi_ext.TAGS)],
+        "tags": [{"name": name} for name in (MAIL, OUTBOUND, KEYS, REALTIME, META, *_EXT_TAGS)],
         "security": [{"bearer": []}],
-        "paths": copy.deepcopy(PATHS | openapi_ext.PATHS),
+        "paths": copy.deepcopy(PATHS),
         "components": {
-            "schemas": copy.deepcopy(SCHEMAS | openapi_ext.SCHEMAS),
+            "schemas": copy.deepcopy(SCHEMAS),
             "responses": copy.deepcopy(RESPONSES),
             "parameters": copy.deepcopy(PARAMETERS),
             "securitySchemes": {

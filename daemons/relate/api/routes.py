@@ -12,7 +12,6 @@ from relate.api import (
     keys,
     mail,
     meta,
-    oidc,
     openapi,
     outbound,
     prefs,
@@ -22,5 +21,5 @@ from relate.api import (
 )
 
 ROUTE_MODULES: tuple[ModuleType, ...] = (mail, outbound, keys, meta, openapi, hub, push, senders, folders)
-# Issue 17's features for the apps: OIDC sign-in, preferences, export, cid: parts, the reference page.
-ROUTE_MODULES += (oidc, prefs, export, content, reference)
+# Issue 17's features for the apps: preferences, export, cid: parts, the reference page.
+ROUTE_MODULES += (prefs, export, content, reference)
