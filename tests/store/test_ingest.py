@@ -87,6 +87,25 @@ async def inbox(pool: asyncpg.Pool) -> dict[str, Any]:
     return dict(row)
 
 
+async def search(pool: asyncpg.Pool, user_id: int, word: str) -> tuple[list[dict[str, Any]], int]:
+    """The first page and the total of what the REST search finds for ``word`` in the user's mail."""
+    rows, total, _ = await emails.search(
+        pool,
+        user_id,
+        query=word,
+        mailbox_id=None,
+        sender=None,
+        recipient=None,
+        after=None,
+        before=None,
+        has_attachments=None,
+        is_read=None,
+        offset=0,
+        limit=10,
+    )
+    return rows, total
+
+
 async def deliver(pool: asyncpg.Pool, raw: bytes, *mailbox_ids: int) -> list[messages.StoredMessage]:
     async with pool.acquire() as conn:
         return await messages.ingest(conn, raw, mailbox_ids)
@@ -288,20 +307,7 @@ async def test_body_text_is_indexed_after_delivery(pool: asyncpg.Pool, inbox: di
         """Messages of bob's and carol's that the REST search finds by ``word``."""
         count = 0
         for user_id in (inbox["user_id"], carol["id"]):
-            _, total, _ = await emails.search(
-                pool,
-                user_id,
-                query=word,
-                mailbox_id=None,
-                sender=None,
-                recipient=None,
-                after=None,
-                before=None,
-                has_attachments=None,
-                is_read=None,
-                offset=0,
-                limit=10,
-            )
+            _, total = await search(pool, user_id, word)
             count += total
         return count
 
@@ -386,19 +392,6 @@ async def test_moved_message_keeps_its_words(pool: asyncpg.Pool, inbox: dict[str
         assert await messages.index_pending(conn) == 1
         await imap_messages.copy(conn, inbox["id"], [1], archive["id"], move=True)
         assert await messages.index_pending(conn) == 0
-    rows, total, _ = await emails.search(
-        pool,
-        inbox["user_id"],
-        query="pangolin",
-        mailbox_id=None,
-        sender=None,
-        recipient=None,
-        after=None,
-        before=None,
-        has_attachments=None,
-        is_read=None,
-        offset=0,
-        limit=10,
-    )
+    rows, total = await search(pool, inbox["user_id"], "pangolin")
     assert total == 1
     assert [r["mailbox_id"] for r in rows] == [archive["id"]]
