@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from relate.config import DatabaseConfig
-from relate.store import db
+from relate.store import db, migrate
 from tests.store import premigration
 
 
@@ -78,3 +78,40 @@ async def test_0034_validates_the_key_without_stranded_words(empty_dsn: str) -> 
     assert stats == 0
     assert left == 1
     assert index is None
+
+
+async def test_0033_lets_writers_on_until_its_last_step(empty_dsn: str) -> None:
+    """While 0033 copies, a flag change and an old indexer's work on messages go through without waiting, and
+    what that indexer indexed meanwhile is in message_words once 0033 commits."""
+    conn = await db.connect(DatabaseConfig(dsn=empty_dsn))
+    other = await db.connect(DatabaseConfig(dsn=empty_dsn))
+    try:
+        await premigration.before(conn, 33)
+        await conn.execute(
+            """INSERT INTO messages (mailbox_id, uid, modseq, size, blob_hash, envelope, bodystructure, header_end,
+                                     subject, search, text_indexed)
+               SELECT b.id, g, 1, 3, '\\x01', '{}', '{}', 0, 'note ' || g, to_tsvector('simple', 'note ' || g), g = 1
+                 FROM mailboxes b, generate_series(1, 2) g WHERE b.name = 'INBOX'"""
+        )
+        sql = next(m for m in migrate.available() if m.version == 33).sql
+        copy, last = sql.split("LOCK TABLE messages", 1)
+        async with conn.transaction():
+            await conn.execute(copy)
+            await other.execute("SET lock_timeout = '2s'")
+            await other.execute("UPDATE messages SET flags = ARRAY['\\Seen'] WHERE uid = 1")
+            # The old indexer (before 0033) adds the body's words to the vector of the message pending.
+            await other.execute(
+                """UPDATE messages SET search = search || to_tsvector('simple', 'okapi'), text_indexed = true
+                    WHERE uid = 2"""
+            )
+            await conn.execute("LOCK TABLE messages" + last)
+        found = await conn.fetch(
+            """SELECT m.uid FROM message_words w JOIN messages m ON m.id = w.message_id
+                WHERE w.words @@ websearch_to_tsquery('simple', 'okapi')"""
+        )
+        seen = await conn.fetchval("SELECT flags FROM messages WHERE uid = 1")
+    finally:
+        await other.close()
+        await conn.close()
+    assert [r["uid"] for r in found] == [2]
+    assert seen == ["\\Seen"]
