@@ -259,6 +259,17 @@ class RelateApi(RelateServer):
                 modseq,
                 total,
             )
+            # Each copy's words, as the indexer wrote its template's (message_words, migration 0033): the copy
+            # of UID u is of the template with UID ((u - 1) % distinct) + 1 (the templates are UIDs 1..distinct).
+            await conn.execute(
+                """INSERT INTO message_words (message_id, words)
+                   SELECT m.id, w.words FROM messages m
+                     JOIN messages t ON t.mailbox_id = m.mailbox_id AND t.uid = (m.uid - 1) % $2::bigint + 1
+                     JOIN message_words w ON w.message_id = t.id
+                    WHERE m.mailbox_id = $1 AND m.uid > $2::bigint""",
+                inbox,
+                distinct,
+            )
             await conn.execute(
                 """UPDATE mailboxes SET uidnext = (SELECT max(uid) + 1 FROM messages WHERE mailbox_id = $1),
                                         highestmodseq = (SELECT max(modseq) FROM messages WHERE mailbox_id = $1)

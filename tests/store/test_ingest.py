@@ -16,7 +16,7 @@ from relate.config import Config
 from relate.mail.mime import parse_message
 from relate.queue.worker import DeliveryWorker
 from relate.services import accounts
-from relate.store import emails, mailboxes, messages
+from relate.store import emails, imap_messages, mailboxes, messages
 from relate.store.messages import CHANNEL
 
 
@@ -85,6 +85,25 @@ async def inbox(pool: asyncpg.Pool) -> dict[str, Any]:
     user = await accounts.add_user(pool, "bob@example.com")
     row = await pool.fetchrow("SELECT * FROM mailboxes WHERE user_id = $1 AND name = 'INBOX'", user["id"])
     return dict(row)
+
+
+async def search(pool: asyncpg.Pool, user_id: int, word: str) -> tuple[list[dict[str, Any]], int]:
+    """The first page and the total of what the REST search finds for ``word`` in the user's mail."""
+    rows, total, _ = await emails.search(
+        pool,
+        user_id,
+        query=word,
+        mailbox_id=None,
+        sender=None,
+        recipient=None,
+        after=None,
+        before=None,
+        has_attachments=None,
+        is_read=None,
+        offset=0,
+        limit=10,
+    )
+    return rows, total
 
 
 async def deliver(pool: asyncpg.Pool, raw: bytes, *mailbox_ids: int) -> list[messages.StoredMessage]:
@@ -288,20 +307,7 @@ async def test_body_text_is_indexed_after_delivery(pool: asyncpg.Pool, inbox: di
         """Messages of bob's and carol's that the REST search finds by ``word``."""
         count = 0
         for user_id in (inbox["user_id"], carol["id"]):
-            _, total, _ = await emails.search(
-                pool,
-                user_id,
-                query=word,
-                mailbox_id=None,
-                sender=None,
-                recipient=None,
-                after=None,
-                before=None,
-                has_attachments=None,
-                is_read=None,
-                offset=0,
-                limit=10,
-            )
+            _, total = await search(pool, user_id, word)
             count += total
         return count
 
@@ -375,3 +381,17 @@ async def test_delivery_daemon_indexes_a_backlog_by_itself(pool: asyncpg.Pool, i
     okapi = "SELECT count(*) FROM message_words WHERE words @@ plainto_tsquery('simple', 'okapi')"
     assert await pool.fetchval(okapi) == 130
     assert await pool.fetchval("SELECT count(*) FROM message_texts WHERE body = 'backlogword129 okapi'") == 1
+
+
+async def test_moved_message_keeps_its_words(pool: asyncpg.Pool, inbox: dict[str, Any]) -> None:
+    """An indexed message moved to another folder (a new row there) is found by its body words in its new folder,
+    with nothing left for the indexer to do again."""
+    archive = await mailboxes.create(pool, inbox["user_id"], "Projects")
+    await deliver(pool, crlf("Subject: moving", "", "pangolin in the body"), inbox["id"])
+    async with pool.acquire() as conn:
+        assert await messages.index_pending(conn) == 1
+        await imap_messages.copy(conn, inbox["id"], [1], archive["id"], move=True)
+        assert await messages.index_pending(conn) == 0
+    rows, total = await search(pool, inbox["user_id"], "pangolin")
+    assert total == 1
+    assert [r["mailbox_id"] for r in rows] == [archive["id"]]
