@@ -12,6 +12,7 @@ import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -216,6 +217,27 @@ def int_param(request: web.Request, name: str, default: int | None = None, *, mi
     if value < minimum:
         raise ApiError(400, "bad_request", f"{name} must be at least {minimum}")
     return value
+
+
+def utc_datetime(raw: str) -> datetime:
+    """An ISO 8601 date or date-time (UTC unless it says otherwise), in UTC; ValueError or OverflowError."""
+    value = datetime.fromisoformat(raw)
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    # PostgreSQL is given UTC: year 1 at +14:00, or 9999-12-31 at -14:00, is out of range there.
+    return value.astimezone(UTC)
+
+
+def date_param(request: web.Request, name: str) -> datetime | None:
+    """An optional ISO 8601 date or date-time query parameter, in UTC; else 400."""
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        return utc_datetime(raw)
+    except (ValueError, OverflowError):
+        raise ApiError(
+            400, "bad_request", f"{name} must be an ISO 8601 date or date-time from year 1 to 9999"
+        ) from None
 
 
 def path_id(request: web.Request, name: str = "id") -> int:

@@ -21,11 +21,10 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from aiohttp import web
 
-from relate.api.app import path_id, state
+from relate.api.app import date_param, path_id, state
 from relate.api.errors import ApiError, bad_request, not_found
 from relate.api.security import READ, principal, requires
 from relate.services import export
@@ -92,17 +91,6 @@ async def get_eml(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="message/rfc822", headers={"Content-Disposition": disposition})
 
 
-def _when(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise bad_request(f"{name} must be an ISO 8601 date or date-time from year 1 to 9999") from None
-
-
 _FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -127,8 +115,8 @@ async def export_mbox(request: web.Request) -> web.StreamResponse:
         mailbox_id=box["id"] if box else None,
         query=q or None,
         sender=sender,
-        after=_when(request, "after"),
-        before=_when(request, "before"),
+        after=date_param(request, "after"),
+        before=date_param(request, "before"),
     )
     what = box["name"] if box else ("search" if q or sender or selection.after or selection.before else "all")
     limiter = request.app[LIMITER]

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from relate.api.app import json_body, mailbox_ref, page_of, paging, path_id, state
+from relate.api.app import date_param, json_body, mailbox_ref, page_of, paging, path_id, state, utc_datetime
 from relate.api.errors import ApiError, bad_request, invalid, not_found
 from relate.api.security import READ, WRITE, principal, requires
 from relate.api.shapes import cid_path, mailbox_name, person, summary
@@ -62,24 +62,6 @@ def _bool_param(request: web.Request, name: str) -> bool | None:
     raise bad_request(f"{name} must be true or false")
 
 
-def _utc(raw: str) -> datetime:
-    """An ISO 8601 date or date-time (UTC unless it says otherwise), in UTC; ValueError or OverflowError."""
-    value = datetime.fromisoformat(raw)
-    value = value if value.tzinfo else value.replace(tzinfo=UTC)
-    # PostgreSQL is given UTC: year 1 at +14:00, or 9999-12-31 at -14:00, is out of range there.
-    return value.astimezone(UTC)
-
-
-def _date_param(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    try:
-        return _utc(raw)
-    except (ValueError, OverflowError):
-        raise bad_request(f"{name} must be an ISO 8601 date or date-time from year 1 to 9999") from None
-
-
 @routes.get("/api/emails/search")
 @requires(READ)
 async def search_emails(request: web.Request) -> web.Response:
@@ -98,8 +80,8 @@ async def search_emails(request: web.Request) -> web.Response:
         mailbox_id=box_id,
         sender=request.query.get("from") or None,
         recipient=request.query.get("to") or None,
-        after=_date_param(request, "after"),
-        before=_date_param(request, "before"),
+        after=date_param(request, "after"),
+        before=date_param(request, "before"),
         has_attachments=_bool_param(request, "hasAttachments"),
         is_read=_bool_param(request, "isRead"),
         offset=(page - 1) * size,
@@ -364,7 +346,7 @@ def _bool_field(query: dict[str, Any], name: str) -> bool | None:
 def _date_field(query: dict[str, Any], name: str) -> datetime | None:
     raw = _text_field(query, name, 64)
     try:
-        return None if raw is None else _utc(raw)
+        return None if raw is None else utc_datetime(raw)
     except (ValueError, OverflowError):
         raise invalid(f"query.{name} must be an ISO 8601 date or date-time from year 1 to 9999") from None
 
