@@ -38,8 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from relate.errors import OverQuota
 from relate.imap import fetch as fetching
 from relate.imap import imapurl
@@ -50,7 +48,7 @@ from relate.imap.session import ImapSession
 from relate.mail.binarypart import encode_binary_parts
 from relate.mail.mime import parse_message
 from relate.runtime.budget import BudgetExhausted
-from relate.store import db, imap_messages, mailboxes, messages
+from relate.store import imap_messages, mailboxes, messages
 from relate.store.db import Queryable
 
 log = logging.getLogger("relate.imap")
@@ -190,49 +188,36 @@ async def _store(
     flags: Sequence[list[str]],
     claim_recent: bool,
 ) -> list[messages.StoredMessage]:
-    """Store every message in one transaction; returns them, by ascending UID, once they are on disk."""
+    """Store every message in one transaction; returns them, by ascending UID."""
     done: list[messages.StoredMessage] = []
     enforce = messages.Enforce(session.server.cfg.quota)  # checked as each is stored (store/quota.py)
-    async with session.server.pool.acquire() as conn:
+    async with (
+        session.server.pool.acquire() as conn,
         # One message is ingest's to store, in one statement when it can (no BEGIN and COMMIT round trips).
-        async with conn.transaction() if len(found) > 1 else contextlib.nullcontext():
-            await _store_each(conn, found, cuts, mailbox_id, flags, enforce, claim_recent, done)
-        await db.wait_durable(conn)  # the commit did not wait for the disk (the mailbox lock went at once)
+        conn.transaction() if len(found) > 1 else contextlib.nullcontext(),
+    ):
+        for i, message in enumerate(found):
+            pieces: list[bytes] = []
+            for j, part in enumerate(message.parts):
+                if isinstance(part, Literal):
+                    pieces.append(await _read_literal(part))
+                else:
+                    pieces.append(await _read_cut(conn, cuts[i, j], part))
+            raw = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            del pieces
+            if any(isinstance(p, Literal) and p.binary for p in message.parts):
+                raw = _convert(raw) if len(raw) <= _INLINE else await asyncio.to_thread(_convert, raw)
+            stored = await messages.ingest(
+                conn,
+                raw,
+                [mailbox_id],
+                flags=flags[i],
+                internal_date=message.date,
+                enforce=enforce,
+                claim_recent=claim_recent,
+            )
+            del raw
+            if not stored:
+                raise OverQuota("APPEND past the user's quota")  # rolls back the messages before it too
+            done.append(stored[0])
     return done
-
-
-async def _store_each(
-    conn: asyncpg.Connection,
-    found: Sequence[AppendMessage],
-    cuts: dict[tuple[int, int], _Cut],
-    mailbox_id: int,
-    flags: Sequence[list[str]],
-    enforce: messages.Enforce,
-    claim_recent: bool,
-    done: list[messages.StoredMessage],
-) -> None:
-    for i, message in enumerate(found):
-        pieces: list[bytes] = []
-        for j, part in enumerate(message.parts):
-            if isinstance(part, Literal):
-                pieces.append(await _read_literal(part))
-            else:
-                pieces.append(await _read_cut(conn, cuts[i, j], part))
-        raw = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        del pieces
-        if any(isinstance(p, Literal) and p.binary for p in message.parts):
-            raw = _convert(raw) if len(raw) <= _INLINE else await asyncio.to_thread(_convert, raw)
-        stored = await messages.ingest(
-            conn,
-            raw,
-            [mailbox_id],
-            flags=flags[i],
-            internal_date=message.date,
-            enforce=enforce,
-            durable=False,
-            claim_recent=claim_recent,
-        )
-        del raw
-        if not stored:
-            raise OverQuota("APPEND past the user's quota")  # rolls back the messages before it too
-        done.append(stored[0])

@@ -83,30 +83,6 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
             return await super()._acquire(None)
 
 
-# Durability. A transaction that stores mail holds its mailbox's row lock (UIDs) and, when it NOTIFYs,
-# PostgreSQL's database-wide notify lock (so notifications queue in commit order) until its commit has
-# returned, and a synchronous commit returns only after the WAL flush: every commit that stores mail,
-# in any mailbox, then waits for the previous one's fsync (a few ms on a busy or slow disk), one at a
-# time. So such work commits asynchronously (NOT_DURABLE: the locks go as soon as the commit is written)
-# and the caller then waits for the disk with wait_durable() before it acknowledges anything: whoever
-# waits at the same time shares one flush, and "OK"/"250" still mean "on disk".
-# In a statement, NOT_DURABLE makes the transaction it runs in commit so (in an implicit one, only that
-# statement's). Alone (without wait_durable), it is for changes a crash may forget: see
-# store/imap_messages.py.
-NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
-
-
-async def wait_durable(conn: Queryable) -> None:
-    """Return once everything ``conn`` has committed, asynchronously or not, is on disk.
-
-    The WAL is flushed in order, so a commit that waits for its own flush (with the session's
-    ``synchronous_commit``, which may also wait for a standby) has every earlier commit on disk too. This
-    one writes a single WAL record that nothing reads (a logical decoding message, which needs no
-    privilege and no ``wal_level = logical``): a transaction that wrote no WAL would not wait at all.
-    """
-    await conn.execute("SELECT pg_logical_emit_message(true, 'relate', '')")
-
-
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # jsonb columns travel as Python objects; the store never hand-encodes JSON.
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")

@@ -25,7 +25,7 @@ from relate.config import QuotaConfig
 from relate.errors import MailboxGone, OverQuota
 from relate.store import mailboxes, quota, spam
 from relate.store.changes import BULK_MARK
-from relate.store.db import NOT_DURABLE, Queryable, wait_durable
+from relate.store.db import Queryable
 from relate.store.spam import JUNK
 
 # At most this many expunged message ids travel in one NOTIFY (ids of up to 19 digits fit in 8000 bytes).
@@ -38,10 +38,13 @@ async def uids(conn: Queryable, mailbox_id: int) -> list[int]:
 
 
 # What IMAP sessions change in messages they already hold (STORE, FETCH's implied \\Seen, EXPUNGE, the
-# \\Recent claim) may commit without waiting for the disk (NOT_DURABLE, store/db.py): a crash may forget the
-# last fraction of a second of such changes (PostgreSQL's asynchronous commit: never corruption, never half
-# a change), as Dovecot's mail_fsync=optimized forgets index changes. Whatever stores mail (delivery,
-# APPEND, COPY) commits so too, but waits for the disk (store/db.py: wait_durable) before it answers.
+# \\Recent claim) may commit without waiting for the disk: a crash may forget the last fraction of a
+# second of such changes (PostgreSQL's asynchronous commit: never corruption, never half a change), as
+# Dovecot's mail_fsync=optimized forgets index changes. Whatever stores mail (delivery, APPEND, COPY)
+# always waits. In a statement, this makes the transaction it runs in commit so; in an implicit one,
+# only that statement's. Waiting costs a WAL flush per change (several ms on a busy disk, and the
+# mailbox row stays locked meanwhile, holding up every other change to that mailbox).
+NOT_DURABLE = "set_config('synchronous_commit', 'off', true)"
 
 # SELECT's view of a mailbox in one statement (one snapshot, one round trip): the mailbox row with
 # its keywords (kept there, migration 0023), its UIDs in order and the first unseen UID; with {claim},
@@ -525,33 +528,13 @@ async def copy(
     quota limit stores nothing and raises OverQuota. A move is never checked: it stays within one user
     and changes no usage.
     """
-    if conn.is_in_transaction():  # the caller's to commit
-        return await _copy(conn, source_id, uid_list, target_id, move=move, limits=limits, durable=True)
-    # Ours to commit: without waiting for the disk (the mailbox row locks go at once), then waiting for it.
-    pairs = await _copy(conn, source_id, uid_list, target_id, move=move, limits=limits, durable=False)
-    if pairs:
-        await wait_durable(conn)
-    return pairs
-
-
-async def _copy(
-    conn: asyncpg.Connection,
-    source_id: int,
-    uid_list: Sequence[int],
-    target_id: int,
-    *,
-    move: bool = False,
-    limits: QuotaConfig | None,
-    durable: bool,
-) -> list[tuple[int, int]]:
     async with conn.transaction():
         if move:
             await conn.execute(
                 "SELECT id FROM mailboxes WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", [source_id, target_id]
             )
         rows = await conn.fetch(
-            f"""SELECT id, uid, size, flags, (SELECT special_use FROM mailboxes WHERE id = $1) AS source_use
-                       {"" if durable else ", " + NOT_DURABLE}
+            """SELECT id, uid, size, flags, (SELECT special_use FROM mailboxes WHERE id = $1) AS source_use
                  FROM messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) ORDER BY uid""",
             source_id,
             list(uid_list),

@@ -54,7 +54,7 @@ from relate.mail.mime import Address, ParsedMessage, parse_message
 from relate.mail.sortkeys import sort_keys
 from relate.mail.threadids import thread_ids
 from relate.store import changes, quota
-from relate.store.db import NOT_DURABLE, Queryable
+from relate.store.db import Queryable
 
 log = logging.getLogger("relate.store")
 
@@ -81,7 +81,7 @@ box AS (UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodse
                message_count = message_count + 1, message_bytes = message_bytes + $4,
                keywords = relate_add_keywords(keywords, $2){recent}
          WHERE id = $1{check}
-     RETURNING id, user_id, uidnext - 1 AS uid, highestmodseq AS modseq, recent_uid = uidnext - 1 AS recent{commit}),"""
+     RETURNING id, user_id, uidnext - 1 AS uid, highestmodseq AS modseq, recent_uid = uidnext - 1 AS recent),"""
 _MSG = """
 msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_hash,
              subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
@@ -107,25 +107,22 @@ _ORPHAN = """
 orphan AS (INSERT INTO blob_orphans (hash) SELECT $5 WHERE NOT EXISTS (SELECT 1 FROM box)),"""
 
 
-def _ingest_sql(*, blob: bool, checked: bool, durable: bool, recent: bool) -> str:
+def _ingest_sql(*, blob: bool, checked: bool, recent: bool) -> str:
     """The ingest statement: $1-$31 always (the SORT and THREAD keys are $25-$31), then the blob's bytes
-    (with ``blob``), then the configured quota defaults, storage and messages (with ``checked``). Without
-    ``durable``, the transaction it runs in commits without waiting for the disk (db.NOT_DURABLE). With
+    (with ``blob``), then the configured quota defaults, storage and messages (with ``checked``). With
     ``recent``, the message is claimed as \\Recent (store/imap_messages.py: claim_recent) if every message
     before it has been: the caller's session is the one that has it so (``recent`` comes back true)."""
     first = 33 if blob else 32
     check = f" AND {quota.fits_sql('mailboxes', '$4', '1', f'${first}', f'${first + 1}')}" if checked else ""
-    commit = "" if durable else f", {NOT_DURABLE}"
     claim = ",\n               recent_uid = CASE WHEN recent_uid = uidnext - 1 THEN uidnext ELSE recent_uid END"
-    box = _BOX.format(check=check, commit=commit, recent=claim if recent else "")
+    box = _BOX.format(check=check, recent=claim if recent else "")
     return "WITH" + (_BLOB if blob else "") + box + (_ORPHAN if blob else "") + _MSG
 
 
 _INGEST = {
-    (blob, checked, durable, recent): _ingest_sql(blob=blob, checked=checked, durable=durable, recent=recent)
+    (blob, checked, recent): _ingest_sql(blob=blob, checked=checked, recent=recent)
     for blob in (False, True)
     for checked in (False, True)
-    for durable in (False, True)
     for recent in (False, True)
 }
 
@@ -280,7 +277,6 @@ async def ingest(
     parsed: ParsedMessage | None = None,
     prepared: Prepared | None = None,
     enforce: Enforce | None = None,
-    durable: bool = True,
     claim_recent: bool = False,
 ) -> list[StoredMessage]:
     """Store ``raw`` once and add it to each mailbox, in one transaction.
@@ -292,9 +288,7 @@ async def ingest(
     already (:func:`put_blob_stream`), so the bytes need not be in memory.
     With ``enforce``, a copy that would take its owner past a quota limit is
     not stored: its mailbox goes to ``enforce.refused`` and the others are
-    stored still. With ``durable=False`` the transaction commits without
-    waiting for the disk, and the caller must :func:`db.wait_durable` before
-    it tells anyone the message is stored. With ``claim_recent`` (an
+    stored still. With ``claim_recent`` (an
     IMAP4rev1 session's APPEND to the mailbox it has selected), each copy is
     also claimed as \\Recent for the caller when no earlier message is
     waiting for its claim (``StoredMessage.recent``), saving the claim's own
@@ -320,7 +314,7 @@ async def ingest(
         for mailbox_id in boxes:
             checked = enforce is not None and enforce.checks(mailbox_id)
             row = await conn.fetchrow(
-                _INGEST[blob_pending, checked, durable, claim_recent],
+                _INGEST[blob_pending, checked, claim_recent],
                 mailbox_id,
                 list(dict.fromkeys(flags)),
                 internal_date,

@@ -1,10 +1,11 @@
 """What APPEND, COPY and MOVE acknowledge survives a crash of PostgreSQL right after the OK.
 
-They commit without waiting for the disk, so that the mailbox's row lock (and PostgreSQL's notify lock)
-is not held through an fsync, and then wait for the disk before they answer (store/db.py). Here the
-database is a durable cluster of the test's own (the shared one runs without fsync), its WAL writer
-asleep for 10 s, so nothing reaches the WAL files unless a commit asks for it; it is killed with an
-immediate shutdown (shared memory and the WAL buffers in it lost, as in a power cut after the OK).
+They commit synchronously: PostgreSQL has flushed the commit before the OK. (Not asynchronously with a
+wait for the flush afterwards: other sessions would see the new UIDs before they are on disk, and a crash
+in between would give those UIDs to other messages, which IMAP forbids.) Here the database is a durable
+cluster of the test's own (the shared one runs without fsync), its WAL writer asleep for 10 s, so nothing
+reaches the WAL files unless a commit asks for it; it is killed with an immediate shutdown (shared memory
+and the WAL buffers in it lost, as in a power cut after the OK).
 """
 
 from __future__ import annotations
