@@ -674,6 +674,15 @@ async def migrate_db(
         await conn.close()
 
 
+async def message_columns(conn: Any, changed: set[str]) -> list[str]:
+    """The columns of ``messages`` in table order, but ``changed``: what a bulk copy of template rows takes
+    as it is (the schema grows with every migration, so the list is read, not written down)."""
+    rows = await conn.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages' ORDER BY ordinal_position"
+    )
+    return [r["column_name"] for r in rows if r["column_name"] not in changed]
+
+
 def require_durable(settings: dict[str, str]) -> None:
     if settings.get("fsync") != "on" or settings.get("synchronous_commit") != "on":
         raise BenchError(f"PostgreSQL is not durable: {settings}")

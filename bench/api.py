@@ -63,6 +63,7 @@ from _common import (
     fs_type,
     machine_cpu,
     make_workdir,
+    message_columns,
     migrate_db,
     percentile,
     require_durable,
@@ -229,14 +230,7 @@ class RelateApi(RelateServer):
     async def _copy_rows(self, conn: asyncpg.Connection, inbox: int, distinct: int, copies: int, total: int) -> None:
         """Copies k = 1..copies of each template row: later k is older, UIDs below the templates' own."""
         changed = {"id", "mailbox_id", "uid", "modseq", "internal_date", "flags", "subject", "created_at"}
-        columns = [
-            r["column_name"]
-            for r in await conn.fetch(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_name = 'messages' ORDER BY ordinal_position"
-            )
-            if r["column_name"] not in changed
-        ]
+        columns = await message_columns(conn, changed)
         listed = ", ".join(f'"{c}"' for c in columns)
         source = ", ".join(f't."{c}"' for c in columns)
         async with conn.transaction():

@@ -51,7 +51,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BenchError, fs_type, make_workdir, run_benchmark, say, stop_targets, table
+from _common import BenchError, fs_type, make_workdir, message_columns, run_benchmark, say, stop_targets, table
 
 from api import RelateApi
 
@@ -132,14 +132,7 @@ class ExportApi(RelateApi):
     async def _copy_rows(self, conn: asyncpg.Connection, boxes: list[int], missing: int) -> None:
         """Copy the template rows round after round (new UIDs after each box's last) until ``missing`` is met."""
         changed = {"id", "uid", "modseq", "created_at"}
-        columns = [
-            r["column_name"]
-            for r in await conn.fetch(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_name = 'messages' ORDER BY ordinal_position"
-            )
-            if r["column_name"] not in changed
-        ]
+        columns = await message_columns(conn, changed)
         listed = ", ".join(f'"{c}"' for c in columns)
         template_size = int(await conn.fetchval("SELECT sum(size) FROM messages"))
         rounds = max(0, -(-missing // template_size))
