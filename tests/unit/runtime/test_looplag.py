@@ -81,8 +81,15 @@ async def test_garbage_collection_is_counted_apart() -> None:
     """A stall spent in the garbage collector is reported with its gc time and is not blocking."""
     import gc
 
+    # Enough objects for a full collection to take about 0.3 s on this machine: well over the threshold
+    # and well under the second after which any stall counts as blocking (a slow machine took 1.1 s for
+    # a fixed 4 million).
     gc.disable()
-    junk = [[i] for i in range(4_000_000)]  # enough objects for a full collection to take a while
+    junk = [[i] for i in range(200_000)]
+    began = time.monotonic()
+    gc.collect()
+    per_object = (time.monotonic() - began) / len(junk)
+    junk.extend([i] for i in range(min(4_000_000, int(0.3 / max(per_object, 1e-9)))))
     gc.enable()
     watchdog = LoopWatchdog(0.05)
     watchdog.start()
