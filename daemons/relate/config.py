@@ -105,7 +105,7 @@ class ListenerConfig:
     # "host:port" items ("[::]:25" for IPv6); an empty list turns the role off.
     listen: list[str] = field(default_factory=list)
     # false: this listener is off, also under systemd (the socket its .socket unit passes is closed unserved:
-    # disable that unit too); a protocol whose every listener is off is off as a whole.
+    # `relatectl setup` as root masks that unit); a protocol whose every listener is off is off as a whole.
     enabled: bool = True
     # Certificate and key for this listener; default: tls.cert / tls.key.
     cert: Path | None = None

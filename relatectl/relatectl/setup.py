@@ -23,8 +23,11 @@ of one off): where systemd runs the packaged units, setup (as root) masks
 that daemon's service and .socket units and stops them, so systemd no longer
 listens on its ports (it would start the daemon, which exits at once, for
 every client: relate.target wants each unit, so disabling them would not
-do). A protocol switched on again is unmasked and, when relate.target runs,
-started.
+do). A single listener switched off (``imap.imap.enabled: false`` with
+imaps on) has its .socket unit masked the same way: the daemon would close
+the socket systemd passes it, and systemd would go on accepting connections
+that nobody answers. What is switched on again is unmasked and, when
+relate.target runs, started.
 """
 
 from __future__ import annotations
@@ -88,20 +91,39 @@ def _mask_disabled_protocols(cfg: config_mod.Config) -> list[str]:
     done: list[str] = []
     unmasked = False
     for protocol, listeners in cfg.protocol_listeners().items():
-        units = [f"relate-{protocol}.service", *(socket_unit(role) for role in listeners)]
+        sockets = {role: socket_unit(role) for role in listeners}
+        units = [f"relate-{protocol}.service", *sockets.values()]
+        if protocol in off:
+            unwanted = dict.fromkeys(units, off[protocol])
+        else:  # only the listeners switched off one by one (imap.imap off, imaps on)
+            roles = [role for role, lst in listeners.items() if not lst.enabled]
+            unwanted = {sockets[role]: f"{protocol}.{role}.enabled is false" for role in roles}
         masked = [unit for unit in units if systemd("is-enabled", unit).stdout.strip() == "masked"]
-        if protocol in off and masked != units:
-            todo = [unit for unit in units if unit not in masked]
+        todo = [unit for unit in unwanted if unit not in masked]
+        if todo:
             result = systemd("mask", "--now", *todo)
             if result.returncode != 0:
                 fail(f"systemctl mask --now {' '.join(todo)}: {result.stderr.strip()}")
-            done.append(f"{protocol} is off ({off[protocol]}): masked and stopped {' '.join(todo)}")
-        elif protocol not in off and masked:
-            result = systemd("unmask", *masked)
+            for reason in dict.fromkeys(unwanted[unit] for unit in todo):
+                names = " ".join(unit for unit in todo if unwanted[unit] == reason)
+                what = protocol if protocol in off else reason.removesuffix(".enabled is false")
+                done.append(f"{what} is off ({reason}): masked and stopped {names}")
+        back = [unit for unit in masked if unit not in unwanted]
+        if back:
+            result = systemd("unmask", *back)
             if result.returncode != 0:
-                fail(f"systemctl unmask {' '.join(masked)}: {result.stderr.strip()}")
-            done.append(f"{protocol} is on: unmasked {' '.join(masked)}")
+                fail(f"systemctl unmask {' '.join(back)}: {result.stderr.strip()}")
+            done.append(f"{protocol} is on: unmasked {' '.join(back)}")
             unmasked = True
+        service = units[0]
+        if (todo or back) and protocol not in off and systemd("is-active", "--quiet", service).returncode == 0:
+            # A running daemon keeps the sockets it was started with (systemd also refuses to start a .socket
+            # unit whose service runs): it starts again, with the listeners now wanted (Sockets= pulls them in).
+            for verb in ("stop", "start"):
+                result = systemd(verb, service)
+                if result.returncode != 0:
+                    fail(f"systemctl {verb} {service}: {result.stderr.strip()}")
+            done.append(f"{protocol}: restarted {service} with its listeners now on")
     if unmasked and systemd("is-active", "--quiet", "relate.target").returncode == 0:
         systemd("start", "relate.target")  # what it wants and does not run yet: the units just unmasked
     return done

@@ -729,6 +729,39 @@ def test_setup_masks_a_protocol_switched_off_and_unmasks_it_when_on_again(booted
     p.quit()
 
 
+def test_setup_masks_a_single_listener_switched_off(booted: Container, key: str) -> None:
+    """imap.imap.enabled: false (IMAPS stays on) then `relatectl setup`: systemd stops listening on 143, where it
+    would otherwise accept connections that relate-imap never answers, while 993 serves; on again, 143 is back."""
+    booted.wait_active()
+    config = "/etc/relate/relate.yaml"
+    off = "imap:\\n  imap:\\n    enabled: false\\n"
+    booted.run(f"cp -p {config} /root/relate.yaml.before && printf '{off}' >>{config}")
+    try:
+        out = booted.run("relatectl setup --non-interactive").stdout
+        assert "imap.imap is off (imap.imap.enabled is false): masked and stopped relate-imap.socket" in out, out
+        assert "imap: restarted relate-imap.service" in out, out  # it held 143's socket from its start
+        assert _refused(143)
+        booted.run("systemctl restart relate.target")
+        states = booted.run("systemctl is-enabled relate-imap.socket relate-imaps.socket", check=False).stdout
+        plain, tls = states.split()
+        assert plain == "masked"
+        assert tls != "masked"
+        assert _refused(143)
+        imaps = imaplib.IMAP4_SSL("127.0.0.1", 993, ssl_context=_tls(), timeout=30)
+        imaps.login(USER, key)
+        imaps.logout()
+        assert booted.run("systemctl is-system-running").stdout.strip() == "running"
+    finally:
+        booted.run(f"cp -p /root/relate.yaml.before {config}")
+    out = booted.run("relatectl setup --non-interactive").stdout
+    assert "imap is on: unmasked relate-imap.socket" in out, out
+    assert "imap: restarted relate-imap.service" in out, out
+    booted.wait_active()
+    imap = imaplib.IMAP4("127.0.0.1", 143, timeout=30)
+    assert imap.capability()[0] == "OK"
+    imap.logout()
+
+
 # --- A package upgrade that carries a migration --------------------------------------------------------------
 #
 # The next release is this tree's package repacked with one migration more and a higher version; `dpkg -i` of it

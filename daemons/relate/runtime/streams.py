@@ -170,8 +170,8 @@ class StreamServer(abc.ABC):
                 for sock in (sockets or {}).get(role, []):
                     # Not served, and closed here; systemd's copy keeps listening until its unit is stopped.
                     self.log.warning(
-                        "listener-disabled role=%s: its .socket unit passed it, closed unserved; "
-                        "systemctl disable --now %s",
+                        "listener-disabled role=%s: %s passed it, closed unserved; "
+                        "run `relatectl setup` as root to mask that unit",
                         role,
                         socket_unit(role),
                     )
