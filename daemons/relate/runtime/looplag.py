@@ -19,11 +19,13 @@ look (code that holds the GIL throughout, such as one long regular
 expression, keeps it out too).
 
 A stall is blocking (WARNING, ``loop-blocked``) when the loop's own work held
-it: its thread computed for at least half of it, not counting the garbage
-collector (whose pauses land on whatever code allocated last), or was found
-asleep in a call (a blocking read, a sleep), or it lasted a second. Anything
-else was the machine's doing, a process left no CPU for a moment (INFO,
-``loop-starved``). Every tick's lateness is observed in the
+it: its thread computed for at least half of it or for the whole threshold,
+not counting the garbage collector (whose pauses land on whatever code
+allocated last), or was found asleep in a call (a blocking read, a sleep),
+or it lasted a second. (On a machine with more runnable threads than cores,
+300 ms of computing can take a second: the threshold's worth of CPU in one
+stall is blocking however long the machine made it.) Anything else was the
+machine's doing, a process left no CPU for a moment (INFO, ``loop-starved``). Every tick's lateness is observed in the
 ``relate_event_loop_lag_seconds`` histogram and every stall counted in
 ``relate_event_loop_stalls_total`` (runtime/metrics.py). Stalls are also kept in :attr:`LoopWatchdog.stalls`, which
 the test suite reads to fail any test during which Relate Mail's code blocked
@@ -60,15 +62,16 @@ class Stall:
     ours: bool  # whether any of that stack is Relate Mail's own code
     asleep: str = ""  # the kernel function the loop's thread was found asleep in (a call, not a wait for a CPU)
     gc_seconds: float = 0.0  # of the stall, spent in the garbage collector on the loop's thread
+    threshold: float = 0.1  # the watchdog's: a stall is at least this long
 
     @property
     def blocking(self) -> bool:
-        """Whether the loop's own work held it: it computed for at least half the stall (garbage collection
-        aside), slept in a call, or the stall lasted a second; not a machine too busy to run the process,
-        nor the garbage collector, for a moment."""
+        """Whether the loop's own work held it: it computed for at least half the stall or for the threshold
+        (garbage collection aside), slept in a call, or the stall lasted a second; not a machine too busy to
+        run the process, nor the garbage collector, for a moment."""
         if self.asleep or self.seconds >= 1.0:
             return True
-        return self.cpu_seconds - self.gc_seconds >= self.seconds / 2
+        return self.cpu_seconds - self.gc_seconds >= min(self.seconds / 2, self.threshold)
 
 
 def _asleep(native_id: int) -> str:
@@ -169,7 +172,8 @@ class LoopWatchdog:
         if late > self.threshold:
             seen = self._seen if self._seen is not None and self._seen[0] == self._last else None
             where, ours, asleep = seen[1:] if seen is not None else ("-", False, "")
-            self._report(Stall(late, cpu - self._cpu_last, where, ours, asleep, self._gc_total - self._gc_last))
+            gc_seconds = self._gc_total - self._gc_last
+            self._report(Stall(late, cpu - self._cpu_last, where, ours, asleep, gc_seconds, self.threshold))
         self._last, self._cpu_last, self._gc_last = now, cpu, self._gc_total
         assert self._loop is not None
         self._handle = self._loop.call_later(TICK, self._tick)

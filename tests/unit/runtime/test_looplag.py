@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from relate.runtime.looplag import LoopWatchdog
+from relate.runtime.looplag import LoopWatchdog, Stall
 
 
 def _block(seconds: float) -> None:
@@ -77,19 +77,30 @@ async def test_computing_on_the_loop_is_blocking_and_a_sleep_too() -> None:
     assert "sleep" in slept.asleep  # the kernel function it slept in (hrtimer_nanosleep, do_nanosleep)
 
 
+async def test_computing_a_threshold_of_cpu_is_blocking_however_long_the_machine_made_it() -> None:
+    """On a machine with more runnable threads than cores, 150 ms of computing can stretch to a second: a stall
+    in which the loop's thread computed the whole threshold is blocking even though that is under half of it."""
+    stretched = Stall(seconds=0.9, cpu_seconds=0.15, where="-", ours=False, threshold=0.1)
+    starved = Stall(seconds=0.9, cpu_seconds=0.01, where="-", ours=False, threshold=0.1)
+    collecting = Stall(seconds=0.9, cpu_seconds=0.3, where="-", ours=False, gc_seconds=0.29, threshold=0.1)
+    assert stretched.blocking
+    assert not starved.blocking
+    assert not collecting.blocking
+
+
 async def test_garbage_collection_is_counted_apart() -> None:
     """A stall spent in the garbage collector is reported with its gc time and is not blocking."""
     import gc
 
-    # Enough objects for a full collection to take about 0.3 s on this machine: well over the threshold
+    # Enough objects for a full collection to take about 0.15 s on this machine: well over the threshold
     # and well under the second after which any stall counts as blocking (a slow machine took 1.1 s for
-    # a fixed 4 million).
+    # a fixed 4 million, and a loaded one can stretch the collection several times over).
     gc.disable()
     junk = [[i] for i in range(200_000)]
     began = time.monotonic()
     gc.collect()
     per_object = (time.monotonic() - began) / len(junk)
-    junk.extend([i] for i in range(min(4_000_000, int(0.3 / max(per_object, 1e-9)))))
+    junk.extend([i] for i in range(min(4_000_000, int(0.15 / max(per_object, 1e-9)))))
     gc.enable()
     watchdog = LoopWatchdog(0.05)
     watchdog.start()
