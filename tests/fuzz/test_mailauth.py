@@ -129,6 +129,14 @@ def test_counted_shortcuts_are_the_expressions(section: bytes, stop: int) -> Non
         assert authres._ANY.search(section) is None
 
 
+@given(st.binary(max_size=300).map(lambda b: b.decode("ascii", "replace")), st.text(max_size=100))
+@example("\x1c\x1d\x1e\x1f\x85\xa0", "x\u2028y")
+def test_blank_free_b_value_is_the_expressions(value: str, text: str) -> None:
+    """header.b's blanks go by str.split as by the expression ``\\s+`` it replaced, whatever the text."""
+    for t in (value, text):
+        assert "".join(t.split()) == re.sub(r"\s+", "", t)
+
+
 @given(st.binary(max_size=3000))
 @example(b"From: a\r\n" + b" folded\r\n" * 5000 + b"\r\nbody\r\n")
 @example(b"X:" * 10000 + b"\r\n\r\n")

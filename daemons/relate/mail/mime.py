@@ -807,6 +807,8 @@ def field_addresses(head: bytes, name: str) -> list[str] | None:
                 texts.append(display)
         for text in texts:
             decoded = encoded_words.decode(text, notes) if "=?" in text else text
+            if "@" not in decoded and "\uff20" not in decoded and "\ufe6b" not in decoded:
+                continue  # no at sign of _ADDRESS_LIKE's: it finds nothing (in time quadratic in a long name)
             for match in _ADDRESS_LIKE.finditer(decoded):
                 found.setdefault(match.group())
     if notes:  # a limit was reached: part of the field went unread
