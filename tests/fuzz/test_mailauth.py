@@ -4,16 +4,28 @@ DMARC records, From domains): whatever a sender writes, an answer or the parser'
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any
 
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from relate.mailauth import arc, authres, dmarc
+from relate.mail import mime
+from relate.mailauth import arc, authres, dmarc, verdict
 from relate.mailauth import dkim as dkimv
 from relate.mailauth.spf import PermError, parse_record
 from relate.mailauth.verdict import from_domains
 
+# Header sections built of the pieces the shortcuts below count: From and ARC and Authentication-Results field
+# names in any case, at line starts and inside lines, CR, LF, NUL, folds.
+_SECTION_PIECES = st.sampled_from(
+    [
+        *("From:", "from :", "FROM\t:", "From ", "fRoM", "From: a@b.example", "x: from:", "\r\n", "\n", "\r"),
+        *("\r\n ", "\x00", "ARC-Seal: i=1", "arc-", "Authentication-Results: mx.example; spf=pass", "\r\n\r\n"),
+        *("Subject: s", " ", ":", "a@b.example", "é"),
+    ]
+)
+_UNSAFE = re.compile(rb"\r(?!\n)|\x00")  # what mime._unsafe answered before it counted instead
 _AR_PIECES = st.sampled_from(
     ["mail.example.com", ";", " ", "\t", "(", ")", '"', "\\", "=", "spf", "pass", "dkim", "reason", "x.y", "@", "é"]
 )
@@ -98,6 +110,31 @@ def test_from_domains(section: bytes) -> None:
     domains, _ = from_domains(section)
     assert len(domains) == len(set(domains))
     assert all(domains)
+
+
+@given(st.lists(_SECTION_PIECES, max_size=60).map(lambda p: "".join(p).encode()), st.integers(0, 400))
+@example(b"From: a\r\nb\r", 11)
+@example(b"From: a\r\nb\r\n", 11)
+def test_counted_shortcuts_are_the_expressions(section: bytes, stop: int) -> None:
+    """The checks' C-counted tests (a bare CR or NUL before ``stop``; one From field; whether a section may
+    hold an ARC or Authentication-Results field) answer what the regular expressions they spare did."""
+    stop = min(stop, len(section))
+    assert mime._unsafe(section, stop) == (_UNSAFE.search(section, 0, stop) is not None)
+    if mime.field_addresses(section, "From"):
+        assert verdict._one_from_field(section) == (len(verdict._FROM_FIELD.findall(section)) == 1)
+    lowered = section.lower()
+    if b"arc-" not in lowered:
+        assert arc._ANY.search(section) is None
+    if b"authentication-results" not in lowered:
+        assert authres._ANY.search(section) is None
+
+
+@given(st.binary(max_size=300).map(lambda b: b.decode("ascii", "replace")), st.text(max_size=100))
+@example("\x1c\x1d\x1e\x1f\x85\xa0", "x\u2028y")
+def test_blank_free_b_value_is_the_expressions(value: str, text: str) -> None:
+    """header.b's blanks go by str.split as by the expression ``\\s+`` it replaced, whatever the text."""
+    for t in (value, text):
+        assert "".join(t.split()) == re.sub(r"\s+", "", t)
 
 
 @given(st.binary(max_size=3000))

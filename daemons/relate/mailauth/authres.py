@@ -23,6 +23,7 @@ _ANY = re.compile(rb"^authentication-results[ \t]*:", re.IGNORECASE | re.MULTILI
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@\-]+\Z")
 _WORD = re.compile(r'(?:"(?:[^"\\]|\\.)*"?|[^\s"])+')  # a run of non-space characters and quoted strings
 _SAFE_REASON = re.compile(r"[^\x20-\x7e]|[\"\\]")
+_SAFE_COMMENT = re.compile(r"[^\x20-\x7e]|[()\\]")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def render(authserv_id: str, entries: list[Entry]) -> bytes:
     for entry in entries:
         text = f"{entry.method}={entry.result}"
         if entry.comment:
-            text += " (" + re.sub(r"[^\x20-\x7e]|[()\\]", "?", entry.comment) + ")"
+            text += " (" + _SAFE_COMMENT.sub("?", entry.comment) + ")"
         if entry.reason:
             text += ' reason="' + _SAFE_REASON.sub("?", entry.reason)[:150] + '"'
         for name, value in entry.properties.items():
@@ -90,7 +91,8 @@ def authserv_id(value: str) -> str:
 
 def strip_ours(section: bytes, ours: str) -> bytes | None:
     """The header section without the fields claiming authserv-id ``ours``; None when it has none."""
-    if _ANY.search(section) is None:
+    # (The substring test first: one C pass, where the expression steps through every byte in Python's engine.)
+    if b"authentication-results" not in section.lower() or _ANY.search(section) is None:
         return None
     ours = ours.lower()
     kept: list[bytes] = []

@@ -13,15 +13,22 @@ a warm lookup is one dictionary read, not a resolver call that builds a DNS
 name and, for a void answer, raises and catches an exception (about a tenth
 of the SMTP daemon's CPU per message before). TempError is never kept. The
 resolver given is copied without its cache; the original keeps its own.
+
+Results computed from answers (an SPF evaluation: :meth:`Dns.derived`) are kept too, with the answers they
+were computed from, and given again only while every one of those answers is still in the cache unchanged:
+the same inputs and the same answers make the same result, so nothing a check decides changes, and a result
+lives no longer than the shortest TTL it depends on. A result that saw an answer not kept (a name that is no
+DNS name, an answer without TTL) or a temporary failure is not kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, TypeVar
 
 import dns.asyncresolver
@@ -33,6 +40,7 @@ import dns.resolver
 
 MAX_TTL = 3600  # seconds an answer is kept at most, whatever its TTL
 MAX_ENTRIES = 20_000  # answers kept at most (least recently used dropped first)
+MAX_DERIVED = 10_000  # results kept at most (all dropped at once past it)
 
 Values = list[str] | None
 T = TypeVar("T")
@@ -72,6 +80,20 @@ class _Answers:
             self._kept.popitem(last=False)
 
 
+class _Trace:
+    """The answers one computation used, by (name, type); ``kept`` is False once one of them was not kept."""
+
+    __slots__ = ("answers", "kept")
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[tuple[str, str], Values]] = []
+        self.kept = True
+
+
+# The trace of the computation running in this task (Dns.derived), if any.
+_TRACE: contextvars.ContextVar[_Trace | None] = contextvars.ContextVar("relate_dns_trace", default=None)
+
+
 def _negative_ttl(responses: list[dns.message.Message]) -> int:
     """RFC 2308 §5: how long a void answer may be kept: the SOA in its authority section, the lesser of the
     record's TTL and its MINIMUM field; 0 (not kept) without one."""
@@ -91,38 +113,81 @@ class Dns:
         self.resolver = copy.copy(resolver)
         self.resolver.cache = None
         self._answers = _Answers()
+        self._derived: dict[Hashable, tuple[object, list[tuple[tuple[str, str], Values]]]] = {}
 
     def kept(self, name: str, rdtype: str = "TXT") -> bool:
         """Whether an answer for ``name`` is in the cache (a lookup of it would not wait)."""
         return self._answers.get((name.rstrip(".").lower(), rdtype))[0]
 
     def forget(self) -> None:
-        """Drop every answer kept (what a domain publishes is asked again)."""
+        """Drop every answer kept (what a domain publishes is asked again), and every result made of them."""
         self._answers.clear()
+        self._derived.clear()
+
+    async def derived(
+        self, key: Hashable, compute: Callable[[], Awaitable[T]], keep: Callable[[T], bool] = lambda _: True
+    ) -> T:
+        """``compute()``'s result, or the one it gave before for ``key`` while every answer it used is still
+        kept unchanged (see the module docstring). ``key`` must name every input of the computation but the
+        answers; ``keep`` says whether a result may be kept (not one that reports DNS trouble)."""
+        found = self._derived.get(key)
+        if found is not None:
+            for name, values in found[1]:
+                hit, now = self._answers.get(name)
+                if not hit or (now is not values and now != values):
+                    del self._derived[key]
+                    break
+            else:
+                return found[0]  # type: ignore[return-value]  # what compute() returned for this key
+        trace = _Trace()
+        token = _TRACE.set(trace)
+        try:
+            result = await compute()
+        finally:
+            _TRACE.reset(token)
+        if trace.kept and keep(result):
+            if len(self._derived) >= MAX_DERIVED:
+                self._derived.clear()
+            self._derived[key] = (result, trace.answers)
+        return result
+
+    def _put(self, key: tuple[str, str], values: Values, ttl: float) -> None:
+        self._answers.put(key, values, ttl)
+        trace = _TRACE.get()
+        if trace is not None:
+            if ttl > 0:
+                trace.answers.append((key, values))
+            else:
+                trace.kept = False
 
     async def _lookup(self, name: str, rdtype: str, text: Callable[[dns.resolver.Answer], list[str]]) -> Values:
         key = (name.rstrip(".").lower(), rdtype)
         hit, values = self._answers.get(key)
         if hit:
+            trace = _TRACE.get()
+            if trace is not None:
+                trace.answers.append((key, values))
             return values
         try:
             qname = dns.name.from_text(name.rstrip(".") + ".")
         except (dns.exception.SyntaxError, dns.name.EmptyLabel, dns.name.LabelTooLong, dns.name.NameTooLong):
+            self._put(key, None, 0)  # (not kept: no answer to depend on)
             return None
         try:
             answer = await self.resolver.resolve(qname, rdtype, search=False)
         except dns.resolver.NXDOMAIN as exc:
-            self._answers.put(key, None, _negative_ttl(list(exc.kwargs.get("responses", {}).values())))
-            return None
+            values, ttl = None, _negative_ttl(list(exc.kwargs.get("responses", {}).values()))
         except dns.resolver.NoAnswer as exc:
-            self._answers.put(key, None, _negative_ttl([exc.kwargs["response"]] if "response" in exc.kwargs else []))
-            return None
+            values, ttl = None, _negative_ttl([exc.kwargs["response"]] if "response" in exc.kwargs else [])
         except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.LifetimeTimeout) as exc:
+            self._put(key, None, 0)  # (nothing kept; a result that saw it is not kept either)
             raise TempError(f"{rdtype} {name}: {type(exc).__name__}") from None
         except dns.exception.DNSException as exc:  # anything else dnspython raises (a malformed answer)
+            self._put(key, None, 0)
             raise TempError(f"{rdtype} {name}: {type(exc).__name__}") from None
-        values = text(answer)
-        self._answers.put(key, values, answer.rrset.ttl if answer.rrset is not None else 0)
+        else:
+            values, ttl = text(answer), (answer.rrset.ttl if answer.rrset is not None else 0)
+        self._put(key, values, ttl)
         return values
 
     async def txt(self, name: str) -> Values:

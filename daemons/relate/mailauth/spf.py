@@ -21,6 +21,9 @@ Policy:
   cost). Explanations (``exp=``) are parsed but never fetched: the answer
   we give a sender does not quote them.
 - An IPv4-mapped IPv6 client is checked as its IPv4 address.
+- A result is given again without evaluating the record while every DNS
+  answer it was made of is still in the cache unchanged (relate.mailauth.dns,
+  ``Dns.derived``); a ``temperror`` is always evaluated anew.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class _Record:
     redirect: str | None
 
 
+@functools.lru_cache(maxsize=4096)
 @functools.lru_cache(maxsize=4096)
 def valid_domain(domain: str) -> bool:
     """A multi-label domain name with no empty or over-long label (§4.3)."""
@@ -419,5 +423,10 @@ async def _check(dns: Dns, client: str, domain: str, sender: str, helo: str, ide
         return SpfResult("none", identity, domain, sender, "no client address")
     if not valid_domain(domain):
         return SpfResult("none", identity, domain, sender, "not a domain")
-    result, reason = await check_host(dns, ip, domain, sender, helo)
+    # Kept while the answers it used are (relate.mailauth.dns): the key names every input of check_host().
+    result, reason = await dns.derived(
+        ("spf", client, domain, sender, helo),
+        lambda: check_host(dns, ip, domain, sender, helo),
+        keep=lambda found: found[0] != "temperror",
+    )
     return SpfResult(result, identity, domain.rstrip(".").lower(), sender, reason)

@@ -103,13 +103,22 @@ def header_section(head: bytes) -> bytes:
 def from_domains(section: bytes) -> tuple[list[str], bool]:
     """(the From domains, whether the From field could be read without doubt)."""
     found = field_addresses(section, "From")
-    if found is not None and found and len(_FROM_FIELD.findall(section)) == 1:
+    if found is not None and found and _one_from_field(section):
         domains = [a.rpartition("@")[2].strip().lower().rstrip(".") for a in found]
         return [d for d in dict.fromkeys(domains) if d], True
     # Unreadable, absent or repeated: every domain that appears after an "@" in any From field, to catch a
     # hosted domain hidden in a field readers disagree on.
     domains = [m.decode("ascii").lower() for v in _FROM_FIELD.findall(section) for m in _AT_DOMAIN.findall(v)]
     return list(dict.fromkeys(domains)), False
+
+
+def _one_from_field(section: bytes) -> bool:
+    """Whether ``section``, which has a From field, has only one: the lines starting "from" counted (in C) and,
+    only when there are several, the fields among them (what ``_FROM_FIELD`` finds, each at such a line)."""
+    lowered = section.lower()
+    if lowered.count(b"\nfrom") + lowered.startswith(b"from") == 1:
+        return True
+    return len(_FROM_FIELD.findall(section)) == 1
 
 
 def authserv_id(cfg: Config) -> str:

@@ -400,17 +400,18 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
             server.notifier.new_email(
                 mailbox_id=stored.mailbox_id, email_id=stored.id, sender=sender_text, subject=parsed.subject
             )
-    log.info(
-        "smtp-accepted id=%s client=%s from=<%s> rcpts=%d local=%d remote=%d size=%d%s",
-        queue_id,
-        session.client,
-        envelope.mail_from,
-        len(envelope.recipients),
-        len(committed.local),
-        len(delivery.remote),
-        spool.size,
-        f" {_results(verdict)}" if session.role == "mx" and verdict.header else "",
-    )
+    if log.isEnabledFor(logging.INFO):  # (its arguments are made only for a line that is written)
+        log.info(
+            "smtp-accepted id=%s client=%s from=<%s> rcpts=%d local=%d remote=%d size=%d%s",
+            queue_id,
+            session.client,
+            envelope.mail_from,
+            len(envelope.recipients),
+            len(committed.local),
+            len(delivery.remote),
+            spool.size,
+            f" {_results(verdict)}" if session.role == "mx" and verdict.header else "",
+        )
     if committed.sent_over_quota:
         return replies.QUEUED.with_text(f"Message accepted as {queue_id}; not saved to Sent: mailbox full")
     return replies.QUEUED.with_text(f"Message accepted as {queue_id}")

@@ -7,6 +7,7 @@ import pytest
 
 from relate.mailauth import dns as authdns
 from relate.mailauth.dns import TempError
+from relate.mailauth.spf import check_mail_from
 
 from .conftest import Net
 
@@ -70,3 +71,51 @@ def test_the_resolver_given_keeps_its_own_cache() -> None:
     assert resolver.cache is not None
     assert checks.resolver is not resolver
     assert checks.resolver.cache is None
+
+
+async def test_an_spf_result_follows_the_shortest_ttl_of_the_answers_it_used(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SPF result given again from the cache changes as soon as any answer it was made of (an include's,
+    kept for less time than the sender's own record) expires and says otherwise."""
+    now = [1000.0]
+    answers = authdns._Answers(clock=lambda: now[0])
+    monkeypatch.setattr(net.dns, "_answers", answers)
+    answers.put(("sender.example", "TXT"), ["v=spf1 include:relay.example -all"], 3600)
+    answers.put(("relay.example", "TXT"), ["v=spf1 ip4:192.0.2.10 -all"], 60)
+    for _ in range(2):
+        assert (await check_mail_from(net.dns, "192.0.2.10", "bob@sender.example", "h.example")).result == "pass"
+    net.txt("relay.example", "v=spf1 ip4:198.51.100.1 -all")  # what the relay publishes once its TTL is up
+    now[0] += 61
+    found = await check_mail_from(net.dns, "192.0.2.10", "bob@sender.example", "h.example")
+    assert found.result == "fail"
+    assert net.queries == [("relay.example", "TXT")]  # the sender's own record was still kept
+
+
+async def test_an_spf_result_is_its_inputs_own(net: Net) -> None:
+    """A result kept for one sender, client and HELO name is never given for another: a macro of the local
+    part (exists:%{l}.…) decides per sender."""
+    net.txt("sender.example", "v=spf1 exists:%{l}.allowed.sender.example -all")
+    net.zone.add("bob.allowed.sender.example", "A", "127.0.0.2")
+    assert (await check_mail_from(net.dns, "192.0.2.10", "bob@sender.example", "h.example")).result == "pass"
+    assert (await check_mail_from(net.dns, "192.0.2.10", "eve@sender.example", "h.example")).result == "fail"
+    assert (await check_mail_from(net.dns, "192.0.2.10", "bob@sender.example", "h.example")).result == "pass"
+
+
+async def test_an_spf_result_that_met_dns_trouble_is_evaluated_again(net: Net) -> None:
+    """A temperror (an include's server failing), and a result made while a ptr lookup failed (which counts as
+    no match), are not kept: once DNS answers again, the sender's mail gets the result its records give."""
+    net.txt("sender.example", "v=spf1 include:relay.example -all")
+    net.txt("relay.example", "v=spf1 ip4:192.0.2.10 -all")
+    net.zone.fail.add("relay.example")
+    assert (await check_mail_from(net.dns, "192.0.2.10", "bob@sender.example", "h.example")).result == "temperror"
+    net.zone.fail.discard("relay.example")
+    assert (await check_mail_from(net.dns, "192.0.2.10", "bob@sender.example", "h.example")).result == "pass"
+
+    net.txt("ptr.example", "v=spf1 ptr -all")
+    net.zone.fail.add("10.2.0.192.in-addr.arpa")
+    assert (await check_mail_from(net.dns, "192.0.2.10", "bob@ptr.example", "h.example")).result == "fail"
+    net.zone.fail.discard("10.2.0.192.in-addr.arpa")
+    net.zone.add("10.2.0.192.in-addr.arpa", "PTR", "mail.ptr.example.")
+    net.zone.add("mail.ptr.example", "A", "192.0.2.10")
+    assert (await check_mail_from(net.dns, "192.0.2.10", "bob@ptr.example", "h.example")).result == "pass"
