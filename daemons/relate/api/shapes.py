@@ -23,10 +23,11 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def summary(row: dict[str, Any]) -> dict[str, Any]:
-    """The listing shape of a message (also the ``data`` of NewEmail events)."""
+def summary(row: dict[str, Any], labels: dict[str, int] | None = None) -> dict[str, Any]:
+    """The listing shape of a message (also the ``data`` of NewEmail events); with the user's label ids by
+    keyword (services/labels.py by_keyword), ``labels`` too: the labels among its flags."""
     from_addr = row.get("from_addr") or []
-    return {
+    shape = {
         "id": row["id"],
         "mailboxId": row["mailbox_id"],
         "from": person(from_addr[0]) if from_addr else None,
@@ -39,6 +40,9 @@ def summary(row: dict[str, Any]) -> dict[str, Any]:
         "flags": list(row["flags"]),
         "attachmentCount": row["attachment_count"],
     }
+    if labels is not None:
+        shape["labels"] = sorted(labels[f] for f in row["flags"] if f in labels)
+    return shape
 
 
 def mailbox_name(name: str) -> str:

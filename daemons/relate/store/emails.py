@@ -115,6 +115,25 @@ async def listing(conn: Queryable, mailbox_id: int, offset: int, limit: int) -> 
     return items, total
 
 
+async def labelled_listing(
+    conn: Queryable, mailbox_id: int, keyword: str, offset: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """:func:`listing` of the messages whose flags hold ``keyword`` (a label): one page, newest first, and their
+    count (a scan of the mailbox's flags: no index has them)."""
+    rows = await conn.fetch(
+        f"""SELECT {_SUMMARY} FROM messages m WHERE m.mailbox_id = $1 AND $2 = ANY (m.flags)
+             ORDER BY m.internal_date DESC, m.id DESC OFFSET $3 LIMIT $4""",
+        mailbox_id,
+        keyword,
+        offset,
+        limit,
+    )
+    total: int = await conn.fetchval(
+        "SELECT count(*) FROM messages m WHERE m.mailbox_id = $1 AND $2 = ANY (m.flags)", mailbox_id, keyword
+    )
+    return [dict(r) for r in rows], total
+
+
 # Search answers at most this many matches (pages beyond are refused) and
 # counts matches up to it: mail clients show "1000+"; an exact count of a
 # word found in every message would read every one of them.
@@ -135,12 +154,14 @@ async def search(
     is_read: bool | None,
     offset: int,
     limit: int,
+    keyword: str | None = None,
 ) -> tuple[list[dict[str, Any]], int, bool]:
     """Full-text search with filters, newest first; (page, total, whether the total is exact).
 
     ``query`` is PostgreSQL web-search syntax over the words of subjects,
     addresses and bodies (words, "phrases", -exclusions, OR). ``sender`` /
-    ``recipient`` match a substring of an address or display name.
+    ``recipient`` match a substring of an address or display name; ``keyword``
+    keeps the messages whose flags hold it (a label).
     ``offset + limit`` must not pass :data:`SEARCH_CAP`.
 
     Without words, each of the user's mailboxes is read newest first through
@@ -174,6 +195,8 @@ async def search(
         where.append("m.attachment_count > 0" if has_attachments else "m.attachment_count = 0")
     if is_read is not None:
         where.append(("" if is_read else "NOT ") + "('\\Seen' = ANY (m.flags))")
+    if keyword is not None:
+        where.append(f"{arg(keyword)} = ANY (m.flags)")
     boxes = "b.user_id = $1" + (f" AND b.id = {arg(mailbox_id)}" if mailbox_id is not None else "")
     filters = " AND ".join(["m.mailbox_id = b.id", boxes, *where])
     count_args = list(args)
