@@ -125,7 +125,7 @@ async def create(pool: asyncpg.Pool, user_id: int, data: dict[str, Any]) -> Labe
     asked = check_keyword(data["keyword"]) if data.get("keyword") is not None else None
     async with pool.acquire() as conn, conn.transaction():
         # Serialise the user's label changes: the count and the keywords taken hold until commit.
-        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", user_id)
         have = await store.list_all(conn, user_id)
         if len(have) >= MAX_LABELS:
             raise TooMany(f"at most {MAX_LABELS} labels")
