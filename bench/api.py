@@ -12,6 +12,8 @@ of the way), fills the user's INBOX, then measures over HTTP with aiohttp:
   ``--distinct`` messages), a less rare one (1 in 20), a word in every
   message, and the less rare one with ``isRead=false``: p50/p99, the totals
   checked against what was loaded;
+- labels: the first page of the INBOX listing with ``?label=`` and a search
+  by label, for a label on 1 message in 20 (``$label1``, set in SQL);
 - throughput: ``--clients`` concurrent clients (one connection each) asking
   for the first page for ``--duration`` seconds: requests/s and latency
   under load, with the CPU of the daemon, PostgreSQL and the client.
@@ -80,6 +82,7 @@ PAGE_SIZE = 50
 TARGET_P99_MS = 20.0
 RARE, MEDIUM, COMMON = "zephyrine", "quasarly", "fox"
 MEDIUM_EVERY = 20
+LABEL_KEYWORD, LABEL_EVERY = "$label1", 20
 _WORDS = [
     "alpha",
     "bravo",
@@ -132,6 +135,7 @@ class RelateApi(RelateServer):
         super().__init__(workdir, args.json_only)
         self.args = args
         self.key = ""
+        self.label_id = 0
         self.load: dict[str, Any] = {}
 
     @property
@@ -210,6 +214,19 @@ class RelateApi(RelateServer):
         if copies > 0:
             await self._copy_rows(conn, inbox, distinct, copies, total)
         copy_s = time.perf_counter() - t0
+        # A label (issue 17) on 1 message in 20, as a mail client's keyword would be set.
+        self.label_id = await conn.fetchval(
+            """INSERT INTO labels (user_id, name, color, keyword)
+               SELECT user_id, 'Important', '#FF0000', $2 FROM mailboxes WHERE id = $1 RETURNING id""",
+            inbox,
+            LABEL_KEYWORD,
+        )
+        await conn.execute(
+            "UPDATE messages SET flags = flags || ARRAY[$2] WHERE mailbox_id = $1 AND uid % $3 = 0",
+            inbox,
+            LABEL_KEYWORD,
+            LABEL_EVERY,
+        )
         t0 = time.perf_counter()
         await conn.execute("VACUUM ANALYZE")
         await conn.execute("CHECKPOINT")
@@ -329,6 +346,15 @@ async def measure_sequential(target: RelateApi, args: argparse.Namespace) -> dic
             if body.get("total") != total or len(body.get("items", [])) != expect:
                 raise BenchError(f"listing page {page}: total {body.get('total')}, {len(body.get('items', []))} items")
             results[name] = timings.summary() | {"page": page, "offset": (page - 1) * PAGE_SIZE}
+        labelled = total // LABEL_EVERY
+        for name, path in (("label_page_1", "/api/emails?"), ("label_search", "/api/emails/search?")):
+            say(f"relate: {path}label=, {args.search_requests} requests", quiet=target.quiet)
+            url = f"{target.url}{path}label={target.label_id}&pageSize={PAGE_SIZE}"
+            timings, body = await timed_gets(session, url, headers, args.search_requests, 3)
+            hits = body.get("total")
+            if hits != min(labelled, SEARCH_CAP if "search" in path else labelled):
+                raise BenchError(f"{path}label=: total {hits}, expected {labelled} (capped for search)")
+            results[name] = timings.summary() | {"query": f"label (1 in {LABEL_EVERY})", "hits": hits}
         distinct = min(args.distinct, total)
         per_template = total // distinct  # every template has at least this many rows
         medium_templates = len(range(0, distinct, MEDIUM_EVERY))
@@ -422,6 +448,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("listing page 1", "page_1", "listing"),
     ("listing deep page", "deep_page", "listing"),
     ("listing last page", "last_page", "listing"),
+    ("listing page 1 of a label (1 in 20)", "label_page_1", "listing"),
+    ("search by label (1 in 20)", "label_search", "search"),
     ("search rare word", "search_rare", "search"),
     ("search 1-in-20 word", "search_medium", "search"),
     ("search word in every message", "search_common", "search"),

@@ -14,6 +14,9 @@ Policy:
   when ``mailboxIds`` is null: more than 300 were touched),
   ``MailboxChanged`` (``change`` created, renamed or deleted, ``id``, and
   ``name, specialUse`` unless deleted; from REST or IMAP alike),
+  ``LabelChanged`` (``change`` created, updated or deleted, and the
+  label's ``id, name, color, keyword``; a label put on or taken off an
+  email is an ``EmailUpdated``: its flags hold the label's keyword),
   ``DeliveryStatusChanged`` (``id, status``, an outbound email) and
   ``Resync`` (``reason``, and ``mailboxId`` when one mailbox is meant):
   refetch, because what changed is too much to list (``bulk``), folders
@@ -328,6 +331,8 @@ class Hub:
             self.publish(user_id, "BulkChanged", data)
         elif kind in ("created", "deleted", "renamed"):
             await self._folder(user_id, kind, mailbox_id)
+        elif kind == "label" and event.label is not None and event.change is not None:
+            self.publish(user_id, "LabelChanged", {"change": event.change, **event.label})
         elif kind == "lagging":
             self.publish(user_id, "Resync", {"reason": "lagging"})
 

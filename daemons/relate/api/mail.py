@@ -1,4 +1,4 @@
-"""Mail: list, search, read, raw, attachments; flag, move, delete one message or many (bulk).
+"""Mail: list, search, read, raw, attachments; flag, label, move, delete one message or many (bulk).
 
 Reads need ``api:read``, changes ``api:write``. Changes are services/mail.py's
 (the store functions IMAP uses, so every IMAP session, IDLE included, and the
@@ -29,6 +29,7 @@ from relate.mail.address import comparable_address
 from relate.mail.headers import decoded_fields
 from relate.mail.mime import ParsedMessage, parse_message, part_content
 from relate.mailauth import authres, verdict
+from relate.services import labels as label_service
 from relate.services import mail as mail_service
 from relate.spam import filter as spam_filter
 from relate.store import accounts
@@ -47,8 +48,29 @@ _KEYWORD = re.compile(r"^[!#$&'+\-.0-9:;<=>?@A-Z^_`a-z|~]{1,100}$")
 async def list_emails(request: web.Request) -> web.Response:
     box = await mailbox_ref(request, request.query.get("mailbox") or "INBOX")
     page, size = paging(request)
-    rows, total = await store.listing(state(request).pool, box["id"], (page - 1) * size, size)
-    return web.json_response(page_of([summary(r) for r in rows], page, size, total))
+    keyword = await label_param(request)
+    pool = state(request).pool
+    if keyword is None:
+        rows, total = await store.listing(pool, box["id"], (page - 1) * size, size)
+    else:
+        rows, total = await store.labelled_listing(pool, box["id"], keyword, (page - 1) * size, size)
+    labels = await user_labels(request)
+    return web.json_response(page_of([summary(r, labels) for r in rows], page, size, total))
+
+
+async def label_param(request: web.Request) -> str | None:
+    """The keyword of the ``label`` query parameter's label (an id), None without one; 404 if it is no label."""
+    raw = request.query.get("label")
+    if raw is None or raw == "":
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19):
+        raise not_found("label")
+    return await label_service.keyword_of(state(request).pool, principal(request).user_id, int(raw))
+
+
+async def user_labels(request: web.Request) -> dict[str, int]:
+    """The caller's label ids by keyword, for the ``labels`` of email shapes."""
+    return await label_service.by_keyword(state(request).pool, principal(request).user_id)
 
 
 def _bool_param(request: web.Request, name: str) -> bool | None:
@@ -71,6 +93,7 @@ async def search_emails(request: web.Request) -> web.Response:
     mailbox = request.query.get("mailbox")
     box_id = (await mailbox_ref(request, mailbox))["id"] if mailbox else None
     page, size = paging(request)
+    keyword = await label_param(request)
     if page * size > store.SEARCH_CAP:
         raise bad_request(f"search answers the first {store.SEARCH_CAP} matches; narrow the search")
     rows, total, exact = await store.search(
@@ -86,8 +109,10 @@ async def search_emails(request: web.Request) -> web.Response:
         is_read=_bool_param(request, "isRead"),
         offset=(page - 1) * size,
         limit=size,
+        keyword=keyword,
     )
-    body = page_of([summary(r) for r in rows], page, size, total)
+    labels = await user_labels(request)
+    body = page_of([summary(r, labels) for r in rows], page, size, total)
     body["totalExact"] = exact  # false: at least `total` matches
     return web.json_response(body)
 
@@ -144,7 +169,7 @@ async def get_email(request: web.Request) -> web.Response:
         raise not_found("email")
     detail = functools.partial(_detail, bytes(row["raw"]), row["header_end"], email_id, remote == "block")
     parsed, headers, html = await asyncio.to_thread(detail)
-    body = summary(row)
+    body = summary(row, await user_labels(request))
     own = await _sent_by_user(request, row)
     if not own:
         headers = [h for h in headers if h["name"].lower() != "bcc"]
@@ -303,10 +328,40 @@ async def patch_email(request: web.Request) -> web.Response:
         moved = await mail_service.apply(pool, user_id, "move", [email_id], target_id=target["id"], bulk=False)
         if not moved.ids:
             raise not_found("email")
-    rows = await store.summaries(pool, [email_id])
+    return await _email_now(request, email_id)
+
+
+async def _email_now(request: web.Request, email_id: int) -> web.Response:
+    """The answer of a change to one email: its summary as it is now."""
+    rows = await store.summaries(state(request).pool, [email_id])
     if not rows:
         raise not_found("email")
-    return web.json_response(summary(rows[0]))
+    return web.json_response(summary(rows[0], await user_labels(request)))
+
+
+@routes.put("/api/emails/{id}/labels/{labelId}")
+@requires(WRITE)
+async def add_label(request: web.Request) -> web.Response:
+    return await _label_one(request, "label")
+
+
+@routes.delete("/api/emails/{id}/labels/{labelId}")
+@requires(WRITE)
+async def remove_label(request: web.Request) -> web.Response:
+    return await _label_one(request, "unlabel")
+
+
+async def _label_one(request: web.Request, action: str) -> web.Response:
+    """Add or remove one label on one email (its keyword: IMAP sessions and the hub hear of it as a flag change)."""
+    pool = state(request).pool
+    user_id = principal(request).user_id
+    email_id = path_id(request)
+    label_id = path_id(request, "labelId")
+    keyword = await label_service.keyword_of(pool, user_id, label_id)
+    done = await mail_service.apply(pool, user_id, action, [email_id], keyword=keyword, bulk=False)
+    if not done.ids:
+        raise not_found("email")
+    return await _email_now(request, email_id)
 
 
 @routes.delete("/api/emails/{id}")
@@ -323,8 +378,8 @@ async def delete_email(request: web.Request) -> web.Response:
 
 # --- bulk ---------------------------------------------------------------------------------------------
 
-_BULK_FIELDS = {"action", "ids", "query", "mailbox"}
-_QUERY_FIELDS = {"q", "mailbox", "from", "to", "after", "before", "hasAttachments", "isRead"}
+_BULK_FIELDS = {"action", "ids", "query", "mailbox", "label"}
+_QUERY_FIELDS = {"q", "mailbox", "from", "to", "after", "before", "hasAttachments", "isRead", "label"}
 
 
 def _text_field(query: dict[str, Any], name: str, limit: int) -> str | None:
@@ -360,6 +415,9 @@ async def _matches(request: web.Request, query: Any) -> list[int]:
         raise invalid(f"unknown query fields: {', '.join(sorted(unknown))}")
     mailbox = query.get("mailbox")
     box_id = (await _target(request, mailbox))["id"] if mailbox is not None else None
+    label = query.get("label")
+    user_id = principal(request).user_id
+    keyword = None if label is None else await label_service.keyword_of(state(request).pool, user_id, label)
     cap = mail_service.MAX_BULK
     rows, _total, exact = await store.search(
         state(request).pool,
@@ -374,6 +432,7 @@ async def _matches(request: web.Request, query: Any) -> list[int]:
         is_read=_bool_field(query, "isRead"),
         offset=0,
         limit=min(cap, store.SEARCH_CAP),
+        keyword=keyword,
     )
     if not exact:
         raise invalid(f"the query matches more than {cap} emails; narrow it (a bulk action takes at most {cap})")
@@ -405,10 +464,16 @@ async def bulk(request: web.Request) -> web.Response:
         raise invalid("give either ids or query")
     if (action == "move") != ("mailbox" in data):
         raise invalid("mailbox is required for move, and only for move")
+    labelling = action in mail_service.LABEL_ACTIONS
+    if labelling != ("label" in data):
+        raise invalid("label is required for label and unlabel, and only for them")
     target = await _target(request, data["mailbox"]) if action == "move" else None
+    pool = state(request).pool
+    user_id = principal(request).user_id
+    keyword = await label_service.keyword_of(pool, user_id, data["label"]) if labelling else None
     ids = _ids(data["ids"]) if "ids" in data else await _matches(request, data["query"])
     done = await mail_service.apply(
-        state(request).pool, principal(request).user_id, action, ids, target_id=None if target is None else target["id"]
+        pool, user_id, action, ids, target_id=None if target is None else target["id"], keyword=keyword
     )
     return web.json_response(
         {

@@ -161,6 +161,8 @@ KEY_ID = path_param("id", "the key's id")
 KEY_SELF = query("self", "true to revoke or rotate the calling key itself (409 otherwise)", BOOLEAN)
 OUTBOUND_ID = path_param("id", "the outbound email's id")
 REPLY_TO_ID = path_param("emailId", "the received email answered or forwarded")
+LABEL_ID = path_param("id", "the label's id")
+LABEL_FILTER = query("label", "only emails with this label (its id)", {"type": "string", "pattern": "^[0-9]{1,19}$"})
 
 # --- schemas ---------------------------------------------------------------------
 
@@ -251,6 +253,10 @@ SCHEMAS: dict[str, Any] = {
         isRead=BOOLEAN,
         flags=array(STRING),
         attachmentCount=INTEGER,
+        labels=array(
+            INTEGER,
+            description="the ids of the user's labels among flags (REST answers; hub events carry flags only)",
+        ),
     ),
     "Header": obj(["name", "value"], name=STRING, value=STRING),
     "AuthResult": obj(
@@ -385,7 +391,10 @@ SCHEMAS: dict[str, Any] = {
     "BulkRequest": {
         **obj(
             ["action"],
-            action={"type": "string", "enum": ["markRead", "markUnread", "flag", "unflag", "move", "delete"]},
+            action={
+                "type": "string",
+                "enum": ["markRead", "markUnread", "flag", "unflag", "move", "delete", "label", "unlabel"],
+            },
             ids=array(_POSITIVE, minItems=1, maxItems=1000, description="the emails (give ids or query)"),
             query={
                 **obj(
@@ -397,11 +406,13 @@ SCHEMAS: dict[str, Any] = {
                     before={"type": "string", "format": "date-time"},
                     hasAttachments=nullable("boolean"),
                     isRead=nullable("boolean"),
+                    label={**_POSITIVE, "description": "only emails with this label (its id)"},
                 ),
                 "additionalProperties": False,
                 "description": "the emails a search finds (as GET /api/emails/search; at most 1000 matches)",
             },
             mailbox={"oneOf": [INTEGER, STRING], "description": "move: the target folder (id or name)"},
+            label={**_POSITIVE, "description": "label, unlabel: the label's id"},
         ),
         "additionalProperties": False,
     },
@@ -755,6 +766,16 @@ SCHEMAS: dict[str, Any] = {
                 "a folder was made, renamed or deleted (REST or IMAP); name and specialUse unless deleted",
             ),
             _event(
+                "LabelChanged",
+                {
+                    "allOf": [
+                        obj(["change"], change={"type": "string", "enum": ["created", "updated", "deleted"]}),
+                        ref("Label"),
+                    ]
+                },
+                "a label was made, renamed or recoloured, or deleted (its emails lost it: a BulkChanged unlabel)",
+            ),
+            _event(
                 "UnreadCountChanged",
                 obj(["mailboxId", "unread"], mailboxId=INTEGER, unread=INTEGER),
                 "a folder's unread count, after changes to it",
@@ -906,8 +927,8 @@ PATHS: dict[str, dict[str, Any]] = {
             MAIL,
             returns("the page and the folder's total", page_of("EmailSummary")),
             scope=R,
-            params=[query("mailbox", "folder id or name (default INBOX)"), *PAGING],
-            errors={"400": "bad paging parameters", "404": "no such folder"},
+            params=[query("mailbox", "folder id or name (default INBOX)"), LABEL_FILTER, *PAGING],
+            errors={"400": "bad paging parameters", "404": "no such folder or label"},
         )
     },
     "/api/emails/search": {
@@ -937,25 +958,27 @@ PATHS: dict[str, dict[str, Any]] = {
                 query("before", "received before (ISO 8601)", {"type": "string", "format": "date-time"}),
                 query("hasAttachments", "true or false", BOOLEAN),
                 query("isRead", "true or false", BOOLEAN),
+                LABEL_FILTER,
                 *PAGING,
             ],
             errors={
                 "400": "a bad parameter, or a page past the first 1000 matches (narrow the search)",
-                "404": "no such folder",
+                "404": "no such folder or label",
             },
         )
     },
     "/api/emails/bulk": {
         "post": op(
-            "Mark read or unread, flag, unflag, move or delete up to 1000 emails (ids or a search) at once",
+            "Mark read or unread, flag, unflag, label, unlabel, move or delete up to 1000 emails (ids or a search)",
             MAIL,
             returns("what was done", ref("BulkResult")),
             scope=W,
             body=ref("BulkRequest"),
             errors={
-                "404": "no such folder (mailbox, or query.mailbox)",
+                "404": "no such folder (mailbox, or query.mailbox) or label (label, or query.label)",
                 "422": "a bad field; both or neither of ids and query; mailbox given for another action than move "
-                "or missing for move; a query matching more than 1000 emails",
+                "or missing for move (label: for another than label and unlabel, or missing for them); a query "
+                "matching more than 1000 emails",
             },
             description=(
                 "One transaction: all of it or none. Ids that are not the user's emails are listed in notFound. "
@@ -1489,6 +1512,108 @@ _EXT_PATHS: dict[str, dict[str, Any]] = {
 }
 PATHS |= _EXT_PATHS
 SCHEMAS |= _EXT_SCHEMAS
+
+# --- labels (api/labels.py, and their routes under /api/emails in api/mail.py) ------------------------
+
+LABELS = "labels"
+_EXT_TAGS.append(LABELS)
+_COLOR = {"type": "string", "pattern": "^#[0-9A-Fa-f]{6}$", "description": "#RRGGBB"}
+_LABEL_NAME = {"type": "string", "minLength": 1, "maxLength": 100, "description": "unique per user in any case"}
+
+SCHEMAS |= {
+    "Label": obj(
+        ["id", "name", "color", "keyword"],
+        id=INTEGER,
+        name=STRING,
+        color={"type": "string", "description": "#RRGGBB (upper case)"},
+        keyword={
+            "type": "string",
+            "description": "the IMAP keyword that is this label on a message (mail clients see and set it; "
+            "Thunderbird's tags are $label1 to $label5 and keywords derived from the tag name); never changes",
+        },
+    ),
+    "LabelRequest": {
+        **obj(
+            ["name"],
+            name=_LABEL_NAME,
+            color={**_COLOR, "description": "#RRGGBB; default Thunderbird's colour for its five tags, else grey"},
+            keyword={
+                "type": "string",
+                "pattern": "^[!#$&'+\\-.0-9:;<=>?@A-Z^_`a-z|~]{1,100}$",
+                "description": "adopt this IMAP keyword (one a client already sets); default: derived from the "
+                "name as Thunderbird derives a tag's key ($label1 to $label5 for its five default tags)",
+            },
+        ),
+        "additionalProperties": False,
+    },
+    "LabelChange": {
+        **obj(None, name=_LABEL_NAME, color=_COLOR),
+        "additionalProperties": False,
+        "description": "a new name or colour; the keyword stays",
+    },
+    "LabelDeleted": obj(
+        ["deleted", "id", "unlabelled"],
+        deleted={"const": True},
+        id=INTEGER,
+        unlabelled={"type": "integer", "description": "emails the label was taken off"},
+    ),
+}
+
+PATHS |= {
+    "/api/labels": {
+        "get": op(
+            "The user's labels",
+            LABELS,
+            returns("by name", obj(["items", "total"], items=array(ref("Label")), total=INTEGER)),
+            scope=R,
+        ),
+        "post": op(
+            "Create a label",
+            LABELS,
+            returns("the new label", ref("Label")),
+            status="201",
+            scope=W,
+            body=ref("LabelRequest"),
+            errors={
+                "409": "a label of that name or keyword exists, or the user has 500 labels",
+                "422": "a bad name, colour or keyword (or a registered keyword such as $Junk)",
+            },
+        ),
+    },
+    "/api/labels/{id}": {
+        "patch": op(
+            "Rename or recolour a label (its keyword stays, so its emails keep it)",
+            LABELS,
+            returns("the label", ref("Label")),
+            scope=W,
+            params=[LABEL_ID],
+            body=ref("LabelChange"),
+            errors={"404": "no such label", "409": "another label has that name", "422": "a bad name or colour"},
+        ),
+        "delete": op(
+            "Delete a label, taking it off every email first (one BulkChanged unlabel on the hub)",
+            LABELS,
+            returns("deleted", ref("LabelDeleted")),
+            scope=W,
+            params=[LABEL_ID],
+            errors={"404": "no such label"},
+        ),
+    },
+    "/api/emails/{id}/labels/{labelId}": {
+        method: op(
+            summary,
+            LABELS,
+            returns("the email as it is now", ref("EmailSummary")),
+            scope=W,
+            params=[EMAIL_ID, path_param("labelId", "the label's id")],
+            errors={"404": "no such email or label"},
+        )
+        for method, summary in (
+            ("put", "Put a label on an email (its keyword: IMAP clients see it)"),
+            ("delete", "Take a label off an email"),
+        )
+    },
+}
 
 
 def document() -> dict[str, Any]:

@@ -27,7 +27,7 @@ Policy:
   the delivery daemon, a copy is in Sent, and the draft becomes the queued
   (or sent) message under the same id, its Drafts copy removed. The answer
   (201) comes only after that transaction has committed.
-- Replies and forwards are drafts made from a message of the user's: Re: or
+- Replies and forwards are drafts services/outbound.py makes from a message of the user's: Re: or
   Fwd: subject, the original quoted, In-Reply-To and References from it; a
   forward carries the original's attachments (any in the request are
   added). ``replyAll`` (or ``?all=true``) replies to all; ``send: true``
@@ -42,7 +42,6 @@ Policy:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import email.utils
@@ -57,15 +56,12 @@ from aiohttp import web
 from relate.api.app import json_body, page_of, paging, path_id, state
 from relate.api.errors import ApiError, invalid, not_found
 from relate.api.security import READ, WRITE, client_address, principal, requires
-from relate.api.shapes import sanitize_html
 from relate.errors import Invalid
 from relate.mail import compose as mime
-from relate.mail.address import comparable_address, normalize_address
-from relate.mail.mime import Address, ParsedMessage, parse_message, part_content
+from relate.mail.address import normalize_address
 from relate.services import outbound
 from relate.services.outbound import Edit
 from relate.store import accounts, drafts, events
-from relate.store import emails as email_store
 
 log = logging.getLogger("relate.api")
 routes = web.RouteTableDef()
@@ -77,7 +73,6 @@ LISTS = {
     "sent": ("sent", "partial_failure", "failed"),
 }
 _FIELDS = {"from", "to", "cc", "bcc", "subject", "textBody", "htmlBody", "inReplyTo", "references", "attachments"}
-_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+\-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+\-]{0,126}$")
 _CONTENT_ID = re.compile(r"^[^<>\s\"\\]{1,200}$")
 # What cannot be in a one-line field (subject, display name, filename): C0 and C1 controls (tab aside,
 # checked as a space), DEL, and U+2028/U+2029, which end a line for Python's str.splitlines() and the
@@ -154,7 +149,7 @@ def _attachment(value: Any, name: str) -> drafts.NewAttachment:
     if not filename or not filename.strip():
         raise invalid(f"{name}.filename is required")
     content_type = value.get("contentType") or "application/octet-stream"
-    if not isinstance(content_type, str) or not _CONTENT_TYPE.match(content_type):
+    if not isinstance(content_type, str) or not outbound.CONTENT_TYPE.match(content_type):
         raise invalid(f"{name}.contentType must be a MIME type like application/pdf")
     if content_type.lower().startswith("multipart/"):
         raise invalid(f"{name}.contentType cannot be multipart")
@@ -232,9 +227,7 @@ async def _read_body(request: web.Request, *, optional: bool = False) -> dict[st
 
 
 async def _default_sender(request: web.Request) -> mime.Person:
-    who = principal(request)
-    user = await accounts.get_user(state(request).pool, who.address)
-    return mime.Person(who.address, (user or {}).get("display_name") or None)
+    return await outbound.default_sender(state(request).pool, principal(request).address)
 
 
 async def _check_sender(request: web.Request, sender: mime.Person) -> None:
@@ -472,46 +465,7 @@ async def send_now(request: web.Request) -> web.Response:
     return await _answer(request, email_id, 201)
 
 
-async def _original(request: web.Request) -> tuple[dict[str, Any], ParsedMessage]:
-    row = await email_store.get(state(request).pool, principal(request).user_id, path_id(request, "emailId"))
-    if row is None:
-        raise not_found("email")
-    return row, await asyncio.to_thread(parse_message, bytes(row["raw"]))
-
-
-def _author(addresses: list[Address]) -> str | None:
-    if not addresses:
-        return None
-    first = addresses[0]
-    return f"{first.name} <{first.email}>" if first.name else first.email
-
-
-def _valid_people(addresses: list[Address], skip: set[str]) -> list[mime.Person]:
-    """Addresses from a received message that can be written to, without ``skip`` and duplicates."""
-    found = []
-    for a in addresses:
-        try:
-            normalized = normalize_address(a.email)
-        except Invalid:
-            continue
-        if normalized not in skip:
-            skip.add(normalized)
-            found.append(mime.Person(normalized, a.name or None))
-    return found
-
-
-async def _own_sender(request: web.Request, parsed: ParsedMessage) -> mime.Person:
-    """The user's address the original was written to (an alias, say), else their primary one."""
-    default = await _default_sender(request)
-    own = await accounts.user_addresses(state(request).pool, principal(request).user_id)
-    for a in (*parsed.to, *parsed.cc, *parsed.bcc):
-        email = comparable_address(a.email)
-        if email in own and email != default.email:
-            return mime.Person(email, default.name)
-    return default
-
-
-# RFC 5322 §3.6.4 (In-Reply-To, References) and §3.6.5 (Re:).
+# RFC 5322 §3.6.4 (In-Reply-To, References) and §3.6.5 (Re:); services/outbound.py builds both drafts.
 @routes.post("/api/outbound/reply/{emailId}")
 @requires(WRITE)
 async def reply(request: web.Request) -> web.Response:
@@ -519,31 +473,9 @@ async def reply(request: web.Request) -> web.Response:
     query_all = request.query.get("all", "").lower() in ("1", "true", "yes")
     reply_all = _flag(data.pop("replyAll", None), "replyAll") or query_all
     send = _flag(data.pop("send", None), "send")
-    _, parsed = await _original(request)
-    own = await accounts.user_addresses(state(request).pool, principal(request).user_id)
-    sender = await _own_sender(request, parsed)
-    wrote_it = bool(parsed.from_) and comparable_address(parsed.from_[0].email) in own
-    skip = set() if wrote_it else set(own)
-    to = _valid_people(parsed.to if wrote_it else (parsed.reply_to or parsed.from_), skip)
-    cc: list[mime.Person] = []
-    if reply_all:
-        to += _valid_people([] if wrote_it else parsed.to, skip)
-        cc = _valid_people(parsed.cc, skip)
-    author = _author(parsed.from_)
-    edit = Edit(
-        sender=sender,
-        to=to,
-        cc=cc,
-        subject=mime.reply_subject(parsed.subject),
-        # An HTML-only original is quoted in the text part as its rendered text.
-        text_body=mime.quote_text(
-            parsed.text_body if parsed.text_body is not None else parsed.text, author, parsed.date
-        ),
-        html_body=None
-        if parsed.html_body is None
-        else mime.quote_html(sanitize_html(parsed.html_body), author, parsed.date),
-        in_reply_to=parsed.message_id if parsed.message_id and mime.is_message_id(parsed.message_id) else None,
-        references=mime.references_for(parsed.message_id, parsed.references),
+    who = principal(request)
+    edit = await outbound.reply(
+        state(request).pool, who.user_id, who.address, path_id(request, "emailId"), reply_all=reply_all
     )
     edit = _apply(edit, data, state(request).cfg.api.max_attachment_size)
     return await _start(request, edit, send)
@@ -555,46 +487,14 @@ async def forward(request: web.Request) -> web.Response:
     data = await _read_body(request, optional=True)
     send = _flag(data.pop("send", None), "send")
     added = data.pop("attachments", None)
-    row, parsed = await _original(request)
-    raw = bytes(row["raw"])
-    limit = state(request).cfg.api.max_attachment_size
-    carried = []
-    for a in row["attachments"] or []:
-        content = await asyncio.to_thread(part_content, raw, a["part"])
-        if content is None:
-            continue
-        content_type = (a.get("contentType") or "application/octet-stream").lower()
-        carried.append(
-            drafts.NewAttachment(
-                filename=a.get("filename") or "attachment",
-                content_type=content_type if _CONTENT_TYPE.match(content_type) else "application/octet-stream",
-                data=content,
-                content_id=(a.get("contentId") or "").strip("<>") or None,
-                inline=bool(a.get("inline")),
-            )
-        )
-    fields = [
-        ("From", ", ".join(_author([p]) or "" for p in parsed.from_)),
-        ("Date", email.utils.format_datetime(parsed.date) if parsed.date else ""),
-        ("Subject", parsed.subject or ""),
-        ("To", ", ".join(_author([p]) or "" for p in parsed.to)),
-        ("Cc", ", ".join(_author([p]) or "" for p in parsed.cc)),
-    ]
-    edit = Edit(
-        sender=await _own_sender(request, parsed),
-        subject=mime.forward_subject(parsed.subject),
-        text_body=mime.forward_text(parsed.text_body if parsed.text_body is not None else parsed.text, fields),
-        html_body=None if parsed.html_body is None else mime.forward_html(sanitize_html(parsed.html_body), fields),
-        in_reply_to=parsed.message_id if parsed.message_id and mime.is_message_id(parsed.message_id) else None,
-        references=mime.references_for(parsed.message_id, parsed.references),
-        new=carried,
-    )
+    who = principal(request)
+    edit = await outbound.forward(state(request).pool, who.user_id, who.address, path_id(request, "emailId"))
     if added is not None:
         # Attachments named in the request come in addition to the forwarded ones.
-        if not isinstance(added, list) or len(added) + len(carried) > MAX_ATTACHMENTS:
+        if not isinstance(added, list) or len(added) + len(edit.new) > MAX_ATTACHMENTS:
             raise invalid(f"attachments must be a list (at most {MAX_ATTACHMENTS} with the forwarded ones)")
-        edit.new = carried + [_attachment(item, f"attachments[{i}]") for i, item in enumerate(added)]
-    edit = _apply(edit, data, limit)
+        edit.new = edit.new + [_attachment(item, f"attachments[{i}]") for i, item in enumerate(added)]
+    edit = _apply(edit, data, state(request).cfg.api.max_attachment_size)
     return await _start(request, edit, send)
 
 

@@ -10,6 +10,7 @@ from relate.api import (
     folders,
     hub,
     keys,
+    labels,
     mail,
     meta,
     openapi,
@@ -23,3 +24,5 @@ from relate.api import (
 ROUTE_MODULES: tuple[ModuleType, ...] = (mail, outbound, keys, meta, openapi, hub, push, senders, folders)
 # Issue 17's features for the apps: preferences, export, cid: parts, the reference page.
 ROUTE_MODULES += (prefs, export, content, reference)
+# Issue 17: labels.
+ROUTE_MODULES += (labels,)

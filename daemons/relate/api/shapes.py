@@ -10,8 +10,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-import nh3
-
 from relate.store import mailboxes as mailbox_store
 
 
@@ -23,10 +21,11 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def summary(row: dict[str, Any]) -> dict[str, Any]:
-    """The listing shape of a message (also the ``data`` of NewEmail events)."""
+def summary(row: dict[str, Any], labels: dict[str, int] | None = None) -> dict[str, Any]:
+    """The listing shape of a message (also the ``data`` of NewEmail events); with the user's label ids by
+    keyword (services/labels.py by_keyword), ``labels`` too: the labels among its flags."""
     from_addr = row.get("from_addr") or []
-    return {
+    shape = {
         "id": row["id"],
         "mailboxId": row["mailbox_id"],
         "from": person(from_addr[0]) if from_addr else None,
@@ -39,6 +38,9 @@ def summary(row: dict[str, Any]) -> dict[str, Any]:
         "flags": list(row["flags"]),
         "attachmentCount": row["attachment_count"],
     }
+    if labels is not None:
+        shape["labels"] = sorted(labels[f] for f in row["flags"] if f in labels)
+    return shape
 
 
 def mailbox_name(name: str) -> str:
@@ -61,8 +63,3 @@ def mailbox(row: dict[str, Any]) -> dict[str, Any]:
 def cid_path(email_id: int, content_id: str) -> str:
     """Where the API serves the part of ``email_id`` whose Content-ID is ``content_id`` (no angle brackets)."""
     return f"/api/emails/{email_id}/cid/{quote(content_id, safe='')}"
-
-
-def sanitize_html(html: str) -> str:
-    """HTML safe to show in a web page: no scripts, styles, event handlers or javascript: links."""
-    return nh3.clean(html, link_rel="noopener noreferrer", url_schemes={"http", "https", "mailto", "cid"})

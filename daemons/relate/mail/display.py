@@ -139,3 +139,8 @@ def display_html(html: str, *, cid_url: Callable[[str], str], block_remote: bool
         return tag[: src.start()] + f' data-remote-src="{src.group(1)}"' + tag[src.end() :]
 
     return Display(_IMG.sub(image, clean), blocked)
+
+
+def sanitize_html(html: str) -> str:
+    """HTML safe to quote in a reply or forward: no scripts, styles, event handlers or javascript: links."""
+    return nh3.clean(html, link_rel="noopener noreferrer", url_schemes={"http", "https", "mailto", "cid"})

@@ -1,4 +1,4 @@
-"""Changes to a user's mail: mark read or unread, flag, move, delete; one message or many, over one path.
+"""Changes to a user's mail: mark read or unread, flag, label, move, delete; one message or many, over one path.
 
 Policy:
 
@@ -46,7 +46,9 @@ FLAG_ACTIONS = {
     "flag": ("+", "\\Flagged"),
     "unflag": ("-", "\\Flagged"),
 }
-ACTIONS = (*FLAG_ACTIONS, "move", "delete")
+# Label actions: (STORE mode); the flag is the label's keyword (services/labels.py).
+LABEL_ACTIONS = {"label": "+", "unlabel": "-"}
+ACTIONS = (*FLAG_ACTIONS, "move", "delete", *LABEL_ACTIONS)
 
 
 @dataclass(frozen=True)
@@ -87,11 +89,13 @@ async def apply(
     ids: Sequence[int],
     *,
     target_id: int | None = None,
+    keyword: str | None = None,
     bulk: bool = True,
 ) -> Changed:
     """Apply ``action`` (one of :data:`ACTIONS`) to the user's messages ``ids``, in one transaction.
 
-    ``target_id`` is the folder a move goes to (NotFound if it is not the user's). ``bulk=False`` is a change to
+    ``target_id`` is the folder a move goes to (NotFound if it is not the user's); ``keyword`` the label's
+    keyword a label or unlabel action adds or removes. ``bulk=False`` is a change to
     one message that apps hear of message by message (EmailUpdated, EmailMoved, EmailDeleted).
     """
     if action not in ACTIONS:
@@ -100,6 +104,8 @@ async def apply(
         raise Invalid(f"at most {MAX_BULK} messages at once")
     if action == "move" and target_id is None:
         raise Invalid("a move needs a target mailbox")
+    if (action in LABEL_ACTIONS) != (keyword is not None):
+        raise Invalid("label and unlabel, and only they, need a label")
     wanted = sorted(set(ids))
     async with pool.acquire() as conn, conn.transaction():
         if bulk:
@@ -116,7 +122,7 @@ async def apply(
             # Read again under the locks: a message moved (or expunged) meanwhile is left out, as one in a
             # folder deleted meanwhile is: the answer lists what the action was applied to.
             found = [f for f in await emails.locate_many(conn, user_id, wanted) if f.mailbox_id in held]
-        removed = await _run(conn, action, found, target)
+        removed = await _run(conn, action, found, target, keyword)
         touched = sorted({f.mailbox_id for f in found} | ({target} if target is not None and found else set()))
         if bulk and found:
             # Listed while it fits a NOTIFY payload (8000 bytes), as expunged ids are; else null: refetch all.
@@ -125,7 +131,9 @@ async def apply(
     return Changed(action, sorted(f.id for f in found), missing, target, tuple(removed))
 
 
-async def _run(conn: asyncpg.Connection, action: str, found: list[Located], target: int | None) -> list[int]:
+async def _run(
+    conn: asyncpg.Connection, action: str, found: list[Located], target: int | None, keyword: str | None
+) -> list[int]:
     """The action's store calls, mailbox by mailbox in id order; returns the ids removed for good.
 
     ``target`` is where a move goes, or the Trash for a delete: what is in a Trash folder already (that one or
@@ -140,6 +148,10 @@ async def _run(conn: asyncpg.Connection, action: str, found: list[Located], targ
         if action in FLAG_ACTIONS:
             mode, flag = FLAG_ACTIONS[action]
             await imap_messages.store_flags(conn, box_id, uids, mode, [flag])
+            continue
+        if action in LABEL_ACTIONS:
+            assert keyword is not None
+            await imap_messages.store_flags(conn, box_id, uids, LABEL_ACTIONS[action], [keyword])
             continue
         assert target is not None
         if action == "delete" and (box_id == target or items[0].special_use == TRASH):

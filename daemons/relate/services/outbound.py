@@ -18,11 +18,23 @@ Policy:
   nothing is durable before it commits.
 - What was stored locally is returned for the caller to announce (the API's
   hub and web push); the change feed has announced it at commit already.
+- A reply or a forward starts as an :class:`Edit` made here from a message of
+  the user's (RFC 5322 §3.6.4, §3.6.5): Re: or Fwd: subject, the original
+  quoted (its HTML sanitised first; an HTML-only original is quoted in the
+  text part as its rendered text), In-Reply-To and References from it, and
+  From the user's address the original was written to (an alias, say), else
+  their primary one. A reply goes to Reply-To, else From (to the original's
+  To when the user wrote it); reply-all adds To and Cc, never the user's own
+  addresses, each address once. A forward carries the original's
+  attachments. The caller then applies what the request changes and saves
+  it as a draft or sends it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,16 +43,21 @@ import asyncpg
 
 from relate.config import Config
 from relate.delivery import Delivery, Kind, Sender, classify
-from relate.errors import Invalid, RelateError
+from relate.errors import Invalid, NotFound, RelateError
 from relate.mail import compose as mime
-from relate.mail.address import split_address
+from relate.mail.address import comparable_address, normalize_address, split_address
+from relate.mail.display import sanitize_html
+from relate.mail.mime import Address, ParsedMessage, parse_message, part_content
 from relate.mailauth.verdict import submission_results
-from relate.store import drafts, sending
+from relate.store import accounts, drafts, sending
+from relate.store import emails as email_store
 from relate.store.messages import StoredMessage
 
 MAX_RECIPIENTS = 100
 # Compose in a worker thread past this many attachment bytes, off the event loop.
 THREADED_COMPOSE = 256 * 1024
+# A MIME type/subtype as attachments may carry it (RFC 6838 §4.2 names).
+CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+\-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+\-]{0,126}$")
 
 
 @dataclass
@@ -182,3 +199,121 @@ async def send(
     committed = await delivery.commit(message, sent_copy=sent_copy, record=record, results=results)
     assert committed.outbound_id is not None
     return Sent(committed.outbound_id, list(committed.local))
+
+
+# --- replies and forwards -------------------------------------------------------------------------------
+
+
+async def default_sender(pool: asyncpg.Pool, address: str) -> mime.Person:
+    """The user's primary address with their display name."""
+    user = await accounts.get_user(pool, address)
+    return mime.Person(address, (user or {}).get("display_name") or None)
+
+
+async def _original(pool: asyncpg.Pool, user_id: int, email_id: int) -> tuple[dict[str, Any], ParsedMessage]:
+    row = await email_store.get(pool, user_id, email_id)
+    if row is None:
+        raise NotFound("email not found")
+    return row, await asyncio.to_thread(parse_message, bytes(row["raw"]))
+
+
+def _author(addresses: list[Address]) -> str | None:
+    if not addresses:
+        return None
+    first = addresses[0]
+    return f"{first.name} <{first.email}>" if first.name else first.email
+
+
+def _valid_people(addresses: list[Address], skip: set[str]) -> list[mime.Person]:
+    """Addresses from a received message that can be written to, without ``skip`` and duplicates."""
+    found = []
+    for a in addresses:
+        try:
+            normalized = normalize_address(a.email)
+        except Invalid:
+            continue
+        if normalized not in skip:
+            skip.add(normalized)
+            found.append(mime.Person(normalized, a.name or None))
+    return found
+
+
+async def _own_sender(pool: asyncpg.Pool, address: str, own: set[str], parsed: ParsedMessage) -> mime.Person:
+    """The user's address the original was written to (an alias, say), else their primary one."""
+    default = await default_sender(pool, address)
+    for a in (*parsed.to, *parsed.cc, *parsed.bcc):
+        found = comparable_address(a.email)
+        if found in own and found != default.email:
+            return mime.Person(found, default.name)
+    return default
+
+
+def _threading(parsed: ParsedMessage) -> dict[str, Any]:
+    """In-Reply-To and References of an answer to ``parsed`` (RFC 5322 §3.6.4)."""
+    valid = parsed.message_id if parsed.message_id and mime.is_message_id(parsed.message_id) else None
+    return {"in_reply_to": valid, "references": mime.references_for(parsed.message_id, parsed.references)}
+
+
+async def reply(pool: asyncpg.Pool, user_id: int, address: str, email_id: int, *, reply_all: bool) -> Edit:
+    """The reply (to all, with ``reply_all``) to the user's message ``email_id``; NotFound if it is not theirs."""
+    _, parsed = await _original(pool, user_id, email_id)
+    own = await accounts.user_addresses(pool, user_id)
+    sender = await _own_sender(pool, address, own, parsed)
+    wrote_it = bool(parsed.from_) and comparable_address(parsed.from_[0].email) in own
+    skip = set() if wrote_it else set(own)
+    to = _valid_people(parsed.to if wrote_it else (parsed.reply_to or parsed.from_), skip)
+    cc: list[mime.Person] = []
+    if reply_all:
+        to += _valid_people([] if wrote_it else parsed.to, skip)
+        cc = _valid_people(parsed.cc, skip)
+    author = _author(parsed.from_)
+    text = parsed.text_body if parsed.text_body is not None else parsed.text
+    html = parsed.html_body
+    return Edit(
+        sender=sender,
+        to=to,
+        cc=cc,
+        subject=mime.reply_subject(parsed.subject),
+        text_body=mime.quote_text(text, author, parsed.date),
+        html_body=None if html is None else mime.quote_html(sanitize_html(html), author, parsed.date),
+        **_threading(parsed),
+    )
+
+
+async def forward(pool: asyncpg.Pool, user_id: int, address: str, email_id: int) -> Edit:
+    """The forward of the user's message ``email_id``, its attachments carried; NotFound if it is not theirs."""
+    row, parsed = await _original(pool, user_id, email_id)
+    raw = bytes(row["raw"])
+    carried = []
+    for a in row["attachments"] or []:
+        content = await asyncio.to_thread(part_content, raw, a["part"])
+        if content is None:
+            continue
+        content_type = (a.get("contentType") or "application/octet-stream").lower()
+        carried.append(
+            drafts.NewAttachment(
+                filename=a.get("filename") or "attachment",
+                content_type=content_type if CONTENT_TYPE.match(content_type) else "application/octet-stream",
+                data=content,
+                content_id=(a.get("contentId") or "").strip("<>") or None,
+                inline=bool(a.get("inline")),
+            )
+        )
+    fields = [
+        ("From", ", ".join(_author([p]) or "" for p in parsed.from_)),
+        ("Date", email.utils.format_datetime(parsed.date) if parsed.date else ""),
+        ("Subject", parsed.subject or ""),
+        ("To", ", ".join(_author([p]) or "" for p in parsed.to)),
+        ("Cc", ", ".join(_author([p]) or "" for p in parsed.cc)),
+    ]
+    own = await accounts.user_addresses(pool, user_id)
+    text = parsed.text_body if parsed.text_body is not None else parsed.text
+    html = parsed.html_body
+    return Edit(
+        sender=await _own_sender(pool, address, own, parsed),
+        subject=mime.forward_subject(parsed.subject),
+        text_body=mime.forward_text(text, fields),
+        html_body=None if html is None else mime.forward_html(sanitize_html(html), fields),
+        new=carried,
+        **_threading(parsed),
+    )

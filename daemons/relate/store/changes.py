@@ -14,8 +14,11 @@ the change, so a listener hears of it exactly when it commits):
   and the action ends with one ``{"event": "bulk", "mailbox": 0, "action",
   "count", "mailboxes"}``: a listener that reports to people (the API's hub)
   can sum it up once, while IMAP sessions follow each mailbox's changes as
-  ever. Written by store/messages.py, store/imap_messages.py and
-  store/mailboxes.py; a listener ignores events it does not know.
+  ever. ``{"event": "label", "mailbox": 0, "change": "created"|"updated"|"deleted",
+  "label": {"id", "name", "color", "keyword"}}``: one of the user's labels
+  changed (store/labels.py; its messages' keywords change as "flags" events).
+  Written by store/messages.py, store/imap_messages.py, store/mailboxes.py and
+  store/labels.py; a listener ignores events it does not know.
 - ``relate_delivery`` (:class:`DeliveryChange`): an outbound message's status
   changed, ``{"user", "id", "status"}`` (store/queue.py, store/outbound.py).
 - ``relate_queue`` (:class:`QueueChange`): the outbound queue has work now;
@@ -90,6 +93,8 @@ class MailChange:
     bulk: str | None = None  # the bulk action a message change is part of; the action's own event for "bulk"
     count: int | None = None  # "bulk": messages the action changed
     mailboxes: tuple[int, ...] | None = None  # "bulk": the mailboxes it touched
+    change: str | None = None  # "label": created, updated or deleted
+    label: dict[str, Any] | None = None  # "label": the label (id, name, color, keyword)
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,8 @@ def parse_mail(payload: str) -> MailChange | None:
         bulk if isinstance(bulk, str) else None,
         _int(data.get("count")),
         touched,
+        data.get("change") if isinstance(data.get("change"), str) else None,
+        data.get("label") if isinstance(data.get("label"), dict) else None,
     )
 
 

@@ -115,6 +115,52 @@ async def listing(conn: Queryable, mailbox_id: int, offset: int, limit: int) -> 
     return items, total
 
 
+_LABEL_COUNTS: dict[tuple[int, str], tuple[Any, ...]] = {}  # (mailbox id, keyword) -> (created_at, uidnext, modseq, n)
+
+
+async def labelled_listing(
+    conn: Queryable, mailbox_id: int, keyword: str, offset: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """:func:`listing` of the messages whose flags hold ``keyword`` (a label): one page, newest first, and their
+    count. No index has flags: the page walks the date index, and the count reads the mailbox's rows (100 ms and
+    more at 100,000 messages), so it is kept as :func:`listing`'s count is, until UIDNEXT or HIGHESTMODSEQ moves
+    (every flag change moves HIGHESTMODSEQ)."""
+    rows = await conn.fetch(
+        f"""SELECT b.created_at AS box_created, b.uidnext AS box_uidnext, b.highestmodseq AS box_modseq, {_SUMMARY}
+              FROM mailboxes b
+              LEFT JOIN LATERAL (SELECT p.id FROM messages p WHERE p.mailbox_id = b.id AND $2 = ANY (p.flags)
+                                  ORDER BY p.internal_date DESC, p.id DESC OFFSET $3 LIMIT $4) page ON true
+              LEFT JOIN messages m ON m.id = page.id
+             WHERE b.id = $1
+             ORDER BY m.internal_date DESC, m.id DESC""",
+        mailbox_id,
+        keyword,
+        offset,
+        limit,
+    )
+    if not rows:
+        return [], 0  # the mailbox is gone
+    key = (rows[0]["box_created"], rows[0]["box_uidnext"], rows[0]["box_modseq"])
+    items = [{k: v for k, v in r.items() if not k.startswith("box_")} for r in rows if r["id"] is not None]
+    cached = _LABEL_COUNTS.get((mailbox_id, keyword))
+    if cached is not None and cached[:3] == key:
+        return items, int(cached[3])
+    row = await conn.fetchrow(
+        """SELECT b.created_at, b.uidnext, b.highestmodseq,
+                  (SELECT count(*) FROM messages m WHERE m.mailbox_id = b.id AND $2 = ANY (m.flags)) AS n
+             FROM mailboxes b WHERE b.id = $1""",
+        mailbox_id,
+        keyword,
+    )
+    if row is None:
+        return items, 0
+    if len(_LABEL_COUNTS) >= _MAX_COUNTS:
+        _LABEL_COUNTS.clear()
+    _LABEL_COUNTS[mailbox_id, keyword] = (row["created_at"], row["uidnext"], row["highestmodseq"], row["n"])
+    total: int = row["n"]
+    return items, total
+
+
 # Search answers at most this many matches (pages beyond are refused) and
 # counts matches up to it: mail clients show "1000+"; an exact count of a
 # word found in every message would read every one of them.
@@ -135,12 +181,14 @@ async def search(
     is_read: bool | None,
     offset: int,
     limit: int,
+    keyword: str | None = None,
 ) -> tuple[list[dict[str, Any]], int, bool]:
     """Full-text search with filters, newest first; (page, total, whether the total is exact).
 
     ``query`` is PostgreSQL web-search syntax over the words of subjects,
     addresses and bodies (words, "phrases", -exclusions, OR). ``sender`` /
-    ``recipient`` match a substring of an address or display name.
+    ``recipient`` match a substring of an address or display name; ``keyword``
+    keeps the messages whose flags hold it (a label).
     ``offset + limit`` must not pass :data:`SEARCH_CAP`.
 
     Without words, each of the user's mailboxes is read newest first through
@@ -174,6 +222,8 @@ async def search(
         where.append("m.attachment_count > 0" if has_attachments else "m.attachment_count = 0")
     if is_read is not None:
         where.append(("" if is_read else "NOT ") + "('\\Seen' = ANY (m.flags))")
+    if keyword is not None:
+        where.append(f"{arg(keyword)} = ANY (m.flags)")
     boxes = "b.user_id = $1" + (f" AND b.id = {arg(mailbox_id)}" if mailbox_id is not None else "")
     filters = " AND ".join(["m.mailbox_id = b.id", boxes, *where])
     count_args = list(args)
