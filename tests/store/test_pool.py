@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 
 import asyncpg
 import pytest
@@ -62,6 +63,28 @@ async def test_full_pool_still_times_out(dsn: str) -> None:
         await pool.close()
 
 
+async def test_a_waiting_caller_comes_before_the_releaser_again(dsn: str) -> None:
+    """With one connection, a caller waiting for it gets it before the one who released it can take it back."""
+    pool = await db.create_pool(DatabaseConfig(dsn=dsn, pool_min=1, pool_max=1, acquire_timeout=5))
+    order: list[str] = []
+
+    async def waiter() -> None:
+        async with pool.acquire():
+            order.append("waiter")
+
+    try:
+        held = await pool.acquire()
+        waiting = asyncio.create_task(waiter())
+        await asyncio.sleep(0.05)  # it is waiting for the one connection
+        await pool.release(held)
+        async with pool.acquire():
+            order.append("releaser")
+        await waiting
+    finally:
+        await pool.close()
+    assert order == ["waiter", "releaser"]
+
+
 def test_asyncpg_internals_the_pool_relies_on() -> None:
     """The private asyncpg members db.Pool's acquire and release use are there (adapt them on an upgrade)."""
     holder = set(asyncpg.pool.PoolConnectionHolder.__slots__)
@@ -73,3 +96,4 @@ def test_asyncpg_internals_the_pool_relies_on() -> None:
     protocol = asyncpg.protocol.protocol.BaseProtocol
     assert all(hasattr(protocol, name) for name in ("is_in_transaction", "_is_cancelling", "queries_count"))
     assert "_queue" in asyncpg.Pool.__slots__
+    assert isinstance(asyncio.Queue()._getters, collections.deque)  # type: ignore[attr-defined]

@@ -108,12 +108,17 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
         ):
             await super().release(connection, timeout=timeout)
             return
+        # Callers waiting for a connection: the first is woken by this release, and must take it before
+        # this caller (who may acquire again at once) can; asyncpg's release task gave it that turn.
+        waiting = bool(self._queue._getters)
         con._on_release()
         holder._timeout = None
         con._listeners.clear()
         con._log_listeners.clear()
         holder._release()
         holder._setup_inactive_callback()
+        if waiting:
+            await asyncio.sleep(0)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
