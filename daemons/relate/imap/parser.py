@@ -712,8 +712,43 @@ class Cursor:
 # -- commands -----------------------------------------------------------------------
 
 
+# Clients repeat commands (a FETCH of FLAGS, STATUS of each folder, NOOP), and what follows the tag
+# parses to the same Command each time. The last _REMEMBER of them (of these verbs, no literal, at
+# most _REMEMBER_LINE octets) are kept by that text, so a repeat costs a look-up and a copy with its
+# own tag rather than a parse. LOGIN and AUTHENTICATE are never kept: no credential stays in memory.
+_REMEMBER_VERBS = frozenset(
+    {"NOOP", "CHECK", "SELECT", "EXAMINE", "LIST", "LSUB", "STATUS", "SEARCH", "FETCH", "STORE", "COPY", "MOVE"}
+    | {"EXPUNGE", "SORT", "THREAD", "UNSELECT", "CLOSE", "CAPABILITY", "NAMESPACE", "IDLE", "GETQUOTAROOT"}
+)
+_REMEMBER = 512
+_REMEMBER_LINE = 1024
+_remembered: dict[tuple[bytes, bool], Command] = {}
+# The octets a tag may hold (what Cursor.tag() takes), without and with UTF-8 (non-ASCII octets).
+_TAG_OCTETS = {
+    utf8: bytes(b for b in range(256) if b not in _TAG_FORBIDDEN and (b < 0x80 or utf8)) for utf8 in (False, True)
+}
+
+
 def parse(parts: list[Part], *, utf8: bool = False) -> Command:
     """One complete command (literals included) into a Command; raises ParseError."""
+    line = parts[0] if len(parts) == 1 else None
+    if not isinstance(line, bytes) or len(line) > _REMEMBER_LINE:
+        return _parse(parts, utf8=utf8)
+    tag, space, rest = line.partition(b" ")
+    known = _remembered.get((rest, utf8)) if space else None
+    if known is not None and tag and not tag.translate(None, _TAG_OCTETS[utf8]):
+        again = object.__new__(type(known))  # a copy with this tag (no __init__: the fields are checked already)
+        again.__dict__.update(known.__dict__, tag=tag.decode("ascii", "replace"))
+        return again
+    cmd = _parse(parts, utf8=utf8)
+    if space and cmd.name in _REMEMBER_VERBS:
+        if len(_remembered) >= _REMEMBER:
+            del _remembered[next(iter(_remembered))]  # the oldest
+        _remembered[rest, utf8] = cmd
+    return cmd
+
+
+def _parse(parts: list[Part], *, utf8: bool) -> Command:
     cur = Cursor(parts, utf8=utf8)
     tag = cur.tag()
     cur.sp()

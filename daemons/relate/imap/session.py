@@ -391,6 +391,12 @@ class ImapSession:
         self._rest_of_line = False  # an overlong line was refused: drop the rest of it before the next read
         self.end = ""  # how the session ended, for its log line: logout, bye, client-gone, tls-failed:REASON, ...
         self._tail = b""  # the last octets of that line read so far
+        # The wait for the next command ends at this loop time (run(), _idle_until): the session's one timer.
+        self._task: asyncio.Task[Any] | None = None
+        self._idle_deadline = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_expired = False  # the timer cancelled the wait (BYE), not someone stopping the session
+        self._reading = False  # waiting for the next command (the timer may end the wait)
 
     # -- output ----------------------------------------------------------------
 
@@ -622,14 +628,19 @@ class ImapSession:
         greeting = "IMAP4rev2 server ready" if self.tls or self.cfg.allow_plaintext_auth else "ready, STARTTLS first"
         self.untagged(f"OK [CAPABILITY {' '.join(self.capabilities())}] Relate Mail {greeting}")
         await self.flush()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
         try:
             while self.state != LOGOUT:
                 self.waiting = True
+                self._idle_until(loop.time() + self.cfg.idle_timeout)
                 try:
-                    # asyncio.timeout, not wait_for: no task per command (Python 3.11's wait_for makes one).
-                    async with asyncio.timeout(self.cfg.idle_timeout):
-                        parts = await self._next_command()
-                except TimeoutError:
+                    parts = await self._next_command()
+                except asyncio.CancelledError:
+                    if not self._idle_expired or task.uncancel() > 0:
+                        raise  # not (only) the idle timer's: the session is being stopped
                     self.untagged("BYE Autologout; idle for too long")
                     break
                 except LineTooLong as exc:
@@ -637,6 +648,7 @@ class ImapSession:
                     continue
                 finally:
                     self.waiting = False
+                    self._reading = False
                 if parts is None:
                     continue
                 try:
@@ -663,8 +675,41 @@ class ImapSession:
                 "imap-session-error client=%s error=%s: %s at=%s", self.client, type(exc).__name__, exc, _where(exc)
             )
         finally:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
             with contextlib.suppress(OSError, RuntimeError):
                 await self.flush()
+
+    def _idle_until(self, deadline: float) -> None:
+        """The wait for the next command ends at ``deadline`` (loop time) with BYE, unless a command comes.
+
+        One timer per session, not one per command (asyncio.timeout sets a timer and cancels it around
+        every read, which a busy session pays on each command): the deadline moves with each command,
+        and the timer, when it fires before it, is set again for it. Only a timer set for later than
+        the new deadline (a shorter idle_timeout) is set again at once.
+        """
+        self._idle_deadline = deadline
+        self._idle_expired = False
+        self._reading = True
+        timer = self._idle_timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._idle_timer = asyncio.get_running_loop().call_at(deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """The idle timer fired: past the deadline while waiting for a command, the wait is cancelled
+        (run() answers BYE); else the timer is set for the deadline, or left unset until the next wait."""
+        self._idle_timer = None
+        if not self._reading or self._task is None:
+            return  # a command is running: the next wait for one sets the timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._idle_deadline:
+            self._idle_timer = loop.call_at(self._idle_deadline, self._idle_check)
+            return
+        self._idle_expired = True
+        self._task.cancel()
 
     def more_pipelined(self) -> bool:
         """Whether the client has sent the next command line already (pipelining, RFC 9051 §5.5).

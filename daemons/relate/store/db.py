@@ -76,11 +76,49 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
         # asyncpg bounds the wait with its wait_for, which runs the wait as a task of its own, and then
         # bounds the release with the same timeout: a task and two timers per query of every daemon.
         # asyncio.timeout bounds it in the caller's task; the release (a local reset, see _release)
-        # needs no bound.
-        if timeout is None:
-            return await super()._acquire(None)
-        async with asyncio.timeout(timeout):
-            return await super()._acquire(None)
+        # needs no bound. Nor does taking a connection that is free right now: no wait for another
+        # caller's release (only a holder whose connection is gone connects again, bounded by
+        # database.connect_timeout), so no timer is set.
+        if timeout is None or self._queue.empty():
+            if timeout is None:
+                return await super()._acquire(None)
+            async with asyncio.timeout(timeout):
+                return await super()._acquire(None)
+        return await super()._acquire(None)
+
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        # asyncpg's release runs the holder's release in a task of its own (asyncio.shield, so that a
+        # cancelled caller still returns the connection) and then resets the connection. A connection
+        # left outside a transaction, healthy and not being cancelled, needs no await to go back: its
+        # reset is local (listeners dropped; _release above sends nothing), so it is returned here, in
+        # the caller's step, where no cancellation can come between. Anything else goes asyncpg's way.
+        holder = getattr(connection, "_holder", None)
+        con = getattr(connection, "_con", None)
+        if (
+            holder is None
+            or con is None
+            or holder._pool is not self
+            or holder._in_use is None
+            or con.is_closed()
+            or con._top_xact is not None
+            or con._protocol.is_in_transaction()
+            or con._protocol._is_cancelling()
+            or con._protocol.queries_count >= holder._max_queries
+            or holder._generation != self._generation
+        ):
+            await super().release(connection, timeout=timeout)
+            return
+        # Callers waiting for a connection: the first is woken by this release, and must take it before
+        # this caller (who may acquire again at once) can; asyncpg's release task gave it that turn.
+        waiting = bool(self._queue._getters)
+        con._on_release()
+        holder._timeout = None
+        con._listeners.clear()
+        con._log_listeners.clear()
+        holder._release()
+        holder._setup_inactive_callback()
+        if waiting:
+            await asyncio.sleep(0)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -104,7 +142,9 @@ async def _release(conn: asyncpg.Connection) -> None:
       pooled one;
     - settings are changed with ``SET LOCAL`` only, cursors live in transactions.
     So the server-side reset is skipped (asyncpg still rolls back a transaction left
-    open and drops listener callbacks before calling this).
+    open and drops listener callbacks before calling this). :meth:`Pool.release` returns a
+    connection outside a transaction without calling this at all: anything added here must
+    be added there too.
     """
 
 

@@ -138,6 +138,20 @@ async def test_client_vanishes_mid_append(imap: Imap) -> None:
     await imap.assert_serves()
 
 
+async def test_commands_keep_a_session_past_idle_timeout(imap: Imap) -> None:
+    """A session that sends a command more often than idle_timeout stays up well past it; silent, it gets BYE."""
+    imap.cfg.imap.idle_timeout = 0.5
+    client = await imap.connect("bob@example.com")
+    for _ in range(8):  # 1.6 s of NOOPs, 0.2 s apart
+        assert (await client.command("NOOP")).ok
+        await asyncio.sleep(0.2)
+    lines = await client.read_until(lambda line: line.startswith(b"* BYE"), wait=5)
+    assert lines[-1].startswith(b"* BYE Autologout")
+    assert await client.closed()
+    imap.cfg.imap.idle_timeout = 1800
+    await imap.assert_serves()
+
+
 async def test_idle_timeout_says_bye(imap: Imap) -> None:
     """A session silent for longer than idle_timeout gets BYE and is closed, logged in or not."""
     imap.cfg.imap.idle_timeout = 0.3
