@@ -32,6 +32,10 @@ addresses were named); any address at a domain we do not host is remote; an
 unknown address at a hosted domain is refused. Which of these a caller may
 accept (an MX never accepts remote ones) is the caller's policy.
 
+Filters: each local recipient's active Sieve script (if ``sieve.enabled``) decides where its copy
+is filed, in the commit's transaction (relate/sieve/filing.py says how, and what a failing script
+does); a delivery with such a recipient takes a transaction of its own, not the group's.
+
 Quota (given ``quota``, the configured defaults; the rules are store/quota.py's):
 before anything is parsed, local recipients with a limit are judged with the
 message's size (:func:`relate.store.quota.verdicts`); the copy for each one
@@ -71,15 +75,17 @@ from typing import Any
 
 import asyncpg
 
-from relate.config import QuotaConfig
+from relate.config import QuotaConfig, SieveConfig
 from relate.errors import Invalid, OverQuota
 from relate.mail.address import split_address
 from relate.mail.mime import ParsedMessage
 from relate.mail.spool import Spool
+from relate.sieve import filing
 from relate.store import accounts, drafts, messages, outbound, quota
 from relate.store.group_commit import CommitGroup
 from relate.store.messages import StoredMessage
 from relate.store.quota import Verdict
+from relate.store.sieve import ActiveScript
 
 log = logging.getLogger("relate.delivery")
 
@@ -190,8 +196,10 @@ class Delivery:
         sender: Sender | None = None,
         quota: QuotaConfig | None = None,
         group: CommitGroup | None = None,
+        sieve: SieveConfig | None = None,
     ) -> None:
         self._pool = pool
+        self.sieve = sieve or SieveConfig()  # users' filters (relate/sieve/filing.py): on unless configured off
         self._group = group  # see commit()
         self.mail_from = mail_from
         self.sender = sender
@@ -254,7 +262,15 @@ class Delivery:
         first = local or sent
         parsed = first.prepared.parsed if first is not None and first.prepared is not None else None
         result.parsed = parsed
-        if self._group is not None and self.sender is None and local is not None and local.raw is not None:
+        # Users' Sieve filters (relate/sieve/filing.py): the active scripts of the local recipients.
+        scripts = await self._scripts(inboxes) if local is not None else {}
+        if (
+            self._group is not None
+            and not scripts  # filtered copies go to mailboxes the group has not locked in order
+            and self.sender is None
+            and local is not None
+            and local.raw is not None
+        ):
             # Local copies only, small enough to be in memory already (an MX delivery, nearly always):
             # stored in a transaction shared with the deliveries arriving with it (store/group_commit.py).
             # The work may run twice, so it changes nothing but the database (waiting stays empty: MX).
@@ -272,7 +288,7 @@ class Delivery:
                 taken = await drafts.take_for_sending(conn, self.sender.user_id, record.email_id, record.version)
                 draft_copy = taken["draft_message_id"]
             if local is not None:
-                result.local = await self._store_local(conn, local, inboxes, checked, waiting)
+                result.local = await self._store_local(conn, local, inboxes, checked, waiting, scripts)
             if sent is not None:
                 assert self.sender is not None
                 folder = await accounts.special_mailbox(conn, self.sender.user_id, "\\Sent")
@@ -353,11 +369,38 @@ class Delivery:
         inboxes: list[int],
         checked: set[int],
         waiting: dict[int, Recipient],
+        scripts: Mapping[int, tuple[Recipient, ActiveScript]] | None = None,
     ) -> list[StoredMessage]:
         """The local copies; one that was found with room but has none now (a race) waits too (with a
-        sender) or is stored as the grace copy (MX, others stored), else MailboxFull (MX, alone)."""
+        sender) or is stored as the grace copy (MX, others stored), else MailboxFull (MX, alone).
+        A recipient with an active Sieve script (``scripts``, by INBOX) has its copy filed by it."""
         enforce = messages.Enforce(self.quota, checked) if self.quota is not None and checked else None
-        stored = await local.store(conn, inboxes, enforce=enforce)
+        filtered = {inbox: found for inbox, found in (scripts or {}).items() if inbox in inboxes}
+        plain = [inbox for inbox in inboxes if inbox not in filtered]
+        stored = await local.store(conn, plain, enforce=enforce) if plain else []
+        for inbox, (recipient, script) in filtered.items():
+
+            async def store_copy(
+                box: int, flags: tuple[str, ...], box_enforce: messages.Enforce | None
+            ) -> list[StoredMessage]:
+                return await local.store(conn, [box], flags=flags, enforce=box_enforce)
+
+            filed = await filing.deliver(
+                conn,
+                self.sieve,
+                script,
+                await local.read(),
+                local.digest,
+                store_copy,
+                inbox_id=inbox,
+                rcpt=recipient.address,
+                mail_from=self.mail_from,
+                quota=self.quota if enforce is not None and inbox in checked else None,
+                mailbox_limit=self.quota.mailboxes if self.quota is not None else 0,
+            )
+            stored += filed.stored
+            if filed.refused and enforce is not None:
+                enforce.refused.append(inbox)
         if enforce is None or not enforce.refused:
             return stored
         if self.sender is not None:
@@ -367,6 +410,14 @@ class Delivery:
         if len(inboxes) == 1:
             raise MailboxFull(permanent=False)
         return stored + await local.store(conn, enforce.refused)
+
+    async def _scripts(self, inboxes: list[int]) -> dict[int, tuple[Recipient, ActiveScript]]:
+        """The active Sieve script of each local recipient that has one, by INBOX (one query)."""
+        if not inboxes or not self.sieve.enabled:
+            return {}
+        owners = {r.inbox_id: r for r in self.recipients if r.inbox_id in inboxes and r.user_id is not None}
+        found = await filing.active(self._pool, [r.user_id for r in owners.values() if r.user_id is not None])
+        return {inbox: (r, found[r.user_id]) for inbox, r in owners.items() if r.user_id in found}
 
 
 Hold = Callable[[int], AbstractAsyncContextManager[object]]
@@ -404,6 +455,10 @@ class _Copy:
                 raw = await body.read(prefix)
             return cls(body, prefix, size, hashlib.sha256(raw).digest(), raw=raw)
         return cls(body, prefix, size, await body.sha256(prefix))
+
+    async def read(self) -> bytes:
+        """The copy's bytes (read back from the spool when too large to have been kept)."""
+        return self.raw if self.raw is not None else await self.body.read(self.prefix)
 
     async def store_blob(self, conn: asyncpg.Connection) -> bytes:
         if self.raw is not None:

@@ -31,6 +31,7 @@ Policy (RFC 5228 §2.10 and the extension RFCs):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import email.utils
@@ -46,6 +47,7 @@ from relate.sieve.message import Envelope, Message, addresses, valid_field_name
 
 MAX_VARIABLE_CHARS = 4000
 MAX_STRING_CHARS = 64 * 1024
+OFF_LOOP_BODY = 64 * 1024  # a body test over more bytes of body decodes them in a worker thread
 # RFC 5293 §6 (and Pigeonhole's default): fields a script may neither add nor delete.
 PROTECTED_FIELDS = frozenset({"received", "auto-submitted"})
 SUBADDRESS_SEPARATOR = "+"
@@ -56,7 +58,7 @@ DUPLICATE_SECONDS = (7 * 86400, 30 * 86400)  # default and most :seconds (RFC 73
 
 @dataclass(frozen=True)
 class Limits:
-    max_steps: int = 10_000
+    max_steps: int = 4_000
     max_actions: int = 32
     max_redirects: int = 4
     max_body_bytes: int = 1024 * 1024
@@ -493,7 +495,11 @@ class _Run:
         if name == "body":
             transform = "raw" if node.tags.get("raw") else "content" if "content" in node.tags else "text"
             types = tuple(self.strings(node.tags["content"])) if transform == "content" else ()
-            texts = self.message.body_texts(transform, types, self.limits.max_body_bytes)
+            cap = self.limits.max_body_bytes
+            if min(self.message.size - self.message.body_offset, cap) > OFF_LOOP_BODY:  # parsing takes a while
+                texts = await asyncio.to_thread(self.message.body_texts, transform, types, cap)
+            else:
+                texts = self.message.body_texts(transform, types, cap)
             self.step(sum(len(t) for t in texts) // 1024)
             return self.compare(node, texts, self.strings(args[0]))
         if name == "date":
