@@ -34,7 +34,10 @@ accept (an MX never accepts remote ones) is the caller's policy.
 
 Filters: each local recipient's active Sieve script (if ``sieve.enabled``) decides where its copy
 is filed, in the commit's transaction (relate/sieve/filing.py says how, and what a failing script
-does); a delivery with such a recipient takes a transaction of its own, not the group's.
+does). In a shared transaction (store/group_commit.py) the group has locked the INBOXes only; a
+copy filed into another mailbox locks that one after them, so two transactions can deadlock when
+each files one user's message into INBOX and a folder: PostgreSQL then fails one, and the group
+runs each of its deliveries alone, as it does after any failure.
 
 Quota (given ``quota``, the configured defaults; the rules are store/quota.py's):
 before anything is parsed, local recipients with a limit are judged with the
@@ -262,15 +265,7 @@ class Delivery:
         first = local or sent
         parsed = first.prepared.parsed if first is not None and first.prepared is not None else None
         result.parsed = parsed
-        # Users' Sieve filters (relate/sieve/filing.py): the active scripts of the local recipients.
-        scripts = await self._scripts(inboxes) if local is not None else {}
-        if (
-            self._group is not None
-            and not scripts  # filtered copies go to mailboxes the group has not locked in order
-            and self.sender is None
-            and local is not None
-            and local.raw is not None
-        ):
+        if self._group is not None and self.sender is None and local is not None and local.raw is not None:
             # Local copies only, small enough to be in memory already (an MX delivery, nearly always):
             # stored in a transaction shared with the deliveries arriving with it (store/group_commit.py).
             # The work may run twice, so it changes nothing but the database (waiting stays empty: MX).
@@ -288,7 +283,7 @@ class Delivery:
                 taken = await drafts.take_for_sending(conn, self.sender.user_id, record.email_id, record.version)
                 draft_copy = taken["draft_message_id"]
             if local is not None:
-                result.local = await self._store_local(conn, local, inboxes, checked, waiting, scripts)
+                result.local = await self._store_local(conn, local, inboxes, checked, waiting)
             if sent is not None:
                 assert self.sender is not None
                 folder = await accounts.special_mailbox(conn, self.sender.user_id, "\\Sent")
@@ -369,13 +364,12 @@ class Delivery:
         inboxes: list[int],
         checked: set[int],
         waiting: dict[int, Recipient],
-        scripts: Mapping[int, tuple[Recipient, ActiveScript]] | None = None,
     ) -> list[StoredMessage]:
         """The local copies; one that was found with room but has none now (a race) waits too (with a
         sender) or is stored as the grace copy (MX, others stored), else MailboxFull (MX, alone).
-        A recipient with an active Sieve script (``scripts``, by INBOX) has its copy filed by it."""
+        A recipient with an active Sieve script has its copy filed by it (relate/sieve/filing.py)."""
         enforce = messages.Enforce(self.quota, checked) if self.quota is not None and checked else None
-        filtered = {inbox: found for inbox, found in (scripts or {}).items() if inbox in inboxes}
+        filtered = await self._scripts(conn, inboxes)
         plain = [inbox for inbox in inboxes if inbox not in filtered]
         stored = await local.store(conn, plain, enforce=enforce) if plain else []
         for inbox, (recipient, script) in filtered.items():
@@ -411,12 +405,12 @@ class Delivery:
             raise MailboxFull(permanent=False)
         return stored + await local.store(conn, enforce.refused)
 
-    async def _scripts(self, inboxes: list[int]) -> dict[int, tuple[Recipient, ActiveScript]]:
+    async def _scripts(self, conn: asyncpg.Connection, inboxes: list[int]) -> dict[int, tuple[Recipient, ActiveScript]]:
         """The active Sieve script of each local recipient that has one, by INBOX (one query)."""
         if not inboxes or not self.sieve.enabled:
             return {}
         owners = {r.inbox_id: r for r in self.recipients if r.inbox_id in inboxes and r.user_id is not None}
-        found = await filing.active(self._pool, [r.user_id for r in owners.values() if r.user_id is not None])
+        found = await filing.active(conn, [r.user_id for r in owners.values() if r.user_id is not None])
         return {inbox: (r, found[r.user_id]) for inbox, r in owners.items() if r.user_id in found}
 
 

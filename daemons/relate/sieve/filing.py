@@ -83,9 +83,9 @@ class Filed:
     result: Result
 
 
-async def active(pool: asyncpg.Pool, user_ids: Sequence[int]) -> dict[int, ActiveScript]:
+async def active(conn: asyncpg.Connection, user_ids: Sequence[int]) -> dict[int, ActiveScript]:
     """The active scripts of these users, by user id (one query)."""
-    return await store.active_scripts(pool, list(dict.fromkeys(user_ids)))
+    return await store.active_scripts(conn, list(dict.fromkeys(user_ids)))
 
 
 async def compiled(script: ActiveScript, cfg: SieveConfig) -> Script | SieveError:
@@ -229,11 +229,12 @@ async def _mailbox(conn: asyncpg.Connection, user_id: int, inbox_id: int, name: 
 
 
 def _merged(targets: list[tuple[int, tuple[str, ...]]]) -> list[tuple[int, tuple[str, ...]]]:
-    """One copy per mailbox (a name and its other spelling may name one mailbox), flags together."""
+    """One copy per mailbox (a name and its other spelling may name one mailbox), flags together, in
+    mailbox id order."""
     out: dict[int, tuple[str, ...]] = {}
     for box, flags in targets:
         out[box] = tuple(dict.fromkeys([*out.get(box, ()), *flags]))
-    return list(out.items())
+    return sorted(out.items())  # mailbox row locks in id order, as everyone takes them
 
 
 def _flags(flags: tuple[str, ...]) -> tuple[str, ...]:

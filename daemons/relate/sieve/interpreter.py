@@ -43,7 +43,7 @@ from relate.mail import headers
 from relate.sieve import match
 from relate.sieve.errors import SieveRuntimeError
 from relate.sieve.grammar import Node, Script, Value
-from relate.sieve.message import Envelope, Message, addresses, valid_field_name
+from relate.sieve.message import Envelope, Message, valid_field_name
 
 MAX_VARIABLE_CHARS = 4000
 MAX_STRING_CHARS = 64 * 1024
@@ -470,8 +470,8 @@ class _Run:
         if name == "address":
             found: list[str | None] = []
             for h in self.strings(args[0]):
-                for v in self.header_values(h, node):
-                    found.extend(_part(a, node.part) for a in addresses(v))
+                for f in _indexed(self.message.named(h), node):
+                    found.extend(_part(a, node.part) for a in f.addresses)
             return self.compare(node, _present(found), self.strings(args[1]))
         if name == "envelope":
             parts: list[str | None] = []

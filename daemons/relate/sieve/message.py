@@ -33,6 +33,7 @@ class Field:
     name: str  # as written
     raw: bytes  # the whole field, name to line end, with its CRLF
     _value: str | None = None
+    _addresses: list[str] | None = None
 
     @property
     def key(self) -> str:
@@ -48,9 +49,11 @@ class Field:
         return self._value
 
     @property
-    def undecoded(self) -> str:
-        colon = self.raw.index(b":")
-        return headers.unfold(self.raw[colon + 1 : colon + 1 + MAX_FIELD_BYTES])
+    def addresses(self) -> list[str]:
+        """The addr-specs of the value read as an address list (RFC 5322 §3.4), groups opened."""
+        if self._addresses is None:
+            self._addresses = addresses(self.value)
+        return self._addresses
 
 
 @dataclass(frozen=True)
