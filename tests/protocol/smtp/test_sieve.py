@@ -186,3 +186,17 @@ async def test_no_filtering_when_switched_off(smtp: Smtp, imap_port: int, bob_ke
     await activate(smtp.pool, BOB, "discard;")
     assert [r.head for r in await run_session(smtp.mx, "c@remote.example", [BOB], make_message())] == ACCEPTED
     assert len(await folder(imap_port, bob_key, "INBOX")) == 1
+
+
+async def test_concurrent_filtered_deliveries_file_each_copy_once(smtp: Smtp, imap_port: int, bob_key: str) -> None:
+    """Twenty MX sessions at once to bob, whose script files into a folder and keeps: every message is in
+    both, once (transactions shared by the group commit, and any that deadlock retried alone)."""
+    await activate(smtp.pool, BOB, 'require ["fileinto", "copy", "mailbox"]; fileinto :copy :create "Copies";')
+    messages = [make_message(subject=f"n{i}") for i in range(20)]
+    results = await asyncio.gather(*(run_session(smtp.mx, "c@remote.example", [BOB], m) for m in messages))
+    assert all([r.head for r in replies] == ACCEPTED for replies in results)
+    for name in ("INBOX", "Copies"):
+        subjects = sorted(
+            h.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0] for _, h in await folder(imap_port, bob_key, name)
+        )
+        assert subjects == sorted(f"n{i}".encode() for i in range(20)), name
