@@ -29,7 +29,7 @@ that delivers to maildirs, as ``shared/peers.md`` describes, and adds the
 ratio relate/postfix. Everything started is stopped again, also on Ctrl-C.
 
 Usage: ``.venv/bin/python bench/smtp_ingest.py [--sessions 20] [--messages 2000]
-[--size 10240] [--vs postfix] [--quota] [--no-mailauth] [--rspamd] [--no-dkim] [--json-only]``, or
+[--size 10240] [--vs postfix] [--quota] [--sieve] [--no-mailauth] [--rspamd] [--no-dkim] [--json-only]``, or
 ``--shape deployed [--cases one,one-d,twenty] [--sustained 60]``; ``--help`` for the rest.
 """
 
@@ -99,6 +99,7 @@ from relate.config import DatabaseConfig
 from relate.mail import dkim
 from relate.runtime.embedded_pg import EmbeddedPostgres
 from relate.services import accounts
+from relate.services import sieve as sieve_service
 from relate.services.dns import txt_strings
 from relate.store import db
 from relate.testing.dns import ThreadedDnsServer, Zone
@@ -112,6 +113,20 @@ VMAIL_UID = 5000  # peers.md: virtual_uid_maps = static:5000
 
 # -- Relate Mail ------------------------------------------------------------------
 
+
+# --sieve: each user's active script, 50 rules of the kinds filters hold (header, address, size, list
+# tests; fileinto, flags), none of which matches the load's messages, so each is evaluated and the message
+# ends in INBOX by the implicit keep (what most mail meets in a real filter set).
+SIEVE_SCRIPT = 'require ["fileinto", "imap4flags", "variables", "mailbox"];\n' + "".join(
+    (
+        f'if header :contains "subject" "sieve-rule-{i}" {{ fileinto :create "Rule{i}"; stop; }}\n',
+        f'if address :domain :is "from" "rule{i}.invalid" {{ addflag "\\\\Flagged"; fileinto "Rule{i}"; }}\n',
+        f'if allof (size :over {100 + i}M, header :matches "x-rule" "*{i}*") {{ discard; }}\n',
+        f'if header :is "list-id" "<rule{i}.lists.invalid>" {{ fileinto :create "Lists/rule{i}"; }}\n',
+        f'if anyof (header :contains "to" "rule{i}@", exists "x-rule-{i}") {{ keep; stop; }}\n',
+    )[i % 5]
+    for i in range(50)
+)
 
 # --quota: every user's limits (store/quota.py), far above any load this script sends.
 QUOTA_STORAGE = 1024**4
@@ -155,9 +170,11 @@ class Relate(RelateServer):
         dns: str,
         mailauth: bool = True,
         rspamd: str | None = None,
+        sieve: bool = False,
     ) -> None:
         super().__init__(workdir, quiet)
         self.rspamd = rspamd
+        self.sieve = sieve
         self.users = users
         self.pool_max = pool_max
         self.sessions = sessions
@@ -170,6 +187,7 @@ class Relate(RelateServer):
         return (
             f"relate-smtp (MX role, logging WARNING, pool_max {self.pool_max or DatabaseConfig.pool_max}"
             f"{', every user under a quota' if self.quota else ''}"
+            f"{', every user with an active 50-rule Sieve script' if self.sieve else ''}"
             f", SPF/DKIM/DMARC {'on' if self.mailauth else 'off'}, rspamd {'on' if self.rspamd else 'off'}) -> "
             f"PostgreSQL {self.settings.get('server_version', '?')} "
             f"(fsync={self.settings.get('fsync')}, synchronous_commit={self.settings.get('synchronous_commit')})"
@@ -216,6 +234,8 @@ class Relate(RelateServer):
             await accounts.add_domain(pool, DOMAIN)
             for address in self.users:
                 await accounts.add_user(pool, address)
+                if self.sieve:  # --sieve: every delivery runs a 50-rule script that files into INBOX
+                    await sieve_service.put(pool, address, "bench", SIEVE_SCRIPT, activate=True)
         finally:
             await pool.close()
 
@@ -1132,6 +1152,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=0, help="messages sent first and not measured (default 0)")
     parser.add_argument("--pool-max", type=int, help="relate's database.pool_max (default: the config default)")
     parser.add_argument(
+        "--sieve",
+        action="store_true",
+        help="give every user an active 50-rule Sieve script (none matches): the cost of filtering every delivery",
+    )
+    parser.add_argument(
         "--quota",
         action="store_true",
         help="give every user quota limits (far above the load): the cost of checking them on every delivery",
@@ -1206,6 +1231,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "rounds": args.rounds,
             "quota": args.quota,
+            "sieve": args.sieve,
             "mailauth": args.mailauth,
             "rspamd": args.rspamd,
             "dkim": args.dkim,
@@ -1240,6 +1266,7 @@ def main(argv: list[str] | None = None) -> int:
             dns=address,
             mailauth=args.mailauth,
             rspamd=spam.url if spam is not None else None,
+            sieve=args.sieve,
         )
         targets.append(relate)
         if args.vs == "postfix":

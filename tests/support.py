@@ -8,7 +8,10 @@ import imaplib
 import re
 import ssl
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
+
+from relate.config import Config, DatabaseConfig, ListenerConfig
 
 
 class RawClient:
@@ -94,3 +97,22 @@ def imap_folders(conn: imaplib.IMAP4) -> dict[str, dict[str, Any]]:
                     rows.append((int(m[1]), sorted(f.decode() for f in m[2].split()), m[3].decode(), item[1]))
         folders[name] = {"uidvalidity": conn.response("UIDVALIDITY")[1], "messages": rows}
     return folders
+
+
+@contextlib.asynccontextmanager
+async def imaps_server(cfg: Config, dsn: str) -> AsyncIterator[int]:
+    """An IMAP daemon with implicit TLS on loopback (``cfg``'s certificate) on ``dsn``'s database; its port."""
+    from relate.auth import Authenticator
+    from relate.imap.server import ImapServer
+    from relate.store import db
+
+    cfg.imap.imap = ListenerConfig(listen=[])
+    cfg.imap.imaps = ListenerConfig(listen=["127.0.0.1:0"])
+    pool = await db.create_pool(DatabaseConfig(dsn=dsn, pool_min=1, pool_max=4))
+    server = ImapServer(cfg, pool, Authenticator(pool, cfg.auth))
+    await server.start()
+    try:
+        yield server.addresses("imaps")[0][1]
+    finally:
+        await server.stop(grace=2)
+        await pool.close()

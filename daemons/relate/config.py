@@ -397,6 +397,27 @@ class QuotaConfig:
 
 
 @dataclass
+class SieveConfig:
+    """Users' Sieve filters (RFC 5228), run at every local delivery (relate/sieve/, docs/sieve.md)."""
+
+    # Run the active script of each local recipient before its copy is filed; false: no filtering.
+    enabled: bool = True
+    # Bytes of one script; a larger one is refused when stored.
+    max_script_size: int = 64 * 1024
+    # How deep blocks and tests may nest in a script.
+    max_nesting: int = 32
+    # Work units of one run (a command or test 1, a comparison 1 + 1 per KiB compared); past it the
+    # run fails and the message is kept in INBOX. 4000 units are a few ms of CPU; a 50-rule filter
+    # spends about 160 on a message.
+    max_steps: int = 4_000
+    # Actions (keep, fileinto, redirect, ...) and redirects one run may take.
+    max_actions: int = 32
+    max_redirects: int = 4
+    # Bytes of a message's body the body test reads.
+    max_body_bytes: int = 1024 * 1024
+
+
+@dataclass
 class SendingLimitsConfig:
     """Per-user sending limits (store/sending.py), for users with none of their own (`relatectl user limits`)."""
 
@@ -571,6 +592,7 @@ class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
     quota: QuotaConfig = field(default_factory=QuotaConfig)
+    sieve: SieveConfig = field(default_factory=SieveConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     mta_sts: MtaStsConfig = field(default_factory=MtaStsConfig)
     push: PushConfig = field(default_factory=PushConfig)
@@ -692,6 +714,16 @@ class Config:
             ("quota.messages", self.quota.messages >= 0, "must be 0 (no limit) or more"),
             ("quota.bounce_after_days", self.quota.bounce_after_days >= 0, "must be 0 (at once) or more"),
             ("quota.mailboxes", self.quota.mailboxes >= 0, "must be 0 (no limit) or more"),
+            (
+                "sieve.max_script_size",
+                64 <= self.sieve.max_script_size <= 16 * 1024 * 1024,
+                "must be 64 to 16777216 bytes",
+            ),
+            ("sieve.max_nesting", 1 <= self.sieve.max_nesting <= 100, "must be 1 to 100"),
+            ("sieve.max_steps", self.sieve.max_steps >= 100, "must be 100 or more"),
+            ("sieve.max_actions", self.sieve.max_actions >= 1, "must be 1 or more"),
+            ("sieve.max_redirects", self.sieve.max_redirects >= 0, "must be 0 or more"),
+            ("sieve.max_body_bytes", self.sieve.max_body_bytes >= 0, "must be 0 or more"),
             ("mta_sts.mode", self.mta_sts.mode in {"none", "testing", "enforce"}, "must be none, testing or enforce"),
             ("mta_sts.max_age", 0 <= self.mta_sts.max_age <= 31_557_600, "must be between 0 and 31557600 seconds"),
             (

@@ -32,6 +32,13 @@ addresses were named); any address at a domain we do not host is remote; an
 unknown address at a hosted domain is refused. Which of these a caller may
 accept (an MX never accepts remote ones) is the caller's policy.
 
+Filters: each local recipient's active Sieve script (if ``sieve.enabled``) decides where its copy
+is filed, in the commit's transaction (relate/sieve/filing.py says how, and what a failing script
+does). In a shared transaction (store/group_commit.py) the group has locked the INBOXes only; a
+copy filed into another mailbox locks that one after them, so two transactions can deadlock when
+each files one user's message into INBOX and a folder: PostgreSQL then fails one, and the group
+runs each of its deliveries alone, as it does after any failure.
+
 Quota (given ``quota``, the configured defaults; the rules are store/quota.py's):
 before anything is parsed, local recipients with a limit are judged with the
 message's size (:func:`relate.store.quota.verdicts`); the copy for each one
@@ -71,15 +78,17 @@ from typing import Any
 
 import asyncpg
 
-from relate.config import QuotaConfig
+from relate.config import QuotaConfig, SieveConfig
 from relate.errors import Invalid, OverQuota
 from relate.mail.address import split_address
 from relate.mail.mime import ParsedMessage
 from relate.mail.spool import Spool
+from relate.sieve import filing
 from relate.store import accounts, drafts, messages, outbound, quota
 from relate.store.group_commit import CommitGroup
 from relate.store.messages import StoredMessage
 from relate.store.quota import Verdict
+from relate.store.sieve import ActiveScript
 
 log = logging.getLogger("relate.delivery")
 
@@ -190,8 +199,10 @@ class Delivery:
         sender: Sender | None = None,
         quota: QuotaConfig | None = None,
         group: CommitGroup | None = None,
+        sieve: SieveConfig | None = None,
     ) -> None:
         self._pool = pool
+        self.sieve = sieve or SieveConfig()  # users' filters (relate/sieve/filing.py): on unless configured off
         self._group = group  # see commit()
         self.mail_from = mail_from
         self.sender = sender
@@ -355,9 +366,35 @@ class Delivery:
         waiting: dict[int, Recipient],
     ) -> list[StoredMessage]:
         """The local copies; one that was found with room but has none now (a race) waits too (with a
-        sender) or is stored as the grace copy (MX, others stored), else MailboxFull (MX, alone)."""
+        sender) or is stored as the grace copy (MX, others stored), else MailboxFull (MX, alone).
+        A recipient with an active Sieve script has its copy filed by it (relate/sieve/filing.py)."""
         enforce = messages.Enforce(self.quota, checked) if self.quota is not None and checked else None
-        stored = await local.store(conn, inboxes, enforce=enforce)
+        filtered = await self._scripts(conn, inboxes)
+        plain = [inbox for inbox in inboxes if inbox not in filtered]
+        stored = await local.store(conn, plain, enforce=enforce) if plain else []
+        for inbox, (recipient, script) in filtered.items():
+
+            async def store_copy(
+                box: int, flags: tuple[str, ...], box_enforce: messages.Enforce | None
+            ) -> list[StoredMessage]:
+                return await local.store(conn, [box], flags=flags, enforce=box_enforce)
+
+            filed = await filing.deliver(
+                conn,
+                self.sieve,
+                script,
+                await local.read(),
+                local.digest,
+                store_copy,
+                inbox_id=inbox,
+                rcpt=recipient.address,
+                mail_from=self.mail_from,
+                quota=self.quota if enforce is not None and inbox in checked else None,
+                mailbox_limit=self.quota.mailboxes if self.quota is not None else 0,
+            )
+            stored += filed.stored
+            if filed.refused and enforce is not None:
+                enforce.refused.append(inbox)
         if enforce is None or not enforce.refused:
             return stored
         if self.sender is not None:
@@ -367,6 +404,14 @@ class Delivery:
         if len(inboxes) == 1:
             raise MailboxFull(permanent=False)
         return stored + await local.store(conn, enforce.refused)
+
+    async def _scripts(self, conn: asyncpg.Connection, inboxes: list[int]) -> dict[int, tuple[Recipient, ActiveScript]]:
+        """The active Sieve script of each local recipient that has one, by INBOX (one query)."""
+        if not inboxes or not self.sieve.enabled:
+            return {}
+        owners = {r.inbox_id: r for r in self.recipients if r.inbox_id in inboxes and r.user_id is not None}
+        found = await filing.active(conn, [r.user_id for r in owners.values() if r.user_id is not None])
+        return {inbox: (r, found[r.user_id]) for inbox, r in owners.items() if r.user_id in found}
 
 
 Hold = Callable[[int], AbstractAsyncContextManager[object]]
@@ -404,6 +449,10 @@ class _Copy:
                 raw = await body.read(prefix)
             return cls(body, prefix, size, hashlib.sha256(raw).digest(), raw=raw)
         return cls(body, prefix, size, await body.sha256(prefix))
+
+    async def read(self) -> bytes:
+        """The copy's bytes (read back from the spool when too large to have been kept)."""
+        return self.raw if self.raw is not None else await self.body.read(self.prefix)
 
     async def store_blob(self, conn: asyncpg.Connection) -> bytes:
         if self.raw is not None:

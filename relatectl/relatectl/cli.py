@@ -56,6 +56,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "domain": ("relatectl.domain", "app", "Hosted domains."),
     "user": ("relatectl.user", "app", "Users (mailbox owners)."),
     "alias": ("relatectl.alias", "app", "Aliases: more addresses for a user."),
+    "sieve": ("relatectl.sieve", "app", "Sieve filters: each user's scripts, one of them run at every delivery."),
     "key": ("relatectl.key", "app", "API keys: the passwords of IMAP, POP3, SMTP and the REST API."),
     "queue": ("relatectl.queue", "app", "The outbound queue: list, show, retry, hold, release, fail, delete, flush."),
     "dkim": ("relatectl.dkim", "app", "DKIM keys that sign outbound mail: make, list, activate, retire."),

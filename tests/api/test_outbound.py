@@ -18,17 +18,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from relate.auth import Authenticator
-from relate.config import DatabaseConfig, ListenerConfig
-from relate.imap.server import ImapServer
 from relate.queue.worker import DeliveryWorker
 from relate.runtime.tls import make_self_signed, server_context
 from relate.services import accounts
 from relate.services import queue as queue_service
-from relate.store import db
 from relate.testing.dns import DnsServer, Zone
 from tests.api.conftest import Api
 from tests.protocol.delivery.conftest import Net, Sink
+from tests.support import imaps_server
 
 BOB = "bob@example.com"
 
@@ -536,16 +533,8 @@ async def imap_port(api: Api, dsn: str, tmp_path: Path) -> AsyncIterator[int]:
     cfg = api.cfg
     cfg.tls.cert, cfg.tls.key = tmp_path / "imap.pem", tmp_path / "imap.key"
     make_self_signed(cfg.tls.cert, cfg.tls.key, "mail.example.com")
-    cfg.imap.imap = ListenerConfig(listen=[])
-    cfg.imap.imaps = ListenerConfig(listen=["127.0.0.1:0"])
-    pool = await db.create_pool(DatabaseConfig(dsn=dsn, pool_min=1, pool_max=4))
-    server = ImapServer(cfg, pool, Authenticator(pool, cfg.auth))
-    await server.start()
-    try:
-        yield server.addresses("imaps")[0][1]
-    finally:
-        await server.stop(grace=2)
-        await pool.close()
+    async with imaps_server(cfg, dsn) as port:
+        yield port
 
 
 def _imap_drafts(port: int, key: str) -> list[tuple[bytes, bytes]]:

@@ -83,7 +83,7 @@ def data(dsn: str) -> dict[str, int]:
 def test_nouns_and_verbs_complete(dsn: str) -> None:
     """`relatectl <TAB>` offers every noun, `relatectl us<TAB>` user, `relatectl user s<TAB>` its s-verbs."""
     assert complete(dsn, "relatectl ") == [
-        "db", "domain", "user", "alias", "key", "queue", "dkim", "tls", "import", "setup", "dev", "status",
+        "db", "domain", "user", "alias", "sieve", "key", "queue", "dkim", "tls", "import", "setup", "dev", "status",
         "backup", "restore",
     ]  # fmt: skip
     assert complete(dsn, "relatectl us") == ["user"]

@@ -82,6 +82,7 @@ from relate.queue.mx import make_resolver
 from relate.queue.tlsrpt import TlsTally
 from relate.runtime import metrics
 from relate.services import dns as dns_service
+from relate.sieve import filing
 from relate.store import accounts, db, mailboxes, messages, quota
 from relate.store import dkim as dkim_store
 from relate.store import queue as store
@@ -610,7 +611,17 @@ class DeliveryWorker:
                 try:
                     async with conn.transaction():
                         now = self.clock()
-                        stored = await messages.ingest(conn, raw, [target["inbox_id"]], enforce=enforce)
+                        stored = await filing.file_one(  # through the user's Sieve script (relate/sieve/)
+                            conn,
+                            self.cfg.sieve,
+                            raw,
+                            user_id=target["user_id"],
+                            inbox_id=target["inbox_id"],
+                            rcpt=c.address,
+                            mail_from=c.mail_from,
+                            quota=enforce.cfg if enforce is not None else None,
+                            mailbox_limit=self.cfg.quota.mailboxes,
+                        )
                         if not stored:  # no room after all (another copy got there first): try again later
                             result = _mailbox_full(c.recipient_id, quota.Verdict.LATER)
                         recorded = await store.record(

@@ -164,7 +164,9 @@ async def send(
         raise Invalid(f"a message may have at most {MAX_RECIPIENTS} recipients (to, cc and bcc together)")
     _, domain = split_address(edit.sender.email)
     message_id = mime.make_message_id(domain)
-    delivery = Delivery(pool, edit.sender.email, sender=Sender(user_id, edit.sender.email), quota=cfg.quota)
+    delivery = Delivery(
+        pool, edit.sender.email, sender=Sender(user_id, edit.sender.email), quota=cfg.quota, sieve=cfg.sieve
+    )
     checked = []
     for r in recipients:
         target = await classify(pool, r.address, cfg.quota)

@@ -363,7 +363,9 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
         junk = None if verdict.action == JUNK else spam.junk  # None: everyone's copy
         recipients = await _to_junk(session, envelope.recipients, junk) if junk != frozenset() else envelope.recipients
         group = server.commit_group if sender is None else None
-        delivery = Delivery(server.pool, envelope.mail_from, sender=sender, quota=server.cfg.quota, group=group)
+        delivery = Delivery(
+            server.pool, envelope.mail_from, sender=sender, quota=server.cfg.quota, group=group, sieve=server.cfg.sieve
+        )
         for recipient in recipients:
             delivery.add(recipient)
         body = await rewrite(spool, verdict, _missing_fields(session, head) if sender is not None else b"")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 
 from relate.services import accounts
+from relate.store import sieve
 
 from .conftest import Harness
 from .helpers import ALICE, BOB
@@ -71,3 +72,22 @@ async def test_local_and_remote_recipients_of_one_message(h: Harness) -> None:
     assert len(await h.inbox(BOB)) == 1
     assert [t.rcpt_tos for t in remote.transactions] == [["friend@remote.test"]]
     assert h.net.sinks["127.0.0.2"].connections == 0
+
+
+async def test_queued_local_copy_goes_through_the_recipients_sieve_script(h: Harness) -> None:
+    """A queued copy for a local user is filed by that user's active Sieve script, like any other delivery."""
+    await hosted_mx(h)
+    user_id = await h.pool.fetchval("SELECT id FROM users WHERE address = $1", BOB)
+    await sieve.put_script(h.pool, user_id, "main", 'require ["fileinto", "mailbox"]; fileinto :create "Queued";')
+    async with h.pool.acquire() as conn:
+        await sieve.activate(conn, user_id, "main")
+    eid = await h.queue([BOB], subject="Via the queue")
+    await h.run()
+    assert (await h.recipients(eid))[BOB]["status"] == "sent"
+    assert await h.inbox(BOB) == []
+    (raw,) = await h.pool.fetch(
+        """SELECT b.data FROM messages m JOIN blobs b ON b.hash = m.blob_hash
+             JOIN mailboxes x ON x.id = m.mailbox_id WHERE x.user_id = $1 AND x.name = 'Queued'""",
+        user_id,
+    )
+    assert b"Subject: Via the queue" in bytes(raw["data"])
