@@ -110,6 +110,8 @@ class Recipient:
     quota_storage: int | None = None
     quota_messages: int | None = None
     usage: quota.Usage | None = None
+    # Whether the user had an active Sieve script when looked up; None: not known (delivery asks).
+    filtered: bool | None = None
 
     def limits(self, cfg: QuotaConfig) -> quota.Limits:
         return quota.Limits.of(self.quota_storage, self.quota_messages, cfg)
@@ -146,7 +148,14 @@ def local_recipient(address: str, row: Mapping[str, Any], cfg: QuotaConfig | Non
     the usage recipient_target reads when a limit applies)."""
     usage = quota.read_usage(row["user_id"], row, cfg or QuotaConfig())
     return Recipient(
-        address, Kind.LOCAL, row["user_id"], row["inbox_id"], row.get("quota_storage"), row.get("quota_messages"), usage
+        address,
+        Kind.LOCAL,
+        row["user_id"],
+        row["inbox_id"],
+        row.get("quota_storage"),
+        row.get("quota_messages"),
+        usage,
+        row.get("filtered"),
     )
 
 
@@ -409,7 +418,13 @@ class Delivery:
         """The active Sieve script of each local recipient that has one, by INBOX (one query)."""
         if not inboxes or not self.sieve.enabled:
             return {}
-        owners = {r.inbox_id: r for r in self.recipients if r.inbox_id in inboxes and r.user_id is not None}
+        owners = {
+            r.inbox_id: r
+            for r in self.recipients
+            if r.inbox_id in inboxes and r.user_id is not None and r.filtered is not False
+        }
+        if not owners:
+            return {}  # nobody here had a script when their address was looked up: no query
         found = await filing.active(conn, [r.user_id for r in owners.values() if r.user_id is not None])
         return {inbox: (r, found[r.user_id]) for inbox, r in owners.items() if r.user_id in found}
 

@@ -181,14 +181,19 @@ async def remove_alias(conn: Queryable, alias: str) -> None:
     await conn.execute("DELETE FROM addresses WHERE address = $1 AND NOT is_primary", alias)
 
 
+# Whether the user ``u`` has an active Sieve script, read with the recipient (a probe of a partial index), so
+# that delivery asks for scripts only when one runs (relate/delivery.py).
+_FILTERED = "EXISTS (SELECT 1 FROM sieve_scripts s WHERE s.user_id = u.id AND s.active) AS filtered"
+
+
 async def resolve_recipient(conn: Queryable, address: str) -> dict[str, Any] | None:
     """The local user and INBOX an address delivers to, or None.
 
-    Keys: user_id, address, inbox_id, and the user's own quota limits (quota_storage, quota_messages:
-    NULL follows the configured default, store/quota.py).
+    Keys: user_id, address, inbox_id, the user's own quota limits (quota_storage, quota_messages:
+    NULL follows the configured default, store/quota.py), and filtered: whether a Sieve script is active.
     """
     row = await conn.fetchrow(
-        """SELECT u.id AS user_id, u.address, b.id AS inbox_id, u.quota_storage, u.quota_messages
+        f"""SELECT u.id AS user_id, u.address, b.id AS inbox_id, u.quota_storage, u.quota_messages, {_FILTERED}
              FROM addresses a JOIN users u ON u.id = a.user_id
              JOIN mailboxes b ON b.user_id = u.id AND upper(b.name) = 'INBOX'
             WHERE a.address = $1 AND NOT u.disabled""",
@@ -204,14 +209,15 @@ async def recipient_target(
 
     Keys: user_id, inbox_id, the user's quota columns (quota_storage, quota_messages,
     quota_full_since) and, when a limit applies (the user's own, else ``quota_defaults``: storage,
-    messages), ``used``: [bytes, messages] in all their mailboxes (store/quota.py), else None; all
-    None unless the address delivers to a local user; hosted.
+    messages), ``used``: [bytes, messages] in all their mailboxes (store/quota.py), else None;
+    filtered (a Sieve script is active); all None unless the address delivers to a local user; hosted.
     """
     row = await conn.fetchrow(
-        """SELECT r.user_id, r.inbox_id, r.quota_storage, r.quota_messages, r.quota_full_since, r.used,
-                  EXISTS (SELECT 1 FROM domains WHERE name = $2) AS hosted
+        f"""SELECT r.user_id, r.inbox_id, r.quota_storage, r.quota_messages, r.quota_full_since, r.used,
+                  r.filtered, EXISTS (SELECT 1 FROM domains WHERE name = $2) AS hosted
              FROM (SELECT 1) AS one LEFT JOIN LATERAL (
                   SELECT u.id AS user_id, b.id AS inbox_id, u.quota_storage, u.quota_messages, u.quota_full_since,
+                         {_FILTERED},
                          CASE WHEN coalesce(u.quota_storage, $3) > 0 OR coalesce(u.quota_messages, $4) > 0
                               THEN (SELECT ARRAY[coalesce(sum(o.message_bytes), 0), coalesce(sum(o.message_count), 0)]
                                       FROM mailboxes o WHERE o.user_id = u.id)::bigint[] END AS used
@@ -229,10 +235,11 @@ async def postmaster_target(conn: Queryable, domain: str | None) -> dict[str, An
     """Who reads postmaster@``domain`` when no address claims it: the domain's first (enabled) user.
 
     ``domain`` None: the first hosted domain that has a user. Keys: user_id, inbox_id, domain,
-    quota_storage, quota_messages; None when there is no such user.
+    quota_storage, quota_messages, filtered; None when there is no such user.
     """
     row = await conn.fetchrow(
-        """SELECT u.id AS user_id, b.id AS inbox_id, d.name AS domain, u.quota_storage, u.quota_messages
+        f"""SELECT u.id AS user_id, b.id AS inbox_id, d.name AS domain, u.quota_storage, u.quota_messages,
+                  {_FILTERED}
              FROM users u JOIN domains d ON d.id = u.domain_id
              JOIN mailboxes b ON b.user_id = u.id AND upper(b.name) = 'INBOX'
             WHERE NOT u.disabled AND ($1::text IS NULL OR d.name = $1)
