@@ -357,7 +357,7 @@ class Delivery:
         """The local copies; one that was found with room but has none now (a race) waits too (with a
         sender) or is stored as the grace copy (MX, others stored), else MailboxFull (MX, alone)."""
         enforce = messages.Enforce(self.quota, checked) if self.quota is not None and checked else None
-        stored = await local.store(conn, inboxes, enforce=enforce)
+        stored = await local.store(conn, inboxes, enforce=enforce, delivered=True)
         if enforce is None or not enforce.refused:
             return stored
         if self.sender is not None:
@@ -366,7 +366,7 @@ class Delivery:
             return stored
         if len(inboxes) == 1:
             raise MailboxFull(permanent=False)
-        return stored + await local.store(conn, enforce.refused)
+        return stored + await local.store(conn, enforce.refused, delivered=True)
 
 
 Hold = Callable[[int], AbstractAsyncContextManager[object]]
@@ -418,8 +418,11 @@ class _Copy:
         *,
         flags: Sequence[str] = (),
         enforce: messages.Enforce | None = None,
+        delivered: bool = False,
     ) -> list[StoredMessage]:
         assert self.prepared is not None
         if self.raw is None:
             await self.store_blob(conn)
-        return await messages.ingest(conn, self.raw, mailbox_ids, flags=flags, prepared=self.prepared, enforce=enforce)
+        return await messages.ingest(
+            conn, self.raw, mailbox_ids, flags=flags, prepared=self.prepared, enforce=enforce, delivered=delivered
+        )

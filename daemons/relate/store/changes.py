@@ -6,7 +6,10 @@ the change, so a listener hears of it exactly when it commits):
 - ``relate_mail`` (:class:`MailChange`): something changed in a mailbox:
   ``{"event": "new"|"flags"|"expunge"|"created"|"deleted"|"renamed"|"subscriptions",
   "user", "mailbox", "modseq"}`` plus ``"id"``, ``"uid"`` of a message stored
-  (and ``"at"``, the database's clock then, from ingest: the notification lag metric),
+  (and ``"at"``, the database's clock then, from ingest: the notification lag metric,
+  and ``"kind": "delivery"`` when the message came to its owner from outside: an SMTP
+  delivery, a local delivery by the queue, a bounce; absent when the owner made it, as
+  APPEND, a Sent or Drafts copy, an import: web push is for deliveries only),
   or ``"ids"`` of messages expunged ("subscriptions" has mailbox 0: a user's
   subscribed names changed). A move's "new" names the source (``"from"``) and
   its "expunge" the target (``"to"``): the messages keep their ids. A change
@@ -65,6 +68,8 @@ MAIL = "relate_mail"
 # makes carry the action as ``"bulk"`` (SQL: BULK_MARK, NULL outside one).
 BULK_SETTING = "relate.bulk"
 BULK_MARK = f"nullif(current_setting('{BULK_SETTING}', true), '')"
+# A "new" message change's "kind" when the message was delivered to its owner (store/messages.py ingest).
+DELIVERY_KIND = "delivery"
 DELIVERY = "relate_delivery"
 QUEUE = "relate_queue"
 
@@ -90,6 +95,12 @@ class MailChange:
     bulk: str | None = None  # the bulk action a message change is part of; the action's own event for "bulk"
     count: int | None = None  # "bulk": messages the action changed
     mailboxes: tuple[int, ...] | None = None  # "bulk": the mailboxes it touched
+    kind: str | None = None  # "new" from ingest: "delivery" (mail that came to its owner), else None
+
+    @property
+    def delivered(self) -> bool:
+        """A message stored by a delivery (SMTP, the queue, a bounce), not by its owner (APPEND, Sent copy)."""
+        return self.kind == DELIVERY_KIND
 
 
 @dataclass(frozen=True)
@@ -147,6 +158,7 @@ def parse_mail(payload: str) -> MailChange | None:
         bulk if isinstance(bulk, str) else None,
         _int(data.get("count")),
         touched,
+        data.get("kind") if isinstance(data.get("kind"), str) else None,
     )
 
 

@@ -7,10 +7,14 @@ to the caller: the endpoint belongs to one browser profile, and whoever
 signed in there last is who it should notify (knowing the endpoint URL,
 an unguessable capability, is what proves that). A user has at most
 ``MAX_PER_USER`` subscriptions.
+
+A delivered message is pushed once, by one relate-api process, whatever number
+of them hear the change feed: :func:`claim_new` takes it in ``push_claims``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from relate.errors import Invalid
@@ -67,3 +71,61 @@ async def touch(conn: Queryable, subscription_ids: list[int]) -> None:
         await conn.execute(
             "UPDATE push_subscriptions SET last_used_at = now() WHERE id = ANY($1::bigint[])", subscription_ids
         )
+
+
+async def for_users(conn: Queryable, user_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """:func:`for_user` for many users in one query: user id -> their subscriptions (users with none left out)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM push_subscriptions WHERE user_id = ANY($1::bigint[]) ORDER BY id", user_ids
+    )
+    found: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        found.setdefault(r["user_id"], []).append(dict(r))
+    return found
+
+
+# Of these delivered messages, those whose owner has a subscription, each claimed for this process in
+# push_claims (migration 0045): one statement, so a message two processes claim at once is inserted by one,
+# and the other's ON CONFLICT waits for it to commit and then skips the row. A message gone already is left.
+_CLAIM = """
+WITH wanted AS (
+    SELECT m.id, b.user_id, m.mailbox_id, m.subject, m.from_addr
+      FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+     WHERE m.id = ANY($1::bigint[])
+       AND EXISTS (SELECT 1 FROM push_subscriptions s WHERE s.user_id = b.user_id)),
+claimed AS (
+    INSERT INTO push_claims (message_id) SELECT id FROM wanted ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id)
+SELECT w.id, w.user_id, w.mailbox_id, w.subject, w.from_addr FROM wanted w JOIN claimed c ON c.message_id = w.id
+ ORDER BY w.id"""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivered message this process is to push: what the push says of it."""
+
+    id: int
+    user_id: int
+    mailbox_id: int
+    subject: str | None
+    sender: str | None  # the first From address
+
+
+async def claim_new(conn: Queryable, message_ids: list[int]) -> list[Claimed]:
+    """Claim the web push of these delivered messages: those this call claimed, with an owner to push to.
+
+    A message is claimed once, by whichever API process asks first; every later call skips it.
+    """
+    rows = await conn.fetch(_CLAIM, message_ids)
+    return [
+        Claimed(r["id"], r["user_id"], r["mailbox_id"], r["subject"], ((r["from_addr"] or [{}])[0]).get("email"))
+        for r in rows
+    ]
+
+
+async def prune_claims(conn: Queryable, older_than_seconds: float) -> int:
+    """Delete push claims older than this (their notifications are long heard); how many were deleted."""
+    status: str = await conn.execute(
+        "DELETE FROM push_claims WHERE claimed_at < now() - make_interval(secs => $1)", older_than_seconds
+    )
+    return int(status.split()[-1])
