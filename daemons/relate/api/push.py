@@ -24,7 +24,8 @@ Policy:
   nothing twice: a NOTIFY is heard once per connection and never replayed,
   and a claimed message is never claimed again. Mail delivered while this
   process's feed was down is not pushed (the hub sends its clients
-  ``Resync``). Deliveries heard together (one group commit) are claimed in
+  ``Resync``), nor is one whose process died between its claim and its
+  push: at most once, never twice. Deliveries heard together (one group commit) are claimed in
   one statement, at most ``_CLAIM_BATCH`` at a time, one claim in flight;
   past ``_CLAIM_PENDING`` waiting (a database that hangs while mail pours
   in) the oldest are dropped, logged. Claims older than ``_CLAIM_KEEP`` are
@@ -153,12 +154,11 @@ class PushSender:
                 del self._waiting[:_CLAIM_BATCH]
                 try:
                     claimed = await store.claim_new(self.pool, batch)
-                    subscriptions = await store.for_users(self.pool, sorted({c.user_id for c in claimed}))
                 except db.ERRORS as exc:
                     self._warn(f"push-claim-failed messages={len(batch)} error={type(exc).__name__}")
                     continue
                 for message in claimed:
-                    self._push(message, subscriptions.get(message.user_id, []))
+                    self._push(message)
             now = time.monotonic()
             if now >= self._next_prune:
                 self._next_prune = now + _PRUNE_EVERY
@@ -175,10 +175,8 @@ class PushSender:
             self._last_warning = now
             log.warning(text)
 
-    def _push(self, message: store.Claimed, subscriptions: list[dict[str, Any]]) -> None:
-        """Push one new-mail message to these devices of its owner, in the background."""
-        if not subscriptions:
-            return
+    def _push(self, message: store.Claimed) -> None:
+        """Push one new-mail message to its owner's devices, in the background."""
         payload = {
             "title": "New email",
             "sender": (message.sender or "")[:_TEXT_LIMIT],
@@ -186,7 +184,7 @@ class PushSender:
             "emailId": message.id,
             "mailboxId": message.mailbox_id,
         }
-        task = asyncio.get_running_loop().create_task(self._send_all(subscriptions, json.dumps(payload)))
+        task = asyncio.get_running_loop().create_task(self._send_all(list(message.subscriptions), json.dumps(payload)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -73,21 +73,11 @@ async def touch(conn: Queryable, subscription_ids: list[int]) -> None:
         )
 
 
-async def for_users(conn: Queryable, user_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """:func:`for_user` for many users in one query: user id -> their subscriptions (users with none left out)."""
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM push_subscriptions WHERE user_id = ANY($1::bigint[]) ORDER BY id", user_ids
-    )
-    found: dict[int, list[dict[str, Any]]] = {}
-    for r in rows:
-        found.setdefault(r["user_id"], []).append(dict(r))
-    return found
-
-
 # Of these delivered messages, those whose owner has a subscription, each claimed for this process in
-# push_claims (migration 0045): one statement, so a message two processes claim at once is inserted by one,
-# and the other's ON CONFLICT waits for it to commit and then skips the row. A message gone already is left.
-_CLAIM = """
+# push_claims (migration 0045), with the owner's subscriptions: one statement, so a message two processes
+# claim at once is inserted by one, and the other's ON CONFLICT waits for it to commit and then skips the
+# row; and a claim is never left without the subscriptions to push it to. A message gone already is left.
+_CLAIM = f"""
 WITH wanted AS (
     SELECT m.id, b.user_id, m.mailbox_id, m.subject, m.from_addr
       FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
@@ -96,30 +86,38 @@ WITH wanted AS (
 claimed AS (
     INSERT INTO push_claims (message_id) SELECT id FROM wanted ON CONFLICT (message_id) DO NOTHING
     RETURNING message_id)
-SELECT w.id, w.user_id, w.mailbox_id, w.subject, w.from_addr FROM wanted w JOIN claimed c ON c.message_id = w.id
- ORDER BY w.id"""
+SELECT w.id AS message_id, w.mailbox_id, w.subject, w.from_addr, {", ".join("s." + c for c in _COLUMNS.split(", "))}
+  FROM wanted w JOIN claimed c ON c.message_id = w.id JOIN push_subscriptions s ON s.user_id = w.user_id
+ ORDER BY w.id, s.id"""
 
 
 @dataclass(frozen=True)
 class Claimed:
-    """A delivered message this process is to push: what the push says of it."""
+    """A delivered message this process is to push: what the push says of it, and where it goes."""
 
     id: int
     user_id: int
     mailbox_id: int
     subject: str | None
     sender: str | None  # the first From address
+    subscriptions: tuple[dict[str, Any], ...]  # the owner's, as :func:`for_user` lists them
 
 
 async def claim_new(conn: Queryable, message_ids: list[int]) -> list[Claimed]:
-    """Claim the web push of these delivered messages: those this call claimed, with an owner to push to.
+    """Claim the web push of these delivered messages: those this call claimed whose owner has subscriptions.
 
     A message is claimed once, by whichever API process asks first; every later call skips it.
     """
-    rows = await conn.fetch(_CLAIM, message_ids)
+    found: dict[int, Claimed] = {}
+    subscriptions: dict[int, list[dict[str, Any]]] = {}
+    for r in await conn.fetch(_CLAIM, message_ids):
+        mid = r["message_id"]
+        if mid not in found:
+            sender = ((r["from_addr"] or [{}])[0]).get("email")
+            found[mid] = Claimed(mid, r["user_id"], r["mailbox_id"], r["subject"], sender, ())
+        subscriptions.setdefault(mid, []).append({c: r[c] for c in _COLUMNS.split(", ")})
     return [
-        Claimed(r["id"], r["user_id"], r["mailbox_id"], r["subject"], ((r["from_addr"] or [{}])[0]).get("email"))
-        for r in rows
+        Claimed(c.id, c.user_id, c.mailbox_id, c.subject, c.sender, tuple(subscriptions[c.id])) for c in found.values()
     ]
 
 
