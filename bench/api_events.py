@@ -4,8 +4,8 @@ Sets up a throwaway world in a temp dir (an embedded PostgreSQL 18 with fsync
 on, the schema, domain ``bench.test`` with user ``rcpt@bench.test`` and an
 ``api:read`` key, an internal key), then starts two daemons from one config:
 ``python -m relate.api`` on a free loopback port (its Unix socket in the temp
-dir) and ``python -m relate.smtp`` with only its MX role on another, which
-announces each delivery to the API's socket as in production. One aiohttp
+dir) and ``python -m relate.smtp`` with only its MX role on another; each
+delivery reaches the API by the change feed, as in production. One aiohttp
 WebSocket client connects to ``/hubs/email``; one SMTP connection then sends
 ``--messages`` messages of about ``--size`` bytes, one at a time: each is sent,
 its NewEmail awaited, and ``--interval`` seconds left before the next, so
@@ -13,15 +13,13 @@ the figures are latencies, not queueing. It prints:
 
 - event latency: from writing the final ``.`` of DATA to the NewEmail frame
   arriving at the client (p50, p99, max); this spans the commit, the
-  NOTIFY or the internal notification (whichever the API hears first), the
-  API's lookup of the message and the WebSocket frame;
+  NOTIFY, the API's lookup of the message and the WebSocket frame;
 - the SMTP reply latency (final ``.`` to 250) for comparison, and the event
   relative to the 250 (negative: the event came before the reply);
 - CPU per 1,000 messages of the API daemon, the SMTP daemon and PostgreSQL.
 
 It refuses to report figures unless every message produced exactly one
-NewEmail (each arrives both by NOTIFY and by internal notification; the hub
-must send it once). The target is an event p99 under 50 ms. Everything
+NewEmail. The target is an event p99 under 50 ms. Everything
 started is stopped again, also on Ctrl-C.
 
 Usage: ``.venv/bin/python bench/api_events.py [--messages 500] [--size 4096]

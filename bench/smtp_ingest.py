@@ -30,7 +30,7 @@ ratio relate/postfix. Everything started is stopped again, also on Ctrl-C.
 
 Usage: ``.venv/bin/python bench/smtp_ingest.py [--sessions 20] [--messages 2000]
 [--size 10240] [--vs postfix] [--quota] [--sieve] [--no-mailauth] [--rspamd] [--no-dkim] [--json-only]``, or
-``--shape deployed [--cases one,one-d,twenty] [--sustained 60]``; ``--help`` for the rest.
+``--shape deployed [--cases one,one-d,twenty] [--sustained 60] [--push]``; ``--help`` for the rest.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ from relate.runtime.embedded_pg import EmbeddedPostgres
 from relate.services import accounts
 from relate.services import sieve as sieve_service
 from relate.services.dns import txt_strings
+from relate.services.setup import new_vapid_keys
 from relate.store import db
 from relate.testing.dns import ThreadedDnsServer, Zone
 from relate.testing.rspamd import RspamdServer
@@ -482,9 +483,11 @@ class RelateDev:
         *,
         mailauth: bool = True,
         statements: bool = False,
+        push: bool = False,
     ) -> None:
         self.workdir = workdir
         self.statements = statements
+        self.push = push
         # The sender's SPF and DMARC records on a loopback DNS server of its own (smtp-source's mail is not
         # signed): the dev run asks it, never the machine's resolver.
         self.dns = ThreadedDnsServer(sender_zone(None))
@@ -502,9 +505,10 @@ class RelateDev:
 
     @property
     def description(self) -> str:
+        push = ", web push keys" if self.push else ""
         return (
             "relatectl dev --any-port (api, smtp, imap, pop3, delivery: each its own process, logging INFO, "
-            f"indexer and notifications on) -> PostgreSQL {self.settings.get('server_version', '?')} "
+            f"indexer and notifications on{push}) -> PostgreSQL {self.settings.get('server_version', '?')} "
             f"(fsync={self.settings.get('fsync')}, synchronous_commit={self.settings.get('synchronous_commit')})"
         )
 
@@ -521,17 +525,17 @@ class RelateDev:
         # opens a connection per message, so the per-client cap (meant for strangers) is raised; DNS is the
         # bench's loopback server (the sender's SPF and DMARC records), never the machine's resolver.
         extra = self.workdir / "dev-extra.yaml"
-        extra.write_text(
-            yaml.safe_dump(
-                {
-                    "smtp": {
-                        "max_connections_per_client": 2 * self.sessions + 10,
-                        "mailauth": {"enabled": self.mailauth},
-                    },
-                    "delivery": {"dns_servers": [self.dns.start()]},
-                }
-            )
-        )
+        settings: dict[str, Any] = {
+            "smtp": {
+                "max_connections_per_client": 2 * self.sessions + 10,
+                "mailauth": {"enabled": self.mailauth},
+            },
+            "delivery": {"dns_servers": [self.dns.start()]},
+        }
+        if self.push:
+            public, private = new_vapid_keys()
+            settings["push"] = {"vapid_public_key": public, "vapid_private_key": private}
+        extra.write_text(yaml.safe_dump(settings))
         env = {k: v for k, v in os.environ.items() if not k.startswith("RELATE_")}
         say(f"relate: starting relatectl dev --any-port in {self.state}", quiet=self.quiet)
         dev_args = ["--state-dir", str(self.state), "--any-port"]
@@ -806,7 +810,9 @@ def deployed_body(args: argparse.Namespace, workdir: Path, report: dict[str, Any
     users = [f"user{n}@{DOMAIN}" for n in range(1, max((c.recipients for c in cases), default=1) + 1)]
     source = smtp_source(quiet)
     targets.append(
-        RelateDev(workdir, users, args.sessions, quiet, mailauth=args.mailauth, statements=args.pg_statements)
+        RelateDev(
+            workdir, users, args.sessions, quiet, mailauth=args.mailauth, statements=args.pg_statements, push=args.push
+        )
     )
     if args.vs == "postfix":
         targets.append(Postfix(workdir, users, quiet))
@@ -1124,6 +1130,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="deployed shape: PostgreSQL with pg_stat_statements loaded; report its top statements per message",
     )
     parser.add_argument(
+        "--push",
+        action="store_true",
+        help="deployed shape: VAPID keys in the config, as relatectl setup writes them (relate-api claims every "
+        "delivery for web push; the bench users have no subscriptions, so nothing is sent)",
+    )
+    parser.add_argument(
         "--sustained",
         type=float,
         metavar="SECONDS",
@@ -1309,6 +1321,7 @@ def deployed_main(args: argparse.Namespace, workdir: Path) -> int:
             "size": args.size,
             "cases": [c for c in args.cases.split(",") if c],
             "sustained_s": args.sustained,
+            "push": args.push,
             "rounds": args.rounds,
             "cpus": os.cpu_count(),
             "fs": fs_type(workdir),

@@ -62,7 +62,9 @@ class InternalConfig:
     # `internal`); `relatectl setup` generates it.
     api_key: str | None = None
     api_socket: Path = Path("/run/relate/api.sock")
-    # When the API runs on another host, daemons call this URL instead.
+    # No longer used (accepted so that existing configuration files load):
+    # daemons announced new mail to this URL, with this timeout, before the
+    # change feed did (relate-api hears new mail from the database now).
     api_url: str | None = None
     notify_timeout: float = 2.0
     # Seconds between a daemon's heartbeats in the database (`relatectl status`);
@@ -526,8 +528,9 @@ class ApiConfig:
     # Origins (scheme://host[:port]) whose web pages may call the API (CORS), or "*"
     # for any (then never with credentials); empty: none (api/cors.py).
     cors_origins: list[str] = field(default_factory=list)
-    # Accept POST /api/internal-notifications over HTTP too (for daemons on
-    # other hosts); the Unix socket (internal.api_socket) always accepts it.
+    # Accept the internal key (scope `internal`) over HTTP too, not only on
+    # the Unix socket (internal.api_socket). No route needs it any more:
+    # new mail reaches relate-api through the change feed.
     internal_over_http: bool = False
     # Per-key limits, per minute: every request; writes; key management.
     requests_per_minute: int = 100

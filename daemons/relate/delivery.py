@@ -380,13 +380,13 @@ class Delivery:
         enforce = messages.Enforce(self.quota, checked) if self.quota is not None and checked else None
         filtered = await self._scripts(conn, inboxes)
         plain = [inbox for inbox in inboxes if inbox not in filtered]
-        stored = await local.store(conn, plain, enforce=enforce) if plain else []
+        stored = await local.store(conn, plain, enforce=enforce, delivered=True) if plain else []
         for inbox, (recipient, script) in filtered.items():
 
             async def store_copy(
                 box: int, flags: tuple[str, ...], box_enforce: messages.Enforce | None
             ) -> list[StoredMessage]:
-                return await local.store(conn, [box], flags=flags, enforce=box_enforce)
+                return await local.store(conn, [box], flags=flags, enforce=box_enforce, delivered=True)
 
             filed = await filing.deliver(
                 conn,
@@ -412,7 +412,7 @@ class Delivery:
             return stored
         if len(inboxes) == 1:
             raise MailboxFull(permanent=False)
-        return stored + await local.store(conn, enforce.refused)
+        return stored + await local.store(conn, enforce.refused, delivered=True)
 
     async def _scripts(self, conn: asyncpg.Connection, inboxes: list[int]) -> dict[int, tuple[Recipient, ActiveScript]]:
         """The active Sieve script of each local recipient that has one, by INBOX (one query)."""
@@ -482,8 +482,11 @@ class _Copy:
         *,
         flags: Sequence[str] = (),
         enforce: messages.Enforce | None = None,
+        delivered: bool = False,
     ) -> list[StoredMessage]:
         assert self.prepared is not None
         if self.raw is None:
             await self.store_blob(conn)
-        return await messages.ingest(conn, self.raw, mailbox_ids, flags=flags, prepared=self.prepared, enforce=enforce)
+        return await messages.ingest(
+            conn, self.raw, mailbox_ids, flags=flags, prepared=self.prepared, enforce=enforce, delivered=delivered
+        )

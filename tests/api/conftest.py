@@ -18,7 +18,6 @@ from relate.auth import Authenticator
 from relate.config import Config, ListenerConfig
 from relate.delivery import Delivery, classify
 from relate.imap.server import ImapServer
-from relate.notify import Notifier
 from relate.runtime.daemon import Context
 from relate.services import accounts
 from tests.support import make_message
@@ -139,7 +138,6 @@ async def api(pool: asyncpg.Pool, api_config: Config) -> AsyncIterator[Api]:
         cfg=api_config,
         pool=pool,
         authenticator=Authenticator(pool, api_config.auth, internal_key=api_config.internal.api_key),
-        notifier=Notifier(api_config.internal),
     )
     server = ApiServer(ctx)
     await server.start()

@@ -10,11 +10,10 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import pytest
 
 from relate.mail.mime import parse_message
-from tests.api.conftest import INTERNAL_KEY, Api, message, operations
+from tests.api.conftest import Api, message, operations
 
 
 @pytest.fixture(autouse=True)
@@ -156,12 +155,3 @@ async def test_json_nested_to_the_bound_still_parses(api: Api) -> None:
     status, body = await post_raw(api, "/api/outbound", data)
     assert is_error(status, body, 422)
     assert body["message"] == "subject must be a string"
-
-
-async def test_internal_notification_bodies_are_bounded_too(api: Api) -> None:
-    """The internal endpoint (on its Unix socket) answers deep or NUL-laden JSON with 400 like every other route."""
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {INTERNAL_KEY}"}
-    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(api.socket))) as session:
-        for data in [b"[" * 50_000, b'{"emailId": 1, "mailboxId": 1, "subject": "\\u0000"}']:
-            async with session.post("http://localhost/api/internal-notifications", data=data, headers=headers) as resp:
-                assert is_error(resp.status, await resp.json(), 400)

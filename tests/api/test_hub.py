@@ -1,4 +1,4 @@
-"""The WebSocket hub and internal notifications: who hears what, from which change, on which instance."""
+"""The WebSocket hub: who hears what, from which change, on which instance."""
 
 from __future__ import annotations
 
@@ -21,15 +21,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from relate.api.hub import CLIENT_QUEUE, Hub
+from relate.api.hub import CLIENT_QUEUE, HUB, Hub
 from relate.api.server import ApiServer
 from relate.auth import Authenticator
 from relate.config import ListenerConfig
-from relate.notify import Notifier
 from relate.runtime.daemon import Context
 from relate.smtp.server import SmtpServer
 from relate.store.changes import APPLICATION_NAME
-from tests.api.conftest import INTERNAL_KEY, Api, imap_port, message
+from tests.api.conftest import Api, imap_port, message
 
 Event = dict[str, Any]
 _instances = itertools.count(2)
@@ -38,7 +37,7 @@ _instances = itertools.count(2)
 async def start_api(api: Api, tmp_path: Path, **changes: Any) -> ApiServer:
     """Start a second API daemon on the same database, with its own socket.
 
-    ``changes`` are ``section__key=value`` settings, e.g. ``api__internal_over_http=True``.
+    ``changes`` are ``section__key=value`` settings, e.g. ``api__websocket_heartbeat=1.0``.
     """
     cfg = copy.deepcopy(api.cfg)
     cfg.internal.api_socket = tmp_path / f"api-{next(_instances)}.sock"
@@ -49,7 +48,6 @@ async def start_api(api: Api, tmp_path: Path, **changes: Any) -> ApiServer:
         cfg=cfg,
         pool=api.pool,
         authenticator=Authenticator(api.pool, cfg.auth, internal_key=cfg.internal.api_key),
-        notifier=Notifier(cfg.internal),
     )
     server = ApiServer(ctx)
     await server.start()
@@ -67,8 +65,7 @@ async def another_api(api: Api, tmp_path: Path, **changes: Any) -> AsyncIterator
 
 
 def hub_of(server: ApiServer) -> Hub:
-    (hub,) = [listener for listener in server.state.listeners if isinstance(listener, Hub)]
-    return hub
+    return server.app[HUB]
 
 
 @contextlib.asynccontextmanager
@@ -108,26 +105,18 @@ class Events:
         return found
 
 
-async def internal_post(api: Api, body: Any, key: str = INTERNAL_KEY) -> tuple[int, Any]:
-    """POST /api/internal-notifications on the Unix socket, as the SMTP daemon does."""
-    connector = aiohttp.UnixConnector(path=str(api.socket))
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.post(
-            "http://localhost/api/internal-notifications", json=body, headers={"Authorization": f"Bearer {key}"}
-        ) as resp,
-    ):
-        return resp.status, await resp.json()
-
-
 @contextlib.asynccontextmanager
 async def smtp_mx(api: Api) -> AsyncIterator[int]:
-    """The SMTP daemon's MX role on loopback, notifying the API over its Unix socket; yields the port."""
+    """The SMTP daemon's MX role on loopback, on the API's database; yields the port."""
     cfg = copy.deepcopy(api.cfg)
     cfg.smtp.mx = ListenerConfig(listen=["127.0.0.1:0"])
     cfg.smtp.submission = ListenerConfig(listen=[])
     cfg.smtp.submissions = ListenerConfig(listen=[])
-    server = SmtpServer(cfg, api.pool, Authenticator(api.pool, cfg.auth), Notifier(cfg.internal))
+    server = SmtpServer(
+        cfg,
+        api.pool,
+        Authenticator(api.pool, cfg.auth),
+    )
     await server.start()
     try:
         yield server.addresses("mx")[0][1]
@@ -158,7 +147,7 @@ async def test_smtp_delivery_reaches_the_owner_once_within_200ms(api: Api) -> No
         assert event["data"]["from"] == {"name": "Sender", "email": "sender@remote.example"}
         assert event["data"]["isRead"] is False
         assert latency < 0.2, f"NewEmail took {latency * 1000:.0f} ms"
-        # The internal notification and the NOTIFY both arrive: still one NewEmail.
+        # One NewEmail, nothing more of it later.
         later = await alice.during(0.5)
         assert [e for e in later if e["type"] == "NewEmail"] == []
         counts = [e["data"] for e in later if e["type"] == "UnreadCountChanged"]
@@ -277,65 +266,6 @@ async def test_hub_without_upgrade_is_a_json_400(api: Api) -> None:
     status, body = await api.call("GET", "/hubs/email")
     assert status == 400
     assert "WebSocket" in body["message"]
-
-
-async def test_internal_notification_announces_new_mail(api: Api) -> None:
-    """An internal notification makes NewEmail for a stored message; a second one for it adds nothing."""
-    (email_id,) = await api.deliver(message("notified"), "alice@example.com")
-    inbox = await inbox_id(api)
-    async with hub_client(api) as alice:
-        body = {"mailboxId": inbox, "emailId": email_id, "from": "sender@remote.example", "subject": "notified"}
-        # The delivery's own NOTIFY came before the client connected; the notification is news to it.
-        hub_of(api.server)._recent.clear()
-        assert await internal_post(api, body) == (202, {"accepted": True})
-        assert (await alice.next("NewEmail"))["data"]["id"] == email_id
-        assert await internal_post(api, body) == (202, {"accepted": True})
-        assert [e for e in await alice.during(0.3) if e["type"] == "NewEmail"] == []
-
-
-async def test_internal_notifications_in_one_post_announce_each_message(api: Api) -> None:
-    """{notifications: [...]} (messages committed together) makes NewEmail for each stored message in it, and
-    skips one that is gone; a list that is empty, too long or holds a malformed one is a 422."""
-    first, second = [(await api.deliver(message(f"batch {n}"), "alice@example.com"))[0] for n in range(2)]
-    inbox = await inbox_id(api)
-    async with hub_client(api) as alice:
-        hub_of(api.server)._recent.clear()
-        notices = [{"mailboxId": inbox, "emailId": i, "from": None, "subject": None} for i in (first, 999999, second)]
-        assert await internal_post(api, {"notifications": notices}) == (202, {"accepted": True})
-        announced = [(await alice.next("NewEmail"))["data"]["id"] for _ in range(2)]
-        assert sorted(announced) == sorted([first, second])
-    for bad in ([], [{"mailboxId": inbox}], [notices[0]] * 1001, "x"):
-        status, body = await internal_post(api, {"notifications": bad})
-        assert (status, body["error"]) == (422, "invalid"), bad
-
-
-async def test_internal_notification_validates(api: Api) -> None:
-    """A malformed notification is a 422, one for a message that does not exist a 404."""
-    status, body = await internal_post(api, {"mailboxId": "x", "emailId": 1})
-    assert (status, body["error"]) == (422, "invalid")
-    status, body = await internal_post(api, {"mailboxId": 1, "emailId": 999999})
-    assert (status, body["error"]) == (404, "not_found")
-
-
-async def test_internal_notification_refuses_a_wrong_key(api: Api) -> None:
-    """The internal endpoint wants the internal key: a user's key or a wrong one is a 401."""
-    for key in ("relate_internal_wrong", api.alice):
-        status, body = await internal_post(api, {"mailboxId": 1, "emailId": 1}, key=key)
-        assert (status, body["error"]) == (401, "unauthorized")
-
-
-async def test_internal_notification_over_http_only_when_configured(api: Api, tmp_path: Path) -> None:
-    """Over HTTP the internal endpoint does not exist unless api.internal_over_http is set."""
-    (email_id,) = await api.deliver(message("over http"), "alice@example.com")
-    body = {"mailboxId": await inbox_id(api), "emailId": email_id, "from": None, "subject": None}
-    headers = {"Authorization": f"Bearer {INTERNAL_KEY}"}
-    async with api.session.post(api.url + "/api/internal-notifications", json=body, headers=headers) as resp:
-        assert resp.status == 404
-    async with (
-        another_api(api, tmp_path, api__internal_over_http=True) as (_, url),
-        api.session.post(url + "/api/internal-notifications", json=body, headers=headers) as resp,
-    ):
-        assert resp.status == 202
 
 
 async def test_listen_drop_is_survived_and_clients_resync(api: Api, caplog: pytest.LogCaptureFixture) -> None:

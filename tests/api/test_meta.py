@@ -19,7 +19,6 @@ from relate.auth import Authenticator
 from relate.config import Config
 from relate.delivery import Delivery, Sender, classify
 from relate.mail.mtasts import parse_policy
-from relate.notify import Notifier
 from relate.runtime.daemon import Context
 from relate.services import accounts
 from tests.api.conftest import Api, message
@@ -119,7 +118,6 @@ async def test_healthz_is_503_when_the_database_is_down(api_config: Config, dead
         cfg=api_config,
         pool=pool,
         authenticator=Authenticator(pool, api_config.auth),
-        notifier=Notifier(api_config.internal),
     )
     server = ApiServer(ctx)
     await server.start()

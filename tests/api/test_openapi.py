@@ -22,7 +22,7 @@ from relate.config import Config
 from relate.services.setup import new_vapid_keys
 from relate.store import mailboxes as mailbox_store
 from tests.api.conftest import Api, message
-from tests.api.test_hub import another_api, hub_client, internal_post
+from tests.api.test_hub import another_api, hub_client
 
 _METHODS = {"get", "put", "post", "delete", "patch"}
 # Small enough to overflow in a test, large enough for the attachments the tests send.
@@ -303,28 +303,13 @@ async def test_push_answers_match_the_documented_schemas(api: Api, tmp_path: Pat
 
 
 async def test_real_time_answers_and_events_match_the_documented_schemas(api: Api) -> None:
-    """Internal notifications, the hub's refusals and every kind of hub event match the document."""
+    """The hub's refusals and every kind of hub event match the document."""
     doc = await _document(api)
     hub_event = doc["components"]["schemas"]["HubEvent"]
-    notifications = "/api/internal-notifications"
-    _, boxes = await api.call("GET", "/api/mailboxes")
-    inbox = boxes["items"][0]["id"]
     user_id = await api.pool.fetchval("SELECT id FROM users WHERE address = 'alice@example.com'")
     seen: dict[str, dict[str, Any]] = {}
     async with hub_client(api) as alice:
         (email_id,) = await api.deliver(message("Real time"), "alice@example.com")
-        notice = {"mailboxId": inbox, "emailId": email_id, "from": "sender@remote.example", "subject": "Real time"}
-        for body, key, expected in (
-            (notice, None, 202),
-            (notice, "not-the-internal-key", 401),
-            (notice | {"emailId": 999999999}, None, 404),
-            (notice | {"mailboxId": "INBOX"}, None, 422),
-        ):
-            status, answer = await (internal_post(api, body) if key is None else internal_post(api, body, key))
-            assert status == expected, (body, status, answer)
-            _check(doc, notifications, "post", status, answer)
-        # Over HTTP while api.internal_over_http is off: as if there were no such route.
-        await _call(api, doc, "POST", notifications, notifications, 404, json=notice)
 
         async def collect(kinds: set[str]) -> None:
             deadline = time.monotonic() + 10

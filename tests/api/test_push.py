@@ -1,9 +1,10 @@
-"""Web push: subscriptions, and new mail pushed to a local push service that decrypts and checks it."""
+"""Web push: subscriptions, and delivered mail pushed, once, to a local push service that decrypts and checks it."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import imaplib
 import json
 import logging
 import os
@@ -18,13 +19,19 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from typer.testing import CliRunner
 
+from relate.api.push import PUSH
+from relate.api.server import ApiServer
 from relate.config import Config
-from relate.notify import Notifier
 from relate.queue.worker import DeliveryWorker
+from relate.services import accounts
 from relate.services.setup import new_vapid_keys
-from tests.api.conftest import Api, message
-from tests.api.test_hub import another_api, internal_post
+from relate.store.changes import APPLICATION_NAME
+from relatectl.main import app as relatectl_app
+from tests.api.conftest import Api, imap_port, message
+from tests.api.test_hub import another_api, hub_client, inbox_id, send_mail, smtp_mx, start_api
+from tests.cli.test_queue import cli_env
 
 SUBJECT = "mailto:admin@example.com"
 
@@ -120,13 +127,27 @@ async def subscribe(api: Api, endpoint: str, device: Device, key: str | None = N
 
 
 async def notify_new_mail(api: Api, subject: str) -> tuple[int, int]:
-    """Deliver a message to alice and announce it the way the SMTP daemon does; returns (id, mailbox id)."""
+    """Deliver a message to alice as the MX does (announced by the change feed); returns (id, mailbox id)."""
     (email_id,) = await api.deliver(message(subject), "alice@example.com")
-    _, boxes = await api.call("GET", "/api/mailboxes")
-    inbox = boxes["items"][0]["id"]
-    body = {"mailboxId": inbox, "emailId": email_id, "from": "sender@remote.example", "subject": subject}
-    assert await internal_post(api, body) == (202, {"accepted": True})
-    return email_id, inbox
+    return email_id, await inbox_id(api)
+
+
+async def pushed(service: PushService, count: int, wait: float = 10) -> list[tuple[str, bytes]]:
+    """The next ``count`` pushes (path, encrypted body), then nothing more for half a second."""
+    got = []
+    for _ in range(count):
+        path, _headers, body = await asyncio.wait_for(service.received.get(), wait)
+        got.append((path, body))
+    await asyncio.sleep(0.5)
+    assert service.received.empty(), "pushed more than expected"
+    return got
+
+
+async def settle(*servers: ApiServer) -> None:
+    """Wait until every delivery these API processes have heard is claimed and pushed."""
+    await asyncio.sleep(0.2)  # the NOTIFYs reach the feeds
+    for server in servers:
+        await server.app[PUSH].drain()
 
 
 async def test_vapid_public_key_is_served(api: Api) -> None:
@@ -151,7 +172,8 @@ async def test_push_endpoints_without_vapid_keys_are_503(api: Api, tmp_path: Pat
 
 
 async def test_new_mail_is_pushed_encrypted_to_every_device(api: Api, push_service: PushService) -> None:
-    """An internal notification pushes title, sender, subject and id, aes128gcm-encrypted, VAPID-signed, per device."""
+    """A delivery pushes title, sender, subject and id, aes128gcm-encrypted, VAPID-signed, to each of the owner's
+    devices, and nothing to another user's."""
     phone, laptop = Device(), Device()
     assert (await subscribe(api, push_service.url + "/push/phone", phone))[0] == 201
     assert (await subscribe(api, push_service.url + "/push/laptop", laptop))[0] == 201
@@ -178,12 +200,100 @@ async def test_new_mail_is_pushed_encrypted_to_every_device(api: Api, push_servi
     assert push_service.received.empty()  # nothing for bob's device
 
 
-async def test_delivery_without_internal_notification_pushes_nothing(api: Api, push_service: PushService) -> None:
-    """Mail heard of only through NOTIFY (as every instance hears it) is never pushed."""
+async def test_smtp_delivery_is_one_hub_event_and_one_push(api: Api, push_service: PushService) -> None:
+    """Mail taken by relate-smtp reaches the owner's hub as one NewEmail and their device as one push."""
+    device = Device()
+    assert (await subscribe(api, push_service.url + "/push/phone", device))[0] == 201
+    async with smtp_mx(api) as port, hub_client(api) as alice:
+        await asyncio.to_thread(send_mail, port, "alice@example.com", "over SMTP")
+        event = await alice.next("NewEmail")
+        assert event["data"]["subject"] == "over SMTP"
+        ((path, body),) = await pushed(push_service, 1)
+        assert path == "/push/phone"
+        assert device.decrypt(body) == {
+            "title": "New email",
+            "sender": "sender@remote.example",
+            "subject": "over SMTP",
+            "emailId": event["data"]["id"],
+            "mailboxId": event["data"]["mailboxId"],
+        }
+        assert [e for e in await alice.during(0.3) if e["type"] == "NewEmail"] == []
+
+
+async def test_append_is_a_hub_event_and_no_push(api: Api, push_service: PushService) -> None:
+    """A message the user stores themselves (IMAP APPEND, as a client saves its Sent copy) reaches the hub as
+    NewEmail but is not pushed to their devices."""
     assert (await subscribe(api, push_service.url + "/push/phone", Device()))[0] == 201
-    await api.deliver(message("quiet"), "alice@example.com")
-    await asyncio.sleep(0.5)
-    assert push_service.received.empty()
+
+    def append(port: int) -> None:
+        client = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+        try:
+            client.login("alice@example.com", api.alice_imap)
+            typ, _ = client.append("Sent", "(\\Seen)", None, message("my own copy"))
+            assert typ == "OK"
+        finally:
+            client.logout()
+
+    async with imap_port(api) as port, hub_client(api) as alice:
+        await asyncio.to_thread(append, port)
+        event = await alice.next("NewEmail")
+        assert event["data"]["subject"] == "my own copy"
+        await settle(api.server)
+        await asyncio.sleep(0.3)
+        assert push_service.received.empty()
+
+
+async def test_sent_copy_of_a_rest_send_is_not_pushed(api: Api, push_service: PushService) -> None:
+    """Alice sends to Bob over REST: Bob's device gets one push; Alice's Sent copy is not pushed to her."""
+    assert (await subscribe(api, push_service.url + "/push/alices", Device()))[0] == 201
+    assert (await subscribe(api, push_service.url + "/push/bobs", Device(), api.bob))[0] == 201
+    status, _ = await api.call("POST", "/api/outbound/send", json={"to": ["bob@example.com"], "subject": "Hi"})
+    assert status == 201
+    assert [path for path, _ in await pushed(push_service, 1)] == ["/push/bobs"]
+
+
+async def test_two_api_processes_push_each_delivery_once(api: Api, push_service: PushService, tmp_path: Path) -> None:
+    """With two relate-api processes on one database, both hear every delivery and each message is pushed once."""
+    device = Device()
+    assert (await subscribe(api, push_service.url + "/push/phone", device))[0] == 201
+    async with another_api(api, tmp_path) as (other, _url):
+        ids = [(await notify_new_mail(api, f"twice heard {n}"))[0] for n in range(6)]
+        await settle(api.server, other)
+        got = await pushed(push_service, len(ids))
+    assert sorted(device.decrypt(body)["emailId"] for _, body in got) == sorted(ids)
+
+
+async def test_a_restart_or_a_feed_reconnect_pushes_nothing_twice(
+    api: Api, push_service: PushService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same delivery announced again (to a restarted relate-api, or after its feed reconnected) is not pushed
+    again, while the hub tells its clients of the gap (Resync) and later mail is pushed as ever."""
+    device = Device()
+    assert (await subscribe(api, push_service.url + "/push/phone", device))[0] == 201
+    ((first, _),) = [await notify_new_mail(api, "before")]
+    assert [device.decrypt(b)["emailId"] for _, b in await pushed(push_service, 1)] == [first]
+    user = await api.pool.fetchval("SELECT id FROM users WHERE address = 'alice@example.com'")
+    box = await inbox_id(api)
+    again = json.dumps({"event": "new", "user": user, "mailbox": box, "id": first, "kind": "delivery"})
+    # A restart: a new relate-api process on the database hears the announcement again.
+    restarted = await start_api(api, tmp_path)
+    try:
+        await api.pool.execute("SELECT pg_notify('relate_mail', $1)", again)
+        await settle(api.server, restarted)
+        assert push_service.received.empty()
+    finally:
+        await restarted.stop()
+    # A feed reconnect: the hub says Resync; the message announced again is still not pushed; new mail is.
+    async with hub_client(api) as alice:
+        with caplog.at_level(logging.INFO, logger="relate.store.changes"):
+            await api.pool.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", APPLICATION_NAME
+            )
+            assert (await alice.next("Resync", wait=10))["data"] == {"reason": "reconnected"}
+        await api.pool.execute("SELECT pg_notify('relate_mail', $1)", again)
+        (second, _) = await notify_new_mail(api, "after")
+        await settle(api.server)
+        assert [device.decrypt(b)["emailId"] for _, b in await pushed(push_service, 1)] == [second]
 
 
 async def test_gone_subscription_is_deleted_other_failures_kept(
@@ -278,7 +388,7 @@ async def test_http_endpoints_need_the_setting(api: Api, tmp_path: Path) -> None
 
 
 async def test_mail_sent_over_rest_to_a_local_user_is_pushed(api: Api, push_service: PushService) -> None:
-    """A message sent over REST to a local user is pushed to their device by the API itself (no internal request)."""
+    """A message sent over REST to a local user is pushed to their device (announced by the change feed)."""
     device = Device()
     assert (await subscribe(api, push_service.url + "/push/bobs", device, api.bob))[0] == 201
     status, _ = await api.call("POST", "/api/outbound/send", json={"to": ["bob@example.com"], "subject": "Lunch?"})
@@ -289,20 +399,41 @@ async def test_mail_sent_over_rest_to_a_local_user_is_pushed(api: Api, push_serv
     assert (pushed["sender"], pushed["subject"]) == ("alice@example.com", "Lunch?")
 
 
+async def assert_bounce_pushed(api: Api, service: PushService, device: Device) -> None:
+    """One push to the device, of a DSN in alice's INBOX; and the hub heard of it."""
+    ((path, body),) = await pushed(service, 1)
+    assert path == "/push/phone"
+    notice = device.decrypt(body)
+    _, bounce = await api.call("GET", f"/api/emails/{notice['emailId']}")
+    assert bounce["from"]["email"].lower() == "mailer-daemon@mail.example.com"
+    assert notice["subject"] == bounce["subject"]
+
+
 async def test_a_bounce_made_by_the_delivery_daemon_is_pushed(api: Api, push_service: PushService) -> None:
-    """The DSN the delivery daemon puts in the sender's INBOX is announced to the API, which pushes it to them."""
+    """A recipient the queue finds unknown fails, and the DSN in the sender's INBOX reaches hub and device."""
+    device = Device()
+    assert (await subscribe(api, push_service.url + "/push/phone", device))[0] == 201
+    status, sent = await api.call("POST", "/api/outbound/send", json={"to": ["nobody@remote.example"], "subject": "x"})
+    assert status == 201
+    await accounts.add_domain(api.pool, "remote.example")  # hosted now: the queue delivers locally, to no one
+    async with hub_client(api) as alice:
+        await DeliveryWorker(api.cfg, api.pool).run_once()
+        assert (await alice.next("NewEmail"))["data"]["from"]["email"].lower() == "mailer-daemon@mail.example.com"
+        await assert_bounce_pushed(api, push_service, device)
+    _, outbound = await api.call("GET", f"/api/outbound/{sent['id']}")
+    assert outbound["status"] == "failed"
+
+
+async def test_a_bounce_made_by_relatectl_queue_fail_is_pushed(api: Api, push_service: PushService, dsn: str) -> None:
+    """`relatectl queue fail` (its own process, telling no daemon) bounces, and the DSN reaches hub and device."""
     device = Device()
     assert (await subscribe(api, push_service.url + "/push/phone", device))[0] == 201
     status, sent = await api.call("POST", "/api/outbound/send", json={"to": ["someone@remote.example"], "subject": "x"})
     assert status == 201
-    notifier = Notifier(api.cfg.internal)
-    worker = DeliveryWorker(api.cfg, api.pool, notifier=notifier)
-    failed = await worker.fail_now([sent["id"]])
-    assert [f.address for f in failed] == ["someone@remote.example"]
-    await notifier.drain()
-    path, _headers, body = await asyncio.wait_for(push_service.received.get(), 10)
-    assert path == "/push/phone"
-    pushed = device.decrypt(body)
-    _, bounce = await api.call("GET", f"/api/emails/{pushed['emailId']}")
-    assert bounce["from"]["email"].lower() == "mailer-daemon@mail.example.com"
-    assert pushed["subject"] == bounce["subject"]
+    async with hub_client(api) as alice:
+        result = await asyncio.to_thread(
+            CliRunner().invoke, relatectl_app, ["queue", "fail", str(sent["id"])], env=cli_env(dsn)
+        )
+        assert result.exit_code == 0, (result.stdout, result.exception)
+        assert (await alice.next("NewEmail"))["data"]["from"]["email"].lower() == "mailer-daemon@mail.example.com"
+        await assert_bounce_pushed(api, push_service, device)

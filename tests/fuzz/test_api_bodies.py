@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -32,7 +31,6 @@ from yarl import URL
 from relate.api import openapi
 from relate.config import Config
 from tests.api.conftest import (  # noqa: F401 - api is the fixture the tests below take
-    INTERNAL_KEY,
     Api,
     Operation,
     api,
@@ -43,8 +41,7 @@ from tests.api.conftest import (  # noqa: F401 - api is the fixture the tests be
 
 DOC = openapi.document()
 OPERATIONS = operations(DOC)
-INTERNAL = next(op for op in OPERATIONS if op.path == "/api/internal-notifications")
-ROUTES = [op for op in OPERATIONS if op is not INTERNAL]
+ROUTES = OPERATIONS
 
 FUZZ = settings(
     max_examples=int(os.environ.get("API_FUZZ_EXAMPLES", settings.default.max_examples)),
@@ -323,26 +320,3 @@ def _op(method: str, path: str) -> Operation:
 async def test_no_route_answers_500(targets: Targets, req: Request) -> None:
     """Any path parameters, query, JSON or bytes on any documented route: never a 500, errors as documented."""
     await send(targets, req)
-
-
-ID = st.sampled_from(REFS) | st.integers(min_value=-2, max_value=2**64)
-# What the SMTP daemon sends, with every field drawn: reaches the lookup and the hub, not just the checks.
-NOTIFICATION = st.fixed_dictionaries(
-    {"mailboxId": ID, "emailId": ID}, optional={"from": st.none() | TEXT | JSON, "subject": st.none() | TEXT | JSON}
-)
-INTERNAL_BODY = NOTIFICATION | bodies(INTERNAL.body)
-
-
-@FUZZ
-@given(body=INTERNAL_BODY)
-@example(body={"mailboxId": "@mailbox", "emailId": "@email", "from": "\x00", "subject": "\u2028"})
-@example(body={"mailboxId": 2**63, "emailId": "@email"})
-async def test_internal_notifications_never_answer_500(targets: Targets, body: Any) -> None:
-    """The daemons' notification endpoint (Unix socket, internal key) answers any body without a 500."""
-    data = body if isinstance(body, bytes) else json.dumps(targets.fill(body)).encode()
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {INTERNAL_KEY}"}
-    async with (
-        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(targets.api.socket))) as session,
-        session.post("http://localhost/api/internal-notifications", data=data, headers=headers) as resp,
-    ):
-        _check(INTERNAL, resp.status, resp.content_type, await resp.read())

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -33,23 +33,14 @@ from relate.store.db import DatabaseUnavailable
 log = logging.getLogger("relate.api")
 
 
-class MailListener(Protocol):
-    """Something that tells people of new mail (the hub's clients, web push devices)."""
-
-    def announce_new(self, row: dict[str, Any], sender: str | None, subject: str | None) -> None:
-        """A message was stored: ``row`` is its store.events.new_email row; ``sender`` and ``subject`` as the
-        daemon that stored it saw them (None: the row's)."""
-
-
 @dataclass
 class ApiState:
     cfg: Config
     pool: asyncpg.Pool
     authenticator: Authenticator
     limiter: security.RateLimiter
+    # The process's change feed: the hub and web push hear every change to mail from it (api/hub.py, api/push.py).
     feed: ChangeFeed
-    # Told of new mail (route modules' setup hooks add themselves: the hub, the push sender).
-    listeners: list[MailListener] = field(default_factory=list)
     # api.trusted_proxies, parsed once (the config has checked them).
     proxies: list[forwarded.Network] = field(init=False)
     # api.cors_origins (api/cors.py).
@@ -58,11 +49,6 @@ class ApiState:
     def __post_init__(self) -> None:
         self.proxies = forwarded.parse_networks(self.cfg.api.trusted_proxies)
         self.cors = Cors(self.cfg.api)
-
-    def announce_new(self, row: dict[str, Any], sender: str | None = None, subject: str | None = None) -> None:
-        """New mail, to every listener: what the internal notification and the REST send path both call."""
-        for listener in self.listeners:
-            listener.announce_new(row, sender, subject)
 
 
 STATE = web.AppKey("relate_state", ApiState)

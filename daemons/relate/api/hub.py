@@ -1,4 +1,4 @@
-"""Real time: the WebSocket hub (``GET /hubs/email``) and internal notifications.
+"""Real time: the WebSocket hub (``GET /hubs/email``), fed by the change feed.
 
 Policy:
 
@@ -30,12 +30,12 @@ Policy:
   connection per WebSocket, so a client of any instance hears every change.
   When the feed has been down (a database restart), every client gets
   ``Resync`` once it is back (changes made meanwhile were missed).
-- ``POST /api/internal-notifications`` (internal key; Unix socket, or HTTP
-  with ``api.internal_over_http``) is how the SMTP daemon announces new mail:
-  one message, or a list of those committed together, in one request.
-  It reaches exactly one API instance, so it alone triggers web push. The
-  same message also arrives by NOTIFY: NewEmail is sent once per message id
-  (the ids recently announced are remembered), whichever comes first.
+- The feed is the one announce: no daemon calls the API. A new message's
+  NewEmail comes from its ``new`` change, whoever stored it (a delivery or
+  the owner's own APPEND or Sent copy alike); web push hears the same feed
+  and pushes deliveries only, once per message across every API process
+  (api/push.py). NewEmail is sent once per message id (the ids recently
+  announced are remembered: a copy's rows are read by modseq).
 - Work per notification is done only for users with a connection here.
   Notifications of one user are handled in order, by one task per user;
   unread counts are computed once per batch and mailbox.
@@ -58,9 +58,9 @@ from typing import Any
 import asyncpg
 from aiohttp import WSCloseCode, web
 
-from relate.api.app import STATE, json_body, state
-from relate.api.errors import ApiError, invalid, not_found
-from relate.api.security import INTERNAL, READ, principal, requires
+from relate.api.app import STATE, state
+from relate.api.errors import ApiError
+from relate.api.security import READ, principal, requires
 from relate.api.shapes import mailbox_name, summary
 from relate.store import db, events
 from relate.store.changes import DELIVERY_CHANNEL, MAIL_CHANNEL, ChangeFeed, DeliveryChange, MailChange
@@ -225,11 +225,6 @@ class Hub:
             self._recent.popitem(last=False)
         return True
 
-    def announce_new(self, row: dict[str, Any], sender: str | None = None, subject: str | None = None) -> None:
-        """NewEmail for a stored message (a row of store.events.new_email), unless already announced."""
-        if self.claim(row["id"]):
-            self.publish(row["user_id"], "NewEmail", summary(row))
-
     # -- notifications -----------------------------------------------------------
 
     def _on_mail(self, change: MailChange) -> None:
@@ -383,70 +378,10 @@ async def email_hub(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def _id_field(data: dict[str, Any], name: str) -> int:
-    value = data.get(name)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
-        raise invalid(f"{name} must be a positive integer")
-    return value
-
-
-def _text_field(data: dict[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    if value is not None and not isinstance(value, str):
-        raise invalid(f"{name} must be a string or null")
-    return value[:998] if value else None
-
-
-# One post carries one notification, or a list of them (what the SMTP daemon sends when several messages
-# were committed together); at most this many.
-MAX_NOTIFICATIONS = 1000
-
-
-@routes.post("/api/internal-notifications")
-@requires(INTERNAL)
-async def internal_notification(request: web.Request) -> web.Response:
-    """New mail stored by another daemon: NewEmail to the owner's hub clients, web push to their devices.
-
-    A list (``{"notifications": [...]}``) is read in one query; a message of it that is gone already
-    (expunged since) is skipped, where a single notification about one answers 404.
-    """
-    data = await json_body(request)
-    if "notifications" in data:
-        items = data["notifications"]
-        if not isinstance(items, list) or not 0 < len(items) <= MAX_NOTIFICATIONS:
-            raise invalid(f"notifications must be a list of 1 to {MAX_NOTIFICATIONS} notifications")
-        notices = [_notice(item) for item in items]
-        rows = await events.new_emails(state(request).pool, [n[1] for n in notices])
-        for mailbox_id, email_id, sender, subject in notices:
-            row = rows.get(email_id)
-            if row is not None and row["mailbox_id"] == mailbox_id:
-                state(request).announce_new(row, sender, subject)
-        return web.json_response({"accepted": True}, status=202)
-    mailbox_id, email_id, sender, subject = _notice(data)
-    row = await events.new_email(state(request).pool, email_id, mailbox_id)
-    if row is None:
-        raise not_found("email")
-    state(request).announce_new(row, sender, subject)
-    return web.json_response({"accepted": True}, status=202)
-
-
-def _notice(data: Any) -> tuple[int, int, str | None, str | None]:
-    """(mailboxId, emailId, from, subject) of one notification, or 422."""
-    if not isinstance(data, dict):
-        raise invalid("a notification must be an object")
-    return (
-        _id_field(data, "mailboxId"),
-        _id_field(data, "emailId"),
-        _text_field(data, "from"),
-        _text_field(data, "subject"),
-    )
-
-
 def setup(app: web.Application) -> None:
     st = app[STATE]
     hub = Hub(st.pool, st.feed)
     app[HUB] = hub
-    st.listeners.append(hub)
 
     async def shutdown(_app: web.Application) -> None:
         await hub.close_clients()

@@ -705,17 +705,6 @@ SCHEMAS: dict[str, Any] = {
     ),
     "OutboundDeleted": obj(["deleted", "id"], deleted={"const": True}, id=INTEGER),
     # Real time (hub.py, push.py).
-    "InternalNotification": obj(
-        ["mailboxId", "emailId"],
-        mailboxId=_POSITIVE,
-        emailId=_POSITIVE,
-        **{"from": nullable("string", description="the sender, for the push message (default: the stored one)")},
-        subject=nullable("string", description="for the push message (default: the stored one)"),
-    ),
-    "InternalNotifications": obj(
-        ["notifications"],
-        notifications=array(ref("InternalNotification"), minItems=1, maxItems=1000),
-    ),
     "HubEvent": {
         "description": "one text frame of /hubs/email",
         "oneOf": [
@@ -864,7 +853,7 @@ PARAMETERS = {
 # --- paths --------------------------------------------------------------------------
 
 MAIL, OUTBOUND, KEYS, REALTIME, META = "mail", "outbound", "keys", "real time", "server"
-R, W, INTERNAL = "api:read", "api:write", "internal"
+R, W = "api:read", "api:write"
 
 _outbound_list = returns("one page, most recently changed first", page_of("OutboundListItem"))
 _JSON_ERRORS: dict[str, str | dict[str, Any]] = {
@@ -1238,30 +1227,7 @@ PATHS: dict[str, dict[str, Any]] = {
             key_management=True,
         )
     },
-    # Real time (hub.py, push.py).
-    "/api/internal-notifications": {
-        "post": op(
-            "A daemon stored new mail: NewEmail to the owner's hub clients, web push to their devices",
-            REALTIME,
-            returns("accepted", obj(["accepted"], accepted={"const": True})),
-            status="202",
-            scope=INTERNAL,
-            body={"oneOf": [ref("InternalNotification"), ref("InternalNotifications")]},
-            errors={
-                **_JSON_ERRORS,
-                "401": "not the internal key (internal.api_key)",
-                "404": "no such email in that mailbox (one notification); or over HTTP while "
-                "api.internal_over_http is off",
-                "422": "mailboxId or emailId not a positive integer, or from or subject not a string; "
-                "notifications not a list of 1 to 1000 of them",
-            },
-            description=(
-                "Unix socket (internal.api_socket) always; HTTP only with api.internal_over_http. One "
-                "notification, or {notifications: [...]} for messages committed together (one whose message "
-                "is gone already is skipped)."
-            ),
-        )
-    },
+    # Real time (hub.py).
     "/hubs/email": {
         "get": {
             **op(

@@ -61,7 +61,7 @@ from relate.mail import compose as mime
 from relate.mail.address import normalize_address
 from relate.services import outbound
 from relate.services.outbound import Edit
-from relate.store import accounts, drafts, events
+from relate.store import accounts, drafts
 
 log = logging.getLogger("relate.api")
 routes = web.RouteTableDef()
@@ -316,7 +316,7 @@ def _require_draft(row: dict[str, Any]) -> None:
 async def _send(
     request: web.Request, edit: Edit, attachments: list[mime.Attachment], row: dict[str, Any] | None
 ) -> int:
-    """Send through services/outbound.py once the sender is checked; announce the local copies; the outbound id."""
+    """Send through services/outbound.py once the sender is checked; the outbound id."""
     st = state(request)
     who = principal(request)
     await _check_sender(request, edit.sender)
@@ -332,12 +332,7 @@ async def _send(
                 client_address(request),
             )
         raise ApiError(429, "sending_limit", str(exc), headers={"Retry-After": "3600"}) from None
-    if sent.local:
-        # Local recipients' copies: NewEmail and web push from here, as the SMTP daemon's notification does.
-        rows = await events.new_emails(st.pool, [stored.id for stored in sent.local])
-        for stored in sent.local:
-            if (copy := rows.get(stored.id)) is not None:
-                st.announce_new(copy, edit.sender.email, edit.subject)
+    # Local recipients' copies are announced by the change feed as deliveries (hub NewEmail, web push).
     return sent.outbound_id
 
 

@@ -11,15 +11,31 @@ Policy:
   and is idempotent on the endpoint: 201 when new to the user, 200 when it
   was theirs already (keys refreshed). ``DELETE /api/push-subscriptions/{id}``
   deletes one of the caller's own. Storage rules: store/push.py.
-- New mail (an internal notification, which reaches exactly one API
-  instance) is pushed to every subscription of its owner, as JSON ``{title,
-  sender, subject, emailId, mailboxId}``, aes128gcm-encrypted. pywebpush is
+- What is pushed: every message delivered to a user (SMTP, the queue's
+  local deliveries, bounces, including ``relatectl queue fail``'s; the
+  change feed's ``new`` with ``"kind": "delivery"``, store/changes.py), never
+  one the user stored (APPEND, the Sent copy), to every subscription of its
+  owner, as JSON ``{title, sender, subject, emailId, mailboxId}`` (sender:
+  the first From address), aes128gcm-encrypted.
+- Exactly once, however many relate-api processes share the database: every
+  process hears the feed, and each message is claimed in the database
+  (store/push.py ``claim_new``, ``INSERT ... ON CONFLICT DO NOTHING``) by one
+  of them, which alone pushes it. A restart or a feed reconnect pushes
+  nothing twice: a NOTIFY is heard once per connection and never replayed,
+  and a claimed message is never claimed again. Mail delivered while this
+  process's feed was down is not pushed (the hub sends its clients
+  ``Resync``), nor is one whose process died between its claim and its
+  push: at most once, never twice. Deliveries heard together (one group commit) are claimed in
+  one statement, at most ``_CLAIM_BATCH`` at a time, one claim in flight;
+  past ``_CLAIM_PENDING`` waiting (a database that hangs while mail pours
+  in) the oldest are dropped, logged. Claims older than ``_CLAIM_KEEP`` are
+  deleted every ``_PRUNE_EVERY``. pywebpush is
   blocking (requests), so each send runs in a worker thread, at most
   ``_CONCURRENCY`` at once, each bounded by ``api.push_timeout``. A push
   service answering 404 or 410 means the subscription is gone: it is
   deleted. Any other failure is one log line naming the subscription id and
   the push service's host (the endpoint URL itself is a capability, never
-  logged). Notifications never wait on push.
+  logged). Delivery never waits on push.
 """
 
 from __future__ import annotations
@@ -30,6 +46,7 @@ import binascii
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,7 +61,9 @@ from relate.api.app import STATE, json_body, path_id, state
 from relate.api.errors import ApiError, invalid, not_found
 from relate.api.security import READ, WRITE, principal, requires
 from relate.config import Config
+from relate.store import db
 from relate.store import push as store
+from relate.store.changes import MAIL_CHANNEL, ChangeFeed, MailChange
 
 log = logging.getLogger("relate.api.push")
 
@@ -54,6 +73,10 @@ _CONCURRENCY = 8
 _MAX_ENDPOINT = 2048
 _TEXT_LIMIT = 200  # sender and subject in a push payload (a push message carries at most ~4 kB)
 _TTL = 24 * 3600  # seconds a push service keeps an undelivered message
+_CLAIM_BATCH = 500  # delivered messages claimed in one statement
+_CLAIM_PENDING = 10_000  # delivered messages waiting for their claim; past that the oldest are dropped
+_CLAIM_KEEP = 24 * 3600.0  # seconds a claim is kept (a NOTIFY is heard within seconds, or never)
+_PRUNE_EVERY = 3600.0  # seconds between deletions of old claims
 
 
 def _b64url_decode(text: str) -> bytes:
@@ -75,6 +98,10 @@ class PushSender:
         self.public_key: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._limit = asyncio.Semaphore(_CONCURRENCY)
+        self._waiting: list[int] = []  # delivered messages heard, not yet claimed
+        self._claimer: asyncio.Task[None] | None = None
+        self._next_prune = 0.0  # monotonic time of the next pruning of old claims
+        self._last_warning = 0.0
         private = cfg.push.vapid_private_key
         if not private:
             return
@@ -95,32 +122,73 @@ class PushSender:
     def configured(self) -> bool:
         return self.vapid is not None
 
-    def announce_new(self, row: dict[str, Any], sender: str | None, subject: str | None) -> None:
-        """New mail (api/app.py MailListener): a push to the owner's devices."""
-        from_row = (row.get("from_addr") or [{}])[0].get("email")
-        self.new_email(row["user_id"], row["id"], row["mailbox_id"], sender or from_row, subject or row.get("subject"))
+    # -- from the change feed: claim, then push --------------------------------------
 
-    def new_email(self, user_id: int, email_id: int, mailbox_id: int, sender: str | None, subject: str | None) -> None:
-        """Push a new-mail message to every device of the user, in the background."""
-        if self.vapid is None:
+    def listen(self, feed: ChangeFeed) -> None:
+        """Push the deliveries the change feed tells of (when VAPID keys are configured)."""
+        if self.vapid is not None:
+            feed.subscribe(MAIL_CHANNEL, self._on_mail)
+
+    def _on_mail(self, change: MailChange) -> None:
+        if change.event != "new" or not change.delivered or change.id is None:
             return
+        self._waiting.append(change.id)
+        if len(self._waiting) > _CLAIM_PENDING:
+            dropped = len(self._waiting) - _CLAIM_PENDING
+            del self._waiting[:dropped]
+            self._warn(f"push-dropped messages={dropped} (too many waiting for their claim)")
+        if self._claimer is None:
+            self._claimer = asyncio.get_running_loop().create_task(self._claim_waiting())
+
+    async def drain(self) -> None:
+        """Wait until every delivery heard so far is claimed and its pushes are sent (tests, shutdown)."""
+        while self._claimer is not None:
+            await asyncio.gather(self._claimer, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.timeout + 5)
+
+    async def _claim_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[:_CLAIM_BATCH]
+                del self._waiting[:_CLAIM_BATCH]
+                try:
+                    claimed = await store.claim_new(self.pool, batch)
+                except db.ERRORS as exc:
+                    self._warn(f"push-claim-failed messages={len(batch)} error={type(exc).__name__}")
+                    continue
+                for message in claimed:
+                    self._push(message)
+            now = time.monotonic()
+            if now >= self._next_prune:
+                self._next_prune = now + _PRUNE_EVERY
+                try:
+                    await store.prune_claims(self.pool, _CLAIM_KEEP)
+                except db.ERRORS as exc:
+                    self._warn(f"push-prune-failed error={type(exc).__name__}")
+        finally:
+            self._claimer = None
+
+    def _warn(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 60:
+            self._last_warning = now
+            log.warning(text)
+
+    def _push(self, message: store.Claimed) -> None:
+        """Push one new-mail message to its owner's devices, in the background."""
         payload = {
             "title": "New email",
-            "sender": (sender or "")[:_TEXT_LIMIT],
-            "subject": (subject or "")[:_TEXT_LIMIT],
-            "emailId": email_id,
-            "mailboxId": mailbox_id,
+            "sender": (message.sender or "")[:_TEXT_LIMIT],
+            "subject": (message.subject or "")[:_TEXT_LIMIT],
+            "emailId": message.id,
+            "mailboxId": message.mailbox_id,
         }
-        task = asyncio.get_running_loop().create_task(self._send_all(user_id, json.dumps(payload)))
+        task = asyncio.get_running_loop().create_task(self._send_all(list(message.subscriptions), json.dumps(payload)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send_all(self, user_id: int, data: str) -> None:
-        try:
-            subscriptions = await store.for_user(self.pool, user_id)
-        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
-            log.warning("push-failed user=%d error=%s", user_id, type(exc).__name__)
-            return
+    async def _send_all(self, subscriptions: list[dict[str, Any]], data: str) -> None:
         results = await asyncio.gather(*(self._send_one(s, data) for s in subscriptions))
         with contextlib.suppress(asyncpg.PostgresError, OSError, TimeoutError):
             await store.touch(self.pool, [s["id"] for s, ok in zip(subscriptions, results, strict=True) if ok])
@@ -157,9 +225,8 @@ class PushSender:
         )
 
     async def close(self) -> None:
-        """Let sends in flight finish (each is bounded by the push timeout)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=self.timeout + 5)
+        """Let claims and sends in flight finish (each send is bounded by the push timeout)."""
+        await self.drain()
 
 
 PUSH = web.AppKey("relate_push", PushSender)
@@ -263,7 +330,7 @@ def setup(app: web.Application) -> None:
     st = app[STATE]
     sender = PushSender(st.pool, st.cfg)
     app[PUSH] = sender
-    st.listeners.append(sender)
+    sender.listen(st.feed)
 
     async def cleanup(_app: web.Application) -> None:
         await sender.close()

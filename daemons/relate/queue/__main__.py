@@ -9,7 +9,7 @@ from relate.runtime.daemon import Context, run
 
 
 async def start(ctx: Context, sockets: dict[str, list[socket.socket]] | None) -> DeliveryWorker:
-    worker = DeliveryWorker(ctx.cfg, ctx.pool, feed=ctx.feed, notifier=ctx.notifier)
+    worker = DeliveryWorker(ctx.cfg, ctx.pool, feed=ctx.feed)
     await worker.start()
     if ctx.metrics is not None:
         ctx.metrics.before_scrape(worker.read_backlog)

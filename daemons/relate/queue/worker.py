@@ -45,9 +45,10 @@ slow policy server never holds up deliveries.
 Recipients at hosted domains are delivered locally through the ingest path,
 without SMTP, each in the transaction that records it. What the queue stores
 (those copies, and DSNs in a sender's INBOX) is announced as the SMTP daemon
-announces mail: the change feed tells every listener at commit (the hub's
-NewEmail), and, once committed, the API is told through ``notifier``
-(relate.notify, never waited on) so it pushes to the owner's devices. Remote ones are
+announces mail, by the change feed at commit, as a delivery (store/messages.py
+``delivered``): relate-api turns it into the hub's NewEmail and a web push to
+the owner's devices (api/push.py), whoever ran the queue (this daemon or
+``relatectl queue fail``). Remote ones are
 grouped by domain, at most ``max_connections_per_domain`` connections per
 domain and ``max_connections`` in all. The loop wakes on the change feed's
 ``relate_queue`` channel (and after the feed was down, when it may have missed
@@ -74,7 +75,6 @@ from relate.mail import dkim
 from relate.mail.address import split_address
 from relate.mail.mime import parse_message
 from relate.mailauth.dns import Dns
-from relate.notify import Notifier
 from relate.queue import bounce, tlsrpt
 from relate.queue.client import DomainSender, Message, Result, off_loop, wire_form
 from relate.queue.mtasts import MtaSts
@@ -240,11 +240,9 @@ class DeliveryWorker:
         clock: Clock = utcnow,
         blob_grace: timedelta = BLOB_GRACE,
         feed: ChangeFeed | None = None,
-        notifier: Notifier | None = None,
     ) -> None:
         self.cfg = cfg
         self.pool = pool
-        self.notifier = notifier
         self.clock = clock
         self.blob_grace = blob_grace
         self._next_sweep = 0.0  # loop.time() of the next blob sweep
@@ -631,8 +629,6 @@ class DeliveryWorker:
                             raise _NotOurs()
                 except _NotOurs:
                     recorded = []
-                else:
-                    self._announce(stored, c.mail_from or None, None)
                 self._recorded(work.claim, [result], set(recorded))
 
     async def _signature(self, wire: bytes, keys: dict[str, dkim.DkimKey | None]) -> bytes:
@@ -757,9 +753,8 @@ class DeliveryWorker:
                     notice = await store.take_bounce(conn, email_id)
                     if notice is None:
                         continue  # another daemon is on it
-                    stored = await self._notify_sender(conn, notice, "failed")
+                    await self._notify_sender(conn, notice, "failed")
                     await store.bounced(conn, notice.recipient_ids)
-                self._announce(stored, None, None)
                 made += 1
             except db.ERRORS as exc:
                 log.warning("dsn-error id=%d error=%s: %s", email_id, type(exc).__name__, exc)
@@ -779,18 +774,11 @@ class DeliveryWorker:
                     notice = await store.take_delay_warning(conn, email_id, now, after)
                     if notice is None:
                         continue
-                    stored = await self._notify_sender(conn, notice, "delayed") if notice.recipients else []
+                    if notice.recipients:
+                        await self._notify_sender(conn, notice, "delayed")
                     await store.warned(conn, email_id, now)
-                self._announce(stored, None, None)
             except db.ERRORS as exc:
                 log.warning("dsn-error id=%d error=%s: %s", email_id, type(exc).__name__, exc)
-
-    def _announce(self, stored: Sequence[messages.StoredMessage], sender: str | None, subject: str | None) -> None:
-        """Tell the API of messages the queue stored, once committed (their owners' devices are pushed)."""
-        if self.notifier is None:
-            return
-        for message in stored:
-            self.notifier.new_email(mailbox_id=message.mailbox_id, email_id=message.id, sender=sender, subject=subject)
 
     async def _notify_sender(
         self, conn: asyncpg.Connection, notice: Notice, action: str
@@ -814,7 +802,7 @@ class DeliveryWorker:
         if inbox is None:
             log.warning("dsn-undeliverable user=%d (no INBOX)", notice.user_id)
             return []
-        stored = await messages.ingest(conn, b"Return-Path: <>\r\n" + dsn, [inbox])
+        stored = await messages.ingest(conn, b"Return-Path: <>\r\n" + dsn, [inbox], delivered=True)
         log.info(
             "dsn action=%s to=%s rcpts=%s", action, notice.mail_from, ",".join(r.address for r in notice.recipients)
         )

@@ -54,7 +54,6 @@ from relate import config as config_mod
 from relate.auth import Authenticator
 from relate.config import Config, ConfigError
 from relate.errors import RelateError
-from relate.notify import Notifier
 from relate.runtime import journal
 from relate.runtime.heartbeat import Heartbeat
 from relate.runtime.listen import inherited_sockets, socket_unit
@@ -103,7 +102,6 @@ class Context:
     cfg: Config
     pool: asyncpg.Pool
     authenticator: Authenticator
-    notifier: Notifier
     # The process's one change feed; None: each service that needs one makes its own (tests do).
     feed: ChangeFeed | None = None
     # The process's /metrics endpoint, for services to add what they read at scrape time; None in tests.
@@ -200,7 +198,6 @@ async def open_context(cfg: Config) -> Context:
         cfg=cfg,
         pool=pool,
         authenticator=Authenticator(pool, cfg.auth, internal_key=cfg.internal.api_key),
-        notifier=Notifier(cfg.internal),
         feed=ChangeFeed(cfg.database),
         metrics=_metrics_server(),
     )
@@ -331,7 +328,6 @@ async def serve(cfg: Config, services: Mapping[str, Starter], notifier: SystemdN
         await ctx.feed.stop()
         if ctx.metrics is not None:
             await ctx.metrics.stop()
-        await ctx.notifier.drain()
         await ctx.pool.close()
         if watchdog is not None:
             watchdog.stop()

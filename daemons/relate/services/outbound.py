@@ -16,8 +16,9 @@ Policy:
   as submission's do. Everything goes through relate.delivery's one
   transaction (local copies, the Sent copy, the queued outbound record):
   nothing is durable before it commits.
-- What was stored locally is returned for the caller to announce (the API's
-  hub and web push); the change feed has announced it at commit already.
+- The local copies are announced by the change feed at commit, as
+  deliveries (store/messages.py): relate-api's hub and web push hear them
+  there, whoever sent (REST, SMTP submission); the caller announces nothing.
 - A reply or a forward starts as an :class:`Edit` made here from a message of
   the user's (RFC 5322 §3.6.4, §3.6.5): Re: or Fwd: subject, the original
   quoted (its HTML sanitised first; an HTML-only original is quoted in the

@@ -180,14 +180,16 @@ async def file_one(
     quota: QuotaConfig | None,
     mailbox_limit: int = 0,
 ) -> list[StoredMessage]:
-    """One local copy through its owner's active script, if there is one (else into INBOX, as
-    messages.ingest would); nothing is stored when a copy finds no room (``quota``)."""
+    """One local copy (a delivery: the change feed says so) through its owner's active script, if there is
+    one (else into INBOX, as messages.ingest would); nothing is stored when a copy finds no room (``quota``)."""
     found = (await store.active_scripts(conn, [user_id])).get(user_id) if cfg.enabled else None
     if found is None:
-        return await messages.ingest(conn, raw, [inbox_id], enforce=messages.Enforce(quota) if quota else None)
+        return await messages.ingest(
+            conn, raw, [inbox_id], enforce=messages.Enforce(quota) if quota else None, delivered=True
+        )
 
     async def store_copy(box: int, flags: tuple[str, ...], enforce: messages.Enforce | None) -> list[StoredMessage]:
-        return await messages.ingest(conn, raw, [box], flags=flags, enforce=enforce)
+        return await messages.ingest(conn, raw, [box], flags=flags, enforce=enforce, delivered=True)
 
     filed = await deliver(
         conn,

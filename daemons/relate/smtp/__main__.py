@@ -9,7 +9,7 @@ from relate.smtp.server import SmtpServer
 
 
 async def start(ctx: Context, sockets: dict[str, list[socket.socket]] | None) -> SmtpServer:
-    server = SmtpServer(ctx.cfg, ctx.pool, ctx.authenticator, ctx.notifier)
+    server = SmtpServer(ctx.cfg, ctx.pool, ctx.authenticator)
     await server.start(sockets, hold=ctx.hold_listeners)
     return server
 

@@ -395,13 +395,6 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
     except DATABASE_ERRORS as exc:
         log.warning("smtp-tempfail client=%s stage=data error=%s", session.client, type(exc).__name__)
         return replies.TEMPFAIL
-    parsed = committed.parsed
-    if parsed is not None:
-        sender_text = parsed.from_[0].email if parsed.from_ else None
-        for stored in committed.local:
-            server.notifier.new_email(
-                mailbox_id=stored.mailbox_id, email_id=stored.id, sender=sender_text, subject=parsed.subject
-            )
     if log.isEnabledFor(logging.INFO):  # (its arguments are made only for a line that is written)
         log.info(
             "smtp-accepted id=%s client=%s from=<%s> rcpts=%d local=%d remote=%d size=%d%s",

@@ -23,7 +23,6 @@ from relate.auth import Authenticator
 from relate.config import Config
 from relate.mailauth.dns import Dns
 from relate.mailauth.verdict import Checker
-from relate.notify import Notifier
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.resolver import make_resolver
 from relate.runtime.streams import Session, StreamServer, describe_tls_error
@@ -45,7 +44,7 @@ class SmtpServer(StreamServer):
     protocol = "smtp"
     handshake_in_server = True
 
-    def __init__(self, cfg: Config, pool: asyncpg.Pool, authenticator: Authenticator, notifier: Notifier) -> None:
+    def __init__(self, cfg: Config, pool: asyncpg.Pool, authenticator: Authenticator) -> None:
         super().__init__(
             TLSRegistry(cfg.tls.cert, cfg.tls.key),
             max_connections=cfg.smtp.max_connections,
@@ -55,7 +54,6 @@ class SmtpServer(StreamServer):
         self.cfg = cfg
         self.pool = pool
         self.authenticator = authenticator
-        self.notifier = notifier
         self.budget = MemoryBudget(cfg.smtp.memory_budget)
         # SPF, DKIM and DMARC (relate.mailauth): one resolver, so one DNS cache, for every session.
         self.checker = Checker(
@@ -134,6 +132,5 @@ class SmtpServer(StreamServer):
             session.abort()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        await self.notifier.drain()
         await self.learner.stop()
         await self.spam.close()

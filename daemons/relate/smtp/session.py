@@ -68,7 +68,6 @@ from relate.auth import Authenticator, AuthRefused
 from relate.config import Config
 from relate.delivery import Recipient
 from relate.mailauth.verdict import Checker
-from relate.notify import Notifier
 from relate.runtime import metrics
 from relate.runtime.budget import MemoryBudget
 from relate.runtime.streams import describe_tls_error, pending_input, read_line
@@ -126,7 +125,6 @@ class Host(Protocol):
     cfg: Config
     pool: asyncpg.Pool
     authenticator: Authenticator
-    notifier: Notifier
     budget: MemoryBudget
     checker: Checker
     spam: SpamFilter

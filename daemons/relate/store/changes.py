@@ -6,7 +6,10 @@ the change, so a listener hears of it exactly when it commits):
 - ``relate_mail`` (:class:`MailChange`): something changed in a mailbox:
   ``{"event": "new"|"flags"|"expunge"|"created"|"deleted"|"renamed"|"subscriptions",
   "user", "mailbox", "modseq"}`` plus ``"id"``, ``"uid"`` of a message stored
-  (and ``"at"``, the database's clock then, from ingest: the notification lag metric),
+  (and ``"at"``, the database's clock then, from ingest: the notification lag metric,
+  and ``"kind": "delivery"`` when the message came to its owner from outside: an SMTP
+  delivery, a local delivery by the queue, a bounce; absent when the owner made it, as
+  APPEND, a Sent or Drafts copy, an import: web push is for deliveries only),
   or ``"ids"`` of messages expunged ("subscriptions" has mailbox 0: a user's
   subscribed names changed). A move's "new" names the source (``"from"``) and
   its "expunge" the target (``"to"``): the messages keep their ids. A change
@@ -68,6 +71,8 @@ MAIL = "relate_mail"
 # makes carry the action as ``"bulk"`` (SQL: BULK_MARK, NULL outside one).
 BULK_SETTING = "relate.bulk"
 BULK_MARK = f"nullif(current_setting('{BULK_SETTING}', true), '')"
+# A "new" message change's "kind" when the message was delivered to its owner (store/messages.py ingest).
+DELIVERY_KIND = "delivery"
 DELIVERY = "relate_delivery"
 QUEUE = "relate_queue"
 
@@ -95,6 +100,12 @@ class MailChange:
     mailboxes: tuple[int, ...] | None = None  # "bulk": the mailboxes it touched
     change: str | None = None  # "label": created, updated or deleted
     label: dict[str, Any] | None = None  # "label": the label (id, name, color, keyword)
+    kind: str | None = None  # "new" from ingest: "delivery" (mail that came to its owner), else None
+
+    @property
+    def delivered(self) -> bool:
+        """A message stored by a delivery (SMTP, the queue, a bounce), not by its owner (APPEND, Sent copy)."""
+        return self.kind == DELIVERY_KIND
 
 
 @dataclass(frozen=True)
@@ -154,6 +165,7 @@ def parse_mail(payload: str) -> MailChange | None:
         touched,
         data.get("change") if isinstance(data.get("change"), str) else None,
         data.get("label") if isinstance(data.get("label"), dict) else None,
+        data.get("kind") if isinstance(data.get("kind"), str) else None,
     )
 
 

@@ -97,7 +97,7 @@ msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, siz
 SELECT msg.id, box.user_id, msg.uid, msg.modseq, box.recent,
        pg_notify($22, json_build_object('event', 'new', 'user', box.user_id, 'mailbox', box.id,
                                         'id', msg.id, 'uid', msg.uid, 'modseq', msg.modseq,
-                                        'at', extract(epoch FROM clock_timestamp()))::text)
+                                        'at', extract(epoch FROM clock_timestamp()){kind})::text)
   FROM msg, box"""
 _BLOB = """
 blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $32) ON CONFLICT (hash) DO NOTHING),"""
@@ -107,23 +107,26 @@ _ORPHAN = """
 orphan AS (INSERT INTO blob_orphans (hash) SELECT $5 WHERE NOT EXISTS (SELECT 1 FROM box)),"""
 
 
-def _ingest_sql(*, blob: bool, checked: bool, recent: bool) -> str:
+def _ingest_sql(*, blob: bool, checked: bool, recent: bool, delivered: bool) -> str:
     """The ingest statement: $1-$31 always (the SORT and THREAD keys are $25-$31), then the blob's bytes
     (with ``blob``), then the configured quota defaults, storage and messages (with ``checked``). With
     ``recent``, the message is claimed as \\Recent (store/imap_messages.py: claim_recent) if every message
-    before it has been: the caller's session is the one that has it so (``recent`` comes back true)."""
+    before it has been: the caller's session is the one that has it so (``recent`` comes back true).
+    With ``delivered``, its NOTIFY says ``"kind": "delivery"`` (store/changes.py)."""
     first = 33 if blob else 32
     check = f" AND {quota.fits_sql('mailboxes', '$4', '1', f'${first}', f'${first + 1}')}" if checked else ""
     claim = ",\n               recent_uid = CASE WHEN recent_uid = uidnext - 1 THEN uidnext ELSE recent_uid END"
     box = _BOX.format(check=check, recent=claim if recent else "")
-    return "WITH" + (_BLOB if blob else "") + box + (_ORPHAN if blob else "") + _MSG
+    msg = _MSG.format(kind=f", 'kind', '{changes.DELIVERY_KIND}'" if delivered else "")
+    return "WITH" + (_BLOB if blob else "") + box + (_ORPHAN if blob else "") + msg
 
 
 _INGEST = {
-    (blob, checked, recent): _ingest_sql(blob=blob, checked=checked, recent=recent)
+    (blob, checked, recent, delivered): _ingest_sql(blob=blob, checked=checked, recent=recent, delivered=delivered)
     for blob in (False, True)
     for checked in (False, True)
     for recent in (False, True)
+    for delivered in (False, True)
 }
 
 
@@ -278,6 +281,7 @@ async def ingest(
     prepared: Prepared | None = None,
     enforce: Enforce | None = None,
     claim_recent: bool = False,
+    delivered: bool = False,
 ) -> list[StoredMessage]:
     """Store ``raw`` once and add it to each mailbox, in one transaction.
 
@@ -292,7 +296,10 @@ async def ingest(
     IMAP4rev1 session's APPEND to the mailbox it has selected), each copy is
     also claimed as \\Recent for the caller when no earlier message is
     waiting for its claim (``StoredMessage.recent``), saving the claim's own
-    round trip and row lock.
+    round trip and row lock. ``delivered``: the message came to the
+    mailboxes' owners from outside (SMTP, the queue's local deliveries and
+    bounces), not from the owner (APPEND, a Sent copy, an import); the
+    change feed says so, and the API pushes deliveries only (api/push.py).
     """
     if prepared is None:
         if raw is None:
@@ -314,7 +321,7 @@ async def ingest(
         for mailbox_id in boxes:
             checked = enforce is not None and enforce.checks(mailbox_id)
             row = await conn.fetchrow(
-                _INGEST[blob_pending, checked, claim_recent],
+                _INGEST[blob_pending, checked, claim_recent, delivered],
                 mailbox_id,
                 list(dict.fromkeys(flags)),
                 internal_date,

@@ -12,7 +12,6 @@ import pytest
 
 from relate.auth import Authenticator
 from relate.config import Config, ListenerConfig
-from relate.notify import Notifier
 from relate.runtime.tls import make_self_signed
 from relate.services import accounts
 from relate.smtp.server import SmtpServer
@@ -101,7 +100,6 @@ async def smtp(pool: asyncpg.Pool, smtp_config: Config) -> AsyncIterator[Smtp]:
         smtp_config,
         pool,
         Authenticator(pool, smtp_config.auth),
-        Notifier(smtp_config.internal),
     )
     await server.start()
     client_tls = ssl.create_default_context()

@@ -14,7 +14,6 @@ import pytest
 
 from relate.auth import Authenticator
 from relate.config import Config
-from relate.notify import Notifier
 from relate.smtp.server import SmtpServer
 
 from .conftest import Smtp
@@ -185,7 +184,7 @@ async def test_starttls_timeout_releases_the_connection_slot(smtp: Smtp) -> None
 async def test_idle_before_implicit_tls_handshake_is_disconnected(pool: asyncpg.Pool, smtp_config: Config) -> None:
     """A client that connects to 465 and never sends a ClientHello is disconnected after command_timeout."""
     smtp_config.smtp.command_timeout = 0.5
-    server = SmtpServer(smtp_config, pool, Authenticator(pool, smtp_config.auth), Notifier(smtp_config.internal))
+    server = SmtpServer(smtp_config, pool, Authenticator(pool, smtp_config.auth))
     await server.start()
     try:
         client = await Client.connect(server.addresses("submissions")[0][1], greet=False)

@@ -17,7 +17,6 @@ import pytest
 
 from relate.auth import Authenticator
 from relate.config import Config, DatabaseConfig, ListenerConfig
-from relate.notify import Notifier
 from relate.services import accounts
 from relate.smtp.server import SmtpServer
 from relate.store import db
@@ -72,7 +71,7 @@ async def doomed(pg_server: str, tls_files: tuple[Path, Path]) -> AsyncIterator[
     cfg.smtp.mx = ListenerConfig(listen=["127.0.0.1:0"])
     cfg.smtp.submission = ListenerConfig(listen=["127.0.0.1:0"])
     cfg.smtp.submissions = ListenerConfig(listen=[])
-    server = SmtpServer(cfg, pool, Authenticator(pool, cfg.auth), Notifier(cfg.internal))
+    server = SmtpServer(cfg, pool, Authenticator(pool, cfg.auth))
     await server.start()
     yield Doomed(
         server=server,

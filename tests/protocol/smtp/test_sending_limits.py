@@ -8,7 +8,6 @@ import logging
 import pytest
 
 from relate.auth import Authenticator
-from relate.notify import Notifier
 from relate.services import accounts
 from relate.smtp.server import SmtpServer
 from relate.store import db
@@ -116,7 +115,7 @@ async def test_two_hosts_share_one_budget_under_concurrent_sends(smtp: Smtp) -> 
     """Two SMTP daemons on one database (each its own pool), 12 messages at once: exactly the limit of 5 is accepted."""
     smtp.cfg.submission.limits.messages_per_day = 5
     other_pool = await db.create_pool(smtp.cfg.database)
-    other = SmtpServer(smtp.cfg, other_pool, Authenticator(other_pool, smtp.cfg.auth), Notifier(smtp.cfg.internal))
+    other = SmtpServer(smtp.cfg, other_pool, Authenticator(other_pool, smtp.cfg.auth))
     await other.start()
     try:
         ports = [smtp.submission, other.addresses("submission")[0][1]]
