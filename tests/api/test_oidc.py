@@ -58,7 +58,11 @@ async def provider(alg: str = "RS256", ttl: int = 600, port: int = 0) -> AsyncIt
         yield json.loads(line)["issuer"]
     finally:
         proc.terminate()
-        await proc.wait()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:  # never hang the suite on the provider's shutdown
+            proc.kill()
+            await proc.wait()
 
 
 class _Form(HTMLParser):

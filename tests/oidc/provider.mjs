@@ -68,4 +68,8 @@ server.listen(Number(process.env.OIDC_PORT || 0), '127.0.0.1', () => {
   server.on('request', provider.callback());
   process.stdout.write(JSON.stringify({ issuer }) + '\n');
 });
-process.on('SIGTERM', () => server.close(() => process.exit(0)));
+// close() waits for idle keep-alive connections (a test's HTTP client may hold one): end them too.
+process.on('SIGTERM', () => {
+  server.close(() => process.exit(0));
+  server.closeAllConnections();
+});
