@@ -328,6 +328,8 @@ class Hub:
             self.publish(user_id, "BulkChanged", data)
         elif kind in ("created", "deleted", "renamed"):
             await self._folder(user_id, kind, mailbox_id)
+        elif kind == "threads" and event.id is not None and event.ids is not None:
+            self.publish(user_id, "ThreadsMerged", {"threadId": event.id, "mergedIds": list(event.ids)})
         elif kind == "lagging":
             self.publish(user_id, "Resync", {"reason": "lagging"})
 

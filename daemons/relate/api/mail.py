@@ -47,6 +47,13 @@ _KEYWORD = re.compile(r"^[!#$&'+\-.0-9:;<=>?@A-Z^_`a-z|~]{1,100}$")
 async def list_emails(request: web.Request) -> web.Response:
     box = await mailbox_ref(request, request.query.get("mailbox") or "INBOX")
     page, size = paging(request)
+    collapse = request.query.get("collapse") or "none"
+    if collapse not in ("none", "thread"):
+        raise bad_request("collapse must be thread or none")
+    if collapse == "thread":  # one item per thread: its newest email here, with threadCount
+        rows, total = await store.listing_by_thread(state(request).pool, box["id"], (page - 1) * size, size)
+        items = [summary(r) | {"threadCount": r["thread_count"]} for r in rows]
+        return web.json_response(page_of(items, page, size, total))
     rows, total = await store.listing(state(request).pool, box["id"], (page - 1) * size, size)
     return web.json_response(page_of([summary(r) for r in rows], page, size, total))
 

@@ -18,8 +18,10 @@ from relate.api import (
     push,
     reference,
     senders,
+    threads,
 )
 
 ROUTE_MODULES: tuple[ModuleType, ...] = (mail, outbound, keys, meta, openapi, hub, push, senders, folders)
 # Issue 17's features for the apps: preferences, export, cid: parts, the reference page.
 ROUTE_MODULES += (prefs, export, content, reference)
+ROUTE_MODULES += (threads,)  # issue 17: conversations

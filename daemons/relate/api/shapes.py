@@ -38,6 +38,7 @@ def summary(row: dict[str, Any]) -> dict[str, Any]:
         "isRead": "\\Seen" in row["flags"],
         "flags": list(row["flags"]),
         "attachmentCount": row["attachment_count"],
+        "threadId": row.get("thread_id"),
     }
 
 

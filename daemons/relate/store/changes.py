@@ -14,8 +14,10 @@ the change, so a listener hears of it exactly when it commits):
   and the action ends with one ``{"event": "bulk", "mailbox": 0, "action",
   "count", "mailboxes"}``: a listener that reports to people (the API's hub)
   can sum it up once, while IMAP sessions follow each mailbox's changes as
-  ever. Written by store/messages.py, store/imap_messages.py and
-  store/mailboxes.py; a listener ignores events it does not know.
+  ever. ``{"event": "threads", "mailbox": 0, "id", "ids"}``: the user's
+  threads ``ids`` were merged into thread ``id`` (store/threads.py). Written by
+  store/messages.py, store/imap_messages.py, store/mailboxes.py and
+  store/threads.py; a listener ignores events it does not know.
 - ``relate_delivery`` (:class:`DeliveryChange`): an outbound message's status
   changed, ``{"user", "id", "status"}`` (store/queue.py, store/outbound.py).
 - ``relate_queue`` (:class:`QueueChange`): the outbound queue has work now;
@@ -77,11 +79,11 @@ RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 @dataclass(frozen=True)
 class MailChange:
-    event: str  # new | flags | expunge | created | deleted | renamed | subscriptions
+    event: str  # new | flags | expunge | created | deleted | renamed | subscriptions | bulk | threads
     user: int
     mailbox: int
     modseq: int | None = None
-    id: int | None = None  # a message stored ("new" from ingest)
+    id: int | None = None  # a message stored ("new" from ingest); "threads": the thread kept
     uid: int | None = None
     ids: tuple[int, ...] | None = None  # messages expunged, when listed
     at: float | None = None  # "new" from ingest: the database's clock when it was stored (Unix time)
