@@ -218,7 +218,7 @@ def _values(parsed: ParsedMessage, wire: int | None) -> tuple[Any, ...]:
     envelope = _clean(parsed.envelope)
     sort = sort_keys(parsed.subject, envelope)
     threading = thread_ids(parsed.message_id, parsed.in_reply_to, parsed.references)
-    thread_keys, subject_key = threads.keys(parsed.message_id, parsed.in_reply_to, parsed.references, parsed.subject)
+    thread_keys, subject_key = threads.keys(threading, parsed.subject)
     return (
         _clean(parsed.subject),
         _addresses(parsed.from_),

@@ -28,9 +28,18 @@ Cost at ingest: the ingest statement (store/messages.py) does the work in
 CTEs of its own round trip: one index scan of ``thread_keys`` for all the
 message's keys (``= ANY``), then the new keys inserted and the thread's
 ``last_at`` raised. A merge is another statement, only when one is needed.
-Two messages naming a new msg-id at once, in two transactions, may both
-start threads (the key goes to whichever commits first); a later message
-naming both msg-ids merges them.
+
+Locks: storing a message never waits for another transaction, so threads
+add no wait to the mailbox row lock ingest holds (a delivery to a user's
+INBOX goes through while another transaction stores into their Sent, in
+the same thread or not). ``thread_keys`` has no unique index (an insert
+would wait for another transaction inserting the same key), and the rows
+ingest updates (``threads.last_at``, a subject key's thread and time) are
+taken with SKIP LOCKED: one held by another transaction, which is storing
+a message of that thread or subject at the same moment, is left to it.
+So two transactions storing messages that name the same new msg-id may
+both start threads and both insert the key; the next message naming it
+finds both and merges them. Merges are rare and may wait.
 
 Mail stored before migration 0042 has no thread: :func:`thread_pending`
 assigns threads to it in short transactions (the delivery daemon runs it
@@ -59,38 +68,48 @@ _MAX_KEY = 500
 PENDING_BATCH = 500
 
 
-def keys(
-    message_id: str | None, in_reply_to: str | None, references: Sequence[str], subject: str | None
-) -> tuple[list[str], str | None]:
-    """(msg-id keys, subject key or None) of a message, as the threading statement takes them."""
-    ids = [k for k in thread_ids(message_id, in_reply_to, references) if k and len(k) <= _MAX_KEY]
+def keys(ids: Sequence[str], subject: str | None) -> tuple[list[str], str | None]:
+    """(msg-id keys, subject key or None) of a message, as the threading statement takes them, from its
+    ``relate.mail.threadids.thread_ids`` and its decoded subject."""
     subject_text = subject_key(subject)
-    return list(dict.fromkeys(ids)), f"s:{subject_text}" if subject_text else None
+    found = list(dict.fromkeys(k for k in ids if k and len(k) <= _MAX_KEY))
+    return found, f"s:{subject_text}" if subject_text else None
 
 
 def assign_sql(src: str, at: str, ids: str, subject: str) -> str:
     """CTEs that find (or start) the thread of one message: ``thr (id, linked)``, ``linked`` the threads its
     msg-ids map to (more than one: merge them). ``src`` is a CTE with the owner's ``user_id`` (no row: nothing
     is done); ``at``, ``ids`` (text[]) and ``subject`` (text, NULL for none) are SQL for the message's time and
-    keys. Used by the ingest statement and :func:`thread_pending`."""
+    keys. Used by the ingest statement and :func:`thread_pending`.
+
+    Nothing here waits for another transaction (see the module docstring): keys are only inserted (no unique
+    index to wait on), and the rows it would update (the thread's ``last_at``, the subject key's thread and
+    time) are skipped when another transaction holds them, which is then storing a message of the same
+    thread or subject at about the same time."""
     window = f"interval '{SUBJECT_WINDOW.days} days'"
     return f"""
 found AS (SELECT k.key, k.thread_id, k.at FROM thread_keys k, {src} s
            WHERE k.user_id = s.user_id AND k.key = ANY({ids} || {subject})),
-thr AS (SELECT coalesce((SELECT min(f.thread_id) FROM found f WHERE f.key IS DISTINCT FROM {subject}),
-                        (SELECT f.thread_id FROM found f WHERE f.key = {subject}
-                            AND f.at > {at} - {window} AND f.at < {at} + {window}),
-                        nextval('threads_id_seq')) AS id,
-               (SELECT array_agg(DISTINCT f.thread_id) FROM found f WHERE f.key IS DISTINCT FROM {subject}) AS linked
-          FROM {src}),
+matched AS (SELECT coalesce((SELECT min(f.thread_id) FROM found f WHERE f.key IS DISTINCT FROM {subject}),
+                            (SELECT f.thread_id FROM found f WHERE f.key = {subject}
+                                AND f.at > {at} - {window} AND f.at < {at} + {window}
+                              ORDER BY f.at DESC LIMIT 1)) AS id,
+                   (SELECT array_agg(DISTINCT f.thread_id) FROM found f
+                     WHERE f.key IS DISTINCT FROM {subject}) AS linked
+              FROM {src}),
+thr AS (SELECT coalesce(m.id, nextval('threads_id_seq')) AS id, m.id IS NULL AS fresh, m.linked FROM matched m),
 thread AS (INSERT INTO threads (id, user_id, last_at) SELECT thr.id, s.user_id, {at} FROM thr, {src} s
-           ON CONFLICT (id) DO UPDATE SET last_at = greatest(threads.last_at, excluded.last_at)),
+           ON CONFLICT (id) DO NOTHING),
+thread_later AS (UPDATE threads t SET last_at = {at}
+                  WHERE t.id = (SELECT x.id FROM threads x, thr WHERE x.id = thr.id AND NOT thr.fresh
+                                   AND x.last_at < {at} FOR UPDATE SKIP LOCKED)),
 thread_key AS (INSERT INTO thread_keys (user_id, key, thread_id, at)
                SELECT DISTINCT s.user_id, k.key, thr.id, {at} FROM thr, {src} s, unnest({ids} || {subject}) AS k (key)
-                WHERE k.key IS NOT NULL
-                  AND k.key NOT IN (SELECT f.key FROM found f WHERE f.key IS DISTINCT FROM {subject})
-               ON CONFLICT (user_id, key) DO UPDATE SET thread_id = excluded.thread_id, at = excluded.at
-                WHERE thread_keys.at <= excluded.at AND thread_keys.key LIKE 's:%'),"""
+                WHERE k.key IS NOT NULL AND k.key NOT IN (SELECT f.key FROM found f)),
+subject_later AS (UPDATE thread_keys k SET thread_id = thr.id, at = {at} FROM thr
+                   WHERE k.ctid = ANY (ARRAY(SELECT x.ctid FROM thread_keys x, {src} s
+                                              WHERE x.user_id = s.user_id AND x.key = {subject} AND x.at <= {at}
+                                                FOR UPDATE OF x SKIP LOCKED))),"""
 
 
 _ASSIGN = (
@@ -138,8 +157,8 @@ async def thread_pending(conn: asyncpg.Connection, limit: int = PENDING_BATCH) -
             limit,
         )
         for r in rows:
-            ids, subject = keys(r["message_id"], r["in_reply_to"], r["references"] or (), r["subject"])
-            ids = [k.replace("\x00", "") for k in ids]
+            linked = thread_ids(r["message_id"], r["in_reply_to"], r["references"] or ())
+            ids, subject = keys([k.replace("\x00", "") for k in linked], r["subject"])
             found = await conn.fetchrow(_ASSIGN, r["user_id"], r["internal_date"], ids, subject, r["id"])
             await merge_linked(conn, r["user_id"], found["linked"])
     return len(rows)

@@ -19,13 +19,15 @@ CREATE TABLE threads (
 );
 CREATE INDEX threads_user_last_idx ON threads (user_id, last_at DESC, id DESC);
 
+-- Not unique: ingest never waits for another transaction's key (a delivery to INBOX must not wait for one
+-- to Sent). Two transactions storing a new key at once both insert it; lookups take every row of a key.
 CREATE TABLE thread_keys (
     user_id    bigint NOT NULL,
     key        text NOT NULL,
     thread_id  bigint NOT NULL REFERENCES threads (id) ON DELETE CASCADE,
-    at         timestamptz NOT NULL,
-    PRIMARY KEY (user_id, key)
+    at         timestamptz NOT NULL
 );
+CREATE INDEX thread_keys_user_key_idx ON thread_keys (user_id, key);
 CREATE INDEX thread_keys_thread_idx ON thread_keys (thread_id);
 
 ALTER TABLE messages ADD COLUMN thread_id bigint;
