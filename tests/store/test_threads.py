@@ -8,6 +8,7 @@ import asyncio
 import asyncpg
 
 from relate.services import accounts
+from relate.store import accounts as store_accounts
 from relate.store import messages
 from tests.support import make_message
 
@@ -36,3 +37,23 @@ async def test_a_reply_into_inbox_does_not_wait_for_an_open_one_into_sent(pool: 
     found = dict(await pool.fetch("SELECT id, thread_id FROM messages"))
     assert found[sent.id] == found[inbox.id] == found[parent.id]
     assert await pool.fetchval("SELECT count(*) FROM threads") == 1
+
+
+async def test_a_removed_user_takes_their_threads_along(pool: asyncpg.Pool) -> None:
+    """Removing a user removes their threads and thread keys; another user's stay."""
+    await accounts.add_domain(pool, "example.com")
+    for name in ("bob", "carol"):
+        await accounts.add_user(pool, f"{name}@example.com")
+    inboxes = dict(
+        await pool.fetch(
+            "SELECT u.address, b.id FROM mailboxes b JOIN users u ON u.id = b.user_id WHERE b.name = 'INBOX'"
+        )
+    )
+    async with pool.acquire() as conn:
+        for box in inboxes.values():
+            await messages.ingest(conn, make_message(subject="Hello", headers=("References: <h@x>",)), [box])
+        assert await conn.fetchval("SELECT count(*) FROM threads") == 2
+        async with conn.transaction():
+            await store_accounts.remove_user(conn, "bob@example.com")
+        owners = {r[0] for r in await conn.fetch("SELECT user_id FROM threads UNION SELECT user_id FROM thread_keys")}
+        assert owners == {await conn.fetchval("SELECT id FROM users WHERE address = 'carol@example.com'")}

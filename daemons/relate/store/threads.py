@@ -99,7 +99,7 @@ matched AS (SELECT coalesce((SELECT min(f.thread_id) FROM found f WHERE f.key IS
               FROM {src}),
 thr AS (SELECT coalesce(m.id, nextval('threads_id_seq')) AS id, m.id IS NULL AS fresh, m.linked FROM matched m),
 thread AS (INSERT INTO threads (id, user_id, last_at) SELECT thr.id, s.user_id, {at} FROM thr, {src} s
-           ON CONFLICT (id) DO NOTHING),
+            WHERE thr.fresh),
 thread_later AS (UPDATE threads t SET last_at = {at}
                   WHERE t.id = (SELECT x.id FROM threads x, thr WHERE x.id = thr.id AND NOT thr.fresh
                                    AND x.last_at < {at} FOR UPDATE SKIP LOCKED)),
@@ -108,7 +108,8 @@ thread_key AS (INSERT INTO thread_keys (user_id, key, thread_id, at)
                 WHERE k.key IS NOT NULL AND k.key NOT IN (SELECT f.key FROM found f)),
 subject_later AS (UPDATE thread_keys k SET thread_id = thr.id, at = {at} FROM thr
                    WHERE k.ctid = ANY (ARRAY(SELECT x.ctid FROM thread_keys x, {src} s
-                                              WHERE x.user_id = s.user_id AND x.key = {subject} AND x.at <= {at}
+                                              WHERE EXISTS (SELECT 1 FROM found f WHERE f.key = {subject})
+                                                AND x.user_id = s.user_id AND x.key = {subject} AND x.at <= {at}
                                                 FOR UPDATE OF x SKIP LOCKED))),"""
 
 

@@ -12,9 +12,11 @@
 -- on messages, which holds deliveries and flag changes off for the length of one scan of the table
 -- (about a second per million messages); the existing mail is threaded afterwards, outside any migration,
 -- in short transactions (store/threads.py: thread_pending), so no lock is held for the whole of it.
+-- No foreign keys on threads and thread_keys: ingest would check them for every row it writes (a trigger
+-- each); a user's threads and keys go with the user (the trigger below), a merged thread's in the merge.
 CREATE TABLE threads (
     id       bigserial PRIMARY KEY,
-    user_id  bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    user_id  bigint NOT NULL,
     last_at  timestamptz NOT NULL
 );
 CREATE INDEX threads_user_last_idx ON threads (user_id, last_at DESC, id DESC);
@@ -24,7 +26,7 @@ CREATE INDEX threads_user_last_idx ON threads (user_id, last_at DESC, id DESC);
 CREATE TABLE thread_keys (
     user_id    bigint NOT NULL,
     key        text NOT NULL,
-    thread_id  bigint NOT NULL REFERENCES threads (id) ON DELETE CASCADE,
+    thread_id  bigint NOT NULL,
     at         timestamptz NOT NULL
 );
 CREATE INDEX thread_keys_user_key_idx ON thread_keys (user_id, key);
@@ -34,3 +36,11 @@ ALTER TABLE messages ADD COLUMN thread_id bigint;
 CREATE INDEX messages_thread_idx ON messages (thread_id, internal_date, id) WHERE thread_id IS NOT NULL;
 -- What the background threader has left: empty once it is done, and new mail never enters it.
 CREATE INDEX messages_unthreaded_idx ON messages (id) WHERE thread_id IS NULL;
+
+CREATE FUNCTION relate_threads_of_user_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM thread_keys WHERE user_id = OLD.id;
+    DELETE FROM threads WHERE user_id = OLD.id;
+    RETURN OLD;
+END $$;
+CREATE TRIGGER users_threads_gone AFTER DELETE ON users FOR EACH ROW EXECUTE FUNCTION relate_threads_of_user_gone();
