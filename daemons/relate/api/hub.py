@@ -328,6 +328,8 @@ class Hub:
             await self._folder(user_id, kind, mailbox_id)
         elif kind == "label" and event.label is not None and event.change is not None:
             self.publish(user_id, "LabelChanged", {"change": event.change, **event.label})
+        elif kind == "threads" and event.id is not None and event.ids is not None:
+            self.publish(user_id, "ThreadsMerged", {"threadId": event.id, "mergedIds": list(event.ids)})
         elif kind == "lagging":
             self.publish(user_id, "Resync", {"reason": "lagging"})
 

@@ -50,11 +50,20 @@ async def list_emails(request: web.Request) -> web.Response:
     page, size = paging(request)
     keyword = await label_param(request)
     pool = state(request).pool
+    labels = await user_labels(request)
+    collapse = request.query.get("collapse") or "none"
+    if collapse not in ("none", "thread"):
+        raise bad_request("collapse must be thread or none")
+    if collapse == "thread":  # one item per thread: its newest email here, with threadCount
+        if keyword is not None:
+            raise bad_request("collapse=thread does not combine with label")
+        rows, total = await store.listing_by_thread(pool, box["id"], (page - 1) * size, size)
+        items = [summary(r, labels) | {"threadCount": r["thread_count"]} for r in rows]
+        return web.json_response(page_of(items, page, size, total))
     if keyword is None:
         rows, total = await store.listing(pool, box["id"], (page - 1) * size, size)
     else:
         rows, total = await store.labelled_listing(pool, box["id"], keyword, (page - 1) * size, size)
-    labels = await user_labels(request)
     return web.json_response(page_of([summary(r, labels) for r in rows], page, size, total))
 
 

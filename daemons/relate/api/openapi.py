@@ -1581,6 +1581,77 @@ PATHS |= {
     },
 }
 
+# --- threads (api/threads.py) ---------------------------------------------------------
+
+THREADS = "threads"
+_EXT_TAGS.append(THREADS)
+THREAD_ID = path_param("id", "the thread's id (an email's threadId)")
+SCHEMAS["EmailSummary"]["properties"] |= {
+    "threadId": nullable("integer", description="the email's thread (null: stored before threads, not reached yet)"),
+    "threadCount": {
+        "type": "integer",
+        "description": "with collapse=thread only: the messages of this thread in the folder",
+    },
+}
+SCHEMAS["HubEvent"]["oneOf"].append(
+    _event(
+        "ThreadsMerged",
+        obj(["threadId", "mergedIds"], threadId=INTEGER, mergedIds=array(INTEGER)),
+        "threads were found to be one (a message linked them): their emails are now in threadId, and the "
+        "mergedIds threads are gone",
+    )
+)
+SCHEMAS |= {
+    "Thread": obj(
+        ["id", "messageCount", "unreadCount", "participants", "snippet", "lastReceived", "latestEmailId"],
+        id=INTEGER,
+        subject=nullable("string", description="the first message's subject"),
+        messageCount=INTEGER,
+        unreadCount=INTEGER,
+        isFlagged={"type": "boolean", "description": "any of its emails is flagged"},
+        attachmentCount=INTEGER,
+        participants=array(ref("Person"), description="the senders, in the order they first wrote (20 at most)"),
+        snippet={"type": "string", "description": "the start of the latest email's text (RFC 8970 preview)"},
+        firstReceived=DATETIME,
+        lastReceived=DATETIME,
+        latestEmailId=INTEGER,
+        mailboxIds=array(INTEGER, description="the folders its emails are in"),
+    ),
+}
+SCHEMAS["ThreadDetail"] = {"allOf": [ref("Thread"), page_of("EmailSummary")]}
+PATHS |= {
+    "/api/threads": {
+        "get": op(
+            "The user's threads (conversations across folders), latest arrival first",
+            THREADS,
+            returns("one page and how many threads the user has", page_of("Thread")),
+            scope=R,
+            params=PAGING,
+            errors={"400": "bad paging parameters"},
+        )
+    },
+    "/api/threads/{id}": {
+        "get": op(
+            "One thread and a page of its emails, oldest first",
+            THREADS,
+            returns("the thread; items are its emails (total: messageCount)", ref("ThreadDetail")),
+            scope=R,
+            params=[THREAD_ID, *PAGING],
+            errors={"400": "bad paging parameters", "404": "no such thread (or another user's)"},
+        )
+    },
+}
+_emails_get = PATHS["/api/emails"]["get"]
+_emails_get["parameters"].append(
+    query(
+        "collapse",
+        "thread: one item per thread, its newest email in the folder (with threadCount); none (the default): "
+        "every email",
+        {"type": "string", "enum": ["none", "thread"], "default": "none"},
+    )
+)
+_emails_get["responses"]["400"]["description"] += ", or collapse not thread or none"
+
 
 def document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document (a fresh copy)."""

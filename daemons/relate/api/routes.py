@@ -19,6 +19,7 @@ from relate.api import (
     push,
     reference,
     senders,
+    threads,
 )
 
 ROUTE_MODULES: tuple[ModuleType, ...] = (mail, outbound, keys, meta, openapi, hub, push, senders, folders)
@@ -26,3 +27,4 @@ ROUTE_MODULES: tuple[ModuleType, ...] = (mail, outbound, keys, meta, openapi, hu
 ROUTE_MODULES += (prefs, export, content, reference)
 # Issue 17: labels.
 ROUTE_MODULES += (labels,)
+ROUTE_MODULES += (threads,)  # issue 17: conversations

@@ -37,6 +37,7 @@ def summary(row: dict[str, Any], labels: dict[str, int] | None = None) -> dict[s
         "isRead": "\\Seen" in row["flags"],
         "flags": list(row["flags"]),
         "attachmentCount": row["attachment_count"],
+        "threadId": row.get("thread_id"),
     }
     if labels is not None:
         shape["labels"] = sorted(labels[f] for f in row["flags"] if f in labels)

@@ -31,7 +31,9 @@ When the queue is idle (and at least every ``BACKGROUND_SECONDS`` when it
 never is), the loop also adds the body text of newly stored messages to
 their full-text vectors (see ``store.messages.index_pending``; new mail
 does not wake it: indexing during an ingest burst took ~0.9 ms of PostgreSQL
-CPU per message from the deliveries, bench/smtp_ingest.py), every
+CPU per message from the deliveries, bench/smtp_ingest.py), gives mail
+stored before migration 0042 its thread (``store.threads.thread_pending``),
+every
 ``BLOB_SWEEP_SECONDS`` deletes the raw messages that have had no reference
 for ``BLOB_GRACE`` (see ``store.mailboxes.sweep_blobs``), batch after batch
 while there are more, adds its TLS tally to the database, and every
@@ -83,7 +85,7 @@ from relate.queue.tlsrpt import TlsTally
 from relate.runtime import metrics
 from relate.services import dns as dns_service
 from relate.sieve import filing
-from relate.store import accounts, db, mailboxes, messages, quota
+from relate.store import accounts, db, mailboxes, messages, quota, threads
 from relate.store import dkim as dkim_store
 from relate.store import queue as store
 from relate.store.changes import QUEUE_CHANNEL, ChangeFeed, QueueChange
@@ -328,6 +330,8 @@ class DeliveryWorker:
                 self._background_due = now + BACKGROUND_SECONDS
                 busy = await self._index_text() or busy
                 if not self._stopping:
+                    busy = await self._thread_old_mail() or busy
+                if not self._stopping:
                     busy = await self._sweep_blobs() or busy
                 if not self._stopping:
                     await self._tls_reports()
@@ -370,6 +374,19 @@ class DeliveryWorker:
 
         done = await asyncio.gather(*(one() for _ in range(2)))
         return sum(done) > 0
+
+    async def _thread_old_mail(self) -> bool:
+        """When the queue is idle: give mail stored before threads existed (migration 0042) its thread, a batch
+        at a time in a short transaction of its own (store.threads.thread_pending); whether a full batch was done."""
+        try:
+            async with self.pool.acquire() as conn:
+                done = await threads.thread_pending(conn)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("thread-error error=%s: %s", type(exc).__name__, exc)
+            return False
+        if done:
+            log.info("threaded-old-mail messages=%d", done)
+        return done >= threads.PENDING_BATCH
 
     async def _sweep_blobs(self) -> bool:
         """When the queue is idle, now and then: delete raw messages nothing has referred to for a while."""

@@ -20,8 +20,11 @@ the change, so a listener hears of it exactly when it commits):
   ever. ``{"event": "label", "mailbox": 0, "change": "created"|"updated"|"deleted",
   "label": {"id", "name", "color", "keyword"}}``: one of the user's labels
   changed (store/labels.py; its messages' keywords change as "flags" events).
-  Written by store/messages.py, store/imap_messages.py, store/mailboxes.py and
-  store/labels.py; a listener ignores events it does not know.
+  ``{"event": "threads", "mailbox": 0, "id", "ids"}``: the user's
+  threads ``ids`` were merged into thread ``id`` (store/threads.py). Written
+  by store/messages.py, store/imap_messages.py, store/mailboxes.py,
+  store/labels.py and store/threads.py; a listener ignores events it does
+  not know.
 - ``relate_delivery`` (:class:`DeliveryChange`): an outbound message's status
   changed, ``{"user", "id", "status"}`` (store/queue.py, store/outbound.py).
 - ``relate_queue`` (:class:`QueueChange`): the outbound queue has work now;
@@ -85,11 +88,11 @@ RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 @dataclass(frozen=True)
 class MailChange:
-    event: str  # new | flags | expunge | created | deleted | renamed | subscriptions
+    event: str  # new | flags | expunge | created | deleted | renamed | subscriptions | bulk | threads
     user: int
     mailbox: int
     modseq: int | None = None
-    id: int | None = None  # a message stored ("new" from ingest)
+    id: int | None = None  # a message stored ("new" from ingest); "threads": the thread kept
     uid: int | None = None
     ids: tuple[int, ...] | None = None  # messages expunged, when listed
     at: float | None = None  # "new" from ingest: the database's clock when it was stored (Unix time)

@@ -16,7 +16,7 @@ from typing import Any
 from relate.store.db import Queryable
 
 _SUMMARY = """m.id, m.mailbox_id, m.uid, m.subject, m.from_addr, m.to_addr, m.internal_date, m.date_header,
-              m.size, m.flags, m.attachment_count"""
+              m.size, m.flags, m.attachment_count, m.thread_id"""
 
 
 async def mailboxes(conn: Queryable, user_id: int, only: int | None = None) -> list[dict[str, Any]]:
@@ -159,6 +159,30 @@ async def labelled_listing(
     _LABEL_COUNTS[mailbox_id, keyword] = (row["created_at"], row["uidnext"], row["highestmodseq"], row["n"])
     total: int = row["n"]
     return items, total
+
+
+async def listing_by_thread(
+    conn: Queryable, mailbox_id: int, offset: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of a mailbox one thread at a time: each thread's newest message in the mailbox (with
+    ``thread_count``, the thread's messages in the mailbox), newest first; and how many threads it holds.
+    A message not threaded yet (stored before migration 0042) stands alone. Reads the whole mailbox."""
+    rows = await conn.fetch(
+        f"""WITH latest AS (
+                SELECT DISTINCT ON (coalesce(p.thread_id, -p.id)) p.id,
+                       count(*) OVER (PARTITION BY coalesce(p.thread_id, -p.id)) AS thread_count
+                  FROM messages p WHERE p.mailbox_id = $1
+                 ORDER BY coalesce(p.thread_id, -p.id), p.internal_date DESC, p.id DESC)
+            SELECT {_SUMMARY}, latest.thread_count FROM latest JOIN messages m ON m.id = latest.id
+             ORDER BY m.internal_date DESC, m.id DESC OFFSET $2 LIMIT $3""",
+        mailbox_id,
+        offset,
+        limit,
+    )
+    total: int = await conn.fetchval(
+        "SELECT count(DISTINCT coalesce(thread_id, -id)) FROM messages WHERE mailbox_id = $1", mailbox_id
+    )
+    return [dict(r) for r in rows], total
 
 
 # Search answers at most this many matches (pages beyond are refused) and

@@ -15,7 +15,7 @@ from typing import Any
 from relate.store.db import Queryable
 
 _SUMMARY = """m.id, m.mailbox_id, m.uid, m.subject, m.from_addr, m.to_addr, m.internal_date, m.date_header,
-              m.size, m.flags, m.attachment_count"""
+              m.size, m.flags, m.attachment_count, m.thread_id"""
 
 
 async def new_email(conn: Queryable, email_id: int, mailbox_id: int | None = None) -> dict[str, Any] | None:

@@ -567,14 +567,15 @@ async def copy(
                     from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id, in_reply_to, "references",
                     envelope, bodystructure, header_end, attachments, attachment_count, text_indexed,
                     wire_size, envelope_wire, envelope_wire_utf8,
-                    sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids, preview)
+                    sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids, preview,
+                    thread_id)
                SELECT $1, n.new_uid, $2, m.flags, m.internal_date, m.size, m.blob_hash, m.subject,
                     m.from_addr, m.to_addr, m.cc_addr, m.bcc_addr, m.date_header, m.message_id, m.in_reply_to,
                     m."references", m.envelope, m.bodystructure, m.header_end, m.attachments,
                     m.attachment_count, m.text_indexed, m.wire_size,
                     m.envelope_wire, m.envelope_wire_utf8,
                     m.sort_subject, m.sort_from, m.sort_to, m.sort_cc, m.sort_display_from, m.sort_display_to,
-                    m.thread_ids, m.preview
+                    m.thread_ids, m.preview, m.thread_id
                  FROM messages m JOIN unnest($4::bigint[], $5::bigint[]) AS n(old_uid, new_uid) ON n.old_uid = m.uid
                 WHERE m.mailbox_id = $3
             RETURNING id, uid),

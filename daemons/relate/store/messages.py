@@ -53,7 +53,7 @@ from relate.mail.imapwire import envelope as imap_envelope
 from relate.mail.mime import Address, ParsedMessage, parse_message
 from relate.mail.sortkeys import sort_keys
 from relate.mail.threadids import thread_ids
-from relate.store import changes, quota
+from relate.store import changes, quota, threads
 from relate.store.db import Queryable
 
 log = logging.getLogger("relate.store")
@@ -87,20 +87,23 @@ msg AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, siz
              subject, from_addr, to_addr, cc_addr, bcc_addr, date_header, message_id,
              in_reply_to, "references", envelope, bodystructure, header_end,
              attachments, attachment_count, text_indexed, wire_size, envelope_wire, envelope_wire_utf8,
-             sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids)
+             sort_subject, sort_from, sort_to, sort_cc, sort_display_from, sort_display_to, thread_ids, thread_id)
         SELECT box.id, box.uid, box.modseq, $2, coalesce($3, now()), $4, $5,
              $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
              $20, $21, $23, $24,
-             $25, $26, $27, $28, $29, $30, $31
-          FROM box
+             $25, $26, $27, $28, $29, $30, $31, thr.id
+          FROM box, thr
         RETURNING id, uid, modseq)
-SELECT msg.id, box.user_id, msg.uid, msg.modseq, box.recent,
+SELECT msg.id, box.user_id, msg.uid, msg.modseq, box.recent, thr.linked,
        pg_notify($22, json_build_object('event', 'new', 'user', box.user_id, 'mailbox', box.id,
                                         'id', msg.id, 'uid', msg.uid, 'modseq', msg.modseq,
                                         'at', extract(epoch FROM clock_timestamp()){kind})::text)
-  FROM msg, box"""
+  FROM msg, box, thr"""
+# The message's thread (store/threads.py), found or started in the same statement: its msg-id keys are $32,
+# its subject key $33.
+_THREAD = threads.assign_sql("box", "coalesce($3::timestamptz, now())", "$32::text[]", "$33::text")
 _BLOB = """
-blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $32) ON CONFLICT (hash) DO NOTHING),"""
+blob AS (INSERT INTO blobs (hash, size, data) VALUES ($5, $4, $34) ON CONFLICT (hash) DO NOTHING),"""
 # With the blob: when no message was stored (the mailbox is gone, or full), the sweep is told to look at
 # the blob the statement may have written (store/mailboxes.py), so the statement needs no transaction.
 _ORPHAN = """
@@ -108,17 +111,17 @@ orphan AS (INSERT INTO blob_orphans (hash) SELECT $5 WHERE NOT EXISTS (SELECT 1 
 
 
 def _ingest_sql(*, blob: bool, checked: bool, recent: bool, delivered: bool) -> str:
-    """The ingest statement: $1-$31 always (the SORT and THREAD keys are $25-$31), then the blob's bytes
-    (with ``blob``), then the configured quota defaults, storage and messages (with ``checked``). With
-    ``recent``, the message is claimed as \\Recent (store/imap_messages.py: claim_recent) if every message
-    before it has been: the caller's session is the one that has it so (``recent`` comes back true).
-    With ``delivered``, its NOTIFY says ``"kind": "delivery"`` (store/changes.py)."""
-    first = 33 if blob else 32
+    """The ingest statement: $1-$33 always (the SORT and THREAD keys are $25-$31, the thread's keys $32-$33),
+    then the blob's bytes (with ``blob``), then the configured quota defaults, storage and messages (with
+    ``checked``). With ``recent``, the message is claimed as \\Recent (store/imap_messages.py: claim_recent)
+    if every message before it has been: the caller's session is the one that has it so (``recent`` comes
+    back true). With ``delivered``, its NOTIFY says ``"kind": "delivery"`` (store/changes.py)."""
+    first = 35 if blob else 34
     check = f" AND {quota.fits_sql('mailboxes', '$4', '1', f'${first}', f'${first + 1}')}" if checked else ""
     claim = ",\n               recent_uid = CASE WHEN recent_uid = uidnext - 1 THEN uidnext ELSE recent_uid END"
     box = _BOX.format(check=check, recent=claim if recent else "")
     msg = _MSG.format(kind=f", 'kind', '{changes.DELIVERY_KIND}'" if delivered else "")
-    return "WITH" + (_BLOB if blob else "") + box + (_ORPHAN if blob else "") + msg
+    return "WITH" + (_BLOB if blob else "") + box + (_ORPHAN if blob else "") + _THREAD + msg
 
 
 _INGEST = {
@@ -195,7 +198,7 @@ class Prepared:
     digest: bytes  # SHA-256 of the raw bytes: the blob's key
     wire_size: int | None  # see wire_size()
     size: int  # len(raw)
-    # The ingest statement's $6-$31, the same for every copy: made here, before any connection is taken, so
+    # The ingest statement's $6-$33, the same for every copy: made here, before any connection is taken, so
     # a delivery sharing a transaction (store/group_commit.py) does not hold its mailbox row lock meanwhile,
     # and made once when that transaction is run again.
     values: tuple[Any, ...]
@@ -217,6 +220,7 @@ def _values(parsed: ParsedMessage, wire: int | None) -> tuple[Any, ...]:
     envelope = _clean(parsed.envelope)
     sort = sort_keys(parsed.subject, envelope)
     threading = thread_ids(parsed.message_id, parsed.in_reply_to, parsed.references)
+    thread_keys, subject_key = threads.keys(threading, parsed.subject)
     return (
         _clean(parsed.subject),
         _addresses(parsed.from_),
@@ -237,6 +241,7 @@ def _values(parsed: ParsedMessage, wire: int | None) -> tuple[Any, ...]:
         CHANNEL,
         *envelope_wire(envelope),
         *_clean([sort.subject, sort.from_, sort.to, sort.cc, sort.display_from, sort.display_to, threading]),
+        *_clean([thread_keys, subject_key]),
     )
 
 
@@ -337,6 +342,7 @@ async def ingest(
                     raise MailboxGone(f"mailbox {mailbox_id} does not exist")
                 enforce.refused.append(mailbox_id)
                 continue
+            await threads.merge_linked(conn, row["user_id"], row["linked"])
             stored.append(
                 StoredMessage(row["id"], row["user_id"], mailbox_id, row["uid"], row["modseq"], row["recent"])
             )
