@@ -208,3 +208,40 @@ async def test_a_thread_of_a_thousand_messages_stays_whole_and_pages(api: Api) -
     async with api.pool.acquire() as conn:
         keys = await conn.fetchval("SELECT count(*) FROM thread_keys WHERE thread_id = $1", tid)
     assert keys == 1000 + 1  # the msg-ids and one subject key
+
+
+async def test_a_label_goes_on_and_off_a_whole_thread_across_folders(api: Api) -> None:
+    """PUT /api/threads/{id}/labels/{labelId} labels every email of the thread, in every folder it spans (one
+    BulkChanged on the hub), and nothing outside it; the thread's emails show the label; DELETE takes it off;
+    another user's thread, or a label that is not the user's, is 404."""
+    (a,) = await api.deliver(mail("Trip", "<t1@x>"), "alice@example.com")
+    (b,) = await api.deliver(mail("Re: Trip", "<t2@x>", reply_to="<t1@x>"), "alice@example.com")
+    (other,) = await api.deliver(mail("Invoice", "<i@x>"), "alice@example.com")
+    status, _ = await api.call("POST", "/api/mailboxes", json={"name": "Travel"})
+    assert status == 201
+    status, _ = await api.call("PATCH", f"/api/emails/{b}", json={"mailbox": "Travel"})
+    assert status == 200
+    tid = await thread_of(api, a)
+    status, label = await api.call("POST", "/api/labels", json={"name": "Later"})
+    assert status == 201, label
+
+    async with hub_client(api) as alice:
+        status, body = await api.call("PUT", f"/api/threads/{tid}/labels/{label['id']}")
+        assert (status, body) == (200, {"threadId": tid, "count": 2})
+        event = await alice.next("BulkChanged")
+        assert (event["data"]["action"], event["data"]["count"]) == ("label", 2)
+    for email_id in (a, b):
+        assert (await email(api, email_id))["labels"] == [label["id"]]
+    assert (await email(api, other))["labels"] == []
+    _, one = await api.call("GET", f"/api/threads/{tid}")
+    assert [e["labels"] for e in one["items"]] == [[label["id"]], [label["id"]]]
+
+    status, body = await api.call("DELETE", f"/api/threads/{tid}/labels/{label['id']}")
+    assert (status, body["count"]) == (200, 2)
+    assert (await email(api, b))["labels"] == []
+    status, _ = await api.call("PUT", f"/api/threads/{tid}/labels/{label['id']}", api.bob)
+    assert status == 404  # not bob's label
+    status, bobs = await api.call("POST", "/api/labels", api.bob, json={"name": "Mine"})
+    assert status == 201, bobs
+    status, _ = await api.call("PUT", f"/api/threads/{tid}/labels/{bobs['id']}", api.bob)
+    assert status == 404  # not bob's thread

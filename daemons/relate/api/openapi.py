@@ -1640,6 +1640,23 @@ PATHS |= {
             errors={"400": "bad paging parameters", "404": "no such thread (or another user's)"},
         )
     },
+    "/api/threads/{id}/labels/{labelId}": {
+        method: op(
+            summary,
+            THREADS,
+            returns(
+                "how many of the thread's emails it was applied to (1,000 per transaction: a longer thread in several)",
+                obj(["threadId", "count"], threadId=INTEGER, count=INTEGER),
+            ),
+            scope=W,
+            params=[THREAD_ID, path_param("labelId", "the label's id")],
+            errors={"404": "no such thread or label"},
+        )
+        for method, summary in (
+            ("put", "Put a label on every email of a thread (their keyword: IMAP clients see it)"),
+            ("delete", "Take a label off every email of a thread"),
+        )
+    },
 }
 _emails_get = PATHS["/api/emails"]["get"]
 _emails_get["parameters"].append(

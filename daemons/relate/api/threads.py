@@ -3,6 +3,7 @@
 Reads need ``api:read``. A thread spans the user's folders (store/threads.py
 says how messages are threaded); each email's ``threadId`` names its thread,
 and ``GET /api/emails?collapse=thread`` lists a folder one thread at a time.
+A label is put on (or taken off) every email of a thread at once with ``api:write``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from aiohttp import web
 
 from relate.api.app import page_of, paging, path_id, state
 from relate.api.errors import not_found
-from relate.api.security import READ, principal, requires
+from relate.api.security import READ, WRITE, principal, requires
 from relate.api.shapes import iso, person, summary
+from relate.services import labels as label_service
 from relate.services import threads as service
 
 routes = web.RouteTableDef()
@@ -56,5 +58,28 @@ async def get_thread(request: web.Request) -> web.Response:
     if found is None:
         raise not_found("thread")
     thread, rows = found
-    body = thread_shape(thread) | page_of([summary(r) for r in rows], page, size, thread.figures.message_count)
-    return web.json_response(body)
+    labels = await label_service.by_keyword(state(request).pool, principal(request).user_id)
+    items = [summary(r, labels) for r in rows]
+    return web.json_response(thread_shape(thread) | page_of(items, page, size, thread.figures.message_count))
+
+
+@routes.put("/api/threads/{id}/labels/{labelId}")
+@requires(WRITE)
+async def label_thread(request: web.Request) -> web.Response:
+    return await _label(request, "label")
+
+
+@routes.delete("/api/threads/{id}/labels/{labelId}")
+@requires(WRITE)
+async def unlabel_thread(request: web.Request) -> web.Response:
+    return await _label(request, "unlabel")
+
+
+async def _label(request: web.Request, action: str) -> web.Response:
+    pool, user_id = state(request).pool, principal(request).user_id
+    thread_id = path_id(request)
+    keyword = await label_service.keyword_of(pool, user_id, path_id(request, "labelId"))
+    count = await service.label(pool, user_id, thread_id, action, keyword)
+    if count is None:
+        raise not_found("thread")
+    return web.json_response({"threadId": thread_id, "count": count})

@@ -1,10 +1,11 @@
 """Threads for the apps: the list and one thread, with a snippet of each thread's latest message.
 
 The thread of a message is decided at ingest (store/threads.py says how); this
-module reads. A snippet is the message's preview (RFC 8970, relate.mail.preview),
-made the first time anything asks (here or IMAP's FETCH PREVIEW) and then kept
-with the message; a page of threads makes at most one preview per thread, from
-the first octets of one text part, in a worker thread.
+module reads, and labels a whole thread (:func:`label`). A snippet is the
+message's preview (RFC 8970, relate.mail.preview), made the first time anything
+asks (here or IMAP's FETCH PREVIEW) and then kept with the message; a page of
+threads makes at most one preview per thread, from the first octets of one text
+part, in a worker thread.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from relate.mail import preview
+from relate.services import mail
 from relate.store import imap_messages, threads
 from relate.store.threads import ThreadFigures
 
@@ -47,6 +49,21 @@ async def one(
         rows = await threads.messages(conn, user_id, thread_id, offset, limit)
         made = await snippets(conn, [found.latest_id])
     return Thread(found, made.get(found.latest_id, "")), rows
+
+
+async def label(pool: asyncpg.Pool, user_id: int, thread_id: int, action: str, keyword: str) -> int | None:
+    """Put a label's keyword on every email of the thread (``action`` "label") or take it off ("unlabel"),
+    through services/mail.py's bulk action, :data:`mail.MAX_BULK` emails per transaction (a longer thread
+    in several); how many emails it was applied to, None when the user has no such thread."""
+    async with pool.acquire() as conn:
+        ids = await threads.message_ids(conn, user_id, thread_id)
+    if not ids:
+        return None
+    done = 0
+    for start in range(0, len(ids), mail.MAX_BULK):
+        changed = await mail.apply(pool, user_id, action, ids[start : start + mail.MAX_BULK], keyword=keyword)
+        done += len(changed.ids)
+    return done
 
 
 async def snippets(conn: asyncpg.Connection, message_ids: Sequence[int]) -> dict[int, str]:

@@ -275,6 +275,17 @@ async def messages(conn: Queryable, user_id: int, thread_id: int, offset: int, l
     return [dict(r) for r in rows]
 
 
+async def message_ids(conn: Queryable, user_id: int, thread_id: int) -> list[int]:
+    """The ids of the user's messages in the thread, oldest first (empty: no such thread of the user's)."""
+    rows = await conn.fetch(
+        """SELECT m.id FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id
+            WHERE m.thread_id = $2 AND b.user_id = $1 ORDER BY m.internal_date, m.id""",
+        user_id,
+        thread_id,
+    )
+    return [r["id"] for r in rows]
+
+
 async def previews(conn: Queryable, message_ids: Sequence[int]) -> dict[int, tuple[int, int, str | None]]:
     """(mailbox, uid, preview or None when not made yet) of some messages, by id."""
     rows = await conn.fetch(
