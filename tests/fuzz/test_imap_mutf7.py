@@ -1,4 +1,5 @@
-"""Modified UTF-7 mailbox names (relate.imap.mutf7): round trips, and only ParseError on malformed input."""
+"""Modified UTF-7 mailbox names (relate.mail.mutf7, relate.imap.mutf7): round trips, and only InvalidName
+(ParseError on the IMAP wire) on malformed input."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from relate.imap.errors import ParseError
-from relate.imap.mutf7 import decode, decode_mailbox, encode
+from relate.imap.mutf7 import decode_mailbox
+from relate.mail.mutf7 import InvalidName, decode, encode
 
 # Text as a mailbox name can hold it: any code point but the surrogates (which UTF-8 cannot carry).
 _NAMES = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=60)
@@ -34,11 +36,11 @@ def test_encode_then_decode_gives_the_name_back(name: str) -> None:
 @example("&Jjo")
 @example("&AOk-&AOk-")
 @example("&-&AOk-&-")
-def test_decode_raises_only_parse_error_and_is_canonical(text: str) -> None:
-    """Decoding any text gives a name or ParseError; a name re-encodes to exactly the text sent (one spelling)."""
+def test_decode_raises_only_invalid_name_and_is_canonical(text: str) -> None:
+    """Decoding any text gives a name or InvalidName; a name re-encodes to exactly the text sent (one spelling)."""
     try:
         name = decode(text)
-    except ParseError:
+    except InvalidName:
         return
     assert encode(name) == text
     if "&" not in text:

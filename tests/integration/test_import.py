@@ -36,9 +36,9 @@ import pytest
 from relate.auth import Authenticator
 from relate.config import Config, ListenerConfig
 from relate.errors import RelateError
-from relate.imap import mutf7
 from relate.imap.server import ImapServer
 from relate.importing.imap import ImapSource, SourceError
+from relate.mail import mutf7
 from relate.services import accounts, imports
 from relate.testing.dovecot import PASSWORD, ThrowawayDovecot, Unavailable
 from tests.daemons import ON_CI, clean_env, write_config

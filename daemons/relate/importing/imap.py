@@ -38,8 +38,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from relate.errors import RelateError
-from relate.imap import mutf7
-from relate.imap.errors import ParseError
+from relate.mail import mutf7
 
 BATCH = 500
 BATCH_OCTETS = 16 * 1024 * 1024
@@ -91,7 +90,7 @@ def _decode(name: bytes) -> str:
     text = name.decode("utf-8", "replace")
     try:
         return mutf7.decode(text)
-    except ParseError:
+    except mutf7.InvalidName:
         return text  # a server that sends UTF-8 (or broken names): as it stands
 
 

@@ -37,9 +37,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from relate.imap import mutf7
-from relate.imap.errors import ParseError
 from relate.importing import KEYWORD
+from relate.mail import mutf7
 
 _SYSTEM = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen", "T": "\\Deleted", "P": "$Forwarded"}
 _INFO = re.compile(r"[:!;]2,([A-Za-z]*)$")
@@ -72,7 +71,7 @@ def folder_name(directory: str) -> str:
     for part in parts:
         try:
             names.append(mutf7.decode(part))
-        except ParseError:
+        except mutf7.InvalidName:
             names.append(part)  # not modified UTF-7 (Dovecot's UTF-8 option): the name as it stands
     return "/".join(names)
 

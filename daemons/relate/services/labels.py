@@ -38,7 +38,7 @@ from typing import Any
 import asyncpg
 
 from relate.errors import Conflict, Invalid, NotFound, TooMany
-from relate.imap import mutf7  # a pure encoder (no I/O): Thunderbird's key derivation needs modified UTF-7
+from relate.mail import mutf7  # Thunderbird derives a tag's key through modified UTF-7
 from relate.store import imap_messages, mailboxes
 from relate.store import labels as store
 from relate.store.changes import BULK_SETTING
