@@ -11,7 +11,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
+from relate.auth import Authenticator
 from relate.config import Config, DatabaseConfig, ListenerConfig
+from relate.imap.server import ImapServer  # imported here, not in a test's loop (it takes 0.1 s)
+from relate.store import db
 
 
 class RawClient:
@@ -102,10 +105,6 @@ def imap_folders(conn: imaplib.IMAP4) -> dict[str, dict[str, Any]]:
 @contextlib.asynccontextmanager
 async def imaps_server(cfg: Config, dsn: str) -> AsyncIterator[int]:
     """An IMAP daemon with implicit TLS on loopback (``cfg``'s certificate) on ``dsn``'s database; its port."""
-    from relate.auth import Authenticator
-    from relate.imap.server import ImapServer
-    from relate.store import db
-
     cfg.imap.imap = ListenerConfig(listen=[])
     cfg.imap.imaps = ListenerConfig(listen=["127.0.0.1:0"])
     pool = await db.create_pool(DatabaseConfig(dsn=dsn, pool_min=1, pool_max=4))

@@ -60,10 +60,7 @@ async def list_emails(request: web.Request) -> web.Response:
         rows, total = await store.listing_by_thread(pool, box["id"], (page - 1) * size, size)
         items = [summary(r, labels) | {"threadCount": r["thread_count"]} for r in rows]
         return web.json_response(page_of(items, page, size, total))
-    if keyword is None:
-        rows, total = await store.listing(pool, box["id"], (page - 1) * size, size)
-    else:
-        rows, total = await store.labelled_listing(pool, box["id"], keyword, (page - 1) * size, size)
+    rows, total = await store.listing(pool, box["id"], (page - 1) * size, size, keyword)
     return web.json_response(page_of([summary(r, labels) for r in rows], page, size, total))
 
 
