@@ -44,9 +44,10 @@ looks up the records of pending DKIM keys (each at most every
 policies due for one (relate.queue.mtasts) in a task of its own, so that a
 slow policy server never holds up deliveries.
 
-Each pass also queues the vacation replies users' Sieve scripts asked for
-at delivery (relate.sieve.vacation), woken by the ``relate_queue`` NOTIFY the
-delivery sends.
+Each pass also queues the vacation replies and reject/ereject DSNs users'
+Sieve scripts asked for at delivery (relate.sieve.vacation,
+relate.sieve.refuse), woken by the ``relate_queue`` NOTIFY the delivery
+sends.
 
 Recipients at hosted domains are delivered locally through the ingest path,
 without SMTP, each in the transaction that records it. What the queue stores
@@ -88,7 +89,7 @@ from relate.queue.mx import make_resolver
 from relate.queue.tlsrpt import TlsTally
 from relate.runtime import metrics
 from relate.services import dns as dns_service
-from relate.sieve import filing, vacation
+from relate.sieve import filing, refuse, vacation
 from relate.store import accounts, db, mailboxes, messages, quota, threads
 from relate.store import dkim as dkim_store
 from relate.store import queue as store
@@ -761,12 +762,15 @@ class DeliveryWorker:
     # -- Sieve ------------------------------------------------------------------------
 
     async def _vacation_replies(self) -> int:
-        """Queue the vacation replies Sieve runs asked for (relate.sieve.vacation); how many actions were taken."""
-        try:
-            return await vacation.send_pending(self.pool, self.cfg.hostname)
-        except db.ERRORS as exc:
-            log.warning("sieve-vacation-error error=%s: %s", type(exc).__name__, exc)
-            return 0
+        """Queue the vacation replies and reject DSNs Sieve runs asked for (relate.sieve.vacation, .refuse); how many
+        actions were taken."""
+        taken = 0
+        for kind, send in (("vacation", vacation.send_pending), ("reject", refuse.send_pending)):
+            try:
+                taken += await send(self.pool, self.cfg.hostname)
+            except db.ERRORS as exc:
+                log.warning("sieve-%s-error error=%s: %s", kind, type(exc).__name__, exc)
+        return taken
 
     # -- DSNs ------------------------------------------------------------------------
 

@@ -14,8 +14,9 @@ Policy:
   ``sieve_actions`` (with the message as filtered, for redirect; the facts
   of its header vacation's rules read, for vacation) in that same
   transaction, which wakes the delivery daemon (``relate_queue``). It sends
-  vacation replies (relate/sieve/vacation.py); redirect, reject and
-  ereject are not sent yet (issue 19's later steps).
+  vacation replies (relate/sieve/vacation.py) and reject/ereject DSNs
+  (relate/sieve/refuse.py); redirect is not sent yet (issue 19's later
+  steps).
 - A script that fails, at compile time (stored before a limit changed, say)
   or at run time (a limit, a conflict, ``fileinto`` into a mailbox that does
   not exist without ``:create``), has the message filed into INBOX as the
@@ -52,7 +53,7 @@ import asyncpg
 
 from relate.config import QuotaConfig, SieveConfig
 from relate.errors import Conflict, Invalid, TooMany
-from relate.sieve import compile_script, interpreter, limits, vacation
+from relate.sieve import compile_script, interpreter, limits, refuse, vacation
 from relate.sieve.errors import SieveError
 from relate.sieve.grammar import Script
 from relate.sieve.interpreter import Keep, Redirect, Reject, Result, Vacation
@@ -269,7 +270,7 @@ async def _record(
     blob: bytes | None,
 ) -> None:
     """The sending actions, for the sending side; the message's bytes are kept for a redirect."""
-    if any(isinstance(a, Vacation) for a in result.actions):
+    if any(isinstance(a, Vacation | Reject) for a in result.actions):
         await conn.execute("SELECT pg_notify($1, 'sieve')", changes.QUEUE)  # the delivery daemon replies
     for action in result.actions:
         if isinstance(action, Redirect):
@@ -277,7 +278,8 @@ async def _record(
             if blob is None:
                 blob = await messages.put_blob(conn, body)
         elif isinstance(action, Reject):
-            kind, detail = ("ereject" if action.extended else "reject"), {"reason": action.reason}
+            kind = "ereject" if action.extended else "reject"
+            detail = {"reason": action.reason, "header": refuse.header_of(body)}  # for the DSN (relate/sieve/refuse.py)
         elif isinstance(action, Vacation):
             kind = "vacation"
             detail = {

@@ -14,7 +14,7 @@ from relate.services import dns as dns_service
 from relate.store import sieve as scripts
 
 from .conftest import Harness, Sink
-from .helpers import ALICE, BOB
+from .helpers import ALICE, BOB, parse_dsn
 from .test_dkim import dns_for
 
 REMOTE = "carol@remote.test"
@@ -128,3 +128,34 @@ async def test_the_reply_is_dkim_signed(h: Harness) -> None:
     data = sink.transactions[0].data
     assert data.startswith(b"DKIM-Signature:")
     assert dkim.verify(data, dnsfunc=dns_for({"v1._domainkey.example.com": key.txt_record()})) is True
+
+
+@pytest.mark.parametrize("command", ["reject", "ereject"])
+async def test_reject_sends_a_dsn_to_the_sender(h: Harness, command: str) -> None:
+    """RFC 5429 §2.1 for mail accepted already: a DSN (5.7.1, the script's reason) to the envelope sender,
+    from MAILER-DAEMON with the null sender; bob gets nothing."""
+    sink = await remote(h)
+    await activate(h, BOB, f'require "{command}";\n{command} "No mail about plans, please.";\n')
+    await arrive(h, subject="Project plan")
+    assert await h.inbox(BOB) == []
+    (sent,) = sink.transactions
+    assert sent.mail_from == "<>"
+    assert sent.rcpt_tos == [REMOTE]
+    dsn = parse_dsn(sent.data)
+    assert dsn.message["From"].startswith("Mail Delivery System <MAILER-DAEMON@")
+    (recipient,) = dsn.recipients
+    assert recipient["Final-Recipient"] == f"rfc822; {BOB}"
+    assert recipient["Action"] == "failed"
+    assert recipient["Status"] == "5.7.1"
+    assert "No mail about plans, please." in dsn.human
+    assert dsn.original["Subject"] == "Project plan"
+
+
+async def test_reject_never_answers_the_null_sender(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "relate.sieve")
+    sink = await remote(h)
+    await activate(h, BOB, 'require "reject";\nreject "No.";\n')
+    await arrive(h, mail_from="")
+    assert sink.transactions == []
+    assert await h.pool.fetchval("SELECT count(*) FROM sieve_actions WHERE done_at IS NULL") == 0
+    assert any("sieve-reject" in r.message and "empty sender" in r.message for r in caplog.records)
