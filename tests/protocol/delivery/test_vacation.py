@@ -3,18 +3,24 @@ per sender and :days, from the address the mail came to, with the null sender, t
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import logging
+import time
 
 import dkim
 import pytest
 
+from relate.queue.worker import DeliveryWorker
 from relate.services import dns as dns_service
+from relate.sieve import filing
+from relate.store import accounts
 from relate.store import sieve as scripts
 
 from .conftest import Harness, Sink
-from .helpers import ALICE, BOB, parse_dsn
+from .helpers import ALICE, BOB, compose, parse_dsn
+from .test_daemons import wait_for
 from .test_dkim import dns_for
 
 REMOTE = "carol@remote.test"
@@ -159,3 +165,33 @@ async def test_reject_never_answers_the_null_sender(h: Harness, caplog: pytest.L
     assert sink.transactions == []
     assert await h.pool.fetchval("SELECT count(*) FROM sieve_actions WHERE done_at IS NULL") == 0
     assert any("sieve-reject" in r.message and "empty sender" in r.message for r in caplog.records)
+
+
+async def test_a_running_daemon_is_woken_by_the_delivery_that_asks(h: Harness) -> None:
+    """With a 60 s poll interval, a vacation recorded by another process's delivery (the SMTP daemon's filing,
+    here called directly) is answered within a few seconds: the delivery's NOTIFY relate_queue wakes it."""
+    sink = await remote(h)
+    await activate(h, BOB, SCRIPT)
+    h.cfg.delivery.poll_seconds = 60
+    worker = DeliveryWorker(h.cfg, h.pool)  # the real clock
+    h.workers.append(worker)
+    await worker.start()
+    await asyncio.sleep(0.3)  # its first pass found nothing; it is asleep now
+    raw, _ = compose(REMOTE, [BOB], subject="Are you there?")
+    started = time.monotonic()
+    async with h.pool.acquire() as conn, conn.transaction():
+        user_id = await conn.fetchval("SELECT id FROM users WHERE address = $1", BOB)
+        inbox = await accounts.inbox_id(conn, user_id)
+        assert inbox is not None
+        await filing.file_one(
+            conn, h.cfg.sieve, raw, user_id=user_id, inbox_id=inbox, rcpt=BOB, mail_from=REMOTE, quota=None
+        )
+
+    async def replied() -> bool:
+        return bool(sink.transactions)
+
+    await wait_for(replied, 10)
+    assert [t.rcpt_tos for t in sink.transactions] == [[REMOTE]]
+    assert time.monotonic() - started < 5.0
+    await worker.stop(grace=5)
+    h.workers.clear()
