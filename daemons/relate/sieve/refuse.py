@@ -58,7 +58,16 @@ async def send_pending(pool: asyncpg.Pool, hostname: str) -> int:
             if not sender:
                 log.info("sieve-reject user=%d to=<> skipped reason=empty sender", row["user_id"])
             else:
-                await _queue(conn, row["user_id"], sender, row["rcpt_to"], detail, row["created_at"], hostname)
+                try:
+                    async with conn.transaction():  # a savepoint: a DSN that cannot be made is not retried forever
+                        await _queue(conn, row["user_id"], sender, row["rcpt_to"], detail, row["created_at"], hostname)
+                except (ValueError, TypeError, UnicodeError) as exc:
+                    log.info(
+                        "sieve-reject user=%d to=%s skipped reason=the DSN cannot be made: %s",
+                        row["user_id"],
+                        sender,
+                        type(exc).__name__,
+                    )
             await conn.execute("UPDATE sieve_actions SET done_at = now() WHERE id = $1", row["id"])
     return len(rows)
 

@@ -177,8 +177,12 @@ async def send_pending(pool: asyncpg.Pool, hostname: str) -> int:
             )
             reason = why_not(p)
             if reason is None:
-                await _sent(conn, p, hostname)
-            else:
+                try:
+                    async with conn.transaction():  # a savepoint: a reply that cannot be made is not retried forever
+                        await _sent(conn, p, hostname)
+                except (ValueError, TypeError, UnicodeError) as exc:
+                    reason = f"the reply cannot be made: {type(exc).__name__}: {str(exc)[:200]}"
+            if reason is not None:
                 log.info("sieve-vacation user=%d to=%s skipped reason=%s", p.user_id, p.mail_from or "<>", reason)
             await conn.execute("UPDATE sieve_actions SET done_at = now() WHERE id = $1", p.id)
     return len(rows)
