@@ -195,3 +195,18 @@ async def test_a_running_daemon_is_woken_by_the_delivery_that_asks(h: Harness) -
     assert time.monotonic() - started < 5.0
     await worker.stop(grace=5)
     h.workers.clear()
+
+
+async def test_mime_reason_is_the_body_part(h: Harness) -> None:
+    """RFC 5230 §5.8: with :mime the reason is a MIME entity, its own header first."""
+    sink = await remote(h)
+    script = (
+        'require "vacation";\nvacation :mime text:\n'
+        "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nWeg bis Montag, grüße.\n.\n;\n"
+    )
+    await activate(h, BOB, script)
+    await arrive(h)
+    reply = email.message_from_bytes(sink.transactions[0].data, policy=email.policy.default)
+    assert reply["Auto-Submitted"] == "auto-replied"
+    assert reply.get_content_type() == "text/plain"
+    assert reply.get_content().strip() == "Weg bis Montag, grüße."
