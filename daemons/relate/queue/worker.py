@@ -44,6 +44,11 @@ looks up the records of pending DKIM keys (each at most every
 policies due for one (relate.queue.mtasts) in a task of its own, so that a
 slow policy server never holds up deliveries.
 
+Each pass also queues the vacation replies and reject/ereject DSNs users'
+Sieve scripts asked for at delivery (relate.sieve.vacation,
+relate.sieve.refuse), woken by the ``relate_queue`` NOTIFY the delivery
+sends.
+
 Recipients at hosted domains are delivered locally through the ingest path,
 without SMTP, each in the transaction that records it. What the queue stores
 (those copies, and DSNs in a sender's INBOX) is announced as the SMTP daemon
@@ -84,7 +89,7 @@ from relate.queue.mx import make_resolver
 from relate.queue.tlsrpt import TlsTally
 from relate.runtime import metrics
 from relate.services import dns as dns_service
-from relate.sieve import filing
+from relate.sieve import filing, refuse, vacation
 from relate.store import accounts, db, mailboxes, messages, quota, threads
 from relate.store import dkim as dkim_store
 from relate.store import queue as store
@@ -473,7 +478,8 @@ class DeliveryWorker:
         if claimed:
             await self._deliver(_Claim(owner, claimed, started + d.lease_seconds * LEASE_USABLE))
         bounced = await self._bounce_due()
-        return bool(claimed or old or bounced)
+        replied = await self._vacation_replies()
+        return bool(claimed or old or bounced or replied)
 
     async def _deliver(self, claim: _Claim) -> None:
         by_domain: dict[str, list[Claimed]] = collections.defaultdict(list)
@@ -752,6 +758,19 @@ class DeliveryWorker:
         self._log_failed(failed)
         await self._bounce_due(email_ids)
         return failed
+
+    # -- Sieve ------------------------------------------------------------------------
+
+    async def _vacation_replies(self) -> int:
+        """Queue the vacation replies and reject DSNs Sieve runs asked for (relate.sieve.vacation, .refuse); how many
+        actions were taken."""
+        taken = 0
+        for kind, send in (("vacation", vacation.send_pending), ("reject", refuse.send_pending)):
+            try:
+                taken += await send(self.pool, self.cfg.hostname)
+            except db.ERRORS as exc:
+                log.warning("sieve-%s-error error=%s: %s", kind, type(exc).__name__, exc)
+        return taken
 
     # -- DSNs ------------------------------------------------------------------------
 

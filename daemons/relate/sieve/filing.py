@@ -11,9 +11,12 @@ Policy:
   with ``:create``, RFC 5490), with the flags imap4flags gave (RFC 5232),
   ``discard`` nowhere; editheader's edits (RFC 5293) are in the copy filed.
 - ``redirect``, ``reject``, ``ereject`` and ``vacation`` are recorded in
-  ``sieve_actions`` (with the message as filtered, for redirect) in that
-  same transaction; sending them is the sending side's work (issue 19's
-  later steps), not done here.
+  ``sieve_actions`` (with the message as filtered, for redirect; the facts
+  of its header vacation's rules read, for vacation) in that same
+  transaction, which wakes the delivery daemon (``relate_queue``). It sends
+  vacation replies (relate/sieve/vacation.py) and reject/ereject DSNs
+  (relate/sieve/refuse.py); redirect is not sent yet (issue 19's later
+  steps).
 - A script that fails, at compile time (stored before a limit changed, say)
   or at run time (a limit, a conflict, ``fileinto`` into a mailbox that does
   not exist without ``:create``), has the message filed into INBOX as the
@@ -50,12 +53,12 @@ import asyncpg
 
 from relate.config import QuotaConfig, SieveConfig
 from relate.errors import Conflict, Invalid, TooMany
-from relate.sieve import compile_script, interpreter, limits
+from relate.sieve import compile_script, interpreter, limits, refuse, vacation
 from relate.sieve.errors import SieveError
 from relate.sieve.grammar import Script
 from relate.sieve.interpreter import Keep, Redirect, Reject, Result, Vacation
 from relate.sieve.message import Envelope
-from relate.store import mailboxes, messages
+from relate.store import changes, mailboxes, messages
 from relate.store import sieve as store
 from relate.store.messages import StoredMessage
 from relate.store.sieve import ActiveScript
@@ -267,13 +270,16 @@ async def _record(
     blob: bytes | None,
 ) -> None:
     """The sending actions, for the sending side; the message's bytes are kept for a redirect."""
+    if any(isinstance(a, Vacation | Reject) for a in result.actions):
+        await conn.execute("SELECT pg_notify($1, 'sieve')", changes.QUEUE)  # the delivery daemon replies
     for action in result.actions:
         if isinstance(action, Redirect):
             kind, detail = "redirect", {"address": action.address, "copy": action.copy}
             if blob is None:
                 blob = await messages.put_blob(conn, body)
         elif isinstance(action, Reject):
-            kind, detail = ("ereject" if action.extended else "reject"), {"reason": action.reason}
+            kind = "ereject" if action.extended else "reject"
+            detail = {"reason": action.reason, "header": refuse.header_of(body)}  # for the DSN (relate/sieve/refuse.py)
         elif isinstance(action, Vacation):
             kind = "vacation"
             detail = {
@@ -284,6 +290,7 @@ async def _record(
                 "addresses": list(action.addresses),
                 "mime": action.mime,
                 "handle": action.handle,
+                "original": vacation.facts(body),  # what the sending side's rules read (relate/sieve/vacation.py)
             }
         else:
             continue

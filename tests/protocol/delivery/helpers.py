@@ -29,13 +29,16 @@ def compose(
     body: str = "Hello there.\r\nSee you soon.\r\n",
     message_id: str | None = None,
     from_header: str | None = None,
+    to_header: str | None = None,
+    headers: Sequence[str] = (),
 ) -> tuple[bytes, str]:
     """A small RFC 5322 message with CRLF line ends; (bytes, its Message-Id)."""
     message_id = message_id or f"<{uuid.uuid4().hex}@example.com>"
     head = [
         f"From: Alice <{from_header or sender}>",
-        f"To: {', '.join(to)}",
+        f"To: {to_header or ', '.join(to)}",
         f"Subject: {subject}",
+        *headers,
         f"Date: {email.utils.format_datetime(datetime.now(UTC))}",
         f"Message-Id: {message_id}",
         "MIME-Version: 1.0",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import email
 import imaplib
 import json
 import logging
@@ -14,6 +15,7 @@ import asyncpg
 import pytest
 
 from relate.services import accounts
+from relate.sieve import vacation
 from relate.store import sieve as scripts
 from tests.support import imaps_server
 
@@ -200,3 +202,26 @@ async def test_concurrent_filtered_deliveries_file_each_copy_once(smtp: Smtp, im
             h.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0] for _, h in await folder(imap_port, bob_key, name)
         )
         assert subjects == sorted(f"n{i}".encode() for i in range(20)), name
+
+
+async def test_vacation_over_mx_queues_one_reply_per_sender(smtp: Smtp) -> None:
+    """Mail over port 25 to bob (vacation on): relate-delivery's pass queues one reply to the envelope sender,
+    with the null sender; the second message from that sender and a list message get none."""
+    await activate(smtp.pool, BOB, 'require "vacation";\nvacation :days 3 "Away this week.";')
+    first = make_message(subject="lunch?", message_id="<lunch@remote.example>")
+    assert [r.head for r in await run_session(smtp.mx, "carol@remote.example", [BOB], first)] == ACCEPTED
+    assert await vacation.send_pending(smtp.pool, smtp.cfg.hostname) == 1
+    again = make_message(subject="lunch!!")
+    assert [r.head for r in await run_session(smtp.mx, "carol@remote.example", [BOB], again)] == ACCEPTED
+    listed = make_message(subject="digest", headers=("List-Id: <acme.lists.example>",))
+    assert [r.head for r in await run_session(smtp.mx, "dave@remote.example", [BOB], listed)] == ACCEPTED
+    assert await vacation.send_pending(smtp.pool, smtp.cfg.hostname) == 2
+    rows = await smtp.pool.fetch(
+        """SELECT e.mail_from, e.from_address, r.address, b.data FROM outbound_emails e
+             JOIN outbound_recipients r ON r.outbound_email_id = e.id JOIN blobs b ON b.hash = e.blob_hash"""
+    )
+    assert [(r["mail_from"], r["from_address"], r["address"]) for r in rows] == [("", BOB, "carol@remote.example")]
+    reply = email.message_from_bytes(rows[0]["data"])
+    assert reply["Subject"] == "Auto: lunch?"
+    assert reply["In-Reply-To"] == "<lunch@remote.example>"
+    assert reply["Auto-Submitted"] == "auto-replied"
