@@ -123,7 +123,7 @@ def _mask_disabled_protocols(cfg: config_mod.Config) -> list[str]:
                 result = systemd(verb, service)
                 if result.returncode != 0:
                     fail(f"systemctl {verb} {service}: {result.stderr.strip()}")
-            done.append(f"{protocol}: restarted {service} with its listeners now on")
+            done.append(f"{protocol}: restarted {service} (its sockets changed)")
     if unmasked and systemd("is-active", "--quiet", "relate.target").returncode == 0:
         systemd("start", "relate.target")  # what it wants and does not run yet: the units just unmasked
     return done

@@ -164,7 +164,9 @@ async def deliver(
         prepared = await messages.prepare(body)
         digest = prepared.digest
         for box, flags in _merged(targets):
-            stored += await messages.ingest(conn, body, [box], flags=flags, prepared=prepared, enforce=enforce)
+            stored += await messages.ingest(
+                conn, body, [box], flags=flags, prepared=prepared, enforce=enforce, delivered=True
+            )
     if result.error is None:
         await store.remember_duplicates(conn, user_id, result.track)
         await _record(conn, result, user_id, rcpt, mail_from, body, digest if stored else None)
