@@ -415,6 +415,8 @@ class SieveConfig:
     # Actions (keep, fileinto, redirect, ...) and redirects one run may take.
     max_actions: int = 32
     max_redirects: int = 4
+    # Redirects one user's scripts may send in 24 hours; past it the message is kept in INBOX instead.
+    max_redirects_per_day: int = 100
     # Bytes of a message's body the body test reads.
     max_body_bytes: int = 1024 * 1024
 
@@ -726,6 +728,7 @@ class Config:
             ("sieve.max_steps", self.sieve.max_steps >= 100, "must be 100 or more"),
             ("sieve.max_actions", self.sieve.max_actions >= 1, "must be 1 or more"),
             ("sieve.max_redirects", self.sieve.max_redirects >= 0, "must be 0 or more"),
+            ("sieve.max_redirects_per_day", self.sieve.max_redirects_per_day >= 0, "must be 0 or more"),
             ("sieve.max_body_bytes", self.sieve.max_body_bytes >= 0, "must be 0 or more"),
             ("mta_sts.mode", self.mta_sts.mode in {"none", "testing", "enforce"}, "must be none, testing or enforce"),
             ("mta_sts.max_age", 0 <= self.mta_sts.max_age <= 31_557_600, "must be between 0 and 31557600 seconds"),

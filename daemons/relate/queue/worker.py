@@ -44,10 +44,10 @@ looks up the records of pending DKIM keys (each at most every
 policies due for one (relate.queue.mtasts) in a task of its own, so that a
 slow policy server never holds up deliveries.
 
-Each pass also queues the vacation replies and reject/ereject DSNs users'
-Sieve scripts asked for at delivery (relate.sieve.vacation,
-relate.sieve.refuse), woken by the ``relate_queue`` NOTIFY the delivery
-sends.
+Each pass also queues the vacation replies, reject/ereject DSNs and
+redirects (with SRS) users' Sieve scripts asked for at delivery
+(relate.sieve.vacation, relate.sieve.refuse, relate.sieve.redirect), woken
+by the ``relate_queue`` NOTIFY the delivery sends.
 
 Recipients at hosted domains are delivered locally through the ingest path,
 without SMTP, each in the transaction that records it. What the queue stores
@@ -89,7 +89,7 @@ from relate.queue.mx import make_resolver
 from relate.queue.tlsrpt import TlsTally
 from relate.runtime import metrics
 from relate.services import dns as dns_service
-from relate.sieve import filing, refuse, vacation
+from relate.sieve import filing, redirect, refuse, vacation
 from relate.store import accounts, db, mailboxes, messages, quota, threads
 from relate.store import dkim as dkim_store
 from relate.store import queue as store
@@ -765,9 +765,10 @@ class DeliveryWorker:
         """Queue the vacation replies and reject DSNs Sieve runs asked for (relate.sieve.vacation, .refuse); how many
         actions were taken."""
         taken = 0
-        for kind, send in (("vacation", vacation.send_pending), ("reject", refuse.send_pending)):
+        senders = (("vacation", vacation), ("reject", refuse), ("redirect", redirect))
+        for kind, module in senders:
             try:
-                taken += await send(self.pool, self.cfg.hostname)
+                taken += await module.send_pending(self.pool, self.cfg.hostname)
             except db.ERRORS as exc:
                 log.warning("sieve-%s-error error=%s: %s", kind, type(exc).__name__, exc)
         return taken

@@ -14,9 +14,10 @@ Policy:
   ``sieve_actions`` (with the message as filtered, for redirect; the facts
   of its header vacation's rules read, for vacation) in that same
   transaction, which wakes the delivery daemon (``relate_queue``). It sends
-  vacation replies (relate/sieve/vacation.py) and reject/ereject DSNs
-  (relate/sieve/refuse.py); redirect is not sent yet (issue 19's later
-  steps).
+  vacation replies (relate/sieve/vacation.py), reject/ereject DSNs
+  (relate/sieve/refuse.py) and redirects with SRS (relate/sieve/redirect.py,
+  which also holds back a looping redirect or one past the daily limit: the
+  message is kept instead).
 - A script that fails, at compile time (stored before a limit changed, say)
   or at run time (a limit, a conflict, ``fileinto`` into a mailbox that does
   not exist without ``:create``), has the message filed into INBOX as the
@@ -53,7 +54,7 @@ import asyncpg
 
 from relate.config import QuotaConfig, SieveConfig
 from relate.errors import Conflict, Invalid, TooMany
-from relate.sieve import compile_script, interpreter, limits, refuse, vacation
+from relate.sieve import compile_script, interpreter, limits, redirect, refuse, vacation
 from relate.sieve.errors import SieveError
 from relate.sieve.grammar import Script
 from relate.sieve.interpreter import Keep, Redirect, Reject, Result, Vacation
@@ -142,6 +143,9 @@ async def deliver(
         result = await interpreter.run(
             program, raw, Envelope(mail_from, rcpt), limits=limits(cfg), duplicate=seen, mailbox_exists=exists
         )
+    if result.error is None:
+        own = {rcpt.lower(), str(await conn.fetchval("SELECT address FROM users WHERE id = $1", user_id)).lower()}
+        result = await redirect.held(conn, result, user_id, own, raw, cfg.max_redirects_per_day)
     targets: list[tuple[int, tuple[str, ...]]] = []
     if result.error is None:
         try:
@@ -272,7 +276,7 @@ async def _record(
     blob: bytes | None,
 ) -> None:
     """The sending actions, for the sending side; the message's bytes are kept for a redirect."""
-    if any(isinstance(a, Vacation | Reject) for a in result.actions):
+    if any(isinstance(a, Vacation | Reject | Redirect) for a in result.actions):
         await conn.execute("SELECT pg_notify($1, 'sieve')", changes.QUEUE)  # the delivery daemon replies
     for action in result.actions:
         if isinstance(action, Redirect):
