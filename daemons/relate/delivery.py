@@ -217,6 +217,9 @@ class Delivery:
         self.sender = sender
         self.quota = quota  # None: no quota is checked (see the module docstring)
         self.recipients: list[Recipient] = []
+        # MX: the user a bounce to an SRS address (relate/sieve/srs.py) is queued as, to its remote original
+        # sender; None: remote recipients need a sender.
+        self.bounce_owner: int | None = None
 
     def add(self, recipient: Recipient) -> None:
         if recipient.kind is Kind.UNKNOWN:
@@ -255,7 +258,7 @@ class Delivery:
         result = Committed()
         inboxes = self.inboxes
         remote = self.remote
-        if (remote or record is not None) and self.sender is None:
+        if (record is not None or (remote and self.bounce_owner is None)) and self.sender is None:
             raise PermissionError("remote recipients need an authenticated sender")
         body = message if isinstance(message, Spool) else Spool.of(message)
         hold = hold or _no_hold
@@ -324,16 +327,16 @@ class Delivery:
                     draft_message_id=draft_copy,
                 )
             elif remote or waiting:
-                assert self.sender is not None
                 assert blob is not None
-                assert parsed is not None  # remote recipients come with a sender, hence a Sent copy
+                owner = self.sender.user_id if self.sender is not None else self.bounce_owner
+                assert owner is not None
                 result.outbound_id = await outbound.queue_message(
                     conn,
-                    user_id=self.sender.user_id,
-                    from_address=self.sender.address,
+                    user_id=owner,
+                    from_address=self.sender.address if self.sender is not None else self.mail_from,
                     mail_from=self.mail_from,
-                    subject=parsed.subject,
-                    message_id=parsed.message_id,
+                    subject=parsed.subject if parsed is not None else None,
+                    message_id=parsed.message_id if parsed is not None else None,
                     blob_hash=blob,
                     recipients=[*remote, *result.waiting],
                 )

@@ -50,6 +50,7 @@ from relate.mailauth import verdict as mailauth
 from relate.mailauth.verdict import DEFER, DELIVER, JUNK, REFUSE, rewrite
 from relate.runtime import metrics
 from relate.runtime.budget import BudgetExhausted
+from relate.sieve import srs
 from relate.smtp import headers, parser, replies
 from relate.smtp.data import DataState, read_data
 from relate.smtp.errors import Hangup, SmtpError
@@ -245,9 +246,11 @@ async def rcpt(session: SmtpSession, cmd: parser.Command) -> None:
             recipient = await classify(session.server.pool, address, session.server.cfg.quota)
         if recipient.kind is Kind.UNKNOWN and local == "postmaster":
             recipient = await _postmaster(session, domain)
+        elif recipient.kind is Kind.UNKNOWN and local.startswith("srs0") and session.role == "mx":
+            recipient = await _srs(session, address, domain)
     if recipient is None or recipient.kind is Kind.UNKNOWN:
         raise SmtpError(replies.UNKNOWN_USER)
-    if recipient.kind is Kind.REMOTE and session.role == "mx":
+    if recipient.kind is Kind.REMOTE and session.role == "mx" and envelope.srs_owner is None:
         log.info("smtp-relay-denied client=%s rcpt=%s", session.client, address)
         raise SmtpError(replies.RELAY_DENIED)
     if session.role == "mx":
@@ -266,6 +269,26 @@ async def _check_quota(session: SmtpSession, recipient: Recipient, size: int) ->
         return
     log.info("smtp-quota client=%s rcpt=%s size=%d refused=%s", session.client, recipient.address, size, verdict.value)
     raise SmtpError(replies.MAILBOX_FULL if verdict is Verdict.LATER else replies.MAILBOX_FULL_FOR_GOOD)
+
+
+async def _srs(session: SmtpSession, address: str, domain: str) -> Recipient | None:
+    """MX: an SRS0 address at a hosted domain (a bounce of a Sieve redirect, relate/sieve/redirect.py) is the
+    original sender when its hash and age check out (relate/sieve/srs.py): a local one gets it delivered, a
+    remote one through the queue as the domain's postmaster user; a forged or expired one is unknown (550)."""
+    pool = session.server.pool
+    with session.database("rcpt"):
+        original = srs.reverse(address, await srs.secret(pool))
+        found = await classify(pool, original, session.server.cfg.quota) if original else None
+        owner = await accounts.postmaster_target(pool, domain) if found and found.kind is Kind.REMOTE else None
+    if found is None or found.kind is Kind.UNKNOWN or (found.kind is Kind.REMOTE and owner is None):
+        log.info("smtp-srs-refused client=%s rcpt=%s", session.client, address)
+        return None
+    if found.kind is Kind.REMOTE:
+        assert session.envelope is not None
+        assert owner is not None
+        session.envelope.srs_owner = owner["user_id"]
+    log.info("smtp-srs client=%s rcpt=%s to=%s", session.client, address, found.address)
+    return found
 
 
 async def _postmaster(session: SmtpSession, domain: str | None) -> Recipient | None:
@@ -366,6 +389,7 @@ async def _store(session: SmtpSession, envelope: Envelope, spool: Spool) -> repl
         delivery = Delivery(
             server.pool, envelope.mail_from, sender=sender, quota=server.cfg.quota, group=group, sieve=server.cfg.sieve
         )
+        delivery.bounce_owner = envelope.srs_owner
         for recipient in recipients:
             delivery.add(recipient)
         body = await rewrite(spool, verdict, _missing_fields(session, head) if sender is not None else b"")

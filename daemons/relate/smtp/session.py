@@ -108,6 +108,7 @@ class Envelope:
     size: int | None = None  # declared with MAIL FROM's SIZE= (RFC 1870), for the quota check at RCPT
     recipients: list[Recipient] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)  # as accepted, for the trace's "for" clause
+    srs_owner: int | None = None  # the user a bounce to an SRS address is queued as (relate/sieve/srs.py)
 
 
 class Verb(Protocol):
