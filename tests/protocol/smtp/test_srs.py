@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 
-from relate.sieve import srs
+from relate.sieve import redirect, srs
+from relate.store import sieve as scripts
 
 from .conftest import Smtp
 from .helpers import make_message, run_session
@@ -47,3 +48,30 @@ async def test_forged_or_expired_srs_is_refused(smtp: Smtp) -> None:
         replies = await run_session(smtp.mx, "", [address], make_message())
         assert replies[1].head.startswith("550"), address
     assert await smtp.pool.fetchval("SELECT count(*) FROM outbound_emails") == 0
+
+
+async def test_a_redirect_and_its_bounce_back_to_the_original_sender(smtp: Smtp) -> None:
+    """carol writes to bob over port 25, bob's script redirects to dave@far.example (queued with an SRS
+    sender by the delivery daemon's pass); dave's MX bounces to that SRS address, and the bounce is queued
+    back to carol."""
+    user_id = await smtp.pool.fetchval("SELECT id FROM users WHERE address = 'bob@example.com'")
+    await scripts.put_script(smtp.pool, user_id, "main", 'redirect "dave@far.example";\n')
+    async with smtp.pool.acquire() as conn:
+        await scripts.activate(conn, user_id, "main")
+    replies = await run_session(smtp.mx, "carol@remote.example", ["bob@example.com"], make_message())
+    assert [r.head for r in replies] == ACCEPTED
+    assert await redirect.send_pending(smtp.pool, "mail.example.com") == 1
+    sent = await smtp.pool.fetchrow(
+        """SELECT e.mail_from, r.address FROM outbound_emails e
+             JOIN outbound_recipients r ON r.outbound_email_id = e.id"""
+    )
+    assert sent is not None
+    assert sent["address"] == "dave@far.example"
+    assert sent["mail_from"].startswith("SRS0=")
+    replies = await run_session(smtp.mx, "", [sent["mail_from"]], make_message(subject="Undelivered Mail"))
+    assert [r.head for r in replies] == ACCEPTED
+    back = await smtp.pool.fetchval(
+        """SELECT r.address FROM outbound_emails e JOIN outbound_recipients r ON r.outbound_email_id = e.id
+            WHERE e.mail_from = ''"""
+    )
+    assert back == "carol@remote.example"
