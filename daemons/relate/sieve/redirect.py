@@ -27,6 +27,7 @@ Policy:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -106,7 +107,11 @@ async def send_pending(pool: asyncpg.Pool, hostname: str) -> int:
                 raw = next(iter(found.values()))
                 rcpt = row["rcpt_to"]
                 trace = b"Delivered-To: " + rcpt.encode("utf-8", "surrogateescape") + b"\r\n"
-                blob = await messages.put_blob(conn, trace + raw)
+                if len(raw) > messages.BLOB_INLINE:  # a large copy is joined off the event loop
+                    whole = await asyncio.to_thread(b"".join, (trace, raw))
+                else:
+                    whole = trace + raw
+                blob = await messages.put_blob(conn, whole)
                 mail_from = srs.forward(row["mail_from"], rcpt.rpartition("@")[2] or hostname, secret)
                 await outbound.queue_message(
                     conn,
