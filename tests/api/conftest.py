@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import imaplib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,3 +172,16 @@ async def imap_port(api: Api) -> AsyncIterator[int]:
         yield server.addresses("imap")[0][1]
     finally:
         await server.stop(grace=1)
+
+
+def imap_flags(api: Api, port: int, messages: str = "1:*") -> bytes:
+    """Alice's INBOX as an IMAP client sees it: the FETCH FLAGS lines of ``messages``, joined (blocking: run it
+    in a thread)."""
+    client = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+    try:
+        client.login("alice@example.com", api.alice_imap)
+        client.select("INBOX", readonly=True)
+        _, data = client.fetch(messages, "(FLAGS)")
+        return b" ".join(d for d in data if isinstance(d, bytes))
+    finally:
+        client.logout()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import imaplib
 from typing import Any
 
-from tests.api.conftest import Api, imap_port, message
+from tests.api.conftest import Api, imap_flags, imap_port, message
 from tests.api.test_hub import hub_client
 
 BULK = "/api/emails/bulk"
@@ -44,18 +43,8 @@ async def test_mark_read_across_folders_is_one_hub_event(api: Api) -> None:
     unread = {e["data"]["mailboxId"]: e["data"]["unread"] for e in events if e["type"] == "UnreadCountChanged"}
     assert unread == {folders["INBOX"]["id"]: 0, folders["Archive"]["id"]: 0}
 
-    def flags() -> bytes:
-        client = imaplib.IMAP4("127.0.0.1", port, timeout=10)
-        try:
-            client.login("alice@example.com", api.alice_imap)
-            client.select("INBOX", readonly=True)
-            _, data = client.fetch("1:*", "(FLAGS)")
-            return b" ".join(d for d in data if isinstance(d, bytes))
-        finally:
-            client.logout()
-
     async with imap_port(api) as port:
-        seen = await asyncio.to_thread(flags)
+        seen = await asyncio.to_thread(imap_flags, api, port)
     assert seen.count(b"\\Seen") == 2
 
 

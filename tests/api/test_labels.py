@@ -6,7 +6,7 @@ import asyncio
 import imaplib
 
 from relate.services.labels import derived_keyword
-from tests.api.conftest import Api, imap_port, message
+from tests.api.conftest import Api, imap_flags, imap_port, message
 from tests.api.test_hub import hub_client
 
 BULK = "/api/emails/bulk"
@@ -124,18 +124,8 @@ async def test_label_on_email_filters_and_imap_sees_the_keyword(api: Api) -> Non
     status, _ = await api.call("PUT", f"/api/emails/{ids[0]}/labels/{bob_label}", api.bob)
     assert status == 404  # and alice's email is not bob's
 
-    def keywords(port: int) -> bytes:
-        client = imaplib.IMAP4("127.0.0.1", port, timeout=10)
-        try:
-            client.login("alice@example.com", api.alice_imap)
-            client.select("INBOX", readonly=True)
-            _, data = client.fetch("1", "(FLAGS)")
-            return b" ".join(d for d in data if isinstance(d, bytes))
-        finally:
-            client.logout()
-
     async with imap_port(api) as port:
-        assert b"$label5" not in await asyncio.to_thread(keywords, port)
+        assert b"$label5" not in await asyncio.to_thread(imap_flags, api, port, "1")
 
 
 async def _label_for(api: Api, key: str, name: str) -> int:
